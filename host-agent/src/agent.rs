@@ -1,0 +1,494 @@
+//! The host agent proper: settles pods into their recorded state, runs
+//! commands in them, and reconciles what the runtime holds with what the
+//! control plane records.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pinacle_orchestrator::pod::pod_id_of_sandbox;
+use pinacle_orchestrator::{PodEvent, PodJob, PodRecord, PodState, RuntimeKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::runtime::{OciCliRuntime, SandboxRuntime, SandboxStatus};
+use crate::{bundle, rootfs, AgentError, ControlPlane, ControlPlaneError, DataLayout, ImageStore};
+
+/// How a host agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This host's id; its queue is `host.{id}`.
+    pub host_id: String,
+    /// Where images, pods and volumes live.
+    pub data: DataLayout,
+    /// `runsc`, if gVisor is to be offered.
+    pub runsc: Option<PathBuf>,
+    /// `pinacle-youki`, if libcontainer is to be offered.
+    pub youki: Option<PathBuf>,
+    /// How long a pod's processes get to exit after SIGTERM on stop.
+    pub stop_grace: Duration,
+    /// How often to compare the runtime with the control plane.
+    pub reconcile_interval: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults for a host with data in `data`: runtimes found next to the
+    /// current executable or on `PATH`.
+    pub fn new(host_id: impl Into<String>, data: impl Into<PathBuf>) -> Self {
+        Self {
+            host_id: host_id.into(),
+            data: DataLayout::new(data),
+            runsc: find_binary("runsc"),
+            youki: find_binary("pinacle-youki"),
+            stop_grace: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Finds `name` next to the current executable, then on `PATH`.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok().and_then(|exe| {
+        let dir = exe.parent()?;
+        // test binaries live in target/*/deps; the real binaries one level up
+        [dir.join(name), dir.parent()?.join(name)].into_iter().find(|p| p.is_file())
+    });
+    beside.or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
+        })
+    })
+}
+
+/// A command to run in a pod.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    /// Extra `NAME=VALUE` variables.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory; `/workspace` if unset.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Bytes written to the command's stdin (then closed).
+    #[serde(default)]
+    pub stdin: Option<Vec<u8>>,
+}
+
+/// Output of a command running in a pod, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The command ended with this code (128 + signal if killed).
+    Exit(i32),
+}
+
+/// What one reconcile pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub orphans_removed: Vec<String>,
+    pub restarted: Vec<Uuid>,
+    pub resumed: Vec<Uuid>,
+    pub leftovers_removed: Vec<PathBuf>,
+}
+
+/// Drives the sandboxes of one host.
+pub struct HostAgent {
+    config: AgentConfig,
+    control: Arc<dyn ControlPlane>,
+    runtimes: HashMap<RuntimeKind, Arc<dyn SandboxRuntime>>,
+    images: ImageStore,
+    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    ready: AtomicBool,
+}
+
+impl HostAgent {
+    /// An agent with the runtimes `config` names. Fails if it names none.
+    pub fn new(config: AgentConfig, control: Arc<dyn ControlPlane>) -> Result<Self, AgentError> {
+        let mut runtimes: HashMap<RuntimeKind, Arc<dyn SandboxRuntime>> = HashMap::new();
+        if let Some(runsc) = &config.runsc {
+            let state = config.data.runtime_state("runsc");
+            runtimes.insert(RuntimeKind::Gvisor, Arc::new(OciCliRuntime::gvisor(runsc, &state)));
+        }
+        if let Some(youki) = &config.youki {
+            let state = config.data.runtime_state("youki");
+            runtimes.insert(RuntimeKind::Youki, Arc::new(OciCliRuntime::youki(youki, &state)));
+        }
+        Self::with_runtimes(config, control, runtimes)
+    }
+
+    /// An agent with the given runtimes (for tests and other runtimes).
+    pub fn with_runtimes(
+        config: AgentConfig,
+        control: Arc<dyn ControlPlane>,
+        runtimes: HashMap<RuntimeKind, Arc<dyn SandboxRuntime>>,
+    ) -> Result<Self, AgentError> {
+        if runtimes.is_empty() {
+            return Err(AgentError::Runtime {
+                runtime: "none",
+                op: "find",
+                id: config.host_id.clone(),
+                message: "no sandbox runtime found: install runsc (apt-get install runsc) or build pinacle-youki".into(),
+            });
+        }
+        for dir in [config.data.pods(), config.data.volumes(), config.data.images()] {
+            std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
+        }
+        let images = ImageStore::new(config.data.images());
+        Ok(Self { config, control, runtimes, images, locks: Mutex::default(), ready: AtomicBool::new(false) })
+    }
+
+    /// This host's id.
+    pub fn host_id(&self) -> &str {
+        &self.config.host_id
+    }
+
+    /// The image store of this host.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// Runtimes this host offers, gVisor first.
+    pub fn runtimes(&self) -> Vec<RuntimeKind> {
+        [RuntimeKind::Gvisor, RuntimeKind::Youki]
+            .into_iter()
+            .filter(|k| self.runtimes.contains_key(k))
+            .collect()
+    }
+
+    /// Whether the first reconcile pass has finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn runtime(&self, kind: RuntimeKind) -> Result<&Arc<dyn SandboxRuntime>, AgentError> {
+        self.runtimes.get(&kind).ok_or_else(|| AgentError::Runtime {
+            runtime: "none",
+            op: "find",
+            id: kind.to_string(),
+            message: format!("runtime {kind} is not available on host {}", self.config.host_id),
+        })
+    }
+
+    fn lock_of(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: Uuid) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.get(&id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&id);
+        }
+    }
+
+    /// Runs one job. Stale jobs (the pod moved on) are dropped; failures are
+    /// recorded on the pod, so only control-plane trouble is an error here.
+    pub async fn handle(&self, job: PodJob) -> Result<(), AgentError> {
+        let id = job.pod_id();
+        let lock = self.lock_of(id);
+        let _guard = lock.lock().await;
+        let result = self.handle_locked(job).await;
+        drop(_guard);
+        self.forget_lock(id);
+        result
+    }
+
+    async fn handle_locked(&self, job: PodJob) -> Result<(), AgentError> {
+        let id = job.pod_id();
+        let Some(mut pod) = self.control.pod(id).await? else {
+            tracing::debug!(%id, ?job, "job for unknown pod dropped");
+            return Ok(());
+        };
+        if !job.expected_state().contains(&pod.state) {
+            tracing::debug!(%id, ?job, state = %pod.state, "stale job dropped");
+            return Ok(());
+        }
+        let started = Instant::now();
+        match job {
+            PodJob::Provision(_) | PodJob::Start(_) => {
+                if pod.state == PodState::Pending {
+                    let msg = format!("provisioning on host {} with {}", self.config.host_id, pod.runtime);
+                    pod.state = self.record(id, PodEvent::ProvisionStarted, &msg).await?;
+                }
+                match self.ensure_running(&pod).await {
+                    Ok(()) => {
+                        let msg = format!("sandbox running ({} ms)", started.elapsed().as_millis());
+                        self.record_if_current(id, PodEvent::SandboxRunning, &msg).await
+                    }
+                    Err(e) => self.fail(&pod, e).await,
+                }
+            }
+            PodJob::Stop(_) => match self.ensure_stopped(&pod).await {
+                Ok(()) => {
+                    let msg = format!("sandbox stopped ({} ms)", started.elapsed().as_millis());
+                    self.record_if_current(id, PodEvent::SandboxStopped, &msg).await
+                }
+                Err(e) => self.fail(&pod, e).await,
+            },
+            PodJob::Delete(_) => match self.remove(&pod).await {
+                Ok(()) => self.record_if_current(id, PodEvent::Removed, "sandbox, layer and volume removed").await,
+                Err(e) => {
+                    // Deleting cannot fail into another state: leave it
+                    // deleting and let the next reconcile pass retry.
+                    tracing::warn!(%id, error = %e, "delete failed; will retry");
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    async fn record(&self, id: Uuid, event: PodEvent, msg: &str) -> Result<PodState, AgentError> {
+        Ok(self.control.record(id, event, msg).await?)
+    }
+
+    /// Records `event` unless the pod moved on meanwhile (then the job that
+    /// moved it takes over).
+    async fn record_if_current(&self, id: Uuid, event: PodEvent, msg: &str) -> Result<(), AgentError> {
+        match self.control.record(id, event, msg).await {
+            Ok(_) | Err(ControlPlaneError::Transition(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn fail(&self, pod: &PodRecord, error: AgentError) -> Result<(), AgentError> {
+        tracing::warn!(pod = %pod.id, name = %pod.name, %error, "pod operation failed");
+        self.record_if_current(pod.id, PodEvent::Failed, &error.to_string()).await
+    }
+
+    /// Makes the pod's sandbox run: storage, overlay, bundle, sandbox.
+    async fn ensure_running(&self, pod: &PodRecord) -> Result<(), AgentError> {
+        let runtime = self.runtime(pod.runtime)?;
+        let sid = pod.sandbox_id();
+        match runtime.status(&sid).await? {
+            SandboxStatus::Running => return Ok(()),
+            SandboxStatus::Missing => {}
+            SandboxStatus::Created | SandboxStatus::Stopped => runtime.delete(&sid).await?,
+        }
+        let lower = self.images.rootfs(&pod.image).ok_or_else(|| AgentError::ImageMissing(pod.image.clone()))?;
+        let dir = self.config.data.pod(pod.id);
+        let workspace = self.config.data.workspace(pod.id);
+        std::fs::create_dir_all(&workspace).map_err(AgentError::io("creating", &workspace))?;
+        let root = dir.join("rootfs");
+        rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &root)?;
+        let spec = bundle::pod_spec(pod, &root, &workspace)?;
+        bundle::write_bundle(&dir, &spec)?;
+        let started = runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id)).await;
+        if let Err(e) = started {
+            let _ = runtime.delete(&sid).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops the pod's sandbox (SIGTERM, then force after the grace period)
+    /// and unmounts its root filesystem. Storage is kept.
+    async fn ensure_stopped(&self, pod: &PodRecord) -> Result<(), AgentError> {
+        let runtime = self.runtime(pod.runtime)?;
+        let sid = pod.sandbox_id();
+        if runtime.status(&sid).await? == SandboxStatus::Running {
+            let _ = runtime.kill(&sid, libc_sigterm()).await;
+            let deadline = Instant::now() + self.config.stop_grace;
+            while Instant::now() < deadline && runtime.status(&sid).await? == SandboxStatus::Running {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        runtime.delete(&sid).await?;
+        rootfs::unmount(&self.config.data.pod(pod.id).join("rootfs"))
+    }
+
+    /// Removes the pod's sandbox, writable layer and volume.
+    async fn remove(&self, pod: &PodRecord) -> Result<(), AgentError> {
+        self.ensure_stopped(pod).await?;
+        rootfs::remove_tree(&self.config.data.pod(pod.id))?;
+        rootfs::remove_tree(&self.config.data.volume(pod.id))
+    }
+
+    /// Starts `req` in the pod's sandbox; output arrives on the returned
+    /// channel, ending with [`ExecOutput::Exit`].
+    pub async fn exec(&self, pod: &PodRecord, req: ExecRequest) -> Result<mpsc::Receiver<ExecOutput>, AgentError> {
+        let runtime = self.runtime(pod.runtime)?;
+        let sid = pod.sandbox_id();
+        if runtime.status(&sid).await? != SandboxStatus::Running {
+            return Err(AgentError::NotRunning(pod.name.to_string()));
+        }
+        let mut env = bundle::pod_env(pod);
+        env.extend(req.env.iter().cloned());
+        let cwd = req.cwd.as_deref().unwrap_or("/workspace");
+        let mut cmd = runtime.exec_command(&sid, cwd, &env, &req.argv);
+        cmd.stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(AgentError::io("running exec for", PathBuf::from(&sid)))?;
+        if let (Some(input), Some(mut stdin)) = (req.stdin, child.stdin.take()) {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&input).await;
+            });
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let pumps = [
+            child.stdout.take().map(|s| pump(s, tx.clone(), ExecOutput::Stdout)),
+            child.stderr.take().map(|s| pump(s, tx.clone(), ExecOutput::Stderr)),
+        ];
+        tokio::spawn(async move {
+            for p in pumps.into_iter().flatten() {
+                let _ = p.await;
+            }
+            let code = match child.wait().await {
+                Ok(status) => exit_code(status),
+                Err(_) => 255,
+            };
+            let _ = tx.send(ExecOutput::Exit(code)).await;
+        });
+        Ok(rx)
+    }
+
+    /// The last `max_bytes` of the pod's console log (its main process's output).
+    pub fn logs(&self, id: Uuid, max_bytes: u64) -> String {
+        crate::runtime::tail_of(&self.config.data.console_log(id), max_bytes)
+    }
+
+    /// Compares the runtime with the control plane and repairs differences:
+    /// unfinished work is resumed, running pods whose sandbox is gone are
+    /// restarted, sandboxes and directories no live pod owns are removed.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<ReconcileReport, AgentError> {
+        let mut report = ReconcileReport::default();
+        let pods = self.control.pods_on_host(&self.config.host_id).await?;
+        let live: HashMap<Uuid, &PodRecord> = pods.iter().map(|p| (p.id, p)).collect();
+
+        for (kind, runtime) in &self.runtimes {
+            for sid in runtime.list().await? {
+                let Some(id) = pod_id_of_sandbox(&sid) else { continue };
+                let owned = live
+                    .get(&id)
+                    .is_some_and(|p| p.runtime == *kind && (p.state.wants_sandbox() || p.state.is_transitional()));
+                if owned {
+                    continue;
+                }
+                let lock = self.lock_of(id);
+                let Ok(_guard) = lock.try_lock() else { continue };
+                // Re-read: the pod may have been created or started since the list.
+                let current = self.control.pod(id).await?;
+                if current.is_some_and(|p| p.state.is_live() && p.runtime == *kind && p.state.wants_sandbox()) {
+                    continue;
+                }
+                tracing::info!(sandbox = %sid, runtime = %kind, "removing sandbox no live pod owns");
+                runtime.delete(&sid).await?;
+                report.orphans_removed.push(sid);
+            }
+        }
+
+        for pod in &pods {
+            let lock = self.lock_of(pod.id);
+            let Ok(guard) = lock.try_lock() else { continue };
+            if pod.state == PodState::Running {
+                let status = self.runtime(pod.runtime)?.status(&pod.sandbox_id()).await?;
+                if status == SandboxStatus::Running {
+                    continue;
+                }
+                let msg = format!("sandbox found {status:?}; restarting");
+                if self.control.record(pod.id, PodEvent::SandboxLost, &msg).await.is_ok() {
+                    report.restarted.push(pod.id);
+                    drop(guard);
+                    self.spawn_job(PodJob::Start(pod.id));
+                }
+            } else if let Some(job) = PodJob::to_settle(pod.state, pod.id) {
+                report.resumed.push(pod.id);
+                drop(guard);
+                self.spawn_job(job);
+            }
+        }
+
+        for dir in [self.config.data.pods(), self.config.data.volumes()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let Some(id) = entry.file_name().to_str().and_then(|s| Uuid::parse_str(s).ok()) else {
+                    continue;
+                };
+                if live.contains_key(&id) {
+                    continue;
+                }
+                let lock = self.lock_of(id);
+                let Ok(_guard) = lock.try_lock() else { continue };
+                if self.control.pod(id).await?.is_some_and(|p| p.state.is_live()) {
+                    continue;
+                }
+                tracing::info!(path = %entry.path().display(), "removing storage no live pod owns");
+                rootfs::remove_tree(&entry.path())?;
+                report.leftovers_removed.push(entry.path());
+            }
+        }
+        self.ready.store(true, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    fn spawn_job(self: &Arc<Self>, job: PodJob) {
+        let agent = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = agent.handle(job).await {
+                tracing::warn!(?job, error = %e, "job failed");
+            }
+        });
+    }
+
+    /// Reconciles now and then every `reconcile_interval` until `shutdown`.
+    pub async fn reconcile_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            match self.reconcile().await {
+                Ok(r) if r != ReconcileReport::default() => tracing::info!(report = ?r, "reconciled"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.reconcile_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The data layout of this host.
+    pub fn layout(&self) -> &DataLayout {
+        &self.config.data
+    }
+
+    /// The cgroup memory usage of a pod's sandbox in bytes, where the host
+    /// exposes it (cgroup v1 memory controller).
+    pub fn memory_usage(&self, pod: &PodRecord) -> Option<u64> {
+        let path = Path::new("/sys/fs/cgroup/memory/pinacle").join(pod.sandbox_id()).join("memory.usage_in_bytes");
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    nix::sys::signal::Signal::SIGTERM as i32
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    mut reader: R,
+    tx: mpsc::Sender<ExecOutput>,
+    wrap: fn(Vec<u8>) -> ExecOutput,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.send(wrap(buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}

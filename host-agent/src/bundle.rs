@@ -1,0 +1,202 @@
+//! The OCI bundle (`config.json`) of a pod.
+//!
+//! Start from the runtime-spec defaults (the same as `runc spec`: own pid,
+//! net, ipc, uts, mount and cgroup namespaces, masked and read-only kernel
+//! paths, `noNewPrivileges`), then apply the pod's tier limits, a Docker-like
+//! minimal capability set without `NET_RAW` and `MKNOD`, and the workspace
+//! mount.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec,
+};
+use pinacle_orchestrator::PodRecord;
+
+use crate::AgentError;
+
+/// CFS period used for CPU quotas, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The pod's first process: waits for SIGTERM and exits cleanly on it. Works
+/// with BusyBox and Debian alike. (The in-pod supervisor replaces it later.)
+pub const INIT_SCRIPT: &str =
+    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
+
+/// Capabilities granted inside a pod: Docker's default set less `NET_RAW`
+/// and `MKNOD`. Enough to install packages as root in the pod, nothing that
+/// reaches the host.
+pub const POD_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::Setfcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::AuditWrite,
+];
+
+/// The environment every pod process starts with.
+pub fn pod_env(pod: &PodRecord) -> Vec<String> {
+    vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        "HOME=/root".to_owned(),
+        "TERM=xterm-256color".to_owned(),
+        "LANG=C.UTF-8".to_owned(),
+        format!("PINACLE_POD={}", pod.name),
+    ]
+}
+
+/// Builds the OCI spec of `pod` with `rootfs` as `/` and `workspace` bound at
+/// `/workspace`.
+pub fn pod_spec(pod: &PodRecord, rootfs: &Path, workspace: &Path) -> Result<Spec, AgentError> {
+    let err = |e: oci_spec::OciSpecError| AgentError::Bundle(e.to_string());
+    let limits = pod.tier.limits();
+    let caps: HashSet<Capability> = POD_CAPABILITIES.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .build()
+        .map_err(err)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(vec!["/bin/sh".to_owned(), "-c".to_owned(), INIT_SCRIPT.to_owned()])
+        .env(pod_env(pod))
+        .cwd("/workspace")
+        .no_new_privileges(true)
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(65_536u64)
+            .soft(65_536u64)
+            .build()
+            .map_err(err)?])
+        .build()
+        .map_err(err)?;
+    let resources = LinuxResourcesBuilder::default()
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(i64::from(limits.vcpus) * CPU_PERIOD_US as i64)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(err)?,
+        )
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(limits.memory_bytes as i64)
+                .swap(limits.memory_bytes as i64)
+                .build()
+                .map_err(err)?,
+        )
+        .pids(LinuxPidsBuilder::default().limit(i64::from(limits.pids)).build().map_err(err)?)
+        .build()
+        .map_err(err)?;
+    let defaults = oci_spec::runtime::Linux::default();
+    let linux = LinuxBuilder::default()
+        .namespaces(defaults.namespaces().clone().unwrap_or_default())
+        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
+        .resources(resources)
+        .cgroups_path(format!("/pinacle/{}", pod.sandbox_id()))
+        .build()
+        .map_err(err)?;
+    let mut mounts: Vec<_> = oci_spec::runtime::get_default_mounts()
+        .into_iter()
+        // cgroup mounts differ between runtimes and hybrid hosts; pods do not need them.
+        .filter(|m| m.typ().as_deref() != Some("cgroup"))
+        .collect();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/workspace")
+            .typ("bind")
+            .source(workspace)
+            .options(vec!["rbind".to_owned(), "rw".to_owned()])
+            .build()
+            .map_err(err)?,
+    );
+    mounts.push(
+        MountBuilder::default()
+            .destination("/tmp")
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(vec!["nosuid".into(), "nodev".into(), "mode=1777".into(), "size=512m".into()])
+            .build()
+            .map_err(err)?,
+    );
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(pod.name.to_string()))
+        .set_root(Some(RootBuilder::default().path(rootfs).readonly(false).build().map_err(err)?))
+        .set_process(Some(process))
+        .set_mounts(Some(mounts))
+        .set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// Writes `spec` to `{bundle}/config.json` (atomically: temp file + rename).
+pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<(), AgentError> {
+    let tmp = bundle.join("config.json.tmp");
+    let target = bundle.join("config.json");
+    spec.save(&tmp).map_err(|e| AgentError::Bundle(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &target).map_err(AgentError::io("installing", &target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinacle_orchestrator::{PodName, PodState, RuntimeKind, Tier};
+
+    fn pod(tier: Tier) -> PodRecord {
+        PodRecord {
+            id: uuid::Uuid::nil(),
+            name: PodName::parse("demo").unwrap(),
+            owner: "admin".into(),
+            state: PodState::Pending,
+            image: "busybox".into(),
+            tier,
+            runtime: RuntimeKind::Gvisor,
+            host: "local".into(),
+        }
+    }
+
+    #[test]
+    fn tier_limits_reach_the_spec() {
+        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w")).unwrap();
+        let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(200_000));
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
+        assert_eq!(res.pids().as_ref().unwrap().limit(), 2048);
+        assert_eq!(spec.hostname().as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn least_privilege_defaults() {
+        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w")).unwrap();
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.no_new_privileges(), Some(true));
+        let caps = process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();
+        assert!(!caps.contains(&Capability::SysAdmin));
+        assert!(!caps.contains(&Capability::NetRaw));
+        assert!(caps.contains(&Capability::Chown));
+        let linux = spec.linux().as_ref().unwrap();
+        let ns: Vec<_> = linux.namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect();
+        for want in [
+            oci_spec::runtime::LinuxNamespaceType::Pid,
+            oci_spec::runtime::LinuxNamespaceType::Mount,
+            oci_spec::runtime::LinuxNamespaceType::Network,
+        ] {
+            assert!(ns.contains(&want), "{want:?}");
+        }
+        assert!(linux.masked_paths().as_ref().unwrap().iter().any(|p| p == "/proc/kcore"));
+        let ws = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/workspace"));
+        assert_eq!(ws.unwrap().source().as_deref(), Some(Path::new("/w")));
+    }
+}

@@ -1,0 +1,38 @@
+//! The agent's view of the control plane.
+
+use async_trait::async_trait;
+use pinacle_orchestrator::{InvalidTransition, PodEvent, PodRecord, PodState};
+use uuid::Uuid;
+
+/// Why the control plane refused or failed a call.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// The pod moved on (for example, it was deleted while provisioning).
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    #[error("pod {0} not found")]
+    NotFound(Uuid),
+    #[error("control plane: {0}")]
+    Backend(String),
+}
+
+/// How a host agent reads pods and reports what happened to them.
+#[async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// The pod's current record, deleted pods included; `None` if it never existed.
+    async fn pod(&self, id: Uuid) -> Result<Option<PodRecord>, ControlPlaneError>;
+
+    /// Pods placed on `host` that are not deleted.
+    async fn pods_on_host(&self, host: &str) -> Result<Vec<PodRecord>, ControlPlaneError>;
+
+    /// Applies `event` to the pod through the state machine, stores it as a
+    /// pod event with `message`, and returns the new state. An event that is
+    /// not allowed in the pod's current state changes nothing and answers
+    /// [`ControlPlaneError::Transition`].
+    async fn record(
+        &self,
+        id: Uuid,
+        event: PodEvent,
+        message: &str,
+    ) -> Result<PodState, ControlPlaneError>;
+}

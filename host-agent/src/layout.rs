@@ -1,0 +1,73 @@
+//! Where a host keeps its state on disk.
+//!
+//! ```text
+//! {data}/images/{image}/rootfs      read-only lower layers
+//! {data}/pods/{id}/upper, work      the pod's writable overlay layer
+//! {data}/pods/{id}/rootfs           the overlay mount the sandbox uses as /
+//! {data}/pods/{id}/config.json      the OCI bundle (the pod dir is the bundle)
+//! {data}/pods/{id}/console.log      the pod's main process output
+//! {data}/volumes/{id}/workspace     persistent /workspace
+//! {data}/runtime/{runsc,youki}      runtime state
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// Paths under a host's data directory.
+#[derive(Debug, Clone)]
+pub struct DataLayout {
+    root: PathBuf,
+}
+
+impl DataLayout {
+    /// A layout rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The data directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where images live.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// All pods' directories.
+    pub fn pods(&self) -> PathBuf {
+        self.root.join("pods")
+    }
+
+    /// One pod's directory, which is also its OCI bundle.
+    pub fn pod(&self, id: Uuid) -> PathBuf {
+        self.pods().join(id.simple().to_string())
+    }
+
+    /// All pods' persistent volumes.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// One pod's volume directory.
+    pub fn volume(&self, id: Uuid) -> PathBuf {
+        self.volumes().join(id.simple().to_string())
+    }
+
+    /// The pod's persistent workspace, mounted at `/workspace`.
+    pub fn workspace(&self, id: Uuid) -> PathBuf {
+        self.volume(id).join("workspace")
+    }
+
+    /// The pod's console log.
+    pub fn console_log(&self, id: Uuid) -> PathBuf {
+        self.pod(id).join("console.log")
+    }
+
+    /// State directory of a runtime.
+    pub fn runtime_state(&self, runtime: &str) -> PathBuf {
+        self.root.join("runtime").join(runtime)
+    }
+}

@@ -1,0 +1,29 @@
+//! The host agent: takes pod jobs from its host's queue and drives a sandbox
+//! runtime (gVisor's `runsc`, or youki's libcontainer through
+//! `pinacle-youki`) to make each pod's sandbox match its recorded state.
+//!
+//! Boundaries:
+//! - [`ControlPlane`] is how the agent reads pods and reports state changes;
+//!   the API server implements it over its database.
+//! - [`SandboxRuntime`] is the runtime; [`OciCliRuntime`] serves both runsc
+//!   and pinacle-youki, which share the runc command line.
+//! - [`ImageStore`] holds read-only root filesystems; each pod gets an overlay
+//!   with its own writable layer on top, and a persistent workspace volume.
+
+pub mod agent;
+pub mod bundle;
+pub mod control;
+pub mod error;
+pub mod images;
+pub mod layout;
+pub mod queue;
+pub mod rootfs;
+pub mod runtime;
+
+pub use agent::{AgentConfig, ExecOutput, ExecRequest, HostAgent};
+pub use control::{ControlPlane, ControlPlaneError};
+pub use error::AgentError;
+pub use images::{ImageInfo, ImageStore};
+pub use layout::DataLayout;
+pub use queue::JobQueue;
+pub use runtime::{OciCliRuntime, SandboxRuntime, SandboxStatus};

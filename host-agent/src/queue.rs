@@ -1,0 +1,97 @@
+//! The per-host job queues, on apalis with SQLite storage.
+//!
+//! The control plane pushes [`PodJob`]s to queue `host.{id}`; the agent of
+//! that host consumes it. Jobs are durable: a job taken by an agent that dies
+//! goes back to its queue once the agent's heartbeat is missed, and the
+//! agent's reconcile pass re-drives unfinished pods in any case.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_sqlite::{Config, SqlitePool, SqliteStorage};
+use pinacle_orchestrator::PodJob;
+
+use crate::{AgentError, HostAgent};
+
+/// How often an idle agent looks for new jobs.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A handle on the job queues of all hosts.
+#[derive(Debug, Clone)]
+pub struct JobQueue {
+    pool: SqlitePool,
+}
+
+impl JobQueue {
+    /// Opens (creating if needed) the queue database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, AgentError> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = SqlitePool::connect(&url)
+            .await
+            .map_err(|e| AgentError::Queue(format!("opening {}: {e}", path.display())))?;
+        SqliteStorage::setup(&pool)
+            .await
+            .map_err(|e| AgentError::Queue(format!("preparing {}: {e}", path.display())))?;
+        Ok(Self { pool })
+    }
+
+    fn storage(&self, host_id: &str) -> SqliteStorage<PodJob> {
+        let config = Config::default()
+            .queue(PodJob::queue_for_host(host_id))
+            .heartbeat_interval(Duration::from_secs(5))
+            .missed_heartbeats(2);
+        SqliteStorage::new(&self.pool).with_config(config)
+    }
+
+    /// Queues `job` for host `host_id`.
+    pub async fn push(&self, host_id: &str, job: PodJob) -> Result<(), AgentError> {
+        let mut storage = self.storage(host_id);
+        storage
+            .push(job)
+            .await
+            .map_err(|e| AgentError::Queue(format!("queueing {job:?} for host {host_id}: {e}")))
+    }
+
+    /// Whether the queue database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx_ping(&self.pool).await
+    }
+
+    /// Consumes host `agent`'s queue until `shutdown` turns true.
+    pub async fn run_worker(
+        &self,
+        agent: Arc<HostAgent>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), AgentError> {
+        let backend = self.storage(agent.host_id()).poll_with_interval(POLL_INTERVAL);
+        // A fresh worker name per process: a previous incarnation's jobs are
+        // orphans that the heartbeat check hands back to the queue.
+        let name = format!("{}-{}", PodJob::queue_for_host(agent.host_id()), uuid::Uuid::new_v4().simple());
+        let worker = WorkerBuilder::new(name)
+            .backend(backend)
+            .concurrency(16)
+            .data(agent)
+            .build(run_job);
+        worker
+            .run_until(async move {
+                while !*shutdown.borrow() {
+                    if shutdown.changed().await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|e| AgentError::Queue(format!("worker stopped: {e}")))
+    }
+}
+
+async fn run_job(job: PodJob, agent: Data<Arc<HostAgent>>) -> Result<(), BoxDynError> {
+    agent.handle(job).await.map_err(|e| Box::new(e) as BoxDynError)
+}
+
+async fn sqlx_ping(pool: &SqlitePool) -> bool {
+    pool.acquire().await.is_ok()
+}

@@ -1,0 +1,228 @@
+//! Sandbox runtimes behind one trait, and a driver for runtimes that speak
+//! the `runc` command line (`runsc`, and `pinacle-youki` over libcontainer).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pinacle_orchestrator::RuntimeKind;
+use tokio::process::Command;
+
+use crate::AgentError;
+
+/// A sandbox's state as the runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxStatus {
+    /// The runtime knows no sandbox of that id.
+    Missing,
+    Created,
+    Running,
+    /// Its process exited; the runtime still holds its state.
+    Stopped,
+}
+
+/// A sandbox runtime. Every method is idempotent where its name says a state
+/// (`delete` of a missing sandbox succeeds).
+#[async_trait]
+pub trait SandboxRuntime: Send + Sync + 'static {
+    /// Which runtime this is.
+    fn kind(&self) -> RuntimeKind;
+    /// Creates sandbox `id` from `bundle` and starts it; its main process
+    /// writes stdout and stderr to `console_log`.
+    async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path) -> Result<(), AgentError>;
+    /// The sandbox's status.
+    async fn status(&self, id: &str) -> Result<SandboxStatus, AgentError>;
+    /// Ids of all sandboxes this runtime holds (ours and anyone else's).
+    async fn list(&self) -> Result<Vec<String>, AgentError>;
+    /// Sends `signal` (a number) to all of the sandbox's processes.
+    async fn kill(&self, id: &str, signal: i32) -> Result<(), AgentError>;
+    /// Removes the sandbox, killing it if it runs. Succeeds if it is missing.
+    async fn delete(&self, id: &str) -> Result<(), AgentError>;
+    /// A command that runs `argv` inside the running sandbox, with the exit
+    /// code of `argv` as its own. The caller sets up stdio and spawns it.
+    fn exec_command(&self, id: &str, cwd: &str, env: &[String], argv: &[String]) -> Command;
+}
+
+/// Drives a runtime with a `runc`-style command line.
+#[derive(Debug, Clone)]
+pub struct OciCliRuntime {
+    kind: RuntimeKind,
+    binary: PathBuf,
+    global: Vec<String>,
+}
+
+/// How long one runtime command may take before the agent gives up on it.
+const RUNTIME_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl OciCliRuntime {
+    /// gVisor's `runsc` keeping its state in `state_dir`. Pods get no network
+    /// yet (loopback only) and writes go to the pod's own overlay layer on
+    /// disk (`--overlay2=none`), not to memory.
+    pub fn gvisor(binary: impl Into<PathBuf>, state_dir: &Path) -> Self {
+        Self {
+            kind: RuntimeKind::Gvisor,
+            binary: binary.into(),
+            global: vec![
+                format!("--root={}", state_dir.display()),
+                "--network=none".to_owned(),
+                "--overlay2=none".to_owned(),
+            ],
+        }
+    }
+
+    /// youki's libcontainer through the `pinacle-youki` binary.
+    pub fn youki(binary: impl Into<PathBuf>, state_dir: &Path) -> Self {
+        Self {
+            kind: RuntimeKind::Youki,
+            binary: binary.into(),
+            global: vec![format!("--root={}", state_dir.display())],
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.kind {
+            RuntimeKind::Gvisor => "runsc",
+            RuntimeKind::Youki => "pinacle-youki",
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.global).stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a runtime command to completion, returning stdout, or the error
+    /// with stderr as its message.
+    async fn run(&self, op: &'static str, id: &str, args: &[&str]) -> Result<String, AgentError> {
+        let fail = |message: String| AgentError::Runtime {
+            runtime: self.name(),
+            op,
+            id: id.to_owned(),
+            message,
+        };
+        let mut cmd = self.command();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = tokio::time::timeout(RUNTIME_COMMAND_TIMEOUT, cmd.output())
+            .await
+            .map_err(|_| fail(format!("timed out after {RUNTIME_COMMAND_TIMEOUT:?}")))?
+            .map_err(|e| fail(format!("cannot run {}: {e}", self.binary.display())))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
+        }
+    }
+}
+
+#[async_trait]
+impl SandboxRuntime for OciCliRuntime {
+    fn kind(&self) -> RuntimeKind {
+        self.kind
+    }
+
+    async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path) -> Result<(), AgentError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(console_log)
+            .map_err(AgentError::io("opening", console_log))?;
+        let log_err = log.try_clone().map_err(AgentError::io("opening", console_log))?;
+        let mut cmd = self.command();
+        cmd.arg("create")
+            .arg(format!("--bundle={}", bundle.display()))
+            .arg(id)
+            .stdout(log)
+            .stderr(log_err);
+        let status = tokio::time::timeout(RUNTIME_COMMAND_TIMEOUT, cmd.status())
+            .await
+            .map_err(|_| AgentError::Runtime {
+                runtime: self.name(),
+                op: "create",
+                id: id.to_owned(),
+                message: format!("timed out after {RUNTIME_COMMAND_TIMEOUT:?}"),
+            })?
+            .map_err(AgentError::io("running", &self.binary))?;
+        if !status.success() {
+            return Err(AgentError::Runtime {
+                runtime: self.name(),
+                op: "create",
+                id: id.to_owned(),
+                message: format!("{status}; console log ends with: {}", tail_of(console_log, 2048)),
+            });
+        }
+        self.run("start", id, &["start", id]).await.map(|_| ())
+    }
+
+    async fn status(&self, id: &str) -> Result<SandboxStatus, AgentError> {
+        match self.run("inspect", id, &["state", id]).await {
+            Ok(json) => {
+                let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| AgentError::Runtime {
+                    runtime: self.name(),
+                    op: "inspect",
+                    id: id.to_owned(),
+                    message: format!("unreadable state {json:?}: {e}"),
+                })?;
+                Ok(match v.get("status").and_then(|s| s.as_str()) {
+                    Some("running") => SandboxStatus::Running,
+                    Some("created" | "creating") => SandboxStatus::Created,
+                    _ => SandboxStatus::Stopped,
+                })
+            }
+            Err(e) => {
+                if self.list().await?.iter().any(|s| s == id) {
+                    Err(e)
+                } else {
+                    Ok(SandboxStatus::Missing)
+                }
+            }
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<String>, AgentError> {
+        let args: &[&str] = match self.kind {
+            RuntimeKind::Gvisor => &["list", "-quiet"],
+            RuntimeKind::Youki => &["list"],
+        };
+        let out = self.run("list", "sandboxes", args).await?;
+        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    async fn kill(&self, id: &str, signal: i32) -> Result<(), AgentError> {
+        let sig = signal.to_string();
+        self.run("signal", id, &["kill", id, &sig]).await.map(|_| ())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), AgentError> {
+        if self.status(id).await? == SandboxStatus::Missing {
+            return Ok(());
+        }
+        self.run("delete", id, &["delete", "--force", id]).await.map(|_| ())
+    }
+
+    fn exec_command(&self, id: &str, cwd: &str, env: &[String], argv: &[String]) -> Command {
+        let mut cmd = self.command();
+        cmd.arg("exec").arg(format!("--cwd={cwd}"));
+        for kv in env {
+            cmd.arg(format!("--env={kv}"));
+        }
+        cmd.arg(id);
+        if self.kind == RuntimeKind::Youki {
+            cmd.arg("--");
+        }
+        cmd.args(argv);
+        cmd
+    }
+}
+
+/// The last `max` bytes of a file, lossily decoded, for error messages.
+pub fn tail_of(path: &Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).trim().to_owned()
+}

@@ -1,0 +1,22 @@
+//! Pinacle's domain: pods, their names, tiers and templates, the pod state
+//! machine, the jobs a host agent runs, and placement of pods on hosts.
+//!
+//! Everything in this crate is pure: no I/O, no clocks beyond what callers pass
+//! in. The API server and the host agent both build on these types, so a rule
+//! written here holds on both sides of the job queue.
+
+pub mod job;
+pub mod name;
+pub mod placement;
+pub mod pod;
+pub mod state;
+pub mod template;
+pub mod tier;
+
+pub use job::PodJob;
+pub use name::{NameError, PodName};
+pub use placement::{place, HostCapacity, PlacementError};
+pub use pod::{PodRecord, RuntimeKind};
+pub use state::{InvalidTransition, PodEvent, PodState};
+pub use template::{Template, TEMPLATES};
+pub use tier::{Tier, TierLimits};
