@@ -1,1 +1,21 @@
+//! Pinacle's API server: REST over axum, state in a sea-orm database, pod
+//! work handed to host agents through per-host job queues.
+//!
+//! - [`AppState`] holds the database, the queue and the event bus.
+//! - [`service`] is the pod logic shared by REST handlers and the
+//!   [`pinacle_host_agent::ControlPlane`] implementation in [`control`].
+//! - [`routes::router`] is the HTTP surface; authentication happens once, in
+//!   [`auth::require_principal`].
 
+pub mod auth;
+pub mod control;
+pub mod entities;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod service;
+pub mod state;
+
+pub use error::ApiError;
+pub use routes::router;
+pub use state::{AdminToken, AppState};

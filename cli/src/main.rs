@@ -1,1 +1,94 @@
-fn main() {}
+//! `pinacle`: run the platform (`up`, `server`, `agent`) and use it (`pod`,
+//! `image`, `template`, `login`).
+
+mod client;
+mod config;
+mod pods;
+mod up;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "pinacle", version, about = "Self-hostable cloud dev environments")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process: API, job queue and a local host agent.
+    Up(up::ServeArgs),
+    /// Run the API server only (agents run elsewhere).
+    Server(up::ServeArgs),
+    /// Run a host agent only.
+    Agent(up::ServeArgs),
+    /// Save the server URL and token for later commands.
+    Login {
+        #[arg(long, env = "PINACLE_API")]
+        api: String,
+        #[arg(long, env = "PINACLE_TOKEN")]
+        token: String,
+    },
+    /// Create, inspect and control pods.
+    #[command(subcommand)]
+    Pod(pods::PodCommand),
+    /// Build and list root filesystem images on this host.
+    #[command(subcommand)]
+    Image(pods::ImageCommand),
+    /// List pod templates.
+    #[command(subcommand)]
+    Template(pods::TemplateCommand),
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("PINACLE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,apalis=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("PINACLE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<ExitCode> = match cli.command {
+        Command::Up(args) => {
+            init_tracing();
+            up::run(args, up::Role::All).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Server(args) => {
+            init_tracing();
+            up::run(args, up::Role::Server).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => {
+            init_tracing();
+            up::run(args, up::Role::Agent).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Login { api, token } => login(api, token).await,
+        Command::Pod(cmd) => pods::run(cmd).await,
+        Command::Image(cmd) => pods::image(cmd).await,
+        Command::Template(cmd) => pods::template(cmd).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn login(api: String, token: String) -> Result<ExitCode> {
+    let cfg = config::CliConfig { api: api.trim_end_matches('/').to_owned(), token };
+    let me = client::Client::new(cfg.clone())?.json(reqwest::Method::GET, "/me", None).await?;
+    let path = config::save(&cfg)?;
+    println!("Logged in to {} as {} (saved in {})", cfg.api, me["name"].as_str().unwrap_or("?"), path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -276,7 +276,7 @@ impl HostAgent {
         std::fs::create_dir_all(&workspace).map_err(AgentError::io("creating", &workspace))?;
         let root = dir.join("rootfs");
         rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &root)?;
-        let spec = bundle::pod_spec(pod, &root, &workspace)?;
+        let spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit())?;
         bundle::write_bundle(&dir, &spec)?;
         let started = runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id)).await;
         if let Err(e) = started {

@@ -55,9 +55,16 @@ pub fn pod_env(pod: &PodRecord) -> Vec<String> {
     ]
 }
 
-/// Builds the OCI spec of `pod` with `rootfs` as `/` and `workspace` bound at
-/// `/workspace`.
-pub fn pod_spec(pod: &PodRecord, rootfs: &Path, workspace: &Path) -> Result<Spec, AgentError> {
+/// Open-file limit pods get: 65536, or the agent's own hard limit if lower
+/// (a runtime cannot raise it beyond that).
+pub fn nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map(|(_, hard)| hard.min(65_536)).unwrap_or(1024)
+}
+
+/// Builds the OCI spec of `pod` with `rootfs` as `/`, `workspace` bound at
+/// `/workspace` and at most `nofile` open files per process.
+pub fn pod_spec(pod: &PodRecord, rootfs: &Path, workspace: &Path, nofile: u64) -> Result<Spec, AgentError> {
     let err = |e: oci_spec::OciSpecError| AgentError::Bundle(e.to_string());
     let limits = pod.tier.limits();
     let caps: HashSet<Capability> = POD_CAPABILITIES.iter().copied().collect();
@@ -76,8 +83,8 @@ pub fn pod_spec(pod: &PodRecord, rootfs: &Path, workspace: &Path) -> Result<Spec
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .hard(65_536u64)
-            .soft(65_536u64)
+            .hard(nofile)
+            .soft(nofile)
             .build()
             .map_err(err)?])
         .build()
@@ -169,7 +176,7 @@ mod tests {
 
     #[test]
     fn tier_limits_reach_the_spec() {
-        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w")).unwrap();
+        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024).unwrap();
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(200_000));
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
@@ -179,7 +186,7 @@ mod tests {
 
     #[test]
     fn least_privilege_defaults() {
-        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w")).unwrap();
+        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.no_new_privileges(), Some(true));
         let caps = process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();

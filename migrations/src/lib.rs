@@ -1,1 +1,18 @@
+//! Database schema migrations, run by every server on start.
+//!
+//! Written with sea-query's schema builder so the same migrations serve
+//! SQLite (`pinacle up`) and PostgreSQL.
 
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_initial;
+
+/// All migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_initial::Migration)]
+    }
+}

@@ -31,6 +31,11 @@ impl Template {
         TEMPLATES.iter().find(|t| t.id == id)
     }
 
+    /// Every built-in template.
+    pub fn known() -> &'static [Template] {
+        TEMPLATES
+    }
+
     /// The ids of all templates, for error messages.
     pub fn known_ids() -> String {
         TEMPLATES.iter().map(|t| t.id).collect::<Vec<_>>().join(", ")

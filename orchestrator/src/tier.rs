@@ -20,7 +20,7 @@ pub enum Tier {
 }
 
 /// The limits a tier grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TierLimits {
     /// Virtual CPUs, enforced as a CFS quota of `vcpus * period`.
     pub vcpus: u32,

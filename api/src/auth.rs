@@ -1,0 +1,70 @@
+//! Authentication: who is calling. Every `/api` route passes through
+//! [`require_principal`]; handlers receive the [`Principal`] and never look at
+//! credentials themselves.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+use rand::RngCore;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sha2::{Digest, Sha256};
+
+use crate::entities::{api_token, user};
+use crate::{ApiError, AppState};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub user_name: String,
+}
+
+/// Prefix of every token Pinacle issues, so leaked tokens are recognisable.
+pub const TOKEN_PREFIX: &str = "pnc_";
+
+/// A new random API token (256 bits).
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// How tokens are stored: hex SHA-256. Tokens are random and long, so a
+/// plain hash is enough (no password stretching needed).
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Middleware: resolves the bearer token to a [`Principal`] or answers 401.
+pub async fn require_principal(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
+    let principal = state.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?;
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+impl AppState {
+    /// The principal a token belongs to, if the token is valid.
+    pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, ApiError> {
+        let hash = hash_token(token);
+        let Some(tok) = api_token::Entity::find().filter(api_token::Column::TokenHash.eq(hash)).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let Some(u) = user::Entity::find_by_id(tok.user_id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Principal { user_id: u.id, user_name: u.name }))
+    }
+}

@@ -1,0 +1,41 @@
+//! The control plane as host agents see it, over this server's database.
+
+use async_trait::async_trait;
+use pinacle_host_agent::{ControlPlane, ControlPlaneError};
+use pinacle_orchestrator::{PodEvent, PodRecord, PodState};
+use uuid::Uuid;
+
+use crate::service::TransitionError;
+use crate::{ApiError, AppState};
+
+fn backend(e: ApiError) -> ControlPlaneError {
+    ControlPlaneError::Backend(e.message)
+}
+
+#[async_trait]
+impl ControlPlane for AppState {
+    async fn pod(&self, id: Uuid) -> Result<Option<PodRecord>, ControlPlaneError> {
+        match self.pod_by_id(id).await.map_err(backend)? {
+            Some(v) => Ok(Some(v.record().map_err(backend)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn pods_on_host(&self, host: &str) -> Result<Vec<PodRecord>, ControlPlaneError> {
+        AppState::pods_on_host(self, host)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|v| v.record().map_err(backend))
+            .collect()
+    }
+
+    async fn record(&self, id: Uuid, event: PodEvent, message: &str) -> Result<PodState, ControlPlaneError> {
+        match self.transition(id, event, message).await {
+            Ok(v) => Ok(v.state),
+            Err(TransitionError::NotFound) => Err(ControlPlaneError::NotFound(id)),
+            Err(TransitionError::Refused(e)) => Err(ControlPlaneError::Transition(e)),
+            Err(TransitionError::Api(e)) => Err(backend(e)),
+        }
+    }
+}

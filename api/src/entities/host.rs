@@ -1,0 +1,20 @@
+//! `hosts`: machines whose agents run pods.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "hosts")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// Comma-separated runtime names (`gvisor,youki`).
+    pub runtimes: String,
+    pub vcpus: i32,
+    pub memory_bytes: i64,
+    pub schedulable: bool,
+    pub last_seen_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,7 @@
+//! sea-orm entities, one module a table (see `migrations/` for the schema).
+
+pub mod api_token;
+pub mod host;
+pub mod pod;
+pub mod pod_event;
+pub mod user;

@@ -1,0 +1,85 @@
+//! Prometheus metrics served at `/metrics`.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub pods: Family<StateLabels, Gauge>,
+    pub transitions: Family<StateLabels, Counter>,
+    pub provision_seconds: Histogram,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0].into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pinacle");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let pods = Family::<StateLabels, Gauge>::default();
+        let transitions = Family::<StateLabels, Counter>::default();
+        let provision_seconds = Histogram::new(latency_buckets());
+        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
+        registry.register("pods", "Pods by state", pods.clone());
+        registry.register("pod_transitions", "Pod state changes by new state", transitions.clone());
+        registry.register(
+            "pod_ready_seconds",
+            "Time from pod request to running",
+            provision_seconds.clone(),
+        );
+        Self { registry, http_requests, http_duration, pods, transitions, provision_seconds }
+    }
+}
+
+/// Middleware counting requests and their latency by matched route.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let m = &state.metrics;
+    m.http_requests
+        .get_or_create(&HttpLabels { method, route: route.clone(), status: resp.status().as_u16() })
+        .inc();
+    m.http_duration.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    resp
+}

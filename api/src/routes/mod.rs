@@ -1,0 +1,54 @@
+//! HTTP routes.
+
+pub mod health;
+pub mod pods;
+
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::{auth, metrics, ApiError, AppState};
+
+/// Largest accepted request body (JSON requests are small; uploads will
+/// have their own routes).
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// The whole HTTP surface: health and metrics open, everything under `/api`
+/// behind [`auth::require_principal`].
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/me", get(pods::me))
+        .route("/templates", get(pods::templates))
+        .route("/tiers", get(pods::tiers))
+        .route("/pods", get(pods::list).post(pods::create))
+        .route("/pods/{pod}", get(pods::show).delete(pods::delete))
+        .route("/pods/{pod}/start", post(pods::start))
+        .route("/pods/{pod}/stop", post(pods::stop))
+        .route("/pods/{pod}/exec", post(pods::exec))
+        .route("/pods/{pod}/events", get(pods::events))
+        .route("/pods/{pod}/logs", get(pods::logs))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,249 @@
+//! `/api/v1/pods` and friends.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use futures::Stream;
+use pinacle_host_agent::{ExecOutput, ExecRequest};
+use pinacle_orchestrator::{PodEvent, PodState, Template, Tier};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::Principal;
+use crate::error::{ApiJson, ApiPath, ApiQuery};
+use crate::service::{CreatePodRequest, PodView};
+use crate::{ApiError, AppState};
+
+pub async fn me(Extension(who): Extension<Principal>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"id": who.user_id, "name": who.user_name}))
+}
+
+pub async fn templates() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "templates": Template::known() }))
+}
+
+pub async fn tiers() -> Json<serde_json::Value> {
+    let tiers: Vec<_> = Tier::ALL.iter().map(|t| serde_json::json!({"id": t.id(), "limits": t.limits()})).collect();
+    Json(serde_json::json!({ "tiers": tiers }))
+}
+
+pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::json!({ "pods": s.list_pods(&who).await? })))
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(req): ApiJson<CreatePodRequest>,
+) -> Result<(StatusCode, Json<PodView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(s.create_pod(&who, req).await?)))
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<PodView>, ApiError> {
+    Ok(Json(s.find_pod(&who, &key).await?))
+}
+
+pub async fn start(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<(StatusCode, Json<PodView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(s.request(&who, &key, PodEvent::StartRequested).await?)))
+}
+
+pub async fn stop(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<(StatusCode, Json<PodView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(s.request(&who, &key, PodEvent::StopRequested).await?)))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<(StatusCode, Json<PodView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(s.request(&who, &key, PodEvent::DeleteRequested).await?)))
+}
+
+/// `POST /pods/{pod}/exec` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Text fed to the command's standard input.
+    #[serde(default)]
+    pub stdin: Option<String>,
+}
+
+/// Runs a command in a running pod. The answer streams as NDJSON lines:
+/// `{"stream":"stdout"|"stderr","data":"<base64>"}` while it runs, then
+/// `{"exit_code":N}`.
+pub async fn exec(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<ExecBody>,
+) -> Result<Response, ApiError> {
+    if body.command.is_empty() || body.command[0].is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "command must name a program, e.g. [\"uname\", \"-a\"]"));
+    }
+    if let Some(bad) = body.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+        return Err(ApiError::bad_request("invalid_request", format!("invalid environment variable name {bad:?}")));
+    }
+    if body.command.iter().chain(body.env.values()).any(|a| a.contains('\0')) {
+        return Err(ApiError::bad_request("invalid_request", "arguments may not contain NUL bytes"));
+    }
+    let pod = s.find_pod(&who, &key).await?;
+    if pod.state != PodState::Running {
+        return Err(ApiError::conflict(
+            "pod_not_running",
+            format!("pod {} is {}; exec needs a running pod (start it with `pinacle pod start {}`)", pod.name, pod.state, pod.name),
+        ));
+    }
+    let agent = s.local_agent.get().filter(|a| a.host_id() == pod.host).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            format!("exec on pods of remote host {} is not supported yet", pod.host),
+        )
+    })?;
+    let req = ExecRequest {
+        argv: body.command,
+        env: body.env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd: body.cwd,
+        stdin: body.stdin.map(String::into_bytes),
+    };
+    let record = pod.record()?;
+    let rx = agent.exec(&record, req).await.map_err(|e| match e {
+        pinacle_host_agent::AgentError::NotRunning(_) => ApiError::conflict(
+            "pod_not_running",
+            format!("pod {}'s sandbox is not running; the agent will restart it shortly", pod.name),
+        ),
+        other => ApiError::internal(other),
+    })?;
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        let out = rx.recv().await?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let v = match out {
+            ExecOutput::Stdout(d) => serde_json::json!({"stream": "stdout", "data": b64.encode(d)}),
+            ExecOutput::Stderr(d) => serde_json::json!({"stream": "stderr", "data": b64.encode(d)}),
+            ExecOutput::Exit(code) => serde_json::json!({"exit_code": code}),
+        };
+        Some((Ok::<_, Infallible>(format!("{v}\n")), rx))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+/// `GET /pods/{pod}/logs` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// How much of the end of the log to return (default 64 KiB, at most 4 MiB).
+    #[serde(default)]
+    pub tail_bytes: Option<u64>,
+}
+
+pub async fn logs(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let pod = s.find_pod(&who, &key).await?;
+    let agent = s.local_agent.get().filter(|a| a.host_id() == pod.host).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported", format!("logs of pods on remote host {} are not supported yet", pod.host))
+    })?;
+    let max = q.tail_bytes.unwrap_or(64 * 1024).min(4 * 1024 * 1024);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], agent.logs(pod.id, max)).into_response())
+}
+
+/// Server-Sent Events of the pod's state changes: stored history first
+/// (after `Last-Event-ID` if given), then live ones; ends once the pod is
+/// deleted.
+pub async fn events(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let pod = s.find_pod(&who, &key).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    // Subscribe before reading history so nothing falls between the two.
+    let live = s.events.subscribe();
+    let history = s.events_since(pod.id, after).await?;
+    let pod_id = pod.id;
+    let state = s.clone();
+    let stream = async_stream(state, pod_id, history, live);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn async_stream(
+    state: AppState,
+    pod_id: uuid::Uuid,
+    history: Vec<crate::service::PodEventView>,
+    live: tokio::sync::broadcast::Receiver<crate::service::PodEventView>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct Cursor {
+        state: AppState,
+        pod_id: uuid::Uuid,
+        pending: std::collections::VecDeque<crate::service::PodEventView>,
+        live: tokio::sync::broadcast::Receiver<crate::service::PodEventView>,
+        last_seq: i64,
+        done: bool,
+    }
+    let cursor = Cursor { state, pod_id, pending: history.into(), live, last_seq: 0, done: false };
+    futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if c.done {
+                return None;
+            }
+            if let Some(ev) = c.pending.pop_front() {
+                if ev.seq <= c.last_seq {
+                    continue;
+                }
+                c.last_seq = ev.seq;
+                c.done = ev.to == PodState::Deleted;
+                let sse = Event::default()
+                    .event("state")
+                    .id(ev.seq.to_string())
+                    .json_data(&ev)
+                    .unwrap_or_else(|_| Event::default().comment("unencodable event"));
+                return Some((Ok(sse), c));
+            }
+            match c.live.recv().await {
+                Ok(ev) if ev.pod_id == c.pod_id => c.pending.push_back(ev),
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    // Fell behind the broadcast: catch up from the database.
+                    if let Ok(missed) = c.state.events_since(c.pod_id, c.last_seq).await {
+                        c.pending.extend(missed);
+                    }
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}

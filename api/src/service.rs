@@ -1,0 +1,424 @@
+//! Pod operations shared by the REST handlers and the control-plane side the
+//! host agents use. Every state change goes through [`AppState::transition`].
+
+use chrono::{DateTime, Utc};
+use pinacle_orchestrator::{
+    place, HostCapacity, InvalidTransition, PodEvent, PodJob, PodName, PodRecord, PodState, RuntimeKind, Template, Tier,
+    TierLimits,
+};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, SqlErr, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::entities::{host, pod, pod_event};
+use crate::{ApiError, AppState};
+
+/// A pod as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PodView {
+    pub id: Uuid,
+    pub name: String,
+    pub owner_id: String,
+    pub state: PodState,
+    /// Why the pod is in `error`, if it is.
+    pub state_reason: Option<String>,
+    pub template: String,
+    pub image: String,
+    pub tier: Tier,
+    pub limits: TierLimits,
+    pub runtime: RuntimeKind,
+    pub host: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One stored state change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PodEventView {
+    /// Increases with every event of every pod.
+    pub seq: i64,
+    pub pod_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub from: Option<PodState>,
+    pub to: PodState,
+    pub message: String,
+}
+
+/// `POST /api/v1/pods`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePodRequest {
+    pub name: String,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub runtime: Option<String>,
+}
+
+/// The template a pod gets when the request names none.
+pub const DEFAULT_TEMPLATE: &str = "blank";
+
+/// A host counts as alive if it reported within this many seconds.
+pub const HOST_ALIVE_SECS: i64 = 120;
+
+fn corrupt(what: &str, value: &str) -> ApiError {
+    ApiError::internal(format!("stored {what} {value:?} is not valid"))
+}
+
+impl TryFrom<pod::Model> for PodView {
+    type Error = ApiError;
+    fn try_from(m: pod::Model) -> Result<Self, ApiError> {
+        let tier: Tier = m.tier.parse().map_err(|_| corrupt("tier", &m.tier))?;
+        Ok(PodView {
+            id: Uuid::parse_str(&m.id).map_err(|_| corrupt("pod id", &m.id))?,
+            state: m.state.parse().map_err(|_| corrupt("state", &m.state))?,
+            runtime: m.runtime.parse().map_err(|_| corrupt("runtime", &m.runtime))?,
+            limits: tier.limits(),
+            tier,
+            name: m.name,
+            owner_id: m.owner_id,
+            state_reason: m.state_reason,
+            template: m.template,
+            image: m.image,
+            host: m.host_id,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+impl TryFrom<pod_event::Model> for PodEventView {
+    type Error = ApiError;
+    fn try_from(m: pod_event::Model) -> Result<Self, ApiError> {
+        Ok(PodEventView {
+            seq: m.id,
+            pod_id: Uuid::parse_str(&m.pod_id).map_err(|_| corrupt("pod id", &m.pod_id))?,
+            at: m.at,
+            event: m.event,
+            from: m.from_state.as_deref().map(str::parse).transpose().map_err(|_| corrupt("state", "from"))?,
+            to: m.to_state.parse().map_err(|_| corrupt("state", &m.to_state))?,
+            message: m.message,
+        })
+    }
+}
+
+impl PodView {
+    /// The record a host agent works from.
+    pub fn record(&self) -> Result<PodRecord, ApiError> {
+        Ok(PodRecord {
+            id: self.id,
+            name: PodName::parse(&self.name).map_err(|_| corrupt("pod name", &self.name))?,
+            owner: self.owner_id.clone(),
+            state: self.state,
+            image: self.image.clone(),
+            tier: self.tier,
+            runtime: self.runtime,
+            host: self.host.clone(),
+        })
+    }
+}
+
+/// A pod request that the state machine refused, in user terms.
+fn refused(name: &str, e: InvalidTransition) -> ApiError {
+    let hint = match (e.event, e.state) {
+        (PodEvent::StartRequested, PodState::Running) => " (it is already running)",
+        (PodEvent::StopRequested, PodState::Stopped) => " (it is already stopped)",
+        (_, PodState::Deleting) => " (it is being deleted)",
+        (_, PodState::Pending | PodState::Provisioning | PodState::Starting | PodState::Stopping) => {
+            " (wait until it settles; follow `pinacle pod show` or the events stream)"
+        }
+        _ => "",
+    };
+    ApiError::conflict("invalid_state", format!("cannot {} pod {name}: it is {}{hint}", e.event, e.state))
+}
+
+impl AppState {
+    /// Validates and records a new pod, then queues its provisioning.
+    pub async fn create_pod(&self, who: &Principal, req: CreatePodRequest) -> Result<PodView, ApiError> {
+        let name = PodName::parse(&req.name)
+            .map_err(|e| ApiError::bad_request("invalid_name", format!("invalid pod name {:?}: {e}", req.name)))?;
+        let template_id = req.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+        let template = Template::find(template_id).ok_or_else(|| {
+            ApiError::bad_request(
+                "unknown_template",
+                format!("unknown template {template_id:?}; choose one of {}", Template::known_ids()),
+            )
+        })?;
+        let tier: Tier = match req.tier.as_deref() {
+            None => Tier::DevSmall,
+            Some(t) => t.parse().map_err(|e: pinacle_orchestrator::tier::UnknownTier| {
+                ApiError::bad_request("unknown_tier", e.to_string())
+            })?,
+        };
+        let requested_runtime = req
+            .runtime
+            .as_deref()
+            .map(str::parse::<RuntimeKind>)
+            .transpose()
+            .map_err(|e| ApiError::bad_request("unknown_runtime", e))?;
+
+        let _w = self.write_lock.lock().await;
+        let hosts = self.host_capacities().await?;
+        let runtime = requested_runtime.or(self.default_runtime).unwrap_or_else(|| {
+            if hosts.iter().any(|h| h.schedulable && h.runtimes.contains(&RuntimeKind::Gvisor)) {
+                RuntimeKind::Gvisor
+            } else {
+                RuntimeKind::Youki
+            }
+        });
+        let host = place(&hosts, runtime, &tier.limits())
+            .map_err(|e| ApiError::unavailable("no_capacity", e.to_string()))?
+            .id
+            .clone();
+
+        let id = Uuid::new_v4();
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let inserted = pod::ActiveModel {
+            id: Set(id.to_string()),
+            owner_id: Set(who.user_id.clone()),
+            name: Set(name.to_string()),
+            state: Set(PodState::Pending.as_str().to_owned()),
+            state_reason: Set(None),
+            template: Set(template.id.to_owned()),
+            image: Set(template.image.to_owned()),
+            tier: Set(tier.id().to_owned()),
+            runtime: Set(runtime.as_str().to_owned()),
+            host_id: Set(host.clone()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await;
+        let model = match inserted {
+            Ok(m) => m,
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Err(ApiError::conflict("name_taken", format!("you already have a pod named {name}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let event = insert_event(&txn, id, now, "created", None, PodState::Pending, &format!("requested by {}", who.user_name)).await?;
+        txn.commit().await?;
+        drop(_w);
+        let _ = self.events.send(event);
+        self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: "pending".into() }).inc();
+        self.enqueue(&host, PodJob::Provision(id)).await;
+        tracing::info!(pod = %id, %name, owner = %who.user_name, %runtime, %host, "pod requested");
+        model.try_into()
+    }
+
+    /// Queues a job; a failure is logged, not returned: the pod is already
+    /// recorded in a transitional state and the agent's reconcile pass
+    /// re-drives it.
+    async fn enqueue(&self, host: &str, job: PodJob) {
+        if let Err(e) = self.queue.push(host, job).await {
+            tracing::error!(?job, %host, error = %e, "could not queue job; reconcile will pick the pod up");
+        }
+    }
+
+    /// The caller's live pods, oldest first.
+    pub async fn list_pods(&self, who: &Principal) -> Result<Vec<PodView>, ApiError> {
+        pod::Entity::find()
+            .filter(pod::Column::OwnerId.eq(who.user_id.clone()))
+            .filter(pod::Column::State.ne(PodState::Deleted.as_str()))
+            .order_by_asc(pod::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(PodView::try_from)
+            .collect()
+    }
+
+    /// The caller's live pod with id or name `key`. Pods of others and
+    /// deleted pods are "not found", never "forbidden".
+    pub async fn find_pod(&self, who: &Principal, key: &str) -> Result<PodView, ApiError> {
+        let mut q = pod::Entity::find()
+            .filter(pod::Column::OwnerId.eq(who.user_id.clone()))
+            .filter(pod::Column::State.ne(PodState::Deleted.as_str()));
+        q = match Uuid::parse_str(key) {
+            Ok(id) => q.filter(pod::Column::Id.eq(id.to_string())),
+            Err(_) => q.filter(pod::Column::Name.eq(key)),
+        };
+        q.one(&self.db).await?.ok_or_else(|| ApiError::not_found(format!("pod {key} not found")))?.try_into()
+    }
+
+    /// A user's request (stop, start, delete) on one of their pods.
+    pub async fn request(&self, who: &Principal, key: &str, event: PodEvent) -> Result<PodView, ApiError> {
+        let pod = self.find_pod(who, key).await?;
+        let job = match event {
+            PodEvent::StopRequested => PodJob::Stop(pod.id),
+            PodEvent::StartRequested => PodJob::Start(pod.id),
+            PodEvent::DeleteRequested => PodJob::Delete(pod.id),
+            other => return Err(ApiError::internal(format!("{other:?} is not a user request"))),
+        };
+        let msg = format!("requested by {}", who.user_name);
+        let updated = self.transition(pod.id, event, &msg).await.map_err(|e| match e {
+            TransitionError::Refused(e) => refused(&pod.name, e),
+            TransitionError::NotFound => ApiError::not_found(format!("pod {key} not found")),
+            TransitionError::Api(e) => e,
+        })?;
+        self.enqueue(&updated.host, job).await;
+        Ok(updated)
+    }
+
+    /// Applies `event` to pod `id` through the state machine and stores it.
+    pub async fn transition(&self, id: Uuid, event: PodEvent, message: &str) -> Result<PodView, TransitionError> {
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await.map_err(ApiError::from)?;
+        let model = pod::Entity::find_by_id(id.to_string())
+            .one(&txn)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(TransitionError::NotFound)?;
+        let view = PodView::try_from(model)?;
+        let from = view.state;
+        let to = from.apply(event).map_err(TransitionError::Refused)?;
+        let now = Utc::now();
+        let reason = (to == PodState::Error).then(|| message.to_owned());
+        pod::Entity::update_many()
+            .col_expr(pod::Column::State, Expr::value(to.as_str()))
+            .col_expr(pod::Column::StateReason, Expr::value(reason.clone()))
+            .col_expr(pod::Column::UpdatedAt, Expr::value(now))
+            .filter(pod::Column::Id.eq(id.to_string()))
+            .exec(&txn)
+            .await
+            .map_err(ApiError::from)?;
+        let stored = insert_event(&txn, id, now, event.as_str(), Some(from), to, message).await?;
+        txn.commit().await.map_err(ApiError::from)?;
+        drop(_w);
+        let _ = self.events.send(stored);
+        self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: to.as_str().into() }).inc();
+        if to == PodState::Running && from == PodState::Provisioning {
+            let took = (now - view.created_at).num_milliseconds() as f64 / 1000.0;
+            self.metrics.provision_seconds.observe(took);
+        }
+        tracing::info!(pod = %id, name = %view.name, %from, %to, %message, "pod state changed");
+        Ok(PodView { state: to, state_reason: reason, updated_at: now, ..view })
+    }
+
+    /// Stored events of a pod with `seq` above `after`, oldest first.
+    pub async fn events_since(&self, id: Uuid, after: i64) -> Result<Vec<PodEventView>, ApiError> {
+        pod_event::Entity::find()
+            .filter(pod_event::Column::PodId.eq(id.to_string()))
+            .filter(pod_event::Column::Id.gt(after))
+            .order_by_asc(pod_event::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(PodEventView::try_from)
+            .collect()
+    }
+
+    /// Records (or refreshes) a host and what it offers.
+    pub async fn register_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64) -> Result<(), ApiError> {
+        let _w = self.write_lock.lock().await;
+        let runtimes = runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+        let now = Utc::now();
+        let model = host::ActiveModel {
+            id: Set(id.to_owned()),
+            runtimes: Set(runtimes),
+            vcpus: Set(vcpus as i32),
+            memory_bytes: Set(memory_bytes as i64),
+            schedulable: Set(true),
+            last_seen_at: Set(now),
+        };
+        if host::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
+            model.update(&self.db).await?;
+        } else {
+            model.insert(&self.db).await?;
+        }
+        Ok(())
+    }
+
+    /// Every host with what its live pods already use.
+    pub async fn host_capacities(&self) -> Result<Vec<HostCapacity>, ApiError> {
+        let hosts = host::Entity::find().all(&self.db).await?;
+        let live = pod::Entity::find()
+            .filter(pod::Column::State.is_not_in([PodState::Deleted.as_str(), PodState::Stopped.as_str()]))
+            .all(&self.db)
+            .await?;
+        let now = Utc::now();
+        Ok(hosts
+            .into_iter()
+            .map(|h| {
+                let (mut vcpus_used, mut memory_used) = (0, 0);
+                for p in live.iter().filter(|p| p.host_id == h.id) {
+                    if let Ok(t) = p.tier.parse::<Tier>() {
+                        vcpus_used += t.limits().vcpus;
+                        memory_used += t.limits().memory_bytes;
+                    }
+                }
+                HostCapacity {
+                    schedulable: h.schedulable && (now - h.last_seen_at).num_seconds() < HOST_ALIVE_SECS,
+                    runtimes: h.runtimes.split(',').filter_map(|r| r.parse().ok()).collect(),
+                    vcpus: h.vcpus.max(0) as u32,
+                    memory_bytes: h.memory_bytes.max(0) as u64,
+                    vcpus_used,
+                    memory_used,
+                    id: h.id,
+                }
+            })
+            .collect())
+    }
+
+    /// Live pods placed on `host`.
+    pub async fn pods_on_host(&self, host_id: &str) -> Result<Vec<PodView>, ApiError> {
+        pod::Entity::find()
+            .filter(pod::Column::HostId.eq(host_id))
+            .filter(pod::Column::State.ne(PodState::Deleted.as_str()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(PodView::try_from)
+            .collect()
+    }
+
+    /// Any pod by id, deleted ones included.
+    pub async fn pod_by_id(&self, id: Uuid) -> Result<Option<PodView>, ApiError> {
+        pod::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(PodView::try_from).transpose()
+    }
+}
+
+/// Why [`AppState::transition`] did not apply an event.
+#[derive(Debug)]
+pub enum TransitionError {
+    NotFound,
+    Refused(InvalidTransition),
+    Api(ApiError),
+}
+
+impl From<ApiError> for TransitionError {
+    fn from(e: ApiError) -> Self {
+        TransitionError::Api(e)
+    }
+}
+
+async fn insert_event<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    pod_id: Uuid,
+    at: DateTime<Utc>,
+    event: &str,
+    from: Option<PodState>,
+    to: PodState,
+    message: &str,
+) -> Result<PodEventView, ApiError> {
+    let model = pod_event::ActiveModel {
+        pod_id: Set(pod_id.to_string()),
+        at: Set(at),
+        event: Set(event.to_owned()),
+        from_state: Set(from.map(|s| s.as_str().to_owned())),
+        to_state: Set(to.as_str().to_owned()),
+        message: Set(message.to_owned()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    model.try_into()
+}

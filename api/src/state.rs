@@ -1,0 +1,135 @@
+//! Shared server state and start-up (database, migrations, admin bootstrap).
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use chrono::Utc;
+use pinacle_host_agent::{HostAgent, JobQueue};
+use pinacle_migrations::{Migrator, MigratorTrait};
+use pinacle_orchestrator::RuntimeKind;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use tokio::sync::broadcast;
+
+use crate::auth::{generate_token, hash_token};
+use crate::entities::{api_token, user};
+use crate::metrics::Metrics;
+use crate::service::PodEventView;
+
+/// Name of the first user.
+pub const ADMIN_USER: &str = "admin";
+
+/// Everything a request handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The contents of [`AppState`].
+pub struct Inner {
+    pub db: DatabaseConnection,
+    pub queue: JobQueue,
+    pub events: broadcast::Sender<PodEventView>,
+    pub metrics: Metrics,
+    /// The agent running in this process, if any: exec and logs go to it.
+    pub local_agent: OnceLock<Arc<HostAgent>>,
+    /// Runtime for pods that do not name one; `None`: gVisor where offered.
+    pub default_runtime: Option<RuntimeKind>,
+    /// Serialises write transactions: SQLite allows one writer, and a
+    /// transaction that reads before it writes cannot wait for the lock.
+    pub write_lock: tokio::sync::Mutex<()>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The result of preparing the admin user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    /// A new token was generated; show it once.
+    Generated(String),
+    /// The token from `PINACLE_ADMIN_TOKEN` is registered.
+    FromEnv,
+    /// The admin already existed and no token was given.
+    Existing,
+}
+
+impl AppState {
+    /// Opens the database at `database_url` (migrating it) and the job queue
+    /// at `queue_path`.
+    pub async fn open(database_url: &str, queue_path: &Path, default_runtime: Option<RuntimeKind>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut opts = ConnectOptions::new(database_url.to_owned());
+        opts.sqlx_logging(false).max_connections(8);
+        let db = Database::connect(opts).await.with_context(|| format!("opening database {database_url}"))?;
+        if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;").await?;
+        }
+        Migrator::up(&db, None).await.context("running database migrations")?;
+        let queue = JobQueue::open(queue_path).await.context("opening the job queue")?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self(Arc::new(Inner {
+            db,
+            queue,
+            events,
+            metrics: Metrics::default(),
+            local_agent: OnceLock::new(),
+            default_runtime,
+            write_lock: tokio::sync::Mutex::new(()),
+        })))
+    }
+
+    /// Attaches the agent running in this process.
+    pub fn attach_local_agent(&self, agent: Arc<HostAgent>) {
+        let _ = self.local_agent.set(agent);
+    }
+
+    /// Makes sure the `admin` user exists with a usable token: the one in
+    /// `env_token` if given, else a generated one on first start.
+    pub async fn bootstrap_admin(&self, env_token: Option<&str>) -> anyhow::Result<AdminToken> {
+        let _w = self.write_lock.lock().await;
+        let now = Utc::now();
+        let admin = match user::Entity::find().filter(user::Column::Name.eq(ADMIN_USER)).one(&self.db).await? {
+            Some(u) => u,
+            None => {
+                user::ActiveModel {
+                    id: Set(uuid::Uuid::new_v4().to_string()),
+                    name: Set(ADMIN_USER.to_owned()),
+                    created_at: Set(now),
+                }
+                .insert(&self.db)
+                .await?
+            }
+        };
+        let has_tokens = api_token::Entity::find()
+            .filter(api_token::Column::UserId.eq(admin.id.clone()))
+            .one(&self.db)
+            .await?
+            .is_some();
+        let (token, outcome) = match env_token {
+            Some(t) if t.trim().len() < 16 => anyhow::bail!("PINACLE_ADMIN_TOKEN is too short: use at least 16 characters"),
+            Some(t) => (t.trim().to_owned(), AdminToken::FromEnv),
+            None if has_tokens => return Ok(AdminToken::Existing),
+            None => {
+                let t = generate_token();
+                (t.clone(), AdminToken::Generated(t))
+            }
+        };
+        let hash = hash_token(&token);
+        if api_token::Entity::find().filter(api_token::Column::TokenHash.eq(hash.clone())).one(&self.db).await?.is_none() {
+            api_token::ActiveModel {
+                id: Set(uuid::Uuid::new_v4().to_string()),
+                user_id: Set(admin.id),
+                name: Set(if outcome == AdminToken::FromEnv { "PINACLE_ADMIN_TOKEN" } else { "bootstrap" }.to_owned()),
+                token_hash: Set(hash),
+                created_at: Set(now),
+                last_used_at: Set(None),
+            }
+            .insert(&self.db)
+            .await?;
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,95 @@
+//! A small REST client for the Pinacle API.
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::config::CliConfig;
+
+/// An authenticated client.
+pub struct Client {
+    http: reqwest::Client,
+    cfg: CliConfig,
+}
+
+/// An error the server answered in its `{"error":{code,message}}` shape.
+#[derive(Debug)]
+pub struct ServerError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status.as_u16())
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl Client {
+    pub fn new(cfg: CliConfig) -> Result<Self> {
+        let http = reqwest::Client::builder().build()?;
+        Ok(Self { http, cfg })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.cfg.api)
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<reqwest::Response> {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.cfg.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the Pinacle API at {}", self.cfg.api))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let parsed: Option<(String, String)> = serde_json::from_str::<Value>(&text).ok().and_then(|v| {
+            let e = v.get("error")?;
+            Some((e.get("code")?.as_str()?.to_owned(), e.get("message")?.as_str()?.to_owned()))
+        });
+        match parsed {
+            Some((code, message)) => Err(ServerError { status, code, message }.into()),
+            None => bail!("server answered {status}: {text}"),
+        }
+    }
+
+    pub async fn json(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let resp = self.send(method, path, body).await?;
+        resp.json().await.context("server sent invalid JSON")
+    }
+
+    /// Follows the pod's event stream, calling `on_event` with each event's
+    /// JSON until it returns `Some`, which is returned.
+    pub async fn follow_events<T>(&self, pod: &str, mut on_event: impl FnMut(&Value) -> Option<T>) -> Result<T> {
+        let resp = self.send(Method::GET, &format!("/pods/{pod}/events"), None).await?;
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.context("event stream broke")?));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let data: String = frame
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&data).context("unreadable event")?;
+                if let Some(done) = on_event(&v) {
+                    return Ok(done);
+                }
+            }
+        }
+        Err(anyhow!("event stream ended"))
+    }
+}

@@ -1,0 +1,345 @@
+//! `pinacle pod|image|template ...`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use clap::Subcommand;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::config;
+
+#[derive(Subcommand)]
+pub enum PodCommand {
+    /// Request a new pod.
+    Create {
+        name: String,
+        #[arg(long, default_value = "blank")]
+        template: String,
+        #[arg(long, default_value = "dev.small")]
+        tier: String,
+        /// gvisor or youki (default: the server's choice).
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Block until the pod is running (or failed).
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+    },
+    /// List your pods.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one pod.
+    Show {
+        pod: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a running pod; exits with its exit code.
+    Exec {
+        pod: String,
+        /// Send this command's standard input to the command.
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// NAME=VALUE, repeatable.
+        #[arg(short, long)]
+        env: Vec<String>,
+        #[arg(short = 'w', long)]
+        workdir: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print the output of the pod's main process.
+    Logs {
+        pod: String,
+        #[arg(long, default_value_t = 65536)]
+        tail_bytes: u64,
+    },
+    /// Print the pod's state changes as they happen.
+    Events { pod: String },
+    /// Stop a running pod (its workspace is kept).
+    Stop {
+        pod: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Start a stopped pod.
+    Start {
+        pod: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete a pod with its workspace.
+    Delete {
+        pod: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build an image (base: Debian 12 via debootstrap; busybox: tiny).
+    Build {
+        name: String,
+        /// Rebuild even if it exists.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// List built images.
+    List {
+        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    /// List the templates pods can start from.
+    List,
+}
+
+fn client() -> Result<Client> {
+    Client::new(config::load()?)
+}
+
+fn spinner(msg: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb.set_message(msg);
+    pb
+}
+
+/// Follows the pod's events from `since` on until it reaches `target` (Ok)
+/// or `error` (Err).
+async fn wait_for(c: &Client, pod: &str, target: &str, since: Option<&str>, timeout: u64) -> Result<()> {
+    let since = since.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let pb = spinner(format!("{pod}: waiting to be {target}"));
+    let pb2 = pb.clone();
+    let follow = c.follow_events(pod, move |ev| {
+        let at = ev["at"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+        if let (Some(since), Some(at)) = (since, at) {
+            if at < since {
+                return None; // history from before this request
+            }
+        }
+        let to = ev["to"].as_str().unwrap_or("");
+        pb2.set_message(format!("{pod}: {to} — {}", ev["message"].as_str().unwrap_or("")));
+        match to {
+            t if t == target => Some(Ok(())),
+            "error" => Some(Err(anyhow::anyhow!("pod {pod} failed: {}", ev["message"].as_str().unwrap_or("?")))),
+            _ => None,
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(timeout), follow).await;
+    pb.finish_and_clear();
+    match out {
+        Ok(r) => r?,
+        Err(_) => bail!("pod {pod} did not become {target} within {timeout} s"),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    format!("{} GiB", b >> 30)
+}
+
+fn print_pod(p: &Value) {
+    let s = |k: &str| p[k].as_str().unwrap_or("-").to_owned();
+    println!("name:      {}", s("name"));
+    println!("id:        {}", s("id"));
+    println!("state:     {}", s("state"));
+    if let Some(r) = p["state_reason"].as_str() {
+        println!("reason:    {r}");
+    }
+    println!("template:  {} (image {})", s("template"), s("image"));
+    let l = &p["limits"];
+    println!(
+        "tier:      {} ({} vCPU, {} memory, {} disk, {} processes)",
+        s("tier"),
+        l["vcpus"],
+        human_bytes(l["memory_bytes"].as_u64().unwrap_or(0)),
+        human_bytes(l["disk_bytes"].as_u64().unwrap_or(0)),
+        l["pids"]
+    );
+    println!("runtime:   {} on host {}", s("runtime"), s("host"));
+    println!("created:   {}", s("created_at"));
+    println!("updated:   {}", s("updated_at"));
+}
+
+pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
+    let c = client()?;
+    match cmd {
+        PodCommand::Create { name, template, tier, runtime, wait, timeout } => {
+            let mut body = json!({"name": name, "template": template, "tier": tier});
+            if let Some(r) = runtime {
+                body["runtime"] = json!(r);
+            }
+            let pod = c.json(Method::POST, "/pods", Some(body)).await?;
+            if wait {
+                wait_for(&c, &name, "running", pod["created_at"].as_str(), timeout).await?;
+                println!("pod {name} is running");
+            } else {
+                println!("pod {name} requested ({}); follow it with `pinacle pod show {name}`", pod["state"].as_str().unwrap_or("?"));
+            }
+        }
+        PodCommand::List { json: as_json } => {
+            let v = c.json(Method::GET, "/pods", None).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<24} {:<13} {:<10} {:<10} {:<8} CREATED", "NAME", "STATE", "TEMPLATE", "TIER", "RUNTIME");
+                for p in v["pods"].as_array().into_iter().flatten() {
+                    let s = |k: &str| p[k].as_str().unwrap_or("-").to_owned();
+                    println!("{:<24} {:<13} {:<10} {:<10} {:<8} {}", s("name"), s("state"), s("template"), s("tier"), s("runtime"), s("created_at"));
+                }
+            }
+        }
+        PodCommand::Show { pod, json: as_json } => {
+            let p = c.json(Method::GET, &format!("/pods/{pod}"), None).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print_pod(&p);
+            }
+        }
+        PodCommand::Exec { pod, stdin, env, workdir, command } => return exec(&c, &pod, stdin, env, workdir, command).await,
+        PodCommand::Logs { pod, tail_bytes } => {
+            let resp = c.send(Method::GET, &format!("/pods/{pod}/logs?tail_bytes={tail_bytes}"), None).await?;
+            print!("{}", resp.text().await?);
+        }
+        PodCommand::Events { pod } => {
+            c.follow_events(&pod, |ev| {
+                println!(
+                    "{} {:<12} -> {:<12} {}",
+                    ev["at"].as_str().unwrap_or(""),
+                    ev["from"].as_str().unwrap_or("-"),
+                    ev["to"].as_str().unwrap_or(""),
+                    ev["message"].as_str().unwrap_or("")
+                );
+                (ev["to"] == "deleted").then_some(())
+            })
+            .await?;
+        }
+        PodCommand::Stop { pod, wait } => action(&c, &pod, "stop", "stopped", wait).await?,
+        PodCommand::Start { pod, wait } => action(&c, &pod, "start", "running", wait).await?,
+        PodCommand::Delete { pod, wait } => {
+            let p = c.json(Method::GET, &format!("/pods/{pod}"), None).await?;
+            let id = p["id"].as_str().unwrap_or(&pod).to_owned();
+            let deleting: Value = c.send(Method::DELETE, &format!("/pods/{id}"), None).await?.json().await?;
+            if wait {
+                // Follow by id: the name is free again once deleted. A pod
+                // that is gone before we look is deleted already.
+                match wait_for(&c, &id, "deleted", deleting["updated_at"].as_str(), 600).await {
+                    Ok(()) => {}
+                    Err(e) if e.downcast_ref::<crate::client::ServerError>().is_some_and(|s| s.code == "not_found") => {}
+                    Err(e) => return Err(e),
+                }
+                println!("pod {pod} deleted");
+            } else {
+                println!("pod {pod} is being deleted");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn action(c: &Client, pod: &str, verb: &str, target: &str, wait: bool) -> Result<()> {
+    let p = c.json(Method::POST, &format!("/pods/{pod}/{verb}"), None).await?;
+    if wait {
+        wait_for(c, pod, target, p["updated_at"].as_str(), 600).await?;
+        println!("pod {pod} is {target}");
+    } else {
+        println!("pod {pod} is {}", p["state"].as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+async fn exec(c: &Client, pod: &str, stdin: bool, env: Vec<String>, workdir: Option<String>, command: Vec<String>) -> Result<ExitCode> {
+    let mut env_map = serde_json::Map::new();
+    for kv in env {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?} must be NAME=VALUE"))?;
+        env_map.insert(k.to_owned(), json!(v));
+    }
+    let mut body = json!({"command": command, "env": env_map});
+    if let Some(w) = workdir {
+        body["cwd"] = json!(w);
+    }
+    if stdin {
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).context("reading stdin")?;
+        body["stdin"] = json!(input);
+    }
+    let resp = c.send(Method::POST, &format!("/pods/{pod}/exec"), Some(body)).await?;
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.context("exec stream broke")?);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let v: Value = serde_json::from_slice(&line).context("unreadable exec output")?;
+            if let Some(code) = v.get("exit_code").and_then(Value::as_i64) {
+                std::io::stdout().flush()?;
+                return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
+            }
+            let data = b64.decode(v["data"].as_str().unwrap_or("")).context("bad exec output")?;
+            if v["stream"] == "stderr" {
+                std::io::stderr().write_all(&data)?;
+            } else {
+                std::io::stdout().write_all(&data)?;
+                std::io::stdout().flush()?;
+            }
+        }
+    }
+    bail!("the exec stream ended without an exit code")
+}
+
+pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
+    match cmd {
+        ImageCommand::Build { name, force, data_dir } => {
+            let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
+            let pb = spinner(format!("building image {name}"));
+            let pb2 = pb.clone();
+            let label = name.clone();
+            let progress = move |line: &str| pb2.set_message(format!("{label}: {line}"));
+            let result = store.build(&name, force, &progress).await;
+            pb.finish_and_clear();
+            let info = result?;
+            println!("image {} ready: {} MiB ({})", info.name, info.size_bytes >> 20, info.source);
+        }
+        ImageCommand::List { data_dir } => {
+            let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
+            println!("{:<12} {:>9} SOURCE", "NAME", "SIZE");
+            for i in store.list()? {
+                println!("{:<12} {:>5} MiB {}", i.name, i.size_bytes >> 20, i.source);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn template(cmd: TemplateCommand) -> Result<ExitCode> {
+    match cmd {
+        TemplateCommand::List => {
+            println!("{:<10} {:<8} DESCRIPTION", "TEMPLATE", "IMAGE");
+            for t in pinacle_orchestrator::Template::known() {
+                println!("{:<10} {:<8} {}", t.id, t.image, t.description);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

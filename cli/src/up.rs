@@ -1,0 +1,179 @@
+//! `pinacle up`, `pinacle server` and `pinacle agent`: the services.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pinacle_api::{AdminToken, AppState};
+use pinacle_host_agent::{AgentConfig, ControlPlane, HostAgent};
+use pinacle_orchestrator::RuntimeKind;
+use tokio::sync::watch;
+
+use crate::config::{self, CliConfig};
+
+/// What runs in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and a local agent.
+    All,
+    /// API only.
+    Server,
+    /// Agent only.
+    Agent,
+}
+
+/// Options shared by `up`, `server` and `agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where Pinacle keeps its database, images, pods and volumes.
+    #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Address for the API.
+    #[arg(long, env = "PINACLE_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Database URL (default: SQLite in the data directory).
+    #[arg(long, env = "PINACLE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Runtime for pods that name none (default: gvisor where installed).
+    #[arg(long, env = "PINACLE_RUNTIME")]
+    pub runtime: Option<RuntimeKind>,
+    /// This host's id (its job queue is `host.{id}`).
+    #[arg(long, env = "PINACLE_HOST_ID", default_value = "local")]
+    pub host_id: String,
+    /// Seconds between reconcile passes of the agent.
+    #[arg(long, default_value_t = 10.0)]
+    pub reconcile_interval: f64,
+}
+
+/// `/var/lib/pinacle` for root, else `~/.local/share/pinacle`.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/pinacle");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/share/pinacle"))
+        .unwrap_or_else(|| PathBuf::from(".pinacle"))
+}
+
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the services of `role` until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
+    create_private_dir(&args.data_dir)?;
+    let db_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.data_dir.join("pinacle.db").display()));
+    let state = AppState::open(&db_url, &args.data_dir.join("queue.db"), args.runtime).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if role != Role::Server {
+        let mut cfg = AgentConfig::new(&args.host_id, &args.data_dir);
+        cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval.max(0.1));
+        if args.runtime == Some(RuntimeKind::Youki) && cfg.youki.is_none() {
+            anyhow::bail!("--runtime youki needs the pinacle-youki binary next to pinacle or on PATH");
+        }
+        let control: Arc<dyn ControlPlane> = Arc::new(state.clone());
+        let agent = Arc::new(HostAgent::new(cfg, control).context("starting the host agent")?);
+        if agent.images().rootfs("busybox").is_none() {
+            if let Err(e) = agent.images().build("busybox", false, &|_| {}).await {
+                tracing::warn!(error = %e, "could not build the busybox image");
+            }
+        }
+        if agent.images().rootfs("base").is_none() {
+            eprintln!("note: image `base` (template blank) is not built yet; run `pinacle image build base`");
+        }
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        state.register_host(&args.host_id, &agent.runtimes(), cpus, total_memory()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        state.attach_local_agent(agent.clone());
+        tracing::info!(host = %args.host_id, runtimes = ?agent.runtimes(), "host agent started");
+        tasks.spawn(agent.clone().reconcile_loop(stop_rx.clone()));
+        let queue = state.queue.clone();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            if let Err(e) = queue.run_worker(agent, rx).await {
+                tracing::error!(error = %e, "job worker stopped");
+            }
+        });
+    }
+
+    if role != Role::Agent {
+        let admin = state
+            .bootstrap_admin(std::env::var("PINACLE_ADMIN_TOKEN").ok().as_deref())
+            .await?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        println!("Pinacle API listening on {url}");
+        match &admin {
+            AdminToken::Generated(token) => {
+                println!("Admin token (shown once): {token}");
+                remember(&url, token);
+            }
+            AdminToken::FromEnv => {
+                if let Ok(token) = std::env::var("PINACLE_ADMIN_TOKEN") {
+                    remember(&url, token.trim());
+                }
+            }
+            AdminToken::Existing => println!("Admin token: as printed on first start (or set PINACLE_ADMIN_TOKEN)"),
+        }
+        let app = pinacle_api::router(state.clone());
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down; pods keep running and are adopted on the next start");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    Ok(())
+}
+
+fn remember(url: &str, token: &str) {
+    match config::save(&CliConfig { api: url.to_owned(), token: token.to_owned() }) {
+        Ok(path) => println!("CLI configured in {}", path.display()),
+        Err(e) => eprintln!("note: could not save CLI config: {e:#}"),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
