@@ -108,9 +108,28 @@ fn inner(e: &dyn std::error::Error) -> String {
 }
 
 /// JSON body extractor that answers bad bodies in the API's error shape.
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// The body must be a JSON object (serde would otherwise read an array
+/// into a struct field by field).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request("invalid_request", "request body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("request body does not fit: {e}")))
+    }
+}
 
 /// Path extractor that answers in the API's error shape.
 #[derive(Debug, axum::extract::FromRequestParts)]

@@ -1,0 +1,235 @@
+//! The REST surface: authentication, bad input, health, metrics and the
+//! event stream, against a real `pinacle up`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Pinacle, TOKEN};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+async fn pod_count(p: &Pinacle) -> usize {
+    let (_, v) = p.call(Method::GET, "/api/v1/pods", None).await;
+    v["pods"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_need_no_token() {
+    let p = Pinacle::start().await;
+    for path in ["/healthz", "/readyz"] {
+        let r = p.http.get(format!("{}{path}", p.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let (status, _) = p.call(Method::GET, "/api/v1/templates", None).await;
+    assert_eq!(status, 200);
+    let metrics = p.http.get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pinacle_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("pinacle_pods{state=\"running\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn every_api_route_requires_a_valid_token() {
+    let p = Pinacle::start().await;
+    for (method, path) in [
+        (Method::GET, "/api/v1/pods"),
+        (Method::POST, "/api/v1/pods"),
+        (Method::GET, "/api/v1/pods/x"),
+        (Method::DELETE, "/api/v1/pods/x"),
+        (Method::POST, "/api/v1/pods/x/exec"),
+        (Method::GET, "/api/v1/pods/x/events"),
+        (Method::GET, "/api/v1/me"),
+    ] {
+        let r = p.http.request(method.clone(), format!("{}{path}", p.url)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{method} {path} without token");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let (status, body) = p.call_as("pnc_wrong", method.clone(), path, None).await;
+        assert_error(status, &body, 401, "unauthorized");
+    }
+    let (status, me) = p.call_as(TOKEN, Method::GET, "/api/v1/me", None).await;
+    assert_eq!((status, me["name"].as_str()), (200, Some("admin")));
+}
+
+#[tokio::test]
+async fn bad_pod_requests_get_clear_errors_and_create_nothing() {
+    let p = Pinacle::start().await;
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"name": "Demo", "template": "minimal"}), 400, "invalid_name"),
+        (json!({"name": "", "template": "minimal"}), 400, "invalid_name"),
+        (json!({"name": "a".repeat(41), "template": "minimal"}), 400, "invalid_name"),
+        (json!({"name": "a.b", "template": "minimal"}), 400, "invalid_name"),
+        (json!({"name": "-ab", "template": "minimal"}), 400, "invalid_name"),
+        (json!({"name": "ok", "template": "nope"}), 400, "unknown_template"),
+        (json!({"name": "ok", "template": "minimal", "tier": "dev.huge"}), 400, "unknown_tier"),
+        (json!({"name": "ok", "template": "minimal", "runtime": "docker"}), 400, "unknown_runtime"),
+        (json!({"template": "minimal"}), 400, "invalid_request"),
+        (json!({"name": 5}), 400, "invalid_request"),
+        (json!({"name": "ok", "colour": "red"}), 400, "invalid_request"),
+        (json!(["not", "an", "object"]), 400, "invalid_request"),
+    ];
+    for (body, status, code) in cases {
+        let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(body.clone())).await;
+        assert_error(s, &b, status, code);
+    }
+    // not JSON at all, and JSON without its content type
+    let r = p.http.post(format!("{}/api/v1/pods", p.url)).bearer_auth(TOKEN)
+        .header("content-type", "application/json").body("{name: oops").send().await.unwrap();
+    let s = r.status().as_u16();
+    assert_error(s, &r.json().await.unwrap(), 400, "invalid_json");
+    let r = p.http.post(format!("{}/api/v1/pods", p.url)).bearer_auth(TOKEN).body("{}").send().await.unwrap();
+    let s = r.status().as_u16();
+    assert_error(s, &r.json().await.unwrap(), 415, "unsupported_media_type");
+    // oversized body
+    let big = json!({"name": "x".repeat(400_000)});
+    let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(big)).await;
+    assert_error(s, &b, 413, "payload_too_large");
+    assert_eq!(pod_count(&p).await, 0, "nothing was created");
+
+    // unknown routes and methods answer in the same shape
+    let (s, b) = p.call(Method::GET, "/api/v1/nothing-here", None).await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = p.call(Method::PUT, "/api/v1/pods", None).await;
+    assert_error(s, &b, 405, "method_not_allowed");
+    let (s, b) = p.call(Method::GET, "/api/v1/pods/ghost", None).await;
+    assert_error(s, &b, 404, "not_found");
+}
+
+#[tokio::test]
+async fn wrong_state_requests_are_refused_clearly() {
+    let p = Pinacle::start().await;
+    let pod = p.create_running("st", "minimal", "gvisor").await;
+    let id = pod["id"].as_str().unwrap().to_owned();
+    // duplicate name
+    let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "st", "template": "minimal"}))).await;
+    assert_error(s, &b, 409, "name_taken");
+    assert_eq!(pod_count(&p).await, 1);
+    // start a running pod
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/st/start", None).await;
+    assert_error(s, &b, 409, "invalid_state");
+    // exec with nothing to run, or bad env
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/st/exec", Some(json!({"command": []}))).await;
+    assert_error(s, &b, 400, "invalid_request");
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/st/exec", Some(json!({"command": ["true"], "env": {"A=B": "c"}}))).await;
+    assert_error(s, &b, 400, "invalid_request");
+    // stop twice, exec into a stopped pod
+    let (s, _) = p.call(Method::POST, "/api/v1/pods/st/stop", None).await;
+    assert_eq!(s, 202);
+    p.wait_state("st", "stopped", 60).await;
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/st/stop", None).await;
+    assert_error(s, &b, 409, "invalid_state");
+    assert!(b["error"]["message"].as_str().unwrap().contains("already stopped"), "{b}");
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/st/exec", Some(json!({"command": ["true"]}))).await;
+    assert_error(s, &b, 409, "pod_not_running");
+    // delete twice: the second is refused while deleting, and 404 once gone
+    let (s, _) = p.call(Method::DELETE, "/api/v1/pods/st", None).await;
+    assert_eq!(s, 202);
+    let (s, b) = p.call(Method::DELETE, &format!("/api/v1/pods/{id}"), None).await;
+    assert!(s == 409 || s == 404, "{s} {b}");
+    p.wait_state(&id, "deleted", 60).await;
+    let (s, b) = p.call(Method::DELETE, &format!("/api/v1/pods/{id}"), None).await;
+    assert_error(s, &b, 404, "not_found");
+    // the server is still fine
+    let r = p.http.get(format!("{}/healthz", p.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn events_stream_every_state_change_in_order() {
+    let p = Pinacle::start().await;
+    let pod = p.create("ev", "minimal", "gvisor").await;
+    let id = pod["id"].as_str().unwrap().to_owned();
+    let mut resp = p
+        .http
+        .get(format!("{}/api/v1/pods/{id}/events", p.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = String::new();
+    let mut stopped = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !seen.ends_with(&["deleted".to_owned()]) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk()).await.expect("events timed out").unwrap();
+        let Some(chunk) = chunk else { break };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                let v: Value = serde_json::from_str(data.trim()).unwrap();
+                seen.push(v["to"].as_str().unwrap().to_owned());
+                // drive the pod through its life as events arrive
+                match (v["to"].as_str().unwrap(), stopped) {
+                    ("running", false) => {
+                        stopped = true;
+                        p.call(Method::POST, &format!("/api/v1/pods/{id}/stop"), None).await;
+                    }
+                    ("stopped", _) => {
+                        p.call(Method::DELETE, &format!("/api/v1/pods/{id}"), None).await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!(seen, ["pending", "provisioning", "running", "stopping", "stopped", "deleting", "deleted"]);
+}
+
+#[tokio::test]
+async fn cli_drives_the_whole_pod_life_cycle() {
+    let p = Pinacle::start().await;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::pinacle_bin())
+            .args(args)
+            .env("PINACLE_API", &p.url)
+            .env("PINACLE_TOKEN", TOKEN)
+            .env("PINACLE_CONFIG", p.data.path().join("none.json"))
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["pod", "create", "cli", "--template", "minimal", "--runtime", "gvisor", "--wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["pod", "exec", "cli", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    let out = cli(&["pod", "list"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.lines().any(|l| l.starts_with("cli ") && l.contains("running")), "{listing}");
+    let out = cli(&["pod", "show", "cli", "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["limits"]["vcpus"], 1);
+    let out = cli(&["pod", "stop", "cli", "--wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["pod", "exec", "cli", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pod cli is stopped"));
+    let out = cli(&["pod", "start", "cli", "--wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["pod", "exec", "cli", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "start --wait returns only once running");
+    let out = cli(&["pod", "logs", "cli"]);
+    assert!(out.status.success());
+    let out = cli(&["pod", "delete", "cli", "--wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["pod", "show", "cli"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // without a server configured the CLI says how to configure one
+    let out = std::process::Command::new(common::pinacle_bin())
+        .args(["pod", "list"])
+        .env_remove("PINACLE_API")
+        .env_remove("PINACLE_TOKEN")
+        .env("PINACLE_CONFIG", p.data.path().join("missing.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pinacle login"));
+}

@@ -1,0 +1,280 @@
+//! Test harness: runs the real `pinacle up` binary as root against real
+//! sandboxes, each test with its own data directory and port, and removes
+//! every sandbox, mount and file it made when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "pnc_test-admin-token-0123456789";
+
+/// Where the test images are cached between tests (built by scripts/test.sh).
+pub fn image_cache() -> PathBuf {
+    std::env::var_os("PINACLE_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/pinacle-test-images"))
+}
+
+pub fn pinacle_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pinacle"))
+}
+
+/// Fails loudly (never skips) when the machine lacks what the tests need.
+fn check_prerequisites() {
+    assert!(nix::unistd::geteuid().is_root(), "sandbox tests run as root (CI does); run scripts/test.sh as root");
+    assert!(Path::new("/usr/bin/runsc").exists() || which("runsc"), "runsc missing: run scripts/setup.sh --test");
+    let youki = pinacle_bin().with_file_name("pinacle-youki");
+    assert!(youki.exists(), "{} missing: build the workspace (cargo build --workspace)", youki.display());
+}
+
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// A running `pinacle up`.
+pub struct Pinacle {
+    pub data: tempfile::TempDir,
+    pub url: String,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+    extra_args: Vec<String>,
+}
+
+impl Pinacle {
+    /// Starts `pinacle up` with the cached images and a fast reconcile loop.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Self {
+        check_prerequisites();
+        let data = tempfile::Builder::new().prefix("pinacle-test-").tempdir_in("/var/tmp").expect("tempdir");
+        let cache = image_cache();
+        std::fs::create_dir_all(&cache).expect("image cache");
+        std::os::unix::fs::symlink(&cache, data.path().join("images")).expect("link images");
+        let mut p = Pinacle {
+            data,
+            url: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        p.spawn().await;
+        p
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(pinacle_bin());
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--reconcile-interval")
+            .arg("0.5")
+            .args(&self.extra_args)
+            .env("PINACLE_ADMIN_TOKEN", TOKEN)
+            .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
+            .env("PINACLE_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.data.path().join("server.log"))
+                    .expect("log"),
+            ));
+        let mut child = cmd.spawn().expect("spawn pinacle up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("Pinacle API listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        self.url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            panic!("pinacle up did not start; log:\n{}", self.server_log())
+        });
+        self.child = Some(child);
+        // wait for readiness (first reconcile pass done)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self.http.get(format!("{}/readyz", self.url)).send().await.map(|r| r.status().is_success());
+            if ok.unwrap_or(false) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pinacle up never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server process hard (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills and starts the server again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(TOKEN, method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn create(&self, name: &str, template: &str, runtime: &str) -> Value {
+        let (status, pod) = self
+            .call(reqwest::Method::POST, "/api/v1/pods", Some(json!({"name": name, "template": template, "runtime": runtime})))
+            .await;
+        assert_eq!(status, 202, "create {name}: {pod}");
+        pod
+    }
+
+    pub async fn pod(&self, key: &str) -> Value {
+        let (status, pod) = self.call(reqwest::Method::GET, &format!("/api/v1/pods/{key}"), None).await;
+        assert_eq!(status, 200, "show {key}: {pod}");
+        pod
+    }
+
+    /// Polls until the pod is in `state`; panics on `error` or after `secs`.
+    pub async fn wait_state(&self, key: &str, state: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (status, pod) = self.call(reqwest::Method::GET, &format!("/api/v1/pods/{key}"), None).await;
+            if status == 200 && pod["state"] == state {
+                return pod;
+            }
+            if state != "error" && pod["state"] == "error" {
+                panic!("pod {key} failed: {pod}\n{}", self.server_log());
+            }
+            if state == "deleted" && status == 404 {
+                return pod;
+            }
+            assert!(Instant::now() < deadline, "pod {key} not {state} after {secs} s: {pod}\n{}", self.server_log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn create_running(&self, name: &str, template: &str, runtime: &str) -> Value {
+        self.create(name, template, runtime).await;
+        self.wait_state(name, "running", 120).await
+    }
+
+    /// Runs a command in the pod through the API: (stdout, stderr, exit code).
+    pub async fn exec(&self, key: &str, argv: &[&str]) -> (String, String, i64) {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/pods/{key}/exec", self.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "command": argv }))
+            .send()
+            .await
+            .expect("exec");
+        assert_eq!(resp.status(), 200, "exec {argv:?}: {}", resp.text().await.unwrap_or_default());
+        let body = resp.text().await.expect("exec body");
+        let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for line in body.lines() {
+            let v: Value = serde_json::from_str(line).expect("ndjson");
+            if let Some(c) = v.get("exit_code") {
+                code = c.as_i64();
+            } else {
+                let data = b64.decode(v["data"].as_str().unwrap()).unwrap();
+                if v["stream"] == "stdout" { out.extend(data) } else { err.extend(data) }
+            }
+        }
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            code.expect("exec stream ended without exit code"),
+        )
+    }
+
+    pub fn runtime_state(&self, runtime: &str) -> PathBuf {
+        self.data.path().join("runtime").join(runtime)
+    }
+
+    /// Sandbox ids the runtime holds in this test's state directory.
+    pub fn sandboxes(&self, runtime: &str) -> Vec<String> {
+        let out = runtime_cmd(runtime, &self.runtime_state(runtime)).arg("list").args(if runtime == "runsc" { &["-quiet"][..] } else { &[][..] }).output().expect("list");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
+}
+
+/// A runtime command line on a state directory: `runsc` or `pinacle-youki`.
+pub fn runtime_cmd(runtime: &str, state: &Path) -> Command {
+    let mut cmd = if runtime == "runsc" {
+        let mut c = Command::new("runsc");
+        c.arg(format!("--root={}", state.display())).arg("--network=none").arg("--overlay2=none");
+        c
+    } else {
+        let mut c = Command::new(pinacle_bin().with_file_name("pinacle-youki"));
+        c.arg(format!("--root={}", state.display()));
+        c
+    };
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+impl Drop for Pinacle {
+    fn drop(&mut self) {
+        self.kill();
+        for runtime in ["runsc", "youki"] {
+            let state = self.runtime_state(runtime);
+            if !state.exists() {
+                continue;
+            }
+            for id in self.sandboxes(runtime) {
+                let _ = runtime_cmd(runtime, &state).args(["delete", "--force", &id]).output();
+            }
+        }
+        // unmount every overlay left under the data dir, deepest first
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root = self.data.path().canonicalize().unwrap_or_else(|_| self.data.path().to_path_buf());
+            let mut mounts: Vec<&str> = info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&*root.to_string_lossy()))
+                .collect();
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mounts {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_file(self.data.path().join("images"));
+    }
+}
