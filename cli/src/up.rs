@@ -13,6 +13,27 @@ use tokio::sync::watch;
 
 use crate::config::{self, CliConfig};
 
+/// Prints a line to stdout, ignoring a closed stdout: the server must keep
+/// running when whoever started it stops reading.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// [`say!`] for stderr.
+macro_rules! esay {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// How often an agent tells the control plane it is alive (well inside
+/// `pinacle_api::service::HOST_ALIVE_SECS`).
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
 /// What runs in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -93,10 +114,24 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             }
         }
         if agent.images().rootfs("base").is_none() {
-            eprintln!("note: image `base` (template blank) is not built yet; run `pinacle image build base`");
+            esay!("note: image `base` (template blank) is not built yet; run `pinacle image build base`");
         }
         let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-        state.register_host(&args.host_id, &agent.runtimes(), cpus, total_memory()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (runtimes, memory) = (agent.runtimes(), total_memory());
+        state.register_host(&args.host_id, &runtimes, cpus, memory).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Heartbeat: a host that stops reporting is no longer given new pods.
+        let (hb_state, hb_id, mut hb_stop) = (state.clone(), args.host_id.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                    _ = hb_stop.changed() => return,
+                }
+                if let Err(e) = hb_state.register_host(&hb_id, &runtimes, cpus, memory).await {
+                    tracing::warn!(error = %e, "host heartbeat failed");
+                }
+            }
+        });
         state.attach_local_agent(agent.clone());
         tracing::info!(host = %args.host_id, runtimes = ?agent.runtimes(), "host agent started");
         tasks.spawn(agent.clone().reconcile_loop(stop_rx.clone()));
@@ -117,10 +152,10 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let url = format!("http://{}", listener.local_addr()?);
-        println!("Pinacle API listening on {url}");
+        say!("Pinacle API listening on {url}");
         match &admin {
             AdminToken::Generated(token) => {
-                println!("Admin token (shown once): {token}");
+                say!("Admin token (shown once): {token}");
                 remember(&url, token);
             }
             AdminToken::FromEnv => {
@@ -128,7 +163,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                     remember(&url, token.trim());
                 }
             }
-            AdminToken::Existing => println!("Admin token: as printed on first start (or set PINACLE_ADMIN_TOKEN)"),
+            AdminToken::Existing => say!("Admin token: as printed on first start (or set PINACLE_ADMIN_TOKEN)"),
         }
         let app = pinacle_api::router(state.clone());
         let mut rx = stop_rx.clone();
@@ -151,8 +186,8 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
 
 fn remember(url: &str, token: &str) {
     match config::save(&CliConfig { api: url.to_owned(), token: token.to_owned() }) {
-        Ok(path) => println!("CLI configured in {}", path.display()),
-        Err(e) => eprintln!("note: could not save CLI config: {e:#}"),
+        Ok(path) => say!("CLI configured in {}", path.display()),
+        Err(e) => esay!("note: could not save CLI config: {e:#}"),
     }
 }
 

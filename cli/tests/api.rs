@@ -1,6 +1,8 @@
 //! The REST surface: authentication, bad input, health, metrics and the
 //! event stream, against a real `pinacle up`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Pods in real gVisor and libcontainer sandboxes, through the real server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! sandboxes, each test with its own data directory and port, and removes
 //! every sandbox, mount and file it made when dropped.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -18,7 +20,7 @@ pub const TOKEN: &str = "pnc_test-admin-token-0123456789";
 pub fn image_cache() -> PathBuf {
     std::env::var_os("PINACLE_TEST_IMAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/pinacle-test-images"))
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/pinacle-test/images"))
 }
 
 pub fn pinacle_bin() -> PathBuf {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 machine for Pinacle and builds it.
+#
+#   scripts/setup.sh           runtime packages, release build, binaries in
+#                              /usr/local/bin, images busybox and base
+#   scripts/setup.sh --test    what the test suite needs (debug build happens
+#                              in scripts/test.sh)
+#
+# Run as root. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-run}
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (sandboxes, mounts and cgroups need it)" >&2
+  exit 1
+fi
+
+packages=(runsc runc busybox-static debootstrap ca-certificates curl git build-essential pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: installing the Rust toolchain (rustup, minimal profile)"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+
+if [ "$mode" = "--test" ]; then
+  if ! command -v cargo-nextest >/dev/null 2>&1; then
+    echo "setup: installing cargo-nextest"
+    cargo install --locked cargo-nextest
+  fi
+  exit 0
+fi
+
+echo "setup: building Pinacle (release)"
+cargo build --release --workspace
+install -m 0755 target/release/pinacle target/release/pinacle-youki /usr/local/bin/
+data_dir=${PINACLE_DATA_DIR:-/var/lib/pinacle}
+pinacle image build busybox --data-dir "$data_dir"
+pinacle image build base --data-dir "$data_dir"
+echo "setup: done; start Pinacle with: pinacle up"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test suite, as CI runs it: installs what the tests need, builds the
+# workspace, prepares the cached test images, runs every test with nextest.
+# Run as root (pods are real gVisor and libcontainer sandboxes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh --test
+export PATH="$HOME/.cargo/bin:$PATH"
+
+cargo build --workspace --all-targets
+
+# Images the sandbox tests start pods from, built once and cached.
+export PINACLE_TEST_IMAGES=${PINACLE_TEST_IMAGES:-/var/tmp/pinacle-test/images}
+cache_root=$(dirname "$PINACLE_TEST_IMAGES")
+target/debug/pinacle image build busybox --data-dir "$cache_root"
+target/debug/pinacle image build base --data-dir "$cache_root"
+
+cargo nextest run --workspace --no-fail-fast
