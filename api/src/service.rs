@@ -216,10 +216,20 @@ impl AppState {
 
     /// Queues a job; a failure is logged, not returned: the pod is already
     /// recorded in a transitional state and the agent's reconcile pass
-    /// re-drives it.
+    /// re-drives it. When the pod's host is the agent in this process, the
+    /// job also starts right away: the queued copy is the durable record and
+    /// finds the pod settled when the worker takes it (jobs are idempotent).
     async fn enqueue(&self, host: &str, job: PodJob) {
         if let Err(e) = self.queue.push(host, job).await {
             tracing::error!(?job, %host, error = %e, "could not queue job; reconcile will pick the pod up");
+        }
+        if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == host) {
+            let agent = std::sync::Arc::clone(agent);
+            tokio::spawn(async move {
+                if let Err(e) = agent.handle(job).await {
+                    tracing::warn!(?job, error = %e, "job failed");
+                }
+            });
         }
     }
 

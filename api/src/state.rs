@@ -8,7 +8,7 @@ use chrono::Utc;
 use pinacle_host_agent::{HostAgent, JobQueue};
 use pinacle_migrations::{Migrator, MigratorTrait};
 use pinacle_orchestrator::RuntimeKind;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use tokio::sync::broadcast;
 
 use crate::auth::{generate_token, hash_token};
@@ -62,11 +62,16 @@ impl AppState {
     pub async fn open(database_url: &str, queue_path: &Path, default_runtime: Option<RuntimeKind>) -> anyhow::Result<Self> {
         use anyhow::Context;
         let mut opts = ConnectOptions::new(database_url.to_owned());
-        opts.sqlx_logging(false).max_connections(8);
+        opts.sqlx_logging(false).max_connections(8).map_sqlx_sqlite_opts(|o| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            // WAL with NORMAL sync: a crash of the process loses nothing; a
+            // power cut can lose the last commits, never corrupt the file.
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(std::time::Duration::from_secs(10))
+        });
         let db = Database::connect(opts).await.with_context(|| format!("opening database {database_url}"))?;
-        if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;").await?;
-        }
         Migrator::up(&db, None).await.context("running database migrations")?;
         let queue = JobQueue::open(queue_path).await.context("opening the job queue")?;
         let (events, _) = broadcast::channel(1024);

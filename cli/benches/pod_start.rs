@@ -241,22 +241,25 @@ async fn run(n: usize) {
     println!("{:<34} {:>9} {:>9} {:>11} {:>11}", "", "ready p50", "ready p95", "1st out p50", "1st out p95");
     let mut summary = Vec::new();
     for (kind, state_name, label) in [("gvisor", "runsc", "runsc"), ("youki", "youki", "pinacle-youki")] {
-        let (mut ready, mut first) = (Vec::new(), Vec::new());
+        // Pinacle and the raw runtime alternate, so both see the same load
+        // (the pods created so far keep running).
+        let state = s.data.path().join("runtime").join(state_name);
+        let (mut ready, mut first, mut rr, mut rf) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut bundle = None;
         for i in 0..n {
-            let (r, f) = one_pod(&s, &format!("b-{kind}-{i}"), kind).await;
+            let name = format!("b-{kind}-{i}");
+            let (r, f) = one_pod(&s, &name, kind).await;
             ready.push(r);
             first.push(f);
-        }
-        let (p_ready, p_first) = row(&format!("pinacle ({kind})"), &mut ready, &mut first);
-        let state = s.data.path().join("runtime").join(state_name);
-        let pods: Value = s.http.get(format!("{}/api/v1/pods/b-{kind}-0", s.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-        let bundle = s.data.path().join("pods").join(pods["id"].as_str().unwrap().replace('-', ""));
-        let (mut rr, mut rf) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let (r, f) = raw_runtime(state_name, &state, &bundle, &lower, i);
+            if bundle.is_none() {
+                let pod: Value = s.http.get(format!("{}/api/v1/pods/{name}", s.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+                bundle = Some(s.data.path().join("pods").join(pod["id"].as_str().unwrap().replace('-', "")));
+            }
+            let (r, f) = raw_runtime(state_name, &state, bundle.as_deref().unwrap(), &lower, i);
             rr.push(r);
             rf.push(f);
         }
+        let (p_ready, p_first) = row(&format!("pinacle ({kind})"), &mut ready, &mut first);
         let (raw_ready, raw_first) = row(&format!("raw {label} create+start+exec"), &mut rr, &mut rf);
         summary.push((kind, p_ready.as_secs_f64() / raw_ready.as_secs_f64(), p_first.as_secs_f64() / raw_first.as_secs_f64()));
     }

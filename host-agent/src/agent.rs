@@ -212,11 +212,17 @@ impl HostAgent {
         let started = Instant::now();
         match job {
             PodJob::Provision(_) | PodJob::Start(_) => {
-                if pod.state == PodState::Pending {
+                let fresh = pod.state == PodState::Pending;
+                if fresh {
                     let msg = format!("provisioning on host {} with {}", self.config.host_id, pod.runtime);
-                    pod.state = self.record(id, PodEvent::ProvisionStarted, &msg).await?;
+                    pod.state = match self.control.record(id, PodEvent::ProvisionStarted, &msg).await {
+                        Ok(state) => state,
+                        // deleted meanwhile: the delete job takes over
+                        Err(ControlPlaneError::Transition(_)) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    };
                 }
-                match self.ensure_running(&pod).await {
+                match self.ensure_running(&pod, fresh).await {
                     Ok(()) => {
                         let msg = format!("sandbox running ({} ms)", started.elapsed().as_millis());
                         self.record_if_current(id, PodEvent::SandboxRunning, &msg).await
@@ -243,10 +249,6 @@ impl HostAgent {
         }
     }
 
-    async fn record(&self, id: Uuid, event: PodEvent, msg: &str) -> Result<PodState, AgentError> {
-        Ok(self.control.record(id, event, msg).await?)
-    }
-
     /// Records `event` unless the pod moved on meanwhile (then the job that
     /// moved it takes over).
     async fn record_if_current(&self, id: Uuid, event: PodEvent, msg: &str) -> Result<(), AgentError> {
@@ -262,13 +264,17 @@ impl HostAgent {
     }
 
     /// Makes the pod's sandbox run: storage, overlay, bundle, sandbox.
-    async fn ensure_running(&self, pod: &PodRecord) -> Result<(), AgentError> {
+    /// `fresh`: the pod was pending until this job, so no earlier attempt can
+    /// have left a sandbox and the runtime need not be asked.
+    async fn ensure_running(&self, pod: &PodRecord, fresh: bool) -> Result<(), AgentError> {
         let runtime = self.runtime(pod.runtime)?;
         let sid = pod.sandbox_id();
-        match runtime.status(&sid).await? {
-            SandboxStatus::Running => return Ok(()),
-            SandboxStatus::Missing => {}
-            SandboxStatus::Created | SandboxStatus::Stopped => runtime.delete(&sid).await?,
+        if !fresh {
+            match runtime.status(&sid).await? {
+                SandboxStatus::Running => return Ok(()),
+                SandboxStatus::Missing => {}
+                SandboxStatus::Created | SandboxStatus::Stopped => runtime.delete(&sid).await?,
+            }
         }
         let lower = self.images.rootfs(&pod.image).ok_or_else(|| AgentError::ImageMissing(pod.image.clone()))?;
         let dir = self.config.data.pod(pod.id);

@@ -40,7 +40,7 @@ impl JobQueue {
     fn storage(&self, host_id: &str) -> SqliteStorage<PodJob> {
         let config = Config::default()
             .queue(PodJob::queue_for_host(host_id))
-            .heartbeat_interval(Duration::from_secs(5))
+            .heartbeat_interval(Duration::from_secs(2))
             .missed_heartbeats(2);
         SqliteStorage::new(&self.pool).with_config(config)
     }

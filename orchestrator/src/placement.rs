@@ -28,9 +28,13 @@ pub enum PlacementError {
     NoCapacity { vcpus: u32, memory_gib: u64 },
 }
 
-/// Overcommit allowed on CPU (dev pods are idle most of the time); memory is
-/// never overcommitted.
-pub const CPU_OVERCOMMIT: u32 = 4;
+/// How far the sum of pods' CPU limits may exceed a host's CPUs: dev pods
+/// idle most of the time, and a limit is a ceiling, not a reservation.
+pub const CPU_OVERCOMMIT: u32 = 16;
+
+/// How far the sum of pods' memory limits may exceed a host's memory.
+/// Smaller than for CPU: memory that is used cannot be taken back.
+pub const MEMORY_OVERCOMMIT: u64 = 4;
 
 /// Picks the schedulable host that offers `runtime` and has room for `limits`,
 /// preferring the one with the most free memory (ties: lowest id, so placement
@@ -52,10 +56,10 @@ pub fn place<'a>(
         .into_iter()
         .filter(|h| {
             h.vcpus_used + limits.vcpus <= h.vcpus * CPU_OVERCOMMIT
-                && h.memory_used + limits.memory_bytes <= h.memory_bytes
+                && h.memory_used + limits.memory_bytes <= h.memory_bytes * MEMORY_OVERCOMMIT
         })
         .max_by(|a, b| {
-            let free = |h: &HostCapacity| h.memory_bytes - h.memory_used;
+            let free = |h: &HostCapacity| (h.memory_bytes * MEMORY_OVERCOMMIT).saturating_sub(h.memory_used);
             free(a).cmp(&free(b)).then_with(|| b.id.cmp(&a.id))
         })
         .ok_or(PlacementError::NoCapacity {
@@ -102,11 +106,15 @@ mod tests {
             Err(PlacementError::NoRuntime(RuntimeKind::Youki))
         );
         assert!(matches!(
-            place(&[host("a", 24, 23)], RuntimeKind::Gvisor, &small),
+            place(&[host("a", 24, 95)], RuntimeKind::Gvisor, &small),
             Err(PlacementError::NoCapacity { .. })
         ));
+        // limits may add up to 4x the memory and 16x the CPUs, not more
+        assert!(place(&[host("a", 24, 94)], RuntimeKind::Gvisor, &small).is_ok());
         let mut busy = host("a", 24, 0);
-        busy.vcpus_used = 8;
+        busy.vcpus_used = 31;
+        assert!(place(std::slice::from_ref(&busy), RuntimeKind::Gvisor, &small).is_ok());
+        busy.vcpus_used = 32;
         assert!(place(&[busy], RuntimeKind::Gvisor, &small).is_err());
     }
 }
