@@ -273,7 +273,7 @@ impl HostAgent {
             match runtime.status(&sid).await? {
                 SandboxStatus::Running => return Ok(()),
                 SandboxStatus::Missing => {}
-                SandboxStatus::Created | SandboxStatus::Stopped => runtime.delete(&sid).await?,
+                SandboxStatus::Created | SandboxStatus::Stopped | SandboxStatus::Broken => runtime.delete(&sid).await?,
             }
         }
         let lower = self.images.rootfs(&pod.image).ok_or_else(|| AgentError::ImageMissing(pod.image.clone()))?;

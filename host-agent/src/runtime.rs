@@ -20,6 +20,9 @@ pub enum SandboxStatus {
     Running,
     /// Its process exited; the runtime still holds its state.
     Stopped,
+    /// The runtime lists it but cannot read its state (a create that was cut
+    /// short). Only deleting it helps.
+    Broken,
 }
 
 /// A sandbox runtime. Every method is idempotent where its name says a state
@@ -90,6 +93,14 @@ impl OciCliRuntime {
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.global).stdin(Stdio::null()).kill_on_drop(true);
+        // A runtime command must not outlive the agent: an orphaned `create`
+        // finishing after the next agent started would race its repair.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
         cmd
     }
 
@@ -172,7 +183,8 @@ impl SandboxRuntime for OciCliRuntime {
             }
             Err(e) => {
                 if self.list().await?.iter().any(|s| s == id) {
-                    Err(e)
+                    tracing::warn!(sandbox = id, error = %e, "sandbox listed but unreadable");
+                    Ok(SandboxStatus::Broken)
                 } else {
                     Ok(SandboxStatus::Missing)
                 }

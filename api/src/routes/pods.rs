@@ -114,9 +114,13 @@ pub async fn exec(
     }
     let pod = s.find_pod(&who, &key).await?;
     if pod.state != PodState::Running {
+        let hint = match pod.state {
+            PodState::Stopped | PodState::Error => format!("start it with `pinacle pod start {}`", pod.name),
+            _ => "wait until it is running".to_owned(),
+        };
         return Err(ApiError::conflict(
             "pod_not_running",
-            format!("pod {} is {}; exec needs a running pod (start it with `pinacle pod start {}`)", pod.name, pod.state, pod.name),
+            format!("pod {} is {}; exec needs a running pod ({hint})", pod.name, pod.state),
         ));
     }
     let agent = s.local_agent.get().filter(|a| a.host_id() == pod.host).ok_or_else(|| {
@@ -196,11 +200,11 @@ pub async fn events(
     let history = s.events_since(pod.id, after).await?;
     let pod_id = pod.id;
     let state = s.clone();
-    let stream = async_stream(state, pod_id, history, live);
+    let stream = event_stream(state, pod_id, history, live);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn async_stream(
+fn event_stream(
     state: AppState,
     pod_id: uuid::Uuid,
     history: Vec<crate::service::PodEventView>,

@@ -48,6 +48,7 @@ pub struct Pinacle {
     child: Option<Child>,
     pub http: reqwest::Client,
     extra_args: Vec<String>,
+    role: &'static str,
 }
 
 impl Pinacle {
@@ -57,6 +58,15 @@ impl Pinacle {
     }
 
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_full("up", extra).await
+    }
+
+    /// Starts `pinacle server` (API only) instead of `up`.
+    pub async fn start_role(role: &'static str) -> Self {
+        Self::start_full(role, &[]).await
+    }
+
+    async fn start_full(role: &'static str, extra: &[&str]) -> Self {
         check_prerequisites();
         let data = tempfile::Builder::new().prefix("pinacle-test-").tempdir_in("/var/tmp").expect("tempdir");
         let cache = image_cache();
@@ -68,6 +78,7 @@ impl Pinacle {
             child: None,
             http: reqwest::Client::new(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            role,
         };
         p.spawn().await;
         p
@@ -75,7 +86,7 @@ impl Pinacle {
 
     async fn spawn(&mut self) {
         let mut cmd = Command::new(pinacle_bin());
-        cmd.arg("up")
+        cmd.arg(self.role)
             .arg("--data-dir")
             .arg(self.data.path())
             .arg("--listen")
@@ -119,6 +130,29 @@ impl Pinacle {
             assert!(Instant::now() < deadline, "pinacle up never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts `pinacle agent` on this data directory; it dies with the guard.
+    pub fn spawn_agent(&self) -> KillOnDrop {
+        let child = Command::new(pinacle_bin())
+            .arg("agent")
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--reconcile-interval")
+            .arg("0.5")
+            .env("PINACLE_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.data.path().join("agent.log"))
+                    .expect("log"),
+            ))
+            .spawn()
+            .expect("spawn pinacle agent");
+        KillOnDrop(child)
     }
 
     pub fn server_log(&self) -> String {
@@ -234,6 +268,16 @@ impl Pinacle {
     pub fn sandboxes(&self, runtime: &str) -> Vec<String> {
         let out = runtime_cmd(runtime, &self.runtime_state(runtime)).arg("list").args(if runtime == "runsc" { &["-quiet"][..] } else { &[][..] }).output().expect("list");
         String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
+}
+
+/// A child process killed when dropped (also when a test fails).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
