@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{runtime_cmd, Pinacle};
@@ -189,8 +190,12 @@ async fn reconcile_removes_a_sandbox_no_pod_owns() {
             .unwrap();
         assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     }
+    // ... and an empty cgroup a sandbox killed mid-create left behind a while ago
+    let stale_cgroup = std::path::PathBuf::from("/sys/fs/cgroup/pids/pinacle").join(format!("pinacle-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&stale_cgroup).unwrap();
+    assert!(Command::new("touch").arg("-d").arg("5 minutes ago").arg(&stale_cgroup).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while p.sandboxes("runsc").contains(&orphan) {
+    while p.sandboxes("runsc").contains(&orphan) || stale_cgroup.exists() {
         assert!(Instant::now() < deadline, "orphan sandbox {orphan} still there\n{}", p.server_log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

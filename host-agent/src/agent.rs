@@ -429,6 +429,7 @@ impl HostAgent {
                 report.leftovers_removed.push(entry.path());
             }
         }
+        report.leftovers_removed.extend(remove_empty_cgroups(Path::new(CGROUP_ROOT), |id| live.contains_key(&id)));
         self.ready.store(true, Ordering::Relaxed);
         Ok(report)
     }
@@ -468,6 +469,36 @@ impl HostAgent {
         let path = Path::new("/sys/fs/cgroup/memory/pinacle").join(pod.sandbox_id()).join("memory.usage_in_bytes");
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
+}
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// How old an empty cgroup must be before reconcile removes it: a runtime
+/// creates the cgroup a moment before it moves the sandbox in.
+const CGROUP_GRACE: Duration = Duration::from_secs(60);
+
+/// Removes empty `pinacle/pinacle-<uuid>` cgroups of pods that are not live
+/// (a sandbox killed mid-create can leave them behind) in every hierarchy
+/// under `root`, once older than [`CGROUP_GRACE`]. Returns what it removed.
+fn remove_empty_cgroups(root: &Path, is_live: impl Fn(Uuid) -> bool) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(hierarchies) = std::fs::read_dir(root) else { return removed };
+    for h in hierarchies.flatten() {
+        let Ok(groups) = std::fs::read_dir(h.path().join("pinacle")) else { continue };
+        for g in groups.flatten() {
+            let Some(id) = g.file_name().to_str().and_then(pod_id_of_sandbox) else { continue };
+            let empty = std::fs::read_to_string(g.path().join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+            let old = g
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > CGROUP_GRACE));
+            if !is_live(id) && empty && old && std::fs::remove_dir(g.path()).is_ok() {
+                removed.push(g.path());
+            }
+        }
+    }
+    removed
 }
 
 fn libc_sigterm() -> i32 {
