@@ -16,6 +16,9 @@ use crate::entities::{api_token, user};
 use crate::metrics::Metrics;
 use crate::service::PodEventView;
 
+/// Name of the admin token that comes from `PINACLE_ADMIN_TOKEN`.
+const ENV_TOKEN_NAME: &str = "PINACLE_ADMIN_TOKEN";
+
 /// Name of the first user.
 pub const ADMIN_USER: &str = "admin";
 
@@ -123,11 +126,20 @@ impl AppState {
             }
         };
         let hash = hash_token(&token);
+        if outcome == AdminToken::FromEnv {
+            // A changed PINACLE_ADMIN_TOKEN replaces the previous one.
+            api_token::Entity::delete_many()
+                .filter(api_token::Column::UserId.eq(admin.id.clone()))
+                .filter(api_token::Column::Name.eq(ENV_TOKEN_NAME))
+                .filter(api_token::Column::TokenHash.ne(hash.clone()))
+                .exec(&self.db)
+                .await?;
+        }
         if api_token::Entity::find().filter(api_token::Column::TokenHash.eq(hash.clone())).one(&self.db).await?.is_none() {
             api_token::ActiveModel {
                 id: Set(uuid::Uuid::new_v4().to_string()),
                 user_id: Set(admin.id),
-                name: Set(if outcome == AdminToken::FromEnv { "PINACLE_ADMIN_TOKEN" } else { "bootstrap" }.to_owned()),
+                name: Set(if outcome == AdminToken::FromEnv { ENV_TOKEN_NAME } else { "bootstrap" }.to_owned()),
                 token_hash: Set(hash),
                 created_at: Set(now),
                 last_used_at: Set(None),

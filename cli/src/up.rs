@@ -63,9 +63,20 @@ pub struct ServeArgs {
     /// This host's id (its job queue is `host.{id}`).
     #[arg(long, env = "PINACLE_HOST_ID", default_value = "local")]
     pub host_id: String,
-    /// Seconds between reconcile passes of the agent.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds between reconcile passes of the agent (0.1 to 3600).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_interval)]
     pub reconcile_interval: f64,
+    /// The job queue database (default: queue.db in the data directory).
+    /// Separate `server` and `agent` processes must name the same file.
+    #[arg(long, env = "PINACLE_QUEUE_DB")]
+    pub queue_db: Option<PathBuf>,
+}
+
+fn parse_interval(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("{raw:?} is not a number of seconds from 0.1 to 3600")),
+    }
 }
 
 /// `/var/lib/pinacle` for root, else `~/.local/share/pinacle`.
@@ -91,18 +102,25 @@ fn total_memory() -> u64 {
 
 /// Runs the services of `role` until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
+    if role != Role::Server && !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "the host agent needs root (overlay mounts, cgroups, sandboxes); run `pinacle {}` as root, or `pinacle server` for the API alone",
+            if role == Role::All { "up" } else { "agent" }
+        );
+    }
     create_private_dir(&args.data_dir)?;
     let db_url = args
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.data_dir.join("pinacle.db").display()));
-    let state = AppState::open(&db_url, &args.data_dir.join("queue.db"), args.runtime).await?;
+    let queue_db = args.queue_db.clone().unwrap_or_else(|| args.data_dir.join("queue.db"));
+    let state = AppState::open(&db_url, &queue_db, args.runtime).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
     if role != Role::Server {
         let mut cfg = AgentConfig::new(&args.host_id, &args.data_dir);
-        cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval.max(0.1));
+        cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval);
         if args.runtime == Some(RuntimeKind::Youki) && cfg.youki.is_none() {
             anyhow::bail!("--runtime youki needs the pinacle-youki binary next to pinacle or on PATH");
         }

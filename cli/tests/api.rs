@@ -32,8 +32,13 @@ async fn health_readiness_and_metrics_need_no_token() {
     let (status, _) = p.call(Method::GET, "/api/v1/templates", None).await;
     assert_eq!(status, 200);
     let metrics = p.http.get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("pinacle_http_requests_total"), "{metrics}");
-    assert!(metrics.contains("pinacle_pods{state=\"running\"}"), "{metrics}");
+    assert!(metrics.contains("pinacle_http_requests_total{method=\"GET\",route=\"/api/v1/templates\",status=\"200\"} 1"), "{metrics}");
+    assert!(metrics.contains("pinacle_pods{state=\"running\"} 0"), "{metrics}");
+    // a made-up method is counted as "other", not as a new label
+    let r = p.http.request(Method::from_bytes(b"BREW").unwrap(), format!("{}/healthz", p.url)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let metrics = p.http.get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("BREW") && metrics.contains("method=\"other\""), "{metrics}");
 }
 
 #[tokio::test]
@@ -46,6 +51,11 @@ async fn every_api_route_requires_a_valid_token() {
         (Method::DELETE, "/api/v1/pods/x"),
         (Method::POST, "/api/v1/pods/x/exec"),
         (Method::GET, "/api/v1/pods/x/events"),
+        (Method::GET, "/api/v1/pods/x/logs"),
+        (Method::POST, "/api/v1/pods/x/start"),
+        (Method::POST, "/api/v1/pods/x/stop"),
+        (Method::GET, "/api/v1/templates"),
+        (Method::GET, "/api/v1/tiers"),
         (Method::GET, "/api/v1/me"),
     ] {
         let r = p.http.request(method.clone(), format!("{}{path}", p.url)).send().await.unwrap();
@@ -67,6 +77,7 @@ async fn bad_pod_requests_get_clear_errors_and_create_nothing() {
         (json!({"name": "a".repeat(41), "template": "minimal"}), 400, "invalid_name"),
         (json!({"name": "a.b", "template": "minimal"}), 400, "invalid_name"),
         (json!({"name": "-ab", "template": "minimal"}), 400, "invalid_name"),
+        (json!({"name": "0123456789abcdef0123456789abcdef", "template": "minimal"}), 400, "invalid_name"),
         (json!({"name": "ok", "template": "nope"}), 400, "unknown_template"),
         (json!({"name": "ok", "template": "minimal", "tier": "dev.huge"}), 400, "unknown_tier"),
         (json!({"name": "ok", "template": "minimal", "runtime": "docker"}), 400, "unknown_runtime"),
@@ -107,6 +118,8 @@ async fn wrong_state_requests_are_refused_clearly() {
     let p = Pinacle::start().await;
     let pod = p.create_running("st", "minimal", "gvisor").await;
     let id = pod["id"].as_str().unwrap().to_owned();
+    let metrics = p.http.get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pinacle_pods{state=\"running\"} 1"), "{metrics}");
     // duplicate name
     let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "st", "template": "minimal"}))).await;
     assert_error(s, &b, 409, "name_taken");
@@ -234,4 +247,15 @@ async fn cli_drives_the_whole_pod_life_cycle() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("pinacle login"));
+}
+
+#[tokio::test]
+async fn a_changed_admin_token_replaces_the_old_one() {
+    let mut p = Pinacle::start().await;
+    p.admin_token = "pnc_rotated-admin-token-9876543210".to_owned();
+    p.restart().await;
+    let (s, _) = p.call_as("pnc_rotated-admin-token-9876543210", Method::GET, "/api/v1/me", None).await;
+    assert_eq!(s, 200);
+    let (s, b) = p.call_as(TOKEN, Method::GET, "/api/v1/me", None).await;
+    assert_error(s, &b, 401, "unauthorized");
 }

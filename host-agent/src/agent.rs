@@ -95,6 +95,8 @@ pub struct ReconcileReport {
     pub restarted: Vec<Uuid>,
     pub resumed: Vec<Uuid>,
     pub leftovers_removed: Vec<PathBuf>,
+    /// What could not be repaired this pass (retried on the next).
+    pub errors: Vec<String>,
 }
 
 /// Drives the sandboxes of one host.
@@ -180,6 +182,7 @@ impl HostAgent {
         locks.entry(id).or_default().clone()
     }
 
+    /// Drops the pod's lock entry once nobody holds or waits for it.
     fn forget_lock(&self, id: Uuid) {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if locks.get(&id).is_some_and(|l| Arc::strong_count(l) == 1) {
@@ -187,16 +190,23 @@ impl HostAgent {
         }
     }
 
+    /// Waits for exclusive work on pod `id`.
+    async fn lock_pod(&self, id: Uuid) -> PodLock<'_> {
+        let guard = self.lock_of(id).lock_owned().await;
+        PodLock { agent: self, id, guard: Some(guard) }
+    }
+
+    /// Exclusive work on pod `id`, unless someone is at it already.
+    fn try_lock_pod(&self, id: Uuid) -> Option<PodLock<'_>> {
+        let guard = self.lock_of(id).try_lock_owned().ok()?;
+        Some(PodLock { agent: self, id, guard: Some(guard) })
+    }
+
     /// Runs one job. Stale jobs (the pod moved on) are dropped; failures are
     /// recorded on the pod, so only control-plane trouble is an error here.
     pub async fn handle(&self, job: PodJob) -> Result<(), AgentError> {
-        let id = job.pod_id();
-        let lock = self.lock_of(id);
-        let _guard = lock.lock().await;
-        let result = self.handle_locked(job).await;
-        drop(_guard);
-        self.forget_lock(id);
-        result
+        let _lock = self.lock_pod(job.pod_id()).await;
+        self.handle_locked(job).await
     }
 
     async fn handle_locked(&self, job: PodJob) -> Result<(), AgentError> {
@@ -282,11 +292,16 @@ impl HostAgent {
         std::fs::create_dir_all(&workspace).map_err(AgentError::io("creating", &workspace))?;
         let root = dir.join("rootfs");
         rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &root)?;
-        let spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit())?;
-        bundle::write_bundle(&dir, &spec)?;
-        let started = runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id)).await;
+        let started = async {
+            let spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit())?;
+            bundle::write_bundle(&dir, &spec)?;
+            runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id)).await
+        }
+        .await;
         if let Err(e) = started {
+            // leave nothing half-made: no sandbox, no mount
             let _ = runtime.delete(&sid).await;
+            let _ = rootfs::unmount(&root);
             return Err(e);
         }
         Ok(())
@@ -342,14 +357,23 @@ impl HostAgent {
             child.stderr.take().map(|s| pump(s, tx.clone(), ExecOutput::Stderr)),
         ];
         tokio::spawn(async move {
-            for p in pumps.into_iter().flatten() {
-                let _ = p.await;
-            }
-            let code = match child.wait().await {
-                Ok(status) => exit_code(status),
-                Err(_) => 255,
+            let finished = async move {
+                for p in pumps.into_iter().flatten() {
+                    let _ = p.await;
+                }
+                match child.wait().await {
+                    Ok(status) => exit_code(status),
+                    Err(_) => 255,
+                }
             };
-            let _ = tx.send(ExecOutput::Exit(code)).await;
+            tokio::select! {
+                code = finished => {
+                    let _ = tx.send(ExecOutput::Exit(code)).await;
+                }
+                // The caller went away: dropping `finished` drops the child,
+                // which is killed (kill_on_drop).
+                _ = tx.closed() => tracing::debug!("exec caller gone; command killed"),
+            }
         });
         Ok(rx)
     }
@@ -366,9 +390,21 @@ impl HostAgent {
         let mut report = ReconcileReport::default();
         let pods = self.control.pods_on_host(&self.config.host_id).await?;
         let live: HashMap<Uuid, &PodRecord> = pods.iter().map(|p| (p.id, p)).collect();
+        // One item failing must not stop the pass: note it and go on.
+        let mut failed = |what: String, e: AgentError| {
+            tracing::warn!(error = %e, "reconcile: {what}");
+            report.errors.push(format!("{what}: {e}"));
+        };
 
         for (kind, runtime) in &self.runtimes {
-            for sid in runtime.list().await? {
+            let sandboxes = match runtime.list().await {
+                Ok(s) => s,
+                Err(e) => {
+                    failed(format!("listing {kind} sandboxes"), e);
+                    continue;
+                }
+            };
+            for sid in sandboxes {
                 let Some(id) = pod_id_of_sandbox(&sid) else { continue };
                 let owned = live
                     .get(&id)
@@ -376,36 +412,48 @@ impl HostAgent {
                 if owned {
                     continue;
                 }
-                let lock = self.lock_of(id);
-                let Ok(_guard) = lock.try_lock() else { continue };
+                let Some(_lock) = self.try_lock_pod(id) else { continue };
                 // Re-read: the pod may have been created or started since the list.
-                let current = self.control.pod(id).await?;
-                if current.is_some_and(|p| p.state.is_live() && p.runtime == *kind && p.state.wants_sandbox()) {
-                    continue;
+                match self.control.pod(id).await {
+                    Ok(Some(p)) if p.state.is_live() && p.runtime == *kind && p.state.wants_sandbox() => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed(format!("reading pod {id}"), e.into());
+                        continue;
+                    }
                 }
                 tracing::info!(sandbox = %sid, runtime = %kind, "removing sandbox no live pod owns");
-                runtime.delete(&sid).await?;
-                report.orphans_removed.push(sid);
+                match runtime.delete(&sid).await {
+                    Ok(()) => report.orphans_removed.push(sid),
+                    Err(e) => failed(format!("removing sandbox {sid}"), e),
+                }
             }
         }
 
         for pod in &pods {
-            let lock = self.lock_of(pod.id);
-            let Ok(guard) = lock.try_lock() else { continue };
+            let Some(lock) = self.try_lock_pod(pod.id) else { continue };
             if pod.state == PodState::Running {
-                let status = self.runtime(pod.runtime)?.status(&pod.sandbox_id()).await?;
-                if status == SandboxStatus::Running {
-                    continue;
-                }
+                let status = match self.runtime(pod.runtime) {
+                    Ok(rt) => rt.status(&pod.sandbox_id()).await,
+                    Err(e) => Err(e),
+                };
+                let status = match status {
+                    Ok(SandboxStatus::Running) => continue,
+                    Ok(other) => other,
+                    Err(e) => {
+                        failed(format!("inspecting pod {}", pod.name), e);
+                        continue;
+                    }
+                };
                 let msg = format!("sandbox found {status:?}; restarting");
                 if self.control.record(pod.id, PodEvent::SandboxLost, &msg).await.is_ok() {
                     report.restarted.push(pod.id);
-                    drop(guard);
+                    drop(lock);
                     self.spawn_job(PodJob::Start(pod.id));
                 }
             } else if let Some(job) = PodJob::to_settle(pod.state, pod.id) {
                 report.resumed.push(pod.id);
-                drop(guard);
+                drop(lock);
                 self.spawn_job(job);
             }
         }
@@ -419,14 +467,20 @@ impl HostAgent {
                 if live.contains_key(&id) {
                     continue;
                 }
-                let lock = self.lock_of(id);
-                let Ok(_guard) = lock.try_lock() else { continue };
-                if self.control.pod(id).await?.is_some_and(|p| p.state.is_live()) {
-                    continue;
+                let Some(_lock) = self.try_lock_pod(id) else { continue };
+                match self.control.pod(id).await {
+                    Ok(Some(p)) if p.state.is_live() => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed(format!("reading pod {id}"), e.into());
+                        continue;
+                    }
                 }
                 tracing::info!(path = %entry.path().display(), "removing storage no live pod owns");
-                rootfs::remove_tree(&entry.path())?;
-                report.leftovers_removed.push(entry.path());
+                match rootfs::remove_tree(&entry.path()) {
+                    Ok(()) => report.leftovers_removed.push(entry.path()),
+                    Err(e) => failed(format!("removing {}", entry.path().display()), e),
+                }
             }
         }
         report.leftovers_removed.extend(remove_empty_cgroups(Path::new(CGROUP_ROOT), |id| live.contains_key(&id)));
@@ -457,17 +511,19 @@ impl HostAgent {
             }
         }
     }
+}
 
-    /// The data layout of this host.
-    pub fn layout(&self) -> &DataLayout {
-        &self.config.data
-    }
+/// Holds a pod's lock; forgets the lock entry when released.
+struct PodLock<'a> {
+    agent: &'a HostAgent,
+    id: Uuid,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
 
-    /// The cgroup memory usage of a pod's sandbox in bytes, where the host
-    /// exposes it (cgroup v1 memory controller).
-    pub fn memory_usage(&self, pod: &PodRecord) -> Option<u64> {
-        let path = Path::new("/sys/fs/cgroup/memory/pinacle").join(pod.sandbox_id()).join("memory.usage_in_bytes");
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+impl Drop for PodLock<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        self.agent.forget_lock(self.id);
     }
 }
 

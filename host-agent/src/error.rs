@@ -27,8 +27,6 @@ pub enum AgentError {
     },
     #[error("pod sandbox {0} is not running")]
     NotRunning(String),
-    #[error("pod {0} is not on this host")]
-    UnknownPod(uuid::Uuid),
     #[error("image build failed: {0}")]
     ImageBuild(String),
     #[error(transparent)]

@@ -100,6 +100,12 @@ impl ImageStore {
                 return Ok(info);
             }
         }
+        let in_use = crate::rootfs::overlays_over(&self.dir.join(name).join("rootfs"));
+        if in_use > 0 {
+            return Err(AgentError::ImageBuild(format!(
+                "image {name} is the lower layer of {in_use} running pod(s); stop them before rebuilding it"
+            )));
+        }
         std::fs::create_dir_all(&self.dir).map_err(AgentError::io("creating", &self.dir))?;
         let scratch = self.dir.join(format!(".build-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&scratch);

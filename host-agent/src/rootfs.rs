@@ -47,6 +47,16 @@ pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> 
         .map_err(|e| AgentError::Mount(format!("mounting overlay at {}: {e}", target.display())))
 }
 
+/// How many overlay mounts use `lower` as their lower layer.
+pub fn overlays_over(lower: &Path) -> usize {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
+    let needle = format!("lowerdir={}", lower.display());
+    info.lines()
+        .filter(|l| l.contains(" - overlay "))
+        .filter(|l| l.split(',').any(|opt| opt == needle))
+        .count()
+}
+
 /// Unmounts `target` if it is mounted; a lazy detach if it is busy.
 pub fn unmount(target: &Path) -> Result<(), AgentError> {
     if !is_mount_point(target) {
@@ -79,4 +89,33 @@ pub fn remove_tree(dir: &Path) -> Result<(), AgentError> {
         }
     }
     std::fs::remove_dir_all(dir).map_err(AgentError::io("removing", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_mounts_are_found_counted_and_removed() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("mount tests run as root (CI does)");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let lower = tmp.path().join("lower");
+        std::fs::create_dir_all(&lower).unwrap();
+        std::fs::write(lower.join("f"), "image").unwrap();
+        let target = tmp.path().join("pod/rootfs");
+        mount_overlay(&lower, &tmp.path().join("pod/upper"), &tmp.path().join("pod/work"), &target).unwrap();
+        // idempotent: a second call does not stack a second mount
+        mount_overlay(&lower, &tmp.path().join("pod/upper"), &tmp.path().join("pod/work"), &target).unwrap();
+        assert!(is_mount_point(&target));
+        assert_eq!(overlays_over(&lower), 1);
+        std::fs::write(target.join("g"), "pod").unwrap();
+        assert!(tmp.path().join("pod/upper/g").exists(), "writes land in the pod's layer");
+        assert!(!lower.join("g").exists(), "the image stays untouched");
+        remove_tree(&tmp.path().join("pod")).unwrap();
+        assert!(!is_mount_point(&target));
+        assert_eq!(overlays_over(&lower), 0);
+        assert!(!tmp.path().join("pod").exists());
+    }
 }

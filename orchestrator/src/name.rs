@@ -18,6 +18,8 @@ pub enum NameError {
     BadCharacter(char),
     #[error("name must start and end with a letter or digit, not '-'")]
     EdgeDash,
+    #[error("name looks like a pod id (a UUID); choose a name that is not one")]
+    LooksLikeId,
 }
 
 /// A validated pod name: 1 to 40 characters of `[a-z0-9-]`, not starting or
@@ -44,6 +46,10 @@ impl PodName {
         }
         if raw.starts_with('-') || raw.ends_with('-') {
             return Err(NameError::EdgeDash);
+        }
+        // Pods are looked up by id or name; a name must never read as an id.
+        if uuid::Uuid::parse_str(raw).is_ok() {
+            return Err(NameError::LooksLikeId);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -89,6 +95,9 @@ mod tests {
         assert_eq!(PodName::parse("-a"), Err(NameError::EdgeDash));
         assert_eq!(PodName::parse("a-"), Err(NameError::EdgeDash));
         assert_eq!(PodName::parse("../etc"), Err(NameError::BadCharacter('.')));
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(PodName::parse(&id.to_string()), Err(NameError::LooksLikeId));
+        assert_eq!(PodName::parse(&id.simple().to_string()), Err(NameError::LooksLikeId));
     }
 
     #[test]

@@ -156,7 +156,17 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Delete { force, id } => {
-            load(&cli.root, &id)?.delete(force).with_context(|| format!("deleting {id}"))?;
+            match load(&cli.root, &id) {
+                Ok(mut c) => c.delete(force).with_context(|| format!("deleting {id}"))?,
+                // A create cut short leaves state that cannot be loaded:
+                // forced, remove what is there (its empty cgroup goes with
+                // the agent's reconcile).
+                Err(e) if force && cli.root.join(&id).is_dir() => {
+                    eprintln!("pinacle-youki: {id} unreadable ({e:#}); removing its state");
+                    std::fs::remove_dir_all(cli.root.join(&id)).with_context(|| format!("removing state of {id}"))?;
+                }
+                Err(e) => return Err(e),
+            }
             Ok(0)
         }
         Command::List => {

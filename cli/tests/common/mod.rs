@@ -49,6 +49,8 @@ pub struct Pinacle {
     pub http: reqwest::Client,
     extra_args: Vec<String>,
     role: &'static str,
+    /// What `PINACLE_ADMIN_TOKEN` is set to on the next (re)start.
+    pub admin_token: String,
 }
 
 impl Pinacle {
@@ -79,6 +81,7 @@ impl Pinacle {
             http: reqwest::Client::new(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             role,
+            admin_token: TOKEN.to_owned(),
         };
         p.spawn().await;
         p
@@ -94,7 +97,7 @@ impl Pinacle {
             .arg("--reconcile-interval")
             .arg("0.5")
             .args(&self.extra_args)
-            .env("PINACLE_ADMIN_TOKEN", TOKEN)
+            .env("PINACLE_ADMIN_TOKEN", &self.admin_token)
             .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
             .env("PINACLE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
@@ -133,13 +136,12 @@ impl Pinacle {
     }
 
     /// Starts `pinacle agent` on this data directory; it dies with the guard.
-    pub fn spawn_agent(&self) -> KillOnDrop {
+    pub fn spawn_agent(&self, extra: &[&str]) -> KillOnDrop {
         let child = Command::new(pinacle_bin())
             .arg("agent")
             .arg("--data-dir")
             .arg(self.data.path())
-            .arg("--reconcile-interval")
-            .arg("0.5")
+            .args(extra)
             .env("PINACLE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
