@@ -29,8 +29,6 @@ pub enum SandboxStatus {
 /// (`delete` of a missing sandbox succeeds).
 #[async_trait]
 pub trait SandboxRuntime: Send + Sync + 'static {
-    /// Which runtime this is.
-    fn kind(&self) -> RuntimeKind;
     /// Creates sandbox `id` from `bundle` and starts it; its main process
     /// writes stdout and stderr to `console_log`.
     async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path) -> Result<(), AgentError>;
@@ -129,10 +127,6 @@ impl OciCliRuntime {
 
 #[async_trait]
 impl SandboxRuntime for OciCliRuntime {
-    fn kind(&self) -> RuntimeKind {
-        self.kind
-    }
-
     async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path) -> Result<(), AgentError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
