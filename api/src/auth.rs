@@ -19,6 +19,15 @@ use crate::{ApiError, AppState};
 pub struct Principal {
     pub user_id: String,
     pub user_name: String,
+    /// Where the request came from (peer address), for the audit log.
+    pub source: String,
+}
+
+impl Principal {
+    /// Whether this is the instance administrator (roles arrive with teams).
+    pub fn is_admin(&self) -> bool {
+        self.user_name == crate::state::ADMIN_USER
+    }
 }
 
 /// Prefix of every token Pinacle issues, so leaked tokens are recognisable.
@@ -50,7 +59,11 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
-    let principal = state.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?;
+    let mut principal =
+        state.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?;
+    if let Some(axum::extract::ConnectInfo(peer)) = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        principal.source = peer.ip().to_string();
+    }
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
@@ -65,6 +78,6 @@ impl AppState {
         let Some(u) = user::Entity::find_by_id(tok.user_id).one(&self.db).await? else {
             return Ok(None);
         };
-        Ok(Some(Principal { user_id: u.id, user_name: u.name }))
+        Ok(Some(Principal { user_id: u.id, user_name: u.name, source: "unknown".to_owned() }))
     }
 }

@@ -205,6 +205,7 @@ impl AppState {
             Err(e) => return Err(e.into()),
         };
         let event = insert_event(&txn, id, now, "created", None, PodState::Pending, &format!("requested by {}", who.user_name)).await?;
+        crate::audit::append(&txn, who, "pod.create", &format!("pod:{id} ({name})")).await?;
         txn.commit().await?;
         drop(_w);
         let _ = self.events.send(event);
@@ -262,14 +263,14 @@ impl AppState {
     /// A user's request (stop, start, delete) on one of their pods.
     pub async fn request(&self, who: &Principal, key: &str, event: PodEvent) -> Result<PodView, ApiError> {
         let pod = self.find_pod(who, key).await?;
-        let job = match event {
-            PodEvent::StopRequested => PodJob::Stop(pod.id),
-            PodEvent::StartRequested => PodJob::Start(pod.id),
-            PodEvent::DeleteRequested => PodJob::Delete(pod.id),
+        let (job, action) = match event {
+            PodEvent::StopRequested => (PodJob::Stop(pod.id), "pod.stop"),
+            PodEvent::StartRequested => (PodJob::Start(pod.id), "pod.start"),
+            PodEvent::DeleteRequested => (PodJob::Delete(pod.id), "pod.delete"),
             other => return Err(ApiError::internal(format!("{other:?} is not a user request"))),
         };
         let msg = format!("requested by {}", who.user_name);
-        let updated = self.transition(pod.id, event, &msg).await.map_err(|e| match e {
+        let updated = self.transition_as(pod.id, event, &msg, Some((who, action))).await.map_err(|e| match e {
             TransitionError::Refused(e) => refused(&pod.name, e),
             TransitionError::NotFound => ApiError::not_found(format!("pod {key} not found")),
             TransitionError::Api(e) => e,
@@ -280,6 +281,18 @@ impl AppState {
 
     /// Applies `event` to pod `id` through the state machine and stores it.
     pub async fn transition(&self, id: Uuid, event: PodEvent, message: &str) -> Result<PodView, TransitionError> {
+        self.transition_as(id, event, message, None).await
+    }
+
+    /// [`AppState::transition`], recording it in the audit log in the same
+    /// transaction when a user caused it (`actor`: who, and the action name).
+    pub async fn transition_as(
+        &self,
+        id: Uuid,
+        event: PodEvent,
+        message: &str,
+        actor: Option<(&Principal, &str)>,
+    ) -> Result<PodView, TransitionError> {
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await.map_err(ApiError::from)?;
         let model = pod::Entity::find_by_id(id.to_string())
@@ -301,6 +314,9 @@ impl AppState {
             .await
             .map_err(ApiError::from)?;
         let stored = insert_event(&txn, id, now, event.as_str(), Some(from), to, message).await?;
+        if let Some((who, action)) = actor {
+            crate::audit::append(&txn, who, action, &format!("pod:{id} ({})", view.name)).await?;
+        }
         txn.commit().await.map_err(ApiError::from)?;
         drop(_w);
         let _ = self.events.send(stored);

@@ -43,6 +43,9 @@ enum Command {
     /// List pod templates.
     #[command(subcommand)]
     Template(pods::TemplateCommand),
+    /// Read and verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(pods::AuditCommand),
 }
 
 fn init_tracing() {
@@ -75,6 +78,7 @@ async fn main() -> ExitCode {
         Command::Pod(cmd) => pods::run(cmd).await,
         Command::Image(cmd) => pods::image(cmd).await,
         Command::Template(cmd) => pods::template(cmd).await,
+        Command::Audit(cmd) => pods::audit(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -107,6 +107,17 @@ pub enum ImageCommand {
 }
 
 #[derive(Subcommand)]
+pub enum AuditCommand {
+    /// List audit entries (yours; all of them for the administrator).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain; exits 1 and names the first broken entry.
+    Verify,
+}
+
+#[derive(Subcommand)]
 pub enum TemplateCommand {
     /// List the templates pods can start from.
     List,
@@ -338,6 +349,38 @@ pub async fn template(cmd: TemplateCommand) -> Result<ExitCode> {
             println!("{:<10} {:<8} DESCRIPTION", "TEMPLATE", "IMAGE");
             for t in pinacle_orchestrator::Template::known() {
                 println!("{:<10} {:<8} {}", t.id, t.image, t.description);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
+    let c = client()?;
+    match cmd {
+        AuditCommand::List { json: as_json } => {
+            let v = c.json(Method::GET, "/audit", None).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:>5} {:<32} {:<10} {:<11} {:<15} TARGET", "ID", "AT", "ACTOR", "ACTION", "FROM");
+                for e in v["entries"].as_array().into_iter().flatten() {
+                    let s = |k: &str| e[k].as_str().unwrap_or("-").to_owned();
+                    println!("{:>5} {:<32} {:<10} {:<11} {:<15} {}", e["id"], s("at"), s("actor_name"), s("action"), s("source"), s("target"));
+                }
+            }
+        }
+        AuditCommand::Verify => {
+            let v = c.json(Method::GET, "/audit/verify", None).await?;
+            if v["ok"] == true {
+                println!("audit log intact: {} entries, head {}", v["entries"], v["head"].as_str().unwrap_or("?"));
+            } else {
+                println!(
+                    "audit log BROKEN at entry {}: {}",
+                    v["first_broken"],
+                    v["reason"].as_str().unwrap_or("?")
+                );
+                return Ok(ExitCode::FAILURE);
             }
         }
     }

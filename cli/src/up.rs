@@ -189,6 +189,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             let shutdown = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "API server stopped");
             }

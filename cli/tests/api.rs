@@ -259,3 +259,49 @@ async fn a_changed_admin_token_replaces_the_old_one() {
     let (s, b) = p.call_as(TOKEN, Method::GET, "/api/v1/me", None).await;
     assert_error(s, &b, 401, "unauthorized");
 }
+
+#[tokio::test]
+async fn audit_log_records_actions_and_detects_tampering() {
+    use sea_orm::ConnectionTrait;
+    let p = Pinacle::start().await;
+    let pod = p.create_running("au", "minimal", "gvisor").await;
+    let id = pod["id"].as_str().unwrap().to_owned();
+    p.exec("au", &["echo", "secret-argument"]).await;
+    let (s, _) = p.call(Method::POST, "/api/v1/pods/au/stop", None).await;
+    assert_eq!(s, 202);
+    p.wait_state("au", "stopped", 60).await;
+
+    let (s, v) = p.call(Method::GET, "/api/v1/audit", None).await;
+    assert_eq!(s, 200);
+    let entries = v["entries"].as_array().unwrap();
+    let actions: Vec<_> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["pod.create", "pod.exec", "pod.stop"]);
+    for e in entries {
+        assert_eq!(e["actor_name"], "admin");
+        assert_eq!(e["source"], "127.0.0.1");
+        assert!(e["target"].as_str().unwrap().contains(&id), "{e}");
+    }
+    assert!(!v.to_string().contains("secret-argument"), "exec arguments stay out of the log");
+    let (_, ok) = p.call(Method::GET, "/api/v1/audit/verify", None).await;
+    assert_eq!((ok["ok"].as_bool(), ok["entries"].as_u64()), (Some(true), Some(3)), "{ok}");
+
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::pinacle_bin())
+            .args(args)
+            .env("PINACLE_API", &p.url)
+            .env("PINACLE_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    assert!(cli(&["audit", "verify"]).status.success());
+
+    // Someone edits the database behind Pinacle's back.
+    let db_path = p.data.path().join("pinacle.db");
+    let db = sea_orm::Database::connect(format!("sqlite://{}?mode=rw", db_path.display())).await.unwrap();
+    db.execute_unprepared("UPDATE audit_log SET target = 'pod:nothing-to-see' WHERE id = 2").await.unwrap();
+    let (_, broken) = p.call(Method::GET, "/api/v1/audit/verify", None).await;
+    assert_eq!((broken["ok"].as_bool(), broken["first_broken"].as_i64()), (Some(false), Some(2)), "{broken}");
+    let out = cli(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN at entry 2"), "{}", String::from_utf8_lossy(&out.stdout));
+}

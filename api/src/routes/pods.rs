@@ -137,6 +137,8 @@ pub async fn exec(
         stdin: body.stdin.map(String::into_bytes),
     };
     let record = pod.record()?;
+    // The program only: arguments may carry secrets.
+    s.audit(&who, "pod.exec", &format!("pod:{} ({}) {}", pod.id, pod.name, req.argv[0])).await?;
     let rx = agent.exec(&record, req).await.map_err(|e| match e {
         pinacle_host_agent::AgentError::NotRunning(_) => ApiError::conflict(
             "pod_not_running",
@@ -250,4 +252,26 @@ fn event_stream(
             }
         }
     })
+}
+
+/// `GET /api/v1/audit`: the caller's own entries; the administrator sees all.
+pub async fn audit_list(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
+    let entries: Vec<_> = s
+        .audit_entries()
+        .await?
+        .into_iter()
+        .filter(|e| who.is_admin() || e.fields.actor_id == who.user_id)
+        .collect();
+    Ok(Json(serde_json::json!({ "entries": entries })))
+}
+
+/// `GET /api/v1/audit/verify`: checks the whole chain (administrator only).
+pub async fn audit_verify(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<crate::audit::Verification>, ApiError> {
+    if !who.is_admin() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the administrator can verify the audit log"));
+    }
+    Ok(Json(crate::audit::verify(&s.audit_entries().await?)))
 }
