@@ -21,6 +21,8 @@ pub struct Principal {
     pub user_name: String,
     /// Where the request came from (peer address), for the audit log.
     pub source: String,
+    /// What the presented token may do.
+    pub scope: crate::tokens::Scope,
 }
 
 impl Principal {
@@ -64,6 +66,13 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
     if let Some(axum::extract::ConnectInfo(peer)) = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
         principal.source = peer.ip().to_string();
     }
+    if !principal.scope.allows(req.method()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this token is read-only; {} needs a token with scope full", req.method()),
+        ));
+    }
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
@@ -75,9 +84,22 @@ impl AppState {
         let Some(tok) = api_token::Entity::find().filter(api_token::Column::TokenHash.eq(hash)).one(&self.db).await? else {
             return Ok(None);
         };
+        let now = chrono::Utc::now();
+        if tok.expires_at.is_some_and(|exp| exp <= now) {
+            return Ok(None);
+        }
+        // Last use, to the minute: one write a minute per token at most.
+        if tok.last_used_at.is_none_or(|t| now - t > chrono::Duration::seconds(60)) {
+            api_token::Entity::update_many()
+                .col_expr(api_token::Column::LastUsedAt, sea_orm::sea_query::Expr::value(now))
+                .filter(api_token::Column::Id.eq(tok.id.clone()))
+                .exec(&self.db)
+                .await?;
+        }
+        let scope = crate::tokens::Scope::parse_stored(&tok.scope);
         let Some(u) = user::Entity::find_by_id(tok.user_id).one(&self.db).await? else {
             return Ok(None);
         };
-        Ok(Some(Principal { user_id: u.id, user_name: u.name, source: "unknown".to_owned() }))
+        Ok(Some(Principal { user_id: u.id, user_name: u.name, source: "unknown".to_owned(), scope }))
     }
 }

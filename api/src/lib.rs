@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod routes;
 pub mod service;
 pub mod state;
+pub mod tokens;
 
 pub use error::ApiError;
 pub use routes::router;

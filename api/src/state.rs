@@ -143,6 +143,8 @@ impl AppState {
                 token_hash: Set(hash),
                 created_at: Set(now),
                 last_used_at: Set(None),
+                scope: Set(crate::tokens::Scope::Full.as_str().to_owned()),
+                expires_at: Set(None),
             }
             .insert(&self.db)
             .await?;

@@ -43,6 +43,9 @@ enum Command {
     /// List pod templates.
     #[command(subcommand)]
     Template(pods::TemplateCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(pods::TokenCommand),
     /// Read and verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(pods::AuditCommand),
@@ -79,6 +82,7 @@ async fn main() -> ExitCode {
         Command::Image(cmd) => pods::image(cmd).await,
         Command::Template(cmd) => pods::template(cmd).await,
         Command::Audit(cmd) => pods::audit(cmd).await,
+        Command::Token(cmd) => pods::token(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -107,6 +107,38 @@ pub enum ImageCommand {
 }
 
 #[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        /// Lifetime such as 90s, 30m, 12h or 7d (default: until revoked).
+        #[arg(long, value_parser = parse_lifetime)]
+        exp: Option<i64>,
+        /// Allow reads only (GET).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List your tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+/// `90s`, `30m`, `12h`, `7d` (or plain seconds) to seconds.
+fn parse_lifetime(raw: &str) -> Result<i64, String> {
+    let (num, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: i64 = num.parse().map_err(|_| format!("{raw:?} is not a lifetime like 30m, 12h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in {raw:?}; use s, m, h or d")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{raw:?} is too long"))
+}
+
+#[derive(Subcommand)]
 pub enum AuditCommand {
     /// List audit entries (yours; all of them for the administrator).
     List {
@@ -385,4 +417,47 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn token(cmd: TokenCommand) -> Result<ExitCode> {
+    let c = client()?;
+    match cmd {
+        TokenCommand::Create { name, exp, read_only } => {
+            let mut body = json!({"name": name, "scope": if read_only { "read" } else { "full" }});
+            if let Some(secs) = exp {
+                body["expires_in_seconds"] = json!(secs);
+            }
+            let t = c.json(Method::POST, "/tokens", Some(body)).await?;
+            eprintln!("token {} ({}, expires {}); store it now, it is not shown again:", t["id"].as_str().unwrap_or("?"), t["scope"].as_str().unwrap_or("?"), t["expires_at"].as_str().unwrap_or("never"));
+            println!("{}", t["token"].as_str().unwrap_or(""));
+        }
+        TokenCommand::List => {
+            let v = c.json(Method::GET, "/tokens", None).await?;
+            println!("{:<36} {:<20} {:<5} {:<32} {:<32} EXPIRES", "ID", "NAME", "SCOPE", "CREATED", "LAST USED");
+            for t in v["tokens"].as_array().into_iter().flatten() {
+                let s = |k: &str| t[k].as_str().unwrap_or("-").to_owned();
+                println!("{:<36} {:<20} {:<5} {:<32} {:<32} {}", s("id"), s("name"), s("scope"), s("created_at"), s("last_used_at"), s("expires_at"));
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            c.send(Method::DELETE, &format!("/tokens/{id}"), None).await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lifetime;
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(parse_lifetime("30m"), Ok(1800));
+        assert_eq!(parse_lifetime("90"), Ok(90));
+        assert_eq!(parse_lifetime("7d"), Ok(604_800));
+        assert!(parse_lifetime("5y").is_err());
+        assert!(parse_lifetime("m").is_err());
+        assert!(parse_lifetime("99999999999999999999d").is_err());
+    }
 }

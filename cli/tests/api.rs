@@ -57,6 +57,11 @@ async fn every_api_route_requires_a_valid_token() {
         (Method::GET, "/api/v1/templates"),
         (Method::GET, "/api/v1/tiers"),
         (Method::GET, "/api/v1/me"),
+        (Method::GET, "/api/v1/tokens"),
+        (Method::POST, "/api/v1/tokens"),
+        (Method::DELETE, "/api/v1/tokens/x"),
+        (Method::GET, "/api/v1/audit"),
+        (Method::GET, "/api/v1/audit/verify"),
     ] {
         let r = p.http.request(method.clone(), format!("{}{path}", p.url)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{method} {path} without token");
@@ -304,4 +309,64 @@ async fn audit_log_records_actions_and_detects_tampering() {
     let out = cli(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN at entry 2"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn api_tokens_are_scoped_expiring_and_revocable() {
+    let p = Pinacle::start().await;
+    // bad requests first: nothing is created
+    for (body, code) in [
+        (json!({"name": ""}), "invalid_name"),
+        (json!({"name": "ci", "expires_in_seconds": 0}), "invalid_expiry"),
+        (json!({"name": "ci", "scope": "god"}), "invalid_request"),
+    ] {
+        let (s, b) = p.call(Method::POST, "/api/v1/tokens", Some(body)).await;
+        assert_error(s, &b, 400, code);
+    }
+    let (s, created) = p.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "reader", "scope": "read"}))).await;
+    assert_eq!(s, 201, "{created}");
+    let reader = created["token"].as_str().unwrap().to_owned();
+    let reader_id = created["id"].as_str().unwrap().to_owned();
+    // a read-only token reads, and cannot change anything
+    let (s, _) = p.call_as(&reader, Method::GET, "/api/v1/pods", None).await;
+    assert_eq!(s, 200);
+    let (s, b) = p.call_as(&reader, Method::POST, "/api/v1/pods", Some(json!({"name": "nope", "template": "minimal"}))).await;
+    assert_error(s, &b, 403, "insufficient_scope");
+    let (s, b) = p.call_as(&reader, Method::POST, "/api/v1/tokens", Some(json!({"name": "escalate"}))).await;
+    assert_error(s, &b, 403, "insufficient_scope");
+    // listing shows use, never secrets
+    let (_, list) = p.call(Method::GET, "/api/v1/tokens", None).await;
+    let text = list.to_string();
+    assert!(!text.contains(&reader) && !text.contains(TOKEN), "secrets listed: {text}");
+    let entry = list["tokens"].as_array().unwrap().iter().find(|t| t["id"] == reader_id.as_str()).unwrap().clone();
+    assert_eq!(entry["scope"], "read");
+    assert!(entry["last_used_at"].is_string(), "{entry}");
+    // revoke: refused from then on; revoking again is "not found"
+    let (s, _) = p.call(Method::DELETE, &format!("/api/v1/tokens/{reader_id}"), None).await;
+    assert_eq!(s, 204);
+    let (s, b) = p.call_as(&reader, Method::GET, "/api/v1/pods", None).await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = p.call(Method::DELETE, &format!("/api/v1/tokens/{reader_id}"), None).await;
+    assert_error(s, &b, 404, "not_found");
+    // an expiring token stops working at its expiry
+    let (_, short) = p.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "short", "expires_in_seconds": 1}))).await;
+    let short = short["token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, b) = p.call_as(&short, Method::GET, "/api/v1/me", None).await;
+    assert_error(s, &b, 401, "unauthorized");
+    // both changes are in the audit log
+    let (_, audit) = p.call(Method::GET, "/api/v1/audit", None).await;
+    let actions: Vec<_> = audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(actions, ["token.create", "token.revoke", "token.create"]);
+    // the CLI prints a new secret once, on stdout
+    let out = std::process::Command::new(common::pinacle_bin())
+        .args(["token", "create", "cli", "--exp", "30m", "--read-only"])
+        .env("PINACLE_API", &p.url)
+        .env("PINACLE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (s, me) = p.call_as(&secret, Method::GET, "/api/v1/me", None).await;
+    assert_eq!((s, me["name"].as_str()), (200, Some("admin")));
 }

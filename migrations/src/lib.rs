@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_initial;
 mod m20261122_000002_audit_log;
+mod m20261122_000003_token_scope;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -14,6 +15,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_initial::Migration), Box::new(m20261122_000002_audit_log::Migration)]
+        vec![
+            Box::new(m20261121_000001_initial::Migration),
+            Box::new(m20261122_000002_audit_log::Migration),
+            Box::new(m20261122_000003_token_scope::Migration),
+        ]
     }
 }

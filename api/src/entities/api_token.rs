@@ -12,6 +12,9 @@ pub struct Model {
     pub token_hash: String,
     pub created_at: DateTimeUtc,
     pub last_used_at: Option<DateTimeUtc>,
+    /// `full` or `read` (GET and HEAD only).
+    pub scope: String,
+    pub expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

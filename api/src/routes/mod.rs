@@ -27,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/pods/{pod}/exec", post(pods::exec))
         .route("/pods/{pod}/events", get(pods::events))
         .route("/pods/{pod}/logs", get(pods::logs))
+        .route("/tokens", get(pods::token_list).post(pods::token_create))
+        .route("/tokens/{id}", axum::routing::delete(pods::token_revoke))
         .route("/audit", get(pods::audit_list))
         .route("/audit/verify", get(pods::audit_verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));

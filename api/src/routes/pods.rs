@@ -275,3 +275,27 @@ pub async fn audit_verify(
     }
     Ok(Json(crate::audit::verify(&s.audit_entries().await?)))
 }
+
+pub async fn token_create(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(req): ApiJson<crate::tokens::CreateTokenRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let (view, secret) = s.create_token(&who, req).await?;
+    let mut body = serde_json::to_value(view).map_err(ApiError::internal)?;
+    body["token"] = serde_json::Value::String(secret);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn token_list(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::json!({ "tokens": s.list_tokens(&who).await? })))
+}
+
+pub async fn token_revoke(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    s.revoke_token(&who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,168 @@
+//! API tokens for automation: shown once, stored hashed, scoped, expiring,
+//! revocable, with their last use recorded.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{generate_token, hash_token, Principal};
+use crate::entities::api_token;
+use crate::{ApiError, AppState};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everything its user may do.
+    Full,
+    /// Reads only (GET and HEAD).
+    Read,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Full => "full",
+            Scope::Read => "read",
+        }
+    }
+
+    /// Unknown stored scopes grant the least.
+    pub fn parse_stored(s: &str) -> Scope {
+        if s == "full" {
+            Scope::Full
+        } else {
+            Scope::Read
+        }
+    }
+
+    /// Whether a request with `method` is within this scope.
+    pub fn allows(self, method: &axum::http::Method) -> bool {
+        self == Scope::Full || method == axum::http::Method::GET || method == axum::http::Method::HEAD
+    }
+}
+
+/// Longest lifetime a token can be created with.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 366 * 24 * 3600;
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    pub name: String,
+    #[serde(default)]
+    pub scope: Option<Scope>,
+    /// Lifetime in seconds (1 to one year); none: until revoked.
+    #[serde(default)]
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// A token as listed (never with its secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_token::Model> for TokenView {
+    fn from(m: api_token::Model) -> Self {
+        TokenView {
+            scope: Scope::parse_stored(&m.scope),
+            id: m.id,
+            name: m.name,
+            created_at: m.created_at,
+            last_used_at: m.last_used_at,
+            expires_at: m.expires_at,
+        }
+    }
+}
+
+impl AppState {
+    /// Creates a token for the caller; the secret is in the answer only.
+    pub async fn create_token(&self, who: &Principal, req: CreateTokenRequest) -> Result<(TokenView, String), ApiError> {
+        let name = req.name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request("invalid_name", "token name must be 1 to 64 printable characters"));
+        }
+        let expires_at = match req.expires_in_seconds {
+            None => None,
+            Some(s) if (1..=MAX_TOKEN_LIFETIME_SECS).contains(&s) => Some(Utc::now() + Duration::seconds(s)),
+            Some(s) => {
+                return Err(ApiError::bad_request(
+                    "invalid_expiry",
+                    format!("expires_in_seconds is {s}; use 1 to {MAX_TOKEN_LIFETIME_SECS} (one year), or leave it out"),
+                ))
+            }
+        };
+        let secret = generate_token();
+        let scope = req.scope.unwrap_or(Scope::Full);
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let model = api_token::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            user_id: Set(who.user_id.clone()),
+            name: Set(name.to_owned()),
+            token_hash: Set(hash_token(&secret)),
+            created_at: Set(Utc::now()),
+            last_used_at: Set(None),
+            scope: Set(scope.as_str().to_owned()),
+            expires_at: Set(expires_at),
+        }
+        .insert(&txn)
+        .await?;
+        crate::audit::append(&txn, who, "token.create", &format!("token:{} ({name}, {})", model.id, scope.as_str())).await?;
+        txn.commit().await?;
+        Ok((model.into(), secret))
+    }
+
+    /// The caller's tokens, newest first.
+    pub async fn list_tokens(&self, who: &Principal) -> Result<Vec<TokenView>, ApiError> {
+        Ok(api_token::Entity::find()
+            .filter(api_token::Column::UserId.eq(who.user_id.clone()))
+            .order_by_desc(api_token::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(TokenView::from)
+            .collect())
+    }
+
+    /// Revokes one of the caller's tokens; others' tokens are "not found".
+    pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let deleted = api_token::Entity::delete_many()
+            .filter(api_token::Column::Id.eq(id))
+            .filter(api_token::Column::UserId.eq(who.user_id.clone()))
+            .exec(&txn)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(ApiError::not_found(format!("token {id} not found")));
+        }
+        crate::audit::append(&txn, who, "token.revoke", &format!("token:{id}")).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn read_scope_allows_reads_only() {
+        assert!(Scope::Read.allows(&Method::GET));
+        assert!(Scope::Read.allows(&Method::HEAD));
+        for m in [Method::POST, Method::DELETE, Method::PUT, Method::PATCH] {
+            assert!(!Scope::Read.allows(&m), "{m}");
+            assert!(Scope::Full.allows(&m), "{m}");
+        }
+        assert_eq!(Scope::parse_stored("full"), Scope::Full);
+        assert_eq!(Scope::parse_stored("garbage"), Scope::Read);
+    }
+}
