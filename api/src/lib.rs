@@ -7,6 +7,7 @@
 //! - [`routes::router`] is the HTTP surface; authentication happens once, in
 //!   [`auth::require_principal`].
 
+pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod control;

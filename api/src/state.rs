@@ -106,6 +106,7 @@ impl AppState {
                     id: Set(uuid::Uuid::new_v4().to_string()),
                     name: Set(ADMIN_USER.to_owned()),
                     created_at: Set(now),
+                    password_hash: Set(None),
                 }
                 .insert(&self.db)
                 .await?

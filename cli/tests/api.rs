@@ -370,3 +370,98 @@ async fn api_tokens_are_scoped_expiring_and_revocable() {
     let (s, me) = p.call_as(&secret, Method::GET, "/api/v1/me", None).await;
     assert_eq!((s, me["name"].as_str()), (200, Some("admin")));
 }
+
+async fn signup_and_login(p: &Pinacle, name: &str) -> String {
+    let creds = json!({"name": name, "password": "correct horse battery"});
+    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/signup", Some(creds.clone())).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(creds)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["expires_in"], 900);
+    b["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn accounts_sign_up_and_in_with_clear_errors() {
+    let p = Pinacle::start().await;
+    for (body, status, code) in [
+        (json!({"name": "Bad Name", "password": "correct horse battery"}), 400, "invalid_name"),
+        (json!({"name": "carol", "password": "short"}), 400, "weak_password"),
+        (json!({"name": "carol", "password": "carolcarol123"}), 400, "weak_password"),
+        (json!({"name": "carol"}), 400, "invalid_request"),
+    ] {
+        let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/signup", Some(body)).await;
+        assert_error(s, &b, status, code);
+    }
+    let token = signup_and_login(&p, "carol").await;
+    let (s, me) = p.call_as(&token, Method::GET, "/api/v1/me", None).await;
+    assert_eq!((s, me["name"].as_str()), (200, Some("carol")));
+    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/signup", Some(json!({"name": "carol", "password": "another good one"}))).await;
+    assert_error(s, &b, 409, "name_taken");
+    // wrong password and unknown user answer alike
+    for body in [json!({"name": "carol", "password": "not the password"}), json!({"name": "nobody", "password": "whatever123"})] {
+        let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(body)).await;
+        assert_error(s, &b, 401, "invalid_credentials");
+        assert_eq!(b["error"]["message"], "wrong user name or password");
+    }
+    // the admin has no password: no password sign-in for it
+    let (s, _) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(json!({"name": "admin", "password": "anything at all"}))).await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn tenants_cannot_reach_each_others_pods_tokens_or_audit() {
+    let p = Pinacle::start().await;
+    let alice = signup_and_login(&p, "alice").await;
+    let bob = signup_and_login(&p, "bob").await;
+    let (s, pod) = p
+        .call_as(&alice, Method::POST, "/api/v1/pods", Some(json!({"name": "secret", "template": "minimal", "runtime": "youki"})))
+        .await;
+    assert_eq!(s, 202, "{pod}");
+    let id = pod["id"].as_str().unwrap().to_owned();
+    // bob may use the same name: names are per owner
+    let (s, _) = p
+        .call_as(&bob, Method::POST, "/api/v1/pods", Some(json!({"name": "secret", "template": "minimal", "runtime": "youki"})))
+        .await;
+    assert_eq!(s, 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = p.call_as(&alice, Method::GET, &format!("/api/v1/pods/{id}"), None).await;
+        if v["state"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Everything bob tries on alice's pod answers 404, as if it did not exist.
+    for (method, path, body) in [
+        (Method::GET, format!("/api/v1/pods/{id}"), None),
+        (Method::POST, format!("/api/v1/pods/{id}/stop"), None),
+        (Method::POST, format!("/api/v1/pods/{id}/start"), None),
+        (Method::DELETE, format!("/api/v1/pods/{id}"), None),
+        (Method::POST, format!("/api/v1/pods/{id}/exec"), Some(json!({"command": ["true"]}))),
+        (Method::GET, format!("/api/v1/pods/{id}/events"), None),
+        (Method::GET, format!("/api/v1/pods/{id}/logs"), None),
+    ] {
+        let (s, b) = p.call_as(&bob, method.clone(), &path, body).await;
+        assert_error(s, &b, 404, "not_found");
+    }
+    let (_, list) = p.call_as(&bob, Method::GET, "/api/v1/pods", None).await;
+    let ids: Vec<_> = list["pods"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect();
+    assert!(!ids.contains(&id) && ids.len() == 1, "{list}");
+    // tokens: bob neither sees nor revokes alice's
+    let (_, toks) = p.call_as(&alice, Method::GET, "/api/v1/tokens", None).await;
+    let alice_token_id = toks["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let (_, bob_toks) = p.call_as(&bob, Method::GET, "/api/v1/tokens", None).await;
+    assert!(!bob_toks.to_string().contains(&alice_token_id));
+    let (s, b) = p.call_as(&bob, Method::DELETE, &format!("/api/v1/tokens/{alice_token_id}"), None).await;
+    assert_error(s, &b, 404, "not_found");
+    // audit: bob sees only his own entries and cannot verify the whole log
+    let (_, audit) = p.call_as(&bob, Method::GET, "/api/v1/audit", None).await;
+    assert!(audit["entries"].as_array().unwrap().iter().all(|e| e["actor_name"] == "bob"), "{audit}");
+    let (s, b) = p.call_as(&bob, Method::GET, "/api/v1/audit/verify", None).await;
+    assert_error(s, &b, 403, "forbidden");
+    // and alice's pod is untouched
+    let (_, v) = p.call_as(&alice, Method::GET, &format!("/api/v1/pods/{id}"), None).await;
+    assert_eq!(v["state"], "running");
+}

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_initial;
 mod m20261122_000002_audit_log;
 mod m20261122_000003_token_scope;
+mod m20261122_000004_user_password;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261122_000002_audit_log::Migration),
             Box::new(m20261122_000003_token_scope::Migration),
+            Box::new(m20261122_000004_user_password::Migration),
         ]
     }
 }

@@ -1,0 +1,150 @@
+//! Local accounts: sign-up and password sign-in (argon2id). Signing in
+//! returns a short-lived bearer token of the same kind as API tokens.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr, TransactionTrait};
+use serde::Deserialize;
+
+use crate::auth::Principal;
+use crate::entities::user;
+use crate::tokens::{CreateTokenRequest, Scope};
+use crate::{ApiError, AppState};
+
+/// Lifetime of the token a password sign-in returns.
+pub const SESSION_SECS: i64 = 15 * 60;
+
+/// Shortest accepted password.
+pub const MIN_PASSWORD_LEN: usize = 10;
+
+/// `POST /api/v1/auth/signup` and `/auth/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub name: String,
+    pub password: String,
+}
+
+/// Why a user name is refused; user names become part of host names.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if name.is_empty() || name.len() > 32 || !ok_chars || name.starts_with('-') || name.ends_with('-') {
+        return Err(format!(
+            "invalid user name {name:?}: use 1 to 32 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a password is refused.
+pub fn check_password(name: &str, password: &str) -> Result<(), String> {
+    let len = password.chars().count();
+    if len < MIN_PASSWORD_LEN {
+        return Err(format!("password is {len} characters; use at least {MIN_PASSWORD_LEN}"));
+    }
+    if len > 1024 {
+        return Err("password is longer than 1024 characters".into());
+    }
+    let first = password.chars().next();
+    if password.chars().all(|c| Some(c) == first) {
+        return Err("password repeats one character; choose a real one".into());
+    }
+    if password.to_lowercase().contains(&name.to_lowercase()) {
+        return Err("password contains the user name".into());
+    }
+    Ok(())
+}
+
+fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(ApiError::internal)
+}
+
+/// A fixed hash to verify against when the user does not exist, so unknown
+/// names and wrong passwords take the same time.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy-password-never-valid").unwrap_or_default())
+}
+
+impl AppState {
+    /// Creates a local account.
+    pub async fn signup(&self, creds: Credentials, source: String) -> Result<user::Model, ApiError> {
+        check_user_name(&creds.name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
+        check_password(&creds.name, &creds.password).map_err(|m| ApiError::bad_request("weak_password", m))?;
+        let hash = hash_password(&creds.password)?;
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let model = match (user::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            name: Set(creds.name.clone()),
+            created_at: Set(Utc::now()),
+            password_hash: Set(Some(hash)),
+        })
+        .insert(&txn)
+        .await
+        {
+            Ok(m) => m,
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Err(ApiError::conflict("name_taken", format!("user name {} is taken", creds.name)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let who = Principal { user_id: model.id.clone(), user_name: model.name.clone(), source, scope: Scope::Full };
+        crate::audit::append(&txn, &who, "user.signup", &format!("user:{}", model.id)).await?;
+        txn.commit().await?;
+        Ok(model)
+    }
+
+    /// Checks a password and returns a short-lived bearer token.
+    pub async fn login(&self, creds: Credentials, source: String) -> Result<String, ApiError> {
+        let found = user::Entity::find().filter(user::Column::Name.eq(creds.name.clone())).one(&self.db).await?;
+        let stored = found.as_ref().and_then(|u| u.password_hash.clone());
+        let candidate = stored.as_deref().unwrap_or_else(|| decoy_hash());
+        let matches = PasswordHash::new(candidate)
+            .map(|h| Argon2::default().verify_password(creds.password.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        let (Some(u), true, true) = (found, stored.is_some(), matches) else {
+            return Err(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong user name or password"));
+        };
+        let who = Principal { user_id: u.id, user_name: u.name, source, scope: Scope::Full };
+        let req = CreateTokenRequest { name: "session".into(), scope: Some(Scope::Full), expires_in_seconds: Some(SESSION_SECS) };
+        let (_, secret) = self.create_token(&who, req).await?;
+        Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_follow_host_name_rules() {
+        assert!(check_user_name("alice").is_ok());
+        assert!(check_user_name("a-1").is_ok());
+        for bad in ["", "Alice", "al ice", "-a", "a-", &"a".repeat(33), "al.ice"] {
+            assert!(check_user_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_with_a_reason() {
+        assert!(check_password("alice", "correct horse battery").is_ok());
+        assert!(check_password("alice", "short").unwrap_err().contains("at least 10"));
+        assert!(check_password("alice", "aaaaaaaaaaaa").unwrap_err().contains("repeats"));
+        assert!(check_password("alice", "xxALICExx123").unwrap_err().contains("user name"));
+        assert!(check_password("alice", &"ab".repeat(600)).is_err());
+    }
+
+    #[test]
+    fn hashes_verify_and_are_salted() {
+        let a = hash_password("correct horse battery").unwrap();
+        let b = hash_password("correct horse battery").unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("$argon2id$"));
+        let parsed = PasswordHash::new(&a).unwrap();
+        assert!(Argon2::default().verify_password(b"correct horse battery", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"wrong", &parsed).is_err());
+    }
+}
