@@ -14,6 +14,7 @@ pub mod control;
 pub mod entities;
 pub mod error;
 pub mod metrics;
+pub mod ratelimit;
 pub mod routes;
 pub mod service;
 pub mod state;

@@ -39,6 +39,8 @@ pub struct Inner {
     /// Serialises write transactions: SQLite allows one writer, and a
     /// transaction that reads before it writes cannot wait for the lock.
     pub write_lock: tokio::sync::Mutex<()>,
+    /// Request limits on `/api`; `None`: unlimited.
+    pub rate_limiter: Option<crate::ratelimit::RateLimiter>,
 }
 
 impl Deref for AppState {
@@ -62,7 +64,12 @@ pub enum AdminToken {
 impl AppState {
     /// Opens the database at `database_url` (migrating it) and the job queue
     /// at `queue_path`.
-    pub async fn open(database_url: &str, queue_path: &Path, default_runtime: Option<RuntimeKind>) -> anyhow::Result<Self> {
+    pub async fn open(
+        database_url: &str,
+        queue_path: &Path,
+        default_runtime: Option<RuntimeKind>,
+        limits: Option<crate::ratelimit::Limits>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let mut opts = ConnectOptions::new(database_url.to_owned());
         opts.sqlx_logging(false).max_connections(8).map_sqlx_sqlite_opts(|o| {
@@ -86,6 +93,7 @@ impl AppState {
             local_agent: OnceLock::new(),
             default_runtime,
             write_lock: tokio::sync::Mutex::new(()),
+            rate_limiter: limits.map(crate::ratelimit::RateLimiter::new),
         })))
     }
 

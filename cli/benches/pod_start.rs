@@ -96,7 +96,7 @@ async fn start_server() -> Server {
     std::fs::create_dir_all(&cache).expect("cache");
     std::os::unix::fs::symlink(&cache, data.path().join("images")).expect("link");
     let mut child = Command::new(pinacle())
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["up", "--listen", "127.0.0.1:0", "--rate-limit", "0", "--data-dir"])
         .arg(data.path())
         .env("PINACLE_ADMIN_TOKEN", TOKEN)
         .env("PINACLE_CONFIG", data.path().join("cli.json"))

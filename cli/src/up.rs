@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// Seconds between reconcile passes of the agent (0.1 to 3600).
     #[arg(long, default_value_t = 10.0, value_parser = parse_interval)]
     pub reconcile_interval: f64,
+    /// Sustained API requests per minute per client IP and per token
+    /// (0: no limit).
+    #[arg(long, env = "PINACLE_RATE_LIMIT", default_value_t = 60)]
+    pub rate_limit: u32,
+    /// Requests allowed in a burst above the sustained rate.
+    #[arg(long, env = "PINACLE_RATE_BURST", default_value_t = 120)]
+    pub rate_burst: u32,
     /// The job queue database (default: queue.db in the data directory).
     /// Separate `server` and `agent` processes must name the same file.
     #[arg(long, env = "PINACLE_QUEUE_DB")]
@@ -114,7 +121,9 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.data_dir.join("pinacle.db").display()));
     let queue_db = args.queue_db.clone().unwrap_or_else(|| args.data_dir.join("queue.db"));
-    let state = AppState::open(&db_url, &queue_db, args.runtime).await?;
+    let limits = (args.rate_limit > 0)
+        .then(|| pinacle_api::ratelimit::Limits { per_minute: args.rate_limit, burst: args.rate_burst.max(1) });
+    let state = AppState::open(&db_url, &queue_db, args.runtime, limits).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 

@@ -465,3 +465,26 @@ async fn tenants_cannot_reach_each_others_pods_tokens_or_audit() {
     let (_, v) = p.call_as(&alice, Method::GET, &format!("/api/v1/pods/{id}"), None).await;
     assert_eq!(v["state"], "running");
 }
+
+#[tokio::test]
+async fn requests_over_the_rate_limit_get_429_with_retry_after() {
+    let p = Pinacle::start_with(&["--rate-limit", "60", "--rate-burst", "5"]).await;
+    for i in 0..5 {
+        let (s, _) = p.call(Method::GET, "/api/v1/pods", None).await;
+        assert_eq!(s, 200, "request {i} is within the burst");
+    }
+    let r = p.http.get(format!("{}/api/v1/pods", p.url)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // health checks and metrics are not limited
+    for _ in 0..10 {
+        assert_eq!(p.http.get(format!("{}/healthz", p.url)).send().await.unwrap().status(), 200);
+    }
+    // one token a second comes back
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, _) = p.call(Method::GET, "/api/v1/pods", None).await;
+    assert_eq!(s, 200);
+}

@@ -32,13 +32,17 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(pods::audit_list))
         .route("/audit/verify", get(pods::audit_verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));
+    // Rate limits cover the API, not health checks and metrics scrapes.
+    let limited = Router::new()
+        .route("/api/v1/auth/signup", post(pods::signup))
+        .route("/api/v1/auth/login", post(pods::login))
+        .nest("/api/v1", api)
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/api/v1/auth/signup", post(pods::signup))
-        .route("/api/v1/auth/login", post(pods::login))
-        .nest("/api/v1", api)
+        .merge(limited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))

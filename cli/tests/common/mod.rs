@@ -97,6 +97,8 @@ impl Pinacle {
             .arg("--reconcile-interval")
             .arg("0.5")
             .args(&self.extra_args)
+            // tests poll hard; the rate-limit test sets its own limit
+            .args(if self.extra_args.iter().any(|a| a == "--rate-limit") { &[][..] } else { &["--rate-limit", "0"][..] })
             .env("PINACLE_ADMIN_TOKEN", &self.admin_token)
             .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
             .env("PINACLE_LOG", "info,sqlx=warn")
