@@ -13,6 +13,7 @@ pub mod auth;
 pub mod control;
 pub mod entities;
 pub mod error;
+pub mod idempotency;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;

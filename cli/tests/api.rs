@@ -488,3 +488,35 @@ async fn requests_over_the_rate_limit_get_429_with_retry_after() {
     let (s, _) = p.call(Method::GET, "/api/v1/pods", None).await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_create_happen_once() {
+    let p = Pinacle::start().await;
+    let post = |key: &'static str, body: Value| {
+        p.http
+            .post(format!("{}/api/v1/pods", p.url))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let body = json!({"name": "once", "template": "minimal", "runtime": "youki"});
+    let first = post("k-1", body.clone()).await.unwrap();
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let retry = post("k-1", body.clone()).await.unwrap();
+    assert_eq!(retry.status(), 202, "the retry gets the first answer, not name_taken");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(pod_count(&p).await, 1, "created once");
+    // the same key for another request is refused
+    let other = post("k-1", json!({"name": "twice", "template": "minimal"})).await.unwrap();
+    let status = other.status().as_u16();
+    assert_error(status, &other.json().await.unwrap(), 422, "idempotency_key_reused");
+    assert_eq!(pod_count(&p).await, 1);
+    // without a key a second create is a second request
+    let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(body)).await;
+    assert_error(s, &b, 409, "name_taken");
+}

@@ -9,6 +9,7 @@ mod m20261121_000001_initial;
 mod m20261122_000002_audit_log;
 mod m20261122_000003_token_scope;
 mod m20261122_000004_user_password;
+mod m20261122_000005_idempotency;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_audit_log::Migration),
             Box::new(m20261122_000003_token_scope::Migration),
             Box::new(m20261122_000004_user_password::Migration),
+            Box::new(m20261122_000005_idempotency::Migration),
         ]
     }
 }

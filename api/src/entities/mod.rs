@@ -3,6 +3,7 @@
 pub mod api_token;
 pub mod audit_entry;
 pub mod host;
+pub mod idempotency_key;
 pub mod pod;
 pub mod pod_event;
 pub mod user;

@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{id}", axum::routing::delete(pods::token_revoke))
         .route("/audit", get(pods::audit_list))
         .route("/audit/verify", get(pods::audit_verify))
+        // inner: runs after authentication, which wraps it
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));
     // Rate limits cover the API, not health checks and metrics scrapes.
     let limited = Router::new()
