@@ -1,7 +1,10 @@
 //! HTTP routes.
 
+pub mod accounts;
+pub mod audit;
 pub mod health;
 pub mod pods;
+pub mod tokens;
 
 use axum::middleware;
 use axum::routing::{get, post};
@@ -27,17 +30,17 @@ pub fn router(state: AppState) -> Router {
         .route("/pods/{pod}/exec", post(pods::exec))
         .route("/pods/{pod}/events", get(pods::events))
         .route("/pods/{pod}/logs", get(pods::logs))
-        .route("/tokens", get(pods::token_list).post(pods::token_create))
-        .route("/tokens/{id}", axum::routing::delete(pods::token_revoke))
-        .route("/audit", get(pods::audit_list))
-        .route("/audit/verify", get(pods::audit_verify))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
         // inner: runs after authentication, which wraps it
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));
     // Rate limits cover the API, not health checks and metrics scrapes.
     let limited = Router::new()
-        .route("/api/v1/auth/signup", post(pods::signup))
-        .route("/api/v1/auth/login", post(pods::login))
+        .route("/api/v1/auth/signup", post(accounts::signup))
+        .route("/api/v1/auth/login", post(accounts::login))
         .nest("/api/v1", api)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
     Router::new()
