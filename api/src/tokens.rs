@@ -102,6 +102,13 @@ impl AppState {
         let scope = req.scope.unwrap_or(Scope::Full);
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
+        // Expired tokens (sign-in sessions above all) are dead weight: drop
+        // the caller's before adding one.
+        api_token::Entity::delete_many()
+            .filter(api_token::Column::UserId.eq(who.user_id.clone()))
+            .filter(api_token::Column::ExpiresAt.lte(Utc::now()))
+            .exec(&txn)
+            .await?;
         let model = api_token::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
             user_id: Set(who.user_id.clone()),
