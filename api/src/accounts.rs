@@ -1,5 +1,5 @@
-//! Local accounts: sign-up and password sign-in (argon2id). Signing in
-//! returns a short-lived bearer token of the same kind as API tokens.
+//! Local accounts: sign-up (open, invite-only or closed) and password
+//! sign-in (argon2id), which starts a session (see [`crate::sessions`]).
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -9,21 +9,43 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::entities::user;
-use crate::tokens::{CreateTokenRequest, Scope};
+use crate::sessions::TokenPair;
+use crate::settings::SignupMode;
 use crate::{ApiError, AppState};
-
-/// Lifetime of the token a password sign-in returns.
-pub const SESSION_SECS: i64 = 15 * 60;
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_LEN: usize = 10;
 
-/// `POST /api/v1/auth/signup` and `/auth/login`.
-#[derive(Debug, Deserialize)]
+/// `POST /api/v1/auth/login`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     pub name: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials {{ name: {:?}, password: <redacted> }}", self.name)
+    }
+}
+
+/// `POST /api/v1/auth/signup`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    pub name: String,
+    pub password: String,
+    /// An invitation code: required when sign-up is invite-only; a team
+    /// invitation also makes the new user a member.
+    #[serde(default)]
+    pub invite: Option<String>,
+}
+
+impl std::fmt::Debug for SignupRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignupRequest {{ name: {:?}, password: <redacted>, invite: <redacted> }}", self.name)
+    }
 }
 
 /// Why a user name is refused; user names become part of host names.
@@ -69,16 +91,38 @@ fn decoy_hash() -> &'static str {
 }
 
 impl AppState {
-    /// Creates a local account.
-    pub async fn signup(&self, creds: Credentials, source: String) -> Result<user::Model, ApiError> {
-        check_user_name(&creds.name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
-        check_password(&creds.name, &creds.password).map_err(|m| ApiError::bad_request("weak_password", m))?;
-        let hash = hash_password(&creds.password)?;
+    /// Creates a local account, if the sign-up mode allows it.
+    pub async fn signup(&self, req: SignupRequest, source: String) -> Result<user::Model, ApiError> {
+        let mode = self.settings().await?.signup;
+        match (mode, &req.invite) {
+            (SignupMode::Closed, _) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "signup_closed",
+                    "sign-up is closed on this server; ask the administrator for an account",
+                ))
+            }
+            (SignupMode::Invite, None) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "invite_required",
+                    "sign-up on this server needs an invitation code (field `invite`)",
+                ))
+            }
+            _ => {}
+        }
+        check_user_name(&req.name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
+        check_password(&req.name, &req.password).map_err(|m| ApiError::bad_request("weak_password", m))?;
+        let hash = hash_password(&req.password)?;
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
+        let taken = || ApiError::conflict("name_taken", format!("the name {} is taken", req.name));
+        if self.account_name_taken(&txn, &req.name).await? {
+            return Err(taken());
+        }
         let model = match (user::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
-            name: Set(creds.name.clone()),
+            name: Set(req.name.clone()),
             created_at: Set(Utc::now()),
             password_hash: Set(Some(hash)),
         })
@@ -86,19 +130,22 @@ impl AppState {
         .await
         {
             Ok(m) => m,
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                return Err(ApiError::conflict("name_taken", format!("user name {} is taken", creds.name)));
-            }
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => return Err(taken()),
             Err(e) => return Err(e.into()),
         };
-        let who = Principal { user_id: model.id.clone(), user_name: model.name.clone(), source, scope: Scope::Full };
+        let who = Principal::system(&model.id, &model.name, &source);
         crate::audit::append(&txn, &who, "user.signup", &format!("user:{}", model.id)).await?;
+        if let Some(code) = &req.invite {
+            if let Some((team, role)) = self.redeem_invite(&txn, code, &model.id).await? {
+                crate::audit::append(&txn, &who, "team.member.join", &format!("team:{team} role:{role}")).await?;
+            }
+        }
         txn.commit().await?;
         Ok(model)
     }
 
-    /// Checks a password and returns a short-lived bearer token.
-    pub async fn login(&self, creds: Credentials, source: String) -> Result<String, ApiError> {
+    /// Checks a password and starts a session (access and refresh tokens).
+    pub async fn login(&self, creds: Credentials, source: String) -> Result<TokenPair, ApiError> {
         let found = user::Entity::find().filter(user::Column::Name.eq(creds.name.clone())).one(&self.db).await?;
         let stored = found.as_ref().and_then(|u| u.password_hash.clone());
         let candidate = stored.as_deref().unwrap_or_else(|| decoy_hash());
@@ -108,10 +155,7 @@ impl AppState {
         let (Some(u), true, true) = (found, stored.is_some(), matches) else {
             return Err(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong user name or password"));
         };
-        let who = Principal { user_id: u.id, user_name: u.name, source, scope: Scope::Full };
-        let req = CreateTokenRequest { name: "session".into(), scope: Some(Scope::Full), expires_in_seconds: Some(SESSION_SECS) };
-        let (_, secret) = self.create_token(&who, req).await?;
-        Ok(secret)
+        self.start_session(&u, &source).await
     }
 }
 

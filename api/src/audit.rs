@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
-use crate::entities::audit_entry;
+use crate::entities::{audit_anchor, audit_entry};
 use crate::{ApiError, AppState};
 
 /// The hash the first entry chains from.
@@ -182,6 +182,92 @@ impl AppState {
     }
 }
 
+/// A recorded head of the chain: entry `entry_id` had hash `hash` at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub entry_id: i64,
+    pub hash: String,
+    pub at: DateTime<Utc>,
+}
+
+/// [`verify`], then checks the chain against anchors: an anchored entry
+/// must still exist with the anchored hash. This catches a rewrite that
+/// recomputed every hash after an edit, as long as the anchor itself was
+/// kept outside the attacker's reach (the anchor file, the server log).
+pub fn verify_with_anchors(entries: &[AuditEntry], anchors: &[Anchor]) -> Verification {
+    let mut v = verify(entries);
+    let mut sorted: Vec<&Anchor> = anchors.iter().collect();
+    sorted.sort_by_key(|a| a.entry_id);
+    for a in sorted {
+        if v.first_broken.is_some_and(|b| b <= a.entry_id) {
+            break;
+        }
+        let problem = match entries.binary_search_by_key(&a.entry_id, |e| e.fields.id) {
+            Err(_) => Some(format!("entry {} was anchored at {} but is gone", a.entry_id, a.at)),
+            Ok(i) if entries[i].hash != a.hash => Some(format!(
+                "its hash differs from the anchor recorded at {} (the log was rewritten up to here)",
+                a.at
+            )),
+            Ok(_) => None,
+        };
+        if let Some(reason) = problem {
+            v.ok = false;
+            v.first_broken = Some(a.entry_id);
+            v.reason = Some(reason);
+            break;
+        }
+    }
+    v
+}
+
+impl AppState {
+    /// Records the chain's head as an anchor (in the database, the anchor
+    /// file if configured, and the log), unless it is already anchored.
+    pub async fn anchor_audit(&self) -> Result<Option<Anchor>, ApiError> {
+        let _w = self.write_lock.lock().await;
+        let Some(head) = audit_entry::Entity::find().order_by_desc(audit_entry::Column::Id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        if audit_anchor::Entity::find_by_id(head.id).one(&self.db).await?.is_some() {
+            return Ok(None);
+        }
+        let anchor = Anchor { entry_id: head.id, hash: head.hash, at: truncate_micros(Utc::now()) };
+        audit_anchor::ActiveModel { entry_id: Set(anchor.entry_id), hash: Set(anchor.hash.clone()), at: Set(anchor.at) }
+            .insert(&self.db)
+            .await?;
+        if let Some(path) = &self.anchor_file {
+            use std::io::Write;
+            let line = serde_json::to_string(&anchor).map_err(ApiError::internal)?;
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| writeln!(f, "{line}").and_then(|()| f.sync_data()));
+            if let Err(e) = written {
+                tracing::error!(path = %path.display(), error = %e, "could not append the audit anchor");
+            }
+        }
+        tracing::info!(entry = anchor.entry_id, hash = %anchor.hash, "audit log anchored");
+        Ok(Some(anchor))
+    }
+
+    /// Every anchor: the database's and the anchor file's.
+    pub async fn audit_anchors(&self) -> Result<Vec<Anchor>, ApiError> {
+        let mut anchors: Vec<Anchor> = audit_anchor::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|a| Anchor { entry_id: a.entry_id, hash: a.hash, at: a.at })
+            .collect();
+        if let Some(path) = &self.anchor_file {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                anchors.extend(text.lines().filter_map(|l| serde_json::from_str::<Anchor>(l).ok()));
+            }
+        }
+        Ok(anchors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +336,29 @@ mod tests {
             canonical_json(&c[0].fields),
             r#"{"action":"pod.create","actor_id":"u1","actor_name":"admin","at":"2023-11-14T22:13:21.000000000Z","id":1,"source":"127.0.0.1","target":"pod:1"}"#
         );
+    }
+
+    #[test]
+    fn anchors_catch_a_rewritten_chain() {
+        let c = chain(5);
+        let anchor = Anchor { entry_id: 4, hash: c[3].hash.clone(), at: DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+        assert!(verify_with_anchors(&c, std::slice::from_ref(&anchor)).ok);
+        // Edit entry 2 and recompute every hash after it: the chain alone verifies...
+        let mut forged = c.clone();
+        forged[1].fields.target = "pod:forged".into();
+        let mut prev = forged[0].hash.clone();
+        for e in forged.iter_mut().skip(1) {
+            e.prev_hash = prev.clone();
+            e.hash = entry_hash(&prev, &e.fields);
+            prev = e.hash.clone();
+        }
+        assert!(verify(&forged).ok);
+        // ...but not against the anchor.
+        let v = verify_with_anchors(&forged, std::slice::from_ref(&anchor));
+        assert_eq!((v.ok, v.first_broken), (false, Some(4)));
+        assert!(v.reason.unwrap().contains("anchor"));
+        // Truncating the log past an anchor is caught too.
+        let v = verify_with_anchors(&c[..3], &[anchor]);
+        assert_eq!((v.ok, v.first_broken), (false, Some(4)));
     }
 }

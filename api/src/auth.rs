@@ -11,24 +11,60 @@ use rand::RngCore;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 
-use crate::entities::{api_token, user};
+use std::collections::BTreeMap;
+
+use crate::entities::{api_token, team_member, user};
+use crate::policy::{self, Action, Denied, Resource, Role, Subject};
+use crate::tokens::Scope;
 use crate::{ApiError, AppState};
 
-/// The authenticated caller.
+/// The authenticated caller: a [`Subject`] for the policy, plus what the
+/// audit log records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub user_id: String,
+    pub subject: Subject,
     pub user_name: String,
     /// Where the request came from (peer address), for the audit log.
     pub source: String,
-    /// What the presented token may do.
-    pub scope: crate::tokens::Scope,
+    /// The sign-in session, when the caller presented an access token.
+    pub session_id: Option<String>,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = Subject;
+    fn deref(&self) -> &Subject {
+        &self.subject
+    }
 }
 
 impl Principal {
-    /// Whether this is the instance administrator (roles arrive with teams).
+    /// A principal for actions taken on a user's behalf outside a request
+    /// (sign-up, sign-in): full scope, no team roles loaded.
+    pub fn system(user_id: &str, user_name: &str, source: &str) -> Self {
+        Principal {
+            subject: Subject {
+                user_id: user_id.to_owned(),
+                instance_admin: user_name == crate::state::ADMIN_USER,
+                scope: Scope::Full,
+                teams: BTreeMap::new(),
+            },
+            user_name: user_name.to_owned(),
+            source: source.to_owned(),
+            session_id: None,
+        }
+    }
+
+    /// Whether this is the instance administrator.
     pub fn is_admin(&self) -> bool {
-        self.user_name == crate::state::ADMIN_USER
+        self.subject.instance_admin
+    }
+
+    /// Asks the policy; `what` names the resource in a "not found" answer.
+    pub fn authorize(&self, action: Action, resource: &Resource<'_>, what: &str) -> Result<(), ApiError> {
+        policy::decide(&self.subject, action, resource).map_err(|d| match d {
+            Denied::Hidden => ApiError::not_found(format!("{what} not found")),
+            Denied::Forbidden(why) => ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", why),
+        })
     }
 }
 
@@ -61,8 +97,7 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
-    let mut principal =
-        state.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?;
+    let mut principal = state.principal_for_bearer(token).await?;
     if let Some(axum::extract::ConnectInfo(peer)) = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
         principal.source = peer.ip().to_string();
     }
@@ -78,6 +113,38 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
 }
 
 impl AppState {
+    /// The principal a bearer credential stands for: an API token
+    /// (`pnc_...`) or a JWT access token (three dot-separated parts).
+    pub async fn principal_for_bearer(&self, token: &str) -> Result<Principal, ApiError> {
+        if token.len() > 4096 || !token.is_ascii() {
+            return Err(ApiError::unauthorized("malformed bearer token"));
+        }
+        if token.starts_with(TOKEN_PREFIX) {
+            return self.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"));
+        }
+        if token.split('.').count() == 3 {
+            let claims = self.verify_access_token(token).await?;
+            let mut p = Principal::system(&claims.sub, &claims.name, "unknown");
+            p.subject.teams = self.team_roles(&claims.sub).await?;
+            p.session_id = Some(claims.sid);
+            return Ok(p);
+        }
+        Err(ApiError::unauthorized(format!(
+            "malformed bearer token: expected an API token ({TOKEN_PREFIX}...) or an access token (JWT)"
+        )))
+    }
+
+    /// The user's team roles, team id → role.
+    pub async fn team_roles(&self, user_id: &str) -> Result<BTreeMap<String, Role>, ApiError> {
+        Ok(team_member::Entity::find()
+            .filter(team_member::Column::UserId.eq(user_id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .filter_map(|m| m.role.parse().ok().map(|r| (m.team_id, r)))
+            .collect())
+    }
+
     /// The principal a token belongs to, if the token is valid.
     pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, ApiError> {
         let hash = hash_token(token);
@@ -96,10 +163,13 @@ impl AppState {
                 .exec(&self.db)
                 .await?;
         }
-        let scope = crate::tokens::Scope::parse_stored(&tok.scope);
+        let scope = Scope::parse_stored(&tok.scope);
         let Some(u) = user::Entity::find_by_id(tok.user_id).one(&self.db).await? else {
             return Ok(None);
         };
-        Ok(Some(Principal { user_id: u.id, user_name: u.name, source: "unknown".to_owned(), scope }))
+        let mut p = Principal::system(&u.id, &u.name, "unknown");
+        p.subject.scope = scope;
+        p.subject.teams = self.team_roles(&u.id).await?;
+        Ok(Some(p))
     }
 }

@@ -38,4 +38,8 @@ impl ControlPlane for AppState {
             Err(TransitionError::Api(e)) => Err(backend(e)),
         }
     }
+
+    async fn pod_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
+        self.pod_secret_env(id).await.map_err(backend)
+    }
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::entities::{host, pod, pod_event};
+use crate::policy::{Action, Resource};
 use crate::{ApiError, AppState};
 
 /// A pod as the API shows it.
@@ -23,6 +24,8 @@ pub struct PodView {
     pub id: Uuid,
     pub name: String,
     pub owner_id: String,
+    /// The team the pod belongs to; `None` for a personal pod.
+    pub team_id: Option<String>,
     pub state: PodState,
     /// Why the pod is in `error`, if it is.
     pub state_reason: Option<String>,
@@ -60,6 +63,9 @@ pub struct CreatePodRequest {
     pub tier: Option<String>,
     #[serde(default)]
     pub runtime: Option<String>,
+    /// Team (name or id) the pod belongs to; none: a personal pod.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// The template a pod gets when the request names none.
@@ -84,6 +90,7 @@ impl TryFrom<pod::Model> for PodView {
             tier,
             name: m.name,
             owner_id: m.owner_id,
+            team_id: m.team_id,
             state_reason: m.state_reason,
             template: m.template,
             image: m.image,
@@ -157,6 +164,15 @@ impl AppState {
                 ApiError::bad_request("unknown_tier", e.to_string())
             })?,
         };
+        let team_id = match &req.team {
+            Some(t) => Some(self.find_team(who, t, crate::policy::Action::Read).await?.id),
+            None => None,
+        };
+        who.authorize(
+            crate::policy::Action::Create,
+            &crate::policy::Resource::Pod { owner: &who.user_id, team: team_id.as_deref() },
+            "team",
+        )?;
         let requested_runtime = req
             .runtime
             .as_deref()
@@ -194,13 +210,15 @@ impl AppState {
             host_id: Set(host.clone()),
             created_at: Set(now),
             updated_at: Set(now),
+            team_id: Set(team_id.clone()),
         }
         .insert(&txn)
         .await;
         let model = match inserted {
             Ok(m) => m,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                return Err(ApiError::conflict("name_taken", format!("you already have a pod named {name}")));
+                let whose = if team_id.is_some() { "this team already has" } else { "you already have" };
+                return Err(ApiError::conflict("name_taken", format!("{whose} a pod named {name}")));
             }
             Err(e) => return Err(e.into()),
         };
@@ -234,35 +252,56 @@ impl AppState {
         }
     }
 
-    /// The caller's live pods, oldest first.
+    /// The live pods the caller can see (their own and their teams'),
+    /// oldest first.
     pub async fn list_pods(&self, who: &Principal) -> Result<Vec<PodView>, ApiError> {
         pod::Entity::find()
-            .filter(pod::Column::OwnerId.eq(who.user_id.clone()))
+            .filter(visible_pods(who))
             .filter(pod::Column::State.ne(PodState::Deleted.as_str()))
             .order_by_asc(pod::Column::CreatedAt)
             .all(&self.db)
             .await?
             .into_iter()
+            .filter(|p| who.authorize(Action::Read, &pod_resource(p), "pod").is_ok())
             .map(PodView::try_from)
             .collect()
     }
 
-    /// The caller's live pod with id or name `key`. Pods of others and
-    /// deleted pods are "not found", never "forbidden".
-    pub async fn find_pod(&self, who: &Principal, key: &str) -> Result<PodView, ApiError> {
+    /// The live pod with id, name or `team/name` `key`, if the caller may
+    /// take `action` on it. Pods the caller cannot see and deleted pods are
+    /// "not found", never "forbidden". A bare name means the caller's own
+    /// personal pod, else the one team pod of that name.
+    pub async fn find_pod(&self, who: &Principal, key: &str, action: Action) -> Result<PodView, ApiError> {
+        let not_found = || ApiError::not_found(format!("pod {key} not found"));
         let mut q = pod::Entity::find()
-            .filter(pod::Column::OwnerId.eq(who.user_id.clone()))
+            .filter(visible_pods(who))
             .filter(pod::Column::State.ne(PodState::Deleted.as_str()));
-        q = match Uuid::parse_str(key) {
-            Ok(id) => q.filter(pod::Column::Id.eq(id.to_string())),
-            Err(_) => q.filter(pod::Column::Name.eq(key)),
+        q = match (Uuid::parse_str(key), key.split_once('/')) {
+            (Ok(id), _) => q.filter(pod::Column::Id.eq(id.to_string())),
+            (Err(_), Some((team, name))) => {
+                let team = self.find_team(who, team, Action::Read).await.map_err(|_| not_found())?;
+                q.filter(pod::Column::TeamId.eq(team.id)).filter(pod::Column::Name.eq(name))
+            }
+            (Err(_), None) => q.filter(pod::Column::Name.eq(key)),
         };
-        q.one(&self.db).await?.ok_or_else(|| ApiError::not_found(format!("pod {key} not found")))?.try_into()
+        let mut found = q.all(&self.db).await?;
+        // A personal pod wins over team pods of the same name.
+        found.sort_by_key(|p| p.team_id.is_some());
+        if found.len() > 1 && found[0].team_id.is_some() {
+            return Err(ApiError::conflict(
+                "ambiguous_pod",
+                format!("more than one team pod is named {key}; use TEAM/{key} or the pod id"),
+            ));
+        }
+        let model = found.into_iter().next().ok_or_else(not_found)?;
+        who.authorize(action, &pod_resource(&model), &format!("pod {key}"))?;
+        model.try_into()
     }
 
     /// A user's request (stop, start, delete) on one of their pods.
     pub async fn request(&self, who: &Principal, key: &str, event: PodEvent) -> Result<PodView, ApiError> {
-        let pod = self.find_pod(who, key).await?;
+        let needed = if event == PodEvent::DeleteRequested { Action::Delete } else { Action::Operate };
+        let pod = self.find_pod(who, key, needed).await?;
         let (job, action) = match event {
             PodEvent::StopRequested => (PodJob::Stop(pod.id), "pod.stop"),
             PodEvent::StartRequested => (PodJob::Start(pod.id), "pod.start"),
@@ -316,6 +355,9 @@ impl AppState {
         let stored = insert_event(&txn, id, now, event.as_str(), Some(from), to, message).await?;
         if let Some((who, action)) = actor {
             crate::audit::append(&txn, who, action, &format!("pod:{id} ({})", view.name)).await?;
+        }
+        if to == PodState::Deleted {
+            crate::secrets::delete_scope(&txn, "pod", &id.to_string()).await?;
         }
         txn.commit().await.map_err(ApiError::from)?;
         drop(_w);
@@ -410,6 +452,23 @@ impl AppState {
     pub async fn pod_by_id(&self, id: Uuid) -> Result<Option<PodView>, ApiError> {
         pod::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(PodView::try_from).transpose()
     }
+}
+
+/// The policy's view of a stored pod.
+pub fn pod_resource(m: &pod::Model) -> Resource<'_> {
+    Resource::Pod { owner: &m.owner_id, team: m.team_id.as_deref() }
+}
+
+/// The rows a caller might see: personal pods they own, and pods of their
+/// teams. A pre-filter for the query; the policy has the last word.
+fn visible_pods(who: &Principal) -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(
+            sea_orm::Condition::all()
+                .add(pod::Column::OwnerId.eq(who.user_id.clone()))
+                .add(pod::Column::TeamId.is_null()),
+        )
+        .add(pod::Column::TeamId.is_in(who.teams.keys().cloned().collect::<Vec<_>>()))
 }
 
 /// Why [`AppState::transition`] did not apply an event.

@@ -1,7 +1,7 @@
 //! Shared server state and start-up (database, migrations, admin bootstrap).
 
 use std::ops::Deref;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use chrono::Utc;
@@ -12,6 +12,8 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseC
 use tokio::sync::broadcast;
 
 use crate::auth::{generate_token, hash_token};
+use crate::crypto::MasterKey;
+use crate::sessions::{KeyRing, SessionConfig};
 use crate::entities::{api_token, user};
 use crate::metrics::Metrics;
 use crate::service::PodEventView;
@@ -41,6 +43,27 @@ pub struct Inner {
     pub write_lock: tokio::sync::Mutex<()>,
     /// Request limits on `/api`; `None`: unlimited.
     pub rate_limiter: Option<crate::ratelimit::RateLimiter>,
+    /// Seals secrets and signing keys.
+    pub master_key: MasterKey,
+    /// Token lifetimes and key rotation.
+    pub sessions: SessionConfig,
+    /// Keys that sign and verify access tokens.
+    pub keyring: KeyRing,
+    /// Append-only copy of audit anchors outside the database.
+    pub anchor_file: Option<PathBuf>,
+}
+
+/// What [`AppState::open`] needs.
+pub struct ServerConfig {
+    /// sea-orm URL (`sqlite://...`).
+    pub database_url: String,
+    /// The SQLite file of the job queue.
+    pub queue_path: PathBuf,
+    pub default_runtime: Option<RuntimeKind>,
+    pub limits: Option<crate::ratelimit::Limits>,
+    pub master_key: MasterKey,
+    pub sessions: SessionConfig,
+    pub anchor_file: Option<PathBuf>,
 }
 
 impl Deref for AppState {
@@ -62,15 +85,11 @@ pub enum AdminToken {
 }
 
 impl AppState {
-    /// Opens the database at `database_url` (migrating it) and the job queue
-    /// at `queue_path`.
-    pub async fn open(
-        database_url: &str,
-        queue_path: &Path,
-        default_runtime: Option<RuntimeKind>,
-        limits: Option<crate::ratelimit::Limits>,
-    ) -> anyhow::Result<Self> {
+    /// Opens the database (migrating it) and the job queue, and loads the
+    /// token-signing keys.
+    pub async fn open(cfg: ServerConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
+        let database_url = cfg.database_url.as_str();
         let mut opts = ConnectOptions::new(database_url.to_owned());
         opts.sqlx_logging(false).max_connections(8).map_sqlx_sqlite_opts(|o| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -83,18 +102,43 @@ impl AppState {
         });
         let db = Database::connect(opts).await.with_context(|| format!("opening database {database_url}"))?;
         Migrator::up(&db, None).await.context("running database migrations")?;
-        let queue = JobQueue::open(queue_path).await.context("opening the job queue")?;
+        let queue = JobQueue::open(&cfg.queue_path).await.context("opening the job queue")?;
         let (events, _) = broadcast::channel(1024);
-        Ok(Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             db,
             queue,
             events,
             metrics: Metrics::default(),
             local_agent: OnceLock::new(),
-            default_runtime,
+            default_runtime: cfg.default_runtime,
             write_lock: tokio::sync::Mutex::new(()),
-            rate_limiter: limits.map(crate::ratelimit::RateLimiter::new),
-        })))
+            rate_limiter: cfg.limits.map(crate::ratelimit::RateLimiter::new),
+            master_key: cfg.master_key,
+            sessions: cfg.sessions,
+            keyring: KeyRing::default(),
+            anchor_file: cfg.anchor_file,
+        }));
+        state.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
+        Ok(state)
+    }
+
+    /// Background upkeep: anchors the audit log and rotates the signing key
+    /// when it is due, every `every`.
+    pub fn spawn_maintenance(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.anchor_audit().await {
+                    tracing::warn!(error = %e, "audit anchor failed");
+                }
+                if let Err(e) = state.load_signing_keys().await {
+                    tracing::warn!(error = %e, "signing key check failed");
+                }
+            }
+        })
     }
 
     /// Attaches the agent running in this process.

@@ -77,6 +77,23 @@ pub struct ServeArgs {
     /// Separate `server` and `agent` processes must name the same file.
     #[arg(long, env = "PINACLE_QUEUE_DB")]
     pub queue_db: Option<PathBuf>,
+    /// Lifetime of access tokens (JWTs) in seconds (1 to 86400).
+    #[arg(long, env = "PINACLE_ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+    pub access_token_ttl: i64,
+    /// Seconds between audit-log anchors and signing-key rotation checks
+    /// (1 to 86400).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub maintenance_interval: u64,
+}
+
+/// The master key: `PINACLE_MASTER_KEY` (base64 of 32 bytes), else
+/// `master.key` in the data directory, created on first start (mode 0600).
+fn master_key(data_dir: &Path) -> Result<pinacle_api::crypto::MasterKey> {
+    use pinacle_api::crypto::MasterKey;
+    match std::env::var("PINACLE_MASTER_KEY") {
+        Ok(v) if !v.trim().is_empty() => Ok(MasterKey::from_base64(&v, "PINACLE_MASTER_KEY")?),
+        _ => Ok(MasterKey::load_or_create(&data_dir.join("master.key"))?),
+    }
 }
 
 fn parse_interval(raw: &str) -> Result<f64, String> {
@@ -123,7 +140,19 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     let queue_db = args.queue_db.clone().unwrap_or_else(|| args.data_dir.join("queue.db"));
     let limits = (args.rate_limit > 0)
         .then(|| pinacle_api::ratelimit::Limits { per_minute: args.rate_limit, burst: args.rate_burst.max(1) });
-    let state = AppState::open(&db_url, &queue_db, args.runtime, limits).await?;
+    let state = AppState::open(pinacle_api::state::ServerConfig {
+        database_url: db_url,
+        queue_path: queue_db,
+        default_runtime: args.runtime,
+        limits,
+        master_key: master_key(&args.data_dir)?,
+        sessions: pinacle_api::sessions::SessionConfig {
+            access_ttl_secs: args.access_token_ttl,
+            ..Default::default()
+        },
+        anchor_file: Some(args.data_dir.join("audit-anchors.jsonl")),
+    })
+    .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -192,6 +221,14 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             }
             AdminToken::Existing => say!("Admin token: as printed on first start (or set PINACLE_ADMIN_TOKEN)"),
         }
+        tasks.spawn({
+            let maintenance = state.spawn_maintenance(Duration::from_secs(args.maintenance_interval));
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+                maintenance.abort();
+            }
+        });
         let app = pinacle_api::router(state.clone());
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {

@@ -450,6 +450,8 @@ async fn tenants_cannot_reach_each_others_pods_tokens_or_audit() {
     let ids: Vec<_> = list["pods"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect();
     assert!(!ids.contains(&id) && ids.len() == 1, "{list}");
     // tokens: bob neither sees nor revokes alice's
+    let (s, _) = p.call_as(&alice, Method::POST, "/api/v1/tokens", Some(json!({"name": "ci"}))).await;
+    assert_eq!(s, 201);
     let (_, toks) = p.call_as(&alice, Method::GET, "/api/v1/tokens", None).await;
     let alice_token_id = toks["tokens"][0]["id"].as_str().unwrap().to_owned();
     let (_, bob_toks) = p.call_as(&bob, Method::GET, "/api/v1/tokens", None).await;

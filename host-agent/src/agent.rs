@@ -293,7 +293,8 @@ impl HostAgent {
         let root = dir.join("rootfs");
         rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &root)?;
         let started = async {
-            let spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit())?;
+            let env = self.control.pod_environment(pod.id).await?;
+            let spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit(), &env)?;
             bundle::write_bundle(&dir, &spec)?;
             runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id)).await
         }

@@ -63,8 +63,16 @@ pub fn nofile_limit() -> u64 {
 }
 
 /// Builds the OCI spec of `pod` with `rootfs` as `/`, `workspace` bound at
-/// `/workspace` and at most `nofile` open files per process.
-pub fn pod_spec(pod: &PodRecord, rootfs: &Path, workspace: &Path, nofile: u64) -> Result<Spec, AgentError> {
+/// `/workspace`, at most `nofile` open files per process, and `extra_env`
+/// (`NAME=value`, the pod's secrets) after the standard environment.
+/// Commands exec'd into the pod inherit the same environment.
+pub fn pod_spec(
+    pod: &PodRecord,
+    rootfs: &Path,
+    workspace: &Path,
+    nofile: u64,
+    extra_env: &[String],
+) -> Result<Spec, AgentError> {
     let err = |e: oci_spec::OciSpecError| AgentError::Bundle(e.to_string());
     let limits = pod.tier.limits();
     let caps: HashSet<Capability> = POD_CAPABILITIES.iter().copied().collect();
@@ -77,7 +85,7 @@ pub fn pod_spec(pod: &PodRecord, rootfs: &Path, workspace: &Path, nofile: u64) -
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(vec!["/bin/sh".to_owned(), "-c".to_owned(), INIT_SCRIPT.to_owned()])
-        .env(pod_env(pod))
+        .env(pod_env(pod).into_iter().chain(extra_env.iter().cloned()).collect::<Vec<_>>())
         .cwd("/workspace")
         .no_new_privileges(true)
         .capabilities(capabilities)
@@ -148,11 +156,21 @@ pub fn pod_spec(pod: &PodRecord, rootfs: &Path, workspace: &Path, nofile: u64) -
     Ok(spec)
 }
 
-/// Writes `spec` to `{bundle}/config.json` (atomically: temp file + rename).
+/// Writes `spec` to `{bundle}/config.json` (atomically: temp file + rename),
+/// readable by root only: it holds the pod's secrets.
 pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<(), AgentError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = bundle.join("config.json.tmp");
     let target = bundle.join("config.json");
-    spec.save(&tmp).map_err(|e| AgentError::Bundle(format!("writing {}: {e}", tmp.display())))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(AgentError::io("writing", &tmp))?;
+    serde_json::to_writer(std::io::BufWriter::new(file), spec)
+        .map_err(|e| AgentError::Bundle(format!("writing {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, &target).map_err(AgentError::io("installing", &target))
 }
 
@@ -176,7 +194,7 @@ mod tests {
 
     #[test]
     fn tier_limits_reach_the_spec() {
-        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024).unwrap();
+        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[]).unwrap();
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(200_000));
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
@@ -186,7 +204,7 @@ mod tests {
 
     #[test]
     fn least_privilege_defaults() {
-        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024).unwrap();
+        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[]).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.no_new_privileges(), Some(true));
         let caps = process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();

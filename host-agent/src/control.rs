@@ -35,4 +35,11 @@ pub trait ControlPlane: Send + Sync + 'static {
         event: PodEvent,
         message: &str,
     ) -> Result<PodState, ControlPlaneError>;
+
+    /// Extra environment (`NAME=value`) the pod starts with: its secrets.
+    /// Values are never logged.
+    async fn pod_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
+        let _ = id;
+        Ok(Vec::new())
+    }
 }

@@ -10,6 +10,9 @@ mod m20261122_000002_audit_log;
 mod m20261122_000003_token_scope;
 mod m20261122_000004_user_password;
 mod m20261122_000005_idempotency;
+mod m20261122_000006_teams;
+mod m20261122_000007_sessions;
+mod m20261122_000008_secrets;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -23,6 +26,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_token_scope::Migration),
             Box::new(m20261122_000004_user_password::Migration),
             Box::new(m20261122_000005_idempotency::Migration),
+            Box::new(m20261122_000006_teams::Migration),
+            Box::new(m20261122_000007_sessions::Migration),
+            Box::new(m20261122_000008_secrets::Migration),
         ]
     }
 }

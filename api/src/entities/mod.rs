@@ -1,9 +1,18 @@
 //! sea-orm entities, one module a table (see `migrations/` for the schema).
 
 pub mod api_token;
+pub mod audit_anchor;
 pub mod audit_entry;
 pub mod host;
 pub mod idempotency_key;
+pub mod invite;
 pub mod pod;
 pub mod pod_event;
+pub mod refresh_token;
+pub mod secret;
+pub mod session;
+pub mod setting;
+pub mod signing_key;
+pub mod team;
+pub mod team_member;
 pub mod user;

@@ -17,6 +17,8 @@ pub struct Model {
     pub host_id: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The team the pod belongs to; `None`: a personal pod of `owner_id`.
+    pub team_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

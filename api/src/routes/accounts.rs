@@ -1,36 +1,85 @@
-//! `/api/v1/auth/signup` and `/auth/login`: local accounts.
+//! `/api/v1/auth/*`: sign-up, sign-in, token refresh and sign-out, and the
+//! published verification keys.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use serde::Deserialize;
 
-use crate::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::error::ApiJson;
+use crate::sessions::TokenPair;
+use crate::{ApiError, AppState};
 
 fn peer(info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>) -> String {
     info.map(|Extension(axum::extract::ConnectInfo(a))| a.ip().to_string()).unwrap_or_else(|| "unknown".into())
 }
 
-/// `POST /api/v1/auth/signup` (open sign-up).
+/// `POST /api/v1/auth/signup`.
 pub async fn signup(
     State(s): State<AppState>,
     info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
-    ApiJson(creds): ApiJson<crate::accounts::Credentials>,
+    ApiJson(req): ApiJson<crate::accounts::SignupRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let u = s.signup(creds, peer(info)).await?;
+    let u = s.signup(req, peer(info)).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({"id": u.id, "name": u.name}))))
 }
 
-/// `POST /api/v1/auth/login`: a bearer token valid for 15 minutes.
+/// `POST /api/v1/auth/login`: an access token (JWT, 15 minutes by default)
+/// and a refresh token.
 pub async fn login(
     State(s): State<AppState>,
     info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(creds): ApiJson<crate::accounts::Credentials>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let token = s.login(creds, peer(info)).await?;
-    Ok(Json(serde_json::json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": crate::accounts::SESSION_SECS,
-    })))
+) -> Result<Json<TokenPair>, ApiError> {
+    Ok(Json(s.login(creds, peer(info)).await?))
+}
+
+/// `POST /api/v1/auth/refresh` and `/auth/logout` bodies.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// `POST /api/v1/auth/refresh`: trades a refresh token for a new pair.
+pub async fn refresh(
+    State(s): State<AppState>,
+    info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<Json<TokenPair>, ApiError> {
+    Ok(Json(s.refresh(&req.refresh_token, &peer(info)).await?))
+}
+
+/// `POST /api/v1/auth/logout` (authenticated): ends the caller's session,
+/// or the session of the refresh token in the body.
+pub async fn logout(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let body: Option<RefreshRequest> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_request", format!("request body does not fit: {e}")))?)
+    };
+    let session = match body {
+        Some(req) => s
+            .session_of_refresh_token(&req.refresh_token)
+            .await?
+            .ok_or_else(|| ApiError::not_found("session not found"))?,
+        None => who.session_id.clone().ok_or_else(|| {
+            ApiError::bad_request(
+                "no_session",
+                "this request used an API token, which has no session; revoke it with DELETE /api/v1/tokens/{id}",
+            )
+        })?,
+    };
+    s.end_session(&who, &session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /.well-known/jwks.json`: keys that verify access tokens.
+pub async fn jwks(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(s.jwks())
 }

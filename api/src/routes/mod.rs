@@ -1,13 +1,16 @@
 //! HTTP routes.
 
 pub mod accounts;
+pub mod admin;
 pub mod audit;
 pub mod health;
 pub mod pods;
+pub mod secrets;
+pub mod teams;
 pub mod tokens;
 
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::{auth, metrics, ApiError, AppState};
@@ -31,9 +34,21 @@ pub fn router(state: AppState) -> Router {
         .route("/pods/{pod}/events", get(pods::events))
         .route("/pods/{pod}/logs", get(pods::logs))
         .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/teams", get(teams::list).post(teams::create))
+        .route("/teams/{team}", get(teams::show).delete(teams::delete))
+        .route("/teams/{team}/members", post(teams::add_member))
+        .route("/teams/{team}/members/{user}", axum::routing::patch(teams::set_role).delete(teams::remove_member))
+        .route("/invites", post(teams::create_invite))
+        .route("/invites/accept", post(teams::accept_invite))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
+        .route("/audit/anchor", post(audit::anchor))
+        .route("/admin/settings", get(admin::settings).patch(admin::update_settings))
+        .route("/admin/signing-keys/rotate", post(admin::rotate_signing_key))
         // inner: runs after authentication, which wraps it
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));
@@ -41,12 +56,14 @@ pub fn router(state: AppState) -> Router {
     let limited = Router::new()
         .route("/api/v1/auth/signup", post(accounts::signup))
         .route("/api/v1/auth/login", post(accounts::login))
+        .route("/api/v1/auth/refresh", post(accounts::refresh))
         .nest("/api/v1", api)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/.well-known/jwks.json", get(accounts::jwks))
         .merge(limited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -18,12 +18,20 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::Principal;
+use crate::policy::Action;
 use crate::error::{ApiJson, ApiPath, ApiQuery};
 use crate::service::{CreatePodRequest, PodView};
 use crate::{ApiError, AppState};
 
-pub async fn me(Extension(who): Extension<Principal>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"id": who.user_id, "name": who.user_name}))
+pub async fn me(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::json!({
+        "id": who.user_id,
+        "name": who.user_name,
+        "admin": who.is_admin(),
+        "scope": who.scope,
+        "session": who.session_id,
+        "teams": s.list_teams(&who).await?,
+    })))
 }
 
 pub async fn templates() -> Json<serde_json::Value> {
@@ -52,7 +60,7 @@ pub async fn show(
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
 ) -> Result<Json<PodView>, ApiError> {
-    Ok(Json(s.find_pod(&who, &key).await?))
+    Ok(Json(s.find_pod(&who, &key, Action::Read).await?))
 }
 
 pub async fn start(
@@ -112,7 +120,7 @@ pub async fn exec(
     if body.command.iter().chain(body.env.values()).any(|a| a.contains('\0')) {
         return Err(ApiError::bad_request("invalid_request", "arguments may not contain NUL bytes"));
     }
-    let pod = s.find_pod(&who, &key).await?;
+    let pod = s.find_pod(&who, &key, Action::Exec).await?;
     if pod.state != PodState::Running {
         let hint = match pod.state {
             PodState::Stopped | PodState::Error => format!("start it with `pinacle pod start {}`", pod.name),
@@ -174,7 +182,7 @@ pub async fn logs(
     ApiPath(key): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let pod = s.find_pod(&who, &key).await?;
+    let pod = s.find_pod(&who, &key, Action::Read).await?;
     let agent = s.local_agent.get().filter(|a| a.host_id() == pod.host).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported", format!("logs of pods on remote host {} are not supported yet", pod.host))
     })?;
@@ -191,7 +199,7 @@ pub async fn events(
     ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let pod = s.find_pod(&who, &key).await?;
+    let pod = s.find_pod(&who, &key, Action::Read).await?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

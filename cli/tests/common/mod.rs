@@ -51,6 +51,8 @@ pub struct Pinacle {
     role: &'static str,
     /// What `PINACLE_ADMIN_TOKEN` is set to on the next (re)start.
     pub admin_token: String,
+    /// `PINACLE_LOG` of the server.
+    log_filter: String,
 }
 
 impl Pinacle {
@@ -68,7 +70,16 @@ impl Pinacle {
         Self::start_full(role, &[]).await
     }
 
+    /// [`Pinacle::start_with`] logging with `filter` (`PINACLE_LOG`).
+    pub async fn start_with_log(extra: &[&str], filter: &str) -> Self {
+        Self::start_full_log("up", extra, filter).await
+    }
+
     async fn start_full(role: &'static str, extra: &[&str]) -> Self {
+        Self::start_full_log(role, extra, "info,sqlx=warn").await
+    }
+
+    async fn start_full_log(role: &'static str, extra: &[&str], filter: &str) -> Self {
         check_prerequisites();
         let data = tempfile::Builder::new().prefix("pinacle-test-").tempdir_in("/var/tmp").expect("tempdir");
         let cache = image_cache();
@@ -82,6 +93,7 @@ impl Pinacle {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             role,
             admin_token: TOKEN.to_owned(),
+            log_filter: filter.to_owned(),
         };
         p.spawn().await;
         p
@@ -101,7 +113,7 @@ impl Pinacle {
             .args(if self.extra_args.iter().any(|a| a == "--rate-limit") { &[][..] } else { &["--rate-limit", "0"][..] })
             .env("PINACLE_ADMIN_TOKEN", &self.admin_token)
             .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
-            .env("PINACLE_LOG", "info,sqlx=warn")
+            .env("PINACLE_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
@@ -212,9 +224,14 @@ impl Pinacle {
 
     /// Polls until the pod is in `state`; panics on `error` or after `secs`.
     pub async fn wait_state(&self, key: &str, state: &str, secs: u64) -> Value {
+        self.wait_state_as(TOKEN, key, state, secs).await
+    }
+
+    /// [`Pinacle::wait_state`] with another user's token.
+    pub async fn wait_state_as(&self, token: &str, key: &str, state: &str, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let (status, pod) = self.call(reqwest::Method::GET, &format!("/api/v1/pods/{key}"), None).await;
+            let (status, pod) = self.call_as(token, reqwest::Method::GET, &format!("/api/v1/pods/{key}"), None).await;
             if status == 200 && pod["state"] == state {
                 return pod;
             }
@@ -236,10 +253,15 @@ impl Pinacle {
 
     /// Runs a command in the pod through the API: (stdout, stderr, exit code).
     pub async fn exec(&self, key: &str, argv: &[&str]) -> (String, String, i64) {
+        self.exec_as(TOKEN, key, argv).await
+    }
+
+    /// [`Pinacle::exec`] with another user's token.
+    pub async fn exec_as(&self, token: &str, key: &str, argv: &[&str]) -> (String, String, i64) {
         let resp = self
             .http
             .post(format!("{}/api/v1/pods/{key}/exec", self.url))
-            .bearer_auth(TOKEN)
+            .bearer_auth(token)
             .json(&json!({ "command": argv }))
             .send()
             .await
