@@ -7,10 +7,12 @@ use serde_json::Value;
 
 use crate::config::CliConfig;
 
-/// An authenticated client.
+/// An authenticated client. A sign-in whose access token expired is
+/// renewed with its refresh token once, transparently, and saved.
 pub struct Client {
     http: reqwest::Client,
-    cfg: CliConfig,
+    cfg: std::sync::Mutex<CliConfig>,
+    api: String,
 }
 
 /// An error the server answered in its `{"error":{code,message}}` shape.
@@ -32,19 +34,60 @@ impl std::error::Error for ServerError {}
 impl Client {
     pub fn new(cfg: CliConfig) -> Result<Self> {
         let http = reqwest::Client::builder().build()?;
-        Ok(Self { http, cfg })
+        Ok(Self { http, api: cfg.api.clone(), cfg: std::sync::Mutex::new(cfg) })
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.cfg.api)
+        format!("{}/api/v1{path}", self.api)
+    }
+
+    fn config(&self) -> CliConfig {
+        match self.cfg.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    async fn attempt(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<reqwest::Response> {
+        let mut req = self.http.request(method.clone(), self.url(path)).bearer_auth(self.config().token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.with_context(|| format!("cannot reach the Pinacle API at {}", self.api))
+    }
+
+    /// Trades the saved refresh token for a new pair and saves it.
+    async fn renew(&self) -> Result<bool> {
+        let cfg = self.config();
+        let Some(refresh) = cfg.refresh_token.clone().filter(|_| !cfg.from_env) else { return Ok(false) };
+        let resp = self
+            .http
+            .post(self.url("/auth/refresh"))
+            .json(&serde_json::json!({ "refresh_token": refresh }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Pinacle API at {}", self.api))?;
+        if !resp.status().is_success() {
+            return Ok(false);
+        }
+        let pair: Value = resp.json().await.context("server sent invalid JSON")?;
+        let (Some(access), Some(refresh)) = (pair["access_token"].as_str(), pair["refresh_token"].as_str()) else {
+            return Ok(false);
+        };
+        let updated = CliConfig { token: access.to_owned(), refresh_token: Some(refresh.to_owned()), ..cfg };
+        crate::config::save(&updated)?;
+        match self.cfg.lock() {
+            Ok(mut g) => *g = updated,
+            Err(p) => *p.into_inner() = updated,
+        }
+        Ok(true)
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<reqwest::Response> {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.cfg.token);
-        if let Some(b) = body {
-            req = req.json(&b);
+        let mut resp = self.attempt(&method, path, body.as_ref()).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED && self.renew().await? {
+            resp = self.attempt(&method, path, body.as_ref()).await?;
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the Pinacle API at {}", self.cfg.api))?;
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -1,6 +1,7 @@
 //! `pinacle`: run the platform (`up`, `server`, `agent`) and use it (`pod`,
 //! `image`, `template`, `login`).
 
+mod account;
 mod client;
 mod config;
 mod pods;
@@ -27,13 +28,19 @@ enum Command {
     Server(up::ServeArgs),
     /// Run a host agent only.
     Agent(up::ServeArgs),
-    /// Save the server URL and token for later commands.
-    Login {
-        #[arg(long, env = "PINACLE_API")]
-        api: String,
-        #[arg(long, env = "PINACLE_TOKEN")]
-        token: String,
-    },
+    /// Sign in (password or API token) and save the credentials.
+    Login(account::LoginArgs),
+    /// Sign out and forget the saved credentials.
+    Logout,
+    /// Set, list and delete secrets (injected into pods as environment variables).
+    #[command(subcommand)]
+    Secret(account::SecretCommand),
+    /// Teams, members and invitations.
+    #[command(subcommand)]
+    Team(account::TeamCommand),
+    /// Instance administration.
+    #[command(subcommand)]
+    Admin(account::AdminCommand),
     /// Create, inspect and control pods.
     #[command(subcommand)]
     Pod(pods::PodCommand),
@@ -77,7 +84,11 @@ async fn main() -> ExitCode {
             init_tracing();
             up::run(args, up::Role::Agent).await.map(|_| ExitCode::SUCCESS)
         }
-        Command::Login { api, token } => login(api, token).await,
+        Command::Login(args) => account::login(args).await,
+        Command::Logout => account::logout().await,
+        Command::Secret(cmd) => account::secret(cmd).await,
+        Command::Team(cmd) => account::team(cmd).await,
+        Command::Admin(cmd) => account::admin(cmd).await,
         Command::Pod(cmd) => pods::run(cmd).await,
         Command::Image(cmd) => pods::image(cmd).await,
         Command::Template(cmd) => pods::template(cmd).await,
@@ -91,12 +102,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn login(api: String, token: String) -> Result<ExitCode> {
-    let cfg = config::CliConfig { api: api.trim_end_matches('/').to_owned(), token };
-    let me = client::Client::new(cfg.clone())?.json(reqwest::Method::GET, "/me", None).await?;
-    let path = config::save(&cfg)?;
-    println!("Logged in to {} as {} (saved in {})", cfg.api, me["name"].as_str().unwrap_or("?"), path.display());
-    Ok(ExitCode::SUCCESS)
 }

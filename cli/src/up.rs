@@ -250,8 +250,8 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
 }
 
 fn remember(url: &str, token: &str) {
-    match config::save(&CliConfig { api: url.to_owned(), token: token.to_owned() }) {
-        Ok(path) => say!("CLI configured in {}", path.display()),
+    match config::save(&CliConfig { api: url.to_owned(), token: token.to_owned(), ..Default::default() }) {
+        Ok((path, place)) => say!("CLI configured in {} (token in {place})", path.display()),
         Err(e) => esay!("note: could not save CLI config: {e:#}"),
     }
 }

@@ -486,3 +486,90 @@ async fn audit_anchors_are_recorded_outside_the_database() {
     let last: Value = serde_json::from_str(file.lines().last().unwrap()).unwrap();
     assert_eq!(last["hash"], v["head"], "the newest anchor is the head");
 }
+
+/// Runs the `pinacle` CLI with its config in `config`, `stdin` on standard input.
+fn cli(p: &Pinacle, config: &std::path::Path, keyring: bool, stdin: &str, args: &[&str]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::pinacle_bin())
+        .args(args)
+        .env("PINACLE_CONFIG", config)
+        .env("PINACLE_KEYRING", if keyring { "on" } else { "off" })
+        .env_remove("PINACLE_API")
+        .env_remove("PINACLE_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = p;
+    out
+}
+
+#[tokio::test]
+async fn cli_signs_in_with_a_password_renews_itself_and_manages_secrets_and_teams() {
+    // A session keyring of this test's own (login sessions have one; test
+    // runners often do not); the CLI processes inherit it.
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no pointers.
+    let joined = unsafe { nix::libc::syscall(nix::libc::SYS_keyctl, 1, 0) };
+    assert!(joined > 0, "cannot create a session keyring");
+    let p = Pinacle::start_with(&["--access-token-ttl", "2"]).await;
+    signup(&p, "alice").await;
+    signup(&p, "bob").await;
+    for keyring in [false, true] {
+        let config = p.data.path().join(format!("alice-{keyring}.json"));
+        let out = cli(&p, &config, keyring, &format!("{PASSWORD}\n"), &["login", "--api", &p.url, "--user", "alice", "--password-stdin"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(said.contains("OS keyring"), keyring, "{said}");
+        assert!(said.contains("as alice"), "{said}");
+        // the config file is private, and holds no token when a keyring took it
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+        let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        if said.contains("OS keyring") {
+            assert_eq!(saved["token"], "", "{saved}");
+            assert!(saved.get("refresh_token").is_none(), "{saved}");
+        } else {
+            assert!(saved["refresh_token"].as_str().unwrap().starts_with("pnr_"), "{saved}");
+        }
+        // after the access token expires the CLI renews it by itself
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let out = cli(&p, &config, keyring, "", &["team", "list"]);
+        assert!(out.status.success(), "renewed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cli(&p, &config, keyring, "", &["logout"]);
+        assert!(out.status.success());
+        let out = cli(&p, &config, keyring, "", &["team", "list"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("pinacle login"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = cli(&p, &p.data.path().join("x.json"), false, "wrong password\n", &["login", "--api", &p.url, "--user", "alice", "--password-stdin"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong user name or password"));
+
+    // secrets from stdin, teams and invitations
+    let config = p.data.path().join("alice.json");
+    let login = cli(&p, &config, false, &format!("{PASSWORD}\n"), &["login", "--api", &p.url, "--user", "alice", "--password-stdin"]);
+    assert!(login.status.success());
+    let out = cli(&p, &config, false, "s3cret-from-stdin\n", &["secret", "set", "API_KEY"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&p, &config, false, "", &["secret", "list"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("API_KEY") && !listing.contains("s3cret"), "{listing}");
+    assert!(cli(&p, &config, false, "", &["team", "create", "acme"]).status.success());
+    let out = cli(&p, &config, false, "", &["team", "invite", "acme", "--role", "viewer"]);
+    assert!(out.status.success());
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let bob = p.data.path().join("bob.json");
+    assert!(cli(&p, &bob, false, &format!("{PASSWORD}\n"), &["login", "--api", &p.url, "--user", "bob", "--password-stdin"]).status.success());
+    let out = cli(&p, &bob, false, "", &["team", "join", &code]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&p, &config, false, "", &["team", "show", "acme"]);
+    let members = String::from_utf8_lossy(&out.stdout);
+    assert!(members.lines().any(|l| l.starts_with("bob ") && l.contains("viewer")), "{members}");
+    // a viewer cannot set team secrets; the CLI shows the server's reason
+    let out = cli(&p, &bob, false, "x\n", &["secret", "set", "T", "--team", "acme"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("viewer"), "{}", String::from_utf8_lossy(&out.stderr));
+}

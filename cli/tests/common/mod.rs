@@ -114,6 +114,7 @@ impl Pinacle {
             .env("PINACLE_ADMIN_TOKEN", &self.admin_token)
             .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
             .env("PINACLE_LOG", &self.log_filter)
+            .env("PINACLE_KEYRING", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
