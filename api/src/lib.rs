@@ -14,6 +14,7 @@ pub mod control;
 pub mod crypto;
 pub mod entities;
 pub mod error;
+pub mod github;
 pub mod idempotency;
 pub mod metrics;
 pub mod policy;

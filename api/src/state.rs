@@ -51,6 +51,8 @@ pub struct Inner {
     pub keyring: KeyRing,
     /// Append-only copy of audit anchors outside the database.
     pub anchor_file: Option<PathBuf>,
+    /// GitHub sign-in, when configured (set once the callback URL is known).
+    pub github: OnceLock<crate::github::GithubConfig>,
 }
 
 /// What [`AppState::open`] needs.
@@ -117,6 +119,7 @@ impl AppState {
             sessions: cfg.sessions,
             keyring: KeyRing::default(),
             anchor_file: cfg.anchor_file,
+            github: OnceLock::new(),
         }));
         state.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

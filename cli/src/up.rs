@@ -80,6 +80,20 @@ pub struct ServeArgs {
     /// Lifetime of access tokens (JWTs) in seconds (1 to 86400).
     #[arg(long, env = "PINACLE_ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub access_token_ttl: i64,
+    /// Client id of the GitHub OAuth app for GitHub sign-in (its secret
+    /// comes from PINACLE_GITHUB_CLIENT_SECRET).
+    #[arg(long, env = "PINACLE_GITHUB_CLIENT_ID")]
+    pub github_client_id: Option<String>,
+    /// GitHub's web address (OAuth endpoints).
+    #[arg(long, env = "PINACLE_GITHUB_URL", default_value = "https://github.com")]
+    pub github_url: String,
+    /// GitHub's REST API address.
+    #[arg(long, env = "PINACLE_GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// The address users reach this server at, for OAuth callbacks
+    /// (default: http:// and the listen address).
+    #[arg(long, env = "PINACLE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Seconds between audit-log anchors and signing-key rotation checks
     /// (1 to 86400).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -208,6 +222,21 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let url = format!("http://{}", listener.local_addr()?);
+        if let Some(client_id) = &args.github_client_id {
+            let client_secret = std::env::var("PINACLE_GITHUB_CLIENT_SECRET")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .context("--github-client-id needs PINACLE_GITHUB_CLIENT_SECRET (the OAuth app's client secret)")?;
+            let public = args.public_url.clone().unwrap_or_else(|| url.clone());
+            let _ = state.github.set(pinacle_api::github::GithubConfig {
+                client_id: client_id.clone(),
+                client_secret,
+                oauth_url: args.github_url.trim_end_matches('/').to_owned(),
+                api_url: args.github_api_url.trim_end_matches('/').to_owned(),
+                redirect_url: format!("{}/api/v1/auth/github/callback", public.trim_end_matches('/')),
+            });
+            say!("GitHub sign-in: {public}/api/v1/auth/github/start");
+        }
         say!("Pinacle API listening on {url}");
         match &admin {
             AdminToken::Generated(token) => {

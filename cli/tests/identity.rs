@@ -134,7 +134,8 @@ async fn access_tokens_expire_and_key_rotation_keeps_old_ones_until_then() {
 
     // after the lifetime: the old token is refused as expired, and the
     // retired key is no longer published
-    tokio::time::sleep(Duration::from_millis(3300)).await;
+    // (expiry is checked in whole seconds: a token lives until the end of its `exp` second)
+    tokio::time::sleep(Duration::from_millis(4300)).await;
     let (s, b) = p.call_as(&old, Method::GET, "/api/v1/me", None).await;
     assert_eq!(s, 401, "{b}");
     let (s, b) = p.call_as(&fresh, Method::GET, "/api/v1/me", None).await;
@@ -534,10 +535,17 @@ async fn cli_signs_in_with_a_password_renews_itself_and_manages_secrets_and_team
         } else {
             assert!(saved["refresh_token"].as_str().unwrap().starts_with("pnr_"), "{saved}");
         }
-        // after the access token expires the CLI renews it by itself
-        tokio::time::sleep(Duration::from_millis(2200)).await;
+        // after the access token expires (2 s, counted in whole seconds) the
+        // CLI renews it by itself and saves the rotated refresh token
+        tokio::time::sleep(Duration::from_millis(3300)).await;
         let out = cli(&p, &config, keyring, "", &["team", "list"]);
         assert!(out.status.success(), "renewed: {}", String::from_utf8_lossy(&out.stderr));
+        if !keyring {
+            let now: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+            assert_ne!(now["refresh_token"], saved["refresh_token"], "the rotated refresh token was saved");
+        }
+        let out = cli(&p, &config, keyring, "", &["team", "list"]);
+        assert!(out.status.success(), "the saved pair works: {}", String::from_utf8_lossy(&out.stderr));
         let out = cli(&p, &config, keyring, "", &["logout"]);
         assert!(out.status.success());
         let out = cli(&p, &config, keyring, "", &["team", "list"]);

@@ -13,6 +13,7 @@ mod m20261122_000005_idempotency;
 mod m20261122_000006_teams;
 mod m20261122_000007_sessions;
 mod m20261122_000008_secrets;
+mod m20261122_000009_identities;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_teams::Migration),
             Box::new(m20261122_000007_sessions::Migration),
             Box::new(m20261122_000008_secrets::Migration),
+            Box::new(m20261122_000009_identities::Migration),
         ]
     }
 }

@@ -16,3 +16,4 @@ pub mod signing_key;
 pub mod team;
 pub mod team_member;
 pub mod user;
+pub mod user_identity;

@@ -83,3 +83,38 @@ pub async fn logout(
 pub async fn jwks(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(s.jwks())
 }
+
+/// `GET /api/v1/auth/github/start`: redirects to GitHub's authorize page.
+pub async fn github_start(State(s): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let (url, nonce) = s.github_start()?;
+    let secure = s.github.get().is_some_and(|g| g.redirect_url.starts_with("https://"));
+    let cookie = format!(
+        "{}={nonce}; Path=/api/v1/auth/github; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        crate::github::STATE_COOKIE,
+        crate::github::STATE_TTL_SECS,
+        if secure { "; Secure" } else { "" }
+    );
+    Ok((StatusCode::FOUND, [(axum::http::header::LOCATION, url), (axum::http::header::SET_COOKIE, cookie)]).into_response())
+}
+
+/// `GET /api/v1/auth/github/callback`: completes the sign-in and answers a
+/// token pair.
+pub async fn github_callback(
+    State(s): State<AppState>,
+    info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<crate::github::CallbackQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let prefix = format!("{}=", crate::github::STATE_COOKIE);
+    let nonce = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(prefix.as_str()).map(str::to_owned));
+    let done = s.github_callback(q, nonce.as_deref(), &peer(info)).await?;
+    let clear = format!("{}=; Path=/api/v1/auth/github; Max-Age=0; HttpOnly; SameSite=Lax", crate::github::STATE_COOKIE);
+    Ok(([(axum::http::header::SET_COOKIE, clear)], Json(done)).into_response())
+}

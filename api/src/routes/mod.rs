@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/signup", post(accounts::signup))
         .route("/api/v1/auth/login", post(accounts::login))
         .route("/api/v1/auth/refresh", post(accounts::refresh))
+        .route("/api/v1/auth/github/start", get(accounts::github_start))
+        .route("/api/v1/auth/github/callback", get(accounts::github_callback))
         .nest("/api/v1", api)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
     Router::new()

@@ -53,6 +53,8 @@ pub struct Pinacle {
     pub admin_token: String,
     /// `PINACLE_LOG` of the server.
     log_filter: String,
+    /// More environment for the server.
+    extra_env: Vec<(String, String)>,
 }
 
 impl Pinacle {
@@ -75,11 +77,20 @@ impl Pinacle {
         Self::start_full_log("up", extra, filter).await
     }
 
+    /// [`Pinacle::start_with`] with more environment variables.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full_env("up", extra, "info,sqlx=warn", env).await
+    }
+
     async fn start_full(role: &'static str, extra: &[&str]) -> Self {
         Self::start_full_log(role, extra, "info,sqlx=warn").await
     }
 
     async fn start_full_log(role: &'static str, extra: &[&str], filter: &str) -> Self {
+        Self::start_full_env(role, extra, filter, &[]).await
+    }
+
+    async fn start_full_env(role: &'static str, extra: &[&str], filter: &str, env: &[(&str, &str)]) -> Self {
         check_prerequisites();
         let data = tempfile::Builder::new().prefix("pinacle-test-").tempdir_in("/var/tmp").expect("tempdir");
         let cache = image_cache();
@@ -94,6 +105,7 @@ impl Pinacle {
             role,
             admin_token: TOKEN.to_owned(),
             log_filter: filter.to_owned(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         p.spawn().await;
         p
@@ -115,6 +127,7 @@ impl Pinacle {
             .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
             .env("PINACLE_LOG", &self.log_filter)
             .env("PINACLE_KEYRING", "off")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
