@@ -100,6 +100,8 @@ pub enum Resource<'a> {
     Pod { owner: &'a str, team: Option<&'a str> },
     /// A team.
     Team { team: &'a str },
+    /// One membership: `user` in `team` with `role`.
+    Membership { team: &'a str, user: &'a str, role: Role },
     /// A user's own account: their secrets, the teams they create, the
     /// invitations they accept.
     Account { user: &'a str },
@@ -156,6 +158,17 @@ pub fn decide(subject: &Subject, action: Action, resource: &Resource<'_>) -> Res
                 Action::Delete | Action::ManageOwners => role == Some(Role::Owner),
             }
         }
+        Resource::Membership { team, user, role: member_role } => {
+            let role = subject.teams.get(team).copied();
+            match action {
+                Action::Read => role.is_some(),
+                // Anyone may leave; admins remove members, owners remove owners.
+                Action::Delete if user == subject.user_id => true,
+                Action::Delete | Action::Configure if member_role == Role::Owner => role == Some(Role::Owner),
+                Action::Delete | Action::Configure => role >= Some(Role::Admin),
+                _ => false,
+            }
+        }
         Resource::Account { user } | Resource::Token { owner: user } => user == subject.user_id,
         Resource::AuditEntry { .. } => action == Action::Read,
         Resource::Instance => subject.instance_admin,
@@ -174,7 +187,9 @@ pub fn decide(subject: &Subject, action: Action, resource: &Resource<'_>) -> Res
 fn visible(subject: &Subject, resource: &Resource<'_>) -> bool {
     match *resource {
         Resource::Pod { owner, team: None } => owner == subject.user_id,
-        Resource::Pod { team: Some(team), .. } | Resource::Team { team } => subject.teams.contains_key(team),
+        Resource::Pod { team: Some(team), .. } | Resource::Team { team } | Resource::Membership { team, .. } => {
+            subject.teams.contains_key(team)
+        }
         Resource::Account { user } | Resource::Token { owner: user } => user == subject.user_id,
         Resource::AuditEntry { actor } => actor == subject.user_id || subject.instance_admin,
         Resource::Instance => true,
@@ -184,7 +199,9 @@ fn visible(subject: &Subject, resource: &Resource<'_>) -> bool {
 impl Subject {
     fn teams_role(&self, resource: &Resource<'_>) -> Option<Role> {
         match *resource {
-            Resource::Pod { team: Some(team), .. } | Resource::Team { team } => self.teams.get(team).copied(),
+            Resource::Pod { team: Some(team), .. } | Resource::Team { team } | Resource::Membership { team, .. } => {
+                self.teams.get(team).copied()
+            }
             _ => None,
         }
     }
@@ -293,6 +310,23 @@ mod tests {
             assert_eq!(decide(&s, Action::Delete, &team).is_ok(), role == Role::Owner, "{role}");
             assert_eq!(decide(&s, Action::Create, &team).is_ok(), role >= Role::Member, "{role}");
         }
+    }
+
+    #[test]
+    fn members_leave_admins_remove_members_owners_remove_owners() {
+        let m = |user, role| Resource::Membership { team: "t", user, role };
+        let member = subject("mia", &[("t", Role::Member)]);
+        assert_eq!(decide(&member, Action::Delete, &m("mia", Role::Member)), Ok(()), "leaving");
+        assert!(decide(&member, Action::Delete, &m("vic", Role::Viewer)).is_err());
+        let admin = subject("adam", &[("t", Role::Admin)]);
+        assert_eq!(decide(&admin, Action::Delete, &m("vic", Role::Viewer)), Ok(()));
+        assert_eq!(decide(&admin, Action::Configure, &m("vic", Role::Viewer)), Ok(()));
+        assert!(decide(&admin, Action::Delete, &m("olga", Role::Owner)).is_err());
+        assert!(decide(&admin, Action::Configure, &m("olga", Role::Owner)).is_err());
+        let owner = subject("olga", &[("t", Role::Owner)]);
+        assert_eq!(decide(&owner, Action::Delete, &m("ozzy", Role::Owner)), Ok(()));
+        let outsider = subject("otto", &[]);
+        assert_eq!(decide(&outsider, Action::Delete, &m("otto", Role::Member)), Err(Denied::Hidden));
     }
 
     #[test]

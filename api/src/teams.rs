@@ -249,7 +249,8 @@ impl AppState {
             .iter()
             .find(|m| m.name == member || m.user_id == member)
             .ok_or_else(|| ApiError::not_found(format!("{member} is not in team {}", t.name)))?;
-        if role == Role::Owner || m.role == Role::Owner {
+        who.authorize(Action::Configure, &Resource::Membership { team: &t.id, user: &m.user_id, role: m.role }, "member")?;
+        if role == Role::Owner {
             who.authorize(Action::ManageOwners, &Resource::Team { team: &t.id }, "team")?;
         }
         if m.role == Role::Owner && role != Role::Owner && members.iter().filter(|m| m.role == Role::Owner).count() == 1 {
@@ -276,11 +277,7 @@ impl AppState {
             .iter()
             .find(|m| m.name == member || m.user_id == member)
             .ok_or_else(|| ApiError::not_found(format!("{member} is not in team {}", t.name)))?;
-        let leaving = m.user_id == who.user_id;
-        if !leaving {
-            let action = if m.role == Role::Owner { Action::ManageOwners } else { Action::ManageMembers };
-            who.authorize(action, &Resource::Team { team: &t.id }, "team")?;
-        }
+        who.authorize(Action::Delete, &Resource::Membership { team: &t.id, user: &m.user_id, role: m.role }, "member")?;
         if m.role == Role::Owner && members.iter().filter(|m| m.role == Role::Owner).count() == 1 {
             return Err(ApiError::conflict("last_owner", format!("{} is the last owner of {}; appoint another owner or delete the team", m.name, t.name)));
         }

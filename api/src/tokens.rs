@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{generate_token, hash_token, Principal};
 use crate::entities::api_token;
+use crate::policy::{Action, Resource};
 use crate::{ApiError, AppState};
 
 /// What a token may do.
@@ -98,6 +99,7 @@ impl AppState {
                 ))
             }
         };
+        who.authorize(Action::Create, &Resource::Token { owner: &who.user_id }, "token")?;
         let secret = generate_token();
         let scope = req.scope.unwrap_or(Scope::Full);
         let _w = self.write_lock.lock().await;
@@ -134,6 +136,7 @@ impl AppState {
             .all(&self.db)
             .await?
             .into_iter()
+            .filter(|t| who.authorize(Action::Read, &Resource::Token { owner: &t.user_id }, "token").is_ok())
             .map(TokenView::from)
             .collect())
     }
@@ -142,14 +145,12 @@ impl AppState {
     pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
-        let deleted = api_token::Entity::delete_many()
-            .filter(api_token::Column::Id.eq(id))
-            .filter(api_token::Column::UserId.eq(who.user_id.clone()))
-            .exec(&txn)
-            .await?;
-        if deleted.rows_affected == 0 {
-            return Err(ApiError::not_found(format!("token {id} not found")));
-        }
+        let token = api_token::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("token {id} not found")))?;
+        who.authorize(Action::Delete, &Resource::Token { owner: &token.user_id }, &format!("token {id}"))?;
+        api_token::Entity::delete_by_id(token.id).exec(&txn).await?;
         crate::audit::append(&txn, who, "token.revoke", &format!("token:{id}")).await?;
         txn.commit().await?;
         Ok(())
