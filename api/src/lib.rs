@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod control;
 pub mod crypto;
+pub mod device;
 pub mod entities;
 pub mod error;
 pub mod github;

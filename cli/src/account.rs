@@ -26,6 +26,21 @@ pub struct LoginArgs {
     /// Read the password from the first line of standard input.
     #[arg(long, requires = "user")]
     pub password_stdin: bool,
+    /// Sign in by approving a code from a device where you are signed in
+    /// (`pinacle device approve CODE`), for machines without a browser.
+    #[arg(long, conflicts_with_all = ["token", "user"])]
+    pub device: bool,
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Let the device showing CODE sign in as you.
+    Approve {
+        code: String,
+        /// Deny it instead.
+        #[arg(long)]
+        deny: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,7 +185,8 @@ pub async fn login(args: LoginArgs) -> Result<ExitCode> {
                 ..Default::default()
             }
         }
-        (None, None) => bail!("give --user NAME (password sign-in) or --token TOKEN (an API token)"),
+        (None, None) if args.device => device_login(&api).await?,
+        (None, None) => bail!("give --user NAME (password sign-in), --device (approve from another device) or --token TOKEN (an API token)"),
     };
     let me = Client::new(cfg.clone())?.json(Method::GET, "/me", None).await?;
     let (path, place) = config::save(&cfg)?;
@@ -179,6 +195,68 @@ pub async fn login(args: LoginArgs) -> Result<ExitCode> {
         me["name"].as_str().unwrap_or("?"),
         path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls a device sign-in until approved, denied or expired.
+async fn device_login(api: &str) -> Result<CliConfig> {
+    let http = reqwest::Client::new();
+    let unreachable = || format!("cannot reach the Pinacle API at {api}");
+    let start: Value = http
+        .post(format!("{api}/api/v1/auth/device"))
+        .send()
+        .await
+        .with_context(unreachable)?
+        .json()
+        .await
+        .context("server sent invalid JSON")?;
+    let (Some(device_code), Some(user_code)) = (start["device_code"].as_str(), start["user_code"].as_str()) else {
+        bail!("the server did not start a device sign-in: {start}");
+    };
+    eprintln!("To sign in, run this where you are already signed in to {api}:\n\n    pinacle device approve {user_code}\n");
+    let interval = std::time::Duration::from_secs(start["interval"].as_u64().unwrap_or(2).clamp(1, 30));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(start["expires_in"].as_u64().unwrap_or(600).min(3600));
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(format!("waiting for approval of {user_code}"));
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    loop {
+        if std::time::Instant::now() > deadline {
+            pb.finish_and_clear();
+            bail!("the code expired before it was approved; run `pinacle login --device` again");
+        }
+        tokio::time::sleep(interval).await;
+        let resp = http
+            .post(format!("{api}/api/v1/auth/device/token"))
+            .json(&json!({ "device_code": device_code }))
+            .send()
+            .await
+            .with_context(unreachable)?;
+        let ok = resp.status().is_success();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if ok {
+            pb.finish_and_clear();
+            return Ok(CliConfig {
+                api: api.to_owned(),
+                token: body["access_token"].as_str().unwrap_or_default().to_owned(),
+                refresh_token: body["refresh_token"].as_str().map(str::to_owned),
+                ..Default::default()
+            });
+        }
+        if body["error"]["code"] != "authorization_pending" {
+            pb.finish_and_clear();
+            bail!("device sign-in failed: {}", body["error"]["message"].as_str().unwrap_or("unknown error"));
+        }
+    }
+}
+
+pub async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
+    let c = client()?;
+    match cmd {
+        DeviceCommand::Approve { code, deny } => {
+            c.send(Method::POST, "/auth/device/approve", Some(json!({"user_code": code, "approve": !deny}))).await?;
+            println!("device {code} {}", if deny { "denied" } else { "approved: it is now signed in as you" });
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

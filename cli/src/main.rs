@@ -32,6 +32,9 @@ enum Command {
     Login(account::LoginArgs),
     /// Sign out and forget the saved credentials.
     Logout,
+    /// Approve sign-ins of other devices (`pinacle login --device`).
+    #[command(subcommand)]
+    Device(account::DeviceCommand),
     /// Set, list and delete secrets (injected into pods as environment variables).
     #[command(subcommand)]
     Secret(account::SecretCommand),
@@ -86,6 +89,7 @@ async fn main() -> ExitCode {
         }
         Command::Login(args) => account::login(args).await,
         Command::Logout => account::logout().await,
+        Command::Device(cmd) => account::device(cmd).await,
         Command::Secret(cmd) => account::secret(cmd).await,
         Command::Team(cmd) => account::team(cmd).await,
         Command::Admin(cmd) => account::admin(cmd).await,

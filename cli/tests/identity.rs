@@ -581,3 +581,75 @@ async fn cli_signs_in_with_a_password_renews_itself_and_manages_secrets_and_team
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("viewer"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn device_sign_in_needs_approval_from_a_signed_in_user() {
+    let p = Pinacle::start().await;
+    signup(&p, "alice").await;
+    let (alice, _) = login(&p, "alice").await;
+    let poll = |code: String| {
+        let p = &p;
+        async move { p.call_as("", Method::POST, "/api/v1/auth/device/token", Some(json!({ "device_code": code }))).await }
+    };
+    let (s, start) = p.call_as("", Method::POST, "/api/v1/auth/device", None).await;
+    assert_eq!(s, 200, "{start}");
+    let device_code = start["device_code"].as_str().unwrap().to_owned();
+    let user_code = start["user_code"].as_str().unwrap().to_owned();
+    let (s, b) = poll(device_code.clone()).await;
+    assert_error(s, &b, 400, "authorization_pending");
+    // approving needs a signed-in, full-scope caller and the right code
+    let approve = |code: &str| json!({ "user_code": code });
+    let (s, _) = p.call_as("", Method::POST, "/api/v1/auth/device/approve", Some(approve(&user_code))).await;
+    assert_eq!(s, 401);
+    let (_, ro) = p.call_as(&alice, Method::POST, "/api/v1/tokens", Some(json!({"name": "ro", "scope": "read"}))).await;
+    let (s, _) = p.call_as(ro["token"].as_str().unwrap(), Method::POST, "/api/v1/auth/device/approve", Some(approve(&user_code))).await;
+    assert_eq!(s, 403);
+    let (s, b) = p.call_as(&alice, Method::POST, "/api/v1/auth/device/approve", Some(approve("BCDF-GHJK"))).await;
+    assert_error(s, &b, 404, "not_found");
+    let typed = user_code.to_lowercase().replace('-', " ");
+    let (s, b) = p.call_as(&alice, Method::POST, "/api/v1/auth/device/approve", Some(approve(&typed))).await;
+    assert_eq!(s, 204, "{b}");
+    // the device now gets its own session as alice, once
+    let (s, pair) = poll(device_code.clone()).await;
+    assert_eq!(s, 200, "{pair}");
+    let (_, me) = p.call_as(pair["access_token"].as_str().unwrap(), Method::GET, "/api/v1/me", None).await;
+    assert_eq!(me["name"], "alice");
+    let (s, b) = poll(device_code).await;
+    assert_error(s, &b, 400, "invalid_grant");
+    // a denied device gets nothing
+    let (_, start) = p.call_as("", Method::POST, "/api/v1/auth/device", None).await;
+    let body = json!({"user_code": start["user_code"], "approve": false});
+    assert_eq!(p.call_as(&alice, Method::POST, "/api/v1/auth/device/approve", Some(body)).await.0, 204);
+    let (s, b) = poll(start["device_code"].as_str().unwrap().to_owned()).await;
+    assert_error(s, &b, 400, "access_denied");
+
+    // the CLI: `pinacle login --device` shows the code and waits for approval
+    use std::io::BufRead;
+    let config = p.data.path().join("device.json");
+    let mut child = std::process::Command::new(common::pinacle_bin())
+        .args(["login", "--api", &p.url, "--device"])
+        .env("PINACLE_CONFIG", &config)
+        .env("PINACLE_KEYRING", "off")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let code = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.trim().strip_prefix("pinacle device approve ").map(str::to_owned))
+    })
+    .await
+    .unwrap()
+    .expect("the CLI shows the code");
+    let (s, b) = p.call_as(&alice, Method::POST, "/api/v1/auth/device/approve", Some(approve(&code))).await;
+    assert_eq!(s, 204, "{b}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as alice"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = cli(&p, &config, false, "", &["team", "list"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -14,6 +14,7 @@ mod m20261122_000006_teams;
 mod m20261122_000007_sessions;
 mod m20261122_000008_secrets;
 mod m20261122_000009_identities;
+mod m20261122_000010_device_codes;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_sessions::Migration),
             Box::new(m20261122_000008_secrets::Migration),
             Box::new(m20261122_000009_identities::Migration),
+            Box::new(m20261122_000010_device_codes::Migration),
         ]
     }
 }

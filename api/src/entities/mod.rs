@@ -3,6 +3,7 @@
 pub mod api_token;
 pub mod audit_anchor;
 pub mod audit_entry;
+pub mod device_code;
 pub mod host;
 pub mod idempotency_key;
 pub mod invite;

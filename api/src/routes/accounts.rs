@@ -118,3 +118,50 @@ pub async fn github_callback(
     let clear = format!("{}=; Path=/api/v1/auth/github; Max-Age=0; HttpOnly; SameSite=Lax", crate::github::STATE_COOKIE);
     Ok(([(axum::http::header::SET_COOKIE, clear)], Json(done)).into_response())
 }
+
+/// `POST /api/v1/auth/device`: starts a device sign-in.
+pub async fn device_start(State(s): State<AppState>) -> Result<Json<crate::device::DeviceStart>, ApiError> {
+    Ok(Json(s.device_start().await?))
+}
+
+/// `POST /api/v1/auth/device/token` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePoll {
+    pub device_code: String,
+}
+
+/// `POST /api/v1/auth/device/token`: the device polls; 400
+/// `authorization_pending` until approved, then a token pair (once).
+pub async fn device_token(
+    State(s): State<AppState>,
+    info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ApiJson(req): ApiJson<DevicePoll>,
+) -> Result<Json<TokenPair>, ApiError> {
+    Ok(Json(s.device_poll(&req.device_code, &peer(info)).await?))
+}
+
+/// `POST /api/v1/auth/device/approve` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceDecision {
+    pub user_code: String,
+    /// `false` denies the device.
+    #[serde(default = "yes")]
+    pub approve: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/v1/auth/device/approve` (signed in): lets the waiting device
+/// with this user code sign in as the caller, or denies it.
+pub async fn device_approve(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(req): ApiJson<DeviceDecision>,
+) -> Result<StatusCode, ApiError> {
+    s.device_decide(&who, &req.user_code, req.approve).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
