@@ -119,19 +119,36 @@ impl AppState {
         if token.len() > 4096 || !token.is_ascii() {
             return Err(ApiError::unauthorized("malformed bearer token"));
         }
-        if token.starts_with(TOKEN_PREFIX) {
-            return self.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"));
+        let key = hash_token(token);
+        let now = chrono::Utc::now();
+        if let Some((p, expires)) = self.principals.get(&key) {
+            if expires.is_none_or(|e| e > now) {
+                return Ok(p);
+            }
         }
-        if token.split('.').count() == 3 {
+        let read = self.principals.begin_read();
+        let (principal, expires) = if token.starts_with(TOKEN_PREFIX) {
+            self.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?
+        } else if token.split('.').count() == 3 {
             let claims = self.verify_access_token(token).await?;
             let mut p = Principal::system(&claims.sub, &claims.name, "unknown");
             p.subject.teams = self.team_roles(&claims.sub).await?;
             p.session_id = Some(claims.sid);
-            return Ok(p);
-        }
-        Err(ApiError::unauthorized(format!(
-            "malformed bearer token: expected an API token ({TOKEN_PREFIX}...) or an access token (JWT)"
-        )))
+            // whole seconds: a token is valid through its `exp` second
+            (p, chrono::DateTime::from_timestamp(claims.exp + 1, 0))
+        } else {
+            return Err(ApiError::unauthorized(format!(
+                "malformed bearer token: expected an API token ({TOKEN_PREFIX}...) or an access token (JWT)"
+            )));
+        };
+        self.principals.insert(key, (principal.clone(), expires), read);
+        Ok(principal)
+    }
+
+    /// Drops every cached principal: after a change to tokens, sessions or
+    /// team membership, the next request reads them afresh.
+    pub fn forget_principals(&self) {
+        self.principals.clear();
     }
 
     /// The user's team roles, team id → role.
@@ -145,8 +162,9 @@ impl AppState {
             .collect())
     }
 
-    /// The principal a token belongs to, if the token is valid.
-    pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, ApiError> {
+    /// The principal an API token belongs to, and when the token expires,
+    /// if the token is valid.
+    pub async fn principal_for_token(&self, token: &str) -> Result<Option<(Principal, Option<chrono::DateTime<chrono::Utc>>)>, ApiError> {
         let hash = hash_token(token);
         let Some(tok) = api_token::Entity::find().filter(api_token::Column::TokenHash.eq(hash)).one(&self.db).await? else {
             return Ok(None);
@@ -170,6 +188,6 @@ impl AppState {
         let mut p = Principal::system(&u.id, &u.name, "unknown");
         p.subject.scope = scope;
         p.subject.teams = self.team_roles(&u.id).await?;
-        Ok(Some(p))
+        Ok(Some((p, tok.expires_at)))
     }
 }

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod control;
 pub mod crypto;
 pub mod device;

@@ -225,6 +225,7 @@ impl AppState {
         let event = insert_event(&txn, id, now, "created", None, PodState::Pending, &format!("requested by {}", who.user_name)).await?;
         crate::audit::append(&txn, who, "pod.create", &format!("pod:{id} ({name})")).await?;
         txn.commit().await?;
+        self.pod_lists.clear();
         drop(_w);
         let _ = self.events.send(event);
         self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: "pending".into() }).inc();
@@ -360,6 +361,7 @@ impl AppState {
             crate::secrets::delete_scope(&txn, "pod", &id.to_string()).await?;
         }
         txn.commit().await.map_err(ApiError::from)?;
+        self.pod_lists.clear();
         drop(_w);
         let _ = self.events.send(stored);
         self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: to.as_str().into() }).inc();
@@ -461,13 +463,19 @@ pub fn pod_resource(m: &pod::Model) -> Resource<'_> {
 
 /// The rows a caller might see: personal pods they own, and pods of their
 /// teams. A pre-filter for the query; the policy has the last word.
+///
+/// Without teams there is no `team_id IN ()` term: sea-query renders an
+/// empty `IN` as `1 = 2`, and SQLite cannot use an index for an `OR` with
+/// it (a full table scan per request; see `scripts/bench/api-list.sh`).
 fn visible_pods(who: &Principal) -> sea_orm::Condition {
+    let personal = sea_orm::Condition::all()
+        .add(pod::Column::OwnerId.eq(who.user_id.clone()))
+        .add(pod::Column::TeamId.is_null());
+    if who.teams.is_empty() {
+        return personal;
+    }
     sea_orm::Condition::any()
-        .add(
-            sea_orm::Condition::all()
-                .add(pod::Column::OwnerId.eq(who.user_id.clone()))
-                .add(pod::Column::TeamId.is_null()),
-        )
+        .add(personal)
         .add(pod::Column::TeamId.is_in(who.teams.keys().cloned().collect::<Vec<_>>()))
 }
 

@@ -381,6 +381,7 @@ impl AppState {
             revoke_session(&txn, &sess.id, "refresh token reused", now).await?;
             crate::audit::append(&txn, &who, "session.reuse_detected", &format!("session:{}", sess.id)).await?;
             txn.commit().await?;
+            self.forget_principals();
             tracing::warn!(session = %sess.id, user = %u.name, %source, "refresh token reused: session revoked");
             return Err(refused(
                 "refresh_token_reused",
@@ -412,6 +413,7 @@ impl AppState {
         revoke_session(&txn, session_id, "signed out", Utc::now()).await?;
         crate::audit::append(&txn, who, "session.end", &format!("session:{session_id}")).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseC
 use tokio::sync::broadcast;
 
 use crate::auth::{generate_token, hash_token};
+use crate::auth::Principal;
+use crate::cache::ReadCache;
 use crate::crypto::MasterKey;
 use crate::sessions::{KeyRing, SessionConfig};
 use crate::entities::{api_token, user};
@@ -53,6 +55,12 @@ pub struct Inner {
     pub anchor_file: Option<PathBuf>,
     /// GitHub sign-in, when configured (set once the callback URL is known).
     pub github: OnceLock<crate::github::GithubConfig>,
+    /// Bearer token hash → (principal, credential expiry); cleared by every
+    /// change to tokens, sessions or team membership.
+    pub principals: ReadCache<String, (Principal, Option<chrono::DateTime<Utc>>)>,
+    /// Serialised `GET /api/v1/pods` answers by viewer; cleared by every pod
+    /// write.
+    pub pod_lists: ReadCache<String, axum::body::Bytes>,
 }
 
 /// What [`AppState::open`] needs.
@@ -66,6 +74,9 @@ pub struct ServerConfig {
     pub master_key: MasterKey,
     pub sessions: SessionConfig,
     pub anchor_file: Option<PathBuf>,
+    /// How long cached reads may be served (0: no caching). Bounds how
+    /// long a write by another process takes to show.
+    pub read_cache_ttl: std::time::Duration,
 }
 
 impl Deref for AppState {
@@ -120,6 +131,8 @@ impl AppState {
             keyring: KeyRing::default(),
             anchor_file: cfg.anchor_file,
             github: OnceLock::new(),
+            principals: ReadCache::new(cfg.read_cache_ttl),
+            pod_lists: ReadCache::new(cfg.read_cache_ttl),
         }));
         state.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)
@@ -205,6 +218,7 @@ impl AppState {
             .insert(&self.db)
             .await?;
         }
+        self.principals.clear();
         Ok(outcome)
     }
 }

@@ -138,6 +138,7 @@ impl AppState {
         .await?;
         crate::audit::append(&txn, who, "team.create", &format!("team:{id} ({})", req.name)).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(TeamView { id: t.id, name: t.name, role: Role::Owner, created_at: t.created_at })
     }
 
@@ -200,6 +201,7 @@ impl AppState {
         team::Entity::delete_by_id(t.id.clone()).exec(&txn).await?;
         crate::audit::append(&txn, who, "team.delete", &format!("team:{} ({})", t.id, t.name)).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(())
     }
 
@@ -236,6 +238,7 @@ impl AppState {
         }
         crate::audit::append(&txn, who, "team.member.add", &format!("team:{} user:{} role:{}", t.id, u.id, req.role)).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(MemberView { user_id: u.id, name: u.name, role: req.role, since: now })
     }
 
@@ -264,6 +267,7 @@ impl AppState {
             .await?;
         crate::audit::append(&txn, who, "team.member.role", &format!("team:{} user:{} role:{role}", t.id, m.user_id)).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(MemberView { role, ..m.clone() })
     }
 
@@ -288,6 +292,7 @@ impl AppState {
             .await?;
         crate::audit::append(&txn, who, "team.member.remove", &format!("team:{} user:{}", t.id, m.user_id)).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(())
     }
 
@@ -399,6 +404,7 @@ impl AppState {
         let t = team::Entity::find_by_id(team_id.clone()).one(&txn).await?.ok_or_else(|| team_not_found(&team_id))?;
         crate::audit::append(&txn, who, "team.member.join", &format!("team:{team_id} role:{role}")).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(TeamView { id: t.id, name: t.name, role, created_at: t.created_at })
     }
 }

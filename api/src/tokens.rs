@@ -153,6 +153,7 @@ impl AppState {
         api_token::Entity::delete_by_id(token.id).exec(&txn).await?;
         crate::audit::append(&txn, who, "token.revoke", &format!("token:{id}")).await?;
         txn.commit().await?;
+        self.forget_principals();
         Ok(())
     }
 }

@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// (default: http:// and the listen address).
     #[arg(long, env = "PINACLE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Milliseconds a cached read (who a token is, pod lists) may be served
+    /// (0 to 60000; 0 turns caching off). Writes through this server clear
+    /// the caches at once; this bounds how long a change made by another
+    /// process (a separate agent or API server) takes to show.
+    #[arg(long, env = "PINACLE_READ_CACHE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub read_cache_ms: u64,
     /// Seconds between audit-log anchors and signing-key rotation checks
     /// (1 to 86400).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -165,6 +171,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             ..Default::default()
         },
         anchor_file: Some(args.data_dir.join("audit-anchors.jsonl")),
+        read_cache_ttl: Duration::from_millis(args.read_cache_ms),
     })
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);

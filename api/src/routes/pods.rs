@@ -43,8 +43,27 @@ pub async fn tiers() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "tiers": tiers }))
 }
 
-pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "pods": s.list_pods(&who).await? })))
+/// `GET /api/v1/pods` answer, serialised straight from the views.
+#[derive(serde::Serialize)]
+pub struct PodList {
+    pub pods: Vec<PodView>,
+}
+
+/// The answer is cached per viewer (see [`crate::cache`]): polling clients
+/// cost one map lookup until a pod changes.
+pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+    let key = format!("{}|{}", who.user_id, who.teams.keys().cloned().collect::<Vec<_>>().join(","));
+    let body = match s.pod_lists.get(&key) {
+        Some(body) => body,
+        None => {
+            let read = s.pod_lists.begin_read();
+            let pods = s.list_pods(&who).await?;
+            let body = axum::body::Bytes::from(serde_json::to_vec(&PodList { pods }).map_err(ApiError::internal)?);
+            s.pod_lists.insert(key, body.clone(), read);
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 pub async fn create(
