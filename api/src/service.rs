@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use pinacle_orchestrator::{
-    place, HostCapacity, InvalidTransition, PodEvent, PodJob, PodName, PodRecord, PodState, RuntimeKind, Template, Tier,
+    hostname, place, HostCapacity, InvalidTransition, PodEvent, PodJob, PodName, PodRecord, PodState, RuntimeKind, Template, Tier,
     TierLimits,
 };
 use sea_orm::sea_query::Expr;
@@ -164,10 +164,23 @@ impl AppState {
                 ApiError::bad_request("unknown_tier", e.to_string())
             })?,
         };
-        let team_id = match &req.team {
-            Some(t) => Some(self.find_team(who, t, crate::policy::Action::Read).await?.id),
-            None => None,
+        let (team_id, owner_name) = match &req.team {
+            Some(t) => {
+                let team = self.find_team(who, t, crate::policy::Action::Read).await?;
+                (Some(team.id), team.name)
+            }
+            None => (None, who.user_name.clone()),
         };
+        let route_key = hostname::route_key(name.as_str(), &owner_name);
+        if route_key.len() > hostname::MAX_ROUTE_KEY {
+            return Err(ApiError::bad_request(
+                "name_too_long",
+                format!(
+                    "pod name {name} is too long for host names of {owner_name}: pod and owner names together may have at most {} characters",
+                    hostname::MAX_ROUTE_KEY - 1
+                ),
+            ));
+        }
         who.authorize(
             crate::policy::Action::Create,
             &crate::policy::Resource::Pod { owner: &who.user_id, team: team_id.as_deref() },
@@ -197,6 +210,7 @@ impl AppState {
         let id = Uuid::new_v4();
         let now = Utc::now();
         let txn = self.db.begin().await?;
+        self.check_route_key(&txn, &route_key, name.as_str(), &who.user_id, team_id.as_deref()).await?;
         let inserted = pod::ActiveModel {
             id: Set(id.to_string()),
             owner_id: Set(who.user_id.clone()),
@@ -211,6 +225,7 @@ impl AppState {
             created_at: Set(now),
             updated_at: Set(now),
             team_id: Set(team_id.clone()),
+            route_key: Set(Some(route_key.clone())),
         }
         .insert(&txn)
         .await;
@@ -232,6 +247,39 @@ impl AppState {
         self.enqueue(&host, PodJob::Provision(id)).await;
         tracing::info!(pod = %id, %name, owner = %who.user_name, %runtime, %host, "pod requested");
         model.try_into()
+    }
+
+    /// Refuses a route key that conflicts with a live pod's (see
+    /// [`hostname::keys_conflict`]), so every host name names at most one
+    /// pod. The same name under the same owner is left to the unique index
+    /// (answered `name_taken`). The answer does not say whose pod it is.
+    async fn check_route_key<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+        key: &str,
+        name: &str,
+        owner_id: &str,
+        team_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let dash_suffixes: Vec<String> = key.match_indices('-').map(|(i, _)| key[i + 1..].to_owned()).collect();
+        let candidates = pod::Entity::find()
+            .filter(pod::Column::State.ne(PodState::Deleted.as_str()))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(pod::Column::RouteKey.eq(key))
+                    .add(pod::Column::RouteKey.is_in(dash_suffixes))
+                    .add(pod::Column::RouteKey.like(format!("%-{key}"))),
+            )
+            .all(db)
+            .await?;
+        let same_pod = |p: &pod::Model| p.name == name && p.team_id.as_deref() == team_id && (team_id.is_some() || p.owner_id == owner_id);
+        if candidates.iter().any(|p| !same_pod(p) && p.route_key.as_deref().is_some_and(|k| hostname::keys_conflict(k, key))) {
+            return Err(ApiError::conflict(
+                "host_name_conflict",
+                format!("the host names of this pod (…-{key}.domain) could be confused with another pod's; choose another pod name"),
+            ));
+        }
+        Ok(())
     }
 
     /// Queues a job; a failure is logged, not returned: the pod is already

@@ -522,3 +522,42 @@ async fn an_idempotency_key_makes_a_retried_create_happen_once() {
     let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(body)).await;
     assert_error(s, &b, 409, "name_taken");
 }
+
+#[tokio::test]
+async fn pods_never_take_host_names_that_could_be_confused() {
+    let p = Pinacle::start().await;
+    let jo = signup_and_login(&p, "jo").await;
+    let bjo = signup_and_login(&p, "b-jo").await;
+    let create = |token: &str, name: &str| {
+        let body = json!({"name": name, "template": "minimal", "runtime": "youki"});
+        let (p, token) = (&p, token.to_owned());
+        async move { p.call_as(&token, Method::POST, "/api/v1/pods", Some(body)).await }
+    };
+    // jo's `a-b` owns `…-a-b-jo`
+    let (s, ab) = create(&jo, "a-b").await;
+    assert_eq!(s, 202, "{ab}");
+    // `a` of b-jo would be `…-a-b-jo` too, and `b` of jo a suffix of it
+    let ab_id = ab["id"].as_str().unwrap().to_owned();
+    for (token, name) in [(&bjo, "a"), (&jo, "b")] {
+        let (s, b) = create(token, name).await;
+        assert_error(s, &b, 409, "host_name_conflict");
+        assert!(!b.to_string().contains(&ab_id), "the other pod is not identified: {b}");
+    }
+    // names that only look alike are fine, and the same name stays `name_taken`
+    assert_eq!(create(&jo, "bb").await.0, 202);
+    let (s, b) = create(&jo, "a-b").await;
+    assert_error(s, &b, 409, "name_taken");
+    // once the pod is gone its host names are free
+    let id = ab["id"].as_str().unwrap();
+    p.call_as(&jo, Method::DELETE, &format!("/api/v1/pods/{id}"), None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while p.call_as(&jo, Method::GET, &format!("/api/v1/pods/{id}"), None).await.0 != 404 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(create(&bjo, "a").await.0, 202);
+    // a host-name label must fit DNS
+    let long = signup_and_login(&p, &"l".repeat(32)).await;
+    let (s, b) = create(&long, &"p".repeat(20)).await;
+    assert_error(s, &b, 400, "name_too_long");
+}

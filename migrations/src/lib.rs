@@ -15,6 +15,7 @@ mod m20261122_000007_sessions;
 mod m20261122_000008_secrets;
 mod m20261122_000009_identities;
 mod m20261122_000010_device_codes;
+mod m20261122_000011_route_key;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000008_secrets::Migration),
             Box::new(m20261122_000009_identities::Migration),
             Box::new(m20261122_000010_device_codes::Migration),
+            Box::new(m20261122_000011_route_key::Migration),
         ]
     }
 }

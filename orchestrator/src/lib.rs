@@ -5,6 +5,7 @@
 //! in. The API server and the host agent both build on these types, so a rule
 //! written here holds on both sides of the job queue.
 
+pub mod hostname;
 pub mod job;
 pub mod name;
 pub mod placement;

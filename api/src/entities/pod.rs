@@ -19,6 +19,9 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// The team the pod belongs to; `None`: a personal pod of `owner_id`.
     pub team_id: Option<String>,
+    /// `{pod}-{owner}` (owner: team or user name), the part of host names
+    /// the pod owns; live pods never hold conflicting keys.
+    pub route_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
