@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(runsc runc busybox-static debootstrap ca-certificates curl git build-essential pkg-config)
+packages=(runsc runc busybox-static debootstrap nftables iproute2 ca-certificates curl git build-essential pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

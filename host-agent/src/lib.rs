@@ -16,6 +16,7 @@ pub mod control;
 pub mod error;
 pub mod images;
 pub mod layout;
+pub mod network;
 pub mod queue;
 pub mod rootfs;
 pub mod runtime;
