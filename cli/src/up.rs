@@ -80,6 +80,21 @@ pub struct ServeArgs {
     /// Lifetime of access tokens (JWTs) in seconds (1 to 86400).
     #[arg(long, env = "PINACLE_ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub access_token_ttl: i64,
+    /// Pod networking: `none` (loopback only) or `bridge` (own network
+    /// namespace, veth to a host bridge, NAT egress, isolated from other pods
+    /// and from the host's services).
+    #[arg(long, env = "PINACLE_POD_NETWORK", default_value = "none", value_parser = ["none", "bridge"])]
+    pub pod_network: String,
+    /// The host bridge pods join (with --pod-network bridge).
+    #[arg(long, env = "PINACLE_POD_BRIDGE", default_value = "pnc0")]
+    pub pod_bridge: String,
+    /// Addresses for pods; the first is the bridge's.
+    #[arg(long, env = "PINACLE_POD_SUBNET", default_value = "10.88.0.0/16")]
+    pub pod_subnet: String,
+    /// More destinations pods may never reach, comma-separated IPv4 CIDRs
+    /// (link-local, loopback and multicast always are).
+    #[arg(long, env = "PINACLE_POD_DENY", default_value = "")]
+    pub pod_deny: String,
     /// Client id of the GitHub OAuth app for GitHub sign-in (its secret
     /// comes from PINACLE_GITHUB_CLIENT_SECRET).
     #[arg(long, env = "PINACLE_GITHUB_CLIENT_ID")]
@@ -180,6 +195,21 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     if role != Role::Server {
         let mut cfg = AgentConfig::new(&args.host_id, &args.data_dir);
         cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval);
+        if args.pod_network == "bridge" {
+            use pinacle_host_agent::network::{NetworkConfig, Subnet};
+            let subnet: Subnet = args.pod_subnet.parse().context("--pod-subnet")?;
+            let deny = args
+                .pod_deny
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Subnet::parse_cidr)
+                .collect::<Result<Vec<_>, _>>()
+                .context("--pod-deny")?;
+            let net = NetworkConfig { bridge: args.pod_bridge.clone(), subnet, deny };
+            net.ensure_host().await.context("setting up pod networking (needs iproute2 and nftables)")?;
+            cfg.network = Some(net);
+        }
         if args.runtime == Some(RuntimeKind::Youki) && cfg.youki.is_none() {
             anyhow::bail!("--runtime youki needs the pinacle-youki binary next to pinacle or on PATH");
         }

@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     /// How often to compare the runtime with the control plane.
     pub reconcile_interval: Duration,
+    /// Pod networking; `None`: pods get loopback only.
+    pub network: Option<crate::network::NetworkConfig>,
 }
 
 impl AgentConfig {
@@ -46,6 +48,7 @@ impl AgentConfig {
             youki: find_binary("pinacle-youki"),
             stop_grace: Duration::from_secs(5),
             reconcile_interval: Duration::from_secs(10),
+            network: None,
         }
     }
 }
@@ -291,12 +294,26 @@ impl HostAgent {
         let workspace = self.config.data.workspace(pod.id);
         std::fs::create_dir_all(&workspace).map_err(AgentError::io("creating", &workspace))?;
         let root = dir.join("rootfs");
+        let attachment = match &self.config.network {
+            Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods()).await?),
+            None => None,
+        };
         rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &root)?;
         let started = async {
+            if attachment.is_some() {
+                write_resolv_conf(&root)?;
+            }
+            let netns = attachment.as_ref().map(|a| a.netns_path());
             let env = self.control.pod_environment(pod.id).await?;
-            let spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit(), &env)?;
+            let spec_netns = netns.as_deref().filter(|_| pod.runtime == RuntimeKind::Youki);
+            let mut spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit(), &env, spec_netns)?;
+            if pod.runtime == RuntimeKind::Gvisor && netns.is_some() {
+                // runsc runs inside the pod's namespace with --network=host:
+                // a network namespace in the spec would make it a new, empty one.
+                bundle::inherit_network_namespace(&mut spec);
+            }
             bundle::write_bundle(&dir, &spec)?;
-            runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id)).await
+            runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id), netns.as_deref()).await
         }
         .await;
         if let Err(e) = started {
@@ -327,6 +344,9 @@ impl HostAgent {
     /// Removes the pod's sandbox, writable layer and volume.
     async fn remove(&self, pod: &PodRecord) -> Result<(), AgentError> {
         self.ensure_stopped(pod).await?;
+        if let Some(net) = &self.config.network {
+            net.detach(pod.id, &self.config.data.pod(pod.id)).await?;
+        }
         rootfs::remove_tree(&self.config.data.pod(pod.id))?;
         rootfs::remove_tree(&self.config.data.volume(pod.id))
     }
@@ -478,6 +498,12 @@ impl HostAgent {
                     }
                 }
                 tracing::info!(path = %entry.path().display(), "removing storage no live pod owns");
+                if let Some(net) = self.config.network.as_ref().filter(|_| crate::network::recorded(&entry.path()).is_some()) {
+                    if let Err(e) = net.detach(id, &entry.path()).await {
+                        failed(format!("removing the network of {}", entry.path().display()), e);
+                        continue;
+                    }
+                }
                 match rootfs::remove_tree(&entry.path()) {
                     Ok(()) => report.leftovers_removed.push(entry.path()),
                     Err(e) => failed(format!("removing {}", entry.path().display()), e),
@@ -585,4 +611,15 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
             }
         }
     })
+}
+
+/// Gives the pod's root file system the host's reachable name servers.
+fn write_resolv_conf(root: &Path) -> Result<(), AgentError> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).map_err(AgentError::io("creating", &etc))?;
+    let target = etc.join("resolv.conf");
+    // a symlink in the image must not redirect the write outside the pod
+    let _ = std::fs::remove_file(&target);
+    std::fs::write(&target, crate::network::pod_resolv_conf(&host)).map_err(AgentError::io("writing", &target))
 }

@@ -72,6 +72,7 @@ pub fn pod_spec(
     workspace: &Path,
     nofile: u64,
     extra_env: &[String],
+    netns: Option<&Path>,
 ) -> Result<Spec, AgentError> {
     let err = |e: oci_spec::OciSpecError| AgentError::Bundle(e.to_string());
     let limits = pod.tier.limits();
@@ -116,8 +117,21 @@ pub fn pod_spec(
         .build()
         .map_err(err)?;
     let defaults = oci_spec::runtime::Linux::default();
+    let namespaces: Vec<_> = defaults
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut n| {
+            // the pod's prepared network namespace, joined by path
+            if let (oci_spec::runtime::LinuxNamespaceType::Network, Some(path)) = (n.typ(), netns) {
+                n.set_path(Some(path.to_path_buf()));
+            }
+            n
+        })
+        .collect();
     let linux = LinuxBuilder::default()
-        .namespaces(defaults.namespaces().clone().unwrap_or_default())
+        .namespaces(namespaces)
         .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .resources(resources)
@@ -154,6 +168,16 @@ pub fn pod_spec(
         .set_mounts(Some(mounts))
         .set_linux(Some(linux));
     Ok(spec)
+}
+
+/// Drops the network namespace from `spec`: the sandbox then shares the
+/// network namespace of the process that starts it.
+pub fn inherit_network_namespace(spec: &mut Spec) {
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces_mut() {
+            ns.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network);
+        }
+    }
 }
 
 /// Writes `spec` to `{bundle}/config.json` (atomically: temp file + rename),
@@ -194,7 +218,7 @@ mod tests {
 
     #[test]
     fn tier_limits_reach_the_spec() {
-        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[]).unwrap();
+        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(200_000));
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
@@ -204,7 +228,7 @@ mod tests {
 
     #[test]
     fn least_privilege_defaults() {
-        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[]).unwrap();
+        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.no_new_privileges(), Some(true));
         let caps = process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();

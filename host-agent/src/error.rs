@@ -35,6 +35,8 @@ pub enum AgentError {
     Queue(String),
     #[error("bundle: {0}")]
     Bundle(String),
+    #[error("pod network: {0}")]
+    Network(String),
 }
 
 impl AgentError {

@@ -3,9 +3,10 @@
 //! pod subnet, and nftables rules that keep pods from each other and from the
 //! host's own services, with a per-pod egress policy.
 //!
-//! This module decides names, addresses and rules; applying them (iproute2,
-//! `nft -f`) and joining the namespace from both runtimes come next. Nothing
-//! here touches the system.
+//! The first part decides names, addresses and rules and touches nothing;
+//! [`NetworkConfig`] applies them with iproute2 and `nft -f`. youki joins the
+//! pod's namespace through the OCI spec; runsc is started inside it with
+//! `--network=host` (its own netns support fails on this runsc release).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -131,6 +132,14 @@ impl Egress {
     }
 }
 
+impl Subnet {
+    /// Any IPv4 CIDR (`/0` to `/32`), for deny and allow lists.
+    pub fn parse_cidr(s: &str) -> Result<Subnet, NetworkError> {
+        let cidr = if s.contains('/') { s.to_owned() } else { format!("{s}/32") };
+        parse_any_prefix(&cidr).ok_or_else(|| NetworkError::BadAllow(s.to_owned()))
+    }
+}
+
 fn parse_any_prefix(s: &str) -> Option<Subnet> {
     let (addr, prefix) = s.split_once('/')?;
     let addr: Ipv4Addr = addr.parse().ok()?;
@@ -201,6 +210,178 @@ pub fn ruleset(bridge: &str, subnet: &Subnet, deny: &[Subnet], pods: &[PodRule])
     r
 }
 
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_DIR: &str = "/var/run/netns";
+
+/// The file in a pod's directory that records its attachment.
+const ATTACHMENT_FILE: &str = "network.json";
+
+/// The host side of pod networking on this agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The bridge the pods' veths join (at most 15 characters).
+    pub bridge: String,
+    pub subnet: Subnet,
+    /// More destinations no pod may reach (besides [`ALWAYS_DENIED`]).
+    pub deny: Vec<Subnet>,
+}
+
+/// A pod's network attachment, as recorded in its directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attachment {
+    pub ip: Ipv4Addr,
+    pub netns: String,
+}
+
+impl Attachment {
+    /// The namespace's path, for the OCI spec and `setns`.
+    pub fn netns_path(&self) -> std::path::PathBuf {
+        std::path::Path::new(NETNS_DIR).join(&self.netns)
+    }
+}
+
+/// The attachment recorded in `pod_dir`, if any.
+pub fn recorded(pod_dir: &std::path::Path) -> Option<Attachment> {
+    serde_json::from_slice(&std::fs::read(pod_dir.join(ATTACHMENT_FILE)).ok()?).ok()
+}
+
+/// Addresses recorded by the pods under `pods_dir`.
+pub fn used_addresses(pods_dir: &std::path::Path) -> BTreeSet<Ipv4Addr> {
+    std::fs::read_dir(pods_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| recorded(&e.path()))
+        .map(|a| a.ip)
+        .collect()
+}
+
+async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), crate::AgentError> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(if input.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| crate::AgentError::Network(format!("running {program}: {e}")))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).await.map_err(|e| crate::AgentError::Network(format!("{program}: {e}")))?;
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| crate::AgentError::Network(format!("{program} {} timed out", args.join(" "))))?
+        .map_err(|e| crate::AgentError::Network(format!("{program}: {e}")))?;
+    if !out.status.success() {
+        return Err(crate::AgentError::Network(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+async fn exists(program: &str, args: &[&str]) -> bool {
+    run(program, args, None).await.is_ok()
+}
+
+impl NetworkConfig {
+    /// Makes the bridge, forwarding and the ruleset ready (idempotent).
+    pub async fn ensure_host(&self) -> Result<(), crate::AgentError> {
+        if self.bridge.is_empty() || self.bridge.len() > 15 {
+            return Err(crate::AgentError::Network(format!("bridge name {:?} must have 1 to 15 characters", self.bridge)));
+        }
+        if !exists("ip", &["link", "show", &self.bridge]).await {
+            run("ip", &["link", "add", &self.bridge, "type", "bridge"], None).await?;
+        }
+        let gw = format!("{}/{}", self.subnet.gateway(), self.subnet.prefix);
+        run("ip", &["addr", "replace", &gw, "dev", &self.bridge], None).await?;
+        run("ip", &["link", "set", &self.bridge, "up"], None).await?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| crate::AgentError::Network(format!("enabling IPv4 forwarding: {e}")))?;
+        run("nft", &["-f", "-"], Some(&ruleset(&self.bridge, &self.subnet, &self.deny, &[]))).await
+    }
+
+    /// Gives the pod its namespace, veth pair and address (idempotent: an
+    /// attachment already recorded and present is returned as it is).
+    pub async fn attach(&self, pod: Uuid, pod_dir: &std::path::Path, pods_dir: &std::path::Path) -> Result<Attachment, crate::AgentError> {
+        let names = pod_names(pod);
+        if let Some(a) = recorded(pod_dir).filter(|a| a.netns_path().exists()) {
+            return Ok(a);
+        }
+        // Whatever a failed attempt left goes first.
+        self.detach(pod, pod_dir).await?;
+        let ip = self.subnet.allocate(&used_addresses(pods_dir))?;
+        let attached = self.plumb(&names, ip).await;
+        if let Err(e) = attached {
+            let _ = self.detach(pod, pod_dir).await;
+            return Err(e);
+        }
+        let a = Attachment { ip, netns: names.netns };
+        std::fs::create_dir_all(pod_dir).map_err(crate::AgentError::io("creating", pod_dir))?;
+        let json = serde_json::to_vec(&a).map_err(|e| crate::AgentError::Network(e.to_string()))?;
+        std::fs::write(pod_dir.join(ATTACHMENT_FILE), json).map_err(crate::AgentError::io("writing", pod_dir.join(ATTACHMENT_FILE)))?;
+        Ok(a)
+    }
+
+    async fn plumb(&self, n: &PodNames, ip: Ipv4Addr) -> Result<(), crate::AgentError> {
+        let addr = format!("{ip}/{}", self.subnet.prefix);
+        let gw = self.subnet.gateway().to_string();
+        run("ip", &["netns", "add", &n.netns], None).await?;
+        run("ip", &["link", "add", &n.host_veth, "type", "veth", "peer", "name", &n.pod_veth], None).await?;
+        run("ip", &["link", "set", &n.pod_veth, "netns", &n.netns], None).await?;
+        run("ip", &["-n", &n.netns, "link", "set", &n.pod_veth, "name", "eth0"], None).await?;
+        run("ip", &["-n", &n.netns, "addr", "add", &addr, "dev", "eth0"], None).await?;
+        run("ip", &["-n", &n.netns, "link", "set", "eth0", "up"], None).await?;
+        run("ip", &["-n", &n.netns, "link", "set", "lo", "up"], None).await?;
+        run("ip", &["-n", &n.netns, "route", "add", "default", "via", &gw], None).await?;
+        run("ip", &["link", "set", &n.host_veth, "master", &self.bridge], None).await?;
+        // layer 2: isolated ports talk to the bridge, never to each other
+        run("bridge", &["link", "set", "dev", &n.host_veth, "isolated", "on"], None).await?;
+        run("ip", &["link", "set", &n.host_veth, "up"], None).await
+    }
+
+    /// Removes the pod's namespace and interfaces and forgets its address.
+    /// Succeeds when there is nothing to remove.
+    pub async fn detach(&self, pod: Uuid, pod_dir: &std::path::Path) -> Result<(), crate::AgentError> {
+        let names = pod_names(pod);
+        if std::path::Path::new(NETNS_DIR).join(&names.netns).exists() {
+            run("ip", &["netns", "del", &names.netns], None).await?;
+        }
+        if exists("ip", &["link", "show", &names.host_veth]).await {
+            run("ip", &["link", "del", &names.host_veth], None).await?;
+        }
+        match std::fs::remove_file(pod_dir.join(ATTACHMENT_FILE)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(crate::AgentError::io("removing", pod_dir.join(ATTACHMENT_FILE))(e)),
+        }
+    }
+}
+
+/// `/etc/resolv.conf` for pods: the host's name servers that a pod can
+/// reach (not loopback ones, such as a local stub resolver).
+pub fn pod_resolv_conf(host_resolv: &str) -> String {
+    let servers: Vec<&str> = host_resolv
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .filter(|s| s.parse::<Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .collect();
+    let mut out = String::new();
+    for s in servers {
+        let _ = writeln!(out, "nameserver {s}");
+    }
+    out
+}
+
+impl From<NetworkError> for crate::AgentError {
+    fn from(e: NetworkError) -> Self {
+        crate::AgentError::Network(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +418,13 @@ mod tests {
         assert!(n.host_veth.len() <= 15 && n.pod_veth.len() <= 15, "{n:?}");
         assert_ne!(n.host_veth, n.pod_veth);
         assert!(n.netns.starts_with("pinacle-"));
+    }
+
+    #[test]
+    fn pods_get_the_hosts_reachable_name_servers() {
+        let host = "# generated\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch example\nnameserver ::1\n";
+        assert_eq!(pod_resolv_conf(host), "nameserver 192.0.2.53\n");
+        assert_eq!(pod_resolv_conf(""), "");
     }
 
     #[test]
@@ -287,4 +475,3 @@ mod tests {
         assert!(out.status.success(), "nft -c refused the ruleset: {}\n{r}", String::from_utf8_lossy(&out.stderr));
     }
 }
-

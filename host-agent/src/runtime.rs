@@ -31,7 +31,9 @@ pub enum SandboxStatus {
 pub trait SandboxRuntime: Send + Sync + 'static {
     /// Creates sandbox `id` from `bundle` and starts it; its main process
     /// writes stdout and stderr to `console_log`.
-    async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path) -> Result<(), AgentError>;
+    /// `netns`: the pod's network namespace, when it has one (youki finds
+    /// it in the bundle; runsc is started inside it).
+    async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path, netns: Option<&Path>) -> Result<(), AgentError>;
     /// The sandbox's status.
     async fn status(&self, id: &str) -> Result<SandboxStatus, AgentError>;
     /// Ids of all sandboxes this runtime holds (ours and anyone else's).
@@ -88,6 +90,49 @@ impl OciCliRuntime {
         }
     }
 
+    /// [`OciCliRuntime::command`] run inside the network namespace at `ns`,
+    /// with `--network=host` (the namespace's own network) for runsc.
+    fn command_in_netns(&self, ns: &Path) -> Result<Command, AgentError> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(ns).map_err(AgentError::io("opening network namespace", ns))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(self.global.iter().map(|a| if a == "--network=none" { "--network=host" } else { a.as_str() }))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let fd = file.as_raw_fd();
+        // SAFETY: setns and prctl are async-signal-safe; `file` outlives the
+        // spawn because it moves into the closure, which the Command keeps.
+        unsafe {
+            cmd.pre_exec(move || {
+                let _keep = &file;
+                let borrowed = std::os::fd::BorrowedFd::borrow_raw(fd);
+                nix::sched::setns(borrowed, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        Ok(cmd)
+    }
+
+    /// The command for sandbox `id`: inside the pod's network namespace for
+    /// a networked gVisor pod, because runsc reaches its sandbox's control
+    /// server through an abstract socket, which lives in that namespace.
+    fn command_for(&self, id: &str) -> Command {
+        if self.kind == RuntimeKind::Gvisor {
+            let ns = id
+                .strip_prefix("pinacle-")
+                .and_then(|u| uuid::Uuid::parse_str(u).ok())
+                .map(|u| Path::new(crate::network::NETNS_DIR).join(crate::network::pod_names(u).netns))
+                .filter(|p| p.exists());
+            if let Some(ns) = ns {
+                match self.command_in_netns(&ns) {
+                    Ok(cmd) => return cmd,
+                    Err(e) => tracing::warn!(sandbox = id, error = %e, "cannot enter the pod's network namespace"),
+                }
+            }
+        }
+        self.command()
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.global).stdin(Stdio::null()).kill_on_drop(true);
@@ -111,7 +156,7 @@ impl OciCliRuntime {
             id: id.to_owned(),
             message,
         };
-        let mut cmd = self.command();
+        let mut cmd = self.command_for(id);
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let out = tokio::time::timeout(RUNTIME_COMMAND_TIMEOUT, cmd.output())
             .await
@@ -127,14 +172,19 @@ impl OciCliRuntime {
 
 #[async_trait]
 impl SandboxRuntime for OciCliRuntime {
-    async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path) -> Result<(), AgentError> {
+    async fn create_and_start(&self, id: &str, bundle: &Path, console_log: &Path, netns: Option<&Path>) -> Result<(), AgentError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(console_log)
             .map_err(AgentError::io("opening", console_log))?;
         let log_err = log.try_clone().map_err(AgentError::io("opening", console_log))?;
-        let mut cmd = self.command();
+        let mut cmd = match (self.kind, netns) {
+            // runsc's own netns support fails on this release: start it
+            // inside the pod's namespace and let it use that network.
+            (RuntimeKind::Gvisor, Some(ns)) => self.command_in_netns(ns)?,
+            _ => self.command(),
+        };
         cmd.arg("create")
             .arg(format!("--bundle={}", bundle.display()))
             .arg(id)
@@ -208,7 +258,7 @@ impl SandboxRuntime for OciCliRuntime {
     }
 
     fn exec_command(&self, id: &str, cwd: &str, env: &[String], argv: &[String]) -> Command {
-        let mut cmd = self.command();
+        let mut cmd = self.command_for(id);
         cmd.arg("exec").arg(format!("--cwd={cwd}"));
         for kv in env {
             cmd.arg(format!("--env={kv}"));

@@ -348,6 +348,18 @@ impl Drop for Pinacle {
                 let _ = runtime_cmd(runtime, &state).args(["delete", "--force", &id]).output();
             }
         }
+        // pod network namespaces and host veths this server made
+        if let Ok(pods) = std::fs::read_dir(self.data.path().join("pods")) {
+            for dir in pods.flatten() {
+                let Ok(raw) = std::fs::read(dir.path().join("network.json")) else { continue };
+                let Ok(a) = serde_json::from_slice::<Value>(&raw) else { continue };
+                if let Some(ns) = a["netns"].as_str() {
+                    let _ = Command::new("ip").args(["netns", "del", ns]).output();
+                    let veth = format!("pv{}", ns.trim_start_matches("pinacle-"));
+                    let _ = Command::new("ip").args(["link", "del", &veth]).output();
+                }
+            }
+        }
         // unmount every overlay left under the data dir, deepest first
         if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
             let root = self.data.path().canonicalize().unwrap_or_else(|_| self.data.path().to_path_buf());

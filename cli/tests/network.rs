@@ -1,0 +1,128 @@
+//! Pod networking on real sandboxes: each pod has its own namespace and
+//! address on a host bridge; the host reaches pods, pods reach neither each
+//! other nor the host's own services, and deleting a pod removes its
+//! namespace and interfaces. Only the bridge and namespaces this test makes
+//! are touched.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Pinacle;
+use serde_json::Value;
+
+const BRIDGE: &str = "pnctest0";
+const SUBNET: &str = "10.231.7.0/24";
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 231, 7, 1);
+
+/// Removes the test's bridge and ruleset however the test ends.
+struct HostCleanup;
+
+impl Drop for HostCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", BRIDGE]).output();
+        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &format!("pinacle_{BRIDGE}")]).output();
+    }
+}
+
+fn attachment(p: &Pinacle, pod: &Value) -> (Ipv4Addr, String) {
+    let id: uuid::Uuid = pod["id"].as_str().unwrap().parse().unwrap();
+    let path = p.data.path().join("pods").join(id.simple().to_string()).join("network.json");
+    let a: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (a["ip"].as_str().unwrap().parse().unwrap(), a["netns"].as_str().unwrap().to_owned())
+}
+
+/// A shell line that fetches /index.html from `host:port` with busybox nc.
+fn http_via_nc(host: &str, port: u16) -> String {
+    format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {host} {port}")
+}
+
+async fn http_get(url: &str) -> Result<String, String> {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    match c.get(url).send().await {
+        Ok(r) => r.text().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn pods_get_isolated_networks_on_both_runtimes() {
+    let _cleanup = HostCleanup;
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BRIDGE, "--pod-subnet", SUBNET]).await;
+    let a = p.create_running("net-a", "minimal", "youki").await;
+    let b = p.create_running("net-b", "minimal", "gvisor").await;
+    let (ip_a, ns_a) = attachment(&p, &a);
+    let (ip_b, ns_b) = attachment(&p, &b);
+    assert_ne!(ip_a, ip_b);
+    for ip in [ip_a, ip_b] {
+        assert!(ip.octets()[..3] == [10, 231, 7] && ip != GATEWAY, "{ip}");
+    }
+    // a web server in each pod
+    for (pod, body) in [("net-a", "hello from a"), ("net-b", "hello from b")] {
+        let script = format!("echo '{body}' > /workspace/index.html && busybox httpd -p 8080 -h /workspace");
+        let (_, err, code) = p.exec(pod, &["sh", "-c", &script]).await;
+        assert_eq!(code, 0, "{pod}: {err}");
+    }
+    // the host reaches both (this is how the proxy will)
+    for (ip, body) in [(ip_a, "hello from a"), (ip_b, "hello from b")] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match http_get(&format!("http://{ip}:8080/index.html")).await {
+                Ok(text) => {
+                    assert_eq!(text.trim(), body);
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "host cannot reach {ip}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // each pod reaches itself... (busybox nc: Debian's static wget crashes)
+    let (out, _, code) = p.exec("net-a", &["sh", "-c", &http_via_nc("127.0.0.1", 8080)]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("hello from a"), "{out}");
+    // ...but not the other pod, on either runtime
+    for (from, to) in [("net-a", ip_b), ("net-b", ip_a)] {
+        let (out, _, code) = p.exec(from, &["sh", "-c", &http_via_nc(&to.to_string(), 8080)]).await;
+        assert!(code != 0 && !out.contains("hello"), "{from} reached {to}: {out}");
+    }
+    // nor a service of the host's, even on the bridge address itself
+    let listener = tokio::net::TcpListener::bind((GATEWAY, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((_, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    for from in ["net-a", "net-b"] {
+        let (_, _, code) = p.exec(from, &["sh", "-c", &http_via_nc(&GATEWAY.to_string(), port)]).await;
+        assert_ne!(code, 0);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a pod opened a connection to the host");
+    server.abort();
+    // the address survives a stop and start
+    p.call(reqwest::Method::POST, "/api/v1/pods/net-a/stop", None).await;
+    p.wait_state("net-a", "stopped", 60).await;
+    p.call(reqwest::Method::POST, "/api/v1/pods/net-a/start", None).await;
+    p.wait_state("net-a", "running", 60).await;
+    assert_eq!(attachment(&p, &a).0, ip_a);
+    // deleting removes the namespace and the host's veth
+    for pod in ["net-a", "net-b"] {
+        p.call(reqwest::Method::DELETE, &format!("/api/v1/pods/{pod}"), None).await;
+        p.wait_state(pod, "deleted", 60).await;
+    }
+    for ns in [ns_a, ns_b] {
+        assert!(!Path::new("/var/run/netns").join(&ns).exists(), "{ns} left behind");
+        let veth = format!("pv{}", ns.trim_start_matches("pinacle-"));
+        let shown = std::process::Command::new("ip").args(["link", "show", &veth]).output().unwrap();
+        assert!(!shown.status.success(), "{veth} left behind");
+    }
+}
