@@ -20,6 +20,7 @@ pub mod github;
 pub mod idempotency;
 pub mod metrics;
 pub mod policy;
+pub mod proxy_routes;
 pub mod ratelimit;
 pub mod routes;
 pub mod secrets;

@@ -95,6 +95,14 @@ pub struct ServeArgs {
     /// (link-local, loopback and multicast always are).
     #[arg(long, env = "PINACLE_POD_DENY", default_value = "")]
     pub pod_deny: String,
+    /// Address for the pod proxy (plain HTTP), such as 127.0.0.1:8080;
+    /// none: no proxy.
+    #[arg(long, env = "PINACLE_PROXY_LISTEN")]
+    pub proxy_listen: Option<SocketAddr>,
+    /// The domain pod host names live under:
+    /// `{port}-{pod}-{owner}.{domain}`.
+    #[arg(long, env = "PINACLE_DOMAIN", default_value = "pinacle.localhost")]
+    pub domain: String,
     /// Client id of the GitHub OAuth app for GitHub sign-in (its secret
     /// comes from PINACLE_GITHUB_CLIENT_SECRET).
     #[arg(long, env = "PINACLE_GITHUB_CLIENT_ID")]
@@ -295,6 +303,18 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 maintenance.abort();
             }
         });
+        if let Some(addr) = args.proxy_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("proxy: listening on {addr}"))?;
+            say!("Pinacle proxy listening on http://{} for *.{}", listener.local_addr()?, args.domain);
+            let routes = Arc::new(pinacle_api::proxy_routes::PodRoutes { state: state.clone(), domain: args.domain.clone() });
+            let mut rx = stop_rx.clone();
+            tasks.spawn(async move {
+                pinacle_proxy::serve(listener, routes, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await;
+            });
+        }
         let app = pinacle_api::router(state.clone());
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {

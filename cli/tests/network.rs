@@ -17,17 +17,18 @@ use std::time::{Duration, Instant};
 use common::Pinacle;
 use serde_json::Value;
 
+// Each test has its own bridge and subnet: tests run in parallel.
 const BRIDGE: &str = "pnctest0";
 const SUBNET: &str = "10.231.7.0/24";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 231, 7, 1);
 
-/// Removes the test's bridge and ruleset however the test ends.
-struct HostCleanup;
+/// Removes a test's bridge and ruleset however the test ends.
+struct HostCleanup(&'static str);
 
 impl Drop for HostCleanup {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", BRIDGE]).output();
-        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &format!("pinacle_{BRIDGE}")]).output();
+        let _ = std::process::Command::new("ip").args(["link", "del", self.0]).output();
+        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &format!("pinacle_{}", self.0)]).output();
     }
 }
 
@@ -53,7 +54,7 @@ async fn http_get(url: &str) -> Result<String, String> {
 
 #[tokio::test]
 async fn pods_get_isolated_networks_on_both_runtimes() {
-    let _cleanup = HostCleanup;
+    let _cleanup = HostCleanup(BRIDGE);
     let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BRIDGE, "--pod-subnet", SUBNET]).await;
     let a = p.create_running("net-a", "minimal", "youki").await;
     let b = p.create_running("net-b", "minimal", "gvisor").await;
@@ -125,4 +126,71 @@ async fn pods_get_isolated_networks_on_both_runtimes() {
         let shown = std::process::Command::new("ip").args(["link", "show", &veth]).output().unwrap();
         assert!(!shown.status.success(), "{veth} left behind");
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET through the proxy with `host` and maybe a bearer token: (status, body).
+async fn via_proxy(proxy: u16, host: &str, token: Option<&str>) -> (u16, String) {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut req = c.get(format!("http://127.0.0.1:{proxy}/index.html")).header("host", host);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_proxy_routes_pod_hosts_to_their_owners_only() {
+    const BR: &str = "pnctest1";
+    let _cleanup = HostCleanup(BR);
+    let proxy = free_port();
+    let proxy_arg = format!("127.0.0.1:{proxy}");
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.8.0/24", "--proxy-listen", &proxy_arg]).await;
+    p.create_running("web", "minimal", "youki").await;
+    let (_, err, code) = p.exec("web", &["sh", "-c", "echo 'hello via proxy' > /workspace/index.html && busybox httpd -p 8080 -h /workspace"]).await;
+    assert_eq!(code, 0, "{err}");
+    let host = "8080-web-admin.pinacle.localhost";
+    // the owner gets through (the server may take a moment to listen)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = via_proxy(proxy, host, Some(common::TOKEN)).await;
+        if s == 200 {
+            assert_eq!(body.trim(), "hello via proxy");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // no credential: 401, and nothing is told about which pods exist
+    assert_eq!(via_proxy(proxy, host, None).await.0, 401);
+    assert_eq!(via_proxy(proxy, "8080-nope-admin.pinacle.localhost", None).await.0, 401);
+    assert_eq!(via_proxy(proxy, host, Some("pnc_not-a-token")).await.0, 401);
+    // another user: 404, as if the pod did not exist
+    let (s, b) = p
+        .call_as("", reqwest::Method::POST, "/api/v1/auth/signup", Some(serde_json::json!({"name": "bob", "password": "correct horse battery"})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, pair) = p
+        .call_as("", reqwest::Method::POST, "/api/v1/auth/login", Some(serde_json::json!({"name": "bob", "password": "correct horse battery"})))
+        .await;
+    let bob = pair["access_token"].as_str().unwrap();
+    assert_eq!(via_proxy(proxy, host, Some(bob)).await.0, 404);
+    // wrong pod, outside the domain, a service name: 404
+    for h in ["8080-nope-admin.pinacle.localhost", "8080-web-admin.example.com", "code-web-admin.pinacle.localhost"] {
+        assert_eq!(via_proxy(proxy, h, Some(common::TOKEN)).await.0, 404, "{h}");
+    }
+    // nothing listening on the port: a 502 page naming pod and port
+    let (s, body) = via_proxy(proxy, "9090-web-admin.pinacle.localhost", Some(common::TOKEN)).await;
+    assert_eq!(s, 502);
+    assert!(body.contains("port 9090 of pod web"), "{body}");
+    // a stopped pod: a page saying so
+    p.call(reqwest::Method::POST, "/api/v1/pods/web/stop", None).await;
+    p.wait_state("web", "stopped", 60).await;
+    let (s, body) = via_proxy(proxy, host, Some(common::TOKEN)).await;
+    assert_eq!(s, 503);
+    assert!(body.contains("web is stopped"), "{body}");
 }

@@ -515,6 +515,11 @@ impl HostAgent {
         Ok(report)
     }
 
+    /// The pod's network address on this host, if it has one.
+    pub fn pod_address(&self, pod: Uuid) -> Option<std::net::Ipv4Addr> {
+        crate::network::recorded(&self.config.data.pod(pod)).map(|a| a.ip)
+    }
+
     fn spawn_job(self: &Arc<Self>, job: PodJob) {
         let agent = Arc::clone(self);
         tokio::spawn(async move {

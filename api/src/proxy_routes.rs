@@ -1,0 +1,80 @@
+//! The proxy's [`Resolver`]: host name → pod → the caller's right to use
+//! it → the pod's address. Access goes through the same principal and
+//! policy as the API (acting on a pod's web service is `Exec`-level use).
+
+use pinacle_orchestrator::{hostname, PodState};
+use pinacle_proxy::{Resolver, RouteError, Upstream};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use crate::entities::{pod, team, user};
+use crate::policy::{Action, Denied};
+use crate::AppState;
+
+/// Routes for the pods of this control plane under `domain`.
+pub struct PodRoutes {
+    pub state: AppState,
+    pub domain: String,
+}
+
+#[async_trait::async_trait]
+impl Resolver for PodRoutes {
+    async fn resolve(&self, host: &str, credential: Option<&str>) -> Result<Upstream, RouteError> {
+        let internal = |e: crate::ApiError| RouteError::Internal(e.to_string());
+        let label = hostname::pod_label(host, &self.domain).map_err(|_| RouteError::NotFound)?;
+        // Who first: without a valid credential nothing about pods is told.
+        let token = credential.ok_or(RouteError::Unauthorized)?;
+        let who = self.state.principal_for_bearer(token).await.map_err(|_| RouteError::Unauthorized)?;
+        let splits = hostname::splits(&label);
+        let keys: Vec<String> = splits.iter().map(|h| hostname::route_key(&h.pod, &h.owner)).collect();
+        let found = pod::Entity::find()
+            .filter(pod::Column::RouteKey.is_in(keys))
+            .filter(pod::Column::State.ne(PodState::Deleted.as_str()))
+            .all(&self.state.db)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        // Route keys of live pods never conflict, so at most one split matches.
+        let (model, split) = match found.as_slice() {
+            [m] => {
+                let split = splits
+                    .iter()
+                    .find(|h| m.route_key.as_deref() == Some(hostname::route_key(&h.pod, &h.owner).as_str()))
+                    .cloned()
+                    .ok_or(RouteError::NotFound)?;
+                (m.clone(), split)
+            }
+            _ => return Err(RouteError::NotFound),
+        };
+        // The owner part must name the pod's real owner (user or team).
+        let owner_name = match &model.team_id {
+            Some(t) => team::Entity::find_by_id(t.clone()).one(&self.state.db).await.map_err(|e| internal(e.into()))?.map(|t| t.name),
+            None => user::Entity::find_by_id(model.owner_id.clone()).one(&self.state.db).await.map_err(|e| internal(e.into()))?.map(|u| u.name),
+        };
+        if owner_name.as_deref() != Some(split.owner.as_str()) || model.name != split.pod {
+            return Err(RouteError::NotFound);
+        }
+        match crate::policy::decide(&who.subject, Action::Exec, &crate::service::pod_resource(&model)) {
+            Ok(()) => {}
+            Err(Denied::Hidden) => return Err(RouteError::NotFound),
+            Err(Denied::Forbidden(why)) => return Err(RouteError::Forbidden(why)),
+        }
+        if model.state != PodState::Running.as_str() {
+            return Err(RouteError::NotRunning { pod: model.name, state: model.state });
+        }
+        let port = match split.target {
+            hostname::Target::Port(p) => p,
+            hostname::Target::Service(service) => return Err(RouteError::UnknownService { pod: model.name, service }),
+        };
+        let id = uuid::Uuid::parse_str(&model.id).map_err(|e| RouteError::Internal(e.to_string()))?;
+        let agent = self
+            .state
+            .local_agent
+            .get()
+            .filter(|a| a.host_id() == model.host_id)
+            .ok_or_else(|| RouteError::Internal(format!("pod {} runs on remote host {}; not supported yet", model.name, model.host_id)))?;
+        let ip = agent.pod_address(id).ok_or_else(|| RouteError::NotRunning {
+            pod: model.name.clone(),
+            state: "running without a network (start Pinacle with --pod-network bridge)".into(),
+        })?;
+        Ok(Upstream { addr: (ip, port).into(), pod: model.name, owner: split.owner })
+    }
+}
