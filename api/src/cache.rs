@@ -47,6 +47,12 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         map.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
     }
 
+    /// How many times the cache was cleared: a value computed from this
+    /// cache's data is stale once this moves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Where a read starts: pass it to [`ReadCache::insert`] with the value.
     pub fn begin_read(&self) -> (u64, Instant) {
         (self.generation.load(std::sync::atomic::Ordering::SeqCst), Instant::now())

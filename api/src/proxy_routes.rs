@@ -6,6 +6,7 @@ use pinacle_orchestrator::{hostname, PodState};
 use pinacle_proxy::{Resolver, RouteError, Upstream};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
+use crate::cache::ReadCache;
 use crate::entities::{pod, team, user};
 use crate::policy::{Action, Denied};
 use crate::AppState;
@@ -14,11 +15,43 @@ use crate::AppState;
 pub struct PodRoutes {
     pub state: AppState,
     pub domain: String,
+    /// Granted routes by host and credential, with the generations of the
+    /// principal and pod caches they were computed under: any change to
+    /// pods, tokens, sessions or memberships in this process invalidates
+    /// them at once; the time limit bounds changes made elsewhere.
+    cache: ReadCache<(String, String), (u64, u64, Upstream)>,
+}
+
+impl PodRoutes {
+    pub fn new(state: AppState, domain: String) -> Self {
+        let cache = ReadCache::new(state.pod_lists.ttl());
+        Self { state, domain, cache }
+    }
+
+    fn generations(&self) -> (u64, u64) {
+        (self.state.principals.generation(), self.state.pod_lists.generation())
+    }
 }
 
 #[async_trait::async_trait]
 impl Resolver for PodRoutes {
     async fn resolve(&self, host: &str, credential: Option<&str>) -> Result<Upstream, RouteError> {
+        let key = (host.to_ascii_lowercase(), credential.map(crate::auth::hash_token).unwrap_or_default());
+        if let Some((p, g, upstream)) = self.cache.get(&key) {
+            if (p, g) == self.generations() {
+                return Ok(upstream);
+            }
+        }
+        let read = self.cache.begin_read();
+        let (p, g) = self.generations();
+        let upstream = self.resolve_fresh(host, credential).await?;
+        self.cache.insert(key, (p, g, upstream.clone()), read);
+        Ok(upstream)
+    }
+}
+
+impl PodRoutes {
+    async fn resolve_fresh(&self, host: &str, credential: Option<&str>) -> Result<Upstream, RouteError> {
         let internal = |e: crate::ApiError| RouteError::Internal(e.to_string());
         let label = hostname::pod_label(host, &self.domain).map_err(|_| RouteError::NotFound)?;
         // Who first: without a valid credential nothing about pods is told.

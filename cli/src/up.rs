@@ -306,7 +306,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         if let Some(addr) = args.proxy_listen {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("proxy: listening on {addr}"))?;
             say!("Pinacle proxy listening on http://{} for *.{}", listener.local_addr()?, args.domain);
-            let routes = Arc::new(pinacle_api::proxy_routes::PodRoutes { state: state.clone(), domain: args.domain.clone() });
+            let routes = Arc::new(pinacle_api::proxy_routes::PodRoutes::new(state.clone(), args.domain.clone()));
             let mut rx = stop_rx.clone();
             tasks.spawn(async move {
                 pinacle_proxy::serve(listener, routes, async move {

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Proxy benchmark: wrk against the same upstream (busybox httpd serving a
+# 1 KiB file inside a real youki pod) three ways in one run: directly on the
+# pod's address (baseline), through nginx (Debian) as a reverse proxy, and
+# through the Pinacle proxy (which also authenticates every request with a
+# bearer token and checks the policy). Keep-alive on the client side, 1 and
+# 64 connections. Goal: at least nginx's throughput and no worse p99.
+#
+# Run as root after scripts/test.sh built the test images:
+#   bash scripts/bench/proxy.sh        (BENCH_DURATION, default 10s)
+# Talks only to 127.0.0.1 and the pod this script creates.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${BENCH_DURATION:-10s}
+for pkg in nginx wrk; do
+    command -v "$pkg" >/dev/null || { echo "installing $pkg (apt-get)"; apt-get install -y "$pkg" >/dev/null; }
+done
+cargo build --release -p pinacle -p pinacle-youki 2>/dev/null || cargo build --release --workspace
+BIN=$PWD/target/release/pinacle
+TMP=$(mktemp -d /var/tmp/pinacle-bench-proxy.XXXXXX)
+BRIDGE=pncbench0 SUBNET=10.231.9.0/24
+TOKEN=pnc_bench-proxy-token-0123456789
+PID= NGINX_PID=
+cleanup() {
+    [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null || true
+    if [[ -n $PID ]]; then
+        PINACLE_API=$API PINACLE_TOKEN=$TOKEN "$BIN" pod delete bench --wait >/dev/null 2>&1 || true
+        kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
+    fi
+    ip link del "$BRIDGE" 2>/dev/null || true
+    nft delete table inet "pinacle_$BRIDGE" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+mkdir -p "$TMP/data"
+ln -s /var/tmp/pinacle-test/images "$TMP/data/images"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PPORT=$(port) NPORT=$(port)
+PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json "$BIN" up --data-dir "$TMP/data" --listen 127.0.0.1:0 \
+    --rate-limit 0 --pod-network bridge --pod-bridge $BRIDGE --pod-subnet $SUBNET --proxy-listen 127.0.0.1:$PPORT \
+    >"$TMP/out" 2>"$TMP/log" &
+PID=$!
+API=
+for _ in $(seq 300); do API=$(sed -n 's/^Pinacle API listening on //p' "$TMP/out"); [[ -n $API ]] && break; sleep 0.1; done
+[[ -n $API ]] || { cat "$TMP/log"; exit 1; }
+export PINACLE_API=$API PINACLE_TOKEN=$TOKEN
+"$BIN" pod create bench --template minimal --runtime youki --wait >/dev/null
+"$BIN" pod exec bench -- sh -c 'head -c 1024 /dev/zero | tr "\0" x > /workspace/index.html && busybox httpd -p 8080 -h /workspace'
+ID=$("$BIN" pod show bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"].replace("-",""))')
+IP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ip"])' "$TMP/data/pods/$ID/network.json")
+for _ in $(seq 50); do curl -sf "http://$IP:8080/index.html" >/dev/null && break; sleep 0.1; done
+
+cat >"$TMP/nginx.conf" <<NGINX
+worker_processes 2;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$NPORT;
+        location / { proxy_pass http://$IP:8080; proxy_set_header Host \$host; }
+    }
+}
+NGINX
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' &
+NGINX_PID=$!
+sleep 0.5
+
+HOST=8080-bench-admin.pinacle.localhost
+ROWS=()
+run() { # label url conns [header]
+    local out threads=$(( $3 > 1 ? 2 : 1 ))
+    echo "wrk: $1, $3 connection(s), $DURATION..."
+    out=$(wrk -t$threads -c"$3" -d"$DURATION" --latency ${4:+-H "$4"} ${5:+-H "$5"} "$2")
+    ROWS+=("$1|$3|$(awk '
+        function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /m$/) return v*60000; return v*1000 }
+        /^Requests\/sec:/ { rps = $2 }  $1 == "50%" { p50 = ms($2) }  $1 == "99%" { p99 = ms($2) }
+        /Non-2xx/ { bad = $NF }
+        END { printf "%s|%.2f|%.2f|%d", rps, p50, p99, bad }' <<<"$out")")
+}
+for c in 1 64; do
+    run "direct (baseline)" "http://$IP:8080/index.html" $c
+    run "nginx" "http://127.0.0.1:$NPORT/index.html" $c
+    run "pinacle proxy" "http://127.0.0.1:$PPORT/index.html" $c "Host: $HOST" "Authorization: Bearer $TOKEN"
+done
+echo
+echo "GET /index.html (1 KiB) from busybox httpd in a youki pod; wrk $DURATION per row, $(nproc) CPUs shared with wrk"
+printf '%-18s %6s %10s %9s %9s %7s\n' upstream conns req/s p50_ms p99_ms non2xx
+for row in "${ROWS[@]}"; do
+    IFS='|' read -r label conns rps p50 p99 bad <<<"$row"
+    printf '%-18s %6s %10s %9s %9s %7s\n' "$label" "$conns" "$rps" "$p50" "$p99" "$bad"
+done
