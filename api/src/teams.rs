@@ -85,6 +85,14 @@ pub struct InviteView {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The member named (or with the user id) `member`, else "not found".
+fn find_member<'a>(members: &'a [MemberView], member: &str, team: &str) -> Result<&'a MemberView, ApiError> {
+    members
+        .iter()
+        .find(|m| m.name == member || m.user_id == member)
+        .ok_or_else(|| ApiError::not_found(format!("{member} is not in team {team}")))
+}
+
 fn team_not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("team {name} not found"))
 }
@@ -248,10 +256,7 @@ impl AppState {
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
         let members = self.members(&txn, &t.id).await?;
-        let m = members
-            .iter()
-            .find(|m| m.name == member || m.user_id == member)
-            .ok_or_else(|| ApiError::not_found(format!("{member} is not in team {}", t.name)))?;
+        let m = find_member(&members, member, &t.name)?;
         who.authorize(Action::Configure, &Resource::Membership { team: &t.id, user: &m.user_id, role: m.role }, "member")?;
         if role == Role::Owner {
             who.authorize(Action::ManageOwners, &Resource::Team { team: &t.id }, "team")?;
@@ -277,10 +282,7 @@ impl AppState {
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
         let members = self.members(&txn, &t.id).await?;
-        let m = members
-            .iter()
-            .find(|m| m.name == member || m.user_id == member)
-            .ok_or_else(|| ApiError::not_found(format!("{member} is not in team {}", t.name)))?;
+        let m = find_member(&members, member, &t.name)?;
         who.authorize(Action::Delete, &Resource::Membership { team: &t.id, user: &m.user_id, role: m.role }, "member")?;
         if m.role == Role::Owner && members.iter().filter(|m| m.role == Role::Owner).count() == 1 {
             return Err(ApiError::conflict("last_owner", format!("{} is the last owner of {}; appoint another owner or delete the team", m.name, t.name)));
