@@ -194,3 +194,131 @@ async fn the_proxy_routes_pod_hosts_to_their_owners_only() {
     assert_eq!(s, 503);
     assert!(body.contains("web is stopped"), "{body}");
 }
+
+/// A small server for the streaming tests, run with the pod's python3:
+/// `GET /blob` streams 50 MiB of a known pattern, `POST /sha` answers the
+/// SHA-256 of the body, and a WebSocket upgrade echoes frames.
+const STREAM_SERVER: &str = r#"
+import base64, hashlib, socketserver, struct
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        method, path, _ = self.rfile.readline().decode().split(" ", 2)
+        hdr = {}
+        while True:
+            l = self.rfile.readline().decode()
+            if l in ("\r\n", "\n", ""):
+                break
+            k, v = l.split(":", 1)
+            hdr[k.strip().lower()] = v.strip()
+        if hdr.get("upgrade", "").lower() == "websocket":
+            acc = base64.b64encode(hashlib.sha1(hdr["sec-websocket-key"].encode() + GUID).digest()).decode()
+            self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % acc).encode())
+            self.wfile.flush()
+            while True:
+                h = self.rfile.read(2)
+                if len(h) < 2:
+                    return
+                op, n = h[0] & 15, h[1] & 127
+                if n == 126:
+                    n = struct.unpack(">H", self.rfile.read(2))[0]
+                elif n == 127:
+                    n = struct.unpack(">Q", self.rfile.read(8))[0]
+                mask = self.rfile.read(4)
+                data = bytearray(self.rfile.read(n))
+                for i in range(n):
+                    data[i] ^= mask[i % 4]
+                if op == 8:
+                    return
+                size = bytes([n]) if n < 126 else (bytes([126]) + struct.pack(">H", n) if n < 65536 else bytes([127]) + struct.pack(">Q", n))
+                self.wfile.write(bytes([0x80 | op]) + size + bytes(data))
+                self.wfile.flush()
+        elif method == "GET" and path == "/blob":
+            chunk = bytes(range(256)) * 4096
+            self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (50 * len(chunk))).encode())
+            for _ in range(50):
+                self.wfile.write(chunk)
+        elif method == "POST" and path == "/sha":
+            n, h = int(hdr.get("content-length", "0")), hashlib.sha256()
+            while n > 0:
+                b = self.rfile.read(min(n, 1 << 20))
+                if not b:
+                    break
+                h.update(b)
+                n -= len(b)
+            body = h.hexdigest().encode()
+            self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)).encode() + body)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("0.0.0.0", 9000), H).serve_forever()
+"#;
+
+#[tokio::test]
+async fn the_proxy_streams_50_mib_both_ways_and_carries_websockets() {
+    use futures::{SinkExt, StreamExt};
+    use sha2::Digest;
+    const BR: &str = "pnctest2";
+    let _cleanup = HostCleanup(BR);
+    let proxy = free_port();
+    let proxy_arg = format!("127.0.0.1:{proxy}");
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.10.0/24", "--proxy-listen", &proxy_arg]).await;
+    p.create_running("py", "blank", "youki").await;
+    let write = serde_json::json!({"command": ["sh", "-c", "cat > /workspace/srv.py"], "stdin": STREAM_SERVER});
+    let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods/py/exec", Some(write)).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, err, code) = p.exec("py", &["sh", "-c", "setsid python3 /workspace/srv.py >/workspace/srv.log 2>&1 </dev/null &"]).await;
+    assert_eq!(code, 0, "{err}");
+    let host = "9000-py-admin.pinacle.localhost";
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    // download: 50 MiB streamed through the proxy, byte for byte
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let blob = loop {
+        let r = http.get(format!("http://127.0.0.1:{proxy}/blob")).header("host", host).bearer_auth(common::TOKEN).send().await.unwrap();
+        if r.status() == 200 {
+            break r.bytes().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "server never came up: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let pattern: Vec<u8> = (0..=255u8).collect::<Vec<_>>().repeat(4096 * 50);
+    assert_eq!(blob.len(), 50 * 1024 * 1024);
+    assert!(blob[..] == pattern[..], "downloaded bytes differ");
+    // upload: 50 MiB of other bytes, hashed by the pod
+    let upload: Vec<u8> = (0..50 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let want = hex_of(&sha2::Sha256::digest(&upload));
+    let r = http.post(format!("http://127.0.0.1:{proxy}/sha")).header("host", host).bearer_auth(common::TOKEN).body(upload).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), want);
+    // WebSocket: the upgrade goes through and frames echo both ways
+    let req = tokio_tungstenite::tungstenite::http::Request::builder()
+        .uri(format!("ws://127.0.0.1:{proxy}/ws"))
+        .header("host", host)
+        .header("authorization", format!("Bearer {}", common::TOKEN))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for msg in ["hello", &"x".repeat(70_000)] {
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.to_owned())).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap(), msg);
+    }
+    // without a token the upgrade is refused
+    let req = tokio_tungstenite::tungstenite::http::Request::builder()
+        .uri(format!("ws://127.0.0.1:{proxy}/ws"))
+        .header("host", host)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .unwrap();
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
