@@ -5,6 +5,8 @@
 # through the Pinacle proxy (which also authenticates every request with a
 # bearer token and checks the policy). Keep-alive on the client side, 1 and
 # 64 connections. Goal: at least nginx's throughput and no worse p99.
+# Then WebSocket round-trip latency (cli/benches/ws_rtt.rs) to an echo
+# server in a second pod (scripts/bench/stream_server.py), the same three ways.
 #
 # Run as root after scripts/test.sh built the test images:
 #   bash scripts/bench/proxy.sh        (BENCH_DURATION, default 10s)
@@ -25,6 +27,7 @@ cleanup() {
     [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null || true
     if [[ -n $PID ]]; then
         PINACLE_API=$API PINACLE_TOKEN=$TOKEN "$BIN" pod delete bench --wait >/dev/null 2>&1 || true
+        PINACLE_API=$API PINACLE_TOKEN=$TOKEN "$BIN" pod delete ws --wait >/dev/null 2>&1 || true
         kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
     fi
     ip link del "$BRIDGE" 2>/dev/null || true
@@ -49,6 +52,12 @@ export PINACLE_API=$API PINACLE_TOKEN=$TOKEN
 ID=$("$BIN" pod show bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"].replace("-",""))')
 IP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ip"])' "$TMP/data/pods/$ID/network.json")
 for _ in $(seq 50); do curl -sf "http://$IP:8080/index.html" >/dev/null && break; sleep 0.1; done
+"$BIN" pod create ws --template blank --runtime youki --wait >/dev/null
+"$BIN" pod exec ws --stdin -- sh -c 'cat > /workspace/srv.py' < scripts/bench/stream_server.py
+"$BIN" pod exec ws -- sh -c 'setsid python3 /workspace/srv.py >/dev/null 2>&1 </dev/null &'
+WSID=$("$BIN" pod show ws --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"].replace("-",""))')
+WSIP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ip"])' "$TMP/data/pods/$WSID/network.json")
+WPORT=$(port)
 
 cat >"$TMP/nginx.conf" <<NGINX
 worker_processes 2;
@@ -60,6 +69,15 @@ http {
     server {
         listen 127.0.0.1:$NPORT;
         location / { proxy_pass http://$IP:8080; proxy_set_header Host \$host; }
+    }
+    server {
+        listen 127.0.0.1:$WPORT;
+        location / {
+            proxy_pass http://$WSIP:9000;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+        }
     }
 }
 NGINX
@@ -91,3 +109,9 @@ for row in "${ROWS[@]}"; do
     IFS='|' read -r label conns rps p50 p99 bad <<<"$row"
     printf '%-18s %6s %10s %9s %9s %7s\n' "$label" "$conns" "$rps" "$p50" "$p99" "$bad"
 done
+
+echo
+cargo bench -q -p pinacle --bench ws_rtt -- "${BENCH_WS_FRAMES:-2000}" \
+    "direct=ws://$WSIP:9000/ws" \
+    "nginx=ws://127.0.0.1:$WPORT/ws" \
+    "pinacle proxy=ws://127.0.0.1:$PPORT/ws|9000-ws-admin.pinacle.localhost|$TOKEN"
