@@ -73,9 +73,15 @@ pub const TOKEN_PREFIX: &str = "pnc_";
 
 /// A new random API token (256 bits).
 pub fn generate_token() -> String {
+    random_secret(TOKEN_PREFIX)
+}
+
+/// A new random secret (256 bits, URL-safe base64) after `prefix`, which
+/// says what kind of secret it is (`pnc_`, `pnr_`, `pni_`, `pnd_`, or none).
+pub fn random_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// How tokens are stored: hex SHA-256. Tokens are random and long, so a

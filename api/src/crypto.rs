@@ -136,6 +136,18 @@ impl MasterKey {
     }
 }
 
+impl MasterKey {
+    /// Seals and checks the seal opens (a broken key must fail loudly here,
+    /// not when the value is needed).
+    pub(crate) fn open_check_seal(&self, context: &str, plaintext: &[u8]) -> Result<String, crate::ApiError> {
+        let sealed = self.seal(context, plaintext).map_err(crate::ApiError::internal)?;
+        match self.open(context, &sealed) {
+            Ok(p) if p == plaintext => Ok(sealed),
+            _ => Err(crate::ApiError::internal("sealed value did not open")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,7 +65,7 @@ fn pending(code: &'static str, msg: &str) -> ApiError {
 impl AppState {
     /// Starts a device sign-in.
     pub async fn device_start(&self) -> Result<DeviceStart, ApiError> {
-        let device_code = format!("{DEVICE_PREFIX}{}", &crate::auth::generate_token()[crate::auth::TOKEN_PREFIX.len()..]);
+        let device_code = crate::auth::random_secret(DEVICE_PREFIX);
         let now = Utc::now();
         let _w = self.write_lock.lock().await;
         // Expired codes are of no use to anyone.

@@ -153,7 +153,7 @@ impl AppState {
     /// nonce for the binding cookie.
     pub fn github_start(&self) -> Result<(String, String), ApiError> {
         let gh = self.github.get().ok_or_else(not_configured)?;
-        let nonce = crate::auth::generate_token()[crate::auth::TOKEN_PREFIX.len()..].to_owned();
+        let nonce = crate::auth::random_secret("");
         let sealed = SealedState { nonce: nonce.clone(), exp: (Utc::now() + Duration::seconds(STATE_TTL_SECS)).timestamp() };
         let json = serde_json::to_vec(&sealed).map_err(ApiError::internal)?;
         let state = self.master_key.seal(STATE_CONTEXT, &json).map_err(ApiError::internal)?;

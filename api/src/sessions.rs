@@ -25,7 +25,6 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{hash_token, Principal};
-use crate::crypto::MasterKey;
 use crate::entities::{refresh_token, session, signing_key, user};
 use crate::{ApiError, AppState};
 
@@ -89,6 +88,16 @@ pub struct KeyRing {
     inner: RwLock<KeyRingInner>,
 }
 
+impl KeyRing {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyRingInner> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyRingInner> {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[derive(Default)]
 struct KeyRingInner {
     current: Option<(String, EncodingKey, DateTime<Utc>)>,
@@ -140,10 +149,7 @@ impl AppState {
             }
             inner.keys.insert(row.kid, LoadedKey { decoding, x: row.public_key, usable_until });
         }
-        match self.keyring.inner.write() {
-            Ok(mut g) => *g = inner,
-            Err(p) => *p.into_inner() = inner,
-        }
+        *self.keyring.write() = inner;
         Ok(())
     }
 
@@ -189,10 +195,7 @@ impl AppState {
 
     /// The published verification keys (`/.well-known/jwks.json`).
     pub fn jwks(&self) -> serde_json::Value {
-        let guard = match self.keyring.inner.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let guard = self.keyring.read();
         let now = Utc::now();
         let mut keys: Vec<_> = guard
             .keys
@@ -207,10 +210,7 @@ impl AppState {
     }
 
     fn sign_access_token(&self, user: &user::Model, session_id: &str) -> Result<String, ApiError> {
-        let guard = match self.keyring.inner.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let guard = self.keyring.read();
         let (kid, key, _) = guard.current.as_ref().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
         let now = Utc::now().timestamp();
         let claims = Claims {
@@ -273,10 +273,7 @@ impl AppState {
     }
 
     fn decode_with(&self, kid: &str, token: &str, v: &Validation) -> Result<Claims, KeyLookup> {
-        let guard = match self.keyring.inner.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let guard = self.keyring.read();
         let key = guard
             .keys
             .get(kid)
@@ -286,10 +283,7 @@ impl AppState {
     }
 
     fn may_reload_keys(&self) -> bool {
-        let guard = match self.keyring.inner.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let guard = self.keyring.read();
         guard.loaded_at.is_none_or(|t| Utc::now() - t > Duration::seconds(1))
     }
 
@@ -335,7 +329,7 @@ impl AppState {
     }
 
     async fn insert_refresh_token<C: ConnectionTrait>(&self, db: &C, session_id: &str) -> Result<String, ApiError> {
-        let secret = format!("{REFRESH_PREFIX}{}", &crate::auth::generate_token()[crate::auth::TOKEN_PREFIX.len()..]);
+        let secret = crate::auth::random_secret(REFRESH_PREFIX);
         let now = Utc::now();
         refresh_token::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
@@ -443,16 +437,4 @@ async fn revoke_session<C: ConnectionTrait>(db: &C, id: &str, reason: &str, now:
     // Refresh tokens of a revoked family are useless: drop them.
     refresh_token::Entity::delete_many().filter(refresh_token::Column::SessionId.eq(id)).exec(db).await?;
     Ok(())
-}
-
-impl MasterKey {
-    /// Seals and checks the seal opens (a broken key must fail loudly here,
-    /// not when the value is needed).
-    pub(crate) fn open_check_seal(&self, context: &str, plaintext: &[u8]) -> Result<String, ApiError> {
-        let sealed = self.seal(context, plaintext).map_err(ApiError::internal)?;
-        match self.open(context, &sealed) {
-            Ok(p) if p == plaintext => Ok(sealed),
-            _ => Err(ApiError::internal("sealed value did not open")),
-        }
-    }
 }

@@ -322,7 +322,7 @@ impl AppState {
                 (None, None)
             }
         };
-        let code = format!("{INVITE_PREFIX}{}", &crate::auth::generate_token()[crate::auth::TOKEN_PREFIX.len()..]);
+        let code = crate::auth::random_secret(INVITE_PREFIX);
         let now = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
         let _w = self.write_lock.lock().await;

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Pinacle, TOKEN};
+use common::Pinacle;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -472,7 +472,6 @@ async fn secrets_reach_the_pod_environment_and_nothing_else() {
     assert_eq!(s, 204);
     let (s, b) = p.call(Method::DELETE, "/api/v1/secrets/DB_PASSWORD", None).await;
     assert_error(s, &b, 404, "not_found");
-    let _ = TOKEN;
 }
 
 #[tokio::test]
