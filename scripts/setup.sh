@@ -17,6 +17,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(runsc runc busybox-static debootstrap nftables iproute2 ca-certificates curl git build-essential pkg-config)
+# The tests also run Let's Encrypt's test CA (pebble) on loopback.
+if [ "${1:-run}" = "--test" ]; then
+  packages+=(pebble)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

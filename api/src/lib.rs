@@ -19,6 +19,7 @@ pub mod error;
 pub mod github;
 pub mod idempotency;
 pub mod metrics;
+pub mod pod_access;
 pub mod policy;
 pub mod proxy_routes;
 pub mod ratelimit;

@@ -3,7 +3,9 @@
 //! policy as the API (acting on a pod's web service is `Exec`-level use).
 
 use pinacle_orchestrator::{hostname, PodState};
-use pinacle_proxy::{Resolver, RouteError, Upstream};
+use pinacle_proxy::{Credentials, PodSession, Resolver, RouteError, Upstream};
+
+use crate::pod_access::PodTokenKind;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::cache::ReadCache;
@@ -35,7 +37,8 @@ impl PodRoutes {
 
 #[async_trait::async_trait]
 impl Resolver for PodRoutes {
-    async fn resolve(&self, host: &str, credential: Option<&str>) -> Result<Upstream, RouteError> {
+    async fn resolve(&self, host: &str, credentials: Credentials<'_>) -> Result<Upstream, RouteError> {
+        let credential = credentials.bearer.or(credentials.cookie);
         let key = (host.to_ascii_lowercase(), credential.map(crate::auth::hash_token).unwrap_or_default());
         if let Some((p, g, upstream)) = self.cache.get(&key) {
             if (p, g) == self.generations() {
@@ -44,20 +47,48 @@ impl Resolver for PodRoutes {
         }
         let read = self.cache.begin_read();
         let (p, g) = self.generations();
-        let upstream = self.resolve_fresh(host, credential).await?;
+        let upstream = self.resolve_fresh(host, credentials).await?;
         self.cache.insert(key, (p, g, upstream.clone()), read);
         Ok(upstream)
+    }
+
+    async fn sign_in(&self, host: &str, login_token: &str) -> Result<PodSession, RouteError> {
+        let internal = |e: crate::ApiError| RouteError::Internal(e.to_string());
+        let (model, _) = self.find_route(host).await?.ok_or(RouteError::NotFound)?;
+        let who = self
+            .state
+            .pod_token_principal(login_token, &model.id, PodTokenKind::Login)
+            .await
+            .map_err(internal)?
+            .ok_or(RouteError::Unauthorized)?;
+        allowed(&who, &model)?;
+        let (value, ttl) = self.state.mint_pod_token(&who, &model.id, PodTokenKind::Session).map_err(internal)?;
+        tracing::info!(user = %who.user_name, pod = %model.name, %host, "browser signed in to a pod host");
+        Ok(PodSession { value, max_age_secs: u64::try_from(ttl).unwrap_or(0) })
+    }
+
+    async fn may_issue_certificate(&self, host: &str) -> bool {
+        matches!(self.find_route(host).await, Ok(Some(_)))
+    }
+}
+
+fn allowed(who: &crate::auth::Principal, model: &pod::Model) -> Result<(), RouteError> {
+    match crate::policy::decide(&who.subject, Action::Exec, &crate::service::pod_resource(model)) {
+        Ok(()) => Ok(()),
+        Err(Denied::Hidden) => Err(RouteError::NotFound),
+        Err(Denied::Forbidden(why)) => Err(RouteError::Forbidden(why)),
     }
 }
 
 impl PodRoutes {
-    async fn resolve_fresh(&self, host: &str, credential: Option<&str>) -> Result<Upstream, RouteError> {
+    /// The live pod a host name routes to, and how the name split.
+    async fn find_route(&self, host: &str) -> Result<Option<(pod::Model, hostname::PodHost)>, RouteError> {
         let internal = |e: crate::ApiError| RouteError::Internal(e.to_string());
-        let label = hostname::pod_label(host, &self.domain).map_err(|_| RouteError::NotFound)?;
-        // Who first: without a valid credential nothing about pods is told.
-        let token = credential.ok_or(RouteError::Unauthorized)?;
-        let who = self.state.principal_for_bearer(token).await.map_err(|_| RouteError::Unauthorized)?;
+        let Ok(label) = hostname::pod_label(host, &self.domain) else { return Ok(None) };
         let splits = hostname::splits(&label);
+        if splits.is_empty() {
+            return Ok(None);
+        }
         let keys: Vec<String> = splits.iter().map(|h| hostname::route_key(&h.pod, &h.owner)).collect();
         let found = pod::Entity::find()
             .filter(pod::Column::RouteKey.is_in(keys))
@@ -66,16 +97,9 @@ impl PodRoutes {
             .await
             .map_err(|e| internal(e.into()))?;
         // Route keys of live pods never conflict, so at most one split matches.
-        let (model, split) = match found.as_slice() {
-            [m] => {
-                let split = splits
-                    .iter()
-                    .find(|h| m.route_key.as_deref() == Some(hostname::route_key(&h.pod, &h.owner).as_str()))
-                    .cloned()
-                    .ok_or(RouteError::NotFound)?;
-                (m.clone(), split)
-            }
-            _ => return Err(RouteError::NotFound),
+        let [model] = found.as_slice() else { return Ok(None) };
+        let Some(split) = splits.iter().find(|h| model.route_key.as_deref() == Some(hostname::route_key(&h.pod, &h.owner).as_str())).cloned() else {
+            return Ok(None);
         };
         // The owner part must name the pod's real owner (user or team).
         let owner_name = match &model.team_id {
@@ -83,13 +107,36 @@ impl PodRoutes {
             None => user::Entity::find_by_id(model.owner_id.clone()).one(&self.state.db).await.map_err(|e| internal(e.into()))?.map(|u| u.name),
         };
         if owner_name.as_deref() != Some(split.owner.as_str()) || model.name != split.pod {
-            return Err(RouteError::NotFound);
+            return Ok(None);
         }
-        match crate::policy::decide(&who.subject, Action::Exec, &crate::service::pod_resource(&model)) {
-            Ok(()) => {}
-            Err(Denied::Hidden) => return Err(RouteError::NotFound),
-            Err(Denied::Forbidden(why)) => return Err(RouteError::Forbidden(why)),
-        }
+        Ok(Some((model.clone(), split)))
+    }
+
+    async fn resolve_fresh(&self, host: &str, credentials: Credentials<'_>) -> Result<Upstream, RouteError> {
+        let internal = |e: crate::ApiError| RouteError::Internal(e.to_string());
+        let found = self.find_route(host).await?;
+        let public = found.as_ref().is_some_and(|(m, split)| match split.target {
+            hostname::Target::Port(p) => hostname::parse_ports(&m.public_ports).is_ok_and(|ports| ports.contains(&p)),
+            hostname::Target::Service(_) => false,
+        });
+        let (model, split) = if public {
+            found.ok_or(RouteError::NotFound)?
+        } else {
+            // Who first: without a valid credential nothing about pods is told.
+            let who = match (credentials.bearer, credentials.cookie, &found) {
+                (Some(token), _, _) => self.state.principal_for_bearer(token).await.map_err(|_| RouteError::Unauthorized)?,
+                (None, Some(cookie), Some((m, _))) => self
+                    .state
+                    .pod_token_principal(cookie, &m.id, PodTokenKind::Session)
+                    .await
+                    .map_err(internal)?
+                    .ok_or(RouteError::Unauthorized)?,
+                _ => return Err(RouteError::Unauthorized),
+            };
+            let (model, split) = found.ok_or(RouteError::NotFound)?;
+            allowed(&who, &model)?;
+            (model, split)
+        };
         if model.state != PodState::Running.as_str() {
             return Err(RouteError::NotRunning { pod: model.name, state: model.state });
         }

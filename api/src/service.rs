@@ -37,6 +37,12 @@ pub struct PodView {
     pub host: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Ports anyone may reach through the proxy without signing in.
+    #[serde(default)]
+    pub public_ports: Vec<u16>,
+    /// Egress policy: `allow-all`, `deny-all` or an allow list of CIDRs.
+    #[serde(default)]
+    pub egress: String,
 }
 
 /// One stored state change.
@@ -68,6 +74,18 @@ pub struct CreatePodRequest {
     pub team: Option<String>,
 }
 
+/// `PATCH /api/v1/pods/{pod}` body: what to change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSettings {
+    /// Ports reachable through the proxy without signing in (replaces the list).
+    #[serde(default)]
+    pub public_ports: Option<Vec<u16>>,
+    /// `allow-all`, `deny-all`, or a comma-separated list of IPv4 CIDRs.
+    #[serde(default)]
+    pub egress: Option<String>,
+}
+
 /// The template a pod gets when the request names none.
 pub const DEFAULT_TEMPLATE: &str = "blank";
 
@@ -97,6 +115,8 @@ impl TryFrom<pod::Model> for PodView {
             host: m.host_id,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            public_ports: pinacle_orchestrator::hostname::parse_ports(&m.public_ports).map_err(|_| corrupt("public ports", &m.public_ports))?,
+            egress: m.egress,
         })
     }
 }
@@ -226,6 +246,8 @@ impl AppState {
             updated_at: Set(now),
             team_id: Set(team_id.clone()),
             route_key: Set(Some(route_key.clone())),
+            public_ports: Set(String::new()),
+            egress: Set("allow-all".into()),
         }
         .insert(&txn)
         .await;
@@ -314,6 +336,60 @@ impl AppState {
             .filter(|p| who.authorize(Action::Read, &pod_resource(p), "pod").is_ok())
             .map(PodView::try_from)
             .collect()
+    }
+
+    /// The name in a pod's host names: its team's, or its owner's.
+    pub async fn pod_owner_name(&self, view: &PodView) -> Result<String, ApiError> {
+        let name = match &view.team_id {
+            Some(t) => crate::entities::team::Entity::find_by_id(t.clone()).one(&self.db).await?.map(|t| t.name),
+            None => crate::entities::user::Entity::find_by_id(view.owner_id.clone()).one(&self.db).await?.map(|u| u.name),
+        };
+        name.ok_or_else(|| ApiError::internal(format!("pod {} has no owner", view.name)))
+    }
+
+    /// Changes a pod's network settings: its public ports (effective at
+    /// once) and egress policy (applied the next time it starts).
+    pub async fn configure_pod(&self, who: &Principal, key: &str, change: PodSettings) -> Result<PodView, ApiError> {
+        let view = self.find_pod(who, key, Action::Configure).await?;
+        let mut row: pod::ActiveModel = pod::Entity::find_by_id(view.id.to_string())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("pod {key} not found")))?
+            .into();
+        let mut what = Vec::new();
+        if let Some(ports) = &change.public_ports {
+            if let Some(bad) = ports.iter().find(|p| **p == 0) {
+                return Err(ApiError::bad_request("invalid_request", format!("public_ports: {bad} is not a port number (1 to 65535)")));
+            }
+            let mut ports = ports.clone();
+            ports.sort_unstable();
+            ports.dedup();
+            let stored = pinacle_orchestrator::hostname::format_ports(&ports);
+            what.push(format!("public_ports=[{stored}]"));
+            row.public_ports = Set(stored);
+        }
+        if let Some(egress) = &change.egress {
+            let egress = egress.trim();
+            pinacle_host_agent::network::Egress::parse(egress).map_err(|e| {
+                ApiError::bad_request("invalid_request", format!("egress: {e}; use allow-all, deny-all or a comma-separated list of IPv4 CIDRs"))
+            })?;
+            what.push(format!("egress={egress}"));
+            row.egress = Set(egress.to_owned());
+        }
+        if what.is_empty() {
+            return Err(ApiError::bad_request("invalid_request", "nothing to change: send public_ports and/or egress"));
+        }
+        row.updated_at = Set(Utc::now());
+        let updated = {
+            let _w = self.write_lock.lock().await;
+            let txn = self.db.begin().await?;
+            let updated = row.update(&txn).await?;
+            crate::audit::append(&txn, who, "pod.configure", &format!("pod:{} ({}) {}", view.id, view.name, what.join(" "))).await?;
+            txn.commit().await?;
+            updated
+        };
+        self.pod_lists.clear();
+        PodView::try_from(updated)
     }
 
     /// The live pod with id, name or `team/name` `key`, if the caller may

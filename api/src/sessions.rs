@@ -241,11 +241,11 @@ impl AppState {
         validation.set_audience(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let decoded = {
-            let mut attempt = self.decode_with(&kid, token, &validation);
+            let mut attempt = self.decode_with::<Claims>(&kid, token, &validation);
             if matches!(attempt, Err(KeyLookup::UnknownKey)) && self.may_reload_keys() {
                 // Another server may have rotated: look again, at most once a second.
                 self.reload_keys().await?;
-                attempt = self.decode_with(&kid, token, &validation);
+                attempt = self.decode_with::<Claims>(&kid, token, &validation);
             }
             match attempt {
                 Ok(c) => c,
@@ -272,14 +272,47 @@ impl AppState {
         Ok(decoded)
     }
 
-    fn decode_with(&self, kid: &str, token: &str, v: &Validation) -> Result<Claims, KeyLookup> {
+    fn decode_with<C: serde::de::DeserializeOwned>(&self, kid: &str, token: &str, v: &Validation) -> Result<C, KeyLookup> {
         let guard = self.keyring.read();
         let key = guard
             .keys
             .get(kid)
             .filter(|k| k.usable_until.is_none_or(|u| u > Utc::now()))
             .ok_or(KeyLookup::UnknownKey)?;
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, v).map(|d| d.claims).map_err(KeyLookup::Invalid)
+        jsonwebtoken::decode::<C>(token, &key.decoding, v).map(|d| d.claims).map_err(KeyLookup::Invalid)
+    }
+
+    /// Signs `claims` with the current key (for tokens other than access
+    /// tokens: they carry another audience).
+    pub(crate) fn sign_claims<C: Serialize>(&self, claims: &C) -> Result<String, ApiError> {
+        let guard = self.keyring.read();
+        let (kid, key, _) = guard.current.as_ref().ok_or_else(|| ApiError::internal("no signing key loaded"))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, claims, key).map_err(ApiError::internal)
+    }
+
+    /// Checks the signature, issuer, expiry and `audience` of a token
+    /// signed by [`Self::sign_claims`]; `None` for any fault.
+    pub(crate) async fn verify_claims<C: serde::de::DeserializeOwned>(&self, token: &str, audience: &str) -> Result<Option<C>, ApiError> {
+        let Ok(header) = jsonwebtoken::decode_header(token) else { return Ok(None) };
+        let (Algorithm::EdDSA, Some(kid)) = (header.alg, header.kid) else { return Ok(None) };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let mut attempt = self.decode_with::<C>(&kid, token, &validation);
+        if matches!(attempt, Err(KeyLookup::UnknownKey)) && self.may_reload_keys() {
+            self.reload_keys().await?;
+            attempt = self.decode_with::<C>(&kid, token, &validation);
+        }
+        Ok(attempt.ok())
+    }
+
+    /// Whether session `sid` is still signed in.
+    pub(crate) async fn session_is_live(&self, sid: &str) -> Result<bool, ApiError> {
+        Ok(session::Entity::find_by_id(sid.to_owned()).filter(session::Column::RevokedAt.is_null()).one(&self.db).await?.is_some())
     }
 
     fn may_reload_keys(&self) -> bool {

@@ -61,6 +61,10 @@ pub struct Inner {
     /// Serialised `GET /api/v1/pods` answers by viewer; cleared by every pod
     /// write.
     pub pod_lists: ReadCache<String, axum::body::Bytes>,
+    /// Login tokens for pod hosts already exchanged (see [`crate::pod_access`]).
+    pub used_pod_logins: crate::pod_access::UsedLogins,
+    /// Where browsers reach the proxy, when one serves this control plane.
+    pub proxy_site: OnceLock<crate::pod_access::ProxySite>,
 }
 
 /// What [`AppState::open`] needs.
@@ -133,6 +137,8 @@ impl AppState {
             github: OnceLock::new(),
             principals: ReadCache::new(cfg.read_cache_ttl),
             pod_lists: ReadCache::new(cfg.read_cache_ttl),
+            used_pod_logins: Default::default(),
+            proxy_site: OnceLock::new(),
         }));
         state.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

@@ -5,6 +5,7 @@ mod account;
 mod client;
 mod config;
 mod pods;
+mod proxy_setup;
 mod up;
 
 use std::process::ExitCode;

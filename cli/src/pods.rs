@@ -60,6 +60,31 @@ pub enum PodCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Print a sign-in link that opens a port of the pod in a browser
+    /// (valid for a minute, once).
+    Open {
+        pod: String,
+        #[arg(long)]
+        port: u16,
+        /// Where to land on the pod's host.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// For a page shown in an iframe (partitioned cookie).
+        #[arg(long)]
+        embed: bool,
+    },
+    /// Change a pod's public ports or egress policy.
+    Configure {
+        pod: String,
+        /// Ports anyone may reach without signing in, comma-separated
+        /// (replaces the list; "" for none).
+        #[arg(long)]
+        public_ports: Option<String>,
+        /// allow-all, deny-all, or a comma-separated list of IPv4 CIDRs;
+        /// applied when the pod next starts.
+        #[arg(long)]
+        egress: Option<String>,
+    },
     /// Print the output of the pod's main process.
     Logs {
         pod: String,
@@ -219,6 +244,9 @@ fn print_pod(p: &Value) {
         l["pids"]
     );
     println!("runtime:   {} on host {}", s("runtime"), s("host"));
+    let ports: Vec<String> = p["public_ports"].as_array().into_iter().flatten().map(|v| v.to_string()).collect();
+    println!("public:    {}", if ports.is_empty() { "no ports".to_owned() } else { ports.join(", ") });
+    println!("egress:    {}", p["egress"].as_str().unwrap_or("allow-all"));
     println!("created:   {}", s("created_at"));
     println!("updated:   {}", s("updated_at"));
 }
@@ -260,6 +288,23 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             }
         }
         PodCommand::Exec { pod, stdin, env, workdir, command } => return exec(&c, &pod, stdin, env, workdir, command).await,
+        PodCommand::Open { pod, port, path, embed } => {
+            let body = serde_json::json!({ "port": port, "path": path, "embed": embed });
+            let answer = c.json(Method::POST, &format!("/pods/{pod}/open"), Some(body)).await?;
+            println!("{}", answer["url"].as_str().unwrap_or_default());
+        }
+        PodCommand::Configure { pod, public_ports, egress } => {
+            let mut body = serde_json::Map::new();
+            if let Some(list) = public_ports {
+                let ports = pinacle_orchestrator::hostname::parse_ports(&list).map_err(|e| anyhow::anyhow!("--public-ports: {e}"))?;
+                body.insert("public_ports".into(), serde_json::json!(ports));
+            }
+            if let Some(egress) = egress {
+                body.insert("egress".into(), serde_json::json!(egress));
+            }
+            let p = c.json(Method::PATCH, &format!("/pods/{pod}"), Some(Value::Object(body))).await?;
+            print_pod(&p);
+        }
         PodCommand::Logs { pod, tail_bytes } => {
             let resp = c.send(Method::GET, &format!("/pods/{pod}/logs?tail_bytes={tail_bytes}"), None).await?;
             print!("{}", resp.text().await?);

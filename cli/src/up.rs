@@ -99,6 +99,46 @@ pub struct ServeArgs {
     /// none: no proxy.
     #[arg(long, env = "PINACLE_PROXY_LISTEN")]
     pub proxy_listen: Option<SocketAddr>,
+    /// Address for the pod proxy's HTTPS listener, such as 0.0.0.0:443
+    /// (needs --acme-directory or --tls-cert/--tls-key). With it, the plain
+    /// listener redirects to HTTPS and answers ACME HTTP-01 challenges.
+    #[arg(long, env = "PINACLE_PROXY_TLS_LISTEN")]
+    pub proxy_tls_listen: Option<SocketAddr>,
+    /// Keep serving pods over plain HTTP when HTTPS is on (no redirect).
+    #[arg(long, env = "PINACLE_NO_HTTPS_REDIRECT")]
+    pub no_https_redirect: bool,
+    /// ACME directory URL for certificates, such as
+    /// https://acme-v02.api.letsencrypt.org/directory.
+    #[arg(long, env = "PINACLE_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// PEM root certificate of the ACME server's own HTTPS endpoint, when
+    /// it is not publicly trusted (a test CA such as Pebble).
+    #[arg(long, env = "PINACLE_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// Contact e-mail for the ACME account.
+    #[arg(long, env = "PINACLE_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// How per-name certificates are validated: tls-alpn-01 (on the HTTPS
+    /// port) or http-01 (on the plain port, which must be port 80).
+    #[arg(long, env = "PINACLE_ACME_CHALLENGE", default_value = "tls-alpn-01", value_parser = ["tls-alpn-01", "http-01"])]
+    pub acme_challenge: String,
+    /// DNS-01 hook for one wildcard certificate `*.{domain}`: called as
+    /// `HOOK set|clear _acme-challenge.{domain} VALUE`.
+    #[arg(long, env = "PINACLE_ACME_DNS_HOOK")]
+    pub acme_dns_hook: Option<PathBuf>,
+    /// Renew certificates this many seconds before they expire (at most a
+    /// third of their lifetime).
+    #[arg(long, env = "PINACLE_ACME_RENEW_BEFORE", default_value_t = 30 * 86_400)]
+    pub acme_renew_before: u64,
+    /// Seconds between renewal checks (1 to 86400).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub acme_check_interval: u64,
+    /// A certificate chain (PEM) to serve for `*.{domain}` instead of ACME.
+    #[arg(long, env = "PINACLE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "PINACLE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The domain pod host names live under:
     /// `{port}-{pod}-{owner}.{domain}`.
     #[arg(long, env = "PINACLE_DOMAIN", default_value = "pinacle.localhost")]
@@ -303,18 +343,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 maintenance.abort();
             }
         });
-        if let Some(addr) = args.proxy_listen {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("proxy: listening on {addr}"))?;
-            say!("Pinacle proxy listening on http://{} for *.{}", listener.local_addr()?, args.domain);
-            let routes = Arc::new(pinacle_api::proxy_routes::PodRoutes::new(state.clone(), args.domain.clone()));
-            let mut rx = stop_rx.clone();
-            tasks.spawn(async move {
-                pinacle_proxy::serve(listener, routes, async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await;
-            });
-        }
+        crate::proxy_setup::start(&args, &state, &stop_rx, &mut tasks).await?;
         let app = pinacle_api::router(state.clone());
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {

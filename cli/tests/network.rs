@@ -14,23 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Pinacle;
+use common::{free_port, HostCleanup, Pinacle};
 use serde_json::Value;
 
 // Each test has its own bridge and subnet: tests run in parallel.
 const BRIDGE: &str = "pnctest0";
 const SUBNET: &str = "10.231.7.0/24";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 231, 7, 1);
-
-/// Removes a test's bridge and ruleset however the test ends.
-struct HostCleanup(&'static str);
-
-impl Drop for HostCleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", self.0]).output();
-        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &format!("pinacle_{}", self.0)]).output();
-    }
-}
 
 fn attachment(p: &Pinacle, pod: &Value) -> (Ipv4Addr, String) {
     let id: uuid::Uuid = pod["id"].as_str().unwrap().parse().unwrap();
@@ -126,10 +116,6 @@ async fn pods_get_isolated_networks_on_both_runtimes() {
         let shown = std::process::Command::new("ip").args(["link", "show", &veth]).output().unwrap();
         assert!(!shown.status.success(), "{veth} left behind");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// GET through the proxy with `host` and maybe a bearer token: (status, body).

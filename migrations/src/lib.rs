@@ -16,6 +16,7 @@ mod m20261122_000008_secrets;
 mod m20261122_000009_identities;
 mod m20261122_000010_device_codes;
 mod m20261122_000011_route_key;
+mod m20261122_000012_pod_access;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000009_identities::Migration),
             Box::new(m20261122_000010_device_codes::Migration),
             Box::new(m20261122_000011_route_key::Migration),
+            Box::new(m20261122_000012_pod_access::Migration),
         ]
     }
 }

@@ -155,9 +155,39 @@ pub fn host_for(target: &Target, pod: &str, owner: &str, domain: &str) -> Result
     Ok(format!("{label}.{}", domain.trim_end_matches('.')))
 }
 
+/// Parses a stored or requested list of public ports (`"8080,3000"`,
+/// empty for none): sorted, without duplicates, each 1..=65535.
+pub fn parse_ports(list: &str) -> Result<Vec<u16>, String> {
+    let mut ports = std::collections::BTreeSet::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<u16>() {
+            Ok(p) if p > 0 => {
+                ports.insert(p);
+            }
+            _ => return Err(format!("{part:?} is not a port number (1 to 65535)")),
+        }
+    }
+    Ok(ports.into_iter().collect())
+}
+
+/// The stored form of a port list.
+pub fn format_ports(ports: &[u16]) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_lists_round_trip_sorted_and_checked() {
+        assert_eq!(parse_ports("").unwrap(), Vec::<u16>::new());
+        assert_eq!(parse_ports("8080, 3000,8080").unwrap(), vec![3000, 8080]);
+        assert_eq!(format_ports(&[3000, 8080]), "3000,8080");
+        assert!(parse_ports("0").unwrap_err().contains("1 to 65535"));
+        assert!(parse_ports("70000").is_err());
+        assert!(parse_ports("http").is_err());
+    }
 
     fn only(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str, &str) -> bool {
         move |p, o| pairs.iter().any(|(pp, oo)| *pp == p && *oo == o)

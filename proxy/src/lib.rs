@@ -8,7 +8,15 @@
 //! (WebSocket), never passes the caller's Pinacle credential on to the pod,
 //! and answers refusals with small pages.
 //!
-//! Plain HTTP only so far; TLS, HTTP/2 and browser cookies come next.
+//! Clients speak HTTP/1.1 or HTTP/2 (ALPN over TLS, prior knowledge over
+//! plain TCP); pods are spoken to in HTTP/1.1. TLS certificates come from
+//! a [`tls::CertStore`], filled by [`acme::Acme`] or by the operator.
+//!
+//! Browsers sign in to one pod host at a time: the app mints a short-lived
+//! pod-scoped login token and sends the browser to
+//! `/.pinacle/auth?token=...&next=/path` on the pod's host, where the proxy
+//! exchanges it (through the [`Resolver`]) for an HttpOnly cookie and
+//! redirects. Paths under `/.pinacle/` are the proxy's own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +29,15 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+pub mod acme;
+pub mod tls;
+
+/// The cookie that carries a browser's pod session.
+pub const COOKIE_NAME: &str = "pinacle_pod";
+
+/// The proxy's own path prefix on every pod host.
+pub const OWN_PREFIX: &str = "/.pinacle/";
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +70,37 @@ pub enum RouteError {
     Internal(String),
 }
 
+/// What a caller presented.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    /// `Authorization: Bearer` token (API token or access token).
+    pub bearer: Option<&'a str>,
+    /// The pod-session cookie.
+    pub cookie: Option<&'a str>,
+}
+
+/// A pod-session cookie the [`Resolver`] minted for a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSession {
+    pub value: String,
+    pub max_age_secs: u64,
+}
+
 /// The control plane as the proxy sees it.
 #[async_trait::async_trait]
 pub trait Resolver: Send + Sync + 'static {
-    /// The upstream for `host` (the `Host` header) if `credential` (a
-    /// bearer token, if any) may use it.
-    async fn resolve(&self, host: &str, credential: Option<&str>) -> Result<Upstream, RouteError>;
+    /// The upstream for `host` (the `Host` header) if the caller's
+    /// credentials allow it (or the port is public).
+    async fn resolve(&self, host: &str, credentials: Credentials<'_>) -> Result<Upstream, RouteError>;
+
+    /// Exchanges a pod-scoped login token for a pod-session cookie, valid
+    /// on `host` only.
+    async fn sign_in(&self, host: &str, login_token: &str) -> Result<PodSession, RouteError>;
+
+    /// Whether a certificate may be issued for `host` on demand (it names
+    /// a pod that exists). Keeps strangers from making the proxy order
+    /// certificates for made-up names.
+    async fn may_issue_certificate(&self, host: &str) -> bool;
 }
 
 /// How long connecting to a pod may take.
@@ -84,9 +126,30 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
     resp
 }
 
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+fn redirect(location: &str, status: StatusCode) -> Response<ProxyBody> {
+    let mut resp = text(status, String::new());
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 fn refusal(e: &RouteError) -> Response<ProxyBody> {
     match e {
-        RouteError::Unauthorized => page(StatusCode::UNAUTHORIZED, "Sign in required", "Sign in to Pinacle to reach this pod."),
+        RouteError::Unauthorized => page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in required",
+            "Open this pod from Pinacle (`pinacle pod open POD --port PORT` prints a sign-in link), \
+             or send `Authorization: Bearer <token>`.",
+        ),
         RouteError::NotFound => page(StatusCode::NOT_FOUND, "Not found", "There is no pod at this address."),
         RouteError::Forbidden(why) => page(StatusCode::FORBIDDEN, "Not allowed", why),
         RouteError::UnknownService { pod, service } => page(
@@ -103,9 +166,41 @@ fn refusal(e: &RouteError) -> Response<ProxyBody> {
     }
 }
 
-fn bearer(req: &Request<Incoming>) -> Option<String> {
+fn bearer<B>(req: &Request<B>) -> Option<String> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The value of the pod-session cookie, if sent.
+fn session_cookie<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Removes the pod-session cookie from what goes to the pod.
+fn strip_session_cookie(headers: &mut hyper::HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').is_none_or(|(name, _)| name != COOKIE_NAME))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded, except that an
@@ -132,20 +227,113 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Handles one request.
-pub async fn handle(
-    resolver: Arc<dyn Resolver>,
-    peer: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let host = req
-        .headers()
+/// Query parameter `name` of `query`, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where a sign-in may send the browser afterwards: a path on the same
+/// host, never another site (`//evil`, `/\evil`, `https://...`).
+fn safe_next(next: Option<String>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.chars().any(char::is_control) => n,
+        _ => "/".to_owned(),
+    }
+}
+
+/// The `Set-Cookie` value for a pod session. Over TLS the cookie is
+/// `Secure`; when the page is embedded in the IDE's iframe it must also be
+/// `SameSite=None; Partitioned` (CHIPS) to be sent at all.
+pub fn session_set_cookie(session: &PodSession, tls: bool, embedded: bool) -> String {
+    let mut c = format!("{COOKIE_NAME}={}; Path=/; Max-Age={}; HttpOnly", session.value, session.max_age_secs);
+    match (tls, embedded) {
+        (true, true) => c.push_str("; Secure; SameSite=None; Partitioned"),
+        (true, false) => c.push_str("; Secure; SameSite=Lax"),
+        (false, _) => c.push_str("; SameSite=Lax"),
+    }
+    c
+}
+
+/// The proxy: resolver, certificates and listeners' shared settings.
+pub struct Proxy {
+    pub resolver: Arc<dyn Resolver>,
+    /// Answers HTTP-01 challenges; holds the TLS certificates.
+    pub certs: Option<Arc<tls::CertStore>>,
+    /// Issues certificates on demand for pod hosts without one.
+    pub acme: Option<Arc<acme::Acme>>,
+    /// The domain pods live under (for certificate names).
+    pub domain: String,
+    /// When set, plain-HTTP requests (other than ACME challenges) are
+    /// redirected to HTTPS on this port.
+    pub https_redirect_port: Option<u16>,
+}
+
+impl Proxy {
+    /// A plain proxy over `resolver`, without TLS.
+    pub fn plain(resolver: Arc<dyn Resolver>, domain: &str) -> Arc<Self> {
+        Arc::new(Self { resolver, certs: None, acme: None, domain: domain.to_owned(), https_redirect_port: None })
+    }
+}
+
+/// What a connection tells a request.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+fn host_of<B>(req: &Request<B>) -> String {
+    req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let upstream = match resolver.resolve(&host, bearer(&req).as_deref()).await {
+        .unwrap_or_default()
+}
+
+/// Handles one request.
+pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let host = host_of(&req);
+    let path = req.uri().path().to_owned();
+    // ACME HTTP-01 answers, on plain HTTP only.
+    if let (false, Some(token), Some(certs)) = (conn.tls, path.strip_prefix("/.well-known/acme-challenge/"), &proxy.certs) {
+        return Ok(match certs.http_challenge(token) {
+            Some(answer) => text(StatusCode::OK, answer),
+            None => text(StatusCode::NOT_FOUND, "no such challenge\n".into()),
+        });
+    }
+    if let (false, Some(port)) = (conn.tls, proxy.https_redirect_port) {
+        let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host.as_str() });
+        let target = if port == 443 { format!("https://{bare}") } else { format!("https://{bare}:{port}") };
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return Ok(redirect(&format!("{target}{pq}"), StatusCode::PERMANENT_REDIRECT));
+    }
+    if let Some(own) = path.strip_prefix(OWN_PREFIX) {
+        return Ok(own_endpoint(&proxy, conn, &host, own, req.uri().query().unwrap_or("")).await);
+    }
+    let bearer = bearer(&req);
+    let cookie = session_cookie(&req);
+    let creds = Credentials { bearer: bearer.as_deref(), cookie: cookie.as_deref() };
+    let upstream = match proxy.resolver.resolve(&host, creds).await {
         Ok(u) => u,
         Err(e) => {
             if let RouteError::Internal(why) = &e {
@@ -169,17 +357,35 @@ pub async fn handle(
             ))
         }
     };
+    let _ = stream.set_nodelay(true);
     let upgrading = is_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    // An HTTP/2 request carries its target in absolute form and no Host
+    // header; the pod gets HTTP/1.1 in origin form.
+    if req.version() != hyper::Version::HTTP_11 {
+        *req.version_mut() = hyper::Version::HTTP_11;
+        let pq = req.uri().path_and_query().cloned();
+        if let Some(pq) = pq {
+            if let Ok(uri) = hyper::Uri::builder().path_and_query(pq).build() {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
     {
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
-        // the caller's Pinacle credential stays with the proxy
+        // the caller's Pinacle credentials stay with the proxy
         headers.remove(header::AUTHORIZATION);
+        strip_session_cookie(headers);
+        if !headers.contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                headers.insert(header::HOST, v);
+            }
+        }
         let prior = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let xff = match prior {
-            Some(p) => format!("{p}, {}", peer.ip()),
-            None => peer.ip().to_string(),
+            Some(p) => format!("{p}, {}", conn.peer.ip()),
+            None => conn.peer.ip().to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
             headers.insert("x-forwarded-for", v);
@@ -187,14 +393,14 @@ pub async fn handle(
         if let Ok(v) = HeaderValue::from_str(&host) {
             headers.insert("x-forwarded-host", v);
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     }
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+    let (mut sender, upstream_conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
         Ok(x) => x,
         Err(e) => return Ok(page(StatusCode::BAD_GATEWAY, "Bad gateway", &format!("The pod's server failed: {e}"))),
     };
     tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
+        if let Err(e) = upstream_conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended");
         }
     });
@@ -224,8 +430,61 @@ pub async fn handle(
     Ok(resp.map(|b| b.boxed()))
 }
 
-/// Serves the proxy on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, resolver: Arc<dyn Resolver>, shutdown: impl std::future::Future<Output = ()>) {
+/// `/.pinacle/auth` (sign a browser in) and `/.pinacle/signout`.
+async fn own_endpoint(proxy: &Proxy, conn: ConnInfo, host: &str, what: &str, query: &str) -> Response<ProxyBody> {
+    match what {
+        "auth" => {
+            let Some(token) = query_param(query, "token") else {
+                return page(StatusCode::BAD_REQUEST, "Bad sign-in link", "The link has no token; open the pod from Pinacle again.");
+            };
+            let embedded = query_param(query, "embed").is_some_and(|v| v == "1");
+            let next = safe_next(query_param(query, "next"));
+            match proxy.resolver.sign_in(host, &token).await {
+                Ok(session) => {
+                    let mut resp = redirect(&next, StatusCode::SEE_OTHER);
+                    if let Ok(v) = HeaderValue::from_str(&session_set_cookie(&session, conn.tls, embedded)) {
+                        resp.headers_mut().insert(header::SET_COOKIE, v);
+                    }
+                    resp
+                }
+                Err(RouteError::Unauthorized) => page(
+                    StatusCode::UNAUTHORIZED,
+                    "Sign-in link expired",
+                    "This sign-in link is invalid, used or expired; open the pod from Pinacle again.",
+                ),
+                Err(e) => refusal(&e),
+            }
+        }
+        "signout" => {
+            let mut resp = page(StatusCode::OK, "Signed out", "You are signed out of this pod.");
+            let clear = format!("{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly{}", if conn.tls { "; Secure" } else { "" });
+            if let Ok(v) = HeaderValue::from_str(&clear) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        _ => page(StatusCode::NOT_FOUND, "Not found", "Paths under /.pinacle/ belong to the Pinacle proxy."),
+    }
+}
+
+async fn serve_connection<I>(proxy: Arc<Proxy>, conn: ConnInfo, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&proxy), conn, req));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        tracing::debug!(error = %e, "proxy connection ended");
+    }
+}
+
+async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: impl std::future::Future<Output = ()>, mut on_conn: F)
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -240,19 +499,68 @@ pub async fn serve(listener: TcpListener, resolver: Arc<dyn Resolver>, shutdown:
             _ = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        let resolver = Arc::clone(&resolver);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&resolver), peer, req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "proxy connection ended");
-            }
-        });
+        tokio::spawn(on_conn(stream, peer));
     }
+}
+
+/// Serves plain HTTP (HTTP/1.1, or HTTP/2 with prior knowledge) on
+/// `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl std::future::Future<Output = ()>) {
+    accept_loop(listener, shutdown, move |stream, peer| {
+        let proxy = Arc::clone(&proxy);
+        async move { serve_connection(proxy, ConnInfo { peer, tls: false }, TokioIo::new(stream)).await }
+    })
+    .await
+}
+
+/// How long a TLS handshake, on-demand issuance included, may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Serves HTTPS on `listener` until `shutdown` resolves. A handshake for a
+/// pod host without a certificate waits for one to be issued (when ACME is
+/// configured and the host names a pod); TLS-ALPN-01 validation
+/// handshakes get the challenge certificate.
+pub async fn serve_tls(listener: TcpListener, proxy: Arc<Proxy>, configs: Arc<tls::TlsConfigs>, shutdown: impl std::future::Future<Output = ()>) {
+    accept_loop(listener, shutdown, move |stream, peer| {
+        let proxy = Arc::clone(&proxy);
+        let configs = Arc::clone(&configs);
+        async move {
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_handshake(&proxy, &configs, stream)).await;
+            match accepted {
+                Ok(Ok(Some(tls))) => serve_connection(proxy, ConnInfo { peer, tls: true }, TokioIo::new(tls)).await,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    })
+    .await
+}
+
+async fn tls_handshake(
+    proxy: &Proxy,
+    configs: &tls::TlsConfigs,
+    stream: TcpStream,
+) -> std::io::Result<Option<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let hello = start.client_hello();
+    let server_name = hello.server_name().map(str::to_owned);
+    let acme_validation = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == tls::ACME_TLS_ALPN));
+    if acme_validation {
+        // Validation only: complete the handshake and close.
+        let mut tls = start.into_stream(Arc::clone(&configs.acme)).await?;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return Ok(None);
+    }
+    if let (Some(name), Some(certs), Some(acme)) = (&server_name, &proxy.certs, &proxy.acme) {
+        if certs.lookup(name).is_none() && proxy.resolver.may_issue_certificate(name).await {
+            let cert_name = acme.certificate_name(name, &proxy.domain);
+            if let Err(e) = acme.ensure(&cert_name).await {
+                tracing::warn!(host = %name, error = %e, "no certificate for this handshake");
+            }
+        }
+    }
+    Ok(Some(start.into_stream(Arc::clone(&configs.serve)).await?))
 }
 
 #[cfg(test)]
@@ -275,6 +583,45 @@ mod tests {
         assert_eq!(h[header::CONNECTION], "upgrade");
         assert_eq!(h[header::UPGRADE], "websocket");
         assert!(h.get("keep-alive").is_none());
+    }
+
+    #[test]
+    fn sign_in_redirects_stay_on_the_pod_host() {
+        assert_eq!(safe_next(Some("/app?x=1".into())), "/app?x=1");
+        for evil in ["//evil.test/", "/\\evil.test", "https://evil.test/", "evil", "/a\nSet-Cookie: x=1"] {
+            assert_eq!(safe_next(Some(evil.replace("\\n", "\n"))), "/", "{evil}");
+        }
+        assert_eq!(safe_next(None), "/");
+        assert_eq!(query_param("token=a%2Bb&next=%2Fx%3Fy%3D1&embed=1", "next").as_deref(), Some("/x?y=1"));
+        assert_eq!(query_param("token=a%2Bb", "token").as_deref(), Some("a+b"));
+        assert_eq!(query_param("token=%zz%", "token").as_deref(), Some("%zz%"));
+        assert_eq!(query_param("a=1", "token"), None);
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_and_partitioned_when_embedded() {
+        let s = PodSession { value: "v".into(), max_age_secs: 60 };
+        let embedded = session_set_cookie(&s, true, true);
+        assert!(embedded.contains("HttpOnly") && embedded.contains("Secure") && embedded.contains("SameSite=None") && embedded.contains("Partitioned"));
+        let top = session_set_cookie(&s, true, false);
+        assert!(top.contains("SameSite=Lax") && top.contains("Secure") && !top.contains("Partitioned"));
+        // plain HTTP (local development): no Secure, which browsers would drop
+        assert!(!session_set_cookie(&s, false, true).contains("Secure"));
+    }
+
+    #[test]
+    fn the_session_cookie_is_read_and_never_forwarded() {
+        let mut req = Request::new(());
+        req.headers_mut().append(header::COOKIE, HeaderValue::from_static("a=1; pinacle_pod=secret; b=2"));
+        req.headers_mut().append(header::COOKIE, HeaderValue::from_static("c=3"));
+        assert_eq!(session_cookie(&req).as_deref(), Some("secret"));
+        strip_session_cookie(req.headers_mut());
+        let left: Vec<_> = req.headers().get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(left, vec!["a=1; b=2; c=3".to_string()]);
+        let mut only = Request::new(());
+        only.headers_mut().insert(header::COOKIE, HeaderValue::from_static("pinacle_pod=x"));
+        strip_session_cookie(only.headers_mut());
+        assert!(only.headers().get(header::COOKIE).is_none());
     }
 
     #[test]

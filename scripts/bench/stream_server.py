@@ -1,8 +1,9 @@
 # Test and benchmark server for pods (python3 standard library only), on
 # port 9000: `GET /blob` streams 50 MiB of a known pattern, `POST /sha`
-# answers the SHA-256 of the body, and a WebSocket upgrade echoes frames.
+# answers the SHA-256 of the body, `GET /headers` answers the request's
+# headers as JSON, and a WebSocket upgrade echoes frames.
 # Used by cli/tests/network.rs and scripts/bench/proxy.sh.
-import base64, hashlib, socketserver, struct
+import base64, hashlib, json, socketserver, struct
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 class H(socketserver.StreamRequestHandler):
     def handle(self):
@@ -41,6 +42,9 @@ class H(socketserver.StreamRequestHandler):
             self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (50 * len(chunk))).encode())
             for _ in range(50):
                 self.wfile.write(chunk)
+        elif method == "GET" and path == "/headers":
+            body = json.dumps(hdr, sort_keys=True).encode()
+            self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)).encode() + body)
         elif method == "POST" and path == "/sha":
             n, h = int(hdr.get("content-length", "0")), hashlib.sha256()
             while n > 0:

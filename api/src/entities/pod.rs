@@ -22,6 +22,10 @@ pub struct Model {
     /// `{pod}-{owner}` (owner: team or user name), the part of host names
     /// the pod owns; live pods never hold conflicting keys.
     pub route_key: Option<String>,
+    /// Ports reachable through the proxy without signing in, comma-separated.
+    pub public_ports: String,
+    /// Egress policy: `allow-all`, `deny-all` or an allow list of CIDRs.
+    pub egress: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

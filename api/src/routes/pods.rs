@@ -82,6 +82,63 @@ pub async fn show(
     Ok(Json(s.find_pod(&who, &key, Action::Read).await?))
 }
 
+/// Changes a pod's public ports and egress policy.
+pub async fn configure(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(change): ApiJson<crate::service::PodSettings>,
+) -> Result<Json<PodView>, ApiError> {
+    Ok(Json(s.configure_pod(&who, &key, change).await?))
+}
+
+/// `POST /pods/{pod}/open` body: which of the pod's web services.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenBody {
+    /// A port in the pod.
+    pub port: u16,
+    /// Where to land on the pod's host (default `/`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// For a page embedded in an iframe (the IDE's preview tab): the
+    /// cookie is `SameSite=None; Partitioned`.
+    #[serde(default)]
+    pub embed: bool,
+}
+
+/// A sign-in link for a browser: the pod host's `/.pinacle/auth` with a
+/// one-minute, single-use token scoped to this pod.
+pub async fn open(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<OpenBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let site = s
+        .proxy_site
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::not_supported("no proxy serves this Pinacle; start it with --proxy-listen or --proxy-tls-listen"))?;
+    if body.port == 0 {
+        return Err(ApiError::bad_request("invalid_request", "port must be 1 to 65535"));
+    }
+    let path = body.path.unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.starts_with("//") || path.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_request", "path must be a path on the pod's host, starting with a single /"));
+    }
+    let view = s.find_pod(&who, &key, Action::Exec).await?;
+    let owner = s.pod_owner_name(&view).await?;
+    let host = pinacle_orchestrator::hostname::host_for(&pinacle_orchestrator::hostname::Target::Port(body.port), &view.name, &owner, &site.domain)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let label = host.strip_suffix(&format!(".{}", site.domain)).unwrap_or(&host).to_owned();
+    let (token, ttl) = s.mint_pod_token(&who, &view.id.to_string(), crate::pod_access::PodTokenKind::Login)?;
+    let origin = site.origin(&label);
+    let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let url = format!("{origin}/.pinacle/auth?token={token}&next={}{}", enc(&path), if body.embed { "&embed=1" } else { "" });
+    Ok(Json(serde_json::json!({ "url": url, "origin": origin, "host": host, "expires_in": ttl })))
+}
+
 pub async fn start(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,

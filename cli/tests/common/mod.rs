@@ -376,3 +376,18 @@ impl Drop for Pinacle {
         let _ = std::fs::remove_file(self.data.path().join("images"));
     }
 }
+
+/// Removes a test's pod bridge and its nftables ruleset however the test ends.
+pub struct HostCleanup(pub &'static str);
+
+impl Drop for HostCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", self.0]).output();
+        let _ = Command::new("nft").args(["delete", "table", "inet", &format!("pinacle_{}", self.0)]).output();
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

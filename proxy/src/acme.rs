@@ -1,0 +1,391 @@
+//! Certificates from an ACME CA (Let's Encrypt, or Pebble in tests)
+//! through instant-acme.
+//!
+//! Per-name certificates are validated with HTTP-01 (answered by the
+//! plain listener) or TLS-ALPN-01 (answered by the TLS listener); a
+//! wildcard certificate needs DNS-01, which goes through a hook program
+//! the operator provides: `HOOK set NAME VALUE` before validation and
+//! `HOOK clear NAME VALUE` after, where NAME is `_acme-challenge.DOMAIN`
+//! and VALUE the TXT record's content.
+//!
+//! Certificates are renewed when a third of their lifetime, or
+//! `renew_before`, whichever is shorter, remains ([`renewal_due`]); the new
+//! one replaces the old in the [`CertStore`] for new handshakes only.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+
+use crate::tls::CertStore;
+
+/// How a per-name certificate's authorization is proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeKind {
+    /// A file under `/.well-known/acme-challenge/` on port 80.
+    Http01,
+    /// A special certificate on port 443 (ALPN `acme-tls/1`).
+    TlsAlpn01,
+}
+
+impl std::str::FromStr for ChallengeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http-01" => Ok(Self::Http01),
+            "tls-alpn-01" => Ok(Self::TlsAlpn01),
+            other => Err(format!("unknown ACME challenge {other:?}; use http-01 or tls-alpn-01")),
+        }
+    }
+}
+
+/// Settings of the ACME client.
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The CA's directory URL.
+    pub directory_url: String,
+    /// PEM file of the root the CA's own HTTPS endpoint chains to, when it
+    /// is not publicly trusted (Pebble).
+    pub root_ca: Option<PathBuf>,
+    /// Contact addresses (`mailto:...`).
+    pub contact: Vec<String>,
+    pub challenge: ChallengeKind,
+    /// DNS-01 hook program; when set, one wildcard certificate for the
+    /// proxy's domain is used instead of per-name ones.
+    pub dns_hook: Option<PathBuf>,
+    /// Renew when less than this remains (capped at a third of the
+    /// certificate's lifetime).
+    pub renew_before: Duration,
+    /// Where the account credentials are kept (`acme-account.json`, 0600).
+    pub state_dir: PathBuf,
+}
+
+/// Errors of issuance.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("ACME: {0}")]
+    Protocol(String),
+    #[error("ACME DNS hook: {0}")]
+    Hook(String),
+    #[error("ACME: {0}")]
+    Io(String),
+    #[error("ACME: issuance for {0} failed recently; not retrying yet")]
+    Backoff(String),
+}
+
+impl From<instant_acme::Error> for AcmeError {
+    fn from(e: instant_acme::Error) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}
+
+impl From<crate::tls::TlsError> for AcmeError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        Self::Io(e.to_string())
+    }
+}
+
+/// Whether a certificate valid from `not_before` to `not_after` should be
+/// renewed at `now` (all seconds since the epoch).
+pub fn renewal_due(not_before: i64, not_after: i64, now: i64, renew_before: Duration) -> bool {
+    let lifetime = (not_after - not_before).max(0);
+    let window = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX).min(lifetime / 3);
+    now >= not_after - window
+}
+
+/// After a failed issuance, the same name waits this long.
+pub const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The ACME client and its issued certificates.
+pub struct Acme {
+    cfg: AcmeConfig,
+    store: Arc<CertStore>,
+    account: tokio::sync::OnceCell<Account>,
+    /// One issuance at a time per name.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    failures: Mutex<HashMap<String, Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedAccount {
+    directory_url: String,
+    credentials: AccountCredentials,
+}
+
+impl Acme {
+    pub fn new(cfg: AcmeConfig, store: Arc<CertStore>) -> Self {
+        Self { cfg, store, account: tokio::sync::OnceCell::new(), locks: Mutex::default(), failures: Mutex::default() }
+    }
+
+    /// The certificate name that covers `host`: the host itself, or the
+    /// wildcard of `domain` when DNS-01 is configured.
+    pub fn certificate_name(&self, host: &str, domain: &str) -> String {
+        if self.cfg.dns_hook.is_some() {
+            format!("*.{domain}")
+        } else {
+            host.to_ascii_lowercase()
+        }
+    }
+
+    pub fn uses_wildcard(&self) -> bool {
+        self.cfg.dns_hook.is_some()
+    }
+
+    async fn account(&self) -> Result<&Account, AcmeError> {
+        self.account
+            .get_or_try_init(|| async {
+                let builder = || match &self.cfg.root_ca {
+                    Some(pem) => Account::builder_with_root(pem),
+                    None => Account::builder(),
+                };
+                let path = self.cfg.state_dir.join("acme-account.json");
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    match serde_json::from_str::<SavedAccount>(&text) {
+                        Ok(saved) if saved.directory_url == self.cfg.directory_url => {
+                            return Ok(builder()?.from_credentials(saved.credentials).await?);
+                        }
+                        Ok(_) => tracing::info!("ACME directory changed; registering a new account"),
+                        Err(e) => tracing::warn!(error = %e, path = %path.display(), "unreadable ACME account; registering a new one"),
+                    }
+                }
+                let contact: Vec<&str> = self.cfg.contact.iter().map(String::as_str).collect();
+                let (account, credentials) = builder()?
+                    .create(
+                        &NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false },
+                        self.cfg.directory_url.clone(),
+                        None,
+                    )
+                    .await?;
+                let saved = SavedAccount { directory_url: self.cfg.directory_url.clone(), credentials };
+                let json = serde_json::to_vec_pretty(&saved).map_err(|e| AcmeError::Io(e.to_string()))?;
+                std::fs::create_dir_all(&self.cfg.state_dir).map_err(|e| AcmeError::Io(e.to_string()))?;
+                write_private(&path, &json)?;
+                tracing::info!(directory = %self.cfg.directory_url, "registered an ACME account");
+                Ok(account)
+            })
+            .await
+    }
+
+    /// Makes sure a valid certificate for `name` is in the store, issuing
+    /// one if there is none (or it is due for renewal). Concurrent calls
+    /// for one name share one issuance.
+    pub async fn ensure(&self, name: &str) -> Result<(), AcmeError> {
+        let name = name.to_ascii_lowercase();
+        let fresh = |store: &CertStore| {
+            store
+                .get(&name)
+                .is_some_and(|c| !renewal_due(c.not_before, c.not_after, chrono::Utc::now().timestamp(), self.cfg.renew_before))
+        };
+        if fresh(&self.store) {
+            return Ok(());
+        }
+        let name_lock = Arc::clone(lock(&self.locks).entry(name.clone()).or_default());
+        let _held = name_lock.lock().await;
+        if fresh(&self.store) {
+            return Ok(());
+        }
+        if lock(&self.failures).get(&name).is_some_and(|t| t.elapsed() < FAILURE_BACKOFF) {
+            return Err(AcmeError::Backoff(name));
+        }
+        match self.issue(&name).await {
+            Ok(()) => {
+                lock(&self.failures).remove(&name);
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.failures).insert(name.clone(), Instant::now());
+                tracing::warn!(%name, error = %e, "certificate issuance failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Orders, validates and installs a certificate for `name`.
+    async fn issue(&self, name: &str) -> Result<(), AcmeError> {
+        let started = Instant::now();
+        let account = self.account().await?;
+        let identifiers = [Identifier::Dns(name.to_owned())];
+        let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+        let mut cleanups: Vec<Cleanup> = Vec::new();
+        let result = async {
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = authz?;
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => return Err(AcmeError::Protocol(format!("authorization for {name} is {other:?}"))),
+                }
+                let kind = if self.cfg.dns_hook.is_some() || name.starts_with("*.") {
+                    ChallengeType::Dns01
+                } else {
+                    match self.cfg.challenge {
+                        ChallengeKind::Http01 => ChallengeType::Http01,
+                        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                    }
+                };
+                let mut challenge = authz
+                    .challenge(kind.clone())
+                    .ok_or_else(|| AcmeError::Protocol(format!("the CA offers no {kind:?} challenge for {name}")))?;
+                let key_auth = challenge.key_authorization();
+                let ident = challenge.identifier().identifier.clone();
+                let Identifier::Dns(domain) = ident else {
+                    return Err(AcmeError::Protocol("unexpected identifier type".into()));
+                };
+                let domain = domain.trim_start_matches("*.").to_owned();
+                match kind {
+                    ChallengeType::Http01 => {
+                        self.store.set_http_challenge(&challenge.token, key_auth.as_str());
+                        cleanups.push(Cleanup::Http(challenge.token.clone()));
+                    }
+                    ChallengeType::TlsAlpn01 => {
+                        let mut params = rcgen::CertificateParams::new(vec![domain.clone()]).map_err(|e| AcmeError::Protocol(e.to_string()))?;
+                        params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(key_auth.digest().as_ref())];
+                        let key = rcgen::KeyPair::generate().map_err(|e| AcmeError::Protocol(e.to_string()))?;
+                        let cert = params.self_signed(&key).map_err(|e| AcmeError::Protocol(e.to_string()))?;
+                        let answer = crate::tls::challenge_key(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
+                        self.store.set_alpn_challenge(&domain, answer);
+                        cleanups.push(Cleanup::Alpn(domain.clone()));
+                    }
+                    _ => {
+                        let record = format!("_acme-challenge.{domain}");
+                        let value = key_auth.dns_value();
+                        self.run_hook("set", &record, &value).await?;
+                        cleanups.push(Cleanup::Dns(record, value));
+                    }
+                }
+                challenge.set_ready().await?;
+            }
+            let retry = RetryPolicy::new().timeout(Duration::from_secs(90));
+            let status = order.poll_ready(&retry).await?;
+            if status != OrderStatus::Ready {
+                let why = order.state().error.as_ref().map(|p| p.to_string()).unwrap_or_else(|| format!("{status:?}"));
+                return Err(AcmeError::Protocol(format!("order for {name} not ready: {why}")));
+            }
+            let key_pem = order.finalize().await?;
+            let chain_pem = order.poll_certificate(&retry).await?;
+            Ok((chain_pem, key_pem))
+        }
+        .await;
+        for cleanup in cleanups {
+            match cleanup {
+                Cleanup::Http(token) => self.store.clear_http_challenge(&token),
+                Cleanup::Alpn(domain) => self.store.clear_alpn_challenge(&domain),
+                Cleanup::Dns(record, value) => {
+                    if let Err(e) = self.run_hook("clear", &record, &value).await {
+                        tracing::warn!(error = %e, "DNS hook could not clear the challenge record");
+                    }
+                }
+            }
+        }
+        let (chain_pem, key_pem) = result?;
+        let cert = self.store.install(name, &chain_pem, &key_pem)?;
+        tracing::info!(%name, serial = %cert.serial, not_after = cert.not_after, ms = started.elapsed().as_millis() as u64, "certificate issued");
+        Ok(())
+    }
+
+    async fn run_hook(&self, verb: &str, record: &str, value: &str) -> Result<(), AcmeError> {
+        let hook = self.cfg.dns_hook.as_ref().ok_or_else(|| AcmeError::Hook("a wildcard certificate needs --acme-dns-hook".into()))?;
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(hook).args([verb, record, value]).kill_on_drop(true).output(),
+        )
+        .await
+        .map_err(|_| AcmeError::Hook(format!("{} {verb} took over 120 s", hook.display())))?
+        .map_err(|e| AcmeError::Hook(format!("running {}: {e}", hook.display())))?;
+        if !out.status.success() {
+            return Err(AcmeError::Hook(format!(
+                "{} {verb} {record} failed ({}): {}",
+                hook.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Renews every stored certificate that is due. Returns how many were
+    /// renewed.
+    pub async fn renew_due(&self) -> usize {
+        let now = chrono::Utc::now().timestamp();
+        let mut renewed = 0;
+        for name in self.store.names() {
+            let Some(cert) = self.store.get(&name) else { continue };
+            if !renewal_due(cert.not_before, cert.not_after, now, self.cfg.renew_before) {
+                continue;
+            }
+            match self.ensure(&name).await {
+                Ok(()) => renewed += 1,
+                Err(e) => tracing::warn!(%name, error = %e, "renewal failed; the current certificate stays in use"),
+            }
+        }
+        renewed
+    }
+
+    /// Checks for due renewals every `every` until `shutdown`.
+    pub async fn renew_periodically(self: Arc<Self>, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => { self.renew_due().await; }
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+}
+
+enum Cleanup {
+    Http(String),
+    Alpn(String),
+    Dns(String, String),
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), AcmeError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| AcmeError::Io(format!("{}: {e}", path.display()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).and_then(|mut f| f.write_all(bytes)).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_in_the_last_third_or_the_configured_window() {
+        let day = 86_400;
+        let month = Duration::from_secs(30 * day as u64);
+        // 90-day certificate, 30-day window: due from day 60
+        assert!(!renewal_due(0, 90 * day, 59 * day, month));
+        assert!(renewal_due(0, 90 * day, 60 * day, month));
+        // 6-day certificate: the window shrinks to 2 days
+        assert!(!renewal_due(0, 6 * day, 3 * day, month));
+        assert!(renewal_due(0, 6 * day, 4 * day, month));
+        // a short configured window wins
+        assert!(!renewal_due(0, 90 * day, 80 * day, Duration::from_secs(7 * day as u64)));
+        // expired, or a broken validity: due
+        assert!(renewal_due(0, 10, 20, month));
+        assert!(renewal_due(10, 0, 5, month));
+    }
+
+    #[test]
+    fn challenge_kinds_parse_with_a_clear_error() {
+        assert_eq!("http-01".parse::<ChallengeKind>(), Ok(ChallengeKind::Http01));
+        assert_eq!("tls-alpn-01".parse::<ChallengeKind>(), Ok(ChallengeKind::TlsAlpn01));
+        assert!("dns-01".parse::<ChallengeKind>().unwrap_err().contains("http-01 or tls-alpn-01"));
+    }
+}
