@@ -148,6 +148,7 @@ impl PodView {
             tier: self.tier,
             runtime: self.runtime,
             host: self.host.clone(),
+            egress: self.egress.clone(),
         })
     }
 }
@@ -347,8 +348,9 @@ impl AppState {
         name.ok_or_else(|| ApiError::internal(format!("pod {} has no owner", view.name)))
     }
 
-    /// Changes a pod's network settings: its public ports (effective at
-    /// once) and egress policy (applied the next time it starts).
+    /// Changes a pod's network settings: its public ports and egress policy
+    /// (both effective at once for a running pod on this server's agent;
+    /// on another host the policy applies when the pod next starts).
     pub async fn configure_pod(&self, who: &Principal, key: &str, change: PodSettings) -> Result<PodView, ApiError> {
         let view = self.find_pod(who, key, Action::Configure).await?;
         let mut row: pod::ActiveModel = pod::Entity::find_by_id(view.id.to_string())
@@ -389,7 +391,16 @@ impl AppState {
             updated
         };
         self.pod_lists.clear();
-        PodView::try_from(updated)
+        let view = PodView::try_from(updated)?;
+        if change.egress.is_some() {
+            if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == view.host) {
+                match agent.set_egress(view.id, &view.egress).await {
+                    Ok(applied) => tracing::info!(pod = %view.name, egress = %view.egress, applied_now = applied, "egress policy changed"),
+                    Err(e) => tracing::warn!(pod = %view.name, error = %e, "egress policy stored; applying it failed, it applies on the next start"),
+                }
+            }
+        }
+        Ok(view)
     }
 
     /// The live pod with id, name or `team/name` `key`, if the caller may

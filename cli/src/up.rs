@@ -255,7 +255,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()
                 .context("--pod-deny")?;
             let net = NetworkConfig { bridge: args.pod_bridge.clone(), subnet, deny };
-            net.ensure_host().await.context("setting up pod networking (needs iproute2 and nftables)")?;
+            net.ensure_host(&cfg.data.pods()).await.context("setting up pod networking (needs iproute2 and nftables)")?;
             cfg.network = Some(net);
         }
         if args.runtime == Some(RuntimeKind::Youki) && cfg.youki.is_none() {

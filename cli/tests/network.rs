@@ -256,3 +256,101 @@ async fn the_proxy_streams_50_mib_both_ways_and_carries_websockets() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A network namespace standing in for "the outside": a web server on
+/// 10.231.14.2 and 10.231.15.2, reached from the host through a veth
+/// (10.231.14.1), so that pod egress goes through the host's forwarding
+/// and NAT exactly as it would to the Internet.
+struct Outside {
+    server: Option<common::KillOnDrop>,
+    _dir: tempfile::TempDir,
+}
+
+const OUT_NS: &str = "pnctest-out";
+
+impl Outside {
+    fn start() -> Self {
+        Self::remove();
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        };
+        ip(&["netns", "add", OUT_NS]);
+        ip(&["link", "add", "pnctestov", "type", "veth", "peer", "name", "pnctestop"]);
+        ip(&["link", "set", "pnctestop", "netns", OUT_NS]);
+        ip(&["addr", "add", "10.231.14.1/24", "dev", "pnctestov"]);
+        ip(&["link", "set", "pnctestov", "up"]);
+        ip(&["-n", OUT_NS, "addr", "add", "10.231.14.2/24", "dev", "pnctestop"]);
+        ip(&["-n", OUT_NS, "addr", "add", "10.231.15.2/24", "dev", "pnctestop"]);
+        ip(&["-n", OUT_NS, "link", "set", "pnctestop", "up"]);
+        ip(&["-n", OUT_NS, "link", "set", "lo", "up"]);
+        ip(&["route", "add", "10.231.15.0/24", "via", "10.231.14.2"]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "hello from outside\n").unwrap();
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", OUT_NS, "busybox", "httpd", "-f", "-p", "8080", "-h"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        Self { server: Some(common::KillOnDrop(server)), _dir: dir }
+    }
+
+    fn remove() {
+        let _ = std::process::Command::new("ip").args(["route", "del", "10.231.15.0/24"]).output();
+        let _ = std::process::Command::new("ip").args(["link", "del", "pnctestov"]).output();
+        let _ = std::process::Command::new("ip").args(["netns", "del", OUT_NS]).output();
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        self.server.take();
+        Self::remove();
+    }
+}
+
+/// Whether `pod` can fetch the outside server's page at `ip`.
+async fn reaches(p: &Pinacle, pod: &str, ip: &str) -> bool {
+    let (out, _, code) = p.exec(pod, &["sh", "-c", &http_via_nc(ip, 8080)]).await;
+    code == 0 && out.contains("hello from outside")
+}
+
+#[tokio::test]
+async fn egress_policies_apply_per_pod_at_once_and_the_deny_list_always_wins() {
+    const BR: &str = "pnctest4";
+    let _cleanup = HostCleanup(BR);
+    let _outside = Outside::start();
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.13.0/24", "--pod-deny", "10.231.15.0/24"]).await;
+    p.create_running("eg-a", "minimal", "youki").await;
+    p.create_running("eg-b", "minimal", "gvisor").await;
+    // allow-all by default: out through NAT, but never to the deny list
+    for pod in ["eg-a", "eg-b"] {
+        assert!(reaches(&p, pod, "10.231.14.2").await, "{pod} cannot get out");
+        assert!(!reaches(&p, pod, "10.231.15.2").await, "{pod} reached a denied network");
+    }
+    // deny-all on one pod, applied to the running pod; the other is untouched
+    let (s, b) = p.call(reqwest::Method::PATCH, "/api/v1/pods/eg-a", Some(serde_json::json!({"egress": "deny-all"}))).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["egress"], "deny-all");
+    assert!(!reaches(&p, "eg-a", "10.231.14.2").await, "deny-all pod got out");
+    assert!(reaches(&p, "eg-b", "10.231.14.2").await);
+    // an allow list: listed networks only, and the deny list still wins
+    let allow = serde_json::json!({"egress": "10.231.14.2/32, 10.231.15.0/24"});
+    assert_eq!(p.call(reqwest::Method::PATCH, "/api/v1/pods/eg-b", Some(allow)).await.0, 200);
+    assert!(reaches(&p, "eg-b", "10.231.14.2").await);
+    assert!(!reaches(&p, "eg-b", "10.231.15.2").await, "the allow list beat the deny list");
+    let elsewhere = serde_json::json!({"egress": "10.231.16.0/24"});
+    assert_eq!(p.call(reqwest::Method::PATCH, "/api/v1/pods/eg-b", Some(elsewhere)).await.0, 200);
+    assert!(!reaches(&p, "eg-b", "10.231.14.2").await, "reached a network not on the allow list");
+    // the policy outlives a restart
+    p.call(reqwest::Method::POST, "/api/v1/pods/eg-a/stop", None).await;
+    p.wait_state("eg-a", "stopped", 60).await;
+    p.call(reqwest::Method::POST, "/api/v1/pods/eg-a/start", None).await;
+    p.wait_state("eg-a", "running", 60).await;
+    assert!(!reaches(&p, "eg-a", "10.231.14.2").await, "deny-all was lost on restart");
+    // a bad policy is refused and changes nothing
+    let (s, b) = p.call(reqwest::Method::PATCH, "/api/v1/pods/eg-a", Some(serde_json::json!({"egress": "example.com"}))).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("egress"), "{b}");
+    assert_eq!(p.pod("eg-a").await["egress"], "deny-all");
+}

@@ -295,7 +295,7 @@ impl HostAgent {
         std::fs::create_dir_all(&workspace).map_err(AgentError::io("creating", &workspace))?;
         let root = dir.join("rootfs");
         let attachment = match &self.config.network {
-            Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods()).await?),
+            Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods(), &pod.egress).await?),
             None => None,
         };
         rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &root)?;
@@ -513,6 +513,16 @@ impl HostAgent {
         report.leftovers_removed.extend(remove_empty_cgroups(Path::new(CGROUP_ROOT), |id| live.contains_key(&id)));
         self.ready.store(true, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Applies a pod's new egress policy at once, if the pod is attached
+    /// to this host's network; false if it is not (it gets the policy when
+    /// it next starts).
+    pub async fn set_egress(&self, pod: Uuid, egress: &str) -> Result<bool, AgentError> {
+        match &self.config.network {
+            Some(net) => net.set_egress(&self.config.data.pod(pod), egress).await,
+            None => Ok(false),
+        }
     }
 
     /// The pod's network address on this host, if it has one.

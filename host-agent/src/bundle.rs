@@ -213,6 +213,7 @@ mod tests {
             tier,
             runtime: RuntimeKind::Gvisor,
             host: "local".into(),
+            egress: "allow-all".into(),
         }
     }
 

@@ -231,6 +231,9 @@ pub struct NetworkConfig {
 pub struct Attachment {
     pub ip: Ipv4Addr,
     pub netns: String,
+    /// The pod's egress policy as applied (see [`Egress::parse`]).
+    #[serde(default)]
+    pub egress: String,
 }
 
 impl Attachment {
@@ -245,16 +248,46 @@ pub fn recorded(pod_dir: &std::path::Path) -> Option<Attachment> {
     serde_json::from_slice(&std::fs::read(pod_dir.join(ATTACHMENT_FILE)).ok()?).ok()
 }
 
+fn write_record(pod_dir: &std::path::Path, a: &Attachment) -> Result<(), crate::AgentError> {
+    std::fs::create_dir_all(pod_dir).map_err(crate::AgentError::io("creating", pod_dir))?;
+    let json = serde_json::to_vec(a).map_err(|e| crate::AgentError::Network(e.to_string()))?;
+    let path = pod_dir.join(ATTACHMENT_FILE);
+    let tmp = pod_dir.join(format!("{ATTACHMENT_FILE}.tmp"));
+    std::fs::write(&tmp, json).map_err(crate::AgentError::io("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(crate::AgentError::io("writing", &path))
+}
+
+/// Every attachment recorded under `pods_dir`.
+fn all_recorded(pods_dir: &std::path::Path) -> Vec<Attachment> {
+    std::fs::read_dir(pods_dir).into_iter().flatten().flatten().filter_map(|e| recorded(&e.path())).collect()
+}
+
 /// Addresses recorded by the pods under `pods_dir`.
 pub fn used_addresses(pods_dir: &std::path::Path) -> BTreeSet<Ipv4Addr> {
-    std::fs::read_dir(pods_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| recorded(&e.path()))
-        .map(|a| a.ip)
-        .collect()
+    all_recorded(pods_dir).into_iter().map(|a| a.ip).collect()
 }
+
+/// The ruleset's view of the recorded pods. A policy that does not parse
+/// (the control plane validates them, so only a damaged record) fails
+/// closed: no egress.
+fn pod_rules(attachments: &[Attachment]) -> Vec<PodRule> {
+    let mut rules: Vec<PodRule> = attachments
+        .iter()
+        .map(|a| PodRule {
+            ip: a.ip,
+            egress: Egress::parse(&a.egress).unwrap_or_else(|e| {
+                tracing::warn!(ip = %a.ip, error = %e, "unreadable egress policy; denying egress");
+                Egress::DenyAll
+            }),
+        })
+        .collect();
+    rules.sort_by_key(|r| r.ip);
+    rules
+}
+
+/// One ruleset change at a time: each reads every record and replaces the
+/// whole table, so the last one applied always reflects all pods.
+static RULESET_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), crate::AgentError> {
     use tokio::io::AsyncWriteExt;
@@ -288,7 +321,7 @@ async fn exists(program: &str, args: &[&str]) -> bool {
 
 impl NetworkConfig {
     /// Makes the bridge, forwarding and the ruleset ready (idempotent).
-    pub async fn ensure_host(&self) -> Result<(), crate::AgentError> {
+    pub async fn ensure_host(&self, pods_dir: &std::path::Path) -> Result<(), crate::AgentError> {
         if self.bridge.is_empty() || self.bridge.len() > 15 {
             return Err(crate::AgentError::Network(format!("bridge name {:?} must have 1 to 15 characters", self.bridge)));
         }
@@ -300,14 +333,47 @@ impl NetworkConfig {
         run("ip", &["link", "set", &self.bridge, "up"], None).await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| crate::AgentError::Network(format!("enabling IPv4 forwarding: {e}")))?;
-        run("nft", &["-f", "-"], Some(&ruleset(&self.bridge, &self.subnet, &self.deny, &[]))).await
+        self.apply_rules(pods_dir).await
+    }
+
+    /// Loads the ruleset for the pods recorded under `pods_dir`.
+    pub async fn apply_rules(&self, pods_dir: &std::path::Path) -> Result<(), crate::AgentError> {
+        let _one = RULESET_LOCK.lock().await;
+        let pods = pod_rules(&all_recorded(pods_dir));
+        run("nft", &["-f", "-"], Some(&ruleset(&self.bridge, &self.subnet, &self.deny, &pods))).await
+    }
+
+    /// Changes the egress policy of an attached pod, at once. False when
+    /// the pod has no attachment here.
+    pub async fn set_egress(&self, pod_dir: &std::path::Path, egress: &str) -> Result<bool, crate::AgentError> {
+        Egress::parse(egress).map_err(|e| crate::AgentError::Network(e.to_string()))?;
+        let Some(mut a) = recorded(pod_dir) else { return Ok(false) };
+        if a.egress != egress {
+            a.egress = egress.to_owned();
+            write_record(pod_dir, &a)?;
+        }
+        let pods_dir = pod_dir.parent().unwrap_or(pod_dir);
+        self.apply_rules(pods_dir).await?;
+        Ok(true)
     }
 
     /// Gives the pod its namespace, veth pair and address (idempotent: an
     /// attachment already recorded and present is returned as it is).
-    pub async fn attach(&self, pod: Uuid, pod_dir: &std::path::Path, pods_dir: &std::path::Path) -> Result<Attachment, crate::AgentError> {
+    pub async fn attach(
+        &self,
+        pod: Uuid,
+        pod_dir: &std::path::Path,
+        pods_dir: &std::path::Path,
+        egress: &str,
+    ) -> Result<Attachment, crate::AgentError> {
+        Egress::parse(egress).map_err(|e| crate::AgentError::Network(e.to_string()))?;
         let names = pod_names(pod);
-        if let Some(a) = recorded(pod_dir).filter(|a| a.netns_path().exists()) {
+        if let Some(mut a) = recorded(pod_dir).filter(|a| a.netns_path().exists()) {
+            if a.egress != egress {
+                a.egress = egress.to_owned();
+                write_record(pod_dir, &a)?;
+            }
+            self.apply_rules(pods_dir).await?;
             return Ok(a);
         }
         // Whatever a failed attempt left goes first.
@@ -318,10 +384,12 @@ impl NetworkConfig {
             let _ = self.detach(pod, pod_dir).await;
             return Err(e);
         }
-        let a = Attachment { ip, netns: names.netns };
-        std::fs::create_dir_all(pod_dir).map_err(crate::AgentError::io("creating", pod_dir))?;
-        let json = serde_json::to_vec(&a).map_err(|e| crate::AgentError::Network(e.to_string()))?;
-        std::fs::write(pod_dir.join(ATTACHMENT_FILE), json).map_err(crate::AgentError::io("writing", pod_dir.join(ATTACHMENT_FILE)))?;
+        let a = Attachment { ip, netns: names.netns, egress: egress.to_owned() };
+        write_record(pod_dir, &a)?;
+        if let Err(e) = self.apply_rules(pods_dir).await {
+            let _ = self.detach(pod, pod_dir).await;
+            return Err(e);
+        }
         Ok(a)
     }
 
@@ -353,7 +421,13 @@ impl NetworkConfig {
             run("ip", &["link", "del", &names.host_veth], None).await?;
         }
         match std::fs::remove_file(pod_dir.join(ATTACHMENT_FILE)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The pod's rule goes with it (its address may be reused).
+                if let Some(pods_dir) = pod_dir.parent() {
+                    self.apply_rules(pods_dir).await?;
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(crate::AgentError::io("removing", pod_dir.join(ATTACHMENT_FILE))(e)),
         }
@@ -385,6 +459,15 @@ impl From<NetworkError> for crate::AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_egress_record_fails_closed() {
+        let a = |ip: [u8; 4], egress: &str| Attachment { ip: Ipv4Addr::from(ip), netns: "n".into(), egress: egress.into() };
+        let rules = pod_rules(&[a([10, 88, 0, 3], "garbage!"), a([10, 88, 0, 2], ""), a([10, 88, 0, 4], "192.0.2.0/24")]);
+        assert_eq!(rules[0], PodRule { ip: Ipv4Addr::new(10, 88, 0, 2), egress: Egress::AllowAll });
+        assert_eq!(rules[1], PodRule { ip: Ipv4Addr::new(10, 88, 0, 3), egress: Egress::DenyAll });
+        assert!(matches!(rules[2].egress, Egress::Allow(_)));
+    }
 
     #[test]
     fn subnets_parse_with_clear_errors() {

@@ -55,6 +55,14 @@ pub struct PodRecord {
     pub tier: Tier,
     pub runtime: RuntimeKind,
     pub host: String,
+    /// Egress policy: `allow-all`, `deny-all` or an allow list of IPv4
+    /// CIDRs (validated by the control plane).
+    #[serde(default = "default_egress")]
+    pub egress: String,
+}
+
+fn default_egress() -> String {
+    "allow-all".into()
 }
 
 impl PodRecord {
