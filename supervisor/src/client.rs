@@ -1,0 +1,198 @@
+//! The host agent's side of the control socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use crate::protocol::{read_frame, write_frame, write_json, Control, ExecSpec, ExitStatus, FrameKind, Op, ProtocolError, Request, Response};
+
+/// How long connecting and one-shot answers may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of talking to a supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("the pod's supervisor is not reachable at {path}: {why}")]
+    Unreachable { path: String, why: String },
+    #[error("the pod's supervisor refused: {0}")]
+    Refused(String),
+    #[error("the pod's supervisor did not answer in time")]
+    Timeout,
+    #[error("the pod's supervisor closed the connection")]
+    Closed,
+}
+
+/// A pod's supervisor, reached through its socket on the host.
+#[derive(Debug, Clone)]
+pub struct SupervisorClient {
+    socket: PathBuf,
+    secret: String,
+}
+
+/// What an exec sends the supervisor while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    Stdin(Vec<u8>),
+    StdinEnd,
+    Control(Control),
+}
+
+/// What an exec produces, in order; [`ExecEvent::Exit`] is last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExitStatus),
+}
+
+impl SupervisorClient {
+    pub fn new(socket: impl Into<PathBuf>, secret: impl Into<String>) -> Self {
+        Self { socket: socket.into(), secret: secret.into() }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn connect(&self, op: Op) -> Result<UnixStream, ClientError> {
+        let mut stream = tokio::time::timeout(CALL_TIMEOUT, UnixStream::connect(&self.socket))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|e| ClientError::Unreachable { path: self.socket.display().to_string(), why: e.to_string() })?;
+        write_json(&mut stream, FrameKind::Request, &Request { secret: self.secret.clone(), op }).await?;
+        Ok(stream)
+    }
+
+    /// A one-shot request and its answer; an error answer becomes
+    /// [`ClientError::Refused`].
+    pub async fn call(&self, op: Op) -> Result<Response, ClientError> {
+        let mut stream = self.connect(op).await?;
+        let frame = tokio::time::timeout(CALL_TIMEOUT, read_frame(&mut stream)).await.map_err(|_| ClientError::Timeout)??;
+        match frame {
+            Some((FrameKind::Response, payload)) => match serde_json::from_slice::<Response>(&payload).map_err(ProtocolError::from)? {
+                Response::Error { message, .. } => Err(ClientError::Refused(message)),
+                other => Ok(other),
+            },
+            Some((kind, _)) => Err(ProtocolError::Unexpected(kind).into()),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// Waits until the supervisor answers, for at most `within`.
+    pub async fn wait_ready(&self, within: Duration) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.call(Op::Ping).await {
+                Ok(_) => return Ok(()),
+                Err(e @ ClientError::Refused(_)) => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Starts a command. Send input on the returned sender (dropping it
+    /// ends stdin); events arrive on the receiver, [`ExecEvent::Exit`] last.
+    pub async fn exec(&self, spec: ExecSpec) -> Result<(mpsc::Sender<ExecInput>, mpsc::Receiver<ExecEvent>), ClientError> {
+        let stream = self.connect(Op::Exec(spec)).await?;
+        let (mut reader, mut writer) = stream.into_split();
+        let (in_tx, mut in_rx) = mpsc::channel::<ExecInput>(64);
+        let (out_tx, out_rx) = mpsc::channel::<ExecEvent>(64);
+        tokio::spawn(async move {
+            while let Some(input) = in_rx.recv().await {
+                let sent = match input {
+                    ExecInput::Stdin(data) => {
+                        let mut ok = Ok(());
+                        for chunk in data.chunks(crate::protocol::MAX_FRAME) {
+                            ok = write_frame(&mut writer, FrameKind::Stdin, chunk).await;
+                            if ok.is_err() {
+                                break;
+                            }
+                        }
+                        ok
+                    }
+                    ExecInput::StdinEnd => write_frame(&mut writer, FrameKind::StdinEnd, &[]).await,
+                    ExecInput::Control(c) => write_json(&mut writer, FrameKind::Control, &c).await,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            let _ = write_frame(&mut writer, FrameKind::StdinEnd, &[]).await;
+        });
+        tokio::spawn(async move {
+            loop {
+                let event = match read_frame(&mut reader).await {
+                    Ok(Some((FrameKind::Stdout, data))) => ExecEvent::Stdout(data),
+                    Ok(Some((FrameKind::Stderr, data))) => ExecEvent::Stderr(data),
+                    Ok(Some((FrameKind::Exit, payload))) => match serde_json::from_slice::<ExitStatus>(&payload) {
+                        Ok(status) => ExecEvent::Exit(status),
+                        Err(_) => ExecEvent::Exit(ExitStatus { code: 255, signal: None }),
+                    },
+                    Ok(Some((FrameKind::Response, payload))) => {
+                        // a refusal before the command started
+                        let message = match serde_json::from_slice::<Response>(&payload) {
+                            Ok(Response::Error { message, .. }) => message,
+                            _ => "unexpected answer".into(),
+                        };
+                        let _ = out_tx.send(ExecEvent::Stderr(format!("pinacle: {message}\n").into_bytes())).await;
+                        ExecEvent::Exit(ExitStatus { code: 126, signal: None })
+                    }
+                    _ => ExecEvent::Exit(ExitStatus { code: 255, signal: None }),
+                };
+                let last = matches!(event, ExecEvent::Exit(_));
+                if out_tx.send(event).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok((in_tx, out_rx))
+    }
+
+    /// A file's bytes.
+    pub async fn read_file(&self, path: &str, limit: usize) -> Result<Vec<u8>, ClientError> {
+        let mut stream = self.connect(Op::ReadFile { path: path.to_owned() }).await?;
+        let mut data = Vec::new();
+        loop {
+            match tokio::time::timeout(CALL_TIMEOUT, read_frame(&mut stream)).await.map_err(|_| ClientError::Timeout)?? {
+                Some((FrameKind::Stdout, chunk)) => {
+                    if data.len() + chunk.len() > limit {
+                        return Err(ClientError::Refused(format!("{path} is larger than {limit} bytes")));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Some((FrameKind::End, _)) => return Ok(data),
+                Some((FrameKind::Response, payload)) => {
+                    return Err(match serde_json::from_slice::<Response>(&payload).map_err(ProtocolError::from)? {
+                        Response::Error { message, .. } => ClientError::Refused(message),
+                        _ => ClientError::Closed,
+                    })
+                }
+                Some((kind, _)) => return Err(ProtocolError::Unexpected(kind).into()),
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// Replaces a file's contents.
+    pub async fn write_file(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<(), ClientError> {
+        let mut stream = self.connect(Op::WriteFile { path: path.to_owned(), mode }).await?;
+        for chunk in data.chunks(crate::protocol::MAX_FRAME) {
+            write_frame(&mut stream, FrameKind::Stdin, chunk).await?;
+        }
+        write_frame(&mut stream, FrameKind::StdinEnd, &[]).await?;
+        match tokio::time::timeout(CALL_TIMEOUT, read_frame(&mut stream)).await.map_err(|_| ClientError::Timeout)?? {
+            Some((FrameKind::Response, payload)) => match serde_json::from_slice::<Response>(&payload).map_err(ProtocolError::from)? {
+                Response::Ok => Ok(()),
+                Response::Error { message, .. } => Err(ClientError::Refused(message)),
+                _ => Err(ClientError::Closed),
+            },
+            Some((kind, _)) => Err(ProtocolError::Unexpected(kind).into()),
+            None => Err(ClientError::Closed),
+        }
+    }
+}
