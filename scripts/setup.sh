@@ -52,7 +52,9 @@ fi
 
 echo "setup: building Pinacle (release)"
 cargo build --release --workspace
+bash scripts/build-supervisor.sh
 install -m 0755 target/release/pinacle target/release/pinacle-youki /usr/local/bin/
+install -m 0755 target/x86_64-unknown-linux-musl/release/pinacle-supervisor /usr/local/bin/
 data_dir=${PINACLE_DATA_DIR:-/var/lib/pinacle}
 pinacle image build busybox --data-dir "$data_dir"
 pinacle image build base --data-dir "$data_dir"

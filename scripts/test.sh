@@ -9,6 +9,8 @@ bash scripts/setup.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
 
 cargo build --workspace --all-targets
+# The in-pod supervisor, static (musl), which every test pod starts under.
+bash scripts/build-supervisor.sh
 
 # Images the sandbox tests start pods from, built once and cached.
 export PINACLE_TEST_IMAGES=${PINACLE_TEST_IMAGES:-/var/tmp/pinacle-test/images}

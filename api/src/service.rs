@@ -13,6 +13,8 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use pinacle_orchestrator::processes::PodProcesses;
+
 use crate::auth::Principal;
 use crate::entities::{host, pod, pod_event};
 use crate::policy::{Action, Resource};
@@ -43,6 +45,9 @@ pub struct PodView {
     /// Egress policy: `allow-all`, `deny-all` or an allow list of CIDRs.
     #[serde(default)]
     pub egress: String,
+    /// What the pod's supervisor runs.
+    #[serde(default)]
+    pub processes: PodProcesses,
 }
 
 /// One stored state change.
@@ -72,6 +77,12 @@ pub struct CreatePodRequest {
     /// Team (name or id) the pod belongs to; none: a personal pod.
     #[serde(default)]
     pub team: Option<String>,
+    /// Commands run once before the processes start.
+    #[serde(default)]
+    pub install: Vec<pinacle_orchestrator::processes::Step>,
+    /// Processes the pod's supervisor keeps running.
+    #[serde(default)]
+    pub processes: Vec<pinacle_orchestrator::processes::ProcessSpec>,
 }
 
 /// `PATCH /api/v1/pods/{pod}` body: what to change.
@@ -117,6 +128,11 @@ impl TryFrom<pod::Model> for PodView {
             updated_at: m.updated_at,
             public_ports: pinacle_orchestrator::hostname::parse_ports(&m.public_ports).map_err(|_| corrupt("public ports", &m.public_ports))?,
             egress: m.egress,
+            processes: if m.processes.trim().is_empty() {
+                PodProcesses::default()
+            } else {
+                serde_json::from_str(&m.processes).map_err(|_| corrupt("processes", &m.processes))?
+            },
         })
     }
 }
@@ -149,6 +165,7 @@ impl PodView {
             runtime: self.runtime,
             host: self.host.clone(),
             egress: self.egress.clone(),
+            processes: self.processes.clone(),
         })
     }
 }
@@ -185,6 +202,9 @@ impl AppState {
                 ApiError::bad_request("unknown_tier", e.to_string())
             })?,
         };
+        let processes = PodProcesses { install: req.install.clone(), processes: req.processes.clone() };
+        processes.validate().map_err(|e| ApiError::bad_request("invalid_processes", e))?;
+        let processes_json = serde_json::to_string(&processes).map_err(ApiError::internal)?;
         let (team_id, owner_name) = match &req.team {
             Some(t) => {
                 let team = self.find_team(who, t, crate::policy::Action::Read).await?;
@@ -249,6 +269,7 @@ impl AppState {
             route_key: Set(Some(route_key.clone())),
             public_ports: Set(String::new()),
             egress: Set("allow-all".into()),
+            processes: Set(processes_json.clone()),
         }
         .insert(&txn)
         .await;

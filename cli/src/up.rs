@@ -258,6 +258,13 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             net.ensure_host(&cfg.data.pods()).await.context("setting up pod networking (needs iproute2 and nftables)")?;
             cfg.network = Some(net);
         }
+        match &cfg.supervisor {
+            Some(path) => tracing::info!(supervisor = %path.display(), "pods start under the in-pod supervisor"),
+            None => esay!(
+                "warning: no static pinacle-supervisor found (build it with scripts/build-supervisor.sh, or set \
+                 PINACLE_SUPERVISOR); pods start without one: no managed processes, no terminals"
+            ),
+        }
         if args.runtime == Some(RuntimeKind::Youki) && cfg.youki.is_none() {
             anyhow::bail!("--runtime youki needs the pinacle-youki binary next to pinacle or on PATH");
         }

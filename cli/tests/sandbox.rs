@@ -37,7 +37,7 @@ async fn youki_pod_runs_on_the_host_kernel_with_tier_limits() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), host_kernel.trim(), "libcontainer pods share the host kernel");
     let (out, _, _) = p.exec("yk", &["cat", "/proc/1/cmdline"]).await;
-    assert!(out.contains("trap"), "pid 1 is the pod's init: {out:?}");
+    assert!(out.contains("pinacle-supervisor"), "pid 1 is the pod's supervisor: {out:?}");
     // the tier's limits are in the pod's cgroup (dev.small: 2 GiB, 1 vCPU, 1024 pids)
     let sid = format!("pinacle-{}", pod["id"].as_str().unwrap().replace('-', ""));
     let cg = |ctl: &str, file: &str| {
@@ -211,7 +211,7 @@ async fn pods_cannot_see_host_processes_or_files() {
         assert_ne!(code, 0, "{runtime}: host file visible");
         let (out, _, _) = p.exec(name, &["ls", "/var/tmp", "/root"]).await;
         assert!(!out.contains("pinacle-host-marker"), "{runtime}: {out}");
-        // only the pod's own processes: its init, sleep, and this command
+        // only the pod's own processes: its supervisor and this command
         let (out, _, _) = p.exec(name, &["ps", "-o", "pid,args"]).await;
         let procs = out.lines().skip(1).count();
         assert!(procs <= 5, "{runtime}: sees {procs} processes:\n{out}");
@@ -219,7 +219,7 @@ async fn pods_cannot_see_host_processes_or_files() {
         let (_, _, code) = p.exec(name, &["kill", "-0", &host_pid]).await;
         assert_ne!(code, 0, "{runtime}: can signal host pid {host_pid}");
         let (out, _, _) = p.exec(name, &["cat", "/proc/1/cmdline"]).await;
-        assert!(out.contains("trap"), "{runtime}: pid 1 is the pod's init");
+        assert!(out.contains("pinacle-supervisor"), "{runtime}: pid 1 is not the pod's supervisor: {out}");
     }
     let _ = std::fs::remove_file(marker);
 }

@@ -35,6 +35,10 @@ pub struct AgentConfig {
     pub reconcile_interval: Duration,
     /// Pod networking; `None`: pods get loopback only.
     pub network: Option<crate::network::NetworkConfig>,
+    /// The static `pinacle-supervisor` every pod starts as its first
+    /// process; `None`: pods run a bare init and exec goes through the
+    /// runtime.
+    pub supervisor: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -49,6 +53,7 @@ impl AgentConfig {
             stop_grace: Duration::from_secs(5),
             reconcile_interval: Duration::from_secs(10),
             network: None,
+            supervisor: crate::supervisor::find_supervisor(),
         }
     }
 }
@@ -90,6 +95,9 @@ pub enum ExecOutput {
     /// The command ended with this code (128 + signal if killed).
     Exit(i32),
 }
+
+/// How long a pod's supervisor may take to answer after the sandbox starts.
+pub const SUPERVISOR_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What one reconcile pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -306,14 +314,39 @@ impl HostAgent {
             let netns = attachment.as_ref().map(|a| a.netns_path());
             let env = self.control.pod_environment(pod.id).await?;
             let spec_netns = netns.as_deref().filter(|_| pod.runtime == RuntimeKind::Youki);
-            let mut spec = bundle::pod_spec(pod, &root, &workspace, bundle::nofile_limit(), &env, spec_netns)?;
+            let supervisor = match &self.config.supervisor {
+                Some(binary) => {
+                    let mut all_env = bundle::pod_env(pod);
+                    all_env.extend(env.iter().cloned());
+                    Some((binary.as_path(), crate::supervisor::prepare(pod, &dir, all_env)?))
+                }
+                None => None,
+            };
+            let mut spec = bundle::pod_spec(
+                pod,
+                &root,
+                &workspace,
+                bundle::nofile_limit(),
+                &env,
+                spec_netns,
+                supervisor.as_ref().map(|(b, d)| (*b, d)),
+            )?;
             if pod.runtime == RuntimeKind::Gvisor && netns.is_some() {
                 // runsc runs inside the pod's namespace with --network=host:
                 // a network namespace in the spec would make it a new, empty one.
                 bundle::inherit_network_namespace(&mut spec);
             }
             bundle::write_bundle(&dir, &spec)?;
-            runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id), netns.as_deref()).await
+            runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id), netns.as_deref()).await?;
+            if let Some((_, dirs)) = &supervisor {
+                // Running means the supervisor answers: exec works at once.
+                let client = dirs.client().ok_or_else(|| AgentError::Bundle("supervisor secret missing".into()))?;
+                if let Err(e) = client.wait_ready(SUPERVISOR_START_TIMEOUT).await {
+                    let console = crate::runtime::tail_of(&self.config.data.console_log(pod.id), 2048);
+                    return Err(AgentError::Supervisor(format!("did not start: {e}; console: {}", console.trim())));
+                }
+            }
+            Ok(())
         }
         .await;
         if let Err(e) = started {
@@ -359,6 +392,9 @@ impl HostAgent {
         if runtime.status(&sid).await? != SandboxStatus::Running {
             return Err(AgentError::NotRunning(pod.name.to_string()));
         }
+        if let Some(client) = self.supervisor_of(pod.id) {
+            return self.exec_through_supervisor(client, req).await;
+        }
         let mut env = bundle::pod_env(pod);
         env.extend(req.env.iter().cloned());
         let cwd = req.cwd.as_deref().unwrap_or("/workspace");
@@ -395,6 +431,62 @@ impl HostAgent {
                 // which is killed (kill_on_drop).
                 _ = tx.closed() => tracing::debug!("exec caller gone; command killed"),
             }
+        });
+        Ok(rx)
+    }
+
+    /// The pod's supervisor, if it runs one (set up when it last started).
+    pub fn supervisor_of(&self, pod: Uuid) -> Option<pinacle_supervisor::client::SupervisorClient> {
+        self.config.supervisor.as_ref()?;
+        let dirs = crate::supervisor::SupervisorDirs::of(&self.config.data.pod(pod));
+        dirs.socket().exists().then(|| dirs.client()).flatten()
+    }
+
+    /// An interactive command (a terminal when `spec.tty` is set) in a
+    /// running pod: input goes on the sender, output and the exit status
+    /// come on the receiver. Needs the pod's supervisor.
+    pub async fn exec_session(
+        &self,
+        pod: &PodRecord,
+        spec: pinacle_supervisor::protocol::ExecSpec,
+    ) -> Result<(mpsc::Sender<pinacle_supervisor::client::ExecInput>, mpsc::Receiver<pinacle_supervisor::client::ExecEvent>), AgentError> {
+        let runtime = self.runtime(pod.runtime)?;
+        if runtime.status(&pod.sandbox_id()).await? != SandboxStatus::Running {
+            return Err(AgentError::NotRunning(pod.name.to_string()));
+        }
+        let client = self
+            .supervisor_of(pod.id)
+            .ok_or_else(|| AgentError::Supervisor(format!("pod {} runs without a supervisor; restart it", pod.name)))?;
+        client.exec(spec).await.map_err(|e| AgentError::Supervisor(e.to_string()))
+    }
+
+    async fn exec_through_supervisor(
+        &self,
+        client: pinacle_supervisor::client::SupervisorClient,
+        req: ExecRequest,
+    ) -> Result<mpsc::Receiver<ExecOutput>, AgentError> {
+        use pinacle_supervisor::client::{ExecEvent, ExecInput};
+        let spec = pinacle_supervisor::protocol::ExecSpec { argv: req.argv, env: req.env, cwd: req.cwd, tty: None };
+        let (input, mut events) = client.exec(spec).await.map_err(|e| AgentError::Supervisor(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Some(data) = req.stdin {
+                let _ = input.send(ExecInput::Stdin(data)).await;
+            }
+            let _ = input.send(ExecInput::StdinEnd).await;
+        });
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let (out, last) = match event {
+                    ExecEvent::Stdout(d) => (ExecOutput::Stdout(d), false),
+                    ExecEvent::Stderr(d) => (ExecOutput::Stderr(d), false),
+                    ExecEvent::Exit(s) => (ExecOutput::Exit(s.code), true),
+                };
+                if tx.send(out).await.is_err() || last {
+                    return;
+                }
+            }
+            let _ = tx.send(ExecOutput::Exit(255)).await;
         });
         Ok(rx)
     }

@@ -21,8 +21,8 @@ use crate::AgentError;
 /// CFS period used for CPU quotas, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// The pod's first process: waits for SIGTERM and exits cleanly on it. Works
-/// with BusyBox and Debian alike. (The in-pod supervisor replaces it later.)
+/// The pod's first process when no supervisor binary is available: waits
+/// for SIGTERM and exits cleanly on it. Works with BusyBox and Debian alike.
 pub const INIT_SCRIPT: &str =
     "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
@@ -73,6 +73,7 @@ pub fn pod_spec(
     nofile: u64,
     extra_env: &[String],
     netns: Option<&Path>,
+    supervisor: Option<(&Path, &crate::supervisor::SupervisorDirs)>,
 ) -> Result<Spec, AgentError> {
     let err = |e: oci_spec::OciSpecError| AgentError::Bundle(e.to_string());
     let limits = pod.tier.limits();
@@ -85,7 +86,10 @@ pub fn pod_spec(
         .map_err(err)?;
     let process = ProcessBuilder::default()
         .terminal(false)
-        .args(vec!["/bin/sh".to_owned(), "-c".to_owned(), INIT_SCRIPT.to_owned()])
+        .args(match supervisor {
+            Some(_) => vec![pinacle_supervisor::paths::BINARY.to_owned()],
+            None => vec!["/bin/sh".to_owned(), "-c".to_owned(), INIT_SCRIPT.to_owned()],
+        })
         .env(pod_env(pod).into_iter().chain(extra_env.iter().cloned()).collect::<Vec<_>>())
         .cwd("/workspace")
         .no_new_privileges(true)
@@ -161,6 +165,21 @@ pub fn pod_spec(
             .build()
             .map_err(err)?,
     );
+    if let Some((binary, dirs)) = supervisor {
+        use pinacle_supervisor::paths;
+        let bind = |source: &Path, destination: &str, mode: &str| {
+            MountBuilder::default()
+                .destination(destination)
+                .typ("bind")
+                .source(source)
+                .options(vec!["rbind".to_owned(), mode.to_owned(), "nosuid".to_owned(), "nodev".to_owned()])
+                .build()
+                .map_err(err)
+        };
+        mounts.push(bind(binary, paths::BINARY, "ro")?);
+        mounts.push(bind(&dirs.etc, paths::CONFIG_DIR, "ro")?);
+        mounts.push(bind(&dirs.run, paths::RUN_DIR, "rw")?);
+    }
     let mut spec = Spec::default();
     spec.set_hostname(Some(pod.name.to_string()))
         .set_root(Some(RootBuilder::default().path(rootfs).readonly(false).build().map_err(err)?))
@@ -214,12 +233,13 @@ mod tests {
             runtime: RuntimeKind::Gvisor,
             host: "local".into(),
             egress: "allow-all".into(),
+            processes: Default::default(),
         }
     }
 
     #[test]
     fn tier_limits_reach_the_spec() {
-        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
+        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[], None, None).unwrap();
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(200_000));
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
@@ -229,7 +249,7 @@ mod tests {
 
     #[test]
     fn least_privilege_defaults() {
-        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
+        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[], None, None).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.no_new_privileges(), Some(true));
         let caps = process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();

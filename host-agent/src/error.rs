@@ -37,6 +37,8 @@ pub enum AgentError {
     Bundle(String),
     #[error("pod network: {0}")]
     Network(String),
+    #[error("pod supervisor: {0}")]
+    Supervisor(String),
 }
 
 impl AgentError {

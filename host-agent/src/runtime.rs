@@ -70,6 +70,8 @@ impl OciCliRuntime {
                 format!("--root={}", state_dir.display()),
                 "--network=none".to_owned(),
                 "--overlay2=none".to_owned(),
+                // the supervisor listens on a socket in a host directory
+                "--host-uds=create".to_owned(),
             ],
         }
     }

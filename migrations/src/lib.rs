@@ -17,6 +17,7 @@ mod m20261122_000009_identities;
 mod m20261122_000010_device_codes;
 mod m20261122_000011_route_key;
 mod m20261122_000012_pod_access;
+mod m20261122_000013_pod_processes;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000010_device_codes::Migration),
             Box::new(m20261122_000011_route_key::Migration),
             Box::new(m20261122_000012_pod_access::Migration),
+            Box::new(m20261122_000013_pod_processes::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ pub mod hostname;
 pub mod job;
 pub mod name;
 pub mod placement;
+pub mod processes;
 pub mod pod;
 pub mod state;
 pub mod template;

@@ -59,6 +59,9 @@ pub struct PodRecord {
     /// CIDRs (validated by the control plane).
     #[serde(default = "default_egress")]
     pub egress: String,
+    /// What the pod's supervisor runs.
+    #[serde(default)]
+    pub processes: crate::processes::PodProcesses,
 }
 
 fn default_egress() -> String {

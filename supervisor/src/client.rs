@@ -102,8 +102,17 @@ impl SupervisorClient {
         let (mut reader, mut writer) = stream.into_split();
         let (in_tx, mut in_rx) = mpsc::channel::<ExecInput>(64);
         let (out_tx, out_rx) = mpsc::channel::<ExecEvent>(64);
+        // The connection stays open until the output side is done: closing
+        // it tells the supervisor the caller left, which ends the command.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            while let Some(input) = in_rx.recv().await {
+            let mut done_rx = done_rx;
+            loop {
+                let input = tokio::select! {
+                    input = in_rx.recv() => input,
+                    _ = &mut done_rx => return,
+                };
+                let Some(input) = input else { break };
                 let sent = match input {
                     ExecInput::Stdin(data) => {
                         let mut ok = Ok(());
@@ -123,10 +132,17 @@ impl SupervisorClient {
                 }
             }
             let _ = write_frame(&mut writer, FrameKind::StdinEnd, &[]).await;
+            let _ = done_rx.await;
         });
         tokio::spawn(async move {
+            let _done = done_tx;
             loop {
-                let event = match read_frame(&mut reader).await {
+                let frame = tokio::select! {
+                    frame = read_frame(&mut reader) => frame,
+                    // the caller dropped the receiver: leave, which ends the command
+                    _ = out_tx.closed() => return,
+                };
+                let event = match frame {
                     Ok(Some((FrameKind::Stdout, data))) => ExecEvent::Stdout(data),
                     Ok(Some((FrameKind::Stderr, data))) => ExecEvent::Stderr(data),
                     Ok(Some((FrameKind::Exit, payload))) => match serde_json::from_slice::<ExitStatus>(&payload) {

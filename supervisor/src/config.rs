@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use pinacle_orchestrator::processes::{HealthCheck, PodProcesses, ProcessSpec, Restart, Step};
+
 /// The supervisor's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorConfig {
@@ -9,96 +11,15 @@ pub struct SupervisorConfig {
     /// standard environment and secrets).
     #[serde(default)]
     pub env: Vec<String>,
-    /// Run once, in order, before any process; a failed step stops the
-    /// rest (and the processes) until the pod restarts.
-    #[serde(default)]
-    pub install: Vec<Step>,
-    /// Kept running.
-    #[serde(default)]
-    pub processes: Vec<ProcessSpec>,
-}
-
-/// An install step: a shell command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    pub name: String,
-    /// Run with `/bin/sh -c`.
-    pub run: String,
-    #[serde(default)]
-    pub cwd: Option<String>,
-}
-
-/// A long-running process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessSpec {
-    pub name: String,
-    /// Run with `/bin/sh -c`.
-    pub run: String,
-    #[serde(default)]
-    pub cwd: Option<String>,
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub restart: Restart,
-    #[serde(default)]
-    pub health: Option<HealthCheck>,
-}
-
-/// When a process that ended is started again.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restart {
-    /// Whenever it ends (the default).
-    #[default]
-    Always,
-    /// When it ends with a non-zero status or a signal.
-    OnFailure,
-    Never,
-}
-
-/// How a process's health is judged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    /// A TCP connection to this port on 127.0.0.1 succeeds; with `path`, an
-    /// HTTP GET of it answers below 400.
-    pub port: u16,
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Seconds between checks (default 5).
-    #[serde(default = "default_interval")]
-    pub interval_secs: u64,
-}
-
-fn default_interval() -> u64 {
-    5
+    /// The pod's install steps and processes.
+    #[serde(flatten)]
+    pub pod: PodProcesses,
 }
 
 impl SupervisorConfig {
     /// Problems that make the configuration unusable, named by field.
     pub fn validate(&self) -> Result<(), String> {
-        let mut names = std::collections::BTreeSet::new();
-        for (i, p) in self.processes.iter().enumerate() {
-            if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(format!("processes[{i}].name {:?}: use letters, digits, - and _", p.name));
-            }
-            if !names.insert(p.name.as_str()) {
-                return Err(format!("processes[{i}].name {:?} is used twice", p.name));
-            }
-            if p.run.trim().is_empty() {
-                return Err(format!("processes[{i}].run is empty"));
-            }
-            if let Some(h) = &p.health {
-                if h.port == 0 || h.interval_secs == 0 {
-                    return Err(format!("processes[{i}].health: port and interval_secs must be positive"));
-                }
-            }
-        }
-        for (i, s) in self.install.iter().enumerate() {
-            if s.run.trim().is_empty() {
-                return Err(format!("install[{i}].run is empty"));
-            }
-        }
-        Ok(())
+        self.pod.validate()
     }
 }
 
@@ -107,18 +28,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn configs_read_with_defaults_and_bad_ones_are_named() {
-        let c: SupervisorConfig =
-            serde_json::from_str(r#"{"processes":[{"name":"web","run":"python3 -m http.server","health":{"port":8000}}]}"#).unwrap();
-        assert_eq!(c.processes[0].restart, Restart::Always);
-        assert_eq!(c.processes[0].health.as_ref().unwrap().interval_secs, 5);
-        assert!(c.validate().is_ok());
-        let twice = SupervisorConfig { processes: vec![c.processes[0].clone(), c.processes[0].clone()], ..Default::default() };
-        assert!(twice.validate().unwrap_err().contains("used twice"));
-        let mut bad = c.clone();
-        bad.processes[0].name = "a b".into();
-        assert!(bad.validate().unwrap_err().contains("processes[0].name"));
-        let r: Restart = serde_json::from_str("\"on-failure\"").unwrap();
-        assert_eq!(r, Restart::OnFailure);
+    fn the_file_is_flat() {
+        let c: SupervisorConfig = serde_json::from_str(r#"{"env":["A=1"],"install":[{"name":"i","run":"true"}],"processes":[{"name":"web","run":"x"}]}"#).unwrap();
+        assert_eq!(c.pod.install.len(), 1);
+        assert_eq!(c.pod.processes[0].name, "web");
     }
 }

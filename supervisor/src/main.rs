@@ -361,7 +361,23 @@ async fn exec(state: Arc<State>, stream: UnixStream, spec: ExecSpec) {
             }
         })
     };
-    let status = spawned.exited.await.unwrap_or(ExitStatus { code: 255, signal: None });
+    let mut exited = spawned.exited;
+    let mut client = client;
+    let status = tokio::select! {
+        status = &mut exited => status.unwrap_or(ExitStatus { code: 255, signal: None }),
+        _ = &mut client => {
+            // The caller left: hang the command up, then make sure.
+            signal_group(pid, nix::libc::SIGHUP);
+            signal_group(pid, nix::libc::SIGTERM);
+            match tokio::time::timeout(Duration::from_secs(2), &mut exited).await {
+                Ok(status) => status.unwrap_or(ExitStatus { code: 255, signal: None }),
+                Err(_) => {
+                    signal_group(pid, nix::libc::SIGKILL);
+                    exited.await.unwrap_or(ExitStatus { code: 255, signal: None })
+                }
+            }
+        }
+    };
     // Output the command wrote just before exiting, unless something in
     // the background keeps the stream open.
     for pump in pumps {
@@ -371,10 +387,6 @@ async fn exec(state: Arc<State>, stream: UnixStream, spec: ExecSpec) {
         }
     }
     let _ = out.send((FrameKind::Exit, serde_json::to_vec(&status).unwrap_or_default())).await;
-    if client.is_finished() {
-        // the client left before the end: make sure nothing lingers
-        signal_group(pid, nix::libc::SIGKILL);
-    }
     client.abort();
     drop(out);
 }
@@ -544,7 +556,7 @@ async fn check_once(port: u16, path: Option<&str>) -> bool {
 }
 
 async fn run_install(state: &Arc<State>) -> bool {
-    for (i, step) in state.config.install.iter().enumerate() {
+    for (i, step) in state.config.pod.install.iter().enumerate() {
         set_step(state, i, "running", None);
         let log = Arc::clone(&state.install_log);
         log.append(format!("[pinacle] install step {}: {}\n", step.name, step.run).as_bytes());
@@ -816,6 +828,7 @@ async fn serve(secret: String, config: SupervisorConfig, run: PathBuf) -> ExitCo
     tokio::spawn(Arc::clone(&reaper).run());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let processes: Vec<Arc<Managed>> = config
+        .pod
         .processes
         .iter()
         .map(|p| {
@@ -827,6 +840,7 @@ async fn serve(secret: String, config: SupervisorConfig, run: PathBuf) -> ExitCo
         })
         .collect();
     let install = config
+        .pod
         .install
         .iter()
         .map(|s: &Step| StepStatus { name: s.name.clone(), state: "pending".into(), exit_code: None })

@@ -236,3 +236,24 @@ async fn files_ports_and_the_secret() {
     assert_eq!(code, 126);
     assert!(err.contains("secret"), "{err}");
 }
+
+#[tokio::test]
+async fn a_command_whose_caller_left_is_ended() {
+    let s = Supervisor::start(serde_json::json!({"env": env()}));
+    let c = s.client();
+    c.wait_ready(Duration::from_secs(10)).await.unwrap();
+    // even one that ignores hang-ups and SIGTERM
+    let spec = ExecSpec { argv: vec!["sh".into(), "-c".into(), "trap '' HUP TERM; echo $$; exec sleep 60".into()], ..Default::default() };
+    let (input, mut events) = c.exec(spec).await.unwrap();
+    let Some(ExecEvent::Stdout(pid)) = events.recv().await else { panic!("no pid") };
+    let pid: i32 = String::from_utf8_lossy(&pid).trim().parse().unwrap();
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(alive(pid));
+    drop(input);
+    drop(events);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the command outlived its caller");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

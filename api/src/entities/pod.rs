@@ -26,6 +26,8 @@ pub struct Model {
     pub public_ports: String,
     /// Egress policy: `allow-all`, `deny-all` or an allow list of CIDRs.
     pub egress: String,
+    /// The supervisor's install steps and processes, JSON.
+    pub processes: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
