@@ -49,10 +49,10 @@ async fn main() {
         let mut times = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
-            ws.send(Message::Text(format!("ping {i}"))).await.unwrap();
+            ws.send(Message::Text(format!("ping {i}").into())).await.unwrap();
             let back = ws.next().await.unwrap().unwrap();
             times.push(t.elapsed());
-            assert_eq!(back.into_text().unwrap(), format!("ping {i}"));
+            assert_eq!(back.into_text().unwrap().as_str(), format!("ping {i}"));
         }
         let _ = ws.close(None).await;
         times.sort();

@@ -34,6 +34,13 @@ pub enum PodCommand {
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// A process the pod's supervisor keeps running, NAME=COMMAND
+        /// (repeatable).
+        #[arg(long = "process", value_name = "NAME=COMMAND")]
+        processes: Vec<String>,
+        /// A command run once before the processes start (repeatable).
+        #[arg(long = "install", value_name = "COMMAND")]
+        install: Vec<String>,
     },
     /// List your pods.
     List {
@@ -90,7 +97,14 @@ pub enum PodCommand {
         pod: String,
         #[arg(long, default_value_t = 65536)]
         tail_bytes: u64,
+        /// A managed process's log instead (`install` for install steps).
+        #[arg(long)]
+        process: Option<String>,
     },
+    /// Show the pod's install steps and managed processes.
+    Ps { pod: String },
+    /// Show the TCP ports something listens on in the pod.
+    Ports { pod: String },
     /// Print the pod's state changes as they happen.
     Events { pod: String },
     /// Stop a running pod (its workspace is kept).
@@ -254,8 +268,15 @@ fn print_pod(p: &Value) {
 pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
-        PodCommand::Create { name, template, tier, runtime, wait, timeout } => {
+        PodCommand::Create { name, template, tier, runtime, wait, timeout, processes, install } => {
             let mut body = json!({"name": name, "template": template, "tier": tier});
+            let mut defs = Vec::new();
+            for p in &processes {
+                let (n, cmd) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("--process {p:?}: write NAME=COMMAND"))?;
+                defs.push(json!({"name": n.trim(), "run": cmd}));
+            }
+            body["processes"] = json!(defs);
+            body["install"] = json!(install.iter().enumerate().map(|(i, run)| json!({"name": format!("step{}", i + 1), "run": run})).collect::<Vec<_>>());
             if let Some(r) = runtime {
                 body["runtime"] = json!(r);
             }
@@ -288,6 +309,36 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             }
         }
         PodCommand::Exec { pod, stdin, env, workdir, command } => return exec(&c, &pod, stdin, env, workdir, command).await,
+        PodCommand::Ps { pod } => {
+            let v = c.json(Method::GET, &format!("/pods/{pod}/processes"), None).await?;
+            for step in v["install"].as_array().into_iter().flatten() {
+                println!("install {:<16} {}", step["name"].as_str().unwrap_or("-"), step["state"].as_str().unwrap_or("-"));
+            }
+            println!("{:<20} {:<9} {:>7} {:>8} {:<9} LAST EXIT", "PROCESS", "STATE", "PID", "RESTARTS", "HEALTH");
+            for p in v["processes"].as_array().into_iter().flatten() {
+                let health = match p["healthy"].as_bool() {
+                    Some(true) => "healthy",
+                    Some(false) => "unhealthy",
+                    None => "-",
+                };
+                println!(
+                    "{:<20} {:<9} {:>7} {:>8} {:<9} {}",
+                    p["name"].as_str().unwrap_or("-"),
+                    p["state"].as_str().unwrap_or("-"),
+                    p["pid"].as_u64().map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                    p["restarts"],
+                    health,
+                    p["last_exit"]["code"].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        PodCommand::Ports { pod } => {
+            let v = c.json(Method::GET, &format!("/pods/{pod}/ports"), None).await?;
+            println!("{:<7} {:<16} URL", "PORT", "ADDRESS");
+            for p in v["ports"].as_array().into_iter().flatten() {
+                println!("{:<7} {:<16} {}", p["port"], p["address"].as_str().unwrap_or("-"), p["url"].as_str().unwrap_or("(loopback only)"));
+            }
+        }
         PodCommand::Open { pod, port, path, embed } => {
             let body = serde_json::json!({ "port": port, "path": path, "embed": embed });
             let answer = c.json(Method::POST, &format!("/pods/{pod}/open"), Some(body)).await?;
@@ -305,8 +356,12 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             let p = c.json(Method::PATCH, &format!("/pods/{pod}"), Some(Value::Object(body))).await?;
             print_pod(&p);
         }
-        PodCommand::Logs { pod, tail_bytes } => {
-            let resp = c.send(Method::GET, &format!("/pods/{pod}/logs?tail_bytes={tail_bytes}"), None).await?;
+        PodCommand::Logs { pod, tail_bytes, process } => {
+            let path = match process {
+                Some(p) => format!("/pods/{pod}/processes/{p}/logs?tail_bytes={tail_bytes}"),
+                None => format!("/pods/{pod}/logs?tail_bytes={tail_bytes}"),
+            };
+            let resp = c.send(Method::GET, &path, None).await?;
             print!("{}", resp.text().await?);
         }
         PodCommand::Events { pod } => {

@@ -236,9 +236,9 @@ async fn the_proxy_streams_50_mib_both_ways_and_carries_websockets() {
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.status(), 101);
     for msg in ["hello", &"x".repeat(70_000)] {
-        ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.to_owned())).await.unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.to_owned().into())).await.unwrap();
         let back = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(back.into_text().unwrap(), msg);
+        assert_eq!(back.into_text().unwrap().as_str(), msg);
     }
     // without a token the upgrade is refused
     let req = tokio_tungstenite::tungstenite::http::Request::builder()

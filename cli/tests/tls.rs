@@ -300,7 +300,7 @@ async fn pods_are_served_over_https_with_certificates_from_pebble_and_browsers_s
     assert_eq!(resp.status(), 101);
     ws.send(tokio_tungstenite::tungstenite::Message::Text("over tls".into())).await.unwrap();
     let back = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(back.into_text().unwrap(), "over tls");
+    assert_eq!(back.into_text().unwrap().as_str(), "over tls");
 
     // Plain HTTP redirects to HTTPS.
     let r = reqwest::Client::builder()

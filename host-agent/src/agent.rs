@@ -311,7 +311,12 @@ impl HostAgent {
             if attachment.is_some() {
                 write_resolv_conf(&root)?;
             }
-            let netns = attachment.as_ref().map(|a| a.netns_path());
+            let netns = match (&attachment, pod.runtime) {
+                (Some(a), _) => Some(a.netns_path()),
+                // runsc's --network=none already gives a working loopback
+                (None, RuntimeKind::Youki) => Some(crate::network::loopback_namespace(pod.id).await?),
+                (None, RuntimeKind::Gvisor) => None,
+            };
             let env = self.control.pod_environment(pod.id).await?;
             let spec_netns = netns.as_deref().filter(|_| pod.runtime == RuntimeKind::Youki);
             let supervisor = match &self.config.supervisor {
@@ -380,6 +385,7 @@ impl HostAgent {
         if let Some(net) = &self.config.network {
             net.detach(pod.id, &self.config.data.pod(pod.id)).await?;
         }
+        crate::network::remove_namespace(pod.id).await?;
         rootfs::remove_tree(&self.config.data.pod(pod.id))?;
         rootfs::remove_tree(&self.config.data.volume(pod.id))
     }
@@ -595,6 +601,10 @@ impl HostAgent {
                         failed(format!("removing the network of {}", entry.path().display()), e);
                         continue;
                     }
+                }
+                if let Err(e) = crate::network::remove_namespace(id).await {
+                    failed(format!("removing the network namespace of {}", entry.path().display()), e);
+                    continue;
                 }
                 match rootfs::remove_tree(&entry.path()) {
                     Ok(()) => report.leftovers_removed.push(entry.path()),

@@ -434,6 +434,29 @@ impl NetworkConfig {
     }
 }
 
+/// A network namespace with only loopback, up, for a libcontainer pod
+/// without pod networking (a namespace the runtime made would have
+/// loopback down, and servers in the pod could not be reached even from
+/// inside it). Idempotent.
+pub async fn loopback_namespace(pod: Uuid) -> Result<std::path::PathBuf, crate::AgentError> {
+    let names = pod_names(pod);
+    let path = std::path::Path::new(NETNS_DIR).join(&names.netns);
+    if !path.exists() {
+        run("ip", &["netns", "add", &names.netns], None).await?;
+    }
+    run("ip", &["-n", &names.netns, "link", "set", "lo", "up"], None).await?;
+    Ok(path)
+}
+
+/// Removes the pod's network namespace, if there is one.
+pub async fn remove_namespace(pod: Uuid) -> Result<(), crate::AgentError> {
+    let names = pod_names(pod);
+    if std::path::Path::new(NETNS_DIR).join(&names.netns).exists() {
+        run("ip", &["netns", "del", &names.netns], None).await?;
+    }
+    Ok(())
+}
+
 /// `/etc/resolv.conf` for pods: the host's name servers that a pod can
 /// reach (not loopback ones, such as a local stub resolver).
 pub fn pod_resolv_conf(host_resolv: &str) -> String {

@@ -525,10 +525,7 @@ async fn supervise(state: Arc<State>, m: Arc<Managed>) {
 async fn health_check(m: Arc<Managed>) {
     let Some(h) = m.spec.health.clone() else { return };
     loop {
-        let healthy = match tokio::time::timeout(Duration::from_secs(2), check_once(h.port, h.path.as_deref())).await {
-            Ok(ok) => ok,
-            Err(_) => false,
-        };
+        let healthy = tokio::time::timeout(Duration::from_secs(2), check_once(h.port, h.path.as_deref())).await.unwrap_or(false);
         let changed = {
             let mut s = lock(&m.state);
             let changed = s.healthy != Some(healthy);

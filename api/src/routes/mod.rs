@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod health;
 pub mod pods;
+pub mod supervise;
 pub mod secrets;
 pub mod teams;
 pub mod tokens;
@@ -34,6 +35,17 @@ pub fn router(state: AppState) -> Router {
         .route("/pods/{pod}/exec", post(pods::exec))
         .route("/pods/{pod}/events", get(pods::events))
         .route("/pods/{pod}/logs", get(pods::logs))
+        .route("/pods/{pod}/processes", get(supervise::processes))
+        .route("/pods/{pod}/processes/{process}/logs", get(supervise::process_logs))
+        .route("/pods/{pod}/ports", get(supervise::ports))
+        .route("/pods/{pod}/files", get(supervise::list_files))
+        .route(
+            "/pods/{pod}/files/content",
+            get(supervise::read_file)
+                .put(supervise::write_file)
+                .layer(axum::extract::DefaultBodyLimit::max(supervise::MAX_FILE_BYTES)),
+        )
+        .route("/pods/{pod}/terminal", get(supervise::terminal))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/auth/logout", post(accounts::logout))

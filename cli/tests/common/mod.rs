@@ -348,16 +348,16 @@ impl Drop for Pinacle {
                 let _ = runtime_cmd(runtime, &state).args(["delete", "--force", &id]).output();
             }
         }
-        // pod network namespaces and host veths this server made
+        // pod network namespaces (bridged or loopback-only) and host veths
+        // this server made: named after the pod's id, its directory's name
         if let Ok(pods) = std::fs::read_dir(self.data.path().join("pods")) {
             for dir in pods.flatten() {
-                let Ok(raw) = std::fs::read(dir.path().join("network.json")) else { continue };
-                let Ok(a) = serde_json::from_slice::<Value>(&raw) else { continue };
-                if let Some(ns) = a["netns"].as_str() {
-                    let _ = Command::new("ip").args(["netns", "del", ns]).output();
-                    let veth = format!("pv{}", ns.trim_start_matches("pinacle-"));
-                    let _ = Command::new("ip").args(["link", "del", &veth]).output();
+                let name = dir.file_name().to_string_lossy().into_owned();
+                let Some(short) = name.get(..12) else { continue };
+                if std::path::Path::new("/var/run/netns").join(format!("pinacle-{short}")).exists() {
+                    let _ = Command::new("ip").args(["netns", "del", &format!("pinacle-{short}")]).output();
                 }
+                let _ = Command::new("ip").args(["link", "del", &format!("pv{short}")]).output();
             }
         }
         // unmount every overlay left under the data dir, deepest first
