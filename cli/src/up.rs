@@ -80,25 +80,27 @@ pub struct ServeArgs {
     /// Lifetime of access tokens (JWTs) in seconds (1 to 86400).
     #[arg(long, env = "PINACLE_ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub access_token_ttl: i64,
-    /// Pod networking: `none` (loopback only) or `bridge` (own network
-    /// namespace, veth to a host bridge, NAT egress, isolated from other pods
-    /// and from the host's services).
-    #[arg(long, env = "PINACLE_POD_NETWORK", default_value = "none", value_parser = ["none", "bridge"])]
+    /// Pod networking: `bridge` (own network namespace, veth to a host
+    /// bridge, NAT egress, isolated from other pods and from the host's
+    /// services; needs iproute2 and nftables) or `none` (loopback only; the
+    /// proxy cannot reach pods).
+    #[arg(long, env = "PINACLE_POD_NETWORK", default_value = "bridge", value_parser = ["none", "bridge"])]
     pub pod_network: String,
     /// The host bridge pods join (with --pod-network bridge).
     #[arg(long, env = "PINACLE_POD_BRIDGE", default_value = "pnc0")]
     pub pod_bridge: String,
     /// Addresses for pods; the first is the bridge's.
-    #[arg(long, env = "PINACLE_POD_SUBNET", default_value = "10.88.0.0/16")]
+    #[arg(long, env = "PINACLE_POD_SUBNET", default_value = "10.209.0.0/16")]
     pub pod_subnet: String,
     /// More destinations pods may never reach, comma-separated IPv4 CIDRs
     /// (link-local, loopback and multicast always are).
     #[arg(long, env = "PINACLE_POD_DENY", default_value = "")]
     pub pod_deny: String,
-    /// Address for the pod proxy (plain HTTP), such as 127.0.0.1:8080;
-    /// none: no proxy.
-    #[arg(long, env = "PINACLE_PROXY_LISTEN")]
-    pub proxy_listen: Option<SocketAddr>,
+    /// Address for the pod proxy (plain HTTP); `none`: no plain listener.
+    /// Browsers resolve `*.localhost` to this machine, so pods are at
+    /// http://{port}-{pod}-{owner}.pinacle.localhost:8080 out of the box.
+    #[arg(long, env = "PINACLE_PROXY_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub proxy_listen: ::std::option::Option<SocketAddr>,
     /// Address for the pod proxy's HTTPS listener, such as 0.0.0.0:443
     /// (needs --acme-directory or --tls-cert/--tls-key). With it, the plain
     /// listener redirects to HTTPS and answers ACME HTTP-01 challenges.
@@ -176,6 +178,13 @@ fn master_key(data_dir: &Path) -> Result<pinacle_api::crypto::MasterKey> {
     match std::env::var("PINACLE_MASTER_KEY") {
         Ok(v) if !v.trim().is_empty() => Ok(MasterKey::from_base64(&v, "PINACLE_MASTER_KEY")?),
         _ => Ok(MasterKey::load_or_create(&data_dir.join("master.key"))?),
+    }
+}
+
+fn parse_listen(raw: &str) -> Result<Option<SocketAddr>, String> {
+    match raw {
+        "none" | "off" | "" => Ok(None),
+        _ => raw.parse().map(Some).map_err(|_| format!("{raw:?} is not ADDRESS:PORT (such as 127.0.0.1:8080) or none")),
     }
 }
 

@@ -353,4 +353,24 @@ async fn egress_policies_apply_per_pod_at_once_and_the_deny_list_always_wins() {
     assert_eq!(s, 400, "{b}");
     assert!(b["error"]["message"].as_str().unwrap().contains("egress"), "{b}");
     assert_eq!(p.pod("eg-a").await["egress"], "deny-all");
+
+    // Reconcile removes a pod interface no pod owns (a start that died
+    // halfway) from this bridge, with its namespace.
+    let ip = |args: &[&str]| assert!(std::process::Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+    ip(&["netns", "add", "pinacle-0dead0beef00"]);
+    ip(&["link", "add", "pv0dead0beef00", "type", "veth", "peer", "name", "pn0dead0beef00"]);
+    ip(&["link", "set", "pv0dead0beef00", "master", BR]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Path::new("/var/run/netns/pinacle-0dead0beef00").exists()
+        || std::process::Command::new("ip").args(["link", "show", "pv0dead0beef00"]).output().unwrap().status.success()
+    {
+        assert!(Instant::now() < deadline, "the leftover interface was not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // the pods' own interfaces are untouched
+    let out = std::process::Command::new("ip").args(["-o", "link", "show", "master", BR]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2, "{}", String::from_utf8_lossy(&out.stdout));
+    let (s, _) = p.call(reqwest::Method::PATCH, "/api/v1/pods/eg-b", Some(serde_json::json!({"egress": "allow-all"}))).await;
+    assert_eq!(s, 200);
+    assert!(reaches(&p, "eg-b", "10.231.14.2").await, "eg-b lost its network");
 }

@@ -613,6 +613,12 @@ impl HostAgent {
             }
         }
         report.leftovers_removed.extend(remove_empty_cgroups(Path::new(CGROUP_ROOT), |id| live.contains_key(&id)));
+        if let Some(net) = &self.config.network {
+            match net.remove_orphans(&self.config.data.pods()).await {
+                Ok(veths) => report.leftovers_removed.extend(veths.into_iter().map(PathBuf::from)),
+                Err(e) => failed("removing leftover pod interfaces".into(), e),
+            }
+        }
         self.ready.store(true, Ordering::Relaxed);
         Ok(report)
     }

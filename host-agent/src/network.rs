@@ -378,6 +378,8 @@ impl NetworkConfig {
         }
         // Whatever a failed attempt left goes first.
         self.detach(pod, pod_dir).await?;
+        // The directory first: reconcile takes a veth without one for a leftover.
+        std::fs::create_dir_all(pod_dir).map_err(crate::AgentError::io("creating", pod_dir))?;
         let ip = self.subnet.allocate(&used_addresses(pods_dir))?;
         let attached = self.plumb(&names, ip).await;
         if let Err(e) = attached {
@@ -434,6 +436,52 @@ impl NetworkConfig {
     }
 }
 
+/// Host veth names in `ip -o link show` output (`5: pvab12@if4: <...`).
+pub fn veth_names(ip_link_output: &str) -> Vec<String> {
+    ip_link_output
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .filter(|n| n.starts_with("pv"))
+        .collect()
+}
+
+impl NetworkConfig {
+    /// Removes the veths on this bridge, and their namespaces, that belong
+    /// to no pod directory under `pods_dir` (a start that died halfway, or
+    /// a pod removed while the agent was down). Returns what it removed.
+    pub async fn remove_orphans(&self, pods_dir: &std::path::Path) -> Result<Vec<String>, crate::AgentError> {
+        let out = tokio::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+            .await
+            .map_err(|e| crate::AgentError::Network(format!("running ip: {e}")))?;
+        if !out.status.success() {
+            return Ok(Vec::new()); // no bridge: nothing of ours
+        }
+        let dirs: Vec<String> = std::fs::read_dir(pods_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut removed = Vec::new();
+        for veth in veth_names(&String::from_utf8_lossy(&out.stdout)) {
+            let short = &veth[2..];
+            if short.len() != 12 || dirs.iter().any(|d| d.starts_with(short)) {
+                continue;
+            }
+            run("ip", &["link", "del", &veth], None).await?;
+            let netns = format!("pinacle-{short}");
+            if std::path::Path::new(NETNS_DIR).join(&netns).exists() {
+                run("ip", &["netns", "del", &netns], None).await?;
+            }
+            removed.push(veth);
+        }
+        Ok(removed)
+    }
+}
+
 /// A network namespace with only loopback, up, for a libcontainer pod
 /// without pod networking (a namespace the runtime made would have
 /// loopback down, and servers in the pod could not be reached even from
@@ -482,6 +530,15 @@ impl From<NetworkError> for crate::AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_veths_are_read_from_ip_link() {
+        let out = "7: pv0123456789ab@if6: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master pnc0 state UP\n\
+                   9: pvfedcba987654@if8: <BROADCAST> mtu 1500 master pnc0\n\
+                   3: eth0: <BROADCAST> mtu 1500\n";
+        assert_eq!(veth_names(out), vec!["pv0123456789ab".to_string(), "pvfedcba987654".to_string()]);
+        assert!(veth_names("").is_empty());
+    }
 
     #[test]
     fn a_damaged_egress_record_fails_closed() {

@@ -123,6 +123,10 @@ impl Pinacle {
             .args(&self.extra_args)
             // tests poll hard; the rate-limit test sets its own limit
             .args(if self.extra_args.iter().any(|a| a == "--rate-limit") { &[][..] } else { &["--rate-limit", "0"][..] })
+            // Tests run in parallel: no shared default bridge or proxy port
+            // unless a test asks for its own.
+            .args(if self.extra_args.iter().any(|a| a == "--pod-network") { &[][..] } else { &["--pod-network", "none"][..] })
+            .args(if self.extra_args.iter().any(|a| a == "--proxy-listen") { &[][..] } else { &["--proxy-listen", "none"][..] })
             .env("PINACLE_ADMIN_TOKEN", &self.admin_token)
             .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
             .env("PINACLE_LOG", &self.log_filter)
@@ -169,6 +173,7 @@ impl Pinacle {
             .arg("agent")
             .arg("--data-dir")
             .arg(self.data.path())
+            .args(["--pod-network", "none", "--proxy-listen", "none"])
             .args(extra)
             .env("PINACLE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
