@@ -72,6 +72,20 @@ impl Resolver for PodRoutes {
     }
 }
 
+/// The port a host name's target means: the port itself, or the port of
+/// the pod's process of that name.
+fn target_port(model: &pod::Model, target: &hostname::Target) -> Option<u16> {
+    match target {
+        hostname::Target::Port(p) => Some(*p),
+        hostname::Target::Service(name) => serde_json::from_str::<pinacle_orchestrator::processes::PodProcesses>(&model.processes)
+            .ok()?
+            .processes
+            .into_iter()
+            .find(|p| &p.name == name)
+            .and_then(|p| p.port),
+    }
+}
+
 fn allowed(who: &crate::auth::Principal, model: &pod::Model) -> Result<(), RouteError> {
     match crate::policy::decide(&who.subject, Action::Exec, &crate::service::pod_resource(model)) {
         Ok(()) => Ok(()),
@@ -115,10 +129,10 @@ impl PodRoutes {
     async fn resolve_fresh(&self, host: &str, credentials: Credentials<'_>) -> Result<Upstream, RouteError> {
         let internal = |e: crate::ApiError| RouteError::Internal(e.to_string());
         let found = self.find_route(host).await?;
-        let public = found.as_ref().is_some_and(|(m, split)| match split.target {
-            hostname::Target::Port(p) => hostname::parse_ports(&m.public_ports).is_ok_and(|ports| ports.contains(&p)),
-            hostname::Target::Service(_) => false,
-        });
+        let public = found
+            .as_ref()
+            .and_then(|(m, split)| target_port(m, &split.target))
+            .is_some_and(|port| found.as_ref().is_some_and(|(m, _)| hostname::parse_ports(&m.public_ports).is_ok_and(|ports| ports.contains(&port))));
         let (model, split) = if public {
             found.ok_or(RouteError::NotFound)?
         } else {
@@ -140,9 +154,10 @@ impl PodRoutes {
         if model.state != PodState::Running.as_str() {
             return Err(RouteError::NotRunning { pod: model.name, state: model.state });
         }
-        let port = match split.target {
-            hostname::Target::Port(p) => p,
-            hostname::Target::Service(service) => return Err(RouteError::UnknownService { pod: model.name, service }),
+        let port = match (target_port(&model, &split.target), split.target) {
+            (Some(port), _) => port,
+            (None, hostname::Target::Service(service)) => return Err(RouteError::UnknownService { pod: model.name, service }),
+            (None, hostname::Target::Port(_)) => return Err(RouteError::NotFound),
         };
         let id = uuid::Uuid::parse_str(&model.id).map_err(|e| RouteError::Internal(e.to_string()))?;
         let agent = self

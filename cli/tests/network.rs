@@ -166,9 +166,29 @@ async fn the_proxy_routes_pod_hosts_to_their_owners_only() {
     let bob = pair["access_token"].as_str().unwrap();
     assert_eq!(via_proxy(proxy, host, Some(bob)).await.0, 404);
     // wrong pod, outside the domain, a service name: 404
-    for h in ["8080-nope-admin.pinacle.localhost", "8080-web-admin.example.com", "code-web-admin.pinacle.localhost"] {
+    for h in ["8080-nope-admin.pinacle.localhost", "8080-web-admin.example.com", "code-web-admin.pinacle.localhost", "site-web-admin.pinacle.localhost"] {
         assert_eq!(via_proxy(proxy, h, Some(common::TOKEN)).await.0, 404, "{h}");
     }
+    // a process that serves a port is reachable by its name
+    let svc = serde_json::json!({"name": "svc", "template": "minimal", "runtime": "youki",
+        "install": [{"name": "page", "run": "echo 'hello from a service' > /workspace/index.html"}],
+        "processes": [{"name": "site", "run": "exec busybox httpd -f -p 8081 -h /workspace", "port": 8081}]});
+    let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods", Some(svc)).await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state("svc", "running", 60).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = via_proxy(proxy, "site-svc-admin.pinacle.localhost", Some(common::TOKEN)).await;
+        if s == 200 {
+            assert_eq!(body.trim(), "hello from a service");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, body) = via_proxy(proxy, "other-svc-admin.pinacle.localhost", Some(common::TOKEN)).await;
+    assert_eq!(s, 404);
+    assert!(body.contains("no service named other"), "{body}");
     // nothing listening on the port: a 502 page naming pod and port
     let (s, body) = via_proxy(proxy, "9090-web-admin.pinacle.localhost", Some(common::TOKEN)).await;
     assert_eq!(s, 502);

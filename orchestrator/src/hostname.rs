@@ -75,6 +75,16 @@ fn valid_name(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Longest service name in a host name (`{service}-{pod}-{owner}`).
+pub const MAX_SERVICE: usize = 12;
+
+/// Whether `s` can name a service in host names: lower-case letters,
+/// digits and inner dashes, at most [`MAX_SERVICE`] characters, not all
+/// digits (that would be a port).
+pub fn valid_service_name(s: &str) -> bool {
+    s.len() <= MAX_SERVICE && valid_name(s) && !s.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn target_of(s: &str) -> Option<Target> {
     if !valid_name(s) {
         return None;

@@ -39,6 +39,10 @@ pub struct ProcessSpec {
     pub restart: Restart,
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// The port it serves HTTP on: the process is then reachable through
+    /// the proxy as `{name}-{pod}-{owner}.{domain}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// When a process that ended is started again.
@@ -84,6 +88,18 @@ impl PodProcesses {
             if p.run.trim().is_empty() {
                 return Err(format!("processes[{i}].run is empty"));
             }
+            if let Some(port) = p.port {
+                if port == 0 {
+                    return Err(format!("processes[{i}].port must be 1 to 65535"));
+                }
+                if !crate::hostname::valid_service_name(&p.name) {
+                    return Err(format!(
+                        "processes[{i}].name {:?} serves a port, so it names a service in host names: use at most {} lower-case letters, digits and dashes, not only digits",
+                        p.name,
+                        crate::hostname::MAX_SERVICE
+                    ));
+                }
+            }
             if let Some(h) = &p.health {
                 if h.port == 0 || h.interval_secs == 0 {
                     return Err(format!("processes[{i}].health: port and interval_secs must be positive"));
@@ -118,6 +134,14 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("processes[0].name"));
         let empty = PodProcesses { install: vec![Step { name: "x".into(), run: " ".into(), cwd: None }], ..Default::default() };
         assert!(empty.validate().unwrap_err().contains("install[0].run"));
+        let mut served = c.clone();
+        served.processes[0].port = Some(8000);
+        assert!(served.validate().is_ok());
+        served.processes[0].name = "Web_App".into();
+        assert!(served.validate().unwrap_err().contains("names a service"));
+        served.processes[0].name = "web".into();
+        served.processes[0].port = Some(0);
+        assert!(served.validate().unwrap_err().contains("port"));
         let r: Restart = serde_json::from_str("\"on-failure\"").unwrap();
         assert_eq!(r, Restart::OnFailure);
     }

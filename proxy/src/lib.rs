@@ -155,7 +155,7 @@ fn refusal(e: &RouteError) -> Response<ProxyBody> {
         RouteError::UnknownService { pod, service } => page(
             StatusCode::NOT_FOUND,
             "No such service",
-            &format!("Pod {pod} has no service named {service}; use a port number, like 8080-{pod}-…"),
+            &format!("Pod {pod} has no service named {service} (a process with a port); use a port number, like 8080-{pod}-…"),
         ),
         RouteError::NotRunning { pod, state } => page(
             StatusCode::SERVICE_UNAVAILABLE,
