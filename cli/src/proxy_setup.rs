@@ -73,6 +73,7 @@ pub async fn start(args: &ServeArgs, state: &AppState, stop: &watch::Receiver<bo
         acme: acme.clone(),
         domain: domain.clone(),
         https_redirect_port: https_port.filter(|_| !args.no_https_redirect),
+        upstream: pinacle_proxy::upstream_client(),
     });
 
     let plain_port = match args.proxy_listen {

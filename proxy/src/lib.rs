@@ -273,6 +273,24 @@ pub fn session_set_cookie(session: &PodSession, tls: bool, embedded: bool) -> St
     c
 }
 
+/// Pooled HTTP/1.1 connections to pods, kept open between requests.
+pub type UpstreamClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Incoming>;
+
+/// Idle connections to pods are closed after this long.
+pub const UPSTREAM_IDLE: Duration = Duration::from_secs(30);
+
+/// A client for pods: keep-alive pool, connect timeout, no Nagle delay.
+pub fn upstream_client() -> UpstreamClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(UPSTREAM_IDLE)
+        .pool_max_idle_per_host(256)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
+}
+
 /// The proxy: resolver, certificates and listeners' shared settings.
 pub struct Proxy {
     pub resolver: Arc<dyn Resolver>,
@@ -285,12 +303,14 @@ pub struct Proxy {
     /// When set, plain-HTTP requests (other than ACME challenges) are
     /// redirected to HTTPS on this port.
     pub https_redirect_port: Option<u16>,
+    /// Pooled connections to pods (upgrades get their own connection).
+    pub upstream: UpstreamClient,
 }
 
 impl Proxy {
     /// A plain proxy over `resolver`, without TLS.
     pub fn plain(resolver: Arc<dyn Resolver>, domain: &str) -> Arc<Self> {
-        Arc::new(Self { resolver, certs: None, acme: None, domain: domain.to_owned(), https_redirect_port: None })
+        Arc::new(Self { resolver, certs: None, acme: None, domain: domain.to_owned(), https_redirect_port: None, upstream: upstream_client() })
     }
 }
 
@@ -342,22 +362,6 @@ pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming
             return Ok(refusal(&e));
         }
     };
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.addr)).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            return Ok(page(
-                StatusCode::BAD_GATEWAY,
-                "Nothing listening",
-                &format!(
-                    "Nothing is listening on port {} of pod {} (owner {}). Start your server there, on 0.0.0.0.",
-                    upstream.addr.port(),
-                    upstream.pod,
-                    upstream.owner
-                ),
-            ))
-        }
-    };
-    let _ = stream.set_nodelay(true);
     let upgrading = is_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     // An HTTP/2 request carries its target in absolute form and no Host
@@ -395,23 +399,55 @@ pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming
         }
         headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     }
-    let (mut sender, upstream_conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(x) => x,
-        Err(e) => return Ok(page(StatusCode::BAD_GATEWAY, "Bad gateway", &format!("The pod's server failed: {e}"))),
+    let nothing_listening = || {
+        page(
+            StatusCode::BAD_GATEWAY,
+            "Nothing listening",
+            &format!(
+                "Nothing is listening on port {} of pod {} (owner {}). Start your server there, on 0.0.0.0.",
+                upstream.addr.port(),
+                upstream.pod,
+                upstream.owner
+            ),
+        )
     };
-    tokio::spawn(async move {
-        if let Err(e) = upstream_conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended");
+    let bad_answer = |e: &dyn std::fmt::Display| {
+        page(
+            StatusCode::BAD_GATEWAY,
+            "Bad gateway",
+            &format!("The server on port {} of pod {} did not answer properly: {e}", upstream.addr.port(), upstream.pod),
+        )
+    };
+    let mut resp = if upgrading {
+        // An upgraded connection leaves HTTP: it gets its own.
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.addr)).await {
+            Ok(Ok(s)) => s,
+            _ => return Ok(nothing_listening()),
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, upstream_conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(x) => x,
+            Err(e) => return Ok(bad_answer(&e)),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = upstream_conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return Ok(bad_answer(&e)),
         }
-    });
-    let mut resp = match sender.send_request(req).await {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(page(
-                StatusCode::BAD_GATEWAY,
-                "Bad gateway",
-                &format!("The server on port {} of pod {} did not answer properly: {e}", upstream.addr.port(), upstream.pod),
-            ))
+    } else {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        match format!("http://{}{pq}", upstream.addr).parse::<hyper::Uri>() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return Ok(page(StatusCode::BAD_REQUEST, "Bad request", &format!("unusable request target: {e}"))),
+        }
+        match proxy.upstream.request(req).await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Ok(nothing_listening()),
+            Err(e) => return Ok(bad_answer(&e)),
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -18,6 +18,7 @@ for pkg in nginx wrk; do
     command -v "$pkg" >/dev/null || { echo "installing $pkg (apt-get)"; apt-get install -y "$pkg" >/dev/null; }
 done
 cargo build --release -p pinacle -p pinacle-youki 2>/dev/null || cargo build --release --workspace
+bash scripts/build-supervisor.sh >/dev/null
 BIN=$PWD/target/release/pinacle
 TMP=$(mktemp -d /var/tmp/pinacle-bench-proxy.XXXXXX)
 BRIDGE=pncbench0 SUBNET=10.231.9.0/24

@@ -59,10 +59,14 @@ impl SupervisorClient {
     }
 
     async fn connect(&self, op: Op) -> Result<UnixStream, ClientError> {
-        let mut stream = tokio::time::timeout(CALL_TIMEOUT, UnixStream::connect(&self.socket))
+        let unreachable = |why: String| ClientError::Unreachable { path: self.socket.display().to_string(), why };
+        // A socket address holds at most 107 bytes of path; a deep data
+        // directory goes through the directory's descriptor instead.
+        let (_dir, path) = crate::socket_address(&self.socket).map_err(|e| unreachable(e.to_string()))?;
+        let mut stream = tokio::time::timeout(CALL_TIMEOUT, UnixStream::connect(&path))
             .await
             .map_err(|_| ClientError::Timeout)?
-            .map_err(|e| ClientError::Unreachable { path: self.socket.display().to_string(), why: e.to_string() })?;
+            .map_err(|e| unreachable(e.to_string()))?;
         write_json(&mut stream, FrameKind::Request, &Request { secret: self.secret.clone(), op }).await?;
         Ok(stream)
     }

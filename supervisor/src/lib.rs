@@ -114,6 +114,23 @@ fn parse_v6(hex: &str) -> Option<String> {
     Some(std::net::Ipv6Addr::from(bytes).to_string())
 }
 
+/// A path for binding or connecting to the socket at `path` that fits in a
+/// socket address (107 bytes): `path` itself, or for a deeper one, the
+/// socket's name under `/proc/self/fd/N` of its directory (keep the
+/// returned `File` open while using the path).
+pub fn socket_address(path: &std::path::Path) -> std::io::Result<(Option<std::fs::File>, std::path::PathBuf)> {
+    use std::os::fd::AsRawFd;
+    if path.as_os_str().len() < 100 {
+        return Ok((None, path.to_path_buf()));
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a socket path"));
+    };
+    let dir = std::fs::File::open(parent)?;
+    let short = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+    Ok((Some(dir), short))
+}
+
 /// Compares secrets in time independent of where they differ.
 pub fn secrets_match(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

@@ -854,7 +854,8 @@ async fn serve(secret: String, config: SupervisorConfig, run: PathBuf) -> ExitCo
     });
     let socket = run.join(paths::SOCKET);
     let _ = std::fs::remove_file(&socket);
-    let listener = match UnixListener::bind(&socket) {
+    let bound = pinacle_supervisor::socket_address(&socket).and_then(|(_dir, path)| UnixListener::bind(path));
+    let listener = match bound {
         Ok(l) => l,
         Err(e) => {
             log(&format!("cannot listen on {}: {e}", socket.display()));

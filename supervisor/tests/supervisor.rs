@@ -257,3 +257,25 @@ async fn a_command_whose_caller_left_is_ended() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_socket_deep_in_the_file_system_is_still_reached() {
+    let base = tempfile::tempdir().unwrap();
+    let deep = base.path().join("a-rather-long-directory-name-for-pinacle-data").join("pods").join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(deep.join("etc")).unwrap();
+    std::fs::create_dir_all(deep.join("run")).unwrap();
+    std::fs::write(deep.join("etc/secret"), "deep-secret").unwrap();
+    let socket = deep.join("run/supervisor.sock");
+    assert!(socket.as_os_str().len() > 108, "not deep enough: {}", socket.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinacle-supervisor"))
+        .env("PINACLE_SUPERVISOR_ETC", deep.join("etc"))
+        .env("PINACLE_SUPERVISOR_RUN", deep.join("run"))
+        .current_dir(deep.join("run"))
+        .spawn()
+        .unwrap();
+    let c = SupervisorClient::new(&socket, "deep-secret");
+    let ready = c.wait_ready(Duration::from_secs(10)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    ready.unwrap();
+}
