@@ -10,6 +10,12 @@ mod up;
 
 use std::process::ExitCode;
 
+/// mimalloc: the proxy and API allocate per request; glibc's allocator
+/// showed up at about a tenth of the proxy's CPU profile
+/// (scripts/bench/proxy.sh with BENCH_PERF).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;

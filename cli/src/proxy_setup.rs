@@ -60,38 +60,48 @@ pub async fn start(args: &ServeArgs, state: &AppState, stop: &watch::Receiver<bo
                  https://acme-v02.api.letsencrypt.org/directory) or --tls-cert FILE --tls-key FILE"
             ),
         }
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("proxy: listening on {addr}"))?;
-        say(&format!("Pinacle proxy listening on https://{} for *.{domain}", listener.local_addr()?));
+        // bound now, so that the port is known; served below
+        let probe = std::net::TcpListener::bind(addr).with_context(|| format!("proxy: listening on {addr}"))?;
+        let bound = probe.local_addr()?;
+        drop(probe);
         certs = Some(store);
-        tls_listener = Some(listener);
+        tls_listener = Some(bound);
     }
 
-    let https_port = tls_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+    let https_port = tls_listener.map(|a| a.port());
     let proxy = Arc::new(Proxy {
         resolver,
         certs: certs.clone(),
         acme: acme.clone(),
         domain: domain.clone(),
         https_redirect_port: https_port.filter(|_| !args.no_https_redirect),
-        upstream: pinacle_proxy::upstream_client(),
     });
 
+    let threads = args.proxy_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let plain_port = match args.proxy_listen {
-        Some(addr) => {
+        Some(addr) if threads == 0 => {
+            // on the shared runtime, with the API
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("proxy: listening on {addr}"))?;
-            let port = listener.local_addr()?.port();
-            say(&format!("Pinacle proxy listening on http://{} for *.{domain}", listener.local_addr()?));
+            let bound = listener.local_addr()?;
+            say(&format!("Pinacle proxy listening on http://{bound} for *.{domain}"));
             let (proxy, rx) = (Arc::clone(&proxy), stop.clone());
             tasks.spawn(async move { pinacle_proxy::serve(listener, proxy, until_stopped(rx)).await });
-            Some(port)
+            Some(bound.port())
+        }
+        Some(addr) => {
+            let (bound, _threads) = pinacle_proxy::serve_threads(addr, threads, Arc::clone(&proxy), None, stop.clone())
+                .with_context(|| format!("proxy: listening on {addr}"))?;
+            say(&format!("Pinacle proxy listening on http://{bound} for *.{domain}"));
+            Some(bound.port())
         }
         None => None,
     };
 
-    if let (Some(listener), Some(store)) = (tls_listener, certs) {
+    if let (Some(addr), Some(store)) = (tls_listener, certs) {
         let configs = Arc::new(TlsConfigs::new(&store)?);
-        let (proxy, rx) = (Arc::clone(&proxy), stop.clone());
-        tasks.spawn(async move { pinacle_proxy::serve_tls(listener, proxy, configs, until_stopped(rx)).await });
+        let (bound, _threads) = pinacle_proxy::serve_threads(addr, threads, Arc::clone(&proxy), Some(configs), stop.clone())
+            .with_context(|| format!("proxy: listening on {addr}"))?;
+        say(&format!("Pinacle proxy listening on https://{bound} for *.{domain}"));
         if let Some(acme) = acme {
             if acme.uses_wildcard() {
                 // One certificate for every pod host, issued now (in the

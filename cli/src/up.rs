@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// listener redirects to HTTPS and answers ACME HTTP-01 challenges.
     #[arg(long, env = "PINACLE_PROXY_TLS_LISTEN")]
     pub proxy_tls_listen: Option<SocketAddr>,
+    /// Threads serving the proxy, each with its own listening socket
+    /// (default: one per CPU).
+    #[arg(long, env = "PINACLE_PROXY_THREADS", value_parser = clap::value_parser!(usize))]
+    pub proxy_threads: Option<usize>,
     /// Keep serving pods over plain HTTP when HTTPS is on (no redirect).
     #[arg(long, env = "PINACLE_NO_HTTPS_REDIRECT")]
     pub no_https_redirect: bool,

@@ -402,7 +402,6 @@ async fn acme_issues_with_http_01_and_a_wildcard_with_the_dns_hook() {
         acme: None,
         domain: DOMAIN.into(),
         https_redirect_port: None,
-        upstream: pinacle_proxy::upstream_client(),
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", http_port)).await.unwrap();
     tokio::spawn(pinacle_proxy::serve(listener, proxy, std::future::pending()));

@@ -303,14 +303,18 @@ pub struct Proxy {
     /// When set, plain-HTTP requests (other than ACME challenges) are
     /// redirected to HTTPS on this port.
     pub https_redirect_port: Option<u16>,
-    /// Pooled connections to pods (upgrades get their own connection).
-    pub upstream: UpstreamClient,
+}
+
+thread_local! {
+    /// Pooled connections to pods, one pool per thread: a connection's
+    /// task and the requests that use it stay on one thread.
+    static UPSTREAM: UpstreamClient = upstream_client();
 }
 
 impl Proxy {
     /// A plain proxy over `resolver`, without TLS.
     pub fn plain(resolver: Arc<dyn Resolver>, domain: &str) -> Arc<Self> {
-        Arc::new(Self { resolver, certs: None, acme: None, domain: domain.to_owned(), https_redirect_port: None, upstream: upstream_client() })
+        Arc::new(Self { resolver, certs: None, acme: None, domain: domain.to_owned(), https_redirect_port: None })
     }
 }
 
@@ -444,7 +448,8 @@ pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return Ok(page(StatusCode::BAD_REQUEST, "Bad request", &format!("unusable request target: {e}"))),
         }
-        match proxy.upstream.request(req).await {
+        let client = UPSTREAM.with(UpstreamClient::clone);
+        match client.request(req).await {
             Ok(r) => r,
             Err(e) if e.is_connect() => return Ok(nothing_listening()),
             Err(e) => return Ok(bad_answer(&e)),
@@ -547,6 +552,56 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl std:
         async move { serve_connection(proxy, ConnInfo { peer, tls: false }, TokioIo::new(stream)).await }
     })
     .await
+}
+
+/// Serves on `addr` from `threads` threads, each with its own
+/// single-threaded runtime and its own listening socket (`SO_REUSEPORT`:
+/// the kernel spreads connections over them), until `stop` turns true.
+/// Like nginx's workers, a request never waits for another thread. With
+/// `tls`, the listeners serve HTTPS.
+pub fn serve_threads(
+    addr: SocketAddr,
+    threads: usize,
+    proxy: Arc<Proxy>,
+    tls: Option<Arc<tls::TlsConfigs>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
+    let mut sockets = Vec::new();
+    let mut addr = addr;
+    for _ in 0..threads.max(1) {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        // port 0: the others share the port the first one got
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    let mut handles = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (proxy, tls, mut stop) = (Arc::clone(&proxy), tls.clone(), stop.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = std::thread::Builder::new().name(format!("pinacle-proxy-{i}")).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match socket.listen(1024) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "proxy listener failed");
+                        return;
+                    }
+                };
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                match tls {
+                    Some(configs) => serve_tls(listener, proxy, configs, shutdown).await,
+                    None => serve(listener, proxy, shutdown).await,
+                }
+            });
+        })?;
+        handles.push(handle);
+    }
+    Ok((addr, handles))
 }
 
 /// How long a TLS handshake, on-demand issuance included, may take.

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Proxy benchmark: wrk against the same upstream (busybox httpd serving a
-# 1 KiB file inside a real youki pod) three ways in one run: directly on the
-# pod's address (baseline), through nginx (Debian) as a reverse proxy, and
-# through the Pinacle proxy (which also authenticates every request with a
-# bearer token and checks the policy). Keep-alive on the client side, 1 and
-# 64 connections. Goal: at least nginx's throughput and no worse p99.
-# Then WebSocket round-trip latency (cli/benches/ws_rtt.rs) to an echo
-# server in a second pod (scripts/bench/stream_server.py), the same three ways.
+# Proxy benchmark: wrk against the same upstream (Debian's nginx binary
+# serving a 1 KiB file with keep-alive inside a real youki pod) three ways in
+# one run: directly on the pod's address (baseline), through nginx (Debian)
+# as a reverse proxy with upstream keep-alive, and through the Pinacle proxy
+# (which also authenticates every request with a bearer token, checks the
+# policy and pools its connections to the pod). Keep-alive on the client
+# side, 1 and 64 connections. Goal: at least nginx's throughput and no worse
+# p99. Then WebSocket round-trip latency (cli/benches/ws_rtt.rs) to an echo
+# server in the same pod (scripts/bench/stream_server.py), the same three ways.
 #
 # Run as root after scripts/test.sh built the test images:
 #   bash scripts/bench/proxy.sh        (BENCH_DURATION, default 10s)
@@ -28,7 +29,6 @@ cleanup() {
     [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null || true
     if [[ -n $PID ]]; then
         PINACLE_API=$API PINACLE_TOKEN=$TOKEN "$BIN" pod delete bench --wait >/dev/null 2>&1 || true
-        PINACLE_API=$API PINACLE_TOKEN=$TOKEN "$BIN" pod delete ws --wait >/dev/null 2>&1 || true
         kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
     fi
     ip link del "$BRIDGE" 2>/dev/null || true
@@ -48,16 +48,26 @@ API=
 for _ in $(seq 300); do API=$(sed -n 's/^Pinacle API listening on //p' "$TMP/out"); [[ -n $API ]] && break; sleep 0.1; done
 [[ -n $API ]] || { cat "$TMP/log"; exit 1; }
 export PINACLE_API=$API PINACLE_TOKEN=$TOKEN
-"$BIN" pod create bench --template minimal --runtime youki --wait >/dev/null
-"$BIN" pod exec bench -- sh -c 'head -c 1024 /dev/zero | tr "\0" x > /workspace/index.html && busybox httpd -p 8080 -h /workspace'
+"$BIN" pod create bench --template blank --runtime youki --wait >/dev/null
+# the upstream: Debian's nginx binary (its libraries are in the base image)
+curl -sf -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @/usr/sbin/nginx "$API/api/v1/pods/bench/files/content?path=/workspace/nginx"
+"$BIN" pod exec bench -- chmod 755 /workspace/nginx
+"$BIN" pod exec bench --stdin -- sh -c 'cat > /workspace/up.conf' <<'UPSTREAM'
+user root; worker_processes 1; pid /tmp/up.pid; error_log /tmp/up.err;
+events { worker_connections 4096; }
+http {
+    access_log off; keepalive_requests 1000000;
+    client_body_temp_path /tmp/cb; proxy_temp_path /tmp/pt; fastcgi_temp_path /tmp/ft; uwsgi_temp_path /tmp/ut; scgi_temp_path /tmp/st;
+    server { listen 8080; root /workspace/www; }
+}
+UPSTREAM
+"$BIN" pod exec bench -- sh -c 'mkdir -p /workspace/www && head -c 1024 /dev/zero | tr "\0" x > /workspace/www/index.html && /workspace/nginx -c /workspace/up.conf -p /tmp'
 ID=$("$BIN" pod show bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"].replace("-",""))')
 IP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ip"])' "$TMP/data/pods/$ID/network.json")
 for _ in $(seq 50); do curl -sf "http://$IP:8080/index.html" >/dev/null && break; sleep 0.1; done
-"$BIN" pod create ws --template blank --runtime youki --wait >/dev/null
-"$BIN" pod exec ws --stdin -- sh -c 'cat > /workspace/srv.py' < scripts/bench/stream_server.py
-"$BIN" pod exec ws -- sh -c 'setsid python3 /workspace/srv.py >/dev/null 2>&1 </dev/null &'
-WSID=$("$BIN" pod show ws --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"].replace("-",""))')
-WSIP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ip"])' "$TMP/data/pods/$WSID/network.json")
+"$BIN" pod exec bench --stdin -- sh -c 'cat > /workspace/srv.py' < scripts/bench/stream_server.py
+"$BIN" pod exec bench -- sh -c 'setsid python3 /workspace/srv.py >/dev/null 2>&1 </dev/null &'
+WSIP=$IP
 WPORT=$(port)
 
 cat >"$TMP/nginx.conf" <<NGINX
@@ -67,9 +77,15 @@ error_log $TMP/nginx.err;
 events { worker_connections 1024; }
 http {
     access_log off;
+    upstream pod { server $IP:8080; keepalive 64; }
     server {
         listen 127.0.0.1:$NPORT;
-        location / { proxy_pass http://$IP:8080; proxy_set_header Host \$host; }
+        location / {
+            proxy_pass http://pod;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+        }
     }
     server {
         listen 127.0.0.1:$WPORT;
@@ -101,10 +117,19 @@ run() { # label url conns [header]
 for c in 1 64; do
     run "direct (baseline)" "http://$IP:8080/index.html" $c
     run "nginx" "http://127.0.0.1:$NPORT/index.html" $c
+    if [[ -n ${BENCH_PERF:-} && $c == 64 ]]; then
+        # BENCH_PERF=FILE: a CPU profile of Pinacle during this run
+        perf record -F 999 -g -p "$PID" -o "$TMP/perf.data" 2>/dev/null &
+        PERF_PID=$!
+    fi
     run "pinacle proxy" "http://127.0.0.1:$PPORT/index.html" $c "Host: $HOST" "Authorization: Bearer $TOKEN"
+    if [[ -n ${PERF_PID:-} ]]; then
+        kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=
+        perf report -i "$TMP/perf.data" --no-children --stdio --percent-limit 0.7 -g none 2>/dev/null >"$BENCH_PERF" || true
+    fi
 done
 echo
-echo "GET /index.html (1 KiB) from busybox httpd in a youki pod; wrk $DURATION per row, $(nproc) CPUs shared with wrk"
+echo "GET /index.html (1 KiB) from nginx in a youki pod; wrk $DURATION per row, $(nproc) CPUs shared with wrk, the proxies and the upstream"
 printf '%-18s %6s %10s %9s %9s %7s\n' upstream conns req/s p50_ms p99_ms non2xx
 for row in "${ROWS[@]}"; do
     IFS='|' read -r label conns rps p50 p99 bad <<<"$row"
@@ -115,4 +140,4 @@ echo
 cargo bench -q -p pinacle --bench ws_rtt -- "${BENCH_WS_FRAMES:-2000}" \
     "direct=ws://$WSIP:9000/ws" \
     "nginx=ws://127.0.0.1:$WPORT/ws" \
-    "pinacle proxy=ws://127.0.0.1:$PPORT/ws|9000-ws-admin.pinacle.localhost|$TOKEN"
+    "pinacle proxy=ws://127.0.0.1:$PPORT/ws|9000-bench-admin.pinacle.localhost|$TOKEN"
