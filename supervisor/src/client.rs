@@ -62,7 +62,7 @@ impl SupervisorClient {
         let unreachable = |why: String| ClientError::Unreachable { path: self.socket.display().to_string(), why };
         // A socket address holds at most 107 bytes of path; a deep data
         // directory goes through the directory's descriptor instead.
-        let (_dir, path) = crate::socket_address(&self.socket).map_err(|e| unreachable(e.to_string()))?;
+        let (_fd, path) = crate::socket_to_connect(&self.socket).map_err(|e| unreachable(e.to_string()))?;
         let mut stream = tokio::time::timeout(CALL_TIMEOUT, UnixStream::connect(&path))
             .await
             .map_err(|_| ClientError::Timeout)?

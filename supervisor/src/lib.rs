@@ -131,6 +131,28 @@ pub fn socket_address(path: &std::path::Path) -> std::io::Result<(Option<std::fs
     Ok((Some(dir), short))
 }
 
+/// Where to connect to the socket at `path`, which sits in a directory the
+/// pod can write to: the socket is opened without following a symbolic
+/// link (`O_PATH | O_NOFOLLOW`) and must be a socket; the connection then
+/// goes through `/proc/self/fd/N` of that very file, so a pod cannot send
+/// the agent to another socket of the host by swapping the name for a link.
+/// Keep the returned descriptor open while connecting.
+pub fn socket_to_connect(path: &std::path::Path) -> std::io::Result<(std::os::fd::OwnedFd, std::path::PathBuf)> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::{fstat, Mode, SFlag};
+    use std::os::fd::AsRawFd;
+    let (_dir, short) = socket_address(path)?;
+    let fd = nix::fcntl::open(&short, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(std::io::Error::from)?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let st = fstat(fd.as_raw_fd()).map_err(std::io::Error::from)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a socket", path.display())));
+    }
+    let via = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    Ok((fd, via))
+}
+
 /// Compares secrets in time independent of where they differ.
 pub fn secrets_match(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

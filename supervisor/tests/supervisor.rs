@@ -279,3 +279,23 @@ async fn a_socket_deep_in_the_file_system_is_still_reached() {
     let _ = child.wait();
     ready.unwrap();
 }
+
+#[tokio::test]
+async fn a_link_in_place_of_the_socket_is_not_followed() {
+    // a pod can write where its socket lives; replacing the socket with a
+    // link to another socket of the host must not reach that socket
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("host-service.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let link = dir.path().join("supervisor.sock");
+    std::os::unix::fs::symlink(&other, &link).unwrap();
+    let c = SupervisorClient::new(&link, "secret");
+    let err = c.call(Op::Ping).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+    assert!(listener.accept().is_err(), "the client followed the link");
+    // a regular file is refused too
+    std::fs::remove_file(&link).unwrap();
+    std::fs::write(&link, "not a socket").unwrap();
+    assert!(c.call(Op::Ping).await.unwrap_err().to_string().contains("not a socket"));
+}
