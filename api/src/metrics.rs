@@ -39,6 +39,8 @@ pub struct Metrics {
     pub pods: Family<StateLabels, Gauge>,
     pub transitions: Family<StateLabels, Counter>,
     pub provision_seconds: Histogram,
+    /// The pod proxy's, when it runs in this process.
+    pub proxy: pinacle_proxy::metrics::ProxyMetrics,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -62,7 +64,9 @@ impl Default for Metrics {
             "Time from pod request to running",
             provision_seconds.clone(),
         );
-        Self { registry, http_requests, http_duration, pods, transitions, provision_seconds }
+        let proxy = pinacle_proxy::metrics::ProxyMetrics::default();
+        proxy.register(&mut registry);
+        Self { registry, http_requests, http_duration, pods, transitions, provision_seconds, proxy }
     }
 }
 

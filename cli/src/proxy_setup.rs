@@ -53,7 +53,7 @@ pub async fn start(args: &ServeArgs, state: &AppState, stop: &watch::Receiver<bo
                     renew_before: Duration::from_secs(args.acme_renew_before),
                     state_dir: args.data_dir.clone(),
                 };
-                acme = Some(Arc::new(Acme::new(cfg, Arc::clone(&store))));
+                acme = Some(Arc::new(Acme::with_metrics(cfg, Arc::clone(&store), state.metrics.proxy.clone())));
             }
             _ => bail!(
                 "--proxy-tls-listen needs certificates: give --acme-directory URL (such as \
@@ -75,6 +75,7 @@ pub async fn start(args: &ServeArgs, state: &AppState, stop: &watch::Receiver<bo
         acme: acme.clone(),
         domain: domain.clone(),
         https_redirect_port: https_port.filter(|_| !args.no_https_redirect),
+        metrics: state.metrics.proxy.clone(),
     });
 
     let threads = args.proxy_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

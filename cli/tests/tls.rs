@@ -383,6 +383,22 @@ async fn pods_are_served_over_https_with_certificates_from_pebble_and_browsers_s
     }
     let (status, _, _) = send(&mut old, &host, "GET", "/headers", &[("authorization", &admin)], Bytes::new()).await;
     assert_eq!(status, 200);
+
+    // what happened shows in the metrics
+    let metrics = reqwest::get(format!("{}/metrics", p.url)).await.unwrap().text().await.unwrap();
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in:\n{metrics}"))
+    };
+    assert!(value("pinacle_proxy_requests_total{status=\"200\"}") >= 5.0);
+    assert!(value("pinacle_proxy_requests_total{status=\"401\"}") >= 3.0);
+    assert!(value("pinacle_proxy_certificates_total{outcome=\"issued\"}") >= 2.0, "first issue and a renewal");
+    assert!(value("pinacle_proxy_tls_handshakes_total{outcome=\"ok\"}") >= 5.0);
+    assert!(value("pinacle_proxy_tls_handshakes_total{outcome=\"acme_validation\"}") >= 1.0);
 }
 
 /// The ACME client on its own: HTTP-01 answered by the proxy's plain
@@ -402,6 +418,7 @@ async fn acme_issues_with_http_01_and_a_wildcard_with_the_dns_hook() {
         acme: None,
         domain: DOMAIN.into(),
         https_redirect_port: None,
+        metrics: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", http_port)).await.unwrap();
     tokio::spawn(pinacle_proxy::serve(listener, proxy, std::future::pending()));

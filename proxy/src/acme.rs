@@ -108,6 +108,8 @@ pub struct Acme {
     /// One issuance at a time per name.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<String, Instant>>,
+    /// Orders by outcome.
+    pub metrics: crate::metrics::ProxyMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,7 +124,12 @@ struct SavedAccount {
 
 impl Acme {
     pub fn new(cfg: AcmeConfig, store: Arc<CertStore>) -> Self {
-        Self { cfg, store, account: tokio::sync::OnceCell::new(), locks: Mutex::default(), failures: Mutex::default() }
+        Self::with_metrics(cfg, store, crate::metrics::ProxyMetrics::default())
+    }
+
+    /// As [`Acme::new`], counting orders in `metrics`.
+    pub fn with_metrics(cfg: AcmeConfig, store: Arc<CertStore>, metrics: crate::metrics::ProxyMetrics) -> Self {
+        Self { cfg, store, account: tokio::sync::OnceCell::new(), locks: Mutex::default(), failures: Mutex::default(), metrics }
     }
 
     /// The certificate name that covers `host`: the host itself, or the
@@ -197,10 +204,12 @@ impl Acme {
         }
         match self.issue(&name).await {
             Ok(()) => {
+                crate::metrics::ProxyMetrics::outcome(&self.metrics.certificates, "issued");
                 lock(&self.failures).remove(&name);
                 Ok(())
             }
             Err(e) => {
+                crate::metrics::ProxyMetrics::outcome(&self.metrics.certificates, "failed");
                 lock(&self.failures).insert(name.clone(), Instant::now());
                 tracing::warn!(%name, error = %e, "certificate issuance failed");
                 Err(e)

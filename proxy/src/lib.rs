@@ -31,6 +31,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod acme;
+pub mod metrics;
 pub mod tls;
 
 /// The cookie that carries a browser's pod session.
@@ -303,6 +304,8 @@ pub struct Proxy {
     /// When set, plain-HTTP requests (other than ACME challenges) are
     /// redirected to HTTPS on this port.
     pub https_redirect_port: Option<u16>,
+    /// Counters and latencies, registered by whoever serves `/metrics`.
+    pub metrics: metrics::ProxyMetrics,
 }
 
 thread_local! {
@@ -314,7 +317,14 @@ thread_local! {
 impl Proxy {
     /// A plain proxy over `resolver`, without TLS.
     pub fn plain(resolver: Arc<dyn Resolver>, domain: &str) -> Arc<Self> {
-        Arc::new(Self { resolver, certs: None, acme: None, domain: domain.to_owned(), https_redirect_port: None })
+        Arc::new(Self {
+            resolver,
+            certs: None,
+            acme: None,
+            domain: domain.to_owned(),
+            https_redirect_port: None,
+            metrics: metrics::ProxyMetrics::default(),
+        })
     }
 }
 
@@ -334,8 +344,19 @@ fn host_of<B>(req: &Request<B>) -> String {
         .unwrap_or_default()
 }
 
-/// Handles one request.
-pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+/// Handles one request, counting its answer.
+pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let started = std::time::Instant::now();
+    let metrics = proxy.metrics.clone();
+    let resp = answer(proxy, conn, req).await;
+    if let Ok(r) = &resp {
+        metrics.requests.get_or_create(&metrics::StatusLabels { status: r.status().as_u16() }).inc();
+        metrics.duration.observe(started.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let host = host_of(&req);
     let path = req.uri().path().to_owned();
     // ACME HTTP-01 answers, on plain HTTP only.
@@ -617,11 +638,21 @@ pub async fn serve_tls(listener: TcpListener, proxy: Arc<Proxy>, configs: Arc<tl
         let configs = Arc::clone(&configs);
         async move {
             let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_handshake(&proxy, &configs, stream)).await;
+            let count = |outcome| metrics::ProxyMetrics::outcome(&proxy.metrics.handshakes, outcome);
             match accepted {
-                Ok(Ok(Some(tls))) => serve_connection(proxy, ConnInfo { peer, tls: true }, TokioIo::new(tls)).await,
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Ok(Some(tls))) => {
+                    count("ok");
+                    serve_connection(proxy, ConnInfo { peer, tls: true }, TokioIo::new(tls)).await
+                }
+                Ok(Ok(None)) => count("acme_validation"),
+                Ok(Err(e)) => {
+                    count("failed");
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    count("failed");
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         }
     })
@@ -646,8 +677,9 @@ async fn tls_handshake(
     if let (Some(name), Some(certs), Some(acme)) = (&server_name, &proxy.certs, &proxy.acme) {
         if certs.lookup(name).is_none() && proxy.resolver.may_issue_certificate(name).await {
             let cert_name = acme.certificate_name(name, &proxy.domain);
-            if let Err(e) = acme.ensure(&cert_name).await {
-                tracing::warn!(host = %name, error = %e, "no certificate for this handshake");
+            match acme.ensure(&cert_name).await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(host = %name, error = %e, "no certificate for this handshake"),
             }
         }
     }
