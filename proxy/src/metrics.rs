@@ -34,7 +34,7 @@ impl Default for ProxyMetrics {
         let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         Self {
             requests: Family::default(),
-            duration: Histogram::new(buckets.into_iter()),
+            duration: Histogram::new(buckets),
             handshakes: Family::default(),
             certificates: Family::default(),
         }
