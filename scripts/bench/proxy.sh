@@ -125,7 +125,9 @@ for c in 1 64; do
     run "pinacle proxy" "http://127.0.0.1:$PPORT/index.html" $c "Host: $HOST" "Authorization: Bearer $TOKEN"
     if [[ -n ${PERF_PID:-} ]]; then
         kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=
-        perf report -i "$TMP/perf.data" --no-children --stdio --percent-limit 0.7 -g none 2>/dev/null >"$BENCH_PERF" || true
+        { perf report -i "$TMP/perf.data" --no-children --stdio --percent-limit 0.7 -g none --sort dso,sym
+          echo; echo "# cumulative, Pinacle's own code"
+          perf report -i "$TMP/perf.data" --children --stdio --percent-limit 1 -g none --dsos pinacle --sort sym; } 2>/dev/null >"$BENCH_PERF" || true
     fi
 done
 echo
