@@ -103,6 +103,42 @@ impl Client {
         }
     }
 
+    /// Opens a WebSocket to `path` (under `/api/v1`) with the caller's
+    /// credential (renewed first if it expired).
+    pub async fn websocket(
+        &self,
+        path: &str,
+    ) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
+        self.send(Method::GET, "/me", None).await?;
+        let url = self.url(path);
+        let ws_url = match url.strip_prefix("http://") {
+            Some(rest) => format!("ws://{rest}"),
+            None => bail!("terminals over {} are not supported yet: use an http:// API address", self.api),
+        };
+        let host = ws_url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_owned();
+        let req = tokio_tungstenite::tungstenite::http::Request::builder()
+            .uri(&ws_url)
+            .header("host", host)
+            .header("authorization", format!("Bearer {}", self.config().token))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+            .body(())?;
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+                let message = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    .unwrap_or(body);
+                bail!("{message} (HTTP {})", resp.status().as_u16())
+            }
+            Err(e) => Err(anyhow!("cannot open a terminal at {ws_url}: {e}")),
+        }
+    }
+
     pub async fn json(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
         let resp = self.send(method, path, body).await?;
         resp.json().await.context("server sent invalid JSON")

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod pods;
 mod proxy_setup;
+mod shell;
 mod up;
 
 use std::process::ExitCode;

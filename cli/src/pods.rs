@@ -101,6 +101,14 @@ pub enum PodCommand {
         #[arg(long)]
         process: Option<String>,
     },
+    /// An interactive shell in a running pod (or COMMAND on a terminal);
+    /// exits with its exit code.
+    Shell {
+        pod: String,
+        /// Run this instead of a login shell.
+        #[arg(short, long)]
+        command: Option<String>,
+    },
     /// Show the pod's install steps and managed processes.
     Ps { pod: String },
     /// Show the TCP ports something listens on in the pod.
@@ -309,6 +317,7 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             }
         }
         PodCommand::Exec { pod, stdin, env, workdir, command } => return exec(&c, &pod, stdin, env, workdir, command).await,
+        PodCommand::Shell { pod, command } => return crate::shell::run(&c, &pod, command).await,
         PodCommand::Ps { pod } => {
             let v = c.json(Method::GET, &format!("/pods/{pod}/processes"), None).await?;
             for step in v["install"].as_array().into_iter().flatten() {

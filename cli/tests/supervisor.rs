@@ -128,6 +128,32 @@ async fn the_supervisor_runs_processes_and_serves_terminals_on_both_runtimes() {
         screen_until(&mut ws, &mut screen, r#"{"exit":{"code":3"#).await;
     }
 
+    // the CLI's shell: input through the pod's terminal, the exit code back
+    let cli = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(common::pinacle_bin())
+            .args(args)
+            .env("PINACLE_API", &p.url)
+            .env("PINACLE_TOKEN", common::TOKEN)
+            .env("PINACLE_CONFIG", p.data.path().join("none.json"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = cli(&["pod", "shell", "sv-yk"], "echo in-pod-$((6*7)); exit 9\n");
+    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("in-pod-42"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = cli(&["pod", "shell", "sv-gv", "--command", "stty size; exit 5"], "");
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("24 80"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = cli(&["pod", "shell", "nope"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
+
     // without the right to exec, no terminal and no files
     let (s, b) = p.call_as("", reqwest::Method::POST, "/api/v1/auth/signup", Some(json!({"name": "eve", "password": "correct horse battery"}))).await;
     assert_eq!(s, 201, "{b}");
