@@ -396,20 +396,11 @@ impl NetworkConfig {
     }
 
     async fn plumb(&self, n: &PodNames, ip: Ipv4Addr) -> Result<(), crate::AgentError> {
-        let addr = format!("{ip}/{}", self.subnet.prefix);
-        let gw = self.subnet.gateway().to_string();
+        // Three `ip` processes instead of eleven: each batch is one netlink
+        // session (pod start time is mostly process spawns otherwise).
         run("ip", &["netns", "add", &n.netns], None).await?;
-        run("ip", &["link", "add", &n.host_veth, "type", "veth", "peer", "name", &n.pod_veth], None).await?;
-        run("ip", &["link", "set", &n.pod_veth, "netns", &n.netns], None).await?;
-        run("ip", &["-n", &n.netns, "link", "set", &n.pod_veth, "name", "eth0"], None).await?;
-        run("ip", &["-n", &n.netns, "addr", "add", &addr, "dev", "eth0"], None).await?;
-        run("ip", &["-n", &n.netns, "link", "set", "eth0", "up"], None).await?;
-        run("ip", &["-n", &n.netns, "link", "set", "lo", "up"], None).await?;
-        run("ip", &["-n", &n.netns, "route", "add", "default", "via", &gw], None).await?;
-        run("ip", &["link", "set", &n.host_veth, "master", &self.bridge], None).await?;
-        // layer 2: isolated ports talk to the bridge, never to each other
-        run("bridge", &["link", "set", "dev", &n.host_veth, "isolated", "on"], None).await?;
-        run("ip", &["link", "set", &n.host_veth, "up"], None).await
+        run("ip", &["-batch", "-"], Some(&host_side(n, &self.bridge))).await?;
+        run("ip", &["-n", &n.netns, "-batch", "-"], Some(&pod_side(n, ip, &self.subnet))).await
     }
 
     /// Removes the pod's namespace and interfaces and forgets its address.
@@ -434,6 +425,37 @@ impl NetworkConfig {
             Err(e) => Err(crate::AgentError::io("removing", pod_dir.join(ATTACHMENT_FILE))(e)),
         }
     }
+}
+
+/// `ip -batch` commands for the host end of a pod's veth: made, its peer
+/// moved into the pod's namespace, joined to the bridge as an isolated port
+/// (isolated ports talk to the bridge, never to each other), up.
+pub fn host_side(n: &PodNames, bridge: &str) -> String {
+    format!(
+        "link add {h} type veth peer name {p}\n\
+         link set {p} netns {ns}\n\
+         link set {h} master {bridge}\n\
+         link set dev {h} type bridge_slave isolated on\n\
+         link set {h} up\n",
+        h = n.host_veth,
+        p = n.pod_veth,
+        ns = n.netns
+    )
+}
+
+/// `ip -n NETNS -batch` commands inside the pod's namespace: its end is
+/// `eth0` with the pod's address and the bridge as default route; loopback up.
+pub fn pod_side(n: &PodNames, ip: Ipv4Addr, subnet: &Subnet) -> String {
+    format!(
+        "link set {p} name eth0\n\
+         addr add {ip}/{prefix} dev eth0\n\
+         link set eth0 up\n\
+         link set lo up\n\
+         route add default via {gw}\n",
+        p = n.pod_veth,
+        prefix = subnet.prefix,
+        gw = subnet.gateway()
+    )
 }
 
 /// Host veth names in `ip -o link show` output (`5: pvab12@if4: <...`).
@@ -530,6 +552,20 @@ impl From<NetworkError> for crate::AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plumbing_batches_name_every_interface() {
+        let n = pod_names(Uuid::nil());
+        let subnet: Subnet = "10.209.0.0/16".parse().unwrap();
+        let host = host_side(&n, "pnc0");
+        assert!(host.contains("link add pv000000000000 type veth peer name pn000000000000"), "{host}");
+        assert!(host.contains("link set pn000000000000 netns pinacle-000000000000"), "{host}");
+        assert!(host.contains("master pnc0") && host.contains("bridge_slave isolated on"), "{host}");
+        let pod = pod_side(&n, Ipv4Addr::new(10, 209, 0, 7), &subnet);
+        assert!(pod.contains("addr add 10.209.0.7/16 dev eth0") && pod.contains("route add default via 10.209.0.1"), "{pod}");
+        assert_eq!(host.lines().count(), 5);
+        assert_eq!(pod.lines().count(), 5);
+    }
 
     #[test]
     fn host_veths_are_read_from_ip_link() {

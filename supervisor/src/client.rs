@@ -94,7 +94,7 @@ impl SupervisorClient {
                 Ok(_) => return Ok(()),
                 Err(e @ ClientError::Refused(_)) => return Err(e),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
     }
