@@ -48,8 +48,21 @@ impl Drop for Server {
         }
         unmount_under(self.data.path());
         let _ = std::fs::remove_file(self.data.path().join("images"));
+        // the pods' namespaces and veths, then the bridge and its rules
+        for dir in std::fs::read_dir(self.data.path().join("pods")).into_iter().flatten().flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            if let Some(short) = name.get(..12) {
+                let _ = Command::new("ip").args(["netns", "del", &format!("pinacle-{short}")]).output();
+                let _ = Command::new("ip").args(["link", "del", &format!("pv{short}")]).output();
+            }
+        }
+        let _ = Command::new("ip").args(["link", "del", BENCH_BRIDGE]).output();
+        let _ = Command::new("nft").args(["delete", "table", "inet", &format!("pinacle_{BENCH_BRIDGE}")]).output();
     }
 }
+
+/// The bench's own pod bridge.
+const BENCH_BRIDGE: &str = "pncbench1";
 
 fn pinacle() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pinacle"))
@@ -96,7 +109,10 @@ async fn start_server() -> Server {
     std::fs::create_dir_all(&cache).expect("cache");
     std::os::unix::fs::symlink(&cache, data.path().join("images")).expect("link");
     let mut child = Command::new(pinacle())
-        .args(["up", "--listen", "127.0.0.1:0", "--rate-limit", "0", "--data-dir"])
+        // pods as `pinacle up` makes them by default (bridged), on a bridge
+        // of the bench's own; no proxy
+        .args(["up", "--listen", "127.0.0.1:0", "--rate-limit", "0", "--proxy-listen", "none"])
+        .args(["--pod-network", "bridge", "--pod-bridge", BENCH_BRIDGE, "--pod-subnet", "10.231.20.0/24", "--data-dir"])
         .arg(data.path())
         .env("PINACLE_ADMIN_TOKEN", TOKEN)
         .env("PINACLE_CONFIG", data.path().join("cli.json"))
