@@ -129,10 +129,10 @@ impl PodRoutes {
     async fn resolve_fresh(&self, host: &str, credentials: Credentials<'_>) -> Result<Upstream, RouteError> {
         let internal = |e: crate::ApiError| RouteError::Internal(e.to_string());
         let found = self.find_route(host).await?;
-        let public = found
-            .as_ref()
-            .and_then(|(m, split)| target_port(m, &split.target))
-            .is_some_and(|port| found.as_ref().is_some_and(|(m, _)| hostname::parse_ports(&m.public_ports).is_ok_and(|ports| ports.contains(&port))));
+        // a port the pod's owner made public needs no credential
+        let public = found.as_ref().is_some_and(|(m, split)| {
+            target_port(m, &split.target).is_some_and(|port| hostname::parse_ports(&m.public_ports).is_ok_and(|ports| ports.contains(&port)))
+        });
         let (model, split) = if public {
             found.ok_or(RouteError::NotFound)?
         } else {
