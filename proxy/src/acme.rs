@@ -174,7 +174,7 @@ impl Acme {
                 let saved = SavedAccount { directory_url: self.cfg.directory_url.clone(), credentials };
                 let json = serde_json::to_vec_pretty(&saved).map_err(|e| AcmeError::Io(e.to_string()))?;
                 std::fs::create_dir_all(&self.cfg.state_dir).map_err(|e| AcmeError::Io(e.to_string()))?;
-                write_private(&path, &json)?;
+                crate::tls::write_private(&path, &json)?;
                 tracing::info!(directory = %self.cfg.directory_url, "registered an ACME account");
                 Ok(account)
             })
@@ -355,19 +355,6 @@ enum Cleanup {
     Http(String),
     Alpn(String),
     Dns(String, String),
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), AcmeError> {
-    use std::io::Write;
-    let io = |e: std::io::Error| AcmeError::Io(format!("{}: {e}", path.display()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path).and_then(|mut f| f.write_all(bytes)).map_err(io)
 }
 
 #[cfg(test)]

@@ -347,9 +347,9 @@ fn host_of<B>(req: &Request<B>) -> String {
 /// Handles one request, counting its answer.
 pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let started = std::time::Instant::now();
-    let metrics = proxy.metrics.clone();
-    let resp = answer(proxy, conn, req).await;
+    let resp = answer(Arc::clone(&proxy), conn, req).await;
     if let Ok(r) = &resp {
+        let metrics = &proxy.metrics;
         metrics.requests.get_or_create(&metrics::StatusLabels { status: r.status().as_u16() }).inc();
         metrics.duration.observe(started.elapsed().as_secs_f64());
     }
@@ -677,9 +677,8 @@ async fn tls_handshake(
     if let (Some(name), Some(certs), Some(acme)) = (&server_name, &proxy.certs, &proxy.acme) {
         if certs.lookup(name).is_none() && proxy.resolver.may_issue_certificate(name).await {
             let cert_name = acme.certificate_name(name, &proxy.domain);
-            match acme.ensure(&cert_name).await {
-                Ok(()) => {}
-                Err(e) => tracing::warn!(host = %name, error = %e, "no certificate for this handshake"),
+            if let Err(e) = acme.ensure(&cert_name).await {
+                tracing::warn!(host = %name, error = %e, "no certificate for this handshake");
             }
         }
     }

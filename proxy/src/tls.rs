@@ -210,7 +210,9 @@ impl CertStore {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+/// Writes `bytes` to `path` (mode 0600) through a temporary file and a
+/// rename: readers never see half a key.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     let io = |e: std::io::Error| TlsError::Io(format!("{}: {e}", path.display()));
     let tmp = path.with_extension("tmp");
