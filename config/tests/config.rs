@@ -1,0 +1,328 @@
+//! pinacle.yaml and devcontainer.json against the fixture files: every
+//! accepted form, every error with its position, and no panic on mangled input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use pinacle_config::devcontainer;
+use pinacle_config::pinacle_yaml::{to_canonical_yaml, FIELDS};
+use pinacle_config::resolve::{resolve, ResolvedTab};
+use pinacle_config::{parse, Diagnostic, ParseOptions, Severity};
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", root.display());
+    files
+}
+
+fn lenient() -> ParseOptions {
+    ParseOptions { strict: false }
+}
+
+#[test]
+fn every_valid_form_parses_round_trips_and_resolves() {
+    for path in fixtures("valid") {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (config, warnings) = parse(&name, &text, ParseOptions { strict: true }).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        assert!(warnings.0.is_empty(), "{name}: {warnings}");
+        // the canonical writer's output reads back as the same configuration
+        let canonical = to_canonical_yaml(&config);
+        assert!(canonical.starts_with("# Pinacle Pod Configuration\n"), "{canonical}");
+        let (again, _) = parse("canonical.yaml", &canonical, ParseOptions { strict: true }).unwrap_or_else(|e| panic!("{name} canonical:\n{canonical}\n{e}"));
+        assert_eq!(again, config, "{name}:\n{canonical}");
+        assert_eq!(to_canonical_yaml(&again), canonical, "{name}: canonical form is stable");
+        // and what a pod runs from it is valid for the supervisor
+        let def = resolve(&config);
+        def.processes.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn the_published_format_reads_as_written() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/published.yaml")).unwrap();
+    let (c, _) = parse("pinacle.yaml", &text, lenient()).unwrap();
+    assert_eq!(c.tier.id(), "dev.medium");
+    assert_eq!(c.services, ["claude-code", "code-server", "web-terminal"]);
+    assert_eq!(c.install, ["pnpm install"]);
+    assert_eq!(c.processes[0].start_command, ["cd apps/web", "pnpm dev"]);
+    let def = resolve(&c);
+    assert_eq!(def.image, "nextjs");
+    let app = def.processes.processes.iter().find(|p| p.name == "app").unwrap();
+    assert_eq!(app.run, "cd apps/web && pnpm dev");
+    assert_eq!(app.port, Some(3000));
+    assert_eq!(app.health.as_ref().unwrap().command.as_deref(), Some("curl -fsS http://localhost:3000"));
+    // code-server runs as a process of its own, reachable as a named service
+    let cs = def.processes.processes.iter().find(|p| p.name == "code-server").unwrap();
+    assert_eq!(cs.port, Some(8726));
+    // the services' install steps come first and run once; the user's install too
+    assert!(def.processes.install.first().unwrap().name.starts_with("claude-code"));
+    let install = def.processes.install.iter().find(|s| s.name == "install").unwrap();
+    assert!(install.once);
+    assert_eq!(def.tabs.len(), 4);
+    assert_eq!(def.tabs[0], ResolvedTab::Pod { name: "App".into(), service: None, port: 3000, path: "/".into() });
+    assert_eq!(def.tabs[1], ResolvedTab::Terminal { name: "Claude Code".into(), service: Some("claude-code".into()), command: Some("claude".into()) });
+    assert_eq!(def.tabs[3], ResolvedTab::External { name: "Docs".into(), url: "https://example.com/docs".into() });
+}
+
+#[test]
+fn missing_tabs_are_generated_processes_then_assistant_then_services() {
+    let text = "services: [jupyter, web-terminal, code-server, gemini-cli, postgres]\nprocesses:\n  - name: api\n    displayName: API\n    startCommand: ./serve\n    url: http://localhost:8080/health\n";
+    let (c, _) = parse("pinacle.yaml", text, lenient()).unwrap();
+    let names: Vec<String> = resolve(&c)
+        .tabs
+        .iter()
+        .map(|t| match t {
+            ResolvedTab::Terminal { name, .. } | ResolvedTab::Pod { name, .. } | ResolvedTab::External { name, .. } => name.clone(),
+        })
+        .collect();
+    // postgres has no tab
+    assert_eq!(names, ["API", "Gemini CLI", "VS Code", "Terminal", "Jupyter"]);
+}
+
+#[test]
+fn additions_reach_the_pod_definition() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/additions.yaml")).unwrap();
+    let (c, _) = parse("pinacle.yaml", &text, lenient()).unwrap();
+    let def = resolve(&c);
+    assert_eq!(def.image, "vite");
+    assert_eq!(def.tier.id(), "dev.large");
+    assert_eq!(def.public_ports, [8080]);
+    assert_eq!(def.gpus, 2);
+    assert_eq!(def.idle_timeout_secs, Some(5400));
+    assert_eq!(def.secrets, ["OPENAI_API_KEY", "DATABASE_URL"]);
+    assert_eq!(def.processes.env, ["DEBUG=true", "NODE_ENV=development", "PORT=5173"]);
+    let names: Vec<_> = def.processes.install.iter().map(|s| (s.name.as_str(), s.once)).collect();
+    let tail = &names[names.len() - 4..];
+    assert_eq!(tail, [("onCreate", true), ("postCreate-1", true), ("postCreate-2", true), ("postStart", false)]);
+    assert!(def.processes.processes.iter().any(|p| p.name == "jupyter" && p.port == Some(8888)));
+}
+
+/// `# expect: LINE:COL PATH MESSAGE` (an error) and `# warn: ...` lines in a
+/// fixture; `0:0` matches any position.
+fn expectations(text: &str) -> Vec<(Severity, usize, usize, String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let (severity, rest) = if let Some(r) = line.trim().strip_prefix("# expect: ") {
+            (Severity::Error, r)
+        } else if let Some(r) = line.trim().strip_prefix("# warn: ") {
+            (Severity::Warning, r)
+        } else {
+            continue;
+        };
+        let (pos, rest) = rest.split_once(' ').unwrap();
+        let (l, c) = pos.split_once(':').unwrap();
+        let (path, message) = rest.split_once(' ').unwrap();
+        out.push((severity, l.parse().unwrap(), c.parse().unwrap(), path.to_owned(), message.to_owned()));
+    }
+    out
+}
+
+fn matches(d: &Diagnostic, e: &(Severity, usize, usize, String, String)) -> bool {
+    let text = format!("{} {}", d.message, d.suggestion.clone().unwrap_or_default());
+    d.severity == e.0 && (e.1 == 0 || (d.line, d.column) == (e.1, e.2)) && d.path == e.3 && text.contains(&e.4)
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_position_path_and_suggestion() {
+    for path in fixtures("invalid") {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = expectations(&text);
+        assert!(!expected.is_empty(), "{name} has no expectations");
+        let diags = parse(&name, &text, lenient()).expect_err(&name);
+        for e in &expected {
+            assert!(diags.0.iter().any(|d| matches(d, e)), "{name}: expected {e:?} among:\n{diags}");
+        }
+        assert_eq!(diags.0.len(), expected.len(), "{name}: unexpected extra problems:\n{diags}");
+        for d in &diags.0 {
+            assert_eq!(d.file, name);
+            assert!(d.to_string().starts_with(&format!("{name}:{}:{}: ", d.line, d.column)), "{d}");
+        }
+    }
+}
+
+#[test]
+fn unknown_fields_warn_by_default_and_fail_in_strict_mode() {
+    let text = "services: [web-terminal]\ntabz: []\n";
+    let (_, warnings) = parse("pinacle.yaml", text, lenient()).unwrap();
+    let w: Vec<_> = warnings.warnings().collect();
+    assert_eq!(w.len(), 1);
+    assert_eq!((w[0].line, w[0].column, w[0].path.as_str()), (2, 1, "tabz"));
+    assert_eq!(w[0].suggestion.as_deref(), Some("did you mean \"tabs\"?"));
+    let strict = parse("pinacle.yaml", text, ParseOptions { strict: true }).unwrap_err();
+    assert_eq!(strict.errors().count(), 1);
+    assert!(strict.to_string().starts_with("pinacle.yaml:2:1: error: tabz: unknown field \"tabz\""), "{strict}");
+}
+
+#[test]
+fn the_schema_in_the_repository_is_the_generated_one_and_covers_every_field() {
+    let generated = pinacle_config::schema::schema_text();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pinacle.schema.json");
+    if std::env::var_os("PINACLE_UPDATE_SCHEMA").is_some() {
+        std::fs::write(&file, &generated).unwrap();
+    }
+    let kept = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(kept == generated, "config/pinacle.schema.json is stale: run `PINACLE_UPDATE_SCHEMA=1 cargo test -p pinacle-config --test config`");
+    let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    let mut props: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut fields = FIELDS.to_vec();
+    props.sort_unstable();
+    fields.sort_unstable();
+    assert_eq!(props, fields, "the parser and the schema know the same top-level fields");
+    assert_eq!(schema["properties"]["tier"]["enum"][0], "dev.small");
+    assert!(schema["properties"]["services"]["items"]["enum"].as_array().unwrap().iter().any(|s| s == "code-server"));
+    let process = &schema["$defs"]["Process"]["properties"];
+    for f in ["name", "displayName", "startCommand", "url", "healthCheck"] {
+        assert!(process.get(f).is_some(), "Process.{f} missing from the schema");
+    }
+}
+
+/// A small deterministic generator (xorshift) so the fuzz test is repeatable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, base: &str) -> String {
+    const PIECES: &[&str] = &[
+        ":", "- ", "[", "]", "{", "}", "\"", "'", "\n", "  ", "#", "&a ", "*a", "!!str ", "|", ">", "---\n", "~", "1.0", "-1",
+        "99999999999999999999", "name: x", "tier: dev.smal", "\t", "\u{0}", "é", "\\", "? ", "%YAML 1.2\n", "!!binary ", "<<: *a",
+    ];
+    let mut bytes: Vec<char> = base.chars().collect();
+    for _ in 0..1 + rng.below(6) {
+        let at = if bytes.is_empty() { 0 } else { rng.below(bytes.len() + 1) };
+        match rng.below(4) {
+            0 if !bytes.is_empty() && at < bytes.len() => {
+                let end = (at + 1 + rng.below(8)).min(bytes.len());
+                bytes.drain(at..end);
+            }
+            1 => {
+                let piece = PIECES[rng.below(PIECES.len())];
+                for (i, ch) in piece.chars().enumerate() {
+                    bytes.insert(at + i, ch);
+                }
+            }
+            2 if !bytes.is_empty() && at < bytes.len() => bytes[at] = char::from_u32(rng.below(0x80) as u32).unwrap_or('x'),
+            _ => {
+                let lines: Vec<&str> = base.lines().collect();
+                if !lines.is_empty() {
+                    let line = lines[rng.below(lines.len())];
+                    for (i, ch) in format!("{line}\n").chars().enumerate() {
+                        bytes.insert(at + i, ch);
+                    }
+                }
+            }
+        }
+    }
+    bytes.into_iter().collect()
+}
+
+#[test]
+fn mangled_input_never_panics_and_accepted_input_always_resolves() {
+    let mut seeds: Vec<String> = fixtures("valid").iter().chain(fixtures("invalid").iter()).map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    seeds.push("[".repeat(100_000));
+    seeds.push("- ".repeat(50_000));
+    seeds.push("a:\n".to_owned() + &"  ".repeat(10_000) + "b: c\n");
+    seeds.push("&a [*a, *a]\n".into());
+    let iterations: usize = std::env::var("PINACLE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut accepted, mut rejected) = (0, 0);
+    for i in 0..iterations {
+        let base = &seeds[i % seeds.len()];
+        let input = if base.len() > 20_000 { base.clone() } else { mutate(&mut rng, base) };
+        match parse("fuzz.yaml", &input, lenient()) {
+            Ok((c, _)) => {
+                accepted += 1;
+                let def = resolve(&c);
+                def.processes.validate().unwrap_or_else(|e| panic!("accepted but invalid ({e}):\n{input}"));
+                let canonical = to_canonical_yaml(&c);
+                let (again, _) = parse("canonical.yaml", &canonical, lenient()).unwrap_or_else(|e| panic!("canonical form rejected ({e}):\n{canonical}\nfrom:\n{input}"));
+                assert_eq!(again, c, "round trip of:\n{input}");
+            }
+            Err(d) => {
+                rejected += 1;
+                assert!(d.has_errors());
+                for diag in &d.0 {
+                    assert!(diag.line >= 1 && diag.column >= 1, "{diag}");
+                }
+            }
+        }
+        let _ = devcontainer::import("fuzz.json", &input, &|_| None);
+    }
+    assert!(accepted > iterations / 50 && rejected > iterations / 50, "accepted {accepted}, rejected {rejected}");
+}
+
+fn devcontainer_fixture(rel: &str) -> Result<devcontainer::Imported, pinacle_config::Diagnostics> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/devcontainer").join(rel);
+    let dir = path.parent().unwrap().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    devcontainer::import(rel, &text, &move |p| std::fs::read_to_string(dir.join(p)).ok())
+}
+
+#[test]
+fn devcontainer_json_with_comments_ports_env_and_lifecycle_imports() {
+    let imported = devcontainer_fixture("basic.json").unwrap();
+    let c = &imported.config;
+    assert_eq!(c.image.as_deref(), Some("node"));
+    assert_eq!(c.ports.iter().map(|p| (p.port, p.name.clone(), p.public)).collect::<Vec<_>>(), [(3000, Some("Web".into()), true), (5432, None, false)]);
+    assert_eq!(c.env.get("NODE_ENV").map(String::as_str), Some("development"));
+    assert_eq!(c.env.get("EDITOR").map(String::as_str), Some("vim"));
+    assert!(!c.env.contains_key("TOKEN"), "${{localEnv}} is not carried over");
+    assert_eq!(c.post_create, ["npm ci"]);
+    let report = imported.report.to_string();
+    assert!(report.contains("remoteUser") && report.contains("localEnv"), "{report}");
+    assert!(imported.report.0.iter().all(|d| d.severity == Severity::Warning && d.line > 1));
+}
+
+#[test]
+fn devcontainer_lifecycle_forms_features_tiers_and_extensions_import() {
+    let imported = devcontainer_fixture("lifecycle.json").unwrap();
+    let c = &imported.config;
+    assert_eq!(c.image.as_deref(), Some("python"));
+    assert_eq!(c.tier.id(), "dev.large", "3 CPUs and 6 GB need dev.large");
+    assert!(c.on_create.iter().any(|s| s == "pip install -r 'requirements dev.txt'"), "{:?}", c.on_create);
+    assert!(c.on_create.iter().any(|s| s == "echo update"));
+    assert!(c.on_create.iter().any(|s| s.contains("nodejs npm")), "the node feature: {:?}", c.on_create);
+    assert!(c.post_create.starts_with(&["echo db".to_string(), "echo web".to_string()]), "{:?}", c.post_create);
+    assert!(c.post_create.contains(&"code-server --install-extension ms-python.python".to_string()));
+    assert_eq!(c.post_start, ["echo start", "echo attach"]);
+    assert!(c.services.contains(&"code-server".to_string()));
+    let report = imported.report.to_string();
+    assert!(report.contains("docker-in-docker") && report.contains("initializeCommand"), "{report}");
+    assert!(!report.contains("features.ghcr.io/devcontainers/features/git"), "git is in the base image: {report}");
+}
+
+#[test]
+fn devcontainer_dockerfiles_become_install_steps_or_name_the_unsupported_line() {
+    let imported = devcontainer_fixture("with-dockerfile/devcontainer.json").unwrap();
+    let c = &imported.config;
+    assert_eq!(c.image.as_deref(), Some("base"));
+    assert_eq!(c.on_create.len(), 3);
+    assert!(c.on_create[0].contains("apt-get install -y --no-install-recommends jq"));
+    assert_eq!(c.on_create[1], "npm install -g typescript");
+    assert_eq!(c.env.get("APP_HOME").map(String::as_str), Some("/workspace"));
+    assert!(imported.report.to_string().contains(".devcontainer/Dockerfile:7:1: warning: ignored: EXPOSE 8000"), "{}", imported.report);
+
+    let bad = devcontainer_fixture("bad-dockerfile/devcontainer.json").unwrap_err();
+    let text = bad.to_string();
+    assert!(text.contains(".devcontainer/Dockerfile:1:1: error: FROM alpine:3.20 is not supported"), "{text}");
+    assert!(text.contains(".devcontainer/Dockerfile:3:1: error: COPY/ADD"), "{text}");
+
+    let image = devcontainer_fixture("bad-image.json").unwrap_err();
+    assert!(image.to_string().contains("bad-image.json:2:3: error: image: image \"ghcr.io/acme/custom-toolchain:latest\" is not supported"), "{image}");
+    let json = devcontainer_fixture("bad-json.json").unwrap_err();
+    assert_eq!((json.0[0].line, json.0[0].column), (2, 29), "{json}");
+    assert!(json.to_string().contains("Expected comma"), "{json}");
+}
