@@ -236,6 +236,16 @@ impl AppState {
                 env.insert(row.name, value);
             }
         }
+        // A pod whose pinacle.yaml names its `secrets` gets those only.
+        let wanted: Vec<String> = serde_json::from_str::<pinacle_config::PinacleConfig>(&pod.config)
+            .map(|c| c.secrets)
+            .unwrap_or_default();
+        if !wanted.is_empty() {
+            env.retain(|name, _| wanted.contains(name));
+            for missing in wanted.iter().filter(|w| !env.contains_key(*w)) {
+                tracing::warn!(pod = %pod.id, secret = %missing, "pinacle.yaml names a secret that is not set");
+            }
+        }
         Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
     }
 }

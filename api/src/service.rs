@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use pinacle_orchestrator::{
-    hostname, place, HostCapacity, InvalidTransition, PodEvent, PodJob, PodName, PodRecord, PodState, RuntimeKind, Template, Tier,
+    hostname, place, HostCapacity, InvalidTransition, PodEvent, PodJob, PodName, PodRecord, PodState, RuntimeKind, Tier,
     TierLimits,
 };
 use sea_orm::sea_query::Expr;
@@ -13,6 +13,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use pinacle_config::templates::Template;
 use pinacle_orchestrator::processes::PodProcesses;
 
 use crate::auth::Principal;
@@ -48,6 +49,11 @@ pub struct PodView {
     /// What the pod's supervisor runs.
     #[serde(default)]
     pub processes: PodProcesses,
+    /// The pod's checked `pinacle.yaml` (absent for pods created before it was kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<pinacle_config::PinacleConfig>,
+    /// The IDE's tabs, from the configuration (written or generated).
+    pub tabs: Vec<pinacle_config::resolve::ResolvedTab>,
 }
 
 /// One stored state change.
@@ -83,6 +89,28 @@ pub struct CreatePodRequest {
     /// Processes the pod's supervisor keeps running.
     #[serde(default)]
     pub processes: Vec<pinacle_orchestrator::processes::ProcessSpec>,
+    /// A `pinacle.yaml`, as text. `template` and `tier` in the request
+    /// override the file's; `install` and `processes` add to it. Without
+    /// it, the template's own `pinacle.yaml` is used.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// The file name shown in problems with `config` (default `pinacle.yaml`).
+    #[serde(default)]
+    pub config_file: Option<String>,
+    /// Unknown fields in `config` are errors rather than warnings.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// Reads a `pinacle.yaml` sent with a request: 400 `invalid_config` with
+/// every problem, or the checked file and its warnings.
+pub fn read_config(
+    text: &str,
+    file: Option<&str>,
+    strict: bool,
+) -> Result<(pinacle_config::PinacleConfig, pinacle_config::Diagnostics), ApiError> {
+    let file = file.filter(|f| !f.is_empty() && f.len() <= 200).unwrap_or(pinacle_config::pinacle_yaml::FILE_NAME);
+    pinacle_config::parse(file, text, pinacle_config::ParseOptions { strict }).map_err(|d| ApiError::invalid_config(&d))
 }
 
 /// `PATCH /api/v1/pods/{pod}` body: what to change.
@@ -111,6 +139,11 @@ impl TryFrom<pod::Model> for PodView {
     type Error = ApiError;
     fn try_from(m: pod::Model) -> Result<Self, ApiError> {
         let tier: Tier = m.tier.parse().map_err(|_| corrupt("tier", &m.tier))?;
+        let config: Option<pinacle_config::PinacleConfig> = if m.config.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&m.config).map_err(|_| corrupt("config", "(json)"))?)
+        };
         Ok(PodView {
             id: Uuid::parse_str(&m.id).map_err(|_| corrupt("pod id", &m.id))?,
             state: m.state.parse().map_err(|_| corrupt("state", &m.state))?,
@@ -133,6 +166,8 @@ impl TryFrom<pod::Model> for PodView {
             } else {
                 serde_json::from_str(&m.processes).map_err(|_| corrupt("processes", &m.processes))?
             },
+            tabs: config.as_ref().map(pinacle_config::resolve::tabs).unwrap_or_default(),
+            config,
         })
     }
 }
@@ -161,6 +196,7 @@ impl PodView {
             owner: self.owner_id.clone(),
             state: self.state,
             image: self.image.clone(),
+            template: self.template.clone(),
             tier: self.tier,
             runtime: self.runtime,
             host: self.host.clone(),
@@ -189,22 +225,49 @@ impl AppState {
     pub async fn create_pod(&self, who: &Principal, req: CreatePodRequest) -> Result<PodView, ApiError> {
         let name = PodName::parse(&req.name)
             .map_err(|e| ApiError::bad_request("invalid_name", format!("invalid pod name {:?}: {e}", req.name)))?;
-        let template_id = req.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        let template = Template::find(template_id).ok_or_else(|| {
-            ApiError::bad_request(
-                "unknown_template",
-                format!("unknown template {template_id:?}; choose one of {}", Template::known_ids()),
-            )
-        })?;
-        let tier: Tier = match req.tier.as_deref() {
-            None => Tier::DevSmall,
-            Some(t) => t.parse().map_err(|e: pinacle_orchestrator::tier::UnknownTier| {
-                ApiError::bad_request("unknown_tier", e.to_string())
-            })?,
+        if let Some(t) = req.template.as_deref() {
+            if Template::find(t).is_none() {
+                return Err(ApiError::bad_request(
+                    "unknown_template",
+                    format!("unknown template {t:?}; choose one of {}", Template::known_ids()),
+                ));
+            }
+        }
+        let mut config = match &req.config {
+            Some(text) => read_config(text, req.config_file.as_deref(), req.strict)?.0,
+            None => {
+                let id = req.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+                let t = Template::find(id).ok_or_else(|| ApiError::internal(format!("template {id} missing")))?;
+                read_config(t.pinacle_yaml, Some(&format!("templates/{id}/pinacle.yaml")), false)?.0
+            }
         };
-        let processes = PodProcesses { install: req.install.clone(), processes: req.processes.clone() };
+        if let Some(t) = &req.template {
+            if config.template.as_ref() != Some(t) {
+                config.template = Some(t.clone());
+                config.image = None;
+            }
+        }
+        if let Some(t) = req.tier.as_deref() {
+            config.tier = t.parse().map_err(|e: pinacle_orchestrator::tier::UnknownTier| {
+                ApiError::bad_request("unknown_tier", e.to_string())
+            })?;
+        }
+        let definition = pinacle_config::resolve::resolve(&config);
+        if definition.gpus > 0 {
+            return Err(ApiError::not_supported(format!(
+                "this server has no GPU hosts; remove `gpu` from the pod's configuration (asked for {})",
+                definition.gpus
+            )));
+        }
+        let tier = definition.tier;
+        let template_id = config.template.clone().unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
+        let mut processes = definition.processes.clone();
+        processes.install.extend(req.install.iter().cloned());
+        processes.processes.extend(req.processes.iter().cloned());
         processes.validate().map_err(|e| ApiError::bad_request("invalid_processes", e))?;
         let processes_json = serde_json::to_string(&processes).map_err(ApiError::internal)?;
+        let config_json = serde_json::to_string(&config).map_err(ApiError::internal)?;
+        let public_ports = pinacle_orchestrator::hostname::format_ports(&definition.public_ports);
         let (team_id, owner_name) = match &req.team {
             Some(t) => {
                 let team = self.find_team(who, t, crate::policy::Action::Read).await?;
@@ -258,8 +321,8 @@ impl AppState {
             name: Set(name.to_string()),
             state: Set(PodState::Pending.as_str().to_owned()),
             state_reason: Set(None),
-            template: Set(template.id.to_owned()),
-            image: Set(template.image.to_owned()),
+            template: Set(template_id.clone()),
+            image: Set(definition.image.clone()),
             tier: Set(tier.id().to_owned()),
             runtime: Set(runtime.as_str().to_owned()),
             host_id: Set(host.clone()),
@@ -267,9 +330,10 @@ impl AppState {
             updated_at: Set(now),
             team_id: Set(team_id.clone()),
             route_key: Set(Some(route_key.clone())),
-            public_ports: Set(String::new()),
+            public_ports: Set(public_ports),
             egress: Set("allow-all".into()),
             processes: Set(processes_json.clone()),
+            config: Set(config_json),
         }
         .insert(&txn)
         .await;

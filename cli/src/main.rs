@@ -4,6 +4,7 @@
 mod account;
 mod client;
 mod config;
+mod pod_config;
 mod pods;
 mod proxy_setup;
 mod shell;
@@ -58,6 +59,9 @@ enum Command {
     /// Build and list root filesystem images on this host.
     #[command(subcommand)]
     Image(pods::ImageCommand),
+    /// Check and write pinacle.yaml files.
+    #[command(subcommand)]
+    Config(pod_config::ConfigCommand),
     /// List pod templates.
     #[command(subcommand)]
     Template(pods::TemplateCommand),
@@ -104,6 +108,7 @@ async fn main() -> ExitCode {
         Command::Pod(cmd) => pods::run(cmd).await,
         Command::Image(cmd) => pods::image(cmd).await,
         Command::Template(cmd) => pods::template(cmd).await,
+        Command::Config(cmd) => pod_config::run(cmd),
         Command::Audit(cmd) => pods::audit(cmd).await,
         Command::Token(cmd) => pods::token(cmd).await,
     };

@@ -21,10 +21,19 @@ pub enum PodCommand {
     /// Request a new pod.
     Create {
         name: String,
-        #[arg(long, default_value = "blank")]
-        template: String,
-        #[arg(long, default_value = "dev.small")]
-        tier: String,
+        /// The template (default: the file's, or blank).
+        #[arg(long)]
+        template: Option<String>,
+        /// The tier (default: the file's, or dev.small).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Read the pod's definition from this directory's pinacle.yaml (or
+        /// its devcontainer.json).
+        #[arg(long, value_name = "DIR")]
+        from: Option<std::path::PathBuf>,
+        /// Unknown fields in the file are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
         /// gvisor or youki (default: the server's choice).
         #[arg(long)]
         runtime: Option<String>,
@@ -276,8 +285,18 @@ fn print_pod(p: &Value) {
 pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
-        PodCommand::Create { name, template, tier, runtime, wait, timeout, processes, install } => {
-            let mut body = json!({"name": name, "template": template, "tier": tier});
+        PodCommand::Create { name, template, tier, from, strict, runtime, wait, timeout, processes, install } => {
+            let mut body = json!({"name": name, "template": template, "tier": tier, "strict": strict});
+            if let Some(dir) = from {
+                let found = crate::pod_config::find(&dir)?;
+                crate::pod_config::print_diagnostics(&found.report, None);
+                if let Err(d) = pinacle_config::parse(&found.file, &found.yaml, pinacle_config::ParseOptions { strict }) {
+                    crate::pod_config::print_diagnostics(&d, (!found.imported()).then_some(found.yaml.as_str()));
+                    anyhow::bail!("{} has {} error(s)", found.file, d.errors().count());
+                }
+                body["config"] = json!(found.yaml);
+                body["config_file"] = json!(found.file);
+            }
             let mut defs = Vec::new();
             for p in &processes {
                 let (n, cmd) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("--process {p:?}: write NAME=COMMAND"))?;
@@ -487,9 +506,9 @@ pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
 pub async fn template(cmd: TemplateCommand) -> Result<ExitCode> {
     match cmd {
         TemplateCommand::List => {
-            println!("{:<10} {:<8} DESCRIPTION", "TEMPLATE", "IMAGE");
-            for t in pinacle_orchestrator::Template::known() {
-                println!("{:<10} {:<8} {}", t.id, t.image, t.description);
+            println!("{:<13} {:<8} DESCRIPTION", "TEMPLATE", "IMAGE");
+            for t in pinacle_config::templates::Template::known() {
+                println!("{:<13} {:<8} {}", t.id, t.image, t.description);
             }
         }
     }

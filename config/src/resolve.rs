@@ -132,7 +132,11 @@ pub fn resolve(c: &PinacleConfig) -> PodDefinition {
             env: c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         },
         secrets: c.secrets.clone(),
-        public_ports: c.ports.iter().filter(|p| p.public).map(|p| p.port).collect(),
+        public_ports: {
+            let mut ports: Vec<u16> = c.ports.iter().filter(|p| p.public).map(|p| p.port).collect();
+            ports.sort_unstable();
+            ports
+        },
         tabs: tabs(c),
         gpus: c.gpu.as_ref().map(|g| g.count).unwrap_or(0),
         idle_timeout_secs: c.idle_timeout.and_then(|t| t.seconds()),

@@ -20,7 +20,6 @@ pub struct Template {
     /// The image (in the host's image store) pods from it start from.
     pub image: &'static str,
     /// Its `pinacle.yaml`.
-    #[serde(skip)]
     pub pinacle_yaml: &'static str,
     /// The image recipe (a Dockerfile subset, see `crate::dockerfile`); `None`
     /// for images the host builds itself (`base`, `busybox`).

@@ -229,6 +229,7 @@ mod tests {
             owner: "admin".into(),
             state: PodState::Pending,
             image: "busybox".into(),
+            template: "minimal".into(),
             tier,
             runtime: RuntimeKind::Gvisor,
             host: "local".into(),

@@ -158,6 +158,7 @@ mod tests {
             owner: "u".into(),
             state: pinacle_orchestrator::PodState::Pending,
             image: "busybox".into(),
+            template: "minimal".into(),
             tier: pinacle_orchestrator::Tier::DevSmall,
             runtime: pinacle_orchestrator::RuntimeKind::Youki,
             host: "local".into(),

@@ -18,6 +18,7 @@ mod m20261122_000010_device_codes;
 mod m20261122_000011_route_key;
 mod m20261122_000012_pod_access;
 mod m20261122_000013_pod_processes;
+mod m20261122_000014_pod_config;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000011_route_key::Migration),
             Box::new(m20261122_000012_pod_access::Migration),
             Box::new(m20261122_000013_pod_processes::Migration),
+            Box::new(m20261122_000014_pod_config::Migration),
         ]
     }
 }

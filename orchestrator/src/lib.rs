@@ -1,4 +1,3 @@
-//! Pinacle's domain: pods, their names, tiers and templates, the pod state
 //! machine, the jobs a host agent runs, and placement of pods on hosts.
 //!
 //! Everything in this crate is pure: no I/O, no clocks beyond what callers pass
@@ -12,7 +11,6 @@ pub mod placement;
 pub mod processes;
 pub mod pod;
 pub mod state;
-pub mod template;
 pub mod tier;
 
 pub use job::PodJob;
@@ -20,5 +18,4 @@ pub use name::{NameError, PodName};
 pub use placement::{place, HostCapacity, PlacementError};
 pub use pod::{PodRecord, RuntimeKind};
 pub use state::{InvalidTransition, PodEvent, PodState};
-pub use template::{Template, TEMPLATES};
 pub use tier::{Tier, TierLimits};

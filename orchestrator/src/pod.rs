@@ -52,6 +52,10 @@ pub struct PodRecord {
     pub owner: String,
     pub state: PodState,
     pub image: String,
+    /// The template it was created from (its starter files fill a new
+    /// workspace); empty when unknown.
+    #[serde(default)]
+    pub template: String,
     pub tier: Tier,
     pub runtime: RuntimeKind,
     pub host: String,

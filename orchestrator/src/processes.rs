@@ -13,6 +13,10 @@ pub struct PodProcesses {
     /// Kept running.
     #[serde(default)]
     pub processes: Vec<ProcessSpec>,
+    /// `NAME=value` environment of every process, step and terminal (from
+    /// the pod's definition; secrets are added by the host, not stored here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
 }
 
 /// An install step: a shell command.
@@ -23,6 +27,11 @@ pub struct Step {
     pub run: String,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Run only until it first succeeds in this pod's root filesystem (a
+    /// marker under `/var/lib/pinacle/steps` remembers it); otherwise at
+    /// every start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
 }
 
 /// A long-running process.
@@ -61,10 +70,15 @@ pub enum Restart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
     /// A TCP connection to this port on 127.0.0.1 succeeds; with `path`, an
-    /// HTTP GET of it answers below 400.
+    /// HTTP GET of it answers below 400. 0: no port check (a `command` only).
+    #[serde(default)]
     pub port: u16,
     #[serde(default)]
     pub path: Option<String>,
+    /// A shell command that exits 0 when healthy (checked after the port,
+    /// if any), given 10 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// Seconds between checks (default 5).
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
@@ -101,8 +115,8 @@ impl PodProcesses {
                 }
             }
             if let Some(h) = &p.health {
-                if h.port == 0 || h.interval_secs == 0 {
-                    return Err(format!("processes[{i}].health: port and interval_secs must be positive"));
+                if (h.port == 0 && h.command.as_deref().is_none_or(|c| c.trim().is_empty())) || h.interval_secs == 0 {
+                    return Err(format!("processes[{i}].health: needs a port or a command, and a positive interval_secs"));
                 }
             }
         }
@@ -132,7 +146,7 @@ mod tests {
         let mut bad = c.clone();
         bad.processes[0].name = "a b".into();
         assert!(bad.validate().unwrap_err().contains("processes[0].name"));
-        let empty = PodProcesses { install: vec![Step { name: "x".into(), run: " ".into(), cwd: None }], ..Default::default() };
+        let empty = PodProcesses { install: vec![Step { name: "x".into(), run: " ".into(), cwd: None, once: false }], ..Default::default() };
         assert!(empty.validate().unwrap_err().contains("install[0].run"));
         let mut served = c.clone();
         served.processes[0].port = Some(8000);

@@ -212,6 +212,7 @@ async fn exec(state: Arc<State>, stream: UnixStream, spec: ExecSpec) {
         }
     };
     let mut env = state.config.env.clone();
+    env.extend(state.config.pod.env.iter().cloned());
     env.extend(spec.env.iter().cloned());
     let mut cmd = match base_command(&spec.argv, &env, spec.cwd.as_deref().unwrap_or("/workspace")) {
         Ok(c) => c,
@@ -469,6 +470,7 @@ fn spawn_logged(
 async fn supervise(state: Arc<State>, m: Arc<Managed>) {
     let mut failures = 0u32;
     let mut env = state.config.env.clone();
+    env.extend(state.config.pod.env.iter().cloned());
     env.extend(m.spec.env.iter().cloned());
     loop {
         if *state.stopping.borrow() {
@@ -522,10 +524,22 @@ async fn supervise(state: Arc<State>, m: Arc<Managed>) {
     }
 }
 
-async fn health_check(m: Arc<Managed>) {
+async fn health_check(state: Arc<State>, m: Arc<Managed>) {
     let Some(h) = m.spec.health.clone() else { return };
+    let log = Arc::new(ProcessLog {
+        ring: Mutex::new(LogRing::new(RING_BYTES / 4)),
+        file: m.log.file.with_extension("health.log"),
+    });
+    let mut env = state.config.env.clone();
+    env.extend(state.config.pod.env.iter().cloned());
+    env.extend(m.spec.env.iter().cloned());
     loop {
-        let healthy = tokio::time::timeout(Duration::from_secs(2), check_once(h.port, h.path.as_deref())).await.unwrap_or(false);
+        let port_ok = h.port == 0
+            || tokio::time::timeout(Duration::from_secs(2), check_once(h.port, h.path.as_deref())).await.unwrap_or(false);
+        let healthy = match &h.command {
+            Some(command) if port_ok => check_command(&state, command, m.spec.cwd.as_deref(), &env, &log).await,
+            _ => port_ok,
+        };
         let changed = {
             let mut s = lock(&m.state);
             let changed = s.healthy != Some(healthy);
@@ -536,6 +550,20 @@ async fn health_check(m: Arc<Managed>) {
             m.log.append(format!("[pinacle] health check: {}\n", if healthy { "healthy" } else { "unhealthy" }).as_bytes());
         }
         tokio::time::sleep(Duration::from_secs(h.interval_secs)).await;
+    }
+}
+
+/// Runs a health check command: healthy when it exits 0 within 10 s (its
+/// process group is killed otherwise). Output goes to `{name}.health.log`.
+async fn check_command(state: &State, command: &str, cwd: Option<&str>, env: &[String], log: &Arc<ProcessLog>) -> bool {
+    let Ok(spawned) = spawn_logged(&state.reaper, command, cwd, env, log) else { return false };
+    let pid = spawned.pid;
+    match tokio::time::timeout(Duration::from_secs(10), spawned.exited).await {
+        Ok(Ok(status)) => status.code == 0,
+        _ => {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            false
+        }
     }
 }
 
@@ -553,11 +581,19 @@ async fn check_once(port: u16, path: Option<&str>) -> bool {
 }
 
 async fn run_install(state: &Arc<State>) -> bool {
+    let mut env = state.config.env.clone();
+    env.extend(state.config.pod.env.iter().cloned());
     for (i, step) in state.config.pod.install.iter().enumerate() {
-        set_step(state, i, "running", None);
         let log = Arc::clone(&state.install_log);
+        let marker = step.once.then(|| step_marker(i, &step.name, &step.run));
+        if marker.as_ref().is_some_and(|m| m.exists()) {
+            set_step(state, i, "done", Some(0));
+            log.append(format!("[pinacle] install step {}: done before, skipped\n", step.name).as_bytes());
+            continue;
+        }
+        set_step(state, i, "running", None);
         log.append(format!("[pinacle] install step {}: {}\n", step.name, step.run).as_bytes());
-        let status = match spawn_logged(&state.reaper, &step.run, step.cwd.as_deref(), &state.config.env, &log) {
+        let status = match spawn_logged(&state.reaper, &step.run, step.cwd.as_deref(), &env, &log) {
             Ok(spawned) => spawned.exited.await.unwrap_or(ExitStatus { code: 255, signal: None }),
             Err(e) => {
                 log.append(format!("[pinacle] cannot run: {e}\n").as_bytes());
@@ -565,6 +601,11 @@ async fn run_install(state: &Arc<State>) -> bool {
             }
         };
         let ok = status.code == 0;
+        if ok {
+            if let Some(marker) = &marker {
+                let _ = std::fs::create_dir_all(STEP_MARKERS).and_then(|()| std::fs::write(marker, &step.run));
+            }
+        }
         set_step(state, i, if ok { "done" } else { "failed" }, Some(status.code));
         if !ok {
             log.append(format!("[pinacle] install step {} failed with {}; processes are not started\n", step.name, status.code).as_bytes());
@@ -572,6 +613,18 @@ async fn run_install(state: &Arc<State>) -> bool {
         }
     }
     true
+}
+
+/// Where run-once install steps leave a marker, inside the pod's own root
+/// filesystem: kept across restarts, gone with a new image.
+const STEP_MARKERS: &str = "/var/lib/pinacle/steps";
+
+fn step_marker(i: usize, name: &str, run: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    run.hash(&mut h);
+    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(40).collect();
+    Path::new(STEP_MARKERS).join(format!("{i}-{safe}-{:016x}", h.finish()))
 }
 
 fn set_step(state: &State, i: usize, s: &str, code: Option<i32>) {
@@ -873,7 +926,7 @@ async fn serve(secret: String, config: SupervisorConfig, run: PathBuf) -> ExitCo
             if run_install(&state).await {
                 for m in &state.processes {
                     tokio::spawn(supervise(Arc::clone(&state), Arc::clone(m)));
-                    tokio::spawn(health_check(Arc::clone(m)));
+                    tokio::spawn(health_check(Arc::clone(&state), Arc::clone(m)));
                 }
             } else {
                 for m in &state.processes {

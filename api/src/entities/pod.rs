@@ -28,6 +28,9 @@ pub struct Model {
     pub egress: String,
     /// The supervisor's install steps and processes, JSON.
     pub processes: String,
+    /// The pod's checked `pinacle.yaml` as JSON; empty for pods created
+    /// before it was kept.
+    pub config: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

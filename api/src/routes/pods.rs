@@ -13,7 +13,8 @@ use axum::{Extension, Json};
 use base64::Engine;
 use futures::Stream;
 use pinacle_host_agent::{ExecOutput, ExecRequest};
-use pinacle_orchestrator::{PodEvent, PodState, Template, Tier};
+use pinacle_config::templates::Template;
+use pinacle_orchestrator::{PodEvent, PodState, Tier};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -36,6 +37,48 @@ pub async fn me(State(s): State<AppState>, Extension(who): Extension<Principal>)
 
 pub async fn templates() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "templates": Template::known() }))
+}
+
+/// `GET /api/v1/schemas/pinacle.json`: the JSON Schema of `pinacle.yaml` (public).
+pub async fn schema() -> Json<serde_json::Value> {
+    Json(pinacle_config::schema::schema())
+}
+
+/// `POST /api/v1/config/validate` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateConfig {
+    /// The `pinacle.yaml` text.
+    pub config: String,
+    /// Its name in problems (default `pinacle.yaml`).
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// Checks a `pinacle.yaml` without creating anything: 400 `invalid_config`
+/// with every problem, or the file's warnings and what a pod from it runs.
+pub async fn validate_config(ApiJson(req): ApiJson<ValidateConfig>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (config, warnings) = crate::service::read_config(&req.config, req.file.as_deref(), req.strict)?;
+    let def = pinacle_config::resolve::resolve(&config);
+    Ok(Json(serde_json::json!({
+        "valid": true,
+        "warnings": warnings,
+        "config": config,
+        "resolved": {
+            "image": def.image,
+            "tier": def.tier,
+            "limits": def.tier.limits(),
+            "install": def.processes.install,
+            "processes": def.processes.processes,
+            "env": def.processes.env.iter().filter_map(|kv| kv.split_once('=').map(|(k, _)| k)).collect::<Vec<_>>(),
+            "secrets": def.secrets,
+            "public_ports": def.public_ports,
+            "tabs": def.tabs,
+            "idle_timeout_secs": def.idle_timeout_secs,
+        },
+    })))
 }
 
 pub async fn tiers() -> Json<serde_json::Value> {
