@@ -146,12 +146,17 @@ pub enum PodCommand {
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// Build an image (base: Debian 12 via debootstrap; busybox: tiny).
+    /// Build an image: base (Debian 12 via debootstrap), busybox (tiny), a
+    /// template's (node, vite, nextjs, python, rust), or your own from a
+    /// recipe (a Dockerfile subset: FROM an image here, RUN, COPY, ENV, WORKDIR).
     Build {
         name: String,
         /// Rebuild even if it exists.
         #[arg(long)]
         force: bool,
+        /// Build NAME from this recipe; COPY reads from its directory.
+        #[arg(long, value_name = "FILE")]
+        recipe: Option<PathBuf>,
         #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
         data_dir: PathBuf,
     },
@@ -481,13 +486,20 @@ async fn exec(c: &Client, pod: &str, stdin: bool, env: Vec<String>, workdir: Opt
 
 pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
     match cmd {
-        ImageCommand::Build { name, force, data_dir } => {
+        ImageCommand::Build { name, force, recipe, data_dir } => {
             let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
             let pb = spinner(format!("building image {name}"));
             let pb2 = pb.clone();
             let label = name.clone();
             let progress = move |line: &str| pb2.set_message(format!("{label}: {line}"));
-            let result = store.build(&name, force, &progress).await;
+            let result = match recipe {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                    let dir = file.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                    store.build_recipe(&name, &text, pinacle_host_agent::images::RecipeContext::Dir(dir), force, &progress).await
+                }
+                None => store.build(&name, force, &progress).await,
+            };
             pb.finish_and_clear();
             let info = result?;
             println!("image {} ready: {} MiB ({})", info.name, info.size_bytes >> 20, info.source);

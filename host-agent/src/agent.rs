@@ -299,14 +299,20 @@ impl HostAgent {
         }
         let lower = self.images.rootfs(&pod.image).ok_or_else(|| AgentError::ImageMissing(pod.image.clone()))?;
         let dir = self.config.data.pod(pod.id);
-        let workspace = self.config.data.workspace(pod.id);
-        std::fs::create_dir_all(&workspace).map_err(AgentError::io("creating", &workspace))?;
+        std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
+        let volume = self.config.data.volume(pod.id);
+        let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, Some(&lower.join("root"))).await?;
+        let workspace = disk.workspace();
+        write_starter_files(pod, &workspace)?;
         let root = dir.join("rootfs");
         let attachment = match &self.config.network {
             Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods(), &pod.egress).await?),
             None => None,
         };
-        rootfs::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &root)?;
+        if let Err(e) = rootfs::mount_overlay(&lower, &disk.upper(), &disk.work(), &root) {
+            let _ = crate::storage::unmount(&volume).await;
+            return Err(e);
+        }
         let started = async {
             if attachment.is_some() {
                 write_resolv_conf(&root)?;
@@ -336,6 +342,7 @@ impl HostAgent {
                 spec_netns,
                 supervisor.as_ref().map(|(b, d)| (*b, d)),
             )?;
+            bundle::add_home(&mut spec, &disk.home())?;
             if pod.runtime == RuntimeKind::Gvisor && netns.is_some() {
                 // runsc runs inside the pod's namespace with --network=host:
                 // a network namespace in the spec would make it a new, empty one.
@@ -358,6 +365,7 @@ impl HostAgent {
             // leave nothing half-made: no sandbox, no mount
             let _ = runtime.delete(&sid).await;
             let _ = rootfs::unmount(&root);
+            let _ = crate::storage::unmount(&volume).await;
             return Err(e);
         }
         Ok(())
@@ -376,7 +384,8 @@ impl HostAgent {
             }
         }
         runtime.delete(&sid).await?;
-        rootfs::unmount(&self.config.data.pod(pod.id).join("rootfs"))
+        rootfs::unmount(&self.config.data.pod(pod.id).join("rootfs"))?;
+        crate::storage::unmount(&self.config.data.volume(pod.id)).await
     }
 
     /// Removes the pod's sandbox, writable layer and volume.
@@ -745,4 +754,20 @@ fn write_resolv_conf(root: &Path) -> Result<(), AgentError> {
     // a symlink in the image must not redirect the write outside the pod
     let _ = std::fs::remove_file(&target);
     std::fs::write(&target, crate::network::pod_resolv_conf(&host)).map_err(AgentError::io("writing", &target))
+}
+
+/// Fills a new pod's empty workspace with its template's starter files.
+fn write_starter_files(pod: &PodRecord, workspace: &std::path::Path) -> Result<(), AgentError> {
+    let Some(template) = pinacle_config::templates::Template::find(&pod.template) else { return Ok(()) };
+    if template.files.is_empty() || std::fs::read_dir(workspace).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Ok(());
+    }
+    for f in template.files {
+        let path = workspace.join(f.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(AgentError::io("creating", parent))?;
+        }
+        std::fs::write(&path, f.contents).map_err(AgentError::io("writing", &path))?;
+    }
+    Ok(())
 }

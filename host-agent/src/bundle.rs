@@ -189,6 +189,21 @@ pub fn pod_spec(
     Ok(spec)
 }
 
+/// Binds the pod's persistent home directory at `/root`.
+pub fn add_home(spec: &mut Spec, home: &Path) -> Result<(), AgentError> {
+    let mount = MountBuilder::default()
+        .destination("/root")
+        .typ("bind")
+        .source(home)
+        .options(vec!["rbind".to_owned(), "rw".to_owned(), "nosuid".to_owned(), "nodev".to_owned()])
+        .build()
+        .map_err(|e| AgentError::Bundle(e.to_string()))?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
 /// Drops the network namespace from `spec`: the sandbox then shares the
 /// network namespace of the process that starts it.
 pub fn inherit_network_namespace(spec: &mut Spec) {

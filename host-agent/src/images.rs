@@ -24,8 +24,18 @@ pub const BASE_PACKAGES: &[&str] = &[
     "python3",
 ];
 
-/// Images this host knows how to build.
+/// Images this host builds itself; the templates' images (`node`, `vite`,
+/// `python`...) come from their recipes (see [`ImageStore::buildable`]).
 pub const BUILDABLE: &[&str] = &["base", "busybox"];
+
+/// Where a recipe's `COPY` sources come from.
+#[derive(Debug, Clone)]
+pub enum RecipeContext {
+    /// A built-in template's files (`files/...` in its directory).
+    Template(&'static pinacle_config::templates::Template),
+    /// A directory on this host.
+    Dir(PathBuf),
+}
 
 /// An image in the store.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -80,18 +90,34 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Builds image `name` (one of [`BUILDABLE`]), reporting progress lines to
-    /// `progress`. An existing image is kept unless `force`.
+    /// Every image name this host can build.
+    pub fn buildable() -> Vec<&'static str> {
+        let mut names: Vec<&str> = BUILDABLE.to_vec();
+        for t in pinacle_config::templates::Template::known() {
+            if t.recipe.is_some() && !names.contains(&t.image) {
+                names.push(t.image);
+            }
+        }
+        names
+    }
+
+    /// Builds image `name` (one of [`ImageStore::buildable`]), and the images
+    /// its recipe starts from, reporting progress lines to `progress`. An
+    /// existing image is kept unless `force` (which rebuilds `name` only).
     pub async fn build(
         &self,
         name: &str,
         force: bool,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ImageInfo, AgentError> {
+        if let Some(t) = pinacle_config::templates::Template::building(name) {
+            let recipe = t.recipe.unwrap_or_default();
+            return self.build_recipe(name, recipe, RecipeContext::Template(t), force, progress).await;
+        }
         if !BUILDABLE.contains(&name) {
             return Err(AgentError::ImageBuild(format!(
                 "unknown image {name:?}; buildable images: {}",
-                BUILDABLE.join(", ")
+                Self::buildable().join(", ")
             )));
         }
         if !force {
@@ -122,6 +148,94 @@ impl ImageStore {
                 return Err(e);
             }
         };
+        self.install_built(name, &scratch, source, progress)
+    }
+
+    /// Builds `name` from a recipe (the Dockerfile subset of
+    /// [`pinacle_config::dockerfile`]): a copy of the `FROM` image (built
+    /// first if this host can), then each `RUN` in a chroot with `/proc`,
+    /// `/dev` and the host's DNS, in a mount namespace of its own.
+    ///
+    /// Recipes run as root on the host: they are the operator's (built-in
+    /// templates or `pinacle image build --recipe`), never a user's; users'
+    /// Dockerfile steps run inside their pod's sandbox instead.
+    pub async fn build_recipe(
+        &self,
+        name: &str,
+        recipe_text: &str,
+        context: RecipeContext,
+        force: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ImageInfo, AgentError> {
+        if !valid_image_name(name) {
+            return Err(AgentError::ImageBuild(format!("{name:?} is not an image name: use a-z, 0-9 and -")));
+        }
+        let recipe = pinacle_config::dockerfile::parse(&format!("recipe of {name}"), recipe_text)
+            .map_err(|d| AgentError::ImageBuild(d.to_string()))?;
+        if !force {
+            if let Some(info) = self.list()?.into_iter().find(|i| i.name == name) {
+                progress(&format!("image {name} is already built"));
+                return Ok(info);
+            }
+        }
+        if recipe.from == name {
+            return Err(AgentError::ImageBuild(format!("image {name} cannot start FROM itself")));
+        }
+        if self.rootfs(&recipe.from).is_none() {
+            progress(&format!("building {} first", recipe.from));
+            Box::pin(self.build(&recipe.from, false, progress)).await?;
+        }
+        let parent = self.rootfs(&recipe.from).ok_or_else(|| AgentError::ImageMissing(recipe.from.clone()))?;
+        let in_use = crate::rootfs::overlays_over(&self.dir.join(name).join("rootfs"));
+        if in_use > 0 {
+            return Err(AgentError::ImageBuild(format!(
+                "image {name} is the lower layer of {in_use} running pod(s); stop them before rebuilding it"
+            )));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(AgentError::io("creating", &self.dir))?;
+        let scratch = self.dir.join(format!(".build-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(AgentError::io("creating", &scratch))?;
+        let rootfs = scratch.join("rootfs");
+        progress(&format!("copying image {}", recipe.from));
+        let result = async {
+            run_logged(Command::new("cp").arg("-a").arg("--reflink=auto").arg(&parent).arg(&rootfs), progress).await?;
+            let mut env: Vec<(String, String)> = Vec::new();
+            let mut workdir = String::from("/");
+            let total = recipe.steps.len();
+            for (i, (line, step)) in recipe.steps.iter().enumerate() {
+                match step {
+                    pinacle_config::dockerfile::Instruction::Run(cmd) => {
+                        progress(&format!("step {}/{total} (line {line}): RUN {cmd}", i + 1));
+                        run_in_chroot(&rootfs, cmd, &workdir, &env, progress).await?;
+                    }
+                    pinacle_config::dockerfile::Instruction::Copy(copy) => {
+                        progress(&format!("step {}/{total} (line {line}): COPY {}", i + 1, copy.sources.join(" ")));
+                        copy_into(&rootfs, copy, &context)?;
+                    }
+                    pinacle_config::dockerfile::Instruction::Env(k, v) => env.push((k.clone(), v.clone())),
+                    pinacle_config::dockerfile::Instruction::Workdir(dir) => workdir = dir.clone(),
+                }
+            }
+            let _ = std::fs::remove_dir_all(rootfs.join("var/cache/apt/archives"));
+            let _ = std::fs::create_dir_all(rootfs.join("var/cache/apt/archives/partial"));
+            let _ = std::fs::remove_dir_all(rootfs.join("var/lib/apt/lists"));
+            let _ = std::fs::create_dir_all(rootfs.join("var/lib/apt/lists/partial"));
+            Ok::<_, AgentError>(format!("recipe: FROM {} + {} steps", recipe.from, recipe.steps.len()))
+        }
+        .await;
+        match result {
+            Ok(source) => self.install_built(name, &scratch, source, progress),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                Err(e)
+            }
+        }
+    }
+
+    /// Measures the image in `scratch`, writes its `image.json` and renames it into place.
+    fn install_built(&self, name: &str, scratch: &Path, source: String, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<ImageInfo, AgentError> {
+        let rootfs = scratch.join("rootfs");
         for dir in ["workspace", "proc", "sys", "dev", "tmp"] {
             let _ = std::fs::create_dir_all(rootfs.join(dir));
         }
@@ -141,10 +255,116 @@ impl ImageStore {
             std::fs::rename(&target, &old).map_err(AgentError::io("moving aside", &target))?;
             let _ = std::fs::remove_dir_all(&old);
         }
-        std::fs::rename(&scratch, &target).map_err(AgentError::io("installing", &target))?;
+        std::fs::rename(scratch, &target).map_err(AgentError::io("installing", &target))?;
         progress(&format!("image {name} built"));
         Ok(info)
     }
+}
+
+/// Runs `cmd`, sending its output lines to `progress`; an error with the
+/// last lines when it fails.
+async fn run_logged(cmd: &mut Command, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), AgentError> {
+    // stdout and stderr share one pipe, so lines keep their order
+    let (r, w) = nix::unistd::pipe().map_err(|e| AgentError::ImageBuild(format!("pipe: {e}")))?;
+    let w2 = w.try_clone().map_err(|e| AgentError::ImageBuild(format!("pipe: {e}")))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::from(w2))
+        .spawn()
+        .map_err(|e| AgentError::ImageBuild(format!("cannot run {cmd:?}: {e}")))?;
+    // the parent's copies of the write end must go, or the reader never ends
+    let std_cmd = cmd.as_std_mut();
+    std_cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut tail: Vec<String> = Vec::new();
+    let mut lines = BufReader::new(tokio::fs::File::from_std(std::fs::File::from(r))).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        progress(&line);
+        tail.push(line);
+        if tail.len() > 15 {
+            tail.remove(0);
+        }
+    }
+    let status = child.wait().await.map_err(|e| AgentError::ImageBuild(e.to_string()))?;
+    if !status.success() {
+        return Err(AgentError::ImageBuild(format!("{status}:\n{}", tail.join("\n"))));
+    }
+    Ok(())
+}
+
+/// Runs a recipe's `RUN` in `rootfs`, in a private mount namespace (so its
+/// `/proc` and `/dev` mounts go away with it) with the host's resolv.conf.
+async fn run_in_chroot(
+    rootfs: &Path,
+    cmd: &str,
+    workdir: &str,
+    env: &[(String, String)],
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(), AgentError> {
+    let resolv = rootfs.join("etc/resolv.conf");
+    let saved = std::fs::read(&resolv).ok();
+    let _ = std::fs::remove_file(&resolv);
+    if let Ok(host) = std::fs::read("/etc/resolv.conf") {
+        let _ = std::fs::write(&resolv, host);
+    }
+    let script = format!(
+        "mount -t proc proc \"$R/proc\" && mount --rbind /dev \"$R/dev\" && exec chroot \"$R\" /bin/sh -c 'cd \"$WORKDIR\" && eval \"$RUN\"'"
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "--fork", "/bin/sh", "-c", &script])
+        .env_clear()
+        .env("R", rootfs)
+        .env("RUN", cmd)
+        .env("WORKDIR", workdir)
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LANG", "C.UTF-8");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let result = run_logged(&mut command, progress).await;
+    let _ = std::fs::remove_file(&resolv);
+    if let Some(saved) = saved {
+        let _ = std::fs::write(&resolv, saved);
+    }
+    result.map_err(|e| AgentError::ImageBuild(format!("RUN {cmd}: {e}")))
+}
+
+/// Copies a recipe's `COPY` sources into `rootfs`. A destination ending in
+/// `/` (or several sources) is a directory.
+fn copy_into(rootfs: &Path, copy: &pinacle_config::dockerfile::Copy, context: &RecipeContext) -> Result<(), AgentError> {
+    let dest_rel = copy.dest.trim_start_matches('/');
+    if dest_rel.split('/').any(|c| c == "..") {
+        return Err(AgentError::ImageBuild(format!("COPY destination {} leaves the image", copy.dest)));
+    }
+    let as_dir = copy.dest.ends_with('/') || copy.sources.len() > 1;
+    for src in &copy.sources {
+        let file_name = Path::new(src).file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let dest = if as_dir { rootfs.join(dest_rel).join(&file_name) } else { rootfs.join(dest_rel) };
+        let contents: Vec<u8> = match context {
+            RecipeContext::Template(t) => {
+                let rel = src.strip_prefix("files/").unwrap_or(src);
+                t.file(rel)
+                    .ok_or_else(|| AgentError::ImageBuild(format!("COPY {src}: not a file of template {}", t.id)))?
+                    .contents
+                    .as_bytes()
+                    .to_vec()
+            }
+            RecipeContext::Dir(dir) => {
+                if src.split('/').any(|c| c == "..") || src.starts_with('/') {
+                    return Err(AgentError::ImageBuild(format!("COPY {src}: sources must stay inside {}", dir.display())));
+                }
+                std::fs::read(dir.join(src)).map_err(AgentError::io("reading", dir.join(src)))?
+            }
+        };
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(AgentError::io("creating", parent))?;
+        }
+        std::fs::write(&dest, contents).map_err(AgentError::io("writing", &dest))?;
+    }
+    Ok(())
 }
 
 /// Image names are path components: keep them to `[a-z0-9-]`.

@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! {data}/images/{image}/rootfs      read-only lower layers
-//! {data}/pods/{id}/upper, work      the pod's writable overlay layer
 //! {data}/pods/{id}/rootfs           the overlay mount the sandbox uses as /
 //! {data}/pods/{id}/config.json      the OCI bundle (the pod dir is the bundle)
 //! {data}/pods/{id}/console.log      the pod's main process output
-//! {data}/volumes/{id}/workspace     persistent /workspace
+//! {data}/volumes/{id}/disk.img      the pod's disk (see `storage`): /workspace,
+//!                                   /root and the overlay's writable layer
+//! {data}/volumes/{id}/disk          where it is mounted
+//! {data}/snapshots/{id}/            the pod's snapshots
 //! {data}/runtime/{runsc,youki}      runtime state
 //! ```
 
@@ -56,9 +58,15 @@ impl DataLayout {
         self.volumes().join(id.simple().to_string())
     }
 
-    /// The pod's persistent workspace, mounted at `/workspace`.
+    /// The pod's persistent workspace, mounted at `/workspace` (inside its
+    /// disk, so only while the disk is mounted).
     pub fn workspace(&self, id: Uuid) -> PathBuf {
-        self.volume(id).join("workspace")
+        crate::storage::mount_point(&self.volume(id)).join("workspace")
+    }
+
+    /// One pod's snapshots.
+    pub fn snapshots(&self, id: Uuid) -> PathBuf {
+        self.root.join("snapshots").join(id.simple().to_string())
     }
 
     /// The pod's console log.

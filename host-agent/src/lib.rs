@@ -20,6 +20,7 @@ pub mod network;
 pub mod queue;
 pub mod rootfs;
 pub mod runtime;
+pub mod storage;
 pub mod supervisor;
 
 pub use agent::{AgentConfig, ExecOutput, ExecRequest, HostAgent};

@@ -1,0 +1,141 @@
+//! A pod's persistent storage: one ext4 filesystem image per pod, as large
+//! as its tier's disk, loop-mounted on the host. It holds everything the pod
+//! writes, so writes beyond the tier's size fail with ENOSPC inside the pod
+//! and nowhere else:
+//!
+//! ```text
+//! {volume}/disk.img          sparse ext4 image (tier disk size)
+//! {volume}/disk/             its mount point
+//!   workspace/               /workspace
+//!   home/                    /root, the pod user's home
+//!   upper/, work/            the root filesystem's writable overlay layer
+//!   image                    the image the layer was made on
+//! ```
+//!
+//! `/workspace` and the home survive stop/start and an image change; the
+//! overlay layer is reset when the pod's image changes (it only makes sense
+//! on top of the image it was made on).
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use crate::rootfs::is_mount_point;
+use crate::AgentError;
+
+/// Paths inside a mounted pod disk.
+#[derive(Debug, Clone)]
+pub struct PodDisk {
+    /// The mount point.
+    pub root: PathBuf,
+}
+
+impl PodDisk {
+    pub fn workspace(&self) -> PathBuf {
+        self.root.join("workspace")
+    }
+    pub fn home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.root.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+}
+
+/// The image file of a pod's disk in `volume`.
+pub fn image_file(volume: &Path) -> PathBuf {
+    volume.join("disk.img")
+}
+
+/// Where a pod's disk is mounted.
+pub fn mount_point(volume: &Path) -> PathBuf {
+    volume.join("disk")
+}
+
+async fn run(cmd: &mut Command, what: &str) -> Result<(), AgentError> {
+    let out = cmd.output().await.map_err(|e| AgentError::Mount(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(AgentError::Mount(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}
+
+/// Creates (first time) and mounts the pod's disk of `size` bytes, and
+/// prepares its directories for `image`. Returns its paths. `image_home`:
+/// the image's `/root`, copied into a new home.
+pub async fn ensure_mounted(volume: &Path, size: u64, image: &str, image_home: Option<&Path>) -> Result<PodDisk, AgentError> {
+    std::fs::create_dir_all(volume).map_err(AgentError::io("creating", volume))?;
+    let file = image_file(volume);
+    let root = mount_point(volume);
+    std::fs::create_dir_all(&root).map_err(AgentError::io("creating", &root))?;
+    if !is_mount_point(&root) {
+        if !file.exists() {
+            let scratch = volume.join("disk.img.new");
+            let f = std::fs::File::create(&scratch).map_err(AgentError::io("creating", &scratch))?;
+            f.set_len(size).map_err(AgentError::io("sizing", &scratch))?;
+            drop(f);
+            run(
+                Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]).arg(&scratch),
+                "making the pod's filesystem (mkfs.ext4 from e2fsprogs)",
+            )
+            .await?;
+            std::fs::rename(&scratch, &file).map_err(AgentError::io("installing", &file))?;
+        }
+        run(
+            Command::new("mount").args(["-o", "loop,nodev,nosuid,noatime"]).arg(&file).arg(&root),
+            "mounting the pod's disk",
+        )
+        .await?;
+    }
+    let disk = PodDisk { root };
+    let marker = disk.root.join("image");
+    let previous = std::fs::read_to_string(&marker).ok();
+    if previous.as_deref().is_some_and(|p| p != image) {
+        // the writable layer belongs to the old image
+        for dir in [disk.upper(), disk.work()] {
+            crate::rootfs::remove_tree(&dir)?;
+        }
+    }
+    for dir in [disk.workspace(), disk.upper(), disk.work()] {
+        std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
+    }
+    if !disk.home().exists() {
+        let scratch = disk.root.join("home.new");
+        let _ = std::fs::remove_dir_all(&scratch);
+        match image_home.filter(|h| h.is_dir()) {
+            Some(src) => run(Command::new("cp").arg("-a").arg(src).arg(&scratch), "copying the image's home").await?,
+            None => std::fs::create_dir_all(&scratch).map_err(AgentError::io("creating", &scratch))?,
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700)).map_err(AgentError::io("securing", &scratch))?;
+        std::fs::rename(&scratch, disk.home()).map_err(AgentError::io("installing", disk.home()))?;
+    }
+    if previous.as_deref() != Some(image) {
+        std::fs::write(&marker, image).map_err(AgentError::io("writing", &marker))?;
+    }
+    Ok(disk)
+}
+
+/// Unmounts the pod's disk if it is mounted (lazily when busy).
+pub async fn unmount(volume: &Path) -> Result<(), AgentError> {
+    let root = mount_point(volume);
+    if !is_mount_point(&root) {
+        return Ok(());
+    }
+    if run(Command::new("umount").arg(&root), "unmounting the pod's disk").await.is_err() {
+        run(Command::new("umount").arg("-l").arg(&root), "unmounting the pod's disk").await?;
+    }
+    Ok(())
+}
+
+/// Bytes used and available on a mounted pod disk.
+pub fn usage(volume: &Path) -> Option<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(&mount_point(volume)).ok()?;
+    let frag = st.fragment_size() as u64;
+    let total = st.blocks() as u64 * frag;
+    let avail = st.blocks_available() as u64 * frag;
+    Some((total.saturating_sub(st.blocks_free() as u64 * frag), avail))
+}
