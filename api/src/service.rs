@@ -54,6 +54,8 @@ pub struct PodView {
     pub config: Option<pinacle_config::PinacleConfig>,
     /// The IDE's tabs, from the configuration (written or generated).
     pub tabs: Vec<pinacle_config::resolve::ResolvedTab>,
+    /// Snapshot the pod's volumes each time it stops.
+    pub snapshot_on_stop: bool,
 }
 
 /// One stored state change.
@@ -100,6 +102,10 @@ pub struct CreatePodRequest {
     /// Unknown fields in `config` are errors rather than warnings.
     #[serde(default)]
     pub strict: bool,
+    /// Egress policy from the first start: `allow-all` (default), `deny-all`
+    /// or IPv4 CIDRs.
+    #[serde(default)]
+    pub egress: Option<String>,
 }
 
 /// Reads a `pinacle.yaml` sent with a request: 400 `invalid_config` with
@@ -123,6 +129,13 @@ pub struct PodSettings {
     /// `allow-all`, `deny-all`, or a comma-separated list of IPv4 CIDRs.
     #[serde(default)]
     pub egress: Option<String>,
+    /// Another image (the pod must be stopped): `/workspace` and the home
+    /// directory stay, the rest of the root filesystem comes from the new image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Snapshot the pod's volumes each time it stops.
+    #[serde(default)]
+    pub snapshot_on_stop: Option<bool>,
 }
 
 /// The template a pod gets when the request names none.
@@ -168,6 +181,7 @@ impl TryFrom<pod::Model> for PodView {
             },
             tabs: config.as_ref().map(pinacle_config::resolve::tabs).unwrap_or_default(),
             config,
+            snapshot_on_stop: m.snapshot_on_stop,
         })
     }
 }
@@ -202,6 +216,7 @@ impl PodView {
             host: self.host.clone(),
             egress: self.egress.clone(),
             processes: self.processes.clone(),
+            snapshot_on_stop: self.snapshot_on_stop,
         })
     }
 }
@@ -268,6 +283,10 @@ impl AppState {
         let processes_json = serde_json::to_string(&processes).map_err(ApiError::internal)?;
         let config_json = serde_json::to_string(&config).map_err(ApiError::internal)?;
         let public_ports = pinacle_orchestrator::hostname::format_ports(&definition.public_ports);
+        let egress = req.egress.as_deref().map(str::trim).unwrap_or("allow-all").to_owned();
+        pinacle_host_agent::network::Egress::parse(&egress).map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("egress: {e}; use allow-all, deny-all or a comma-separated list of IPv4 CIDRs"))
+        })?;
         let (team_id, owner_name) = match &req.team {
             Some(t) => {
                 let team = self.find_team(who, t, crate::policy::Action::Read).await?;
@@ -331,9 +350,10 @@ impl AppState {
             team_id: Set(team_id.clone()),
             route_key: Set(Some(route_key.clone())),
             public_ports: Set(public_ports),
-            egress: Set("allow-all".into()),
+            egress: Set(egress),
             processes: Set(processes_json.clone()),
             config: Set(config_json),
+            snapshot_on_stop: Set(false),
         }
         .insert(&txn)
         .await;
@@ -463,8 +483,31 @@ impl AppState {
             what.push(format!("egress={egress}"));
             row.egress = Set(egress.to_owned());
         }
+        if let Some(image) = &change.image {
+            let valid = !image.is_empty() && image.len() <= 64 && image.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err(ApiError::bad_request("invalid_request", format!("image {image:?}: use lower-case letters, digits and dashes")));
+            }
+            if view.state != PodState::Stopped {
+                return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it before changing its image", view.name, view.state)));
+            }
+            if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == view.host) {
+                if agent.images().rootfs(image).is_none() {
+                    return Err(ApiError::bad_request(
+                        "unknown_image",
+                        format!("image {image:?} is not built on the pod's host; build it with `pinacle image build {image}`"),
+                    ));
+                }
+            }
+            what.push(format!("image={image}"));
+            row.image = Set(image.clone());
+        }
+        if let Some(on) = change.snapshot_on_stop {
+            what.push(format!("snapshot_on_stop={on}"));
+            row.snapshot_on_stop = Set(on);
+        }
         if what.is_empty() {
-            return Err(ApiError::bad_request("invalid_request", "nothing to change: send public_ports and/or egress"));
+            return Err(ApiError::bad_request("invalid_request", "nothing to change: send public_ports, egress, image or snapshot_on_stop"));
         }
         row.updated_at = Set(Utc::now());
         let updated = {
@@ -734,4 +777,83 @@ async fn insert_event<C: sea_orm::ConnectionTrait>(
     .insert(db)
     .await?;
     model.try_into()
+}
+
+/// `POST /api/v1/pods/{pod}/snapshots` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// A label (default: the snapshot's id).
+    #[serde(default)]
+    pub name: String,
+}
+
+fn snapshot_error(e: pinacle_host_agent::AgentError) -> ApiError {
+    use pinacle_host_agent::AgentError;
+    match e {
+        AgentError::NotStopped(_) => ApiError::conflict("invalid_state", e.to_string()),
+        AgentError::Snapshot(m) if m.starts_with("no snapshot") => ApiError::not_found(m),
+        AgentError::Snapshot(m) => ApiError::conflict("snapshot_failed", m),
+        other => ApiError::internal(other),
+    }
+}
+
+impl AppState {
+    fn agent_of(&self, view: &PodView) -> Result<std::sync::Arc<pinacle_host_agent::HostAgent>, ApiError> {
+        self.local_agent
+            .get()
+            .filter(|a| a.host_id() == view.host)
+            .cloned()
+            .ok_or_else(|| ApiError::not_supported(format!("pod {} is on host {}; snapshots of pods on other hosts are not supported yet", view.name, view.host)))
+    }
+
+    async fn audit_now(&self, who: &Principal, action: &str, target: &str) -> Result<(), ApiError> {
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        crate::audit::append(&txn, who, action, target).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The pod's snapshots, oldest first.
+    pub async fn list_snapshots(&self, who: &Principal, key: &str) -> Result<Vec<pinacle_host_agent::snapshot::SnapshotInfo>, ApiError> {
+        let view = self.find_pod(who, key, Action::Read).await?;
+        Ok(self.agent_of(&view)?.snapshots(view.id))
+    }
+
+    /// Archives a stopped pod's `/workspace` and home directory.
+    pub async fn create_snapshot(&self, who: &Principal, key: &str, req: CreateSnapshot) -> Result<pinacle_host_agent::snapshot::SnapshotInfo, ApiError> {
+        let view = self.find_pod(who, key, Action::Configure).await?;
+        if req.name.chars().count() > 64 || req.name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request("invalid_request", "name: at most 64 printable characters"));
+        }
+        if view.state != PodState::Stopped {
+            return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it first (`pinacle pod stop {}`)", view.name, view.state, view.name)));
+        }
+        let agent = self.agent_of(&view)?;
+        let info = agent.snapshot(&view.record()?, &req.name).await.map_err(snapshot_error)?;
+        self.audit_now(who, "pod.snapshot.create", &format!("pod:{} ({}) snapshot {} {} bytes sha256 {}", view.id, view.name, info.id, info.size_bytes, info.sha256)).await?;
+        Ok(info)
+    }
+
+    /// Replaces a stopped pod's volumes with a snapshot's.
+    pub async fn restore_snapshot(&self, who: &Principal, key: &str, id: &str) -> Result<pinacle_host_agent::snapshot::SnapshotInfo, ApiError> {
+        let view = self.find_pod(who, key, Action::Configure).await?;
+        if view.state != PodState::Stopped {
+            return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it before restoring a snapshot", view.name, view.state)));
+        }
+        let agent = self.agent_of(&view)?;
+        let info = agent.restore_snapshot(&view.record()?, id).await.map_err(snapshot_error)?;
+        self.audit_now(who, "pod.snapshot.restore", &format!("pod:{} ({}) snapshot {}", view.id, view.name, info.id)).await?;
+        Ok(info)
+    }
+
+    /// Deletes a snapshot.
+    pub async fn delete_snapshot(&self, who: &Principal, key: &str, id: &str) -> Result<pinacle_host_agent::snapshot::SnapshotInfo, ApiError> {
+        let view = self.find_pod(who, key, Action::Configure).await?;
+        let agent = self.agent_of(&view)?;
+        let info = agent.delete_snapshot(view.id, id).await.map_err(snapshot_error)?;
+        self.audit_now(who, "pod.snapshot.delete", &format!("pod:{} ({}) snapshot {}", view.id, view.name, info.id)).await?;
+        Ok(info)
+    }
 }

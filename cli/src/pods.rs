@@ -34,6 +34,9 @@ pub enum PodCommand {
         /// Unknown fields in the file are errors, not warnings.
         #[arg(long)]
         strict: bool,
+        /// Egress from the start: allow-all, deny-all or IPv4 CIDRs.
+        #[arg(long)]
+        egress: Option<String>,
         /// gvisor or youki (default: the server's choice).
         #[arg(long)]
         runtime: Option<String>,
@@ -100,7 +103,17 @@ pub enum PodCommand {
         /// applied when the pod next starts.
         #[arg(long)]
         egress: Option<String>,
+        /// Another image (stop the pod first); /workspace and the home
+        /// directory are kept.
+        #[arg(long)]
+        image: Option<String>,
+        /// Snapshot the pod's volumes each time it stops.
+        #[arg(long)]
+        snapshot_on_stop: Option<bool>,
     },
+    /// Snapshots of a pod's /workspace and home directory.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Print the output of the pod's main process.
     Logs {
         pod: String,
@@ -290,8 +303,8 @@ fn print_pod(p: &Value) {
 pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
-        PodCommand::Create { name, template, tier, from, strict, runtime, wait, timeout, processes, install } => {
-            let mut body = json!({"name": name, "template": template, "tier": tier, "strict": strict});
+        PodCommand::Create { name, template, tier, from, strict, egress, runtime, wait, timeout, processes, install } => {
+            let mut body = json!({"name": name, "template": template, "tier": tier, "strict": strict, "egress": egress});
             if let Some(dir) = from {
                 let found = crate::pod_config::find(&dir)?;
                 crate::pod_config::print_diagnostics(&found.report, None);
@@ -377,7 +390,8 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             let answer = c.json(Method::POST, &format!("/pods/{pod}/open"), Some(body)).await?;
             println!("{}", answer["url"].as_str().unwrap_or_default());
         }
-        PodCommand::Configure { pod, public_ports, egress } => {
+        PodCommand::Snapshot(cmd) => return snapshot(&c, cmd).await,
+        PodCommand::Configure { pod, public_ports, egress, image, snapshot_on_stop } => {
             let mut body = serde_json::Map::new();
             if let Some(list) = public_ports {
                 let ports = pinacle_orchestrator::hostname::parse_ports(&list).map_err(|e| anyhow::anyhow!("--public-ports: {e}"))?;
@@ -385,6 +399,12 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             }
             if let Some(egress) = egress {
                 body.insert("egress".into(), serde_json::json!(egress));
+            }
+            if let Some(image) = image {
+                body.insert("image".into(), serde_json::json!(image));
+            }
+            if let Some(on) = snapshot_on_stop {
+                body.insert("snapshot_on_stop".into(), serde_json::json!(on));
             }
             let p = c.json(Method::PATCH, &format!("/pods/{pod}"), Some(Value::Object(body))).await?;
             print_pod(&p);
@@ -510,6 +530,73 @@ pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
             for i in store.list()? {
                 println!("{:<12} {:>5} MiB {}", i.name, i.size_bytes >> 20, i.source);
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Archive a stopped pod's /workspace and home directory.
+    Create {
+        pod: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List a pod's snapshots.
+    List {
+        pod: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a stopped pod's /workspace and home with a snapshot's.
+    Restore { pod: String, snapshot: String },
+    /// Delete a snapshot.
+    Delete { pod: String, snapshot: String },
+}
+
+fn print_snapshot(s: &Value) {
+    println!(
+        "{:<28} {:<16} {:>10} {} {}{}",
+        s["id"].as_str().unwrap_or("-"),
+        s["name"].as_str().unwrap_or("-"),
+        s["size_bytes"].as_u64().unwrap_or(0),
+        &s["sha256"].as_str().unwrap_or("-")[..12.min(s["sha256"].as_str().unwrap_or("-").len())],
+        s["created_at"].as_str().unwrap_or("-"),
+        if s["auto"].as_bool() == Some(true) { " (auto)" } else { "" }
+    );
+}
+
+async fn snapshot(c: &Client, cmd: SnapshotCommand) -> Result<ExitCode> {
+    match cmd {
+        SnapshotCommand::Create { pod, name } => {
+            let pb = spinner(format!("archiving {pod}"));
+            let s = c.json(Method::POST, &format!("/pods/{pod}/snapshots"), Some(json!({ "name": name }))).await;
+            pb.finish_and_clear();
+            let s = s?;
+            println!("snapshot {} of {pod}: {} bytes, sha256 {}", s["id"].as_str().unwrap_or("?"), s["size_bytes"], s["sha256"].as_str().unwrap_or("?"));
+        }
+        SnapshotCommand::List { pod, json: as_json } => {
+            let v = c.json(Method::GET, &format!("/pods/{pod}/snapshots"), None).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<28} {:<16} {:>10} {:<12} CREATED", "ID", "NAME", "BYTES", "SHA256");
+                for s in v["snapshots"].as_array().into_iter().flatten() {
+                    print_snapshot(s);
+                }
+            }
+        }
+        SnapshotCommand::Restore { pod, snapshot } => {
+            let pb = spinner(format!("restoring {snapshot} into {pod}"));
+            let s = c.json(Method::POST, &format!("/pods/{pod}/snapshots/{snapshot}/restore"), None).await;
+            pb.finish_and_clear();
+            s?;
+            println!("restored snapshot {snapshot} into {pod}; start it with `pinacle pod start {pod}`");
+        }
+        SnapshotCommand::Delete { pod, snapshot } => {
+            c.json(Method::DELETE, &format!("/pods/{pod}/snapshots/{snapshot}"), None).await?;
+            println!("deleted snapshot {snapshot} of {pod}");
         }
     }
     Ok(ExitCode::SUCCESS)

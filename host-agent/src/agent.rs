@@ -253,7 +253,13 @@ impl HostAgent {
             }
             PodJob::Stop(_) => match self.ensure_stopped(&pod).await {
                 Ok(()) => {
-                    let msg = format!("sandbox stopped ({} ms)", started.elapsed().as_millis());
+                    let mut msg = format!("sandbox stopped ({} ms)", started.elapsed().as_millis());
+                    if pod.snapshot_on_stop {
+                        match self.take_snapshot(&pod, "", true).await {
+                            Ok(s) => msg.push_str(&format!("; snapshot {} ({} bytes)", s.id, s.size_bytes)),
+                            Err(e) => msg.push_str(&format!("; automatic snapshot failed: {e}")),
+                        }
+                    }
                     self.record_if_current(id, PodEvent::SandboxStopped, &msg).await
                 }
                 Err(e) => self.fail(&pod, e).await,
@@ -396,6 +402,7 @@ impl HostAgent {
         }
         crate::network::remove_namespace(pod.id).await?;
         rootfs::remove_tree(&self.config.data.pod(pod.id))?;
+        rootfs::remove_tree(&self.config.data.snapshots(pod.id))?;
         rootfs::remove_tree(&self.config.data.volume(pod.id))
     }
 
@@ -640,6 +647,64 @@ impl HostAgent {
             Some(net) => net.set_egress(&self.config.data.pod(pod), egress).await,
             None => Ok(false),
         }
+    }
+
+    /// Snapshots of `pod` on this host, oldest first.
+    pub fn snapshots(&self, pod: Uuid) -> Vec<crate::snapshot::SnapshotInfo> {
+        crate::snapshot::list(&self.config.data.snapshots(pod))
+    }
+
+    /// Takes a snapshot of a stopped pod's volumes.
+    pub async fn snapshot(&self, pod: &PodRecord, name: &str) -> Result<crate::snapshot::SnapshotInfo, AgentError> {
+        let _lock = self.lock_pod(pod.id).await;
+        self.take_snapshot(pod, name, false).await
+    }
+
+    /// Replaces a stopped pod's volumes with snapshot `id`'s.
+    pub async fn restore_snapshot(&self, pod: &PodRecord, id: &str) -> Result<crate::snapshot::SnapshotInfo, AgentError> {
+        let _lock = self.lock_pod(pod.id).await;
+        let dir = self.config.data.snapshots(pod.id);
+        crate::snapshot::find(&dir, id)?;
+        let id = id.to_owned();
+        self.with_idle_disk(pod, move |disk| crate::snapshot::restore(disk, &dir, &id)).await
+    }
+
+    /// Deletes snapshot `id` of `pod`.
+    pub async fn delete_snapshot(&self, pod: Uuid, id: &str) -> Result<crate::snapshot::SnapshotInfo, AgentError> {
+        crate::snapshot::delete(&self.config.data.snapshots(pod), id)
+    }
+
+    async fn take_snapshot(&self, pod: &PodRecord, name: &str, auto: bool) -> Result<crate::snapshot::SnapshotInfo, AgentError> {
+        let dir = self.config.data.snapshots(pod.id);
+        let (name, image) = (name.to_owned(), pod.image.clone());
+        let dir2 = dir.clone();
+        let info = self.with_idle_disk(pod, move |disk| crate::snapshot::create(disk, &dir2, &name, auto, &image)).await?;
+        if auto {
+            crate::snapshot::prune_auto(&dir);
+        }
+        Ok(info)
+    }
+
+    /// Runs `f` on the pod's disk while nothing in the pod runs: mounts the
+    /// disk for it and unmounts it after.
+    async fn with_idle_disk<T: Send + 'static>(
+        &self,
+        pod: &PodRecord,
+        f: impl FnOnce(&std::path::Path) -> Result<T, AgentError> + Send + 'static,
+    ) -> Result<T, AgentError> {
+        let runtime = self.runtime(pod.runtime)?;
+        if runtime.status(&pod.sandbox_id()).await? == SandboxStatus::Running {
+            return Err(AgentError::NotStopped(pod.name.to_string()));
+        }
+        let volume = self.config.data.volume(pod.id);
+        let lower = self.images.rootfs(&pod.image);
+        let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, lower.as_deref().map(|l| l.join("root")).as_deref()).await?;
+        let root = disk.root.clone();
+        let result = tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| AgentError::Snapshot(format!("snapshot task: {e}")))?;
+        crate::storage::unmount(&volume).await?;
+        result
     }
 
     /// The pod's network address on this host, if it has one.

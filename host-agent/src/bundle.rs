@@ -14,7 +14,7 @@ use oci_spec::runtime::{
     LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
     ProcessBuilder, RootBuilder, Spec,
 };
-use pinacle_orchestrator::PodRecord;
+use pinacle_orchestrator::{PodRecord, RuntimeKind};
 
 use crate::AgentError;
 
@@ -54,6 +54,12 @@ pub fn pod_env(pod: &PodRecord) -> Vec<String> {
         format!("PINACLE_POD={}", pod.name),
     ]
 }
+
+/// What a gVisor sandbox may use on top of its tier's memory: the sentry's
+/// own memory. The pod's processes are held to the tier's memory by the
+/// supervisor's memory guard; the host's limit on the sandbox stays the
+/// backstop.
+pub const GVISOR_MEMORY_SLACK: u64 = 256 << 20;
 
 /// Open-file limit pods get: 65536, or the agent's own hard limit if lower
 /// (a runtime cannot raise it beyond that).
@@ -102,6 +108,10 @@ pub fn pod_spec(
             .map_err(err)?])
         .build()
         .map_err(err)?;
+    let sandbox_memory = match pod.runtime {
+        RuntimeKind::Gvisor => limits.memory_bytes + GVISOR_MEMORY_SLACK,
+        RuntimeKind::Youki => limits.memory_bytes,
+    };
     let resources = LinuxResourcesBuilder::default()
         .cpu(
             LinuxCpuBuilder::default()
@@ -112,8 +122,8 @@ pub fn pod_spec(
         )
         .memory(
             LinuxMemoryBuilder::default()
-                .limit(limits.memory_bytes as i64)
-                .swap(limits.memory_bytes as i64)
+                .limit(sandbox_memory as i64)
+                .swap(sandbox_memory as i64)
                 .build()
                 .map_err(err)?,
         )
@@ -250,6 +260,7 @@ mod tests {
             host: "local".into(),
             egress: "allow-all".into(),
             processes: Default::default(),
+            snapshot_on_stop: false,
         }
     }
 
@@ -258,8 +269,14 @@ mod tests {
         let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[], None, None).unwrap();
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(200_000));
-        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
+        // the test pod runs under gVisor: the sentry's slack on top of the tier
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some((4 << 30) + GVISOR_MEMORY_SLACK as i64));
         assert_eq!(res.pids().as_ref().unwrap().limit(), 2048);
+        let mut youki = pod(Tier::DevMedium);
+        youki.runtime = RuntimeKind::Youki;
+        let spec = pod_spec(&youki, Path::new("/r"), Path::new("/w"), 1024, &[], None, None).unwrap();
+        let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
         assert_eq!(spec.hostname().as_deref(), Some("demo"));
     }
 

@@ -9,6 +9,10 @@ use crate::ControlPlaneError;
 pub enum AgentError {
     #[error("image {0:?} is not built on this host; run `pinacle image build {0}`")]
     ImageMissing(String),
+    #[error("{0}")]
+    Snapshot(String),
+    #[error("pod {0} is running; stop it first")]
+    NotStopped(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -307,6 +307,13 @@ async fn run_in_chroot(
     if let Ok(host) = std::fs::read("/etc/resolv.conf") {
         let _ = std::fs::write(&resolv, host);
     }
+    // The host's trust store and proxy settings apply to the build (an
+    // organisation's TLS-inspecting proxy, say), not to the image.
+    let build_ca = rootfs.join("run/pinacle-build-ca.crt");
+    let host_ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let ca = host_ca.is_file()
+        && std::fs::create_dir_all(rootfs.join("run")).is_ok()
+        && std::fs::copy(host_ca, &build_ca).is_ok();
     let script = format!(
         "mount -t proc proc \"$R/proc\" && mount --rbind /dev \"$R/dev\" && exec chroot \"$R\" /bin/sh -c 'cd \"$WORKDIR\" && eval \"$RUN\"'"
     );
@@ -321,10 +328,21 @@ async fn run_in_chroot(
         .env("HOME", "/root")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("LANG", "C.UTF-8");
+    if ca {
+        for var in ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "npm_config_cafile", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
+            command.env(var, "/run/pinacle-build-ca.crt");
+        }
+    }
+    for var in ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+        if let Some(v) = std::env::var_os(var) {
+            command.env(var, v);
+        }
+    }
     for (k, v) in env {
         command.env(k, v);
     }
     let result = run_logged(&mut command, progress).await;
+    let _ = std::fs::remove_file(&build_ca);
     let _ = std::fs::remove_file(&resolv);
     if let Some(saved) = saved {
         let _ = std::fs::write(&resolv, saved);

@@ -20,6 +20,7 @@ pub mod network;
 pub mod queue;
 pub mod rootfs;
 pub mod runtime;
+pub mod snapshot;
 pub mod storage;
 pub mod supervisor;
 

@@ -120,7 +120,13 @@ pub fn prepare(pod: &PodRecord, pod_dir: &Path, env: Vec<String>) -> Result<Supe
         std::fs::create_dir_all(d).map_err(AgentError::io("creating", d))?;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(AgentError::io("securing", d))?;
     }
-    let config = SupervisorConfig { env, pod: pod.processes.clone() };
+    let config = SupervisorConfig {
+        env,
+        pod: pod.processes.clone(),
+        // gVisor's host OOM killer can only take the whole sandbox: the
+        // supervisor picks the process instead (see `bundle::GVISOR_MEMORY_SLACK`)
+        memory_limit_bytes: (pod.runtime == pinacle_orchestrator::RuntimeKind::Gvisor).then(|| pod.tier.limits().memory_bytes),
+    };
     config.validate().map_err(|e| AgentError::Bundle(format!("pod processes: {e}")))?;
     let json = serde_json::to_vec_pretty(&config).map_err(|e| AgentError::Bundle(e.to_string()))?;
     write_private(&dirs.etc.join(paths::CONFIG_FILE), &json)?;
@@ -164,6 +170,7 @@ mod tests {
             host: "local".into(),
             egress: "allow-all".into(),
             processes: serde_json::from_str(r#"{"processes":[{"name":"web","run":"httpd"}]}"#).unwrap(),
+            snapshot_on_stop: false,
         };
         let dirs = prepare(&pod, dir.path(), vec!["A=1".into()]).unwrap();
         let first = dirs.client().unwrap();

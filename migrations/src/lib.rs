@@ -19,6 +19,7 @@ mod m20261122_000011_route_key;
 mod m20261122_000012_pod_access;
 mod m20261122_000013_pod_processes;
 mod m20261122_000014_pod_config;
+mod m20261122_000015_pod_snapshot_on_stop;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000012_pod_access::Migration),
             Box::new(m20261122_000013_pod_processes::Migration),
             Box::new(m20261122_000014_pod_config::Migration),
+            Box::new(m20261122_000015_pod_snapshot_on_stop::Migration),
         ]
     }
 }

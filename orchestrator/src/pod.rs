@@ -66,6 +66,9 @@ pub struct PodRecord {
     /// What the pod's supervisor runs.
     #[serde(default)]
     pub processes: crate::processes::PodProcesses,
+    /// Take a snapshot of its volumes each time it stops.
+    #[serde(default)]
+    pub snapshot_on_stop: bool,
 }
 
 fn default_egress() -> String {

@@ -8,12 +8,18 @@ pub use pinacle_orchestrator::processes::{HealthCheck, PodProcesses, ProcessSpec
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorConfig {
     /// `NAME=VALUE` environment of every process and exec (the pod's
-    /// standard environment and secrets).
-    #[serde(default)]
+    /// standard environment and secrets), before the pod definition's own
+    /// `env` (which is in `pod`).
+    #[serde(default, rename = "host_env")]
     pub env: Vec<String>,
     /// The pod's install steps and processes.
     #[serde(flatten)]
     pub pod: PodProcesses,
+    /// When set, the supervisor kills the largest process once the pod's
+    /// processes together hold more resident memory than this (for
+    /// sandboxes without a per-process OOM killer, i.e. gVisor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl SupervisorConfig {
@@ -29,7 +35,7 @@ mod tests {
 
     #[test]
     fn the_file_is_flat() {
-        let c: SupervisorConfig = serde_json::from_str(r#"{"env":["A=1"],"install":[{"name":"i","run":"true"}],"processes":[{"name":"web","run":"x"}]}"#).unwrap();
+        let c: SupervisorConfig = serde_json::from_str(r#"{"host_env":["A=1"],"install":[{"name":"i","run":"true"}],"processes":[{"name":"web","run":"x"}]}"#).unwrap();
         assert_eq!(c.pod.install.len(), 1);
         assert_eq!(c.pod.processes[0].name, "web");
     }

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod config;
+pub mod memory;
 pub mod protocol;
 
 use std::collections::VecDeque;

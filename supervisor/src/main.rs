@@ -580,6 +580,29 @@ async fn check_once(port: u16, path: Option<&str>) -> bool {
     line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).is_some_and(|c| (200..400).contains(&c))
 }
 
+/// Kills the largest process whenever the pod's processes together hold
+/// more than `limit` bytes (see `pinacle_supervisor::memory`).
+async fn memory_guard(limit: u64) {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map(|p| p as u64).unwrap_or(4096);
+    let me = std::process::id() as i32;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let procs = pinacle_supervisor::memory::read_processes(Path::new("/proc"), page, me);
+        if let Some(v) = pinacle_supervisor::memory::victim(&procs, limit) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(v.pid), nix::sys::signal::Signal::SIGKILL);
+            log(&format!(
+                "out of memory: killed process {} ({}) holding {} MiB; the pod's limit is {} MiB",
+                v.pid,
+                v.name,
+                v.rss_bytes >> 20,
+                limit >> 20
+            ));
+        }
+    }
+}
+
 async fn run_install(state: &Arc<State>) -> bool {
     let mut env = state.config.env.clone();
     env.extend(state.config.pod.env.iter().cloned());
@@ -920,6 +943,9 @@ async fn serve(secret: String, config: SupervisorConfig, run: PathBuf) -> ExitCo
         let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
     }
     log(&format!("listening on {}", socket.display()));
+    if let Some(limit) = state.config.memory_limit_bytes {
+        tokio::spawn(memory_guard(limit));
+    }
     {
         let state = Arc::clone(&state);
         tokio::spawn(async move {

@@ -79,7 +79,7 @@ async fn status(c: &SupervisorClient) -> (Vec<pinacle_supervisor::protocol::Step
 #[tokio::test]
 async fn a_crashing_process_is_restarted_with_backoff_and_its_log_is_kept() {
     let s = Supervisor::start(serde_json::json!({
-        "env": env(),
+        "host_env": env(),
         "install": [{"name": "prep", "run": "echo preparing"}],
         "processes": [
             {"name": "crashy", "run": "echo started; sleep 0.2; exit 3"},
@@ -116,7 +116,7 @@ async fn a_crashing_process_is_restarted_with_backoff_and_its_log_is_kept() {
 #[tokio::test]
 async fn a_failed_install_step_holds_the_processes() {
     let s = Supervisor::start(serde_json::json!({
-        "env": env(),
+        "host_env": env(),
         "install": [{"name": "broken", "run": "echo nope >&2; exit 4"}, {"name": "later", "run": "true"}],
         "processes": [{"name": "web", "run": "sleep 100"}]
     }));
@@ -137,7 +137,7 @@ async fn a_failed_install_step_holds_the_processes() {
 
 #[tokio::test]
 async fn exec_returns_exit_codes_streams_stdin_and_resizes_a_pty() {
-    let s = Supervisor::start(serde_json::json!({"env": env()}));
+    let s = Supervisor::start(serde_json::json!({"host_env": env()}));
     let c = s.client();
     c.wait_ready(Duration::from_secs(10)).await.unwrap();
     assert_eq!(run(&c, &["sh", "-c", "exit 7"], None).await.2, 7);
@@ -197,7 +197,7 @@ async fn exec_returns_exit_codes_streams_stdin_and_resizes_a_pty() {
 
 #[tokio::test]
 async fn files_ports_and_the_secret() {
-    let s = Supervisor::start(serde_json::json!({"env": env()}));
+    let s = Supervisor::start(serde_json::json!({"host_env": env()}));
     let c = s.client();
     c.wait_ready(Duration::from_secs(10)).await.unwrap();
     let dir = s.path("files");
@@ -241,7 +241,7 @@ async fn files_ports_and_the_secret() {
 
 #[tokio::test]
 async fn a_command_whose_caller_left_is_ended() {
-    let s = Supervisor::start(serde_json::json!({"env": env()}));
+    let s = Supervisor::start(serde_json::json!({"host_env": env()}));
     let c = s.client();
     c.wait_ready(Duration::from_secs(10)).await.unwrap();
     // even one that ignores hang-ups and SIGTERM

@@ -31,6 +31,8 @@ pub struct Model {
     /// The pod's checked `pinacle.yaml` as JSON; empty for pods created
     /// before it was kept.
     pub config: String,
+    /// Snapshot the pod's volumes each time it stops.
+    pub snapshot_on_stop: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

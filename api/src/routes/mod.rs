@@ -47,6 +47,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(supervise::MAX_FILE_BYTES)),
         )
         .route("/pods/{pod}/terminal", get(supervise::terminal))
+        .route("/pods/{pod}/snapshots", get(pods::snapshots).post(pods::create_snapshot))
+        .route("/pods/{pod}/snapshots/{snapshot}", delete(pods::delete_snapshot))
+        .route("/pods/{pod}/snapshots/{snapshot}/restore", post(pods::restore_snapshot))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/auth/logout", post(accounts::logout))

@@ -380,3 +380,42 @@ fn event_stream(
         }
     })
 }
+
+pub async fn snapshots(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(pod): ApiPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::json!({ "snapshots": s.list_snapshots(&who, &pod).await? })))
+}
+
+pub async fn create_snapshot(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(pod): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<pinacle_host_agent::snapshot::SnapshotInfo>), ApiError> {
+    // the body is optional: no name, no body
+    let req: crate::service::CreateSnapshot = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_request", format!("request body does not fit: {e}")))?
+    };
+    Ok((StatusCode::CREATED, Json(s.create_snapshot(&who, &pod, req).await?)))
+}
+
+pub async fn restore_snapshot(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath((pod, id)): ApiPath<(String, String)>,
+) -> Result<Json<pinacle_host_agent::snapshot::SnapshotInfo>, ApiError> {
+    Ok(Json(s.restore_snapshot(&who, &pod, &id).await?))
+}
+
+pub async fn delete_snapshot(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath((pod, id)): ApiPath<(String, String)>,
+) -> Result<Json<pinacle_host_agent::snapshot::SnapshotInfo>, ApiError> {
+    Ok(Json(s.delete_snapshot(&who, &pod, &id).await?))
+}
