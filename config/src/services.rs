@@ -161,7 +161,9 @@ pub const SERVICES: &[Service] = &[
         description: "PostgreSQL from Debian on 127.0.0.1:5432 (user postgres, trust on loopback)",
         kind: ServiceKind::Database,
         install: &["command -v pg_ctlcluster >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }"],
-        start: Some("v=$(ls /usr/lib/postgresql | sort -V | tail -n1); [ -d /etc/postgresql/$v/main ] || pg_createcluster $v main >/dev/null; exec pg_ctlcluster --foreground $v main start"),
+        // the newest installed version, found without ls (GNU ls fails
+        // under Debian's gVisor: statx with AT_NO_AUTOMOUNT)
+        start: Some("v=$(printf '%s\\n' /usr/lib/postgresql/* | sed 's#.*/##' | sort -V | tail -n1); [ -d /etc/postgresql/$v/main ] || pg_createcluster $v main >/dev/null; exec pg_ctlcluster --foreground $v main start"),
         port: Some(5432),
         health: ServiceHealth::Tcp { port: 5432 },
         tab: ServiceTab::None,
