@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(runsc runc busybox-static debootstrap nftables iproute2 ca-certificates curl git build-essential pkg-config)
+packages=(runsc runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config)
 # The tests also run Let's Encrypt's test CA (pebble) on loopback.
 if [ "${1:-run}" = "--test" ]; then
   packages+=(pebble)

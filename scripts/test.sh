@@ -17,5 +17,10 @@ export PINACLE_TEST_IMAGES=${PINACLE_TEST_IMAGES:-/var/tmp/pinacle-test/images}
 cache_root=$(dirname "$PINACLE_TEST_IMAGES")
 target/debug/pinacle image build busybox --data-dir "$cache_root"
 target/debug/pinacle image build base --data-dir "$cache_root"
+# the vite template's image (node + its npm cache) and one with the Debian
+# services (postgres, redis), so those pods start without the network;
+# rebuilt only when their recipes change
+target/debug/pinacle image build vite --data-dir "$cache_root"
+target/debug/pinacle image build services --recipe cli/tests/images/services.Dockerfile --data-dir "$cache_root"
 
 cargo nextest run --workspace --no-fail-fast

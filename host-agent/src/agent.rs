@@ -118,6 +118,8 @@ pub struct HostAgent {
     images: ImageStore,
     locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     ready: AtomicBool,
+    /// One image build at a time (pods waiting for the same image share it).
+    image_builds: tokio::sync::Mutex<()>,
 }
 
 impl HostAgent {
@@ -153,7 +155,7 @@ impl HostAgent {
             std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
         }
         let images = ImageStore::new(config.data.images());
-        Ok(Self { config, control, runtimes, images, locks: Mutex::default(), ready: AtomicBool::new(false) })
+        Ok(Self { config, control, runtimes, images, locks: Mutex::default(), ready: AtomicBool::new(false), image_builds: tokio::sync::Mutex::new(()) })
     }
 
     /// This host's id.
@@ -303,7 +305,7 @@ impl HostAgent {
                 SandboxStatus::Created | SandboxStatus::Stopped | SandboxStatus::Broken => runtime.delete(&sid).await?,
             }
         }
-        let lower = self.images.rootfs(&pod.image).ok_or_else(|| AgentError::ImageMissing(pod.image.clone()))?;
+        let lower = self.image_for(pod).await?;
         let dir = self.config.data.pod(pod.id);
         std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
         let volume = self.config.data.volume(pod.id);
@@ -375,6 +377,26 @@ impl HostAgent {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The root filesystem of the pod's image, built first when this host
+    /// can build it (a template's image on first use takes minutes).
+    async fn image_for(&self, pod: &PodRecord) -> Result<std::path::PathBuf, AgentError> {
+        if let Some(lower) = self.images.rootfs(&pod.image) {
+            return Ok(lower);
+        }
+        if !ImageStore::buildable().contains(&pod.image.as_str()) {
+            return Err(AgentError::ImageMissing(pod.image.clone()));
+        }
+        let _one_at_a_time = self.image_builds.lock().await;
+        if let Some(lower) = self.images.rootfs(&pod.image) {
+            return Ok(lower);
+        }
+        tracing::info!(pod = %pod.name, image = %pod.image, "building the pod's image");
+        let image = pod.image.clone();
+        let progress = move |line: &str| tracing::debug!(%image, "{line}");
+        self.images.build(&pod.image, false, &progress).await?;
+        self.images.rootfs(&pod.image).ok_or_else(|| AgentError::ImageMissing(pod.image.clone()))
     }
 
     /// Stops the pod's sandbox (SIGTERM, then force after the grace period)

@@ -47,6 +47,10 @@ pub struct ImageInfo {
     pub source: String,
     /// Bytes on disk.
     pub size_bytes: u64,
+    /// SHA-256 of the recipe (and the files it copies) it was built from:
+    /// a changed recipe is rebuilt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_sha256: Option<String>,
 }
 
 /// Read-only root filesystems on this host.
@@ -172,10 +176,14 @@ impl ImageStore {
         }
         let recipe = pinacle_config::dockerfile::parse(&format!("recipe of {name}"), recipe_text)
             .map_err(|d| AgentError::ImageBuild(d.to_string()))?;
+        let digest = recipe_digest(recipe_text, &recipe, &context);
         if !force {
             if let Some(info) = self.list()?.into_iter().find(|i| i.name == name) {
-                progress(&format!("image {name} is already built"));
-                return Ok(info);
+                if info.recipe_sha256.as_deref() == Some(digest.as_str()) {
+                    progress(&format!("image {name} is already built"));
+                    return Ok(info);
+                }
+                progress(&format!("image {name} was built from another recipe; rebuilding it"));
             }
         }
         if recipe.from == name {
@@ -225,7 +233,14 @@ impl ImageStore {
         }
         .await;
         match result {
-            Ok(source) => self.install_built(name, &scratch, source, progress),
+            Ok(source) => {
+                let mut info = self.install_built(name, &scratch, source, progress)?;
+                info.recipe_sha256 = Some(digest);
+                let meta = serde_json::to_vec_pretty(&info).map_err(|e| AgentError::ImageBuild(e.to_string()))?;
+                let path = self.dir.join(name).join("image.json");
+                std::fs::write(&path, meta).map_err(AgentError::io("writing", &path))?;
+                Ok(info)
+            }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&scratch);
                 Err(e)
@@ -245,6 +260,7 @@ impl ImageStore {
             built_at: chrono::Utc::now().timestamp(),
             source,
             size_bytes: dir_size(&rootfs),
+            recipe_sha256: None,
         };
         let meta = serde_json::to_vec_pretty(&info).map_err(|e| AgentError::ImageBuild(e.to_string()))?;
         std::fs::write(scratch.join("image.json"), meta)
@@ -259,6 +275,31 @@ impl ImageStore {
         progress(&format!("image {name} built"));
         Ok(info)
     }
+}
+
+/// SHA-256 over a recipe and the contents of the files it copies.
+fn recipe_digest(text: &str, recipe: &pinacle_config::dockerfile::Recipe, context: &RecipeContext) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(text.as_bytes());
+    for copy in recipe.copies() {
+        for src in &copy.sources {
+            h.update(src.as_bytes());
+            match context {
+                RecipeContext::Template(t) => {
+                    if let Some(f) = t.file(src.strip_prefix("files/").unwrap_or(src)) {
+                        h.update(f.contents.as_bytes());
+                    }
+                }
+                RecipeContext::Dir(dir) => {
+                    if let Ok(bytes) = std::fs::read(dir.join(src)) {
+                        h.update(&bytes);
+                    }
+                }
+            }
+        }
+    }
+    hex::encode(h.finalize())
 }
 
 /// Runs `cmd`, sending its output lines to `progress`; an error with the
