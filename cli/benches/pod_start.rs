@@ -186,6 +186,45 @@ async fn one_pod(s: &Server, name: &str, runtime: &str) -> (Duration, Duration) 
     (running, first_output)
 }
 
+/// A pod from a template with processes: (request → running, → install
+/// steps done, → every process healthy), polling every 20 ms.
+async fn template_pod(s: &Server, name: &str, runtime: &str, template: &str) -> (Duration, Duration, Duration) {
+    let t0 = Instant::now();
+    let resp = s
+        .http
+        .post(format!("{}/api/v1/pods", s.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": name, "template": template, "runtime": runtime, "egress": "deny-all"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap_or_default());
+    let (mut running, mut installed) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(Instant::now() < deadline, "{name} never became healthy");
+        if running.is_none() {
+            let pod: Value = s.http.get(format!("{}/api/v1/pods/{name}", s.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+            match pod["state"].as_str() {
+                Some("running") => running = Some(t0.elapsed()),
+                Some("error") => panic!("{name} failed: {pod}"),
+                _ => {}
+            }
+        }
+        if running.is_some() {
+            let st: Value = s.http.get(format!("{}/api/v1/pods/{name}/processes", s.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+            if installed.is_none() && st["install"].as_array().is_some_and(|a| a.iter().all(|x| x["state"] == "done")) {
+                installed = Some(t0.elapsed());
+            }
+            if st["processes"].as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|x| x["healthy"] == true)) {
+                let healthy = t0.elapsed();
+                return (running.unwrap_or(healthy), installed.unwrap_or(healthy), healthy);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The raw runtime on an equivalent bundle: copies a pod's config.json, puts
 /// a fresh overlay under it, then times create+start and the first exec output.
 fn raw_runtime(kind: &str, state: &Path, template_bundle: &Path, lower: &Path, i: usize) -> (Duration, Duration) {
@@ -324,6 +363,35 @@ async fn run(n: usize) {
             usage.len(),
             avg(|u| u.0),
             avg(|u| u.1)
+        );
+    }
+
+    // A template with a dev server: create → all processes healthy.
+    let template = std::env::var("BENCH_TEMPLATE").unwrap_or_else(|_| "vite".into());
+    let image = pinacle_config::templates::Template::find(&template).map(|t| t.image).unwrap_or("none");
+    if !s.data.path().join("images").join(image).join("image.json").exists() {
+        println!("\ntemplate {template}: image {image} is not built in the cache; skipped (scripts/test.sh builds vite)");
+        return;
+    }
+    let m: usize = std::env::var("BENCH_TEMPLATE_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    println!("\ntemplate {template} (warm image {image}, no egress), {m} pods per runtime, sequential:");
+    println!("{:<34} {:>12} {:>12} {:>12}", "", "running p50", "installed", "healthy p50");
+    for kind in ["youki", "gvisor"] {
+        let mut rows = Vec::new();
+        for i in 0..m {
+            rows.push(template_pod(&s, &format!("tpl-{kind}-{i}"), kind, &template).await);
+        }
+        let mut r: Vec<Duration> = rows.iter().map(|x| x.0).collect();
+        let mut inst: Vec<Duration> = rows.iter().map(|x| x.1).collect();
+        let mut h: Vec<Duration> = rows.iter().map(|x| x.2).collect();
+        println!(
+            "{:<34} {:>12} {:>12} {:>12}   (healthy p95 {}, max {})",
+            format!("pinacle {kind}, {template}"),
+            ms(percentile(&mut r, 0.5)),
+            ms(percentile(&mut inst, 0.5)),
+            ms(percentile(&mut h, 0.5)),
+            ms(percentile(&mut h, 0.95)),
+            ms(percentile(&mut h, 1.0))
         );
     }
 }
