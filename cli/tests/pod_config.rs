@@ -182,12 +182,12 @@ async fn registry_services_start_and_pass_their_health_checks() {
     let p = Pinacle::start().await;
     // postgres and redis come from the registry; the test image has them
     // installed, so their (idempotent) install steps need no network
-    let config = "image: services\nservices: [web-terminal, postgres, redis]\n";
+    let config = "image: services\nservices: [web-terminal, postgres, redis, code-server]\n";
     for (pod, runtime) in [("svc-yk", "youki"), ("svc-gv", "gvisor")] {
         let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": pod, "config": config, "runtime": runtime}))).await;
         assert_eq!(s, 202, "{b}");
         p.wait_state(pod, "running", 120).await;
-        let st = wait_healthy(&p, pod, &["postgres", "redis"], 120).await;
+        let st = wait_healthy(&p, pod, &["postgres", "redis", "code-server"], 180).await;
         assert!(st["install"].as_array().unwrap().iter().all(|s| s["state"] == "done"), "{st}");
         let (out, err, code) = p.exec(pod, &["su", "postgres", "-c", "psql -tAc 'select 6 * 7'"]).await;
         assert_eq!((code, out.trim()), (0, "42"), "{runtime}: {err}");
@@ -216,8 +216,21 @@ async fn registry_services_start_and_pass_their_health_checks() {
                 screen.push_str(&String::from_utf8_lossy(&m.into_data()));
             }
         }
+        // code-server answers its health endpoint and serves the editor
+        let (out, err, code) = p.exec(pod, &["curl", "-fsS", "http://127.0.0.1:8726/healthz"]).await;
+        assert_eq!(code, 0, "{runtime}: {err}");
+        assert!(out.contains("status"), "{runtime}: {out}");
+        let (out, _, code) = p.exec(pod, &["sh", "-c", "curl -fsSL http://127.0.0.1:8726/ | head -c 2000"]).await;
+        assert_eq!(code, 0, "{runtime}");
+        assert!(out.contains("<!DOCTYPE html>") || out.contains("<!doctype html>"), "{runtime}: {out}");
         let pod_view = p.pod(pod).await;
-        assert_eq!(pod_view["tabs"], json!([{"kind": "terminal", "name": "Terminal", "service": "web-terminal", "command": null}]));
+        assert_eq!(
+            pod_view["tabs"],
+            json!([
+                {"kind": "pod", "name": "VS Code", "service": "code-server", "port": 8726, "path": "/"},
+                {"kind": "terminal", "name": "Terminal", "service": "web-terminal", "command": null},
+            ])
+        );
     }
 }
 

@@ -2,6 +2,8 @@
 //! YAML load of the same text (the floor: what reading YAML costs without
 //! any checking). Run with `cargo bench -p pinacle-config --bench parse`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Instant;
 
 use pinacle_config::resolve::resolve;

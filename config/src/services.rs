@@ -134,9 +134,12 @@ pub const SERVICES: &[Service] = &[
     Service {
         id: "code-server",
         display_name: "VS Code",
-        description: "VS Code in the browser (npm code-server), opened on /workspace",
+        description: "VS Code in the browser (npm code-server 4.89, the last for Node 18), opened on /workspace",
         kind: ServiceKind::Editor,
-        install: &[NODE, "command -v code-server >/dev/null || npm install -g --no-fund --no-audit --unsafe-perm code-server"],
+        install: &[
+            NODE,
+            "command -v code-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential python3 pkg-config libkrb5-dev && npm install -g --no-fund --no-audit --unsafe-perm code-server@4.89.1; }",
+        ],
         start: Some("exec code-server --bind-addr 0.0.0.0:8726 --auth none --disable-telemetry --disable-update-check /workspace"),
         port: Some(8726),
         health: ServiceHealth::Http { port: 8726, path: "/healthz" },

@@ -355,12 +355,11 @@ async fn run_in_chroot(
     let ca = host_ca.is_file()
         && std::fs::create_dir_all(rootfs.join("run")).is_ok()
         && std::fs::copy(host_ca, &build_ca).is_ok();
-    let script = format!(
-        "mount -t proc proc \"$R/proc\" && mount --rbind /dev \"$R/dev\" && exec chroot \"$R\" /bin/sh -c 'cd \"$WORKDIR\" && eval \"$RUN\"'"
-    );
+    const SCRIPT: &str =
+        "mount -t proc proc \"$R/proc\" && mount --rbind /dev \"$R/dev\" && exec chroot \"$R\" /bin/sh -c 'cd \"$WORKDIR\" && eval \"$RUN\"'";
     let mut command = Command::new("unshare");
     command
-        .args(["--mount", "--propagation", "private", "--fork", "/bin/sh", "-c", &script])
+        .args(["--mount", "--propagation", "private", "--fork", "/bin/sh", "-c", SCRIPT])
         .env_clear()
         .env("R", rootfs)
         .env("RUN", cmd)

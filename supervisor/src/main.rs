@@ -524,6 +524,9 @@ async fn supervise(state: Arc<State>, m: Arc<Managed>) {
     }
 }
 
+/// How often a process that has not been healthy yet is checked.
+const STARTUP_HEALTH_INTERVAL: Duration = Duration::from_millis(250);
+
 async fn health_check(state: Arc<State>, m: Arc<Managed>) {
     let Some(h) = m.spec.health.clone() else { return };
     let log = Arc::new(ProcessLog {
@@ -533,6 +536,7 @@ async fn health_check(state: Arc<State>, m: Arc<Managed>) {
     let mut env = state.config.env.clone();
     env.extend(state.config.pod.env.iter().cloned());
     env.extend(m.spec.env.iter().cloned());
+    let mut ever_healthy = false;
     loop {
         let port_ok = h.port == 0
             || tokio::time::timeout(Duration::from_secs(2), check_once(h.port, h.path.as_deref())).await.unwrap_or(false);
@@ -549,7 +553,13 @@ async fn health_check(state: Arc<State>, m: Arc<Managed>) {
         if changed {
             m.log.append(format!("[pinacle] health check: {}\n", if healthy { "healthy" } else { "unhealthy" }).as_bytes());
         }
-        tokio::time::sleep(Duration::from_secs(h.interval_secs)).await;
+        if healthy {
+            ever_healthy = true;
+        }
+        // until the process first comes up, check often so "ready" is seen
+        // at once; then at the configured interval
+        let pause = if ever_healthy { Duration::from_secs(h.interval_secs) } else { STARTUP_HEALTH_INTERVAL.min(Duration::from_secs(h.interval_secs)) };
+        tokio::time::sleep(pause).await;
     }
 }
 
