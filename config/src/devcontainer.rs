@@ -21,7 +21,8 @@
 //! - `hostRequirements` → the smallest tier with that many CPUs, that much
 //!   memory and storage; `gpu: true` → one GPU.
 //! - `customizations.vscode.extensions` → the `code-server` service plus a
-//!   step installing each extension into it.
+//!   step installing each extension into it (reported as not installed
+//!   while code-server is unavailable, see [`crate::services`]).
 //!
 //! Everything else is reported as ignored.
 
@@ -424,6 +425,10 @@ impl Cx<'_> {
         let Some(extensions) = value.pointer("/vscode/extensions").and_then(Value::as_array) else { return };
         let ids: Vec<&str> = extensions.iter().filter_map(Value::as_str).collect();
         if ids.is_empty() {
+            return;
+        }
+        if let Some(why) = crate::services::Service::find("code-server").and_then(|s| s.unsupported) {
+            self.warn("extensions", "customizations.vscode.extensions", format!("not installed: {why}"));
             return;
         }
         if !c.services.iter().any(|s| s == "code-server") {

@@ -354,6 +354,10 @@ fn read_services(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Vec<String> {
             ctx.error(item, &path, format!("{id:?} is listed twice"), Some("remove one of them".into()));
             continue;
         }
+        if let Some(why) = service.unsupported {
+            // kept in the file (it reads back the same), left out of the pod
+            ctx.warn(item, &path, format!("{why}; the pod is created without it"), None);
+        }
         if service.is_coding_assistant() {
             if let Some((first, line)) = &assistant {
                 ctx.error(

@@ -58,7 +58,7 @@ impl PodDefinition {
 pub fn resolve(c: &PinacleConfig) -> PodDefinition {
     let template = c.template.as_deref().and_then(Template::find);
     let image = c.image.clone().or_else(|| template.map(|t| t.image.to_owned())).unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-    let services: Vec<&Service> = c.services.iter().filter_map(|s| Service::find(s)).collect();
+    let services: Vec<&Service> = c.services.iter().filter_map(|s| Service::find(s)).filter(|s| s.is_supported()).collect();
 
     let mut install: Vec<Step> = Vec::new();
     let mut push_step = |name: String, run: &str, once: bool| {
@@ -147,7 +147,9 @@ pub fn resolve(c: &PinacleConfig) -> PodDefinition {
 /// coding assistant, then the other services in [`TAB_ORDER`].
 pub fn tabs(c: &PinacleConfig) -> Vec<ResolvedTab> {
     if !c.tabs.is_empty() {
-        return c.tabs.iter().map(resolve_tab).collect();
+        // a tab of a service this Pinacle cannot run is left out
+        let shown = |t: &&Tab| t.url.is_some() || t.service.as_deref().and_then(Service::find).is_some_and(|s| s.is_supported());
+        return c.tabs.iter().filter(shown).map(resolve_tab).collect();
     }
     let mut out = Vec::new();
     for p in &c.processes {
@@ -155,7 +157,7 @@ pub fn tabs(c: &PinacleConfig) -> Vec<ResolvedTab> {
             out.push(ResolvedTab::Pod { name: p.display_name.clone().unwrap_or_else(|| p.name.clone()), service: None, port, path });
         }
     }
-    let mut ordered: Vec<&Service> = c.services.iter().filter_map(|s| Service::find(s)).collect();
+    let mut ordered: Vec<&Service> = c.services.iter().filter_map(|s| Service::find(s)).filter(|s| s.is_supported()).collect();
     ordered.sort_by_key(|s| TAB_ORDER.iter().position(|id| *id == s.id).unwrap_or(TAB_ORDER.len()));
     ordered.sort_by_key(|s| !s.is_coding_assistant());
     for s in ordered {
@@ -186,6 +188,7 @@ fn resolve_tab(t: &Tab) -> ResolvedTab {
     t.service
         .as_deref()
         .and_then(Service::find)
+        .filter(|s| s.is_supported())
         .and_then(|s| service_tab(s, t.name.clone()))
         .unwrap_or_else(|| ResolvedTab::Terminal { name: t.name.clone(), service: t.service.clone(), command: None })
 }

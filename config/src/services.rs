@@ -68,6 +68,9 @@ pub struct Service {
     pub tab: ServiceTab,
     /// Secrets (environment variable names) it needs, like `ANTHROPIC_API_KEY`.
     pub secrets: &'static [&'static str],
+    /// Why this Pinacle cannot run it yet, if it cannot: a file that asks
+    /// for it gets a warning saying so, and the pod runs without it.
+    pub unsupported: Option<&'static str>,
 }
 
 impl Service {
@@ -79,6 +82,11 @@ impl Service {
     /// Finds a service by id.
     pub fn find(id: &str) -> Option<&'static Service> {
         SERVICES.iter().find(|s| s.id == id)
+    }
+
+    /// Whether this Pinacle can run it.
+    pub fn is_supported(&self) -> bool {
+        self.unsupported.is_none()
     }
 
     /// Every service id, for messages and the schema.
@@ -106,6 +114,7 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Installed { program: "claude" },
         tab: ServiceTab::Terminal { command: Some("claude") },
         secrets: &["ANTHROPIC_API_KEY"],
+        unsupported: None,
     },
     Service {
         id: "openai-codex",
@@ -118,6 +127,7 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Installed { program: "codex" },
         tab: ServiceTab::Terminal { command: Some("codex") },
         secrets: &["OPENAI_API_KEY"],
+        unsupported: None,
     },
     Service {
         id: "gemini-cli",
@@ -130,6 +140,7 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Installed { program: "gemini" },
         tab: ServiceTab::Terminal { command: Some("gemini") },
         secrets: &["GEMINI_API_KEY"],
+        unsupported: None,
     },
     Service {
         id: "code-server",
@@ -145,6 +156,9 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Http { port: 8726, path: "/healthz" },
         tab: ServiceTab::Web { port: 8726, path: "/" },
         secrets: &[],
+        unsupported: Some(
+            "code-server is not available in this Pinacle yet: its npm package needs Node 20+ (Debian 12 has 18), the last Node 18 release fails to build its native modules with Debian's toolchain, and its standalone release is not reachable from here",
+        ),
     },
     Service {
         id: "web-terminal",
@@ -157,6 +171,7 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Supervisor,
         tab: ServiceTab::Terminal { command: None },
         secrets: &[],
+        unsupported: None,
     },
     Service {
         id: "postgres",
@@ -171,6 +186,7 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Tcp { port: 5432 },
         tab: ServiceTab::None,
         secrets: &[],
+        unsupported: None,
     },
     Service {
         id: "redis",
@@ -183,6 +199,7 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Tcp { port: 6379 },
         tab: ServiceTab::None,
         secrets: &[],
+        unsupported: None,
     },
     Service {
         id: "jupyter",
@@ -195,6 +212,7 @@ pub const SERVICES: &[Service] = &[
         health: ServiceHealth::Http { port: 8888, path: "/api" },
         tab: ServiceTab::Web { port: 8888, path: "/lab" },
         secrets: &[],
+        unsupported: None,
     },
 ];
 

@@ -28,7 +28,8 @@ fn every_valid_form_parses_round_trips_and_resolves() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
         let (config, warnings) = parse(&name, &text, ParseOptions { strict: true }).unwrap_or_else(|e| panic!("{name}:\n{e}"));
-        assert!(warnings.0.is_empty(), "{name}: {warnings}");
+        // the only warnings of valid files: services this Pinacle cannot run yet
+        assert!(warnings.0.iter().all(|w| w.message.contains("is not available in this Pinacle yet")), "{name}: {warnings}");
         // the canonical writer's output reads back as the same configuration
         let canonical = to_canonical_yaml(&config);
         assert!(canonical.starts_with("# Pinacle Pod Configuration\n"), "{canonical}");
@@ -55,17 +56,20 @@ fn the_published_format_reads_as_written() {
     assert_eq!(app.run, "cd apps/web && pnpm dev");
     assert_eq!(app.port, Some(3000));
     assert_eq!(app.health.as_ref().unwrap().command.as_deref(), Some("curl -fsS http://localhost:3000"));
-    // code-server runs as a process of its own, reachable as a named service
-    let cs = def.processes.processes.iter().find(|p| p.name == "code-server").unwrap();
-    assert_eq!(cs.port, Some(8726));
+    // code-server cannot run here yet: a warning, and the pod goes without it
+    let (_, warnings) = parse("pinacle.yaml", &text, lenient()).unwrap();
+    assert_eq!(warnings.0.len(), 1);
+    assert_eq!((warnings.0[0].line, warnings.0[0].path.as_str()), (7, "services[1]"));
+    assert!(!def.processes.processes.iter().any(|p| p.name == "code-server"));
+    assert!(!def.processes.install.iter().any(|s| s.name.starts_with("code-server")));
     // the services' install steps come first and run once; the user's install too
     assert!(def.processes.install.first().unwrap().name.starts_with("claude-code"));
     let install = def.processes.install.iter().find(|s| s.name == "install").unwrap();
     assert!(install.once);
-    assert_eq!(def.tabs.len(), 4);
+    assert_eq!(def.tabs.len(), 3, "{:?}", def.tabs);
     assert_eq!(def.tabs[0], ResolvedTab::Pod { name: "App".into(), service: None, port: 3000, path: "/".into() });
     assert_eq!(def.tabs[1], ResolvedTab::Terminal { name: "Claude Code".into(), service: Some("claude-code".into()), command: Some("claude".into()) });
-    assert_eq!(def.tabs[3], ResolvedTab::External { name: "Docs".into(), url: "https://example.com/docs".into() });
+    assert_eq!(def.tabs[2], ResolvedTab::External { name: "Docs".into(), url: "https://example.com/docs".into() });
 }
 
 #[test]
@@ -79,8 +83,8 @@ fn missing_tabs_are_generated_processes_then_assistant_then_services() {
             ResolvedTab::Terminal { name, .. } | ResolvedTab::Pod { name, .. } | ResolvedTab::External { name, .. } => name.clone(),
         })
         .collect();
-    // postgres has no tab
-    assert_eq!(names, ["API", "Gemini CLI", "VS Code", "Terminal", "Jupyter"]);
+    // postgres has no tab; code-server is not available here yet
+    assert_eq!(names, ["API", "Gemini CLI", "Terminal", "Jupyter"]);
 }
 
 #[test]
@@ -296,10 +300,12 @@ fn devcontainer_lifecycle_forms_features_tiers_and_extensions_import() {
     assert!(c.on_create.iter().any(|s| s == "echo update"));
     assert!(c.on_create.iter().any(|s| s.contains("nodejs npm")), "the node feature: {:?}", c.on_create);
     assert!(c.post_create.starts_with(&["echo db".to_string(), "echo web".to_string()]), "{:?}", c.post_create);
-    assert!(c.post_create.contains(&"code-server --install-extension ms-python.python".to_string()));
     assert_eq!(c.post_start, ["echo start", "echo attach"]);
-    assert!(c.services.contains(&"code-server".to_string()));
+    // VS Code extensions need code-server, which cannot run here yet: reported, not installed
+    assert!(!c.services.contains(&"code-server".to_string()));
+    assert!(!c.post_create.iter().any(|s| s.contains("--install-extension")), "{:?}", c.post_create);
     let report = imported.report.to_string();
+    assert!(report.contains("customizations.vscode.extensions: not installed: code-server is not available"), "{report}");
     assert!(report.contains("docker-in-docker") && report.contains("initializeCommand"), "{report}");
     assert!(!report.contains("features.ghcr.io/devcontainers/features/git"), "git is in the base image: {report}");
 }
