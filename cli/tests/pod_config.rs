@@ -198,18 +198,7 @@ async fn registry_services_start_and_pass_their_health_checks() {
         let (out, err, code) = p.exec(pod, &["redis-cli", "ping"]).await;
         assert_eq!((code, out.trim()), (0, "PONG"), "{runtime}: {err}");
         // web-terminal: the pod's own pty over the supervisor
-        let url = format!("{}/api/v1/pods/{pod}/terminal", p.url.replace("http://", "ws://"));
-        let req = tokio_tungstenite::tungstenite::http::Request::builder()
-            .uri(&url)
-            .header("host", p.url.trim_start_matches("http://"))
-            .header("authorization", format!("Bearer {}", common::TOKEN))
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-            .body(())
-            .unwrap();
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut ws = common::terminal(&p, pod, "").await;
         use futures::{SinkExt, StreamExt};
         ws.send(tokio_tungstenite::tungstenite::Message::Binary(b"echo $((40+2))-ok\n".to_vec().into())).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);

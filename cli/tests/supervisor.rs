@@ -106,18 +106,7 @@ async fn the_supervisor_runs_processes_and_serves_terminals_on_both_runtimes() {
         assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")), "{b}");
 
         // a terminal: the shell sees the size asked for, then the new one
-        let url = format!("{}/api/v1/pods/{pod}/terminal?rows=24&cols=80", p.url.replace("http://", "ws://"));
-        let req = tokio_tungstenite::tungstenite::http::Request::builder()
-            .uri(&url)
-            .header("host", p.url.trim_start_matches("http://"))
-            .header("authorization", format!("Bearer {}", common::TOKEN))
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-            .body(())
-            .unwrap();
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut ws = common::terminal(&p, pod, "rows=24&cols=80").await;
         let mut screen = String::new();
         ws.send(Message::Binary(b"stty size\n".to_vec().into())).await.unwrap();
         screen_until(&mut ws, &mut screen, "24 80").await;

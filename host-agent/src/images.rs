@@ -94,6 +94,21 @@ impl ImageStore {
         Ok(out)
     }
 
+    /// An empty scratch directory to build image `name` in, unless a
+    /// running pod uses the image (it cannot be replaced under it).
+    fn scratch_for(&self, name: &str) -> Result<PathBuf, AgentError> {
+        let in_use = crate::rootfs::overlays_over(&self.dir.join(name).join("rootfs"));
+        if in_use > 0 {
+            return Err(AgentError::ImageBuild(format!(
+                "image {name} is the lower layer of {in_use} running pod(s); stop them before rebuilding it"
+            )));
+        }
+        let scratch = self.dir.join(format!(".build-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(AgentError::io("creating", &scratch))?;
+        Ok(scratch)
+    }
+
     /// Every image name this host can build.
     pub fn buildable() -> Vec<&'static str> {
         let mut names: Vec<&str> = BUILDABLE.to_vec();
@@ -130,15 +145,7 @@ impl ImageStore {
                 return Ok(info);
             }
         }
-        let in_use = crate::rootfs::overlays_over(&self.dir.join(name).join("rootfs"));
-        if in_use > 0 {
-            return Err(AgentError::ImageBuild(format!(
-                "image {name} is the lower layer of {in_use} running pod(s); stop them before rebuilding it"
-            )));
-        }
-        std::fs::create_dir_all(&self.dir).map_err(AgentError::io("creating", &self.dir))?;
-        let scratch = self.dir.join(format!(".build-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
+        let scratch = self.scratch_for(name)?;
         let rootfs = scratch.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(AgentError::io("creating", &rootfs))?;
         let result = match name {
@@ -194,16 +201,7 @@ impl ImageStore {
             Box::pin(self.build(&recipe.from, false, progress)).await?;
         }
         let parent = self.rootfs(&recipe.from).ok_or_else(|| AgentError::ImageMissing(recipe.from.clone()))?;
-        let in_use = crate::rootfs::overlays_over(&self.dir.join(name).join("rootfs"));
-        if in_use > 0 {
-            return Err(AgentError::ImageBuild(format!(
-                "image {name} is the lower layer of {in_use} running pod(s); stop them before rebuilding it"
-            )));
-        }
-        std::fs::create_dir_all(&self.dir).map_err(AgentError::io("creating", &self.dir))?;
-        let scratch = self.dir.join(format!(".build-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch).map_err(AgentError::io("creating", &scratch))?;
+        let scratch = self.scratch_for(name)?;
         let rootfs = scratch.join("rootfs");
         progress(&format!("copying image {}", recipe.from));
         let result = async {

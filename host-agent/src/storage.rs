@@ -99,6 +99,16 @@ pub async fn ensure_mounted(volume: &Path, size: u64, image: &str, image_home: O
             crate::rootfs::remove_tree(&dir)?;
         }
     }
+    // Pods from before per-pod disks kept /workspace in {volume}/workspace:
+    // move it onto the disk the first time (a copy, then the old one goes).
+    let legacy = volume.join("workspace");
+    if legacy.is_dir() && !disk.workspace().exists() {
+        let scratch = disk.root.join("workspace.moving");
+        crate::rootfs::remove_tree(&scratch)?;
+        run(Command::new("cp").arg("-a").arg(&legacy).arg(&scratch), "moving the old workspace onto the pod's disk").await?;
+        std::fs::rename(&scratch, disk.workspace()).map_err(AgentError::io("installing", disk.workspace()))?;
+        crate::rootfs::remove_tree(&legacy)?;
+    }
     for dir in [disk.workspace(), disk.upper(), disk.work()] {
         std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
     }
@@ -138,4 +148,46 @@ pub fn usage(volume: &Path) -> Option<(u64, u64)> {
     let total = st.blocks() as u64 * frag;
     let avail = st.blocks_available() as u64 * frag;
     Some((total.saturating_sub(st.blocks_free() as u64 * frag), avail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_disk_holds_its_size_keeps_volumes_across_images_and_adopts_an_old_workspace() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("mount tests run as root (CI does)");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let volume = tmp.path().join("vol");
+        // an old-layout workspace is adopted
+        std::fs::create_dir_all(volume.join("workspace/src")).unwrap();
+        std::fs::write(volume.join("workspace/src/old.txt"), "kept").unwrap();
+        let image_home = tmp.path().join("image-root");
+        std::fs::create_dir_all(&image_home).unwrap();
+        std::fs::write(image_home.join(".profile"), "from the image").unwrap();
+        let disk = ensure_mounted(&volume, 64 << 20, "base", Some(&image_home)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(disk.workspace().join("src/old.txt")).unwrap(), "kept");
+        assert!(!volume.join("workspace").exists());
+        assert_eq!(std::fs::read_to_string(disk.home().join(".profile")).unwrap(), "from the image");
+        let (used, avail) = usage(&volume).unwrap();
+        assert!(used + avail <= 64 << 20 && avail > 32 << 20, "{used} + {avail}");
+        // writing past the size fails
+        let big = vec![0u8; 80 << 20];
+        let err = std::fs::write(disk.workspace().join("big"), &big).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC));
+        std::fs::remove_file(disk.workspace().join("big")).unwrap();
+        std::fs::write(disk.upper().join("layer.txt"), "old image").unwrap();
+        unmount(&volume).await.unwrap();
+        // the same image keeps its layer; another image resets it, not the volumes
+        let disk = ensure_mounted(&volume, 64 << 20, "base", None).await.unwrap();
+        assert!(disk.upper().join("layer.txt").exists());
+        unmount(&volume).await.unwrap();
+        let disk = ensure_mounted(&volume, 64 << 20, "node", None).await.unwrap();
+        assert!(!disk.upper().join("layer.txt").exists());
+        assert!(disk.workspace().join("src/old.txt").exists() && disk.home().join(".profile").exists());
+        unmount(&volume).await.unwrap();
+        assert!(!crate::rootfs::is_mount_point(&mount_point(&volume)));
+    }
 }

@@ -396,3 +396,24 @@ impl Drop for HostCleanup {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A WebSocket to the pod's terminal (`query`: `rows=24&cols=80`, or empty),
+/// with the admin token.
+pub async fn terminal(
+    p: &Pinacle,
+    pod: &str,
+    query: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{}/api/v1/pods/{pod}/terminal?{query}", p.url.replace("http://", "ws://"));
+    let req = tokio_tungstenite::tungstenite::http::Request::builder()
+        .uri(&url)
+        .header("host", p.url.trim_start_matches("http://"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .unwrap();
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
