@@ -305,11 +305,13 @@ impl HostAgent {
                 SandboxStatus::Created | SandboxStatus::Stopped | SandboxStatus::Broken => runtime.delete(&sid).await?,
             }
         }
+        let t0 = Instant::now();
         let lower = self.image_for(pod).await?;
         let dir = self.config.data.pod(pod.id);
         std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
         let volume = self.config.data.volume(pod.id);
         let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, Some(&lower.join("root"))).await?;
+        let disk_ms = t0.elapsed().as_millis();
         let workspace = disk.workspace();
         write_starter_files(pod, &workspace)?;
         let root = dir.join("rootfs");
@@ -357,7 +359,10 @@ impl HostAgent {
                 bundle::inherit_network_namespace(&mut spec);
             }
             bundle::write_bundle(&dir, &spec)?;
+            let before_runtime = t0.elapsed().as_millis();
             runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id), netns.as_deref()).await?;
+            let runtime_ms = t0.elapsed().as_millis() - before_runtime;
+            tracing::debug!(pod = %pod.name, disk_ms, before_runtime_ms = before_runtime, runtime_ms, "sandbox started");
             if let Some((_, dirs)) = &supervisor {
                 // Running means the supervisor answers: exec works at once.
                 let client = dirs.client().ok_or_else(|| AgentError::Bundle("supervisor secret missing".into()))?;
