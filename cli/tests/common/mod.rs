@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 
 pub const TOKEN: &str = "pnc_test-admin-token-0123456789";
 
+/// The longest a test waits for one exec to finish.
+pub const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Where the test images are cached between tests (built by scripts/test.sh).
 pub fn image_cache() -> PathBuf {
     std::env::var_os("PINACLE_TEST_IMAGES")
@@ -286,7 +289,11 @@ impl Pinacle {
             .await
             .expect("exec");
         assert_eq!(resp.status(), 200, "exec {argv:?}: {}", resp.text().await.unwrap_or_default());
-        let body = resp.text().await.expect("exec body");
+        // a command that hangs fails its test instead of hanging the run
+        let body = tokio::time::timeout(EXEC_LIMIT, resp.text())
+            .await
+            .unwrap_or_else(|_| panic!("exec {argv:?} did not finish within {EXEC_LIMIT:?}"))
+            .expect("exec body");
         let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
         let b64 = base64::engine::general_purpose::STANDARD;
         for line in body.lines() {
