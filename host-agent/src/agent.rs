@@ -313,16 +313,25 @@ impl HostAgent {
         let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, Some(&lower.join("root"))).await?;
         let disk_ms = t0.elapsed().as_millis();
         let workspace = disk.workspace();
-        write_starter_files(pod, &workspace)?;
         let root = dir.join("rootfs");
-        let attachment = match &self.config.network {
-            Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods(), &pod.egress).await?),
-            None => None,
-        };
-        if let Err(e) = rootfs::mount_overlay(&lower, &disk.upper(), &disk.work(), &root) {
-            let _ = crate::storage::unmount(&volume).await;
-            return Err(e);
+        let prepared = async {
+            write_starter_files(pod, &workspace)?;
+            let attachment = match &self.config.network {
+                Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods(), &pod.egress).await?),
+                None => None,
+            };
+            rootfs::mount_overlay(&lower, &disk.upper(), &disk.work(), &root)?;
+            Ok::<_, AgentError>(attachment)
         }
+        .await;
+        let attachment = match prepared {
+            Ok(a) => a,
+            Err(e) => {
+                // leave no mount behind
+                let _ = crate::storage::unmount(&volume).await;
+                return Err(e);
+            }
+        };
         let started = async {
             if attachment.is_some() {
                 write_resolv_conf(&root)?;
