@@ -82,10 +82,12 @@ fn find_in(dir: &Path, devcontainer_only: bool) -> Result<Found> {
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let repo = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let read = move |p: &str| {
-            let candidate = base.join(p);
-            // stay inside the repository
-            candidate.canonicalize().ok().filter(|c| c.starts_with(&base)).and_then(|c| std::fs::read_to_string(c).ok())
+            // relative to the devcontainer file (`../Dockerfile` is common),
+            // but never outside the repository
+            let candidate = base.join(p).canonicalize().ok()?;
+            candidate.starts_with(&repo).then(|| std::fs::read_to_string(&candidate).ok()).flatten()
         };
         return match devcontainer::import(&path.display().to_string(), &text, &read) {
             Ok(imported) => Ok(Found { file: path.display().to_string(), yaml: to_canonical_yaml(&imported.config), report: imported.report }),
