@@ -312,7 +312,6 @@ fn read_config(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>) -> Option<PinacleConfig
     if let Some(tabs) = tabs_node {
         c.tabs = read_tabs(ctx, tabs, &c);
     }
-    check_process_ports(ctx, root, &c);
     Some(c)
 }
 
@@ -431,6 +430,16 @@ fn read_processes(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Vec<Process> {
                 } else if Service::find(&n).is_some_and(|s| s.start.is_some()) {
                     ctx.error(node, &join(&path, "name"), format!("{n:?} is the name of a service's process"), Some(format!("call it something else, like \"my-{n}\"")));
                     ok = false;
+                } else if p.url.is_some() && !valid_service_name(&n) {
+                    // a process with a URL names a host
+                    let lower: String = n.to_ascii_lowercase().replace('_', "-").chars().take(MAX_SERVICE).collect();
+                    ctx.error(
+                        node,
+                        &join(&path, "name"),
+                        format!("{n:?} serves a url, so it names a host: use at most {MAX_SERVICE} lower-case letters, digits and dashes"),
+                        Some(format!("did you mean {lower:?}?")),
+                    );
+                    ok = false;
                 }
                 p.name = n;
             }
@@ -445,38 +454,6 @@ fn read_processes(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Vec<Process> {
         }
     }
     out
-}
-
-/// After processes are read: a process with a URL names a host, so its name
-/// must fit one.
-fn check_process_ports(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>, c: &PinacleConfig) {
-    let Some(items) = field(root, "processes").and_then(|n| match &n.data {
-        YamlData::Sequence(s) => Some(s),
-        _ => None,
-    }) else {
-        return;
-    };
-    for (i, item) in items.iter().enumerate() {
-        let Some(name_node) = field(item, "name") else { continue };
-        let Some(name) = scalar_str(name_node) else { continue };
-        let Some(p) = c.processes.iter().find(|p| p.name == name) else { continue };
-        if p.endpoint().is_some() && !valid_service_name(name) {
-            let lower: String = name.to_ascii_lowercase().replace('_', "-").chars().take(MAX_SERVICE).collect();
-            ctx.error(
-                name_node,
-                &join(&index("processes", i), "name"),
-                format!("{name:?} serves a url, so it names a host: use at most {MAX_SERVICE} lower-case letters, digits and dashes"),
-                Some(format!("did you mean {lower:?}?")),
-            );
-        }
-    }
-}
-
-fn field<'n, 'i>(node: &'n MarkedYaml<'i>, name: &str) -> Option<&'n MarkedYaml<'i>> {
-    match &node.data {
-        YamlData::Mapping(map) => map.iter().find(|(k, _)| scalar_str(k) == Some(name)).map(|(_, v)| v),
-        _ => None,
-    }
 }
 
 fn read_tabs(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, c: &PinacleConfig) -> Vec<Tab> {

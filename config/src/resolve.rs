@@ -7,7 +7,7 @@ use pinacle_orchestrator::Tier;
 
 use crate::pinacle_yaml::{local_url, PinacleConfig, Tab};
 use crate::services::{Service, ServiceHealth, ServiceTab, TAB_ORDER};
-use crate::templates::{StarterFile, Template};
+use crate::templates::Template;
 
 /// The image pods start from when neither `image` nor `template` says.
 pub const DEFAULT_IMAGE: &str = "base";
@@ -44,13 +44,6 @@ pub struct PodDefinition {
     pub gpus: u32,
     /// Seconds without use before the pod stops; `None`: never / the default.
     pub idle_timeout_secs: Option<u64>,
-}
-
-impl PodDefinition {
-    /// Starter files of the template.
-    pub fn starter_files(&self) -> &'static [StarterFile] {
-        self.template.map(|t| t.files).unwrap_or(&[])
-    }
 }
 
 /// Resolves a checked file. The result passes [`PodProcesses::validate`]
