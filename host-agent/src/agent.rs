@@ -524,7 +524,7 @@ impl HostAgent {
         req: ExecRequest,
     ) -> Result<mpsc::Receiver<ExecOutput>, AgentError> {
         use pinacle_supervisor::client::{ExecEvent, ExecInput};
-        let spec = pinacle_supervisor::protocol::ExecSpec { argv: req.argv, env: req.env, cwd: req.cwd, tty: None };
+        let spec = pinacle_supervisor::protocol::ExecSpec { argv: req.argv, env: req.env, cwd: req.cwd, tty: None, session: None };
         let (input, mut events) = client.exec(spec).await.map_err(|e| AgentError::Supervisor(e.to_string()))?;
         tokio::spawn(async move {
             if let Some(data) = req.stdin {

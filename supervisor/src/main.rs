@@ -201,33 +201,19 @@ fn spawn_writer(mut w: OwnedWriteHalf) -> Out {
     tx
 }
 
-async fn exec(state: Arc<State>, stream: UnixStream, spec: ExecSpec) {
-    let (mut reader, writer) = stream.into_split();
-    let out = spawn_writer(writer);
-    let refuse = |message: String| {
-        let out = out.clone();
-        async move {
-            let resp = serde_json::to_vec(&Response::Error { code: ErrorCode::Invalid, message }).unwrap_or_default();
-            let _ = out.send((FrameKind::Response, resp)).await;
-        }
-    };
+/// Starts `spec`'s command: on a new pseudo-terminal (returned) when it
+/// asks for one, else on pipes (in [`Spawned::pipes`]).
+fn spawn_command(state: &State, spec: &ExecSpec) -> Result<(Spawned, Option<Arc<Pty>>), String> {
     let mut env = state.config.env.clone();
     env.extend(state.config.pod.env.iter().cloned());
     env.extend(spec.env.iter().cloned());
-    let mut cmd = match base_command(&spec.argv, &env, spec.cwd.as_deref().unwrap_or("/workspace")) {
-        Ok(c) => c,
-        Err(e) => return refuse(e).await,
-    };
-    let tty = spec.tty;
+    let mut cmd = base_command(&spec.argv, &env, spec.cwd.as_deref().unwrap_or("/workspace"))?;
     let mut pty = None;
-    if let Some(size) = tty {
+    if let Some(size) = spec.tty {
         let ws = nix::pty::Winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
-        let pair = match nix::pty::openpty(Some(&ws), None) {
-            Ok(p) => p,
-            Err(e) => return refuse(format!("no pseudo-terminal: {e}")).await,
-        };
+        let pair = nix::pty::openpty(Some(&ws), None).map_err(|e| format!("no pseudo-terminal: {e}"))?;
         let (Ok(a), Ok(b), Ok(c)) = (pair.slave.try_clone(), pair.slave.try_clone(), pair.slave.try_clone()) else {
-            return refuse("no pseudo-terminal: out of file descriptors".into()).await;
+            return Err("no pseudo-terminal: out of file descriptors".into());
         };
         cmd.stdin(Stdio::from(a)).stdout(Stdio::from(b)).stderr(Stdio::from(c));
         // SAFETY: only async-signal-safe calls between fork and exec.
@@ -240,7 +226,7 @@ async fn exec(state: Arc<State>, stream: UnixStream, spec: ExecSpec) {
                 Ok(())
             });
         }
-        pty = Some((pair.master, pair.slave));
+        pty = Some(pair.master);
     } else {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: setsid is async-signal-safe.
@@ -248,25 +234,188 @@ async fn exec(state: Arc<State>, stream: UnixStream, spec: ExecSpec) {
             cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
         }
     }
-    let spawned = {
-        let reaper = Arc::clone(&state.reaper);
-        match reaper.spawn(&mut cmd) {
-            Ok(x) => x,
-            Err(e) => return refuse(format!("cannot run {}: {e}", spec.argv[0])).await,
+    let spawned = state.reaper.spawn(&mut cmd).map_err(|e| format!("cannot run {}: {e}", spec.argv[0]))?;
+    drop(cmd); // closes the parent's copies of the child's ends
+    let pty = match pty {
+        Some(master) => match Pty::new(master) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(e) => {
+                signal_group(spawned.pid, nix::libc::SIGKILL);
+                return Err(format!("pseudo-terminal: {e}"));
+            }
+        },
+        None => None,
+    };
+    Ok((spawned, pty))
+}
+
+async fn refuse_on(out: &Out, message: String) {
+    let resp = serde_json::to_vec(&Response::Error { code: ErrorCode::Invalid, message }).unwrap_or_default();
+    let _ = out.send((FrameKind::Response, resp)).await;
+}
+
+// ---------------------------------------------------------------------------
+// Terminal sessions: a shell on a pty that outlives its connection.
+
+/// Recent output of a terminal session, replayed when a client re-attaches.
+const SESSION_REPLAY_BYTES: usize = 64 * 1024;
+/// Most terminal sessions alive at once in a pod.
+const MAX_TERMINAL_SESSIONS: usize = 32;
+
+struct TerminalSession {
+    pid: i32,
+    pty: Arc<Pty>,
+    shared: Mutex<SessionShared>,
+}
+
+#[derive(Default)]
+struct SessionShared {
+    /// The last [`SESSION_REPLAY_BYTES`] of output.
+    recent: std::collections::VecDeque<u8>,
+    /// The client receiving output now, and its attach number.
+    attached: Option<(u64, Out)>,
+    next_attach: u64,
+    /// How the command ended, once it has.
+    ended: Option<ExitStatus>,
+}
+
+/// Starts session `id`'s command and the tasks that pump its output and
+/// wait for its end. Called with the session table locked.
+fn start_session(state: &Arc<State>, spec: &ExecSpec, id: &str) -> Result<Arc<TerminalSession>, String> {
+    let (spawned, pty) = spawn_command(state, spec)?;
+    let pty = pty.ok_or("a terminal session needs a pseudo-terminal")?;
+    let session = Arc::new(TerminalSession { pid: spawned.pid, pty, shared: Mutex::new(SessionShared::default()) });
+    let pump = {
+        let session = Arc::clone(&session);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = match session.pty.read(&mut buf).await {
+                    Ok(0) | Err(_) => return, // EIO: every slave end is closed
+                    Ok(n) => n,
+                };
+                let target = {
+                    let mut shared = lock(&session.shared);
+                    shared.recent.extend(&buf[..n]);
+                    let excess = shared.recent.len().saturating_sub(SESSION_REPLAY_BYTES);
+                    shared.recent.drain(..excess);
+                    shared.attached.as_ref().map(|(_, out)| out.clone())
+                };
+                if let Some(out) = target {
+                    let _ = out.send((FrameKind::Stdout, buf[..n].to_vec())).await;
+                }
+            }
+        })
+    };
+    let (state, session_w, id) = (Arc::clone(state), Arc::clone(&session), id.to_owned());
+    tokio::spawn(async move {
+        let status = spawned.exited.await.unwrap_or(ExitStatus { code: 255, signal: None });
+        let abort = pump.abort_handle();
+        if tokio::time::timeout(DRAIN_IDLE * 5, pump).await.is_err() {
+            abort.abort();
+        }
+        lock(&state.terminals).remove(&id);
+        let attached = {
+            let mut shared = lock(&session_w.shared);
+            shared.ended = Some(status);
+            shared.attached.take()
+        };
+        if let Some((_, out)) = attached {
+            let _ = out.send((FrameKind::Exit, serde_json::to_vec(&status).unwrap_or_default())).await;
+        }
+    });
+    Ok(session)
+}
+
+/// Attaches a connection to terminal session `id`, starting it first when
+/// it does not exist. The connection ending detaches it; the command keeps
+/// running until it exits (a `Signal` control can end it).
+async fn terminal_session(state: Arc<State>, mut reader: tokio::net::unix::OwnedReadHalf, out: Out, spec: ExecSpec, id: String) {
+    if !pinacle_supervisor::protocol::valid_session_id(&id) {
+        return refuse_on(&out, "a terminal session id is 1 to 64 letters, digits, - or _".into()).await;
+    }
+    let found: Result<Arc<TerminalSession>, String> = {
+        let mut terminals = lock(&state.terminals);
+        match terminals.get(&id) {
+            Some(s) => Ok(Arc::clone(s)),
+            None if terminals.len() >= MAX_TERMINAL_SESSIONS => {
+                Err(format!("this pod already has {MAX_TERMINAL_SESSIONS} terminal sessions; close one first"))
+            }
+            None => start_session(&state, &spec, &id).inspect(|s| {
+                terminals.insert(id.clone(), Arc::clone(s));
+            }),
         }
     };
-    drop(cmd); // closes the parent's copies of the child's ends
+    let session = match found {
+        Ok(s) => s,
+        Err(e) => return refuse_on(&out, e).await,
+    };
+    if let Some(size) = spec.tty {
+        session.pty.resize(size);
+    }
+    let me = {
+        let mut shared = lock(&session.shared);
+        if let Some(status) = shared.ended {
+            // it ended between the lookup and now
+            let _ = out.try_send((FrameKind::Exit, serde_json::to_vec(&status).unwrap_or_default()));
+            return;
+        }
+        let me = shared.next_attach;
+        shared.next_attach += 1;
+        // Queued before this client can receive anything live, so the
+        // replay comes first; the channel is new, so there is room.
+        if !shared.recent.is_empty() {
+            let replay: Vec<u8> = shared.recent.iter().copied().collect();
+            let _ = out.try_send((FrameKind::Stdout, replay));
+        }
+        // a client already attached is replaced: dropping its sender ends its stream
+        shared.attached = Some((me, out));
+        me
+    };
+    loop {
+        match read_frame(&mut reader).await {
+            Ok(Some((FrameKind::Stdin, data))) => {
+                if session.pty.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Some((FrameKind::Control, payload))) => match serde_json::from_slice::<Control>(&payload) {
+                Ok(Control::Resize(size)) => session.pty.resize(size),
+                Ok(Control::Signal(sig)) => signal_group(session.pid, sig),
+                Err(_) => {}
+            },
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let mut shared = lock(&session.shared);
+    if shared.attached.as_ref().is_some_and(|(n, _)| *n == me) {
+        shared.attached = None;
+    }
+}
+
+async fn exec(state: Arc<State>, stream: UnixStream, spec: ExecSpec) {
+    let (mut reader, writer) = stream.into_split();
+    let out = spawn_writer(writer);
+    if spec.tty.is_some() {
+        if let Some(id) = spec.session.clone() {
+            return terminal_session(state, reader, out, spec, id).await;
+        }
+    }
+    let refuse = |message: String| {
+        let out = out.clone();
+        async move { refuse_on(&out, message).await }
+    };
+    let (spawned, pty_master) = match spawn_command(&state, &spec) {
+        Ok(x) => x,
+        Err(e) => return refuse(e).await,
+    };
     let pid = spawned.pid;
     let mut pumps = Vec::new();
     let input: mpsc::Sender<Option<Vec<u8>>>;
     let mut pty_handle: Option<Arc<Pty>> = None;
-    match pty {
-        Some((master, slave)) => {
-            drop(slave);
-            let master = match Pty::new(master) {
-                Ok(m) => Arc::new(m),
-                Err(e) => return refuse(format!("pseudo-terminal: {e}")).await,
-            };
+    match pty_master {
+        Some(master) => {
             pty_handle = Some(Arc::clone(&master));
             let (tx, mut rx) = mpsc::channel::<Option<Vec<u8>>>(64);
             input = tx;
@@ -679,6 +828,8 @@ struct State {
     install_log: Arc<ProcessLog>,
     stopping: tokio::sync::watch::Receiver<bool>,
     started: Instant,
+    /// Terminal sessions by id.
+    terminals: Mutex<HashMap<String, Arc<TerminalSession>>>,
 }
 
 async fn answer(mut stream: UnixStream, r: Response) {
@@ -937,6 +1088,7 @@ async fn serve(secret: String, config: SupervisorConfig, run: PathBuf) -> ExitCo
         install_log: Arc::new(ProcessLog::new(&log_dir, "install")),
         stopping: stop_rx,
         started: Instant::now(),
+        terminals: Mutex::new(HashMap::new()),
     });
     let socket = run.join(paths::SOCKET);
     let _ = std::fs::remove_file(&socket);

@@ -150,6 +150,18 @@ pub struct ExecSpec {
     /// Run on a pseudo-terminal of this size (stdout then carries all output).
     #[serde(default)]
     pub tty: Option<WindowSize>,
+    /// With `tty`: a terminal session that outlives the connection. The
+    /// first connection with this id starts the command; when it drops,
+    /// the command keeps running, and a later connection with the same id
+    /// re-attaches to it, first receiving the recent output again.
+    /// `[A-Za-z0-9_-]{1,64}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// Whether `id` is a valid terminal session id.
+pub fn valid_session_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A terminal size.

@@ -301,3 +301,94 @@ async fn a_link_in_place_of_the_socket_is_not_followed() {
     std::fs::write(&link, "not a socket").unwrap();
     assert!(c.call(Op::Ping).await.unwrap_err().to_string().contains("not a socket"));
 }
+
+/// Reads output until `want` shows up (10 s at most); returns what was read.
+async fn read_until(events: &mut tokio::sync::mpsc::Receiver<ExecEvent>, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut screen = String::new();
+    while !screen.contains(want) {
+        assert!(Instant::now() < deadline, "never saw {want:?} in {screen:?}");
+        match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            Ok(Some(ExecEvent::Stdout(d))) => screen.push_str(&String::from_utf8_lossy(&d)),
+            Ok(Some(ExecEvent::Exit(s))) => panic!("exited ({s:?}) before {want:?} in {screen:?}"),
+            Ok(None) => panic!("stream ended before {want:?} in {screen:?}"),
+            _ => {}
+        }
+    }
+    screen
+}
+
+#[tokio::test]
+async fn terminal_sessions_outlive_their_connection() {
+    let s = Supervisor::start(serde_json::json!({"host_env": env()}));
+    let c = s.client();
+    c.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let spec = |session: &str| ExecSpec {
+        argv: vec!["sh".into()],
+        tty: Some(WindowSize { rows: 24, cols: 80 }),
+        cwd: Some("/".into()),
+        session: Some(session.into()),
+        ..Default::default()
+    };
+
+    // A shell with state (a variable), then the connection drops.
+    let (input, mut events) = c.exec(spec("tab-1")).await.unwrap();
+    input.send(ExecInput::Stdin(b"X=kept-$((40+2)); echo STA\"\"RTED-$$.\n".to_vec())).await.unwrap();
+    let mut first = read_until(&mut events, "STARTED-").await;
+    while !first.split("STARTED-").nth(1).unwrap().contains('.') {
+        first += &read_until(&mut events, ".").await;
+    }
+    drop((input, events));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Re-attaching replays what it printed and reaches the same shell.
+    let (input, mut events) = c.exec(spec("tab-1")).await.unwrap();
+    let pid = first.split("STARTED-").nth(1).unwrap().split('.').next().unwrap().to_owned();
+    let replay = read_until(&mut events, &format!("STARTED-{pid}.")).await;
+    assert!(replay.contains("X=kept"), "the replay {replay:?} lacks the command line");
+    input.send(ExecInput::Stdin(b"echo value=$X pid=$$\n".to_vec())).await.unwrap();
+    read_until(&mut events, &format!("value=kept-42 pid={pid}")).await;
+
+    // Another id is another shell; a bad id is refused.
+    let (other, mut other_events) = c.exec(spec("tab-2")).await.unwrap();
+    other.send(ExecInput::Stdin(b"echo value=[$X]\n".to_vec())).await.unwrap();
+    read_until(&mut other_events, "value=[]").await;
+    let (_bad, mut bad_events) = c.exec(spec("bad id!")).await.unwrap();
+    let mut refusal = String::new();
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), bad_events.recv()).await.unwrap() {
+            Some(ExecEvent::Stderr(d)) => refusal.push_str(&String::from_utf8_lossy(&d)),
+            Some(ExecEvent::Exit(s)) => break s.code,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, 126, "a session id with spaces was accepted");
+    assert!(refusal.contains("session id"), "{refusal}");
+
+    // A second client takes the session over: the first one's stream ends.
+    let (input2, mut events2) = c.exec(spec("tab-1")).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if events.recv().await.is_none() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the replaced client kept its stream");
+
+    // The shell exiting ends the session with its status; the id is free again.
+    input2.send(ExecInput::Stdin(b"exit 3\n".to_vec())).await.unwrap();
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events2.recv()).await.unwrap() {
+            Some(ExecEvent::Exit(s)) => break s.code,
+            Some(_) => {}
+            None => panic!("no exit"),
+        }
+    };
+    assert_eq!(code, 3);
+    let (input, mut events) = c.exec(spec("tab-1")).await.unwrap();
+    input.send(ExecInput::Stdin(b"echo fresh=[$X]\n".to_vec())).await.unwrap();
+    read_until(&mut events, "fresh=[]").await;
+    drop(input);
+}
