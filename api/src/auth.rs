@@ -92,18 +92,8 @@ pub fn hash_token(token: &str) -> String {
 
 /// Middleware: resolves the bearer token to a [`Principal`] or answers 401.
 pub async fn require_principal(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
-    let mut principal = state.principal_for_bearer(token).await?;
+    let token = bearer_of(req.headers())?;
+    let mut principal = state.principal_for_bearer(&token).await?;
     if let Some(axum::extract::ConnectInfo(peer)) = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
         principal.source = peer.ip().to_string();
     }
@@ -116,6 +106,34 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
     }
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// WebSocket subprotocol prefix that carries a bearer token, for browsers,
+/// which cannot set headers on a WebSocket: the client offers
+/// `["pinacle.terminal", "bearer.<token>"]` and the server picks the first.
+pub const WS_BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// The bearer token of a request: the `Authorization` header, or on a
+/// WebSocket upgrade a `bearer.<token>` subprotocol.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+    let Some(header) = headers.get(header::AUTHORIZATION) else {
+        let from_protocol = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|p| p.trim().strip_prefix(WS_BEARER_PROTOCOL_PREFIX).map(str::to_owned))
+            .filter(|t| !t.is_empty());
+        return from_protocol.ok_or_else(|| ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`"));
+    };
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))
 }
 
 impl AppState {

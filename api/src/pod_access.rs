@@ -95,7 +95,78 @@ impl UsedLogins {
     }
 }
 
+/// A sign-in link to a pod's port (see [`AppState::open_link`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLink {
+    pub url: String,
+    pub origin: String,
+    pub host: String,
+    pub expires_in: i64,
+}
+
 impl AppState {
+    /// A sign-in link for a browser: the pod host's `/.pinacle/auth` with a
+    /// one-minute, single-use token scoped to this pod, landing on `path`;
+    /// `embed` for a page in the IDE's iframe.
+    pub async fn open_link(
+        &self,
+        who: &Principal,
+        key: &str,
+        port: u16,
+        path: Option<String>,
+        embed: bool,
+    ) -> Result<OpenLink, ApiError> {
+        let site = self.proxy_site.get().cloned().ok_or_else(|| {
+            ApiError::not_supported(
+                "no proxy serves this Pinacle; start it with --proxy-listen or --proxy-tls-listen",
+            )
+        })?;
+        if port == 0 {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "port must be 1 to 65535",
+            ));
+        }
+        let path = path.unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.starts_with("//") || path.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "path must be a path on the pod's host, starting with a single /",
+            ));
+        }
+        let view = self.find_pod(who, key, crate::policy::Action::Exec).await?;
+        let owner = self.pod_owner_name(&view).await?;
+        let host = pinacle_orchestrator::hostname::host_for(
+            &pinacle_orchestrator::hostname::Target::Port(port),
+            &view.name,
+            &owner,
+            &site.domain,
+        )
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+        let label = host
+            .strip_suffix(&format!(".{}", site.domain))
+            .unwrap_or(&host)
+            .to_owned();
+        let (token, ttl) = self.mint_pod_token(
+            who,
+            &view.id.to_string(),
+            crate::pod_access::PodTokenKind::Login,
+        )?;
+        let origin = site.origin(&label);
+        let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        let url = format!(
+            "{origin}/.pinacle/auth?token={token}&next={}{}",
+            enc(&path),
+            if embed { "&embed=1" } else { "" }
+        );
+        Ok(OpenLink {
+            url,
+            origin,
+            host,
+            expires_in: ttl,
+        })
+    }
+
     /// A token for `who` to use pod `pod_id` in a browser.
     pub fn mint_pod_token(&self, who: &Principal, pod_id: &str, kind: PodTokenKind) -> Result<(String, i64), ApiError> {
         let ttl = match kind {

@@ -104,6 +104,15 @@ impl AppState {
             || team::Entity::find().filter(team::Column::Name.eq(name)).one(db).await?.is_some())
     }
 
+    /// A team's name by id (for showing, after the caller's right to see
+    /// the thing that names it was checked).
+    pub async fn team_name(&self, id: &str) -> Result<Option<String>, ApiError> {
+        Ok(team::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|t| t.name))
+    }
+
     /// A team by name or id, if the caller may `action` it.
     pub async fn find_team(&self, who: &Principal, key: &str, action: Action) -> Result<team::Model, ApiError> {
         let t = team::Entity::find()

@@ -743,6 +743,43 @@ impl HostAgent {
         result
     }
 
+    /// What a running pod uses now: CPU over a short sample, memory (its
+    /// cgroup's `memory.current`) and disk (its disk image's filesystem).
+    /// Unknown figures are `None` (a pod that is not running has none).
+    pub async fn usage(&self, pod: Uuid) -> PodUsage {
+        let cgroup = Path::new(CGROUP_ROOT)
+            .join("pinacle")
+            .join(pinacle_orchestrator::pod::sandbox_id(pod));
+        let cpu_usec = |g: &Path| {
+            std::fs::read_to_string(g.join("cpu.stat"))
+                .ok()?
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("usage_usec ")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+        };
+        let before = (std::time::Instant::now(), cpu_usec(&cgroup));
+        tokio::time::sleep(USAGE_SAMPLE).await;
+        let after = (std::time::Instant::now(), cpu_usec(&cgroup));
+        let cpu_percent = match (before.1, after.1) {
+            (Some(a), Some(b)) => {
+                let wall = after.0.duration_since(before.0).as_micros().max(1) as f64;
+                Some(b.saturating_sub(a) as f64 * 100.0 / wall)
+            }
+            _ => None,
+        };
+        let memory_bytes = std::fs::read_to_string(cgroup.join("memory.current"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
+        let disk_bytes = crate::storage::usage(&self.config.data.volume(pod)).map(|(used, _)| used);
+        PodUsage {
+            cpu_percent,
+            memory_bytes,
+            disk_bytes,
+        }
+    }
+
     /// The pod's network address on this host, if it has one.
     pub fn pod_address(&self, pod: Uuid) -> Option<std::net::Ipv4Addr> {
         crate::network::recorded(&self.config.data.pod(pod)).map(|a| a.ip)
@@ -789,6 +826,19 @@ impl Drop for PodLock<'_> {
 
 /// Where cgroup hierarchies are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// How long [`HostAgent::usage`] watches a pod's CPU time.
+const USAGE_SAMPLE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A pod's resource use now (see [`HostAgent::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PodUsage {
+    /// CPU time over wall time, in percent of one CPU (150 = one and a half).
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    /// Used bytes of the pod's disk.
+    pub disk_bytes: Option<u64>,
+}
 
 /// How old an empty cgroup must be before reconcile removes it: a runtime
 /// creates the cgroup a moment before it moves the sandbox in.

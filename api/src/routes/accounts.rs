@@ -116,7 +116,40 @@ pub async fn github_callback(
         .find_map(|c| c.trim().strip_prefix(prefix.as_str()).map(str::to_owned));
     let done = s.github_callback(q, nonce.as_deref(), &peer(info)).await?;
     let clear = format!("{}=; Path=/api/v1/auth/github; Max-Age=0; HttpOnly; SameSite=Lax", crate::github::STATE_COOKIE);
+    let browser = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser {
+        // Back to the web app, the tokens in the fragment (never sent to a
+        // server, never in a log); the app stores them and clears it.
+        let t = &done.tokens;
+        let location = format!(
+            "/auth/complete#access_token={}&refresh_token={}&expires_in={}",
+            crate::github::encode_query_value(&t.access_token),
+            crate::github::encode_query_value(&t.refresh_token),
+            t.expires_in
+        );
+        return Ok((
+            StatusCode::FOUND,
+            [
+                (axum::http::header::SET_COOKIE, clear),
+                (axum::http::header::LOCATION, location),
+                (axum::http::header::CACHE_CONTROL, "no-store".to_owned()),
+            ],
+        )
+            .into_response());
+    }
     Ok(([(axum::http::header::SET_COOKIE, clear)], Json(done)).into_response())
+}
+
+/// `GET /api/v1/auth/providers` (public): how one may sign in here, for the
+/// web app's sign-in page.
+pub async fn providers(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let signup = s.settings().await?.signup != crate::settings::SignupMode::Closed;
+    Ok(Json(
+        serde_json::json!({ "github": s.github.get().is_some(), "signup": signup }),
+    ))
 }
 
 /// `POST /api/v1/auth/device`: starts a device sign-in.
@@ -163,5 +196,46 @@ pub async fn device_approve(
     ApiJson(req): ApiJson<DeviceDecision>,
 ) -> Result<StatusCode, ApiError> {
     s.device_decide(&who, &req.user_code, req.approve).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/ssh-keys`: the caller's SSH public keys.
+pub async fn list_ssh_keys(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        serde_json::json!({ "keys": s.list_ssh_keys(&who).await? }),
+    ))
+}
+
+/// `POST /api/v1/ssh-keys` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddSshKey {
+    pub name: String,
+    /// One OpenSSH public key line.
+    pub public_key: String,
+}
+
+/// `POST /api/v1/ssh-keys`: registers a public key.
+pub async fn add_ssh_key(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(req): ApiJson<AddSshKey>,
+) -> Result<(StatusCode, Json<crate::workspace::SshKeyView>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.add_ssh_key(&who, &req.name, &req.public_key).await?),
+    ))
+}
+
+/// `DELETE /api/v1/ssh-keys/{id}`.
+pub async fn delete_ssh_key(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    crate::error::ApiPath(id): crate::error::ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    s.delete_ssh_key(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

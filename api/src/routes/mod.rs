@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod graphql;
 pub mod audit;
 pub mod health;
 pub mod pods;
@@ -50,6 +51,8 @@ pub fn router(state: AppState) -> Router {
         .route("/pods/{pod}/snapshots", get(pods::snapshots).post(pods::create_snapshot))
         .route("/pods/{pod}/snapshots/{snapshot}", delete(pods::delete_snapshot))
         .route("/pods/{pod}/snapshots/{snapshot}/restore", post(pods::restore_snapshot))
+        .route("/ssh-keys", get(accounts::list_ssh_keys).post(accounts::add_ssh_key))
+        .route("/ssh-keys/{id}", delete(accounts::delete_ssh_key))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/auth/logout", post(accounts::logout))
@@ -71,7 +74,15 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));
     // Rate limits cover the API, not health checks and metrics scrapes.
+    let schema = crate::graphql::schema(state.clone());
+    let graphql = Router::new()
+        .route("/graphql", post(graphql::http))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal))
+        // authenticated by its connection_init payload
+        .route("/graphql/ws", get(graphql::websocket))
+        .layer(axum::Extension(schema));
     let limited = Router::new()
+        .route("/api/v1/auth/providers", get(accounts::providers))
         .route("/api/v1/auth/signup", post(accounts::signup))
         .route("/api/v1/auth/login", post(accounts::login))
         .route("/api/v1/auth/refresh", post(accounts::refresh))
@@ -80,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/github/start", get(accounts::github_start))
         .route("/api/v1/auth/github/callback", get(accounts::github_callback))
         .nest("/api/v1", api)
+        .merge(graphql)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -96,8 +108,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path()))
+/// Unrouted requests: the web app's files and pages, else 404.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    crate::web_assets::serve(&method, &uri).unwrap_or_else(|| ApiError::not_found(format!("no route for {}", uri.path())).into_response())
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

@@ -158,28 +158,7 @@ pub async fn open(
     ApiPath(key): ApiPath<String>,
     ApiJson(body): ApiJson<OpenBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let site = s
-        .proxy_site
-        .get()
-        .cloned()
-        .ok_or_else(|| ApiError::not_supported("no proxy serves this Pinacle; start it with --proxy-listen or --proxy-tls-listen"))?;
-    if body.port == 0 {
-        return Err(ApiError::bad_request("invalid_request", "port must be 1 to 65535"));
-    }
-    let path = body.path.unwrap_or_else(|| "/".into());
-    if !path.starts_with('/') || path.starts_with("//") || path.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_request", "path must be a path on the pod's host, starting with a single /"));
-    }
-    let view = s.find_pod(&who, &key, Action::Exec).await?;
-    let owner = s.pod_owner_name(&view).await?;
-    let host = pinacle_orchestrator::hostname::host_for(&pinacle_orchestrator::hostname::Target::Port(body.port), &view.name, &owner, &site.domain)
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-    let label = host.strip_suffix(&format!(".{}", site.domain)).unwrap_or(&host).to_owned();
-    let (token, ttl) = s.mint_pod_token(&who, &view.id.to_string(), crate::pod_access::PodTokenKind::Login)?;
-    let origin = site.origin(&label);
-    let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    let url = format!("{origin}/.pinacle/auth?token={token}&next={}{}", enc(&path), if body.embed { "&embed=1" } else { "" });
-    Ok(Json(serde_json::json!({ "url": url, "origin": origin, "host": host, "expires_in": ttl })))
+    Ok(Json(serde_json::to_value(s.open_link(&who, &key, body.port, body.path, body.embed).await?).map_err(ApiError::internal)?))
 }
 
 pub async fn start(
@@ -329,16 +308,26 @@ pub async fn events(
     let history = s.events_since(pod.id, after).await?;
     let pod_id = pod.id;
     let state = s.clone();
-    let stream = event_stream(state, pod_id, history, live);
+    use futures::StreamExt;
+    let stream = pod_event_stream(state, pod_id, history, live).map(|ev| {
+        Ok(Event::default()
+            .event("state")
+            .id(ev.seq.to_string())
+            .json_data(&ev)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn event_stream(
+/// A pod's events: `history`, then those arriving on `live` (caught up
+/// from the database if the broadcast left it behind), each once, in
+/// order; the stream ends after the pod's deletion.
+pub fn pod_event_stream(
     state: AppState,
     pod_id: uuid::Uuid,
     history: Vec<crate::service::PodEventView>,
     live: tokio::sync::broadcast::Receiver<crate::service::PodEventView>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+) -> impl Stream<Item = crate::service::PodEventView> {
     struct Cursor {
         state: AppState,
         pod_id: uuid::Uuid,
@@ -359,12 +348,7 @@ fn event_stream(
                 }
                 c.last_seq = ev.seq;
                 c.done = ev.to == PodState::Deleted;
-                let sse = Event::default()
-                    .event("state")
-                    .id(ev.seq.to_string())
-                    .json_data(&ev)
-                    .unwrap_or_else(|_| Event::default().comment("unencodable event"));
-                return Some((Ok(sse), c));
+                return Some((ev, c));
             }
             match c.live.recv().await {
                 Ok(ev) if ev.pod_id == c.pod_id => c.pending.push_back(ev),

@@ -132,7 +132,56 @@ pub async fn read_file(
 ) -> Result<Response, ApiError> {
     let (_, client) = supervisor(&s, &who, &key, Action::Exec).await?;
     let data = client.read_file(&q.path, MAX_FILE_BYTES).await.map_err(supervisor_error)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(data)).into_response())
+    let etag = etag_of(&data);
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::ETAG, etag)], Body::from(data)).into_response())
+}
+
+/// A file's entity tag: the SHA-256 of its bytes, quoted.
+pub fn etag_of(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// What a write expects of the file it replaces (`If-Match` /
+/// `If-None-Match: *`), so an editor never overwrites changes it has not seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WritePrecondition {
+    None,
+    /// The file must have one of these entity tags (`*`: exist).
+    Matches(Vec<String>),
+    /// The file must not exist.
+    Absent,
+}
+
+impl WritePrecondition {
+    /// From the request's headers.
+    pub fn from_headers(h: &axum::http::HeaderMap) -> Self {
+        let list = |name| {
+            h.get(name)
+                .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+                .map(|v| v.split(',').map(|t| t.trim().trim_start_matches("W/").to_owned()).collect::<Vec<_>>())
+        };
+        if let Some(tags) = list(header::IF_MATCH) {
+            return WritePrecondition::Matches(tags);
+        }
+        if list(header::IF_NONE_MATCH).is_some_and(|t| t.iter().any(|t| t == "*")) {
+            return WritePrecondition::Absent;
+        }
+        WritePrecondition::None
+    }
+
+    /// Whether a file with `current` contents (`None`: no file) may be replaced.
+    pub fn allows(&self, current: Option<&[u8]>) -> bool {
+        match (self, current) {
+            (WritePrecondition::None, _) => true,
+            (WritePrecondition::Absent, current) => current.is_none(),
+            (WritePrecondition::Matches(_), None) => false,
+            (WritePrecondition::Matches(tags), Some(data)) => {
+                let tag = etag_of(data);
+                tags.iter().any(|t| t == "*" || *t == tag)
+            }
+        }
+    }
 }
 
 /// `PUT /pods/{pod}/files/content?path=FILE`: replaces a file (atomically).
@@ -141,12 +190,31 @@ pub async fn write_file(
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
     ApiQuery(q): ApiQuery<PathQuery>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let (pod, client) = supervisor(&s, &who, &key, Action::Exec).await?;
+    let condition = WritePrecondition::from_headers(&headers);
+    if condition != WritePrecondition::None {
+        // Checked just before the write: a change in between can still be
+        // lost, but never one the editor could have seen for a while.
+        let current = match client.read_file(&q.path, MAX_FILE_BYTES).await {
+            Ok(data) => Some(data),
+            Err(ClientError::Refused(m)) if m.contains("No such file") => None,
+            Err(e) => return Err(supervisor_error(e)),
+        };
+        if !condition.allows(current.as_deref()) {
+            let message = match current {
+                None => format!("{} no longer exists; save again to create it", q.path),
+                Some(_) if condition == WritePrecondition::Absent => format!("{} already exists", q.path),
+                Some(_) => format!("{} changed on disk since it was read; reload it or overwrite", q.path),
+            };
+            return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "file_changed", message));
+        }
+    }
     client.write_file(&q.path, &body, None).await.map_err(supervisor_error)?;
     s.audit(&who, "pod.file.write", &format!("pod:{} ({}) {}", pod.id, pod.name, q.path)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag_of(&body))]).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,9 +227,14 @@ pub struct TerminalQuery {
     /// The program (default: bash if the image has it, else sh).
     #[serde(default)]
     pub command: Option<String>,
+    /// A terminal session id (`[A-Za-z0-9_-]{1,64}`): the shell outlives
+    /// the connection and a later connection with the same id re-attaches.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
-/// `GET /pods/{pod}/terminal` (WebSocket): a shell on a pseudo-terminal.
+/// `GET /pods/{pod}/terminal` (WebSocket): a shell on a pseudo-terminal
+/// (with `session`, one that survives the connection).
 /// Binary messages carry keystrokes in and screen output out; text
 /// messages carry JSON: `{"resize":{"rows":R,"cols":C}}` or
 /// `{"signal":N}` in, `{"exit":{"code":N}}` out just before the close.
@@ -172,6 +245,9 @@ pub async fn terminal(
     ApiQuery(q): ApiQuery<TerminalQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    if q.session.as_deref().is_some_and(|id| !pinacle_supervisor::protocol::valid_session_id(id)) {
+        return Err(ApiError::bad_request("invalid_request", "session must be 1 to 64 letters, digits, - or _"));
+    }
     let (pod, client) = supervisor(&s, &who, &key, Action::Exec).await?;
     let size = WindowSize { rows: q.rows.unwrap_or(24).clamp(1, 1000), cols: q.cols.unwrap_or(80).clamp(1, 1000) };
     let argv = match q.command.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
@@ -179,9 +255,10 @@ pub async fn terminal(
         None => vec!["/bin/sh".to_owned(), "-c".to_owned(), "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi".to_owned()],
     };
     s.audit(&who, "pod.terminal", &format!("pod:{} ({})", pod.id, pod.name)).await?;
-    let spec = ExecSpec { argv, env: Vec::new(), cwd: None, tty: Some(size) };
+    let spec = ExecSpec { argv, env: Vec::new(), cwd: None, tty: Some(size), session: q.session };
     let (input, events) = client.exec(spec).await.map_err(supervisor_error)?;
-    Ok(ws.on_upgrade(move |socket| bridge(socket, input, events)))
+    // a browser offers `pinacle.terminal` beside its `bearer.` credential
+    Ok(ws.protocols(["pinacle.terminal"]).on_upgrade(move |socket| bridge(socket, input, events)))
 }
 
 async fn bridge(mut socket: WebSocket, input: tokio::sync::mpsc::Sender<ExecInput>, mut events: tokio::sync::mpsc::Receiver<ExecEvent>) {
