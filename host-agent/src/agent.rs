@@ -747,21 +747,20 @@ impl HostAgent {
     /// cgroup's `memory.current`) and disk (its disk image's filesystem).
     /// Unknown figures are `None` (a pod that is not running has none).
     pub async fn usage(&self, pod: Uuid) -> PodUsage {
-        let cgroup = Path::new(CGROUP_ROOT)
-            .join("pinacle")
-            .join(pinacle_orchestrator::pod::sandbox_id(pod));
-        let cpu_usec = |g: &Path| {
-            std::fs::read_to_string(g.join("cpu.stat"))
-                .ok()?
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("usage_usec ")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                })
+        let id = pinacle_orchestrator::pod::sandbox_id(pod);
+        let root = Path::new(CGROUP_ROOT);
+        // CPU time in microseconds: cgroup v2 `cpu.stat`, else v1 `cpuacct.usage` (ns)
+        let cpu_usec = || {
+            let v2 = std::fs::read_to_string(root.join("pinacle").join(&id).join("cpu.stat"))
+                .ok()
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.trim().parse::<u64>().ok())));
+            v2.or_else(|| {
+                std::fs::read_to_string(root.join("cpuacct/pinacle").join(&id).join("cpuacct.usage")).ok()?.trim().parse::<u64>().ok().map(|ns| ns / 1000)
+            })
         };
-        let before = (std::time::Instant::now(), cpu_usec(&cgroup));
+        let before = (std::time::Instant::now(), cpu_usec());
         tokio::time::sleep(USAGE_SAMPLE).await;
-        let after = (std::time::Instant::now(), cpu_usec(&cgroup));
+        let after = (std::time::Instant::now(), cpu_usec());
         let cpu_percent = match (before.1, after.1) {
             (Some(a), Some(b)) => {
                 let wall = after.0.duration_since(before.0).as_micros().max(1) as f64;
@@ -769,9 +768,9 @@ impl HostAgent {
             }
             _ => None,
         };
-        let memory_bytes = std::fs::read_to_string(cgroup.join("memory.current"))
-            .ok()
-            .and_then(|v| v.trim().parse().ok());
+        let read_u64 = |p: PathBuf| std::fs::read_to_string(p).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        let memory_bytes = read_u64(root.join("pinacle").join(&id).join("memory.current"))
+            .or_else(|| read_u64(root.join("memory/pinacle").join(&id).join("memory.usage_in_bytes")));
         let disk_bytes = crate::storage::usage(&self.config.data.volume(pod)).map(|(used, _)| used);
         PodUsage {
             cpu_percent,
