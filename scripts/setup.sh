@@ -17,9 +17,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(runsc runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config)
-# The tests also run Let's Encrypt's test CA (pebble) on loopback.
+# The tests also run Let's Encrypt's test CA (pebble) on loopback, and
+# drive the web app in Debian's Chromium.
 if [ "${1:-run}" = "--test" ]; then
-  packages+=(pebble)
+  packages+=(pebble chromium)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -30,6 +31,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Node builds the web app (Vite 7 needs Node 20.19+; Debian 12 has 18):
+# NodeSource's Node 22 packages when the machine has no recent enough Node.
+node_ok() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
+    node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)'
+}
+if ! node_ok; then
+  echo "setup: installing Node 22 (NodeSource) for the web app's build"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq ca-certificates curl gnupg >/dev/null
+  curl -fsSL https://deb.nodesource.com/setup_22.x | bash - >/dev/null
+  apt-get install -y -qq nodejs >/dev/null
+  node_ok || { echo "setup: Node 20.19 or later is needed to build the web app" >&2; exit 1; }
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -50,6 +66,8 @@ if [ "$mode" = "--test" ]; then
   exit 0
 fi
 
+echo "setup: building the web app"
+bash scripts/build-web.sh
 echo "setup: building Pinacle (release)"
 cargo build --release --workspace
 bash scripts/build-supervisor.sh

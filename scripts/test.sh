@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The web app first: the server serves web/dist (embedded in release builds).
+bash scripts/build-web.sh
 cargo build --workspace --all-targets
 # The in-pod supervisor, static (musl), which every test pod starts under.
 bash scripts/build-supervisor.sh
@@ -23,4 +25,12 @@ target/debug/pinacle image build base --data-dir "$cache_root"
 target/debug/pinacle image build vite --data-dir "$cache_root"
 target/debug/pinacle image build services --recipe cli/tests/images/services.Dockerfile --data-dir "$cache_root"
 
-cargo nextest run --workspace --no-fail-fast
+status=0
+cargo nextest run --workspace --no-fail-fast || status=$?
+
+# The web app: component tests (Vitest), then end to end in Chromium
+# against a real `pinacle up` with real pods (screenshots in
+# web/test-results/e2e).
+(cd web && npx vitest run) || status=$?
+node --test --test-concurrency=1 web/e2e/ || status=$?
+exit $status

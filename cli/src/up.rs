@@ -343,6 +343,11 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             say!("GitHub sign-in: {public}/api/v1/auth/github/start");
         }
         say!("Pinacle API listening on {url}");
+        if pinacle_api::web_assets::available() {
+            say!("Web app: {}", web_app_url(&url, &args.domain));
+        } else {
+            say!("Web app: not in this build (bash scripts/build-web.sh, then rebuild)");
+        }
         match &admin {
             AdminToken::Generated(token) => {
                 say!("Admin token (shown once): {token}");
@@ -410,5 +415,26 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Where to open the web app. On loopback under a `*.localhost` domain,
+/// the app is opened at the domain itself, so it is the same site as the
+/// pods' hosts and their previews keep their sign-in inside its frames.
+fn web_app_url(api_url: &str, domain: &str) -> String {
+    let loopback = ["http://127.0.0.1:", "http://localhost:"].iter().find_map(|p| api_url.strip_prefix(p));
+    match loopback {
+        Some(port) if domain == "localhost" || domain.ends_with(".localhost") => format!("http://{domain}:{port}/"),
+        _ => format!("{}/", api_url.trim_end_matches('/')),
+    }
+}
+
+#[cfg(test)]
+mod web_url_tests {
+    #[test]
+    fn the_app_shares_a_site_with_local_pods() {
+        assert_eq!(super::web_app_url("http://127.0.0.1:7070", "pinacle.localhost"), "http://pinacle.localhost:7070/");
+        assert_eq!(super::web_app_url("http://10.0.0.5:7070", "pinacle.localhost"), "http://10.0.0.5:7070/");
+        assert_eq!(super::web_app_url("http://127.0.0.1:7070", "dev.example.com"), "http://127.0.0.1:7070/");
     }
 }

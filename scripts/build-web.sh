@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds the web app (web/) into web/dist, which the pinacle binary embeds
+# (release builds carry it; debug builds read web/dist at run time).
+# Needs Node 20.19 or later (Vite 7); scripts/setup.sh installs it.
+set -euo pipefail
+cd "$(dirname "$0")/../web"
+# (re)install when the lock file is newer than what is installed
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run build --silent

@@ -1,0 +1,29 @@
+import { createAuthApi, type AuthApi } from "./auth";
+import { createFilesApi, type FilesApi } from "./files";
+import { createGraphQL, type GqlFn } from "./graphql";
+import { SessionManager } from "./session";
+import { createSubscriptions, type SubscribeFn } from "./subscriptions";
+
+/** Everything the UI needs from the server; components get it from
+ *  ApiContext so tests can hand them fakes. */
+export interface Api {
+  gql: GqlFn;
+  subscribe: SubscribeFn;
+  files: FilesApi;
+  auth: AuthApi;
+  /** A valid access token (for the terminal WebSocket). */
+  accessToken(): Promise<string>;
+  session: SessionManager;
+}
+
+export function createApi(session: SessionManager = new SessionManager()): Api {
+  const subs = createSubscriptions(session);
+  return {
+    gql: createGraphQL(session),
+    subscribe: subs.subscribe,
+    files: createFilesApi((input, init) => session.fetch(input, init)),
+    auth: createAuthApi(session),
+    accessToken: () => session.accessToken(),
+    session,
+  };
+}

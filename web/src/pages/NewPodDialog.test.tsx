@@ -1,0 +1,153 @@
+import { act, screen, waitFor, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { describe, expect, it, vi } from "vitest";
+import { ApiError } from "../api/errors";
+import type { Diagnostic } from "../api/types";
+import { fakeApi, renderWithApi } from "../test/fakeApi";
+import { NewPodDialog } from "./NewPodDialog";
+
+const options = {
+  templates: [
+    { name: "node", description: "Node.js 22", image: "node", tier: "small", pinacleYaml: "image: node\n" },
+    { name: "python", description: "Python 3.12", image: "python", tier: "small", pinacleYaml: "image: python\n" },
+  ],
+  tiers: [
+    { name: "small", vcpus: 1, memoryBytes: 2 * 1024 ** 3, diskBytes: 10 * 1024 ** 3 },
+    { name: "large", vcpus: 4, memoryBytes: 8 * 1024 ** 3, diskBytes: 50 * 1024 ** 3 },
+  ],
+  teams: [{ id: "t1", name: "core", role: "ADMIN" }],
+};
+
+const typo: Diagnostic = {
+  severity: "error",
+  file: "pinacle.yaml",
+  line: 2,
+  column: 3,
+  path: "processes[0].comand",
+  message: "unknown field `comand`",
+  suggestion: "did you mean `command`?",
+};
+
+const pod = (name: string) => ({
+  id: "p1",
+  name,
+  owner: "ann",
+  team: null,
+  state: "PENDING",
+  stateReason: null,
+  template: "custom",
+  tier: options.tiers[0],
+  createdAt: "2025-01-01T00:00:00Z",
+  lastActivityAt: "2025-01-01T00:00:00Z",
+});
+
+function setup(overrides: Record<string, unknown> = {}) {
+  const api = fakeApi({
+    NewPodOptions: options,
+    ValidateConfig: ({ yaml }: Record<string, unknown>) => ({
+      validateConfig: { ok: !String(yaml).includes("comand"), canonical: null, diagnostics: String(yaml).includes("comand") ? [typo] : [] },
+    }),
+    CreatePod: ({ input }: Record<string, unknown>) => ({ createPod: pod((input as { name: string }).name) }),
+    ...overrides,
+  });
+  const onCreated = vi.fn();
+  const user = userEvent.setup();
+  renderWithApi(<NewPodDialog onClose={() => undefined} onCreated={onCreated} />, api);
+  return { api, user, onCreated };
+}
+
+describe("new pod dialog", () => {
+  it("creates from a template with tier and team", async () => {
+    const { api, user, onCreated } = setup();
+    const dialog = await screen.findByRole("dialog", { name: "New pod" });
+    await within(dialog).findByLabelText("Choose a template");
+    await user.type(within(dialog).getByLabelText("Name"), "web-1");
+    await user.selectOptions(within(dialog).getByLabelText("Choose a template"), "python");
+    await user.selectOptions(within(dialog).getByLabelText("Tier"), "large");
+    await user.selectOptions(within(dialog).getByLabelText("Team"), "core");
+    await user.click(within(dialog).getByRole("button", { name: "Create" }));
+    await waitFor(() => expect(onCreated).toHaveBeenCalled());
+    expect(api.calls.find((c) => c.op === "CreatePod")!.vars).toEqual({
+      input: { name: "web-1", template: "python", tier: "large", team: "core" },
+    });
+  });
+
+  it("explains a bad name inline and keeps Create disabled", async () => {
+    const { user } = setup();
+    const name = await screen.findByLabelText("Name");
+    await user.type(name, "My_App");
+    await user.tab();
+    expect(name).toHaveAttribute("aria-invalid", "true");
+    expect(name).toHaveAccessibleDescription(/lowercase/i);
+    expect(screen.getByRole("button", { name: "Create" })).toBeDisabled();
+    await user.clear(name);
+    await user.type(name, "my-app");
+    expect(name).toHaveAttribute("aria-invalid", "false");
+    expect(screen.getByRole("button", { name: "Create" })).toBeEnabled();
+  });
+
+  it("validates YAML as you type and shows the problems inline", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const { api, user } = setup();
+      await user.type(await screen.findByLabelText("Name"), "svc");
+      await user.click(screen.getByRole("tab", { name: "YAML" }));
+      const yaml = screen.getByLabelText("pinacle.yaml");
+      await user.type(yaml, "processes:{Enter}  comand: run");
+      // debounced: nothing sent for each keystroke
+      expect(api.calls.filter((c) => c.op === "ValidateConfig")).toHaveLength(0);
+      await act(() => vi.advanceTimersByTimeAsync(450));
+      const problems = await screen.findByRole("list", { name: "Problems" });
+      expect(problems).toHaveTextContent("2:3 unknown field `comand` (did you mean `command`?)");
+      expect(api.calls.filter((c) => c.op === "ValidateConfig")).toHaveLength(1);
+      expect(yaml).toHaveAttribute("aria-invalid", "true");
+      // the line number is marked
+      expect(document.querySelector('[data-line="2"]')).toHaveAttribute("data-problem", "error");
+      expect(document.querySelector('[data-line="1"]')).not.toHaveAttribute("data-problem");
+      expect(screen.getByRole("button", { name: "Create" })).toBeDisabled();
+
+      await user.clear(yaml);
+      await user.type(yaml, "processes:{Enter}  command: run");
+      await act(() => vi.advanceTimersByTimeAsync(450));
+      await waitFor(() => expect(screen.queryByRole("list", { name: "Problems" })).toBeNull());
+      expect(screen.getByRole("button", { name: "Create" })).toBeEnabled();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("shows invalid_config details from createPod inline", async () => {
+    const { user } = setup({
+      CreatePod: () => {
+        throw new ApiError(400, "invalid_config", "invalid pinacle.yaml", [
+          { ...typo, line: 1, column: 1, message: "unknown service `postgress`", suggestion: "did you mean `postgres`?" },
+        ]);
+      },
+    });
+    await user.type(await screen.findByLabelText("Name"), "svc");
+    await user.click(screen.getByRole("tab", { name: "YAML" }));
+    await user.type(screen.getByLabelText("pinacle.yaml"), "services: [postgress]");
+    await waitFor(() => expect(screen.getByRole("button", { name: "Create" })).toBeEnabled());
+    await user.click(screen.getByRole("button", { name: "Create" }));
+    expect(await screen.findByRole("list", { name: "Problems" })).toHaveTextContent(
+      "1:1 unknown service `postgress` (did you mean `postgres`?)",
+    );
+    expect(screen.getByRole("alert")).toHaveTextContent("The configuration has problems");
+  });
+
+  it("reads a repository's configuration into the YAML tab", async () => {
+    const { api, user } = setup({
+      RepositoryConfig: {
+        repositoryConfig: { file: ".devcontainer/devcontainer.json", pinacleYaml: "image: rust\n", diagnostics: [] },
+      },
+    });
+    await user.click(await screen.findByRole("tab", { name: "Git repository" }));
+    await user.type(screen.getByLabelText("Repository URL"), "https://github.com/acme/Shop.git");
+    await user.click(screen.getByRole("button", { name: "Read configuration" }));
+    expect(await screen.findByRole("tab", { name: "YAML", selected: true })).toBeInTheDocument();
+    expect(screen.getByLabelText("pinacle.yaml")).toHaveValue("image: rust\n");
+    expect(screen.getByText(".devcontainer/devcontainer.json")).toBeVisible();
+    expect(screen.getByLabelText("Name")).toHaveValue("shop");
+    expect(api.calls.find((c) => c.op === "RepositoryConfig")!.vars).toEqual({ url: "https://github.com/acme/Shop.git" });
+  });
+});

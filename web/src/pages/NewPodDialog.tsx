@@ -1,0 +1,384 @@
+import { useEffect, useId, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
+import { useApi } from "../api/context";
+import { ApiError, errorMessage } from "../api/errors";
+import { CREATE_POD, NEW_POD_OPTIONS, REPOSITORY_CONFIG, VALIDATE_CONFIG } from "../api/queries";
+import type { ConfigCheck, Diagnostic, PodSummary, RepositoryConfig, Role, Template, Tier } from "../api/types";
+import { Dialog } from "../components/Dialog";
+import { ErrorState, Loading } from "../components/States";
+import { YamlField } from "../components/YamlField";
+import { diagnosticsFromDetails, formatDiagnostic, hasErrors } from "../lib/diagnostics";
+import { formatBytes } from "../lib/format";
+import { podNameError } from "../lib/podName";
+import { useAsync } from "../lib/useAsync";
+
+type Source = "template" | "git" | "yaml";
+const SOURCES: { id: Source; label: string }[] = [
+  { id: "template", label: "Template" },
+  { id: "git", label: "Git repository" },
+  { id: "yaml", label: "YAML" },
+];
+
+interface Options {
+  templates: Template[];
+  tiers: Tier[];
+  teams: { id: string; name: string; role: Role }[];
+}
+
+export const VALIDATE_DEBOUNCE_MS = 400;
+
+export function tierLabel(t: Tier): string {
+  return `${t.name} — ${t.vcpus} vCPU, ${formatBytes(t.memoryBytes)} memory, ${formatBytes(t.diskBytes)} disk`;
+}
+
+interface Props {
+  onClose: () => void;
+  onCreated: (pod: PodSummary) => void;
+}
+
+export function NewPodDialog({ onClose, onCreated }: Props) {
+  const api = useApi();
+  const id = useId();
+  const options = useAsync((signal) => api.gql<Options>(NEW_POD_OPTIONS, {}, { signal }), [api]);
+
+  const [source, setSource] = useState<Source>("template");
+  const [name, setName] = useState("");
+  const [nameTouched, setNameTouched] = useState(false);
+  const [tier, setTier] = useState("");
+  const [team, setTeam] = useState("");
+  const [template, setTemplate] = useState("");
+
+  const [repoUrl, setRepoUrl] = useState("");
+  const [repoBusy, setRepoBusy] = useState(false);
+  const [repoError, setRepoError] = useState<string | null>(null);
+  const [repoRead, setRepoRead] = useState<{ url: string; file: string } | null>(null);
+
+  const [yaml, setYaml] = useState("");
+  const [diagnostics, setDiagnostics] = useState<Diagnostic[]>([]);
+  const [validating, setValidating] = useState(false);
+  const [validateError, setValidateError] = useState<string | null>(null);
+
+  const [submitting, setSubmitting] = useState(false);
+  const [submitError, setSubmitError] = useState<string | null>(null);
+  const [serverDiagnostics, setServerDiagnostics] = useState<Diagnostic[]>([]);
+
+  const templates = options.data?.templates ?? [];
+  useEffect(() => {
+    if (!template && templates.length > 0) setTemplate(templates[0]!.name);
+  }, [template, templates]);
+
+  // Live validation of the YAML, debounced; answers to older text are dropped.
+  const seq = useRef(0);
+  useEffect(() => {
+    const mine = ++seq.current;
+    if (!yaml.trim()) {
+      setDiagnostics([]);
+      setValidating(false);
+      setValidateError(null);
+      return;
+    }
+    setValidating(true);
+    const timer = setTimeout(() => {
+      api.gql<{ validateConfig: ConfigCheck }>(VALIDATE_CONFIG, { yaml }).then(
+        (d) => {
+          if (mine !== seq.current) return;
+          setDiagnostics(d.validateConfig.diagnostics);
+          setValidateError(null);
+          setValidating(false);
+        },
+        (e) => {
+          if (mine !== seq.current) return;
+          if (e instanceof ApiError && e.code === "invalid_config") setDiagnostics(diagnosticsFromDetails(e.details));
+          else setValidateError(errorMessage(e));
+          setValidating(false);
+        },
+      );
+    }, VALIDATE_DEBOUNCE_MS);
+    return () => clearTimeout(timer);
+  }, [yaml, api]);
+
+  const nameError = podNameError(name);
+  const showNameError = nameTouched && nameError !== null;
+  const yamlHasErrors = hasErrors(diagnostics);
+  const selectedTemplate = templates.find((t) => t.name === template);
+
+  let blocker: string | null = null;
+  if (nameError) blocker = nameError;
+  else if (source === "template" && !template) blocker = "Choose a template.";
+  else if (source === "git") blocker = "Read the repository's configuration first.";
+  else if (source === "yaml" && !yaml.trim()) blocker = "Write or paste a pinacle.yaml.";
+  else if (source === "yaml" && yamlHasErrors) blocker = "Fix the errors in pinacle.yaml first.";
+  const canCreate = blocker === null && !submitting;
+
+  const readRepository = async () => {
+    const url = repoUrl.trim();
+    if (!url) {
+      setRepoError("Enter the repository's URL.");
+      return;
+    }
+    setRepoBusy(true);
+    setRepoError(null);
+    try {
+      const d = await api.gql<{ repositoryConfig: RepositoryConfig }>(REPOSITORY_CONFIG, { url });
+      setYaml(d.repositoryConfig.pinacleYaml);
+      setDiagnostics(d.repositoryConfig.diagnostics ?? []);
+      setRepoRead({ url, file: d.repositoryConfig.file });
+      setSource("yaml");
+      if (!name) {
+        const guess = url.replace(/\.git$/, "").split(/[/:]/).filter(Boolean).pop() ?? "";
+        const clean = guess.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
+        if (clean && !podNameError(clean)) setName(clean);
+      }
+    } catch (e) {
+      setRepoError(errorMessage(e));
+    } finally {
+      setRepoBusy(false);
+    }
+  };
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setNameTouched(true);
+    if (!canCreate) return;
+    setSubmitting(true);
+    setSubmitError(null);
+    setServerDiagnostics([]);
+    const input: Record<string, string> = { name };
+    if (tier) input.tier = tier;
+    if (team) input.team = team;
+    if (source === "template") input.template = template;
+    else input.config = yaml;
+    try {
+      const d = await api.gql<{ createPod: PodSummary }>(CREATE_POD, { input });
+      onCreated(d.createPod);
+    } catch (err) {
+      setSubmitting(false);
+      if (err instanceof ApiError && err.code === "invalid_config") {
+        const ds = diagnosticsFromDetails(err.details);
+        setServerDiagnostics(ds);
+        if (source === "yaml") setDiagnostics(ds);
+        setSubmitError(ds.length ? "The configuration has problems:" : err.message);
+      } else {
+        setSubmitError(errorMessage(err));
+      }
+    }
+  };
+
+  const onTabKey = (e: KeyboardEvent<HTMLButtonElement>, i: number) => {
+    const delta = e.key === "ArrowRight" ? 1 : e.key === "ArrowLeft" ? -1 : 0;
+    if (!delta) return;
+    e.preventDefault();
+    const next = SOURCES[(i + delta + SOURCES.length) % SOURCES.length]!;
+    setSource(next.id);
+    document.getElementById(`${id}-tab-${next.id}`)?.focus();
+  };
+
+  return (
+    <Dialog title="New pod" onClose={onClose} wide>
+      {options.loading && !options.data ? (
+        <Loading label="Loading templates and tiers…" />
+      ) : options.error ? (
+        <ErrorState title="Could not load templates" error={options.error} onRetry={options.reload} />
+      ) : (
+        <form onSubmit={submit} noValidate className="newpod-form">
+          <div className="form-row">
+            <div className="field">
+              <label htmlFor={`${id}-name`}>Name</label>
+              <input
+                id={`${id}-name`}
+                value={name}
+                required
+                autoFocus
+                maxLength={63}
+                autoComplete="off"
+                spellCheck={false}
+                placeholder="my-app"
+                aria-invalid={showNameError}
+                aria-describedby={`${id}-name-help`}
+                onChange={(e) => setName(e.target.value)}
+                onBlur={() => name && setNameTouched(true)}
+              />
+              <small id={`${id}-name-help`} className={showNameError ? "field-error" : "field-help"}>
+                {showNameError ? nameError : "Lowercase letters, digits and '-'; up to 40 characters."}
+              </small>
+            </div>
+            <div className="field">
+              <label htmlFor={`${id}-tier`}>Tier</label>
+              <select id={`${id}-tier`} value={tier} onChange={(e) => setTier(e.target.value)}>
+                <option value="">
+                  {source === "template" && selectedTemplate ? `Template default (${selectedTemplate.tier})` : "Default"}
+                </option>
+                {(options.data?.tiers ?? []).map((t) => (
+                  <option key={t.name} value={t.name}>
+                    {tierLabel(t)}
+                  </option>
+                ))}
+              </select>
+            </div>
+            <div className="field">
+              <label htmlFor={`${id}-team`}>Team</label>
+              <select id={`${id}-team`} value={team} onChange={(e) => setTeam(e.target.value)}>
+                <option value="">Personal (no team)</option>
+                {(options.data?.teams ?? []).map((t) => (
+                  <option key={t.id} value={t.name}>
+                    {t.name}
+                  </option>
+                ))}
+              </select>
+            </div>
+          </div>
+
+          <div role="tablist" aria-label="Source" className="subtabs">
+            {SOURCES.map((s, i) => (
+              <button
+                key={s.id}
+                id={`${id}-tab-${s.id}`}
+                type="button"
+                role="tab"
+                aria-selected={source === s.id}
+                aria-controls={`${id}-panel-${s.id}`}
+                tabIndex={source === s.id ? 0 : -1}
+                className={source === s.id ? "subtab active" : "subtab"}
+                onClick={() => setSource(s.id)}
+                onKeyDown={(e) => onTabKey(e, i)}
+              >
+                {s.label}
+              </button>
+            ))}
+          </div>
+
+          <div
+            role="tabpanel"
+            id={`${id}-panel-template`}
+            aria-labelledby={`${id}-tab-template`}
+            hidden={source !== "template"}
+            className="source-panel"
+          >
+            {templates.length === 0 ? (
+              <p className="muted">This server has no templates; use a Git repository or YAML.</p>
+            ) : (
+              <>
+                <div className="field">
+                  <label htmlFor={`${id}-template`}>Choose a template</label>
+                  <select id={`${id}-template`} value={template} onChange={(e) => setTemplate(e.target.value)}>
+                    {templates.map((t) => (
+                      <option key={t.name} value={t.name}>
+                        {t.name}
+                      </option>
+                    ))}
+                  </select>
+                </div>
+                {selectedTemplate && (
+                  <div className="template-info">
+                    <p>{selectedTemplate.description}</p>
+                    <p className="muted">
+                      Image <code>{selectedTemplate.image}</code>, tier <code>{selectedTemplate.tier}</code>
+                    </p>
+                    {selectedTemplate.pinacleYaml && (
+                      <button
+                        type="button"
+                        className="btn btn-small"
+                        onClick={() => {
+                          setYaml(selectedTemplate.pinacleYaml ?? "");
+                          setSource("yaml");
+                        }}
+                      >
+                        Customise as YAML
+                      </button>
+                    )}
+                  </div>
+                )}
+              </>
+            )}
+          </div>
+
+          <div
+            role="tabpanel"
+            id={`${id}-panel-git`}
+            aria-labelledby={`${id}-tab-git`}
+            hidden={source !== "git"}
+            className="source-panel"
+          >
+            <div className="field">
+              <label htmlFor={`${id}-repo`}>Repository URL</label>
+              <div className="input-row">
+                <input
+                  id={`${id}-repo`}
+                  type="url"
+                  value={repoUrl}
+                  placeholder="https://github.com/owner/repo"
+                  onChange={(e) => setRepoUrl(e.target.value)}
+                  onKeyDown={(e) => {
+                    if (e.key === "Enter") {
+                      e.preventDefault();
+                      void readRepository();
+                    }
+                  }}
+                />
+                <button type="button" className="btn" onClick={readRepository} disabled={repoBusy}>
+                  {repoBusy ? "Reading…" : "Read configuration"}
+                </button>
+              </div>
+              <small className="field-help">
+                Reads the repository's pinacle.yaml, or converts its .devcontainer/devcontainer.json.
+              </small>
+            </div>
+            {repoError && (
+              <div role="alert" className="form-error">
+                {repoError}
+              </div>
+            )}
+          </div>
+
+          <div
+            role="tabpanel"
+            id={`${id}-panel-yaml`}
+            aria-labelledby={`${id}-tab-yaml`}
+            hidden={source !== "yaml"}
+            className="source-panel"
+          >
+            {repoRead && (
+              <p className="notice" role="status">
+                Read <code>{repoRead.file}</code> from {repoRead.url}.
+              </p>
+            )}
+            <YamlField
+              label="pinacle.yaml"
+              value={yaml}
+              onChange={(v) => {
+                setYaml(v);
+                setServerDiagnostics([]);
+              }}
+              diagnostics={diagnostics}
+              validating={validating}
+              placeholder={"image: debian\nprocesses:\n  - name: app\n    command: npm run dev\n    port: 3000"}
+            />
+            {validateError && <p className="field-error">Could not check the file: {validateError}</p>}
+          </div>
+
+          {submitError && (
+            <div role="alert" className="form-error">
+              <p>{submitError}</p>
+              {serverDiagnostics.length > 0 && source !== "yaml" && (
+                <ul className="diagnostics">
+                  {serverDiagnostics.map((d, i) => (
+                    <li key={i}>{formatDiagnostic(d)}</li>
+                  ))}
+                </ul>
+              )}
+            </div>
+          )}
+
+          <div className="dialog-actions">
+            {blocker && blocker !== nameError && <span className="muted blocker">{blocker}</span>}
+            <button type="button" className="btn btn-ghost" onClick={onClose}>
+              Cancel
+            </button>
+            <button type="submit" className="btn btn-primary" disabled={!canCreate}>
+              {submitting ? "Creating…" : "Create"}
+            </button>
+          </div>
+        </form>
+      )}
+    </Dialog>
+  );
+}

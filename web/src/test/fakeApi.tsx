@@ -1,0 +1,75 @@
+import { render, type RenderResult } from "@testing-library/react";
+import type { ReactElement } from "react";
+import { vi } from "vitest";
+import type { Api } from "../api/client";
+import { ApiContext } from "../api/context";
+import type { FilesApi } from "../api/files";
+import type { SubscriptionHandlers } from "../api/subscriptions";
+import { SessionManager } from "../api/session";
+import { ToastProvider } from "../components/Toasts";
+
+export function operationName(query: string): string {
+  return /(?:query|mutation|subscription)\s+(\w+)/.exec(query)?.[1] ?? "anonymous";
+}
+
+type Resolver = (vars: Record<string, unknown>) => unknown;
+
+export interface FakeApi extends Api {
+  calls: { op: string; vars: Record<string, unknown> }[];
+  /** Handlers of open subscriptions, by operation name. */
+  subs: Map<string, Set<SubscriptionHandlers<unknown>>>;
+  emit(op: string, data: unknown): void;
+}
+
+/** An Api whose GraphQL answers come from `resolvers` (by operation name;
+ *  a resolver may throw to fail the call) and whose subscriptions the test
+ *  drives with `emit`. */
+export function fakeApi(resolvers: Record<string, Resolver | unknown>, files?: Partial<FilesApi>): FakeApi {
+  const calls: FakeApi["calls"] = [];
+  const subs: FakeApi["subs"] = new Map();
+  const session = new SessionManager({ storage: localStorage, window: null, locks: null });
+  const api: FakeApi = {
+    calls,
+    subs,
+    session,
+    gql: (async (query: string, vars: Record<string, unknown> = {}) => {
+      const op = operationName(query);
+      calls.push({ op, vars });
+      if (!(op in resolvers)) throw new Error(`no fake resolver for ${op}`);
+      const r = resolvers[op];
+      return typeof r === "function" ? await (r as Resolver)(vars) : r;
+    }) as Api["gql"],
+    subscribe: ((query: string, vars: Record<string, unknown>, handlers: SubscriptionHandlers<unknown>) => {
+      const op = operationName(query);
+      calls.push({ op, vars });
+      if (!subs.has(op)) subs.set(op, new Set());
+      subs.get(op)!.add(handlers);
+      return () => subs.get(op)!.delete(handlers);
+    }) as Api["subscribe"],
+    emit(op, data) {
+      for (const h of subs.get(op) ?? []) h.next(data);
+    },
+    files: {
+      list: vi.fn(async () => []),
+      read: vi.fn(async () => ({ text: "", bytes: new Uint8Array(), etag: null })),
+      write: vi.fn(async () => null),
+      ...files,
+    },
+    auth: {
+      providers: vi.fn(async () => ({ github: false, signup: true })),
+      login: vi.fn(async () => undefined),
+      signup: vi.fn(async () => undefined),
+      logout: vi.fn(async () => undefined),
+    },
+    accessToken: async () => "test-token",
+  };
+  return api;
+}
+
+export function renderWithApi(ui: ReactElement, api: Api): RenderResult {
+  return render(
+    <ApiContext.Provider value={api}>
+      <ToastProvider>{ui}</ToastProvider>
+    </ApiContext.Provider>,
+  );
+}
