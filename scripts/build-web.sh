@@ -4,8 +4,11 @@
 # Needs Node 20.19 or later (Vite 7); scripts/setup.sh installs it.
 set -euo pipefail
 cd "$(dirname "$0")/../web"
-# (re)install when the lock file is newer than what is installed
+# (re)install when the lock file is newer than what is installed. The
+# versions are the lock file's; `npm install --no-save` rather than
+# `npm ci`, which npm 11 refuses when the lock lists only this platform's
+# optional native packages (rollup's), as npm 11 itself writes it.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 npm run build --silent
