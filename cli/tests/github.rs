@@ -100,12 +100,47 @@ async fn current_user(State(f): State<Shared>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
+/// Files of the fake's public repositories, `owner/repo` → path → text.
+fn repo_files(owner: &str, repo: &str) -> Option<Vec<(&'static str, &'static str)>> {
+    match (owner, repo) {
+        ("acme", "yaml-app") => Some(vec![("pinacle.yaml", "version: \"1.0\"\ntemplate: vite\ntier: dev.medium\n")]),
+        ("acme", "devcontainer-app") => Some(vec![(
+            ".devcontainer/devcontainer.json",
+            "{\n  // JSONC, as VS Code writes it\n  \"image\": \"mcr.microsoft.com/devcontainers/base:bookworm\",\n  \"forwardPorts\": [8000],\n  \"postCreateCommand\": \"echo ready\",\n}\n",
+        )]),
+        ("acme", "empty") => Some(vec![]),
+        _ => None,
+    }
+}
+
+/// `GET /repos/{owner}/{repo}/contents/{path}`, GitHub's shape (base64 in
+/// 60-column lines).
+async fn contents(axum::extract::Path((owner, repo, path)): axum::extract::Path<(String, String, String)>) -> Response {
+    use base64::Engine;
+    let not_found = || (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest/repos/contents#get-repository-content", "status": "404"}))).into_response();
+    let Some(files) = repo_files(&owner, &repo) else { return not_found() };
+    let Some((_, text)) = files.into_iter().find(|(p, _)| *p == path) else { return not_found() };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+    let content = b64.as_bytes().chunks(60).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n");
+    let url = format!("https://api.github.com/repos/{owner}/{repo}/contents/{path}?ref=main");
+    let html = format!("https://github.com/{owner}/{repo}/blob/main/{path}");
+    let git = format!("https://api.github.com/repos/{owner}/{repo}/git/blobs/3d21ec53a331a6f037a91c368710b99387d012c1");
+    Json(json!({
+        "type": "file", "encoding": "base64", "size": text.len(), "name": path.rsplit('/').next().unwrap(), "path": path,
+        "content": content, "sha": "3d21ec53a331a6f037a91c368710b99387d012c1", "url": url, "git_url": git, "html_url": html,
+        "download_url": format!("https://raw.githubusercontent.com/{owner}/{repo}/main/{path}"),
+        "_links": {"self": url, "git": git, "html": html}
+    }))
+    .into_response()
+}
+
 async fn fake_github() -> (String, Shared) {
     let shared: Shared = Arc::default();
     let app = Router::new()
         .route("/login/oauth/authorize", get(authorize))
         .route("/login/oauth/access_token", post(access_token))
         .route("/user", get(current_user))
+        .route("/repos/{owner}/{repo}/contents/{*path}", get(contents))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -192,9 +227,43 @@ async fn github_sign_in_creates_links_and_reuses_accounts() {
     let (s, _, _, b) = get_raw(&http, &callback, cookie.as_deref()).await;
     assert_eq!((s, b["error"]["code"].as_str()), (401, Some("github_denied")), "a code works once: {b}");
     assert!(b["error"]["message"].as_str().unwrap().contains("incorrect or expired"), "{b}");
+    // a browser (asking for HTML) lands back in the web app, the tokens in the fragment
+    let (_, authorize, cookie, _) = get_raw(&http, &format!("{}/api/v1/auth/github/start", p.url), None).await;
+    let (_, callback, _, _) = get_raw(&http, &authorize.unwrap(), None).await;
+    let r = http.get(callback.unwrap()).header(header::COOKIE, cookie.unwrap()).header(header::ACCEPT, "text/html,application/xhtml+xml").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let fragment = location.strip_prefix("/auth/complete#").unwrap_or_else(|| panic!("{location}"));
+    let access = fragment.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap();
+    assert!(fragment.contains("refresh_token=pnr_"), "{fragment}");
+    let (s, me) = p.call_as(access, Method::GET, "/api/v1/me", None).await;
+    assert_eq!((s, me["name"].as_str()), (200, Some("hubot-gh")), "{me}");
+
     // the user declined on GitHub
     let (s, _, _, b) = get_raw(&http, &format!("{}/api/v1/auth/github/callback?error=access_denied&error_description=The+user+has+denied", p.url), None).await;
     assert_eq!((s, b["error"]["code"].as_str()), (401, Some("github_denied")), "{b}");
+
+    // a repository's configuration, for the new-pod form (GraphQL, through octocrab)
+    let repo = |url: String| {
+        let http = http.clone();
+        let api = p.url.clone();
+        async move {
+            let q = json!({"query": "query($u: String!) { repositoryConfig(url: $u) { file pinacleYaml diagnostics { severity message } } }", "variables": {"u": url}});
+            let r = http.post(format!("{api}/graphql")).bearer_auth(common::TOKEN).json(&q).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let yaml = repo(format!("{gh}/acme/yaml-app")).await;
+    assert_eq!(yaml["data"]["repositoryConfig"]["file"], "pinacle.yaml", "{yaml}");
+    assert!(yaml["data"]["repositoryConfig"]["pinacleYaml"].as_str().unwrap().contains("tier: dev.medium"), "{yaml}");
+    let dc = repo(format!("{gh}/acme/devcontainer-app/tree/main")).await;
+    assert_eq!(dc["data"]["repositoryConfig"]["file"], ".devcontainer/devcontainer.json", "{dc}");
+    let imported = dc["data"]["repositoryConfig"]["pinacleYaml"].as_str().unwrap();
+    assert!(imported.contains("8000") && imported.contains("echo ready"), "{imported}");
+    let none = repo(format!("{gh}/acme/empty")).await;
+    assert_eq!(none["errors"][0]["extensions"]["code"], "not_found", "{none}");
+    let other = repo("https://gitlab.com/acme/app".into()).await;
+    assert_eq!(other["errors"][0]["extensions"]["code"], "unsupported_repository", "{other}");
 
     // with sign-up closed, unknown GitHub users are refused and known ones still sign in
     p.call(Method::PATCH, "/api/v1/admin/settings", Some(json!({"signup": "closed"}))).await;

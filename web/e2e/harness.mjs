@@ -67,6 +67,10 @@ export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
+  // never outlive this process: a stray server would keep reconciling
+  // (and removing "orphan" interfaces on) the same bridge
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
   const log = () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : "");
   const api = await new Promise((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`pinacle up did not start:\n${log()}`)), 60_000);
@@ -114,6 +118,7 @@ export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
         r();
       });
     });
+    process.off("exit", killOnExit);
     spawnSync("ip", ["link", "del", bridge]);
     spawnSync("nft", ["delete", "table", "inet", `pinacle_${bridge}`]);
     try {
