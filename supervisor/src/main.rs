@@ -78,13 +78,17 @@ impl Reaper {
         };
         loop {
             loop {
+                // Under the waiters lock, which `spawn` holds until the
+                // child has exec'd: a child whose exec failed is std's to
+                // reap (it waits for it, and panics if it is gone).
+                let mut waiters = lock(&self.waiters);
                 let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus { code, signal: None }),
                     Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus { code: 128 + sig as i32, signal: Some(sig as i32) }),
                     Ok(WaitStatus::StillAlive) | Err(_) => break,
                     Ok(_) => continue,
                 };
-                if let Some(tx) = lock(&self.waiters).remove(&pid.as_raw()) {
+                if let Some(tx) = waiters.remove(&pid.as_raw()) {
                     let _ = tx.send(status);
                 }
             }
