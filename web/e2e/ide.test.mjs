@@ -120,6 +120,19 @@ test("another user cannot open the pod or its preview", { timeout: 120_000 }, as
   try {
     await signIn(page, pinacle.app, "bob");
     await page.getByText("No pods yet").waitFor();
+    // a pasted pinacle.yaml is checked by the server as it is typed: the
+    // problem shows at its line, and nothing can be created from it
+    await page.getByRole("button", { name: "New pod" }).first().click();
+    const dialog = page.getByRole("dialog", { name: "New pod" });
+    await dialog.getByLabel("Name").fill("typo");
+    await dialog.getByRole("tab", { name: "YAML" }).click();
+    await dialog.getByLabel("pinacle.yaml").fill('version: "1.0"\ntier: dev.smal\n');
+    const problems = dialog.getByRole("list", { name: "Problems" });
+    await problems.getByText(/2:7/).waitFor();
+    await problems.getByText(/dev\.small/).waitFor();
+    assert.ok(await dialog.getByRole("button", { name: "Create" }).isDisabled(), "Create is enabled with an error");
+    await shot(page, "yaml-diagnostics");
+    await dialog.getByRole("button", { name: "Cancel" }).click();
     await page.goto(`${pinacle.app}/pods/demo`);
     await page.getByText(/not found/i).first().waitFor();
     await shot(page, "other-user-workspace");
