@@ -20,7 +20,7 @@ import { UsageBars } from "../components/UsageBars";
 import { debounce } from "../lib/debounce";
 import { formatDateTime } from "../lib/time";
 import { Link, navigate } from "../router";
-import { Workspace } from "../workspace/Workspace";
+import { preloadTerminal, Workspace } from "../workspace/Workspace";
 import { defaultLayout, deserializeLayout, sameLayout, serializeLayout, type Layout } from "../workspace/tabs";
 import { DeleteDialog, SnapshotDialog, SshDialog } from "./PodDialogs";
 
@@ -105,6 +105,9 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
   const setLayout = useCallback((update: (l: Layout) => Layout) => {
     setLayoutState((l) => (l ? update(l) : l));
   }, []);
+
+  // The terminal is the first thing shown once the pod runs: fetch its code now.
+  useEffect(preloadTerminal, []);
 
   // Usage every 5 s while running.
   const running = pod?.state === "RUNNING";

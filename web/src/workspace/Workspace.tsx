@@ -27,7 +27,12 @@ import {
   type WorkspaceTabKind,
 } from "./tabs";
 
-const TerminalView = lazy(() => import("./TerminalView"));
+const loadTerminalView = () => import("./TerminalView");
+const TerminalView = lazy(loadTerminalView);
+/** Fetches the terminal's chunk ahead of time (while a pod provisions). */
+export function preloadTerminal(): void {
+  void loadTerminalView().catch(() => undefined);
+}
 const EditorPane = lazy(() => import("./editor/EditorPane"));
 
 export interface WorkspaceProps {
