@@ -1006,8 +1006,8 @@ pub struct SubscriptionRoot;
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
-    /// A pod the caller may see changed (state, settings): its new view,
-    /// once per change.
+    /// A pod the caller may see changed state: its new view, once per
+    /// change (`DELETED` last).
     async fn pod_updates(
         &self,
         ctx: &Context<'_>,
@@ -1019,7 +1019,7 @@ impl SubscriptionRoot {
             async move {
                 // a lagging subscriber skips to the next change
                 let ev = ev.ok()?;
-                s.find_pod(&p, &ev.pod_id.to_string(), Action::Read)
+                s.pod_seen_by(&p, ev.pod_id)
                     .await
                     .ok()
                     .map(Pod)

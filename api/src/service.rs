@@ -562,6 +562,18 @@ impl AppState {
         model.try_into()
     }
 
+    /// Pod `id` in whatever state (a deleted one too), if `who` may read
+    /// it: what change notifications show.
+    pub async fn pod_seen_by(&self, who: &Principal, id: Uuid) -> Result<PodView, ApiError> {
+        let model = pod::Entity::find_by_id(id.to_string())
+            .filter(visible_pods(who))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("pod {id} not found")))?;
+        who.authorize(Action::Read, &pod_resource(&model), &format!("pod {id}"))?;
+        model.try_into()
+    }
+
     /// A user's request (stop, start, delete) on one of their pods.
     pub async fn request(&self, who: &Principal, key: &str, event: PodEvent) -> Result<PodView, ApiError> {
         let needed = if event == PodEvent::DeleteRequested { Action::Delete } else { Action::Operate };

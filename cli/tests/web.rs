@@ -156,11 +156,24 @@ async fn graphql_serves_the_web_app_under_the_rest_rules() {
     let (_, all) = gql(&p, &alice, "{ secrets { name scope updatedAt } }", json!({})).await;
     assert!(!all.to_string().contains("s3cret-value") && all.to_string().contains("API_KEY"), "{all}");
 
+    // deleting it: the subscription's last word is DELETED
+    data(&p, &alice, "mutation { deletePod(id: \"web1\") { state } }", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no DELETED update\n{}", p.server_log());
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["payload"]["data"]["podUpdates"]["state"] == "DELETED" {
+                break;
+            }
+        }
+    }
+
     // a read-only token queries but cannot change anything
     let d = data(&p, &alice, "mutation { createToken(name: \"ro\", scope: READ) { token info { scope } } }", json!({})).await;
     let ro = d["createToken"]["token"].as_str().unwrap().to_owned();
-    assert_eq!(data(&p, &ro, "{ pods { name } }", json!({})).await["pods"][0]["name"], "web1");
-    let (code, _) = error_code(&p, &ro, "mutation { stopPod(id: \"web1\") { name } }", json!({})).await;
+    assert_eq!(data(&p, &ro, "{ me { name } }", json!({})).await["me"]["name"], "alice");
+    let (code, _) = error_code(&p, &ro, "mutation { setSecret(name: \"X\", value: \"y\") { name } }", json!({})).await;
     assert_eq!(code, "insufficient_scope");
 
     // the app's pages: index for app routes, JSON 404 for the API
