@@ -118,13 +118,14 @@ pub const WS_BEARER_PROTOCOL_PREFIX: &str = "bearer.";
 /// WebSocket upgrade a `bearer.<token>` subprotocol.
 pub fn bearer_of(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
     let Some(header) = headers.get(header::AUTHORIZATION) else {
+        let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let from_protocol = headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .find_map(|p| p.trim().strip_prefix(WS_BEARER_PROTOCOL_PREFIX).map(str::to_owned))
-            .filter(|t| !t.is_empty());
+            .filter(|t| upgrade && !t.is_empty());
         return from_protocol.ok_or_else(|| ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`"));
     };
     header
@@ -214,5 +215,23 @@ impl AppState {
         p.subject.scope = scope;
         p.subject.teams = self.team_roles(&u.id).await?;
         Ok(Some((p, tok.expires_at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bearer_subprotocol_counts_only_on_a_websocket_upgrade() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, "pinacle.terminal, bearer.pnc_abc".parse().unwrap());
+        assert!(bearer_of(&h).is_err(), "a plain request with the header");
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert_eq!(bearer_of(&h).unwrap(), "pnc_abc");
+        h.insert(header::AUTHORIZATION, "Bearer pnc_header".parse().unwrap());
+        assert_eq!(bearer_of(&h).unwrap(), "pnc_header", "the header wins");
+        h.insert(header::AUTHORIZATION, "Basic x".parse().unwrap());
+        assert!(bearer_of(&h).is_err());
     }
 }
