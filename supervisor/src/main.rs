@@ -263,7 +263,9 @@ async fn refuse_on(out: &Out, message: String) {
 
 /// Recent output of a terminal session, replayed when a client re-attaches.
 const SESSION_REPLAY_BYTES: usize = 64 * 1024;
-/// Most terminal sessions alive at once in a pod.
+/// Most terminal sessions alive at once in a pod. A new one past it ends
+/// the session detached the longest (hung up); when every session has a
+/// client, it is refused.
 const MAX_TERMINAL_SESSIONS: usize = 32;
 
 struct TerminalSession {
@@ -281,6 +283,17 @@ struct SessionShared {
     next_attach: u64,
     /// How the command ended, once it has.
     ended: Option<ExitStatus>,
+    /// Since when no client is attached.
+    detached_since: Option<Instant>,
+}
+
+/// The id of the session detached the longest, if any is detached.
+fn longest_detached(terminals: &HashMap<String, Arc<TerminalSession>>) -> Option<String> {
+    terminals
+        .iter()
+        .filter_map(|(id, s)| lock(&s.shared).detached_since.map(|t| (t, id)))
+        .min()
+        .map(|(_, id)| id.clone())
 }
 
 /// Starts session `id`'s command and the tasks that pump its output and
@@ -318,7 +331,13 @@ fn start_session(state: &Arc<State>, spec: &ExecSpec, id: &str) -> Result<Arc<Te
         if tokio::time::timeout(DRAIN_IDLE * 5, pump).await.is_err() {
             abort.abort();
         }
-        lock(&state.terminals).remove(&id);
+        {
+            // (unless it was evicted and the id started afresh)
+            let mut terminals = lock(&state.terminals);
+            if terminals.get(&id).is_some_and(|s| Arc::ptr_eq(s, &session_w)) {
+                terminals.remove(&id);
+            }
+        }
         let attached = {
             let mut shared = lock(&session_w.shared);
             shared.ended = Some(status);
@@ -342,12 +361,20 @@ async fn terminal_session(state: Arc<State>, mut reader: tokio::net::unix::Owned
         let mut terminals = lock(&state.terminals);
         match terminals.get(&id) {
             Some(s) => Ok(Arc::clone(s)),
-            None if terminals.len() >= MAX_TERMINAL_SESSIONS => {
-                Err(format!("this pod already has {MAX_TERMINAL_SESSIONS} terminal sessions; close one first"))
+            None => {
+                if terminals.len() >= MAX_TERMINAL_SESSIONS {
+                    if let Some(old) = longest_detached(&terminals).and_then(|old| terminals.remove(&old)) {
+                        signal_group(old.pid, nix::libc::SIGHUP);
+                    }
+                }
+                if terminals.len() >= MAX_TERMINAL_SESSIONS {
+                    Err(format!("this pod has {MAX_TERMINAL_SESSIONS} terminals in use; close one first"))
+                } else {
+                    start_session(&state, &spec, &id).inspect(|s| {
+                        terminals.insert(id.clone(), Arc::clone(s));
+                    })
+                }
             }
-            None => start_session(&state, &spec, &id).inspect(|s| {
-                terminals.insert(id.clone(), Arc::clone(s));
-            }),
         }
     };
     let session = match found {
@@ -374,6 +401,7 @@ async fn terminal_session(state: Arc<State>, mut reader: tokio::net::unix::Owned
         }
         // a client already attached is replaced: dropping its sender ends its stream
         shared.attached = Some((me, out));
+        shared.detached_since = None;
         me
     };
     loop {
@@ -395,6 +423,7 @@ async fn terminal_session(state: Arc<State>, mut reader: tokio::net::unix::Owned
     let mut shared = lock(&session.shared);
     if shared.attached.as_ref().is_some_and(|(n, _)| *n == me) {
         shared.attached = None;
+        shared.detached_since = Some(Instant::now());
     }
 }
 

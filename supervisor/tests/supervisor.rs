@@ -390,5 +390,39 @@ async fn terminal_sessions_outlive_their_connection() {
     let (input, mut events) = c.exec(spec("tab-1")).await.unwrap();
     input.send(ExecInput::Stdin(b"echo fresh=[$X]\n".to_vec())).await.unwrap();
     read_until(&mut events, "fresh=[]").await;
-    drop(input);
+    drop((input, events));
+
+    // Past 32 sessions the one detached the longest is hung up for the new
+    // one (tab-1, tab-2 and many-0 are detached here); when none is, a new
+    // one is refused.
+    drop((other, other_events));
+    let mut held = Vec::new();
+    for i in 0..32 {
+        let (input, mut events) = c.exec(spec(&format!("many-{i}"))).await.unwrap();
+        input.send(ExecInput::Stdin(format!("echo up-{i}-\"\"ok\n").into_bytes())).await.unwrap();
+        read_until(&mut events, &format!("up-{i}-ok")).await;
+        if i == 0 {
+            drop((input, events)); // many-0 (and tab-1, tab-2 before it) detach
+        } else {
+            held.push((input, events));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (input, mut events) = c.exec(spec("one-more")).await.unwrap();
+    input.send(ExecInput::Stdin(b"echo MO\"\"RE\n".to_vec())).await.unwrap();
+    read_until(&mut events, "MORE").await;
+    let (_full, mut refused) = c.exec(spec("too-many")).await.unwrap();
+    let mut said = String::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), refused.recv()).await.unwrap() {
+            Some(ExecEvent::Stderr(d)) => said.push_str(&String::from_utf8_lossy(&d)),
+            Some(ExecEvent::Exit(s)) => {
+                assert_eq!(s.code, 126, "{said}");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(said.contains("in use"), "{said}");
+    drop((held, input, events));
 }
