@@ -33,8 +33,16 @@ function useSignedIn(): boolean {
 /** Where to go after signing in: a same-origin path only. */
 export function safeNext(search: string): string {
   const next = new URLSearchParams(search).get("next");
-  if (!next || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/login") || next.startsWith("/auth/")) return "/";
-  return next;
+  if (!next || !next.startsWith("/")) return "/";
+  let u: URL;
+  try {
+    u = new URL(next, window.location.origin);
+  } catch {
+    return "/";
+  }
+  // `/\evil.com`, `/%09/evil.com`… resolve elsewhere: same origin only
+  if (u.origin !== window.location.origin || u.pathname.startsWith("/login") || u.pathname.startsWith("/auth/")) return "/";
+  return u.pathname + u.search + u.hash;
 }
 
 function Shell() {

@@ -1,6 +1,7 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";
+import { ErrorBoundary } from "./components/ErrorBoundary";
 import { createApi } from "./api/client";
 import "./styles.css";
 
@@ -8,6 +9,8 @@ const api = createApi();
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>
-    <App api={api} />
+    <ErrorBoundary what="the app">
+      <App api={api} />
+    </ErrorBoundary>
   </StrictMode>,
 );

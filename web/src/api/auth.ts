@@ -8,6 +8,31 @@ export interface Providers {
 
 export const GITHUB_START = "/api/v1/auth/github/start";
 
+/** Set when this tab starts a GitHub sign-in; `/auth/complete` accepts a
+ *  token pair only while it is set and fresh (10 minutes), so a crafted
+ *  link cannot sign a visitor into someone else's account. */
+const GITHUB_PENDING = "pinacle.github.pending";
+const GITHUB_PENDING_MS = 10 * 60 * 1000;
+
+export function markGithubSignInStarted(now = Date.now()): void {
+  try {
+    sessionStorage.setItem(GITHUB_PENDING, String(now));
+  } catch {
+    /* storage unavailable: the landing page will refuse */
+  }
+}
+
+/** Whether this tab started a GitHub sign-in lately; forgets it either way. */
+export function takeGithubSignInStarted(now = Date.now()): boolean {
+  try {
+    const at = Number(sessionStorage.getItem(GITHUB_PENDING));
+    sessionStorage.removeItem(GITHUB_PENDING);
+    return Number.isFinite(at) && at > 0 && now - at < GITHUB_PENDING_MS;
+  } catch {
+    return false;
+  }
+}
+
 async function postJson<T>(url: string, body: unknown): Promise<T> {
   const res = await fetch(url, {
     method: "POST",

@@ -14,7 +14,7 @@ const json = (status: number, body: unknown) =>
   new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
 
 function manager(fetchImpl: typeof fetch, now = () => 1_000_000) {
-  return new SessionManager({ storage: localStorage, fetch: fetchImpl, now, locks: null, window: null });
+  return new SessionManager({ storage: localStorage, fetch: fetchImpl, now, locks: null, window: null, refreshJitterMs: 0 });
 }
 
 afterEach(() => vi.useRealTimers());
@@ -83,6 +83,20 @@ describe("SessionManager", () => {
     expect(m.signedIn).toBe(false);
     expect(localStorage.getItem(SESSION_KEY)).toBeNull();
     expect(seen).toEqual(["access-1", null]);
+    m.dispose();
+  });
+
+  it("a rate-limited refresh keeps the session (429 is not a refusal)", async () => {
+    const fetchImpl = vi.fn(async (url: string) =>
+      url === "/api/v1/auth/refresh"
+        ? json(429, { error: { code: "rate_limited", message: "slow down" } })
+        : json(401, { error: { code: "unauthorized", message: "no" } }),
+    ) as unknown as typeof fetch;
+    const m = manager(fetchImpl);
+    m.setTokens(pair(1));
+    await expect(m.fetch("/graphql")).rejects.toMatchObject({ code: "rate_limited" });
+    expect(m.signedIn).toBe(true);
+    expect(localStorage.getItem(SESSION_KEY)).toContain("access-1");
     m.dispose();
   });
 

@@ -85,6 +85,11 @@ export interface SessionManagerOptions {
   locks?: LockManager | null;
   /** Listen for other tabs' changes. */
   window?: Window | null;
+  /** Without Web Locks (plain-http pages), each tab's background refresh
+   *  waits a random 0..this many ms, so tabs do not race with one refresh
+   *  token (reuse revokes the session); the tab that goes second adopts
+   *  the pair the first one stored. Default 20 s without locks, 0 with. */
+  refreshJitterMs?: number;
 }
 
 type Listener = (s: Session | null) => void;
@@ -105,6 +110,7 @@ export class SessionManager {
   private readonly fetchImpl: typeof fetch;
   private readonly now: () => number;
   private readonly locks: LockManager | null;
+  private readonly jitter: number;
 
   constructor(opts: SessionManagerOptions = {}) {
     this.storage = opts.storage ?? (typeof localStorage !== "undefined" ? localStorage : null);
@@ -116,6 +122,8 @@ export class SessionManager {
         : typeof navigator !== "undefined" && "locks" in navigator
           ? (navigator.locks ?? null)
           : null;
+    const jitterMax = opts.refreshJitterMs ?? (this.locks ? 0 : 20_000);
+    this.jitter = Math.floor(Math.random() * jitterMax);
     this.session = parseSession(this.readStorage());
     this.schedule();
     const win = opts.window !== undefined ? opts.window : typeof window !== "undefined" ? window : null;
@@ -218,7 +226,9 @@ export class SessionManager {
     }
     if (!res.ok) {
       const err = await errorFromResponse(res);
-      if (res.status >= 400 && res.status < 500) {
+      // refused (bad, reused or revoked token): signed out; a rate limit
+      // (429) or a timeout is not a refusal, the pair may still work
+      if (res.status === 400 || res.status === 401 || res.status === 403) {
         this.set(null);
         throw new SessionExpiredError(err.message ? `Your session has ended (${err.message}). Please sign in again.` : undefined);
       }
@@ -254,11 +264,17 @@ export class SessionManager {
     this.timer = null;
     const s = this.session;
     if (!s) return;
-    const delay = Math.max(1000, Math.min(s.refreshAt - this.now(), 2 ** 31 - 1));
+    const delay = Math.max(1000, Math.min(s.refreshAt - this.now() + this.jitter, 2 ** 31 - 1));
     this.timer = setTimeout(() => {
       this.timer = null;
       if (this.session && this.now() >= this.session.refreshAt - 1000) {
         // Errors surface on the next request; a refused refresh signs out.
+        // Another tab may have stored a new pair meanwhile: adopt it.
+        const stored = parseSession(this.readStorage());
+        if (stored && stored.accessToken !== this.session.accessToken && this.now() < stored.refreshAt) {
+          this.set(stored);
+          return;
+        }
         this.refresh().catch(() => undefined);
       } else {
         this.schedule();

@@ -71,3 +71,16 @@ describe("misc", () => {
     ]);
   });
 });
+
+describe("where to go after signing in", () => {
+  it("is a path on this origin, never another site", async () => {
+    const { safeNext } = await import("../App");
+    expect(safeNext("?next=%2Fpods%2Fdemo%3Ftab%3D1")).toBe("/pods/demo?tab=1");
+    expect(safeNext("?next=%2F%5Cevil.com")).toBe("/");
+    expect(safeNext("?next=%2F%09%2Fevil.com")).toBe("/");
+    expect(safeNext("?next=%2F%2Fevil.com")).toBe("/");
+    expect(safeNext("?next=https%3A%2F%2Fevil.com")).toBe("/");
+    expect(safeNext("?next=%2Flogin")).toBe("/");
+    expect(safeNext("")).toBe("/");
+  });
+});

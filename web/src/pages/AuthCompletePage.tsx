@@ -1,5 +1,6 @@
 import { useEffect, useState } from "react";
 import { useApi } from "../api/context";
+import { takeGithubSignInStarted } from "../api/auth";
 import { tokensFromFragment } from "../api/session";
 import { Link, navigate } from "../router";
 
@@ -8,14 +9,12 @@ import { Link, navigate } from "../router";
  *  to the dashboard. */
 export function AuthCompletePage() {
   const api = useApi();
-  const [tokens] = useState(() => tokensFromFragment(window.location.hash));
-  const [problem] = useState(() => {
-    const frag = new URLSearchParams(window.location.hash.replace(/^#/, ""));
-    const query = new URLSearchParams(window.location.search);
-    return (
-      frag.get("error_description") ?? frag.get("error") ?? query.get("error_description") ?? query.get("error") ?? null
-    );
-  });
+  // only a sign-in this tab started (a crafted link must not swap accounts)
+  const [started] = useState(() => takeGithubSignInStarted());
+  const [tokens] = useState(() => (started ? tokensFromFragment(window.location.hash) : null));
+  const problem = started
+    ? "The sign-in answer carried no session."
+    : "This sign-in was not started from this browser tab; start it again from the sign-in page.";
 
   useEffect(() => {
     window.history.replaceState(null, "", window.location.pathname);
@@ -30,7 +29,7 @@ export function AuthCompletePage() {
     <main className="login-page">
       <div className="login-card" role="alert">
         <h1>Sign-in did not complete</h1>
-        <p>{problem ?? "The sign-in answer carried no session."}</p>
+        <p>{problem}</p>
         <Link to="/login" className="btn btn-primary">
           Back to sign in
         </Link>

@@ -1,3 +1,4 @@
+import { markGithubSignInStarted } from "../api/auth";
 import { screen, waitFor } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -100,7 +101,17 @@ describe("login page", () => {
 });
 
 describe("GitHub sign-in landing", () => {
+  it("refuses a pair this tab did not ask for (a crafted link)", async () => {
+    window.history.replaceState(null, "", "/auth/complete#access_token=EVIL&refresh_token=EVIL&expires_in=900");
+    const api = fakeApi({});
+    renderWithApi(<App api={api} />, api);
+    expect(await screen.findByText(/not started from this browser tab/)).toBeInTheDocument();
+    expect(api.session.current).toBeNull();
+    expect(window.location.hash).toBe("");
+  });
+
   it("stores the pair from the fragment, clears it and goes to the dashboard", async () => {
+    markGithubSignInStarted();
     window.history.replaceState(null, "", "/auth/complete#access_token=GA&refresh_token=GR&expires_in=900");
     const api = fakeApi({ Me: { me: { id: "u", name: "ann", isAdmin: false } }, Pods: { pods: [] } });
     renderWithApi(<App api={api} />, api);

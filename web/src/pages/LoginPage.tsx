@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from "react";
-import { GITHUB_START, type Providers } from "../api/auth";
+import { GITHUB_START, markGithubSignInStarted, type Providers } from "../api/auth";
 import { useApi } from "../api/context";
 import { ApiError, errorMessage } from "../api/errors";
 
@@ -102,7 +102,7 @@ export function LoginPage({ onSignedIn }: { onSignedIn?: () => void }) {
             <div className="divider">
               <span>or</span>
             </div>
-            <a className="btn btn-block btn-github" href={GITHUB_START}>
+            <a className="btn btn-block btn-github" href={GITHUB_START} onClick={() => markGithubSignInStarted()}>
               Sign in with GitHub
             </a>
           </>

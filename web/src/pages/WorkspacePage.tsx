@@ -187,7 +187,10 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
               type="button"
               className="btn btn-small"
               disabled={busy || !canStop}
-              onClick={() => act(STOP_POD, "stopPod")}
+              onClick={() => {
+                // stopping ends every process and closes the editor's files
+                if (window.confirm(`Stop ${pod.name}? Its processes end, and unsaved editor changes are lost.`)) void act(STOP_POD, "stopPod");
+              }}
             >
               Stop
             </button>
@@ -212,7 +215,13 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
       {state === "RUNNING" ? (
         <Workspace pod={pod.id} layout={layout} setLayout={setLayout} />
       ) : (
-        <ProvisioningPanel pod={pod} onStart={canStart ? () => act(START_POD, "startPod") : undefined} busy={busy} />
+        <ProvisioningPanel
+          pod={pod}
+          onStart={canStart ? () => act(START_POD, "startPod") : undefined}
+          busy={busy}
+          // the event stream has history: a state change the update stream missed still lands
+          onState={(to) => setPod((prev) => (prev && prev.state !== to ? { ...prev, state: to } : prev))}
+        />
       )}
 
       {dialog === "ssh" && <SshDialog command={pod.sshCommand} onClose={() => setDialog(null)} />}
@@ -253,7 +262,17 @@ const STATE_TEXT: Partial<Record<PodState, string>> = {
   ERROR: "The pod failed.",
 };
 
-function ProvisioningPanel({ pod, onStart, busy }: { pod: PodDetail; onStart?: () => void; busy: boolean }) {
+function ProvisioningPanel({
+  pod,
+  onStart,
+  busy,
+  onState,
+}: {
+  pod: PodDetail;
+  onStart?: () => void;
+  busy: boolean;
+  onState?: (state: PodEvent["to"]) => void;
+}) {
   const api = useApi();
   const [events, setEvents] = useState<PodEvent[]>([]);
   const [streamError, setStreamError] = useState<string | null>(null);
@@ -263,8 +282,11 @@ function ProvisioningPanel({ pod, onStart, busy }: { pod: PodDetail; onStart?: (
     setEvents([]);
     setStreamError(null);
     return api.subscribe<{ podEvents: PodEvent }>(POD_EVENTS, { pod: pod.id, after: null }, {
-      next: (d) =>
-        setEvents((prev) => (prev.some((e) => e.seq === d.podEvents.seq) ? prev : [...prev, d.podEvents].sort((a, b) => a.seq - b.seq))),
+      next: (d) => {
+        setEvents((prev) => (prev.some((e) => e.seq === d.podEvents.seq) ? prev : [...prev, d.podEvents].sort((a, b) => a.seq - b.seq)));
+        // history replays too: only changes after what the page last saw
+        if (Date.parse(d.podEvents.at) > Date.parse(pod.lastActivityAt)) onState?.(d.podEvents.to);
+      },
       error: (e) => setStreamError(e.message),
     });
   }, [api, pod.id]);

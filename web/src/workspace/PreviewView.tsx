@@ -95,7 +95,10 @@ export function PreviewView({ pod, tab }: Props) {
             title={`Preview: ${tab.title}`}
             src={link.url}
             className="frame"
-            allow="clipboard-read; clipboard-write; fullscreen"
+            // the pod's page never reads the clipboard (the IDE's grant would
+            // carry over) nor navigates the IDE away
+            allow="clipboard-write; fullscreen"
+            sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-popups-to-escape-sandbox allow-modals allow-downloads"
           />
         ) : (
           <div className="state state-loading" role="status">

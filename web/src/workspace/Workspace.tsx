@@ -1,3 +1,4 @@
+import { ErrorBoundary } from "../components/ErrorBoundary";
 import { lazy, Suspense, useCallback, useEffect, useId, useRef, useState, type FormEvent } from "react";
 import { Dialog } from "../components/Dialog";
 import { Loading } from "../components/States";
@@ -139,7 +140,10 @@ export function Workspace({ pod, layout, setLayout, renderContent }: WorkspacePr
     [setLayout],
   );
 
-  const content = (t: WorkspaceTab, isActive: boolean) => {
+  const content = (t: WorkspaceTab, isActive: boolean) => (
+    <ErrorBoundary what={`the tab “${t.title}”`}>{tabContent(t, isActive)}</ErrorBoundary>
+  );
+  const tabContent = (t: WorkspaceTab, isActive: boolean) => {
     if (renderContent) return renderContent(t, isActive);
     switch (t.kind) {
       case "terminal":

@@ -134,7 +134,8 @@ export default function EditorPane({ pod, tabId, active, register }: Props) {
       const b = getBuffer(buffersRef.current, path);
       if (!b || b.readOnly || b.status === "saving") return;
       if (!force && (b.status === "conflict" || !isDirty(b))) return;
-      const text = b.text;
+      // the editor's own document: React's copy may lag a keystroke behind
+      const text = states.current.get(path)?.doc.toString() ?? b.text;
       setBuffers((s) => beginSave(s, path));
       try {
         const etag = await api.files.write(pod, path, text, force ? "force" : saveCondition(b));
