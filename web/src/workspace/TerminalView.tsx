@@ -177,7 +177,7 @@ export default function TerminalView({ pod, tab, active, register, onRestart }: 
 
   return (
     <div className="terminal-view">
-      <div ref={host} className="terminal-host" aria-label={`Terminal: ${tab.title}`} />
+      <div ref={host} className="terminal-host" role="region" aria-label={`Terminal: ${tab.title}`} />
       {status === "connecting" && (
         <div className="terminal-overlay terminal-overlay-soft" role="status">
           Connecting…
