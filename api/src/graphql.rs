@@ -19,7 +19,7 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use pinacle_config::resolve::ResolvedTab;
-use pinacle_orchestrator::{PodEvent as Transition, PodState, Tier};
+use pinacle_orchestrator::{PodEvent as Transition, Tier};
 
 use crate::auth::Principal;
 use crate::policy::{Action, Role as TeamRole};
@@ -291,18 +291,6 @@ pub struct PodUsage {
     pub disk_limit_bytes: f64,
 }
 
-/// A process (or install step) the pod's supervisor runs.
-#[derive(SimpleObject)]
-pub struct Process {
-    pub name: String,
-    pub state: String,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    pub healthy: Option<bool>,
-    /// The port its `url` points at, when it has one.
-    pub port: Option<u16>,
-}
-
 /// A saved copy of a pod's volumes.
 #[derive(SimpleObject)]
 pub struct Snapshot {
@@ -565,11 +553,7 @@ impl Pod {
     }
     /// The caller's saved workspace layout for this pod.
     async fn layout(&self, ctx: &Context<'_>) -> R<Option<Json<serde_json::Value>>> {
-        Ok(state(ctx)
-            .workspace_layout(who(ctx)?, &self.0.id.to_string())
-            .await
-            .gql()?
-            .map(Json))
+        Ok(state(ctx).workspace_layout(who(ctx)?, &self.0).await.gql()?.map(Json))
     }
     /// State changes, oldest first: those after `after`, the last `limit`
     /// (200 by default, 1000 at most).
@@ -587,70 +571,18 @@ impl Pod {
         let skip = events.len().saturating_sub(limit);
         Ok(events.into_iter().skip(skip).map(Into::into).collect())
     }
-    /// Install steps and processes; empty unless the pod runs.
-    async fn processes(&self, ctx: &Context<'_>) -> R<Vec<Process>> {
-        if self.0.state != PodState::Running {
-            return Ok(Vec::new());
-        }
-        let s = state(ctx);
-        let Some(client) = s
-            .local_agent
-            .get()
-            .filter(|a| a.host_id() == self.0.host)
-            .and_then(|a| a.supervisor_of(self.0.id))
-        else {
-            return Ok(Vec::new());
-        };
-        let ports: std::collections::HashMap<&str, u16> = self
-            .0
-            .processes
-            .processes
-            .iter()
-            .filter_map(|p| p.port.map(|port| (p.name.as_str(), port)))
-            .collect();
-        match client.call(pinacle_supervisor::protocol::Op::Status).await {
-            Ok(pinacle_supervisor::protocol::Response::Status { install, processes }) => {
-                Ok(install
-                    .into_iter()
-                    .map(|s| Process {
-                        name: s.name,
-                        state: s.state,
-                        pid: None,
-                        restarts: 0,
-                        healthy: None,
-                        port: None,
-                    })
-                    .chain(processes.into_iter().map(|p| Process {
-                        port: ports.get(p.name.as_str()).copied(),
-                        name: p.name,
-                        state: p.state,
-                        pid: p.pid,
-                        restarts: p.restarts,
-                        healthy: p.healthy,
-                    }))
-                    .collect())
-            }
-            _ => Ok(Vec::new()),
-        }
-    }
     /// Resource use against the tier; null unless the pod runs on this server's host.
-    async fn usage(&self, ctx: &Context<'_>) -> R<Option<PodUsage>> {
-        let Some((u, pod)) = state(ctx)
-            .pod_usage(who(ctx)?, &self.0.id.to_string())
-            .await
-            .gql()?
-        else {
-            return Ok(None);
-        };
-        let l = pod.limits;
-        Ok(Some(PodUsage {
+    async fn usage(&self, ctx: &Context<'_>) -> Option<PodUsage> {
+        let u = state(ctx).pod_usage(&self.0).await?;
+        let l = self.0.limits;
+        Some(PodUsage {
             cpu_percent: u.cpu_percent,
             cpu_limit_percent: f64::from(l.vcpus) * 100.0,
             memory_bytes: u.memory_bytes.map(|b| b as f64),
             memory_limit_bytes: l.memory_bytes as f64,
             disk_bytes: u.disk_bytes.map(|b| b as f64),
             disk_limit_bytes: l.disk_bytes as f64,
-        }))
+        })
     }
     async fn snapshots(&self, ctx: &Context<'_>) -> R<Vec<Snapshot>> {
         match state(ctx)

@@ -150,7 +150,7 @@ impl AppState {
         let (token, ttl) = self.mint_pod_token(
             who,
             &view.id.to_string(),
-            crate::pod_access::PodTokenKind::Login,
+            PodTokenKind::Login,
         )?;
         let origin = site.origin(&label);
         let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();

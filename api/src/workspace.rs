@@ -179,16 +179,10 @@ impl AppState {
         .await
     }
 
-    /// The caller's saved layout for a pod they may see.
-    pub async fn workspace_layout(
-        &self,
-        who: &Principal,
-        pod_key: &str,
-    ) -> Result<Option<serde_json::Value>, ApiError> {
-        let pod = self.find_pod(who, pod_key, Action::Read).await?;
-        let row = workspace_layout::Entity::find_by_id((who.user_id.clone(), pod.id.to_string()))
-            .one(&self.db)
-            .await?;
+    /// `who`'s saved layout for `pod`, a pod already found for them (the
+    /// policy was asked then).
+    pub async fn workspace_layout(&self, who: &Principal, pod: &crate::service::PodView) -> Result<Option<serde_json::Value>, ApiError> {
+        let row = workspace_layout::Entity::find_by_id((who.user_id.clone(), pod.id.to_string())).one(&self.db).await?;
         Ok(row.and_then(|r| serde_json::from_str(&r.layout).ok()))
     }
 
@@ -237,22 +231,14 @@ impl AppState {
         Ok(())
     }
 
-    /// A running pod's resource use against its tier, `None` for a pod not
-    /// running here.
-    pub async fn pod_usage(
-        &self,
-        who: &Principal,
-        pod_key: &str,
-    ) -> Result<Option<(pinacle_host_agent::agent::PodUsage, crate::service::PodView)>, ApiError>
-    {
-        let pod = self.find_pod(who, pod_key, Action::Read).await?;
+    /// What `pod` (already found for the caller) uses now; `None` unless it
+    /// runs on this server's host.
+    pub async fn pod_usage(&self, pod: &crate::service::PodView) -> Option<pinacle_host_agent::agent::PodUsage> {
         if pod.state != pinacle_orchestrator::PodState::Running {
-            return Ok(None);
+            return None;
         }
-        let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == pod.host) else {
-            return Ok(None);
-        };
-        Ok(Some((agent.usage(pod.id).await, pod)))
+        let agent = self.local_agent.get().filter(|a| a.host_id() == pod.host)?;
+        Some(agent.usage(pod.id).await)
     }
 }
 

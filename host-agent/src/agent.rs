@@ -744,7 +744,7 @@ impl HostAgent {
     }
 
     /// What a running pod uses now: CPU over a short sample, memory (its
-    /// cgroup's `memory.current`) and disk (its disk image's filesystem).
+    /// cgroup's, v2 or v1) and disk (its disk image's filesystem).
     /// Unknown figures are `None` (a pod that is not running has none).
     pub async fn usage(&self, pod: Uuid) -> PodUsage {
         let id = pinacle_orchestrator::pod::sandbox_id(pod);
@@ -758,9 +758,9 @@ impl HostAgent {
                 std::fs::read_to_string(root.join("cpuacct/pinacle").join(&id).join("cpuacct.usage")).ok()?.trim().parse::<u64>().ok().map(|ns| ns / 1000)
             })
         };
-        let before = (std::time::Instant::now(), cpu_usec());
+        let before = (Instant::now(), cpu_usec());
         tokio::time::sleep(USAGE_SAMPLE).await;
-        let after = (std::time::Instant::now(), cpu_usec());
+        let after = (Instant::now(), cpu_usec());
         let cpu_percent = match (before.1, after.1) {
             (Some(a), Some(b)) => {
                 let wall = after.0.duration_since(before.0).as_micros().max(1) as f64;
@@ -827,7 +827,7 @@ impl Drop for PodLock<'_> {
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// How long [`HostAgent::usage`] watches a pod's CPU time.
-const USAGE_SAMPLE: std::time::Duration = std::time::Duration::from_millis(250);
+const USAGE_SAMPLE: Duration = Duration::from_millis(250);
 
 /// A pod's resource use now (see [`HostAgent::usage`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]

@@ -350,7 +350,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
               }}
               diagnostics={diagnostics}
               validating={validating}
-              placeholder={"image: debian\nprocesses:\n  - name: app\n    command: npm run dev\n    port: 3000"}
+              placeholder={'version: "1.0"\ntemplate: nodejs-blank\nprocesses:\n  - name: app\n    startCommand: npm run dev\n    url: http://localhost:3000'}
             />
             {validateError && <p className="field-error">Could not check the file: {validateError}</p>}
           </div>
