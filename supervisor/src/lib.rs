@@ -12,11 +12,18 @@
 //! of the supervisor (backoff, log ring, `/proc/net/tcp` parsing). The
 //! binary (`src/main.rs`) is the supervisor itself; it is built as a static
 //! executable so that it runs in any image.
+//!
+//! The same binary has helper [`modes`], run inside the pod through exec
+//! for the SSH gateway: an SFTP server ([`sftp`]) and a TCP relay
+//! ([`relay`]), both on stdin and stdout.
 
+pub mod alloc;
 pub mod client;
 pub mod config;
 pub mod memory;
 pub mod protocol;
+pub mod relay;
+pub mod sftp;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,6 +44,28 @@ pub mod paths {
     /// The control socket's name in [`RUN_DIR`]; per-process log files
     /// are in `logs/` beside it.
     pub const SOCKET: &str = "supervisor.sock";
+}
+
+/// The binary's helper modes: its first argument picks one, and the rest
+/// of the command line is the mode's own. Each talks over stdin and stdout
+/// and is meant to be run inside the pod through exec, e.g. with
+/// `argv = [paths::BINARY, modes::SFTP_SERVER]`.
+pub mod modes {
+    /// `pinacle-supervisor sftp-server`: an SFTP (version 3) server on
+    /// stdin and stdout, serving the pod's files as the process's user,
+    /// with relative paths taken from its working directory. It exits 0
+    /// when the client closes stdin. See [`crate::sftp`].
+    pub const SFTP_SERVER: &str = "sftp-server";
+    /// `pinacle-supervisor tcp-connect HOST PORT`: connects to HOST:PORT
+    /// from inside the pod and relays stdin to the connection and the
+    /// connection to stdout. Once connected it writes [`TCP_CONNECTED`]
+    /// on stderr, before any data, so the caller knows the connection
+    /// exists before it accepts a forward. A failed connection exits 1
+    /// after `tcp-connect: cannot connect to HOST:PORT: <error>` on stderr;
+    /// otherwise the mode exits 0. See [`crate::relay`].
+    pub const TCP_CONNECT: &str = "tcp-connect";
+    /// The line [`TCP_CONNECT`] writes on stderr once it is connected.
+    pub const TCP_CONNECTED: &str = "tcp-connect: connected\n";
 }
 
 /// Restart delays: 250 ms doubling to 30 s; a process that ran for

@@ -21,6 +21,11 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+/// musl's allocator, keeping a few large blocks for reuse (for the SFTP
+/// mode's requests).
+#[global_allocator]
+static ALLOCATOR: pinacle_supervisor::alloc::BlockCache = pinacle_supervisor::alloc::BlockCache::new();
+
 /// Bytes of each process's log kept in memory.
 const RING_BYTES: usize = 256 * 1024;
 /// A process log file is rotated (to `.1`) past this size.
@@ -1055,6 +1060,14 @@ async fn write_file(mut stream: UnixStream, path: &str, mode: Option<u32>) {
 // ---------------------------------------------------------------------------
 
 fn main() -> ExitCode {
+    // the helper modes, run through exec inside the pod, need neither the
+    // secret nor the configuration
+    let mode = std::env::args_os().nth(1);
+    match mode.as_ref().and_then(|m| m.to_str()) {
+        Some(pinacle_supervisor::modes::SFTP_SERVER) => return pinacle_supervisor::sftp::main(),
+        Some(pinacle_supervisor::modes::TCP_CONNECT) => return pinacle_supervisor::relay::main(std::env::args_os().skip(2)),
+        _ => {}
+    }
     let etc = std::env::var_os("PINACLE_SUPERVISOR_ETC").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(paths::CONFIG_DIR));
     let run = std::env::var_os("PINACLE_SUPERVISOR_RUN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(paths::RUN_DIR));
     let secret = match std::fs::read_to_string(etc.join(paths::SECRET_FILE)) {
