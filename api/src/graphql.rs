@@ -595,9 +595,18 @@ impl Pod {
             Err(e) => Err(gql(e)),
         }
     }
-    /// How to get a shell in the pod from a terminal.
-    async fn ssh_command(&self) -> String {
-        format!("pinacle pod shell {}", self.0.name)
+    /// How to get a shell in the pod from a terminal: `ssh` through the
+    /// gateway when one runs, else the CLI.
+    async fn ssh_command(&self, ctx: &Context<'_>) -> String {
+        let s = state(ctx);
+        let Some(site) = s.ssh_site.get() else {
+            return format!("pinacle pod shell {}", self.0.name);
+        };
+        let login = s.ssh_login(&self.0).await.unwrap_or_else(|_| self.0.name.to_string());
+        match site.port {
+            22 => format!("ssh {login}@{}", site.host),
+            port => format!("ssh {login}@{} -p {port}", site.host),
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub mod secrets;
 pub mod service;
 pub mod sessions;
 pub mod settings;
+pub mod ssh;
 pub mod state;
 pub mod teams;
 pub mod tokens;

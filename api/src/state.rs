@@ -65,6 +65,13 @@ pub struct Inner {
     pub used_pod_logins: crate::pod_access::UsedLogins,
     /// Where browsers reach the proxy, when one serves this control plane.
     pub proxy_site: OnceLock<crate::pod_access::ProxySite>,
+    /// The SSH certificate authorities, loaded on first use.
+    pub ssh_cas: tokio::sync::OnceCell<Arc<crate::ssh::SshAuthorities>>,
+    /// Where users reach the SSH gateway, when one serves this control plane.
+    pub ssh_site: OnceLock<crate::ssh::SshSite>,
+    /// How long user certificates are valid (default
+    /// [`crate::ssh::USER_CERT_LIFETIME`]).
+    pub ssh_cert_lifetime: OnceLock<std::time::Duration>,
 }
 
 /// What [`AppState::open`] needs.
@@ -139,6 +146,9 @@ impl AppState {
             pod_lists: ReadCache::new(cfg.read_cache_ttl),
             used_pod_logins: Default::default(),
             proxy_site: OnceLock::new(),
+            ssh_cas: tokio::sync::OnceCell::new(),
+            ssh_site: OnceLock::new(),
+            ssh_cert_lifetime: OnceLock::new(),
         }));
         state.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

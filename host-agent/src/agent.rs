@@ -316,6 +316,7 @@ impl HostAgent {
         let root = dir.join("rootfs");
         let prepared = async {
             write_starter_files(pod, &workspace)?;
+            crate::pod_keys::ensure(&disk.home(), pod.name.as_str())?;
             let attachment = match &self.config.network {
                 Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods(), &pod.egress).await?),
                 None => None,
@@ -741,6 +742,29 @@ impl HostAgent {
             .map_err(|e| AgentError::Snapshot(format!("snapshot task: {e}")))?;
         crate::storage::unmount(&volume).await?;
         result
+    }
+
+    /// The pod's own SSH key (see [`crate::pod_keys`]); `None` while its
+    /// disk is not mounted (the pod is stopped) or before it first ran.
+    pub fn pod_key(&self, pod: &PodRecord) -> Option<crate::pod_keys::PodKey> {
+        let disk = crate::storage::PodDisk { root: crate::storage::mount_point(&self.config.data.volume(pod.id)) };
+        crate::pod_keys::read(&disk.home())
+    }
+
+    /// Replaces the pod's own SSH key. A running pod sees the new key at
+    /// once (the old one stays valid until the rename); a stopped pod's
+    /// disk is mounted for it.
+    pub async fn rotate_pod_key(&self, pod: &PodRecord) -> Result<crate::pod_keys::PodKey, AgentError> {
+        let _lock = self.lock_pod(pod.id).await;
+        let name = pod.name.to_string();
+        let runtime = self.runtime(pod.runtime)?;
+        if runtime.status(&pod.sandbox_id()).await? == SandboxStatus::Running {
+            let disk = crate::storage::PodDisk { root: crate::storage::mount_point(&self.config.data.volume(pod.id)) };
+            return tokio::task::spawn_blocking(move || crate::pod_keys::rotate(&disk.home(), &name))
+                .await
+                .map_err(|e| AgentError::Bundle(format!("key rotation task: {e}")))?;
+        }
+        self.with_idle_disk(pod, move |root| crate::pod_keys::rotate(&crate::storage::PodDisk { root: root.to_owned() }.home(), &name)).await
     }
 
     /// What a running pod uses now: CPU over a short sample, memory (its

@@ -17,6 +17,7 @@ pub mod error;
 pub mod images;
 pub mod layout;
 pub mod network;
+pub mod pod_keys;
 pub mod queue;
 pub mod rootfs;
 pub mod runtime;

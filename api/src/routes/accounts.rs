@@ -239,3 +239,45 @@ pub async fn delete_ssh_key(
     s.delete_ssh_key(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/v1/ssh`: where the SSH gateway is and the CAs to trust.
+pub async fn ssh_info(State(s): State<AppState>, Extension(_who): Extension<Principal>) -> Result<Json<crate::ssh::SshInfo>, ApiError> {
+    Ok(Json(s.ssh_info().await?))
+}
+
+/// `POST /api/v1/pods/{pod}/ssh-certificate` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshCertificateRequest {
+    /// The OpenSSH public key line to certify (a fresh one, ideally).
+    pub public_key: String,
+}
+
+/// `POST /api/v1/pods/{pod}/ssh-certificate`: a 15-minute certificate
+/// that lets the caller into the pod over SSH.
+pub async fn ssh_certificate(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    crate::error::ApiPath(pod): crate::error::ApiPath<String>,
+    ApiJson(req): ApiJson<SshCertificateRequest>,
+) -> Result<(StatusCode, Json<crate::ssh::SshCertificateView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.issue_ssh_certificate(&who, &pod, &req.public_key).await?)))
+}
+
+/// `GET /api/v1/pods/{pod}/ssh-key`: the pod's own SSH key (public half).
+pub async fn pod_ssh_key(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    crate::error::ApiPath(pod): crate::error::ApiPath<String>,
+) -> Result<Json<crate::ssh::PodKeyView>, ApiError> {
+    Ok(Json(s.pod_ssh_key(&who, &pod).await?))
+}
+
+/// `POST /api/v1/pods/{pod}/rotate-keys`: replaces the pod's own SSH key.
+pub async fn rotate_pod_keys(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    crate::error::ApiPath(pod): crate::error::ApiPath<String>,
+) -> Result<Json<crate::ssh::PodKeyView>, ApiError> {
+    Ok(Json(s.rotate_pod_ssh_key(&who, &pod).await?))
+}

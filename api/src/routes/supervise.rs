@@ -29,8 +29,9 @@ fn supervisor_error(e: ClientError) -> ApiError {
     }
 }
 
-/// The pod (if `who` may take `action` on it) and its supervisor.
-async fn supervisor(s: &AppState, who: &Principal, key: &str, action: Action) -> Result<(PodView, SupervisorClient), ApiError> {
+/// The running pod `key` (if `who` may take `action` on it) and its
+/// supervisor: what terminals, files and the SSH gateway reach it through.
+pub async fn supervisor(s: &AppState, who: &Principal, key: &str, action: Action) -> Result<(PodView, SupervisorClient), ApiError> {
     let pod = s.find_pod(who, key, action).await?;
     if pod.state != PodState::Running {
         return Err(ApiError::conflict("pod_not_running", format!("pod {} is {}; start it first", pod.name, pod.state)));

@@ -1,0 +1,368 @@
+//! SSH access to pods: the platform's two certificate authorities, the
+//! short-lived user certificates `pinacle ssh` asks for, and the checks the
+//! SSH gateway makes before it lets anyone in.
+//!
+//! - The **user CA** signs user certificates: one pod as the only principal
+//!   (its id), the user in the key id, valid for [`USER_CERT_LIFETIME`].
+//! - The **host CA** signs the gateway's host key, so clients can trust
+//!   `@cert-authority` lines instead of trusting on first use.
+//!
+//! Both keys are ed25519, made on first use and kept in the `settings`
+//! table sealed by the master key.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use serde::Serialize;
+use ssh_key::certificate::{Builder, CertType};
+use ssh_key::private::Ed25519Keypair;
+use ssh_key::{Certificate, HashAlg, LineEnding, PrivateKey, PublicKey};
+
+use crate::auth::Principal;
+use crate::entities::{setting, ssh_key as ssh_key_row, user};
+use crate::policy::Action;
+use crate::{ApiError, AppState};
+
+/// How long a user certificate from [`AppState::issue_ssh_certificate`] is
+/// valid unless the server says otherwise (`--ssh-cert-lifetime`).
+pub const USER_CERT_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// How far back a certificate's validity starts, for clocks a little behind.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// How long the gateway's host certificate is valid (it is signed anew at
+/// every start).
+pub const HOST_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The key id prefix of user certificates; the user id follows.
+const KEY_ID_PREFIX: &str = "pinacle-user:";
+
+const USER_CA_SETTING: &str = "ssh.user_ca";
+const HOST_CA_SETTING: &str = "ssh.host_ca";
+
+/// The two certificate authorities.
+pub struct SshAuthorities {
+    pub user_ca: PrivateKey,
+    pub host_ca: PrivateKey,
+}
+
+/// Where users reach the SSH gateway, when one runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshSite {
+    /// Host name or address clients connect to.
+    pub host: String,
+    pub port: u16,
+}
+
+/// A fresh ed25519 key pair.
+pub fn new_ed25519_key(comment: &str) -> Result<PrivateKey, ssh_key::Error> {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    PrivateKey::new(Ed25519Keypair::from_seed(&seed).into(), comment)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// Signs a user certificate for `key`: principal `pod_id`, key id naming
+/// `user_id`, valid from a minute ago until `lifetime` from `now`.
+pub fn sign_user_certificate(
+    ca: &PrivateKey,
+    key: &PublicKey,
+    user_id: &str,
+    pod_id: &str,
+    now: SystemTime,
+    lifetime: Duration,
+) -> Result<Certificate, ssh_key::Error> {
+    let after = unix(now).saturating_sub(CLOCK_SKEW.as_secs());
+    let before = unix(now) + lifetime.as_secs();
+    let mut b = Builder::new(nonce(), key.key_data().clone(), after, before)?;
+    b.cert_type(CertType::User)?
+        .key_id(format!("{KEY_ID_PREFIX}{user_id}"))?
+        .valid_principal(pod_id)?
+        .extension("permit-pty", "")?
+        .extension("permit-port-forwarding", "")?;
+    b.sign(ca)
+}
+
+/// Signs the gateway's host key for `names` (the host names clients use).
+pub fn sign_host_certificate(ca: &PrivateKey, key: &PublicKey, names: &[String], now: SystemTime) -> Result<Certificate, ssh_key::Error> {
+    let after = unix(now).saturating_sub(CLOCK_SKEW.as_secs());
+    let mut b = Builder::new(nonce(), key.key_data().clone(), after, unix(now) + HOST_CERT_LIFETIME.as_secs())?;
+    b.cert_type(CertType::Host)?.key_id("pinacle-ssh-gateway")?;
+    for n in names {
+        b.valid_principal(n.clone())?;
+    }
+    b.sign(ca)
+}
+
+/// Why a user certificate is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateRefusal {
+    #[error("not a user certificate")]
+    NotUser,
+    #[error("not signed by this platform's user CA, or expired or not yet valid")]
+    Invalid,
+    #[error("the certificate is not for this pod")]
+    WrongPrincipal,
+    #[error("the certificate has critical options this gateway does not know: {0}")]
+    UnknownCriticalOption(String),
+    #[error("the certificate names no Pinacle user")]
+    NoUser,
+}
+
+/// Checks a user certificate presented for pod `pod_id` at `now` (Unix
+/// seconds) against the user CA `ca`: signature, validity window, type,
+/// principal and critical options. Returns the user id it was issued to.
+pub fn check_user_certificate(cert: &Certificate, ca: &PublicKey, pod_id: &str, now: u64) -> Result<String, CertificateRefusal> {
+    if cert.cert_type() != CertType::User {
+        return Err(CertificateRefusal::NotUser);
+    }
+    let ca_fp = ca.fingerprint(HashAlg::Sha256);
+    cert.validate_at(now, [&ca_fp]).map_err(|_| CertificateRefusal::Invalid)?;
+    if !cert.valid_principals().iter().any(|p| p == pod_id) {
+        return Err(CertificateRefusal::WrongPrincipal);
+    }
+    if let Some((name, _)) = cert.critical_options().iter().next() {
+        return Err(CertificateRefusal::UnknownCriticalOption(name.clone()));
+    }
+    cert.key_id()
+        .strip_prefix(KEY_ID_PREFIX)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or(CertificateRefusal::NoUser)
+}
+
+/// The pod an SSH login name means, as a key for
+/// [`AppState::find_pod`]: `pod` (the caller's own, or their one team pod of
+/// that name), `pod.team` (a team's pod) or a pod id.
+pub fn pod_key_of_login(login: &str) -> Option<String> {
+    let ok = |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match login.rsplit_once('.') {
+        Some((pod, team)) if ok(pod) && ok(team) => Some(format!("{team}/{pod}")),
+        Some(_) => None,
+        None if ok(login) => Some(login.to_owned()),
+        None => None,
+    }
+}
+
+/// A user certificate as handed out.
+#[derive(Debug, Clone, Serialize)]
+pub struct SshCertificateView {
+    /// The certificate, one OpenSSH line (`ssh-ed25519-cert-v01@openssh.com ...`).
+    pub certificate: String,
+    /// The login name to use (`pod` or `pod.team`).
+    pub login: String,
+    pub pod_id: String,
+    pub valid_before: chrono::DateTime<chrono::Utc>,
+    /// The gateway, when one runs.
+    pub gateway: Option<SshSite>,
+    /// The host CA's public key, for a `@cert-authority` line.
+    pub host_ca: String,
+}
+
+/// A pod's own SSH key, public half.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodKeyView {
+    pub public_key: String,
+    pub fingerprint: String,
+}
+
+/// What clients need to know to trust and reach the gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct SshInfo {
+    pub gateway: Option<SshSite>,
+    pub host_ca: String,
+    pub user_ca: String,
+}
+
+impl AppState {
+    /// The certificate authorities, made on first use.
+    pub async fn ssh_authorities(&self) -> Result<Arc<SshAuthorities>, ApiError> {
+        self.ssh_cas
+            .get_or_try_init(|| async {
+                let user_ca = self.load_or_create_ca(USER_CA_SETTING, "pinacle user CA").await?;
+                let host_ca = self.load_or_create_ca(HOST_CA_SETTING, "pinacle host CA").await?;
+                Ok::<_, ApiError>(Arc::new(SshAuthorities { user_ca, host_ca }))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn load_or_create_ca(&self, name: &str, comment: &str) -> Result<PrivateKey, ApiError> {
+        let open = |row: setting::Model| -> Result<PrivateKey, ApiError> {
+            let pem = self.master_key.open(name, &row.value).map_err(ApiError::internal)?;
+            PrivateKey::from_openssh(&pem).map_err(ApiError::internal)
+        };
+        if let Some(row) = setting::Entity::find_by_id(name.to_owned()).one(&self.db).await? {
+            return open(row);
+        }
+        let key = new_ed25519_key(comment).map_err(ApiError::internal)?;
+        let pem = key.to_openssh(LineEnding::LF).map_err(ApiError::internal)?;
+        let sealed = self.master_key.seal(name, pem.as_bytes()).map_err(ApiError::internal)?;
+        let row = setting::ActiveModel { key: Set(name.to_owned()), value: Set(sealed) };
+        match row.insert(&self.db).await {
+            Ok(_) => Ok(key),
+            // another process made it first: use theirs
+            Err(_) => match setting::Entity::find_by_id(name.to_owned()).one(&self.db).await? {
+                Some(row) => open(row),
+                None => Err(ApiError::internal(format!("cannot store the {comment}"))),
+            },
+        }
+    }
+
+    /// Public facts about SSH access.
+    pub async fn ssh_info(&self) -> Result<SshInfo, ApiError> {
+        let cas = self.ssh_authorities().await?;
+        let line = |k: &PrivateKey| k.public_key().to_openssh().map_err(ApiError::internal);
+        Ok(SshInfo { gateway: self.ssh_site.get().cloned(), host_ca: line(&cas.host_ca)?, user_ca: line(&cas.user_ca)? })
+    }
+
+    /// A certificate for `public_key` that lets `who` into pod `key` over
+    /// SSH for [`USER_CERT_LIFETIME`].
+    pub async fn issue_ssh_certificate(&self, who: &Principal, key: &str, public_key: &str) -> Result<SshCertificateView, ApiError> {
+        let pod = self.find_pod(who, key, Action::Exec).await?;
+        let checked = crate::workspace::check_public_key(public_key).map_err(|m| ApiError::bad_request("invalid_public_key", m))?;
+        let public = PublicKey::from_openssh(&checked.openssh).map_err(|e| ApiError::bad_request("invalid_public_key", e.to_string()))?;
+        let cas = self.ssh_authorities().await?;
+        let now = SystemTime::now();
+        let lifetime = self.ssh_cert_lifetime.get().copied().unwrap_or(USER_CERT_LIFETIME);
+        let cert = sign_user_certificate(&cas.user_ca, &public, &who.user_id, &pod.id.to_string(), now, lifetime)
+            .map_err(ApiError::internal)?;
+        let login = self.ssh_login(&pod).await?;
+        self.audit(who, "ssh.certificate", &format!("pod:{} ({}) key {}", pod.id, pod.name, checked.fingerprint)).await?;
+        Ok(SshCertificateView {
+            certificate: cert.to_openssh().map_err(ApiError::internal)?,
+            login,
+            pod_id: pod.id.to_string(),
+            valid_before: chrono::DateTime::<chrono::Utc>::from(now + lifetime),
+            gateway: self.ssh_site.get().cloned(),
+            host_ca: cas.host_ca.public_key().to_openssh().map_err(ApiError::internal)?,
+        })
+    }
+
+    /// The local host agent of `pod`, or "not supported" for a pod on a
+    /// remote host.
+    fn local_agent_of(&self, pod: &crate::service::PodView) -> Result<std::sync::Arc<pinacle_host_agent::HostAgent>, ApiError> {
+        self.local_agent
+            .get()
+            .filter(|a| a.host_id() == pod.host)
+            .cloned()
+            .ok_or_else(|| ApiError::not_supported(format!("pod {} is on host {}; its SSH keys are not reachable from this server yet", pod.name, pod.host)))
+    }
+
+    /// Pod `key`'s own SSH key (its public half), if `who` may read the pod.
+    pub async fn pod_ssh_key(&self, who: &Principal, key: &str) -> Result<PodKeyView, ApiError> {
+        let pod = self.find_pod(who, key, Action::Read).await?;
+        let agent = self.local_agent_of(&pod)?;
+        let record = pod.record()?;
+        let k = agent
+            .pod_key(&record)
+            .ok_or_else(|| ApiError::conflict("pod_not_running", format!("pod {}'s key is on its disk; start the pod to read it", pod.name)))?;
+        Ok(PodKeyView { public_key: k.public_key, fingerprint: k.fingerprint })
+    }
+
+    /// Replaces pod `key`'s own SSH key with a new one.
+    pub async fn rotate_pod_ssh_key(&self, who: &Principal, key: &str) -> Result<PodKeyView, ApiError> {
+        let pod = self.find_pod(who, key, Action::Configure).await?;
+        let agent = self.local_agent_of(&pod)?;
+        let record = pod.record()?;
+        let k = agent.rotate_pod_key(&record).await.map_err(|e| match e {
+            pinacle_host_agent::AgentError::NotStopped(_) => ApiError::conflict("pod_busy", format!("pod {} is changing state; try again", pod.name)),
+            other => ApiError::internal(other),
+        })?;
+        self.audit(who, "pod.rotate_keys", &format!("pod:{} ({}) new key {}", pod.id, pod.name, k.fingerprint)).await?;
+        Ok(PodKeyView { public_key: k.public_key, fingerprint: k.fingerprint })
+    }
+
+    /// The SSH login name of `pod`: its name, or `name.team` for a team's.
+    pub async fn ssh_login(&self, pod: &crate::service::PodView) -> Result<String, ApiError> {
+        Ok(match &pod.team_id {
+            Some(team_id) => {
+                let team = crate::entities::team::Entity::find_by_id(team_id.clone()).one(&self.db).await?;
+                format!("{}.{}", pod.name, team.map(|t| t.name).unwrap_or_else(|| team_id.clone()))
+            }
+            None => pod.name.to_string(),
+        })
+    }
+
+    /// The user a registered public key belongs to (noting its use).
+    pub async fn ssh_key_owner(&self, key: &PublicKey) -> Result<Option<String>, ApiError> {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let Some(row) = ssh_key_row::Entity::find().filter(ssh_key_row::Column::Fingerprint.eq(fingerprint)).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let now = chrono::Utc::now();
+        if row.last_used_at.is_none_or(|t| now - t > chrono::Duration::seconds(60)) {
+            ssh_key_row::Entity::update_many()
+                .col_expr(ssh_key_row::Column::LastUsedAt, sea_orm::sea_query::Expr::value(now))
+                .filter(ssh_key_row::Column::Id.eq(row.id.clone()))
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(Some(row.user_id))
+    }
+
+    /// The principal of user `user_id` acting over SSH from `source`, with
+    /// their team roles; `None` for a user that no longer exists.
+    pub async fn principal_for_user(&self, user_id: &str, source: &str) -> Result<Option<Principal>, ApiError> {
+        let Some(u) = user::Entity::find_by_id(user_id.to_owned()).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let mut p = Principal::system(&u.id, &u.name, source);
+        p.subject.teams = self.team_roles(&u.id).await?;
+        Ok(Some(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn key() -> PrivateKey {
+        new_ed25519_key("t").unwrap()
+    }
+
+    #[test]
+    fn a_user_certificate_admits_its_user_to_its_pod_only_while_valid() {
+        let (ca, user_key) = (key(), key());
+        let now = SystemTime::now();
+        let cert = sign_user_certificate(&ca, user_key.public_key(), "u1", "pod-a", now, USER_CERT_LIFETIME).unwrap();
+        let t = unix(now);
+        assert_eq!(check_user_certificate(&cert, ca.public_key(), "pod-a", t), Ok("u1".to_owned()));
+        assert_eq!(check_user_certificate(&cert, ca.public_key(), "pod-b", t), Err(CertificateRefusal::WrongPrincipal));
+        let later = t + USER_CERT_LIFETIME.as_secs() + 1;
+        assert_eq!(check_user_certificate(&cert, ca.public_key(), "pod-a", later), Err(CertificateRefusal::Invalid), "expired");
+        let earlier = t - CLOCK_SKEW.as_secs() - 5;
+        assert_eq!(check_user_certificate(&cert, ca.public_key(), "pod-a", earlier), Err(CertificateRefusal::Invalid), "not yet valid");
+        let other_ca = key();
+        assert_eq!(check_user_certificate(&cert, other_ca.public_key(), "pod-a", t), Err(CertificateRefusal::Invalid), "another CA");
+        // the text form survives a round trip (what the CLI writes to disk)
+        let back = Certificate::from_openssh(&cert.to_openssh().unwrap()).unwrap();
+        assert_eq!(check_user_certificate(&back, ca.public_key(), "pod-a", t), Ok("u1".to_owned()));
+    }
+
+    #[test]
+    fn host_certificates_are_not_user_certificates() {
+        let (ca, host_key) = (key(), key());
+        let cert = sign_host_certificate(&ca, host_key.public_key(), &["pod-a".to_owned()], SystemTime::now()).unwrap();
+        assert_eq!(check_user_certificate(&cert, ca.public_key(), "pod-a", unix(SystemTime::now())), Err(CertificateRefusal::NotUser));
+    }
+
+    #[test]
+    fn login_names_map_to_pod_keys() {
+        assert_eq!(pod_key_of_login("web").as_deref(), Some("web"));
+        assert_eq!(pod_key_of_login("web.acme").as_deref(), Some("acme/web"));
+        assert_eq!(pod_key_of_login("01890f3e-1111-7abc-8def-0123456789ab").as_deref(), Some("01890f3e-1111-7abc-8def-0123456789ab"));
+        for bad in ["", ".acme", "web.", "a/b", "web..acme", "w eb", "../x"] {
+            assert_eq!(pod_key_of_login(bad), None, "{bad:?}");
+        }
+    }
+}
