@@ -17,10 +17,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(runsc runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config)
-# The tests also run Let's Encrypt's test CA (pebble) on loopback, and
-# drive the web app in Debian's Chromium.
+# The tests also run Let's Encrypt's test CA (pebble) on loopback, drive
+# the web app in Debian's Chromium, and use OpenSSH's client (and its sshd
+# as the SSH benchmark's reference).
+packages+=(openssh-client)
 if [ "${1:-run}" = "--test" ]; then
-  packages+=(pebble chromium)
+  packages+=(pebble chromium openssh-server)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -30,7 +32,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Install, never start, packaged daemons (openssh-server's sshd on port
+  # 22 above all): the benchmark starts its own sshd on loopback.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "$made_policy" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 # Node builds the web app (Vite 7 needs Node 20.19+; Debian 12 has 18):

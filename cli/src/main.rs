@@ -8,6 +8,7 @@ mod pod_config;
 mod pods;
 mod proxy_setup;
 mod shell;
+mod ssh;
 mod up;
 
 use std::process::ExitCode;
@@ -56,6 +57,14 @@ enum Command {
     /// Create, inspect and control pods.
     #[command(subcommand)]
     Pod(pods::PodCommand),
+    /// Open an SSH session in a pod with a fresh 15-minute certificate
+    /// (runs the system's `ssh`; arguments after `--` go to it).
+    Ssh(ssh::SshArgs),
+    /// Register, list and remove your SSH public keys.
+    #[command(subcommand)]
+    SshKey(ssh::SshKeyCommand),
+    /// Print ssh_config Host blocks so `ssh POD.pinacle` works.
+    SshConfig(ssh::SshConfigArgs),
     /// Build and list root filesystem images on this host.
     #[command(subcommand)]
     Image(pods::ImageCommand),
@@ -111,6 +120,9 @@ async fn main() -> ExitCode {
         Command::Config(cmd) => pod_config::run(cmd),
         Command::Audit(cmd) => pods::audit(cmd).await,
         Command::Token(cmd) => pods::token(cmd).await,
+        Command::Ssh(args) => ssh::ssh(args).await,
+        Command::SshKey(cmd) => ssh::ssh_key(cmd).await,
+        Command::SshConfig(args) => ssh::ssh_config(args).await,
     };
     match result {
         Ok(code) => code,

@@ -155,6 +155,11 @@ pub enum PodCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Replace the pod's own SSH key pair (~/.ssh/id_ed25519 in the pod)
+    /// with a new one; prints the new public key.
+    RotateKeys { pod: String },
+    /// Print the pod's own SSH public key (for a Git host's deploy keys).
+    PublicKey { pod: String },
 }
 
 #[derive(Subcommand)]
@@ -429,6 +434,15 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
                 (ev["to"] == "deleted").then_some(())
             })
             .await?;
+        }
+        PodCommand::RotateKeys { pod } => {
+            let k = c.json(Method::POST, &format!("/pods/{pod}/rotate-keys"), None).await?;
+            eprintln!("new key {} (the old one no longer works)", k["fingerprint"].as_str().unwrap_or_default());
+            println!("{}", k["public_key"].as_str().unwrap_or_default());
+        }
+        PodCommand::PublicKey { pod } => {
+            let k = c.json(Method::GET, &format!("/pods/{pod}/ssh-key"), None).await?;
+            println!("{}", k["public_key"].as_str().unwrap_or_default());
         }
         PodCommand::Stop { pod, wait } => action(&c, &pod, "stop", "stopped", wait).await?,
         PodCommand::Start { pod, wait } => action(&c, &pod, "start", "running", wait).await?,

@@ -101,6 +101,26 @@ pub struct ServeArgs {
     /// http://{port}-{pod}-{owner}.pinacle.localhost:8080 out of the box.
     #[arg(long, env = "PINACLE_PROXY_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub proxy_listen: ::std::option::Option<SocketAddr>,
+    /// Address for the SSH gateway (`ssh POD@HOST -p PORT`, scp, sftp);
+    /// `none`: no gateway.
+    #[arg(long, env = "PINACLE_SSH_LISTEN", default_value = "127.0.0.1:2222", value_parser = parse_listen)]
+    pub ssh_listen: ::std::option::Option<SocketAddr>,
+    /// The host name clients use for the SSH gateway (default: its
+    /// listening address, or localhost when that is 0.0.0.0 or ::). The
+    /// gateway's host certificate names it.
+    #[arg(long, env = "PINACLE_SSH_HOST")]
+    pub ssh_host: Option<String>,
+    /// Seconds an SSH connection may stay silent before it is closed
+    /// (clients with ServerAliveInterval stay connected).
+    #[arg(long, env = "PINACLE_SSH_IDLE_TIMEOUT", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub ssh_idle_timeout: u64,
+    /// Seconds the certificates from `pinacle ssh` are valid.
+    #[arg(long, env = "PINACLE_SSH_CERT_LIFETIME", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ssh_cert_lifetime: u64,
+    /// Failed SSH sign-ins from one address per minute before the address
+    /// is refused for the rest of that minute (0: no limit).
+    #[arg(long, env = "PINACLE_SSH_MAX_AUTH_FAILURES", default_value_t = 30)]
+    pub ssh_max_auth_failures: u32,
     /// Address for the pod proxy's HTTPS listener, such as 0.0.0.0:443
     /// (needs --acme-directory or --tls-cert/--tls-key). With it, the plain
     /// listener redirects to HTTPS and answers ACME HTTP-01 challenges.
@@ -369,6 +389,30 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             }
         });
         crate::proxy_setup::start(&args, &state, &stop_rx, &mut tasks).await?;
+        if let Some(listen) = args.ssh_listen {
+            let host = args.ssh_host.clone().unwrap_or_else(|| if listen.ip().is_unspecified() { "localhost".to_owned() } else { listen.ip().to_string() });
+            let mut names = vec![host.clone(), "localhost".to_owned(), "127.0.0.1".to_owned()];
+            names.dedup();
+            let gateway = pinacle_ssh_gateway::start(
+                state.clone(),
+                pinacle_ssh_gateway::GatewayConfig {
+                    listen,
+                    host_key_file: args.data_dir.join("ssh").join("ssh_host_ed25519_key"),
+                    host_names: names,
+                    idle_timeout: Duration::from_secs(args.ssh_idle_timeout),
+                    max_auth_failures_per_minute: args.ssh_max_auth_failures,
+                },
+                stop_rx.clone(),
+            )
+            .await?;
+            let port = gateway.local_addr.port();
+            let _ = state.ssh_site.set(pinacle_api::ssh::SshSite { host: host.clone(), port });
+            let _ = state.ssh_cert_lifetime.set(Duration::from_secs(args.ssh_cert_lifetime));
+            say!("SSH gateway on {} (ssh POD@{host} -p {port}, or pinacle ssh POD)", gateway.local_addr);
+            tasks.spawn(async move {
+                let _ = gateway.task.await;
+            });
+        }
         let app = pinacle_api::router(state.clone());
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {

@@ -41,7 +41,7 @@ ln -s /var/tmp/pinacle-test/images "$TMP/data/images"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PPORT=$(port) NPORT=$(port)
 PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json "$BIN" up --data-dir "$TMP/data" --listen 127.0.0.1:0 \
-    --rate-limit 0 --pod-network bridge --pod-bridge $BRIDGE --pod-subnet $SUBNET --proxy-listen 127.0.0.1:$PPORT \
+    --rate-limit 0 --pod-network bridge --pod-bridge $BRIDGE --pod-subnet $SUBNET --proxy-listen 127.0.0.1:$PPORT --ssh-listen none \
     >"$TMP/out" 2>"$TMP/log" &
 PID=$!
 API=

@@ -61,6 +61,7 @@ export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
       "--pod-bridge", bridge,
       "--pod-subnet", subnet,
       "--proxy-listen", `127.0.0.1:${proxyPort}`,
+      "--ssh-listen", "none",
     ],
     {
       env: { ...process.env, PINACLE_ADMIN_TOKEN: ADMIN_TOKEN, PINACLE_CONFIG: join(data, "cli.json"), PINACLE_KEYRING: "off", PINACLE_LOG: "info,sqlx=warn" },

@@ -130,6 +130,7 @@ impl Pinacle {
             // unless a test asks for its own.
             .args(if self.extra_args.iter().any(|a| a == "--pod-network") { &[][..] } else { &["--pod-network", "none"][..] })
             .args(if self.extra_args.iter().any(|a| a == "--proxy-listen") { &[][..] } else { &["--proxy-listen", "none"][..] })
+            .args(if self.extra_args.iter().any(|a| a == "--ssh-listen") { &[][..] } else { &["--ssh-listen", "none"][..] })
             .env("PINACLE_ADMIN_TOKEN", &self.admin_token)
             .env("PINACLE_CONFIG", self.data.path().join("cli.json"))
             .env("PINACLE_LOG", &self.log_filter)
@@ -178,7 +179,7 @@ impl Pinacle {
             .arg("agent")
             .arg("--data-dir")
             .arg(self.data.path())
-            .args(["--pod-network", "none", "--proxy-listen", "none"])
+            .args(["--pod-network", "none", "--proxy-listen", "none", "--ssh-listen", "none"])
             .args(extra)
             .env("PINACLE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())

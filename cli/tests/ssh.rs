@@ -1,0 +1,323 @@
+//! The SSH gateway with Debian's OpenSSH client against a real `pinacle up`
+//! and real youki pods: sign-in with a registered key and a trusted host
+//! certificate, commands and exit codes, a pty, scp of 100 MB with matching
+//! checksums, sftp, `-L` forwarding to a server in the pod, `-R` refused,
+//! `pinacle ssh` certificates, the refusals (unknown key, another user, a
+//! certificate from another CA, for another pod, expired), pod key rotation,
+//! the audit trail, brute-force limiting and the idle timeout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, pinacle_bin, Pinacle};
+use reqwest::Method;
+use serde_json::json;
+
+/// A client-side setup: keys and a known_hosts that trusts the host CA.
+struct Client {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Client {
+    async fn new(p: &Pinacle, port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, info) = p.call(Method::GET, "/api/v1/ssh", None).await;
+        assert_eq!(s, 200, "{info}");
+        assert_eq!(info["gateway"]["port"], port, "{info}");
+        let ca = info["host_ca"].as_str().unwrap();
+        std::fs::write(dir.path().join("known_hosts"), format!("@cert-authority [127.0.0.1]:{port} {ca}\n")).unwrap();
+        Client { dir, port }
+    }
+
+    /// Makes key pair `name` (ssh-keygen); returns the private key's path.
+    fn keygen(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        path
+    }
+
+    fn base_args(&self, key: &Path) -> Vec<String> {
+        vec![
+            "-F".into(),
+            "/dev/null".into(),
+            "-i".into(),
+            key.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.dir.path().join("known_hosts").display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+        ]
+    }
+
+    /// `ssh -p PORT [extra] LOGIN@127.0.0.1 COMMAND`, bounded in time.
+    fn ssh(&self, key: &Path, login: &str, extra: &[&str], command: &str) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60").arg("ssh").args(self.base_args(key)).args(["-p", &self.port.to_string()]).args(extra);
+        cmd.arg(format!("{login}@127.0.0.1"));
+        if !command.is_empty() {
+            cmd.arg(command);
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    text(&out.stdout).split_whitespace().next().unwrap().to_owned()
+}
+
+/// Runs the `pinacle` CLI against the test server.
+fn cli(p: &Pinacle, args: &[&str]) -> Output {
+    Command::new(pinacle_bin())
+        .args(args)
+        .env("PINACLE_CONFIG", p.data.path().join("cli.json"))
+        .env("PINACLE_KEYRING", "off")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+async fn signup(p: &Pinacle, name: &str) -> String {
+    let creds = json!({"name": name, "password": "correct horse battery"});
+    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/signup", Some(creds.clone())).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(creds)).await;
+    assert_eq!(s, 200, "{b}");
+    b["access_token"].as_str().unwrap().to_owned()
+}
+
+fn refused(out: &Output) -> bool {
+    out.status.code() == Some(255) && text(&out.stderr).contains("Permission denied")
+}
+
+#[tokio::test]
+async fn openssh_clients_reach_pods_through_the_gateway() {
+    let port = free_port();
+    let p = Pinacle::start_with(&["--ssh-listen", &format!("127.0.0.1:{port}"), "--ssh-host", "127.0.0.1"]).await;
+    p.create_running("box", "minimal", "youki").await;
+    let c = Client::new(&p, port).await;
+
+    // a key registered with the CLI signs in; the host is trusted through
+    // the host CA (StrictHostKeyChecking=yes with only a CA line)
+    let key = c.keygen("id_admin");
+    let added = cli(&p, &["ssh-key", "add", &format!("{}.pub", key.display())]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let listed = text(&cli(&p, &["ssh-key", "list"]).stdout);
+    assert!(listed.contains("id_admin"), "{listed}");
+
+    let out = c.ssh(&key, "box", &["-o", "SetEnv=LANG=C.UTF-8 PATH=/evil"], "echo hi; pwd; echo lang=$LANG; echo path=$PATH; exit 3");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "exit status passes through: {stdout} {}", text(&out.stderr));
+    assert!(stdout.starts_with("hi\n/workspace\nlang=C.UTF-8\n"), "{stdout}");
+    assert!(!stdout.contains("path=/evil"), "PATH is not the client's: {stdout}");
+
+    // a pty with its size
+    let out = c.ssh(&key, "box", &["-tt"], "tty; echo TERM=$TERM");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {}", text(&out.stderr));
+    assert!(stdout.contains("/dev/pts/"), "{stdout}");
+
+    // scp 100 MB there and back (OpenSSH 9's scp speaks SFTP)
+    let big = c.dir.path().join("big.bin");
+    let dd = Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=100", "status=none"]).arg(format!("of={}", big.display())).status().unwrap();
+    assert!(dd.success());
+    let want = sha256_of(&big);
+    let scp = |from: &str, to: &str| {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("120").arg("scp").args(c.base_args(&key)).args(["-P", &port.to_string(), from, to]);
+        cmd.stdin(Stdio::null()).output().unwrap()
+    };
+    let out = scp(&big.display().to_string(), "box@127.0.0.1:big.bin");
+    assert!(out.status.success(), "scp up: {}", text(&out.stderr));
+    let out = c.ssh(&key, "box", &[], "sha256sum /workspace/big.bin");
+    assert_eq!(text(&out.stdout).split_whitespace().next(), Some(want.as_str()), "{}", text(&out.stderr));
+    let back = c.dir.path().join("back.bin");
+    let out = scp("box@127.0.0.1:/workspace/big.bin", &back.display().to_string());
+    assert!(out.status.success(), "scp down: {}", text(&out.stderr));
+    assert_eq!(sha256_of(&back), want);
+
+    // sftp lists the workspace
+    let batch = c.dir.path().join("batch");
+    std::fs::write(&batch, "cd /workspace\nls -l\nmkdir made-by-sftp\n").unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60").arg("sftp").args(c.base_args(&key)).args(["-P", &port.to_string(), "-b"]).arg(&batch).arg("box@127.0.0.1");
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("big.bin"), "{}", text(&out.stdout));
+    let out = c.ssh(&key, "box", &[], "test -d /workspace/made-by-sftp && echo made");
+    assert_eq!(text(&out.stdout), "made\n");
+
+    // -L reaches a server that listens on the pod's own loopback
+    let pod_port = 20000 + (std::process::id() % 10000) as u16;
+    let out = c.ssh(
+        &key,
+        "box",
+        &[],
+        &format!("mkdir -p /workspace/www && echo forwarded-from-pod > /workspace/www/index.html && busybox httpd -p 127.0.0.1:{pod_port} -h /workspace/www && echo started"),
+    );
+    assert_eq!(text(&out.stdout), "started\n", "{}", text(&out.stderr));
+    let local = free_port();
+    let mut forward = Command::new("ssh")
+        .args(c.base_args(&key))
+        .args(["-p", &port.to_string(), "-N", "-L", &format!("127.0.0.1:{local}:localhost:{pod_port}"), "box@127.0.0.1"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{local}/")).await {
+            break r.text().await.unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = forward.kill();
+            let out = forward.wait_with_output().unwrap();
+            panic!("the forward never answered: {}\n{}", text(&out.stderr), p.server_log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body, "forwarded-from-pod\n");
+    let _ = forward.kill();
+    let _ = forward.wait();
+
+    // -R is refused, and the client says so
+    let out = c.ssh(&key, "box", &["-N", "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:9"], "");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("remote port forwarding failed"), "{}", text(&out.stderr));
+
+    // `pinacle ssh` signs in with a fresh certificate
+    let out = cli(&p, &["ssh", "box", "--", "echo", "via-certificate"]);
+    assert!(out.status.success(), "pinacle ssh: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "via-certificate\n");
+    let out = cli(&p, &["ssh", "box", "--", "exit", "7"]);
+    assert_eq!(out.status.code(), Some(7), "the exit code passes through");
+    let config = text(&cli(&p, &["ssh-config"]).stdout);
+    assert!(config.contains("Host box.pinacle") && config.contains(&format!("Port {port}")), "{config}");
+
+    // refusals before any channel: an unknown key
+    let stranger = c.keygen("id_stranger");
+    assert!(refused(&c.ssh(&stranger, "box", &[], "true")));
+    // a pod that does not exist
+    assert!(refused(&c.ssh(&key, "nope", &[], "true")));
+    // another user's key for this pod
+    let bob = signup(&p, "bob").await;
+    let bob_key = c.keygen("id_bob");
+    let (s, b) = p
+        .call_as(&bob, Method::POST, "/api/v1/ssh-keys", Some(json!({"name": "bob", "public_key": std::fs::read_to_string(format!("{}.pub", bob_key.display())).unwrap()})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(refused(&c.ssh(&bob_key, "box", &[], "true")), "bob may not enter admin's pod");
+    // bob may not have a certificate for it either
+    let (s, b) = p
+        .call_as(&bob, Method::POST, "/api/v1/pods/box/ssh-certificate", Some(json!({"public_key": std::fs::read_to_string(format!("{}.pub", bob_key.display())).unwrap()})))
+        .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")), "{b}");
+
+    // certificates: one from the platform works only for its pod...
+    let cert_key = c.keygen("id_cert");
+    let pubkey = std::fs::read_to_string(format!("{}.pub", cert_key.display())).unwrap();
+    let (s, cert) = p.call(Method::POST, "/api/v1/pods/box/ssh-certificate", Some(json!({"public_key": pubkey}))).await;
+    assert_eq!(s, 201, "{cert}");
+    std::fs::write(format!("{}-cert.pub", cert_key.display()), format!("{}\n", cert["certificate"].as_str().unwrap())).unwrap();
+    let out = c.ssh(&cert_key, "box", &[], "echo cert-ok");
+    assert_eq!(text(&out.stdout), "cert-ok\n", "{}", text(&out.stderr));
+    p.create_running("other", "minimal", "youki").await;
+    assert!(refused(&c.ssh(&cert_key, "other", &[], "true")), "a certificate for another pod");
+    // ...one signed by another CA is refused
+    let rogue_ca = c.keygen("rogue_ca");
+    let rogue = c.keygen("id_rogue");
+    let admin_id = p.call(Method::GET, "/api/v1/me", None).await.1["id"].as_str().unwrap().to_owned();
+    let box_id = p.pod("box").await["id"].as_str().unwrap().to_owned();
+    let signed = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&rogue_ca)
+        .args(["-I", &format!("pinacle-user:{admin_id}"), "-n", &box_id, "-V", "-5m:+10m"])
+        .arg(format!("{}.pub", rogue.display()))
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", text(&signed.stderr));
+    assert!(refused(&c.ssh(&rogue, "box", &[], "true")), "a certificate from another CA");
+
+    // the pod's own key: present, rotated atomically, the pod still usable
+    let (s, before) = p.call(Method::GET, "/api/v1/pods/box/ssh-key", None).await;
+    assert_eq!(s, 200, "{before}");
+    let in_pod = text(&c.ssh(&key, "box", &[], "cat ~/.ssh/id_ed25519.pub").stdout);
+    assert_eq!(in_pod.trim(), before["public_key"].as_str().unwrap());
+    let rotated = cli(&p, &["pod", "rotate-keys", "box"]);
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let new_key = text(&rotated.stdout).trim().to_owned();
+    assert_ne!(new_key, before["public_key"].as_str().unwrap());
+    let out = c.ssh(&key, "box", &[], "cat ~/.ssh/id_ed25519.pub; ls -la ~/.ssh | grep -c id_ed25519; head -1 ~/.ssh/id_ed25519");
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with(&format!("{new_key}\n2\n-----BEGIN OPENSSH PRIVATE KEY-----")), "{stdout}");
+
+    // every session is in the audit log, start and end
+    let (_, audit) = p.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.iter().filter(|a| **a == "ssh.session.start").count() >= 8, "{actions:?}");
+    assert!(actions.contains(&"ssh.session.end") && actions.contains(&"ssh.certificate") && actions.contains(&"pod.rotate_keys"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn the_gateway_limits_failed_sign_ins_expired_certificates_and_idle_connections() {
+    let port = free_port();
+    let p = Pinacle::start_with(&[
+        "--ssh-listen",
+        &format!("127.0.0.1:{port}"),
+        "--ssh-max-auth-failures",
+        "3",
+        "--ssh-idle-timeout",
+        "2",
+        "--ssh-cert-lifetime",
+        "1",
+    ])
+    .await;
+    p.create_running("lim", "minimal", "youki").await;
+    let c = Client::new(&p, port).await;
+    let key = c.keygen("id_ok");
+    let (s, b) = p
+        .call(Method::POST, "/api/v1/ssh-keys", Some(json!({"name": "ok", "public_key": std::fs::read_to_string(format!("{}.pub", key.display())).unwrap()})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+
+    // an expired certificate (this server issues 1-second ones)
+    let cert_key = c.keygen("id_cert");
+    let (s, cert) = p
+        .call(Method::POST, "/api/v1/pods/lim/ssh-certificate", Some(json!({"public_key": std::fs::read_to_string(format!("{}.pub", cert_key.display())).unwrap()})))
+        .await;
+    assert_eq!(s, 201, "{cert}");
+    std::fs::write(format!("{}-cert.pub", cert_key.display()), format!("{}\n", cert["certificate"].as_str().unwrap())).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(refused(&c.ssh(&cert_key, "lim", &[], "true")), "an expired certificate");
+
+    // an idle connection is closed: `sleep 30` sends nothing for 30 s
+    let t0 = Instant::now();
+    let out = c.ssh(&key, "lim", &[], "sleep 30");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(20), "closed after {:?}", t0.elapsed());
+
+    // brute force: after 3 failures even the right key is refused for a while
+    let stranger = c.keygen("id_stranger");
+    for _ in 0..3 {
+        assert!(refused(&c.ssh(&stranger, "lim", &[], "true")));
+    }
+    assert!(refused(&c.ssh(&key, "lim", &[], "true")), "the address is blocked");
+    assert!(p.server_log().contains("too many failed sign-ins"), "the refusal is logged");
+}

@@ -1,0 +1,71 @@
+//! Brute-force protection: failed sign-ins counted per source address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The most addresses remembered; older windows are dropped past this.
+const MAX_TRACKED: usize = 10_000;
+
+/// Counts failed sign-ins per address in fixed windows; an address with
+/// `max` failures in its current window is refused until the window ends.
+pub struct AuthLimiter {
+    max: u32,
+    window: Duration,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl AuthLimiter {
+    /// Allows `max` failures per `window` (0: no limit).
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self { max, window, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `ip` is refused at `now`.
+    pub fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.max == 0 {
+            return false;
+        }
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&ip).is_some_and(|(start, n)| now.duration_since(*start) < self.window && *n >= self.max)
+    }
+
+    /// Records a failed sign-in from `ip` at `now`.
+    pub fn failed(&self, ip: IpAddr, now: Instant) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED {
+            let window = self.window;
+            map.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn an_address_is_refused_after_max_failures_until_its_window_ends() {
+        let l = AuthLimiter::new(3, Duration::from_secs(60));
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            l.failed(a, t0);
+        }
+        assert!(!l.blocked(a, t0), "two failures are allowed");
+        l.failed(a, t0 + Duration::from_secs(1));
+        assert!(l.blocked(a, t0 + Duration::from_secs(2)), "the third one blocks");
+        assert!(!l.blocked(b, t0 + Duration::from_secs(2)), "other addresses are not affected");
+        assert!(!l.blocked(a, t0 + Duration::from_secs(61)), "the window ends");
+        l.failed(a, t0 + Duration::from_secs(61));
+        assert!(!l.blocked(a, t0 + Duration::from_secs(62)), "a new window starts from zero");
+        assert!(!AuthLimiter::new(0, Duration::from_secs(60)).blocked(a, t0), "0 means no limit");
+    }
+}

@@ -1,0 +1,351 @@
+//! The SSH gateway: lets OpenSSH clients (and editors' remote-SSH, `scp`,
+//! `sftp`, `ssh -L`) into pods.
+//!
+//! The login name picks the pod (`pod`, `pod.team` or the pod id; see
+//! [`pinacle_api::ssh::pod_key_of_login`]). A client proves who it is with
+//! a public key registered to a Pinacle account, or with a short-lived
+//! certificate from the platform's user CA whose principal is the pod. The
+//! account must be allowed to run commands in the pod (the same policy as
+//! the API's exec). Everything is decided before any channel opens.
+//!
+//! Inside, every channel becomes one command run by the pod's supervisor:
+//! a login shell, `sh -c COMMAND`, the supervisor's own SFTP server, or its
+//! TCP relay for a `direct-tcpip` forward. Each starts and ends with an
+//! audit log entry.
+//!
+//! The gateway's host key is certified by the platform's host CA, so a
+//! client with an `@cert-authority` line trusts it without asking.
+
+mod auth_limit;
+mod channels;
+mod host_key;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use pinacle_api::auth::Principal;
+use pinacle_api::policy::Action;
+use pinacle_api::AppState;
+use russh::server::{Auth, Handler, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use ssh_key::{Certificate, HashAlg};
+use tokio::sync::watch;
+
+pub use auth_limit::AuthLimiter;
+pub use host_key::load_or_create_host_key;
+
+/// How the gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// The gateway's ed25519 host key (made on first start, mode 0600).
+    pub host_key_file: PathBuf,
+    /// The names clients use for this host: the host certificate's
+    /// principals.
+    pub host_names: Vec<String>,
+    /// A connection with nothing from the client for this long is closed.
+    pub idle_timeout: Duration,
+    /// Failed sign-ins from one address within a minute before that
+    /// address is refused outright until the minute is over.
+    pub max_auth_failures_per_minute: u32,
+}
+
+/// A started gateway.
+pub struct RunningGateway {
+    pub local_addr: SocketAddr,
+    /// The host certificate it presents.
+    pub host_certificate: Certificate,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// What every connection shares.
+struct Shared {
+    state: AppState,
+    limiter: AuthLimiter,
+}
+
+/// Binds `cfg.listen` and serves until `shutdown` turns true.
+pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<RunningGateway> {
+    let host_key = load_or_create_host_key(&cfg.host_key_file)?;
+    let cas = state.ssh_authorities().await.map_err(|e| anyhow::anyhow!("loading the SSH certificate authorities: {}", e.message))?;
+    let host_certificate = pinacle_api::ssh::sign_host_certificate(&cas.host_ca, host_key.public_key(), &cfg.host_names, SystemTime::now())
+        .context("certifying the gateway's host key")?;
+    let config = Arc::new(russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-Pinacle".into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        keys: vec![host_key],
+        certificates: vec![host_certificate.clone()],
+        // a wrong key waits like any other refusal; the client's first
+        // "none" probe does not
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(cfg.idle_timeout),
+        keepalive_interval: None,
+        nodelay: true,
+        window_size: 8 * 1024 * 1024,
+        channel_buffer_size: 256,
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening for SSH on {}", cfg.listen))?;
+    let local_addr = listener.local_addr()?;
+    let shared = Arc::new(Shared { state, limiter: AuthLimiter::new(cfg.max_auth_failures_per_minute, Duration::from_secs(60)) });
+    tracing::info!(%local_addr, host_key = %host_certificate.public_key().fingerprint(HashAlg::Sha256), "SSH gateway listening");
+    let task = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let (socket, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SSH accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let handler = Connection { shared: shared.clone(), peer, login: None };
+            let config = config.clone();
+            tokio::spawn(async move {
+                match russh::server::run_stream(config, socket, handler).await {
+                    Ok(session) => {
+                        if let Err(e) = session.await {
+                            tracing::debug!(%peer, error = %e, "SSH connection ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "SSH handshake failed"),
+                }
+            });
+        }
+    });
+    Ok(RunningGateway { local_addr, host_certificate, task })
+}
+
+/// Who signed in, to which pod, and how.
+#[derive(Clone)]
+pub(crate) struct Login {
+    pub principal: Principal,
+    /// The key [`AppState::find_pod`] takes (checked again for every channel).
+    pub pod_key: String,
+    pub pod_name: String,
+    pub pod_id: String,
+    /// `key SHA256:...` or `certificate SHA256:... serial N`.
+    pub via: String,
+    pub pty_allowed: bool,
+    pub forwarding_allowed: bool,
+    pub peer: SocketAddr,
+}
+
+/// One client connection.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    login: Option<Arc<Login>>,
+}
+
+/// Why a sign-in was refused (logged, never shown in detail to the client).
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("too many failed sign-ins from this address")]
+    RateLimited,
+    #[error("login name {0:?} names no pod")]
+    BadLogin(String),
+    #[error("unknown key")]
+    UnknownKey,
+    #[error("the key's account no longer exists")]
+    NoUser,
+    #[error("certificate refused: {0}")]
+    Certificate(pinacle_api::ssh::CertificateRefusal),
+    #[error("{0}")]
+    NoAccess(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Connection {
+    fn refuse(&self, login: &str, refusal: Refusal) -> Result<Auth, russh::Error> {
+        if !matches!(refusal, Refusal::RateLimited) {
+            self.shared.limiter.failed(self.peer.ip(), std::time::Instant::now());
+        }
+        tracing::warn!(peer = %self.peer, login, reason = %refusal, "SSH sign-in refused");
+        Ok(Auth::reject())
+    }
+
+    /// The pod `login` names, if user `user_id` may run commands in it.
+    async fn admit(&self, login: &str, user_id: &str) -> Result<(Principal, pinacle_api::service::PodView, String), Refusal> {
+        let pod_key = pinacle_api::ssh::pod_key_of_login(login).ok_or_else(|| Refusal::BadLogin(login.to_owned()))?;
+        let source = format!("ssh {}", self.peer);
+        let principal = self.shared.state.principal_for_user(user_id, &source).await.map_err(|e| Refusal::Internal(e.message))?.ok_or(Refusal::NoUser)?;
+        let pod = self.shared.state.find_pod(&principal, &pod_key, Action::Exec).await.map_err(|e| Refusal::NoAccess(e.message))?;
+        Ok((principal, pod, pod_key))
+    }
+
+    fn sign_in(&mut self, principal: Principal, pod: &pinacle_api::service::PodView, pod_key: String, via: String, pty_allowed: bool, forwarding_allowed: bool) {
+        tracing::info!(peer = %self.peer, user = %principal.user_name, pod = %pod.name, via = %via, "SSH sign-in");
+        self.login = Some(Arc::new(Login {
+            principal,
+            pod_key,
+            pod_name: pod.name.to_string(),
+            pod_id: pod.id.to_string(),
+            via,
+            pty_allowed,
+            forwarding_allowed,
+            peer: self.peer,
+        }));
+    }
+}
+
+impl Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(&mut self, login: &str, _offer: russh::server::PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        // The real check comes once the client has proved it holds the key
+        // (a certificate's key is offered here too, undistinguished).
+        if self.shared.limiter.blocked(self.peer.ip(), std::time::Instant::now()) {
+            return self.refuse(login, Refusal::RateLimited);
+        }
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_publickey(&mut self, login: &str, key: russh::server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        if self.shared.limiter.blocked(self.peer.ip(), std::time::Instant::now()) {
+            return self.refuse(login, Refusal::RateLimited);
+        }
+        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256);
+        let owner = match self.shared.state.ssh_key_owner(key.public_key).await {
+            Ok(Some(owner)) => owner,
+            Ok(None) => return self.refuse(login, Refusal::UnknownKey),
+            Err(e) => return self.refuse(login, Refusal::Internal(e.message)),
+        };
+        match self.admit(login, &owner).await {
+            Ok((principal, pod, pod_key)) => {
+                self.sign_in(principal, &pod, pod_key, format!("key {fingerprint}"), true, true);
+                Ok(Auth::Accept)
+            }
+            Err(r) => self.refuse(login, r),
+        }
+    }
+
+    async fn auth_openssh_certificate(&mut self, login: &str, cert: &Certificate) -> Result<Auth, Self::Error> {
+        if self.shared.limiter.blocked(self.peer.ip(), std::time::Instant::now()) {
+            return self.refuse(login, Refusal::RateLimited);
+        }
+        let cas = match self.shared.state.ssh_authorities().await {
+            Ok(c) => c,
+            Err(e) => return self.refuse(login, Refusal::Internal(e.message)),
+        };
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // Trust the key id only once the CA's signature and the validity
+        // window are checked; the pod principal is checked once the pod is known.
+        let ca = cas.user_ca.public_key();
+        if let Err(e) = cert.validate_at(now, [&ca.fingerprint(HashAlg::Sha256)]) {
+            tracing::debug!(error = %e, "certificate validation");
+            return self.refuse(login, Refusal::Certificate(pinacle_api::ssh::CertificateRefusal::Invalid));
+        }
+        let Some(user_id) = cert.key_id().strip_prefix("pinacle-user:").map(str::to_owned) else {
+            return self.refuse(login, Refusal::Certificate(pinacle_api::ssh::CertificateRefusal::NoUser));
+        };
+        let (principal, pod, pod_key) = match self.admit(login, &user_id).await {
+            Ok(a) => a,
+            Err(r) => return self.refuse(login, r),
+        };
+        match pinacle_api::ssh::check_user_certificate(cert, ca, &pod.id.to_string(), now) {
+            Ok(id) if id == user_id => {}
+            Ok(_) => return self.refuse(login, Refusal::Certificate(pinacle_api::ssh::CertificateRefusal::NoUser)),
+            Err(r) => return self.refuse(login, Refusal::Certificate(r)),
+        }
+        let via = format!("certificate {} serial {}", cert.public_key().fingerprint(HashAlg::Sha256), cert.serial());
+        let pty = cert.extensions().contains_key("permit-pty");
+        let forwarding = cert.extensions().contains_key("permit-port-forwarding");
+        self.sign_in(principal, &pod, pod_key, via, pty, forwarding);
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: russh::server::ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {
+        let Some(login) = self.login.clone() else {
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        reply.accept().await;
+        tokio::spawn(channels::run_session(self.shared.state.clone(), login, channel));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(login) = self.login.clone().filter(|l| l.forwarding_allowed) else {
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        let Some(port) = u16::try_from(port).ok().filter(|p| *p > 0) else {
+            reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        if host.is_empty() || host.len() > 255 || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        }
+        tokio::spawn(channels::run_forward(self.shared.state.clone(), login, channel, reply, host.to_owned(), port));
+        Ok(())
+    }
+
+    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+        tracing::info!(peer = %self.peer, address, port = *port, "remote port forwarding (ssh -R) refused: not supported by the Pinacle gateway");
+        Ok(false)
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.login.as_ref().is_some_and(|l| l.pty_allowed) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn env_request(&mut self, channel: ChannelId, name: &str, _value: &str, session: &mut Session) -> Result<(), Self::Error> {
+        if channels::accepted_env(name) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+        if name == "sftp" {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+}
