@@ -31,6 +31,18 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// An SSH sign-in's outcome: `accepted`, `refused` or `rate_limited`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// What an SSH channel runs: `shell`, `exec`, `sftp` or `forward`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -39,6 +51,10 @@ pub struct Metrics {
     pub pods: Family<StateLabels, Gauge>,
     pub transitions: Family<StateLabels, Counter>,
     pub provision_seconds: Histogram,
+    /// SSH gateway sign-ins by outcome.
+    pub ssh_sign_ins: Family<OutcomeLabels, Counter>,
+    /// SSH gateway channels started, by kind.
+    pub ssh_sessions: Family<KindLabels, Counter>,
     /// The pod proxy's, when it runs in this process.
     pub proxy: pinacle_proxy::metrics::ProxyMetrics,
 }
@@ -64,9 +80,13 @@ impl Default for Metrics {
             "Time from pod request to running",
             provision_seconds.clone(),
         );
+        let ssh_sign_ins = Family::<OutcomeLabels, Counter>::default();
+        let ssh_sessions = Family::<KindLabels, Counter>::default();
+        registry.register("ssh_sign_ins", "SSH gateway sign-ins by outcome", ssh_sign_ins.clone());
+        registry.register("ssh_sessions", "SSH gateway channels started, by kind", ssh_sessions.clone());
         let proxy = pinacle_proxy::metrics::ProxyMetrics::default();
         proxy.register(&mut registry);
-        Self { registry, http_requests, http_duration, pods, transitions, provision_seconds, proxy }
+        Self { registry, http_requests, http_duration, pods, transitions, provision_seconds, ssh_sign_ins, ssh_sessions, proxy }
     }
 }
 

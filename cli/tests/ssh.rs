@@ -273,6 +273,8 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.iter().filter(|a| **a == "ssh.session.start").count() >= 8, "{actions:?}");
     assert!(actions.contains(&"ssh.session.end") && actions.contains(&"ssh.certificate") && actions.contains(&"pod.rotate_keys"), "{actions:?}");
+    let metrics = p.http.get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pinacle_ssh_sessions_total{kind=\"sftp\"}") && metrics.contains("pinacle_ssh_sign_ins_total{outcome=\"refused\"}"), "{metrics}");
 }
 
 #[tokio::test]

@@ -71,18 +71,18 @@ done
 mkdir -p /run/sshd
 ssh-keygen -q -t ed25519 -N "" -f "$TMP/sshd_host_key"
 cp "$TMP/id.pub" "$TMP/authorized_keys"
-ENTER="nsenter -t $POD_PID -m -u -i -n -p -r -w/workspace"
+ENTER="nsenter -t $POD_PID -m -u -i -n -p -r -w"
 cat >"$TMP/enter.sh" <<ENTER_SCRIPT
 #!/bin/sh
 # sshd's ForceCommand: the client's command (or a login shell) in the pod;
 # for the SFTP subsystem sshd passes the Subsystem line as the command
 if [ -n "\$SSH_ORIGINAL_COMMAND" ]; then
     case "\$SSH_ORIGINAL_COMMAND" in
-        *sftp-server*) exec $ENTER /.pinacle/bin/pinacle-supervisor sftp-server ;;
+        *sftp-server*) exec $ENTER /bin/sh -c 'cd /workspace && exec /.pinacle/bin/pinacle-supervisor sftp-server' ;;
     esac
-    exec $ENTER /bin/sh -c "\$SSH_ORIGINAL_COMMAND"
+    exec $ENTER /bin/sh -c "cd /workspace && \$SSH_ORIGINAL_COMMAND"
 fi
-exec $ENTER /bin/sh -l
+exec $ENTER /bin/sh -c 'cd /workspace && exec /bin/sh -l'
 ENTER_SCRIPT
 chmod 755 "$TMP/enter.sh"
 sshd_conf() {
@@ -101,11 +101,23 @@ PrintMotd no
 $2
 SSHD
 }
-sshd_conf "$PPORT" "Subsystem sftp $ENTER /.pinacle/bin/pinacle-supervisor sftp-server
+sshd_conf "$PPORT" "Subsystem sftp pinacle-supervisor-sftp-server
 ForceCommand $TMP/enter.sh" >"$TMP/sshd_pod.conf"
 sshd_conf "$HPORT" "Subsystem sftp /usr/lib/openssh/sftp-server" >"$TMP/sshd_host.conf"
-/usr/sbin/sshd -D -e -f "$TMP/sshd_pod.conf" 2>"$TMP/sshd_pod.log" & SSHD_POD=$!
-/usr/sbin/sshd -D -e -f "$TMP/sshd_host.conf" 2>"$TMP/sshd_host.log" & SSHD_HOST=$!
+# sshd runs commands through root's login shell, and bash reads ~/.bashrc
+# when sshd starts it: a development machine's rc (pyenv, nvm...) would be
+# timed too. The reference sshd gets a fresh machine's empty one, in a mount
+# namespace of its own.
+: >"$TMP/empty_rc"
+run_sshd() {
+    if [[ -e /root/.bashrc ]]; then
+        exec unshare -m sh -c "mount --bind '$TMP/empty_rc' /root/.bashrc && exec /usr/sbin/sshd -D -e -f '$1'"
+    else
+        exec /usr/sbin/sshd -D -e -f "$1"
+    fi
+}
+run_sshd "$TMP/sshd_pod.conf" 2>"$TMP/sshd_pod.log" & SSHD_POD=$!
+run_sshd "$TMP/sshd_host.conf" 2>"$TMP/sshd_host.log" & SSHD_HOST=$!
 sleep 0.5
 for p in $PPORT $HPORT; do
     echo "[127.0.0.1]:$p $(cut -d' ' -f1,2 "$TMP/sshd_host_key.pub")" >>"$TMP/known_hosts"
@@ -117,7 +129,7 @@ TARGETS=("gateway:$GPORT:bench" "sshd→pod:$PPORT:root" "sshd→host:$HPORT:roo
 # sanity: each lands where it should
 for t in "${TARGETS[@]}"; do
     IFS=: read -r name p user <<<"$t"
-    where=$(ssh "${OPTS[@]}" -p "$p" "$user@127.0.0.1" 'cat /proc/1/cgroup | head -1; pwd' | tr '\n' ' ')
+    where=$(ssh "${OPTS[@]}" -p "$p" "$user@127.0.0.1" 'hostname; pwd' | tr '\n' ' ')
     printf '%-10s lands in: %s\n' "$name" "$where"
 done
 

@@ -144,6 +144,7 @@ async fn start(state: &AppState, login: &Login, tx: Arc<ChannelWriteHalf<Msg>>, 
         tracing::warn!(error = %e.message, "audit of an SSH session failed");
     }
     tracing::info!(pod = %pod.name, user = %login.principal.user_name, kind = kind.label(), "SSH session started");
+    state.metrics.ssh_sessions.get_or_create(&pinacle_api::metrics::KindLabels { kind: kind.label().into() }).inc();
     let output = tokio::spawn(copy_output(tx, events));
     Some(Running { input, output, kind, started: Instant::now() })
 }
@@ -284,6 +285,7 @@ pub(crate) async fn run_forward(state: AppState, login: Arc<Login>, channel: Cha
         }
     }
     reply.accept().await;
+    state.metrics.ssh_sessions.get_or_create(&pinacle_api::metrics::KindLabels { kind: "forward".into() }).inc();
     let target = format!("pod:{} ({}) forward to {host}:{port} from {} via {}", pod.id, pod.name, login.peer, login.via);
     if let Err(e) = state.audit(&login.principal, "ssh.session.start", &target).await {
         tracing::warn!(error = %e.message, "audit of an SSH session failed");

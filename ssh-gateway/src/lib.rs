@@ -169,9 +169,13 @@ enum Refusal {
 
 impl Connection {
     fn refuse(&self, login: &str, refusal: Refusal) -> Result<Auth, russh::Error> {
-        if !matches!(refusal, Refusal::RateLimited) {
+        let outcome = if matches!(refusal, Refusal::RateLimited) {
+            "rate_limited"
+        } else {
             self.shared.limiter.failed(self.peer.ip(), std::time::Instant::now());
-        }
+            "refused"
+        };
+        self.shared.state.metrics.ssh_sign_ins.get_or_create(&pinacle_api::metrics::OutcomeLabels { outcome: outcome.into() }).inc();
         tracing::warn!(peer = %self.peer, login, reason = %refusal, "SSH sign-in refused");
         Ok(Auth::reject())
     }
@@ -187,6 +191,7 @@ impl Connection {
 
     fn sign_in(&mut self, principal: Principal, pod: &pinacle_api::service::PodView, pod_key: String, via: String, pty_allowed: bool, forwarding_allowed: bool) {
         tracing::info!(peer = %self.peer, user = %principal.user_name, pod = %pod.name, via = %via, "SSH sign-in");
+        self.shared.state.metrics.ssh_sign_ins.get_or_create(&pinacle_api::metrics::OutcomeLabels { outcome: "accepted".into() }).inc();
         self.login = Some(Arc::new(Login {
             principal,
             pod_key,
