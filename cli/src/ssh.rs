@@ -192,13 +192,25 @@ pub async fn ssh_config(args: SshConfigArgs) -> Result<ExitCode> {
     let (host, port) = gateway_of(&info)?;
     let known = write_known_hosts(&host, port, info["host_ca"].as_str().unwrap_or_default())?;
     let pods = c.json(Method::GET, "/pods", None).await?;
+    // team pods are `pod.team`, by the team's name
+    let teams = c.json(Method::GET, "/teams", None).await?;
+    let team_name = |id: &str| -> String {
+        teams["teams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["id"].as_str() == Some(id))
+            .and_then(|t| t["name"].as_str())
+            .unwrap_or(id)
+            .to_owned()
+    };
     println!("# Pinacle pods through the SSH gateway at {}:{port}", host);
     println!("# (register a key first: pinacle ssh-key add ~/.ssh/id_ed25519.pub)");
     println!("# The gateway's host key is trusted through the CA line in {}", known.display());
     for p in pods["pods"].as_array().into_iter().flatten() {
         let Some(name) = p["name"].as_str() else { continue };
-        let login = match p["team"].as_str().or(p["team_id"].as_str()) {
-            Some(team) => format!("{name}.{team}"),
+        let login = match p["team_id"].as_str() {
+            Some(team) => format!("{name}.{}", team_name(team)),
             None => name.to_owned(),
         };
         println!();

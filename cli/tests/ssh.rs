@@ -238,8 +238,17 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     std::fs::write(format!("{}-cert.pub", cert_key.display()), format!("{}\n", cert["certificate"].as_str().unwrap())).unwrap();
     let out = c.ssh(&cert_key, "box", &[], "echo cert-ok");
     assert_eq!(text(&out.stdout), "cert-ok\n", "{}", text(&out.stderr));
-    p.create_running("other", "minimal", "youki").await;
-    assert!(refused(&c.ssh(&cert_key, "other", &[], "true")), "a certificate for another pod");
+    // (the other pod is a team's: `pod.team` names it)
+    let (s, b) = p.call(Method::POST, "/api/v1/teams", Some(json!({"name": "acme"}))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, other) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "other", "template": "minimal", "runtime": "youki", "team": "acme"}))).await;
+    assert_eq!(s, 202, "{other}");
+    p.wait_state(other["id"].as_str().unwrap(), "running", 120).await;
+    let out = c.ssh(&key, "other.acme", &[], "echo in-team-pod");
+    assert_eq!(text(&out.stdout), "in-team-pod\n", "{}", text(&out.stderr));
+    assert!(refused(&c.ssh(&cert_key, "other.acme", &[], "true")), "a certificate for another pod");
+    let config = text(&cli(&p, &["ssh-config"]).stdout);
+    assert!(config.contains("Host other.acme.pinacle") && config.contains("User other.acme"), "{config}");
     // ...one signed by another CA is refused
     let rogue_ca = c.keygen("rogue_ca");
     let rogue = c.keygen("id_rogue");
