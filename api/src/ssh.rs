@@ -264,7 +264,8 @@ impl AppState {
         let record = pod.record()?;
         let k = agent
             .pod_key(&record)
-            .ok_or_else(|| ApiError::conflict("pod_not_running", format!("pod {}'s key is on its disk; start the pod to read it", pod.name)))?;
+            .await
+            .ok_or_else(|| ApiError::conflict("pod_not_running", format!("pod {}'s key is on its disk: start the pod to read it (or its ~/.ssh/id_ed25519 is not a key Pinacle made; rotate-keys replaces it)", pod.name)))?;
         Ok(PodKeyView { public_key: k.public_key, fingerprint: k.fingerprint })
     }
 

@@ -21,7 +21,8 @@ pub struct SshArgs {
     /// certificate stay in place until they expire).
     #[arg(long)]
     pub print: bool,
-    /// More arguments for ssh: options, then a command to run.
+    /// More arguments for ssh: options (`-L 8080:localhost:3000`, `-t`...),
+    /// then a command to run.
     #[arg(last = true)]
     pub args: Vec<String>,
 }
@@ -101,16 +102,15 @@ pub async fn ssh(args: SshArgs) -> Result<ExitCode> {
     let key = pinacle_api::ssh::new_ed25519_key("pinacle ssh").context("making a key")?;
     let public = key.public_key().to_openssh().context("encoding the key")?;
     let cert = c
-        .json(Method::POST, &format!("/pods/{}/ssh-certificate", args.pod), Some(json!({ "public_key": public })))
+        .json(Method::POST, &format!("/pods/{}/ssh-certificate", form_urlencoded::byte_serialize(args.pod.as_bytes()).collect::<String>()), Some(json!({ "public_key": public })))
         .await?;
     let (host, port) = gateway_of(&cert)?;
     let login = cert["login"].as_str().context("the server sent no login name")?.to_owned();
     let known = write_known_hosts(&host, port, cert["host_ca"].as_str().unwrap_or_default())?;
     let dir = ssh_dir().join("session");
     private_dir(&dir)?;
-    let stem = dir.join(format!("{}-{}", login, std::process::id()));
-    let key_path = stem.with_extension("key");
-    let cert_path = PathBuf::from(format!("{}-cert.pub", key_path.display()));
+    let key_path = dir.join(format!("{login}-{}.key", std::process::id()));
+    let cert_path = dir.join(format!("{login}-{}.key-cert.pub", std::process::id()));
     let pem = key.to_openssh(ssh_key::LineEnding::LF).context("encoding the key")?;
     write_file(&key_path, &pem, 0o600)?;
     write_file(&cert_path, &format!("{}\n", cert["certificate"].as_str().unwrap_or_default()), 0o644)?;
@@ -130,11 +130,10 @@ pub async fn ssh(args: SshArgs) -> Result<ExitCode> {
         "-l".into(),
         login.clone(),
     ];
-    // ssh's own options come before the host, a command after it
-    let split = args.args.iter().position(|a| !a.starts_with('-')).unwrap_or(args.args.len());
-    cmd_args.extend(args.args[..split].iter().cloned());
+    // OpenSSH reads options after the host too: the user's arguments
+    // (options, then a command) simply follow it
     cmd_args.push(host.clone());
-    cmd_args.extend(args.args[split..].iter().cloned());
+    cmd_args.extend(args.args.iter().cloned());
     if args.print {
         eprintln!("certificate valid until {}", cert["valid_before"].as_str().unwrap_or("?"));
         println!("ssh {}", cmd_args.join(" "));

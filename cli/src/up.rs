@@ -391,8 +391,12 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         crate::proxy_setup::start(&args, &state, &stop_rx, &mut tasks).await?;
         if let Some(listen) = args.ssh_listen {
             let host = args.ssh_host.clone().unwrap_or_else(|| if listen.ip().is_unspecified() { "localhost".to_owned() } else { listen.ip().to_string() });
-            let mut names = vec![host.clone(), "localhost".to_owned(), "127.0.0.1".to_owned()];
-            names.dedup();
+            let mut names = vec![host.clone()];
+            for n in ["localhost", "127.0.0.1"] {
+                if !names.iter().any(|x| x == n) {
+                    names.push(n.to_owned());
+                }
+            }
             let gateway = pinacle_ssh_gateway::start(
                 state.clone(),
                 pinacle_ssh_gateway::GatewayConfig {

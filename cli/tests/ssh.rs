@@ -197,6 +197,27 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     let _ = forward.kill();
     let _ = forward.wait();
 
+    // a client that goes away takes its command with it
+    let mut sleeper = Command::new("ssh")
+        .args(c.base_args(&key))
+        .args(["-p", &port.to_string(), "box@127.0.0.1", "sleep 321"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = || text(&c.ssh(&key, "box", &[], "ps | grep -c '[s]leep 321'").stdout).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() != "1" {
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sleeper.kill().unwrap();
+    let _ = sleeper.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() != "0" {
+        assert!(Instant::now() < deadline, "the command outlived its client");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // -R is refused, and the client says so
     let out = c.ssh(&key, "box", &["-N", "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:9"], "");
     assert_ne!(out.status.code(), Some(0));
@@ -249,6 +270,9 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     assert!(refused(&c.ssh(&cert_key, "other.acme", &[], "true")), "a certificate for another pod");
     let config = text(&cli(&p, &["ssh-config"]).stdout);
     assert!(config.contains("Host other.acme.pinacle") && config.contains("User other.acme"), "{config}");
+    // `pinacle ssh` to a team pod, with ssh options before the command
+    let out = cli(&p, &["ssh", "acme/other", "--", "-o", "SetEnv=LANG=C.UTF-8", "echo", "$LANG", "$PINACLE_POD"]);
+    assert_eq!(text(&out.stdout), "C.UTF-8 other\n", "{}", text(&out.stderr));
     // ...one signed by another CA is refused
     let rogue_ca = c.keygen("rogue_ca");
     let rogue = c.keygen("id_rogue");
@@ -324,11 +348,14 @@ async fn the_gateway_limits_failed_sign_ins_expired_certificates_and_idle_connec
     assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
     assert!(t0.elapsed() < Duration::from_secs(20), "closed after {:?}", t0.elapsed());
 
-    // brute force: after 3 failures even the right key is refused for a while
+    // brute force: the expired certificate was one failed sign-in (its
+    // connection counts once, whatever keys it tried); a second one still
+    // leaves the right key working, a third blocks the address
     let stranger = c.keygen("id_stranger");
-    for _ in 0..3 {
-        assert!(refused(&c.ssh(&stranger, "lim", &[], "true")));
-    }
+    assert!(refused(&c.ssh(&stranger, "lim", &[], "true")));
+    let out = c.ssh(&key, "lim", &[], "echo still-in");
+    assert_eq!(text(&out.stdout), "still-in\n", "two failures are under the limit: {}", text(&out.stderr));
+    assert!(refused(&c.ssh(&stranger, "lim", &[], "true")));
     assert!(refused(&c.ssh(&key, "lim", &[], "true")), "the address is blocked");
     assert!(p.server_log().contains("too many failed sign-ins"), "the refusal is logged");
 }

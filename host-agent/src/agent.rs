@@ -316,7 +316,10 @@ impl HostAgent {
         let root = dir.join("rootfs");
         let prepared = async {
             write_starter_files(pod, &workspace)?;
-            crate::pod_keys::ensure(&disk.home(), pod.name.as_str())?;
+            // the pod's own key; a ~/.ssh the pod made unusable is its business
+            if let Err(e) = crate::pod_keys::ensure(&disk.home(), pod.name.as_str()) {
+                tracing::warn!(pod = %pod.name, error = %e, "the pod's SSH key could not be made");
+            }
             let attachment = match &self.config.network {
                 Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods(), &pod.egress).await?),
                 None => None,
@@ -746,9 +749,9 @@ impl HostAgent {
 
     /// The pod's own SSH key (see [`crate::pod_keys`]); `None` while its
     /// disk is not mounted (the pod is stopped) or before it first ran.
-    pub fn pod_key(&self, pod: &PodRecord) -> Option<crate::pod_keys::PodKey> {
+    pub async fn pod_key(&self, pod: &PodRecord) -> Option<crate::pod_keys::PodKey> {
         let disk = crate::storage::PodDisk { root: crate::storage::mount_point(&self.config.data.volume(pod.id)) };
-        crate::pod_keys::read(&disk.home())
+        tokio::task::spawn_blocking(move || crate::pod_keys::read(&disk.home())).await.ok().flatten()
     }
 
     /// Replaces the pod's own SSH key. A running pod sees the new key at

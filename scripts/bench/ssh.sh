@@ -19,10 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${BENCH_RUNS:-30}
 MB=${BENCH_MB:-256}
-for pkg in ssh:openssh-client sshd:openssh-server; do
-    bin=${pkg%%:*}
-    command -v "$bin" >/dev/null || [[ -x /usr/sbin/$bin ]] || { echo "installing ${pkg#*:} (apt-get)"; apt-get install -y "${pkg#*:}" >/dev/null; }
-done
+# (installing openssh-server by hand would start Debian's sshd on port 22;
+# setup.sh installs it without starting it)
+command -v ssh >/dev/null && [[ -x /usr/sbin/sshd ]] || { echo "needs OpenSSH's client and server: bash scripts/setup.sh --test"; exit 1; }
 cargo build --release -p pinacle -p pinacle-youki 2>/dev/null || cargo build --release --workspace
 bash scripts/build-supervisor.sh >/dev/null
 BIN=$PWD/target/release/pinacle
@@ -74,6 +73,10 @@ cp "$TMP/id.pub" "$TMP/authorized_keys"
 ENTER="nsenter -t $POD_PID -m -u -i -n -p -r -w"
 cat >"$TMP/enter.sh" <<ENTER_SCRIPT
 #!/bin/sh
+# into the pod's cgroups first, so its limits hold as for the gateway's commands
+for f in /sys/fs/cgroup/*/pinacle/pinacle-$ID/cgroup.procs /sys/fs/cgroup/pinacle/pinacle-$ID/cgroup.procs; do
+    [ -w "\$f" ] && echo \$\$ >"\$f" 2>/dev/null
+done
 # sshd's ForceCommand: the client's command (or a login shell) in the pod;
 # for the SFTP subsystem sshd passes the Subsystem line as the command
 if [ -n "\$SSH_ORIGINAL_COMMAND" ]; then
@@ -118,7 +121,9 @@ run_sshd() {
 }
 run_sshd "$TMP/sshd_pod.conf" 2>"$TMP/sshd_pod.log" & SSHD_POD=$!
 run_sshd "$TMP/sshd_host.conf" 2>"$TMP/sshd_host.log" & SSHD_HOST=$!
-sleep 0.5
+for p in $PPORT $HPORT; do
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
 for p in $PPORT $HPORT; do
     echo "[127.0.0.1]:$p $(cut -d' ' -f1,2 "$TMP/sshd_host_key.pub")" >>"$TMP/known_hosts"
 done
@@ -162,7 +167,7 @@ echo
 head -c $((MB * 1024 * 1024)) /dev/urandom >"$TMP/payload"
 echo "scp throughput: $MB MiB up and down, median of 3 (MiB/s)"
 printf '%-10s %8s %8s\n' "" "up" "down"
-declare -A UP
+declare -A UP DOWN
 for t in "${TARGETS[@]}"; do
     IFS=: read -r name p user <<<"$t"
     dest=/workspace/payload
@@ -179,14 +184,16 @@ for t in "${TARGETS[@]}"; do
     up=$(printf '%s\n' "${ups[@]}" | python3 -c 'import statistics,sys; print(f"{statistics.median(float(x) for x in sys.stdin.read().split()):.1f}")')
     down=$(printf '%s\n' "${downs[@]}" | python3 -c 'import statistics,sys; print(f"{statistics.median(float(x) for x in sys.stdin.read().split()):.1f}")')
     UP[$name]=$up
+    DOWN[$name]=$down
     printf '%-10s %8s %8s\n' "$name" "$up" "$down"
     ssh "${OPTS[@]}" -p "$p" "$user@127.0.0.1" "rm -f $dest"
 done
 
 echo
-python3 - "${SETUP[gateway]}" "${SETUP[sshd→pod]}" "${UP[gateway]}" "${UP[sshd→pod]}" <<'PY'
+python3 - "${SETUP[gateway]}" "${SETUP[sshd→pod]}" "${UP[gateway]}" "${UP[sshd→pod]}" "${DOWN[gateway]}" "${DOWN[sshd→pod]}" <<'PY'
 import sys
-g, s, gu, su = map(float, sys.argv[1:])
+g, s, gu, su, gd, sd = map(float, sys.argv[1:])
 print(f"setup: gateway {g:.1f} ms vs sshd→pod {s:.1f} ms = {g / s:.2f}x (goal <= 1.5x)")
 print(f"scp up: gateway {gu:.1f} MiB/s vs sshd→pod {su:.1f} MiB/s = {100 * gu / su:.0f}% (goal >= 80%)")
+print(f"scp down: gateway {gd:.1f} MiB/s vs sshd→pod {sd:.1f} MiB/s = {100 * gd / sd:.0f}% (goal >= 80%)")
 PY

@@ -28,7 +28,7 @@ impl AuthLimiter {
             return false;
         }
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&ip).is_some_and(|(start, n)| now.duration_since(*start) < self.window && *n >= self.max)
+        map.get(&source_of(ip)).is_some_and(|(start, n)| now.duration_since(*start) < self.window && *n >= self.max)
     }
 
     /// Records a failed sign-in from `ip` at `now`.
@@ -38,11 +38,40 @@ impl AuthLimiter {
             let window = self.window;
             map.retain(|_, (start, _)| now.duration_since(*start) < window);
         }
-        let entry = map.entry(ip).or_insert((now, 0));
+        if map.len() >= MAX_TRACKED {
+            // still full of live windows: forget the oldest half
+            let mut starts: Vec<Instant> = map.values().map(|(start, _)| *start).collect();
+            starts.sort_unstable();
+            if let Some(cut) = starts.get(starts.len() / 2).copied() {
+                map.retain(|_, (start, _)| *start > cut);
+            }
+        }
+        let entry = map.entry(source_of(ip)).or_insert((now, 0));
         if now.duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);
+    }
+
+    /// Takes back one failure of `ip` (it signed in after all).
+    pub fn forgive(&self, ip: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(&source_of(ip)) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+}
+
+/// What counts as one source: an IPv4 address, or an IPv6 /64 (one host
+/// usually has a whole /64 to pick addresses from).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -67,5 +96,24 @@ mod tests {
         l.failed(a, t0 + Duration::from_secs(61));
         assert!(!l.blocked(a, t0 + Duration::from_secs(62)), "a new window starts from zero");
         assert!(!AuthLimiter::new(0, Duration::from_secs(60)).blocked(a, t0), "0 means no limit");
+        // a sign-in after a refusal takes that refusal back
+        l.failed(b, t0);
+        l.failed(b, t0);
+        l.forgive(b);
+        l.failed(b, t0);
+        assert!(!l.blocked(b, t0));
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64() {
+        let l = AuthLimiter::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        l.failed("2001:db8:1:2::1".parse().unwrap(), t0);
+        l.failed("2001:db8:1:2:ffff::9".parse().unwrap(), t0);
+        assert!(l.blocked("2001:db8:1:2::77".parse().unwrap(), t0));
+        assert!(!l.blocked("2001:db8:1:3::1".parse().unwrap(), t0));
+        l.failed("::ffff:127.0.0.5".parse().unwrap(), t0);
+        l.failed("127.0.0.5".parse().unwrap(), t0);
+        assert!(l.blocked("127.0.0.5".parse().unwrap(), t0), "a mapped IPv4 address is that address");
     }
 }

@@ -3,7 +3,7 @@
 //! channel runs the supervisor's TCP relay.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pinacle_api::policy::Action;
@@ -22,6 +22,15 @@ pub const WORKING_DIRECTORY: &str = "/workspace";
 const MAX_CLIENT_ENV: usize = 64;
 /// Longest accepted value of a client variable.
 const MAX_ENV_VALUE: usize = 4096;
+/// How long a command may leave its input unread while the client sends
+/// more. russh acknowledges a channel's data as it arrives, so input is
+/// held back by not reading the connection; past this the channel is
+/// closed (and its command ended) rather than stalling the connection for
+/// good, which would also hide the client's leaving.
+pub const STDIN_STALL: Duration = Duration::from_secs(60);
+/// How long a finished channel waits for its output copier to report the
+/// exit code before stopping it.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// Client variables passed into the pod (as OpenSSH's `AcceptEnv LANG LC_*`
 /// on Debian, plus terminal hints editors send).
@@ -122,6 +131,10 @@ async fn start(state: &AppState, login: &Login, tx: Arc<ChannelWriteHalf<Msg>>, 
     let (pod, client) = match pinacle_api::routes::supervise::supervisor(state, &login.principal, &login.pod_key, Action::Exec).await {
         Ok(found) => found,
         Err(e) => {
+            let target = format!("pod {} {} from {}: {}", login.pod_name, kind.label(), login.peer, e.message);
+            if let Err(a) = state.audit(&login.principal, "ssh.session.failed", &target).await {
+                tracing::warn!(error = %a.message, "audit of an SSH session failed");
+            }
             fail(&tx, &e.message).await;
             return None;
         }
@@ -171,6 +184,60 @@ async fn copy_output(tx: Arc<ChannelWriteHalf<Msg>>, mut events: mpsc::Receiver<
     code
 }
 
+/// Copies a forward's bytes to the channel (the relay's own messages and
+/// exit code are not the client's business), then closes it.
+async fn copy_forward_output(tx: Arc<ChannelWriteHalf<Msg>>, mut events: mpsc::Receiver<ExecEvent>) -> Option<i32> {
+    let mut code = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            ExecEvent::Stdout(d) => {
+                if tx.data_bytes(Bytes::from(d)).await.is_err() {
+                    return None;
+                }
+            }
+            ExecEvent::Stderr(d) => tracing::debug!(message = %String::from_utf8_lossy(&d).trim(), "forward relay"),
+            ExecEvent::Exit(status) => {
+                code = Some(status.code);
+                break;
+            }
+        }
+    }
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+    code
+}
+
+/// Passes client input on, unless the command leaves it unread for
+/// [`STDIN_STALL`]: then tells the client, closes the channel and answers
+/// false (the caller stops, which ends the command).
+async fn pass_input(input: &mpsc::Sender<ExecInput>, data: ExecInput, tx: &ChannelWriteHalf<Msg>, stderr: bool) -> bool {
+    match tokio::time::timeout(STDIN_STALL, input.send(data)).await {
+        // sent, or the command is gone already (its exit follows)
+        Ok(_) => true,
+        Err(_) => {
+            tracing::warn!("an SSH channel's command left its input unread for {} s; closing it", STDIN_STALL.as_secs());
+            if stderr {
+                let message = format!("pinacle: the command read none of its input for {} s; closing\r\n", STDIN_STALL.as_secs());
+                let _ = tokio::time::timeout(Duration::from_secs(5), tx.extended_data_bytes(1, Bytes::from(message))).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), tx.close()).await;
+            false
+        }
+    }
+}
+
+/// Waits briefly for a channel's output copier (it returns once it sent
+/// the exit status), else stops it, which ends the command.
+async fn finish(mut output: tokio::task::JoinHandle<Option<i32>>) -> Option<i32> {
+    match tokio::time::timeout(OUTPUT_GRACE, &mut output).await {
+        Ok(code) => code.ok().flatten(),
+        Err(_) => {
+            output.abort();
+            None
+        }
+    }
+}
+
 /// Serves one session channel until it closes.
 pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Channel<Msg>) {
     let (mut rx, tx) = channel.split();
@@ -215,7 +282,9 @@ pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Cha
             }
             ChannelMsg::Data { data } => {
                 if let Some(r) = &running {
-                    let _ = r.input.send(ExecInput::Stdin(data.to_vec())).await;
+                    if !pass_input(&r.input, ExecInput::Stdin(data.to_vec()), &tx, true).await {
+                        break;
+                    }
                 }
             }
             ChannelMsg::Eof => {
@@ -230,13 +299,7 @@ pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Cha
     if let Some(r) = running {
         // the client left: stop copying, which ends the command
         drop(r.input);
-        let output = r.output;
-        let code = if output.is_finished() {
-            output.await.ok().flatten()
-        } else {
-            output.abort();
-            None
-        };
+        let code = finish(r.output).await;
         let ended = match code {
             Some(c) => format!("exit {c}"),
             None => "disconnected".to_owned(),
@@ -296,10 +359,10 @@ pub(crate) async fn run_forward(state: AppState, login: Arc<Login>, channel: Cha
     for d in early {
         let _ = tx.data_bytes(Bytes::from(d)).await;
     }
-    let output = tokio::spawn(copy_output(tx, events));
+    let output = tokio::spawn(copy_forward_output(tx.clone(), events));
     while let Some(msg) = rx.wait().await {
         match msg {
-            ChannelMsg::Data { data } if input.send(ExecInput::Stdin(data.to_vec())).await.is_err() => break,
+            ChannelMsg::Data { data } if !pass_input(&input, ExecInput::Stdin(data.to_vec()), &tx, false).await => break,
             ChannelMsg::Eof => {
                 let _ = input.send(ExecInput::StdinEnd).await;
             }
@@ -308,9 +371,7 @@ pub(crate) async fn run_forward(state: AppState, login: Arc<Login>, channel: Cha
         }
     }
     drop(input);
-    if !output.is_finished() {
-        output.abort();
-    }
+    finish(output).await;
     let target = format!("pod:{} ({}) forward to {host}:{port} from {} ended after {} ms", pod.id, pod.name, login.peer, started.elapsed().as_millis());
     if let Err(e) = state.audit(&login.principal, "ssh.session.end", &target).await {
         tracing::warn!(error = %e.message, "audit of an SSH session failed");

@@ -18,7 +18,8 @@ pub fn load_or_create_host_key(path: &Path) -> anyhow::Result<PrivateKey> {
             let key = pinacle_api::ssh::new_ed25519_key("pinacle-ssh-gateway").context("making the SSH host key")?;
             let pem = key.to_openssh(LineEnding::LF).context("encoding the SSH host key")?;
             let tmp = path.with_extension("tmp");
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
             f.write_all(pem.as_bytes()).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
             Ok(key)

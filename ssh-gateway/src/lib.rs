@@ -61,23 +61,27 @@ pub struct RunningGateway {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// How long a connection may take to sign in.
+pub const LOGIN_GRACE: Duration = Duration::from_secs(30);
+/// Connections not signed in yet, at most, at a time; more are closed at
+/// once (like OpenSSH's `MaxStartups`).
+pub const MAX_UNAUTHENTICATED: usize = 256;
+/// How often the host certificate is signed anew (it is valid for
+/// [`pinacle_api::ssh::HOST_CERT_LIFETIME`]).
+const HOST_CERT_RENEWAL: Duration = Duration::from_secs(24 * 3600);
+
 /// What every connection shares.
 struct Shared {
     state: AppState,
     limiter: AuthLimiter,
 }
 
-/// Binds `cfg.listen` and serves until `shutdown` turns true.
-pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<RunningGateway> {
-    let host_key = load_or_create_host_key(&cfg.host_key_file)?;
-    let cas = state.ssh_authorities().await.map_err(|e| anyhow::anyhow!("loading the SSH certificate authorities: {}", e.message))?;
-    let host_certificate = pinacle_api::ssh::sign_host_certificate(&cas.host_ca, host_key.public_key(), &cfg.host_names, SystemTime::now())
-        .context("certifying the gateway's host key")?;
-    let config = Arc::new(russh::server::Config {
+fn server_config(cfg: &GatewayConfig, host_key: &ssh_key::PrivateKey, certificate: Certificate) -> russh::server::Config {
+    russh::server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-Pinacle".into()),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
-        keys: vec![host_key],
-        certificates: vec![host_certificate.clone()],
+        keys: vec![host_key.clone()],
+        certificates: vec![certificate],
         // a wrong key waits like any other refusal; the client's first
         // "none" probe does not
         auth_rejection_time: Duration::from_millis(500),
@@ -89,16 +93,52 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
         window_size: 8 * 1024 * 1024,
         channel_buffer_size: 256,
         ..Default::default()
-    });
+    }
+}
+
+fn certify(cas: &pinacle_api::ssh::SshAuthorities, host_key: &ssh_key::PrivateKey, names: &[String]) -> anyhow::Result<Certificate> {
+    pinacle_api::ssh::sign_host_certificate(&cas.host_ca, host_key.public_key(), names, SystemTime::now()).context("certifying the gateway's host key")
+}
+
+/// Binds `cfg.listen` and serves until `shutdown` turns true.
+pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<RunningGateway> {
+    let host_key = load_or_create_host_key(&cfg.host_key_file)?;
+    let cas = state.ssh_authorities().await.map_err(|e| anyhow::anyhow!("loading the SSH certificate authorities: {}", e.message))?;
+    let host_certificate = certify(&cas, &host_key, &cfg.host_names)?;
+    let config = Arc::new(std::sync::RwLock::new(Arc::new(server_config(&cfg, &host_key, host_certificate.clone()))));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening for SSH on {}", cfg.listen))?;
     let local_addr = listener.local_addr()?;
     let shared = Arc::new(Shared { state, limiter: AuthLimiter::new(cfg.max_auth_failures_per_minute, Duration::from_secs(60)) });
     tracing::info!(%local_addr, host_key = %host_certificate.public_key().fingerprint(HashAlg::Sha256), "SSH gateway listening");
+    // the host certificate is signed anew well before it expires
+    let renewal = {
+        let (config, cfg, mut shutdown) = (config.clone(), cfg.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HOST_CERT_RENEWAL) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                match certify(&cas, &host_key, &cfg.host_names) {
+                    Ok(cert) => {
+                        let fresh = Arc::new(server_config(&cfg, &host_key, cert));
+                        *config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                        tracing::info!("SSH host certificate renewed");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "renewing the SSH host certificate failed"),
+                }
+            }
+        })
+    };
+    let unauthenticated = Arc::new(tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED));
     let task = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    renewal.abort();
+                    return;
+                }
             };
             let (socket, peer) = match accepted {
                 Ok(a) => a,
@@ -108,10 +148,15 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
                     continue;
                 }
             };
+            let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many SSH connections signing in at once; closing this one");
+                continue;
+            };
             let _ = socket.set_nodelay(true);
-            let handler = Connection { shared: shared.clone(), peer, login: None };
-            let config = config.clone();
-            tokio::spawn(async move {
+            let signed_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let handler = Connection { shared: shared.clone(), peer, login: None, counted_failure: false, unauthenticated: Some(permit), signed_in: signed_in.clone() };
+            let config = config.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let session = tokio::spawn(async move {
                 match russh::server::run_stream(config, socket, handler).await {
                     Ok(session) => {
                         if let Err(e) = session.await {
@@ -119,6 +164,13 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
                         }
                     }
                     Err(e) => tracing::debug!(%peer, error = %e, "SSH handshake failed"),
+                }
+            });
+            // a connection that has not signed in within the grace time goes
+            tokio::spawn(async move {
+                tokio::time::sleep(LOGIN_GRACE).await;
+                if !signed_in.load(std::sync::atomic::Ordering::Acquire) {
+                    session.abort();
                 }
             });
         }
@@ -146,6 +198,12 @@ struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
     login: Option<Arc<Login>>,
+    /// Whether this connection's refusals were counted against its
+    /// address already: a client offering several keys counts once.
+    counted_failure: bool,
+    /// Its place among the connections still signing in.
+    unauthenticated: Option<tokio::sync::OwnedSemaphorePermit>,
+    signed_in: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a sign-in was refused (logged, never shown in detail to the client).
@@ -168,12 +226,18 @@ enum Refusal {
 }
 
 impl Connection {
-    fn refuse(&self, login: &str, refusal: Refusal) -> Result<Auth, russh::Error> {
-        let outcome = if matches!(refusal, Refusal::RateLimited) {
-            "rate_limited"
-        } else {
-            self.shared.limiter.failed(self.peer.ip(), std::time::Instant::now());
-            "refused"
+    fn refuse(&mut self, login: &str, refusal: Refusal) -> Result<Auth, russh::Error> {
+        let outcome = match refusal {
+            Refusal::RateLimited => "rate_limited",
+            // our own failure is not the client's
+            Refusal::Internal(_) => "refused",
+            _ => {
+                if !self.counted_failure {
+                    self.counted_failure = true;
+                    self.shared.limiter.failed(self.peer.ip(), std::time::Instant::now());
+                }
+                "refused"
+            }
         };
         self.shared.state.metrics.ssh_sign_ins.get_or_create(&pinacle_api::metrics::OutcomeLabels { outcome: outcome.into() }).inc();
         tracing::warn!(peer = %self.peer, login, reason = %refusal, "SSH sign-in refused");
@@ -191,6 +255,13 @@ impl Connection {
 
     fn sign_in(&mut self, principal: Principal, pod: &pinacle_api::service::PodView, pod_key: String, via: String, pty_allowed: bool, forwarding_allowed: bool) {
         tracing::info!(peer = %self.peer, user = %principal.user_name, pod = %pod.name, via = %via, "SSH sign-in");
+        if self.counted_failure {
+            // it offered other keys first, then a good one: not an attack
+            self.shared.limiter.forgive(self.peer.ip());
+            self.counted_failure = false;
+        }
+        self.unauthenticated = None;
+        self.signed_in.store(true, std::sync::atomic::Ordering::Release);
         self.shared.state.metrics.ssh_sign_ins.get_or_create(&pinacle_api::metrics::OutcomeLabels { outcome: "accepted".into() }).inc();
         self.login = Some(Arc::new(Login {
             principal,
