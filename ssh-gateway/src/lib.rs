@@ -46,7 +46,8 @@ pub struct GatewayConfig {
     /// The names clients use for this host: the host certificate's
     /// principals.
     pub host_names: Vec<String>,
-    /// A connection with nothing from the client for this long is closed.
+    /// A connection with no traffic either way for this long is closed
+    /// (a client with ServerAliveInterval keeps its connection).
     pub idle_timeout: Duration,
     /// Failed sign-ins from one address within a minute before that
     /// address is refused outright until the minute is over.
@@ -154,7 +155,15 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
             };
             let _ = socket.set_nodelay(true);
             let signed_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let handler = Connection { shared: shared.clone(), peer, login: None, counted_failure: false, unauthenticated: Some(permit), signed_in: signed_in.clone() };
+            let handler = Connection {
+                shared: shared.clone(),
+                peer,
+                login: None,
+                counted_failure: false,
+                unauthenticated: Some(permit),
+                signed_in: signed_in.clone(),
+                started: Default::default(),
+            };
             let config = config.read().unwrap_or_else(|p| p.into_inner()).clone();
             let session = tokio::spawn(async move {
                 match russh::server::run_stream(config, socket, handler).await {
@@ -204,6 +213,21 @@ struct Connection {
     /// Its place among the connections still signing in.
     unauthenticated: Option<tokio::sync::OwnedSemaphorePermit>,
     signed_in: Arc<std::sync::atomic::AtomicBool>,
+    /// Session channels that asked for their command already: a second
+    /// shell, exec or subsystem request on one is refused.
+    started: std::collections::HashSet<ChannelId>,
+}
+
+impl Connection {
+    /// Answers a shell, exec or subsystem request: yes the first time on a
+    /// channel (when `ok`), no after.
+    fn answer_start(&mut self, channel: ChannelId, ok: bool, session: &mut Session) -> Result<(), russh::Error> {
+        if ok && self.started.insert(channel) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
 }
 
 /// Why a sign-in was refused (logged, never shown in detail to the client).
@@ -410,18 +434,19 @@ impl Handler for Connection {
     }
 
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        self.answer_start(channel, true, session)
     }
 
     async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        self.answer_start(channel, true, session)
     }
 
     async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
-        if name == "sftp" {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
-        }
+        self.answer_start(channel, name == "sftp", session)
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.started.remove(&channel);
+        Ok(())
     }
 }
