@@ -94,14 +94,6 @@ fn cli(p: &Pinacle, args: &[&str]) -> Output {
         .unwrap()
 }
 
-async fn signup(p: &Pinacle, name: &str) -> String {
-    let creds = json!({"name": name, "password": "correct horse battery"});
-    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/signup", Some(creds.clone())).await;
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(creds)).await;
-    assert_eq!(s, 200, "{b}");
-    b["access_token"].as_str().unwrap().to_owned()
-}
 
 fn refused(out: &Output) -> bool {
     out.status.code() == Some(255) && text(&out.stderr).contains("Permission denied")
@@ -238,7 +230,7 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     // a pod that does not exist
     assert!(refused(&c.ssh(&key, "nope", &[], "true")));
     // another user's key for this pod
-    let bob = signup(&p, "bob").await;
+    let bob = p.signup_and_login("bob").await;
     let bob_key = c.keygen("id_bob");
     let (s, b) = p
         .call_as(&bob, Method::POST, "/api/v1/ssh-keys", Some(json!({"name": "bob", "public_key": std::fs::read_to_string(format!("{}.pub", bob_key.display())).unwrap()})))

@@ -16,14 +16,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn signup_and_login(p: &Pinacle, name: &str) -> String {
-    let creds = json!({"name": name, "password": "correct horse battery"});
-    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/signup", Some(creds.clone())).await;
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(creds)).await;
-    assert_eq!(s, 200, "{b}");
-    b["access_token"].as_str().unwrap().to_owned()
-}
 
 /// Runs a GraphQL operation: (HTTP status, the response).
 async fn gql(p: &Pinacle, token: &str, query: &str, variables: Value) -> (u16, Value) {
@@ -64,8 +56,8 @@ async fn graphql_serves_the_web_app_under_the_rest_rules() {
     let (s, b) = p.call_as("", Method::GET, "/api/v1/auth/providers", None).await;
     assert_eq!((s, &b), (200, &json!({"github": false, "signup": true})));
 
-    let alice = signup_and_login(&p, "alice").await;
-    let bob = signup_and_login(&p, "bob").await;
+    let alice = p.signup_and_login("alice").await;
+    let bob = p.signup_and_login("bob").await;
     let d = data(&p, &alice, "{ me { name isAdmin } pods { id } templates { name tier } tiers { name vcpus } }", json!({})).await;
     assert_eq!(d["me"], json!({"name": "alice", "isAdmin": false}));
     assert_eq!(d["pods"], json!([]));
@@ -216,7 +208,7 @@ async fn screen_until(ws: &mut Ws, want: &str) -> String {
 #[tokio::test]
 async fn terminals_survive_a_dropped_connection_and_saves_detect_conflicts() {
     let p = Pinacle::start().await;
-    let alice = signup_and_login(&p, "alice").await;
+    let alice = p.signup_and_login("alice").await;
     let (s, b) = p.call_as(&alice, Method::POST, "/api/v1/pods", Some(json!({"name": "ide", "template": "minimal", "runtime": "youki"}))).await;
     assert_eq!(s, 202, "{b}");
     p.wait_state_as(&alice, "ide", "running", 120).await;
@@ -244,7 +236,7 @@ async fn terminals_survive_a_dropped_connection_and_saves_detect_conflicts() {
         other => panic!("a bad session id was accepted: {other:?}"),
     }
     // another user cannot attach to it, even knowing the id
-    let bob = signup_and_login(&p, "bob").await;
+    let bob = p.signup_and_login("bob").await;
     let url = format!("{}/api/v1/pods/ide/terminal?session=tab-1", p.url.replace("http://", "ws://"));
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
     req.headers_mut().insert("sec-websocket-protocol", format!("pinacle.terminal, bearer.{bob}").parse().unwrap());

@@ -270,14 +270,20 @@ pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Cha
             ChannelMsg::RequestSubsystem { name, .. } if running.is_none() && name == "sftp" => {
                 running = start(&state, &login, tx.clone(), SessionKind::Sftp, tty, env.clone()).await;
             }
+            // everything for the command shares its input queue, so each
+            // waits at most STDIN_STALL behind unread input
             ChannelMsg::WindowChange { col_width, row_height, .. } => {
                 if let Some(r) = &running {
-                    let _ = r.input.send(ExecInput::Control(Control::Resize(window(col_width, row_height)))).await;
+                    if !pass_input(&r.input, ExecInput::Control(Control::Resize(window(col_width, row_height))), &tx, true).await {
+                        break;
+                    }
                 }
             }
             ChannelMsg::Signal { signal } => {
                 if let (Some(r), Some(n)) = (&running, signal_number(&signal)) {
-                    let _ = r.input.send(ExecInput::Control(Control::Signal(n))).await;
+                    if !pass_input(&r.input, ExecInput::Control(Control::Signal(n)), &tx, true).await {
+                        break;
+                    }
                 }
             }
             ChannelMsg::Data { data } => {
@@ -289,7 +295,9 @@ pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Cha
             }
             ChannelMsg::Eof => {
                 if let Some(r) = &running {
-                    let _ = r.input.send(ExecInput::StdinEnd).await;
+                    if !pass_input(&r.input, ExecInput::StdinEnd, &tx, true).await {
+                        break;
+                    }
                 }
             }
             ChannelMsg::Close => break,
@@ -363,9 +371,7 @@ pub(crate) async fn run_forward(state: AppState, login: Arc<Login>, channel: Cha
     while let Some(msg) = rx.wait().await {
         match msg {
             ChannelMsg::Data { data } if !pass_input(&input, ExecInput::Stdin(data.to_vec()), &tx, false).await => break,
-            ChannelMsg::Eof => {
-                let _ = input.send(ExecInput::StdinEnd).await;
-            }
+            ChannelMsg::Eof if !pass_input(&input, ExecInput::StdinEnd, &tx, false).await => break,
             ChannelMsg::Close => break,
             _ => {}
         }

@@ -33,46 +33,8 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * Starts `pinacle up` on a bridge of its own (`bridge`, `subnet`).
- * Returns { api, app, proxyPort, stop(), log() }: `app` is the web app's
- * address at `pinacle.localhost`, the same site as the pods' hosts.
- */
-export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
-  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: cargo build first`);
-  const data = mkdtempSync(join(existsSync("/var/tmp") ? "/var/tmp" : tmpdir(), "pinacle-e2e-"));
-  mkdirSync(IMAGES, { recursive: true });
-  symlinkSync(IMAGES, join(data, "images"));
-  const proxyPort = await freePort();
-  const logFile = join(data, "server.log");
-  const child = spawn(
-    "sh",
-    [
-      "-c",
-      `exec "$0" "$@" 2>>${logFile}`,
-      BIN,
-      "up",
-      "--data-dir", data,
-      "--listen", "127.0.0.1:0",
-      "--reconcile-interval", "0.5",
-      "--rate-limit", "0",
-      "--runtime", runtime,
-      "--pod-network", "bridge",
-      "--pod-bridge", bridge,
-      "--pod-subnet", subnet,
-      "--proxy-listen", `127.0.0.1:${proxyPort}`,
-      "--ssh-listen", "none",
-    ],
-    {
-      env: { ...process.env, PINACLE_ADMIN_TOKEN: ADMIN_TOKEN, PINACLE_CONFIG: join(data, "cli.json"), PINACLE_KEYRING: "off", PINACLE_LOG: "info,sqlx=warn" },
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  );
-  // never outlive this process: a stray server would keep reconciling
-  // (and removing "orphan" interfaces on) the same bridge
-  const killOnExit = () => child.kill("SIGKILL");
-  process.once("exit", killOnExit);
-  const log = () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : "");
+/** Waits until `child` (pinacle up) answers /readyz; its API address. */
+async function waitReady(child, log) {
   const api = await new Promise((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`pinacle up did not start:\n${log()}`)), 60_000);
     let buf = "";
@@ -87,10 +49,71 @@ export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
     child.on("exit", (code) => rej(new Error(`pinacle up exited (${code}):\n${log()}`)));
   });
   for (let i = 0; ; i++) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`pinacle up exited (${child.exitCode ?? child.signalCode}):\n${log()}`);
     const ok = await fetch(`${api}/readyz`).then((r) => r.ok).catch(() => false);
-    if (ok) break;
+    if (ok) return api;
     if (i > 900) throw new Error(`pinacle up never became ready:\n${log()}`);
     await sleep(100);
+  }
+}
+
+/**
+ * Starts `pinacle up` on a bridge of its own (`bridge`, `subnet`).
+ * Returns { api, app, proxyPort, stop(), log() }: `app` is the web app's
+ * address at `pinacle.localhost`, the same site as the pods' hosts.
+ */
+export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
+  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: cargo build first`);
+  const data = mkdtempSync(join(existsSync("/var/tmp") ? "/var/tmp" : tmpdir(), "pinacle-e2e-"));
+  mkdirSync(IMAGES, { recursive: true });
+  symlinkSync(IMAGES, join(data, "images"));
+  const logFile = join(data, "server.log");
+  const log = () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : "");
+  // A free port can be taken by someone else before the server binds it:
+  // then start again on another one.
+  let child, api, proxyPort, killOnExit;
+  for (let attempt = 1; ; attempt++) {
+    proxyPort = await freePort();
+    child = spawn(
+      "sh",
+      [
+        "-c",
+        `exec "$0" "$@" 2>>${logFile}`,
+        BIN,
+        "up",
+        "--data-dir", data,
+        "--listen", "127.0.0.1:0",
+        "--reconcile-interval", "0.5",
+        "--rate-limit", "0",
+        "--runtime", runtime,
+        "--pod-network", "bridge",
+        "--pod-bridge", bridge,
+        "--pod-subnet", subnet,
+        "--proxy-listen", `127.0.0.1:${proxyPort}`,
+        "--ssh-listen", "none",
+      ],
+      {
+        env: { ...process.env, PINACLE_ADMIN_TOKEN: ADMIN_TOKEN, PINACLE_CONFIG: join(data, "cli.json"), PINACLE_KEYRING: "off", PINACLE_LOG: "info,sqlx=warn" },
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    // never outlive this process: a stray server would keep reconciling
+    // (and removing "orphan" interfaces on) the same bridge
+    const started = child;
+    killOnExit = () => started.kill("SIGKILL");
+    process.once("exit", killOnExit);
+    try {
+      api = await waitReady(child, log);
+      break;
+    } catch (e) {
+      child.kill("SIGKILL");
+      process.off("exit", killOnExit);
+      if (attempt < 3 && /Address already in use/.test(log())) {
+        console.error(`port ${proxyPort} was taken before pinacle up bound it; trying another`);
+        continue;
+      }
+      throw e;
+    }
   }
   const port = new URL(api).port;
   const app = `http://pinacle.localhost:${port}`;

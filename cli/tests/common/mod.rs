@@ -233,6 +233,16 @@ impl Pinacle {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// Signs up user `name` (a fixed password) and signs in: an access token.
+    pub async fn signup_and_login(&self, name: &str) -> String {
+        let creds = json!({"name": name, "password": "correct horse battery"});
+        let (s, b) = self.call_as("", reqwest::Method::POST, "/api/v1/auth/signup", Some(creds.clone())).await;
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = self.call_as("", reqwest::Method::POST, "/api/v1/auth/login", Some(creds)).await;
+        assert_eq!(s, 200, "{b}");
+        b["access_token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn create(&self, name: &str, template: &str, runtime: &str) -> Value {
         let (status, pod) = self
             .call(reqwest::Method::POST, "/api/v1/pods", Some(json!({"name": name, "template": template, "runtime": runtime})))
