@@ -811,12 +811,14 @@ fn snapshot_error(e: pinacle_host_agent::AgentError) -> ApiError {
 }
 
 impl AppState {
-    fn agent_of(&self, view: &PodView) -> Result<std::sync::Arc<pinacle_host_agent::HostAgent>, ApiError> {
+    /// The agent in this process that runs `view`, or "not supported" for
+    /// a pod on another host.
+    pub(crate) fn agent_of(&self, view: &PodView) -> Result<std::sync::Arc<pinacle_host_agent::HostAgent>, ApiError> {
         self.local_agent
             .get()
             .filter(|a| a.host_id() == view.host)
             .cloned()
-            .ok_or_else(|| ApiError::not_supported(format!("pod {} is on host {}; snapshots of pods on other hosts are not supported yet", view.name, view.host)))
+            .ok_or_else(|| ApiError::not_supported(format!("pod {} is on host {}; snapshots and keys of pods on other hosts are not supported yet", view.name, view.host)))
     }
 
     async fn audit_now(&self, who: &Principal, action: &str, target: &str) -> Result<(), ApiError> {

@@ -117,26 +117,36 @@ pub enum CertificateRefusal {
     NoUser,
 }
 
-/// Checks a user certificate presented for pod `pod_id` at `now` (Unix
-/// seconds) against the user CA `ca`: signature, validity window, type,
-/// principal and critical options. Returns the user id it was issued to.
-pub fn check_user_certificate(cert: &Certificate, ca: &PublicKey, pod_id: &str, now: u64) -> Result<String, CertificateRefusal> {
+/// The user a certificate was issued to, once it is checked against the
+/// user CA `ca` at `now` (Unix seconds): a user certificate, signed by the
+/// CA, inside its validity window. Its principals are not looked at yet:
+/// [`check_user_certificate`] does that once the pod is known.
+pub fn certificate_user(cert: &Certificate, ca: &PublicKey, now: u64) -> Result<String, CertificateRefusal> {
     if cert.cert_type() != CertType::User {
         return Err(CertificateRefusal::NotUser);
     }
     let ca_fp = ca.fingerprint(HashAlg::Sha256);
     cert.validate_at(now, [&ca_fp]).map_err(|_| CertificateRefusal::Invalid)?;
+    cert.key_id()
+        .strip_prefix(KEY_ID_PREFIX)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or(CertificateRefusal::NoUser)
+}
+
+/// Checks a user certificate presented for pod `pod_id` at `now` (Unix
+/// seconds) against the user CA `ca`: everything [`certificate_user`]
+/// checks, then the principal and critical options. Returns the user id it
+/// was issued to.
+pub fn check_user_certificate(cert: &Certificate, ca: &PublicKey, pod_id: &str, now: u64) -> Result<String, CertificateRefusal> {
+    let user = certificate_user(cert, ca, now)?;
     if !cert.valid_principals().iter().any(|p| p == pod_id) {
         return Err(CertificateRefusal::WrongPrincipal);
     }
     if let Some((name, _)) = cert.critical_options().iter().next() {
         return Err(CertificateRefusal::UnknownCriticalOption(name.clone()));
     }
-    cert.key_id()
-        .strip_prefix(KEY_ID_PREFIX)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .ok_or(CertificateRefusal::NoUser)
+    Ok(user)
 }
 
 /// The pod an SSH login name means, as a key for
@@ -247,20 +257,10 @@ impl AppState {
         })
     }
 
-    /// The local host agent of `pod`, or "not supported" for a pod on a
-    /// remote host.
-    fn local_agent_of(&self, pod: &crate::service::PodView) -> Result<std::sync::Arc<pinacle_host_agent::HostAgent>, ApiError> {
-        self.local_agent
-            .get()
-            .filter(|a| a.host_id() == pod.host)
-            .cloned()
-            .ok_or_else(|| ApiError::not_supported(format!("pod {} is on host {}; its SSH keys are not reachable from this server yet", pod.name, pod.host)))
-    }
-
     /// Pod `key`'s own SSH key (its public half), if `who` may read the pod.
     pub async fn pod_ssh_key(&self, who: &Principal, key: &str) -> Result<PodKeyView, ApiError> {
         let pod = self.find_pod(who, key, Action::Read).await?;
-        let agent = self.local_agent_of(&pod)?;
+        let agent = self.agent_of(&pod)?;
         let record = pod.record()?;
         let k = agent
             .pod_key(&record)
@@ -272,7 +272,7 @@ impl AppState {
     /// Replaces pod `key`'s own SSH key with a new one.
     pub async fn rotate_pod_ssh_key(&self, who: &Principal, key: &str) -> Result<PodKeyView, ApiError> {
         let pod = self.find_pod(who, key, Action::Configure).await?;
-        let agent = self.local_agent_of(&pod)?;
+        let agent = self.agent_of(&pod)?;
         let record = pod.record()?;
         let k = agent.rotate_pod_key(&record).await.map_err(|e| match e {
             pinacle_host_agent::AgentError::NotStopped(_) => ApiError::conflict("pod_busy", format!("pod {} is changing state; try again", pod.name)),

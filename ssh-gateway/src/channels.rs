@@ -132,9 +132,7 @@ async fn start(state: &AppState, login: &Login, tx: Arc<ChannelWriteHalf<Msg>>, 
         Ok(found) => found,
         Err(e) => {
             let target = format!("pod {} {} from {}: {}", login.pod_name, kind.label(), login.peer, e.message);
-            if let Err(a) = state.audit(&login.principal, "ssh.session.failed", &target).await {
-                tracing::warn!(error = %a.message, "audit of an SSH session failed");
-            }
+            audit(state, login, "ssh.session.failed", &target).await;
             fail(&tx, &e.message).await;
             return None;
         }
@@ -153,25 +151,32 @@ async fn start(state: &AppState, login: &Login, tx: Arc<ChannelWriteHalf<Msg>>, 
         other => other.label().to_owned(),
     };
     let target = format!("pod:{} ({}) {what} from {} via {}", pod.id, pod.name, login.peer, login.via);
-    if let Err(e) = state.audit(&login.principal, "ssh.session.start", &target).await {
-        tracing::warn!(error = %e.message, "audit of an SSH session failed");
-    }
+    audit(state, login, "ssh.session.start", &target).await;
     tracing::info!(pod = %pod.name, user = %login.principal.user_name, kind = kind.label(), "SSH session started");
     state.metrics.ssh_sessions.get_or_create(&pinacle_api::metrics::KindLabels { kind: kind.label().into() }).inc();
-    let output = tokio::spawn(copy_output(tx, events));
+    let output = tokio::spawn(copy_output(tx, events, true));
     Some(Running { input, output, kind, started: Instant::now() })
 }
 
-/// Copies a command's output to the channel; returns its exit code.
-async fn copy_output(tx: Arc<ChannelWriteHalf<Msg>>, mut events: mpsc::Receiver<ExecEvent>) -> Option<i32> {
+/// Copies a command's output to the channel, then closes it; returns the
+/// exit code. A session channel gets stderr as extended data and the exit
+/// status; a forward (`session` false) only the bytes (the relay's own
+/// messages and exit code are not the client's business).
+async fn copy_output(tx: Arc<ChannelWriteHalf<Msg>>, mut events: mpsc::Receiver<ExecEvent>, session: bool) -> Option<i32> {
     let mut code = None;
     while let Some(event) = events.recv().await {
         let sent = match event {
             ExecEvent::Stdout(d) => tx.data_bytes(Bytes::from(d)).await,
-            ExecEvent::Stderr(d) => tx.extended_data_bytes(1, Bytes::from(d)).await,
+            ExecEvent::Stderr(d) if session => tx.extended_data_bytes(1, Bytes::from(d)).await,
+            ExecEvent::Stderr(d) => {
+                tracing::debug!(message = %String::from_utf8_lossy(&d).trim(), "forward relay");
+                Ok(())
+            }
             ExecEvent::Exit(status) => {
                 code = Some(status.code);
-                let _ = tx.exit_status(status.code.clamp(0, 255) as u32).await;
+                if session {
+                    let _ = tx.exit_status(status.code.clamp(0, 255) as u32).await;
+                }
                 break;
             }
         };
@@ -184,27 +189,12 @@ async fn copy_output(tx: Arc<ChannelWriteHalf<Msg>>, mut events: mpsc::Receiver<
     code
 }
 
-/// Copies a forward's bytes to the channel (the relay's own messages and
-/// exit code are not the client's business), then closes it.
-async fn copy_forward_output(tx: Arc<ChannelWriteHalf<Msg>>, mut events: mpsc::Receiver<ExecEvent>) -> Option<i32> {
-    let mut code = None;
-    while let Some(event) = events.recv().await {
-        match event {
-            ExecEvent::Stdout(d) => {
-                if tx.data_bytes(Bytes::from(d)).await.is_err() {
-                    return None;
-                }
-            }
-            ExecEvent::Stderr(d) => tracing::debug!(message = %String::from_utf8_lossy(&d).trim(), "forward relay"),
-            ExecEvent::Exit(status) => {
-                code = Some(status.code);
-                break;
-            }
-        }
+/// Records an SSH session event; a failure to record is logged, and does
+/// not end the session.
+async fn audit(state: &AppState, login: &Login, action: &str, target: &str) {
+    if let Err(e) = state.audit(&login.principal, action, target).await {
+        tracing::warn!(error = %e.message, action, "audit of an SSH session failed");
     }
-    let _ = tx.eof().await;
-    let _ = tx.close().await;
-    code
 }
 
 /// Passes client input on, unless the command leaves it unread for
@@ -223,6 +213,15 @@ async fn pass_input(input: &mpsc::Sender<ExecInput>, data: ExecInput, tx: &Chann
             let _ = tokio::time::timeout(Duration::from_secs(5), tx.close()).await;
             false
         }
+    }
+}
+
+/// [`pass_input`] to the session's command, if one runs (else dropped);
+/// false when the channel was closed for a stall.
+async fn forward(running: &Option<Running>, data: Option<ExecInput>, tx: &ChannelWriteHalf<Msg>) -> bool {
+    match (running, data) {
+        (Some(r), Some(data)) => pass_input(&r.input, data, tx, true).await,
+        _ => true,
     }
 }
 
@@ -272,34 +271,10 @@ pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Cha
             }
             // everything for the command shares its input queue, so each
             // waits at most STDIN_STALL behind unread input
-            ChannelMsg::WindowChange { col_width, row_height, .. } => {
-                if let Some(r) = &running {
-                    if !pass_input(&r.input, ExecInput::Control(Control::Resize(window(col_width, row_height))), &tx, true).await {
-                        break;
-                    }
-                }
-            }
-            ChannelMsg::Signal { signal } => {
-                if let (Some(r), Some(n)) = (&running, signal_number(&signal)) {
-                    if !pass_input(&r.input, ExecInput::Control(Control::Signal(n)), &tx, true).await {
-                        break;
-                    }
-                }
-            }
-            ChannelMsg::Data { data } => {
-                if let Some(r) = &running {
-                    if !pass_input(&r.input, ExecInput::Stdin(data.to_vec()), &tx, true).await {
-                        break;
-                    }
-                }
-            }
-            ChannelMsg::Eof => {
-                if let Some(r) = &running {
-                    if !pass_input(&r.input, ExecInput::StdinEnd, &tx, true).await {
-                        break;
-                    }
-                }
-            }
+            ChannelMsg::WindowChange { col_width, row_height, .. } if !forward(&running, Some(ExecInput::Control(Control::Resize(window(col_width, row_height)))), &tx).await => break,
+            ChannelMsg::Signal { signal } if !forward(&running, signal_number(&signal).map(Control::Signal).map(ExecInput::Control), &tx).await => break,
+            ChannelMsg::Data { data } if !forward(&running, Some(ExecInput::Stdin(data.to_vec())), &tx).await => break,
+            ChannelMsg::Eof if !forward(&running, Some(ExecInput::StdinEnd), &tx).await => break,
             ChannelMsg::Close => break,
             _ => {}
         }
@@ -313,9 +288,7 @@ pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Cha
             None => "disconnected".to_owned(),
         };
         let target = format!("pod:{} ({}) {} from {} {ended} after {} ms", login.pod_id, login.pod_name, r.kind.label(), login.peer, r.started.elapsed().as_millis());
-        if let Err(e) = state.audit(&login.principal, "ssh.session.end", &target).await {
-            tracing::warn!(error = %e.message, "audit of an SSH session failed");
-        }
+        audit(&state, &login, "ssh.session.end", &target).await;
     }
 }
 
@@ -358,16 +331,14 @@ pub(crate) async fn run_forward(state: AppState, login: Arc<Login>, channel: Cha
     reply.accept().await;
     state.metrics.ssh_sessions.get_or_create(&pinacle_api::metrics::KindLabels { kind: "forward".into() }).inc();
     let target = format!("pod:{} ({}) forward to {host}:{port} from {} via {}", pod.id, pod.name, login.peer, login.via);
-    if let Err(e) = state.audit(&login.principal, "ssh.session.start", &target).await {
-        tracing::warn!(error = %e.message, "audit of an SSH session failed");
-    }
+    audit(&state, &login, "ssh.session.start", &target).await;
     let started = Instant::now();
     let (mut rx, tx) = channel.split();
     let tx = Arc::new(tx);
     for d in early {
         let _ = tx.data_bytes(Bytes::from(d)).await;
     }
-    let output = tokio::spawn(copy_forward_output(tx.clone(), events));
+    let output = tokio::spawn(copy_output(tx.clone(), events, false));
     while let Some(msg) = rx.wait().await {
         match msg {
             ChannelMsg::Data { data } if !pass_input(&input, ExecInput::Stdin(data.to_vec()), &tx, false).await => break,
@@ -379,9 +350,7 @@ pub(crate) async fn run_forward(state: AppState, login: Arc<Login>, channel: Cha
     drop(input);
     finish(output).await;
     let target = format!("pod:{} ({}) forward to {host}:{port} from {} ended after {} ms", pod.id, pod.name, login.peer, started.elapsed().as_millis());
-    if let Err(e) = state.audit(&login.principal, "ssh.session.end", &target).await {
-        tracing::warn!(error = %e.message, "audit of an SSH session failed");
-    }
+    audit(&state, &login, "ssh.session.end", &target).await;
 }
 
 #[cfg(test)]

@@ -341,23 +341,18 @@ impl Handler for Connection {
         };
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         // Trust the key id only once the CA's signature and the validity
-        // window are checked; the pod principal is checked once the pod is known.
+        // window are checked; the pod principal once the pod is known.
         let ca = cas.user_ca.public_key();
-        if let Err(e) = cert.validate_at(now, [&ca.fingerprint(HashAlg::Sha256)]) {
-            tracing::debug!(error = %e, "certificate validation");
-            return self.refuse(login, Refusal::Certificate(pinacle_api::ssh::CertificateRefusal::Invalid));
-        }
-        let Some(user_id) = cert.key_id().strip_prefix("pinacle-user:").map(str::to_owned) else {
-            return self.refuse(login, Refusal::Certificate(pinacle_api::ssh::CertificateRefusal::NoUser));
+        let user_id = match pinacle_api::ssh::certificate_user(cert, ca, now) {
+            Ok(u) => u,
+            Err(r) => return self.refuse(login, Refusal::Certificate(r)),
         };
         let (principal, pod, pod_key) = match self.admit(login, &user_id).await {
             Ok(a) => a,
             Err(r) => return self.refuse(login, r),
         };
-        match pinacle_api::ssh::check_user_certificate(cert, ca, &pod.id.to_string(), now) {
-            Ok(id) if id == user_id => {}
-            Ok(_) => return self.refuse(login, Refusal::Certificate(pinacle_api::ssh::CertificateRefusal::NoUser)),
-            Err(r) => return self.refuse(login, Refusal::Certificate(r)),
+        if let Err(r) = pinacle_api::ssh::check_user_certificate(cert, ca, &pod.id.to_string(), now) {
+            return self.refuse(login, Refusal::Certificate(r));
         }
         let via = format!("certificate {} serial {}", cert.public_key().fingerprint(HashAlg::Sha256), cert.serial());
         let pty = cert.extensions().contains_key("permit-pty");
