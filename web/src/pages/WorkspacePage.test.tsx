@@ -85,6 +85,41 @@ describe("workspace page", () => {
     });
   });
 
+  it("keeps a change the server has not confirmed across a reload, saves it again, then forgets it", async () => {
+    const saved: Layout = { version: 1, active: "t1", tabs: [{ id: "t1", kind: "terminal", title: "Shell", session: "sess-a" }] };
+    // the first save never answers: the page is reloaded while it is in flight
+    let confirm: (v: unknown) => void = () => undefined;
+    let answered = false;
+    const api = fakeApi({
+      Pod: { pod: pod({ layout: saved }) },
+      PodUsage: usage,
+      SaveLayout: () =>
+        answered
+          ? { saveLayout: true }
+          : new Promise((r) => {
+              confirm = r;
+            }),
+    });
+    const user = userEvent.setup();
+    const first = renderWithApi(<WorkspacePage podKey="web" />, api);
+    await user.dblClick(await screen.findByRole("tab", { name: "Shell" }));
+    await user.clear(screen.getByRole("textbox", { name: "Rename Shell" }));
+    await user.type(screen.getByRole("textbox", { name: "Rename Shell" }), "Build{Enter}");
+    const saves = () => api.calls.filter((c) => c.op === "SaveLayout");
+    await waitFor(() => expect(saves()).toHaveLength(1), { timeout: 2000 });
+    first.unmount();
+
+    // the server still has the old layout; this browser tab still shows the change
+    renderWithApi(<WorkspacePage podKey="web" />, api);
+    const tablist = await screen.findByRole("tablist", { name: "Workspace tabs" });
+    expect(within(tablist).getAllByRole("tab").map((t) => t.getAttribute("aria-label"))).toEqual(["Build"]);
+    answered = true;
+    await waitFor(() => expect(saves()).toHaveLength(2), { timeout: 2000 });
+    expect(JSON.stringify(saves()[1]!.vars)).toContain('"Build"');
+    await waitFor(() => expect(sessionStorage.length).toBe(0));
+    confirm({ saveLayout: true });
+  });
+
   it("without a saved layout opens the default tabs and saves them (so terminals re-attach after reload)", async () => {
     const api = fakeApi({
       Pod: {

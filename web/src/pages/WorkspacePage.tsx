@@ -21,6 +21,7 @@ import { debounce } from "../lib/debounce";
 import { formatDateTime } from "../lib/time";
 import { Link, navigate } from "../router";
 import { preloadTerminal, Workspace } from "../workspace/Workspace";
+import { forgetPendingLayout, pendingLayout, rememberPendingLayout } from "../workspace/pendingLayout";
 import { defaultLayout, deserializeLayout, sameLayout, serializeLayout, type Layout } from "../workspace/tabs";
 import { DeleteDialog, SnapshotDialog, SshDialog } from "./PodDialogs";
 
@@ -46,7 +47,9 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
       (d) => {
         if (ctl.signal.aborted) return;
         setPod(d.pod);
-        setLayoutState((prev) => prev ?? deserializeLayout(d.pod.layout) ?? defaultLayout(d.pod.tabs));
+        setLayoutState(
+          (prev) => prev ?? pendingLayout(d.pod.id) ?? deserializeLayout(d.pod.layout) ?? defaultLayout(d.pod.tabs),
+        );
       },
       (e) => !ctl.signal.aborted && setError(e),
     );
@@ -66,19 +69,27 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
   }, [api, podId]);
 
   // Layout: saved (debounced) whenever it differs from what the server has.
+  // Until the server confirms it, the change is also kept in sessionStorage,
+  // so a reload that overtakes the save still shows it (and saves it again).
   const saved = useRef<Layout | null>(null);
+  const inFlight = useRef(0);
   const unloading = useRef(false);
   const saver = useRef<ReturnType<typeof debounce<[string, Layout]>> | null>(null);
   if (!saver.current) {
     saver.current = debounce((id: string, l: Layout) => {
       const keepalive = unloading.current;
+      inFlight.current += 1;
       api
         .gql<{ saveLayout: boolean }>(SAVE_LAYOUT, { pod: id, layout: serializeLayout(l) }, { keepalive })
         .then(() => {
           saved.current = l;
+          forgetPendingLayout(id, l);
         })
         .catch((e) => {
           if (!keepalive) toasts.push("error", `Could not save the tab layout: ${e instanceof Error ? e.message : e}`);
+        })
+        .finally(() => {
+          inFlight.current -= 1;
         });
     }, LAYOUT_SAVE_MS);
   }
@@ -86,7 +97,14 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
     if (pod && saved.current === null) saved.current = deserializeLayout(pod.layout);
   }, [pod]);
   useEffect(() => {
-    if (!podId || !layout || sameLayout(layout, saved.current)) return;
+    if (!podId || !layout) return;
+    if (sameLayout(layout, saved.current) && inFlight.current === 0) {
+      // back to what the server has: nothing to save or remember
+      saver.current!.cancel();
+      forgetPendingLayout(podId);
+      return;
+    }
+    rememberPendingLayout(podId, layout);
     saver.current!(podId, layout);
   }, [layout, podId]);
   useEffect(() => {
