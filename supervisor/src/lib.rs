@@ -20,7 +20,9 @@
 pub mod alloc;
 pub mod client;
 pub mod config;
+pub mod listen;
 pub mod memory;
+pub mod mux;
 pub mod protocol;
 pub mod relay;
 pub mod sftp;
@@ -66,6 +68,15 @@ pub mod modes {
     pub const TCP_CONNECT: &str = "tcp-connect";
     /// The line [`TCP_CONNECT`] writes on stderr once it is connected.
     pub const TCP_CONNECTED: &str = "tcp-connect: connected\n";
+    /// `pinacle-supervisor tcp-listen PORT`: listens on the pod's loopback
+    /// (port 0: any free port) for `ssh -R`, writes [`TCP_LISTENING`] and
+    /// the port on stderr once bound, then carries the connections it
+    /// accepts over stdin and stdout in [`crate::mux`] frames. It exits 1
+    /// after `tcp-listen: cannot listen on port PORT: <error>` when the port
+    /// cannot be bound, 0 when stdin ends. See [`crate::listen`].
+    pub const TCP_LISTEN: &str = "tcp-listen";
+    /// What [`TCP_LISTEN`] writes on stderr before the port it bound.
+    pub const TCP_LISTENING: &str = "tcp-listen: listening on ";
 }
 
 /// Restart delays: 250 ms doubling to 30 s; a process that ran for

@@ -1066,6 +1066,7 @@ fn main() -> ExitCode {
     match mode.as_ref().and_then(|m| m.to_str()) {
         Some(pinacle_supervisor::modes::SFTP_SERVER) => return pinacle_supervisor::sftp::main(),
         Some(pinacle_supervisor::modes::TCP_CONNECT) => return pinacle_supervisor::relay::main(std::env::args_os().skip(2)),
+        Some(pinacle_supervisor::modes::TCP_LISTEN) => return pinacle_supervisor::listen::main(std::env::args_os().skip(2)),
         _ => {}
     }
     let etc = std::env::var_os("PINACLE_SUPERVISOR_ETC").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(paths::CONFIG_DIR));

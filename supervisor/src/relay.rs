@@ -134,7 +134,7 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
 
 /// Stdin for the relay: polled directly when it is a pipe (what exec gives
 /// a command without a terminal), else tokio's stdin.
-fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+pub(crate) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
     let pipe = io::stdin().as_fd().try_clone_to_owned().and_then(tokio::net::unix::pipe::Receiver::from_owned_fd);
     match pipe {
         Ok(p) => Box::new(p),
@@ -143,7 +143,7 @@ fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
 }
 
 /// Stdout for the relay, as [`stdin`].
-fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+pub(crate) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
     let pipe = io::stdout().as_fd().try_clone_to_owned().and_then(tokio::net::unix::pipe::Sender::from_owned_fd);
     match pipe {
         Ok(p) => Box::new(p),
