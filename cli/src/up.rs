@@ -121,6 +121,11 @@ pub struct ServeArgs {
     /// is refused for the rest of that minute (0: no limit).
     #[arg(long, env = "PINACLE_SSH_MAX_AUTH_FAILURES", default_value_t = 30)]
     pub ssh_max_auth_failures: u32,
+    /// Let SSH clients forward a port of the pod back to themselves
+    /// (`ssh -R PORT:HOST:HOSTPORT`). The pod listens on its loopback only;
+    /// off, such requests are refused.
+    #[arg(long, env = "PINACLE_SSH_ALLOW_REMOTE_FORWARD")]
+    pub ssh_allow_remote_forward: bool,
     /// Address for the pod proxy's HTTPS listener, such as 0.0.0.0:443
     /// (needs --acme-directory or --tls-cert/--tls-key). With it, the plain
     /// listener redirects to HTTPS and answers ACME HTTP-01 challenges.
@@ -405,6 +410,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                     host_names: names,
                     idle_timeout: Duration::from_secs(args.ssh_idle_timeout),
                     max_auth_failures_per_minute: args.ssh_max_auth_failures,
+                    allow_remote_forward: args.ssh_allow_remote_forward,
                 },
                 stop_rx.clone(),
             )

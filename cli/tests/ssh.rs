@@ -1,7 +1,8 @@
 //! The SSH gateway with Debian's OpenSSH client against a real `pinacle up`
 //! and real youki pods: sign-in with a registered key and a trusted host
 //! certificate, commands and exit codes, a pty, scp of 100 MB with matching
-//! checksums, sftp, `-L` forwarding to a server in the pod, `-R` refused,
+//! checksums, sftp, `-L` forwarding to a server in the pod, `-R` to a server beside the
+//! client (and refused where not allowed),
 //! `pinacle ssh` certificates, the refusals (unknown key, another user, a
 //! certificate from another CA, for another pod, expired), pod key rotation,
 //! the audit trail, brute-force limiting and the idle timeout.
@@ -74,6 +75,11 @@ impl Client {
     }
 }
 
+/// What the client-side server sends for `/big` through `ssh -R`.
+fn big_body() -> Vec<u8> {
+    (0..8u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -102,7 +108,7 @@ fn refused(out: &Output) -> bool {
 #[tokio::test]
 async fn openssh_clients_reach_pods_through_the_gateway() {
     let port = free_port();
-    let p = Pinacle::start_with(&["--ssh-listen", &format!("127.0.0.1:{port}"), "--ssh-host", "127.0.0.1"]).await;
+    let p = Pinacle::start_with(&["--ssh-listen", &format!("127.0.0.1:{port}"), "--ssh-host", "127.0.0.1", "--ssh-allow-remote-forward"]).await;
     p.create_running("box", "minimal", "youki").await;
     let c = Client::new(&p, port).await;
 
@@ -210,10 +216,60 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // -R is refused, and the client says so
-    let out = c.ssh(&key, "box", &["-N", "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:9"], "");
-    assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("remote port forwarding failed"), "{}", text(&out.stderr));
+    // -R (allowed on this gateway): a port on the pod's loopback reaches
+    // a server on the client's side, once per connection made in the pod
+    let served = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client_port = served.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in served.incoming().take(16) {
+            let Ok(mut conn) = conn else { continue };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match std::io::Read::read(&mut conn, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = if seen.starts_with(b"GET /big ") { big_body() } else { b"from-the-client\n".to_vec() };
+            let _ = std::io::Write::write_all(&mut conn, format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+            let _ = std::io::Write::write_all(&mut conn, &body);
+        }
+    });
+    let remote_port = pod_port + 1;
+    let mut reverse = Command::new("ssh")
+        .args(c.base_args(&key))
+        .args(["-p", &port.to_string(), "-N", "-o", "ExitOnForwardFailure=yes", "-R", &format!("{remote_port}:127.0.0.1:{client_port}"), "box@127.0.0.1"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let fetch = format!("busybox wget -q -O - http://127.0.0.1:{remote_port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = text(&c.ssh(&key, "box", &[], &format!("({fetch}; {fetch}) 2>&1")).stdout);
+        if got == "from-the-client\nfrom-the-client\n" {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = reverse.kill();
+            let out = reverse.wait_with_output().unwrap();
+            panic!("the remote forward never answered ({got:?}): {}\n{}", text(&out.stderr), p.server_log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // 8 MiB come through intact
+    let out = c.ssh(&key, "box", &[], &format!("busybox wget -q -O - http://127.0.0.1:{remote_port}/big | sha256sum"));
+    let want = { use sha2::Digest; format!("{:x}", sha2::Sha256::digest(big_body())) };
+    assert_eq!(text(&out.stdout).split_whitespace().next(), Some(want.as_str()), "{}", text(&out.stderr));
+    // the client leaves: the pod stops listening
+    let _ = reverse.kill();
+    let _ = reverse.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while text(&c.ssh(&key, "box", &[], &format!("{fetch} >/dev/null 2>&1 && echo open || echo closed")).stdout) != "closed\n" {
+        assert!(Instant::now() < deadline, "the pod kept listening after the client left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // `pinacle ssh` signs in with a fresh certificate
     let out = cli(&p, &["ssh", "box", "--", "echo", "via-certificate"]);
@@ -299,7 +355,7 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     assert!(actions.iter().filter(|a| **a == "ssh.session.start").count() >= 8, "{actions:?}");
     assert!(actions.contains(&"ssh.session.end") && actions.contains(&"ssh.certificate") && actions.contains(&"pod.rotate_keys"), "{actions:?}");
     let metrics = p.http.get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("pinacle_ssh_sessions_total{kind=\"sftp\"}") && metrics.contains("pinacle_ssh_sign_ins_total{outcome=\"refused\"}"), "{metrics}");
+    assert!(metrics.contains("pinacle_ssh_sessions_total{kind=\"sftp\"}") && metrics.contains("pinacle_ssh_sessions_total{kind=\"remote-forward\"}") && metrics.contains("pinacle_ssh_sign_ins_total{outcome=\"refused\"}"), "{metrics}");
 }
 
 #[tokio::test]
@@ -333,6 +389,12 @@ async fn the_gateway_limits_failed_sign_ins_expired_certificates_and_idle_connec
     std::fs::write(format!("{}-cert.pub", cert_key.display()), format!("{}\n", cert["certificate"].as_str().unwrap())).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(refused(&c.ssh(&cert_key, "lim", &[], "true")), "an expired certificate");
+
+    // -R is refused on a gateway that does not allow it, and the client
+    // says so
+    let out = c.ssh(&key, "lim", &["-N", "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:9"], "");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("remote port forwarding failed"), "{}", text(&out.stderr));
 
     // an idle connection is closed: `sleep 30` sends nothing for 30 s
     let t0 = Instant::now();

@@ -10,8 +10,11 @@
 //!
 //! Inside, every channel becomes one command run by the pod's supervisor:
 //! a login shell, `sh -c COMMAND`, the supervisor's own SFTP server, or its
-//! TCP relay for a `direct-tcpip` forward. Each starts and ends with an
-//! audit log entry.
+//! TCP relay for a `direct-tcpip` forward. With `allow_remote_forward`, a
+//! `tcpip-forward` request (`ssh -R`) makes the supervisor listen on the
+//! pod's loopback, and each connection to it comes back to the client as a
+//! `forwarded-tcpip` channel ([`remote_forward`]). Each starts and ends
+//! with an audit log entry.
 //!
 //! The gateway's host key is certified by the platform's host CA, so a
 //! client with an `@cert-authority` line trusts it without asking.
@@ -19,6 +22,7 @@
 mod auth_limit;
 mod channels;
 mod host_key;
+mod remote_forward;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +56,9 @@ pub struct GatewayConfig {
     /// Failed sign-ins from one address within a minute before that
     /// address is refused outright until the minute is over.
     pub max_auth_failures_per_minute: u32,
+    /// Whether clients may ask the pod to listen for them (`ssh -R`); off,
+    /// such requests are refused.
+    pub allow_remote_forward: bool,
 }
 
 /// A started gateway.
@@ -75,6 +82,7 @@ const HOST_CERT_RENEWAL: Duration = Duration::from_secs(24 * 3600);
 struct Shared {
     state: AppState,
     limiter: AuthLimiter,
+    allow_remote_forward: bool,
 }
 
 fn server_config(cfg: &GatewayConfig, host_key: &ssh_key::PrivateKey, certificate: Certificate) -> russh::server::Config {
@@ -109,7 +117,11 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
     let config = Arc::new(std::sync::RwLock::new(Arc::new(server_config(&cfg, &host_key, host_certificate.clone()))));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening for SSH on {}", cfg.listen))?;
     let local_addr = listener.local_addr()?;
-    let shared = Arc::new(Shared { state, limiter: AuthLimiter::new(cfg.max_auth_failures_per_minute, Duration::from_secs(60)) });
+    let shared = Arc::new(Shared {
+        state,
+        limiter: AuthLimiter::new(cfg.max_auth_failures_per_minute, Duration::from_secs(60)),
+        allow_remote_forward: cfg.allow_remote_forward,
+    });
     tracing::info!(%local_addr, host_key = %host_certificate.public_key().fingerprint(HashAlg::Sha256), "SSH gateway listening");
     // the host certificate is signed anew well before it expires
     let renewal = {
@@ -163,6 +175,7 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
                 unauthenticated: Some(permit),
                 signed_in: signed_in.clone(),
                 started: Default::default(),
+                remote_forwards: Default::default(),
             };
             let config = config.read().unwrap_or_else(|p| p.into_inner()).clone();
             let session = tokio::spawn(async move {
@@ -216,6 +229,8 @@ struct Connection {
     /// Session channels that asked for their command already: a second
     /// shell, exec or subsystem request on one is refused.
     started: std::collections::HashSet<ChannelId>,
+    /// Its `ssh -R` forwards (stopped when the connection ends).
+    remote_forwards: remote_forward::RemoteForwards,
 }
 
 impl Connection {
@@ -397,9 +412,36 @@ impl Handler for Connection {
         Ok(())
     }
 
-    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
-        tracing::info!(peer = %self.peer, address, port = *port, "remote port forwarding (ssh -R) refused: not supported by the Pinacle gateway");
-        Ok(false)
+    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, session: &mut Session) -> Result<bool, Self::Error> {
+        let Some(login) = self.login.clone() else {
+            return Ok(false);
+        };
+        if !self.shared.allow_remote_forward || !login.forwarding_allowed {
+            tracing::info!(peer = %self.peer, address, port = *port, "remote port forwarding (ssh -R) refused: not enabled on this gateway (pinacle up --ssh-allow-remote-forward)");
+            return Ok(false);
+        }
+        let Ok(requested) = u16::try_from(*port) else {
+            return Ok(false);
+        };
+        if self.remote_forwards.len() >= remote_forward::MAX_FORWARDS_PER_CONNECTION || (requested != 0 && self.remote_forwards.contains(address, *port)) {
+            tracing::info!(peer = %self.peer, address, port = *port, "remote port forwarding refused: already forwarded, or too many forwards");
+            return Ok(false);
+        }
+        match remote_forward::start(self.shared.state.clone(), login, session.handle(), address.to_owned(), requested).await {
+            Ok((bound, task)) => {
+                *port = u32::from(bound);
+                self.remote_forwards.insert(address.to_owned(), u32::from(bound), task);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::info!(peer = %self.peer, address, port = requested, error = %e, "remote port forwarding failed");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(&mut self, address: &str, port: u32, _session: &mut Session) -> Result<bool, Self::Error> {
+        Ok(self.remote_forwards.cancel(address, port))
     }
 
     async fn pty_request(

@@ -1,0 +1,248 @@
+//! Remote forwarding (`ssh -R PORT:HOST:HOSTPORT`), when the gateway is
+//! started with it allowed: the pod's supervisor listens on the pod's
+//! loopback ([`pinacle_supervisor::modes::TCP_LISTEN`]) and every
+//! connection made to it inside the pod becomes a `forwarded-tcpip` channel
+//! back to the client, which connects it to HOST:HOSTPORT on its side.
+//!
+//! One supervisor exec per forward carries all its connections in
+//! [`pinacle_supervisor::mux`] frames. Connections share that stream: one
+//! the client does not read holds up the others of the same forward (for at
+//! most [`crate::channels::STDIN_STALL`] on the way in).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pinacle_api::policy::Action;
+use pinacle_api::AppState;
+use pinacle_supervisor::client::{ExecEvent, ExecInput};
+use pinacle_supervisor::mux::{self, Decoder, FrameKind};
+use pinacle_supervisor::protocol::ExecSpec;
+use russh::server::Handle;
+use russh::ChannelMsg;
+use tokio::sync::mpsc;
+
+use crate::channels::{audit, STDIN_STALL};
+use crate::Login;
+
+/// Remote forwards one connection may hold at once.
+pub const MAX_FORWARDS_PER_CONNECTION: usize = 16;
+/// How long the pod's listener has to bind its port.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The forwards of one SSH connection, by the address and port the client
+/// asked for (the allocated port when it asked for 0, as OpenSSH cancels
+/// by). Dropping it (the connection ended) stops them all.
+#[derive(Default)]
+pub(crate) struct RemoteForwards {
+    running: HashMap<(String, u32), tokio::task::JoinHandle<()>>,
+}
+
+impl RemoteForwards {
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn contains(&self, address: &str, port: u32) -> bool {
+        self.running.contains_key(&(address.to_owned(), port))
+    }
+
+    pub fn insert(&mut self, address: String, port: u32, task: tokio::task::JoinHandle<()>) {
+        self.running.insert((address, port), task);
+    }
+
+    /// Stops a forward; false when there is none.
+    pub fn cancel(&mut self, address: &str, port: u32) -> bool {
+        match self.running.remove(&(address.to_owned(), port)) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for RemoteForwards {
+    fn drop(&mut self) {
+        for task in self.running.values() {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the port from the listener's "listening" line.
+fn listening_port(stderr: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(stderr).ok()?;
+    text.strip_prefix(pinacle_supervisor::modes::TCP_LISTENING)?.lines().next()?.trim().parse().ok()
+}
+
+/// Starts a forward: the pod listens on its loopback `port` (0: any), and
+/// the returned task carries its connections to the client as
+/// `forwarded-tcpip` channels naming `address` and the bound port. The
+/// error is for the log (the client only hears "no").
+pub(crate) async fn start(state: AppState, login: Arc<Login>, handle: Handle, address: String, port: u16) -> Result<(u16, tokio::task::JoinHandle<()>), String> {
+    let (pod, client) = pinacle_api::routes::supervise::supervisor(&state, &login.principal, &login.pod_key, Action::Exec).await.map_err(|e| e.message)?;
+    let spec = ExecSpec {
+        argv: vec![pinacle_supervisor::paths::BINARY.into(), pinacle_supervisor::modes::TCP_LISTEN.into(), port.to_string()],
+        cwd: Some("/".into()),
+        ..Default::default()
+    };
+    let (input, mut events) = client.exec(spec).await.map_err(|e| format!("the pod's supervisor did not answer: {e}"))?;
+    let bound = tokio::time::timeout(LISTEN_TIMEOUT, async {
+        loop {
+            match events.recv().await {
+                Some(ExecEvent::Stderr(line)) => {
+                    return listening_port(&line).ok_or_else(|| String::from_utf8_lossy(&line).trim().to_owned());
+                }
+                Some(ExecEvent::Stdout(_)) => {}
+                Some(ExecEvent::Exit(_)) | None => return Err("the pod's listener exited".to_owned()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "the pod's listener did not start".to_owned())??;
+    let target = format!("pod:{} ({}) remote forward of port {bound} from {} via {}", pod.id, pod.name, login.peer, login.via);
+    audit(&state, &login, "ssh.session.start", &target).await;
+    state.metrics.ssh_sessions.get_or_create(&pinacle_api::metrics::KindLabels { kind: "remote-forward".into() }).inc();
+    tracing::info!(pod = %pod.name, user = %login.principal.user_name, port = bound, "SSH remote forward started");
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        // the task is aborted when the client cancels or leaves: the audit
+        // of its end runs apart, when this guard is dropped
+        let _end = EndAudit { state: state.clone(), login: login.clone(), target: format!("pod:{} ({}) remote forward of port {bound} from {}", pod.id, pod.name, login.peer), started };
+        demux(handle, address, bound, input, events).await;
+    });
+    Ok((bound, task))
+}
+
+/// Writes `ssh.session.end` for a forward when dropped.
+struct EndAudit {
+    state: AppState,
+    login: Arc<Login>,
+    target: String,
+    started: Instant,
+}
+
+impl Drop for EndAudit {
+    fn drop(&mut self) {
+        let (state, login) = (self.state.clone(), self.login.clone());
+        let target = format!("{} ended after {} ms", self.target, self.started.elapsed().as_millis());
+        // (no runtime: the process is ending, and the audit with it)
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { audit(&state, &login, "ssh.session.end", &target).await });
+        }
+    }
+}
+
+/// What the pod sends one connection.
+enum FromPod {
+    Data(Vec<u8>),
+    Eof,
+}
+
+/// Reads the listener's frames and hands each connection's to its task,
+/// until the listener ends (or the task is aborted, which drops the exec
+/// and so ends the listener).
+async fn demux(handle: Handle, address: String, port: u16, input: mpsc::Sender<ExecInput>, mut events: mpsc::Receiver<ExecEvent>) {
+    let mut decoder = Decoder::new();
+    let mut connections: HashMap<u32, mpsc::Sender<FromPod>> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        let bytes = match event {
+            ExecEvent::Stdout(b) => b,
+            ExecEvent::Stderr(b) => {
+                tracing::debug!(message = %String::from_utf8_lossy(&b).trim(), "remote forward listener");
+                continue;
+            }
+            ExecEvent::Exit(_) => break,
+        };
+        decoder.push(&bytes);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the pod's listener sent garbage; stopping the forward");
+                    return;
+                }
+            };
+            let message = match frame.kind {
+                FrameKind::Open => {
+                    let (tx, rx) = mpsc::channel(32);
+                    connections.insert(frame.id, tx);
+                    let origin = mux::parse_open_payload(&frame.payload);
+                    tokio::spawn(connection(handle.clone(), address.clone(), port, origin, frame.id, rx, input.clone()));
+                    continue;
+                }
+                FrameKind::Close => {
+                    connections.remove(&frame.id);
+                    continue;
+                }
+                FrameKind::Data => FromPod::Data(frame.payload),
+                FrameKind::Eof => FromPod::Eof,
+            };
+            if let Some(tx) = connections.get(&frame.id) {
+                if tx.send(message).await.is_err() {
+                    connections.remove(&frame.id);
+                }
+            }
+        }
+    }
+}
+
+/// Sends a frame to the pod's listener; false when it stayed unread for
+/// [`STDIN_STALL`] or the listener is gone.
+async fn to_pod(input: &mpsc::Sender<ExecInput>, frame: Vec<u8>) -> bool {
+    matches!(tokio::time::timeout(STDIN_STALL, input.send(ExecInput::Stdin(frame))).await, Ok(Ok(())))
+}
+
+/// One connection made in the pod: opens its channel to the client and
+/// relays both ways until either side closes it.
+async fn connection(handle: Handle, address: String, port: u16, origin: (String, u16), id: u32, mut from_pod: mpsc::Receiver<FromPod>, input: mpsc::Sender<ExecInput>) {
+    let channel = match handle.channel_open_forwarded_tcpip(address, u32::from(port), origin.0, u32::from(origin.1)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(error = %e, port, "the client refused a forwarded connection");
+            to_pod(&input, mux::encode(FrameKind::Close, id, b"")).await;
+            return;
+        }
+    };
+    let (mut rx, tx) = channel.split();
+    loop {
+        tokio::select! {
+            message = from_pod.recv() => match message {
+                Some(FromPod::Data(d)) => {
+                    if tx.data_bytes(Bytes::from(d)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(FromPod::Eof) => {
+                    let _ = tx.eof().await;
+                }
+                None => break,
+            },
+            message = rx.wait() => match message {
+                Some(ChannelMsg::Data { data }) if !to_pod(&input, mux::encode_data(id, &data)).await => break,
+                Some(ChannelMsg::Eof) if !to_pod(&input, mux::encode(FrameKind::Eof, id, b"")).await => break,
+                Some(ChannelMsg::Close) | None => break,
+                _ => {}
+            },
+        }
+    }
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+    to_pod(&input, mux::encode(FrameKind::Close, id, b"")).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_gives_the_port() {
+        assert_eq!(listening_port(b"tcp-listen: listening on 41234\n"), Some(41234));
+        assert_eq!(listening_port(b"tcp-listen: cannot listen on port 80: Address in use\n"), None);
+        assert_eq!(listening_port(b"tcp-listen: listening on 99999\n"), None);
+    }
+}
