@@ -78,6 +78,24 @@ fn listening_port(stderr: &[u8]) -> Option<u16> {
     text.strip_prefix(pinacle_supervisor::modes::TCP_LISTENING)?.lines().next()?.trim().parse().ok()
 }
 
+/// Waits for the listener's first line on stderr (which may come in
+/// pieces): the port it bound, or why it could not.
+async fn listening(events: &mut mpsc::Receiver<ExecEvent>) -> Result<u16, String> {
+    let mut line = Vec::new();
+    loop {
+        match events.recv().await {
+            Some(ExecEvent::Stderr(piece)) => {
+                line.extend_from_slice(&piece);
+                if line.contains(&b'\n') || line.len() > 4096 {
+                    return listening_port(&line).ok_or_else(|| String::from_utf8_lossy(&line).trim().to_owned());
+                }
+            }
+            Some(ExecEvent::Stdout(_)) => {}
+            Some(ExecEvent::Exit(_)) | None => return Err(format!("the pod's listener exited: {}", String::from_utf8_lossy(&line).trim())),
+        }
+    }
+}
+
 /// Starts a forward: the pod listens on its loopback `port` (0: any), and
 /// the returned task carries its connections to the client as
 /// `forwarded-tcpip` channels naming `address` and the bound port. The
@@ -90,17 +108,7 @@ pub(crate) async fn start(state: AppState, login: Arc<Login>, handle: Handle, ad
         ..Default::default()
     };
     let (input, mut events) = client.exec(spec).await.map_err(|e| format!("the pod's supervisor did not answer: {e}"))?;
-    let bound = tokio::time::timeout(LISTEN_TIMEOUT, async {
-        loop {
-            match events.recv().await {
-                Some(ExecEvent::Stderr(line)) => {
-                    return listening_port(&line).ok_or_else(|| String::from_utf8_lossy(&line).trim().to_owned());
-                }
-                Some(ExecEvent::Stdout(_)) => {}
-                Some(ExecEvent::Exit(_)) | None => return Err("the pod's listener exited".to_owned()),
-            }
-        }
-    })
+    let bound = tokio::time::timeout(LISTEN_TIMEOUT, listening(&mut events))
     .await
     .map_err(|_| "the pod's listener did not start".to_owned())??;
     let target = format!("pod:{} ({}) remote forward of port {bound} from {} via {}", pod.id, pod.name, login.peer, login.via);
@@ -237,6 +245,7 @@ async fn connection(handle: Handle, address: String, port: u16, origin: (String,
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
@@ -244,5 +253,18 @@ mod tests {
         assert_eq!(listening_port(b"tcp-listen: listening on 41234\n"), Some(41234));
         assert_eq!(listening_port(b"tcp-listen: cannot listen on port 80: Address in use\n"), None);
         assert_eq!(listening_port(b"tcp-listen: listening on 99999\n"), None);
+    }
+
+    #[tokio::test]
+    async fn the_listening_line_may_come_in_pieces() {
+        let (tx, mut rx) = mpsc::channel(8);
+        for piece in ["tcp-listen: listening on ", "412", "34\n"] {
+            tx.send(ExecEvent::Stderr(piece.as_bytes().to_vec())).await.unwrap();
+        }
+        assert_eq!(listening(&mut rx).await, Ok(41234));
+        tx.send(ExecEvent::Stderr(b"tcp-listen: cannot listen on port 80: in use\n".to_vec())).await.unwrap();
+        assert_eq!(listening(&mut rx).await, Err("tcp-listen: cannot listen on port 80: in use".to_owned()));
+        drop(tx);
+        assert!(listening(&mut rx).await.unwrap_err().contains("exited"));
     }
 }

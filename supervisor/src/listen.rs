@@ -221,7 +221,10 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         {
             use std::io::Write;
             let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{}{bound}", crate::modes::TCP_LISTENING).and_then(|_| err.flush());
+            // one write: stderr is unbuffered, and a line written in
+            // pieces may reach the gateway in pieces
+            let line = format!("{}{bound}\n", crate::modes::TCP_LISTENING);
+            let _ = err.write_all(line.as_bytes()).and_then(|_| err.flush());
         }
         if let Err(e) = serve(listeners, crate::relay::stdin(), crate::relay::stdout()).await {
             eprintln!("tcp-listen: {e}");
