@@ -75,6 +75,31 @@ impl Client {
     }
 }
 
+/// Bytes the echo server beside the client sends back through `ssh -R`.
+const ECHO_BYTES: usize = 4 << 20;
+
+/// A child process killed (and reaped) when dropped, even by a failed
+/// assertion.
+struct Reaper(Option<std::process::Child>);
+
+impl Reaper {
+    /// Kills it now; returns what it wrote on stderr.
+    fn stop(mut self) -> String {
+        let mut child = self.0.take().unwrap();
+        let _ = child.kill();
+        text(&child.wait_with_output().unwrap().stderr)
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// What the client-side server sends for `/big` through `ssh -R`.
 fn big_body() -> Vec<u8> {
     (0..8u32 << 20).map(|i| (i % 251) as u8).collect()
@@ -236,14 +261,41 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
             let _ = std::io::Write::write_all(&mut conn, &body);
         }
     });
-    let remote_port = pod_port + 1;
-    let mut reverse = Command::new("ssh")
-        .args(c.base_args(&key))
-        .args(["-p", &port.to_string(), "-N", "-o", "ExitOnForwardFailure=yes", "-R", &format!("{remote_port}:127.0.0.1:{client_port}"), "box@127.0.0.1"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // and an echo server, for both directions at once
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in echo.incoming().take(100) {
+            let Ok(mut conn) = conn else { continue };
+            // echoes ECHO_BYTES, then closes
+            std::thread::spawn(move || {
+                let mut left = ECHO_BYTES;
+                let mut buf = [0u8; 16 * 1024];
+                while left > 0 {
+                    let n = match std::io::Read::read(&mut conn, &mut buf[..left.min(16 * 1024)]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if std::io::Write::write_all(&mut conn, &buf[..n]).is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    let (remote_port, echo_remote_port) = (pod_port + 1, pod_port + 2);
+    // two forwards on one connection
+    let reverse = Reaper(Some(
+        Command::new("ssh")
+            .args(c.base_args(&key))
+            .args(["-p", &port.to_string(), "-N", "-o", "ExitOnForwardFailure=yes"])
+            .args(["-R", &format!("{remote_port}:127.0.0.1:{client_port}"), "-R", &format!("{echo_remote_port}:127.0.0.1:{echo_port}"), "box@127.0.0.1"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let fetch = format!("busybox wget -q -O - http://127.0.0.1:{remote_port}/");
     // (generous: this machine is sometimes very slow; the loop ends as
     // soon as both requests come back)
@@ -254,9 +306,8 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
             break;
         }
         if Instant::now() > deadline {
-            let _ = reverse.kill();
-            let out = reverse.wait_with_output().unwrap();
-            panic!("the remote forward never answered ({got:?}): {}\n{}", text(&out.stderr), p.server_log());
+            let stderr = reverse.stop();
+            panic!("the remote forward never answered ({got:?}): {stderr}\n{}", p.server_log());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -264,11 +315,25 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     let out = c.ssh(&key, "box", &[], &format!("busybox wget -q -O - http://127.0.0.1:{remote_port}/big | sha256sum"));
     let want = { use sha2::Digest; format!("{:x}", sha2::Sha256::digest(big_body())) };
     assert_eq!(text(&out.stdout).split_whitespace().next(), Some(want.as_str()), "{}", text(&out.stderr));
-    // the client leaves: the pod stops listening
-    let _ = reverse.kill();
-    let _ = reverse.wait();
+    // 4 MiB out and echoed back at the same time, intact
+    let out = c.ssh(
+        &key,
+        "box",
+        &[],
+        &format!("head -c {ECHO_BYTES} /dev/urandom > /tmp/out && timeout 60 nc 127.0.0.1 {echo_remote_port} < /tmp/out > /tmp/back; sha256sum /tmp/out /tmp/back"),
+    );
+    let stdout = text(&out.stdout);
+    let sums: Vec<&str> = stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(sums.len() == 2 && sums[0] == sums[1], "echo through -R: {sums:?} {}", text(&out.stderr));
+    // the pod listens while the client is there, and not once it has left
+    let listening = |port: u16| {
+        let cmd = format!("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" {{print $2}}' | grep -ci ':{port:04X}$'");
+        text(&c.ssh(&key, "box", &[], &cmd).stdout).trim() != "0"
+    };
+    assert!(listening(remote_port) && listening(echo_remote_port));
+    drop(reverse);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while text(&c.ssh(&key, "box", &[], &format!("{fetch} >/dev/null 2>&1 && echo open || echo closed")).stdout) != "closed\n" {
+    while listening(remote_port) || listening(echo_remote_port) {
         assert!(Instant::now() < deadline, "the pod kept listening after the client left");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -355,6 +420,8 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     let (_, audit) = p.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
     let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.iter().filter(|a| **a == "ssh.session.start").count() >= 8, "{actions:?}");
+    let targets: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["target"].as_str()).collect();
+    assert!(targets.iter().any(|t| t.contains(&format!("remote forward of port {}", pod_port + 2))), "the -R forward is audited: {targets:?}");
     assert!(actions.contains(&"ssh.session.end") && actions.contains(&"ssh.certificate") && actions.contains(&"pod.rotate_keys"), "{actions:?}");
     let metrics = p.http.get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("pinacle_ssh_sessions_total{kind=\"sftp\"}") && metrics.contains("pinacle_ssh_sessions_total{kind=\"remote-forward\"}") && metrics.contains("pinacle_ssh_sign_ins_total{outcome=\"refused\"}"), "{metrics}");

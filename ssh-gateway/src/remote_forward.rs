@@ -5,9 +5,13 @@
 //! back to the client, which connects it to HOST:HOSTPORT on its side.
 //!
 //! One supervisor exec per forward carries all its connections in
-//! [`pinacle_supervisor::mux`] frames. Connections share that stream: one
-//! the client does not read holds up the others of the same forward (for at
-//! most [`crate::channels::STDIN_STALL`] on the way in).
+//! [`pinacle_supervisor::mux`] frames. Each connection has a task per
+//! direction, so a full window one way never stops the other, and the SSH
+//! connection's own loop is never held up by a forward. The connections of
+//! one forward share that stream, though: one whose reader (the client's
+//! side or the pod's) stops reading holds up the others of the same forward
+//! until it is read again; on the way into the pod a channel that waits
+//! [`crate::channels::STDIN_STALL`] is closed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +34,11 @@ use crate::Login;
 pub const MAX_FORWARDS_PER_CONNECTION: usize = 16;
 /// How long the pod's listener has to bind its port.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client has to accept a forwarded connection.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections of one forward open at once, at most (the pod's listener
+/// keeps to the same number; a pod that opens more is closed).
+pub const MAX_CONNECTIONS_PER_FORWARD: usize = pinacle_supervisor::listen::MAX_CONNECTIONS;
 
 /// The forwards of one SSH connection, by the address and port the client
 /// asked for (the allocated port when it asked for 0, as OpenSSH cancels
@@ -40,11 +49,19 @@ pub(crate) struct RemoteForwards {
 }
 
 impl RemoteForwards {
-    pub fn len(&self) -> usize {
+    /// Forgets forwards that ended on their own (the pod restarted, or its
+    /// listener went).
+    fn prune(&mut self) {
+        self.running.retain(|_, task| !task.is_finished());
+    }
+
+    pub fn len(&mut self) -> usize {
+        self.prune();
         self.running.len()
     }
 
-    pub fn contains(&self, address: &str, port: u32) -> bool {
+    pub fn contains(&mut self, address: &str, port: u32) -> bool {
+        self.prune();
         self.running.contains_key(&(address.to_owned(), port))
     }
 
@@ -79,8 +96,9 @@ fn listening_port(stderr: &[u8]) -> Option<u16> {
 }
 
 /// Waits for the listener's first line on stderr (which may come in
-/// pieces): the port it bound, or why it could not.
-async fn listening(events: &mut mpsc::Receiver<ExecEvent>) -> Result<u16, String> {
+/// pieces): the port it bound, or why it could not. Frames that come
+/// before it (stdout and stderr travel apart) are kept in `early`.
+async fn listening(events: &mut mpsc::Receiver<ExecEvent>, early: &mut Vec<u8>) -> Result<u16, String> {
     let mut line = Vec::new();
     loop {
         match events.recv().await {
@@ -90,7 +108,8 @@ async fn listening(events: &mut mpsc::Receiver<ExecEvent>) -> Result<u16, String
                     return listening_port(&line).ok_or_else(|| String::from_utf8_lossy(&line).trim().to_owned());
                 }
             }
-            Some(ExecEvent::Stdout(_)) => {}
+            Some(ExecEvent::Stdout(bytes)) if early.len() < 1 << 20 => early.extend_from_slice(&bytes),
+            Some(ExecEvent::Stdout(_)) => return Err("the pod's listener sent too much before it was listening".to_owned()),
             Some(ExecEvent::Exit(_)) | None => return Err(format!("the pod's listener exited: {}", String::from_utf8_lossy(&line).trim())),
         }
     }
@@ -108,9 +127,10 @@ pub(crate) async fn start(state: AppState, login: Arc<Login>, handle: Handle, ad
         ..Default::default()
     };
     let (input, mut events) = client.exec(spec).await.map_err(|e| format!("the pod's supervisor did not answer: {e}"))?;
-    let bound = tokio::time::timeout(LISTEN_TIMEOUT, listening(&mut events))
-    .await
-    .map_err(|_| "the pod's listener did not start".to_owned())??;
+    let mut early = Vec::new();
+    let bound = tokio::time::timeout(LISTEN_TIMEOUT, listening(&mut events, &mut early))
+        .await
+        .map_err(|_| "the pod's listener did not start".to_owned())??;
     let target = format!("pod:{} ({}) remote forward of port {bound} from {} via {}", pod.id, pod.name, login.peer, login.via);
     audit(&state, &login, "ssh.session.start", &target).await;
     state.metrics.ssh_sessions.get_or_create(&pinacle_api::metrics::KindLabels { kind: "remote-forward".into() }).inc();
@@ -120,7 +140,7 @@ pub(crate) async fn start(state: AppState, login: Arc<Login>, handle: Handle, ad
         // the task is aborted when the client cancels or leaves: the audit
         // of its end runs apart, when this guard is dropped
         let _end = EndAudit { state: state.clone(), login: login.clone(), target: format!("pod:{} ({}) remote forward of port {bound} from {}", pod.id, pod.name, login.peer), started };
-        demux(handle, address, bound, input, events).await;
+        demux(handle, address, bound, input, events, early).await;
     });
     Ok((bound, task))
 }
@@ -144,6 +164,15 @@ impl Drop for EndAudit {
     }
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What the pod sends one connection.
 enum FromPod {
     Data(Vec<u8>),
@@ -152,20 +181,13 @@ enum FromPod {
 
 /// Reads the listener's frames and hands each connection's to its task,
 /// until the listener ends (or the task is aborted, which drops the exec
-/// and so ends the listener).
-async fn demux(handle: Handle, address: String, port: u16, input: mpsc::Sender<ExecInput>, mut events: mpsc::Receiver<ExecEvent>) {
+/// and so ends the listener). `early` holds bytes that came before.
+async fn demux(handle: Handle, address: String, port: u16, input: mpsc::Sender<ExecInput>, mut events: mpsc::Receiver<ExecEvent>, early: Vec<u8>) {
     let mut decoder = Decoder::new();
+    decoder.push(&early);
     let mut connections: HashMap<u32, mpsc::Sender<FromPod>> = HashMap::new();
-    while let Some(event) = events.recv().await {
-        let bytes = match event {
-            ExecEvent::Stdout(b) => b,
-            ExecEvent::Stderr(b) => {
-                tracing::debug!(message = %String::from_utf8_lossy(&b).trim(), "remote forward listener");
-                continue;
-            }
-            ExecEvent::Exit(_) => break,
-        };
-        decoder.push(&bytes);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
         loop {
             let frame = match decoder.next_frame() {
                 Ok(Some(f)) => f,
@@ -177,10 +199,18 @@ async fn demux(handle: Handle, address: String, port: u16, input: mpsc::Sender<E
             };
             let message = match frame.kind {
                 FrameKind::Open => {
+                    if connections.contains_key(&frame.id) {
+                        tracing::warn!(id = frame.id, "the pod's listener reused a connection id; stopping the forward");
+                        return;
+                    }
+                    if connections.len() >= MAX_CONNECTIONS_PER_FORWARD {
+                        to_pod(&input, mux::encode(FrameKind::Close, frame.id, b"")).await;
+                        continue;
+                    }
                     let (tx, rx) = mpsc::channel(32);
                     connections.insert(frame.id, tx);
                     let origin = mux::parse_open_payload(&frame.payload);
-                    tokio::spawn(connection(handle.clone(), address.clone(), port, origin, frame.id, rx, input.clone()));
+                    tasks.spawn(connection(handle.clone(), address.clone(), port, origin, frame.id, rx, input.clone()));
                     continue;
                 }
                 FrameKind::Close => {
@@ -196,6 +226,13 @@ async fn demux(handle: Handle, address: String, port: u16, input: mpsc::Sender<E
                 }
             }
         }
+        // reap finished connection tasks as we go
+        while tasks.try_join_next().is_some() {}
+        match events.recv().await {
+            Some(ExecEvent::Stdout(bytes)) => decoder.push(&bytes),
+            Some(ExecEvent::Stderr(b)) => tracing::debug!(message = %String::from_utf8_lossy(&b).trim(), "remote forward listener"),
+            Some(ExecEvent::Exit(_)) | None => return,
+        }
     }
 }
 
@@ -206,30 +243,48 @@ async fn to_pod(input: &mpsc::Sender<ExecInput>, frame: Vec<u8>) -> bool {
 }
 
 /// One connection made in the pod: opens its channel to the client and
-/// relays both ways until either side closes it.
+/// relays both ways until either side closes it, a task per direction.
 async fn connection(handle: Handle, address: String, port: u16, origin: (String, u16), id: u32, mut from_pod: mpsc::Receiver<FromPod>, input: mpsc::Sender<ExecInput>) {
-    let channel = match handle.channel_open_forwarded_tcpip(address, u32::from(port), origin.0, u32::from(origin.1)).await {
-        Ok(c) => c,
-        Err(e) => {
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, handle.channel_open_forwarded_tcpip(address, u32::from(port), origin.0, u32::from(origin.1))).await;
+    let channel = match opened {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             tracing::info!(error = %e, port, "the client refused a forwarded connection");
+            to_pod(&input, mux::encode(FrameKind::Close, id, b"")).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(port, "the client did not answer a forwarded connection");
             to_pod(&input, mux::encode(FrameKind::Close, id, b"")).await;
             return;
         }
     };
     let (mut rx, tx) = channel.split();
-    loop {
-        tokio::select! {
-            message = from_pod.recv() => match message {
-                Some(FromPod::Data(d)) => {
+    // pod → client: waits on the client's window, never on the way in
+    // (stopped with this task, even when aborted)
+    let mut down = AbortOnDrop(tokio::spawn(async move {
+        while let Some(message) = from_pod.recv().await {
+            match message {
+                FromPod::Data(d) => {
                     if tx.data_bytes(Bytes::from(d)).await.is_err() {
-                        break;
+                        return;
                     }
                 }
-                Some(FromPod::Eof) => {
+                FromPod::Eof => {
                     let _ = tx.eof().await;
                 }
-                None => break,
-            },
+            }
+        }
+        // the pod closed the connection
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
+    }));
+    // client → pod
+    let mut down_done = false;
+    loop {
+        tokio::select! {
+            // the pod's side is done: wait for the client's close
+            _ = &mut down.0, if !down_done => down_done = true,
             message = rx.wait() => match message {
                 Some(ChannelMsg::Data { data }) if !to_pod(&input, mux::encode_data(id, &data)).await => break,
                 Some(ChannelMsg::Eof) if !to_pod(&input, mux::encode(FrameKind::Eof, id, b"")).await => break,
@@ -238,8 +293,9 @@ async fn connection(handle: Handle, address: String, port: u16, origin: (String,
             },
         }
     }
-    let _ = tx.eof().await;
-    let _ = tx.close().await;
+    // the client closed the channel (or left): what is still on its way to
+    // it is not wanted, and a send waiting on its window would wait forever
+    drop(down);
     to_pod(&input, mux::encode(FrameKind::Close, id, b"")).await;
 }
 
@@ -258,13 +314,16 @@ mod tests {
     #[tokio::test]
     async fn the_listening_line_may_come_in_pieces() {
         let (tx, mut rx) = mpsc::channel(8);
+        tx.send(ExecEvent::Stdout(b"frames".to_vec())).await.unwrap();
         for piece in ["tcp-listen: listening on ", "412", "34\n"] {
             tx.send(ExecEvent::Stderr(piece.as_bytes().to_vec())).await.unwrap();
         }
-        assert_eq!(listening(&mut rx).await, Ok(41234));
+        let mut early = Vec::new();
+        assert_eq!(listening(&mut rx, &mut early).await, Ok(41234));
+        assert_eq!(early, b"frames", "frames before the line are kept");
         tx.send(ExecEvent::Stderr(b"tcp-listen: cannot listen on port 80: in use\n".to_vec())).await.unwrap();
-        assert_eq!(listening(&mut rx).await, Err("tcp-listen: cannot listen on port 80: in use".to_owned()));
+        assert_eq!(listening(&mut rx, &mut early).await, Err("tcp-listen: cannot listen on port 80: in use".to_owned()));
         drop(tx);
-        assert!(listening(&mut rx).await.unwrap_err().contains("exited"));
+        assert!(listening(&mut rx, &mut early).await.unwrap_err().contains("exited"));
     }
 }

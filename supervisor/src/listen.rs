@@ -148,25 +148,35 @@ where
     result
 }
 
-/// One accepted connection: its bytes go out as frames; the gateway's
-/// frames come in on `commands`. Ends when both directions are done, on an
-/// error, or when the gateway closes it; then says [`FrameKind::Close`].
+/// One accepted connection: its bytes go out as frames (read by a task
+/// of its own, so a full socket one way never stops the other); the
+/// gateway's frames come in on `commands`. Ends when both directions are
+/// done, on an error, or when the gateway closes it; then says
+/// [`FrameKind::Close`].
 async fn connection(id: u32, socket: TcpStream, mut commands: mpsc::Receiver<ToSocket>, out: mpsc::Sender<Vec<u8>>, done: mpsc::Sender<u32>) {
     let (mut from_socket, mut to_socket) = socket.into_split();
-    let mut buf = vec![0u8; CHUNK];
-    let (mut reading, mut writing) = (true, true);
-    while reading || writing {
-        tokio::select! {
-            read = from_socket.read(&mut buf), if reading => {
-                let frame = match read {
-                    Ok(0) => {
-                        reading = false;
-                        mux::encode(FrameKind::Eof, id, b"")
+    let reader_out = out.clone();
+    // true when the socket ended cleanly (end of file sent on)
+    let mut reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match from_socket.read(&mut buf).await {
+                Ok(0) => return reader_out.send(mux::encode(FrameKind::Eof, id, b"")).await.is_ok(),
+                Ok(n) => {
+                    if reader_out.send(mux::encode_data(id, &buf[..n])).await.is_err() {
+                        return false;
                     }
-                    Ok(n) => mux::encode_data(id, &buf[..n]),
-                    Err(_) => break,
-                };
-                if out.send(frame).await.is_err() {
+                }
+                Err(_) => return false,
+            }
+        }
+    });
+    let (mut read_done, mut writing) = (false, true);
+    loop {
+        tokio::select! {
+            clean = &mut reader, if !read_done => {
+                read_done = true;
+                if !matches!(clean, Ok(true)) || !writing {
                     break;
                 }
             }
@@ -180,11 +190,15 @@ async fn connection(id: u32, socket: TcpStream, mut commands: mpsc::Receiver<ToS
                 Some(ToSocket::Eof) => {
                     let _ = to_socket.shutdown().await;
                     writing = false;
+                    if read_done {
+                        break;
+                    }
                 }
                 Some(ToSocket::Close) | None => break,
             },
         }
     }
+    reader.abort();
     let _ = out.send(mux::encode(FrameKind::Close, id, b"")).await;
     let _ = done.send(id).await;
 }

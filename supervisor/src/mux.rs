@@ -86,6 +86,9 @@ pub fn encode_data(id: u32, data: &[u8]) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf` (consumed bytes are dropped
+    /// once per [`Decoder::push`], not once per frame).
+    start: usize,
 }
 
 impl Decoder {
@@ -95,13 +98,16 @@ impl Decoder {
 
     /// Adds bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete frame, if the bytes so far hold one. An error
     /// means the stream is not this protocol; stop reading it.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let Some(header) = self.buf.get(..HEADER_LEN) else {
+        let rest = &self.buf[self.start..];
+        let Some(header) = rest.get(..HEADER_LEN) else {
             return Ok(None);
         };
         let kind = FrameKind::from_byte(header[0]).ok_or(FrameError::UnknownKind(header[0]))?;
@@ -110,17 +116,17 @@ impl Decoder {
         if len > MAX_PAYLOAD {
             return Err(FrameError::TooLong(len));
         }
-        if self.buf.len() < HEADER_LEN + len {
+        let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
-        }
-        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.buf.drain(..HEADER_LEN + len);
+        };
+        let payload = payload.to_vec();
+        self.start += HEADER_LEN + len;
         Ok(Some(Frame { kind, id, payload }))
     }
 
     /// Bytes held that do not make a whole frame yet.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 
