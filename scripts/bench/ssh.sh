@@ -9,7 +9,8 @@
 #   sshd→host    the same sshd without a pod: commands and Debian's
 #                sftp-server run on the host (the floor)
 # Figures: connection setup (`ssh -o BatchMode=yes HOST true`, repeated;
-# median and p95) and scp throughput (BENCH_MB MiB up and down, median of 3).
+# median and p95), scp throughput (BENCH_MB MiB up and down, median of 3)
+# and ssh -R throughput (BENCH_MB MiB to a reader where the forward listens).
 # Goals: setup within 1.5x of sshd→pod, throughput at least 80% of it.
 #
 # Run as root after scripts/test.sh built the test images:
@@ -28,9 +29,9 @@ BIN=$PWD/target/release/pinacle
 TMP=$(mktemp -d /var/tmp/pinacle-bench-ssh.XXXXXX)
 BRIDGE=pncbench3 SUBNET=10.231.22.0/24
 TOKEN=pnc_bench-ssh-token-0123456789abcdef
-PID= SSHD_POD= SSHD_HOST=
+PID= SSHD_POD= SSHD_HOST= SERVER= FWD=
 cleanup() {
-    for p in $SSHD_POD $SSHD_HOST; do kill "$p" 2>/dev/null || true; done
+    for p in $SSHD_POD $SSHD_HOST $SERVER $FWD; do kill "$p" 2>/dev/null || true; done
     if [[ -n $PID ]]; then
         PINACLE_API=$API PINACLE_TOKEN=$TOKEN "$BIN" pod delete bench --wait >/dev/null 2>&1 || true
         kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
@@ -46,7 +47,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 GPORT=$(port) PPORT=$(port) HPORT=$(port)
 PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json PINACLE_KEYRING=off "$BIN" up --data-dir "$TMP/data" --listen 127.0.0.1:0 \
     --rate-limit 0 --pod-network bridge --pod-bridge $BRIDGE --pod-subnet $SUBNET --proxy-listen none \
-    --ssh-listen 127.0.0.1:$GPORT --ssh-host 127.0.0.1 >"$TMP/out" 2>"$TMP/log" &
+    --ssh-listen 127.0.0.1:$GPORT --ssh-host 127.0.0.1 --ssh-allow-remote-forward >"$TMP/out" 2>"$TMP/log" &
 PID=$!
 API=
 for _ in $(seq 300); do API=$(sed -n 's/^Pinacle API listening on //p' "$TMP/out"); [[ -n $API ]] && break; sleep 0.1; done
@@ -189,6 +190,55 @@ for t in "${TARGETS[@]}"; do
     ssh "${OPTS[@]}" -p "$p" "$user@127.0.0.1" "rm -f $dest"
 done
 
+# ssh -R: a server beside the client sends the payload to a reader where
+# the forward listens (the pod's loopback for the gateway, the host's for
+# sshd: sshd cannot listen inside the pod). The reader is the pod's static
+# busybox nc in both places.
+echo
+echo "ssh -R throughput: $MB MiB from a server beside the client to nc where the forward listens, median of 3 (MiB/s)"
+cp /var/tmp/pinacle-test/images/busybox/rootfs/bin/busybox "$TMP/busybox"
+python3 - "$TMP/payload" >"$TMP/serve_port" <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+with open(sys.argv[1], "rb") as f:
+    for _ in range(200):
+        c, _ = s.accept()
+        f.seek(0)
+        c.sendfile(f)
+        c.close()
+PY
+SERVER=$!
+for _ in $(seq 50); do [[ -s $TMP/serve_port ]] && break; sleep 0.1; done
+SPORT=$(cat "$TMP/serve_port")
+declare -A RFWD
+for t in "gateway:$GPORT:bench" "sshd→host:$HPORT:root"; do
+    IFS=: read -r name p user <<<"$t"
+    RP=$(port)
+    ssh "${OPTS[@]}" -p "$p" -N -o ExitOnForwardFailure=yes -R "$RP:127.0.0.1:$SPORT" "$user@127.0.0.1" & FWD=$!
+    if [[ $name == gateway ]]; then READ=($ENTER /bin/busybox nc 127.0.0.1 "$RP"); else READ=("$TMP/busybox" nc 127.0.0.1 "$RP"); fi
+    got=0
+    for _ in $(seq 100); do
+        got=$("${READ[@]}" 2>/dev/null | wc -c || true)
+        [[ $got -gt 0 ]] && break
+        sleep 0.1
+    done
+    [[ $got -eq $((MB * 1024 * 1024)) ]] || { echo "$name: -R delivered $got bytes"; kill $FWD; exit 1; }
+    rates=()
+    for _ in 1 2 3; do
+        t0=$(date +%s%N); got=$("${READ[@]}" | wc -c || true); t1=$(date +%s%N)
+        [[ $got -eq $((MB * 1024 * 1024)) ]] || { echo "$name: -R delivered $got bytes"; kill $FWD; exit 1; }
+        rates+=("$(python3 -c "print($MB / (($t1 - $t0) / 1e9))")")
+    done
+    kill $FWD; wait $FWD 2>/dev/null || true
+    RFWD[$name]=$(printf '%s\n' "${rates[@]}" | python3 -c 'import statistics,sys; print(f"{statistics.median(float(x) for x in sys.stdin.read().split()):.1f}")')
+    printf '%-10s %8s\n' "$name" "${RFWD[$name]}"
+done
+kill $SERVER 2>/dev/null || true
+
 echo
 python3 - "${SETUP[gateway]}" "${SETUP[sshd→pod]}" "${UP[gateway]}" "${UP[sshd→pod]}" "${DOWN[gateway]}" "${DOWN[sshd→pod]}" <<'PY'
 import sys
@@ -197,3 +247,4 @@ print(f"setup: gateway {g:.1f} ms vs sshd→pod {s:.1f} ms = {g / s:.2f}x (goal 
 print(f"scp up: gateway {gu:.1f} MiB/s vs sshd→pod {su:.1f} MiB/s = {100 * gu / su:.0f}% (goal >= 80%)")
 print(f"scp down: gateway {gd:.1f} MiB/s vs sshd→pod {sd:.1f} MiB/s = {100 * gd / sd:.0f}% (goal >= 80%)")
 PY
+echo "ssh -R: gateway ${RFWD[gateway]} MiB/s vs sshd→host ${RFWD[sshd→host]} MiB/s (no goal; sshd cannot listen in the pod)"

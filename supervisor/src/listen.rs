@@ -217,12 +217,9 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         eprintln!("tcp-listen: invalid port {port:?}");
         return ExitCode::from(2);
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match crate::relay::runtime(crate::modes::TCP_LISTEN) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tcp-listen: cannot start: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let code = rt.block_on(async {
         let (listeners, bound) = match bind_loopback(port).await {

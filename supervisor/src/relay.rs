@@ -89,12 +89,9 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         eprintln!("tcp-connect: invalid port {port:?}");
         return ExitCode::from(2);
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+    let rt = match runtime(crate::modes::TCP_CONNECT) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tcp-connect: cannot start: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let code = rt.block_on(async {
         // an IPv6 address may come in brackets, as in a URL
@@ -130,6 +127,15 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     // not hold up the exit
     rt.shutdown_background();
     code
+}
+
+/// The single-threaded runtime a helper mode runs on; when it cannot be
+/// made, says so on stderr and gives exit code 1.
+pub(crate) fn runtime(mode: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("{mode}: cannot start: {e}");
+        ExitCode::from(1)
+    })
 }
 
 /// Stdin for the relay: polled directly when it is a pipe (what exec gives
