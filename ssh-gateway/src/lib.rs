@@ -416,8 +416,12 @@ impl Handler for Connection {
         let Some(login) = self.login.clone() else {
             return Ok(false);
         };
-        if !self.shared.allow_remote_forward || !login.forwarding_allowed {
+        if !self.shared.allow_remote_forward {
             tracing::info!(peer = %self.peer, address, port = *port, "remote port forwarding (ssh -R) refused: not enabled on this gateway (pinacle up --ssh-allow-remote-forward)");
+            return Ok(false);
+        }
+        if !login.forwarding_allowed {
+            tracing::info!(peer = %self.peer, address, port = *port, "remote port forwarding (ssh -R) refused: the certificate does not permit port forwarding");
             return Ok(false);
         }
         let Ok(requested) = u16::try_from(*port) else {

@@ -8,10 +8,11 @@
 //! [`pinacle_supervisor::mux`] frames. Each connection has a task per
 //! direction, so a full window one way never stops the other, and the SSH
 //! connection's own loop is never held up by a forward. The connections of
-//! one forward share that stream, though: one whose reader (the client's
-//! side or the pod's) stops reading holds up the others of the same forward
-//! until it is read again; on the way into the pod a channel that waits
-//! [`crate::channels::STDIN_STALL`] is closed.
+//! one forward share that stream, though, with no flow control per
+//! connection: one whose reader (the client's side or the pod's) stops
+//! reading holds up the others of the same forward until it is read again
+//! (on the way into the pod, a program that never reads stalls the forward
+//! until the client cancels it or leaves).
 
 use std::collections::HashMap;
 use std::sync::Arc;

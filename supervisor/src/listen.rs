@@ -25,14 +25,27 @@ use crate::mux::{self, Decoder, FrameKind};
 
 /// Connections open at once, at most; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 256;
+/// How long a connection the gateway closed may take to write what was
+/// queued for it before it is dropped.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes read from a connection at a time.
 const CHUNK: usize = 32 * 1024;
 
-/// What the gateway asks of one connection.
+/// What the gateway asks of one connection. A close is the end of this
+/// queue: what was queued before it is still written, and a connection
+/// that cannot finish that within [`CLOSE_GRACE`] is dropped.
 enum ToSocket {
     Data(Vec<u8>),
     Eof,
-    Close,
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<bool>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Binds the loopback on `port` (0: any free port): IPv4, and IPv6 on the
@@ -81,7 +94,7 @@ where
         Ok::<_, io::Error>(())
     });
     let (done_tx, mut done) = mpsc::channel::<u32>(MAX_CONNECTIONS);
-    let mut connections: HashMap<u32, mpsc::Sender<ToSocket>> = HashMap::new();
+    let mut connections: HashMap<u32, (mpsc::Sender<ToSocket>, tokio::task::AbortHandle)> = HashMap::new();
     let mut next_id = 0u32;
     let mut decoder = Decoder::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -108,11 +121,11 @@ where
                 let id = next_id;
                 let _ = socket.set_nodelay(true);
                 let (tx, rx) = mpsc::channel(32);
-                connections.insert(id, tx);
                 if out.send(mux::encode(FrameKind::Open, id, &mux::open_payload(peer))).await.is_err() {
                     break Ok(());
                 }
-                tokio::spawn(connection(id, socket, rx, out.clone(), done_tx.clone()));
+                let task = tokio::spawn(connection(id, socket, rx, out.clone(), done_tx.clone()));
+                connections.insert(id, (tx, task.abort_handle()));
             }
             read = input.read(&mut buf) => {
                 let n = match read {
@@ -130,13 +143,22 @@ where
                     let command = match frame.kind {
                         FrameKind::Data => ToSocket::Data(frame.payload),
                         FrameKind::Eof => ToSocket::Eof,
-                        FrameKind::Close => ToSocket::Close,
+                        FrameKind::Close => {
+                            // the gateway is done with it: the end of its
+                            // queue, and a deadline
+                            if let Some((_, task)) = connections.remove(&frame.id) {
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(CLOSE_GRACE).await;
+                                    task.abort();
+                                });
+                            }
+                            continue;
+                        }
                         FrameKind::Open => return Err(io::Error::new(io::ErrorKind::InvalidData, "only the listener opens connections")),
                     };
-                    let close = matches!(command, ToSocket::Close);
-                    if let Some(tx) = connections.get(&frame.id) {
+                    if let Some((tx, _)) = connections.get(&frame.id) {
                         // a connection that is gone drops what is sent to it
-                        if tx.send(command).await.is_err() || close {
+                        if tx.send(command).await.is_err() {
                             connections.remove(&frame.id);
                         }
                     }
@@ -157,7 +179,7 @@ async fn connection(id: u32, socket: TcpStream, mut commands: mpsc::Receiver<ToS
     let (mut from_socket, mut to_socket) = socket.into_split();
     let reader_out = out.clone();
     // true when the socket ended cleanly (end of file sent on)
-    let mut reader = tokio::spawn(async move {
+    let mut reader = AbortOnDrop(tokio::spawn(async move {
         let mut buf = vec![0u8; CHUNK];
         loop {
             match from_socket.read(&mut buf).await {
@@ -170,11 +192,11 @@ async fn connection(id: u32, socket: TcpStream, mut commands: mpsc::Receiver<ToS
                 Err(_) => return false,
             }
         }
-    });
+    }));
     let (mut read_done, mut writing) = (false, true);
     loop {
         tokio::select! {
-            clean = &mut reader, if !read_done => {
+            clean = &mut reader.0, if !read_done => {
                 read_done = true;
                 if !matches!(clean, Ok(true)) || !writing {
                     break;
@@ -194,11 +216,11 @@ async fn connection(id: u32, socket: TcpStream, mut commands: mpsc::Receiver<ToS
                         break;
                     }
                 }
-                Some(ToSocket::Close) | None => break,
+                None => break,
             },
         }
     }
-    reader.abort();
+    drop(reader);
     let _ = out.send(mux::encode(FrameKind::Close, id, b"")).await;
     let _ = done.send(id).await;
 }
