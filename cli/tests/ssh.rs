@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, pinacle_bin, Pinacle};
+use common::{free_port, pinacle_bin, KillOnDrop, Pinacle};
 use reqwest::Method;
 use serde_json::json;
 
@@ -77,28 +77,6 @@ impl Client {
 
 /// Bytes the echo server beside the client sends back through `ssh -R`.
 const ECHO_BYTES: usize = 4 << 20;
-
-/// A child process killed (and reaped) when dropped, even by a failed
-/// assertion.
-struct Reaper(Option<std::process::Child>);
-
-impl Reaper {
-    /// Kills it now; returns what it wrote on stderr.
-    fn stop(mut self) -> String {
-        let mut child = self.0.take().unwrap();
-        let _ = child.kill();
-        text(&child.wait_with_output().unwrap().stderr)
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// What the client-side server sends for `/big` through `ssh -R`.
 fn big_body() -> Vec<u8> {
@@ -286,7 +264,7 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     });
     let (remote_port, echo_remote_port) = (pod_port + 1, pod_port + 2);
     // two forwards on one connection
-    let reverse = Reaper(Some(
+    let mut reverse = KillOnDrop(
         Command::new("ssh")
             .args(c.base_args(&key))
             .args(["-p", &port.to_string(), "-N", "-o", "ExitOnForwardFailure=yes"])
@@ -295,7 +273,7 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    ));
+    );
     let fetch = format!("busybox wget -q -O - http://127.0.0.1:{remote_port}/");
     // (generous: this machine is sometimes very slow; the loop ends as
     // soon as both requests come back)
@@ -306,7 +284,9 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
             break;
         }
         if Instant::now() > deadline {
-            let stderr = reverse.stop();
+            let _ = reverse.0.kill();
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut reverse.0.stderr.take().unwrap(), &mut stderr);
             panic!("the remote forward never answered ({got:?}): {stderr}\n{}", p.server_log());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -165,15 +165,6 @@ impl Drop for EndAudit {
     }
 }
 
-/// Aborts its task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// What the pod sends one connection.
 enum FromPod {
     Data(Vec<u8>),
@@ -249,21 +240,18 @@ async fn connection(handle: Handle, address: String, port: u16, origin: (String,
     let opened = tokio::time::timeout(OPEN_TIMEOUT, handle.channel_open_forwarded_tcpip(address, u32::from(port), origin.0, u32::from(origin.1))).await;
     let channel = match opened {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, port, "the client refused a forwarded connection");
-            to_pod(&input, mux::encode(FrameKind::Close, id, b"")).await;
-            return;
-        }
-        Err(_) => {
-            tracing::info!(port, "the client did not answer a forwarded connection");
+        failed => {
+            let why = failed.map_or_else(|_| "no answer".to_owned(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+            tracing::info!(port, why, "the client did not take a forwarded connection");
             to_pod(&input, mux::encode(FrameKind::Close, id, b"")).await;
             return;
         }
     };
     let (mut rx, tx) = channel.split();
     // pod → client: waits on the client's window, never on the way in
-    // (stopped with this task, even when aborted)
-    let mut down = AbortOnDrop(tokio::spawn(async move {
+    // (a JoinSet: stopped with this task, even when aborted)
+    let mut down = tokio::task::JoinSet::new();
+    down.spawn(async move {
         while let Some(message) = from_pod.recv().await {
             match message {
                 FromPod::Data(d) => {
@@ -279,13 +267,13 @@ async fn connection(handle: Handle, address: String, port: u16, origin: (String,
         // the pod closed the connection
         let _ = tx.eof().await;
         let _ = tx.close().await;
-    }));
+    });
     // client → pod
     let mut down_done = false;
     loop {
         tokio::select! {
             // the pod's side is done: wait for the client's close
-            _ = &mut down.0, if !down_done => down_done = true,
+            _ = down.join_next(), if !down_done => down_done = true,
             message = rx.wait() => match message {
                 Some(ChannelMsg::Data { data }) if !to_pod(&input, mux::encode_data(id, &data)).await => break,
                 Some(ChannelMsg::Eof) if !to_pod(&input, mux::encode(FrameKind::Eof, id, b"")).await => break,

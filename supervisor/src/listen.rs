@@ -39,14 +39,6 @@ enum ToSocket {
     Eof,
 }
 
-/// Aborts its task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<bool>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Binds the loopback on `port` (0: any free port): IPv4, and IPv6 on the
 /// same port when the pod has `::1`. Returns the listeners and the port.
@@ -179,7 +171,9 @@ async fn connection(id: u32, socket: TcpStream, mut commands: mpsc::Receiver<ToS
     let (mut from_socket, mut to_socket) = socket.into_split();
     let reader_out = out.clone();
     // true when the socket ended cleanly (end of file sent on)
-    let mut reader = AbortOnDrop(tokio::spawn(async move {
+    // (a JoinSet: the reader is aborted when this returns)
+    let mut reader = tokio::task::JoinSet::new();
+    reader.spawn(async move {
         let mut buf = vec![0u8; CHUNK];
         loop {
             match from_socket.read(&mut buf).await {
@@ -192,13 +186,13 @@ async fn connection(id: u32, socket: TcpStream, mut commands: mpsc::Receiver<ToS
                 Err(_) => return false,
             }
         }
-    }));
+    });
     let (mut read_done, mut writing) = (false, true);
     loop {
         tokio::select! {
-            clean = &mut reader.0, if !read_done => {
+            clean = reader.join_next(), if !read_done => {
                 read_done = true;
-                if !matches!(clean, Ok(true)) || !writing {
+                if !matches!(clean, Some(Ok(true))) || !writing {
                     break;
                 }
             }
