@@ -152,7 +152,8 @@ describe("workspace page", () => {
     renderWithApi(<WorkspacePage podKey="web" />, api);
     expect(await screen.findByRole("heading", { name: /Provisioning/ })).toBeInTheDocument();
     expect(screen.queryByRole("tablist", { name: "Workspace tabs" })).toBeNull();
-    expect(api.calls.find((c) => c.op === "PodEvents")!.vars).toEqual({ pod: "pod-uuid", after: null });
+    // (the subscription starts in an effect, which may run after the heading shows)
+    await waitFor(() => expect(api.calls.find((c) => c.op === "PodEvents")?.vars).toEqual({ pod: "pod-uuid", after: null }));
     act(() =>
       api.emit("PodEvents", {
         podEvents: { seq: 1, podId: "pod-uuid", at: "2025-01-01T00:00:01Z", event: "provision_started", from: "PENDING", to: "PROVISIONING", message: "pulling image node" },
