@@ -437,3 +437,36 @@ pub async fn terminal(
         .unwrap();
     tokio_tungstenite::connect_async(req).await.unwrap().0
 }
+
+/// Signs `challenge` in `namespace` with the OpenSSH private key at `key`
+/// (`ssh-keygen -Y sign`): the armored signature.
+pub fn sign_ssh_challenge(key: &Path, namespace: &str, challenge: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", namespace, "-f"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh-keygen");
+    child.stdin.take().expect("stdin").write_all(challenge.as_bytes()).expect("write challenge");
+    let out = child.wait_with_output().expect("ssh-keygen -Y sign");
+    assert!(out.status.success(), "ssh-keygen -Y sign: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("signature")
+}
+
+impl Pinacle {
+    /// Registers the OpenSSH key whose private half is at `key` (the `.pub`
+    /// beside it) for the holder of `token`, with proof of possession: a
+    /// challenge from the server signed with the private key.
+    pub async fn add_ssh_key_as(&self, token: &str, name: &str, key: &Path) -> (u16, Value) {
+        let (s, ch) = self.call_as(token, reqwest::Method::POST, "/api/v1/ssh-keys/challenge", None).await;
+        assert_eq!(s, 201, "{ch}");
+        let challenge = ch["challenge"].as_str().expect("challenge");
+        let signature = sign_ssh_challenge(key, ch["namespace"].as_str().expect("namespace"), challenge);
+        let public_key = std::fs::read_to_string(format!("{}.pub", key.display())).expect("public key");
+        let body = json!({"name": name, "public_key": public_key, "challenge": challenge, "signature": signature});
+        self.call_as(token, reqwest::Method::POST, "/api/v1/ssh-keys", Some(body)).await
+    }
+}
