@@ -95,4 +95,24 @@ fn main() {
         let _ = parse("bench.yaml", &broken, ParseOptions { strict: true }).expect_err("invalid");
     });
     println!("{:<52} {:>12.1} {:>12.1}", "large, 2 errors: parse + report", p50, p95);
+    // the review's alias bomb (security finding #5): one 128 KiB anchored
+    // string and ~43k aliases in 256 KiB, and the 1 MiB variant; each is
+    // refused once the expansion passes the bound, after a few MiB
+    for (label, refs) in [("alias bomb, 256 KiB: refused", 43_000usize), ("alias bomb, 1 MiB: refused", 300_000)] {
+        let bomb = alias_bomb(refs);
+        let (p50, p95) = time(50, || {
+            let e = parse("bomb.yaml", &bomb, ParseOptions { strict: true }).expect_err("refused");
+            assert!(e.0[0].message.contains("expand"), "{e}");
+        });
+        println!("{:<52} {:>12.1} {:>12.1}", format!("{label} ({} KiB)", bomb.len() / 1024), p50, p95);
+    }
+}
+
+/// `name: &x "AAAA…128KiB"` then `refs` references to it.
+fn alias_bomb(refs: usize) -> String {
+    let mut s = format!("name: &x \"{}\"\nenv:\n  A: [", "A".repeat(128 << 10));
+    s.push_str(&vec!["*x"; refs].join(","));
+    s.push_str("]\n");
+    assert!(s.len() <= 1 << 20, "{}", s.len());
+    s
 }
