@@ -923,28 +923,28 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 }
 
 /// Gives the pod's root file system the host's reachable name servers.
+/// The root file system is the pod's: `/etc` may be a link by now, so the
+/// file is written through [`crate::safe_fs::Tree`], never outside it. A
+/// pod that broke its own `/etc` starts without the file (and a warning).
 fn write_resolv_conf(root: &Path) -> Result<(), AgentError> {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let etc = root.join("etc");
-    std::fs::create_dir_all(&etc).map_err(AgentError::io("creating", &etc))?;
-    let target = etc.join("resolv.conf");
-    // a symlink in the image must not redirect the write outside the pod
-    let _ = std::fs::remove_file(&target);
-    std::fs::write(&target, crate::network::pod_resolv_conf(&host)).map_err(AgentError::io("writing", &target))
+    let tree = crate::safe_fs::Tree::open(root).map_err(AgentError::io("opening", root))?;
+    if let Err(e) = tree.write_file(Path::new("etc/resolv.conf"), crate::network::pod_resolv_conf(&host).as_bytes(), 0o644) {
+        tracing::warn!(root = %root.display(), error = %e, "the pod's /etc/resolv.conf could not be written (the pod changed its /etc)");
+    }
+    Ok(())
 }
 
-/// Fills a new pod's empty workspace with its template's starter files.
+/// Fills a new pod's empty workspace with its template's starter files
+/// (inside the workspace only, whatever links it holds).
 fn write_starter_files(pod: &PodRecord, workspace: &std::path::Path) -> Result<(), AgentError> {
     let Some(template) = pinacle_config::templates::Template::find(&pod.template) else { return Ok(()) };
     if template.files.is_empty() || std::fs::read_dir(workspace).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Ok(());
     }
+    let tree = crate::safe_fs::Tree::open(workspace).map_err(AgentError::io("opening", workspace))?;
     for f in template.files {
-        let path = workspace.join(f.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(AgentError::io("creating", parent))?;
-        }
-        std::fs::write(&path, f.contents).map_err(AgentError::io("writing", &path))?;
+        tree.write_file(Path::new(f.path), f.contents.as_bytes(), 0o644).map_err(AgentError::io("writing", workspace.join(f.path)))?;
     }
     Ok(())
 }

@@ -340,19 +340,20 @@ async fn run_in_chroot(
     env: &[(String, String)],
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), AgentError> {
-    let resolv = rootfs.join("etc/resolv.conf");
-    let saved = std::fs::read(&resolv).ok();
-    let _ = std::fs::remove_file(&resolv);
+    // Earlier steps may have made any directory of the image a link: the
+    // files the build adds are written inside the image, never through it.
+    let tree = crate::safe_fs::Tree::open(rootfs).map_err(AgentError::io("opening", rootfs))?;
+    let resolv = Path::new("etc/resolv.conf");
+    let saved = tree.read_file(resolv, 1 << 20).ok().flatten();
+    let _ = tree.remove_file(resolv);
     if let Ok(host) = std::fs::read("/etc/resolv.conf") {
-        let _ = std::fs::write(&resolv, host);
+        let _ = tree.write_file(resolv, &host, 0o644);
     }
     // The host's trust store and proxy settings apply to the build (an
     // organisation's TLS-inspecting proxy, say), not to the image.
-    let build_ca = rootfs.join("run/pinacle-build-ca.crt");
+    let build_ca = Path::new("run/pinacle-build-ca.crt");
     let host_ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    let ca = host_ca.is_file()
-        && std::fs::create_dir_all(rootfs.join("run")).is_ok()
-        && std::fs::copy(host_ca, &build_ca).is_ok();
+    let ca = std::fs::read(host_ca).is_ok_and(|pem| tree.write_file(build_ca, &pem, 0o644).is_ok());
     const SCRIPT: &str =
         "mount -t proc proc \"$R/proc\" && mount --rbind /dev \"$R/dev\" && exec chroot \"$R\" /bin/sh -c 'cd \"$WORKDIR\" && eval \"$RUN\"'";
     let mut command = Command::new("unshare");
@@ -380,10 +381,10 @@ async fn run_in_chroot(
         command.env(k, v);
     }
     let result = run_logged(&mut command, progress).await;
-    let _ = std::fs::remove_file(&build_ca);
-    let _ = std::fs::remove_file(&resolv);
+    let _ = tree.remove_file(build_ca);
+    let _ = tree.remove_file(resolv);
     if let Some(saved) = saved {
-        let _ = std::fs::write(&resolv, saved);
+        let _ = tree.write_file(resolv, &saved, 0o644);
     }
     result.map_err(|e| AgentError::ImageBuild(format!("RUN {cmd}: {e}")))
 }
@@ -396,9 +397,10 @@ fn copy_into(rootfs: &Path, copy: &pinacle_config::dockerfile::Copy, context: &R
         return Err(AgentError::ImageBuild(format!("COPY destination {} leaves the image", copy.dest)));
     }
     let as_dir = copy.dest.ends_with('/') || copy.sources.len() > 1;
+    let tree = crate::safe_fs::Tree::open(rootfs).map_err(AgentError::io("opening", rootfs))?;
     for src in &copy.sources {
         let file_name = Path::new(src).file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        let dest = if as_dir { rootfs.join(dest_rel).join(&file_name) } else { rootfs.join(dest_rel) };
+        let dest = if as_dir { Path::new(dest_rel).join(&file_name) } else { PathBuf::from(dest_rel) };
         let contents: Vec<u8> = match context {
             RecipeContext::Template(t) => {
                 let rel = src.strip_prefix("files/").unwrap_or(src);
@@ -415,10 +417,7 @@ fn copy_into(rootfs: &Path, copy: &pinacle_config::dockerfile::Copy, context: &R
                 std::fs::read(dir.join(src)).map_err(AgentError::io("reading", dir.join(src)))?
             }
         };
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(AgentError::io("creating", parent))?;
-        }
-        std::fs::write(&dest, contents).map_err(AgentError::io("writing", &dest))?;
+        tree.write_file(&dest, &contents, 0o644).map_err(AgentError::io("writing", rootfs.join(&dest)))?;
     }
     Ok(())
 }

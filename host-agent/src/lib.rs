@@ -21,6 +21,7 @@ pub mod pod_keys;
 pub mod queue;
 pub mod rootfs;
 pub mod runtime;
+pub mod safe_fs;
 pub mod snapshot;
 pub mod storage;
 pub mod supervisor;
