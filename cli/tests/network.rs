@@ -394,3 +394,28 @@ async fn egress_policies_apply_per_pod_at_once_and_the_deny_list_always_wins() {
     assert_eq!(s, 200);
     assert!(reaches(&p, "eg-b", "10.231.14.2").await, "eg-b lost its network");
 }
+
+/// Finding #3: addresses are chosen under one lock per host, checked
+/// against every recorded pod: sixteen pods started at once get sixteen
+/// addresses, and each pod's interface carries the address recorded for it.
+#[tokio::test]
+async fn sixteen_pods_started_at_once_get_sixteen_distinct_addresses() {
+    const BR: &str = "pnctest8";
+    const N: usize = 16;
+    let _cleanup = HostCleanup(BR);
+    // sixteen 20 GiB disks: more than this machine's free space, on purpose
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.42.0/24", "--disk-overcommit", "100"]).await;
+    let names: Vec<String> = (0..N).map(|i| format!("many-{i}")).collect();
+    let pods = futures::future::join_all(names.iter().map(|n| p.create(n, "minimal", "youki"))).await;
+    for n in &names {
+        p.wait_state(n, "running", 300).await;
+    }
+    let attached: Vec<(Ipv4Addr, String)> = pods.iter().map(|pod| attachment(&p, pod)).collect();
+    let distinct: std::collections::BTreeSet<Ipv4Addr> = attached.iter().map(|a| a.0).collect();
+    assert_eq!(distinct.len(), N, "duplicate addresses: {attached:?}");
+    for (ip, ns) in &attached {
+        let out = std::process::Command::new("ip").args(["-n", ns, "-4", "-o", "addr", "show", "eth0"]).output().unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains(&format!(" {ip}/24 ")), "{ns} does not carry {ip}: {shown}");
+    }
+}

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod bundle;
 pub mod control;
+pub mod data_lock;
 pub mod error;
 pub mod images;
 pub mod layout;

@@ -285,6 +285,15 @@ fn pod_rules(attachments: &[Attachment]) -> Vec<PodRule> {
     rules
 }
 
+/// One address allocation at a time in this process (see [`NetworkConfig::attach`]).
+static ADDRESS_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The lock file that serialises address allocation among the processes
+/// sharing a data directory: beside the pods' directories.
+fn address_lock_file(pods_dir: &std::path::Path) -> std::path::PathBuf {
+    pods_dir.parent().unwrap_or(pods_dir).join("network.lock")
+}
+
 /// One ruleset change at a time: each reads every record and replaces the
 /// whole table, so the last one applied always reflects all pods.
 static RULESET_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -368,6 +377,11 @@ impl NetworkConfig {
     ) -> Result<Attachment, crate::AgentError> {
         Egress::parse(egress).map_err(|e| crate::AgentError::Network(e.to_string()))?;
         let names = pod_names(pod);
+        // One attachment at a time on this host, from choosing the address
+        // until it is recorded: two pods starting at once (queue workers,
+        // or two agent processes on one data directory) would otherwise
+        // both take the lowest free address.
+        let _one = crate::data_lock::hold(&ADDRESS_LOCK, &address_lock_file(pods_dir)).await?;
         if let Some(mut a) = recorded(pod_dir).filter(|a| a.netns_path().exists()) {
             if a.egress != egress {
                 a.egress = egress.to_owned();
@@ -380,6 +394,8 @@ impl NetworkConfig {
         self.detach(pod, pod_dir).await?;
         // The directory first: reconcile takes a veth without one for a leftover.
         std::fs::create_dir_all(pod_dir).map_err(crate::AgentError::io("creating", pod_dir))?;
+        // checked against every pod recorded on this host (this pod's own
+        // stale record went with the detach above)
         let ip = self.subnet.allocate(&used_addresses(pods_dir))?;
         let attached = self.plumb(&names, ip).await;
         if let Err(e) = attached {
