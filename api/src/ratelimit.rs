@@ -53,32 +53,81 @@ impl Limits {
     }
 }
 
-/// Buckets by key (`ip:…`, `key:…`).
+/// Buckets by key (`ip:…`, `key:…`), in a table of bounded size.
+///
+/// Memory: at most [`MAX_BUCKETS`] buckets. Time: a request costs O(1)
+/// amortised. Once the table holds [`SWEEP_ABOVE`] buckets, full (idle)
+/// ones are swept out, but only after as many new keys have arrived as
+/// half the table's size since the last sweep, so a sweep's O(n) is paid
+/// for by n/2 arrivals (it used to run on every request past 10k buckets,
+/// under the lock). When the table is full of buckets in use, a new key
+/// is charged to one shared overflow bucket until a sweep makes room:
+/// clients already known keep their own limits, and the newcomers of a
+/// flood of fresh addresses share one.
 pub struct RateLimiter {
     limits: Limits,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    table: Mutex<Table>,
 }
 
-/// Past this many buckets, full (idle) ones are dropped.
-const MAX_BUCKETS: usize = 10_000;
+#[derive(Default)]
+struct Table {
+    buckets: HashMap<String, Bucket>,
+    overflow: Option<Bucket>,
+    /// New keys seen since the last sweep.
+    arrivals: usize,
+    /// Buckets visited by sweeps, in all (for the tests).
+    swept: u64,
+}
+
+/// Most buckets kept.
+pub const MAX_BUCKETS: usize = 50_000;
+
+/// Past this many buckets, full (idle) ones are swept out.
+pub const SWEEP_ABOVE: usize = 10_000;
+
+impl Table {
+    /// The bucket for `key`: its own, a new one, or the overflow bucket.
+    fn bucket(&mut self, key: &str, limits: Limits, now: Instant) -> &mut Bucket {
+        if !self.buckets.contains_key(key) {
+            self.arrivals += 1;
+            if self.buckets.len() >= SWEEP_ABOVE && self.arrivals >= self.buckets.len() / 2 {
+                self.sweep(limits, now);
+            }
+            if self.buckets.len() >= MAX_BUCKETS {
+                return self.overflow.get_or_insert_with(|| limits.full(now));
+            }
+        }
+        self.buckets.entry(key.to_owned()).or_insert_with(|| limits.full(now))
+    }
+
+    /// The bucket [`Table::bucket`] gave for `key`, without creating one.
+    fn existing(&mut self, key: &str, limits: Limits, now: Instant) -> &mut Bucket {
+        match self.buckets.get_mut(key) {
+            Some(b) => b,
+            None => self.overflow.get_or_insert_with(|| limits.full(now)),
+        }
+    }
+
+    fn sweep(&mut self, limits: Limits, now: Instant) {
+        self.arrivals = 0;
+        self.swept += self.buckets.len() as u64;
+        // a full bucket is the same as no bucket
+        self.buckets.retain(|_, b| limits.refilled(b, now) < f64::from(limits.burst));
+    }
+}
 
 impl RateLimiter {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, buckets: Mutex::default() }
+        Self { limits, table: Mutex::default() }
     }
 
     /// Takes a token from every bucket in `keys`; all must have one.
     pub fn check(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > MAX_BUCKETS {
-            let limits = self.limits;
-            // a full bucket is the same as no bucket
-            buckets.retain(|_, b| limits.refilled(b, now) < f64::from(limits.burst));
-        }
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         // check all first so one refusal does not spend the others' tokens
         let mut wait = Duration::ZERO;
         for k in keys {
-            let mut probe = *buckets.entry(k.clone()).or_insert_with(|| self.limits.full(now));
+            let mut probe = *table.bucket(k, self.limits, now);
             if let Err(w) = self.limits.take(&mut probe, now) {
                 wait = wait.max(w);
             }
@@ -87,11 +136,24 @@ impl RateLimiter {
             return Err(wait);
         }
         for k in keys {
-            if let Some(b) = buckets.get_mut(k) {
-                let _ = self.limits.take(b, now);
-            }
+            let _ = self.limits.take(table.existing(k, self.limits, now), now);
         }
         Ok(())
+    }
+}
+
+/// The bucket key of a client address: IPv4 addresses one by one, IPv6 by
+/// their /64 (the block one subscriber gets, which they can rotate through).
+pub fn ip_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -100,7 +162,7 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(limiter) = state.rate_limiter.as_ref() else { return next.run(req).await };
     let mut keys = Vec::with_capacity(2);
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>() {
-        keys.push(format!("ip:{}", peer.ip()));
+        keys.push(ip_key(peer.ip()));
     }
     if let Some(token) = req
         .headers()
@@ -164,5 +226,65 @@ mod tests {
         assert!(r.check(&[ip.clone(), k2.clone()], now).is_err());
         // k2's token was not spent by that refusal
         assert!(r.check(&[k2], now).is_ok());
+    }
+
+    fn stats(r: &RateLimiter) -> (usize, u64) {
+        let t = r.table.lock().unwrap();
+        (t.buckets.len(), t.swept)
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_costs_constant_work_per_request_and_bounded_memory() {
+        let r = RateLimiter::new(Limits { per_minute: 60, burst: 10 });
+        let now = Instant::now();
+        let n = 200_000u64;
+        // every key spends a token, so no bucket is full and none can be swept
+        for i in 0..n {
+            let _ = r.check(&[format!("ip:{i}")], now);
+        }
+        let (len, swept) = stats(&r);
+        assert!(len <= MAX_BUCKETS, "{len}");
+        // the old limiter visited every bucket on every request past 10k:
+        // about 10k..200k visits per request, 10^10 in all
+        assert!(swept <= 4 * n, "sweeps visited {swept} buckets for {n} requests");
+        // known clients keep their own buckets; newcomers share one
+        assert!(r.check(&["ip:1".to_owned()], now).is_ok());
+        let newcomers: Vec<bool> = (0..20).map(|i| r.check(&[format!("ip:new{i}")], now).is_ok()).collect();
+        assert_eq!(newcomers.iter().filter(|ok| **ok).count(), 0, "the overflow bucket was spent by the flood");
+        // once the flood's buckets refill, a sweep makes room again
+        let later = now + Duration::from_secs(60);
+        for i in 0..MAX_BUCKETS {
+            let _ = r.check(&[format!("ip:later{i}")], later);
+        }
+        assert!(r.check(&["ip:latecomer".to_owned()], later).is_ok());
+        assert!(stats(&r).0 <= MAX_BUCKETS);
+    }
+
+    #[test]
+    fn idle_buckets_are_swept_below_the_cap() {
+        let r = RateLimiter::new(Limits { per_minute: 60, burst: 10 });
+        let t0 = Instant::now();
+        for i in 0..SWEEP_ABOVE {
+            r.check(&[format!("ip:{i}")], t0).unwrap();
+        }
+        // ten seconds later all are full again: the next arrivals sweep them
+        let t1 = t0 + Duration::from_secs(10);
+        for i in 0..SWEEP_ABOVE {
+            r.check(&[format!("ip:b{i}")], t1).unwrap();
+        }
+        let (len, swept) = stats(&r);
+        assert!(swept > 0 && len < 2 * SWEEP_ABOVE, "{len} buckets, {swept} swept");
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        assert_eq!(ip_key(a), "ip:2001:db8:1:2::/64");
+        assert_eq!(ip_key("::ffff:10.0.0.1".parse().unwrap()), "ip:10.0.0.1");
+        assert_eq!(ip_key("10.0.0.1".parse().unwrap()), "ip:10.0.0.1");
     }
 }
