@@ -146,15 +146,67 @@ pub async fn ssh(args: SshArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(255)))
 }
 
+/// The public key file and the file to sign with for `ssh-key add FILE`:
+/// FILE may be the `.pub` (ssh-keygen finds the private key in ssh-agent
+/// or next to it) or the private key with its `.pub` beside it.
+fn key_files(file: &Path) -> (PathBuf, PathBuf) {
+    if file.extension().is_some_and(|e| e == "pub") {
+        return (file.to_path_buf(), file.to_path_buf());
+    }
+    let mut public = file.as_os_str().to_owned();
+    public.push(".pub");
+    let public = PathBuf::from(public);
+    if public.is_file() {
+        (public, file.to_path_buf())
+    } else {
+        (file.to_path_buf(), file.to_path_buf())
+    }
+}
+
+/// Signs `challenge` with `ssh-keygen -Y sign`: the armored signature.
+async fn sign_challenge(key: &Path, namespace: &str, challenge: &str) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", namespace, "-f"])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running ssh-keygen to prove you hold the key (install the OpenSSH client: apt-get install openssh-client)")?;
+    let mut stdin = child.stdin.take().context("ssh-keygen's stdin")?;
+    stdin.write_all(challenge.as_bytes()).await.context("writing the challenge to ssh-keygen")?;
+    drop(stdin);
+    let out = child.wait_with_output().await.context("waiting for ssh-keygen")?;
+    let signature = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || !signature.contains("BEGIN SSH SIGNATURE") {
+        anyhow::bail!(
+            "could not sign the challenge with the private key of {} (ssh-keygen -Y sign: {}); \
+             load the key into ssh-agent or keep the private key next to the .pub file",
+            key.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(signature)
+}
+
 pub async fn ssh_key(cmd: SshKeyCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
         SshKeyCommand::Add { file, name } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (public, signing) = key_files(&file);
+            let text = std::fs::read_to_string(&public).with_context(|| format!("reading {}", public.display()))?;
             let name = name
                 .or_else(|| text.split_whitespace().nth(2).map(str::to_owned))
-                .unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "key".into()));
-            let k = c.json(Method::POST, "/ssh-keys", Some(json!({ "name": name, "public_key": text }))).await?;
+                .unwrap_or_else(|| public.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "key".into()));
+            // proof of possession: sign the server's challenge with the
+            // private key (from ssh-agent, or the file next to the .pub)
+            let ch = c.json(Method::POST, "/ssh-keys/challenge", None).await?;
+            let challenge = ch["challenge"].as_str().context("the server sent no challenge")?;
+            let namespace = ch["namespace"].as_str().context("the server sent no namespace")?;
+            let signature = sign_challenge(&signing, namespace, challenge).await?;
+            let body = json!({ "name": name, "public_key": text, "challenge": challenge, "signature": signature });
+            let k = c.json(Method::POST, "/ssh-keys", Some(body)).await?;
             println!("{}  {}  {}", k["id"].as_str().unwrap_or("-"), k["fingerprint"].as_str().unwrap_or("-"), k["name"].as_str().unwrap_or("-"));
         }
         SshKeyCommand::List => {

@@ -216,18 +216,53 @@ pub struct AddSshKey {
     pub name: String,
     /// One OpenSSH public key line.
     pub public_key: String,
+    /// A challenge from `POST /api/v1/ssh-keys/challenge`.
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// The challenge signed with the key's private half: the armored output
+    /// of `ssh-keygen -Y sign -n pinacle-ssh-key`.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
-/// `POST /api/v1/ssh-keys`: registers a public key.
+/// `POST /api/v1/ssh-keys`: registers a public key, with proof that the
+/// caller holds its private key (400 `proof_required` without).
 pub async fn add_ssh_key(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiJson(req): ApiJson<AddSshKey>,
 ) -> Result<(StatusCode, Json<crate::workspace::SshKeyView>), ApiError> {
-    Ok((
-        StatusCode::CREATED,
-        Json(s.add_ssh_key(&who, &req.name, &req.public_key).await?),
-    ))
+    let view = match (&req.challenge, &req.signature) {
+        (Some(challenge), Some(signature)) => {
+            s.add_ssh_key_with_proof(&who, &req.name, &req.public_key, challenge, signature).await?
+        }
+        _ => s.add_ssh_key(&who, &req.name, &req.public_key).await?,
+    };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `POST /api/v1/ssh-keys/challenge` body (optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyChallengeRequest {
+    /// How long the challenge stays valid (1 to 600 seconds; default 300).
+    #[serde(default)]
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// `POST /api/v1/ssh-keys/challenge`: a short-lived, single-use challenge
+/// to sign with the private key of the key to register.
+pub async fn ssh_key_challenge(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<crate::workspace::SshKeyChallenge>), ApiError> {
+    let req: SshKeyChallengeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SshKeyChallengeRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_request", format!("request body does not fit: {e}")))?
+    };
+    Ok((StatusCode::CREATED, Json(s.ssh_key_challenge(&who, req.expires_in_seconds)?)))
 }
 
 /// `DELETE /api/v1/ssh-keys/{id}`.

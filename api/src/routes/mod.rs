@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pods/{pod}/rotate-keys", post(accounts::rotate_pod_keys))
         .route("/ssh", get(accounts::ssh_info))
         .route("/ssh-keys", get(accounts::list_ssh_keys).post(accounts::add_ssh_key))
+        .route("/ssh-keys/challenge", post(accounts::ssh_key_challenge))
         .route("/ssh-keys/{id}", delete(accounts::delete_ssh_key))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
