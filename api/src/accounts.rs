@@ -83,6 +83,35 @@ fn hash_password(password: &str) -> Result<String, ApiError> {
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(ApiError::internal)
 }
 
+/// Password hashing runs at most this many at once (one per CPU), on
+/// blocking threads: a flood of sign-ins waits here instead of starving
+/// the async workers that answer every other request.
+fn argon2_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map(usize::from).unwrap_or(2)))
+}
+
+/// Runs argon2 work `f` on a blocking thread, under [`argon2_slots`].
+async fn run_argon2<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    let _slot = argon2_slots().acquire().await.map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
+}
+
+/// Hashes a password off the async workers.
+async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
+    run_argon2(move || hash_password(&password)).await?
+}
+
+/// Checks `password` against `stored` (or the decoy hash, for equal
+/// timing, when there is none) off the async workers.
+async fn verify_password_blocking(password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    run_argon2(move || {
+        let candidate = stored.as_deref().unwrap_or_else(|| decoy_hash());
+        PasswordHash::new(candidate).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
+    })
+    .await
+}
+
 /// A fixed hash to verify against when the user does not exist, so unknown
 /// names and wrong passwords take the same time.
 fn decoy_hash() -> &'static str {
@@ -113,7 +142,7 @@ impl AppState {
         }
         check_user_name(&req.name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
         check_password(&req.name, &req.password).map_err(|m| ApiError::bad_request("weak_password", m))?;
-        let hash = hash_password(&req.password)?;
+        let hash = hash_password_blocking(req.password.clone()).await?;
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
         let taken = || ApiError::conflict("name_taken", format!("the name {} is taken", req.name));
@@ -135,6 +164,20 @@ impl AppState {
         };
         let who = Principal::system(&model.id, &model.name, &source);
         crate::audit::append(&txn, &who, "user.signup", &format!("user:{}", model.id)).await?;
+        if let (SignupMode::Invite, Some(code)) = (mode, &req.invite) {
+            match self.invite_admits_new_account(&txn, code).await? {
+                None => return Err(ApiError::bad_request("invalid_invite", "invitation code is unknown, used or expired")),
+                Some(false) => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::FORBIDDEN,
+                        "invite_not_for_signup",
+                        "sign-up on this server needs an invitation from the administrator; a team invitation \
+                         from a team admin does not create accounts (an existing user accepts it with POST /api/v1/invites/accept)",
+                    ))
+                }
+                Some(true) => {}
+            }
+        }
         if let Some(code) = &req.invite {
             if let Some((team, role)) = self.redeem_invite(&txn, code, &model.id).await? {
                 crate::audit::append(&txn, &who, "team.member.join", &format!("team:{team} role:{role}")).await?;
@@ -148,10 +191,7 @@ impl AppState {
     pub async fn login(&self, creds: Credentials, source: String) -> Result<TokenPair, ApiError> {
         let found = user::Entity::find().filter(user::Column::Name.eq(creds.name.clone())).one(&self.db).await?;
         let stored = found.as_ref().and_then(|u| u.password_hash.clone());
-        let candidate = stored.as_deref().unwrap_or_else(|| decoy_hash());
-        let matches = PasswordHash::new(candidate)
-            .map(|h| Argon2::default().verify_password(creds.password.as_bytes(), &h).is_ok())
-            .unwrap_or(false);
+        let matches = verify_password_blocking(creds.password.clone(), stored.clone()).await?;
         let (Some(u), true, true) = (found, stored.is_some(), matches) else {
             return Err(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong user name or password"));
         };
@@ -190,5 +230,22 @@ mod tests {
         let parsed = PasswordHash::new(&a).unwrap();
         assert!(Argon2::default().verify_password(b"correct horse battery", &parsed).is_ok());
         assert!(Argon2::default().verify_password(b"wrong", &parsed).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn hashing_runs_off_the_async_thread() {
+        // One async thread: had argon2 run on it, the spawned hash would
+        // finish before this task ran again.
+        let h = tokio::spawn(hash_password_blocking("correct horse battery".into()));
+        tokio::task::yield_now().await;
+        assert!(!h.is_finished(), "the async thread is free while the hash runs");
+        let hash = h.await.unwrap().unwrap();
+        let check = tokio::spawn(verify_password_blocking("correct horse battery".into(), Some(hash.clone())));
+        tokio::task::yield_now().await;
+        assert!(!check.is_finished(), "the async thread is free while a password is checked");
+        assert!(check.await.unwrap().unwrap());
+        assert!(!verify_password_blocking("wrong password!".into(), Some(hash)).await.unwrap());
+        // no stored hash: the decoy is checked, and never matches
+        assert!(!verify_password_blocking("correct horse battery".into(), None).await.unwrap());
     }
 }

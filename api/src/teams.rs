@@ -358,6 +358,32 @@ impl AppState {
         Ok(InviteView { id, code, team: team.map(|t| t.name), role, expires_at: m.expires_at })
     }
 
+    /// Whether the unused, unexpired invitation `code` may create an account
+    /// when sign-up is invite-only: a sign-up invitation (only the instance
+    /// administrator makes those), or a team invitation the administrator
+    /// made. A team invitation any team admin made does not, so team admins
+    /// cannot open an invite-only server to anyone. `None`: no such
+    /// invitation.
+    pub(crate) async fn invite_admits_new_account<C: ConnectionTrait>(&self, txn: &C, code: &str) -> Result<Option<bool>, ApiError> {
+        if !code.starts_with(INVITE_PREFIX) || code.len() > 200 {
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let Some(inv) = invite::Entity::find()
+            .filter(invite::Column::CodeHash.eq(hash_token(code)))
+            .one(txn)
+            .await?
+            .filter(|i| i.used_at.is_none() && i.expires_at > now)
+        else {
+            return Ok(None);
+        };
+        if inv.team_id.is_none() {
+            return Ok(Some(true));
+        }
+        let maker = user::Entity::find_by_id(inv.created_by.clone()).one(txn).await?;
+        Ok(Some(maker.is_some_and(|u| u.name == crate::state::ADMIN_USER)))
+    }
+
     /// Uses an invitation for `user_id` inside `txn`: marks it used and adds
     /// the team membership it carries. Returns the team joined, if any.
     pub(crate) async fn redeem_invite<C: ConnectionTrait>(
