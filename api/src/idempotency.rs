@@ -2,7 +2,9 @@
 //! per user and key and replayed for retries, so a retried create does not
 //! create twice. The same key with a different request is refused (422); a
 //! retry while the first request still runs gets 409. Keys live 24 hours.
-//! Streamed answers (exec) are not remembered.
+//! Streamed answers (exec) are not remembered. Stored answers are sealed
+//! with the master key (they may hold a new API token or invitation code),
+//! bound to the user and key.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -84,7 +86,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
                 ));
             }
             return match (first.status, first.body) {
-                (Some(status), Some(body)) => {
+                (Some(status), Some(sealed)) => {
+                    let body = open_body(&state, &who.user_id, &key, &sealed)?;
                     let status = StatusCode::from_u16(status as u16).map_err(ApiError::internal)?;
                     let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
                     resp.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
@@ -114,12 +117,35 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         forget().await;
         return Err(ApiError::internal("answer too large to remember for Idempotency-Key"));
     };
+    // Answers may carry secrets (a new API token, an invitation code): they
+    // are stored sealed, bound to the user and key.
+    let sealed = match state.master_key.seal(&body_context(&who.user_id, &key), &bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            forget().await;
+            return Err(ApiError::internal(e));
+        }
+    };
     ik::Entity::update_many()
         .col_expr(ik::Column::Status, Expr::value(i32::from(parts.status.as_u16())))
-        .col_expr(ik::Column::Body, Expr::value(String::from_utf8_lossy(&bytes).into_owned()))
+        .col_expr(ik::Column::Body, Expr::value(sealed))
         .filter(ik::Column::UserId.eq(who.user_id.clone()))
         .filter(ik::Column::Key.eq(key.clone()))
         .exec(&state.db)
         .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The sealing context of a stored answer.
+fn body_context(user_id: &str, key: &str) -> String {
+    format!("idempotency:{user_id}:{key}")
+}
+
+/// A stored answer, opened. Rows written before answers were sealed hold
+/// plain JSON (kept at most [`KEY_TTL_HOURS`]).
+fn open_body(state: &AppState, user_id: &str, key: &str, stored: &str) -> Result<Vec<u8>, ApiError> {
+    if stored.starts_with('{') || stored.starts_with('[') {
+        return Ok(stored.as_bytes().to_vec());
+    }
+    state.master_key.open(&body_context(user_id, key), stored).map_err(ApiError::internal)
 }
