@@ -67,8 +67,31 @@ impl Resolver for PodRoutes {
         Ok(PodSession { value, max_age_secs: u64::try_from(ttl).unwrap_or(0) })
     }
 
-    async fn may_issue_certificate(&self, host: &str) -> bool {
-        matches!(self.find_route(host).await, Ok(Some(_)))
+    async fn may_issue_certificate(&self, host: &str) -> Option<String> {
+        let (model, split) = self.find_route(host).await.ok()??;
+        // Only the one canonical spelling (no leading zeros in a port)...
+        let canonical = hostname::host_for(&split.target, &split.pod, &split.owner, &self.domain).ok()?;
+        if hostname::pod_label(host, &self.domain).ok()? != hostname::pod_label(&canonical, &self.domain).ok()? {
+            return None;
+        }
+        // ...of something the pod serves.
+        routes_somewhere(&model, &split.target).then(|| model.id.clone())
+    }
+}
+
+/// Whether `target` names something `model` serves: a defined service (a
+/// process with a port), a port one of its processes declares, or a port
+/// its owner made public. Other ports work through the proxy too, but get
+/// no certificate of their own on demand (a wildcard certificate covers
+/// them).
+fn routes_somewhere(model: &pod::Model, target: &hostname::Target) -> bool {
+    match target {
+        hostname::Target::Service(_) => target_port(model, target).is_some(),
+        hostname::Target::Port(port) => {
+            hostname::parse_ports(&model.public_ports).is_ok_and(|ports| ports.contains(port))
+                || serde_json::from_str::<pinacle_orchestrator::processes::PodProcesses>(&model.processes)
+                    .is_ok_and(|p| p.processes.iter().any(|p| p.port == Some(*port)))
+        }
     }
 }
 

@@ -233,12 +233,15 @@ async fn pods_are_served_over_https_with_certificates_from_pebble_and_browsers_s
         "--acme-challenge", "tls-alpn-01", "--acme-check-interval", "1",
     ])
     .await;
-    p.create_running("py", "blank", "youki").await;
-    let write = json!({"command": ["sh", "-c", "cat > /workspace/srv.py"], "stdin": STREAM_SERVER});
-    let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods/py/exec", Some(write)).await;
-    assert_eq!(s, 200, "{b}");
-    let (_, err, code) = p.exec("py", &["sh", "-c", "setsid python3 /workspace/srv.py >/workspace/srv.log 2>&1 </dev/null &"]).await;
-    assert_eq!(code, 0, "{err}");
+    // The servers are processes of the pod's definition, on ports 9000 and
+    // 9001: real routes, so their host names get certificates on demand.
+    let spec = json!({"name": "py", "template": "blank", "runtime": "youki",
+        "install": [{"name": "server", "run": format!("cat > /workspace/srv.py <<'PYEOF'\n{STREAM_SERVER}\nPYEOF")}],
+        "processes": [{"name": "srv", "run": "exec python3 /workspace/srv.py", "port": 9000},
+                      {"name": "files", "run": "exec python3 -m http.server 9001 -d /workspace", "port": 9001}]});
+    let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods", Some(spec)).await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state("py", "running", 120).await;
     let host = format!("9000-py-admin.{DOMAIN}");
     let roots = pebble.issuing_roots();
     let client = Client { port: tls, roots: roots.clone() };
@@ -325,11 +328,14 @@ async fn pods_are_served_over_https_with_certificates_from_pebble_and_browsers_s
     let (status, headers, _) = client.get(&host, link, &[]).await;
     assert_eq!(status, 303);
     assert_eq!(headers["location"], "/headers");
-    let set_cookie = headers["set-cookie"].to_str().unwrap().to_owned();
+    let set_cookies: Vec<String> = headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let set_cookie = set_cookies.iter().find(|c| c.starts_with("__Host-pinacle_pod=")).unwrap_or_else(|| panic!("no __Host- cookie: {set_cookies:?}")).clone();
     for attr in ["HttpOnly", "Secure", "SameSite=None", "Partitioned", "Path=/"] {
         assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
     }
+    assert!(!set_cookie.to_ascii_lowercase().contains("domain="), "the cookie must be host-only: {set_cookie}");
     let session = set_cookie.split(';').next().unwrap().to_owned();
+    let session_value = session.split_once('=').unwrap().1.to_owned();
     // the link works once
     assert_eq!(client.get(&host, link, &[]).await.0, 401);
     // the cookie opens the pod, and neither it nor other cookies' neighbour leaks
@@ -340,8 +346,47 @@ async fn pods_are_served_over_https_with_certificates_from_pebble_and_browsers_s
     assert_eq!(seen["cookie"], "theme=dark", "the pod session cookie reached the pod: {seen}");
     // a forged or foreign cookie does not
     assert_eq!(client.get(&host, "/headers", &[("cookie", "pinacle_pod=forged")]).await.0, 401);
+    assert_eq!(client.get(&host, "/headers", &[("cookie", "__Host-pinacle_pod=forged")]).await.0, 401);
+    // Cookie tossing: cookies a sibling host planted (a plain name, sent
+    // first) neither shadow the real one nor reach the pod.
+    let tossed = format!("pinacle_pod=planted; pinacle_pod=also-planted; {session}");
+    let (status, _, body) = client.get(&host, "/headers", &[("cookie", &tossed)]).await;
+    assert_eq!(status, 200, "a planted cookie shadowed the real one");
+    let seen: Value = serde_json::from_slice(&body).unwrap();
+    assert!(seen.get("cookie").is_none(), "pod cookies reached the pod: {seen}");
+    // The same session's older plain-named cookie still works (upgrades).
+    assert_eq!(client.get(&host, "/headers", &[("cookie", &format!("pinacle_pod={session_value}"))]).await.0, 200);
+    // Cross-site requests: a write or a WebSocket from another origin is
+    // refused with the cookie; from the pod's own origin it goes through.
+    let own_origin = format!("https://{host}");
+    let evil_origin = format!("https://3000-evil-bob.{DOMAIN}");
+    let (status, _, body) =
+        client.request(&host, "POST", "/sha", &[("cookie", &session), ("origin", &evil_origin)], Bytes::from_static(b"x")).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("Cross-site request refused"));
+    let (status, _, _) =
+        client.request(&host, "POST", "/sha", &[("cookie", &session), ("sec-fetch-site", "same-site")], Bytes::from_static(b"x")).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = client
+        .request(&host, "POST", "/sha", &[("cookie", &session), ("origin", &own_origin), ("sec-fetch-site", "same-origin")], Bytes::from_static(b"x"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = client.get(&host, "/headers", &[("cookie", &session), ("origin", &evil_origin), ("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(status, 200, "a cross-site GET is a navigation or a read the browser keeps from the other page");
+    for (origin, want) in [(evil_origin.as_str(), 403), (own_origin.as_str(), 101)] {
+        let (stream, _) = client.connect(&host, &[b"http/1.1"]).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let headers = [("cookie", session.as_str()), ("origin", origin), ("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-version", "13"), ("sec-websocket-key", key.as_str())];
+        let (status, _, _) = send(&mut sender, &host, "GET", "/ws", &headers, Bytes::new()).await;
+        assert_eq!(status.as_u16(), want, "WebSocket from {origin}");
+    }
     // the cookie is for this pod only: another pod's host refuses it
-    p.create("other", "minimal", "youki").await;
+    let other = json!({"name": "other", "template": "minimal", "runtime": "youki",
+        "processes": [{"name": "idle", "run": "exec sleep 100000", "port": 9000}]});
+    let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods", Some(other)).await;
+    assert_eq!(s, 202, "{b}");
     let other_host = format!("9000-other-admin.{DOMAIN}");
     assert_eq!(client.get(&other_host, "/headers", &[("cookie", &session)]).await.0, 401);
 
@@ -496,7 +541,125 @@ impl pinacle_proxy::Resolver for NoPods {
     async fn sign_in(&self, _: &str, _: &str) -> Result<pinacle_proxy::PodSession, pinacle_proxy::RouteError> {
         Err(pinacle_proxy::RouteError::NotFound)
     }
-    async fn may_issue_certificate(&self, _: &str) -> bool {
-        false
+    async fn may_issue_certificate(&self, _: &str) -> Option<String> {
+        None
     }
+}
+
+/// The value of metric line `line_start` in `/metrics`, 0 when absent.
+async fn metric(p: &Pinacle, line_start: &str) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", p.url)).await.unwrap().text().await.unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Security #8: a handshake orders a certificate only for a host name that
+/// routes to something (a defined service, a port a process declares, a
+/// public port), spelled the canonical way, within per-pod limits. Made-up
+/// labels order nothing, whether or not their pod exists.
+#[tokio::test]
+async fn made_up_host_names_order_no_certificates_and_real_routes_do_within_limits() {
+    use futures::StreamExt;
+    const BR: &str = "pncsec1";
+    let _cleanup = HostCleanup(BR);
+    let (plain, tls) = (free_port(), free_port());
+    let dns = ChallengeDns::start().await;
+    let pebble = Pebble::start(&dns, plain, tls, 3600).await;
+    let plain_arg = format!("127.0.0.1:{plain}");
+    let tls_arg = format!("127.0.0.1:{tls}");
+    let root = pebble.client_root();
+    let p = Pinacle::start_with(&[
+        "--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.141.0/24",
+        "--proxy-listen", &plain_arg, "--proxy-tls-listen", &tls_arg, "--domain", DOMAIN,
+        "--acme-directory", &pebble.directory, "--acme-ca-root", root.to_str().unwrap(),
+        "--acme-challenge", "tls-alpn-01",
+    ])
+    .await;
+    let spec = json!({"name": "web", "template": "minimal", "runtime": "youki",
+        "processes": [{"name": "site", "run": "exec busybox httpd -f -p 8081 -h /workspace", "port": 8081}]});
+    let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods", Some(spec)).await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state("web", "running", 120).await;
+    let (s, b) = p.call(reqwest::Method::PATCH, "/api/v1/pods/web", Some(json!({"public_ports": [8082]}))).await;
+    assert_eq!(s, 200, "{b}");
+    let client = Arc::new(Client { port: tls, roots: pebble.issuing_roots() });
+
+    // 200 made-up labels: random ports, leading zeros, unknown services,
+    // unknown pods and owners (some next to the real pod's names).
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let labels: Vec<String> = (0..200)
+        .map(|i| {
+            let r = next();
+            match i % 8 {
+                0 => {
+                    let port = 1 + r % 65_535;
+                    let port = if port == 8081 || port == 8082 { 8083 } else { port };
+                    format!("{port}-web-admin")
+                }
+                1 => format!("0{}-web-admin", 8081 + r % 2),
+                2 => format!("{}{}-web-admin", "0".repeat(1 + (r % 3) as usize), 8081 + r % 2),
+                3 => format!("svc{}-web-admin", r % 100_000),
+                4 => format!("8081-nope{}-admin", r % 100_000),
+                5 => format!("site-web-nobody{}", r % 100_000),
+                6 => format!("{}-pod{}-user{}", 1 + r % 65_535, r % 997, r % 991),
+                _ => format!("x{}-web-admin", r % 100_000),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let results: Vec<(String, bool)> = futures::stream::iter(labels.clone())
+        .map(|label| {
+            let client = Arc::clone(&client);
+            async move {
+                let host = format!("{label}.{DOMAIN}");
+                let ok = tokio::time::timeout(Duration::from_secs(30), client.connect(&host, &[b"http/1.1"])).await.is_ok_and(|r| r.is_ok());
+                (label, ok)
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    let served: Vec<&String> = results.iter().filter(|(_, ok)| *ok).map(|(l, _)| l).collect();
+    assert!(served.is_empty(), "made-up host names got certificates: {served:?}");
+    assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"issued\"}").await, 0.0);
+    assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"failed\"}").await, 0.0);
+    assert!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"no_route\"}").await >= 200.0);
+    assert!(started.elapsed() < Duration::from_secs(60), "200 refused handshakes took {:?}", started.elapsed());
+    assert!(
+        !p.data.path().join("certs").read_dir().map(|d| d.count() > 0).unwrap_or(false),
+        "a certificate was stored for a made-up name"
+    );
+
+    // Real routes get their certificates: the service, its port, the public port.
+    for label in ["site-web-admin", "8081-web-admin", "8082-web-admin"] {
+        let host = format!("{label}.{DOMAIN}");
+        let (_, leaf) = client.connect(&host, &[b"http/1.1"]).await.unwrap_or_else(|e| panic!("{host}: {e}"));
+        verify_chain(&client.roots, &[CertificateDer::from(leaf)], &host).unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"issued\"}").await, 3.0);
+
+    // Per pod, at most 10 orders at once: with 15 more public ports, 7
+    // more certificates come, then orders wait.
+    let ports: Vec<u16> = (8100..8115).collect();
+    let (s, b) = p.call(reqwest::Method::PATCH, "/api/v1/pods/web", Some(json!({"public_ports": ports}))).await;
+    assert_eq!(s, 200, "{b}");
+    let mut got = 0;
+    for port in &ports {
+        if client.connect(&format!("{port}-web-admin.{DOMAIN}"), &[b"http/1.1"]).await.is_ok() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 7, "certificates beyond the per-pod burst");
+    assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"issued\"}").await, 10.0);
+    assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"rate_limited\"}").await, 8.0);
 }

@@ -75,6 +75,8 @@ pub enum AcmeError {
     Io(String),
     #[error("ACME: issuance for {0} failed recently; not retrying yet")]
     Backoff(String),
+    #[error("ACME: too many certificate orders for {0} lately; not ordering now")]
+    RateLimited(String),
 }
 
 impl From<instant_acme::Error> for AcmeError {
@@ -100,14 +102,116 @@ pub fn renewal_due(not_before: i64, not_after: i64, now: i64, renew_before: Dura
 /// After a failed issuance, the same name waits this long.
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
 
+/// At most this many names are remembered as recently failed (older
+/// failures are forgotten first; a forgotten name is still rate-limited).
+pub const MAX_FAILURES: usize = 4096;
+
+/// A token bucket: `burst` orders at once, then one per `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub every: Duration,
+}
+
+/// Limits on on-demand orders (renewals are not limited): per pod and for
+/// the whole proxy. The CA's own limits (Let's Encrypt: 50 certificates a
+/// week per registered domain, 300 new orders per 3 hours per account)
+/// are much easier to exhaust than these protect, so a wildcard
+/// certificate is the better choice for many pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderLimits {
+    pub per_pod: Rate,
+    pub global: Rate,
+    /// Pods tracked at once; beyond, orders for new pods wait.
+    pub max_pods: usize,
+}
+
+impl Default for OrderLimits {
+    fn default() -> Self {
+        Self {
+            per_pod: Rate { burst: 10, every: Duration::from_secs(600) },
+            global: Rate { burst: 30, every: Duration::from_secs(120) },
+            max_pods: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Self {
+        Self { tokens: f64::from(rate.burst), at: now }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let per_sec = 1.0 / rate.every.as_secs_f64().max(1e-3);
+        self.tokens = (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * per_sec).min(f64::from(rate.burst));
+        self.at = now;
+    }
+
+    fn is_full(&self, rate: Rate, now: Instant) -> bool {
+        let mut b = *self;
+        b.refill(rate, now);
+        b.tokens >= f64::from(rate.burst)
+    }
+}
+
+/// The per-pod and global token buckets of on-demand orders.
+#[derive(Debug)]
+pub struct OrderLimiter {
+    limits: OrderLimits,
+    global: Bucket,
+    pods: HashMap<String, Bucket>,
+}
+
+impl OrderLimiter {
+    pub fn new(limits: OrderLimits, now: Instant) -> Self {
+        Self { limits, global: Bucket::full(limits.global, now), pods: HashMap::new() }
+    }
+
+    /// Takes one order for `pod` if both its bucket and the global one
+    /// have a token; takes nothing otherwise.
+    pub fn admit(&mut self, pod: &str, now: Instant) -> bool {
+        let limits = self.limits;
+        if !self.pods.contains_key(pod) && self.pods.len() >= limits.max_pods {
+            // forget pods whose buckets are full again (they lose nothing)
+            self.pods.retain(|_, b| !b.is_full(limits.per_pod, now));
+            if self.pods.len() >= limits.max_pods {
+                return false;
+            }
+        }
+        self.global.refill(limits.global, now);
+        let bucket = self.pods.entry(pod.to_owned()).or_insert_with(|| Bucket::full(limits.per_pod, now));
+        bucket.refill(limits.per_pod, now);
+        if bucket.tokens < 1.0 || self.global.tokens < 1.0 {
+            return false;
+        }
+        bucket.tokens -= 1.0;
+        self.global.tokens -= 1.0;
+        true
+    }
+
+    /// Pods tracked now.
+    pub fn tracked(&self) -> usize {
+        self.pods.len()
+    }
+}
+
 /// The ACME client and its issued certificates.
 pub struct Acme {
     cfg: AcmeConfig,
     store: Arc<CertStore>,
     account: tokio::sync::OnceCell<Account>,
-    /// One issuance at a time per name.
+    /// One issuance at a time per name (entries leave when unused).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Recently failed names (expiring, at most [`MAX_FAILURES`]).
     failures: Mutex<HashMap<String, Instant>>,
+    /// Limits on on-demand orders.
+    limiter: Mutex<OrderLimiter>,
     /// Orders by outcome.
     pub metrics: crate::metrics::ProxyMetrics,
 }
@@ -129,7 +233,26 @@ impl Acme {
 
     /// As [`Acme::new`], counting orders in `metrics`.
     pub fn with_metrics(cfg: AcmeConfig, store: Arc<CertStore>, metrics: crate::metrics::ProxyMetrics) -> Self {
-        Self { cfg, store, account: tokio::sync::OnceCell::new(), locks: Mutex::default(), failures: Mutex::default(), metrics }
+        Self {
+            cfg,
+            store,
+            account: tokio::sync::OnceCell::new(),
+            locks: Mutex::default(),
+            failures: Mutex::default(),
+            limiter: Mutex::new(OrderLimiter::new(OrderLimits::default(), Instant::now())),
+            metrics,
+        }
+    }
+
+    /// Replaces the limits on on-demand orders (buckets start full).
+    pub fn set_order_limits(&self, limits: OrderLimits) {
+        *lock(&self.limiter) = OrderLimiter::new(limits, Instant::now());
+    }
+
+    /// Names with an issuance lock, and names remembered as failed: both
+    /// stay bounded.
+    pub fn tracked_names(&self) -> (usize, usize) {
+        (lock(&self.locks).len(), lock(&self.failures).len())
     }
 
     /// The certificate name that covers `host`: the host itself, or the
@@ -185,7 +308,29 @@ impl Acme {
     /// one if there is none (or it is due for renewal). Concurrent calls
     /// for one name share one issuance.
     pub async fn ensure(&self, name: &str) -> Result<(), AcmeError> {
+        self.ensure_limited(name, None).await
+    }
+
+    /// [`Acme::ensure`] for a handshake: a new order also needs a token of
+    /// `pod`'s bucket and of the global one ([`OrderLimits`]).
+    pub async fn ensure_on_demand(&self, name: &str, pod: &str) -> Result<(), AcmeError> {
+        self.ensure_limited(name, Some(pod)).await
+    }
+
+    async fn ensure_limited(&self, name: &str, pod: Option<&str>) -> Result<(), AcmeError> {
         let name = name.to_ascii_lowercase();
+        let name_lock = Arc::clone(lock(&self.locks).entry(name.clone()).or_default());
+        let result = self.ensure_locked(&name, &name_lock, pod).await;
+        // the entry goes when no one else waits on it
+        let mut locks = lock(&self.locks);
+        if locks.get(&name).is_some_and(|l| Arc::ptr_eq(l, &name_lock)) && Arc::strong_count(&name_lock) == 2 {
+            locks.remove(&name);
+        }
+        result
+    }
+
+    async fn ensure_locked(&self, name: &str, name_lock: &tokio::sync::Mutex<()>, pod: Option<&str>) -> Result<(), AcmeError> {
+        let name = name.to_owned();
         let fresh = |store: &CertStore| {
             store
                 .get(&name)
@@ -194,13 +339,19 @@ impl Acme {
         if fresh(&self.store) {
             return Ok(());
         }
-        let name_lock = Arc::clone(lock(&self.locks).entry(name.clone()).or_default());
         let _held = name_lock.lock().await;
         if fresh(&self.store) {
             return Ok(());
         }
         if lock(&self.failures).get(&name).is_some_and(|t| t.elapsed() < FAILURE_BACKOFF) {
             return Err(AcmeError::Backoff(name));
+        }
+        if let Some(pod) = pod {
+            if !lock(&self.limiter).admit(pod, Instant::now()) {
+                crate::metrics::ProxyMetrics::outcome(&self.metrics.certificates, "rate_limited");
+                tracing::warn!(%name, %pod, "certificate order refused: too many orders lately");
+                return Err(AcmeError::RateLimited(name));
+            }
         }
         match self.issue(&name).await {
             Ok(()) => {
@@ -210,7 +361,7 @@ impl Acme {
             }
             Err(e) => {
                 crate::metrics::ProxyMetrics::outcome(&self.metrics.certificates, "failed");
-                lock(&self.failures).insert(name.clone(), Instant::now());
+                remember_failure(&mut lock(&self.failures), &name, Instant::now());
                 tracing::warn!(%name, error = %e, "certificate issuance failed");
                 Err(e)
             }
@@ -351,6 +502,17 @@ impl Acme {
     }
 }
 
+/// Records a failed name, forgetting expired failures and, past
+/// [`MAX_FAILURES`], the oldest.
+fn remember_failure(failures: &mut HashMap<String, Instant>, name: &str, now: Instant) {
+    failures.retain(|_, t| now.saturating_duration_since(*t) < FAILURE_BACKOFF);
+    while failures.len() >= MAX_FAILURES {
+        let Some(oldest) = failures.iter().min_by_key(|(_, t)| **t).map(|(n, _)| n.clone()) else { break };
+        failures.remove(&oldest);
+    }
+    failures.insert(name.to_owned(), now);
+}
+
 enum Cleanup {
     Http(String),
     Alpn(String),
@@ -376,6 +538,47 @@ mod tests {
         // expired, or a broken validity: due
         assert!(renewal_due(0, 10, 20, month));
         assert!(renewal_due(10, 0, 5, month));
+    }
+
+    #[test]
+    fn on_demand_orders_are_limited_per_pod_and_globally() {
+        let t0 = Instant::now();
+        let limits = OrderLimits {
+            per_pod: Rate { burst: 3, every: Duration::from_secs(600) },
+            global: Rate { burst: 5, every: Duration::from_secs(10) },
+            max_pods: 4,
+        };
+        let mut l = OrderLimiter::new(limits, t0);
+        assert!((0..3).all(|_| l.admit("a", t0)));
+        assert!(!l.admit("a", t0), "pod a spent its burst");
+        assert!(l.admit("b", t0) && l.admit("b", t0));
+        assert!(!l.admit("c", t0), "the global burst is spent");
+        // a refused order takes no token: after 10 s the global bucket has one
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(!l.admit("a", t1), "pod a refills only after 600 s");
+        assert!(l.admit("c", t1));
+        let t2 = t0 + Duration::from_secs(600);
+        assert!(l.admit("a", t2));
+        // the pod map is bounded: full buckets are forgotten, else new pods wait
+        assert!(l.admit("d", t2 + Duration::from_secs(1)));
+        assert_eq!(l.tracked(), 4);
+        assert!(!l.admit("e", t2 + Duration::from_secs(5)), "four pods with spent tokens are tracked");
+        let later = t2 + Duration::from_secs(3600);
+        assert!(l.admit("e", later));
+        assert!(l.tracked() <= 4);
+    }
+
+    #[test]
+    fn failures_are_bounded_and_expire() {
+        let t0 = Instant::now();
+        let mut f = HashMap::new();
+        for i in 0..MAX_FAILURES + 10 {
+            remember_failure(&mut f, &format!("n{i}"), t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(f.len(), MAX_FAILURES);
+        assert!(!f.contains_key("n0") && f.contains_key(&format!("n{}", MAX_FAILURES + 9)));
+        remember_failure(&mut f, "late", t0 + FAILURE_BACKOFF + Duration::from_secs(10));
+        assert_eq!(f.len(), 1, "expired failures are dropped");
     }
 
     #[test]

@@ -17,6 +17,16 @@
 //! `/.pinacle/auth?token=...&next=/path` on the pod's host, where the proxy
 //! exchanges it (through the [`Resolver`]) for an HttpOnly cookie and
 //! redirects. Paths under `/.pinacle/` are the proxy's own.
+//!
+//! Every pod host is a subdomain of one site, so `SameSite` does not stop
+//! one pod's page from sending requests to another pod's host with the
+//! victim's cookie. The proxy therefore refuses the cookie on state-changing
+//! requests and on every WebSocket upgrade that come from another origin
+//! ([`foreign_origin`]): such a request is answered as if no cookie had been
+//! sent (a public port still works), and where the cookie was what it
+//! needed, with a 403 page. Over TLS the cookie is `__Host-` prefixed, so a
+//! sibling host cannot plant one that shadows it; every pod-session cookie
+//! sent is tried, the `__Host-` ones first.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,8 +44,18 @@ pub mod acme;
 pub mod metrics;
 pub mod tls;
 
-/// The cookie that carries a browser's pod session.
+/// The cookie that carries a browser's pod session over plain HTTP (local
+/// development): host-only (no `Domain`).
 pub const COOKIE_NAME: &str = "pinacle_pod";
+
+/// The cookie that carries a browser's pod session over TLS. Browsers take
+/// a `__Host-` cookie only with `Secure`, `Path=/` and no `Domain`, so no
+/// other host (a sibling pod) can set or overwrite it.
+pub const HOST_COOKIE_NAME: &str = "__Host-pinacle_pod";
+
+/// At most this many pod-session cookies of one request are tried (a
+/// sibling host may plant `pinacle_pod` cookies next to the real one).
+pub const MAX_SESSION_COOKIES: usize = 4;
 
 /// The proxy's own path prefix on every pod host.
 pub const OWN_PREFIX: &str = "/.pinacle/";
@@ -98,10 +118,14 @@ pub trait Resolver: Send + Sync + 'static {
     /// on `host` only.
     async fn sign_in(&self, host: &str, login_token: &str) -> Result<PodSession, RouteError>;
 
-    /// Whether a certificate may be issued for `host` on demand (it names
-    /// a pod that exists). Keeps strangers from making the proxy order
-    /// certificates for made-up names.
-    async fn may_issue_certificate(&self, host: &str) -> bool;
+    /// Whether a certificate may be issued for `host` on demand: `Some`
+    /// only for a host name that routes to something (a defined service of
+    /// a pod, a port one of its processes declares, a public port), written
+    /// the one canonical way; the value names the pod, for per-pod order
+    /// limits. Keeps strangers from making the proxy order certificates
+    /// for made-up names, and answers the same for a made-up label whether
+    /// or not its pod exists.
+    async fn may_issue_certificate(&self, host: &str) -> Option<String>;
 }
 
 /// How long connecting to a pod may take.
@@ -167,25 +191,70 @@ fn refusal(e: &RouteError) -> Response<ProxyBody> {
     }
 }
 
+/// The 403 page for a cross-site request that only the pod cookie could
+/// have let through.
+fn cross_site_refusal(why: &str) -> Response<ProxyBody> {
+    page(
+        StatusCode::FORBIDDEN,
+        "Cross-site request refused",
+        &format!(
+            "This request came from another site ({why}). Pages on other hosts may not use your sign-in to this pod \
+             for changes or WebSockets. Open the page on this host itself, or send `Authorization: Bearer <token>`."
+        ),
+    )
+}
+
+/// Resolves with the bearer token when there is one, else with each
+/// pod-session cookie in turn until one is accepted (a planted cookie
+/// cannot shadow the real one), else with no credential.
+async fn resolve_any(resolver: &dyn Resolver, host: &str, bearer: Option<&str>, cookies: &[String]) -> Result<Upstream, RouteError> {
+    if bearer.is_some() || cookies.is_empty() {
+        return resolver.resolve(host, Credentials { bearer, cookie: None }).await;
+    }
+    for cookie in cookies {
+        match resolver.resolve(host, Credentials { bearer: None, cookie: Some(cookie) }).await {
+            Err(RouteError::Unauthorized) => continue,
+            other => return other,
+        }
+    }
+    Err(RouteError::Unauthorized)
+}
+
 fn bearer<B>(req: &Request<B>) -> Option<String> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
-/// The value of the pod-session cookie, if sent.
-fn session_cookie<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
+fn is_session_cookie_name(name: &str) -> bool {
+    name == COOKIE_NAME || name == HOST_COOKIE_NAME
+}
+
+/// The pod-session cookies sent, in the order to try them: `__Host-` ones
+/// first (no other host can have set them), then the plain name; at most
+/// [`MAX_SESSION_COOKIES`], without repeats.
+fn session_cookies<B>(req: &Request<B>) -> Vec<String> {
+    let pairs: Vec<(String, String)> = req
+        .headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|v| !v.is_empty())
+        .filter(|(name, value)| is_session_cookie_name(name) && !value.trim().is_empty())
+        .map(|(name, value)| (name.to_owned(), value.trim().to_owned()))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for wanted in [HOST_COOKIE_NAME, COOKIE_NAME] {
+        for (_, value) in pairs.iter().filter(|(name, _)| name == wanted) {
+            if out.len() < MAX_SESSION_COOKIES && !out.contains(value) {
+                out.push(value.clone());
+            }
+        }
+    }
+    out
 }
 
-/// Removes the pod-session cookie from what goes to the pod.
+/// Removes the pod-session cookies from what goes to the pod.
 fn strip_session_cookie(headers: &mut hyper::HeaderMap) {
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
@@ -193,7 +262,7 @@ fn strip_session_cookie(headers: &mut hyper::HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split_once('=').is_none_or(|(name, _)| name != COOKIE_NAME))
+        .filter(|c| !c.is_empty() && c.split_once('=').is_none_or(|(name, _)| !is_session_cookie_name(name)))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
@@ -202,6 +271,56 @@ fn strip_session_cookie(headers: &mut hyper::HeaderMap) {
             headers.insert(header::COOKIE, v);
         }
     }
+}
+
+/// `(scheme, host, port)` of an origin, lower-cased, with the scheme's
+/// default port filled in; `None` when it is not `http(s)://host[:port]`.
+fn origin_parts(origin: &str) -> Option<(String, String, u16)> {
+    let origin = origin.trim().to_ascii_lowercase();
+    let (scheme, rest) = origin.split_once("://")?;
+    let default = match scheme {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !rest.ends_with(']') => (h, p.parse::<u16>().ok()?),
+        _ => (rest, default),
+    };
+    let host = host.trim_end_matches('.');
+    (!host.is_empty()).then(|| (scheme.to_owned(), host.to_owned(), port))
+}
+
+/// Whether a request must not be authenticated by the pod-session cookie
+/// because it comes from another origin: `Some(why)` for a state-changing
+/// request (any method but GET, HEAD and OPTIONS) or a WebSocket upgrade
+/// whose `Origin` is not this host's own origin (scheme, host and port),
+/// or whose `Sec-Fetch-Site` is `cross-site` or `same-site` (another pod's
+/// host is same-site). Safe requests and requests without these headers
+/// (not from a browser) are not affected.
+pub fn foreign_origin(method: &hyper::Method, headers: &hyper::HeaderMap, host: &str, tls: bool) -> Option<String> {
+    let safe = matches!(*method, hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS);
+    if safe && !is_upgrade(headers) {
+        return None;
+    }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        if site != "same-origin" && site != "none" {
+            return Some(format!("Sec-Fetch-Site: {site}"));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let text = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        let own = origin_parts(&format!("{}://{host}", if tls { "https" } else { "http" }));
+        let theirs = origin_parts(&text);
+        if own.is_none() || own != theirs {
+            return Some(format!("Origin: {}", text.chars().take(200).collect::<String>()));
+        }
+    }
+    None
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded, except that an
@@ -261,17 +380,29 @@ fn safe_next(next: Option<String>) -> String {
     }
 }
 
-/// The `Set-Cookie` value for a pod session. Over TLS the cookie is
-/// `Secure`; when the page is embedded in the IDE's iframe it must also be
-/// `SameSite=None; Partitioned` (CHIPS) to be sent at all.
+/// The `Set-Cookie` value for a pod session: host-only (no `Domain`), and
+/// over TLS named [`HOST_COOKIE_NAME`] and `Secure`; when the page is
+/// embedded in the IDE's iframe it must also be `SameSite=None;
+/// Partitioned` (CHIPS) to be sent at all.
 pub fn session_set_cookie(session: &PodSession, tls: bool, embedded: bool) -> String {
-    let mut c = format!("{COOKIE_NAME}={}; Path=/; Max-Age={}; HttpOnly", session.value, session.max_age_secs);
+    let name = if tls { HOST_COOKIE_NAME } else { COOKIE_NAME };
+    let mut c = format!("{name}={}; Path=/; Max-Age={}; HttpOnly", session.value, session.max_age_secs);
     match (tls, embedded) {
         (true, true) => c.push_str("; Secure; SameSite=None; Partitioned"),
         (true, false) => c.push_str("; Secure; SameSite=Lax"),
         (false, _) => c.push_str("; SameSite=Lax"),
     }
     c
+}
+
+/// `Set-Cookie` values that delete the pod-session cookies this proxy
+/// sets on a host (the `__Host-` one only over TLS, where it can exist).
+fn clear_session_cookies(tls: bool) -> Vec<String> {
+    let mut out = vec![format!("{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly{}", if tls { "; Secure" } else { "" })];
+    if tls {
+        out.push(format!("{HOST_COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; Secure"));
+    }
+    out
 }
 
 /// Pooled HTTP/1.1 connections to pods, kept open between requests.
@@ -376,11 +507,18 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
         return Ok(own_endpoint(&proxy, conn, &host, own, req.uri().query().unwrap_or("")).await);
     }
     let bearer = bearer(&req);
-    let cookie = session_cookie(&req);
-    let creds = Credentials { bearer: bearer.as_deref(), cookie: cookie.as_deref() };
-    let upstream = match proxy.resolver.resolve(&host, creds).await {
+    let cookies = session_cookies(&req);
+    // From another origin, a state-changing request or upgrade goes on as
+    // if no cookie had been sent (a public port still answers).
+    let foreign = foreign_origin(req.method(), req.headers(), &host, conn.tls);
+    let usable: &[String] = if foreign.is_some() { &[] } else { &cookies };
+    let upstream = match resolve_any(proxy.resolver.as_ref(), &host, bearer.as_deref(), usable).await {
         Ok(u) => u,
         Err(e) => {
+            if let (RouteError::Unauthorized, Some(why), false, None) = (&e, &foreign, cookies.is_empty(), &bearer) {
+                tracing::info!(%host, %why, method = %req.method(), "cross-site request with the pod cookie refused");
+                return Ok(cross_site_refusal(why));
+            }
             if let RouteError::Internal(why) = &e {
                 tracing::warn!(%host, error = %why, "route lookup failed");
             }
@@ -505,7 +643,13 @@ async fn own_endpoint(proxy: &Proxy, conn: ConnInfo, host: &str, what: &str, que
                 Ok(session) => {
                     let mut resp = redirect(&next, StatusCode::SEE_OTHER);
                     if let Ok(v) = HeaderValue::from_str(&session_set_cookie(&session, conn.tls, embedded)) {
-                        resp.headers_mut().insert(header::SET_COOKIE, v);
+                        resp.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                    if conn.tls {
+                        // a plain-named cookie of an older version goes
+                        if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; Secure")) {
+                            resp.headers_mut().append(header::SET_COOKIE, v);
+                        }
                     }
                     resp
                 }
@@ -519,9 +663,10 @@ async fn own_endpoint(proxy: &Proxy, conn: ConnInfo, host: &str, what: &str, que
         }
         "signout" => {
             let mut resp = page(StatusCode::OK, "Signed out", "You are signed out of this pod.");
-            let clear = format!("{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly{}", if conn.tls { "; Secure" } else { "" });
-            if let Ok(v) = HeaderValue::from_str(&clear) {
-                resp.headers_mut().insert(header::SET_COOKIE, v);
+            for clear in clear_session_cookies(conn.tls) {
+                if let Ok(v) = HeaderValue::from_str(&clear) {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
             }
             resp
         }
@@ -675,10 +820,15 @@ async fn tls_handshake(
         return Ok(None);
     }
     if let (Some(name), Some(certs), Some(acme)) = (&server_name, &proxy.certs, &proxy.acme) {
-        if certs.lookup(name).is_none() && proxy.resolver.may_issue_certificate(name).await {
-            let cert_name = acme.certificate_name(name, &proxy.domain);
-            if let Err(e) = acme.ensure(&cert_name).await {
-                tracing::warn!(host = %name, error = %e, "no certificate for this handshake");
+        if certs.lookup(name).is_none() {
+            match proxy.resolver.may_issue_certificate(name).await {
+                Some(pod) => {
+                    let cert_name = acme.certificate_name(name, &proxy.domain);
+                    if let Err(e) = acme.ensure_on_demand(&cert_name, &pod).await {
+                        tracing::warn!(host = %name, error = %e, "no certificate for this handshake");
+                    }
+                }
+                None => metrics::ProxyMetrics::outcome(&acme.metrics.certificates, "no_route"),
             }
         }
     }
@@ -721,22 +871,31 @@ mod tests {
     }
 
     #[test]
-    fn session_cookies_are_http_only_and_partitioned_when_embedded() {
+    fn session_cookies_are_host_only_http_only_and_partitioned_when_embedded() {
         let s = PodSession { value: "v".into(), max_age_secs: 60 };
         let embedded = session_set_cookie(&s, true, true);
+        assert!(embedded.starts_with("__Host-pinacle_pod=v;"), "{embedded}");
         assert!(embedded.contains("HttpOnly") && embedded.contains("Secure") && embedded.contains("SameSite=None") && embedded.contains("Partitioned"));
         let top = session_set_cookie(&s, true, false);
+        assert!(top.starts_with("__Host-pinacle_pod=v;") && top.contains("Path=/;"), "{top}");
         assert!(top.contains("SameSite=Lax") && top.contains("Secure") && !top.contains("Partitioned"));
-        // plain HTTP (local development): no Secure, which browsers would drop
-        assert!(!session_set_cookie(&s, false, true).contains("Secure"));
+        // plain HTTP (local development): no Secure, which browsers would drop, so no __Host- either
+        let plain = session_set_cookie(&s, false, true);
+        assert!(plain.starts_with("pinacle_pod=v;") && !plain.contains("Secure"), "{plain}");
+        for c in [embedded, top, plain] {
+            assert!(!c.to_ascii_lowercase().contains("domain="), "not host-only: {c}");
+        }
+        assert_eq!(clear_session_cookies(false).len(), 1);
+        assert!(clear_session_cookies(true).iter().any(|c| c.starts_with("__Host-pinacle_pod=;") && c.contains("Secure")));
     }
 
     #[test]
     fn the_session_cookie_is_read_and_never_forwarded() {
         let mut req = Request::new(());
         req.headers_mut().append(header::COOKIE, HeaderValue::from_static("a=1; pinacle_pod=secret; b=2"));
-        req.headers_mut().append(header::COOKIE, HeaderValue::from_static("c=3"));
-        assert_eq!(session_cookie(&req).as_deref(), Some("secret"));
+        req.headers_mut().append(header::COOKIE, HeaderValue::from_static("c=3; __Host-pinacle_pod=host"));
+        // the __Host- cookie first: no sibling host can have planted it
+        assert_eq!(session_cookies(&req), vec!["host".to_string(), "secret".to_string()]);
         strip_session_cookie(req.headers_mut());
         let left: Vec<_> = req.headers().get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
         assert_eq!(left, vec!["a=1; b=2; c=3".to_string()]);
@@ -744,6 +903,52 @@ mod tests {
         only.headers_mut().insert(header::COOKIE, HeaderValue::from_static("pinacle_pod=x"));
         strip_session_cookie(only.headers_mut());
         assert!(only.headers().get(header::COOKIE).is_none());
+        // planted copies are all tried, up to a bound, without repeats
+        let mut many = Request::new(());
+        let planted = (0..10).map(|i| format!("pinacle_pod=p{i}")).collect::<Vec<_>>().join("; ");
+        many.headers_mut().insert(header::COOKIE, HeaderValue::from_str(&format!("pinacle_pod=p0; {planted}")).unwrap());
+        assert_eq!(session_cookies(&many), vec!["p0", "p1", "p2", "p3"]);
+    }
+
+    #[test]
+    fn cross_origin_writes_and_upgrades_are_told_apart() {
+        use hyper::Method;
+        let host = "8080-web-alice.pinacle.test";
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = hyper::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let ws = [("connection", "Upgrade"), ("upgrade", "websocket")];
+        // same origin, explicit default port, case: fine
+        for origin in ["https://8080-web-alice.pinacle.test", "https://8080-web-alice.pinacle.test:443", "HTTPS://8080-Web-Alice.pinacle.test"] {
+            let h = with(&[("origin", origin), ("sec-fetch-site", "same-origin")]);
+            assert_eq!(foreign_origin(&Method::POST, &h, host, true), None, "{origin}");
+        }
+        assert_eq!(foreign_origin(&Method::POST, &with(&[("origin", "http://8080-web-alice.pinacle.test:8000")]), "8080-web-alice.pinacle.test:8000", false), None);
+        // a sibling pod, another port of the same pod, another scheme, "null": refused
+        for origin in ["https://3000-evil-bob.pinacle.test", "https://3000-web-alice.pinacle.test", "http://8080-web-alice.pinacle.test", "null", "https://8080-web-alice.pinacle.test:8443", "https://8080-web-alice.pinacle.test.evil.test"] {
+            let h = with(&[("origin", origin)]);
+            assert!(foreign_origin(&Method::POST, &h, host, true).is_some(), "{origin}");
+            let mut up = with(&ws);
+            up.insert("origin", HeaderValue::from_str(origin).unwrap());
+            assert!(foreign_origin(&Method::GET, &up, host, true).is_some(), "upgrade from {origin}");
+        }
+        for site in ["cross-site", "same-site", "Same-Site", "bogus"] {
+            let h = with(&[("sec-fetch-site", site)]);
+            assert!(foreign_origin(&Method::DELETE, &h, host, true).is_some(), "{site}");
+        }
+        assert_eq!(foreign_origin(&Method::PUT, &with(&[("sec-fetch-site", "none")]), host, true), None);
+        // safe requests are never affected; nor are requests without browser headers
+        assert_eq!(foreign_origin(&Method::GET, &with(&[("origin", "https://evil.test"), ("sec-fetch-site", "cross-site")]), host, true), None);
+        assert_eq!(foreign_origin(&Method::OPTIONS, &with(&[("origin", "https://evil.test")]), host, true), None);
+        assert_eq!(foreign_origin(&Method::POST, &hyper::HeaderMap::new(), host, true), None);
+        // a same-origin WebSocket is fine
+        let mut up = with(&ws);
+        up.insert("origin", HeaderValue::from_static("https://8080-web-alice.pinacle.test"));
+        assert_eq!(foreign_origin(&Method::GET, &up, host, true), None);
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub struct ProxyMetrics {
     pub duration: Histogram,
     /// TLS handshakes by outcome (`ok`, `failed`, `acme_validation`).
     pub handshakes: Family<OutcomeLabels, Counter>,
-    /// Certificate orders by outcome (`issued`, `failed`).
+    /// Certificate orders by outcome (`issued`, `failed`), and on-demand
+    /// requests that ordered nothing: `no_route` (the host name routes to
+    /// nothing), `rate_limited` (per-pod or global order limit).
     pub certificates: Family<OutcomeLabels, Counter>,
 }
 
@@ -47,7 +49,7 @@ impl ProxyMetrics {
         registry.register("proxy_requests", "Pod proxy answers by status", self.requests.clone());
         registry.register("proxy_request_duration_seconds", "Pod proxy time to the answer's head", self.duration.clone());
         registry.register("proxy_tls_handshakes", "Pod proxy TLS handshakes by outcome", self.handshakes.clone());
-        registry.register("proxy_certificates", "ACME certificate orders by outcome", self.certificates.clone());
+        registry.register("proxy_certificates", "ACME certificate orders by outcome, and on-demand requests not ordered (no_route, rate_limited)", self.certificates.clone());
     }
 
     pub(crate) fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
