@@ -10,7 +10,10 @@
 //! - Signing keys rotate ([`AppState::rotate_signing_key`]); the public
 //!   halves of keys whose tokens may still be alive are published at
 //!   `/.well-known/jwks.json`, and tokens signed by a retired key are
-//!   accepted until they expire.
+//!   accepted until they expire: a retired key verifies for as long as the
+//!   longest-lived token it signs (pod-session cookies, 12 hours).
+//! - A session lives as long as its newest refresh token: sessions are
+//!   purged once every refresh token of theirs has expired.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -128,9 +131,15 @@ impl AppState {
         Ok(())
     }
 
+    /// How long a retired key keeps verifying: as long as the longest-lived
+    /// token it may have signed (an access token, or a pod-session cookie).
+    fn retired_key_lifetime(&self) -> Duration {
+        Duration::seconds(self.sessions.access_ttl_secs.max(crate::pod_access::POD_SESSION_TTL_SECS))
+    }
+
     async fn reload_keys(&self) -> Result<(), ApiError> {
         let rows = signing_key::Entity::find().all(&self.db).await?;
-        let ttl = Duration::seconds(self.sessions.access_ttl_secs);
+        let ttl = self.retired_key_lifetime();
         let now = Utc::now();
         let mut inner = KeyRingInner { loaded_at: Some(now), ..Default::default() };
         for row in rows {
@@ -181,7 +190,7 @@ impl AppState {
             .insert(&txn)
             .await?;
             // Keys whose tokens are all expired are of no further use.
-            let dead = now - Duration::seconds(self.sessions.access_ttl_secs);
+            let dead = now - self.retired_key_lifetime();
             signing_key::Entity::delete_many().filter(signing_key::Column::RetiredAt.lt(dead)).exec(&txn).await?;
             if let Some(who) = who {
                 crate::audit::append(&txn, who, "signing_key.rotate", &format!("signing_key:{kid}")).await?;
@@ -327,10 +336,17 @@ impl AppState {
         let refresh = {
             let _w = self.write_lock.lock().await;
             let txn = self.db.begin().await?;
-            // Sessions whose last refresh token expired are gone for good.
+            // Sessions whose last refresh token expired are gone for good;
+            // a session refreshed all along stays, however old it is.
+            let live_families = sea_orm::sea_query::Query::select()
+                .column(refresh_token::Column::SessionId)
+                .from(refresh_token::Entity)
+                .and_where(refresh_token::Column::ExpiresAt.gt(now))
+                .to_owned();
             session::Entity::delete_many()
                 .filter(session::Column::UserId.eq(user.id.clone()))
                 .filter(session::Column::CreatedAt.lt(now - Duration::seconds(self.sessions.refresh_ttl_secs)))
+                .filter(session::Column::Id.not_in_subquery(live_families))
                 .exec(&txn)
                 .await?;
             session::ActiveModel {
