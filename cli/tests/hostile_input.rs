@@ -1,0 +1,136 @@
+//! Hostile input against a real `pinacle up` (security review finding #5):
+//! a YAML alias bomb posted everywhere a `pinacle.yaml` is read is refused
+//! with a located error, without the server's memory growing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Pinacle;
+use futures::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The review's bomb: `name: &x "AAAA…128KiB"`, then `refs` aliases of it
+/// (each one a 128 KiB copy once loaded: 43k of them is 5.7 GB).
+fn alias_bomb(refs: usize) -> String {
+    let mut s = format!("name: &x \"{}\"\nenv:\n  A: [", "A".repeat(128 << 10));
+    s.push_str(&vec!["*x"; refs].join(","));
+    s.push_str("]\n");
+    s
+}
+
+/// The server's peak resident memory so far (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Asserts `diag` is the expansion refusal, located in the aliases' list.
+fn assert_refusal(diag: &Value) {
+    assert!(diag["message"].as_str().unwrap().contains("expand this file to more than"), "{diag}");
+    assert_eq!(diag["line"], 3, "{diag}");
+    assert!(diag["path"].as_str().unwrap().starts_with("env.A["), "{diag}");
+    assert!(diag["suggestion"].as_str().is_some_and(|s| !s.is_empty()), "{diag}");
+}
+
+#[tokio::test]
+async fn a_yaml_alias_bomb_is_refused_everywhere_without_memory_growth() {
+    let p = Pinacle::start().await;
+    let pid = p.pid();
+    // one harmless request first, so the baseline includes a warm server
+    let (s, _) = p.call(Method::POST, "/api/v1/config/validate", Some(json!({"config": "name: x\n"}))).await;
+    assert_eq!(s, 200);
+    let before = peak_rss_kib(pid);
+
+    // 256 KiB: as large as a REST or GraphQL body may be
+    let bomb = alias_bomb(40_000);
+    assert!(bomb.len() > 240 << 10 && bomb.len() < 250 << 10, "{}", bomb.len());
+    for round in 0..3 {
+        let t = Instant::now();
+        let (s, b) = p.call(Method::POST, "/api/v1/config/validate", Some(json!({"config": bomb}))).await;
+        println!("REST /config/validate, {} KiB bomb, round {round}: answered in {:?}", bomb.len() >> 10, t.elapsed());
+        assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_config")), "{b}");
+        assert_refusal(&b["error"]["details"][0]);
+        println!("  peak RSS now {} KiB", peak_rss_kib(pid));
+    }
+    let t = Instant::now();
+    let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "bomb", "config": bomb}))).await;
+    println!("REST POST /pods with the bomb: answered in {:?}", t.elapsed());
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_config")), "{b}");
+    let (_, pods) = p.call(Method::GET, "/api/v1/pods", None).await;
+    assert_eq!(pods["pods"], json!([]));
+
+    let query = "query($y: String!) { validateConfig(yaml: $y) { ok diagnostics { severity message line column path suggestion } } }";
+    let t = Instant::now();
+    let r = p
+        .http
+        .post(format!("{}/graphql", p.url))
+        .bearer_auth(common::TOKEN)
+        .json(&json!({"query": query, "variables": {"y": bomb}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    println!("POST /graphql validateConfig with the bomb: answered in {:?}", t.elapsed());
+    assert_eq!(b["data"]["validateConfig"]["ok"], false, "{b}");
+    assert_refusal(&b["data"]["validateConfig"]["diagnostics"][0]);
+    println!("  peak RSS now {} KiB", peak_rss_kib(pid));
+
+    // 1 MiB (the largest file read) through the WebSocket, whose messages
+    // may be larger than an HTTP body
+    let big = alias_bomb(297_000);
+    assert!(big.len() > 990 << 10 && big.len() <= 1 << 20, "{}", big.len());
+    let (mut ws, _) = {
+        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("{}/graphql/ws", p.url.replace("http://", "ws://"))).unwrap();
+        req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap()
+    };
+    ws.send(Message::Text(json!({"type": "connection_init", "payload": {"token": common::TOKEN}}).to_string().into())).await.unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
+    let t = Instant::now();
+    let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"y": big}}});
+    ws.send(Message::Text(sub.to_string().into())).await.unwrap();
+    let answer = loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap().unwrap().unwrap();
+        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if v["type"] == "next" {
+            break v;
+        }
+        assert_ne!(v["type"], "error", "{v}");
+    };
+    println!("/graphql/ws validateConfig with the {} KiB bomb: answered in {:?}", big.len() >> 10, t.elapsed());
+    assert_eq!(answer["payload"]["data"]["validateConfig"]["ok"], false, "{answer}");
+    assert_refusal(&answer["payload"]["data"]["validateConfig"]["diagnostics"][0]);
+
+    // the server is still there, and its peak memory barely moved
+    let (s, _) = p.call(Method::GET, "/api/v1/me", None).await;
+    assert_eq!(s, 200);
+    let after = peak_rss_kib(pid);
+    println!("server peak RSS: {} MiB before the bombs, {} MiB after", before >> 10, after >> 10);
+    assert!(after.saturating_sub(before) < 50 << 10, "peak RSS grew from {before} KiB to {after} KiB");
+}
+
+#[tokio::test]
+async fn deeply_nested_configs_are_refused_with_a_position() {
+    let p = Pinacle::start().await;
+    for (text, what) in [("[".repeat(200_000), "flow"), ("- ".repeat(100_000), "block"), (format!("a: &a {}1{}\nb: {}*a{}\n", "[".repeat(40), "]".repeat(40), "[".repeat(40), "]".repeat(40)), "alias")] {
+        let (s, b) = p.call(Method::POST, "/api/v1/config/validate", Some(json!({"config": text}))).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_config")), "{what}: {b}");
+        let d = &b["error"]["details"][0];
+        let m = d["message"].as_str().unwrap();
+        assert!(m.contains("nesting deeper than") || m.contains("recursion limit"), "{what}: {d}");
+        assert!(d["line"].as_u64().unwrap() >= 1 && d["column"].as_u64().unwrap() >= 1, "{d}");
+    }
+    // and a devcontainer-style JSON nesting is refused by the YAML reader too
+    let (s, _) = p.call(Method::POST, "/api/v1/config/validate", Some(json!({"config": "{\"a\":".repeat(30_000)}))).await;
+    assert_eq!(s, 400);
+    let (s, _) = p.call(Method::GET, "/api/v1/me", None).await;
+    assert_eq!(s, 200);
+}
