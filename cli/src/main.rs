@@ -92,8 +92,21 @@ fn init_tracing() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // The platform's secrets leave the environment before any thread or
+    // child process exists: runtimes, `ip`, `nft`, `mount` and hooks would
+    // inherit them otherwise.
+    up::take_secrets_from_env();
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(async_main()),
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<ExitCode> = match cli.command {
         Command::Up(args) => {

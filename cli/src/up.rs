@@ -96,6 +96,12 @@ pub struct ServeArgs {
     /// (link-local, loopback and multicast always are).
     #[arg(long, env = "PINACLE_POD_DENY", default_value = "")]
     pub pod_deny: String,
+    /// How many times its free space the data filesystem may be promised to
+    /// pods' disks (sparse images of their tier's size). 1: a pod is refused
+    /// when the disks could together outgrow the free space; more
+    /// overcommits on purpose (0.1 to 1000).
+    #[arg(long, env = "PINACLE_DISK_OVERCOMMIT", default_value_t = 1.0, value_parser = parse_overcommit)]
+    pub disk_overcommit: f64,
     /// Address for the pod proxy (plain HTTP); `none`: no plain listener.
     /// Browsers resolve `*.localhost` to this machine, so pods are at
     /// http://{port}-{pod}-{owner}.pinacle.localhost:8080 out of the box.
@@ -200,12 +206,40 @@ pub struct ServeArgs {
     pub maintenance_interval: u64,
 }
 
+/// Environment variables that hold the platform's secrets. They are read
+/// once, at the start, and removed from the environment, so that no child
+/// process (sandbox runtimes, `ip`, `nft`, `mount`, the DNS hook) inherits
+/// them.
+pub const SECRET_VARS: [&str; 3] = ["PINACLE_MASTER_KEY", "PINACLE_ADMIN_TOKEN", "PINACLE_GITHUB_CLIENT_SECRET"];
+
+static SECRETS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+
+/// Takes [`SECRET_VARS`] out of the environment, keeping their values for
+/// [`secret`]. Call it first thing in `main`, before any thread starts.
+pub fn take_secrets_from_env() {
+    let mut taken = Vec::new();
+    for name in SECRET_VARS {
+        if let Some(v) = std::env::var_os(name) {
+            if let Ok(v) = v.into_string() {
+                taken.push((name, v));
+            }
+            std::env::remove_var(name);
+        }
+    }
+    let _ = SECRETS.set(taken);
+}
+
+/// The value one of [`SECRET_VARS`] had at the start.
+fn secret(name: &str) -> Option<String> {
+    SECRETS.get()?.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+}
+
 /// The master key: `PINACLE_MASTER_KEY` (base64 of 32 bytes), else
 /// `master.key` in the data directory, created on first start (mode 0600).
 fn master_key(data_dir: &Path) -> Result<pinacle_api::crypto::MasterKey> {
     use pinacle_api::crypto::MasterKey;
-    match std::env::var("PINACLE_MASTER_KEY") {
-        Ok(v) if !v.trim().is_empty() => Ok(MasterKey::from_base64(&v, "PINACLE_MASTER_KEY")?),
+    match secret("PINACLE_MASTER_KEY") {
+        Some(v) if !v.trim().is_empty() => Ok(MasterKey::from_base64(&v, "PINACLE_MASTER_KEY")?),
         _ => Ok(MasterKey::load_or_create(&data_dir.join("master.key"))?),
     }
 }
@@ -214,6 +248,13 @@ fn parse_listen(raw: &str) -> Result<Option<SocketAddr>, String> {
     match raw {
         "none" | "off" | "" => Ok(None),
         _ => raw.parse().map(Some).map_err(|_| format!("{raw:?} is not ADDRESS:PORT (such as 127.0.0.1:8080) or none")),
+    }
+}
+
+fn parse_overcommit(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(r) if r.is_finite() && (0.1..=1000.0).contains(&r) => Ok(r),
+        _ => Err(format!("{raw:?} is not a ratio from 0.1 to 1000")),
     }
 }
 
@@ -281,6 +322,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     if role != Role::Server {
         let mut cfg = AgentConfig::new(&args.host_id, &args.data_dir);
         cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval);
+        cfg.disk_overcommit = args.disk_overcommit;
         if args.pod_network == "bridge" {
             use pinacle_host_agent::network::{NetworkConfig, Subnet};
             let subnet: Subnet = args.pod_subnet.parse().context("--pod-subnet")?;
@@ -346,15 +388,14 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
 
     if role != Role::Agent {
         let admin = state
-            .bootstrap_admin(std::env::var("PINACLE_ADMIN_TOKEN").ok().as_deref())
+            .bootstrap_admin(secret("PINACLE_ADMIN_TOKEN").as_deref())
             .await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let url = format!("http://{}", listener.local_addr()?);
         if let Some(client_id) = &args.github_client_id {
-            let client_secret = std::env::var("PINACLE_GITHUB_CLIENT_SECRET")
-                .ok()
+            let client_secret = secret("PINACLE_GITHUB_CLIENT_SECRET")
                 .filter(|s| !s.trim().is_empty())
                 .context("--github-client-id needs PINACLE_GITHUB_CLIENT_SECRET (the OAuth app's client secret)")?;
             let public = args.public_url.clone().unwrap_or_else(|| url.clone());
@@ -379,7 +420,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 remember(&url, token);
             }
             AdminToken::FromEnv => {
-                if let Ok(token) = std::env::var("PINACLE_ADMIN_TOKEN") {
+                if let Some(token) = secret("PINACLE_ADMIN_TOKEN") {
                     remember(&url, token.trim());
                 }
             }

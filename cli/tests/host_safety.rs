@@ -9,7 +9,6 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::{HostCleanup, Pinacle};
 use reqwest::Method;
@@ -71,5 +70,99 @@ async fn a_pod_linking_its_etc_out_leaves_the_host_untouched() {
             let layer = p.data.path().join("volumes").join(simple_id(&created)).join("disk/upper/root/resolv.conf");
             assert!(layer.exists(), "{pod}: resolv.conf should land in the pod's own /root layer");
         }
+    }
+}
+
+/// Bytes allocated on the host under `dir`, not crossing into other
+/// filesystems (the pods' mounted disks and overlays) nor following links.
+fn allocated(dir: &Path) -> u64 {
+    let dev = std::fs::symlink_metadata(dir).unwrap().dev();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
+            if m.dev() != dev {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+/// Finding #6: a pod that fills its disk and then writes without end to
+/// `/.pinacle/run`, `/tmp` and its console (`/proc/1/fd/1`) gets "no space
+/// left", while the host's data directory grows by less than 256 MiB
+/// (the pod's disk is 20 GiB).
+#[tokio::test]
+async fn a_pod_writing_without_end_fills_only_its_own_disk() {
+    let p = Pinacle::start().await;
+    p.create_running("fill", "minimal", "youki").await;
+    let before = allocated(p.data.path());
+    // the disk: allocated in one go (ext4 does not write the blocks, the
+    // host image stays sparse), then the last bytes written
+    let fill = "set -e; avail=$(df -k /workspace | awk 'NR==2 {print $4}'); \
+                fallocate -l $(( (avail - 4096) * 1024 )) /workspace/fill; \
+                head -c 16777216 /dev/zero > /workspace/rest || true; df -k /workspace | awk 'NR==2 {print $4}'";
+    let (out, err, code) = p.exec("fill", &["sh", "-c", fill]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().parse::<u64>().unwrap() < 1024, "the disk is not full: {out}");
+    // /.pinacle/run is on the pod's disk now: full
+    let (out, err, _) = p.exec("fill", &["sh", "-c", "head -c 67108864 /dev/zero > /.pinacle/run/x; echo rc=$?"]).await;
+    assert!(out.contains("rc=1") && err.contains("No space left"), "/.pinacle/run took more: {out} {err}");
+    // /tmp is a tmpfs of 512 MiB (the pod's memory)
+    let (out, err, _) = p.exec("fill", &["sh", "-c", "head -c 600000000 /dev/zero > /tmp/x; echo rc=$?; rm -f /tmp/x"]).await;
+    assert!(out.contains("rc=1") && err.contains("No space left"), "/tmp took more: {out} {err}");
+    // the console: the init's output goes to a log on the pod's disk
+    let (out, err, _) = p.exec("fill", &["sh", "-c", "head -c 67108864 /dev/zero >> /proc/1/fd/1; echo rc=$?"]).await;
+    assert!(out.contains("rc=1") && err.contains("No space left"), "the console took more: {out} {err}");
+    let grown = allocated(p.data.path()).saturating_sub(before);
+    assert!(grown < 256 << 20, "the host's data directory grew by {grown} bytes");
+    // the pod lives on and gets its space back
+    let (out, _, code) = p.exec("fill", &["sh", "-c", "rm -f /workspace/fill /workspace/rest /.pinacle/run/x && echo freed"]).await;
+    assert_eq!((code, out.as_str()), (0, "freed\n"));
+}
+
+/// Finding #18: the platform's secrets stay out of the processes the agent
+/// starts: neither the sandbox runtimes' long-lived processes nor a pod's
+/// init hold the master key, the admin token or the GitHub secret.
+#[tokio::test]
+async fn sandbox_processes_inherit_none_of_the_platforms_secrets() {
+    const MASTER_KEY: &str = "UElOQUNMRS1URVNULU1BU1RFUi1LRVktMzItQllURVM=";
+    const GITHUB_SECRET: &str = "gh-test-secret-0f1e2d3c4b5a69788796a5b4";
+    let p = Pinacle::start_with_env(&[], &[("PINACLE_MASTER_KEY", MASTER_KEY), ("PINACLE_GITHUB_CLIENT_SECRET", GITHUB_SECRET)]).await;
+    for (pod, runtime) in [("env-gv", "gvisor"), ("env-yk", "youki")] {
+        let created = p.create_running(pod, "minimal", runtime).await;
+        let sid = format!("pinacle-{}", simple_id(&created));
+        // the sandbox's processes: those naming it, and those in its cgroups
+        let mut pids: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&sid) {
+                pids.insert(pid);
+            }
+        }
+        for hierarchy in ["pids", "memory", "unified"] {
+            let procs = std::fs::read_to_string(format!("/sys/fs/cgroup/{hierarchy}/pinacle/{sid}/cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        assert!(!pids.is_empty(), "{pod}: no process of sandbox {sid} found");
+        let mut read = 0;
+        for pid in &pids {
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+            read += 1;
+            let environ = String::from_utf8_lossy(&environ);
+            for secret in [MASTER_KEY, common::TOKEN, GITHUB_SECRET] {
+                assert!(!environ.contains(secret), "{pod}: process {pid} holds a secret in its environment: {environ:?}");
+            }
+            assert!(!environ.contains("PINACLE_MASTER_KEY") && !environ.contains("PINACLE_ADMIN_TOKEN"), "{pod}: {pid}: {environ:?}");
+        }
+        assert!(read > 0, "{pod}: no environment of {pids:?} could be read");
     }
 }

@@ -39,6 +39,9 @@ pub struct AgentConfig {
     /// process; `None`: pods run a bare init and exec goes through the
     /// runtime.
     pub supervisor: Option<PathBuf>,
+    /// How many times its free space the data filesystem may be promised
+    /// to pods' (sparse) disks: 1 never promises more than it holds.
+    pub disk_overcommit: f64,
 }
 
 impl AgentConfig {
@@ -54,6 +57,7 @@ impl AgentConfig {
             reconcile_interval: Duration::from_secs(10),
             network: None,
             supervisor: crate::supervisor::find_supervisor(),
+            disk_overcommit: 1.0,
         }
     }
 }
@@ -310,7 +314,7 @@ impl HostAgent {
         let dir = self.config.data.pod(pod.id);
         std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
         let volume = self.config.data.volume(pod.id);
-        let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, Some(&lower.join("root"))).await?;
+        let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, Some(&lower.join("root")), self.config.disk_overcommit).await?;
         let disk_ms = t0.elapsed().as_millis();
         let workspace = disk.workspace();
         let root = dir.join("rootfs");
@@ -352,7 +356,7 @@ impl HostAgent {
                 Some(binary) => {
                     let mut all_env = bundle::pod_env(pod);
                     all_env.extend(env.iter().cloned());
-                    Some((binary.as_path(), crate::supervisor::prepare(pod, &dir, all_env)?))
+                    Some((binary.as_path(), crate::supervisor::prepare(pod, &dir, &disk.root, all_env)?))
                 }
                 None => None,
             };
@@ -373,7 +377,9 @@ impl HostAgent {
             }
             bundle::write_bundle(&dir, &spec)?;
             let before_runtime = t0.elapsed().as_millis();
-            runtime.create_and_start(&sid, &dir, &self.config.data.console_log(pod.id), netns.as_deref()).await?;
+            let console = self.config.data.console_log(pod.id);
+            crate::storage::rotate_console(&console)?;
+            runtime.create_and_start(&sid, &dir, &console, netns.as_deref()).await?;
             let runtime_ms = t0.elapsed().as_millis() - before_runtime;
             tracing::debug!(pod = %pod.name, disk_ms, before_runtime_ms = before_runtime, runtime_ms, "sandbox started");
             if let Some((_, dirs)) = &supervisor {
@@ -391,6 +397,7 @@ impl HostAgent {
             // leave nothing half-made: no sandbox, no mount
             let _ = runtime.delete(&sid).await;
             let _ = rootfs::unmount(&root);
+            self.keep_console_tail(pod.id);
             let _ = crate::storage::unmount(&volume).await;
             return Err(e);
         }
@@ -431,7 +438,16 @@ impl HostAgent {
         }
         runtime.delete(&sid).await?;
         rootfs::unmount(&self.config.data.pod(pod.id).join("rootfs"))?;
+        self.keep_console_tail(pod.id);
         crate::storage::unmount(&self.config.data.volume(pod.id)).await
+    }
+
+    /// Keeps the tail of the pod's console log (on its disk) in its pod
+    /// directory before the disk is unmounted.
+    fn keep_console_tail(&self, id: Uuid) {
+        if crate::rootfs::is_mount_point(&crate::storage::mount_point(&self.config.data.volume(id))) {
+            crate::storage::save_console_tail(&self.config.data.console_log(id), &self.config.data.console_tail(id));
+        }
     }
 
     /// Removes the pod's sandbox, writable layer and volume.
@@ -500,7 +516,7 @@ impl HostAgent {
     /// The pod's supervisor, if it runs one (set up when it last started).
     pub fn supervisor_of(&self, pod: Uuid) -> Option<pinacle_supervisor::client::SupervisorClient> {
         self.config.supervisor.as_ref()?;
-        let dirs = crate::supervisor::SupervisorDirs::of(&self.config.data.pod(pod));
+        let dirs = crate::supervisor::SupervisorDirs::of(&self.config.data.pod(pod), &crate::storage::mount_point(&self.config.data.volume(pod)));
         dirs.socket().exists().then(|| dirs.client()).flatten()
     }
 
@@ -553,9 +569,15 @@ impl HostAgent {
         Ok(rx)
     }
 
-    /// The last `max_bytes` of the pod's console log (its main process's output).
+    /// The last `max_bytes` of the pod's console log (its main process's
+    /// output): from its disk while mounted, else the tail kept when the
+    /// disk was unmounted.
     pub fn logs(&self, id: Uuid, max_bytes: u64) -> String {
-        crate::runtime::tail_of(&self.config.data.console_log(id), max_bytes)
+        let live = self.config.data.console_log(id);
+        if crate::rootfs::is_mount_point(&crate::storage::mount_point(&self.config.data.volume(id))) && live.exists() {
+            return crate::runtime::tail_of(&live, max_bytes);
+        }
+        crate::runtime::tail_of(&self.config.data.console_tail(id), max_bytes)
     }
 
     /// Compares the runtime with the control plane and repairs differences:
@@ -738,7 +760,7 @@ impl HostAgent {
         }
         let volume = self.config.data.volume(pod.id);
         let lower = self.images.rootfs(&pod.image);
-        let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, lower.as_deref().map(|l| l.join("root")).as_deref()).await?;
+        let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, lower.as_deref().map(|l| l.join("root")).as_deref(), self.config.disk_overcommit).await?;
         let root = disk.root.clone();
         let result = tokio::task::spawn_blocking(move || f(&root))
             .await

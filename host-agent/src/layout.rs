@@ -4,10 +4,15 @@
 //! {data}/images/{image}/rootfs      read-only lower layers
 //! {data}/pods/{id}/rootfs           the overlay mount the sandbox uses as /
 //! {data}/pods/{id}/config.json      the OCI bundle (the pod dir is the bundle)
-//! {data}/pods/{id}/console.log      the pod's main process output
+//! {data}/pods/{id}/console.log      the tail of the pod's console, saved
+//!                                   when its disk is unmounted
 //! {data}/volumes/{id}/disk.img      the pod's disk (see `storage`): /workspace,
 //!                                   /root and the overlay's writable layer
-//! {data}/volumes/{id}/disk          where it is mounted
+//! {data}/volumes/{id}/disk          where it is mounted; on the disk, out
+//!                                   of the pod's sight, `console.log` (the
+//!                                   runtime's and init's output) and `run/`
+//!                                   (`/.pinacle/run`): whatever the pod
+//!                                   writes counts against its disk size
 //! {data}/snapshots/{id}/            the pod's snapshots
 //! {data}/runtime/{runsc,youki}      runtime state
 //! ```
@@ -69,8 +74,15 @@ impl DataLayout {
         self.root.join("snapshots").join(id.simple().to_string())
     }
 
-    /// The pod's console log.
+    /// The pod's console log while its disk is mounted: on the disk, so
+    /// output without end fills the pod's disk, not the host's.
     pub fn console_log(&self, id: Uuid) -> PathBuf {
+        crate::storage::mount_point(&self.volume(id)).join("console.log")
+    }
+
+    /// The console log's tail, kept in the pod's directory when its disk
+    /// is unmounted (see [`crate::storage::CONSOLE_TAIL_BYTES`]).
+    pub fn console_tail(&self, id: Uuid) -> PathBuf {
         self.pod(id).join("console.log")
     }
 

@@ -300,7 +300,7 @@ static RULESET_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), crate::AgentError> {
     use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = crate::runtime::clean_command(program);
     cmd.args(args)
         .stdin(if input.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
         .stdout(std::process::Stdio::null())
@@ -489,7 +489,7 @@ impl NetworkConfig {
     /// to no pod directory under `pods_dir` (a start that died halfway, or
     /// a pod removed while the agent was down). Returns what it removed.
     pub async fn remove_orphans(&self, pods_dir: &std::path::Path) -> Result<Vec<String>, crate::AgentError> {
-        let out = tokio::process::Command::new("ip")
+        let out = crate::runtime::clean_command("ip")
             .args(["-o", "link", "show", "master", &self.bridge])
             .output()
             .await

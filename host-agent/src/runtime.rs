@@ -55,6 +55,18 @@ pub struct OciCliRuntime {
     global: Vec<String>,
 }
 
+/// The only environment the agent's child processes (runtimes, `ip`,
+/// `nft`, `mount`, `mkfs`) get: the agent's own may hold the platform's
+/// secrets (`PINACLE_MASTER_KEY` and the like).
+pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A command for `program` with no environment but [`CHILD_PATH`].
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear().env("PATH", CHILD_PATH);
+    cmd
+}
+
 /// How long one runtime command may take before the agent gives up on it.
 const RUNTIME_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -97,7 +109,7 @@ impl OciCliRuntime {
     fn command_in_netns(&self, ns: &Path) -> Result<Command, AgentError> {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::open(ns).map_err(AgentError::io("opening network namespace", ns))?;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = clean_command(&self.binary);
         cmd.args(self.global.iter().map(|a| if a == "--network=none" { "--network=host" } else { a.as_str() }))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -136,7 +148,7 @@ impl OciCliRuntime {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = clean_command(&self.binary);
         cmd.args(&self.global).stdin(Stdio::null()).kill_on_drop(true);
         // A runtime command must not outlive the agent: an orphaned `create`
         // finishing after the next agent started would race its repair.
@@ -276,11 +288,24 @@ impl SandboxRuntime for OciCliRuntime {
 
 /// The last `max` bytes of a file, lossily decoded, for error messages.
 pub fn tail_of(path: &Path, max: u64) -> String {
+    String::from_utf8_lossy(&tail_bytes(path, max)).trim().to_owned()
+}
+
+/// The last `max` bytes of a regular file (a link or anything else: none).
+pub fn tail_bytes(path: &Path, max: u64) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path);
+    let Ok(mut f) = opened else { return Vec::new() };
+    let Ok(meta) = f.metadata() else { return Vec::new() };
+    if !meta.is_file() {
+        return Vec::new();
+    }
+    let _ = f.seek(SeekFrom::Start(meta.len().saturating_sub(max)));
     let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).trim().to_owned()
+    let _ = f.take(max).read_to_end(&mut buf);
+    buf
 }

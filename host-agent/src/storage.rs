@@ -10,11 +10,22 @@
 //!   home/                    /root, the pod user's home
 //!   upper/, work/            the root filesystem's writable overlay layer
 //!   image                    the image the layer was made on
+//!
+//!   run/                     /.pinacle/run: the supervisor's socket and
+//!                            logs (made anew on each start)
+//!   console.log{,.1}         the runtime's and the pod's init's output
+//!                            (rotated on each start)
 //! ```
 //!
 //! `/workspace` and the home survive stop/start and an image change; the
 //! overlay layer is reset when the pod's image changes (it only makes sense
 //! on top of the image it was made on).
+//!
+//! The images are sparse: a pod's disk takes host space as the pod writes.
+//! So that the data filesystem is never promised more than it holds, a new
+//! disk is made only when the free space covers it and what every other
+//! pod's disk may still grow by, times the operator's overcommit ratio
+//! (`--disk-overcommit`, 1 by default: no overcommit).
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +67,8 @@ pub fn mount_point(volume: &Path) -> PathBuf {
 }
 
 async fn run(cmd: &mut Command, what: &str) -> Result<(), AgentError> {
+    // no secret of the agent's reaches mkfs, mount or cp
+    cmd.env_clear().env("PATH", crate::runtime::CHILD_PATH);
     let out = cmd.output().await.map_err(|e| AgentError::Mount(format!("{what}: {e}")))?;
     if !out.status.success() {
         return Err(AgentError::Mount(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim())));
@@ -66,13 +79,19 @@ async fn run(cmd: &mut Command, what: &str) -> Result<(), AgentError> {
 /// Creates (first time) and mounts the pod's disk of `size` bytes, and
 /// prepares its directories for `image`. Returns its paths. `image_home`:
 /// the image's `/root`, copied into a new home.
-pub async fn ensure_mounted(volume: &Path, size: u64, image: &str, image_home: Option<&Path>) -> Result<PodDisk, AgentError> {
+/// A new disk is refused unless the data filesystem can hold it
+/// (see [`check_capacity`]); `overcommit` scales the free space.
+pub async fn ensure_mounted(volume: &Path, size: u64, image: &str, image_home: Option<&Path>, overcommit: f64) -> Result<PodDisk, AgentError> {
     std::fs::create_dir_all(volume).map_err(AgentError::io("creating", volume))?;
     let file = image_file(volume);
     let root = mount_point(volume);
     std::fs::create_dir_all(&root).map_err(AgentError::io("creating", &root))?;
     if !is_mount_point(&root) {
         if !file.exists() {
+            // one new disk at a time per host: each check sees the others
+            let volumes = volume.parent().unwrap_or(volume);
+            let _one = crate::data_lock::hold(&DISK_LOCK, &volumes.with_file_name("disk.lock")).await?;
+            check_capacity(volumes, volume, size, overcommit)?;
             let scratch = volume.join("disk.img.new");
             let f = std::fs::File::create(&scratch).map_err(AgentError::io("creating", &scratch))?;
             f.set_len(size).map_err(AgentError::io("sizing", &scratch))?;
@@ -129,6 +148,75 @@ pub async fn ensure_mounted(volume: &Path, size: u64, image: &str, image_home: O
     Ok(disk)
 }
 
+static DISK_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Bytes a disk image may still take on the host: its size less what is
+/// already allocated to it.
+fn growth_left(image: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(image).map(|m| m.size().saturating_sub(m.blocks() * 512)).unwrap_or(0)
+}
+
+/// What [`check_capacity`] decides from its figures: whether a new disk of
+/// `size` fits when `free` bytes are free, existing disks may still grow by
+/// `promised`, and the operator allows `overcommit` times the free space.
+pub fn fits(size: u64, promised: u64, free: u64, overcommit: f64) -> bool {
+    (size as f64) + (promised as f64) <= (free as f64) * overcommit
+}
+
+/// Refuses a new disk of `size` bytes for `volume` when the data
+/// filesystem under `volumes` could not hold it besides what the other
+/// pods' disks may still grow by (times `overcommit`).
+pub fn check_capacity(volumes: &Path, volume: &Path, size: u64, overcommit: f64) -> Result<(), AgentError> {
+    let st = nix::sys::statvfs::statvfs(volumes).map_err(|e| AgentError::io("measuring", volumes)(e.into()))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let promised: u64 = std::fs::read_dir(volumes)
+        .map_err(AgentError::io("reading", volumes))?
+        .flatten()
+        .filter(|e| e.path() != volume)
+        .map(|e| growth_left(&image_file(&e.path())))
+        .sum();
+    if fits(size, promised, free, overcommit) {
+        return Ok(());
+    }
+    const GIB: f64 = (1u64 << 30) as f64;
+    Err(AgentError::Mount(format!(
+        "no room for the pod's {:.1} GiB disk: the data filesystem has {:.1} GiB free and the other pods' disks may still grow by {:.1} GiB \
+         (overcommit ratio {overcommit}); free space, delete pods or raise --disk-overcommit",
+        size as f64 / GIB,
+        free as f64 / GIB,
+        promised as f64 / GIB,
+    )))
+}
+
+/// How much of a pod's console log is kept in its pod directory when its
+/// disk goes away, for `pinacle pod logs` of a stopped or failed pod.
+pub const CONSOLE_TAIL_BYTES: u64 = 64 * 1024;
+
+/// Starts a new console log on the pod's disk: the previous one becomes
+/// `console.log.1` (replacing the older one).
+pub fn rotate_console(log: &Path) -> Result<(), AgentError> {
+    let old = log.with_extension("log.1");
+    match std::fs::rename(log, &old) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(AgentError::io("rotating", log)(e)),
+    }
+}
+
+/// Copies the last [`CONSOLE_TAIL_BYTES`] of `log` (on the pod's disk) to
+/// `tail` (in the pod's directory). Nothing when there is no log.
+pub fn save_console_tail(log: &Path, tail: &Path) {
+    let text = crate::runtime::tail_bytes(log, CONSOLE_TAIL_BYTES);
+    if text.is_empty() {
+        return;
+    }
+    let tmp = tail.with_extension("log.tmp");
+    if std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, tail)).is_err() {
+        tracing::warn!(path = %tail.display(), "could not keep the console log's tail");
+    }
+}
+
 /// Unmounts the pod's disk if it is mounted (lazily when busy).
 pub async fn unmount(volume: &Path) -> Result<(), AgentError> {
     let root = mount_point(volume);
@@ -167,7 +255,7 @@ mod tests {
         let image_home = tmp.path().join("image-root");
         std::fs::create_dir_all(&image_home).unwrap();
         std::fs::write(image_home.join(".profile"), "from the image").unwrap();
-        let disk = ensure_mounted(&volume, 64 << 20, "base", Some(&image_home)).await.unwrap();
+        let disk = ensure_mounted(&volume, 64 << 20, "base", Some(&image_home), 1.0).await.unwrap();
         assert_eq!(std::fs::read_to_string(disk.workspace().join("src/old.txt")).unwrap(), "kept");
         assert!(!volume.join("workspace").exists());
         assert_eq!(std::fs::read_to_string(disk.home().join(".profile")).unwrap(), "from the image");
@@ -181,13 +269,60 @@ mod tests {
         std::fs::write(disk.upper().join("layer.txt"), "old image").unwrap();
         unmount(&volume).await.unwrap();
         // the same image keeps its layer; another image resets it, not the volumes
-        let disk = ensure_mounted(&volume, 64 << 20, "base", None).await.unwrap();
+        let disk = ensure_mounted(&volume, 64 << 20, "base", None, 1.0).await.unwrap();
         assert!(disk.upper().join("layer.txt").exists());
         unmount(&volume).await.unwrap();
-        let disk = ensure_mounted(&volume, 64 << 20, "node", None).await.unwrap();
+        let disk = ensure_mounted(&volume, 64 << 20, "node", None, 1.0).await.unwrap();
         assert!(!disk.upper().join("layer.txt").exists());
         assert!(disk.workspace().join("src/old.txt").exists() && disk.home().join(".profile").exists());
         unmount(&volume).await.unwrap();
         assert!(!crate::rootfs::is_mount_point(&mount_point(&volume)));
+    }
+
+    #[test]
+    fn new_disks_must_fit_the_free_space_beside_what_others_may_still_take() {
+        const G: u64 = 1 << 30;
+        assert!(fits(20 * G, 0, 75 * G, 1.0));
+        assert!(!fits(20 * G, 60 * G, 75 * G, 1.0), "three disks promised 60 GiB already");
+        assert!(fits(20 * G, 60 * G, 75 * G, 2.0), "the operator allows overcommit");
+        assert!(!fits(20 * G, 0, 10 * G, 1.0));
+    }
+
+    #[tokio::test]
+    async fn a_disk_the_data_filesystem_cannot_hold_is_refused_with_a_clear_error() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("mount tests run as root (CI does)");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let volumes = tmp.path().join("volumes");
+        std::fs::create_dir_all(&volumes).unwrap();
+        let st = nix::sys::statvfs::statvfs(&volumes).unwrap();
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        // a disk larger than the free space: refused, nothing made
+        let err = ensure_mounted(&volumes.join("a"), free + (1 << 30), "base", None, 1.0).await.unwrap_err().to_string();
+        assert!(err.contains("no room for the pod's") && err.contains("--disk-overcommit"), "{err}");
+        assert!(!image_file(&volumes.join("a")).exists());
+        // an existing sparse disk's promise counts against the next one
+        let other = volumes.join("b");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::File::create(image_file(&other)).unwrap().set_len(free).unwrap();
+        let err = check_capacity(&volumes, &volumes.join("c"), 1 << 30, 1.0).unwrap_err().to_string();
+        assert!(err.contains("may still grow by"), "{err}");
+        check_capacity(&volumes, &volumes.join("c"), 1 << 30, 3.0).unwrap();
+    }
+
+    #[test]
+    fn console_logs_rotate_and_keep_a_bounded_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("console.log");
+        std::fs::write(&log, "first run\n").unwrap();
+        rotate_console(&log).unwrap();
+        assert!(!log.exists());
+        assert_eq!(std::fs::read_to_string(tmp.path().join("console.log.1")).unwrap(), "first run\n");
+        rotate_console(&log).unwrap();
+        std::fs::write(&log, vec![b'x'; 3 * CONSOLE_TAIL_BYTES as usize]).unwrap();
+        let tail = tmp.path().join("tail.log");
+        save_console_tail(&log, &tail);
+        assert_eq!(std::fs::metadata(&tail).unwrap().len(), CONSOLE_TAIL_BYTES);
     }
 }

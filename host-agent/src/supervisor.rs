@@ -64,15 +64,20 @@ pub fn find_supervisor() -> Option<PathBuf> {
 /// Where a pod's supervisor files live on the host.
 #[derive(Debug, Clone)]
 pub struct SupervisorDirs {
-    /// Mounted read-only at `/.pinacle/etc`: configuration and secret.
+    /// Mounted read-only at `/.pinacle/etc`: configuration and secret (in
+    /// the pod's directory: the agent's, out of the pod's reach).
     pub etc: PathBuf,
-    /// Mounted read-write at `/.pinacle/run`: the socket and logs.
+    /// Mounted read-write at `/.pinacle/run`: the socket and logs. On the
+    /// pod's own disk, so that what the pod writes there counts against its
+    /// disk size and can never fill the host's data filesystem.
     pub run: PathBuf,
 }
 
 impl SupervisorDirs {
-    pub fn of(pod_dir: &Path) -> Self {
-        Self { etc: pod_dir.join("supervisor").join("etc"), run: pod_dir.join("supervisor").join("run") }
+    /// The directories of the pod whose directory is `pod_dir` and whose
+    /// disk is mounted at `disk_root`.
+    pub fn of(pod_dir: &Path, disk_root: &Path) -> Self {
+        Self { etc: pod_dir.join("supervisor").join("etc"), run: disk_root.join("run") }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -111,14 +116,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
 }
 
 /// Writes the pod's supervisor configuration (its environment, `env`, and
-/// its processes) and a fresh control secret; empties the socket
-/// directory. Returns the directories to mount.
-pub fn prepare(pod: &PodRecord, pod_dir: &Path, env: Vec<String>) -> Result<SupervisorDirs, AgentError> {
-    use std::os::unix::fs::PermissionsExt;
-    let dirs = SupervisorDirs::of(pod_dir);
+/// its processes) and a fresh control secret; makes the run directory anew
+/// on the pod's disk (mounted at `disk_root`), owned like the pod's
+/// `/workspace` (whoever the pod's root is on the host). Returns the
+/// directories to mount.
+pub fn prepare(pod: &PodRecord, pod_dir: &Path, disk_root: &Path, env: Vec<String>) -> Result<SupervisorDirs, AgentError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dirs = SupervisorDirs::of(pod_dir, disk_root);
+    // the run directory of agents before it moved onto the pod's disk
+    crate::rootfs::remove_tree(&pod_dir.join("supervisor").join("run"))?;
+    // whatever the pod left there (links included) goes, never followed
+    crate::rootfs::remove_tree(&dirs.run)?;
     for d in [&dirs.etc, &dirs.run] {
         std::fs::create_dir_all(d).map_err(AgentError::io("creating", d))?;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(AgentError::io("securing", d))?;
+    }
+    if let Ok(owner) = std::fs::metadata(disk_root.join("workspace")) {
+        let (uid, gid) = (nix::unistd::Uid::from_raw(owner.uid()), nix::unistd::Gid::from_raw(owner.gid()));
+        nix::unistd::chown(&dirs.run, Some(uid), Some(gid)).map_err(|e| AgentError::io("securing", &dirs.run)(e.into()))?;
     }
     let config = SupervisorConfig {
         env,
@@ -172,7 +187,12 @@ mod tests {
             processes: serde_json::from_str(r#"{"processes":[{"name":"web","run":"httpd"}]}"#).unwrap(),
             snapshot_on_stop: false,
         };
-        let dirs = prepare(&pod, dir.path(), vec!["A=1".into()]).unwrap();
+        let disk = dir.path().join("disk");
+        std::fs::create_dir_all(disk.join("run")).unwrap();
+        std::fs::write(disk.join("run/left-over.log"), "from the last run").unwrap();
+        let dirs = prepare(&pod, dir.path(), &disk, vec!["A=1".into()]).unwrap();
+        assert_eq!(dirs.run, disk.join("run"), "the run directory is on the pod's disk");
+        assert!(!disk.join("run/left-over.log").exists(), "made anew on each start");
         let first = dirs.client().unwrap();
         let config: SupervisorConfig = serde_json::from_slice(&std::fs::read(dirs.etc.join("supervisor.json")).unwrap()).unwrap();
         assert_eq!(config.env, vec!["A=1".to_string()]);
@@ -181,7 +201,7 @@ mod tests {
             assert_eq!(std::fs::metadata(dirs.etc.join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
         }
         let secret = std::fs::read_to_string(dirs.etc.join("secret")).unwrap();
-        prepare(&pod, dir.path(), vec![]).unwrap();
+        prepare(&pod, dir.path(), &disk, vec![]).unwrap();
         assert_ne!(std::fs::read_to_string(dirs.etc.join("secret")).unwrap(), secret);
         assert_eq!(first.socket(), dirs.socket());
     }
