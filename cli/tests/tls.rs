@@ -643,8 +643,8 @@ async fn made_up_host_names_order_no_certificates_and_real_routes_do_within_limi
     // Real routes get their certificates: the service, its port, the public port.
     for label in ["site-web-admin", "8081-web-admin", "8082-web-admin"] {
         let host = format!("{label}.{DOMAIN}");
-        let (_, leaf) = client.connect(&host, &[b"http/1.1"]).await.unwrap_or_else(|e| panic!("{host}: {e}"));
-        verify_chain(&client.roots, &[CertificateDer::from(leaf)], &host).unwrap_or_else(|e| panic!("{host}: {e}"));
+        // (the client checks the chain to Pebble's root and the name)
+        client.connect(&host, &[b"http/1.1"]).await.unwrap_or_else(|e| panic!("{host}: {e}"));
     }
     assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"issued\"}").await, 3.0);
 
