@@ -113,13 +113,13 @@ async fn a_pod_writing_without_end_fills_only_its_own_disk() {
     assert_eq!(code, 0, "{err}");
     assert!(out.trim().parse::<u64>().unwrap() < 1024, "the disk is not full: {out}");
     // /.pinacle/run is on the pod's disk now: full
-    let (out, err, _) = p.exec("fill", &["sh", "-c", "head -c 67108864 /dev/zero > /.pinacle/run/x; echo rc=$?"]).await;
+    let (out, err, _) = p.exec("fill", &["sh", "-c", "dd if=/dev/zero of=/.pinacle/run/x bs=1M count=64; echo rc=$?"]).await;
     assert!(out.contains("rc=1") && err.contains("No space left"), "/.pinacle/run took more: {out} {err}");
     // /tmp is a tmpfs of 512 MiB (the pod's memory)
-    let (out, err, _) = p.exec("fill", &["sh", "-c", "head -c 600000000 /dev/zero > /tmp/x; echo rc=$?; rm -f /tmp/x"]).await;
+    let (out, err, _) = p.exec("fill", &["sh", "-c", "dd if=/dev/zero of=/tmp/x bs=1M count=600; echo rc=$?; rm -f /tmp/x"]).await;
     assert!(out.contains("rc=1") && err.contains("No space left"), "/tmp took more: {out} {err}");
     // the console: the init's output goes to a log on the pod's disk
-    let (out, err, _) = p.exec("fill", &["sh", "-c", "head -c 67108864 /dev/zero >> /proc/1/fd/1; echo rc=$?"]).await;
+    let (out, err, _) = p.exec("fill", &["sh", "-c", "dd if=/dev/zero bs=1M count=64 >> /proc/1/fd/1; echo rc=$?"]).await;
     assert!(out.contains("rc=1") && err.contains("No space left"), "the console took more: {out} {err}");
     let grown = allocated(p.data.path()).saturating_sub(before);
     assert!(grown < 256 << 20, "the host's data directory grew by {grown} bytes");
