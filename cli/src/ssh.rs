@@ -175,7 +175,9 @@ async fn sign_challenge(key: &Path, namespace: &str, challenge: &str) -> Result<
         .spawn()
         .context("running ssh-keygen to prove you hold the key (install the OpenSSH client: apt-get install openssh-client)")?;
     let mut stdin = child.stdin.take().context("ssh-keygen's stdin")?;
-    stdin.write_all(challenge.as_bytes()).await.context("writing the challenge to ssh-keygen")?;
+    // ssh-keygen exits without reading when it cannot use the key: its
+    // status and message below say why, not the broken pipe
+    let _ = stdin.write_all(challenge.as_bytes()).await;
     drop(stdin);
     let out = child.wait_with_output().await.context("waiting for ssh-keygen")?;
     let signature = String::from_utf8_lossy(&out.stdout).into_owned();
