@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(runsc runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config)
+packages=(runsc runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev)
 # The tests also run Let's Encrypt's test CA (pebble) on loopback, drive
 # the web app in Debian's Chromium, and use OpenSSH's client (and its sshd
 # as the SSH benchmark's reference).
