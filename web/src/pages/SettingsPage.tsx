@@ -1,8 +1,7 @@
 import { useId, useState, type FormEvent } from "react";
 import { useApi } from "../api/context";
-import { errorMessage } from "../api/errors";
+import { errorFromResponse, errorMessage } from "../api/errors";
 import {
-  ADD_SSH_KEY,
   ADD_TEAM_MEMBER,
   CREATE_TEAM,
   CREATE_TOKEN,
@@ -71,6 +70,14 @@ function useBusy() {
 
 // ---------------------------------------------------------------- SSH keys
 
+/** `POST /api/v1/ssh-keys/challenge`: what to sign to prove a key is yours. */
+interface SshKeyChallenge {
+  challenge: string;
+  namespace: string;
+  expires_at: string;
+  sign_command: string;
+}
+
 export function SshKeysSection() {
   const api = useApi();
   const toasts = useToasts();
@@ -78,7 +85,26 @@ export function SshKeysSection() {
   const list = useAsync((signal) => api.gql<{ sshKeys: SshKey[] }>(SSH_KEYS, {}, { signal }), [api]);
   const [name, setName] = useState("");
   const [key, setKey] = useState("");
+  const [challenge, setChallenge] = useState<SshKeyChallenge | null>(null);
+  const [signature, setSignature] = useState("");
   const form = useBusy();
+
+  const rest = async <T,>(path: string, body: unknown): Promise<T> => {
+    const res = await api.session.fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!res.ok) throw await errorFromResponse(res);
+    return (await res.json()) as T;
+  };
+
+  const getChallenge = () => {
+    void form.run(async () => {
+      setChallenge(await rest<SshKeyChallenge>("/api/v1/ssh-keys/challenge", {}));
+      setSignature("");
+    });
+  };
 
   const add = (e: FormEvent) => {
     e.preventDefault();
@@ -86,11 +112,23 @@ export function SshKeysSection() {
       form.setError("Give the key a name and paste its public part.");
       return;
     }
+    if (!challenge || !signature.trim()) {
+      form.setError("Prove the key is yours: get a challenge, sign it with the command shown and paste the signature.");
+      return;
+    }
     void form.run(async () => {
-      const d = await api.gql<{ addSshKey: SshKey }>(ADD_SSH_KEY, { name: name.trim(), publicKey: key.trim() });
-      list.setData((prev) => ({ sshKeys: [...(prev?.sshKeys ?? []), d.addSshKey] }));
+      const k = await rest<{ id: string; name: string; fingerprint: string; algorithm: string; created_at: string }>("/api/v1/ssh-keys", {
+        name: name.trim(),
+        public_key: key.trim(),
+        challenge: challenge.challenge,
+        signature: signature.trim(),
+      });
+      const added: SshKey = { id: k.id, name: k.name, fingerprint: k.fingerprint, algorithm: k.algorithm, createdAt: k.created_at };
+      list.setData((prev) => ({ sshKeys: [...(prev?.sshKeys ?? []), added] }));
       setName("");
       setKey("");
+      setChallenge(null);
+      setSignature("");
     });
   };
 
@@ -159,6 +197,42 @@ export function SshKeysSection() {
             onChange={(e) => setKey(e.target.value)}
           />
         </div>
+        <div className="field">
+          <span>Proof that the key is yours</span>
+          <p className="muted">
+            Sign a one-time challenge with the private key (or run <code>pinacle ssh-key add ~/.ssh/id_ed25519.pub</code>, which
+            does all of this).
+          </p>
+          {challenge ? (
+            <>
+              <p>
+                Run this (with the path of your key), then paste its output below. The challenge expires at{" "}
+                {formatDateTime(challenge.expires_at)}.
+              </p>
+              <pre aria-label="Command that signs the challenge" style={{ whiteSpace: "pre-wrap", wordBreak: "break-all" }}>
+                <code>{challenge.sign_command}</code>
+              </pre>
+              <CopyButton text={challenge.sign_command} label="Copy the signing command" />
+            </>
+          ) : (
+            <button type="button" className="btn" onClick={getChallenge} disabled={form.busy}>
+              Get a challenge
+            </button>
+          )}
+        </div>
+        {challenge && (
+          <div className="field">
+            <label htmlFor={`${id}-sig`}>Signature</label>
+            <textarea
+              id={`${id}-sig`}
+              rows={6}
+              value={signature}
+              spellCheck={false}
+              placeholder={"-----BEGIN SSH SIGNATURE-----\n…\n-----END SSH SIGNATURE-----"}
+              onChange={(e) => setSignature(e.target.value)}
+            />
+          </div>
+        )}
         {form.error && (
           <div role="alert" className="form-error">
             {form.error}
