@@ -32,7 +32,6 @@ export const OPEN_PORT = `mutation OpenPort($pod: String!, $port: Int!, $path: S
 export const SAVE_LAYOUT = `mutation SaveLayout($pod: String!, $layout: JSON!) { saveLayout(pod: $pod, layout: $layout) }`;
 
 export const SSH_KEYS = `query SshKeys { sshKeys { id name fingerprint algorithm createdAt } }`;
-export const ADD_SSH_KEY = `mutation AddSshKey($name: String!, $publicKey: String!) { addSshKey(name: $name, publicKey: $publicKey) { id name fingerprint algorithm createdAt } }`;
 export const DELETE_SSH_KEY = `mutation DeleteSshKey($id: String!) { deleteSshKey(id: $id) }`;
 
 export const TOKENS = `query Tokens { tokens { id name scope createdAt lastUsedAt expiresAt } }`;
