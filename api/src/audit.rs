@@ -8,7 +8,7 @@
 //! and no whitespace.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -77,27 +77,11 @@ pub struct Verification {
 
 /// Checks a chain given oldest first.
 pub fn verify(entries: &[AuditEntry]) -> Verification {
-    let mut prev = GENESIS.to_owned();
+    let mut chain = ChainCheck::default();
     for e in entries {
-        let broken = if e.prev_hash != prev {
-            Some("its previous-hash link does not match the entry before it (an entry was removed, reordered or edited)")
-        } else if entry_hash(&prev, &e.fields) != e.hash {
-            Some("its contents do not match its hash (the entry was edited)")
-        } else {
-            None
-        };
-        if let Some(reason) = broken {
-            return Verification {
-                ok: false,
-                entries: entries.len(),
-                first_broken: Some(e.fields.id),
-                reason: Some(reason.to_owned()),
-                head: prev,
-            };
-        }
-        prev = e.hash.clone();
+        chain.push(e);
     }
-    Verification { ok: true, entries: entries.len(), first_broken: None, reason: None, head: prev }
+    chain.finish()
 }
 
 impl From<audit_entry::Model> for AuditEntry {
@@ -118,45 +102,71 @@ impl From<audit_entry::Model> for AuditEntry {
     }
 }
 
+/// How many times [`append`] tries for a free id before giving up.
+const APPEND_ATTEMPTS: usize = 32;
+
 /// Appends an entry on `db` (a transaction, so it commits with the action
-/// it records). The caller holds the write lock, so the chain has one head.
+/// it records, or the connection itself).
+///
+/// The id is the head's id plus one and the primary key makes it unique,
+/// so two writers (two API processes, or the server and an agent on one
+/// database) can never both extend the same head: the second one's insert
+/// fails on the key, and it reads the new head and tries again. An entry
+/// once stored is never changed, so the head read is the entry the new one
+/// chains from. Within one process the write lock already serialises
+/// appends; the retry is for writers in other processes. (On SQLite a
+/// transaction that already wrote holds the database's write lock, so its
+/// read of the head is current; one that only read and went stale fails
+/// its first write instead, before this point or here, and rolls back.)
 pub async fn append<C: ConnectionTrait>(
     db: &C,
     who: &Principal,
     action: &str,
     target: &str,
 ) -> Result<AuditEntry, ApiError> {
-    let last = audit_entry::Entity::find().order_by_desc(audit_entry::Column::Id).one(db).await?;
-    let (prev, id) = match last {
-        Some(l) => (l.hash, l.id + 1),
-        None => (GENESIS.to_owned(), 1),
-    };
-    let fields = EntryFields {
-        id,
-        // stored with microsecond precision by some databases: truncate so
-        // what is hashed is what is stored
-        at: truncate_micros(Utc::now()),
-        actor_id: who.user_id.clone(),
-        actor_name: who.user_name.clone(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        source: who.source.clone(),
-    };
-    let hash = entry_hash(&prev, &fields);
-    audit_entry::ActiveModel {
-        id: Set(id),
-        at: Set(fields.at),
-        actor_id: Set(fields.actor_id.clone()),
-        actor_name: Set(fields.actor_name.clone()),
-        action: Set(fields.action.clone()),
-        target: Set(fields.target.clone()),
-        source: Set(fields.source.clone()),
-        prev_hash: Set(prev.clone()),
-        hash: Set(hash.clone()),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = audit_entry::Entity::find().order_by_desc(audit_entry::Column::Id).one(db).await?;
+        let (prev, id) = match last {
+            Some(l) => (l.hash, l.id + 1),
+            None => (GENESIS.to_owned(), 1),
+        };
+        let fields = EntryFields {
+            id,
+            // stored with microsecond precision by some databases: truncate so
+            // what is hashed is what is stored
+            at: truncate_micros(Utc::now()),
+            actor_id: who.user_id.clone(),
+            actor_name: who.user_name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            source: who.source.clone(),
+        };
+        let hash = entry_hash(&prev, &fields);
+        let inserted = audit_entry::ActiveModel {
+            id: Set(id),
+            at: Set(fields.at),
+            actor_id: Set(fields.actor_id.clone()),
+            actor_name: Set(fields.actor_name.clone()),
+            action: Set(fields.action.clone()),
+            target: Set(fields.target.clone()),
+            source: Set(fields.source.clone()),
+            prev_hash: Set(prev.clone()),
+            hash: Set(hash.clone()),
+        }
+        .insert(db)
+        .await;
+        match inserted {
+            Ok(_) => return Ok(AuditEntry { fields, prev_hash: prev, hash }),
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) && attempt < APPEND_ATTEMPTS => {
+                // another process took this id: chain from its entry instead
+                tracing::debug!(id, attempt, "audit id taken by another writer; retrying");
+                tokio::task::yield_now().await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    .insert(db)
-    .await?;
-    Ok(AuditEntry { fields, prev_hash: prev, hash })
 }
 
 fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -170,15 +180,123 @@ impl AppState {
         append(&self.db, who, action, target).await.map(|_| ())
     }
 
-    /// Every entry, oldest first.
-    pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>, ApiError> {
+    /// One page of the log, oldest first: the newest `limit` entries with
+    /// an id below `before` (all ids when `None`), only `actor`'s when
+    /// given. Also the cursor of the next (older) page, when there is one.
+    pub async fn audit_page(
+        &self,
+        actor: Option<&str>,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<(Vec<AuditEntry>, Option<i64>), ApiError> {
+        let mut q = audit_entry::Entity::find();
+        if let Some(actor) = actor {
+            q = q.filter(audit_entry::Column::ActorId.eq(actor));
+        }
+        if let Some(before) = before {
+            q = q.filter(audit_entry::Column::Id.lt(before));
+        }
+        let mut rows = q.order_by_desc(audit_entry::Column::Id).limit(limit.saturating_add(1)).all(&self.db).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next = if more { rows.last().map(|r| r.id) } else { None };
+        rows.reverse();
+        Ok((rows.into_iter().map(AuditEntry::from).collect(), next))
+    }
+
+    /// Entries with an id above `after`, oldest first, at most `limit`.
+    async fn audit_after(&self, after: i64, limit: u64) -> Result<Vec<AuditEntry>, ApiError> {
         Ok(audit_entry::Entity::find()
+            .filter(audit_entry::Column::Id.gt(after))
             .order_by_asc(audit_entry::Column::Id)
+            .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
             .map(AuditEntry::from)
             .collect())
+    }
+
+    /// Every entry, oldest first (tests and small logs; the routes page).
+    pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>, ApiError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.audit_after(all.last().map_or(0, |e: &AuditEntry| e.fields.id), VERIFY_PAGE).await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
+    /// [`verify_with_anchors`] over the stored log, read [`VERIFY_PAGE`]
+    /// entries at a time: memory stays bounded however long the log is.
+    pub async fn verify_audit(&self) -> Result<Verification, ApiError> {
+        let anchors = self.audit_anchors().await?;
+        let anchored: std::collections::HashSet<i64> = anchors.iter().map(|a| a.entry_id).collect();
+        let mut chain = ChainCheck::default();
+        let mut hashes = std::collections::HashMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.audit_after(after, VERIFY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.fields.id;
+            for e in &page {
+                chain.push(e);
+                if anchored.contains(&e.fields.id) {
+                    hashes.insert(e.fields.id, e.hash.clone());
+                }
+            }
+        }
+        Ok(check_anchors(chain.finish(), &anchors, |id| hashes.get(&id).map(String::as_str)))
+    }
+}
+
+/// Entries read per query by [`AppState::verify_audit`].
+pub const VERIFY_PAGE: u64 = 1000;
+
+/// [`verify`], one entry at a time.
+#[derive(Debug)]
+pub struct ChainCheck {
+    prev: String,
+    entries: usize,
+    broken: Option<(i64, &'static str)>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        Self { prev: GENESIS.to_owned(), entries: 0, broken: None }
+    }
+}
+
+impl ChainCheck {
+    /// The next entry, in id order.
+    pub fn push(&mut self, e: &AuditEntry) {
+        self.entries += 1;
+        if self.broken.is_some() {
+            return;
+        }
+        let broken = if e.prev_hash != self.prev {
+            Some("its previous-hash link does not match the entry before it (an entry was removed, reordered or edited)")
+        } else if entry_hash(&self.prev, &e.fields) != e.hash {
+            Some("its contents do not match its hash (the entry was edited)")
+        } else {
+            None
+        };
+        match broken {
+            Some(reason) => self.broken = Some((e.fields.id, reason)),
+            None => self.prev.clone_from(&e.hash),
+        }
+    }
+
+    pub fn finish(self) -> Verification {
+        Verification {
+            ok: self.broken.is_none(),
+            entries: self.entries,
+            first_broken: self.broken.map(|(id, _)| id),
+            reason: self.broken.map(|(_, r)| r.to_owned()),
+            head: self.prev,
+        }
     }
 }
 
@@ -195,20 +313,27 @@ pub struct Anchor {
 /// recomputed every hash after an edit, as long as the anchor itself was
 /// kept outside the attacker's reach (the anchor file, the server log).
 pub fn verify_with_anchors(entries: &[AuditEntry], anchors: &[Anchor]) -> Verification {
-    let mut v = verify(entries);
+    check_anchors(verify(entries), anchors, |id| {
+        entries.binary_search_by_key(&id, |e| e.fields.id).ok().map(|i| entries[i].hash.as_str())
+    })
+}
+
+/// The anchor half of [`verify_with_anchors`]: `hash_of` gives the stored
+/// hash of an entry by id.
+fn check_anchors<'h>(mut v: Verification, anchors: &[Anchor], hash_of: impl Fn(i64) -> Option<&'h str>) -> Verification {
     let mut sorted: Vec<&Anchor> = anchors.iter().collect();
     sorted.sort_by_key(|a| a.entry_id);
     for a in sorted {
         if v.first_broken.is_some_and(|b| b <= a.entry_id) {
             break;
         }
-        let problem = match entries.binary_search_by_key(&a.entry_id, |e| e.fields.id) {
-            Err(_) => Some(format!("entry {} was anchored at {} but is gone", a.entry_id, a.at)),
-            Ok(i) if entries[i].hash != a.hash => Some(format!(
+        let problem = match hash_of(a.entry_id) {
+            None => Some(format!("entry {} was anchored at {} but is gone", a.entry_id, a.at)),
+            Some(h) if h != a.hash => Some(format!(
                 "its hash differs from the anchor recorded at {} (the log was rewritten up to here)",
                 a.at
             )),
-            Ok(_) => None,
+            Some(_) => None,
         };
         if let Some(reason) = problem {
             v.ok = false;
