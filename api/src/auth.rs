@@ -68,6 +68,10 @@ impl Principal {
     }
 }
 
+/// How often a long-lived connection (GraphQL over WebSocket, SSE, a
+/// terminal) checks that its caller still may use it.
+pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Prefix of every token Pinacle issues, so leaked tokens are recognisable.
 pub const TOKEN_PREFIX: &str = "pnc_";
 
@@ -142,6 +146,12 @@ impl AppState {
     /// The principal a bearer credential stands for: an API token
     /// (`pnc_...`) or a JWT access token (three dot-separated parts).
     pub async fn principal_for_bearer(&self, token: &str) -> Result<Principal, ApiError> {
+        Ok(self.principal_and_expiry_for_bearer(token).await?.0)
+    }
+
+    /// [`AppState::principal_for_bearer`], and when the credential expires
+    /// (`None`: an API token without an expiry).
+    pub async fn principal_and_expiry_for_bearer(&self, token: &str) -> Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), ApiError> {
         if token.len() > 4096 || !token.is_ascii() {
             return Err(ApiError::unauthorized("malformed bearer token"));
         }
@@ -149,7 +159,7 @@ impl AppState {
         let now = chrono::Utc::now();
         if let Some((p, expires)) = self.principals.get(&key) {
             if expires.is_none_or(|e| e > now) {
-                return Ok(p);
+                return Ok((p, expires));
             }
         }
         let read = self.principals.begin_read();
@@ -168,7 +178,37 @@ impl AppState {
             )));
         };
         self.principals.insert(key, (principal.clone(), expires), read);
-        Ok(principal)
+        Ok((principal, expires))
+    }
+
+    /// Waits until the credential `token` stops working (expired, revoked,
+    /// its session signed out) or `still_allowed` refuses the caller as
+    /// they are now (current team roles): the reason. For long-lived
+    /// connections (GraphQL over WebSocket, SSE, terminals), which check
+    /// every [`RECHECK_INTERVAL`] and at the credential's expiry. Our own
+    /// failures (5xx) do not end a connection; the next check decides.
+    pub async fn access_lost<F, Fut>(&self, token: &str, mut still_allowed: F) -> ApiError
+    where
+        F: FnMut(Principal) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ApiError>>,
+    {
+        loop {
+            let mut wait = RECHECK_INTERVAL;
+            match self.principal_and_expiry_for_bearer(token).await {
+                Ok((principal, expires)) => {
+                    match still_allowed(principal).await {
+                        Err(e) if !e.status.is_server_error() => return e,
+                        _ => {}
+                    }
+                    if let Some(left) = expires.and_then(|e| (e - chrono::Utc::now()).to_std().ok()) {
+                        wait = wait.min(left);
+                    }
+                }
+                Err(e) if !e.status.is_server_error() => return e,
+                Err(_) => {}
+            }
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Drops every cached principal: after a change to tokens, sessions or

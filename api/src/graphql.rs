@@ -22,6 +22,7 @@ use pinacle_config::resolve::ResolvedTab;
 use pinacle_orchestrator::{PodEvent as Transition, Tier};
 
 use crate::auth::Principal;
+use crate::routes::graphql::WsCredential;
 use crate::policy::{Action, Role as TeamRole};
 use crate::service::{PodEventView, PodView};
 use crate::tokens::Scope;
@@ -58,7 +59,7 @@ pub fn sdl() -> String {
 type R<T> = async_graphql::Result<T>;
 
 /// An [`ApiError`] as a GraphQL error with `extensions.code`.
-fn gql(e: ApiError) -> async_graphql::Error {
+pub(crate) fn gql(e: ApiError) -> async_graphql::Error {
     async_graphql::Error::new(e.message.clone()).extend_with(|_, ext| {
         ext.set("code", e.code);
         ext.set("status", e.status.as_u16());
@@ -954,22 +955,34 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = Pod>> {
         let (s, p) = (state(ctx).clone(), who(ctx)?.clone());
+        let credential = ctx.data_opt::<WsCredential>().cloned();
         let live = tokio_stream::wrappers::BroadcastStream::new(s.events.subscribe());
-        Ok(live.filter_map(move |ev| {
-            let (s, p) = (s.clone(), p.clone());
-            async move {
-                // a lagging subscriber skips to the next change
-                let ev = ev.ok()?;
-                s.pod_seen_by(&p, ev.pod_id)
-                    .await
-                    .ok()
-                    .map(Pod)
-            }
-        }))
+        let seen = std::sync::Arc::new(tokio::sync::Mutex::new(Visibility::new(p)));
+        Ok(live
+            .then(move |ev| {
+                let (s, credential, seen) = (s.clone(), credential.clone(), seen.clone());
+                async move {
+                    // a lagging subscriber skips to the next change
+                    let Ok(ev) = ev else { return Some(None) };
+                    let mut seen = seen.lock().await;
+                    // the caller as they are now (cached; None ends the stream)
+                    if let Some(WsCredential(token)) = &credential {
+                        match s.principal_for_bearer(token).await {
+                            Ok(now) => seen.caller_is(now),
+                            Err(e) if e.status.is_server_error() => {}
+                            Err(_) => return None,
+                        }
+                    }
+                    Some(seen.view(&s, ev.pod_id).await.map(Pod))
+                }
+            })
+            .take_while(|item| std::future::ready(item.is_some()))
+            .filter_map(|item| std::future::ready(item.flatten())))
     }
 
     /// The pod's state changes after `after` (all when null), then live
-    /// ones; the stream ends when the pod is deleted.
+    /// ones; the stream ends when the pod is deleted, or when the caller
+    /// may no longer see it.
     async fn pod_events(
         &self,
         ctx: &Context<'_>,
@@ -984,10 +997,69 @@ impl SubscriptionRoot {
             .events_since(view.id, after.unwrap_or(0.0) as i64)
             .await
             .gql()?;
+        let lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            match ctx.data_opt::<WsCredential>().cloned() {
+                Some(WsCredential(token)) => {
+                    let (s, key) = (s.clone(), view.id.to_string());
+                    Box::pin(async move {
+                        s.access_lost(&token, |now| {
+                            let (s, key) = (s.clone(), key.clone());
+                            async move { s.find_pod(&now, &key, Action::Read).await.map(|_| ()) }
+                        })
+                        .await;
+                    })
+                }
+                None => Box::pin(std::future::pending()),
+            };
         Ok(
             crate::routes::pods::pod_event_stream(s, view.id, history, live)
-                .map(|e: PodEventView| -> PodEvent { e.into() }),
+                .map(|e: PodEventView| -> PodEvent { e.into() })
+                .take_until(lost),
         )
+    }
+}
+
+/// Which pods one `podUpdates` subscriber may see. Pods it may not see are
+/// remembered, so other tenants' changes cost no query each (only the
+/// first one per pod); forgotten when the caller's roles change.
+struct Visibility {
+    caller: Principal,
+    hidden: std::collections::HashSet<uuid::Uuid>,
+}
+
+/// Hidden pods remembered per subscriber, at most.
+const MAX_HIDDEN: usize = 10_000;
+
+impl Visibility {
+    fn new(caller: Principal) -> Self {
+        Visibility { caller, hidden: Default::default() }
+    }
+
+    /// The caller as they are now: a change of roles forgets what was hidden.
+    fn caller_is(&mut self, now: Principal) {
+        if now.subject != self.caller.subject {
+            self.hidden.clear();
+        }
+        self.caller = now;
+    }
+
+    /// Pod `id`'s view, if the caller may see it.
+    async fn view(&mut self, s: &AppState, id: uuid::Uuid) -> Option<PodView> {
+        if self.hidden.contains(&id) {
+            return None;
+        }
+        match s.pod_seen_by(&self.caller, id).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if e.status == axum::http::StatusCode::NOT_FOUND {
+                    if self.hidden.len() >= MAX_HIDDEN {
+                        self.hidden.clear();
+                    }
+                    self.hidden.insert(id);
+                }
+                None
+            }
+        }
     }
 }
 

@@ -175,37 +175,93 @@ impl SupervisorClient {
 
     /// A file's bytes.
     pub async fn read_file(&self, path: &str, limit: usize) -> Result<Vec<u8>, ClientError> {
-        let mut stream = self.connect(Op::ReadFile { path: path.to_owned() }).await?;
+        let mut reader = self.open_file(path).await?;
         let mut data = Vec::new();
-        loop {
-            match tokio::time::timeout(CALL_TIMEOUT, read_frame(&mut stream)).await.map_err(|_| ClientError::Timeout)?? {
-                Some((FrameKind::Stdout, chunk)) => {
-                    if data.len() + chunk.len() > limit {
-                        return Err(ClientError::Refused(format!("{path} is larger than {limit} bytes")));
-                    }
-                    data.extend_from_slice(&chunk);
-                }
-                Some((FrameKind::End, _)) => return Ok(data),
-                Some((FrameKind::Response, payload)) => {
-                    return Err(match serde_json::from_slice::<Response>(&payload).map_err(ProtocolError::from)? {
-                        Response::Error { message, .. } => ClientError::Refused(message),
-                        _ => ClientError::Closed,
-                    })
-                }
-                Some((kind, _)) => return Err(ProtocolError::Unexpected(kind).into()),
-                None => return Err(ClientError::Closed),
+        while let Some(chunk) = reader.next_chunk().await? {
+            if data.len() + chunk.len() > limit {
+                return Err(ClientError::Refused(format!("{path} is larger than {limit} bytes")));
             }
+            data.extend_from_slice(&chunk);
         }
+        Ok(data)
+    }
+
+    /// Starts reading a file: its bytes come chunk by chunk (at most
+    /// [`crate::protocol::MAX_FRAME`] each), so a caller holds one chunk at a
+    /// time. A refusal (no such file) comes with the first chunk.
+    pub async fn open_file(&self, path: &str) -> Result<FileReader, ClientError> {
+        let stream = self.connect(Op::ReadFile { path: path.to_owned() }).await?;
+        Ok(FileReader { stream, done: false })
+    }
+
+    /// Starts replacing a file: write its bytes in pieces, then
+    /// [`FileWriter::finish`]. Dropped before that, the file is left as it
+    /// was (the supervisor removes what it received).
+    pub async fn create_file(&self, path: &str, mode: Option<u32>) -> Result<FileWriter, ClientError> {
+        let stream = self.connect(Op::WriteFile { path: path.to_owned(), mode }).await?;
+        Ok(FileWriter { stream })
     }
 
     /// Replaces a file's contents.
     pub async fn write_file(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<(), ClientError> {
-        let mut stream = self.connect(Op::WriteFile { path: path.to_owned(), mode }).await?;
-        for chunk in data.chunks(crate::protocol::MAX_FRAME) {
-            write_frame(&mut stream, FrameKind::Stdin, chunk).await?;
+        let mut writer = self.create_file(path, mode).await?;
+        writer.write(data).await?;
+        writer.finish().await
+    }
+}
+
+/// A file being read ([`SupervisorClient::open_file`]).
+#[derive(Debug)]
+pub struct FileReader {
+    stream: UnixStream,
+    done: bool,
+}
+
+impl FileReader {
+    /// The next piece of the file; `None` once it is all read.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        if self.done {
+            return Ok(None);
         }
-        write_frame(&mut stream, FrameKind::StdinEnd, &[]).await?;
-        match tokio::time::timeout(CALL_TIMEOUT, read_frame(&mut stream)).await.map_err(|_| ClientError::Timeout)?? {
+        let frame = tokio::time::timeout(CALL_TIMEOUT, read_frame(&mut self.stream)).await.map_err(|_| ClientError::Timeout)??;
+        match frame {
+            Some((FrameKind::Stdout, chunk)) => Ok(Some(chunk)),
+            Some((FrameKind::End, _)) => {
+                self.done = true;
+                Ok(None)
+            }
+            Some((FrameKind::Response, payload)) => {
+                self.done = true;
+                Err(match serde_json::from_slice::<Response>(&payload).map_err(ProtocolError::from)? {
+                    Response::Error { message, .. } => ClientError::Refused(message),
+                    _ => ClientError::Closed,
+                })
+            }
+            Some((kind, _)) => Err(ProtocolError::Unexpected(kind).into()),
+            None => Err(ClientError::Closed),
+        }
+    }
+}
+
+/// A file being replaced ([`SupervisorClient::create_file`]).
+#[derive(Debug)]
+pub struct FileWriter {
+    stream: UnixStream,
+}
+
+impl FileWriter {
+    /// Sends the next bytes of the file (any length; framed here).
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        for chunk in data.chunks(crate::protocol::MAX_FRAME) {
+            tokio::time::timeout(CALL_TIMEOUT, write_frame(&mut self.stream, FrameKind::Stdin, chunk)).await.map_err(|_| ClientError::Timeout)??;
+        }
+        Ok(())
+    }
+
+    /// Ends the file: the supervisor puts it in place and answers.
+    pub async fn finish(mut self) -> Result<(), ClientError> {
+        write_frame(&mut self.stream, FrameKind::StdinEnd, &[]).await?;
+        match tokio::time::timeout(CALL_TIMEOUT, read_frame(&mut self.stream)).await.map_err(|_| ClientError::Timeout)?? {
             Some((FrameKind::Response, payload)) => match serde_json::from_slice::<Response>(&payload).map_err(ProtocolError::from)? {
                 Response::Ok => Ok(()),
                 Response::Error { message, .. } => Err(ClientError::Refused(message)),

@@ -207,6 +207,7 @@ pub async fn exec(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ExecBody>,
 ) -> Result<Response, ApiError> {
     if body.command.is_empty() || body.command[0].is_empty() {
@@ -262,6 +263,9 @@ pub async fn exec(
         };
         Some((Ok::<_, Infallible>(format!("{v}\n")), rx))
     });
+    // a command outlives no credential: its output stops (and the command
+    // ends) once the caller may no longer exec in the pod
+    let lines = futures::StreamExt::take_until(lines, until_access_lost(s.clone(), crate::auth::bearer_of(&headers)?, pod.id.to_string(), Action::Exec));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
@@ -290,7 +294,9 @@ pub async fn logs(
 
 /// Server-Sent Events of the pod's state changes: stored history first
 /// (after `Last-Event-ID` if given), then live ones; ends once the pod is
-/// deleted.
+/// deleted, or once the caller's credential stops working or they may no
+/// longer read the pod (checked every [`crate::auth::RECHECK_INTERVAL`]
+/// and at the credential's expiry).
 pub async fn events(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -309,7 +315,8 @@ pub async fn events(
     let pod_id = pod.id;
     let state = s.clone();
     use futures::StreamExt;
-    let stream = pod_event_stream(state, pod_id, history, live).map(|ev| {
+    let lost = until_access_lost(s.clone(), crate::auth::bearer_of(&headers)?, pod_id.to_string(), Action::Read);
+    let stream = pod_event_stream(state, pod_id, history, live).take_until(lost).map(|ev| {
         Ok(Event::default()
             .event("state")
             .id(ev.seq.to_string())
@@ -317,6 +324,18 @@ pub async fn events(
             .unwrap_or_else(|_| Event::default().comment("unencodable event")))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Resolves once `token` stops working or its caller may no longer take
+/// `action` on pod `key`: what ends a long-lived answer about that pod.
+pub fn until_access_lost(s: AppState, token: String, key: String, action: Action) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiError> + Send>> {
+    Box::pin(async move {
+        s.access_lost(&token, |now| {
+            let (s, key) = (s.clone(), key.clone());
+            async move { s.find_pod(&now, &key, action).await.map(|_| ()) }
+        })
+        .await
+    })
 }
 
 /// A pod's events: `history`, then those arriving on `live` (caught up
