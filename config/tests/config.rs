@@ -233,6 +233,29 @@ fn mutate(rng: &mut Rng, base: &str) -> String {
     bytes.into_iter().collect()
 }
 
+/// The properties every input must have: no panic; refused with located
+/// errors, or accepted, valid for the supervisor and stable through the
+/// canonical writer. True when accepted.
+fn check_yaml(input: &str) -> bool {
+    match parse("fuzz.yaml", input, lenient()) {
+        Ok((c, _)) => {
+            let def = resolve(&c);
+            def.processes.validate().unwrap_or_else(|e| panic!("accepted but invalid ({e}):\n{input}"));
+            let canonical = to_canonical_yaml(&c);
+            let (again, _) = parse("canonical.yaml", &canonical, lenient()).unwrap_or_else(|e| panic!("canonical form rejected ({e}):\n{canonical}\nfrom:\n{input}"));
+            assert_eq!(again, c, "round trip of:\n{input}");
+            true
+        }
+        Err(d) => {
+            assert!(d.has_errors());
+            for diag in &d.0 {
+                assert!(diag.line >= 1 && diag.column >= 1, "{diag}");
+            }
+            false
+        }
+    }
+}
+
 #[test]
 fn mangled_input_never_panics_and_accepted_input_always_resolves() {
     let mut seeds: Vec<String> = fixtures("valid").iter().chain(fixtures("invalid").iter()).map(|p| std::fs::read_to_string(p).unwrap()).collect();
@@ -246,22 +269,10 @@ fn mangled_input_never_panics_and_accepted_input_always_resolves() {
     for i in 0..iterations {
         let base = &seeds[i % seeds.len()];
         let input = if base.len() > 20_000 { base.clone() } else { mutate(&mut rng, base) };
-        match parse("fuzz.yaml", &input, lenient()) {
-            Ok((c, _)) => {
-                accepted += 1;
-                let def = resolve(&c);
-                def.processes.validate().unwrap_or_else(|e| panic!("accepted but invalid ({e}):\n{input}"));
-                let canonical = to_canonical_yaml(&c);
-                let (again, _) = parse("canonical.yaml", &canonical, lenient()).unwrap_or_else(|e| panic!("canonical form rejected ({e}):\n{canonical}\nfrom:\n{input}"));
-                assert_eq!(again, c, "round trip of:\n{input}");
-            }
-            Err(d) => {
-                rejected += 1;
-                assert!(d.has_errors());
-                for diag in &d.0 {
-                    assert!(diag.line >= 1 && diag.column >= 1, "{diag}");
-                }
-            }
+        if check_yaml(&input) {
+            accepted += 1;
+        } else {
+            rejected += 1;
         }
         let _ = devcontainer::import("fuzz.json", &input, &|_| None);
     }
@@ -331,4 +342,299 @@ fn devcontainer_dockerfiles_become_install_steps_or_name_the_unsupported_line() 
     let json = devcontainer_fixture("bad-json.json").unwrap_err();
     assert_eq!((json.0[0].line, json.0[0].column), (2, 29), "{json}");
     assert!(json.to_string().contains("Expected comma"), "{json}");
+}
+
+// Property-based fuzzing (proptest): generated YAML trees with anchors and
+// aliases, mutated fixtures, raw bytes, and generated devcontainer.json.
+// Case counts are bounded (PROPTEST_CASES overrides) so each runs in
+// seconds under `cargo nextest`. A counting allocator checks that no
+// input, however it nests or aliases, makes one parse allocate more than
+// a fixed bound.
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Counts this thread's live heap bytes and their peak while `TRACK` is on.
+    struct Counting;
+
+    thread_local! {
+        static TRACK: Cell<bool> = const { Cell::new(false) };
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn count(delta: isize) {
+        let _ = TRACK.try_with(|t| {
+            if t.get() {
+                let _ = LIVE.try_with(|l| {
+                    let now = l.get() + delta;
+                    l.set(now);
+                    let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+                });
+            }
+        });
+    }
+
+    // SAFETY: forwards to the system allocator; the bookkeeping touches
+    // only const-initialised thread-locals, which never allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(layout.size() as isize);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            count(-(layout.size() as isize));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count(new_size as isize - layout.size() as isize);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: Counting = Counting;
+
+    /// The most heap one parse of at most 1 MiB may hold at once: the text's
+    /// own copies plus the 4 MiB expansion budget, with room for the
+    /// parser's tokens and the diagnostics.
+    const PEAK_BOUND: isize = 32 << 20;
+
+    /// Runs `f`, returning the peak of live heap bytes it added.
+    fn peak_of(f: impl FnOnce()) -> isize {
+        LIVE.with(|l| l.set(0));
+        PEAK.with(|p| p.set(0));
+        TRACK.with(|t| t.set(true));
+        f();
+        TRACK.with(|t| t.set(false));
+        PEAK.with(Cell::get)
+    }
+
+    fn check_bounded(input: &str) {
+        let peak = peak_of(|| {
+            let _ = check_yaml(input);
+        });
+        assert!(peak < PEAK_BOUND, "parsing {} bytes held {peak} bytes at once:\n{}", input.len(), &input[..input.len().min(300)]);
+    }
+
+    /// A YAML value as generated: rendered in flow style.
+    #[derive(Debug, Clone)]
+    enum Node {
+        Scalar(String),
+        Big(usize),
+        Seq(Vec<Node>),
+        Map(Vec<(String, Node)>),
+        Anchor(u8, Box<Node>),
+        Alias(u8),
+    }
+
+    impl Node {
+        fn render(&self, out: &mut String) {
+            match self {
+                Node::Scalar(s) => out.push_str(s),
+                Node::Big(n) => {
+                    out.push('"');
+                    out.push_str(&"A".repeat(*n));
+                    out.push('"');
+                }
+                Node::Seq(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        item.render(out);
+                    }
+                    out.push(']');
+                }
+                Node::Map(entries) => {
+                    out.push('{');
+                    for (i, (k, v)) in entries.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        out.push_str(k);
+                        out.push_str(": ");
+                        v.render(out);
+                    }
+                    out.push('}');
+                }
+                Node::Anchor(id, node) => {
+                    out.push_str(&format!("&a{id} "));
+                    node.render(out);
+                }
+                Node::Alias(id) => out.push_str(&format!("*a{id}")),
+            }
+        }
+    }
+
+    fn scalar() -> impl Strategy<Value = Node> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "x", "\"quoted\"", "'single'", "1", "-1", "3000", "1.0", "true", "null", "~", "dev.small", "dev.medium", "2h",
+                "never", "nodejs-blank", "postgres", "web-terminal", "npm ci", "http://localhost:3000", "\"\"", "99999999999999999999",
+                "1e999", "!!str 1", "!!binary aGk=", "\"\\u0000\"", "\"é\"",
+            ])
+            .prop_map(|s| Node::Scalar(s.to_owned())),
+            "[a-zA-Z0-9 ./:_-]{0,24}".prop_map(|s| Node::Scalar(format!("{s:?}"))),
+            (1usize..200_000).prop_map(Node::Big),
+            (0u8..4).prop_map(Node::Alias),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
+            prop::sample::select(vec!["startCommand", "displayName", "url", "healthCheck", "port", "public", "name", "<<", "? x"])
+                .prop_map(str::to_owned),
+            "[a-z]{1,8}",
+        ]
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        scalar().prop_recursive(6, 256, 12, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..12).prop_map(Node::Seq),
+                prop::collection::vec((key(), inner.clone()), 0..12).prop_map(Node::Map),
+                ((0u8..4), inner.clone()).prop_map(|(id, n)| Node::Anchor(id, Box::new(n))),
+                // many references to one anchor: the bomb's shape
+                ((0u8..4), 1usize..3000).prop_map(|(id, n)| Node::Seq(vec![Node::Alias(id); n])),
+            ]
+        })
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        prop::collection::vec((key(), node()), 0..10).prop_map(|entries| {
+            let mut out = String::new();
+            for (k, v) in entries {
+                out.push_str(&k);
+                out.push_str(": ");
+                v.render(&mut out);
+                out.push('\n');
+            }
+            out
+        })
+    }
+
+    fn seeds() -> Vec<String> {
+        fixtures("valid").iter().chain(fixtures("invalid").iter()).map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    }
+
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        #[test]
+        fn generated_yaml_with_anchors_never_panics_or_allocates_past_the_bound(doc in document()) {
+            prop_assume!(doc.len() <= 1 << 20);
+            check_bounded(&doc);
+        }
+
+        #[test]
+        fn mutated_fixtures_keep_every_property(seed in any::<u64>(), which in any::<prop::sample::Index>()) {
+            let seeds = seeds();
+            let mut rng = Rng(seed | 1);
+            let input = mutate(&mut rng, which.get(&seeds).as_str());
+            check_bounded(&input);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "(?s).{0,2000}") {
+            check_bounded(&text);
+            let _ = devcontainer::import("fuzz.json", &text, &|_| None);
+        }
+    }
+
+    /// A JSON value for devcontainer.json: known keys, any shapes.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "mcr.microsoft.com/devcontainers/typescript-node:20", "node:20", "python:3.12", "Dockerfile", "npm ci", "3000",
+                "ghcr.io/devcontainers/features/node:1", "8gb", "4", "",
+            ])
+            .prop_map(Value::from),
+            "[ -~]{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 128, 8, |inner| {
+            let keys = prop_oneof![
+                prop::sample::select(vec![
+                    "name", "image", "build", "dockerfile", "dockerFile", "context", "forwardPorts", "portsAttributes", "containerEnv",
+                    "remoteEnv", "onCreateCommand", "postCreateCommand", "postStartCommand", "features", "customizations",
+                    "hostRequirements", "memory", "cpus", "extensions", "vscode", "label",
+                ])
+                .prop_map(str::to_owned),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(keys, inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config(512))]
+
+        #[test]
+        fn generated_devcontainer_json_never_panics(v in json(), comment in any::<bool>(), trailing in any::<bool>()) {
+            let mut text = serde_json::to_string_pretty(&v).unwrap();
+            if comment {
+                text.insert_str(0, "// generated\n/* block */ ");
+            }
+            if trailing && text.ends_with('}') {
+                text.insert(text.len() - 1, ',');
+            }
+            let dockerfile = |p: &str| p.ends_with("Dockerfile").then(|| "FROM node:20\nRUN npm ci\n".to_owned());
+            match devcontainer::import("devcontainer.json", &text, &dockerfile) {
+                Ok(imported) => {
+                    // what an import produces is a valid pinacle.yaml
+                    let canonical = to_canonical_yaml(&imported.config);
+                    prop_assert!(check_yaml(&canonical), "import of\n{text}\nwrote\n{canonical}");
+                }
+                Err(d) => prop_assert!(d.0.iter().all(|x| x.line >= 1 && x.column >= 1), "{d}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_allocation_counter_sees_what_a_parse_holds() {
+        assert!(peak_of(|| drop(std::hint::black_box(vec![1u8; 40 << 20]))) >= 40 << 20);
+        // an accepted file whose aliases expand to about 2.5 MiB holds that much
+        let mut doc = format!("name: &x \"{}\"\nenv:\n  A: [", "A".repeat(128 << 10));
+        doc.push_str(&vec!["*x"; 18].join(","));
+        doc.push_str("]\n");
+        let peak = peak_of(|| drop(std::hint::black_box(parse("x.yaml", &doc, lenient()))));
+        assert!(peak > 2 << 20 && peak < PEAK_BOUND, "{peak}");
+    }
+
+    #[test]
+    fn deep_json_is_refused_without_overflowing_the_stack() {
+        for depth in [600, 100_000] {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let text = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+                let text = &text[..text.len().min(1 << 20)];
+                let r = std::thread::Builder::new()
+                    .stack_size(1 << 20)
+                    .spawn({
+                        let text = text.to_owned();
+                        move || devcontainer::import("devcontainer.json", &text, &|_| None).is_err()
+                    })
+                    .unwrap()
+                    .join()
+                    .unwrap();
+                assert!(r, "depth {depth} accepted");
+            }
+        }
+    }
 }
