@@ -10,8 +10,9 @@
 //! - Signing keys rotate ([`AppState::rotate_signing_key`]); the public
 //!   halves of keys whose tokens may still be alive are published at
 //!   `/.well-known/jwks.json`, and tokens signed by a retired key are
-//!   accepted until they expire: a retired key verifies for as long as the
-//!   longest-lived token it signs (pod-session cookies, 12 hours).
+//!   accepted until they expire: a retired key verifies access tokens (and
+//!   is published) for the access-token lifetime, and pod-session cookies,
+//!   which only this server verifies, for theirs (12 hours).
 //! - A session lives as long as its newest refresh token: sessions are
 //!   purged once every refresh token of theirs has expired.
 
@@ -81,8 +82,8 @@ struct LoadedKey {
     decoding: DecodingKey,
     /// Public key, base64url (the JWK `x`).
     x: String,
-    /// When tokens signed by it can no longer be alive (retired + TTL).
-    usable_until: Option<DateTime<Utc>>,
+    /// When it was retired (`None`: the current key).
+    retired_at: Option<DateTime<Utc>>,
 }
 
 /// Signing keys in memory: the current one and every one still verifying.
@@ -137,14 +138,18 @@ impl AppState {
         Duration::seconds(self.sessions.access_ttl_secs.max(crate::pod_access::POD_SESSION_TTL_SECS))
     }
 
+    /// How long a retired key verifies (and is published for) access tokens.
+    fn access_window(&self) -> Duration {
+        Duration::seconds(self.sessions.access_ttl_secs)
+    }
+
     async fn reload_keys(&self) -> Result<(), ApiError> {
         let rows = signing_key::Entity::find().all(&self.db).await?;
         let ttl = self.retired_key_lifetime();
         let now = Utc::now();
         let mut inner = KeyRingInner { loaded_at: Some(now), ..Default::default() };
         for row in rows {
-            let usable_until = row.retired_at.map(|r| r + ttl);
-            if usable_until.is_some_and(|u| u <= now) {
+            if row.retired_at.is_some_and(|r| r + ttl <= now) {
                 continue;
             }
             let decoding = DecodingKey::from_ed_components(&row.public_key)
@@ -156,7 +161,7 @@ impl AppState {
                     .map_err(|e| ApiError::internal(format!("signing key {}: {e}", row.kid)))?;
                 inner.current = Some((row.kid.clone(), EncodingKey::from_ed_der(&pkcs8), row.created_at));
             }
-            inner.keys.insert(row.kid, LoadedKey { decoding, x: row.public_key, usable_until });
+            inner.keys.insert(row.kid, LoadedKey { decoding, x: row.public_key, retired_at: row.retired_at });
         }
         *self.keyring.write() = inner;
         Ok(())
@@ -202,14 +207,17 @@ impl AppState {
         Ok(kid)
     }
 
-    /// The published verification keys (`/.well-known/jwks.json`).
+    /// The published verification keys (`/.well-known/jwks.json`): those
+    /// whose access tokens may still be alive. (Pod-session cookies are
+    /// verified only here, with retired keys kept for their lifetime.)
     pub fn jwks(&self) -> serde_json::Value {
         let guard = self.keyring.read();
         let now = Utc::now();
+        let window = self.access_window();
         let mut keys: Vec<_> = guard
             .keys
             .iter()
-            .filter(|(_, k)| k.usable_until.is_none_or(|u| u > now))
+            .filter(|(_, k)| k.retired_at.is_none_or(|r| r + window > now))
             .map(|(kid, k)| {
                 serde_json::json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": k.x})
             })
@@ -250,11 +258,12 @@ impl AppState {
         validation.set_audience(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let decoded = {
-            let mut attempt = self.decode_with::<Claims>(&kid, token, &validation);
+            let window = self.access_window();
+            let mut attempt = self.decode_with::<Claims>(&kid, token, &validation, window);
             if matches!(attempt, Err(KeyLookup::UnknownKey)) && self.may_reload_keys() {
                 // Another server may have rotated: look again, at most once a second.
                 self.reload_keys().await?;
-                attempt = self.decode_with::<Claims>(&kid, token, &validation);
+                attempt = self.decode_with::<Claims>(&kid, token, &validation, window);
             }
             match attempt {
                 Ok(c) => c,
@@ -281,12 +290,14 @@ impl AppState {
         Ok(decoded)
     }
 
-    fn decode_with<C: serde::de::DeserializeOwned>(&self, kid: &str, token: &str, v: &Validation) -> Result<C, KeyLookup> {
+    /// Decodes with key `kid` if it is current, or was retired less than
+    /// `window` ago.
+    fn decode_with<C: serde::de::DeserializeOwned>(&self, kid: &str, token: &str, v: &Validation, window: Duration) -> Result<C, KeyLookup> {
         let guard = self.keyring.read();
         let key = guard
             .keys
             .get(kid)
-            .filter(|k| k.usable_until.is_none_or(|u| u > Utc::now()))
+            .filter(|k| k.retired_at.is_none_or(|r| r + window > Utc::now()))
             .ok_or(KeyLookup::UnknownKey)?;
         jsonwebtoken::decode::<C>(token, &key.decoding, v).map(|d| d.claims).map_err(KeyLookup::Invalid)
     }
@@ -311,10 +322,11 @@ impl AppState {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let mut attempt = self.decode_with::<C>(&kid, token, &validation);
+        let window = self.retired_key_lifetime();
+        let mut attempt = self.decode_with::<C>(&kid, token, &validation, window);
         if matches!(attempt, Err(KeyLookup::UnknownKey)) && self.may_reload_keys() {
             self.reload_keys().await?;
-            attempt = self.decode_with::<C>(&kid, token, &validation);
+            attempt = self.decode_with::<C>(&kid, token, &validation, window);
         }
         Ok(attempt.ok())
     }
