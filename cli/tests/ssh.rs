@@ -462,3 +462,135 @@ async fn the_gateway_limits_failed_sign_ins_expired_certificates_and_idle_connec
     assert!(refused(&c.ssh(&key, "lim", &[], "true")), "the address is blocked");
     assert!(p.server_log().contains("too many failed sign-ins"), "the refusal is logged");
 }
+
+/// `ssh -M -S ctl -N LOGIN`: a control master in the background; waits
+/// until it is up.
+fn control_master(c: &Client, key: &Path, login: &str, ctl: &Path) -> KillOnDrop {
+    let child = Command::new("ssh")
+        .args(c.base_args(key))
+        .args(["-p", &c.port.to_string(), "-M", "-S"])
+        .arg(ctl)
+        .args(["-o", "ControlPersist=no", "-N"])
+        .arg(format!("{login}@127.0.0.1"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let master = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let check = Command::new("ssh").args(["-S"]).arg(ctl).args(["-O", "check", "x"]).output().unwrap();
+        if check.status.success() {
+            return master;
+        }
+        assert!(Instant::now() < deadline, "the control master did not come up: {}", text(&check.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ssh -S ctl LOGIN COMMAND` through a running master, bounded in time
+/// (it falls back to a connection of its own if the master is gone).
+fn through(c: &Client, key: &Path, ctl: &Path, login: &str, command: &str) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg("ssh")
+        .args(c.base_args(key))
+        .args(["-p", &c.port.to_string(), "-S"])
+        .arg(ctl)
+        .arg(format!("{login}@127.0.0.1"))
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_open_connection_loses_the_pod_when_its_user_loses_access() {
+    let port = free_port();
+    let p = Pinacle::start_with(&["--ssh-listen", &format!("127.0.0.1:{port}"), "--ssh-host", "127.0.0.1"]).await;
+    let (s, b) = p.call(Method::POST, "/api/v1/teams", Some(json!({"name": "acme"}))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, pod) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "shared", "template": "minimal", "runtime": "gvisor", "team": "acme"}))).await;
+    assert_eq!(s, 202, "{pod}");
+    let bob = p.signup_and_login("bob").await;
+    let c = Client::new(&p, port).await;
+    let key = c.keygen("id_bob");
+    let (s, added) = p.add_ssh_key_as(&bob, "bob", &key).await;
+    assert_eq!(s, 201, "{added}");
+    p.wait_state(pod["id"].as_str().unwrap(), "running", 120).await;
+    let join = || p.call(Method::POST, "/api/v1/teams/acme/members", Some(json!({"user": "bob", "role": "member"})));
+    let (s, b) = join().await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+
+    // removed from the team: no new channel on the open connection, and
+    // the connection (with its running command) is closed
+    let ctl = c.dir.path().join("ctl");
+    let mut master = control_master(&c, &key, "shared.acme", &ctl);
+    let out = through(&c, &key, &ctl, "shared.acme", "echo via-master");
+    assert_eq!(text(&out.stdout), "via-master\n", "{}", text(&out.stderr));
+    let long = Command::new("ssh")
+        .args(c.base_args(&key))
+        .args(["-p", &port.to_string(), "-S"])
+        .arg(&ctl)
+        .args(["shared.acme@127.0.0.1", "sleep 120"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut long = KillOnDrop(long);
+    let (s, b) = p.call(Method::DELETE, "/api/v1/teams/acme/members/bob", None).await;
+    assert!(s == 200 || s == 204, "{s} {b}");
+    let out = through(&c, &key, &ctl, "shared.acme", "id");
+    assert_ne!(out.status.code(), Some(0), "a removed member opened a channel: {}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("uid="), "{}", text(&out.stdout));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while long.0.try_wait().unwrap().is_none() || master.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the open session and its connection outlived the membership");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // back in the team, then the key is deleted: the same
+    let (s, b) = join().await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let ctl = c.dir.path().join("ctl2");
+    let mut master = control_master(&c, &key, "shared.acme", &ctl);
+    let out = through(&c, &key, &ctl, "shared.acme", "echo again");
+    assert_eq!(text(&out.stdout), "again\n", "{}", text(&out.stderr));
+    let (s, b) = p.call_as(&bob, Method::DELETE, &format!("/api/v1/ssh-keys/{}", added["id"].as_str().unwrap()), None).await;
+    assert!(s == 200 || s == 204, "{s} {b}");
+    let out = through(&c, &key, &ctl, "shared.acme", "id");
+    assert_ne!(out.status.code(), Some(0), "a deleted key opened a channel: {}", text(&out.stdout));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while master.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the connection outlived its key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_pre_auth_slot() {
+    let port = free_port();
+    let p = Pinacle::start_with(&["--ssh-listen", &format!("127.0.0.1:{port}"), "--ssh-host", "127.0.0.1"]).await;
+    p.create_running("pre", "minimal", "gvisor").await;
+    let c = Client::new(&p, port).await;
+    let key = c.keygen("id_pre");
+    let (s, b) = p.add_ssh_key_as(common::TOKEN, "pre", &key).await;
+    assert_eq!(s, 201, "{b}");
+    // 300 idle connections from 127.0.0.2 (more than all 256 slots)
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), sock.connect(format!("127.0.0.1:{port}").parse().unwrap())).await {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() >= 256, "{} connections", idle.len());
+    // a client from 127.0.0.1 still gets in
+    let out = c.ssh(&key, "pre", &[], "echo got-in");
+    assert_eq!(text(&out.stdout), "got-in\n", "{}", text(&out.stderr));
+    assert!(p.server_log().contains("from this address"), "the per-address cap refused the rest");
+    drop(idle);
+}

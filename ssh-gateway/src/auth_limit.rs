@@ -62,6 +62,52 @@ impl AuthLimiter {
     }
 }
 
+/// Connections still signing in, counted per source (an IPv4 address or
+/// an IPv6 /64), so one source cannot take every pre-authentication slot.
+pub struct PreAuthSlots {
+    per_source: usize,
+    counts: std::sync::Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place among its source's [`PreAuthSlots`]; given back
+/// when dropped (at sign-in, or when the connection ends).
+pub struct PreAuthSlot {
+    source: IpAddr,
+    counts: std::sync::Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PreAuthSlots {
+    /// Allows `per_source` connections signing in at once per source.
+    pub fn new(per_source: usize) -> Self {
+        Self { per_source, counts: Default::default() }
+    }
+
+    /// A slot for a connection from `ip`, unless its source holds all of
+    /// its slots already.
+    pub fn take(&self, ip: IpAddr) -> Option<PreAuthSlot> {
+        let source = source_of(ip);
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(source).or_insert(0);
+        if *n >= self.per_source {
+            return None;
+        }
+        *n += 1;
+        Some(PreAuthSlot { source, counts: self.counts.clone() })
+    }
+}
+
+impl Drop for PreAuthSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
 /// What counts as one source: an IPv4 address, or an IPv6 /64 (one host
 /// usually has a whole /64 to pick addresses from).
 fn source_of(ip: IpAddr) -> IpAddr {
@@ -102,6 +148,22 @@ mod tests {
         l.forgive(b);
         l.failed(b, t0);
         assert!(!l.blocked(b, t0));
+    }
+
+    #[test]
+    fn one_source_gets_at_most_its_share_of_pre_auth_slots() {
+        let slots = PreAuthSlots::new(2);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = slots.take(a).unwrap();
+        let _second = slots.take("::ffff:127.0.0.2".parse().unwrap()).unwrap();
+        assert!(slots.take(a).is_none(), "a third from the same source waits");
+        assert!(slots.take("127.0.0.1".parse().unwrap()).is_some(), "other sources are not affected");
+        let v6: Vec<_> = ["2001:db8::1", "2001:db8::2"].iter().map(|s| slots.take(s.parse().unwrap()).unwrap()).collect();
+        assert!(slots.take("2001:db8::ffff".parse().unwrap()).is_none(), "an IPv6 /64 is one source");
+        drop(v6);
+        assert!(slots.take("2001:db8::ffff".parse().unwrap()).is_some());
+        drop(first);
+        assert!(slots.take(a).is_some(), "a slot comes back when its connection signs in or ends");
     }
 
     #[test]

@@ -38,7 +38,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use ssh_key::{Certificate, HashAlg};
 use tokio::sync::watch;
 
-pub use auth_limit::AuthLimiter;
+pub use auth_limit::{AuthLimiter, PreAuthSlots};
 pub use host_key::load_or_create_host_key;
 
 /// How the gateway runs.
@@ -74,6 +74,12 @@ pub const LOGIN_GRACE: Duration = Duration::from_secs(30);
 /// Connections not signed in yet, at most, at a time; more are closed at
 /// once (like OpenSSH's `MaxStartups`).
 pub const MAX_UNAUTHENTICATED: usize = 256;
+/// Of those, at most this many from one source (an IPv4 address or an
+/// IPv6 /64): one source cannot take every slot.
+pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 16;
+/// How often a signed-in connection checks that its user may still use
+/// the pod (team roles, account, key); it is closed once they may not.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the host certificate is signed anew (it is valid for
 /// [`pinacle_api::ssh::HOST_CERT_LIFETIME`]).
 const HOST_CERT_RENEWAL: Duration = Duration::from_secs(24 * 3600);
@@ -144,6 +150,7 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
         })
     };
     let unauthenticated = Arc::new(tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED));
+    let per_source = PreAuthSlots::new(MAX_UNAUTHENTICATED_PER_SOURCE);
     let task = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -161,6 +168,10 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
                     continue;
                 }
             };
+            let Some(slot) = per_source.take(peer.ip()) else {
+                tracing::warn!(%peer, "too many SSH connections signing in at once from this address; closing this one");
+                continue;
+            };
             let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "too many SSH connections signing in at once; closing this one");
                 continue;
@@ -172,7 +183,8 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
                 peer,
                 login: None,
                 counted_failure: false,
-                unauthenticated: Some(permit),
+                unauthenticated: Some((permit, slot)),
+                watcher: None,
                 signed_in: signed_in.clone(),
                 started: Default::default(),
                 remote_forwards: Default::default(),
@@ -200,10 +212,22 @@ pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Rec
     Ok(RunningGateway { local_addr, host_certificate, task })
 }
 
+/// How a connection proved who it is, checked again for every channel.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    /// A public key registered to the account: it must stay registered to it.
+    Key(ssh_key::PublicKey),
+    /// A user certificate: new channels only within its validity window
+    /// (open ones keep running, as with OpenSSH).
+    Certificate { valid_before: u64 },
+}
+
 /// Who signed in, to which pod, and how.
 #[derive(Clone)]
 pub(crate) struct Login {
+    /// The user as of the last check (team roles included).
     pub principal: Principal,
+    pub credential: Credential,
     /// The key [`AppState::find_pod`] takes (checked again for every channel).
     pub pod_key: String,
     pub pod_name: String,
@@ -223,8 +247,12 @@ struct Connection {
     /// Whether this connection's refusals were counted against its
     /// address already: a client offering several keys counts once.
     counted_failure: bool,
-    /// Its place among the connections still signing in.
-    unauthenticated: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its place among the connections still signing in (all, and its
+    /// source's).
+    unauthenticated: Option<(tokio::sync::OwnedSemaphorePermit, auth_limit::PreAuthSlot)>,
+    /// Closes the connection once its user loses access (started with the
+    /// first channel; stopped with the connection).
+    watcher: Option<AbortOnDrop>,
     signed_in: Arc<std::sync::atomic::AtomicBool>,
     /// Session channels that asked for their command already: a second
     /// shell, exec or subsystem request on one is refused.
@@ -233,7 +261,97 @@ struct Connection {
     remote_forwards: remote_forward::RemoteForwards,
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Login {
+    /// The login as its user is now: the same pod still allowed to them
+    /// (current team roles, account still there), the key still theirs,
+    /// and with `new_channel` the certificate still valid. `Err(None)`: our
+    /// own failure (logged; it decides nothing).
+    pub(crate) async fn current(&self, state: &AppState, new_channel: bool) -> Result<Login, Option<String>> {
+        let user_id = &self.principal.user_id;
+        match &self.credential {
+            Credential::Key(key) => match state.ssh_key_owner(key).await {
+                Ok(Some(owner)) if owner == *user_id => {}
+                Ok(_) => return Err(Some("the key is no longer registered to this account".into())),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "re-checking an SSH key failed");
+                    return Err(None);
+                }
+            },
+            Credential::Certificate { valid_before } => {
+                let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
+                if new_channel && now >= *valid_before {
+                    return Err(Some("the certificate has expired; get a new one".into()));
+                }
+            }
+        }
+        let principal = match state.principal_for_user(user_id, &self.principal.source).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(Some("the account no longer exists".into())),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "re-checking an SSH user failed");
+                return Err(None);
+            }
+        };
+        match state.find_pod(&principal, &self.pod_key, Action::Exec).await {
+            Ok(pod) if pod.id.to_string() == self.pod_id => Ok(Login { principal, ..self.clone() }),
+            Ok(_) => Err(Some("the pod was replaced".into())),
+            Err(e) if e.status.is_server_error() => {
+                tracing::warn!(error = %e.message, "re-checking SSH access to a pod failed");
+                Err(None)
+            }
+            Err(e) => Err(Some(e.message)),
+        }
+    }
+}
+
 impl Connection {
+    /// The login, checked again for a new channel or forward: `None` when
+    /// its user may no longer use the pod (or the check failed).
+    async fn fresh_login(&mut self, handle: russh::server::Handle) -> Option<Arc<Login>> {
+        let login = self.login.clone()?;
+        match login.current(&self.shared.state, true).await {
+            Ok(now) => {
+                self.watch(Arc::new(now.clone()), handle);
+                Some(Arc::new(now))
+            }
+            Err(why) => {
+                if let Some(why) = why {
+                    tracing::info!(peer = %self.peer, user = %login.principal.user_name, pod = %login.pod_name, reason = %why, "SSH channel refused: access lost");
+                }
+                None
+            }
+        }
+    }
+
+    /// Starts (once) the task that closes this connection once its user
+    /// loses access to the pod, checking every [`RECHECK_INTERVAL`].
+    fn watch(&mut self, login: Arc<Login>, handle: russh::server::Handle) {
+        if self.watcher.is_some() {
+            return;
+        }
+        let state = self.shared.state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RECHECK_INTERVAL).await;
+                if let Err(Some(why)) = login.current(&state, false).await {
+                    tracing::info!(peer = %login.peer, user = %login.principal.user_name, pod = %login.pod_name, reason = %why, "closing an SSH connection: access lost");
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, format!("access to {} ended: {why}", login.pod_name), "en".into()).await;
+                    return;
+                }
+            }
+        });
+        self.watcher = Some(AbortOnDrop(task.abort_handle()));
+    }
+
     /// Answers a shell, exec or subsystem request: yes the first time on a
     /// channel (when `ok`), no after.
     fn answer_start(&mut self, channel: ChannelId, ok: bool, session: &mut Session) -> Result<(), russh::Error> {
@@ -292,7 +410,8 @@ impl Connection {
         Ok((principal, pod, pod_key))
     }
 
-    fn sign_in(&mut self, principal: Principal, pod: &pinacle_api::service::PodView, pod_key: String, via: String, pty_allowed: bool, forwarding_allowed: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn sign_in(&mut self, principal: Principal, credential: Credential, pod: &pinacle_api::service::PodView, pod_key: String, via: String, pty_allowed: bool, forwarding_allowed: bool) {
         tracing::info!(peer = %self.peer, user = %principal.user_name, pod = %pod.name, via = %via, "SSH sign-in");
         if self.counted_failure {
             // it offered other keys first, then a good one: not an attack
@@ -304,6 +423,7 @@ impl Connection {
         self.shared.state.metrics.ssh_sign_ins.get_or_create(&pinacle_api::metrics::OutcomeLabels { outcome: "accepted".into() }).inc();
         self.login = Some(Arc::new(Login {
             principal,
+            credential,
             pod_key,
             pod_name: pod.name.to_string(),
             pod_id: pod.id.to_string(),
@@ -339,7 +459,7 @@ impl Handler for Connection {
         };
         match self.admit(login, &owner).await {
             Ok((principal, pod, pod_key)) => {
-                self.sign_in(principal, &pod, pod_key, format!("key {fingerprint}"), true, true);
+                self.sign_in(principal, Credential::Key(key.public_key.clone()), &pod, pod_key, format!("key {fingerprint}"), true, true);
                 Ok(Auth::Accept)
             }
             Err(r) => self.refuse(login, r),
@@ -372,12 +492,12 @@ impl Handler for Connection {
         let via = format!("certificate {} serial {}", cert.public_key().fingerprint(HashAlg::Sha256), cert.serial());
         let pty = cert.extensions().contains_key("permit-pty");
         let forwarding = cert.extensions().contains_key("permit-port-forwarding");
-        self.sign_in(principal, &pod, pod_key, via, pty, forwarding);
+        self.sign_in(principal, Credential::Certificate { valid_before: cert.valid_before() }, &pod, pod_key, via, pty, forwarding);
         Ok(Auth::Accept)
     }
 
-    async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: russh::server::ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {
-        let Some(login) = self.login.clone() else {
+    async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: russh::server::ChannelOpenHandle, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(login) = self.fresh_login(session.handle()).await else {
             reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
@@ -394,9 +514,13 @@ impl Handler for Connection {
         _originator_address: &str,
         _originator_port: u32,
         reply: russh::server::ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(login) = self.login.clone().filter(|l| l.forwarding_allowed) else {
+        if !self.login.as_ref().is_some_and(|l| l.forwarding_allowed) {
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
+        let Some(login) = self.fresh_login(session.handle()).await else {
             reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
@@ -413,7 +537,7 @@ impl Handler for Connection {
     }
 
     async fn tcpip_forward(&mut self, address: &str, port: &mut u32, session: &mut Session) -> Result<bool, Self::Error> {
-        let Some(login) = self.login.clone() else {
+        let Some(login) = self.fresh_login(session.handle()).await else {
             return Ok(false);
         };
         if !self.shared.allow_remote_forward {
