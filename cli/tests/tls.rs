@@ -579,7 +579,7 @@ async fn made_up_host_names_order_no_certificates_and_real_routes_do_within_limi
         "--acme-challenge", "tls-alpn-01",
     ])
     .await;
-    let spec = json!({"name": "web", "template": "minimal", "runtime": "youki",
+    let spec = json!({"name": "web", "template": "minimal", "runtime": "runsc",
         "processes": [{"name": "site", "run": "exec busybox httpd -f -p 8081 -h /workspace", "port": 8081}]});
     let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods", Some(spec)).await;
     assert_eq!(s, 202, "{b}");

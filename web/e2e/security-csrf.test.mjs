@@ -53,7 +53,7 @@ async function exec(token, pod, script, stdin) {
 }
 
 async function createRunning(token, name) {
-  await call(pinacle.api, token, "POST", "/api/v1/pods", { name, template: "minimal", runtime: "youki" });
+  await call(pinacle.api, token, "POST", "/api/v1/pods", { name, template: "minimal", runtime: "runsc" });
   for (let i = 0; ; i++) {
     const pod = await call(pinacle.api, token, "GET", `/api/v1/pods/${name}`);
     if (pod.state === "running") return pod;
