@@ -581,6 +581,30 @@ mod tests {
         assert_eq!(f.len(), 1, "expired failures are dropped");
     }
 
+    #[tokio::test]
+    async fn failed_orders_leave_no_lock_behind_and_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AcmeConfig {
+            // nothing listens there: every order fails at once
+            directory_url: "https://127.0.0.1:1/dir".into(),
+            root_ca: None,
+            contact: vec![],
+            challenge: ChallengeKind::TlsAlpn01,
+            dns_hook: None,
+            renew_before: Duration::from_secs(86_400),
+            state_dir: dir.path().to_owned(),
+        };
+        let acme = Acme::new(cfg, Arc::new(CertStore::in_memory()));
+        acme.set_order_limits(OrderLimits { per_pod: Rate { burst: 2, every: Duration::from_secs(3600) }, ..OrderLimits::default() });
+        for i in 0..2 {
+            assert!(matches!(acme.ensure_on_demand(&format!("n{i}.test"), "pod").await, Err(AcmeError::Protocol(_) | AcmeError::Io(_))));
+        }
+        assert_eq!(acme.tracked_names(), (0, 2), "locks are dropped after use; failures are remembered");
+        assert!(matches!(acme.ensure_on_demand("n0.test", "pod").await, Err(AcmeError::Backoff(_))));
+        assert!(matches!(acme.ensure_on_demand("n2.test", "pod").await, Err(AcmeError::RateLimited(_))));
+        assert_eq!(acme.tracked_names().0, 0);
+    }
+
     #[test]
     fn challenge_kinds_parse_with_a_clear_error() {
         assert_eq!("http-01".parse::<ChallengeKind>(), Ok(ChallengeKind::Http01));
