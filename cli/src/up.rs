@@ -96,6 +96,13 @@ pub struct ServeArgs {
     /// (link-local, loopback and multicast always are).
     #[arg(long, env = "PINACLE_POD_DENY", default_value = "")]
     pub pod_deny: String,
+    /// Private networks pods may reach after all (repeatable or
+    /// comma-separated IPv4 CIDRs). By default pods reach none of 10/8,
+    /// 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT, tailnets),
+    /// 0/8 and the metadata services 168.63.129.16 and 100.100.100.200,
+    /// only the host's name servers on port 53. --pod-deny still wins.
+    #[arg(long = "pod-allow-cidr", env = "PINACLE_POD_ALLOW_CIDR", value_delimiter = ',')]
+    pub pod_allow_cidr: Vec<String>,
     /// How many times its free space the data filesystem may be promised to
     /// pods' disks (sparse images of their tier's size). 1: a pod is refused
     /// when the disks could together outgrow the free space; more
@@ -334,7 +341,15 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 .map(Subnet::parse_cidr)
                 .collect::<Result<Vec<_>, _>>()
                 .context("--pod-deny")?;
-            let net = NetworkConfig { bridge: args.pod_bridge.clone(), subnet, deny };
+            let allow = args
+                .pod_allow_cidr
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(Subnet::parse_cidr)
+                .collect::<Result<Vec<_>, _>>()
+                .context("--pod-allow-cidr")?;
+            let net = NetworkConfig { bridge: args.pod_bridge.clone(), subnet, deny, allow };
             net.ensure_host(&cfg.data.pods()).await.context("setting up pod networking (needs iproute2 and nftables)")?;
             cfg.network = Some(net);
         }

@@ -278,54 +278,87 @@ fn hex_of(bytes: &[u8]) -> String {
 }
 
 /// A network namespace standing in for "the outside": a web server on
-/// 10.231.14.2 and 10.231.15.2, reached from the host through a veth
-/// (10.231.14.1), so that pod egress goes through the host's forwarding
+/// `{prefix}.2` (and `{routed}.2`), reached from the host through a veth
+/// (`{prefix}.1`), so that pod egress goes through the host's forwarding
 /// and NAT exactly as it would to the Internet.
+#[derive(Debug, Clone, Copy)]
+struct OutsideNet {
+    ns: &'static str,
+    host_veth: &'static str,
+    peer_veth: &'static str,
+    /// The first three octets of the veth's /24.
+    prefix: &'static str,
+    /// Another /24 (first three octets) routed through the namespace.
+    routed: Option<&'static str>,
+}
+
+impl OutsideNet {
+    fn server(&self) -> String {
+        format!("{}.2", self.prefix)
+    }
+}
+
+/// 10.231.14.2 and 10.231.15.2.
+const OUTSIDE_A: OutsideNet =
+    OutsideNet { ns: "pnctest-out", host_veth: "pnctestov", peer_veth: "pnctestop", prefix: "10.231.14", routed: Some("10.231.15") };
+/// 10.231.45.2, for tests running beside those using [`OUTSIDE_A`].
+const OUTSIDE_B: OutsideNet = OutsideNet { ns: "pnctest-out2", host_veth: "pnctestov2", peer_veth: "pnctestop2", prefix: "10.231.45", routed: None };
+
 struct Outside {
+    net: OutsideNet,
     server: Option<common::KillOnDrop>,
     _dir: tempfile::TempDir,
 }
 
-const OUT_NS: &str = "pnctest-out";
-
 impl Outside {
     fn start() -> Self {
-        Self::remove();
+        Self::start_as(OUTSIDE_A)
+    }
+
+    fn start_as(net: OutsideNet) -> Self {
+        Self::remove(&net);
         let ip = |args: &[&str]| {
             let out = std::process::Command::new("ip").args(args).output().unwrap();
             assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         };
-        ip(&["netns", "add", OUT_NS]);
-        ip(&["link", "add", "pnctestov", "type", "veth", "peer", "name", "pnctestop"]);
-        ip(&["link", "set", "pnctestop", "netns", OUT_NS]);
-        ip(&["addr", "add", "10.231.14.1/24", "dev", "pnctestov"]);
-        ip(&["link", "set", "pnctestov", "up"]);
-        ip(&["-n", OUT_NS, "addr", "add", "10.231.14.2/24", "dev", "pnctestop"]);
-        ip(&["-n", OUT_NS, "addr", "add", "10.231.15.2/24", "dev", "pnctestop"]);
-        ip(&["-n", OUT_NS, "link", "set", "pnctestop", "up"]);
-        ip(&["-n", OUT_NS, "link", "set", "lo", "up"]);
-        ip(&["route", "add", "10.231.15.0/24", "via", "10.231.14.2"]);
+        let (ns, host, peer, pfx) = (net.ns, net.host_veth, net.peer_veth, net.prefix);
+        ip(&["netns", "add", ns]);
+        ip(&["link", "add", host, "type", "veth", "peer", "name", peer]);
+        ip(&["link", "set", peer, "netns", ns]);
+        ip(&["addr", "add", &format!("{pfx}.1/24"), "dev", host]);
+        ip(&["link", "set", host, "up"]);
+        ip(&["-n", ns, "addr", "add", &format!("{pfx}.2/24"), "dev", peer]);
+        if let Some(routed) = net.routed {
+            ip(&["-n", ns, "addr", "add", &format!("{routed}.2/24"), "dev", peer]);
+        }
+        ip(&["-n", ns, "link", "set", peer, "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        if let Some(routed) = net.routed {
+            ip(&["route", "add", &format!("{routed}.0/24"), "via", &format!("{pfx}.2")]);
+        }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("index.html"), "hello from outside\n").unwrap();
         let server = std::process::Command::new("ip")
-            .args(["netns", "exec", OUT_NS, "busybox", "httpd", "-f", "-p", "8080", "-h"])
+            .args(["netns", "exec", ns, "busybox", "httpd", "-f", "-p", "8080", "-h"])
             .arg(dir.path())
             .spawn()
             .unwrap();
-        Self { server: Some(common::KillOnDrop(server)), _dir: dir }
+        Self { net, server: Some(common::KillOnDrop(server)), _dir: dir }
     }
 
-    fn remove() {
-        let _ = std::process::Command::new("ip").args(["route", "del", "10.231.15.0/24"]).output();
-        let _ = std::process::Command::new("ip").args(["link", "del", "pnctestov"]).output();
-        let _ = std::process::Command::new("ip").args(["netns", "del", OUT_NS]).output();
+    fn remove(net: &OutsideNet) {
+        if let Some(routed) = net.routed {
+            let _ = std::process::Command::new("ip").args(["route", "del", &format!("{routed}.0/24")]).output();
+        }
+        let _ = std::process::Command::new("ip").args(["link", "del", net.host_veth]).output();
+        let _ = std::process::Command::new("ip").args(["netns", "del", net.ns]).output();
     }
 }
 
 impl Drop for Outside {
     fn drop(&mut self) {
         self.server.take();
-        Self::remove();
+        Self::remove(&self.net);
     }
 }
 
@@ -335,12 +368,46 @@ async fn reaches(p: &Pinacle, pod: &str, ip: &str) -> bool {
     code == 0 && out.contains("hello from outside")
 }
 
+/// Finding #15: private networks (the outside server's 10.231.14.0/24 is
+/// one) are out of reach by default, for every pod policy, and reachable
+/// once the operator allows them with --pod-allow-cidr.
+#[tokio::test]
+async fn private_networks_are_unreachable_unless_the_operator_allows_them() {
+    const BR: &str = "pnctest9";
+    let _cleanup = HostCleanup(BR);
+    let _outside = Outside::start_as(OUTSIDE_B);
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.44.0/24"]).await;
+    p.create_running("priv-yk", "minimal", "youki").await;
+    p.create_running("priv-gv", "minimal", "gvisor").await;
+    for pod in ["priv-yk", "priv-gv"] {
+        assert!(!reaches(&p, pod, &OUTSIDE_B.server()).await, "{pod} reached a private network by default");
+    }
+    // a pod's own allow list does not open the site's networks
+    let allow = serde_json::json!({"egress": format!("{}/32", OUTSIDE_B.server())});
+    assert_eq!(p.call(reqwest::Method::PATCH, "/api/v1/pods/priv-yk", Some(allow)).await.0, 200);
+    assert!(!reaches(&p, "priv-yk", &OUTSIDE_B.server()).await, "a pod's allow list opened a private network");
+    drop(p);
+    // the operator's allow list does
+    let net = format!("{}.0/24", OUTSIDE_B.prefix);
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.44.0/24", "--pod-allow-cidr", &net]).await;
+    p.create_running("priv-yk", "minimal", "youki").await;
+    p.create_running("priv-gv", "minimal", "gvisor").await;
+    for pod in ["priv-yk", "priv-gv"] {
+        assert!(reaches(&p, pod, &OUTSIDE_B.server()).await, "{pod} cannot reach an allowed private network");
+    }
+}
+
 #[tokio::test]
 async fn egress_policies_apply_per_pod_at_once_and_the_deny_list_always_wins() {
     const BR: &str = "pnctest4";
     let _cleanup = HostCleanup(BR);
     let _outside = Outside::start();
-    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.13.0/24", "--pod-deny", "10.231.15.0/24"]).await;
+    // the outside server lives in a private network: allowed here
+    let p = Pinacle::start_with(&[
+        "--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.13.0/24", "--pod-deny", "10.231.15.0/24",
+        "--pod-allow-cidr", "10.231.14.0/24,10.231.15.0/24",
+    ])
+    .await;
     p.create_running("eg-a", "minimal", "youki").await;
     p.create_running("eg-b", "minimal", "gvisor").await;
     // allow-all by default: out through NAT, but never to the deny list

@@ -152,6 +152,50 @@ fn parse_any_prefix(s: &str) -> Option<Subnet> {
 /// metadata services live there), loopback and the multicast range.
 pub const ALWAYS_DENIED: &[&str] = &["169.254.0.0/16", "127.0.0.0/8", "224.0.0.0/4"];
 
+/// Destinations no pod reaches unless the operator allows them
+/// (`--pod-allow-cidr`): the private networks of the host's own site (RFC
+/// 1918 ranges, carrier-grade NAT and tailnets in 100.64/10, "this
+/// network") and cloud metadata services outside link-local (Azure's
+/// 168.63.129.16; Alibaba's 100.100.100.200 lies in 100.64/10). A pod's own
+/// policy cannot reach them either. The host's name servers stay reachable
+/// on port 53 (they often live in these ranges).
+///
+/// IPv6 is not forwarded for pods at all (unique-local fc00::/7 and
+/// link-local fe80::/10 included): pods have IPv4 addresses only.
+pub const DENIED_BY_DEFAULT: &[&str] =
+    &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "0.0.0.0/8", "168.63.129.16/32", "100.100.100.200/32"];
+
+/// The conntrack mark bit of connections that pods started: replies to
+/// them are the only traffic the forwarding guard lets through besides
+/// the pods' own (see [`HostRules::guard_forwarding`]). Every Pinacle
+/// bridge on the host marks its own, so their guards do not drop each
+/// other's.
+pub const POD_CONNECTION_MARK: u32 = 0x1000_0000;
+
+/// The host-wide parts of the ruleset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostRules {
+    /// Networks of [`DENIED_BY_DEFAULT`] the operator lets pods reach.
+    pub allow: Vec<Subnet>,
+    /// The host's name servers (pods get them in their resolv.conf):
+    /// reachable on port 53 even inside [`DENIED_BY_DEFAULT`].
+    pub resolvers: Vec<Ipv4Addr>,
+    /// Forward nothing but pod traffic: set when the agent turned IPv4
+    /// forwarding on itself (the host routed nothing before), so that it
+    /// does not become a router between the host's other networks.
+    pub guard_forwarding: bool,
+}
+
+/// A set of addresses and networks; overlapping entries (100.100.100.200
+/// in 100.64/10, an operator's list) are merged.
+fn nft_set(name: &str, typ: &str, elements: &[String]) -> String {
+    if elements.is_empty() {
+        format!("  set {name} {{ type {typ}; flags interval; auto-merge; }}")
+    } else {
+        format!("  set {name} {{ type {typ}; flags interval; auto-merge; elements = {{ {} }} }}", elements.join(", "))
+    }
+}
+
 /// One pod as the ruleset sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRule {
@@ -167,24 +211,47 @@ pub struct PodRule {
 ///   bridge ports are also isolated at layer 2);
 /// - reach outside only within their egress policy, never the deny list,
 ///   masqueraded behind the host.
-pub fn ruleset(bridge: &str, subnet: &Subnet, deny: &[Subnet], pods: &[PodRule]) -> String {
+pub fn ruleset(bridge: &str, subnet: &Subnet, deny: &[Subnet], pods: &[PodRule], host: &HostRules) -> String {
     let table = format!("pinacle_{}", bridge.replace('-', "_"));
     let mut denied: Vec<String> = ALWAYS_DENIED.iter().map(|s| s.to_string()).collect();
     denied.extend(deny.iter().map(Subnet::to_string));
+    let private: Vec<String> = DENIED_BY_DEFAULT.iter().map(|s| s.to_string()).collect();
+    let allowed: Vec<String> = host.allow.iter().map(Subnet::to_string).collect();
+    let resolvers: Vec<String> = host.resolvers.iter().map(Ipv4Addr::to_string).collect();
     let mut r = String::new();
     let _ = writeln!(r, "table inet {table}");
     let _ = writeln!(r, "delete table inet {table}");
     let _ = writeln!(r, "table inet {table} {{");
-    let _ = writeln!(r, "  set denied {{ type ipv4_addr; flags interval; elements = {{ {} }} }}", denied.join(", "));
+    let _ = writeln!(r, "{}", nft_set("denied", "ipv4_addr", &denied));
+    let _ = writeln!(r, "{}", nft_set("private", "ipv4_addr", &private));
+    let _ = writeln!(r, "{}", nft_set("allowed", "ipv4_addr", &allowed));
+    let _ = writeln!(r, "{}", nft_set("resolvers", "ipv4_addr", &resolvers));
     let _ = writeln!(r, "  chain input {{ type filter hook input priority 0; policy accept;");
     let _ = writeln!(r, "    iifname \"{bridge}\" ct state established,related accept");
     let _ = writeln!(r, "    iifname \"{bridge}\" drop");
     let _ = writeln!(r, "  }}");
+    // private networks: only the operator's allow list and DNS to the
+    // host's name servers pass (back to the forward chain); the rest drops
+    let _ = writeln!(r, "  chain private {{");
+    let _ = writeln!(r, "    ip daddr @allowed return");
+    let _ = writeln!(r, "    ip daddr @resolvers meta l4proto {{ tcp, udp }} th dport 53 return");
+    let _ = writeln!(r, "    drop");
+    let _ = writeln!(r, "  }}");
+    // before the filter: connections from this bridge's pods are marked,
+    // so that every Pinacle table's forwarding guard knows them
+    let _ = writeln!(r, "  chain mark_pods {{ type filter hook forward priority -1; policy accept;");
+    let _ = writeln!(r, "    iifname \"{bridge}\" ct mark set ct mark or {POD_CONNECTION_MARK:#x}");
+    let _ = writeln!(r, "  }}");
     let _ = writeln!(r, "  chain forward {{ type filter hook forward priority 0; policy accept;");
+    if host.guard_forwarding {
+        let _ = writeln!(r, "    ct mark and {POD_CONNECTION_MARK:#x} == 0 drop");
+    }
     let _ = writeln!(r, "    iifname \"{bridge}\" oifname \"{bridge}\" drop");
     let _ = writeln!(r, "    oifname \"{bridge}\" ct state established,related accept");
     let _ = writeln!(r, "    oifname \"{bridge}\" drop");
+    let _ = writeln!(r, "    iifname \"{bridge}\" meta nfproto ipv6 drop");
     let _ = writeln!(r, "    iifname \"{bridge}\" ip daddr @denied drop");
+    let _ = writeln!(r, "    iifname \"{bridge}\" ip daddr @private jump private");
     for p in pods {
         match &p.egress {
             Egress::AllowAll => {}
@@ -224,6 +291,19 @@ pub struct NetworkConfig {
     pub subnet: Subnet,
     /// More destinations no pod may reach (besides [`ALWAYS_DENIED`]).
     pub deny: Vec<Subnet>,
+    /// Networks of [`DENIED_BY_DEFAULT`] pods may reach after all
+    /// (`--pod-allow-cidr`).
+    pub allow: Vec<Subnet>,
+}
+
+/// The file in the data directory that says the agent turned IPv4
+/// forwarding on (it was off): the ruleset then guards forwarding.
+const FORWARDING_MARKER: &str = "ip-forward-enabled-by-pinacle";
+
+/// The name servers of the host's resolv.conf that pods get.
+fn host_resolvers() -> Vec<Ipv4Addr> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    pod_resolv_conf(&host).lines().filter_map(|l| l.strip_prefix("nameserver ")?.trim().parse().ok()).collect()
 }
 
 /// A pod's network attachment, as recorded in its directory.
@@ -285,6 +365,10 @@ fn pod_rules(attachments: &[Attachment]) -> Vec<PodRule> {
     rules
 }
 
+fn forwarding_marker(pods_dir: &std::path::Path) -> std::path::PathBuf {
+    pods_dir.parent().unwrap_or(pods_dir).join(FORWARDING_MARKER)
+}
+
 /// One address allocation at a time in this process (see [`NetworkConfig::attach`]).
 static ADDRESS_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -340,6 +424,14 @@ impl NetworkConfig {
         let gw = format!("{}/{}", self.subnet.gateway(), self.subnet.prefix);
         run("ip", &["addr", "replace", &gw, "dev", &self.bridge], None).await?;
         run("ip", &["link", "set", &self.bridge, "up"], None).await?;
+        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+        if forwarding.trim() == "0" {
+            // the host routed nothing: the ruleset keeps it that way for
+            // everything but pods (remembered: after this, forwarding is on)
+            let marker = forwarding_marker(pods_dir);
+            std::fs::write(&marker, "IPv4 forwarding was off before Pinacle turned it on for pods\n")
+                .map_err(crate::AgentError::io("writing", &marker))?;
+        }
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| crate::AgentError::Network(format!("enabling IPv4 forwarding: {e}")))?;
         self.apply_rules(pods_dir).await
@@ -349,7 +441,8 @@ impl NetworkConfig {
     pub async fn apply_rules(&self, pods_dir: &std::path::Path) -> Result<(), crate::AgentError> {
         let _one = RULESET_LOCK.lock().await;
         let pods = pod_rules(&all_recorded(pods_dir));
-        run("nft", &["-f", "-"], Some(&ruleset(&self.bridge, &self.subnet, &self.deny, &pods))).await
+        let host = HostRules { allow: self.allow.clone(), resolvers: host_resolvers(), guard_forwarding: forwarding_marker(pods_dir).exists() };
+        run("nft", &["-f", "-"], Some(&ruleset(&self.bridge, &self.subnet, &self.deny, &pods, &host))).await
     }
 
     /// Changes the egress policy of an attached pod, at once. False when
@@ -660,7 +753,7 @@ mod tests {
             PodRule { ip: Ipv4Addr::new(10, 88, 0, 3), egress: Egress::DenyAll },
             PodRule { ip: Ipv4Addr::new(10, 88, 0, 4), egress: Egress::parse("192.0.2.0/24").unwrap() },
         ];
-        let r = ruleset("pnc0", &subnet, &["10.0.0.0/8".parse().unwrap()], &pods);
+        let r = ruleset("pnc0", &subnet, &["10.0.0.0/8".parse().unwrap()], &pods, &HostRules::default());
         // replaced atomically: declared, deleted, declared again
         assert!(r.starts_with("table inet pinacle_pnc0\ndelete table inet pinacle_pnc0\n"), "{r}");
         // pods never open connections to the host
@@ -677,7 +770,11 @@ mod tests {
         assert!(deny < open && allow < rest && rest < open, "{r}");
         assert!(!r.contains("10.88.0.2 drop"));
         assert!(r.contains("masquerade"));
-        // and the kernel's own parser accepts it (check mode: nothing applied)
+        nft_check(&r);
+    }
+
+    /// The kernel's own parser accepts `r` (check mode: nothing applied).
+    fn nft_check(r: &str) {
         use std::io::Write;
         let mut nft = std::process::Command::new("nft")
             .args(["-c", "-f", "-"])
@@ -688,5 +785,57 @@ mod tests {
         nft.stdin.take().unwrap().write_all(r.as_bytes()).unwrap();
         let out = nft.wait_with_output().unwrap();
         assert!(out.status.success(), "nft -c refused the ruleset: {}\n{r}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn private_networks_are_denied_unless_the_operator_allows_them() {
+        let subnet: Subnet = "10.88.0.0/16".parse().unwrap();
+        let pods = [PodRule { ip: Ipv4Addr::new(10, 88, 0, 4), egress: Egress::parse("192.168.1.0/24, 198.51.100.0/24").unwrap() }];
+        let host = HostRules {
+            allow: vec!["172.20.0.0/16".parse().unwrap()],
+            resolvers: vec![Ipv4Addr::new(10, 255, 255, 53)],
+            guard_forwarding: false,
+        };
+        let r = ruleset("pnc0", &subnet, &[], &pods, &host);
+        for net in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "168.63.129.16", "100.100.100.200"] {
+            let set = r.lines().find(|l| l.contains("set private")).unwrap();
+            assert!(set.contains(net), "{net} is not denied by default: {set}");
+        }
+        assert!(r.lines().any(|l| l.contains("set allowed") && l.contains("172.20.0.0/16")), "{r}");
+        assert!(r.lines().any(|l| l.contains("set resolvers") && l.contains("10.255.255.53")), "{r}");
+        // the private check comes before any pod's own allow list (a pod
+        // cannot allow itself into the site's networks), after the deny list
+        let denied = r.find("ip daddr @denied drop").unwrap();
+        let private = r.find("ip daddr @private jump private").unwrap();
+        let pod_allow = r.find("ip saddr 10.88.0.4 ip daddr").unwrap();
+        assert!(denied < private && private < pod_allow, "{r}");
+        // inside the private chain: allowed networks and DNS return, the rest drops
+        let chain = &r[r.find("chain private").unwrap()..];
+        let chain = &chain[..chain.find("\n  }").unwrap()];
+        assert!(chain.contains("@allowed return") && chain.contains("th dport 53 return") && chain.trim_end().ends_with("drop"), "{chain}");
+        // no IPv6 leaves the bridge; without the guard, other forwarding is left alone
+        assert!(r.contains("iifname \"pnc0\" meta nfproto ipv6 drop"));
+        assert!(!r.contains("== 0 drop"));
+        nft_check(&r);
+        // nothing allowed, no resolvers: empty sets still parse
+        nft_check(&ruleset("pnc0", &subnet, &[], &[], &HostRules::default()));
+        // overlapping operator lists merge instead of failing the load
+        let overlapping = HostRules { allow: vec![Subnet::parse_cidr("10.0.0.0/8").unwrap(), Subnet::parse_cidr("10.1.0.0/16").unwrap()], ..Default::default() };
+        nft_check(&ruleset("pnc0", &subnet, &[Subnet::parse_cidr("169.254.169.254").unwrap()], &[], &overlapping));
+    }
+
+    #[test]
+    fn the_forwarding_guard_lets_only_pod_connections_through() {
+        let subnet: Subnet = "10.88.0.0/16".parse().unwrap();
+        let r = ruleset("pnc0", &subnet, &[], &[], &HostRules { guard_forwarding: true, ..Default::default() });
+        // pod connections are marked before the filter runs...
+        let mark = r.find("type filter hook forward priority -1").unwrap();
+        assert!(r[mark..].contains("iifname \"pnc0\" ct mark set ct mark or 0x10000000"), "{r}");
+        // ...and the filter's first rule drops every forwarded packet of
+        // another connection
+        let filter = r.find("type filter hook forward priority 0").unwrap();
+        let first = r[filter..].lines().nth(1).unwrap().trim();
+        assert_eq!(first, "ct mark and 0x10000000 == 0 drop", "{r}");
+        nft_check(&r);
     }
 }
