@@ -663,3 +663,43 @@ async fn made_up_host_names_order_no_certificates_and_real_routes_do_within_limi
     assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"issued\"}").await, 10.0);
     assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"rate_limited\"}").await, 8.0);
 }
+
+/// Security #8, with a wildcard certificate (DNS-01 through the hook):
+/// one order at start, and every pod host name, made-up or real, is
+/// served by it without ordering anything more.
+#[tokio::test]
+async fn with_a_dns_hook_one_wildcard_certificate_serves_every_pod_host() {
+    let (plain, tls) = (free_port(), free_port());
+    let dns = ChallengeDns::start().await;
+    let pebble = Pebble::start(&dns, plain, tls, 3600).await;
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = write_dns_hook(hooks.path(), dns.management);
+    let plain_arg = format!("127.0.0.1:{plain}");
+    let tls_arg = format!("127.0.0.1:{tls}");
+    let root = pebble.client_root();
+    let p = Pinacle::start_with(&[
+        "--pod-network", "none", "--proxy-listen", &plain_arg, "--proxy-tls-listen", &tls_arg, "--domain", DOMAIN,
+        "--acme-directory", &pebble.directory, "--acme-ca-root", root.to_str().unwrap(), "--acme-dns-hook", hook.to_str().unwrap(),
+    ])
+    .await;
+    let client = Client { port: tls, roots: pebble.issuing_roots() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.connect(&format!("8080-web-admin.{DOMAIN}"), &[b"http/1.1"]).await.is_err() {
+        assert!(Instant::now() < deadline, "the wildcard certificate was not issued:\n{}", p.server_log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // (handshakes before it was there asked for a route: none)
+    let asked = metric(&p, "pinacle_proxy_certificates_total{outcome=\"no_route\"}").await;
+    for i in 0..50 {
+        let host = format!("{}-pod{i}-user{i}.{DOMAIN}", 1000 + i);
+        client.connect(&host, &[b"http/1.1"]).await.unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"issued\"}").await, 1.0);
+    assert_eq!(metric(&p, "pinacle_proxy_certificates_total{outcome=\"no_route\"}").await, asked, "the wildcard did not serve them");
+    let certs: Vec<String> = std::fs::read_dir(p.data.path().join("certs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".crt"))
+        .collect();
+    assert_eq!(certs, vec![format!("_wildcard.{DOMAIN}.crt")], "one certificate, the wildcard");
+}
