@@ -199,3 +199,82 @@ async fn the_audit_log_is_read_in_pages() {
     assert_eq!(text.lines().count(), 101, "{text}");
     assert!(text.contains("token.create"), "{text}");
 }
+
+/// xorshift: repeatable runs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[tokio::test]
+async fn mangled_json_bodies_get_4xx_in_the_error_shape_never_5xx() {
+    const PIECES: &[&str] = &[
+        "{", "}", "[", "]", ":", ",", "\"", "\\", "null", "true", "-1", "1e999", "18446744073709551616", "\"\\u0000\"", "\"\\ud800\"",
+        "[]", "{}", "\"a\":1", "\"name\":", "\"role\":\"owner\"", "\"scope\":\"god\"", "\"config\":\"a: &x [1]\\nb: *x\"",
+    ];
+    let p = Pinacle::start().await;
+    let targets: &[(Method, &str, Value)] = &[
+        (Method::POST, "/api/v1/config/validate", json!({"config": "name: x\ntier: dev.small\n", "strict": true})),
+        (Method::POST, "/api/v1/tokens", json!({"name": "ci", "scope": "read", "expires_in_seconds": 60})),
+        (Method::POST, "/api/v1/teams", json!({"name": "core"})),
+        (Method::POST, "/api/v1/invites", json!({"role": "member", "expires_in_seconds": 3600})),
+        (Method::PUT, "/api/v1/secrets/API_KEY", json!({"value": "s"})),
+        (Method::PATCH, "/api/v1/pods/nope", json!({"public_ports": [3000], "egress": "deny-all"})),
+        (Method::POST, "/api/v1/pods/nope/exec", json!({"command": ["ls"], "env": {"A": "b"}})),
+        (Method::POST, "/api/v1/auth/login", json!({"name": "admin", "password": "x"})),
+        (Method::POST, "/api/v1/auth/refresh", json!({"refresh_token": "x.y.z"})),
+    ];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let rounds = 40;
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..rounds {
+        for (method, path, sample) in targets {
+            let mut bytes = serde_json::to_vec(sample).unwrap();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len() + 1);
+                match rng.below(3) {
+                    0 if at < bytes.len() => {
+                        let end = (at + 1 + rng.below(6)).min(bytes.len());
+                        bytes.drain(at..end);
+                    }
+                    1 => {
+                        let piece = PIECES[rng.below(PIECES.len())].as_bytes();
+                        bytes.splice(at..at, piece.iter().copied());
+                    }
+                    _ if at < bytes.len() => bytes[at] = rng.next() as u8,
+                    _ => {}
+                }
+            }
+            let r = p
+                .http
+                .request(method.clone(), format!("{}{path}", p.url))
+                .bearer_auth(common::TOKEN)
+                .header("content-type", "application/json")
+                .body(bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            *statuses.entry(status).or_insert(0) += 1;
+            let body = r.text().await.unwrap();
+            assert!(status < 500, "{method} {path} with {}: {status} {body}", String::from_utf8_lossy(&bytes));
+            if status >= 400 {
+                let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{status} not JSON: {body}"));
+                assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
+            }
+        }
+    }
+    println!("statuses over {} mangled bodies: {statuses:?}", rounds * targets.len());
+    assert!(statuses.keys().any(|s| *s >= 400), "{statuses:?}");
+    let (s, _) = p.call(Method::GET, "/api/v1/me", None).await;
+    assert_eq!(s, 200);
+}
