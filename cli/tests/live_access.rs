@@ -335,3 +335,68 @@ async fn twenty_parallel_64_mib_file_writes_and_reads_keep_the_server_small() {
     let (out, _, _) = p.exec("files", &["sh", "-c", "sha256sum /workspace/f1; ls -a /workspace"]).await;
     assert!(out.starts_with(&want) && !out.contains("pinacle-tmp"), "{out}");
 }
+
+/// Starts a `podUpdates` subscription on `ws` as operation `id`.
+async fn subscribe_updates(ws: &mut Ws, id: &str) {
+    let sub = json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { podUpdates { id name state } }"}});
+    ws.send(Message::Text(sub.to_string().into())).await.unwrap();
+}
+
+/// The names of pods whose updates arrive on `ws` within `window`.
+async fn updated_pods(ws: &mut Ws, window: Duration) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + window;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next()).await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("next") => {
+                    assert!(v["payload"]["errors"].is_null(), "{v}");
+                    names.insert(v["payload"]["data"]["podUpdates"]["name"].as_str().unwrap().to_owned());
+                }
+                Some("ping") => {
+                    let _ = ws.send(Message::Text(json!({"type": "pong"}).to_string().into())).await;
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn pod_updates_reach_exactly_those_who_may_see_the_pod_as_membership_changes() {
+    let p = Pinacle::start().await;
+    let (alice, bob) = (p.signup_and_login("alice").await, p.signup_and_login("bob").await);
+    let (s, b) = p.call(Method::POST, "/api/v1/teams", Some(json!({"name": "acme"}))).await;
+    assert_eq!(s, 201, "{b}");
+    let (mut wa, mut wb) = (graphql_ws(&p, &alice).await, graphql_ws(&p, &bob).await);
+    subscribe_updates(&mut wa, "a").await;
+    subscribe_updates(&mut wb, "b").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let create = |token: String, body: Value| {
+        let p = &p;
+        async move {
+            let (s, b) = p.call_as(&token, Method::POST, "/api/v1/pods", Some(body)).await;
+            assert_eq!(s, 202, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // each sees their own pod; the team's pod reaches nobody outside it
+    create(alice.clone(), json!({"name": "a1", "template": "minimal", "runtime": "gvisor"})).await;
+    create(bob.clone(), json!({"name": "b1", "template": "minimal", "runtime": "gvisor"})).await;
+    let t1 = create(TOKEN.to_owned(), json!({"name": "t1", "template": "minimal", "runtime": "gvisor", "team": "acme"})).await;
+    let window = Duration::from_secs(5);
+    let (a, b) = tokio::join!(updated_pods(&mut wa, window), updated_pods(&mut wb, window));
+    assert_eq!(a.into_iter().collect::<Vec<_>>(), ["a1"]);
+    assert_eq!(b.into_iter().collect::<Vec<_>>(), ["b1"]);
+    // bob joins the team: the team's next changes (t1's deletion) reach him
+    // on the same subscription (what was hidden from him is looked at again)
+    let (s, b) = p.call(Method::POST, "/api/v1/teams/acme/members", Some(json!({"user": "bob", "role": "member"}))).await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let (s, b) = p.call(Method::DELETE, &format!("/api/v1/pods/{t1}"), None).await;
+    assert!(s == 200 || s == 202 || s == 204, "{s} {b}");
+    let (a, b) = tokio::join!(updated_pods(&mut wa, window), updated_pods(&mut wb, window));
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(b.into_iter().collect::<Vec<_>>(), ["t1"]);
+}

@@ -481,3 +481,26 @@ async fn bridge(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_preconditions_compare_entity_tags() {
+        let tag = etag_of(b"hello");
+        assert_eq!(tag, "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"");
+        let mut h = axum::http::HeaderMap::new();
+        assert!(WritePrecondition::from_headers(&h).allows(None));
+        h.insert(header::IF_NONE_MATCH, "*".parse().unwrap());
+        let absent = WritePrecondition::from_headers(&h);
+        assert!(absent.allows(None) && !absent.allows(Some(&tag)));
+        h.insert(header::IF_MATCH, format!("W/\"x\", {tag}").parse().unwrap());
+        let matches = WritePrecondition::from_headers(&h);
+        assert!(matches.allows(Some(&tag)) && !matches.allows(Some("\"other\"")) && !matches.allows(None));
+        assert!(!matches.existence_only());
+        h.insert(header::IF_MATCH, "*".parse().unwrap());
+        let any = WritePrecondition::from_headers(&h);
+        assert!(any.existence_only() && any.allows(Some("*")) && !any.allows(None));
+    }
+}
