@@ -278,3 +278,75 @@ async fn mangled_json_bodies_get_4xx_in_the_error_shape_never_5xx() {
     let (s, _) = p.call(Method::GET, "/api/v1/me", None).await;
     assert_eq!(s, 200);
 }
+
+/// A fake GitHub contents API serving one repository, `evil/bomb`, whose
+/// `pinacle.yaml` is `yaml`, and `evil/deep`, whose devcontainer.json nests
+/// `json`.
+async fn fake_github(yaml: String, json: String) -> String {
+    use axum::extract::Path;
+    use axum::response::IntoResponse;
+    use base64::Engine;
+    let files = std::sync::Arc::new([("bomb", "pinacle.yaml", yaml), ("deep", ".devcontainer/devcontainer.json", json)]);
+    let app = axum::Router::new().route(
+        "/repos/{owner}/{repo}/contents/{*path}",
+        axum::routing::get(move |Path((owner, repo, path)): Path<(String, String, String)>| {
+            let files = files.clone();
+            async move {
+                let Some((_, _, text)) = files.iter().find(|(r, p, _)| owner == "evil" && *r == repo && *p == path) else {
+                    return (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found", "status": "404"}))).into_response();
+                };
+                let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+                let content = b64.as_bytes().chunks(60).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n");
+                let url = format!("https://api.github.com/repos/{owner}/{repo}/contents/{path}?ref=main");
+                let git = format!("https://api.github.com/repos/{owner}/{repo}/git/blobs/3d21ec53a331a6f037a91c368710b99387d012c1");
+                let html = format!("https://github.com/{owner}/{repo}/blob/main/{path}");
+                axum::Json(json!({
+                    "type": "file", "encoding": "base64", "size": text.len(), "name": path.rsplit('/').next().unwrap(), "path": path,
+                    "content": content, "sha": "3d21ec53a331a6f037a91c368710b99387d012c1", "url": url, "git_url": git, "html_url": html,
+                    "download_url": format!("https://raw.githubusercontent.com/{owner}/{repo}/main/{path}"),
+                    "_links": {"self": url, "git": git, "html": html}
+                }))
+                .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn a_repository_holding_an_alias_bomb_or_deep_json_is_refused() {
+    let gh = fake_github(alias_bomb(297_000), format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000))).await;
+    let p = Pinacle::start_with_env(
+        &["--github-client-id", "Iv1.test", "--github-url", &gh, "--github-api-url", &gh],
+        &[("PINACLE_GITHUB_CLIENT_SECRET", "fake-client-secret-0123456789abcdef")],
+    )
+    .await;
+    let (s, _) = p.call(Method::GET, "/api/v1/me", None).await;
+    assert_eq!(s, 200);
+    let before = peak_rss_kib(p.pid());
+    let query = "query($u: String!) { repositoryConfig(url: $u) { file diagnostics { severity message line path } } }";
+    for (repo, file, want) in [("bomb", "pinacle.yaml", "expand this file"), ("deep", ".devcontainer/devcontainer.json", "not valid JSON")] {
+        let t = Instant::now();
+        let r = p
+            .http
+            .post(format!("{}/graphql", p.url))
+            .bearer_auth(common::TOKEN)
+            .json(&json!({"query": query, "variables": {"u": format!("{gh}/evil/{repo}")}}))
+            .send()
+            .await
+            .unwrap();
+        let b: Value = r.json().await.unwrap();
+        println!("repositoryConfig of evil/{repo}: answered in {:?}", t.elapsed());
+        let rc = &b["data"]["repositoryConfig"];
+        assert_eq!(rc["file"], file, "{b}");
+        let d = &rc["diagnostics"][0];
+        assert_eq!(d["severity"], "error", "{b}");
+        assert!(d["message"].as_str().unwrap().contains(want), "{b}");
+    }
+    let after = peak_rss_kib(p.pid());
+    println!("server peak RSS: {} MiB before, {} MiB after", before >> 10, after >> 10);
+    assert!(after.saturating_sub(before) < 50 << 10, "peak RSS grew from {before} KiB to {after} KiB");
+}
