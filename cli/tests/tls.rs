@@ -235,7 +235,7 @@ async fn pods_are_served_over_https_with_certificates_from_pebble_and_browsers_s
     .await;
     // The servers are processes of the pod's definition, on ports 9000 and
     // 9001: real routes, so their host names get certificates on demand.
-    let spec = json!({"name": "py", "template": "blank", "runtime": "youki",
+    let spec = json!({"name": "py", "template": "blank", "runtime": "runsc",
         "install": [{"name": "server", "run": format!("cat > /workspace/srv.py <<'PYEOF'\n{STREAM_SERVER}\nPYEOF")}],
         "processes": [{"name": "srv", "run": "exec python3 /workspace/srv.py", "port": 9000},
                       {"name": "files", "run": "exec python3 -m http.server 9001 -d /workspace", "port": 9001}]});
@@ -383,7 +383,7 @@ async fn pods_are_served_over_https_with_certificates_from_pebble_and_browsers_s
         assert_eq!(status.as_u16(), want, "WebSocket from {origin}");
     }
     // the cookie is for this pod only: another pod's host refuses it
-    let other = json!({"name": "other", "template": "minimal", "runtime": "youki",
+    let other = json!({"name": "other", "template": "minimal", "runtime": "runsc",
         "processes": [{"name": "idle", "run": "exec sleep 100000", "port": 9000}]});
     let (s, b) = p.call(reqwest::Method::POST, "/api/v1/pods", Some(other)).await;
     assert_eq!(s, 202, "{b}");
