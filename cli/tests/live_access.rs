@@ -120,6 +120,13 @@ async fn a_signed_out_session_can_no_longer_use_an_open_graphql_socket() {
         Outcome::Closed(code) => code,
     };
     assert_eq!(code, Some(CloseCode::from(4403)));
+    // a new socket with the signed-out token is refused with 4403 too (not
+    // 1002, which graphql-ws clients never retry)
+    let mut req = format!("{}/graphql/ws", p.url.replace("http://", "ws://")).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut again, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    again.send(Message::Text(json!({"type": "connection_init", "payload": {"token": alice}}).to_string().into())).await.unwrap();
+    assert_eq!(closed_with(&mut again, PATIENCE).await, Some(CloseCode::from(4403)));
     // the refused mutation left no token behind (alice signs in again to look)
     let creds = json!({"name": "alice", "password": "correct horse battery"});
     let (_, b) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(creds)).await;

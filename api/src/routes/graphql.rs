@@ -31,6 +31,9 @@ pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
 /// reconnect (the web app with a refreshed token).
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 
+/// What async-graphql closes with when `connection_init` is refused.
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+
 /// `POST /graphql`, behind [`crate::auth::require_principal`].
 pub async fn http(
     Extension(schema): Extension<PinacleSchema>,
@@ -120,14 +123,30 @@ async fn serve(state: AppState, schema: PinacleSchema, protocol: GraphQLProtocol
     let signed_in = Arc::new(tokio::sync::Notify::new());
     let executor = Authenticated { state: state.clone(), schema, token: token.clone(), source };
     let (mut tx, rx) = socket.split();
+    // A refused `connection_init` closes the socket with 4403 rather than
+    // async-graphql's 1002, which graphql-ws clients never retry: they
+    // reconnect with a refreshed token.
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reason = {
-        let (init_state, init_token, init_signed_in) = (state.clone(), token.clone(), signed_in.clone());
-        let serve = GraphQLWebSocket::new_with_pair(&mut tx, rx, executor, protocol)
+        let (init_state, init_token, init_signed_in, init_refused) = (state.clone(), token.clone(), signed_in.clone(), refused.clone());
+        let sink = (&mut tx).with(|m: Message| {
+            let m = match m {
+                Message::Close(Some(f)) if f.code == CLOSE_PROTOCOL_ERROR && refused.load(std::sync::atomic::Ordering::Acquire) => {
+                    Message::Close(Some(CloseFrame { code: CLOSE_FORBIDDEN, reason: f.reason }))
+                }
+                other => other,
+            };
+            std::future::ready(Ok::<_, axum::Error>(m))
+        });
+        let serve = GraphQLWebSocket::new_with_pair(sink, rx, executor, protocol)
             .on_connection_init(move |payload| async move {
                 let presented = payload.get("token").and_then(|t| t.as_str()).ok_or_else(|| {
                     async_graphql::Error::new(r#"connection_init must carry {"token": "<access token>"}"#)
                 })?;
-                init_state.principal_for_bearer(presented).await.map_err(|e| async_graphql::Error::new(e.message))?;
+                if let Err(e) = init_state.principal_for_bearer(presented).await {
+                    init_refused.store(true, std::sync::atomic::Ordering::Release);
+                    return Err(async_graphql::Error::new(e.message));
+                }
                 let _ = init_token.set(Arc::from(presented));
                 init_signed_in.notify_one();
                 Ok(Data::default())
