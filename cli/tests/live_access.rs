@@ -407,3 +407,29 @@ async fn pod_updates_reach_exactly_those_who_may_see_the_pod_as_membership_chang
     assert!(a.is_empty(), "{a:?}");
     assert_eq!(b.into_iter().collect::<Vec<_>>(), ["t1"]);
 }
+
+#[tokio::test]
+async fn graphql_socket_messages_are_capped() {
+    let p = Pinacle::start().await;
+    let mut ws = graphql_ws(&p, TOKEN).await;
+    // a 1 MiB configuration fits (the largest one read)...
+    let yaml = format!("version: \"1.0\"\n# {}\n", "x".repeat((1 << 20) - 64));
+    let query = "query($y: String!) { validateConfig(yaml: $y) { ok } }";
+    let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"y": yaml}}});
+    ws.send(Message::Text(sub.to_string().into())).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let m = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "next" {
+                assert!(v["payload"]["data"]["validateConfig"]["ok"].is_boolean(), "{v}");
+                break;
+            }
+        }
+    }
+    // ...a 3 MiB message does not: the socket closes with 1009 (too big)
+    let sub = json!({"id": "2", "type": "subscribe", "payload": {"query": query, "variables": {"y": "x".repeat(3 << 20)}}});
+    let _ = ws.send(Message::Text(sub.to_string().into())).await;
+    assert_eq!(closed_with(&mut ws, PATIENCE).await, Some(CloseCode::Size));
+}

@@ -24,12 +24,17 @@ use crate::auth::Principal;
 use crate::graphql::PinacleSchema;
 use crate::AppState;
 
-/// Largest WebSocket message (and frame) accepted from a client.
-pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
+/// Largest WebSocket message (and frame) accepted from a client: room for
+/// the largest configuration file read (1 MiB, `validateConfig`) once
+/// JSON-escaped, nothing like axum's default 64 MiB.
+pub const MAX_WS_MESSAGE: usize = 2 * 1024 * 1024;
 
 /// graphql-ws's close code for a refused credential: its clients
 /// reconnect (the web app with a refreshed token).
 pub const CLOSE_FORBIDDEN: u16 = 4403;
+
+/// Close code for a message over [`MAX_WS_MESSAGE`] (RFC 6455 1009).
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// What async-graphql closes with when `connection_init` is refused.
 const CLOSE_PROTOCOL_ERROR: u16 = 1002;
@@ -127,6 +132,7 @@ async fn serve(state: AppState, schema: PinacleSchema, protocol: GraphQLProtocol
     // async-graphql's 1002, which graphql-ws clients never retry: they
     // reconnect with a refreshed token.
     let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reason = {
         let (init_state, init_token, init_signed_in, init_refused) = (state.clone(), token.clone(), signed_in.clone(), refused.clone());
         let sink = (&mut tx).with(|m: Message| {
@@ -137,6 +143,14 @@ async fn serve(state: AppState, schema: PinacleSchema, protocol: GraphQLProtocol
                 other => other,
             };
             std::future::ready(Ok::<_, axum::Error>(m))
+        });
+        // a read error (a message over MAX_WS_MESSAGE, a broken frame) ends
+        // the input; the client is told why below
+        let read_failed = read_failed.clone();
+        let rx = rx.inspect(move |r| {
+            if r.is_err() {
+                read_failed.store(true, std::sync::atomic::Ordering::Release);
+            }
         });
         let serve = GraphQLWebSocket::new_with_pair(sink, rx, executor, protocol)
             .on_connection_init(move |payload| async move {
@@ -164,10 +178,16 @@ async fn serve(state: AppState, schema: PinacleSchema, protocol: GraphQLProtocol
             e = watch => Some(e),
         }
     };
-    if let Some(e) = reason {
-        tracing::info!(reason = %e.message, "closing a GraphQL WebSocket: its credential no longer works");
-        let frame = CloseFrame { code: CLOSE_FORBIDDEN, reason: e.message.chars().take(100).collect::<String>().into() };
-        let _ = tx.send(Message::Close(Some(frame))).await;
-        let _ = tx.close().await;
-    }
+    let frame = match reason {
+        Some(e) => {
+            tracing::info!(reason = %e.message, "closing a GraphQL WebSocket: its credential no longer works");
+            CloseFrame { code: CLOSE_FORBIDDEN, reason: e.message.chars().take(100).collect::<String>().into() }
+        }
+        None if read_failed.load(std::sync::atomic::Ordering::Acquire) => {
+            CloseFrame { code: CLOSE_TOO_BIG, reason: format!("messages are limited to {MAX_WS_MESSAGE} bytes").into() }
+        }
+        None => return,
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tx.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tx.close()).await;
 }
