@@ -9,9 +9,14 @@
 //!
 //! Snapshots are taken and restored while the pod is stopped: nothing in
 //! the pod can change a file into a link to a host path while the host
-//! reads it. Links are archived as links, never followed. A restore checks
-//! the checksum first and swaps the volumes in only when the whole archive
-//! unpacked.
+//! reads it. Links are archived as links, never followed; the holes of
+//! sparse files are skipped and a hard-linked file is read once, so a
+//! snapshot reads at most about the disk's size; sockets, FIFOs and
+//! devices are left out and listed in [`SnapshotInfo::skipped`]. Owners,
+//! modes and times survive a restore. A restore checks the checksum first,
+//! unpacks beside the volumes, commits with a journal and swaps each volume
+//! in atomically; [`recover`] finishes or undoes a restore a crash cut
+//! short.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,7 +42,14 @@ pub struct SnapshotInfo {
     pub auto: bool,
     /// The image the pod ran when it was taken.
     pub image: String,
+    /// Entries that cannot be archived (Unix sockets, FIFOs, devices) and
+    /// were left out, at most [`MAX_SKIPPED_NAMED`] named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
+
+/// How many left-out entries a snapshot names (the rest are counted).
+pub const MAX_SKIPPED_NAMED: usize = 20;
 
 /// The volumes a snapshot holds, as directory names in the pod's disk.
 pub const VOLUMES: &[&str] = &["workspace", "home"];
@@ -95,8 +107,81 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// What a snapshot walk keeps track of.
+struct Walk {
+    /// Archive path of the first name of each multiply-linked file seen,
+    /// by (device, inode): later names are stored as hard links.
+    linked: std::collections::HashMap<(u64, u64), PathBuf>,
+    /// Bytes of file data (allocated blocks: holes cost nothing) left to read.
+    budget: u64,
+    skipped: Vec<String>,
+    skipped_count: usize,
+}
+
+/// Appends the tree at `src` under the archive name `name`: files by their
+/// data only (holes of sparse files are stored as holes), every further
+/// name of a hard-linked file as a link, links as links; Unix sockets,
+/// FIFOs and devices are left out (never opened) and noted. Owners, modes
+/// and times are kept.
+fn append_tree<W: Write>(tar: &mut tar::Builder<W>, name: &str, src: &Path, walk: &mut Walk) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut stack = vec![(src.to_path_buf(), PathBuf::from(name))];
+    while let Some((path, archived)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            tar.append_dir(&archived, &path)?;
+            let mut children: Vec<_> = std::fs::read_dir(&path)?.collect::<Result<_, _>>()?;
+            children.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
+            stack.extend(children.into_iter().map(|e| (e.path(), archived.join(e.file_name()))));
+        } else if kind.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = walk.linked.get(&key) {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    tar.append_link(&mut header, &archived, first)?;
+                    continue;
+                }
+                walk.linked.insert(key, archived.clone());
+            }
+            let cost = meta.blocks() * 512;
+            if cost > walk.budget {
+                return Err(std::io::Error::other(format!(
+                    "the volumes hold more file data than the pod's disk can ({} bytes at {})",
+                    meta.len(),
+                    archived.display()
+                )));
+            }
+            walk.budget -= cost;
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+                .open(&path)?;
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other(format!("{} changed while it was archived", archived.display())));
+            }
+            tar.append_file(&archived, &mut file)?;
+        } else if kind.is_symlink() {
+            // as a link (follow_symlinks is off)
+            tar.append_path_with_name(&path, &archived)?;
+        } else {
+            // sockets, FIFOs and devices: nothing a restore could bring back
+            walk.skipped_count += 1;
+            if walk.skipped.len() < MAX_SKIPPED_NAMED {
+                walk.skipped.push(archived.display().to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Archives the volumes under `disk_root` (a mounted, idle pod disk) into
-/// `dir`. Blocking: run it off the async threads.
+/// `dir`. Blocking: run it off the async threads. Reading costs at most
+/// about the disk's size: sparse files' holes are skipped, hard links are
+/// stored once, and more data than the disk holds is refused.
 pub fn create(disk_root: &Path, dir: &Path, name: &str, auto: bool, image: &str) -> Result<SnapshotInfo, AgentError> {
     std::fs::create_dir_all(dir).map_err(AgentError::io("creating", dir))?;
     let now = chrono::Utc::now();
@@ -107,11 +192,15 @@ pub fn create(disk_root: &Path, dir: &Path, name: &str, auto: bool, image: &str)
     let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
+    tar.sparse(true);
+    tar.mode(tar::HeaderMode::Complete);
+    let disk_size = nix::sys::statvfs::statvfs(disk_root).map(|st| st.blocks() * st.fragment_size()).unwrap_or(u64::MAX);
+    let mut walk = Walk { linked: Default::default(), budget: disk_size, skipped: Vec::new(), skipped_count: 0 };
     let written = (|| {
         for v in VOLUMES {
             let src = disk_root.join(v);
-            if src.is_dir() {
-                tar.append_dir_all(v, &src)?;
+            if std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
+                append_tree(&mut tar, v, &src, &mut walk)?;
             }
         }
         let gz = tar.into_inner()?;
@@ -134,6 +223,13 @@ pub fn create(disk_root: &Path, dir: &Path, name: &str, auto: bool, image: &str)
         sha256: hex::encode(hashing.hash.finalize()),
         auto,
         image: image.to_owned(),
+        skipped: {
+            let mut names = walk.skipped;
+            if walk.skipped_count > names.len() {
+                names.push(format!("and {} more", walk.skipped_count - names.len()));
+            }
+            names
+        },
     };
     let archive = dir.join(format!("{id}.tar.gz"));
     std::fs::rename(&partial, &archive).map_err(AgentError::io("installing", &archive))?;
@@ -172,10 +268,59 @@ pub fn verify(dir: &Path, id: &str) -> Result<SnapshotInfo, AgentError> {
     Ok(info)
 }
 
+/// Where a restore unpacks, on the pod's disk (out of the pod's sight).
+const STAGING: &str = ".restore";
+
+/// The journal of a restore, in [`STAGING`]: written (and synced) once the
+/// snapshot is unpacked completely; it names the inode of each unpacked
+/// volume. From then on the restore is rolled forward whatever happens;
+/// before, it is rolled back.
+const JOURNAL: &str = "READY";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    snapshot: String,
+    /// `(volume, inode of the unpacked directory)`.
+    volumes: Vec<(String, u64)>,
+}
+
+fn inode(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map(|m| m.ino())
+}
+
+/// Swaps two directories in one step (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    nix::fcntl::renameat2(None, a, None, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE).map_err(std::io::Error::from)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// Steps of a restore, for [`restore_steps`]: unpacked, committed, each
+/// volume swapped, journal gone, old volumes gone. Each may be the last
+/// one a crash lets happen.
+#[cfg(test)]
+const STEPS: usize = 4 + VOLUMES.len();
+
 /// Replaces the volumes under `disk_root` with snapshot `id`'s. Blocking.
+///
+/// Crash-safe: the snapshot is unpacked beside the volumes; a journal then
+/// commits the restore, and each volume is swapped with its restored copy
+/// atomically (`RENAME_EXCHANGE`). [`recover`], run whenever the disk is
+/// mounted, finishes a committed restore a crash cut short, or removes an
+/// uncommitted one: the volumes are always all the old or all the new ones,
+/// never missing.
 pub fn restore(disk_root: &Path, dir: &Path, id: &str) -> Result<SnapshotInfo, AgentError> {
+    restore_steps(disk_root, dir, id, usize::MAX)
+}
+
+/// [`restore`], stopping (as a crash would) after `steps` steps.
+fn restore_steps(disk_root: &Path, dir: &Path, id: &str, steps: usize) -> Result<SnapshotInfo, AgentError> {
+    recover(disk_root)?;
     let info = verify(dir, id)?;
-    let staging = disk_root.join(".restore");
+    let staging = disk_root.join(STAGING);
     crate::rootfs::remove_tree(&staging)?;
     std::fs::create_dir_all(&staging).map_err(AgentError::io("creating", &staging))?;
     let path = dir.join(format!("{id}.tar.gz"));
@@ -183,6 +328,8 @@ pub fn restore(disk_root: &Path, dir: &Path, id: &str) -> Result<SnapshotInfo, A
         let f = std::fs::File::open(&path)?;
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
         archive.set_preserve_permissions(true);
+        archive.set_preserve_ownerships(true);
+        archive.set_preserve_mtime(true);
         archive.set_overwrite(false);
         for entry in archive.entries()? {
             let mut entry = entry?;
@@ -200,22 +347,91 @@ pub fn restore(disk_root: &Path, dir: &Path, id: &str) -> Result<SnapshotInfo, A
         let _ = crate::rootfs::remove_tree(&staging);
         return Err(AgentError::Snapshot(format!("unpacking snapshot {id}: {e}; the pod's volumes are unchanged")));
     }
+    // step 1: unpacked. Both sides of every swap must exist.
+    let mut journal = Journal { snapshot: id.to_owned(), volumes: Vec::new() };
     for v in VOLUMES {
-        let live = disk_root.join(v);
-        let old = disk_root.join(format!(".old-{v}"));
-        let fresh = staging.join(v);
-        if !fresh.exists() {
-            std::fs::create_dir_all(&fresh).map_err(AgentError::io("creating", &fresh))?;
+        for d in [staging.join(v), disk_root.join(v)] {
+            if !d.exists() {
+                std::fs::create_dir_all(&d).map_err(AgentError::io("creating", &d))?;
+            }
         }
-        crate::rootfs::remove_tree(&old)?;
-        if live.exists() {
-            std::fs::rename(&live, &old).map_err(AgentError::io("moving aside", &live))?;
-        }
-        std::fs::rename(&fresh, &live).map_err(AgentError::io("restoring", &live))?;
-        crate::rootfs::remove_tree(&old)?;
+        journal.volumes.push((v.to_string(), inode(&staging.join(v)).map_err(AgentError::io("reading", &staging))?));
     }
-    crate::rootfs::remove_tree(&staging)?;
+    if steps <= 1 {
+        return Ok(info);
+    }
+    // step 2: everything unpacked is on the disk before the journal says so
+    let disk = std::fs::File::open(disk_root).map_err(AgentError::io("opening", disk_root))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&disk)).map_err(|e| AgentError::io("syncing", disk_root)(e.into()))?;
+    let json = serde_json::to_vec(&journal).map_err(|e| AgentError::Snapshot(e.to_string()))?;
+    let tmp = staging.join(format!("{JOURNAL}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(AgentError::io("writing", &tmp))?;
+    f.write_all(&json).and_then(|()| f.sync_all()).map_err(AgentError::io("writing", &tmp))?;
+    std::fs::rename(&tmp, staging.join(JOURNAL)).map_err(AgentError::io("writing", &staging))?;
+    sync_dir(&staging).map_err(AgentError::io("syncing", &staging))?;
+    if steps <= 2 {
+        return Ok(info);
+    }
+    // steps 3..: the swaps and the clean-up, as recovery would do them
+    roll_forward(disk_root, &journal, steps - 2)?;
     Ok(info)
+}
+
+/// Finishes a committed restore: swaps each volume not yet swapped, then
+/// drops the journal and the old volumes. Stops after `steps` steps.
+fn roll_forward(disk_root: &Path, journal: &Journal, steps: usize) -> Result<(), AgentError> {
+    let staging = disk_root.join(STAGING);
+    let mut done = 0;
+    for (v, fresh) in &journal.volumes {
+        let live = disk_root.join(v);
+        if inode(&live).ok() != Some(*fresh) {
+            exchange(&staging.join(v), &live).map_err(AgentError::io("restoring", &live))?;
+        }
+        done += 1;
+        if done >= steps {
+            return Ok(());
+        }
+    }
+    sync_dir(disk_root).map_err(AgentError::io("syncing", disk_root))?;
+    // the journal goes first: without it, what is left in staging is old
+    let journal_file = staging.join(JOURNAL);
+    match std::fs::remove_file(&journal_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(AgentError::io("removing", &journal_file)(e)),
+    }
+    sync_dir(&staging).map_err(AgentError::io("syncing", &staging))?;
+    if done + 1 >= steps {
+        return Ok(());
+    }
+    crate::rootfs::remove_tree(&staging)
+}
+
+/// Settles a restore a crash interrupted on the disk mounted at
+/// `disk_root`: a committed one (its journal is there) is finished, an
+/// uncommitted one is removed; volumes an older agent left renamed aside
+/// (`.old-NAME`, its restore swapped by two renames) are put back. Run it
+/// before anything uses the volumes (the agent does, on every mount).
+pub fn recover(disk_root: &Path) -> Result<(), AgentError> {
+    for v in VOLUMES {
+        let (live, old) = (disk_root.join(v), disk_root.join(format!(".old-{v}")));
+        if old.exists() && !live.exists() {
+            tracing::warn!(volume = %live.display(), "putting back a volume an interrupted restore moved aside");
+            std::fs::rename(&old, &live).map_err(AgentError::io("recovering", &live))?;
+        }
+    }
+    let staging = disk_root.join(STAGING);
+    if !staging.exists() {
+        return Ok(());
+    }
+    let journal = std::fs::read(staging.join(JOURNAL)).ok().and_then(|raw| serde_json::from_slice::<Journal>(&raw).ok());
+    match journal {
+        Some(j) => {
+            tracing::warn!(disk = %disk_root.display(), snapshot = %j.snapshot, "finishing a restore that was interrupted");
+            roll_forward(disk_root, &j, usize::MAX)
+        }
+        None => crate::rootfs::remove_tree(&staging),
+    }
 }
 
 /// Deletes snapshot `id`.
@@ -273,6 +489,109 @@ mod tests {
         assert!(find(&snaps, "../etc").is_err());
         delete(&snaps, &info.id).unwrap();
         assert!(list(&snaps).is_empty());
+    }
+
+    fn tree_of(dir: &Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for v in VOLUMES {
+            let mut stack = vec![dir.join(v)];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                    if e.file_type().unwrap().is_dir() {
+                        stack.push(e.path());
+                        out.push((rel, "/".into()));
+                    } else {
+                        out.push((rel, std::fs::read_to_string(e.path()).unwrap()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn set_state(disk: &Path, which: &str) {
+        for v in VOLUMES {
+            let _ = std::fs::remove_dir_all(disk.join(v));
+            std::fs::create_dir_all(disk.join(v).join("sub")).unwrap();
+            std::fs::write(disk.join(v).join("sub/file"), format!("{which} {v}")).unwrap();
+            std::fs::write(disk.join(v).join(format!("only-{which}")), which).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_restore_cut_short_at_any_step_ends_all_old_or_all_new() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (disk, snaps) = (tmp.path().join("disk"), tmp.path().join("snaps"));
+        set_state(&disk, "new");
+        let new_state = tree_of(&disk);
+        let info = create(&disk, &snaps, "new", false, "base").unwrap();
+        set_state(&disk, "old");
+        let old_state = tree_of(&disk);
+        assert_ne!(old_state, new_state);
+        for step in 0..=STEPS {
+            set_state(&disk, "old");
+            restore_steps(&disk, &snaps, &info.id, step).unwrap();
+            // the agent restarts: the disk is mounted, recovery runs first
+            recover(&disk).unwrap();
+            let now = tree_of(&disk);
+            // committed (journal written) from step 2 on: rolled forward
+            let want = if step >= 2 { &new_state } else { &old_state };
+            assert_eq!(&now, want, "cut after step {step}");
+            assert!(!disk.join(STAGING).exists(), "step {step}: staging left behind");
+            // a second recovery changes nothing
+            recover(&disk).unwrap();
+            assert_eq!(&tree_of(&disk), want);
+        }
+        // a volume an older agent moved aside comes back
+        set_state(&disk, "old");
+        std::fs::rename(disk.join("workspace"), disk.join(".old-workspace")).unwrap();
+        recover(&disk).unwrap();
+        assert_eq!(tree_of(&disk), old_state);
+    }
+
+    #[test]
+    fn snapshots_skip_holes_and_sockets_keep_hard_links_owners_and_modes() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            panic!("ownership tests run as root (CI does)");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (disk, snaps) = (tmp.path().join("disk"), tmp.path().join("snaps"));
+        std::fs::create_dir_all(disk.join("workspace")).unwrap();
+        std::fs::create_dir_all(disk.join("home")).unwrap();
+        // a 1 TiB file of holes and a few bytes
+        let big = std::fs::File::create(disk.join("workspace/big")).unwrap();
+        big.set_len(1 << 40).unwrap();
+        std::os::unix::fs::FileExt::write_at(&big, b"end", (1 << 40) - 3).unwrap();
+        drop(big);
+        // a socket in the home, a FIFO, a file with another owner and mode, two names of one file
+        let _socket = std::os::unix::net::UnixListener::bind(disk.join("home/agent.sock")).unwrap();
+        nix::unistd::mkfifo(&disk.join("workspace/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(disk.join("workspace/owned"), "mine").unwrap();
+        std::fs::set_permissions(disk.join("workspace/owned"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        nix::unistd::chown(&disk.join("workspace/owned"), Some(nix::unistd::Uid::from_raw(1000)), Some(nix::unistd::Gid::from_raw(1000))).unwrap();
+        std::fs::write(disk.join("workspace/one"), vec![7u8; 100_000]).unwrap();
+        std::fs::hard_link(disk.join("workspace/one"), disk.join("home/two")).unwrap();
+        let t0 = std::time::Instant::now();
+        let info = create(&disk, &snaps, "", false, "base").unwrap();
+        eprintln!("snapshot of a 1 TiB sparse file: {:?}, {} bytes", t0.elapsed(), info.size_bytes);
+        assert!(info.size_bytes < 1 << 20, "holes were archived: {} bytes", info.size_bytes);
+        assert_eq!(info.skipped, vec!["workspace/fifo".to_string(), "home/agent.sock".to_string()]);
+        // the hard-linked file is stored once
+        std::fs::remove_dir_all(disk.join("workspace")).unwrap();
+        std::fs::remove_dir_all(disk.join("home")).unwrap();
+        std::fs::create_dir_all(disk.join("workspace")).unwrap();
+        restore(&disk, &snaps, &info.id).unwrap();
+        let big = std::fs::metadata(disk.join("workspace/big")).unwrap();
+        assert_eq!(big.len(), 1 << 40);
+        assert!(big.blocks() * 512 < 1 << 20, "restored without holes: {} bytes", big.blocks() * 512);
+        let owned = std::fs::metadata(disk.join("workspace/owned")).unwrap();
+        assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o777), (1000, 1000, 0o640));
+        let (one, two) = (std::fs::metadata(disk.join("workspace/one")).unwrap(), std::fs::metadata(disk.join("home/two")).unwrap());
+        assert_eq!((one.ino(), one.nlink()), (two.ino(), 2), "hard links restored as one file");
+        assert!(!disk.join("home/agent.sock").exists());
     }
 
     #[test]

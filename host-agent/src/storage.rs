@@ -110,6 +110,9 @@ pub async fn ensure_mounted(volume: &Path, size: u64, image: &str, image_home: O
         .await?;
     }
     let disk = PodDisk { root };
+    // a restore a crash interrupted is finished or undone before anything
+    // looks at the volumes (an empty /workspace would get starter files)
+    crate::snapshot::recover(&disk.root)?;
     let marker = disk.root.join("image");
     let previous = std::fs::read_to_string(&marker).ok();
     if previous.as_deref().is_some_and(|p| p != image) {
