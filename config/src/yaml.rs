@@ -283,6 +283,9 @@ pub(crate) enum Limit {
     Depth,
     #[error("aliases (*name) expand this file to more than {} MiB in memory", MAX_EXPANDED_BYTES >> 20)]
     Expansion,
+    /// The bound crossed without any alias: a file of very many values.
+    #[error("this file holds too many values: more than {} MiB in memory once read", MAX_EXPANDED_BYTES >> 20)]
+    Size,
 }
 
 impl Limit {
@@ -290,6 +293,7 @@ impl Limit {
         match self {
             Limit::Depth => "flatten the structure: a pod definition needs only a few levels",
             Limit::Expansion => "write the values out instead of repeating a large anchor through many aliases",
+            Limit::Size => "a pod definition needs far fewer entries; move data into files the pod reads",
         }
     }
 }
@@ -336,6 +340,8 @@ struct Open {
 #[derive(Debug, Default)]
 struct Budget {
     total: u64,
+    /// What aliases added to `total`.
+    aliased: u64,
     open: Vec<Open>,
     /// Every anchor's subtree by the parser's anchor id.
     anchors: std::collections::HashMap<usize, Subtree>,
@@ -352,6 +358,7 @@ impl Budget {
             }
             Event::Alias(id) => {
                 let node = self.anchors.get(id).copied().unwrap_or(Subtree { bytes: NODE_BYTES, depth: 0 });
+                self.aliased = self.aliased.saturating_add(node.bytes);
                 self.finish(node, 0, None)
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
@@ -395,7 +402,7 @@ impl Budget {
     fn charge(&mut self, bytes: u64) -> Result<(), Limit> {
         let total = self.total.saturating_add(bytes);
         if total > MAX_EXPANDED_BYTES {
-            return Err(Limit::Expansion);
+            return Err(if self.aliased > 0 { Limit::Expansion } else { Limit::Size });
         }
         self.total = total;
         Ok(())
@@ -528,6 +535,17 @@ mod tests {
         s.push_str("}\n");
         let d = refused(&s);
         assert!(d.message.contains("expand"), "{d}");
+    }
+
+    #[test]
+    fn a_file_of_very_many_values_is_refused_without_blaming_aliases() {
+        let text: String = (0..100_000).map(|i| format!("k{i}: v\n")).collect();
+        assert!(text.len() <= MAX_FILE_BYTES);
+        let d = refused(&text);
+        assert!(d.message.contains("too many values"), "{d}");
+        // and a 1 MiB flow list of tiny values
+        let d = refused(&format!("[{}]", "a,".repeat(MAX_FILE_BYTES / 2 - 2)));
+        assert!(d.message.contains("too many values"), "{d}");
     }
 
     #[test]
