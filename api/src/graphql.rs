@@ -1000,13 +1000,9 @@ impl SubscriptionRoot {
         let lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
             match ctx.data_opt::<WsCredential>().cloned() {
                 Some(WsCredential(token)) => {
-                    let (s, key) = (s.clone(), view.id.to_string());
+                    let lost = crate::routes::pods::until_access_lost(s.clone(), token.to_string(), view.id, Action::Read);
                     Box::pin(async move {
-                        s.access_lost(&token, |now| {
-                            let (s, key) = (s.clone(), key.clone());
-                            async move { s.find_pod(&now, &key, Action::Read).await.map(|_| ()) }
-                        })
-                        .await;
+                        lost.await;
                     })
                 }
                 None => Box::pin(std::future::pending()),

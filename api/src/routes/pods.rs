@@ -219,6 +219,7 @@ pub async fn exec(
     if body.command.iter().chain(body.env.values()).any(|a| a.contains('\0')) {
         return Err(ApiError::bad_request("invalid_request", "arguments may not contain NUL bytes"));
     }
+    let token = crate::auth::bearer_of(&headers)?;
     let pod = s.find_pod(&who, &key, Action::Exec).await?;
     if pod.state != PodState::Running {
         let hint = match pod.state {
@@ -265,7 +266,7 @@ pub async fn exec(
     });
     // a command outlives no credential: its output stops (and the command
     // ends) once the caller may no longer exec in the pod
-    let lines = futures::StreamExt::take_until(lines, until_access_lost(s.clone(), crate::auth::bearer_of(&headers)?, pod.id.to_string(), Action::Exec));
+    let lines = futures::StreamExt::take_until(lines, until_access_lost(s.clone(), token, pod.id, Action::Exec));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
@@ -315,7 +316,7 @@ pub async fn events(
     let pod_id = pod.id;
     let state = s.clone();
     use futures::StreamExt;
-    let lost = until_access_lost(s.clone(), crate::auth::bearer_of(&headers)?, pod_id.to_string(), Action::Read);
+    let lost = until_access_lost(s.clone(), crate::auth::bearer_of(&headers)?, pod_id, Action::Read);
     let stream = pod_event_stream(state, pod_id, history, live).take_until(lost).map(|ev| {
         Ok(Event::default()
             .event("state")
@@ -327,12 +328,20 @@ pub async fn events(
 }
 
 /// Resolves once `token` stops working or its caller may no longer take
-/// `action` on pod `key`: what ends a long-lived answer about that pod.
-pub fn until_access_lost(s: AppState, token: String, key: String, action: Action) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiError> + Send>> {
+/// `action` on pod `pod_id`: what ends a long-lived answer about that pod.
+/// (Reading covers a deleted pod too, so an event stream still delivers
+/// the deletion.)
+pub fn until_access_lost(s: AppState, token: String, pod_id: uuid::Uuid, action: Action) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiError> + Send>> {
     Box::pin(async move {
         s.access_lost(&token, |now| {
-            let (s, key) = (s.clone(), key.clone());
-            async move { s.find_pod(&now, &key, action).await.map(|_| ()) }
+            let s = s.clone();
+            async move {
+                if action == Action::Read {
+                    s.pod_seen_by(&now, pod_id).await.map(|_| ())
+                } else {
+                    s.find_pod(&now, &pod_id.to_string(), action).await.map(|_| ())
+                }
+            }
         })
         .await
     })

@@ -415,7 +415,7 @@ pub async fn terminal(
     s.audit(&who, "pod.terminal", &format!("pod:{} ({})", pod.id, pod.name)).await?;
     let spec = ExecSpec { argv, env: Vec::new(), cwd: None, tty: Some(size), session: q.session };
     let (input, events) = client.exec(spec).await.map_err(supervisor_error)?;
-    let lost = crate::routes::pods::until_access_lost(s.clone(), token, pod.id.to_string(), Action::Exec);
+    let lost = crate::routes::pods::until_access_lost(s.clone(), token, pod.id, Action::Exec);
     // a browser offers `pinacle.terminal` beside its `bearer.` credential
     Ok(ws
         .protocols(["pinacle.terminal"])
