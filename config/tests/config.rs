@@ -620,6 +620,19 @@ mod fuzz {
 
     #[test]
     fn deep_json_is_refused_without_overflowing_the_stack() {
+        // just under jsonc-parser's own limit (512): read, then refused for
+        // its shape, on a 1 MiB stack (tokio's workers have 2 MiB)
+        let text = format!("{{\"customizations\": {}1{}}}", "[".repeat(500), "]".repeat(500));
+        let ok = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                let _ = devcontainer::import("devcontainer.json", &text, &|_| None);
+                true
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(ok);
         for depth in [600, 100_000] {
             for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
                 let text = format!("{}1{}", open.repeat(depth), close.repeat(depth));
