@@ -294,6 +294,7 @@ impl AppState {
             }
             None => (None, who.user_name.clone()),
         };
+        let team_name = team_id.as_ref().map(|_| owner_name.clone());
         let route_key = hostname::route_key(name.as_str(), &owner_name);
         if route_key.len() > hostname::MAX_ROUTE_KEY {
             return Err(ApiError::bad_request(
@@ -316,15 +317,28 @@ impl AppState {
             .transpose()
             .map_err(|e| ApiError::bad_request("unknown_runtime", e))?;
 
+        let youki_allowed = self.youki_access().await?.allows(team_name.as_deref(), tier.id());
         let _w = self.write_lock.lock().await;
         let hosts = self.host_capacities().await?;
-        let runtime = requested_runtime.or(self.default_runtime).unwrap_or_else(|| {
-            if hosts.iter().any(|h| h.schedulable && h.runtimes.contains(&RuntimeKind::Gvisor)) {
-                RuntimeKind::Gvisor
-            } else {
-                RuntimeKind::Youki
-            }
-        });
+        let gvisor_here = hosts.iter().any(|h| h.schedulable && h.runtimes.contains(&RuntimeKind::Gvisor));
+        let runtime = match requested_runtime.or(self.default_runtime) {
+            // the operator's default youki, for a tenant who may not have it
+            Some(RuntimeKind::Youki) if requested_runtime.is_none() && !youki_allowed && gvisor_here => RuntimeKind::Gvisor,
+            Some(r) => r,
+            None if gvisor_here || !youki_allowed => RuntimeKind::Gvisor,
+            None => RuntimeKind::Youki,
+        };
+        if runtime == RuntimeKind::Youki && !youki_allowed {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "runtime_not_allowed",
+                format!(
+                    "the youki runtime (the host's kernel) is not allowed for this pod ({} on tier {}); use gvisor, or ask the administrator to allow youki for your team or tier (admin settings: youki)",
+                    team_name.as_deref().map_or_else(|| "a personal pod".to_owned(), |t| format!("team {t}")),
+                    tier.id()
+                ),
+            ));
+        }
         let host = place(&hosts, runtime, &tier.limits())
             .map_err(|e| ApiError::unavailable("no_capacity", e.to_string()))?
             .id

@@ -31,10 +31,44 @@ impl SignupMode {
     }
 }
 
+/// Who may run pods on youki: the host's kernel, behind a syscall filter
+/// and a user namespace, rather than gVisor's user-space kernel. Faster,
+/// but a kernel bug is then a way out of the pod, so by default nobody
+/// (gVisor for everyone); the administrator allows it for everyone, for
+/// pods of some teams, or for pods of some tiers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeAccess {
+    #[serde(default)]
+    pub everyone: bool,
+    /// Team names: those teams' pods.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Tier ids (`dev.small`, ...): pods of those tiers.
+    #[serde(default)]
+    pub tiers: Vec<String>,
+}
+
+impl RuntimeAccess {
+    /// Whether a pod of `team` (none: a personal pod) and `tier` may run on it.
+    pub fn allows(&self, team: Option<&str>, tier: &str) -> bool {
+        self.everyone || team.is_some_and(|t| self.teams.iter().any(|a| a == t)) || self.tiers.iter().any(|a| a == tier)
+    }
+
+    fn describe(&self) -> String {
+        if self.everyone {
+            return "everyone".into();
+        }
+        format!("teams=[{}] tiers=[{}]", self.teams.join(","), self.tiers.join(","))
+    }
+}
+
 /// The settings as shown and changed (`GET`/`PATCH /api/v1/admin/settings`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Settings {
     pub signup: SignupMode,
+    /// Who may ask for `runtime: youki`.
+    pub youki: RuntimeAccess,
 }
 
 /// A change; absent fields stay.
@@ -43,9 +77,23 @@ pub struct Settings {
 pub struct SettingsUpdate {
     #[serde(default)]
     pub signup: Option<SignupMode>,
+    #[serde(default)]
+    pub youki: Option<RuntimeAccess>,
 }
 
 const SIGNUP_KEY: &str = "signup";
+const YOUKI_KEY: &str = "runtime.youki";
+
+/// Writes `value` (JSON) as setting `key`, inside `txn`.
+async fn store(txn: &sea_orm::DatabaseTransaction, key: &str, value: String) -> Result<(), ApiError> {
+    let row = setting::ActiveModel { key: Set(key.to_owned()), value: Set(value) };
+    if setting::Entity::find_by_id(key.to_owned()).one(txn).await?.is_some() {
+        row.update(txn).await?;
+    } else {
+        row.insert(txn).await?;
+    }
+    Ok(())
+}
 
 impl AppState {
     /// The current settings.
@@ -54,7 +102,15 @@ impl AppState {
             Some(s) => serde_json::from_str(&s.value).map_err(ApiError::internal)?,
             None => SignupMode::default(),
         };
-        Ok(Settings { signup })
+        Ok(Settings { signup, youki: self.youki_access().await? })
+    }
+
+    /// Who may run pods on youki.
+    pub async fn youki_access(&self) -> Result<RuntimeAccess, ApiError> {
+        Ok(match setting::Entity::find_by_id(YOUKI_KEY.to_owned()).one(&self.db).await? {
+            Some(s) => serde_json::from_str(&s.value).map_err(ApiError::internal)?,
+            None => RuntimeAccess::default(),
+        })
     }
 
     /// The settings, for the administrator.
@@ -69,17 +125,41 @@ impl AppState {
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
         if let Some(mode) = update.signup {
-            let value = serde_json::to_string(&mode).map_err(ApiError::internal)?;
-            let row = setting::ActiveModel { key: Set(SIGNUP_KEY.to_owned()), value: Set(value) };
-            if setting::Entity::find_by_id(SIGNUP_KEY.to_owned()).one(&txn).await?.is_some() {
-                row.update(&txn).await?;
-            } else {
-                row.insert(&txn).await?;
-            }
+            store(&txn, SIGNUP_KEY, serde_json::to_string(&mode).map_err(ApiError::internal)?).await?;
             crate::audit::append(&txn, who, "settings.update", &format!("signup={}", mode.as_str())).await?;
+        }
+        if let Some(access) = update.youki {
+            for tier in &access.tiers {
+                if tier.parse::<pinacle_orchestrator::Tier>().is_err() {
+                    return Err(ApiError::bad_request("unknown_tier", format!("unknown tier {tier:?} in youki.tiers")));
+                }
+            }
+            store(&txn, YOUKI_KEY, serde_json::to_string(&access).map_err(ApiError::internal)?).await?;
+            crate::audit::append(&txn, who, "settings.update", &format!("youki={}", access.describe())).await?;
         }
         txn.commit().await?;
         drop(_w);
         self.settings().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn youki_access_by_default_nobody_then_everyone_teams_or_tiers() {
+        assert!(!RuntimeAccess::default().allows(Some("acme"), "dev-small"));
+        assert!(!RuntimeAccess::default().allows(None, "dev-small"));
+        assert!(RuntimeAccess { everyone: true, ..Default::default() }.allows(None, "dev-small"));
+        let teams = RuntimeAccess { teams: vec!["acme".into()], ..Default::default() };
+        assert!(teams.allows(Some("acme"), "dev-small"));
+        assert!(!teams.allows(Some("other"), "dev-small"));
+        assert!(!teams.allows(None, "dev-small"), "a personal pod is no team's");
+        let tiers = RuntimeAccess { tiers: vec!["dev-large".into()], ..Default::default() };
+        assert!(tiers.allows(None, "dev-large"));
+        assert!(!tiers.allows(None, "dev-small"));
+        // the stored form refuses unknown fields (a typo must not silently allow nothing)
+        assert!(serde_json::from_str::<RuntimeAccess>(r#"{"everyone":true,"team":["x"]}"#).is_err());
     }
 }

@@ -139,6 +139,15 @@ async fn start_server() -> Server {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // youki pods are refused by default (gVisor for everyone)
+    let granted = http
+        .patch(format!("{url}/api/v1/admin/settings"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"youki": {"everyone": true}}))
+        .send()
+        .await
+        .expect("settings");
+    assert!(granted.status().is_success(), "could not allow youki pods");
     Server { child, url, data, http }
 }
 

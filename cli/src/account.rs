@@ -123,6 +123,16 @@ pub enum AdminCommand {
         /// Who may sign up: open, invite or closed.
         #[arg(long)]
         signup: Option<String>,
+        /// Let everyone run pods on youki (the host's kernel, behind a
+        /// syscall filter and a user namespace); `false` leaves the lists.
+        #[arg(long)]
+        youki_everyone: Option<bool>,
+        /// Teams whose pods may run on youki (comma-separated; "" for none).
+        #[arg(long)]
+        youki_teams: Option<String>,
+        /// Tiers whose pods may run on youki (comma-separated; "" for none).
+        #[arg(long)]
+        youki_tiers: Option<String>,
     },
     /// Create an invitation code to sign up.
     Invite,
@@ -359,12 +369,41 @@ pub async fn team(cmd: TeamCommand) -> Result<ExitCode> {
 pub async fn admin(cmd: AdminCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
-        AdminCommand::Settings { signup } => {
-            let v = match signup {
-                Some(mode) => c.json(Method::PATCH, "/admin/settings", Some(json!({ "signup": mode }))).await?,
-                None => c.json(Method::GET, "/admin/settings", None).await?,
+        AdminCommand::Settings { signup, youki_everyone, youki_teams, youki_tiers } => {
+            let mut change = serde_json::Map::new();
+            if let Some(mode) = signup {
+                change.insert("signup".into(), json!(mode));
+            }
+            if youki_everyone.is_some() || youki_teams.is_some() || youki_tiers.is_some() {
+                let now = c.json(Method::GET, "/admin/settings", None).await?;
+                let list = |arg: Option<String>, key: &str| match arg {
+                    Some(s) => json!(s.split(',').map(str::trim).filter(|t| !t.is_empty()).collect::<Vec<_>>()),
+                    None => now["youki"][key].clone(),
+                };
+                change.insert(
+                    "youki".into(),
+                    json!({
+                        "everyone": youki_everyone.unwrap_or_else(|| now["youki"]["everyone"].as_bool().unwrap_or(false)),
+                        "teams": list(youki_teams, "teams"),
+                        "tiers": list(youki_tiers, "tiers"),
+                    }),
+                );
+            }
+            let v = if change.is_empty() {
+                c.json(Method::GET, "/admin/settings", None).await?
+            } else {
+                c.json(Method::PATCH, "/admin/settings", Some(serde_json::Value::Object(change))).await?
             };
             println!("signup: {}", v["signup"].as_str().unwrap_or("?"));
+            let youki = &v["youki"];
+            let names = |key: &str| {
+                youki[key].as_array().map(|a| a.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+            };
+            if youki["everyone"].as_bool() == Some(true) {
+                println!("youki: everyone");
+            } else {
+                println!("youki: teams [{}], tiers [{}] (everyone else: gvisor)", names("teams"), names("tiers"));
+            }
         }
         AdminCommand::Invite => {
             let v = c.json(Method::POST, "/invites", Some(json!({}))).await?;

@@ -328,7 +328,16 @@ impl HostAgent {
                 Some(net) => Some(net.attach(pod.id, &dir, &self.config.data.pods(), &pod.egress).await?),
                 None => None,
             };
-            rootfs::mount_overlay(&lower, &disk.upper(), &disk.work(), &root)?;
+            match pod.runtime {
+                // pod root is an unprivileged host uid: the root file system,
+                // disk and supervisor directories through id-mapped clones
+                RuntimeKind::Youki => {
+                    let helper = self.config.youki.as_deref().ok_or_else(|| AgentError::Mount("pinacle-youki is not configured".into()))?;
+                    let etc = crate::supervisor::SupervisorDirs::of(&dir, &disk.root).etc;
+                    rootfs::mount_userns_overlay(helper, &lower, &disk.root, &[("etc", &etc)], &root, bundle::POD_ID_BASE, bundle::POD_ID_COUNT).await?;
+                }
+                RuntimeKind::Gvisor => rootfs::mount_overlay(&lower, &disk.upper(), &disk.work(), &root)?,
+            }
             Ok::<_, AgentError>(attachment)
         }
         .await;
@@ -341,8 +350,13 @@ impl HostAgent {
             }
         };
         let started = async {
-            if attachment.is_some() {
-                write_resolv_conf(&root)?;
+            // youki pods: a file outside the pod's trees, bound read-only
+            // (the host could not create files in a user-namespace overlay)
+            let resolv_conf = dir.join("resolv.conf");
+            match (&attachment, pod.runtime) {
+                (Some(_), RuntimeKind::Youki) => write_host_resolv_conf(&resolv_conf)?,
+                (Some(_), RuntimeKind::Gvisor) => write_resolv_conf(&root)?,
+                (None, _) => {}
             }
             let netns = match (&attachment, pod.runtime) {
                 (Some(a), _) => Some(a.netns_path()),
@@ -351,7 +365,6 @@ impl HostAgent {
                 (None, RuntimeKind::Gvisor) => None,
             };
             let env = self.control.pod_environment(pod.id).await?;
-            let spec_netns = netns.as_deref().filter(|_| pod.runtime == RuntimeKind::Youki);
             let supervisor = match &self.config.supervisor {
                 Some(binary) => {
                     let mut all_env = bundle::pod_env(pod);
@@ -366,13 +379,23 @@ impl HostAgent {
                 &workspace,
                 bundle::nofile_limit(),
                 &env,
-                spec_netns,
                 supervisor.as_ref().map(|(b, d)| (*b, d)),
             )?;
             bundle::add_home(&mut spec, &disk.home())?;
-            if pod.runtime == RuntimeKind::Gvisor && netns.is_some() {
-                // runsc runs inside the pod's namespace with --network=host:
-                // a network namespace in the spec would make it a new, empty one.
+            if pod.runtime == RuntimeKind::Youki {
+                if attachment.is_some() {
+                    bundle::bind_resolv_conf(&mut spec, &resolv_conf)?;
+                }
+                let layers = rootfs::layers_dir(&root);
+                bundle::remap_sources(&mut spec, &disk.root, &layers.join("disk"));
+                if let Some((_, dirs)) = &supervisor {
+                    bundle::remap_sources(&mut spec, &dirs.etc, &layers.join("etc"));
+                }
+            }
+            if netns.is_some() {
+                // the runtime runs inside the pod's namespace (runsc with
+                // --network=host): a network namespace in the spec would make
+                // it a new, empty one.
                 bundle::inherit_network_namespace(&mut spec);
             }
             bundle::write_bundle(&dir, &spec)?;
@@ -955,6 +978,15 @@ fn write_resolv_conf(root: &Path) -> Result<(), AgentError> {
         tracing::warn!(root = %root.display(), error = %e, "the pod's /etc/resolv.conf could not be written (the pod changed its /etc)");
     }
     Ok(())
+}
+
+/// Writes the pod's resolv.conf at `file`, in the agent's own directory of
+/// the pod (bound read-only into the pod).
+fn write_host_resolv_conf(file: &Path) -> Result<(), AgentError> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, crate::network::pod_resolv_conf(&host)).map_err(AgentError::io("writing", &tmp))?;
+    std::fs::rename(&tmp, file).map_err(AgentError::io("installing", file))
 }
 
 /// Fills a new pod's empty workspace with its template's starter files

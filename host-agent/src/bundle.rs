@@ -10,13 +10,44 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
 };
 use pinacle_orchestrator::{PodRecord, RuntimeKind};
 
 use crate::AgentError;
+
+/// Host uid and gid that a youki pod's uid and gid 0 are (the pod's ids
+/// `0..POD_ID_COUNT` are `POD_ID_BASE..POD_ID_BASE + POD_ID_COUNT` on the
+/// host). Far above any range `useradd` hands out as subordinate ids.
+pub const POD_ID_BASE: u32 = 1_000_000_000;
+/// How many ids a youki pod has (uid and gid 0 to 65535).
+pub const POD_ID_COUNT: u32 = 65_536;
+
+/// Paths hidden from pods on top of the runtime-spec defaults (the same
+/// additions as Docker's): host power meters (RAPL energy counters leak
+/// what other tenants compute), interrupt counts and thermal data.
+pub const EXTRA_MASKED_PATHS: &[&str] = &[
+    "/sys/devices/virtual/powercap",
+    "/proc/interrupts",
+    "/sys/devices/system/cpu/cpu0/thermal_throttle",
+    "/sys/class/powercap",
+];
+
+/// What youki pods, which see the host's /sys (read-only), must not see
+/// of it: other pods' and the host's cgroups, kernel debugging, tracing
+/// and security interfaces.
+pub const YOUKI_MASKED_PATHS: &[&str] = &[
+    "/sys/fs/cgroup",
+    "/sys/kernel/debug",
+    "/sys/kernel/tracing",
+    "/sys/kernel/security",
+    "/sys/fs/bpf",
+    "/sys/fs/fuse",
+    "/sys/fs/pstore",
+    "/sys/kernel/config",
+];
 
 /// CFS period used for CPU quotas, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -78,7 +109,6 @@ pub fn pod_spec(
     workspace: &Path,
     nofile: u64,
     extra_env: &[String],
-    netns: Option<&Path>,
     supervisor: Option<(&Path, &crate::supervisor::SupervisorDirs)>,
 ) -> Result<Spec, AgentError> {
     let err = |e: oci_spec::OciSpecError| AgentError::Bundle(e.to_string());
@@ -128,35 +158,62 @@ pub fn pod_spec(
                 .map_err(err)?,
         )
         .pids(LinuxPidsBuilder::default().limit(i64::from(limits.pids)).build().map_err(err)?)
+        // every device refused, then the runtime's own allow-list (null,
+        // zero, full, random, urandom, tty, console, pts, ptmx, tun)
+        .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().map_err(err)?])
         .build()
         .map_err(err)?;
     let defaults = oci_spec::runtime::Linux::default();
-    let namespaces: Vec<_> = defaults
-        .namespaces()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|mut n| {
-            // the pod's prepared network namespace, joined by path
-            if let (oci_spec::runtime::LinuxNamespaceType::Network, Some(path)) = (n.typ(), netns) {
-                n.set_path(Some(path.to_path_buf()));
-            }
-            n
-        })
-        .collect();
-    let linux = LinuxBuilder::default()
+    let youki = pod.runtime == RuntimeKind::Youki;
+    let mut namespaces = defaults.namespaces().clone().unwrap_or_default();
+    if youki {
+        // pod root is an unprivileged host uid (gVisor has its own kernel)
+        namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().map_err(err)?);
+    }
+
+    let mut masked = defaults.masked_paths().clone().unwrap_or_default();
+    masked.extend(EXTRA_MASKED_PATHS.iter().map(|p| (*p).to_owned()));
+    if youki {
+        masked.extend(YOUKI_MASKED_PATHS.iter().map(|p| (*p).to_owned()));
+    }
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .masked_paths(masked)
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .resources(resources)
         .cgroups_path(format!("/pinacle/{}", pod.sandbox_id()))
         .build()
         .map_err(err)?;
+    if youki {
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(POD_ID_BASE)
+            .size(POD_ID_COUNT)
+            .build()
+            .map_err(err)?;
+        linux.set_uid_mappings(Some(vec![map])).set_gid_mappings(Some(vec![map]));
+        linux.set_seccomp(Some(crate::seccomp::pod_profile().map_err(err)?));
+    }
     let mut mounts: Vec<_> = oci_spec::runtime::get_default_mounts()
         .into_iter()
         // cgroup mounts differ between runtimes and hybrid hosts; pods do not need them.
         .filter(|m| m.typ().as_deref() != Some("cgroup"))
-        .collect();
+        .map(|m| match m.typ().as_deref() {
+            // A new sysfs belongs to the network namespace's user namespace,
+            // and a youki pod's network namespace (made by the agent) is the
+            // host's: the kernel refuses it. The host's /sys instead, read-only
+            // all the way down, with the host's cgroups and kernel interfaces
+            // masked (see YOUKI_MASKED_PATHS).
+            Some("sysfs") if youki => MountBuilder::default()
+                .destination("/sys")
+                .typ("bind")
+                .source("/sys")
+                .options(["rbind", "rro", "nosuid", "noexec", "nodev"].map(str::to_owned).to_vec())
+                .build()
+                .map_err(err),
+            _ => Ok(m),
+        })
+        .collect::<Result<_, _>>()?;
     mounts.push(
         MountBuilder::default()
             .destination("/workspace")
@@ -206,6 +263,37 @@ pub fn add_home(spec: &mut Spec, home: &Path) -> Result<(), AgentError> {
         .typ("bind")
         .source(home)
         .options(vec!["rbind".to_owned(), "rw".to_owned(), "nosuid".to_owned(), "nodev".to_owned()])
+        .build()
+        .map_err(|e| AgentError::Bundle(e.to_string()))?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+/// Points every mount whose source lies under `from` at the same place
+/// under `to` (a youki pod's directories go through their id-mapped
+/// clones, see [`crate::rootfs::mount_userns_overlay`]).
+pub fn remap_sources(spec: &mut Spec, from: &Path, to: &Path) {
+    let Some(mounts) = spec.mounts_mut() else { return };
+    for m in mounts.iter_mut() {
+        let Some(rest) = m.source().as_deref().and_then(|s| s.strip_prefix(from).ok()).map(Path::to_path_buf) else {
+            continue;
+        };
+        let new = if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) };
+        m.set_source(Some(new));
+    }
+}
+
+/// Binds `file` (prepared by the agent outside the pod's trees) read-only
+/// at `/etc/resolv.conf`, so the host never writes into the pod's root
+/// file system for it.
+pub fn bind_resolv_conf(spec: &mut Spec, file: &Path) -> Result<(), AgentError> {
+    let mount = MountBuilder::default()
+        .destination("/etc/resolv.conf")
+        .typ("bind")
+        .source(file)
+        .options(vec!["bind".to_owned(), "ro".to_owned(), "nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()])
         .build()
         .map_err(|e| AgentError::Bundle(e.to_string()))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
@@ -266,7 +354,7 @@ mod tests {
 
     #[test]
     fn tier_limits_reach_the_spec() {
-        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[], None, None).unwrap();
+        let spec = pod_spec(&pod(Tier::DevMedium), Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(200_000));
         // the test pod runs under gVisor: the sentry's slack on top of the tier
@@ -274,15 +362,53 @@ mod tests {
         assert_eq!(res.pids().as_ref().unwrap().limit(), 2048);
         let mut youki = pod(Tier::DevMedium);
         youki.runtime = RuntimeKind::Youki;
-        let spec = pod_spec(&youki, Path::new("/r"), Path::new("/w"), 1024, &[], None, None).unwrap();
+        let spec = pod_spec(&youki, Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(4 << 30));
         assert_eq!(spec.hostname().as_deref(), Some("demo"));
     }
 
     #[test]
+    fn youki_pods_get_a_user_namespace_a_syscall_filter_and_device_rules() {
+        let mut youki = pod(Tier::DevSmall);
+        youki.runtime = RuntimeKind::Youki;
+        let spec = pod_spec(&youki, Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let ns: Vec<_> = linux.namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect();
+        assert!(ns.contains(&LinuxNamespaceType::User));
+        let uid = linux.uid_mappings().as_ref().unwrap();
+        assert_eq!((uid[0].container_id(), uid[0].host_id(), uid[0].size()), (0, POD_ID_BASE, POD_ID_COUNT));
+        assert_eq!(linux.gid_mappings().as_ref().unwrap(), uid);
+        assert!(linux.seccomp().is_some());
+        let devices = linux.resources().as_ref().unwrap().devices().as_ref().unwrap();
+        assert!(!devices[0].allow() && devices[0].typ().is_none(), "deny every device first");
+        for p in ["/sys/devices/virtual/powercap", "/proc/keys", "/proc/kcore"] {
+            assert!(linux.masked_paths().as_ref().unwrap().iter().any(|m| m == p), "{p} masked");
+        }
+        assert!(linux.readonly_paths().as_ref().unwrap().iter().any(|m| m == "/proc/sysrq-trigger"));
+        // gVisor pods: gVisor's own kernel, no user namespace or filter in the spec
+        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.uid_mappings().is_none() && linux.seccomp().is_none());
+    }
+
+    #[test]
+    fn mount_sources_move_to_their_id_mapped_clones() {
+        let mut spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/d/disk/workspace"), 1024, &[], None).unwrap();
+        add_home(&mut spec, Path::new("/d/disk/home")).unwrap();
+        remap_sources(&mut spec, Path::new("/d/disk"), Path::new("/p/idmap/disk"));
+        let source = |dest: &str| {
+            spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new(dest)).unwrap().source().clone()
+        };
+        assert_eq!(source("/workspace").as_deref(), Some(Path::new("/p/idmap/disk/workspace")));
+        assert_eq!(source("/root").as_deref(), Some(Path::new("/p/idmap/disk/home")));
+        // a sibling with the same prefix in its name is not under it
+        assert_eq!(source("/proc").as_deref(), Some(Path::new("proc")));
+    }
+
+    #[test]
     fn least_privilege_defaults() {
-        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[], None, None).unwrap();
+        let spec = pod_spec(&pod(Tier::DevSmall), Path::new("/r"), Path::new("/w"), 1024, &[], None).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.no_new_privileges(), Some(true));
         let caps = process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod rootfs;
 pub mod runtime;
 pub mod safe_fs;
+pub mod seccomp;
 pub mod snapshot;
 pub mod storage;
 pub mod supervisor;

@@ -47,18 +47,154 @@ pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> 
         .map_err(|e| AgentError::Mount(format!("mounting overlay at {}: {e}", target.display())))
 }
 
-/// How many overlay mounts use `lower` as their lower layer.
+/// How many overlay mounts use `lower` as their lower layer, directly or
+/// through an id-mapped clone of it (the layers of user-namespace pods).
 pub fn overlays_over(lower: &Path) -> usize {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
     let needle = format!("lowerdir={}", lower.display());
+    let lower_path = lower.to_string_lossy();
     info.lines()
-        .filter(|l| l.contains(" - overlay "))
-        .filter(|l| l.split(',').any(|opt| opt == needle))
+        .filter(|l| {
+            let overlay = l.contains(" - overlay ") && l.split(',').any(|opt| opt == needle);
+            // an id-mapped clone: its root (field 4) is the image's path
+            // within its file system
+            let fields: Vec<&str> = l.split(' ').collect();
+            let clone = fields.len() > 5
+                && fields[5].split(',').any(|o| o == "idmapped")
+                && fields[3] != "/"
+                && lower_path.ends_with(&*unescape_mountinfo(fields[3]));
+            overlay || clone
+        })
         .count()
 }
 
-/// Unmounts `target` if it is mounted; a lazy detach if it is busy.
+/// Where the id-mapped layers of a user-namespace pod whose root
+/// filesystem is mounted at `target` are attached: beside it.
+pub fn layers_dir(target: &Path) -> std::path::PathBuf {
+    target.with_file_name("idmap")
+}
+
+/// The root filesystem of a pod in a user namespace (youki pods): the
+/// pod's disk (`disk_root`, holding `upper/` and `work/`) and each of
+/// `more` (name, directory) id-mapped (on-disk uid 0 is host uid
+/// `host_id`) under [`layers_dir`], and an overlay of the id-mapped image
+/// `lower` under the id-mapped `upper/`, owned by the pod's namespace, at
+/// `target`. `helper` is `pinacle-youki` (`mount-rootfs`), a
+/// single-threaded process that may fork. Nothing is ever chowned: the
+/// files stay owned by uid 0 on disk. Unless `target` is already mounted.
+/// On failure nothing stays mounted.
+#[allow(clippy::too_many_arguments)]
+pub async fn mount_userns_overlay(
+    helper: &Path,
+    lower: &Path,
+    disk_root: &Path,
+    more: &[(&str, &Path)],
+    target: &Path,
+    host_id: u32,
+    count: u32,
+) -> Result<(), AgentError> {
+    if is_mount_point(target) {
+        return Ok(());
+    }
+    let layers = layers_dir(target);
+    // left by a crash: never stack mounts
+    unmount_under(&layers)?;
+    allow_search_by_group(target, host_id)?;
+    for dir in [disk_root.join("upper"), disk_root.join("work"), target.to_path_buf(), layers.clone()] {
+        std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
+    }
+    let mut cmd = crate::runtime::clean_command(helper);
+    cmd.arg("mount-rootfs").arg("--layers").arg(&layers);
+    let mut source = |name: &str, dir: &Path| {
+        let mut arg = std::ffi::OsString::from(format!("{name}="));
+        arg.push(dir.as_os_str());
+        cmd.arg("--source").arg(arg);
+    };
+    source("image", lower);
+    source("disk", disk_root);
+    for (name, dir) in more {
+        std::fs::create_dir_all(dir).map_err(AgentError::io("creating", dir))?;
+        source(name, dir);
+    }
+    cmd.args(["--lower", "image", "--upper", "disk/upper", "--work", "disk/work", "--target"])
+        .arg(target)
+        .args(["--host-id", &host_id.to_string(), "--count", &count.to_string()])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .map_err(|_| AgentError::Mount(format!("mounting the user-namespace root file system at {} timed out", target.display())))?
+        .map_err(AgentError::io("running", helper))?;
+    if !out.status.success() {
+        let _ = unmount(target);
+        return Err(AgentError::Mount(format!(
+            "mounting the user-namespace root file system at {}: {}",
+            target.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The runtime sets a user-namespace pod up as the pod's root, which must
+/// reach the pod's directories under the agent's private data directory
+/// (0700): each ancestor of `path` that others may not search, owned by
+/// root with no group permissions, gets group `gid` (the pods' root group
+/// on the host) and group search permission only (no reading). An
+/// ancestor that already has another group's permissions is an error, so
+/// nobody else gains access.
+fn allow_search_by_group(path: &Path, gid: u32) -> Result<(), AgentError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut dir = std::path::PathBuf::new();
+    let parent = path.parent().unwrap_or(path);
+    for part in parent.components() {
+        dir.push(part);
+        let meta = std::fs::symlink_metadata(&dir).map_err(AgentError::io("reading", &dir))?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o001 != 0 || (meta.gid() == gid && mode & 0o010 != 0) {
+            continue;
+        }
+        if meta.uid() != 0 || mode & 0o070 != 0 {
+            return Err(AgentError::Mount(format!(
+                "youki pods need {} to be searchable by their root group (gid {gid}): it is mode {mode:o}, uid {} gid {}; allow it with: chgrp {gid} DIR && chmod g+x DIR",
+                dir.display(),
+                meta.uid(),
+                meta.gid()
+            )));
+        }
+        nix::unistd::chown(&dir, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| AgentError::io("securing", &dir)(e.into()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o010)).map_err(AgentError::io("securing", &dir))?;
+    }
+    Ok(())
+}
+
+/// Unmounts everything mounted at or below `dir` (deepest first).
+fn unmount_under(dir: &Path) -> Result<(), AgentError> {
+    let (Ok(canon), Ok(info)) = (dir.canonicalize(), std::fs::read_to_string("/proc/self/mountinfo")) else {
+        return Ok(());
+    };
+    let prefix = canon.to_string_lossy().into_owned();
+    let mut inside: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
+        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+        .collect();
+    inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    inside.dedup();
+    for m in inside {
+        unmount_one(Path::new(&m))?;
+    }
+    Ok(())
+}
+
+/// Unmounts `target` if it is mounted (a lazy detach if it is busy), and
+/// the id-mapped layers beside it, if any.
 pub fn unmount(target: &Path) -> Result<(), AgentError> {
+    unmount_one(target)?;
+    unmount_under(&layers_dir(target))
+}
+
+fn unmount_one(target: &Path) -> Result<(), AgentError> {
     if !is_mount_point(target) {
         return Ok(());
     }
@@ -76,18 +212,7 @@ pub fn remove_tree(dir: &Path) -> Result<(), AgentError> {
     if !dir.exists() {
         return Ok(());
     }
-    if let (Ok(canon), Ok(info)) = (dir.canonicalize(), std::fs::read_to_string("/proc/self/mountinfo")) {
-        let prefix = canon.to_string_lossy().into_owned();
-        let mut inside: Vec<String> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
-            .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
-            .collect();
-        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in inside {
-            unmount(Path::new(&m))?;
-        }
-    }
+    unmount_under(dir)?;
     std::fs::remove_dir_all(dir).map_err(AgentError::io("removing", dir))
 }
 

@@ -127,21 +127,20 @@ impl OciCliRuntime {
         Ok(cmd)
     }
 
-    /// The command for sandbox `id`: inside the pod's network namespace for
-    /// a networked gVisor pod, because runsc reaches its sandbox's control
-    /// server through an abstract socket, which lives in that namespace.
+    /// The command for sandbox `id`: inside the pod's network namespace when
+    /// it has one: runsc reaches its sandbox's control server through an
+    /// abstract socket, which lives in that namespace, and a youki exec
+    /// inherits it (the spec names no network namespace).
     fn command_for(&self, id: &str) -> Command {
-        if self.kind == RuntimeKind::Gvisor {
-            let ns = id
-                .strip_prefix("pinacle-")
-                .and_then(|u| uuid::Uuid::parse_str(u).ok())
-                .map(|u| Path::new(crate::network::NETNS_DIR).join(crate::network::pod_names(u).netns))
-                .filter(|p| p.exists());
-            if let Some(ns) = ns {
-                match self.command_in_netns(&ns) {
-                    Ok(cmd) => return cmd,
-                    Err(e) => tracing::warn!(sandbox = id, error = %e, "cannot enter the pod's network namespace"),
-                }
+        let ns = id
+            .strip_prefix("pinacle-")
+            .and_then(|u| uuid::Uuid::parse_str(u).ok())
+            .map(|u| Path::new(crate::network::NETNS_DIR).join(crate::network::pod_names(u).netns))
+            .filter(|p| p.exists());
+        if let Some(ns) = ns {
+            match self.command_in_netns(&ns) {
+                Ok(cmd) => return cmd,
+                Err(e) => tracing::warn!(sandbox = id, error = %e, "cannot enter the pod's network namespace"),
             }
         }
         self.command()
@@ -194,9 +193,11 @@ impl SandboxRuntime for OciCliRuntime {
             .map_err(AgentError::io("opening", console_log))?;
         let log_err = log.try_clone().map_err(AgentError::io("opening", console_log))?;
         let mut cmd = match (self.kind, netns) {
-            // runsc's own netns support fails on this release: start it
-            // inside the pod's namespace and let it use that network.
-            (RuntimeKind::Gvisor, Some(ns)) => self.command_in_netns(ns)?,
+            // runsc's own netns support fails on this release, and youki
+            // (libcontainer) joins a namespace by path only after making the
+            // pod's user namespace, which then may not join it: start both
+            // inside the pod's namespace and let the sandbox inherit it.
+            (_, Some(ns)) => self.command_in_netns(ns)?,
             _ => self.command(),
         };
         cmd.arg("create")

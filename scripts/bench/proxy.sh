@@ -48,6 +48,7 @@ API=
 for _ in $(seq 300); do API=$(sed -n 's/^Pinacle API listening on //p' "$TMP/out"); [[ -n $API ]] && break; sleep 0.1; done
 [[ -n $API ]] || { cat "$TMP/log"; exit 1; }
 export PINACLE_API=$API PINACLE_TOKEN=$TOKEN
+"$BIN" admin settings --youki-everyone true >/dev/null   # youki pods are refused by default
 "$BIN" pod create bench --template blank --runtime youki --wait >/dev/null
 # the upstream: Debian's nginx binary (its libraries are in the base image)
 curl -sf -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @/usr/sbin/nginx "$API/api/v1/pods/bench/files/content?path=/workspace/nginx"

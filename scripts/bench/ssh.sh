@@ -53,6 +53,7 @@ API=
 for _ in $(seq 300); do API=$(sed -n 's/^Pinacle API listening on //p' "$TMP/out"); [[ -n $API ]] && break; sleep 0.1; done
 [[ -n $API ]] || { cat "$TMP/log"; exit 1; }
 export PINACLE_API=$API PINACLE_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json PINACLE_KEYRING=off
+"$BIN" admin settings --youki-everyone true >/dev/null   # youki pods are refused by default
 "$BIN" pod create bench --template minimal --runtime youki --wait >/dev/null
 ssh-keygen -q -t ed25519 -N "" -f "$TMP/id" -C bench
 "$BIN" ssh-key add "$TMP/id.pub" --name bench >/dev/null

@@ -104,6 +104,8 @@ export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
     process.once("exit", killOnExit);
     try {
       api = await waitReady(child, log);
+      // instances refuse youki pods by default (gVisor for everyone)
+      if (runtime === "youki") await call(api, ADMIN_TOKEN, "PATCH", "/api/v1/admin/settings", { youki: { everyone: true } });
       break;
     } catch (e) {
       child.kill("SIGKILL");

@@ -20,6 +20,8 @@ use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use nix::sys::wait::{waitpid, WaitStatus};
 
+mod userns;
+
 #[derive(Parser)]
 #[command(version, about = "OCI runtime over youki's libcontainer, used by pinacle's host agent")]
 struct Cli {
@@ -67,6 +69,37 @@ enum Command {
     },
     /// Print the ids of all containers, one a line.
     List,
+    /// Mount the root filesystem of a pod that runs in a user namespace:
+    /// each `--source NAME=DIR` id-mapped (on-disk uid 0 is `--host-id`) at
+    /// `LAYERS/NAME`, then an overlay of `LAYERS/LOWER` under `LAYERS/UPPER`
+    /// owned by that namespace, at `--target`.
+    MountRootfs {
+        #[arg(long)]
+        layers: PathBuf,
+        #[arg(long = "source", value_parser = parse_source)]
+        sources: Vec<(String, PathBuf)>,
+        #[arg(long)]
+        lower: String,
+        #[arg(long)]
+        upper: String,
+        #[arg(long)]
+        work: String,
+        #[arg(long)]
+        target: PathBuf,
+        #[arg(long)]
+        host_id: u32,
+        #[arg(long)]
+        count: u32,
+    },
+}
+
+fn parse_source(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !name.contains('/') && !name.starts_with('.') => {
+            Ok((name.to_owned(), PathBuf::from(dir)))
+        }
+        _ => Err(format!("expected NAME=DIR (NAME without '/'), got {s:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -167,6 +200,10 @@ fn run(cli: Cli) -> Result<u8> {
                 }
                 Err(e) => return Err(e),
             }
+            Ok(0)
+        }
+        Command::MountRootfs { layers, sources, lower, upper, work, target, host_id, count } => {
+            userns::mount_rootfs(&userns::RootfsPlan { sources, layers, lower, upper, work, target, host_id, count })?;
             Ok(0)
         }
         Command::List => {

@@ -58,6 +58,9 @@ pub struct Pinacle {
     log_filter: String,
     /// More environment for the server.
     extra_env: Vec<(String, String)>,
+    /// Whether the administrator lets everyone run youki pods (instances
+    /// refuse them by default; most tests run them).
+    grant_youki: bool,
 }
 
 impl Pinacle {
@@ -93,7 +96,17 @@ impl Pinacle {
         Self::start_full_env(role, extra, filter, &[]).await
     }
 
+    /// [`Pinacle::start_with`] with the instance's default runtime policy
+    /// (youki allowed for nobody).
+    pub async fn start_default_policy(extra: &[&str]) -> Self {
+        Self::start_policy("up", extra, "info,sqlx=warn", &[], false).await
+    }
+
     async fn start_full_env(role: &'static str, extra: &[&str], filter: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_policy(role, extra, filter, env, true).await
+    }
+
+    async fn start_policy(role: &'static str, extra: &[&str], filter: &str, env: &[(&str, &str)], grant_youki: bool) -> Self {
         check_prerequisites();
         let data = tempfile::Builder::new().prefix("pinacle-test-").tempdir_in("/var/tmp").expect("tempdir");
         let cache = image_cache();
@@ -109,6 +122,7 @@ impl Pinacle {
             admin_token: TOKEN.to_owned(),
             log_filter: filter.to_owned(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            grant_youki,
         };
         p.spawn().await;
         p
@@ -170,6 +184,17 @@ impl Pinacle {
             }
             assert!(Instant::now() < deadline, "pinacle up never became ready; log:\n{}", self.server_log());
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.grant_youki {
+            let granted = self
+                .http
+                .patch(format!("{}/api/v1/admin/settings", self.url))
+                .bearer_auth(&self.admin_token)
+                .json(&json!({"youki": {"everyone": true}}))
+                .send()
+                .await
+                .map(|r| r.status().is_success());
+            assert!(granted.unwrap_or(false), "could not allow youki pods; log:\n{}", self.server_log());
         }
     }
 
