@@ -18,8 +18,10 @@ use serde_json::{json, Value};
 const DOMAIN: &str = "pinacle.localhost";
 
 /// A CGI script for busybox httpd that logs every request it gets (method,
-/// query, Origin, Cookie) to /workspace/req.log.
+/// query, Origin, Cookie) to /workspace/req.log. It reads the whole body
+/// first: a server that closes with unread input resets the connection.
 const LOGGER: &str = "#!/bin/sh\n\
+cat > /dev/null\n\
 echo \"$REQUEST_METHOD $QUERY_STRING origin=$HTTP_ORIGIN cookie=$HTTP_COOKIE\" >> /workspace/req.log\n\
 printf 'Content-Type: text/plain\\r\\n\\r\\nlogged\\n'\n";
 
@@ -171,6 +173,10 @@ async fn cross_origin_requests_cannot_use_the_pod_cookie() {
     let tossed = format!("pinacle_pod=planted; pinacle_pod=planted2; {cookie}");
     let a = via_proxy(proxy, &host, reqwest::Method::GET, "/cgi-bin/log?tossed", &[("cookie", &tossed)]).await;
     assert_eq!(a.status, 200, "a planted cookie logged the user out: {}", a.body);
+    // another site's page cannot sign the user out (an <img> of the sign-out URL)
+    let a = via_proxy(proxy, &host, reqwest::Method::GET, "/.pinacle/signout", &[("cookie", &cookie), ("sec-fetch-site", "same-site")]).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.headers.get("set-cookie").is_none(), "a cross-site page signed the user out");
     // signing out clears the cookie
     let a = via_proxy(proxy, &host, reqwest::Method::GET, "/.pinacle/signout", &[("cookie", &cookie)]).await;
     assert!(a.headers.get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("pinacle_pod=;")));

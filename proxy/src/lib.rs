@@ -504,7 +504,8 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
         return Ok(redirect(&format!("{target}{pq}"), StatusCode::PERMANENT_REDIRECT));
     }
     if let Some(own) = path.strip_prefix(OWN_PREFIX) {
-        return Ok(own_endpoint(&proxy, conn, &host, own, req.uri().query().unwrap_or("")).await);
+        let other_site = from_other_site(req.headers());
+        return Ok(own_endpoint(&proxy, conn, &host, own, req.uri().query().unwrap_or(""), other_site).await);
     }
     let bearer = bearer(&req);
     let cookies = session_cookies(&req);
@@ -631,7 +632,17 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
 }
 
 /// `/.pinacle/auth` (sign a browser in) and `/.pinacle/signout`.
-async fn own_endpoint(proxy: &Proxy, conn: ConnInfo, host: &str, what: &str, query: &str) -> Response<ProxyBody> {
+/// Whether the browser says the request was made by another site's page
+/// (`Sec-Fetch-Site: cross-site` or `same-site`; another pod's host is
+/// same-site).
+fn from_other_site(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("cross-site") || v.trim().eq_ignore_ascii_case("same-site"))
+}
+
+async fn own_endpoint(proxy: &Proxy, conn: ConnInfo, host: &str, what: &str, query: &str, other_site: bool) -> Response<ProxyBody> {
     match what {
         "auth" => {
             let Some(token) = query_param(query, "token") else {
@@ -661,6 +672,11 @@ async fn own_endpoint(proxy: &Proxy, conn: ConnInfo, host: &str, what: &str, que
                 Err(e) => refusal(&e),
             }
         }
+        "signout" if other_site => page(
+            StatusCode::FORBIDDEN,
+            "Cross-site request refused",
+            "Another site's page asked to sign you out of this pod; you are still signed in. Open /.pinacle/signout on this host to sign out.",
+        ),
         "signout" => {
             let mut resp = page(StatusCode::OK, "Signed out", "You are signed out of this pod.");
             for clear in clear_session_cookies(conn.tls) {
@@ -945,6 +961,9 @@ mod tests {
         assert_eq!(foreign_origin(&Method::GET, &with(&[("origin", "https://evil.test"), ("sec-fetch-site", "cross-site")]), host, true), None);
         assert_eq!(foreign_origin(&Method::OPTIONS, &with(&[("origin", "https://evil.test")]), host, true), None);
         assert_eq!(foreign_origin(&Method::POST, &hyper::HeaderMap::new(), host, true), None);
+        // signing out: only from this host's own pages or typed in
+        assert!(from_other_site(&with(&[("sec-fetch-site", "same-site")])));
+        assert!(!from_other_site(&with(&[("sec-fetch-site", "none")])) && !from_other_site(&hyper::HeaderMap::new()));
         // a same-origin WebSocket is fine
         let mut up = with(&ws);
         up.insert("origin", HeaderValue::from_static("https://8080-web-alice.pinacle.test"));

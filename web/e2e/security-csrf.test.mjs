@@ -63,7 +63,10 @@ async function createRunning(token, name) {
 }
 
 // busybox httpd's CGI: logs each request (method, query, Origin) in the pod.
+// (It reads the body first: a server that closes with unread input resets
+// the connection.)
 const LOGGER = `#!/bin/sh
+cat > /dev/null
 echo "$REQUEST_METHOD $QUERY_STRING origin=$HTTP_ORIGIN" >> /workspace/req.log
 printf 'Content-Type: text/plain\\r\\n\\r\\nlogged\\n'
 `;
