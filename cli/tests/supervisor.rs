@@ -134,7 +134,7 @@ async fn the_supervisor_runs_processes_and_serves_terminals_on_both_runtimes() {
         child.wait_with_output().unwrap()
     };
     let out = cli(&["pod", "shell", "sv-yk"], "echo in-pod-$((6*7)); exit 9\n");
-    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(9), "{}\n{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout), p.server_log());
     assert!(String::from_utf8_lossy(&out.stdout).contains("in-pod-42"), "{}", String::from_utf8_lossy(&out.stdout));
     let out = cli(&["pod", "shell", "sv-gv", "--command", "stty size; exit 5"], "");
     assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));

@@ -79,7 +79,7 @@ pub const MAX_UNAUTHENTICATED: usize = 256;
 pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 16;
 /// How often a signed-in connection checks that its user may still use
 /// the pod (team roles, account, key); it is closed once they may not.
-pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the host certificate is signed anew (it is valid for
 /// [`pinacle_api::ssh::HOST_CERT_LIFETIME`]).
 const HOST_CERT_RENEWAL: Duration = Duration::from_secs(24 * 3600);
