@@ -144,6 +144,37 @@ async fn transfer_permit() -> Result<tokio::sync::OwnedSemaphorePermit, ApiError
     }
 }
 
+/// How long a transfer may make no progress (a client that reads or sends
+/// nothing) before it gives its place back.
+const TRANSFER_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// For a download: `permit` goes back once the answer makes no progress
+/// for [`TRANSFER_STALL`] (a client that stops reading cannot hold a place
+/// for good; what it holds meanwhile is one chunk), or once it is dropped.
+/// Returns the progress counter to tick and the permit's holder.
+#[allow(clippy::type_complexity)]
+fn release_when_stalled(
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> (std::sync::Arc<std::sync::atomic::AtomicU64>, std::sync::Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>) {
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let holder = std::sync::Arc::new(std::sync::Mutex::new(Some(permit)));
+    let (watched, weak) = (progress.clone(), std::sync::Arc::downgrade(&holder));
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(TRANSFER_STALL).await;
+            let Some(holder) = weak.upgrade() else { return };
+            let now = watched.load(std::sync::atomic::Ordering::Relaxed);
+            if now == last {
+                holder.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return;
+            }
+            last = now;
+        }
+    });
+    (progress, holder)
+}
+
 fn too_large(path: &str) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("{path} is larger than {MAX_FILE_BYTES} bytes"))
 }
@@ -196,16 +227,20 @@ pub async fn read_file(
         total: usize,
         etag: String,
         done: bool,
-        _permit: tokio::sync::OwnedSemaphorePermit,
+        /// Ticks with every chunk handed on (see [`release_when_stalled`]).
+        progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        _permit: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
     }
     use sha2::Digest;
-    let pass = Pass { reader, hash: sha2::Sha256::new(), total: 0, etag, done: false, _permit: permit };
+    let (progress, permit) = release_when_stalled(permit);
+    let pass = Pass { reader, hash: sha2::Sha256::new(), total: 0, etag, done: false, progress, _permit: permit };
     let body = futures::stream::unfold(pass, |mut p| async move {
         if p.done {
             return None;
         }
         let next = match p.reader.next_chunk().await {
             Ok(Some(chunk)) => {
+                p.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 p.total += chunk.len();
                 p.hash.update(&chunk);
                 if p.total > MAX_FILE_BYTES {
@@ -344,7 +379,13 @@ pub async fn write_file(
     let mut writer = client.create_file(&q.path, None).await.map_err(supervisor_error)?;
     let (mut hash, mut total) = (sha2::Sha256::new(), 0usize);
     let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
+    loop {
+        // a client that stops sending gives its place back
+        let chunk = match tokio::time::timeout(TRANSFER_STALL, chunks.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", format!("the upload sent nothing for {} s", TRANSFER_STALL.as_secs()))),
+        };
         let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_request", format!("reading the request body failed: {e}")))?;
         total += chunk.len();
         if total > MAX_FILE_BYTES {
