@@ -211,3 +211,28 @@ async fn snapshots_survive_sparse_files_and_sockets_and_restore_owners() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "1000:1000 640\nhi\n1099511627776\n");
 }
+
+/// The console log lives on the pod's disk now (finding #6): while the pod
+/// runs it is read from there, and a stopped pod's log is the tail kept in
+/// its directory when the disk was unmounted.
+#[tokio::test]
+async fn the_console_log_is_readable_while_running_and_after_a_stop() {
+    let p = Pinacle::start().await;
+    let pod = p.create_running("cons", "minimal", "gvisor").await;
+    let logs = || async {
+        let r = p.http.get(format!("{}/api/v1/pods/cons/logs", p.url)).bearer_auth(common::TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let running = logs().await;
+    assert!(running.contains("pinacle-supervisor: listening"), "{running:?}");
+    stop(&p, "cons").await;
+    let kept = p.data.path().join("pods").join(simple_id(&pod)).join("console.log");
+    assert!(std::fs::metadata(&kept).unwrap().len() <= 64 * 1024);
+    let stopped = logs().await;
+    assert!(stopped.starts_with(&running), "a stopped pod's log is the kept tail: {stopped:?}");
+    // nothing of the console lives in the pod's directory while it runs
+    start(&p, "cons").await;
+    let on_disk = p.data.path().join("volumes").join(simple_id(&pod)).join("disk/console.log");
+    assert!(on_disk.exists() && on_disk.with_extension("log.1").exists(), "the log rotates on the pod's disk each start");
+}
