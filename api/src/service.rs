@@ -144,6 +144,10 @@ pub const DEFAULT_TEMPLATE: &str = "blank";
 /// A host counts as alive if it reported within this many seconds.
 pub const HOST_ALIVE_SECS: i64 = 120;
 
+/// Snapshots a pod may keep that its users took (automatic ones on stop are
+/// pruned separately): they live on the host's data filesystem.
+pub const MAX_MANUAL_SNAPSHOTS: usize = 10;
+
 fn corrupt(what: &str, value: &str) -> ApiError {
     ApiError::internal(format!("stored {what} {value:?} is not valid"))
 }
@@ -318,7 +322,9 @@ impl AppState {
             .map_err(|e| ApiError::bad_request("unknown_runtime", e))?;
 
         let youki_allowed = self.youki_access().await?.allows(team_name.as_deref(), tier.id());
+        let quotas = self.quotas().await?;
         let _w = self.write_lock.lock().await;
+        self.check_quota(&quotas, &who.user_id, team_id.as_deref(), 1, tier.limits().vcpus).await?;
         let hosts = self.host_capacities().await?;
         let gvisor_here = hosts.iter().any(|h| h.schedulable && h.runtimes.contains(&RuntimeKind::Gvisor));
         let runtime = match requested_runtime.or(self.default_runtime) {
@@ -527,6 +533,19 @@ impl AppState {
         let updated = {
             let _w = self.write_lock.lock().await;
             let txn = self.db.begin().await?;
+            // decided again under the lock every state change takes: the pod
+            // may have started (or gone) since it was read
+            let now = pod::Entity::find_by_id(view.id.to_string())
+                .one(&txn)
+                .await?
+                .filter(|p| p.state != PodState::Deleted.as_str())
+                .ok_or_else(|| ApiError::not_found(format!("pod {key} not found")))?;
+            if change.image.is_some() && now.state != PodState::Stopped.as_str() {
+                return Err(ApiError::conflict(
+                    "invalid_state",
+                    format!("pod {} is {}; stop it before changing its image", view.name, now.state),
+                ));
+            }
             let updated = row.update(&txn).await?;
             crate::audit::append(&txn, who, "pod.configure", &format!("pod:{} ({}) {}", view.id, view.name, what.join(" "))).await?;
             txn.commit().await?;
@@ -588,10 +607,37 @@ impl AppState {
         model.try_into()
     }
 
+    /// Refuses (429 `quota_exceeded`) when the tenant of a pod (the team,
+    /// or the owner for a personal pod) would hold more than `quotas` with
+    /// `more_pods` more pods and `more_vcpus` more vCPUs not stopped.
+    async fn check_quota(&self, quotas: &crate::settings::Quotas, owner_id: &str, team_id: Option<&str>, more_pods: u32, more_vcpus: u32) -> Result<(), ApiError> {
+        let q = pod::Entity::find().filter(pod::Column::State.ne(PodState::Deleted.as_str()));
+        let q = match team_id {
+            Some(t) => q.filter(pod::Column::TeamId.eq(t)),
+            None => q.filter(pod::Column::OwnerId.eq(owner_id)).filter(pod::Column::TeamId.is_null()),
+        };
+        let pods = q.all(&self.db).await?;
+        let vcpus: u32 = pods
+            .iter()
+            .filter(|p| p.state != PodState::Stopped.as_str())
+            .filter_map(|p| p.tier.parse::<Tier>().ok())
+            .map(|t| t.limits().vcpus)
+            .sum();
+        match quotas.refusal(team_id.is_some(), u32::try_from(pods.len()).unwrap_or(u32::MAX), vcpus, more_pods, more_vcpus) {
+            Some(why) => Err(ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", why)),
+            None => Ok(()),
+        }
+    }
+
     /// A user's request (stop, start, delete) on one of their pods.
     pub async fn request(&self, who: &Principal, key: &str, event: PodEvent) -> Result<PodView, ApiError> {
         let needed = if event == PodEvent::DeleteRequested { Action::Delete } else { Action::Operate };
         let pod = self.find_pod(who, key, needed).await?;
+        if event == PodEvent::StartRequested && pod.state == PodState::Stopped {
+            // a stopped pod holds no vCPUs yet; starting it takes them
+            let quotas = self.quotas().await?;
+            self.check_quota(&quotas, &pod.owner_id, pod.team_id.as_deref(), 0, pod.tier.limits().vcpus).await?;
+        }
         let (job, action) = match event {
             PodEvent::StopRequested => (PodJob::Stop(pod.id), "pod.stop"),
             PodEvent::StartRequested => (PodJob::Start(pod.id), "pod.start"),
@@ -700,7 +746,9 @@ impl AppState {
     pub async fn host_capacities(&self) -> Result<Vec<HostCapacity>, ApiError> {
         let hosts = host::Entity::find().all(&self.db).await?;
         let live = pod::Entity::find()
-            .filter(pod::Column::State.is_not_in([PodState::Deleted.as_str(), PodState::Stopped.as_str()]))
+            // a failed pod runs nothing: it holds no host capacity (its
+            // tenant's quota still counts it)
+            .filter(pod::Column::State.is_not_in([PodState::Deleted.as_str(), PodState::Stopped.as_str(), PodState::Error.as_str()]))
             .all(&self.db)
             .await?;
         let now = Utc::now();
@@ -849,7 +897,9 @@ impl AppState {
         Ok(self.agent_of(&view)?.snapshots(view.id))
     }
 
-    /// Archives a stopped pod's `/workspace` and home directory.
+    /// Archives a stopped pod's `/workspace` and home directory (at most
+    /// [`MAX_MANUAL_SNAPSHOTS`] taken by hand per pod; automatic ones are
+    /// pruned to their own count).
     pub async fn create_snapshot(&self, who: &Principal, key: &str, req: CreateSnapshot) -> Result<pinacle_host_agent::snapshot::SnapshotInfo, ApiError> {
         let view = self.find_pod(who, key, Action::Configure).await?;
         if req.name.chars().count() > 64 || req.name.chars().any(char::is_control) {
@@ -859,6 +909,14 @@ impl AppState {
             return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it first (`pinacle pod stop {}`)", view.name, view.state, view.name)));
         }
         let agent = self.agent_of(&view)?;
+        // manual snapshots share the host's data filesystem: a bound per pod
+        let manual = agent.snapshots(view.id).iter().filter(|s| !s.auto).count();
+        if manual >= MAX_MANUAL_SNAPSHOTS {
+            return Err(ApiError::conflict(
+                "too_many_snapshots",
+                format!("pod {} has {manual} snapshots, the most a pod may keep; delete one first (`pinacle pod snapshot delete`)", view.name),
+            ));
+        }
         let info = agent.snapshot(&view.record()?, &req.name).await.map_err(snapshot_error)?;
         self.audit_now(who, "pod.snapshot.create", &format!("pod:{} ({}) snapshot {} {} bytes sha256 {}", view.id, view.name, info.id, info.size_bytes, info.sha256)).await?;
         Ok(info)

@@ -63,12 +63,52 @@ impl RuntimeAccess {
     }
 }
 
+/// How much one tenant may hold, so that one account (sign-up is open by
+/// default) cannot take a host's whole capacity from everyone else.
+/// Personal pods count against their owner, team pods against the team.
+/// Pods count until deleted; vCPUs count while a pod is not stopped (a
+/// failed pod too: delete or stop it).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    pub user_pods: u32,
+    pub user_vcpus: u32,
+    pub team_pods: u32,
+    pub team_vcpus: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas { user_pods: 10, user_vcpus: 8, team_pods: 50, team_vcpus: 32 }
+    }
+}
+
+impl Quotas {
+    /// Why a tenant holding `pods` pods and `vcpus` vCPUs (not stopped) may
+    /// not add `more_pods` pods and `more_vcpus` vCPUs; `None` if it may.
+    pub fn refusal(&self, team: bool, pods: u32, vcpus: u32, more_pods: u32, more_vcpus: u32) -> Option<String> {
+        let (max_pods, max_vcpus, whose) =
+            if team { (self.team_pods, self.team_vcpus, "the team") } else { (self.user_pods, self.user_vcpus, "you") };
+        if pods.saturating_add(more_pods) > max_pods {
+            return Some(format!("{whose} already have {pods} pods, the most allowed ({max_pods}); delete one first"));
+        }
+        if vcpus.saturating_add(more_vcpus) > max_vcpus {
+            return Some(format!(
+                "{whose} already run {vcpus} of at most {max_vcpus} vCPUs and this pod needs {more_vcpus}; stop a pod or choose a smaller tier"
+            ));
+        }
+        None
+    }
+}
+
 /// The settings as shown and changed (`GET`/`PATCH /api/v1/admin/settings`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Settings {
     pub signup: SignupMode,
     /// Who may ask for `runtime: youki`.
     pub youki: RuntimeAccess,
+    /// Per-tenant limits.
+    pub quotas: Quotas,
 }
 
 /// A change; absent fields stay.
@@ -79,10 +119,13 @@ pub struct SettingsUpdate {
     pub signup: Option<SignupMode>,
     #[serde(default)]
     pub youki: Option<RuntimeAccess>,
+    #[serde(default)]
+    pub quotas: Option<Quotas>,
 }
 
 const SIGNUP_KEY: &str = "signup";
 const YOUKI_KEY: &str = "runtime.youki";
+const QUOTAS_KEY: &str = "quotas";
 
 /// Writes `value` (JSON) as setting `key`, inside `txn`.
 async fn store(txn: &sea_orm::DatabaseTransaction, key: &str, value: String) -> Result<(), ApiError> {
@@ -102,7 +145,15 @@ impl AppState {
             Some(s) => serde_json::from_str(&s.value).map_err(ApiError::internal)?,
             None => SignupMode::default(),
         };
-        Ok(Settings { signup, youki: self.youki_access().await? })
+        Ok(Settings { signup, youki: self.youki_access().await?, quotas: self.quotas().await? })
+    }
+
+    /// Per-tenant limits.
+    pub async fn quotas(&self) -> Result<Quotas, ApiError> {
+        Ok(match setting::Entity::find_by_id(QUOTAS_KEY.to_owned()).one(&self.db).await? {
+            Some(s) => serde_json::from_str(&s.value).map_err(ApiError::internal)?,
+            None => Quotas::default(),
+        })
     }
 
     /// Who may run pods on youki.
@@ -137,6 +188,11 @@ impl AppState {
             store(&txn, YOUKI_KEY, serde_json::to_string(&access).map_err(ApiError::internal)?).await?;
             crate::audit::append(&txn, who, "settings.update", &format!("youki={}", access.describe())).await?;
         }
+        if let Some(q) = update.quotas {
+            store(&txn, QUOTAS_KEY, serde_json::to_string(&q).map_err(ApiError::internal)?).await?;
+            let text = format!("quotas=user:{}pods/{}vcpus,team:{}pods/{}vcpus", q.user_pods, q.user_vcpus, q.team_pods, q.team_vcpus);
+            crate::audit::append(&txn, who, "settings.update", &text).await?;
+        }
         txn.commit().await?;
         drop(_w);
         self.settings().await
@@ -161,5 +217,18 @@ mod tests {
         assert!(!tiers.allows(None, "dev-small"));
         // the stored form refuses unknown fields (a typo must not silently allow nothing)
         assert!(serde_json::from_str::<RuntimeAccess>(r#"{"everyone":true,"team":["x"]}"#).is_err());
+    }
+
+    #[test]
+    fn quotas_count_pods_and_running_vcpus_per_tenant() {
+        let q = Quotas { user_pods: 2, user_vcpus: 3, team_pods: 5, team_vcpus: 8 };
+        assert_eq!(q.refusal(false, 1, 1, 1, 2), None);
+        assert!(q.refusal(false, 2, 0, 1, 1).unwrap().contains("2 pods"));
+        assert!(q.refusal(false, 1, 2, 1, 2).unwrap().contains("vCPUs"));
+        // starting a stopped pod adds vCPUs, not pods
+        assert_eq!(q.refusal(false, 2, 1, 0, 2), None);
+        assert_eq!(q.refusal(true, 4, 6, 1, 2), None);
+        assert!(q.refusal(true, 5, 0, 1, 1).unwrap().starts_with("the team"));
+        assert!(q.refusal(false, u32::MAX, u32::MAX, 1, 1).is_some(), "no overflow");
     }
 }

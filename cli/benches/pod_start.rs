@@ -139,11 +139,12 @@ async fn start_server() -> Server {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // youki pods are refused by default (gVisor for everyone)
+    // youki pods are refused by default (gVisor for everyone); the bench
+    // starts more pods than a user's default quota
     let granted = http
         .patch(format!("{url}/api/v1/admin/settings"))
         .bearer_auth(TOKEN)
-        .json(&json!({"youki": {"everyone": true}}))
+        .json(&json!({"youki": {"everyone": true}, "quotas": {"user_pods": 10000, "user_vcpus": 10000, "team_pods": 10000, "team_vcpus": 10000}}))
         .send()
         .await
         .expect("settings");

@@ -43,7 +43,8 @@ pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> 
         upper.display(),
         work.display()
     );
-    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+    // no set-uid programs or device nodes of the pod's making count on the host
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str()))
         .map_err(|e| AgentError::Mount(format!("mounting overlay at {}: {e}", target.display())))
 }
 

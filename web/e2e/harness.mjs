@@ -104,8 +104,10 @@ export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
     process.once("exit", killOnExit);
     try {
       api = await waitReady(child, log);
-      // instances refuse youki pods by default (gVisor for everyone)
-      if (runtime === "youki") await call(api, ADMIN_TOKEN, "PATCH", "/api/v1/admin/settings", { youki: { everyone: true } });
+      // instances refuse youki pods by default (gVisor for everyone), and
+      // hold each user to a few pods
+      const lifted = { user_pods: 10000, user_vcpus: 10000, team_pods: 10000, team_vcpus: 10000 };
+      await call(api, ADMIN_TOKEN, "PATCH", "/api/v1/admin/settings", { youki: { everyone: runtime === "youki" }, quotas: lifted });
       break;
     } catch (e) {
       child.kill("SIGKILL");

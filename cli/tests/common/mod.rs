@@ -44,6 +44,11 @@ fn which(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Per-tenant quotas no test reaches.
+pub fn lifted_quotas() -> Value {
+    json!({"user_pods": 10000, "user_vcpus": 10000, "team_pods": 10000, "team_vcpus": 10000})
+}
+
 /// A running `pinacle up`.
 pub struct Pinacle {
     pub data: tempfile::TempDir,
@@ -59,7 +64,8 @@ pub struct Pinacle {
     /// More environment for the server.
     extra_env: Vec<(String, String)>,
     /// Whether the administrator lets everyone run youki pods (instances
-    /// refuse them by default; most tests run them).
+    /// refuse them by default; most tests run them) and lifts the
+    /// per-tenant quotas (tests start many pods as one user).
     grant_youki: bool,
 }
 
@@ -190,11 +196,11 @@ impl Pinacle {
                 .http
                 .patch(format!("{}/api/v1/admin/settings", self.url))
                 .bearer_auth(&self.admin_token)
-                .json(&json!({"youki": {"everyone": true}}))
+                .json(&json!({"youki": {"everyone": true}, "quotas": lifted_quotas()}))
                 .send()
                 .await
                 .map(|r| r.status().is_success());
-            assert!(granted.unwrap_or(false), "could not allow youki pods; log:\n{}", self.server_log());
+            assert!(granted.unwrap_or(false), "could not allow youki pods and lift quotas; log:\n{}", self.server_log());
         }
     }
 
