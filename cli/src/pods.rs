@@ -219,10 +219,20 @@ fn parse_lifetime(raw: &str) -> Result<i64, String> {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// List audit entries (yours; all of them for the administrator).
+    /// List audit entries (yours; all of them for the administrator),
+    /// newest page first (oldest first within it).
     List {
         #[arg(long)]
         json: bool,
+        /// Entries per page (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only entries older than this id (the `next_before` of a page).
+        #[arg(long)]
+        before: Option<i64>,
+        /// Every entry, page after page (oldest first).
+        #[arg(long)]
+        all: bool,
     },
     /// Check the hash chain; exits 1 and names the first broken entry.
     Verify,
@@ -631,8 +641,25 @@ pub async fn template(cmd: TemplateCommand) -> Result<ExitCode> {
 pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
-        AuditCommand::List { json: as_json } => {
-            let v = c.json(Method::GET, "/audit", None).await?;
+        AuditCommand::List { json: as_json, limit, before, all } => {
+            // pages come newest first; each is oldest first within itself
+            let mut entries: Vec<serde_json::Value> = Vec::new();
+            let mut before = before;
+            let next_before = loop {
+                let path = match before {
+                    Some(b) => format!("/audit?limit={limit}&before={b}"),
+                    None => format!("/audit?limit={limit}"),
+                };
+                let page = c.json(Method::GET, &path, None).await?;
+                let mut older: Vec<serde_json::Value> = page["entries"].as_array().cloned().unwrap_or_default();
+                older.append(&mut entries);
+                entries = older;
+                match page["next_before"].as_i64() {
+                    Some(b) if all => before = Some(b),
+                    _ => break page["next_before"].clone(),
+                }
+            };
+            let v = serde_json::json!({ "entries": entries, "next_before": next_before });
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

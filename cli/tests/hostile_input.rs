@@ -198,6 +198,23 @@ async fn the_audit_log_is_read_in_pages() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 101, "{text}");
     assert!(text.contains("token.create"), "{text}");
+    // ... or a page of its size, or every entry, walking the pages
+    let list = |args: &[&str]| {
+        let out = std::process::Command::new(common::pinacle_bin())
+            .args(["audit", "list"])
+            .args(args)
+            .env("PINACLE_API", &p.url)
+            .env("PINACLE_TOKEN", common::TOKEN)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(list(&["--limit", "5"]).lines().count(), 6);
+    let every = list(&["--all", "--limit", "50"]);
+    assert_eq!(every.lines().count() as u64, total + 1, "{every}");
+    let listed: Vec<u64> = every.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "oldest first, no repeats");
 }
 
 /// xorshift: repeatable runs.
