@@ -236,3 +236,72 @@ async fn the_console_log_is_readable_while_running_and_after_a_stop() {
     let on_disk = p.data.path().join("volumes").join(simple_id(&pod)).join("disk/console.log");
     assert!(on_disk.exists() && on_disk.with_extension("log.1").exists(), "the log rotates on the pod's disk each start");
 }
+
+/// Mounts a stopped pod's disk image at a fresh directory for the test to
+/// change what a crash would have left; unmounted when dropped.
+struct MountedDisk {
+    dir: tempfile::TempDir,
+}
+
+impl MountedDisk {
+    fn of(p: &Pinacle, pod: &Value) -> Self {
+        let image = p.data.path().join("volumes").join(simple_id(pod)).join("disk.img");
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount").args(["-o", "loop"]).arg(&image).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+        Self { dir }
+    }
+}
+
+impl Drop for MountedDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).output();
+    }
+}
+
+/// Finding #12: a restore a crash cut short never leaves a pod with its
+/// volumes missing: a volume an older agent moved aside comes back, and a
+/// committed restore (journal written, first volume swapped) is finished
+/// when the disk is next mounted.
+#[tokio::test]
+async fn a_restore_cut_short_by_a_crash_is_finished_or_undone_on_the_next_start() {
+    let p = Pinacle::start().await;
+    let pod = p.create_running("crash", "minimal", "gvisor").await;
+    let (_, err, code) = p.exec("crash", &["sh", "-c", "echo mine > /workspace/data && echo rc > /root/.rc"]).await;
+    assert_eq!(code, 0, "{err}");
+    stop(&p, "crash").await;
+    // the old agent's crash: /workspace renamed aside, not yet replaced
+    {
+        let disk = MountedDisk::of(&p, &pod);
+        std::fs::rename(disk.dir.path().join("workspace"), disk.dir.path().join(".old-workspace")).unwrap();
+    }
+    start(&p, "crash").await;
+    let (out, _, code) = p.exec("crash", &["cat", "/workspace/data"]).await;
+    assert_eq!((code, out.as_str()), (0, "mine\n"), "the moved-aside workspace was not put back");
+    stop(&p, "crash").await;
+    // a committed restore cut short after its first swap: the workspace is
+    // the restored one already, the home not yet
+    {
+        let disk = MountedDisk::of(&p, &pod);
+        let root = disk.dir.path();
+        let staging = root.join(".restore");
+        for v in ["workspace", "home"] {
+            std::fs::create_dir_all(staging.join(v)).unwrap();
+            std::fs::write(staging.join(v).join("restored"), format!("restored {v}")).unwrap();
+        }
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let journal = serde_json::json!({"snapshot": "test", "volumes": [["workspace", ino(&staging.join("workspace"))], ["home", ino(&staging.join("home"))]]});
+        std::fs::write(staging.join("READY"), journal.to_string()).unwrap();
+        // the first swap happened
+        let (a, b) = (staging.join("workspace"), root.join("workspace"));
+        std::fs::rename(&b, root.join("swap")).unwrap();
+        std::fs::rename(&a, &b).unwrap();
+        std::fs::rename(root.join("swap"), &a).unwrap();
+    }
+    start(&p, "crash").await;
+    let (out, err, code) = p.exec("crash", &["sh", "-c", "cat /workspace/restored; echo; cat /root/restored; echo; ls /workspace; ls /root"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "restored workspace\nrestored home\nrestored\nrestored\n", "both volumes are the restored ones");
+    let disk_root = p.data.path().join("volumes").join(simple_id(&pod)).join("disk");
+    assert!(!disk_root.join(".restore").exists(), "the old volumes are gone once the restore finished");
+}
