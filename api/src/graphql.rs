@@ -884,12 +884,25 @@ impl MutationRoot {
             .gql()?;
         Ok(true)
     }
-    async fn add_ssh_key(&self, ctx: &Context<'_>, name: String, public_key: String) -> R<SshKey> {
-        Ok(state(ctx)
-            .add_ssh_key(writer(ctx)?, &name, &public_key)
-            .await
-            .gql()?
-            .into())
+    /// Registers an SSH public key with proof of possession: `challenge`
+    /// from POST /api/v1/ssh-keys/challenge, `signature` the armored output
+    /// of `ssh-keygen -Y sign -n pinacle-ssh-key` over it. Without them the
+    /// answer is the clear `proof_required` error.
+    async fn add_ssh_key(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        public_key: String,
+        challenge: Option<String>,
+        signature: Option<String>,
+    ) -> R<SshKey> {
+        let s = state(ctx);
+        let who = writer(ctx)?;
+        let view = match (challenge, signature) {
+            (Some(c), Some(sig)) => s.add_ssh_key_with_proof(who, &name, &public_key, &c, &sig).await,
+            _ => s.add_ssh_key(who, &name, &public_key).await,
+        };
+        Ok(view.gql()?.into())
     }
     async fn delete_ssh_key(&self, ctx: &Context<'_>, id: String) -> R<bool> {
         state(ctx).delete_ssh_key(writer(ctx)?, &id).await.gql()?;

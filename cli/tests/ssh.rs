@@ -335,9 +335,7 @@ async fn openssh_clients_reach_pods_through_the_gateway() {
     // another user's key for this pod
     let bob = p.signup_and_login("bob").await;
     let bob_key = c.keygen("id_bob");
-    let (s, b) = p
-        .call_as(&bob, Method::POST, "/api/v1/ssh-keys", Some(json!({"name": "bob", "public_key": std::fs::read_to_string(format!("{}.pub", bob_key.display())).unwrap()})))
-        .await;
+    let (s, b) = p.add_ssh_key_as(&bob, "bob", &bob_key).await;
     assert_eq!(s, 201, "{b}");
     assert!(refused(&c.ssh(&bob_key, "box", &[], "true")), "bob may not enter admin's pod");
     // bob may not have a certificate for it either
@@ -424,9 +422,7 @@ async fn the_gateway_limits_failed_sign_ins_expired_certificates_and_idle_connec
     p.create_running("lim", "minimal", "youki").await;
     let c = Client::new(&p, port).await;
     let key = c.keygen("id_ok");
-    let (s, b) = p
-        .call(Method::POST, "/api/v1/ssh-keys", Some(json!({"name": "ok", "public_key": std::fs::read_to_string(format!("{}.pub", key.display())).unwrap()})))
-        .await;
+    let (s, b) = p.add_ssh_key_as(common::TOKEN, "ok", &key).await;
     assert_eq!(s, 201, "{b}");
 
     // an expired certificate (this server issues 1-second ones)

@@ -130,12 +130,26 @@ async fn graphql_serves_the_web_app_under_the_rest_rules() {
     let (code, _) = error_code(&p, &alice, save, json!({"p": "web1", "l": [1, 2]})).await;
     assert_eq!(code, "invalid_layout");
 
-    // SSH keys: checked, one account per key
-    let add = "mutation($n: String!, $k: String!) { addSshKey(name: $n, publicKey: $k) { id fingerprint algorithm } }";
-    let d = data(&p, &alice, add, json!({"n": "laptop", "k": ED25519})).await;
-    assert_eq!(d["addSshKey"]["fingerprint"], "SHA256:/yZTBcM2GWnpSuguwKMyme8cRmh3n/YIGvTLiW9mEIM");
+    // SSH keys: checked, registered only with proof of possession (a
+    // challenge signed with the private key), one account per key
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id_laptop");
+    let out = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let (s, ch) = p.call_as(&alice, Method::POST, "/api/v1/ssh-keys/challenge", None).await;
+    assert_eq!(s, 201, "{ch}");
+    let challenge = ch["challenge"].as_str().unwrap();
+    let signature = common::sign_ssh_challenge(&key, ch["namespace"].as_str().unwrap(), challenge);
+    let add = "mutation($n: String!, $k: String!, $c: String, $s: String) { addSshKey(name: $n, publicKey: $k, challenge: $c, signature: $s) { id fingerprint algorithm } }";
+    let d = data(&p, &alice, add, json!({"n": "laptop", "k": public, "c": challenge, "s": signature})).await;
+    assert_eq!(d["addSshKey"]["algorithm"], "ssh-ed25519");
+    assert!(d["addSshKey"]["fingerprint"].as_str().is_some_and(|f| f.starts_with("SHA256:")), "{d}");
+    // bob cannot register alice's public key: he cannot sign for it
+    let (code, _) = error_code(&p, &bob, add, json!({"n": "mine", "k": public})).await;
+    assert_eq!(code, "proof_required");
     let (code, _) = error_code(&p, &bob, add, json!({"n": "mine", "k": ED25519})).await;
-    assert_eq!(code, "ssh_key_exists");
+    assert_eq!(code, "proof_required");
     let (code, _) = error_code(&p, &bob, add, json!({"n": "x", "k": "ssh-rsa nonsense"})).await;
     assert_eq!(code, "invalid_public_key");
     assert_eq!(data(&p, &bob, "{ sshKeys { id } }", json!({})).await["sshKeys"], json!([]));
