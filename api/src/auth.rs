@@ -28,6 +28,8 @@ pub struct Principal {
     pub source: String,
     /// The sign-in session, when the caller presented an access token.
     pub session_id: Option<String>,
+    /// The API token's id, when the caller presented an API token.
+    pub token_id: Option<String>,
 }
 
 impl std::ops::Deref for Principal {
@@ -51,6 +53,7 @@ impl Principal {
             user_name: user_name.to_owned(),
             source: source.to_owned(),
             session_id: None,
+            token_id: None,
         }
     }
 
@@ -253,6 +256,7 @@ impl AppState {
         };
         let mut p = Principal::system(&u.id, &u.name, "unknown");
         p.subject.scope = scope;
+        p.token_id = Some(tok.id.clone());
         p.subject.teams = self.team_roles(&u.id).await?;
         Ok(Some((p, tok.expires_at)))
     }

@@ -7,7 +7,8 @@
 //! usable once. The browser takes it to `/.pinacle/auth` on the pod's host,
 //! where the proxy exchanges it for a **pod-session** token of the same
 //! audience in an HttpOnly cookie (12 hours). Both carry the user's
-//! session id when minted from a session: signing out ends them too. On
+//! session id when minted from a session (signing out ends them too), or
+//! the API token's id when minted through one (revoking it ends them). On
 //! every request the user's current rights to the pod are checked again,
 //! so a removed team member loses access at once.
 
@@ -47,6 +48,10 @@ pub struct PodClaims {
     /// The user's session, when minted from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The API token, when minted through one: the token's revocation or
+    /// expiry ends the cookie too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
     pub kind: PodTokenKind,
     /// Token id (single use of login tokens).
     pub jti: String,
@@ -180,6 +185,7 @@ impl AppState {
             sub: who.user_id.clone(),
             name: who.user_name.clone(),
             sid: who.session_id.clone(),
+            tid: who.token_id.clone(),
             kind,
             jti: uuid::Uuid::new_v4().simple().to_string(),
             iat: now,
@@ -206,6 +212,11 @@ impl AppState {
                 return Ok(None);
             }
         }
+        if let Some(tid) = &claims.tid {
+            if !self.api_token_is_live(tid).await? {
+                return Ok(None);
+            }
+        }
         if kind == PodTokenKind::Login && !self.used_pod_logins.take(&claims.jti, claims.exp, chrono::Utc::now().timestamp()) {
             return Ok(None);
         }
@@ -215,7 +226,14 @@ impl AppState {
         let mut p = Principal::system(&user.id, &user.name, "proxy");
         p.subject.teams = self.team_roles(&user.id).await?;
         p.session_id = claims.sid;
+        p.token_id = claims.tid;
         Ok(Some(p))
+    }
+
+    /// Whether API token `id` still exists (not revoked) and has not expired.
+    async fn api_token_is_live(&self, id: &str) -> Result<bool, ApiError> {
+        let token = crate::entities::api_token::Entity::find_by_id(id.to_owned()).one(&self.db).await?;
+        Ok(token.is_some_and(|t| t.expires_at.is_none_or(|e| e > chrono::Utc::now())))
     }
 }
 

@@ -259,3 +259,40 @@ fn base64_url(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).unwrap()
 }
+
+/// Security #19: a pod cookie minted through an API token (no session)
+/// dies when the token is revoked, within the read cache's time limit.
+#[tokio::test]
+async fn a_pod_cookie_minted_through_an_api_token_dies_with_the_token() {
+    const BR: &str = "pncsec5";
+    let _cleanup = HostCleanup(BR);
+    let proxy = free_port();
+    let proxy_arg = format!("127.0.0.1:{proxy}");
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.145.0/24", "--proxy-listen", &proxy_arg]).await;
+    p.create_running("web", "minimal", "runsc").await;
+    start_logger(&p, "web", &[8080]).await;
+    let (s, t) = p.call(reqwest::Method::POST, "/api/v1/tokens", Some(json!({"name": "browser"}))).await;
+    assert_eq!(s, 201, "{t}");
+    let (token, id) = (t["token"].as_str().unwrap().to_owned(), t["id"].as_str().unwrap().to_owned());
+    let cookie = sign_in(&p, proxy, &token, "web", 8080).await;
+    let host = format!("8080-web-admin.{DOMAIN}:{proxy}");
+    wait_serving(proxy, &host, &cookie).await;
+    let (s, b) = p.call(reqwest::Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await;
+    assert_eq!(s, 204, "{b}");
+    // at once in this process (caches are cleared); --read-cache-ms (1 s) bounds other processes
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let a = via_proxy(proxy, &host, reqwest::Method::GET, "/cgi-bin/log?after-revoke", &[("cookie", &cookie)]).await;
+        if a.status == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cookie outlived its API token: {} {}", a.status, a.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!logged(&p, "web").await.contains("after-revoke"), "a request with the dead cookie reached the pod");
+    // a cookie minted through another, live token still works
+    let (s, t) = p.call(reqwest::Method::POST, "/api/v1/tokens", Some(json!({"name": "other"}))).await;
+    assert_eq!(s, 201, "{t}");
+    let cookie = sign_in(&p, proxy, t["token"].as_str().unwrap(), "web", 8080).await;
+    assert_eq!(via_proxy(proxy, &host, reqwest::Method::GET, "/cgi-bin/log?live", &[("cookie", &cookie)]).await.status, 200);
+}
