@@ -499,7 +499,7 @@ impl HostAgent {
         let mut env = bundle::pod_env(pod);
         env.extend(req.env.iter().cloned());
         let cwd = req.cwd.as_deref().unwrap_or("/workspace");
-        let mut cmd = runtime.exec_command(&sid, cwd, &env, &req.argv);
+        let crate::runtime::ExecCommand { command: mut cmd, files } = runtime.exec_command(&sid, cwd, &env, &req.argv)?;
         cmd.stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -515,6 +515,8 @@ impl HostAgent {
             child.stderr.take().map(|s| pump(s, tx.clone(), ExecOutput::Stderr)),
         ];
         tokio::spawn(async move {
+            // the runtime's files for this exec go when it has ended
+            let _files = files;
             let finished = async move {
                 for p in pumps.into_iter().flatten() {
                     let _ = p.await;

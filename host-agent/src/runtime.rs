@@ -44,7 +44,58 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     async fn delete(&self, id: &str) -> Result<(), AgentError>;
     /// A command that runs `argv` inside the running sandbox, with the exit
     /// code of `argv` as its own. The caller sets up stdio and spawns it.
-    fn exec_command(&self, id: &str, cwd: &str, env: &[String], argv: &[String]) -> Command;
+    /// The caller keeps the returned [`ExecCommand`] until the command ends.
+    fn exec_command(&self, id: &str, cwd: &str, env: &[String], argv: &[String]) -> Result<ExecCommand, AgentError>;
+}
+
+/// A command that runs something in a sandbox, and the files it needs
+/// while it runs (removed when this is dropped).
+pub struct ExecCommand {
+    pub command: Command,
+    pub files: Vec<RemoveOnDrop>,
+}
+
+/// A file removed when dropped.
+#[derive(Debug)]
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes the OCI process of an exec (`argv` in `cwd` with `env`, the
+/// pod's capabilities) to a new private file in `dir`: what runsc reads
+/// with `--process`, so that the environment (secrets a caller passes)
+/// stays off the host's command lines, which every host user can read.
+fn write_exec_process(dir: &Path, cwd: &str, env: &[String], argv: &[String]) -> Result<RemoveOnDrop, AgentError> {
+    use oci_spec::runtime::{LinuxCapabilitiesBuilder, ProcessBuilder};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: oci_spec::OciSpecError| AgentError::Bundle(e.to_string());
+    let caps: std::collections::HashSet<_> = crate::bundle::POD_CAPABILITIES.iter().copied().collect();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(argv.to_vec())
+        .env(env.to_vec())
+        .cwd(cwd)
+        .no_new_privileges(true)
+        .capabilities(LinuxCapabilitiesBuilder::default().bounding(caps.clone()).effective(caps.clone()).permitted(caps).build().map_err(err)?)
+        .build()
+        .map_err(err)?;
+    let json = serde_json::to_vec(&process).map_err(|e| AgentError::Bundle(e.to_string()))?;
+    let path = dir.join(format!("exec-{}.json", uuid::Uuid::new_v4().simple()));
+    let guard = RemoveOnDrop(path.clone());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(AgentError::io("writing", &path))?;
+    f.write_all(&json).map_err(AgentError::io("writing", &path))?;
+    Ok(guard)
 }
 
 /// Drives a runtime with a `runc`-style command line.
@@ -272,18 +323,24 @@ impl SandboxRuntime for OciCliRuntime {
         self.run("delete", id, &["delete", "--force", id]).await.map(|_| ())
     }
 
-    fn exec_command(&self, id: &str, cwd: &str, env: &[String], argv: &[String]) -> Command {
+    fn exec_command(&self, id: &str, cwd: &str, env: &[String], argv: &[String]) -> Result<ExecCommand, AgentError> {
         let mut cmd = self.command_for(id);
-        cmd.arg("exec").arg(format!("--cwd={cwd}"));
+        cmd.arg("exec");
+        if self.kind == RuntimeKind::Gvisor {
+            // the whole process from a private file: no environment on argv
+            let state = self.global.iter().find_map(|a| a.strip_prefix("--root=")).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+            std::fs::create_dir_all(&state).map_err(AgentError::io("creating", &state))?;
+            let file = write_exec_process(&state, cwd, env, argv)?;
+            cmd.arg(format!("--process={}", file.0.display())).arg(id);
+            return Ok(ExecCommand { command: cmd, files: vec![file] });
+        }
+        // pinacle-youki takes the environment on its command line only
+        cmd.arg(format!("--cwd={cwd}"));
         for kv in env {
             cmd.arg(format!("--env={kv}"));
         }
-        cmd.arg(id);
-        if self.kind == RuntimeKind::Youki {
-            cmd.arg("--");
-        }
-        cmd.args(argv);
-        cmd
+        cmd.arg(id).arg("--").args(argv);
+        Ok(ExecCommand { command: cmd, files: Vec::new() })
     }
 }
 
