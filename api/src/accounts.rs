@@ -145,7 +145,12 @@ impl AppState {
         let hash = hash_password_blocking(req.password.clone()).await?;
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
-        let taken = || ApiError::conflict("name_taken", format!("the name {} is taken", req.name));
+        let taken = || {
+            ApiError::conflict(
+                "name_taken",
+                format!("the name {} is taken, or too close to another account's for unambiguous host names", req.name),
+            )
+        };
         if self.account_name_taken(&txn, &req.name).await? {
             return Err(taken());
         }

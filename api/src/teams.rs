@@ -98,10 +98,23 @@ fn team_not_found(name: &str) -> ApiError {
 }
 
 impl AppState {
-    /// Whether `name` is free as a user or team name.
+    /// Whether `name` is not free as a user or team name: another user or
+    /// team has it, or its host names could be confused with theirs — it
+    /// ends with `-` + an existing name, or an existing name ends with `-`
+    /// + it (pod hosts are `{pod}-{owner}`, and names hold dashes). Owners
+    /// never being such suffixes of each other, two route keys can only
+    /// conflict between one owner's own pods, so creating a pod never tells
+    /// anyone whether another tenant's pod exists.
     pub(crate) async fn account_name_taken<C: ConnectionTrait>(&self, db: &C, name: &str) -> Result<bool, ApiError> {
-        Ok(user::Entity::find().filter(user::Column::Name.eq(name)).one(db).await?.is_some()
-            || team::Entity::find().filter(team::Column::Name.eq(name)).one(db).await?.is_some())
+        let suffixes: Vec<String> = name.match_indices('-').map(|(i, _)| name[i + 1..].to_owned()).filter(|s| !s.is_empty()).collect();
+        fn near<C: ColumnTrait>(column: C, name: &str, suffixes: &[String]) -> sea_orm::Condition {
+            sea_orm::Condition::any()
+                .add(column.eq(name))
+                .add(column.is_in(suffixes.iter().cloned()))
+                .add(column.like(format!("%-{name}")))
+        }
+        Ok(user::Entity::find().filter(near(user::Column::Name, name, &suffixes)).one(db).await?.is_some()
+            || team::Entity::find().filter(near(team::Column::Name, name, &suffixes)).one(db).await?.is_some())
     }
 
     /// A team's name by id (for showing, after the caller's right to see
@@ -133,7 +146,10 @@ impl AppState {
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
         if self.account_name_taken(&txn, &req.name).await? {
-            return Err(ApiError::conflict("name_taken", format!("the name {} is taken by a user or team", req.name)));
+            return Err(ApiError::conflict(
+                "name_taken",
+                format!("the name {} is taken by a user or team, or too close to one for unambiguous host names", req.name),
+            ));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let t = team::ActiveModel { id: Set(id.clone()), name: Set(req.name.clone()), created_at: Set(now) }
