@@ -309,31 +309,34 @@ async fn a_restore_cut_short_by_a_crash_is_finished_or_undone_on_the_next_start(
 /// Finding #18, the exec path of pods without a supervisor: the
 /// environment given to a command reaches it, but never a host command
 /// line (`/proc/*/cmdline` is world-readable): runsc reads it from a
-/// private file.
+/// private file, pinacle-youki from its own environment.
 #[tokio::test]
 async fn exec_without_a_supervisor_keeps_its_environment_off_host_command_lines() {
     const VALUE: &str = "exec-secret-6a1f0c9e2b";
     let p = Pinacle::start_with_env(&[], &[("PINACLE_SUPERVISOR", "/nonexistent/pinacle-supervisor")]).await;
-    p.create_running("bare", "minimal", "gvisor").await;
-    let (http, url) = (p.http.clone(), p.url.clone());
-    let exec = tokio::spawn(async move {
-        let body = serde_json::json!({"command": ["sh", "-c", "sleep 3; echo \"got $SECRET_X\""], "env": {"SECRET_X": VALUE}});
-        let r = http.post(format!("{url}/api/v1/pods/bare/exec")).bearer_auth(common::TOKEN).json(&body).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        r.text().await.unwrap()
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2500);
-    let mut scans = 0;
-    while std::time::Instant::now() < deadline {
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            assert!(!String::from_utf8_lossy(&cmdline).contains(VALUE), "a host command line holds the secret: {:?}", String::from_utf8_lossy(&cmdline));
-        }
-        scans += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // runsc reads it from a private file; pinacle-youki from its own environment
+    for (pod, runtime) in [("bare", "gvisor"), ("bare-yk", "youki")] {
+        p.create_running(pod, "minimal", runtime).await;
+        let (http, url) = (p.http.clone(), p.url.clone());
+        let exec = tokio::spawn(async move {
+            let body = serde_json::json!({"command": ["sh", "-c", "sleep 3; echo \"got $SECRET_X\""], "env": {"SECRET_X": VALUE}});
+            let r = http.post(format!("{url}/api/v1/pods/{pod}/exec")).bearer_auth(common::TOKEN).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+        let mut scans = 0;
+        while std::time::Instant::now() < deadline {
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                assert!(!String::from_utf8_lossy(&cmdline).contains(VALUE), "a host command line holds the secret: {:?}", String::from_utf8_lossy(&cmdline));
+            }
+            scans += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(scans > 5);
     let out = exec.await.unwrap();
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("got {VALUE}\n"));
     assert!(out.contains(&b64), "the command did not get its environment: {out}");
+    }
 }

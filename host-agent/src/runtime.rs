@@ -334,11 +334,9 @@ impl SandboxRuntime for OciCliRuntime {
             cmd.arg(format!("--process={}", file.0.display())).arg(id);
             return Ok(ExecCommand { command: cmd, files: vec![file] });
         }
-        // pinacle-youki takes the environment on its command line only
-        cmd.arg(format!("--cwd={cwd}"));
-        for kv in env {
-            cmd.arg(format!("--env={kv}"));
-        }
+        // pinacle-youki passes its own environment on: exactly the pod's
+        cmd.arg(format!("--cwd={cwd}")).arg("--env-from-environ");
+        cmd.env_clear().envs(env.iter().filter_map(|kv| kv.split_once('=')));
         cmd.arg(id).arg("--").args(argv);
         Ok(ExecCommand { command: cmd, files: Vec::new() })
     }

@@ -51,6 +51,10 @@ enum Command {
         /// `NAME=VALUE`, repeatable.
         #[arg(long)]
         env: Vec<String>,
+        /// The command's environment is this process's own (so that no
+        /// value shows on a command line, which every host user can read).
+        #[arg(long)]
+        env_from_environ: bool,
         id: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -156,15 +160,18 @@ fn run(cli: Cli) -> Result<u8> {
             println!("{{\"id\":\"{id}\",\"status\":\"{status}\",\"pid\":{pid}}}");
             Ok(0)
         }
-        Command::Exec { cwd, env, id, command } => {
+        Command::Exec { cwd, env, env_from_environ, id, command } => {
             let c = load(&cli.root, &id)?;
             if !c.can_exec() {
                 bail!("container {id} is not running");
             }
-            let env: HashMap<String, String> = env
+            let mut env: HashMap<String, String> = env
                 .iter()
                 .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
                 .collect();
+            if env_from_environ {
+                env.extend(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))));
+            }
             let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&cli.root)?
                 .with_executor(DefaultExecutor {})

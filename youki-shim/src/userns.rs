@@ -33,6 +33,7 @@ use anyhow::{bail, Context, Result};
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
@@ -209,7 +210,9 @@ fn overlay_maker(userns: RawFd, overlay: &OverlayArgs) -> Result<Child> {
 
 /// Clones `source` as a detached mount id-mapped through `userns`, and
 /// attaches it at `target`.
-fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> Result<()> {
+/// `read_only`: the clone is read-only too (the image below an overlay:
+/// nothing may ever write or delete through it).
+fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd, read_only: bool) -> Result<()> {
     let src = cstr(source)?;
     // SAFETY: valid C string; flags per open_tree(2).
     let tree = check(
@@ -225,7 +228,8 @@ fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> Result<()> {
     )?;
     // SAFETY: a new descriptor, owned here.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let attr_set = if read_only { MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY } else { MOUNT_ATTR_IDMAP };
+    let attr = MountAttr { attr_set, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
     // SAFETY: attr is a valid mount_attr of the size passed.
     check(
         unsafe {
@@ -281,7 +285,7 @@ pub fn mount_rootfs(plan: &RootfsPlan) -> Result<()> {
         .context("opening the user namespace")?
         .into();
     for (name, source) in &plan.sources {
-        idmapped_bind(source, &path_of(name), &userns)?;
+        idmapped_bind(source, &path_of(name), &userns, *name == plan.lower)?;
     }
     // the layers' directory as a descriptor the overlay maker inherits (no O_CLOEXEC)
     let layers_path = cstr(&plan.layers)?;
