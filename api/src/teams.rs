@@ -99,12 +99,12 @@ fn team_not_found(name: &str) -> ApiError {
 
 impl AppState {
     /// Whether `name` is not free as a user or team name: another user or
-    /// team has it, or its host names could be confused with theirs — it
-    /// ends with `-` + an existing name, or an existing name ends with `-`
-    /// + it (pod hosts are `{pod}-{owner}`, and names hold dashes). Owners
-    /// never being such suffixes of each other, two route keys can only
-    /// conflict between one owner's own pods, so creating a pod never tells
-    /// anyone whether another tenant's pod exists.
+    /// team has it, or its host names could be confused with theirs: it
+    /// ends with a dash and an existing name, or an existing name ends with
+    /// a dash and it (pod hosts are `{pod}-{owner}`, and names hold
+    /// dashes). As no owner name is such a suffix of another, two route
+    /// keys can only conflict between one owner's own pods, so creating a
+    /// pod never tells anyone whether another tenant's pod exists.
     pub(crate) async fn account_name_taken<C: ConnectionTrait>(&self, db: &C, name: &str) -> Result<bool, ApiError> {
         let suffixes: Vec<String> = name.match_indices('-').map(|(i, _)| name[i + 1..].to_owned()).filter(|s| !s.is_empty()).collect();
         fn near<C: ColumnTrait>(column: C, name: &str, suffixes: &[String]) -> sea_orm::Condition {

@@ -38,6 +38,7 @@ fn principal(name: &str) -> Principal {
         user_name: name.to_owned(),
         source: "127.0.0.1".into(),
         session_id: None,
+        token_id: None,
     }
 }
 
