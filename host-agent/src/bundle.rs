@@ -256,6 +256,12 @@ pub fn pod_spec(
     Ok(spec)
 }
 
+fn push_mount(spec: &mut Spec, mount: oci_spec::runtime::Mount) {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+}
+
 /// Binds the pod's persistent home directory at `/root`.
 pub fn add_home(spec: &mut Spec, home: &Path) -> Result<(), AgentError> {
     let mount = MountBuilder::default()
@@ -265,9 +271,7 @@ pub fn add_home(spec: &mut Spec, home: &Path) -> Result<(), AgentError> {
         .options(vec!["rbind".to_owned(), "rw".to_owned(), "nosuid".to_owned(), "nodev".to_owned()])
         .build()
         .map_err(|e| AgentError::Bundle(e.to_string()))?;
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.push(mount);
-    spec.set_mounts(Some(mounts));
+    push_mount(spec, mount);
     Ok(())
 }
 
@@ -296,9 +300,7 @@ pub fn bind_resolv_conf(spec: &mut Spec, file: &Path) -> Result<(), AgentError> 
         .options(vec!["bind".to_owned(), "ro".to_owned(), "nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()])
         .build()
         .map_err(|e| AgentError::Bundle(e.to_string()))?;
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.push(mount);
-    spec.set_mounts(Some(mounts));
+    push_mount(spec, mount);
     Ok(())
 }
 
