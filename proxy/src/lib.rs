@@ -406,7 +406,7 @@ fn clear_session_cookies(tls: bool) -> Vec<String> {
 }
 
 /// Pooled HTTP/1.1 connections to pods, kept open between requests.
-pub type UpstreamClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Incoming>;
+pub type UpstreamClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, ProxyBody>;
 
 /// Idle connections to pods are closed after this long.
 pub const UPSTREAM_IDLE: Duration = Duration::from_secs(30);
@@ -609,10 +609,25 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
             Err(e) => return Ok(page(StatusCode::BAD_REQUEST, "Bad request", &format!("unusable request target: {e}"))),
         }
         let client = UPSTREAM.with(UpstreamClient::clone);
-        match client.request(req).await {
+        // a request without a body can be sent again: once, on a fresh
+        // connection, when the first try failed before any answer (a pod
+        // server that reset or closed the connection under it), as nginx's
+        // proxy_next_upstream does for idempotent requests
+        let again = retry_copy(&req);
+        match client.request(req.map(BodyExt::boxed)).await {
             Ok(r) => r,
             Err(e) if e.is_connect() => return Ok(nothing_listening()),
-            Err(e) => return Ok(bad_answer(&e)),
+            Err(e) => match again {
+                Some(again) => {
+                    tracing::debug!(error = %e, pod = %upstream.pod, "request to a pod failed before an answer; sending it again");
+                    match client.request(again).await {
+                        Ok(r) => r,
+                        Err(e) if e.is_connect() => return Ok(nothing_listening()),
+                        Err(e) => return Ok(bad_answer(&e)),
+                    }
+                }
+                None => return Ok(bad_answer(&e)),
+            },
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -629,6 +644,23 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
         strip_hop_by_hop(resp.headers_mut(), false);
     }
     Ok(resp.map(|b| b.boxed()))
+}
+
+/// A copy of `req` to send again if the first try fails before an answer:
+/// only for methods that change nothing (GET, HEAD, OPTIONS) and carry no
+/// body.
+fn retry_copy(req: &Request<Incoming>) -> Option<Request<ProxyBody>> {
+    use hyper::body::Body;
+    let safe = matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS);
+    if !safe || !req.body().is_end_stream() && req.body().size_hint().upper() != Some(0) {
+        return None;
+    }
+    let mut copy = Request::new(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// `/.pinacle/auth` (sign a browser in) and `/.pinacle/signout`.
@@ -854,6 +886,67 @@ async fn tls_handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Routes every host to `addr`, for anyone.
+    struct To(SocketAddr);
+
+    #[async_trait::async_trait]
+    impl Resolver for To {
+        async fn resolve(&self, _: &str, _: Credentials<'_>) -> Result<Upstream, RouteError> {
+            Ok(Upstream { addr: self.0, pod: "p".into(), owner: "o".into() })
+        }
+        async fn sign_in(&self, _: &str, _: &str) -> Result<PodSession, RouteError> {
+            Err(RouteError::Unauthorized)
+        }
+        async fn may_issue_certificate(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// A pod server that drops its first connection after reading the
+    /// request (a reset under the proxy), then answers `ok` on each next.
+    async fn flaky_upstream() -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 0..8 {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                if n > 0 {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                }
+            }
+        });
+        addr
+    }
+
+    async fn send(proxy: SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_is_sent_again_once_when_the_pod_dropped_it() {
+        let upstream = flaky_upstream().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Proxy::plain(Arc::new(To(upstream)), "test"), std::future::pending()));
+        let answer = send(addr, "GET / HTTP/1.1\r\nHost: 80-p-o.test\r\nConnection: close\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}");
+        // a write is never sent twice: the dropped one is a 502
+        let upstream = flaky_upstream().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Proxy::plain(Arc::new(To(upstream)), "test"), std::future::pending()));
+        let answer = send(addr, "POST / HTTP/1.1\r\nHost: 80-p-o.test\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx").await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
 
     #[test]
     fn hop_by_hop_headers_go_and_upgrades_stay() {
