@@ -38,8 +38,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Writes a line to the console. A console that cannot be written (the
+/// pod's disk, where it lives, is full) loses the line: pid 1 must not
+/// panic over its own log.
 fn log(msg: &str) {
-    eprintln!("pinacle-supervisor: {msg}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "pinacle-supervisor: {msg}");
 }
 
 // ---------------------------------------------------------------------------

@@ -426,3 +426,18 @@ async fn terminal_sessions_outlive_their_connection() {
     assert!(said.contains("in use"), "{said}");
     drop((held, input, events));
 }
+
+/// The console lives on the pod's disk: when it is full, writing the log
+/// fails, and pid 1 must go on (here: end with its own exit code for a
+/// missing secret, not a panic's 101).
+#[test]
+fn an_unwritable_console_does_not_panic_the_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_pinacle-supervisor"))
+        .env("PINACLE_SUPERVISOR_ETC", dir.path().join("etc"))
+        .env("PINACLE_SUPERVISOR_RUN", dir.path().join("run"))
+        .stderr(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{status:?}");
+}
