@@ -334,7 +334,17 @@ impl HostAgent {
                 RuntimeKind::Youki => {
                     let helper = self.config.youki.as_deref().ok_or_else(|| AgentError::Mount("pinacle-youki is not configured".into()))?;
                     let etc = crate::supervisor::SupervisorDirs::of(&dir, &disk.root).etc;
-                    rootfs::mount_userns_overlay(helper, &lower, &disk.root, &[("etc", &etc)], &root, bundle::POD_ID_BASE, bundle::POD_ID_COUNT).await?;
+                    rootfs::mount_userns_overlay(
+                        helper,
+                        &lower,
+                        &disk.root,
+                        &[("etc", &etc)],
+                        &root,
+                        self.config.data.root(),
+                        bundle::POD_ID_BASE,
+                        bundle::POD_ID_COUNT,
+                    )
+                    .await?;
                 }
                 RuntimeKind::Gvisor => rootfs::mount_overlay(&lower, &disk.upper(), &disk.work(), &root)?,
             }

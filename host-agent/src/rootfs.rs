@@ -82,8 +82,10 @@ pub fn layers_dir(target: &Path) -> std::path::PathBuf {
 /// `lower` under the id-mapped `upper/`, owned by the pod's namespace, at
 /// `target`. `helper` is `pinacle-youki` (`mount-rootfs`), a
 /// single-threaded process that may fork. Nothing is ever chowned: the
-/// files stay owned by uid 0 on disk. Unless `target` is already mounted.
-/// On failure nothing stays mounted.
+/// files stay owned by uid 0 on disk. `data_root`: the agent's data
+/// directory, which (and the directories below it) the pod's root group may
+/// be allowed to search. Unless `target` is already mounted. On failure
+/// nothing stays mounted.
 #[allow(clippy::too_many_arguments)]
 pub async fn mount_userns_overlay(
     helper: &Path,
@@ -91,6 +93,7 @@ pub async fn mount_userns_overlay(
     disk_root: &Path,
     more: &[(&str, &Path)],
     target: &Path,
+    data_root: &Path,
     host_id: u32,
     count: u32,
 ) -> Result<(), AgentError> {
@@ -100,7 +103,7 @@ pub async fn mount_userns_overlay(
     let layers = layers_dir(target);
     // left by a crash: never stack mounts
     unmount_under(&layers)?;
-    allow_search_by_group(target, host_id)?;
+    allow_search_by_group(target, data_root, host_id)?;
     for dir in [disk_root.join("upper"), disk_root.join("work"), target.to_path_buf(), layers.clone()] {
         std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
     }
@@ -139,12 +142,14 @@ pub async fn mount_userns_overlay(
 
 /// The runtime sets a user-namespace pod up as the pod's root, which must
 /// reach the pod's directories under the agent's private data directory
-/// (0700): each ancestor of `path` that others may not search, owned by
-/// root with no group permissions, gets group `gid` (the pods' root group
-/// on the host) and group search permission only (no reading). An
-/// ancestor that already has another group's permissions is an error, so
-/// nobody else gains access.
-fn allow_search_by_group(path: &Path, gid: u32) -> Result<(), AgentError> {
+/// (0700): each directory from `data_root` down to `path`'s parent that
+/// others may not search, owned by root with no group permissions, gets
+/// group `gid` (the pods' root group on the host) and group search
+/// permission only (no reading). Directories above `data_root` are never
+/// changed, and one of them, or one that already gives another group
+/// rights, that the pod's root may not search is an error: nobody else
+/// gains access.
+fn allow_search_by_group(path: &Path, data_root: &Path, gid: u32) -> Result<(), AgentError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut dir = std::path::PathBuf::new();
     let parent = path.parent().unwrap_or(path);
@@ -155,7 +160,7 @@ fn allow_search_by_group(path: &Path, gid: u32) -> Result<(), AgentError> {
         if mode & 0o001 != 0 || (meta.gid() == gid && mode & 0o010 != 0) {
             continue;
         }
-        if meta.uid() != 0 || mode & 0o070 != 0 {
+        if meta.uid() != 0 || mode & 0o070 != 0 || !dir.starts_with(data_root) {
             return Err(AgentError::Mount(format!(
                 "youki pods need {} to be searchable by their root group (gid {gid}): it is mode {mode:o}, uid {} gid {}; allow it with: chgrp {gid} DIR && chmod g+x DIR",
                 dir.display(),
@@ -220,6 +225,35 @@ pub fn remove_tree(dir: &Path) -> Result<(), AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pods_root_group_may_search_the_data_directory_and_nothing_above() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let top = tempfile::tempdir().unwrap();
+        let data = top.path().join("data");
+        std::fs::create_dir_all(data.join("pods/p")).unwrap();
+        for d in [top.path(), data.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        // the data directory above: not searchable by the group, never changed
+        let err = allow_search_by_group(&data.join("pods/p/rootfs"), &data.join("pods"), 4242).unwrap_err();
+        assert!(err.to_string().contains("searchable"), "{err}");
+        assert_eq!(std::fs::metadata(&data).unwrap().mode() & 0o7777, 0o700);
+        // the top is above the data directory: refused too, unchanged
+        assert!(allow_search_by_group(&data.join("pods/p/rootfs"), &data, 4242).is_err());
+        assert_eq!(std::fs::metadata(top.path()).unwrap().mode() & 0o7777, 0o700);
+        // with a searchable top, the data directory gets group search only
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        allow_search_by_group(&data.join("pods/p/rootfs"), &data, 4242).unwrap();
+        let meta = std::fs::metadata(&data).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o7777), (4242, 0o710));
+        // a directory that already gives another group rights is left alone
+        let other = data.join("pods/q");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(allow_search_by_group(&other.join("rootfs"), &data, 4242).is_err());
+        assert_eq!(std::fs::metadata(&other).unwrap().mode() & 0o7777, 0o750);
+    }
 
     #[test]
     fn overlay_mounts_are_found_counted_and_removed() {
