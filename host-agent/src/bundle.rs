@@ -4,7 +4,9 @@
 //! net, ipc, uts, mount and cgroup namespaces, masked and read-only kernel
 //! paths, `noNewPrivileges`), then apply the pod's tier limits, a Docker-like
 //! minimal capability set without `NET_RAW` and `MKNOD`, and the workspace
-//! mount.
+//! mount. youki pods, on the host's kernel, also get a user namespace
+//! ([`POD_ID_BASE`]), the seccomp filter of [`crate::seccomp`], every device
+//! refused but the runtime's allow-list, and more masked paths.
 
 use std::collections::HashSet;
 use std::path::Path;
