@@ -13,18 +13,18 @@ use pinacle_api::error::ApiJson;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-/// xorshift: repeatable runs.
-struct Rng(u64);
+/// Seeded, so a failing run repeats.
+struct Rng(rand::rngs::StdRng);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
+    }
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        rand::RngCore::next_u64(&mut self.0)
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        rand::Rng::gen_range(&mut self.0, 0..n.max(1))
     }
 }
 
@@ -108,7 +108,7 @@ fn value(rng: &mut Rng, depth: usize) -> Value {
 /// `accepted` sees what got through.
 async fn fuzz<T: DeserializeOwned>(samples: &[Value], seed: u64, accepted: impl Fn(&T)) -> (usize, usize) {
     let iterations: usize = std::env::var("PINACLE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (mut ok, mut refused) = (0, 0);
     for i in 0..iterations {
         let bytes = match i % 3 {
