@@ -4,7 +4,13 @@
 //! pending → provisioning → running → stopping → stopped → starting → running
 //!     any live state → deleting → deleted
 //!     provisioning | starting | stopping | running → error (with a reason)
+//!     stopping --start or stop requested--> stopping (the newest one is kept)
 //! ```
+//!
+//! A start asked for while the pod is stopping is not refused: it is stored
+//! as an event that leaves the pod `stopping`, and once the sandbox has
+//! stopped the control plane carries it out ([`start_due_after_stop`]).
+//! A stop asked for after it cancels it; a delete or a failed stop drops it.
 //!
 //! Users cause `*Requested` events through the API; the host agent reports
 //! progress events. [`PodState::apply`] is the only place that decides
@@ -70,6 +76,8 @@ impl PodState {
             (S::Pending, E::ProvisionStarted) => S::Provisioning,
             (S::Provisioning | S::Starting, E::SandboxRunning) => S::Running,
             (S::Running | S::Error, E::StopRequested) => S::Stopping,
+            // remembered until the sandbox has stopped (the newest wins)
+            (S::Stopping, E::StartRequested | E::StopRequested) => S::Stopping,
             (S::Stopping, E::SandboxStopped) => S::Stopped,
             (S::Stopped | S::Error, E::StartRequested) => S::Starting,
             (S::Running, E::SandboxLost) => S::Starting,
@@ -135,6 +143,15 @@ impl PodState {
         PodState::Deleted,
         PodState::Error,
     ];
+}
+
+/// Whether a pod that just finished stopping should start again at once:
+/// `newest_request` is the newest user start or stop request recorded for
+/// it, with the state it was made in. Only a start made while the pod was
+/// stopping is still due; a later stop request cancels it, and a start
+/// made in any other state was carried out already.
+pub fn start_due_after_stop(newest_request: Option<(PodEvent, PodState)>) -> bool {
+    newest_request == Some((PodEvent::StartRequested, PodState::Stopping))
 }
 
 impl fmt::Display for PodState {
@@ -219,6 +236,10 @@ mod tests {
             Err(InvalidTransition { state: S::Stopped, event: E::StopRequested })
         );
         assert!(S::Running.apply(E::StartRequested).is_err());
+        assert!(S::Starting.apply(E::StartRequested).is_err());
+        assert!(S::Starting.apply(E::StopRequested).is_err());
+        assert!(S::Provisioning.apply(E::StopRequested).is_err());
+        assert!(S::Deleting.apply(E::StartRequested).is_err());
         assert!(S::Deleting.apply(E::DeleteRequested).is_err());
         assert!(S::Deleted.apply(E::DeleteRequested).is_err());
         assert_eq!(
@@ -245,6 +266,33 @@ mod tests {
         assert_eq!(S::Error.apply(E::StartRequested), Ok(S::Starting));
         assert_eq!(S::Error.apply(E::StopRequested), Ok(S::Stopping));
         assert_eq!(S::Running.apply(E::SandboxLost), Ok(S::Starting));
+    }
+
+    #[test]
+    fn a_start_asked_for_while_stopping_waits_for_the_stop() {
+        // the request keeps the pod stopping; the stop completes as usual
+        assert_eq!(S::Stopping.apply(E::StartRequested), Ok(S::Stopping));
+        assert_eq!(S::Stopping.apply(E::StopRequested), Ok(S::Stopping));
+        let life = [E::ProvisionStarted, E::SandboxRunning, E::StopRequested, E::StartRequested, E::SandboxStopped];
+        assert_eq!(run(&life), Ok(S::Stopped));
+        // then it is due, and starting from stopped is allowed
+        assert!(start_due_after_stop(Some((E::StartRequested, S::Stopping))));
+        assert_eq!(S::Stopped.apply(E::StartRequested), Ok(S::Starting));
+        // a stop asked for after it cancels it
+        assert!(!start_due_after_stop(Some((E::StopRequested, S::Stopping))));
+        // the stop that made the pod stopping is no start
+        assert!(!start_due_after_stop(Some((E::StopRequested, S::Running))));
+        assert!(!start_due_after_stop(Some((E::StopRequested, S::Error))));
+        // a start made while stopped or failed was carried out already
+        assert!(!start_due_after_stop(Some((E::StartRequested, S::Stopped))));
+        assert!(!start_due_after_stop(Some((E::StartRequested, S::Error))));
+        assert!(!start_due_after_stop(None));
+        // a delete or a failed stop leaves stopping: no stop completes
+        for e in [E::DeleteRequested, E::Failed] {
+            let left = S::Stopping.apply(e).unwrap();
+            assert_ne!(left, S::Stopping);
+            assert!(left.apply(E::SandboxStopped).is_err(), "{left}");
+        }
     }
 
     #[test]
