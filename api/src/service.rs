@@ -650,7 +650,11 @@ impl AppState {
             TransitionError::NotFound => ApiError::not_found(format!("pod {key} not found")),
             TransitionError::Api(e) => e,
         })?;
-        self.enqueue(&updated.host, job).await;
+        // a start asked for while stopping is queued once the stop is done
+        // (see `transition_as`); a second stop only nudges the first
+        if !(event == PodEvent::StartRequested && updated.state == PodState::Stopping) {
+            self.enqueue(&updated.host, job).await;
+        }
         Ok(updated)
     }
 
@@ -679,9 +683,20 @@ impl AppState {
         let from = view.state;
         let to = from.apply(event).map_err(TransitionError::Refused)?;
         let now = Utc::now();
-        let reason = (to == PodState::Error).then(|| message.to_owned());
+        // A start asked for while the pod was stopping is carried out now,
+        // in the same transaction: the pod goes on to `starting` and never
+        // rests in `stopped` (its vCPUs stay taken, so no quota check).
+        let deferred_start = match (event, to) {
+            (PodEvent::SandboxStopped, PodState::Stopped) => deferred_start(&txn, id).await?,
+            _ => None,
+        };
+        let (last, last_to) = match &deferred_start {
+            Some(_) => (PodEvent::StartRequested, to.apply(PodEvent::StartRequested).map_err(TransitionError::Refused)?),
+            None => (event, to),
+        };
+        let reason = (last_to == PodState::Error).then(|| message.to_owned());
         pod::Entity::update_many()
-            .col_expr(pod::Column::State, Expr::value(to.as_str()))
+            .col_expr(pod::Column::State, Expr::value(last_to.as_str()))
             .col_expr(pod::Column::StateReason, Expr::value(reason.clone()))
             .col_expr(pod::Column::UpdatedAt, Expr::value(now))
             .filter(pod::Column::Id.eq(id.to_string()))
@@ -689,6 +704,13 @@ impl AppState {
             .await
             .map_err(ApiError::from)?;
         let stored = insert_event(&txn, id, now, event.as_str(), Some(from), to, message).await?;
+        let started = match &deferred_start {
+            Some(asked) => {
+                let msg = format!("{asked} while it was stopping");
+                Some(insert_event(&txn, id, now, last.as_str(), Some(to), last_to, &msg).await?)
+            }
+            None => None,
+        };
         if let Some((who, action)) = actor {
             crate::audit::append(&txn, who, action, &format!("pod:{id} ({})", view.name)).await?;
         }
@@ -705,7 +727,13 @@ impl AppState {
             self.metrics.provision_seconds.observe(took);
         }
         tracing::info!(pod = %id, name = %view.name, %from, %to, %message, "pod state changed");
-        Ok(PodView { state: to, state_reason: reason, updated_at: now, ..view })
+        if let Some(started) = started {
+            let _ = self.events.send(started);
+            self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: last_to.as_str().into() }).inc();
+            tracing::info!(pod = %id, name = %view.name, from = %to, to = %last_to, "start asked for while stopping carried out");
+            self.enqueue(&view.host, PodJob::Start(id)).await;
+        }
+        Ok(PodView { state: last_to, state_reason: reason, updated_at: now, ..view })
     }
 
     /// Stored events of a pod with `seq` above `after`, oldest first.
@@ -828,6 +856,24 @@ impl From<ApiError> for TransitionError {
     fn from(e: ApiError) -> Self {
         TransitionError::Api(e)
     }
+}
+
+/// The message of a start asked for while pod `id` was stopping, if that
+/// is still due: its newest start or stop request is that start (see
+/// [`pinacle_orchestrator::state::start_due_after_stop`]).
+async fn deferred_start<C: sea_orm::ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<String>, ApiError> {
+    let names = [PodEvent::StartRequested, PodEvent::StopRequested];
+    let newest = pod_event::Entity::find()
+        .filter(pod_event::Column::PodId.eq(id.to_string()))
+        .filter(pod_event::Column::Event.is_in(names.map(PodEvent::as_str)))
+        .order_by_desc(pod_event::Column::Id)
+        .one(db)
+        .await?;
+    Ok(newest.and_then(|m| {
+        let event = names.into_iter().find(|e| e.as_str() == m.event)?;
+        let made_in = m.from_state.as_deref()?.parse::<PodState>().ok()?;
+        pinacle_orchestrator::state::start_due_after_stop(Some((event, made_in))).then_some(m.message)
+    }))
 }
 
 async fn insert_event<C: sea_orm::ConnectionTrait>(
