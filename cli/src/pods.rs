@@ -137,29 +137,46 @@ pub enum PodCommand {
     Ports { pod: String },
     /// Print the pod's state changes as they happen.
     Events { pod: String },
-    /// Stop a running pod (its workspace is kept).
+    /// Stop a running pod (its workspace is kept); waits until it is
+    /// stopped.
     Stop {
         pod: String,
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
-    /// Start a stopped pod.
+    /// Start a stopped pod; waits until it is running. A pod that is
+    /// stopping starts once the stop is done.
     Start {
         pod: String,
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
-    /// Delete a pod with its workspace.
+    /// Delete a pod with its workspace; waits until it is gone.
     Delete {
         pod: String,
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Replace the pod's own SSH key pair (~/.ssh/id_ed25519 in the pod)
     /// with a new one; prints the new public key.
     RotateKeys { pod: String },
     /// Print the pod's own SSH public key (for a Git host's deploy keys).
     PublicKey { pod: String },
+}
+
+/// How `pod stop|start|delete` wait.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct WaitArgs {
+    /// Return once the request is accepted instead of waiting until done.
+    #[arg(long)]
+    no_wait: bool,
+    /// Wait until done (the default; kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "no_wait")]
+    #[allow(dead_code)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -256,32 +273,73 @@ fn spinner(msg: String) -> ProgressBar {
     pb
 }
 
-/// Follows the pod's events from `since` on until it reaches `target` (Ok)
-/// or `error` (Err).
-async fn wait_for(c: &Client, pod: &str, target: &str, since: Option<&str>, timeout: u64) -> Result<()> {
+/// Follows the events of pod `key` (id or name; `pod` in messages) from
+/// `since` on until it reaches `target` (Ok)
+/// or `error` (Err, with the pod's reason), showing each state it passes
+/// (a spinner on a terminal, a line each otherwise). Gives up after
+/// `timeout` seconds with the state it is still in. An event stream that
+/// ends early (a credential that expired meanwhile, a restarted server) is
+/// followed again after a look at the pod.
+async fn wait_for(c: &Client, key: &str, pod: &str, target: &str, since: Option<&str>, timeout: u64) -> Result<()> {
     let since = since.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
     let pb = spinner(format!("{pod}: waiting to be {target}"));
-    let pb2 = pb.clone();
-    let follow = c.follow_events(pod, move |ev| {
-        let at = ev["at"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
-        if let (Some(since), Some(at)) = (since, at) {
-            if at < since {
-                return None; // history from before this request
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let outcome = tokio::time::timeout_at(deadline, async {
+        loop {
+            let pb2 = pb.clone();
+            let follow = c.follow_events(key, move |ev| {
+                let at = ev["at"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+                if let (Some(since), Some(at)) = (since, at) {
+                    if at < since {
+                        return None; // history from before this request
+                    }
+                }
+                let to = ev["to"].as_str().unwrap_or("");
+                let message = ev["message"].as_str().unwrap_or("");
+                if pb2.is_hidden() {
+                    eprintln!("{pod}: {to} ({message})");
+                } else {
+                    pb2.set_message(format!("{pod}: {to} — {message}"));
+                }
+                settled(pod, target, to, message)
+            });
+            match follow.await {
+                Ok(done) => return done,
+                // the pod itself is gone or ours no more: say so
+                Err(e) if e.downcast_ref::<crate::client::ServerError>().is_some() => return Err(e),
+                Err(_) => {}
             }
+            let p = c.json(Method::GET, &format!("/pods/{key}"), None).await?;
+            let state = p["state"].as_str().unwrap_or("");
+            if let Some(done) = settled(pod, target, state, p["state_reason"].as_str().unwrap_or("")) {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let to = ev["to"].as_str().unwrap_or("");
-        pb2.set_message(format!("{pod}: {to} — {}", ev["message"].as_str().unwrap_or("")));
-        match to {
-            t if t == target => Some(Ok(())),
-            "error" => Some(Err(anyhow::anyhow!("pod {pod} failed: {}", ev["message"].as_str().unwrap_or("?")))),
-            _ => None,
-        }
-    });
-    let out = tokio::time::timeout(Duration::from_secs(timeout), follow).await;
+    })
+    .await;
     pb.finish_and_clear();
-    match out {
-        Ok(r) => r?,
-        Err(_) => bail!("pod {pod} did not become {target} within {timeout} s"),
+    match outcome {
+        Ok(r) => r,
+        Err(_) => {
+            let now = match c.json(Method::GET, &format!("/pods/{key}"), None).await {
+                Ok(p) => format!("it is {}", p["state"].as_str().unwrap_or("?")),
+                Err(e) => format!("{e:#}"),
+            };
+            bail!(
+                "pod {pod} did not become {target} within {timeout} s ({now}); it may still get there: follow it with `pinacle pod events {pod}`, or wait longer with --timeout"
+            )
+        }
+    }
+}
+
+/// Whether a pod now in `state` is done being waited for: `Ok` once it is
+/// `target`, `Err` with `reason` once it failed.
+fn settled(pod: &str, target: &str, state: &str, reason: &str) -> Option<Result<()>> {
+    match state {
+        t if t == target => Some(Ok(())),
+        "error" => Some(Err(anyhow::anyhow!("pod {pod} failed: {}", if reason.is_empty() { "no reason given" } else { reason }))),
+        _ => None,
     }
 }
 
@@ -342,7 +400,7 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             }
             let pod = c.json(Method::POST, "/pods", Some(body)).await?;
             if wait {
-                wait_for(&c, &name, "running", pod["created_at"].as_str(), timeout).await?;
+                wait_for(&c, &name, &name, "running", pod["created_at"].as_str(), timeout).await?;
                 println!("pod {name} is running");
             } else {
                 println!("pod {name} requested ({}); follow it with `pinacle pod show {name}`", pod["state"].as_str().unwrap_or("?"));
@@ -460,31 +518,40 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
             let p = c.json(Method::GET, &format!("/pods/{pod}"), None).await?;
             let id = p["id"].as_str().unwrap_or(&pod).to_owned();
             let deleting: Value = c.send(Method::DELETE, &format!("/pods/{id}"), None).await?.json().await?;
-            if wait {
+            if wait.no_wait {
+                println!("pod {pod} is being deleted");
+            } else {
                 // Follow by id: the name is free again once deleted. A pod
                 // that is gone before we look is deleted already.
-                match wait_for(&c, &id, "deleted", deleting["updated_at"].as_str(), 600).await {
+                match wait_for(&c, &id, &pod, "deleted", deleting["updated_at"].as_str(), wait.timeout).await {
                     Ok(()) => {}
                     Err(e) if e.downcast_ref::<crate::client::ServerError>().is_some_and(|s| s.code == "not_found") => {}
                     Err(e) => return Err(e),
                 }
                 println!("pod {pod} deleted");
-            } else {
-                println!("pod {pod} is being deleted");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn action(c: &Client, pod: &str, verb: &str, target: &str, wait: bool) -> Result<()> {
+/// `pod stop|start`: asks for `verb`, then (unless `--no-wait`) waits
+/// until the pod is `target`.
+async fn action(c: &Client, pod: &str, verb: &str, target: &str, wait: WaitArgs) -> Result<()> {
     let p = c.json(Method::POST, &format!("/pods/{pod}/{verb}"), None).await?;
-    if wait {
-        wait_for(c, pod, target, p["updated_at"].as_str(), 600).await?;
-        println!("pod {pod} is {target}");
-    } else {
-        println!("pod {pod} is {}", p["state"].as_str().unwrap_or("?"));
+    let state = p["state"].as_str().unwrap_or("?");
+    if wait.no_wait {
+        if verb == "start" && state == "stopping" {
+            println!("pod {pod} is stopping; it starts once stopped");
+        } else {
+            println!("pod {pod} is {state}");
+        }
+        return Ok(());
     }
+    // follow by id, as the answer names it
+    let key = p["id"].as_str().unwrap_or(pod);
+    wait_for(c, key, pod, target, p["updated_at"].as_str(), wait.timeout).await?;
+    println!("pod {pod} is {target}");
     Ok(())
 }
 
@@ -717,7 +784,43 @@ pub async fn token(cmd: TokenCommand) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_lifetime;
+    use super::{parse_lifetime, settled, PodCommand};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        pod: PodCommand,
+    }
+
+    #[test]
+    fn stop_start_delete_wait_unless_told_not_to() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("pod").chain(args.iter().copied())).map(|c| c.pod);
+        match parse(&["stop", "p"]).unwrap() {
+            PodCommand::Stop { wait, .. } => assert!(!wait.no_wait && wait.timeout == 600),
+            _ => panic!("not stop"),
+        }
+        match parse(&["start", "p", "--no-wait"]).unwrap() {
+            PodCommand::Start { wait, .. } => assert!(wait.no_wait),
+            _ => panic!("not start"),
+        }
+        match parse(&["delete", "p", "--wait", "--timeout", "5"]).unwrap() {
+            PodCommand::Delete { wait, .. } => assert!(!wait.no_wait && wait.timeout == 5),
+            _ => panic!("not delete"),
+        }
+        assert!(parse(&["stop", "p", "--wait", "--no-wait"]).is_err());
+    }
+
+    #[test]
+    fn waiting_ends_at_the_target_or_an_error() {
+        assert!(settled("p", "running", "starting", "").is_none());
+        assert!(settled("p", "running", "stopping", "").is_none(), "a start asked for while stopping goes on waiting");
+        assert!(settled("p", "running", "stopped", "").is_none());
+        assert!(matches!(settled("p", "running", "running", ""), Some(Ok(()))));
+        let err = settled("p", "stopped", "error", "runsc kill: boom").unwrap().unwrap_err().to_string();
+        assert_eq!(err, "pod p failed: runsc kill: boom");
+        assert!(settled("p", "stopped", "error", "").unwrap().unwrap_err().to_string().contains("no reason given"));
+    }
 
     #[test]
     fn lifetimes() {

@@ -293,8 +293,41 @@ fn total_memory() -> u64 {
         .unwrap_or(0)
 }
 
+/// Checks a `PINACLE_ADMIN_TOKEN` before anything starts: the API only
+/// accepts API tokens in the form it issues them (`pnc_` and then printable
+/// characters without spaces, 16 to 4096 in all, surrounding whitespace
+/// ignored), so any other value would be stored and never work. The
+/// message never repeats the value.
+pub fn check_admin_token(raw: &str) -> Result<(), String> {
+    let t = raw.trim();
+    let why = if t.is_empty() {
+        "it is empty"
+    } else if !t.starts_with(pinacle_api::auth::TOKEN_PREFIX) {
+        "API tokens start with `pnc_`"
+    } else if t.len() < 16 {
+        "it is too short (use at least 16 characters)"
+    } else if t.len() > 4096 {
+        "it is longer than the 4096 characters a bearer token may have"
+    } else if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        "it may hold only printable ASCII characters without spaces"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "PINACLE_ADMIN_TOKEN is not a token this server would ever accept: {why}. \
+         Set it to `pnc_` followed by random characters, such as the output of \
+         `echo pnc_$(head -c 32 /dev/urandom | basenc --base64url | tr -d =)`, \
+         or unset it to have a token generated and printed on the first start"
+    ))
+}
+
 /// Runs the services of `role` until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
+    if role != Role::Agent {
+        if let Some(token) = secret("PINACLE_ADMIN_TOKEN") {
+            check_admin_token(&token).map_err(anyhow::Error::msg)?;
+        }
+    }
     if role != Role::Server && !nix::unistd::geteuid().is_root() {
         anyhow::bail!(
             "the host agent needs root (overlay mounts, cgroups, sandboxes); run `pinacle {}` as root, or `pinacle server` for the API alone",
@@ -546,5 +579,35 @@ mod web_url_tests {
         assert_eq!(super::web_app_url("http://127.0.0.1:7070", "pinacle.localhost"), "http://pinacle.localhost:7070/");
         assert_eq!(super::web_app_url("http://10.0.0.5:7070", "pinacle.localhost"), "http://10.0.0.5:7070/");
         assert_eq!(super::web_app_url("http://127.0.0.1:7070", "dev.example.com"), "http://127.0.0.1:7070/");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_admin_token;
+
+    #[test]
+    fn admin_tokens_the_server_would_refuse_are_refused() {
+        assert_eq!(check_admin_token("pnc_test-admin-token-0123456789"), Ok(()));
+        assert_eq!(check_admin_token("  pnc_test-admin-token-0123456789\n"), Ok(()), "surrounding whitespace is ignored");
+        assert_eq!(check_admin_token(&pinacle_api::auth::generate_token()), Ok(()));
+        for (bad, why) in [
+            ("bench-admin-token-0123456789", "start with `pnc_`"),
+            ("", "empty"),
+            ("   ", "empty"),
+            ("pnc_short", "too short"),
+            ("pnc_two tokens-0123456789", "printable ASCII"),
+            ("pnc_tab\tinside-0123456789", "printable ASCII"),
+            ("pnc_caf\u{e9}-0123456789abcdef", "printable ASCII"),
+        ] {
+            let e = check_admin_token(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(e.starts_with("PINACLE_ADMIN_TOKEN is not a token"), "{e}");
+            if !bad.trim().is_empty() {
+                assert!(!e.contains(bad.trim()), "the value is never repeated: {e}");
+            }
+        }
+        assert!(check_admin_token(&format!("pnc_{}", "a".repeat(4093))).unwrap_err().contains("4096"));
+        assert_eq!(check_admin_token(&format!("pnc_{}", "a".repeat(4092))), Ok(()));
     }
 }
