@@ -16,13 +16,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(runsc runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev)
+packages=(runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev)
 # The tests also run Let's Encrypt's test CA (pebble) on loopback, drive
 # the web app in Debian's Chromium, and use OpenSSH's client (and its sshd
 # as the SSH benchmark's reference).
 packages+=(openssh-client)
 if [ "${1:-run}" = "--test" ]; then
-  packages+=(pebble chromium openssh-server)
+  # ...and a real OCI registry (Debian's docker-registry, htpasswd for
+  # its auth) that the tests push their own images to with skopeo.
+  packages+=(pebble chromium openssh-server docker-registry skopeo apache2-utils)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -45,6 +47,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f "$policy"
     trap - EXIT
   fi
+fi
+
+# gVisor: Debian 13's runsc (release 20240729), pinned. Debian 12's
+# (20221219) lacks statx, so GNU ls/stat/find fail in every pod. The .deb
+# comes from Debian's archive through a sources list used for this one
+# download only (apt checks the archive's signature, we check the hash);
+# it is a static binary, so the host's libc is untouched.
+RUNSC_VERSION=0.0~20240729.0-4+b7
+RUNSC_SHA256=3c25a5130dfac2f71237d5baad56ac86a255de87a0400f11b36a555156dc325a
+if ! runsc --version 2>/dev/null | grep -q '^runsc version 0.0~20240729'; then
+  echo "setup: installing gVisor (runsc $RUNSC_VERSION from Debian 13)"
+  apt_dir=$(mktemp -d)
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$apt_dir/sources.list"
+  apt_opts=(-o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::Archives="$apt_dir/archives" -o APT::Sandbox::User=root)
+  apt-get "${apt_opts[@]}" update -qq
+  (cd "$apt_dir" && apt-get "${apt_opts[@]}" download -qq "runsc=$RUNSC_VERSION")
+  deb=$(ls "$apt_dir"/runsc_*.deb)
+  echo "$RUNSC_SHA256  $deb" | sha256sum -c --quiet
+  dpkg -i "$deb" >/dev/null
+  apt-mark hold runsc >/dev/null
+  rm -rf "$apt_dir"
 fi
 
 # Node builds the web app (Vite 7 needs Node 20.19+; Debian 12 has 18):

@@ -131,6 +131,7 @@ impl HostAgent {
     pub fn new(config: AgentConfig, control: Arc<dyn ControlPlane>) -> Result<Self, AgentError> {
         let mut runtimes: HashMap<RuntimeKind, Arc<dyn SandboxRuntime>> = HashMap::new();
         if let Some(runsc) = &config.runsc {
+            crate::runtime::check_runsc(runsc)?;
             let state = config.data.runtime_state("runsc");
             runtimes.insert(RuntimeKind::Gvisor, Arc::new(OciCliRuntime::gvisor(runsc, &state)));
         }

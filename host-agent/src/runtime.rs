@@ -118,6 +118,43 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
+/// The oldest gVisor release Pinacle runs pods with: 20240729 (Debian 13's
+/// `runsc` 0.0~20240729). Older releases lack `statx`, so GNU `ls -la`,
+/// `stat` and `find` fail in every pod with "Invalid argument".
+pub const MIN_RUNSC_RELEASE: u32 = 2024_07_29;
+
+/// The release date (`YYYYMMDD`) in `runsc --version` output: Debian's
+/// `runsc version 0.0~20240729.0` or upstream's `runsc version release-20240729.0`.
+pub fn runsc_release(version_output: &str) -> Option<u32> {
+    let line = version_output.lines().find(|l| l.starts_with("runsc version"))?;
+    let version = line.trim_start_matches("runsc version").trim();
+    let digits = version
+        .trim_start_matches("0.0~")
+        .trim_start_matches("release-")
+        .split(['.', '-', '+'])
+        .next()?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// Checks that the `runsc` at `binary` is [`MIN_RUNSC_RELEASE`] or newer.
+pub fn check_runsc(binary: &Path) -> Result<u32, AgentError> {
+    let fail = |message: String| AgentError::Runtime { runtime: "runsc", op: "check", id: binary.display().to_string(), message };
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run it: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let release = runsc_release(&text).ok_or_else(|| fail(format!("cannot read its version from {:?}", text.trim())))?;
+    if release < MIN_RUNSC_RELEASE {
+        return Err(fail(format!(
+            "release {release} is too old: pods need {MIN_RUNSC_RELEASE} or newer (older gVisor lacks statx, so `ls -la` fails in pods); \
+             run scripts/setup.sh, which installs Debian 13's runsc 0.0~20240729"
+        )));
+    }
+    Ok(release)
+}
+
 /// How long one runtime command may take before the agent gives up on it.
 const RUNTIME_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -364,4 +401,19 @@ pub fn tail_bytes(path: &Path, max: u64) -> Vec<u8> {
     let mut buf = Vec::new();
     let _ = f.take(max).read_to_end(&mut buf);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runsc_release_dates_are_read_from_debian_and_upstream_builds() {
+        assert_eq!(runsc_release("runsc version 0.0~20240729.0\nspec: 1.2.0\n"), Some(2024_07_29));
+        assert_eq!(runsc_release("runsc version 0.0~20221219.0\nspec: 1.0.2-dev\n"), Some(2022_12_19));
+        assert_eq!(runsc_release("runsc version release-20251110.0\nspec: 1.1.0\n"), Some(2025_11_10));
+        assert_eq!(runsc_release("runsc version VERSION_MISSING\n"), None);
+        assert_eq!(runsc_release(""), None);
+        assert!(runsc_release("runsc version 0.0~20221219.0").unwrap() < MIN_RUNSC_RELEASE);
+    }
 }
