@@ -121,7 +121,7 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 /// The oldest gVisor release Pinacle runs pods with: 20240729 (Debian 13's
 /// `runsc` 0.0~20240729). Older releases lack `statx`, so GNU `ls -la`,
 /// `stat` and `find` fail in every pod with "Invalid argument".
-pub const MIN_RUNSC_RELEASE: u32 = 2024_07_29;
+pub const MIN_RUNSC_RELEASE: u32 = 20240729;
 
 /// The release date (`YYYYMMDD`) in `runsc --version` output: Debian's
 /// `runsc version 0.0~20240729.0` or upstream's `runsc version release-20240729.0`.
@@ -409,9 +409,9 @@ mod tests {
 
     #[test]
     fn runsc_release_dates_are_read_from_debian_and_upstream_builds() {
-        assert_eq!(runsc_release("runsc version 0.0~20240729.0\nspec: 1.2.0\n"), Some(2024_07_29));
-        assert_eq!(runsc_release("runsc version 0.0~20221219.0\nspec: 1.0.2-dev\n"), Some(2022_12_19));
-        assert_eq!(runsc_release("runsc version release-20251110.0\nspec: 1.1.0\n"), Some(2025_11_10));
+        assert_eq!(runsc_release("runsc version 0.0~20240729.0\nspec: 1.2.0\n"), Some(20240729));
+        assert_eq!(runsc_release("runsc version 0.0~20221219.0\nspec: 1.0.2-dev\n"), Some(20221219));
+        assert_eq!(runsc_release("runsc version release-20251110.0\nspec: 1.1.0\n"), Some(20251110));
         assert_eq!(runsc_release("runsc version VERSION_MISSING\n"), None);
         assert_eq!(runsc_release(""), None);
         assert!(runsc_release("runsc version 0.0~20221219.0").unwrap() < MIN_RUNSC_RELEASE);
