@@ -93,8 +93,8 @@ pub fn import(file: &str, text: &str, read: &dyn Fn(&str) -> Option<String>) -> 
             "name" | "$schema" => {}
             "image" => match value.as_str() {
                 Some(image) => {
-                    if let Some(ours) = cx.map_image(key, image) {
-                        c.image = Some(ours.into());
+                    if let Some(image) = cx.check_image(key, image) {
+                        c.image = Some(image);
                     }
                 }
                 None => cx.error(key, key, "expected a string".into(), None),
@@ -160,21 +160,6 @@ pub fn import(file: &str, text: &str, read: &dyn Fn(&str) -> Option<String>) -> 
     }
 }
 
-/// Maps a container image to a Pinacle image, or `None` when none fits.
-pub fn pinacle_image(image: &str) -> Option<&'static str> {
-    let name = image.rsplit('/').next().unwrap_or(image);
-    let (repo, tag) = name.split_once(':').unwrap_or((name, ""));
-    let (repo, tag) = (repo.to_ascii_lowercase(), tag.to_ascii_lowercase());
-    match repo.as_str() {
-        "javascript-node" | "typescript-node" | "node" => Some("node"),
-        "python" => Some("python"),
-        "rust" => Some("rust"),
-        "base" | "debian" | "ubuntu" | "universal" if !tag.contains("alpine") => Some("base"),
-        "buildpack-deps" => Some("base"),
-        _ => None,
-    }
-}
-
 struct Cx<'a> {
     file: &'a str,
     text: &'a str,
@@ -209,17 +194,16 @@ impl Cx<'_> {
         self.diags.0.push(Diagnostic { severity: Severity::Error, file: self.file.into(), line, column, path: path.into(), message, suggestion });
     }
 
-    fn map_image(&mut self, key: &str, image: &str) -> Option<&'static str> {
-        let mapped = pinacle_image(image);
-        if mapped.is_none() {
-            self.error(
-                key,
-                key,
-                format!("image {image:?} is not supported: Pinacle does not pull from registries"),
-                Some("use a Debian, node, python or rust devcontainer image, or add a pinacle.yaml with `image: base`".into()),
-            );
+    /// The image as a registry reference (or a host image name), or an
+    /// error located at `key`.
+    fn check_image(&mut self, key: &str, image: &str) -> Option<String> {
+        match crate::image_ref::check(image) {
+            Ok(name) => Some(name.as_str().to_owned()),
+            Err(why) => {
+                self.error(key, key, why, Some("name a registry image like `mcr.microsoft.com/devcontainers/base:trixie`".into()));
+                None
+            }
         }
-        mapped
     }
 
     fn build(&mut self, build: &Value, read: &dyn Fn(&str) -> Option<String>, c: &mut PinacleConfig) -> Option<Vec<String>> {
@@ -240,16 +224,16 @@ impl Cx<'_> {
                 return None;
             }
         };
-        match pinacle_image(&recipe.from) {
-            Some(image) => c.image = Some(image.into()),
-            None => self.diags.0.push(Diagnostic {
+        match crate::image_ref::check(&recipe.from) {
+            Ok(image) => c.image = Some(image.as_str().to_owned()),
+            Err(why) => self.diags.0.push(Diagnostic {
                 severity: Severity::Error,
                 file: name.clone(),
                 line: recipe.from_line,
                 column: 1,
                 path: String::new(),
-                message: format!("FROM {} is not supported: Pinacle does not pull from registries", recipe.from),
-                suggestion: Some("start FROM a Debian, node, python or rust devcontainer image".into()),
+                message: format!("FROM: {why}"),
+                suggestion: Some("start FROM a registry image like `debian:trixie` or `python:3.13`".into()),
             }),
         }
         let mut steps = Vec::new();

@@ -6,6 +6,8 @@
 //! - [`devcontainer`]: importing `.devcontainer/devcontainer.json`.
 //! - [`services`]: the registry of services a pod can ask for by name.
 //! - [`templates`]: the built-in templates and their files.
+//! - [`image_ref`]: what `image:` may name (a host-built image or a registry
+//!   reference).
 //! - [`resolve`]: turning a checked file into what a pod runs.
 //! - [`schema`]: the JSON Schema of `pinacle.yaml`, generated from the types.
 //!
@@ -14,6 +16,7 @@
 pub mod devcontainer;
 pub mod dockerfile;
 pub mod diagnostic;
+pub mod image_ref;
 pub mod pinacle_yaml;
 pub mod resolve;
 pub mod schema;

@@ -295,10 +295,14 @@ fn read_config(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>) -> Option<PinacleConfig
             "gpu" => c.gpu = read_gpu(ctx, value),
             "image" => {
                 if let Some(image) = ctx.string(value, path) {
-                    if !image.is_empty() && image.len() <= 64 && image.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-                        c.image = Some(image);
-                    } else {
-                        ctx.error(value, path, format!("{image:?} is not an image name: use lower-case letters, digits and dashes"), Some("see `pinacle image list`".into()));
+                    match crate::image_ref::check(&image) {
+                        Ok(_) => c.image = Some(image),
+                        Err(why) => ctx.error(
+                            value,
+                            path,
+                            why,
+                            Some("name an image of `pinacle image list` (like `base`) or a registry image (like `python:3.13` or `ghcr.io/owner/image:tag`)".into()),
+                        ),
                     }
                 }
             }
