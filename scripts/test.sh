@@ -19,10 +19,13 @@ export PINACLE_TEST_IMAGES=${PINACLE_TEST_IMAGES:-/var/tmp/pinacle-test/images}
 cache_root=$(dirname "$PINACLE_TEST_IMAGES")
 target/debug/pinacle image build busybox --data-dir "$cache_root"
 target/debug/pinacle image build base --data-dir "$cache_root"
-# the vite template's image (node + its npm cache) and one with the Debian
-# services (postgres, redis), so those pods start without the network;
-# rebuilt only when their recipes change
-target/debug/pinacle image build vite --data-dir "$cache_root"
+# every template's image (the dev-tools test starts a pod of each; the
+# npm-based ones carry their npm cache) and one with the Debian services
+# (postgres, redis), so those pods start without the network; each is
+# rebuilt only when its recipe, or an image it starts FROM, changes
+for image in node vite nextjs python rust; do
+  target/debug/pinacle image build "$image" --data-dir "$cache_root"
+done
 target/debug/pinacle image build services --recipe cli/tests/images/services.Dockerfile --data-dir "$cache_root"
 
 status=0

@@ -39,7 +39,7 @@ macro_rules! starter {
 pub const TEMPLATES: &[Template] = &[
     Template {
         id: "blank",
-        description: "Debian 12: bash, git, curl, tmux, python3",
+        description: "Debian 13: bash, git, curl, tmux, python3",
         image: "base",
         pinacle_yaml: include_str!("../../templates/blank/pinacle.yaml"),
         recipe: None,

@@ -22,11 +22,38 @@ pub const BASE_PACKAGES: &[&str] = &[
     "tmux",
     "procps",
     "python3",
+    // `python3 -m venv` works in every pod
+    "python3-venv",
 ];
 
 /// Images this host builds itself; the templates' images (`node`, `vite`,
 /// `python`...) come from their recipes (see [`ImageStore::buildable`]).
-pub const BUILDABLE: &[&str] = &["base", "busybox"];
+/// `base` is Debian 13 (trixie); `base-bookworm` keeps Debian 12 available
+/// by name.
+pub const BUILDABLE: &[&str] = &["base", "base-bookworm", "busybox"];
+
+/// The Debian release each Debian base image is debootstrapped from.
+fn debian_suite(name: &str) -> Option<&'static str> {
+    match name {
+        "base" => Some("trixie"),
+        "base-bookworm" => Some("bookworm"),
+        _ => None,
+    }
+}
+
+/// What a built-in image is made from, hashed into its `recipe_sha256`: an
+/// image built from anything else (an older Debian) is rebuilt.
+fn builtin_recipe(name: &str) -> String {
+    match debian_suite(name) {
+        Some(suite) => format!("debootstrap --variant=minbase {suite} + {}", BASE_PACKAGES.join(" ")),
+        None => format!("builtin {name}"),
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
 
 /// Where a recipe's `COPY` sources come from.
 #[derive(Debug, Clone)]
@@ -139,18 +166,23 @@ impl ImageStore {
                 Self::buildable().join(", ")
             )));
         }
+        let digest = sha256_hex(&builtin_recipe(name));
         if !force {
             if let Some(info) = self.list()?.into_iter().find(|i| i.name == name) {
-                progress(&format!("image {name} is already built"));
-                return Ok(info);
+                // busybox images from before recipes were recorded are kept
+                if info.recipe_sha256.as_deref() == Some(digest.as_str()) || (name == "busybox" && info.recipe_sha256.is_none()) {
+                    progress(&format!("image {name} is already built"));
+                    return Ok(info);
+                }
+                progress(&format!("image {name} was built from another recipe ({}); rebuilding it", info.source));
             }
         }
         let scratch = self.scratch_for(name)?;
         let rootfs = scratch.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(AgentError::io("creating", &rootfs))?;
-        let result = match name {
-            "busybox" => build_busybox(&rootfs, progress).await,
-            _ => build_debian_base(&rootfs, progress).await,
+        let result = match debian_suite(name) {
+            None => build_busybox(&rootfs, progress).await,
+            Some(suite) => build_debian_base(&rootfs, suite, progress).await,
         };
         let source = match result {
             Ok(source) => source,
@@ -159,7 +191,7 @@ impl ImageStore {
                 return Err(e);
             }
         };
-        self.install_built(name, &scratch, source, progress)
+        self.install_built(name, &scratch, source, Some(digest), progress)
     }
 
     /// Builds `name` from a recipe (the Dockerfile subset of
@@ -183,7 +215,20 @@ impl ImageStore {
         }
         let recipe = pinacle_config::dockerfile::parse(&format!("recipe of {name}"), recipe_text)
             .map_err(|d| AgentError::ImageBuild(d.to_string()))?;
-        let digest = recipe_digest(recipe_text, &recipe, &context);
+        if recipe.from == name {
+            return Err(AgentError::ImageBuild(format!("image {name} cannot start FROM itself")));
+        }
+        // the parent first (a no-op when it is current): a child built FROM
+        // an older parent is rebuilt, so its digest covers the parent's
+        let parent_info = if self.rootfs(&recipe.from).is_some() && !ImageStore::buildable().contains(&recipe.from.as_str()) {
+            self.list()?.into_iter().find(|i| i.name == recipe.from)
+        } else {
+            Some(Box::pin(self.build(&recipe.from, false, progress)).await?)
+        };
+        let mut digest = recipe_digest(recipe_text, &recipe, &context);
+        if let Some(parent) = &parent_info {
+            digest = sha256_hex(&format!("{digest} FROM {} {}", parent.name, parent.recipe_sha256.as_deref().unwrap_or(&parent.built_at.to_string())));
+        }
         if !force {
             if let Some(info) = self.list()?.into_iter().find(|i| i.name == name) {
                 if info.recipe_sha256.as_deref() == Some(digest.as_str()) {
@@ -192,13 +237,6 @@ impl ImageStore {
                 }
                 progress(&format!("image {name} was built from another recipe; rebuilding it"));
             }
-        }
-        if recipe.from == name {
-            return Err(AgentError::ImageBuild(format!("image {name} cannot start FROM itself")));
-        }
-        if self.rootfs(&recipe.from).is_none() {
-            progress(&format!("building {} first", recipe.from));
-            Box::pin(self.build(&recipe.from, false, progress)).await?;
         }
         let parent = self.rootfs(&recipe.from).ok_or_else(|| AgentError::ImageMissing(recipe.from.clone()))?;
         let scratch = self.scratch_for(name)?;
@@ -231,14 +269,7 @@ impl ImageStore {
         }
         .await;
         match result {
-            Ok(source) => {
-                let mut info = self.install_built(name, &scratch, source, progress)?;
-                info.recipe_sha256 = Some(digest);
-                let meta = serde_json::to_vec_pretty(&info).map_err(|e| AgentError::ImageBuild(e.to_string()))?;
-                let path = self.dir.join(name).join("image.json");
-                std::fs::write(&path, meta).map_err(AgentError::io("writing", &path))?;
-                Ok(info)
-            }
+            Ok(source) => self.install_built(name, &scratch, source, Some(digest), progress),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&scratch);
                 Err(e)
@@ -247,7 +278,14 @@ impl ImageStore {
     }
 
     /// Measures the image in `scratch`, writes its `image.json` and renames it into place.
-    fn install_built(&self, name: &str, scratch: &Path, source: String, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<ImageInfo, AgentError> {
+    fn install_built(
+        &self,
+        name: &str,
+        scratch: &Path,
+        source: String,
+        recipe_sha256: Option<String>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ImageInfo, AgentError> {
         let rootfs = scratch.join("rootfs");
         for dir in ["workspace", "proc", "sys", "dev", "tmp"] {
             let _ = std::fs::create_dir_all(rootfs.join(dir));
@@ -258,7 +296,7 @@ impl ImageStore {
             built_at: chrono::Utc::now().timestamp(),
             source,
             size_bytes: dir_size(&rootfs),
-            recipe_sha256: None,
+            recipe_sha256,
         };
         let meta = serde_json::to_vec_pretty(&info).map_err(|e| AgentError::ImageBuild(e.to_string()))?;
         std::fs::write(scratch.join("image.json"), meta)
@@ -466,15 +504,16 @@ async fn build_busybox(rootfs: &Path, progress: &(dyn Fn(&str) + Send + Sync)) -
     Ok(format!("busybox from {}", busybox.display()))
 }
 
-/// A Debian 12 rootfs from debootstrap (minbase plus [`BASE_PACKAGES`]).
-async fn build_debian_base(rootfs: &Path, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<String, AgentError> {
+/// A Debian rootfs of release `suite` from debootstrap (minbase plus
+/// [`BASE_PACKAGES`]).
+async fn build_debian_base(rootfs: &Path, suite: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<String, AgentError> {
     let mirror = std::env::var("PINACLE_DEBIAN_MIRROR")
         .unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
-    progress(&format!("debootstrap bookworm from {mirror}"));
+    progress(&format!("debootstrap {suite} from {mirror}"));
     let mut child = Command::new("debootstrap")
         .arg("--variant=minbase")
         .arg(format!("--include={}", BASE_PACKAGES.join(",")))
-        .arg("bookworm")
+        .arg(suite)
         .arg(rootfs)
         .arg(&mirror)
         .stdout(Stdio::piped())
@@ -512,7 +551,7 @@ async fn build_debian_base(rootfs: &Path, progress: &(dyn Fn(&str) + Send + Sync
     let _ = std::fs::create_dir_all(rootfs.join("var/cache/apt/archives/partial"));
     let _ = std::fs::remove_dir_all(rootfs.join("var/lib/apt/lists"));
     let _ = std::fs::create_dir_all(rootfs.join("var/lib/apt/lists/partial"));
-    Ok(format!("debootstrap bookworm ({mirror}) + {}", BASE_PACKAGES.join(" ")))
+    Ok(format!("debootstrap {suite} ({mirror}) + {}", BASE_PACKAGES.join(" ")))
 }
 
 /// Bytes used by regular files under `dir` (links not followed).
