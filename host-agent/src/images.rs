@@ -600,7 +600,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = ImageStore::new(tmp.path());
         let err = store.build("fedora", false, &|_| {}).await.unwrap_err();
-        assert!(err.to_string().contains("buildable images: base, busybox"), "{err}");
+        assert!(err.to_string().contains("buildable images: base, base-bookworm, busybox"), "{err}");
         assert!(store.rootfs("../etc").is_none());
     }
 }
