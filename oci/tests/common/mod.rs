@@ -1,0 +1,393 @@
+//! Test harness: a real registry on loopback (Debian's `docker-registry`), test
+//! images built here as OCI layouts (layers made with the `tar` crate), pushed
+//! with Debian's `skopeo`. Self-contained so other crates' tests can copy it.
+//!
+//! ```ignore
+//! let reg = Registry::start(None)?;                       // or Some(("user", "pass"))
+//! let img = ImageSpec::new().layer(Layer::new().file("etc/hello", b"hi", 0o644));
+//! reg.push(&img, "demo:v1")?;                              // 127.0.0.1:PORT/demo:v1
+//! ```
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use sha2::Digest as _;
+
+/// A `docker-registry` process on 127.0.0.1, storing in a temp dir; killed on drop.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    creds: Option<(String, String)>,
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Registry {
+    /// Starts a registry; with `auth`, it requires that user and password (htpasswd, bcrypt).
+    pub fn start(auth: Option<(&str, &str)>) -> Result<Registry> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .context("running htpasswd (apache2-utils)")?;
+            if !out.status.success() {
+                bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, &out.stdout)?;
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: pinacle-test\n    path: {}\n",
+                path.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry")?;
+        let mut reg = Registry {
+            child,
+            port,
+            dir,
+            creds: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        };
+        // Up to 10 s for it to listen.
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(reg);
+            }
+            if let Some(status) = reg.child.try_wait()? {
+                bail!("docker-registry exited ({status}): {}", reg.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "docker-registry did not listen on port {port}: {}",
+            reg.log()
+        )
+    }
+
+    /// `127.0.0.1:PORT`: the name to list as an insecure registry.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Where the registry keeps a blob's bytes (for tampering tests).
+    pub fn blob_data_path(&self, digest_hex: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&digest_hex[..2])
+            .join(digest_hex)
+            .join("data")
+    }
+
+    /// Builds `image` as an OCI layout and pushes it as `name:tag` with skopeo.
+    /// Returns what was built (its manifest digest among others).
+    pub fn push(&self, image: ImageSpec, name_tag: &str) -> Result<BuiltImage> {
+        let layout = tempfile::tempdir()?;
+        let built = image.write_layout(layout.path(), "t")?;
+        self.push_layout(layout.path(), "t", name_tag)?;
+        Ok(built)
+    }
+
+    /// Pushes the OCI layout at `layout` (tag `tag`) as `name:tag` with skopeo.
+    pub fn push_layout(&self, layout: &Path, tag: &str, name_tag: &str) -> Result<()> {
+        let mut cmd = Command::new("skopeo");
+        cmd.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some((u, p)) = &self.creds {
+            cmd.arg(format!("--dest-creds={u}:{p}"));
+        }
+        cmd.arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{name_tag}", self.host()));
+        let out = cmd.output().context("running skopeo")?;
+        if !out.status.success() {
+            bail!(
+                "skopeo copy failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One layer's tarball, built entry by entry (uid/gid 0, mtime 1_000_000).
+#[derive(Default)]
+pub struct Layer {
+    builder: Option<tar::Builder<Vec<u8>>>,
+    gzip: bool,
+    error: Option<String>,
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_000_000);
+    h
+}
+
+impl Layer {
+    /// An empty, gzip-compressed layer.
+    pub fn new() -> Layer {
+        Layer {
+            builder: Some(tar::Builder::new(Vec::new())),
+            gzip: true,
+            error: None,
+        }
+    }
+
+    /// Store it uncompressed instead.
+    pub fn uncompressed(mut self) -> Layer {
+        self.gzip = false;
+        self
+    }
+
+    fn add(mut self, f: impl FnOnce(&mut tar::Builder<Vec<u8>>) -> std::io::Result<()>) -> Layer {
+        if let Some(b) = self.builder.as_mut() {
+            if let Err(e) = f(b) {
+                self.error.get_or_insert(e.to_string());
+            }
+        }
+        self
+    }
+
+    /// A regular file.
+    pub fn file(self, path: &str, data: &[u8], mode: u32) -> Layer {
+        let data = data.to_vec();
+        self.add(move |b| {
+            let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
+            b.append_data(&mut h, path, &data[..])
+        })
+    }
+
+    /// A directory.
+    pub fn dir(self, path: &str) -> Layer {
+        self.add(|b| {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            b.append_data(&mut h, path, std::io::empty())
+        })
+    }
+
+    /// A symlink `path -> target`.
+    pub fn symlink(self, path: &str, target: &str) -> Layer {
+        self.add(|b| {
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+            b.append_link(&mut h, path, target)
+        })
+    }
+
+    /// A hard link `path` to `target` (an archive path).
+    pub fn hardlink(self, path: &str, target: &str) -> Layer {
+        self.add(|b| {
+            let mut h = header(tar::EntryType::Link, 0o644, 0);
+            b.append_link(&mut h, path, target)
+        })
+    }
+
+    /// A whiteout for `dir/name` (written as `dir/.wh.name`).
+    pub fn whiteout(self, dir: &str, name: &str) -> Layer {
+        let p = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
+        self.file(&p, b"", 0o644)
+    }
+
+    /// An opaque marker for `dir`.
+    pub fn opaque(self, dir: &str) -> Layer {
+        self.file(&format!("{dir}/.wh..wh..opq"), b"", 0o644)
+    }
+
+    /// A regular file whose name is written raw into the header (no checks):
+    /// for hostile names such as `../escape` (at most 100 bytes).
+    pub fn raw_file(self, name: &[u8], data: &[u8]) -> Layer {
+        let name = name.to_vec();
+        let data = data.to_vec();
+        self.add(move |b| {
+            let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+            let gnu = h
+                .as_gnu_mut()
+                .ok_or_else(|| std::io::Error::other("not a GNU header"))?;
+            if name.len() > gnu.name.len() {
+                return Err(std::io::Error::other("name too long"));
+            }
+            gnu.name = [0; 100];
+            gnu.name[..name.len()].copy_from_slice(&name);
+            h.set_cksum();
+            b.append(&h, &data[..])
+        })
+    }
+
+    /// (blob bytes, media type, diff id).
+    fn finish(mut self) -> Result<(Vec<u8>, &'static str, String)> {
+        if let Some(e) = self.error {
+            bail!("building a layer: {e}");
+        }
+        let tar = self
+            .builder
+            .take()
+            .context("layer already finished")?
+            .into_inner()?;
+        let diff_id = sha256(&tar);
+        if self.gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&tar)?;
+            Ok((
+                gz.finish()?,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                diff_id,
+            ))
+        } else {
+            Ok((tar, "application/vnd.oci.image.layer.v1.tar", diff_id))
+        }
+    }
+}
+
+/// An image to build: layers bottom first plus a few config fields.
+pub struct ImageSpec {
+    layers: Vec<Layer>,
+    env: Vec<String>,
+    cmd: Vec<String>,
+    architecture: String,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ImageSpec {
+    /// A linux/amd64 image with no layers yet, `Env` PATH and `Cmd` ["sh"].
+    pub fn new() -> ImageSpec {
+        ImageSpec {
+            layers: Vec::new(),
+            env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".to_string()],
+            cmd: vec!["sh".to_string()],
+            architecture: "amd64".to_string(),
+        }
+    }
+
+    /// Adds a layer on top.
+    pub fn layer(mut self, l: Layer) -> ImageSpec {
+        self.layers.push(l);
+        self
+    }
+
+    /// Adds an `Env` entry.
+    pub fn env(mut self, e: &str) -> ImageSpec {
+        self.env.push(e.to_string());
+        self
+    }
+
+    /// Writes an OCI image layout at `dir` whose `index.json` names the image `tag`.
+    pub fn write_layout(self, dir: &Path, tag: &str) -> Result<BuiltImage> {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs)?;
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let mut layer_descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        let mut layer_digests = Vec::new();
+        for l in self.layers {
+            let (bytes, media_type, diff_id) = l.finish()?;
+            let d = write_blob(&blobs, &bytes)?;
+            layer_descs.push(
+                serde_json::json!({"mediaType": media_type, "digest": d, "size": bytes.len()}),
+            );
+            diff_ids.push(diff_id);
+            layer_digests.push(d);
+        }
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": self.architecture,
+            "os": "linux",
+            "config": {"Env": self.env, "Cmd": self.cmd, "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))?;
+        let config_digest = write_blob(&blobs, &config)?;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": layer_descs,
+        }))?;
+        let manifest_digest = write_blob(&blobs, &manifest)?;
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }],
+        });
+        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+        Ok(BuiltImage {
+            manifest_digest,
+            config_digest,
+            layer_digests,
+        })
+    }
+}
+
+/// Digests of a built image (`sha256:…`).
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+fn write_blob(blobs: &Path, bytes: &[u8]) -> Result<String> {
+    let d = sha256(bytes);
+    std::fs::write(blobs.join(&d["sha256:".len()..]), bytes)?;
+    Ok(d)
+}
