@@ -77,27 +77,55 @@ fn find_in(dir: &Path, devcontainer_only: bool) -> Result<Found> {
     }
     for rel in devcontainer::PATHS {
         let path = dir.join(rel);
-        if !path.is_file() {
-            continue;
+        if path.is_file() {
+            return import_devcontainer(&path, dir);
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let repo = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let read = move |p: &str| {
-            // relative to the devcontainer file (`../Dockerfile` is common),
-            // but never outside the repository
-            let candidate = base.join(p).canonicalize().ok()?;
-            candidate.starts_with(&repo).then(|| std::fs::read_to_string(&candidate).ok()).flatten()
-        };
-        return match devcontainer::import(&path.display().to_string(), &text, &read) {
-            Ok(imported) => Ok(Found { file: path.display().to_string(), yaml: to_canonical_yaml(&imported.config), report: imported.report }),
-            Err(d) => {
-                print_diagnostics(&d, None);
-                bail!("{} cannot be imported ({} errors)", path.display(), d.errors().count())
-            }
-        };
     }
     bail!("no {FILE_NAME} or devcontainer.json in {}; create one with `pinacle config init --dir {}`", dir.display(), dir.display())
+}
+
+/// Whether `path` names a devcontainer file rather than a pinacle.yaml:
+/// `devcontainer.json`, `.devcontainer.json` or any other `*.json`.
+pub fn is_devcontainer_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// The repository a devcontainer file at `path` belongs to: the directory
+/// above `.devcontainer/` (`.devcontainer/devcontainer.json`, or a
+/// configuration in a subfolder of it), else the file's own directory.
+pub fn repository_of(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let abs = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    abs.ancestors()
+        .take(3)
+        .find(|a| a.file_name().is_some_and(|n| n == ".devcontainer"))
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or(abs)
+}
+
+/// Imports the devcontainer file at `path`; files it names (a Dockerfile)
+/// are read relative to it, never outside `repo`.
+fn import_devcontainer(path: &Path, repo: &Path) -> Result<Found> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+    let read = move |p: &str| {
+        // relative to the devcontainer file (`../Dockerfile` is common),
+        // but never outside the repository
+        let candidate = base.join(p).canonicalize().ok()?;
+        candidate.starts_with(&repo).then(|| std::fs::read_to_string(&candidate).ok()).flatten()
+    };
+    match devcontainer::import(&path.display().to_string(), &text, &read) {
+        Ok(imported) => Ok(Found { file: path.display().to_string(), yaml: to_canonical_yaml(&imported.config), report: imported.report }),
+        Err(d) => {
+            print_diagnostics(&d, Some(&text));
+            bail!("{} cannot be imported ({} errors)", path.display(), d.errors().count())
+        }
+    }
 }
 
 /// Prints problems like a compiler: the location, the message, the line
@@ -130,6 +158,9 @@ fn validate(file: Option<PathBuf>, strict: bool, json: bool) -> Result<ExitCode>
     let (name, text, report) = if path.is_dir() {
         let found = find(&path)?;
         (found.file, found.yaml, found.report)
+    } else if is_devcontainer_file(&path) {
+        let found = import_devcontainer(&path, &repository_of(&path))?;
+        (found.file, found.yaml, found.report)
     } else {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         (path.display().to_string(), text, Diagnostics::default())
@@ -150,7 +181,7 @@ fn validate(file: Option<PathBuf>, strict: bool, json: bool) -> Result<ExitCode>
     print_diagnostics(&report, None);
     match result {
         Ok((c, warnings)) => {
-            print_diagnostics(&warnings, Some(&text));
+            print_diagnostics(&warnings, (!name.ends_with(".json")).then_some(text.as_str()));
             let def = pinacle_config::resolve::resolve(&c);
             println!(
                 "{name} is valid: image {}, tier {}, {} install step(s), {} process(es), {} tab(s){}",
@@ -164,7 +195,8 @@ fn validate(file: Option<PathBuf>, strict: bool, json: bool) -> Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         Err(d) => {
-            print_diagnostics(&d, Some(&text));
+            // an imported file's lines are not those of the converted text
+            print_diagnostics(&d, (!name.ends_with(".json")).then_some(text.as_str()));
             eprintln!("{name}: {} error(s)", d.errors().count());
             Ok(ExitCode::from(1))
         }
