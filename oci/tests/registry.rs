@@ -455,7 +455,9 @@ async fn gc_removes_unkept_images_and_unreferenced_blobs() -> Result<()> {
     );
     assert_eq!(x?.info.manifest_digest, y?.info.manifest_digest);
 
-    let report = store.gc(std::slice::from_ref(&ia.info.manifest_digest)).await?;
+    let report = store
+        .gc(std::slice::from_ref(&ia.info.manifest_digest))
+        .await?;
     assert_eq!(report.removed_images, vec![ib.info.manifest_digest.clone()]);
     let removed: Vec<String> = report.removed_blobs.iter().map(|d| d.to_string()).collect();
     assert!(removed.contains(&b.layer_digests[1]));
@@ -475,5 +477,100 @@ async fn gc_removes_unkept_images_and_unreferenced_blobs() -> Result<()> {
         0
     );
     assert!(store.list().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_index_resolves_to_its_linux_amd64_image_or_says_what_it_offers() -> Result<()> {
+    let reg = Registry::start(None)?;
+    let layout = tempfile::tempdir()?;
+    let (index_digest, built) = common::write_index_layout(
+        layout.path(),
+        "multi",
+        vec![
+            (
+                ImageSpec::new()
+                    .architecture("arm64")
+                    .layer(Layer::new().file("arch", b"arm64", 0o644)),
+                "linux",
+                "arm64",
+                Some("v8"),
+            ),
+            (
+                ImageSpec::new().layer(Layer::new().file("arch", b"amd64", 0o644)),
+                "linux",
+                "amd64",
+                None,
+            ),
+        ],
+    )?;
+    reg.push_layout(layout.path(), "multi", "multi:v1")?;
+    let arm_only = tempfile::tempdir()?;
+    common::write_index_layout(
+        arm_only.path(),
+        "arm",
+        vec![
+            (
+                ImageSpec::new()
+                    .architecture("arm64")
+                    .layer(Layer::new().file("arch", b"arm64", 0o644)),
+                "linux",
+                "arm64",
+                Some("v8"),
+            ),
+            (
+                ImageSpec::new()
+                    .architecture("s390x")
+                    .layer(Layer::new().file("arch", b"s390x", 0o644)),
+                "linux",
+                "s390x",
+                None,
+            ),
+        ],
+    )?;
+    reg.push_layout(arm_only.path(), "arm", "armonly:v1")?;
+
+    let tmp = tempfile::tempdir()?;
+    let store = store_for(&reg, tmp.path())?;
+    let multi = reference(&reg, "multi:v1")?;
+    let amd64 = &built[1].manifest_digest;
+    assert_eq!(
+        store
+            .resolve(&multi, &Credentials::Anonymous)
+            .await?
+            .as_str(),
+        amd64
+    );
+    let img = store.pull(&multi, &Credentials::Anonymous, &|_| {}).await?;
+    assert_eq!(img.info.manifest_digest.as_str(), amd64);
+    assert_eq!(std::fs::read(img.rootfs.join("arch"))?, b"amd64");
+    assert!(img.info.pinned.ends_with(amd64.as_str()));
+    // The index's own digest also works as a pin and gives the same image.
+    let by_index = Reference::parse(&format!("{}/multi@{index_digest}", reg.host()))?;
+    let again = store
+        .pull(&by_index, &Credentials::Anonymous, &|_| {})
+        .await?;
+    assert!(again.cached);
+    assert_eq!(again.info.manifest_digest.as_str(), amd64);
+
+    let e = store
+        .pull(
+            &reference(&reg, "armonly:v1")?,
+            &Credentials::Anonymous,
+            &|_| {},
+        )
+        .await
+        .err()
+        .context("an image without linux/amd64 pulled")?;
+    match &e {
+        OciError::UnsupportedPlatform { available, .. } => {
+            assert_eq!(
+                available,
+                &vec!["linux/arm64/v8".to_string(), "linux/s390x".to_string()]
+            )
+        }
+        other => anyhow::bail!("expected UnsupportedPlatform, got {other:?}"),
+    }
+    assert!(e.to_string().contains("linux/arm64/v8"), "{e}");
     Ok(())
 }

@@ -125,6 +125,7 @@ impl Registry {
             "copy",
             "--quiet",
             "--preserve-digests",
+            "--multi-arch=all",
             "--dest-tls-verify=false",
         ]);
         if let Some((u, p)) = &self.creds {
@@ -325,8 +326,28 @@ impl ImageSpec {
         self
     }
 
+    /// Sets the config's architecture (default `amd64`).
+    pub fn architecture(mut self, arch: &str) -> ImageSpec {
+        self.architecture = arch.to_string();
+        self
+    }
+
     /// Writes an OCI image layout at `dir` whose `index.json` names the image `tag`.
     pub fn write_layout(self, dir: &Path, tag: &str) -> Result<BuiltImage> {
+        let (built, size) = self.write_blobs(dir)?;
+        write_index_json(
+            dir,
+            "application/vnd.oci.image.manifest.v1+json",
+            &built.manifest_digest,
+            size,
+            tag,
+        )?;
+        Ok(built)
+    }
+
+    /// Writes the image's blobs (layers, config, manifest) into the layout at
+    /// `dir`; returns the digests and the manifest's size.
+    fn write_blobs(self, dir: &Path) -> Result<(BuiltImage, usize)> {
         let blobs = dir.join("blobs/sha256");
         std::fs::create_dir_all(&blobs)?;
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -356,22 +377,75 @@ impl ImageSpec {
             "layers": layer_descs,
         }))?;
         let manifest_digest = write_blob(&blobs, &manifest)?;
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }],
-        });
-        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
-        Ok(BuiltImage {
-            manifest_digest,
-            config_digest,
-            layer_digests,
-        })
+        Ok((
+            BuiltImage {
+                manifest_digest,
+                config_digest,
+                layer_digests,
+            },
+            manifest.len(),
+        ))
     }
+}
+
+/// Writes a multi-platform OCI layout at `dir`: one image per `(image, os,
+/// architecture, variant)`, listed in an image index that `index.json` names `tag`.
+/// Returns the index's digest and each image's digests, in order.
+pub fn write_index_layout(
+    dir: &Path,
+    tag: &str,
+    images: Vec<(ImageSpec, &str, &str, Option<&str>)>,
+) -> Result<(String, Vec<BuiltImage>)> {
+    let mut entries = Vec::new();
+    let mut built = Vec::new();
+    for (image, os, arch, variant) in images {
+        let (b, size) = image.write_blobs(dir)?;
+        let mut platform = serde_json::json!({"os": os, "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = serde_json::json!(v);
+        }
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": b.manifest_digest,
+            "size": size,
+            "platform": platform,
+        }));
+        built.push(b);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))?;
+    let index_digest = write_blob(&dir.join("blobs/sha256"), &index)?;
+    write_index_json(
+        dir,
+        "application/vnd.oci.image.index.v1+json",
+        &index_digest,
+        index.len(),
+        tag,
+    )?;
+    Ok((index_digest, built))
+}
+
+fn write_index_json(
+    dir: &Path,
+    media_type: &str,
+    digest: &str,
+    size: usize,
+    tag: &str,
+) -> Result<()> {
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": media_type,
+            "digest": digest,
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(())
 }
 
 /// Digests of a built image (`sha256:…`).
