@@ -314,11 +314,8 @@ impl Store {
         let auth = creds.to_auth();
         let (manifest, mdigest, manifest_body) =
             self.fetch_image_manifest(&client, reference, &auth).await?;
-        let gate = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(mdigest.clone()).or_default().clone()
-        };
-        let _one_at_a_time = gate.lock().await;
+        let gate = InflightGate::enter(&self.inflight, &mdigest);
+        let _one_at_a_time = gate.gate.lock().await;
         if let Some(img) = self.get_locked(&mdigest)? {
             let img = self.add_reference(img, &refname)?;
             report(PullPhase::Cached, None);
@@ -335,12 +332,6 @@ impl Store {
                 &report,
             )
             .await;
-        {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if Arc::strong_count(&gate) <= 2 {
-                map.remove(&mdigest);
-            }
-        }
         let img = result?;
         report(PullPhase::Done, None);
         Ok(img)
@@ -891,6 +882,43 @@ impl Store {
         tokio::task::spawn_blocking(move || FileLock::acquire(&path, exclusive))
             .await
             .map_err(|e| OciError::io(self.dir.join(".lock"), io::Error::other(e.to_string())))?
+    }
+}
+
+/// One pull's membership of the per-digest gate; the map entry goes when the
+/// last pull of that digest leaves (also on error or cancellation).
+struct InflightGate<'a> {
+    map: &'a Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    digest: Digest,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> InflightGate<'a> {
+    fn enter(
+        map: &'a Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+        digest: &Digest,
+    ) -> InflightGate<'a> {
+        let gate = map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        InflightGate {
+            map,
+            digest: digest.clone(),
+            gate,
+        }
+    }
+}
+
+impl Drop for InflightGate<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        // Ours and the map's: nobody else is waiting.
+        if Arc::strong_count(&self.gate) <= 2 {
+            map.remove(&self.digest);
+        }
     }
 }
 

@@ -205,6 +205,18 @@ async fn pinned_reference_keeps_the_first_image_after_a_retag() -> Result<()> {
     let moved = store2.pull(&tag, &Credentials::Anonymous, &|_| {}).await?;
     assert_eq!(std::fs::read(moved.rootfs.join("version"))?, b"2");
     assert_eq!(store2.list().await?.len(), 2);
+
+    // With the registry gone, the pinned image still comes from the store.
+    drop(reg);
+    let offline = store2.pull(&pinned, &Credentials::Anonymous, &|_| {}).await?;
+    assert!(offline.cached);
+    assert_eq!(std::fs::read(offline.rootfs.join("version"))?, b"1");
+    let e = store2
+        .pull(&tag, &Credentials::Anonymous, &|_| {})
+        .await
+        .err()
+        .context("a tag resolved without its registry")?;
+    assert!(matches!(e, OciError::Unreachable { .. }), "{e:?}");
     Ok(())
 }
 
