@@ -133,6 +133,32 @@ async fn stop_start_and_delete_wait_until_done_and_a_start_while_stopping_follow
     assert_eq!(status, 404, "{body}");
 }
 
+#[tokio::test]
+async fn a_start_that_fails_exits_non_zero_with_the_pods_error() {
+    let p = Pinacle::start().await;
+    let pod = p.create_running("broken", "minimal", "gvisor").await;
+    let (code, out, err) = cli(&p, &["pod", "stop", "broken"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // the stopped pod's disk (unmounted, in this test's data directory)
+    // no longer holds a filesystem: mounting it fails on start
+    let id = uuid::Uuid::parse_str(pod["id"].as_str().unwrap()).unwrap();
+    let volume = p.data.path().join("volumes").join(id.simple().to_string());
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounted.contains(&volume.join("disk").display().to_string()), "the disk of a stopped pod is unmounted");
+    std::fs::write(volume.join("disk.img"), vec![0u8; 4096]).unwrap();
+    let (code, out, err) = cli(&p, &["pod", "start", "broken"]);
+    assert_ne!(code, 0, "{out}{err}");
+    let shown = p.pod("broken").await;
+    assert_eq!(shown["state"], "error", "{shown}");
+    let reason = shown["state_reason"].as_str().unwrap();
+    assert!(err.contains(&format!("pod broken failed: {reason}")), "the pod's own error: {err}");
+    assert!(reason.contains("mounting the pod's disk"), "{reason}");
+    // deleting it still works, and waits
+    let (code, out, err) = cli(&p, &["pod", "delete", "broken"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "pod broken deleted\n");
+}
+
 /// Starts `pinacle ROLE` with `PINACLE_ADMIN_TOKEN=token` on a fresh data
 /// directory: its exit code and standard error once it ended (killed
 /// after a minute if it keeps running).
