@@ -51,10 +51,11 @@
 //! - **Skipped.** Block and character devices and FIFOs (the runtime provides
 //!   `/dev`), extended attributes (file capabilities included), GNU sparse entries,
 //!   and layer `urls` (foreign layers are fetched from the registry only, never
-//!   from URLs a manifest names). zstd layers are refused with
-//!   [`OciError::UnsupportedMediaType`]; gzip and uncompressed layers work.
-//! - **Bounded memory.** Blobs are streamed to disk and unpacked from disk;
-//!   only manifests (read whole by oci-client) and configs (at most
+//!   from URLs a manifest names). Layers may be plain, gzip or zstd tarballs
+//!   (detected from their first bytes; zstd streams of several frames, skippable
+//!   ones included, work).
+//! - **Bounded memory.** Blobs are streamed to disk and unpacked from disk
+//!   (zstd's window is capped at 128 MiB by ruzstd); only manifests (read whole by oci-client) and configs (at most
 //!   [`store::MAX_CONFIG_BYTES`]) are held in memory.
 //! - **Transport.** HTTPS (rustls, the system's roots and webpki's) for every
 //!   registry except those named in `insecure_registries`, which use plain HTTP.

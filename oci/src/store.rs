@@ -1008,8 +1008,10 @@ fn is_layer_type(t: &str) -> bool {
         t,
         "application/vnd.oci.image.layer.v1.tar"
             | "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.v1.tar+zstd"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
             | "application/vnd.docker.image.rootfs.diff.tar"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
@@ -1048,10 +1050,6 @@ fn unpack_error(refname: &str, layer: &Digest, e: UnpackError) -> OciError {
         UnpackError::Malformed(m) => OciError::BadImage {
             reference: refname.to_string(),
             message: format!("layer {layer} is not a readable tar archive: {m}"),
-        },
-        UnpackError::UnsupportedCompression(c) => OciError::UnsupportedMediaType {
-            reference: refname.to_string(),
-            media_type: format!("{c}-compressed layer {layer}"),
         },
     }
 }

@@ -52,12 +52,9 @@ pub enum UnpackError {
         /// Why.
         reason: String,
     },
-    /// Not a readable (gzip or plain) tarball.
+    /// Not a readable (gzip, zstd or plain) tarball.
     #[error("{0}")]
     Malformed(String),
-    /// zstd (or other) compression.
-    #[error("compression {0} is not supported")]
-    UnsupportedCompression(&'static str),
 }
 
 fn ioe(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
@@ -219,6 +216,74 @@ fn remove_any(p: &Path) -> Result<(), UnpackError> {
     }
 }
 
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A zstd stream of any number of frames (skippable ones, as zstd:chunked
+/// writes, are skipped). Memory is bounded by ruzstd's window limit (128 MiB).
+pub struct ZstdFrames<R: BufRead> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    /// Decodes `source`.
+    pub fn new(source: R) -> ZstdFrames<R> {
+        ZstdFrames {
+            source,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_frame {
+                if self.decoder.can_collect() > 0 {
+                    return self.decoder.read(buf);
+                }
+                if self.decoder.is_finished() {
+                    self.in_frame = false;
+                    continue;
+                }
+                self.decoder
+                    .decode_blocks(
+                        &mut self.source,
+                        ruzstd::decoding::BlockDecodingStrategy::UptoBlocks(1),
+                    )
+                    .map_err(io::Error::other)?;
+                continue;
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let want = u64::from(length);
+                    let skipped = io::copy(&mut (&mut self.source).take(want), &mut io::sink())?;
+                    if skipped != want {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "truncated skippable zstd frame",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+}
+
 /// Applies layers, in order, onto one root directory.
 pub struct Unpacker {
     root: PathBuf,
@@ -243,17 +308,19 @@ impl Unpacker {
         }
     }
 
-    /// Applies one layer blob (gzip-compressed or plain tar, detected from its
-    /// first bytes) read from `reader`.
+    /// Applies one layer blob (gzip- or zstd-compressed or plain tar, detected
+    /// from its first bytes) read from `reader`.
     pub fn apply_layer<R: Read>(&mut self, reader: R) -> Result<(), UnpackError> {
         let mut buf = BufReader::with_capacity(1 << 20, reader);
         let head = buf
             .fill_buf()
             .map_err(|e| UnpackError::Malformed(format!("cannot read the layer: {e}")))?;
-        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(UnpackError::UnsupportedCompression("zstd"));
-        }
-        if head.starts_with(&[0x1f, 0x8b]) {
+        let zstd_frame = head.starts_with(&ZSTD_MAGIC);
+        let skippable =
+            head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18];
+        if zstd_frame || skippable {
+            self.apply_tar(ZstdFrames::new(buf))
+        } else if head.starts_with(&[0x1f, 0x8b]) {
             self.apply_tar(flate2::bufread::MultiGzDecoder::new(buf))
         } else {
             self.apply_tar(buf)
@@ -631,11 +698,35 @@ mod tests {
             1_234_567
         );
         assert!(!root.join("fifo").exists());
-        let zstd = [0x28u8, 0xb5, 0x2f, 0xfd, 0, 0];
+        let bad_zstd = [0x28u8, 0xb5, 0x2f, 0xfd, 0, 0];
         assert!(matches!(
-            Unpacker::new(root.clone()).apply_layer(&zstd[..]),
-            Err(UnpackError::UnsupportedCompression("zstd"))
+            Unpacker::new(root.clone()).apply_layer(&bad_zstd[..]),
+            Err(UnpackError::Malformed(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn zstd_layers_of_several_frames_with_skippable_ones() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use ruzstd::encoding::{compress_to_vec, CompressionLevel};
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path().join("root");
+        fs::create_dir(&root)?;
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let tar = layer(|b| {
+            file(b, "a", b"first")?;
+            file(b, "big", &big)
+        })?;
+        // Split the tarball across two frames with a skippable frame between.
+        let (one, two) = tar.split_at(tar.len() / 3);
+        let mut blob = compress_to_vec(one, CompressionLevel::Fastest);
+        blob.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 9, 9, 9]);
+        blob.extend(compress_to_vec(two, CompressionLevel::Fastest));
+        let mut u = Unpacker::new(root.clone());
+        u.apply_layer(io::Cursor::new(blob))?;
+        assert_eq!(fs::read(root.join("a"))?, b"first");
+        assert_eq!(fs::read(root.join("big"))?, big);
         Ok(())
     }
 }

@@ -208,7 +208,9 @@ async fn pinned_reference_keeps_the_first_image_after_a_retag() -> Result<()> {
 
     // With the registry gone, the pinned image still comes from the store.
     drop(reg);
-    let offline = store2.pull(&pinned, &Credentials::Anonymous, &|_| {}).await?;
+    let offline = store2
+        .pull(&pinned, &Credentials::Anonymous, &|_| {})
+        .await?;
     assert!(offline.cached);
     assert_eq!(std::fs::read(offline.rootfs.join("version"))?, b"1");
     let e = store2
@@ -584,5 +586,35 @@ async fn an_index_resolves_to_its_linux_amd64_image_or_says_what_it_offers() -> 
         other => anyhow::bail!("expected UnsupportedPlatform, got {other:?}"),
     }
     assert!(e.to_string().contains("linux/arm64/v8"), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn zstd_layers_pull_like_gzip_ones() -> Result<()> {
+    let reg = Registry::start(None)?;
+    reg.push(
+        ImageSpec::new()
+            .layer(Layer::new().dir("etc").file("etc/os", b"base", 0o644))
+            .layer(Layer::new().zstd().whiteout("etc", "os").file(
+                "etc/zstd",
+                &[42u8; 100_000],
+                0o600,
+            )),
+        "zstd:v1",
+    )?;
+    let tmp = tempfile::tempdir()?;
+    let store = store_for(&reg, tmp.path())?;
+    let img = store
+        .pull(
+            &reference(&reg, "zstd:v1")?,
+            &Credentials::Anonymous,
+            &|_| {},
+        )
+        .await?;
+    assert!(!img.rootfs.join("etc/os").exists());
+    assert_eq!(
+        std::fs::read(img.rootfs.join("etc/zstd"))?,
+        vec![42u8; 100_000]
+    );
     Ok(())
 }

@@ -157,6 +157,7 @@ impl Drop for Registry {
 pub struct Layer {
     builder: Option<tar::Builder<Vec<u8>>>,
     gzip: bool,
+    zstd: bool,
     error: Option<String>,
 }
 
@@ -177,6 +178,7 @@ impl Layer {
         Layer {
             builder: Some(tar::Builder::new(Vec::new())),
             gzip: true,
+            zstd: false,
             error: None,
         }
     }
@@ -184,6 +186,13 @@ impl Layer {
     /// Store it uncompressed instead.
     pub fn uncompressed(mut self) -> Layer {
         self.gzip = false;
+        self
+    }
+
+    /// Compress it with zstd instead.
+    pub fn zstd(mut self) -> Layer {
+        self.gzip = false;
+        self.zstd = true;
         self
     }
 
@@ -275,7 +284,13 @@ impl Layer {
             .context("layer already finished")?
             .into_inner()?;
         let diff_id = sha256(&tar);
-        if self.gzip {
+        if self.zstd {
+            let blob = ruzstd::encoding::compress_to_vec(
+                &tar[..],
+                ruzstd::encoding::CompressionLevel::Fastest,
+            );
+            Ok((blob, "application/vnd.oci.image.layer.v1.tar+zstd", diff_id))
+        } else if self.gzip {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             gz.write_all(&tar)?;
             Ok((
