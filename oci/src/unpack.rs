@@ -218,6 +218,209 @@ fn remove_any(p: &Path) -> Result<(), UnpackError> {
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// The largest tar metadata entry accepted (GNU long name/link, PAX header).
+/// The tar crate reads these whole into memory; real ones are a few hundred bytes.
+pub const MAX_TAR_METADATA: u64 = 1 << 20;
+
+/// A pass-through reader that follows the tar stream's block structure (as the
+/// tar crate does) and fails before the tar crate would buffer a metadata entry
+/// larger than [`MAX_TAR_METADATA`]: without it, one layer could make the
+/// unpacker allocate as much memory as the layer is large.
+pub struct TarGuard<R> {
+    inner: R,
+    state: GuardState,
+    /// A PAX `size` waiting for the next file entry.
+    pax_size: Option<u64>,
+}
+
+enum GuardState {
+    /// Collecting a 512-byte header.
+    Header(Vec<u8>),
+    /// Passing `n` bytes of entry data and padding.
+    Skip(u64),
+    /// Collecting a local PAX header's records (`remaining` more bytes), then `pad`.
+    Pax {
+        buf: Vec<u8>,
+        remaining: u64,
+        pad: u64,
+    },
+    /// Collecting a GNU sparse extension block; `data` bytes follow the last one.
+    SparseExt { buf: Vec<u8>, data: u64 },
+    /// After the end-of-archive block (the tar crate stops reading there).
+    Done,
+}
+
+impl<R> TarGuard<R> {
+    /// Guards `inner`, which must be at the start of a tar stream.
+    pub fn new(inner: R) -> TarGuard<R> {
+        TarGuard {
+            inner,
+            state: GuardState::Header(Vec::with_capacity(512)),
+            pax_size: None,
+        }
+    }
+
+    fn feed(&mut self, mut data: &[u8]) -> Result<(), String> {
+        while !data.is_empty() {
+            match &mut self.state {
+                GuardState::Done => return Ok(()),
+                GuardState::Skip(n) => {
+                    let k = (*n).min(data.len() as u64);
+                    *n -= k;
+                    data = &data[k as usize..];
+                    if *n == 0 {
+                        self.state = GuardState::Header(Vec::with_capacity(512));
+                    }
+                }
+                GuardState::Header(buf) => {
+                    let k = (512 - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..k]);
+                    data = &data[k..];
+                    if buf.len() == 512 {
+                        let header = std::mem::take(buf);
+                        self.state = self.on_header(&header)?;
+                    }
+                }
+                GuardState::Pax {
+                    buf,
+                    remaining,
+                    pad,
+                } => {
+                    let k = (*remaining).min(data.len() as u64);
+                    buf.extend_from_slice(&data[..k as usize]);
+                    *remaining -= k;
+                    data = &data[k as usize..];
+                    if *remaining == 0 {
+                        self.pax_size = pax_size(buf);
+                        self.state = match *pad {
+                            0 => GuardState::Header(Vec::with_capacity(512)),
+                            p => GuardState::Skip(p),
+                        };
+                    }
+                }
+                GuardState::SparseExt { buf, data: size } => {
+                    let k = (512 - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..k]);
+                    data = &data[k..];
+                    if buf.len() == 512 {
+                        let size = *size;
+                        self.state = if buf[504] != 0 {
+                            GuardState::SparseExt {
+                                buf: Vec::with_capacity(512),
+                                data: size,
+                            }
+                        } else {
+                            skip_or_header(round_block(size)?)
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_header(&mut self, h: &[u8]) -> Result<GuardState, String> {
+        if h.iter().all(|b| *b == 0) {
+            return Ok(GuardState::Done);
+        }
+        let sum: u32 = h[..148]
+            .iter()
+            .chain(&h[156..])
+            .map(|b| u32::from(*b))
+            .sum::<u32>()
+            + 8 * 32;
+        if tar_number(&h[148..156]) != Some(u64::from(sum)) {
+            return Err("archive header checksum mismatch".to_string());
+        }
+        let size = tar_number(&h[124..136]).ok_or("bad size field in a tar header")?;
+        let kind = h[156];
+        match kind {
+            b'L' | b'K' | b'x' | b'g' => {
+                if size > MAX_TAR_METADATA {
+                    return Err(format!(
+                        "a tar metadata entry (type {}) of {size} bytes (at most {MAX_TAR_METADATA} accepted)",
+                        kind as char
+                    ));
+                }
+                let padded = round_block(size)?;
+                if kind == b'x' {
+                    Ok(GuardState::Pax {
+                        buf: Vec::with_capacity(size as usize),
+                        remaining: size,
+                        pad: padded - size,
+                    })
+                } else {
+                    Ok(skip_or_header(padded))
+                }
+            }
+            _ => {
+                let size = self.pax_size.take().unwrap_or(size);
+                if kind == b'S' && h[482] != 0 {
+                    Ok(GuardState::SparseExt {
+                        buf: Vec::with_capacity(512),
+                        data: size,
+                    })
+                } else {
+                    Ok(skip_or_header(round_block(size)?))
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for TarGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.feed(&buf[..n])
+            .map_err(|m| io::Error::new(io::ErrorKind::InvalidData, m))?;
+        Ok(n)
+    }
+}
+
+fn skip_or_header(n: u64) -> GuardState {
+    if n == 0 {
+        GuardState::Header(Vec::with_capacity(512))
+    } else {
+        GuardState::Skip(n)
+    }
+}
+
+fn round_block(n: u64) -> Result<u64, String> {
+    n.checked_add(511)
+        .map(|x| x & !511)
+        .ok_or_else(|| "tar entry size overflows".to_string())
+}
+
+/// A tar numeric field: octal text, or base-256 when the top bit is set (as the tar crate reads them).
+fn tar_number(f: &[u8]) -> Option<u64> {
+    if f.first().is_some_and(|b| b & 0x80 != 0) {
+        let tail = f.get(f.len().checked_sub(8)?..)?;
+        return Some(u64::from_be_bytes(tail.try_into().ok()?));
+    }
+    let text = std::str::from_utf8(f).ok()?;
+    let text = text.trim_end_matches(['\0', ' ']).trim_start_matches(' ');
+    let text = text.split('\0').next()?;
+    u64::from_str_radix(text.trim(), 8).ok()
+}
+
+/// The `size` record of PAX extension data, as the tar crate reads it (the
+/// first one; none after a malformed record).
+fn pax_size(data: &[u8]) -> Option<u64> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+        let record = rest.get(..len)?;
+        rest = &rest[len..];
+        let kv = record.get(space + 1..)?.strip_suffix(b"\n")?;
+        let eq = kv.iter().position(|b| *b == b'=')?;
+        if &kv[..eq] == b"size" {
+            return std::str::from_utf8(&kv[eq + 1..]).ok()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// A zstd stream of any number of frames (skippable ones, as zstd:chunked
 /// writes, are skipped). Memory is bounded by ruzstd's window limit (128 MiB).
 pub struct ZstdFrames<R: BufRead> {
@@ -328,7 +531,7 @@ impl Unpacker {
     }
 
     fn apply_tar<R: Read>(&mut self, reader: R) -> Result<(), UnpackError> {
-        let mut archive = tar::Archive::new(reader);
+        let mut archive = tar::Archive::new(TarGuard::new(reader));
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);
         archive.set_preserve_ownerships(self.preserve_owner);
@@ -704,6 +907,62 @@ mod tests {
             Err(UnpackError::Malformed(_))
         ));
         Ok(())
+    }
+
+    #[test]
+    fn tar_guard_passes_long_names_and_pax_and_refuses_huge_metadata(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path().join("root");
+        fs::create_dir(&root)?;
+        let long_dir = "d".repeat(150);
+        let long_file = format!("{long_dir}/{}", "f".repeat(120));
+        let data = layer(|b| {
+            // GNU long names (the builder writes `L` entries for these).
+            dir(b, &long_dir)?;
+            file(b, &long_file, &[5u8; 1000])?;
+            // A PAX header (with a `size` record matching the entry) first.
+            b.append_pax_extensions([("size", &b"512"[..]), ("comment", &b"hi"[..])])?;
+            file(b, "exact", &[1u8; 512])?;
+            file(b, "after", b"after")
+        })?;
+        let mut u = Unpacker::new(root.clone());
+        u.apply_layer(io::Cursor::new(data))?;
+        assert_eq!(fs::read(root.join(&long_file))?, vec![5u8; 1000]);
+        assert_eq!(fs::read(root.join("exact"))?, vec![1u8; 512]);
+        assert_eq!(fs::read(root.join("after"))?, b"after");
+
+        // A 2 MiB PAX header is refused before it is buffered.
+        let huge = vec![b'a'; 2 << 20];
+        let data = layer(|b| {
+            let mut h = hdr();
+            h.set_entry_type(EntryType::XHeader);
+            h.set_size(huge.len() as u64);
+            b.append_data(&mut h, "PaxHeader", &huge[..])?;
+            file(b, "x", b"x")
+        })?;
+        let r = Unpacker::new(root.clone()).apply_layer(io::Cursor::new(data));
+        assert!(
+            matches!(&r, Err(UnpackError::Malformed(m)) if m.contains("metadata")),
+            "{r:?}"
+        );
+        assert!(!root.join("x").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn tar_numbers_and_pax_records() {
+        assert_eq!(tar_number(b"00000001750\0"), Some(1000));
+        assert_eq!(tar_number(b"     1750 \0"), Some(1000));
+        assert_eq!(
+            tar_number(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0]),
+            Some(4096)
+        );
+        assert_eq!(tar_number(b"12x"), None);
+        assert_eq!(pax_size(b"12 size=900\n"), Some(900));
+        assert_eq!(pax_size(b"11 path=ab\n12 size=900\n"), Some(900));
+        assert_eq!(pax_size(b"11 path=ab\n"), None);
+        assert_eq!(pax_size(b"99 size=1\n"), None);
     }
 
     #[test]
