@@ -57,6 +57,8 @@
 //! - **Bounded memory.** Blobs are streamed to disk and unpacked from disk
 //!   (zstd's window is capped at 128 MiB by ruzstd); only manifests (read whole by oci-client) and configs (at most
 //!   [`store::MAX_CONFIG_BYTES`]) are held in memory.
+//! - **Private to root.** A new store directory is created mode 0700: unpacked
+//!   images keep setuid-root binaries, which host users must never reach.
 //! - **Transport.** HTTPS (rustls, the system's roots and webpki's) for every
 //!   registry except those named in `insecure_registries`, which use plain HTTP.
 //!   Anonymous and Basic credentials (the latter also for the registry's token

@@ -100,7 +100,7 @@ pub enum PullPhase {
 }
 
 /// Progress of one layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LayerProgress {
     /// 0-based position of the layer in the image.
     pub index: usize,
@@ -114,8 +114,8 @@ pub struct LayerProgress {
     pub total: u64,
 }
 
-/// One progress report from [`Store::pull`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One progress report from [`Store::pull`] (serialisable for pod events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PullProgress {
     /// The reference being pulled, normalised.
     pub reference: String,
@@ -223,11 +223,23 @@ impl Store {
     /// Opens (creating if needed) the store at `dir`. `insecure_registries` are
     /// `host[:port]` names reached over plain HTTP (e.g. `127.0.0.1:5000`); every
     /// other registry is reached over HTTPS only.
+    ///
+    /// A new `dir` is created mode 0700: unpacked images keep their setuid-root
+    /// binaries, so host users must not reach them (an existing `dir` keeps its
+    /// mode; never make it searchable by unprivileged host users).
     pub fn new(
         dir: impl Into<PathBuf>,
         insecure_registries: Vec<String>,
     ) -> Result<Store, OciError> {
         let dir = dir.into();
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| OciError::io(&dir, e))?;
+        }
         for d in [
             dir.join("blobs/sha256"),
             dir.join("blobs/tmp"),
@@ -1267,6 +1279,18 @@ impl From<ContainerConfigJson> for RuntimeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_store_is_private_to_root() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir()?;
+        let store = Store::new(tmp.path().join("a/store"), vec![])?;
+        let mode = fs::metadata(store.dir())?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(store.dir().join("blobs/sha256").is_dir());
+        assert!(store.dir().join("images").is_dir());
+        Ok(())
+    }
 
     #[test]
     fn credentials_debug_redacts_the_password() {
