@@ -298,6 +298,11 @@ impl Store {
     /// Pulls `reference` into the store (see the crate docs for the guarantees)
     /// and returns the image. An image already unpacked is returned at once (a
     /// digest reference needs no network then).
+    ///
+    /// The store is shared: a digest reference already in the store is returned
+    /// without asking the registry, so `creds` are not checked then. Callers that
+    /// serve several users pass digests only as pinned from that user's own pull
+    /// or [`Store::resolve`] (a tag always goes to the registry with `creds`).
     pub async fn pull(
         &self,
         reference: &Reference,
@@ -466,7 +471,14 @@ impl Store {
                     }
                 }))
                 .buffered(PARALLEL_DOWNLOADS);
-            while let Some(r) = stream.next().await {
+            loop {
+                // Stop at once (dropping the downloads in flight, whose temp
+                // files go with them) when the unpacker has given up.
+                let next = tokio::select! {
+                    _ = tx.closed() => break,
+                    next = stream.next() => next,
+                };
+                let Some(r) = next else { break };
                 let failed = r.is_err();
                 if tx.send(r).await.is_err() || failed {
                     break;
