@@ -435,40 +435,43 @@ impl Store {
         let count = layers.len();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(), OciError>>(count.max(1));
         let downloads = async {
+            let cref = &cref;
+            let refname = &refname;
+            let jobs: Vec<(usize, Digest, u64)> = layers
+                .iter()
+                .enumerate()
+                .map(|(i, (d, size))| (i, d.clone(), *size))
+                .collect();
             let mut stream =
-                futures::stream::iter(layers.iter().enumerate().map(|(index, (d, size))| {
-                    let cref = &cref;
-                    let refname = &refname;
-                    async move {
-                        let on_bytes = |done: u64| {
-                            report(
-                                PullPhase::Downloading,
-                                Some(LayerProgress {
-                                    index,
-                                    count,
-                                    digest: d.clone(),
-                                    done,
-                                    total: *size,
-                                }),
-                            )
-                        };
-                        let cached = self
-                            .fetch_blob(client, cref, refname, d, *size, &on_bytes)
-                            .await?;
-                        if cached {
-                            report(
-                                PullPhase::Cached,
-                                Some(LayerProgress {
-                                    index,
-                                    count,
-                                    digest: d.clone(),
-                                    done: *size,
-                                    total: *size,
-                                }),
-                            );
-                        }
-                        Ok(())
+                futures::stream::iter(jobs.into_iter().map(move |(index, d, size)| async move {
+                    let on_bytes = |done: u64| {
+                        report(
+                            PullPhase::Downloading,
+                            Some(LayerProgress {
+                                index,
+                                count,
+                                digest: d.clone(),
+                                done,
+                                total: size,
+                            }),
+                        )
+                    };
+                    let cached = self
+                        .fetch_blob(client, cref, refname, &d, size, &on_bytes)
+                        .await?;
+                    if cached {
+                        report(
+                            PullPhase::Cached,
+                            Some(LayerProgress {
+                                index,
+                                count,
+                                digest: d.clone(),
+                                done: size,
+                                total: size,
+                            }),
+                        );
                     }
+                    Ok::<(), OciError>(())
                 }))
                 .buffered(PARALLEL_DOWNLOADS);
             loop {
@@ -1291,6 +1294,18 @@ impl From<ContainerConfigJson> for RuntimeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compile-time check: the agent spawns pulls on tokio's worker threads.
+    #[allow(dead_code)]
+    fn futures_are_send(store: &Store, r: &Reference, c: &Credentials, d: &Digest) {
+        fn is_send<T: Send>(_: T) {}
+        fn is_sync<T: Sync + Send>(_: &T) {}
+        is_sync(store);
+        is_send(store.pull(r, c, &|_| {}));
+        is_send(store.resolve(r, c));
+        is_send(store.gc(std::slice::from_ref(d)));
+        is_send(store.list());
+    }
 
     #[test]
     fn a_new_store_is_private_to_root() -> Result<(), Box<dyn std::error::Error>> {
