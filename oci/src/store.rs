@@ -29,7 +29,7 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// Most layers in one image (Docker's own limit is 127).
 pub const MAX_LAYERS: usize = 256;
 /// Layer downloads run this many at a time; unpacking runs beside them, in order.
-const PARALLEL_DOWNLOADS: usize = 3;
+const PARALLEL_DOWNLOADS: usize = 4;
 /// Progress is reported at most once per this many bytes of a blob (and at its end).
 const PROGRESS_STEP: u64 = 1 << 20;
 
