@@ -257,6 +257,57 @@ async fn basic_auth_refused_and_accepted() -> Result<()> {
     };
     let img = store.pull(&r, &right, &|_| {}).await?;
     assert_eq!(std::fs::read(img.rootfs.join("private"))?, b"p");
+
+    // Credentials are never remembered between calls: a tag goes to the
+    // registry with the caller's own credentials every time.
+    let e = store
+        .pull(&r, &wrong, &|_| {})
+        .await
+        .err()
+        .context("stale credentials reused")?;
+    assert!(matches!(e, OciError::AuthRefused { .. }), "{e:?}");
+    let e = store
+        .resolve(&r, &Credentials::Anonymous)
+        .await
+        .err()
+        .context("anonymous resolve accepted")?;
+    assert!(matches!(e, OciError::AuthRefused { .. }), "{e:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_stores_on_one_directory_pull_the_same_image_at_once() -> Result<()> {
+    let reg = Registry::start(None)?;
+    reg.push(
+        ImageSpec::new()
+            .layer(base_layer())
+            .layer(Layer::new().file("big", &[3u8; 1 << 20], 0o644)),
+        "race:v1",
+    )?;
+    let tmp = tempfile::tempdir()?;
+    // Two stores model two processes: no shared in-process state.
+    let a = store_for(&reg, tmp.path())?;
+    let b = store_for(&reg, tmp.path())?;
+    let r = reference(&reg, "race:v1")?;
+    let (x, y) = tokio::join!(
+        a.pull(&r, &Credentials::Anonymous, &|_| {}),
+        b.pull(&r, &Credentials::Anonymous, &|_| {})
+    );
+    let (x, y) = (x?, y?);
+    assert_eq!(x.info.manifest_digest, y.info.manifest_digest);
+    assert_eq!(std::fs::read(x.rootfs.join("big"))?, vec![3u8; 1 << 20]);
+    assert_eq!(
+        std::fs::read(y.rootfs.join("etc/hello"))?,
+        b"hello from layer 1\n"
+    );
+    let names: Vec<String> = std::fs::read_dir(a.dir().join("images"))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    assert_eq!(
+        names,
+        vec![format!("sha256-{}", x.info.manifest_digest.hex())]
+    );
+    assert_eq!(std::fs::read_dir(a.dir().join("blobs/tmp"))?.count(), 0);
     Ok(())
 }
 
