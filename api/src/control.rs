@@ -1,6 +1,7 @@
 //! The control plane as host agents see it, over this server's database.
 
 use async_trait::async_trait;
+use sea_orm::EntityTrait;
 use pinacle_host_agent::{ControlPlane, ControlPlaneError};
 use pinacle_orchestrator::{PodEvent, PodRecord, PodState};
 use uuid::Uuid;
@@ -41,5 +42,18 @@ impl ControlPlane for AppState {
 
     async fn pod_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
         self.pod_secret_env(id).await.map_err(backend)
+    }
+
+    async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
+        let Some(pod) = crate::entities::pod::Entity::find_by_id(id.to_string()).one(&self.db).await.map_err(|e| backend(e.into()))? else {
+            return Ok(Vec::new());
+        };
+        self.registry_secret_env(&pod.owner_id, pod.team_id.as_deref(), Some(id)).await.map_err(backend)
+    }
+
+    async fn progress(&self, id: Uuid, message: &str) {
+        if let Err(e) = self.record_progress(id, message).await {
+            tracing::warn!(pod = %id, error = %e.message, "progress note not recorded");
+        }
     }
 }

@@ -321,6 +321,13 @@ impl AppState {
             .transpose()
             .map_err(|e| ApiError::bad_request("unknown_runtime", e))?;
 
+        // a registry image is pinned to the digest its tag names now: a
+        // restart never changes the pod's image silently
+        let image = if pinacle_config::image_ref::is_registry_reference(&definition.image) {
+            self.pin_registry_image(&definition.image, &who.user_id, team_id.as_deref(), None).await?
+        } else {
+            definition.image.clone()
+        };
         let youki_allowed = self.youki_access().await?.allows(team_name.as_deref(), tier.id());
         let quotas = self.quotas().await?;
         let _w = self.write_lock.lock().await;
@@ -361,7 +368,7 @@ impl AppState {
             state: Set(PodState::Pending.as_str().to_owned()),
             state_reason: Set(None),
             template: Set(template_id.clone()),
-            image: Set(definition.image.clone()),
+            image: Set(image.clone()),
             tier: Set(tier.id().to_owned()),
             runtime: Set(runtime.as_str().to_owned()),
             host_id: Set(host.clone()),
@@ -503,15 +510,18 @@ impl AppState {
             what.push(format!("egress={egress}"));
             row.egress = Set(egress.to_owned());
         }
-        if let Some(image) = &change.image {
-            let valid = !image.is_empty() && image.len() <= 64 && image.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !valid {
-                return Err(ApiError::bad_request("invalid_request", format!("image {image:?}: use lower-case letters, digits and dashes")));
-            }
+        if let Some(asked) = &change.image {
+            let image = &match pinacle_config::image_ref::check(asked) {
+                Ok(pinacle_config::image_ref::ImageName::Local(name)) => name,
+                Ok(pinacle_config::image_ref::ImageName::Registry(r)) => {
+                    self.pin_registry_image(&r, &view.owner_id, view.team_id.as_deref(), Some(view.id)).await?
+                }
+                Err(why) => return Err(ApiError::bad_request("invalid_image", why)),
+            };
             if view.state != PodState::Stopped {
                 return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it before changing its image", view.name, view.state)));
             }
-            if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == view.host) {
+            if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == view.host && !pinacle_config::image_ref::is_registry_reference(image)) {
                 if agent.images().rootfs(image).is_none() {
                     return Err(ApiError::bad_request(
                         "unknown_image",
@@ -734,6 +744,41 @@ impl AppState {
             self.enqueue(&view.host, PodJob::Start(id)).await;
         }
         Ok(PodView { state: last_to, state_reason: reason, updated_at: now, ..view })
+    }
+
+    /// `image` (a registry reference) pinned to the manifest digest it names
+    /// now, resolved with the owner's registry credentials; errors in the
+    /// user's terms (unknown image, credentials refused, no linux/amd64
+    /// variant, registry unreachable). Nothing is downloaded yet.
+    pub async fn pin_registry_image(&self, image: &str, owner_id: &str, team_id: Option<&str>, pod: Option<Uuid>) -> Result<String, ApiError> {
+        use pinacle_oci::OciError as E;
+        let Some(agent) = self.local_agent.get() else {
+            return Err(ApiError::not_supported("registry images need a host agent in this server (pinacle up); remote hosts cannot resolve them yet"));
+        };
+        let env = self.registry_secret_env(owner_id, team_id, pod).await?;
+        agent.resolve_image(image, &env).await.map_err(|e| {
+            let status = axum::http::StatusCode::BAD_REQUEST;
+            match &e {
+                E::InvalidReference(_) => ApiError::new(status, "invalid_image", e.to_string()),
+                E::NotFound { .. } => ApiError::new(status, "image_not_found", e.to_string()),
+                E::AuthRefused { .. } => ApiError::new(status, "registry_auth_refused", format!("{e} (set the secrets NAME_CONTAINER_REGISTRY_SERVER, _USER and _PASSWORD)")),
+                E::UnsupportedPlatform { .. } => ApiError::new(status, "unsupported_platform", e.to_string()),
+                E::Unreachable { .. } => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "registry_unreachable", e.to_string()),
+                _ => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "registry_error", e.to_string()),
+            }
+        })
+    }
+
+    /// Records a note in the pod's events without changing its state (an
+    /// image pull's progress) and sends it to event followers.
+    pub async fn record_progress(&self, id: Uuid, message: &str) -> Result<(), ApiError> {
+        let Some(model) = pod::Entity::find_by_id(id.to_string()).one(&self.db).await? else {
+            return Ok(());
+        };
+        let state: PodState = model.state.parse().map_err(|_| corrupt("state", &model.state))?;
+        let stored = insert_event(&self.db, id, Utc::now(), "progress", Some(state), state, message).await?;
+        let _ = self.events.send(stored);
+        Ok(())
     }
 
     /// Stored events of a pod with `seq` above `after`, oldest first.

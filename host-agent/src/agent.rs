@@ -42,6 +42,9 @@ pub struct AgentConfig {
     /// How many times its free space the data filesystem may be promised
     /// to pods' (sparse) disks: 1 never promises more than it holds.
     pub disk_overcommit: f64,
+    /// Registries (`host[:port]`) pulled from over plain HTTP; every other
+    /// registry is reached over HTTPS only.
+    pub insecure_registries: Vec<String>,
 }
 
 impl AgentConfig {
@@ -58,8 +61,21 @@ impl AgentConfig {
             network: None,
             supervisor: crate::supervisor::find_supervisor(),
             disk_overcommit: 1.0,
+            insecure_registries: insecure_registries_from_env(),
         }
     }
+}
+
+/// `PINACLE_INSECURE_REGISTRIES`: comma-separated `host[:port]` names of
+/// registries reached over plain HTTP (a registry on loopback, say).
+pub fn insecure_registries_from_env() -> Vec<String> {
+    std::env::var("PINACLE_INSECURE_REGISTRIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Finds `name` next to the current executable, then on `PATH`.
@@ -124,6 +140,8 @@ pub struct HostAgent {
     ready: AtomicBool,
     /// One image build at a time (pods waiting for the same image share it).
     image_builds: tokio::sync::Mutex<()>,
+    /// Images pulled from registries, content-addressed.
+    oci: Arc<pinacle_oci::Store>,
 }
 
 impl HostAgent {
@@ -160,7 +178,19 @@ impl HostAgent {
             std::fs::create_dir_all(&dir).map_err(AgentError::io("creating", &dir))?;
         }
         let images = ImageStore::new(config.data.images());
-        Ok(Self { config, control, runtimes, images, locks: Mutex::default(), ready: AtomicBool::new(false), image_builds: tokio::sync::Mutex::new(()) })
+        let oci_dir = config.data.root().join("oci");
+        let oci = pinacle_oci::Store::new(&oci_dir, config.insecure_registries.clone())
+            .map_err(|e| AgentError::ImageBuild(format!("opening the registry image store {}: {e}", oci_dir.display())))?;
+        Ok(Self {
+            config,
+            control,
+            runtimes,
+            images,
+            locks: Mutex::default(),
+            ready: AtomicBool::new(false),
+            image_builds: tokio::sync::Mutex::new(()),
+            oci: Arc::new(oci),
+        })
     }
 
     /// This host's id.
@@ -375,11 +405,13 @@ impl HostAgent {
                 (None, RuntimeKind::Youki) => Some(crate::network::loopback_namespace(pod.id).await?),
                 (None, RuntimeKind::Gvisor) => None,
             };
-            let env = self.control.pod_environment(pod.id).await?;
+            // the image's own Env (a registry image's config), then the
+            // pod's secrets: later entries win
+            let mut env = self.image_env(&pod.image).await;
+            env.extend(self.control.pod_environment(pod.id).await?);
             let supervisor = match &self.config.supervisor {
                 Some(binary) => {
-                    let mut all_env = bundle::pod_env(pod);
-                    all_env.extend(env.iter().cloned());
+                    let all_env = bundle::merge_env(bundle::pod_env(pod).into_iter().chain(env.iter().cloned()));
                     Some((binary.as_path(), crate::supervisor::prepare(pod, &dir, &disk.root, all_env)?))
                 }
                 None => None,
@@ -438,9 +470,87 @@ impl HostAgent {
         Ok(())
     }
 
-    /// The root filesystem of the pod's image, built first when this host
-    /// can build it (a template's image on first use takes minutes).
+    /// The root filesystem of `image` if it is on this host (built, or
+    /// pulled by a pinned reference), without building or pulling it.
+    pub fn existing_rootfs(&self, image: &str) -> Option<std::path::PathBuf> {
+        if pinacle_config::image_ref::is_registry_reference(image) {
+            let reference = pinacle_oci::Reference::parse(image).ok()?;
+            let rootfs = self.oci.image_dir(reference.digest()?).join("rootfs");
+            return rootfs.is_dir().then_some(rootfs);
+        }
+        self.images.rootfs(image)
+    }
+
+    /// The `Env` of a registry image's config (`HOME` excepted: pods keep
+    /// theirs); nothing for host-built images.
+    async fn image_env(&self, image: &str) -> Vec<String> {
+        if !pinacle_config::image_ref::is_registry_reference(image) {
+            return Vec::new();
+        }
+        let Some(digest) = pinacle_oci::Reference::parse(image).ok().and_then(|r| r.digest().cloned()) else { return Vec::new() };
+        let store = self.oci.clone();
+        match crate::registry::off_thread(move || async move { store.get(&digest).await }).await {
+            Ok(Some(img)) => img.info.config.env.into_iter().filter(|e| e.contains('=') && !e.starts_with("HOME=")).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The store of images pulled from registries.
+    pub fn registry_images(&self) -> &Arc<pinacle_oci::Store> {
+        &self.oci
+    }
+
+    /// The manifest digest `image` (a registry reference) names now, with
+    /// the credentials in `env` (the owner's secrets): what a new pod pins.
+    pub async fn resolve_image(&self, image: &str, env: &[String]) -> Result<String, pinacle_oci::OciError> {
+        let reference = pinacle_oci::Reference::parse(image)?;
+        if reference.digest().is_some() {
+            return Ok(reference.to_string());
+        }
+        let creds = crate::registry::credentials_for(env, reference.registry());
+        let store = self.oci.clone();
+        let digest = crate::registry::off_thread(move || async move { store.resolve(&reference, &creds).await.map(|d| reference.pinned(&d)) }).await?;
+        Ok(digest.to_string())
+    }
+
+    /// Pulls a registry image (pinned or not) into this host's store,
+    /// reporting progress lines to `progress`.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        env: &[String],
+        progress: Arc<dyn Fn(pinacle_oci::PullProgress) + Send + Sync>,
+    ) -> Result<pinacle_oci::PulledImage, pinacle_oci::OciError> {
+        let reference = pinacle_oci::Reference::parse(image)?;
+        let creds = crate::registry::credentials_for(env, reference.registry());
+        let store = self.oci.clone();
+        crate::registry::off_thread(move || async move { store.pull(&reference, &creds, &*progress).await }).await
+    }
+
+    /// The root filesystem of the pod's image: pulled from its registry
+    /// (by the digest pinned at creation), or built first when this host can
+    /// build it (a template's image on first use takes minutes).
     async fn image_for(&self, pod: &PodRecord) -> Result<std::path::PathBuf, AgentError> {
+        if pinacle_config::image_ref::is_registry_reference(&pod.image) {
+            let env = self.control.registry_environment(pod.id).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let report = Arc::new(move |p: pinacle_oci::PullProgress| {
+                if let Some(line) = crate::registry::progress_line(&p) {
+                    let _ = tx.send(line);
+                }
+            });
+            let control = self.control.clone();
+            let id = pod.id;
+            let events = tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    control.progress(id, &line).await;
+                }
+            });
+            let pulled = self.pull_image(&pod.image, &env, report.clone()).await;
+            drop(report);
+            let _ = events.await;
+            return pulled.map(|p| p.rootfs).map_err(AgentError::Pull);
+        }
         if let Some(lower) = self.images.rootfs(&pod.image) {
             return Ok(lower);
         }
@@ -795,7 +905,7 @@ impl HostAgent {
             return Err(AgentError::NotStopped(pod.name.to_string()));
         }
         let volume = self.config.data.volume(pod.id);
-        let lower = self.images.rootfs(&pod.image);
+        let lower = self.existing_rootfs(&pod.image);
         let disk = crate::storage::ensure_mounted(&volume, pod.tier.limits().disk_bytes, &pod.image, lower.as_deref().map(|l| l.join("root")).as_deref(), self.config.disk_overcommit).await?;
         let root = disk.root.clone();
         let result = tokio::task::spawn_blocking(move || f(&root))

@@ -88,6 +88,20 @@ pub fn pod_env(pod: &PodRecord) -> Vec<String> {
     ]
 }
 
+/// `NAME=value` entries with one entry per name: a later value replaces an
+/// earlier one in its place (a process would see the first of duplicates).
+pub fn merge_env(entries: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in entries {
+        let name = entry.split('=').next().unwrap_or_default().to_owned();
+        match out.iter_mut().find(|e| e.split('=').next() == Some(name.as_str())) {
+            Some(slot) => *slot = entry,
+            None => out.push(entry),
+        }
+    }
+    out
+}
+
 /// What a gVisor sandbox may use on top of its tier's memory: the sentry's
 /// own memory. The pod's processes are held to the tier's memory by the
 /// supervisor's memory guard; the host's limit on the sandbox stays the
@@ -128,7 +142,7 @@ pub fn pod_spec(
             Some(_) => vec![pinacle_supervisor::paths::BINARY.to_owned()],
             None => vec!["/bin/sh".to_owned(), "-c".to_owned(), INIT_SCRIPT.to_owned()],
         })
-        .env(pod_env(pod).into_iter().chain(extra_env.iter().cloned()).collect::<Vec<_>>())
+        .env(merge_env(pod_env(pod).into_iter().chain(extra_env.iter().cloned())))
         .cwd("/workspace")
         .no_new_privileges(true)
         .capabilities(capabilities)
@@ -337,7 +351,13 @@ pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<(), AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pinacle_orchestrator::{PodName, PodState, RuntimeKind, Tier};
+     #[test]
+    fn merged_environments_keep_one_entry_per_name_and_the_last_value() {
+        let merged = merge_env(["PATH=/bin".to_owned(), "HOME=/root".into(), "PATH=/opt/bin:/bin".into(), "A=1".into(), "A=2=x".into()]);
+        assert_eq!(merged, ["PATH=/opt/bin:/bin", "HOME=/root", "A=2=x"]);
+    }
+
+   use pinacle_orchestrator::{PodName, PodState, RuntimeKind, Tier};
 
     fn pod(tier: Tier) -> PodRecord {
         PodRecord {

@@ -42,4 +42,17 @@ pub trait ControlPlane: Send + Sync + 'static {
         let _ = id;
         Ok(Vec::new())
     }
+
+    /// The registry credential secrets (`NAME=value`) pulls of the pod's
+    /// image use (see [`crate::registry`]). Values are never logged.
+    async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
+        let _ = id;
+        Ok(Vec::new())
+    }
+
+    /// Records a progress note in the pod's events (an image pull, a
+    /// clone) without changing its state. Best effort: failures are logged.
+    async fn progress(&self, id: Uuid, message: &str) {
+        let _ = (id, message);
+    }
 }

@@ -43,6 +43,9 @@ pub enum AgentError {
     Network(String),
     #[error("pod supervisor: {0}")]
     Supervisor(String),
+    /// Pulling the pod's image from its registry failed.
+    #[error(transparent)]
+    Pull(#[from] pinacle_oci::OciError),
 }
 
 impl AgentError {

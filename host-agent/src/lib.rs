@@ -9,6 +9,8 @@
 //!   and pinacle-youki, which share the runc command line.
 //! - [`ImageStore`] holds read-only root filesystems; each pod gets an overlay
 //!   with its own writable layer on top, and a persistent workspace volume.
+//!   Images from registries (any OCI reference, pinned by digest) come from
+//!   a [`pinacle_oci::Store`] under `{data}/oci` instead ([`registry`]).
 
 pub mod agent;
 pub mod bundle;
@@ -20,6 +22,7 @@ pub mod layout;
 pub mod network;
 pub mod pod_keys;
 pub mod queue;
+pub mod registry;
 pub mod rootfs;
 pub mod runtime;
 pub mod safe_fs;

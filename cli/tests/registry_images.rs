@@ -1,0 +1,172 @@
+//! Pods from registry images: a real registry on loopback (Debian's
+//! `docker-registry`, with and without htpasswd auth) holding images these
+//! tests build and push with skopeo; pods pull them through `pinacle-oci`.
+//! Covered: a pull and its progress events, whiteouts, the digest pinned at
+//! creation (a retagged image does not change a pod on restart), layers
+//! shared between images, an unknown tag, registry credentials from the
+//! owner's secrets (and refused ones), on gVisor and youki.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../oci/tests/common/mod.rs"]
+mod registry;
+
+use std::time::Duration;
+
+use common::{Pinacle, TOKEN};
+use registry::{ImageSpec, Layer, Registry};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// A BusyBox root filesystem as one layer (the static binary and a link per
+/// applet), read from the test image cache.
+fn busybox_layer() -> Layer {
+    let root = common::image_cache().join("busybox/rootfs");
+    let busybox = std::fs::read(root.join("bin/busybox")).expect("busybox image in the test cache (scripts/test.sh builds it)");
+    let mut layer = Layer::new().dir("bin").dir("etc").dir("tmp").dir("root").file("bin/busybox", &busybox, 0o755);
+    for entry in std::fs::read_dir(root.join("bin")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "busybox" {
+            layer = layer.symlink(&format!("bin/{name}"), "busybox");
+        }
+    }
+    layer.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644).file("etc/group", b"root:x:0:\n", 0o644)
+}
+
+/// BusyBox, then a layer with `old.txt` and `keep.txt`, then one that
+/// greets with `greeting` and deletes `old.txt` (a whiteout).
+fn tools_image(greeting: &str) -> ImageSpec {
+    ImageSpec::new()
+        .env("GREETING_FROM_IMAGE=image-env")
+        .layer(busybox_layer())
+        .layer(Layer::new().dir("opt").file("opt/old.txt", b"old", 0o644).file("opt/keep.txt", b"kept", 0o644))
+        .layer(Layer::new().dir("etc").file("etc/greeting", greeting.as_bytes(), 0o644).whiteout("opt", "old.txt"))
+}
+
+async fn start_with_registry(reg: &Registry) -> Pinacle {
+    Pinacle::start_with_env(&[], &[("PINACLE_INSECURE_REGISTRIES", &reg.host())]).await
+}
+
+async fn create_from(p: &Pinacle, token: &str, name: &str, image: &str, runtime: &str) -> (u16, Value) {
+    let config = format!("image: {image}\n");
+    p.call_as(token, Method::POST, "/api/v1/pods", Some(json!({"name": name, "config": config, "runtime": runtime}))).await
+}
+
+/// The pod's event stream (server-sent events, open while the pod lives)
+/// read until it has said every one of `needles`, or 20 s.
+async fn events(p: &Pinacle, pod: &str, needles: &[&str]) -> String {
+    let mut resp = p.http.get(format!("{}/api/v1/pods/{pod}/events", p.url)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !needles.iter().all(|n| seen.contains(n)) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => break,
+        }
+    }
+    seen
+}
+
+async fn sh(p: &Pinacle, token: &str, pod: &str, script: &str) -> (String, i64) {
+    let (out, err, code) = p.exec_as(token, pod, &["sh", "-c", script]).await;
+    (format!("{out}{err}"), code)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_image_is_pulled_pinned_and_shared_on_both_runtimes() {
+    let reg = Registry::start(None).unwrap();
+    let first = reg.push(tools_image("one"), "team/tools:v1").unwrap();
+    let p = start_with_registry(&reg).await;
+    let image = format!("{}/team/tools:v1", reg.host());
+
+    let (s, pod) = create_from(&p, TOKEN, "from-registry", &image, "gvisor").await;
+    assert_eq!(s, 202, "{pod}");
+    // pinned at creation to the digest the tag named then
+    let pinned = format!("{}/team/tools@{}", reg.host(), first.manifest_digest);
+    assert_eq!(pod["image"], pinned, "{pod}");
+    p.wait_state("from-registry", "running", 120).await;
+
+    let (out, code) = sh(&p, TOKEN, "from-registry", "cat /etc/greeting; echo; cat /opt/keep.txt; echo; test -e /opt/old.txt && echo old-still-there; echo $GREETING_FROM_IMAGE").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("one") && out.contains("kept"), "{out}");
+    assert!(!out.contains("old-still-there"), "the whiteout deleted /opt/old.txt: {out}");
+    assert!(out.contains("image-env"), "the image config's Env reaches the pod: {out}");
+    let needles = ["pulling ", "downloading layer 1/3", "pulled "];
+    let ev = events(&p, "from-registry", &needles).await;
+    assert!(needles.iter().all(|n| ev.contains(n)), "pull progress in the pod's events: {ev}");
+
+    // the tag moves to another image; the pod keeps the one it was made with
+    let second = reg.push(tools_image("two"), "team/tools:v1").unwrap();
+    assert_ne!(first.manifest_digest, second.manifest_digest);
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/from-registry/stop", None).await;
+    assert!(s == 202 || s == 200, "{b}");
+    p.wait_state("from-registry", "stopped", 60).await;
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/from-registry/start", None).await;
+    assert!(s == 202 || s == 200, "{b}");
+    p.wait_state("from-registry", "running", 60).await;
+    let (out, _) = sh(&p, TOKEN, "from-registry", "cat /etc/greeting").await;
+    assert_eq!(out.trim(), "one", "a restart never changes the image");
+
+    // a new pod gets what the tag names now; the busybox layer is shared
+    let (s, pod) = create_from(&p, TOKEN, "retagged", &image, "youki").await;
+    assert_eq!(s, 202, "{pod}");
+    assert!(pod["image"].as_str().unwrap().ends_with(&second.manifest_digest), "{pod}");
+    p.wait_state("retagged", "running", 120).await;
+    let (out, _) = sh(&p, TOKEN, "retagged", "cat /etc/greeting; id -u").await;
+    assert!(out.starts_with("two"), "{out}");
+    let needles = ["layer 1/3", "already on this host"];
+    let ev = events(&p, "retagged", &needles).await;
+    assert!(needles.iter().all(|n| ev.contains(n)), "the shared layer is not downloaded again: {ev}");
+
+    // both images are in the host's store, by digest
+    let store = p.data.path().join("oci/images");
+    let images: Vec<String> = std::fs::read_dir(&store).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("sha256-")).collect();
+    assert_eq!(images.len(), 2, "{images:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_images_and_refused_credentials_fail_clearly_and_create_nothing() {
+    let reg = Registry::start(Some(("puller", "s3cret-pass"))).unwrap();
+    reg.push(tools_image("private"), "acme/private:1").unwrap();
+    let open = Registry::start(None).unwrap();
+    let p = Pinacle::start_with_env(&[], &[("PINACLE_INSECURE_REGISTRIES", &format!("{},{}", reg.host(), open.host()))]).await;
+    let user = p.signup_and_login("dana").await;
+
+    // a tag that does not exist: 400, and no pod
+    let (s, b) = create_from(&p, &user, "missing", &format!("{}/acme/nothing:1", open.host()), "gvisor").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("image_not_found")), "{b}");
+    let (s, _) = p.call_as(&user, Method::GET, "/api/v1/pods/missing", None).await;
+    assert_eq!(s, 404);
+    // a malformed reference is refused with where it is wrong
+    let (s, b) = create_from(&p, &user, "bad", "ghcr.io/Acme/x:1", "gvisor").await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("pinacle.yaml"), "{b}");
+
+    // a private image without credentials: refused, nothing created
+    let private = format!("{}/acme/private:1", reg.host());
+    let (s, b) = create_from(&p, &user, "private", &private, "gvisor").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("registry_auth_refused")), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("_CONTAINER_REGISTRY_"), "{b}");
+
+    // wrong password: refused too
+    for (name, value) in [("ACME_CONTAINER_REGISTRY_SERVER", reg.host()), ("ACME_CONTAINER_REGISTRY_USER", "puller".into()), ("ACME_CONTAINER_REGISTRY_PASSWORD", "wrong".into())] {
+        let (s, b) = p.call_as(&user, Method::PUT, &format!("/api/v1/secrets/{name}"), Some(json!({"value": value}))).await;
+        assert!(s == 200 || s == 201 || s == 204, "{b}");
+    }
+    let (s, b) = create_from(&p, &user, "private", &private, "gvisor").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("registry_auth_refused")), "{b}");
+
+    // the right one: the pod pulls the private image with the owner's secret
+    let (s, b) = p.call_as(&user, Method::PUT, "/api/v1/secrets/ACME_CONTAINER_REGISTRY_PASSWORD", Some(json!({"value": "s3cret-pass"}))).await;
+    assert!(s == 200 || s == 201 || s == 204, "{b}");
+    let (s, b) = create_from(&p, &user, "private", &private, "gvisor").await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state_as(&user, "private", "running", 120).await;
+    let (out, code) = sh(&p, &user, "private", "cat /etc/greeting").await;
+    assert_eq!((out.trim(), code), ("private", 0));
+    // the password is in no log line
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!p.server_log().contains("s3cret-pass"), "a registry password reached the server log");
+}
