@@ -63,7 +63,8 @@
 //!   registry except those named in `insecure_registries`, which use plain HTTP.
 //!   Anonymous and Basic credentials (the latter also for the registry's token
 //!   exchange); a fresh client per call so credentials are never shared between
-//!   pulls; [`Credentials`]' `Debug` never shows the password.
+//!   pulls; [`Credentials`]' `Debug` never shows the password. A blob download
+//!   whose connection fails or is cut is retried (3 tries in all), from the start.
 
 #![warn(missing_docs)]
 

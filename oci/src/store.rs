@@ -30,6 +30,8 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 pub const MAX_LAYERS: usize = 256;
 /// Layer downloads run this many at a time; unpacking runs beside them, in order.
 const PARALLEL_DOWNLOADS: usize = 4;
+/// Tries per blob when the connection fails or is cut (other errors are final).
+const BLOB_ATTEMPTS: u32 = 3;
 /// Progress is reported at most once per this many bytes of a blob (and at its end).
 const PROGRESS_STEP: u64 = 1 << 20;
 
@@ -456,9 +458,22 @@ impl Store {
                             }),
                         )
                     };
-                    let cached = self
-                        .fetch_blob(client, cref, refname, &d, size, &on_bytes)
-                        .await?;
+                    let mut attempt = 1;
+                    let cached = loop {
+                        match self
+                            .fetch_blob(client, cref, refname, &d, size, &on_bytes)
+                            .await
+                        {
+                            Err(OciError::Unreachable { message, .. })
+                                if attempt < BLOB_ATTEMPTS =>
+                            {
+                                tracing::warn!(blob = %d, attempt, %message, "blob download failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
+                                attempt += 1;
+                            }
+                            r => break r?,
+                        }
+                    };
                     if cached {
                         report(
                             PullPhase::Cached,
