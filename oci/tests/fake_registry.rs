@@ -2,132 +2,34 @@
 //! (server errors, rate limits, a connection cut mid-blob), from a tiny HTTP
 //! server on loopback that answers with canned responses.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
+use common::{FakeServer, Reply};
 use pinacle_oci::{Credentials, Digest, OciError, Reference, Store};
-
-/// What to answer: status, body, and optionally how many body bytes to send
-/// before cutting the connection (the `Content-Length` still announces all).
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    cut_after: Option<usize>,
-}
-
-type Handler = dyn Fn(&str, usize) -> Reply + Send + Sync;
-
-/// Serves `handler(path, nth request for that path)` until dropped.
-struct FakeServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeServer {
-    fn start(handler: Arc<Handler>) -> Result<FakeServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
-            Arc::default();
-        let thread = std::thread::spawn(move || {
-            // At most 60 s of serving, whatever happens.
-            for _ in 0..6000 {
-                if stop2.load(Ordering::Relaxed) {
-                    return;
-                }
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let _ = serve(conn, &*handler, &counts);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Ok(FakeServer {
-            port,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(
-    mut conn: TcpStream,
-    handler: &Handler,
-    counts: &std::sync::Mutex<std::collections::HashMap<String, usize>>,
-) -> std::io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
-        if conn.read(&mut byte)? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let nth = {
-        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = c.entry(path.clone()).or_insert(0);
-        *n += 1;
-        *n
-    };
-    let reply = handler(&path, nth);
-    let reason = if reply.status == 200 { "OK" } else { "Error" };
-    write!(
-        conn,
-        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reply.status,
-        reply.body.len()
-    )?;
-    let n = reply
-        .cut_after
-        .unwrap_or(reply.body.len())
-        .min(reply.body.len());
-    conn.write_all(&reply.body[..n])?;
-    conn.flush()
-}
 
 fn ok(body: Vec<u8>) -> Reply {
     Reply {
         status: 200,
         body,
         cut_after: None,
+        headers: Vec::new(),
     }
 }
 
 #[tokio::test]
 async fn server_errors_and_rate_limits_are_registry_errors_with_their_message() -> Result<()> {
-    let server = FakeServer::start(Arc::new(|path: &str, _| {
+    let server = FakeServer::start(Arc::new(|req: &common::Request| {
+        let path = req.path.as_str();
         if path.contains("/manifests/") && path.contains("broken") {
             Reply {
                 status: 500,
                 body: b"storage backend exploded".to_vec(),
                 cut_after: None,
+                headers: Vec::new(),
             }
         } else if path.contains("/manifests/") {
             Reply {
@@ -135,6 +37,7 @@ async fn server_errors_and_rate_limits_are_registry_errors_with_their_message() 
                 body: br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit reached"}]}"#
                     .to_vec(),
                 cut_after: None,
+                headers: Vec::new(),
             }
         } else {
             ok(b"{}".to_vec())
@@ -200,7 +103,8 @@ async fn a_blob_download_cut_short_is_retried() -> Result<()> {
         ld.hex().to_string(),
         cd.hex().to_string(),
     );
-    let server = FakeServer::start(Arc::new(move |path: &str, nth| {
+    let server = FakeServer::start(Arc::new(move |req: &common::Request| {
+        let (path, nth) = (req.path.as_str(), req.nth);
         if path.contains("/manifests/") {
             ok(m.clone())
         } else if path.ends_with(&ch) {
@@ -212,6 +116,7 @@ async fn a_blob_download_cut_short_is_retried() -> Result<()> {
                 body: l.clone(),
                 // The first two tries are cut in the middle.
                 cut_after: (nth <= 2).then_some(l.len() / 2),
+                headers: Vec::new(),
             }
         } else {
             ok(b"{}".to_vec())

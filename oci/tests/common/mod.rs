@@ -35,11 +35,7 @@ impl Registry {
     /// Starts a registry; with `auth`, it requires that user and password (htpasswd, bcrypt).
     pub fn start(auth: Option<(&str, &str)>) -> Result<Registry> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
+        let mut auth_yaml = String::new();
         if let Some((user, pass)) = auth {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, pass])
@@ -50,11 +46,45 @@ impl Registry {
             }
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, &out.stdout)?;
-            config.push_str(&format!(
+            auth_yaml = format!(
                 "auth:\n  htpasswd:\n    realm: pinacle-test\n    path: {}\n",
                 path.display()
-            ));
+            );
         }
+        Registry::start_in(dir, &auth_yaml, auth)
+    }
+
+    /// Starts a registry with token (Bearer) auth: clients get tokens from
+    /// `realm`, signed by the key of the PEM certificate `cert_pem` (the JWT
+    /// carries it in `x5c`). `creds` are what skopeo pushes with.
+    pub fn start_with_token_auth(
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        cert_pem: &str,
+        creds: (&str, &str),
+    ) -> Result<Registry> {
+        let dir = tempfile::tempdir()?;
+        let bundle = dir.path().join("token-ca.pem");
+        std::fs::write(&bundle, cert_pem)?;
+        let auth_yaml = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            bundle.display()
+        );
+        Registry::start_in(dir, &auth_yaml, Some(creds))
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        auth_yaml: &str,
+        creds: Option<(&str, &str)>,
+    ) -> Result<Registry> {
+        let port = free_port()?;
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        config.push_str(auth_yaml);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -70,7 +100,7 @@ impl Registry {
             child,
             port,
             dir,
-            creds: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
         };
         // Up to 10 s for it to listen.
         for _ in 0..200 {
@@ -479,4 +509,129 @@ fn write_blob(blobs: &Path, bytes: &[u8]) -> Result<String> {
     let d = sha256(bytes);
     std::fs::write(blobs.join(&d["sha256:".len()..]), bytes)?;
     Ok(d)
+}
+
+/// A request as the fake server saw it.
+pub struct Request {
+    /// Path and query.
+    pub path: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// 1 for the first request with this path, 2 for the second, …
+    pub nth: usize,
+}
+
+/// What to answer: status, body, extra headers, and optionally how many body
+/// bytes to send before cutting the connection (`Content-Length` still
+/// announces all of them).
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub cut_after: Option<usize>,
+    pub headers: Vec<(String, String)>,
+}
+
+pub type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 answering each request with
+/// `handler(request)`, one connection at a time, until dropped (60 s at most).
+pub struct FakeServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    pub fn start(handler: std::sync::Arc<Handler>) -> Result<FakeServer> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut counts = std::collections::HashMap::new();
+            for _ in 0..6000 {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let _ = serve_one(conn, &*handler, &mut counts);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Ok(FakeServer {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(
+    mut conn: TcpStream,
+    handler: &Handler,
+    counts: &mut std::collections::HashMap<String, usize>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        if conn.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let authorization = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("authorization")
+            .then(|| v.trim().to_string())
+    });
+    let nth = {
+        let n = counts.entry(path.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let reply = handler(&Request {
+        path,
+        authorization,
+        nth,
+    });
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (k, v) in &reply.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    conn.write_all(out.as_bytes())?;
+    let n = reply
+        .cut_after
+        .unwrap_or(reply.body.len())
+        .min(reply.body.len());
+    conn.write_all(&reply.body[..n])?;
+    conn.flush()
 }
