@@ -21,8 +21,10 @@
 //! - `hostRequirements` → the smallest tier with that many CPUs, that much
 //!   memory and storage; `gpu: true` → one GPU.
 //! - `customizations.vscode.extensions` → the `code-server` service plus a
-//!   step installing each extension into it (reported as not installed
-//!   while code-server is unavailable, see [`crate::services`]).
+//!   step installing the extensions into it from the gallery (Open VSX);
+//!   where the gallery is unreachable the step's log says "skipped: gallery
+//!   unreachable" for each and the pod goes on (see
+//!   [`crate::services::vscode_extensions_step`]).
 //!
 //! Everything else is reported as ignored.
 
@@ -418,12 +420,18 @@ impl Cx<'_> {
         if !c.services.iter().any(|s| s == "code-server") {
             c.services.push("code-server".into());
         }
+        let mut valid = Vec::new();
         for id in ids {
             if id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
-                post_create.push(format!("code-server --install-extension {id}"));
+                valid.push(id);
             } else {
                 self.warn(id, "customizations.vscode.extensions", format!("{id:?} is not an extension id; ignored"));
             }
+        }
+        if !valid.is_empty() {
+            // one step for all; it reports each as installed, already there,
+            // or "skipped: gallery unreachable", and never fails the pod
+            post_create.push(crate::services::vscode_extensions_step(&valid));
         }
     }
 }

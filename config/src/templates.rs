@@ -54,6 +54,14 @@ pub const TEMPLATES: &[Template] = &[
         files: &[],
     },
     Template {
+        id: "vscode",
+        description: "VS Code in the browser (code-server 4.100.3) on the node image, built in so pods start it without network",
+        image: "vscode",
+        pinacle_yaml: include_str!("../../templates/vscode/pinacle.yaml"),
+        recipe: Some(include_str!("../../templates/vscode/Dockerfile")),
+        files: starter!("vscode", ["README.md"]),
+    },
+    Template {
         id: "nodejs-blank",
         description: "Node.js and npm with a tiny HTTP server on port 3000",
         image: "node",
