@@ -43,7 +43,7 @@ trap cleanup EXIT
 
 # API only, no rate limit; PINACLE_CONFIG keeps the server from writing the
 # CLI config of whoever runs this into their home directory.
-PINACLE_ADMIN_TOKEN=bench-admin-token-0123456789 PINACLE_CONFIG="$TMP/cli.json" \
+PINACLE_ADMIN_TOKEN=pnc_bench-admin-token-0123456789 PINACLE_CONFIG="$TMP/cli.json" \
     "$BIN" server --data-dir "$TMP/data" --listen 127.0.0.1:0 --rate-limit 0 >"$TMP/server.out" 2>"$TMP/server.log" &
 SERVER_PID=$!
 URL=
