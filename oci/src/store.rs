@@ -163,6 +163,10 @@ pub struct ImageInfo {
     pub layers: Vec<Digest>,
     /// Compressed size: config plus layers, in bytes.
     pub size: u64,
+    /// Disk space the unpacked root filesystem takes, in bytes (allocated
+    /// blocks; hard links counted once).
+    #[serde(default)]
+    pub disk_usage: u64,
     /// When it was unpacked.
     pub pulled_at: DateTime<Utc>,
     /// Env, WorkingDir, User, Entrypoint and Cmd from the image config.
@@ -538,14 +542,18 @@ impl Store {
             }
             drop(rx);
             let root_for_err = rootfs.clone();
-            tokio::task::spawn_blocking(move || unpacker.finish())
-                .await
-                .map_err(|e| OciError::io(&root_for_err, io::Error::other(e.to_string())))?
-                .map_err(|e| unpack_error(&refname, mdigest, e))?;
-            Ok(())
+            let root2 = rootfs.clone();
+            let usage = tokio::task::spawn_blocking(move || {
+                unpacker.finish()?;
+                crate::unpack::disk_usage(&root2)
+            })
+            .await
+            .map_err(|e| OciError::io(&root_for_err, io::Error::other(e.to_string())))?
+            .map_err(|e| unpack_error(&refname, mdigest, e))?;
+            Ok::<u64, OciError>(usage)
         };
         let ((), unpacked) = tokio::join!(downloads, unpacking);
-        unpacked?;
+        let disk_usage = unpacked?;
 
         let info = ImageInfo {
             pinned: reference.pinned(mdigest).to_string(),
@@ -554,6 +562,7 @@ impl Store {
             config_digest: config_digest.clone(),
             layers: layers.iter().map(|(d, _)| d.clone()).collect(),
             size: config_desc.size + layers.iter().map(|(_, s)| *s).sum::<u64>(),
+            disk_usage,
             pulled_at: Utc::now(),
             config: config.config.map(RuntimeConfig::from).unwrap_or_default(),
         };

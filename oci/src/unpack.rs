@@ -720,6 +720,30 @@ impl Unpacker {
     }
 }
 
+/// Disk space taken by the tree at `root` (allocated blocks of everything in it,
+/// hard-linked files once), without following symlinks.
+pub fn disk_usage(root: &Path) -> Result<u64, UnpackError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).map_err(ioe(&dir))? {
+            let entry = entry.map_err(ioe(&dir))?;
+            let path = entry.path();
+            let m = fs::symlink_metadata(&path).map_err(ioe(&path))?;
+            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+                continue;
+            }
+            total = total.saturating_add(m.blocks().saturating_mul(512));
+            if m.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// The tar crate wraps I/O errors in its own type but keeps the kind: disk-full
 /// errors stay recognisable; anything else that is not an OS error is a
 /// malformed archive.

@@ -135,6 +135,11 @@ async fn pull_unpacks_layers_with_whiteouts_and_second_pull_is_cached() -> Resul
         std::fs::metadata(root.join("etc/hello"))?.ino()
     );
     assert!(img.dir.join("image.json").exists());
+    assert!(
+        img.info.disk_usage > 0 && img.info.disk_usage < 10 << 20,
+        "{}",
+        img.info.disk_usage
+    );
     let listed = store.list().await?;
     assert_eq!(listed.len(), 1);
 
@@ -296,6 +301,7 @@ async fn two_stores_on_one_directory_pull_the_same_image_at_once() -> Result<()>
     let (x, y) = (x?, y?);
     assert_eq!(x.info.manifest_digest, y.info.manifest_digest);
     assert_eq!(std::fs::read(x.rootfs.join("big"))?, vec![3u8; 1 << 20]);
+    assert!(x.info.disk_usage >= 1 << 20, "{}", x.info.disk_usage);
     assert_eq!(
         std::fs::read(y.rootfs.join("etc/hello"))?,
         b"hello from layer 1\n"
