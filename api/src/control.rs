@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use sea_orm::EntityTrait;
+use pinacle_host_agent::control::RepositoryConfigOutcome;
 use pinacle_host_agent::{ControlPlane, ControlPlaneError};
+use pinacle_orchestrator::pod::RepositorySource;
 use pinacle_orchestrator::{PodEvent, PodRecord, PodState};
 use uuid::Uuid;
 
@@ -54,6 +56,19 @@ impl ControlPlane for AppState {
     async fn progress(&self, id: Uuid, message: &str) {
         if let Err(e) = self.record_progress(id, message).await {
             tracing::warn!(pod = %id, error = %e.message, "progress note not recorded");
+        }
+    }
+
+    async fn repository(&self, id: Uuid) -> Result<Option<RepositorySource>, ControlPlaneError> {
+        Ok(self.pod_by_id(id).await.map_err(backend)?.and_then(|v| v.repository))
+    }
+
+    async fn apply_repository_config(&self, id: Uuid, file: &str, text: &str) -> Result<RepositoryConfigOutcome, ControlPlaneError> {
+        match AppState::apply_repository_config(self, id, file, text).await {
+            Ok(true) => Ok(RepositoryConfigOutcome::Restart),
+            Ok(false) => Ok(RepositoryConfigOutcome::Applied),
+            Err(e) if e.status.is_client_error() => Err(ControlPlaneError::InvalidConfig(e.message)),
+            Err(e) => Err(backend(e)),
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use pinacle_config::templates::Template;
+use pinacle_orchestrator::pod::RepositorySource;
 use pinacle_orchestrator::processes::PodProcesses;
 
 use crate::auth::Principal;
@@ -56,9 +57,26 @@ pub struct PodView {
     pub tabs: Vec<pinacle_config::resolve::ResolvedTab>,
     /// Snapshot the pod's volumes each time it stops.
     pub snapshot_on_stop: bool,
+    /// The repository `/workspace` is cloned from when the pod first runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositorySource>,
 }
 
-/// One stored state change.
+/// `repository` in `POST /api/v1/pods`: what to clone into `/workspace`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryRequest {
+    /// An `http://` or `https://` URL, without credentials (a private
+    /// repository's token is the secret `GIT_TOKEN`).
+    pub url: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub commit: Option<String>,
+}
+
+/// The most bytes of a request's repository object.
+const MAX_REPOSITORY_REQUEST: usize = 4096;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PodEventView {
     /// Increases with every event of every pod.
@@ -186,6 +204,11 @@ impl TryFrom<pod::Model> for PodView {
             tabs: config.as_ref().map(pinacle_config::resolve::tabs).unwrap_or_default(),
             config,
             snapshot_on_stop: m.snapshot_on_stop,
+            repository: if m.repository.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&m.repository).map_err(|_| corrupt("repository", "(json)"))?)
+            },
         })
     }
 }
@@ -225,6 +248,31 @@ impl PodView {
     }
 }
 
+/// A request's repository, checked: 400 `invalid_repository` in the user's
+/// terms (only http(s), no credentials in the URL, git's ref rules).
+pub fn checked_repository(r: RepositoryRequest, use_repository_config: bool) -> Result<RepositorySource, ApiError> {
+    let size = r.url.len() + r.branch.as_ref().map_or(0, String::len) + r.commit.as_ref().map_or(0, String::len);
+    if size > MAX_REPOSITORY_REQUEST {
+        return Err(ApiError::bad_request("invalid_repository", format!("the repository is described in more than {MAX_REPOSITORY_REQUEST} bytes")));
+    }
+    RepositorySource { url: r.url, branch: r.branch, commit: r.commit, use_repository_config }
+        .validated()
+        .map_err(|e| ApiError::bad_request("invalid_repository", e.to_string()))
+}
+
+/// A repository's own configuration file as a `pinacle.yaml`: read as one,
+/// or a devcontainer.json imported (its Dockerfile is not read: a
+/// `build` there is reported by the import).
+fn repository_config(file: &str, text: &str) -> Result<pinacle_config::PinacleConfig, ApiError> {
+    if file.ends_with(".json") {
+        let no_files = |_: &str| -> Option<String> { None };
+        let imported = pinacle_config::devcontainer::import(file, text, &no_files).map_err(|d| ApiError::invalid_config(&d))?;
+        let yaml = pinacle_config::pinacle_yaml::to_canonical_yaml(&imported.config);
+        return Ok(read_config(&yaml, Some(file), false)?.0);
+    }
+    Ok(read_config(text, Some(file), false)?.0)
+}
+
 /// A pod request that the state machine refused, in user terms.
 fn refused(name: &str, e: InvalidTransition) -> ApiError {
     let hint = match (e.event, e.state) {
@@ -242,6 +290,22 @@ fn refused(name: &str, e: InvalidTransition) -> ApiError {
 impl AppState {
     /// Validates and records a new pod, then queues its provisioning.
     pub async fn create_pod(&self, who: &Principal, req: CreatePodRequest) -> Result<PodView, ApiError> {
+        self.create_pod_from(who, req, None).await
+    }
+
+    /// [`Self::create_pod`] with a repository cloned into `/workspace` when
+    /// the pod first runs. Without `config` and `template` in the request,
+    /// the repository's own `pinacle.yaml` (or devcontainer.json) configures
+    /// the pod once cloned (see [`Self::apply_repository_config`]).
+    pub async fn create_pod_from(&self, who: &Principal, req: CreatePodRequest, repository: Option<RepositoryRequest>) -> Result<PodView, ApiError> {
+        let repository = match repository {
+            Some(r) => Some(checked_repository(r, req.config.is_none() && req.template.is_none())?),
+            None => None,
+        };
+        let repository_json = match &repository {
+            Some(r) => serde_json::to_string(r).map_err(ApiError::internal)?,
+            None => String::new(),
+        };
         let name = PodName::parse(&req.name)
             .map_err(|e| ApiError::bad_request("invalid_name", format!("invalid pod name {:?}: {e}", req.name)))?;
         if let Some(t) = req.template.as_deref() {
@@ -381,6 +445,7 @@ impl AppState {
             processes: Set(processes_json.clone()),
             config: Set(config_json),
             snapshot_on_stop: Set(false),
+            repository: Set(repository_json),
         }
         .insert(&txn)
         .await;
@@ -779,6 +844,49 @@ impl AppState {
         let stored = insert_event(&self.db, id, Utc::now(), "progress", Some(state), state, message).await?;
         let _ = self.events.send(stored);
         Ok(())
+    }
+
+    /// Configures a pod from its repository's own file (`pinacle.yaml`,
+    /// `.devcontainer/devcontainer.json` or `.devcontainer.json`, read by
+    /// the agent after the clone), checked exactly as a request's `config`
+    /// is: image (a registry image pinned by digest), processes, public
+    /// ports and the configuration are stored on the pod. The tier and the
+    /// runtime stay as created. `Ok(true)`: the image or the processes
+    /// changed, so the sandbox must start again. A refused file changes
+    /// nothing and answers `invalid_config` with every problem (file:line).
+    pub async fn apply_repository_config(&self, id: Uuid, file: &str, text: &str) -> Result<bool, ApiError> {
+        let Some(model) = pod::Entity::find_by_id(id.to_string()).one(&self.db).await? else {
+            return Err(ApiError::not_found(format!("pod {id} not found")));
+        };
+        let mut config = repository_config(file, text)?;
+        // the tier was chosen (and counted against quotas) at creation
+        config.tier = model.tier.parse().map_err(|_| corrupt("tier", &model.tier))?;
+        let definition = pinacle_config::resolve::resolve(&config);
+        if definition.gpus > 0 {
+            return Err(ApiError::not_supported(format!("{file}: this server has no GPU hosts; remove `gpu` from the repository's configuration")));
+        }
+        let processes = definition.processes.clone();
+        processes.validate().map_err(|e| ApiError::bad_request("invalid_processes", format!("{file}: {e}")))?;
+        let image = if pinacle_config::image_ref::is_registry_reference(&definition.image) {
+            self.pin_registry_image(&definition.image, &model.owner_id, model.team_id.as_deref(), Some(id)).await?
+        } else {
+            definition.image.clone()
+        };
+        let processes_json = serde_json::to_string(&processes).map_err(ApiError::internal)?;
+        let restart = image != model.image || processes_json != model.processes;
+        let _w = self.write_lock.lock().await;
+        let mut row: pod::ActiveModel = model.into();
+        row.image = Set(image);
+        row.processes = Set(processes_json);
+        row.config = Set(serde_json::to_string(&config).map_err(ApiError::internal)?);
+        row.public_ports = Set(pinacle_orchestrator::hostname::format_ports(&definition.public_ports));
+        if let Some(t) = &config.template {
+            row.template = Set(t.clone());
+        }
+        row.updated_at = Set(Utc::now());
+        row.update(&self.db).await?;
+        self.pod_lists.clear();
+        Ok(restart)
     }
 
     /// Stored events of a pod with `seq` above `after`, oldest first.

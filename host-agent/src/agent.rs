@@ -116,6 +116,29 @@ pub enum ExecOutput {
     Exit(i32),
 }
 
+/// How long one git step of a pod's repository set-up may take.
+pub const CLONE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// What a git step in a pod did.
+#[derive(Debug)]
+struct GitRun {
+    code: i32,
+    stdout: Vec<u8>,
+    /// The last line of its stderr.
+    last: String,
+}
+
+impl GitRun {
+    /// The failure in the user's terms: git's last line, or what exited how.
+    fn message(&self, what: &str) -> String {
+        match (self.code, self.last.is_empty()) {
+            (127, _) => "git is not installed in the pod's image".into(),
+            (_, false) => self.last.clone(),
+            (code, true) => format!("{what} exited with status {code}"),
+        }
+    }
+}
+
 /// How long a pod's supervisor may take to answer after the sandbox starts.
 pub const SUPERVISOR_START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -281,10 +304,20 @@ impl HostAgent {
                     };
                 }
                 match self.ensure_running(&pod, fresh).await {
-                    Ok(()) => {
-                        let msg = format!("sandbox running ({} ms)", started.elapsed().as_millis());
-                        self.record_if_current(id, PodEvent::SandboxRunning, &msg).await
-                    }
+                    Ok(()) => match self.settle_repository(&pod).await {
+                        Ok(()) => {
+                            let msg = format!("sandbox running ({} ms)", started.elapsed().as_millis());
+                            self.record_if_current(id, PodEvent::SandboxRunning, &msg).await
+                        }
+                        Err(e) => {
+                            // nothing half-done: no sandbox, an empty workspace
+                            if let Err(stop) = self.ensure_stopped(&pod).await {
+                                tracing::warn!(pod = %pod.id, error = %stop, "stopping after a failed clone");
+                            }
+                            tracing::warn!(pod = %pod.id, name = %pod.name, error = %e, "repository not set up");
+                            self.record_if_current(id, PodEvent::Failed, &e.to_string()).await
+                        }
+                    },
                     Err(e) => self.fail(&pod, e).await,
                 }
             }
@@ -349,8 +382,12 @@ impl HostAgent {
         let disk_ms = t0.elapsed().as_millis();
         let workspace = disk.workspace();
         let root = dir.join("rootfs");
+        // a repository fills the workspace instead of the template's files
+        let from_repository = self.control.repository(pod.id).await?.is_some();
         let prepared = async {
-            write_starter_files(pod, &workspace)?;
+            if !from_repository {
+                write_starter_files(pod, &workspace)?;
+            }
             // the pod's own key; a ~/.ssh the pod made unusable is its business
             if let Err(e) = crate::pod_keys::ensure(&disk.home(), pod.name.as_str()) {
                 tracing::warn!(pod = %pod.name, error = %e, "the pod's SSH key could not be made");
@@ -468,6 +505,113 @@ impl HostAgent {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Clones the pod's repository into its empty `/workspace` (inside the
+    /// running pod, through its supervisor) and, when the pod takes its
+    /// configuration from the repository, hands the repository's file to
+    /// the control plane and restarts the sandbox if the image or processes
+    /// changed. Nothing to do without a repository or once `/workspace`
+    /// holds anything. On failure `/workspace` is emptied again (the next
+    /// start tries anew).
+    async fn settle_repository(&self, pod: &PodRecord) -> Result<(), crate::repository::RepositoryFailure> {
+        use crate::repository::{self as repo, ConfigFile, RepositoryFailure};
+        let Some(source) = self.control.repository(pod.id).await.map_err(AgentError::from)? else { return Ok(()) };
+        let disk = crate::storage::PodDisk { root: crate::storage::mount_point(&self.config.data.volume(pod.id)) };
+        let empty = std::fs::read_dir(disk.workspace()).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let what = match (&source.branch, &source.commit) {
+            (_, Some(c)) => format!(" at {c}"),
+            (Some(b), None) => format!(" (branch {b})"),
+            (None, None) => String::new(),
+        };
+        self.control.progress(pod.id, &format!("cloning {}{what}", source.url)).await;
+        let result = async {
+            let helper = self.run_git(pod, repo::helper_config_argv(&source)?, false).await?;
+            if helper.code != 0 {
+                let message = helper.message("setting up git's credential helper");
+                return Err(RepositoryFailure::Clone { url: source.url.clone(), message });
+            }
+            let clone = self.run_git(pod, repo::clone_argv(&source), true).await?;
+            if clone.code != 0 {
+                return Err(RepositoryFailure::Clone { url: source.url.clone(), message: clone.message("git") });
+            }
+            self.control.progress(pod.id, &format!("repository cloned ({} ms)", t0.elapsed().as_millis())).await;
+            if !source.use_repository_config {
+                return Ok(());
+            }
+            let read = self.run_git(pod, repo::read_config_argv(), false).await?;
+            match repo::parse_config_output(&read.stdout) {
+                ConfigFile::None => {
+                    let note = "the repository has no pinacle.yaml or devcontainer.json: the pod keeps the default configuration";
+                    self.control.progress(pod.id, note).await;
+                    Ok(())
+                }
+                ConfigFile::TooLarge { file } => {
+                    Err(RepositoryFailure::Config { file, message: format!("it is larger than {} bytes", repo::MAX_CONFIG_BYTES) })
+                }
+                ConfigFile::NotText { file } => Err(RepositoryFailure::Config { file, message: "it is not UTF-8 text".into() }),
+                ConfigFile::Found { file, text } => match self.control.apply_repository_config(pod.id, &file, &text).await {
+                    Ok(crate::control::RepositoryConfigOutcome::Applied) => {
+                        self.control.progress(pod.id, &format!("configured from the repository's {file}")).await;
+                        Ok(())
+                    }
+                    Ok(crate::control::RepositoryConfigOutcome::Restart) => {
+                        let note = format!("configured from the repository's {file}; starting the sandbox again with its image and processes");
+                        self.control.progress(pod.id, &note).await;
+                        let updated = self.control.pod(pod.id).await.map_err(AgentError::from)?.ok_or(AgentError::ControlPlane(ControlPlaneError::NotFound(pod.id)))?;
+                        self.ensure_stopped(pod).await?;
+                        self.ensure_running(&updated, false).await?;
+                        Ok(())
+                    }
+                    Err(ControlPlaneError::InvalidConfig(message)) => Err(RepositoryFailure::Config { file, message }),
+                    Err(e) => Err(AgentError::from(e).into()),
+                },
+            }
+        }
+        .await;
+        if result.is_err() && self.supervisor_of(pod.id).is_some() {
+            if let Err(e) = self.run_git(pod, repo::cleanup_argv(), false).await {
+                tracing::warn!(pod = %pod.id, error = %e, "emptying /workspace after a failed clone");
+            }
+        }
+        result
+    }
+
+    /// Runs a git step of [`Self::settle_repository`] in the pod: stdout kept
+    /// up to a bound, stderr as progress notes (when `report`) and its last
+    /// line kept; stopped after [`CLONE_TIMEOUT`].
+    async fn run_git(&self, pod: &PodRecord, argv: Vec<String>, report: bool) -> Result<GitRun, AgentError> {
+        let req = ExecRequest { argv, env: crate::repository::git_env(), cwd: Some("/workspace".into()), stdin: None };
+        let mut rx = self.exec(pod, req).await?;
+        let mut progress = crate::repository::Progress::default();
+        let mut stdout = Vec::new();
+        let limit = crate::repository::MAX_CONFIG_BYTES + 4096;
+        let deadline = tokio::time::Instant::now() + CLONE_TIMEOUT;
+        loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                let last = format!("stopped after {} minutes", CLONE_TIMEOUT.as_secs() / 60);
+                return Ok(GitRun { code: 124, stdout, last });
+            };
+            match next {
+                Some(ExecOutput::Stdout(d)) => {
+                    let room = limit.saturating_sub(stdout.len());
+                    stdout.extend_from_slice(&d[..d.len().min(room)]);
+                }
+                Some(ExecOutput::Stderr(d)) => {
+                    if let Some(line) = progress.feed(&d, Instant::now()) {
+                        if report {
+                            self.control.progress(pod.id, &line).await;
+                        }
+                    }
+                }
+                Some(ExecOutput::Exit(code)) => return Ok(GitRun { code, stdout, last: progress.last_line().to_owned() }),
+                None => return Ok(GitRun { code: 255, stdout, last: progress.last_line().to_owned() }),
+            }
+        }
     }
 
     /// The root filesystem of `image` if it is on this host (built, or

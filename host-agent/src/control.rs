@@ -1,6 +1,7 @@
 //! The agent's view of the control plane.
 
 use async_trait::async_trait;
+use pinacle_orchestrator::pod::RepositorySource;
 use pinacle_orchestrator::{InvalidTransition, PodEvent, PodRecord, PodState};
 use uuid::Uuid;
 
@@ -14,6 +15,20 @@ pub enum ControlPlaneError {
     NotFound(Uuid),
     #[error("control plane: {0}")]
     Backend(String),
+    /// A configuration the control plane refused (every problem, with its
+    /// file and line).
+    #[error("{0}")]
+    InvalidConfig(String),
+}
+
+/// What the control plane did with a repository's own configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositoryConfigOutcome {
+    /// Stored; the sandbox runs what it asks for already.
+    Applied,
+    /// Stored; the image or the processes changed, so the sandbox must
+    /// start again from the new record.
+    Restart,
 }
 
 /// How a host agent reads pods and reports what happened to them.
@@ -54,5 +69,21 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// clone) without changing its state. Best effort: failures are logged.
     async fn progress(&self, id: Uuid, message: &str) {
         let _ = (id, message);
+    }
+
+    /// The repository the pod's `/workspace` is cloned from, if any.
+    async fn repository(&self, id: Uuid) -> Result<Option<RepositorySource>, ControlPlaneError> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// Configures the pod from its repository's own `file` (`pinacle.yaml`,
+    /// `.devcontainer/devcontainer.json`, ...) holding `text`, checked as a
+    /// request's `config` is: image, processes, ports and configuration are
+    /// stored on the pod. [`ControlPlaneError::InvalidConfig`] when the file
+    /// is refused (nothing changes).
+    async fn apply_repository_config(&self, id: Uuid, file: &str, text: &str) -> Result<RepositoryConfigOutcome, ControlPlaneError> {
+        let _ = (id, file, text);
+        Ok(RepositoryConfigOutcome::Applied)
     }
 }

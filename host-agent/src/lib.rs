@@ -23,6 +23,7 @@ pub mod network;
 pub mod pod_keys;
 pub mod queue;
 pub mod registry;
+pub mod repository;
 pub mod rootfs;
 pub mod runtime;
 pub mod safe_fs;

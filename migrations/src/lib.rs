@@ -21,6 +21,7 @@ mod m20261122_000013_pod_processes;
 mod m20261122_000014_pod_config;
 mod m20261122_000015_pod_snapshot_on_stop;
 mod m20261122_000016_ssh_keys_and_layouts;
+mod m20261206_000017_pod_repository;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000014_pod_config::Migration),
             Box::new(m20261122_000015_pod_snapshot_on_stop::Migration),
             Box::new(m20261122_000016_ssh_keys_and_layouts::Migration),
+            Box::new(m20261206_000017_pod_repository::Migration),
         ]
     }
 }

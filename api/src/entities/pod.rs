@@ -33,6 +33,9 @@ pub struct Model {
     pub config: String,
     /// Snapshot the pod's volumes each time it stops.
     pub snapshot_on_stop: bool,
+    /// The repository `/workspace` is cloned from, JSON
+    /// ([`pinacle_orchestrator::pod::RepositorySource`]); empty: none.
+    pub repository: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

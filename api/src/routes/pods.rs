@@ -109,12 +109,20 @@ pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// `POST /api/v1/pods`: a [`CreatePodRequest`], and optionally
+/// `repository` (a [`crate::service::RepositoryRequest`]).
 pub async fn create(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
-    ApiJson(req): ApiJson<CreatePodRequest>,
+    ApiJson(mut body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(StatusCode, Json<PodView>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(s.create_pod(&who, req).await?)))
+    let fits = |what: &str, e: serde_json::Error| ApiError::bad_request("invalid_request", format!("{what} does not fit: {e}"));
+    let repository = match body.remove("repository") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(serde_json::from_value::<crate::service::RepositoryRequest>(v).map_err(|e| fits("repository", e))?),
+    };
+    let req: CreatePodRequest = serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| fits("request body", e))?;
+    Ok((StatusCode::ACCEPTED, Json(s.create_pod_from(&who, req, repository).await?)))
 }
 
 pub async fn show(
