@@ -4,6 +4,7 @@
 mod account;
 mod client;
 mod config;
+mod images;
 mod pod_config;
 mod pods;
 mod proxy_setup;
@@ -67,7 +68,7 @@ enum Command {
     SshConfig(ssh::SshConfigArgs),
     /// Build and list root filesystem images on this host.
     #[command(subcommand)]
-    Image(pods::ImageCommand),
+    Image(images::ImageCommand),
     /// Check and write pinacle.yaml files.
     #[command(subcommand)]
     Config(pod_config::ConfigCommand),
@@ -128,7 +129,7 @@ async fn async_main() -> ExitCode {
         Command::Team(cmd) => account::team(cmd).await,
         Command::Admin(cmd) => account::admin(cmd).await,
         Command::Pod(cmd) => pods::run(cmd).await,
-        Command::Image(cmd) => pods::image(cmd).await,
+        Command::Image(cmd) => images::image(cmd).await,
         Command::Template(cmd) => pods::template(cmd).await,
         Command::Config(cmd) => pod_config::run(cmd),
         Command::Audit(cmd) => pods::audit(cmd).await,

@@ -1,7 +1,6 @@
 //! `pinacle pod|image|template ...`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -179,28 +178,6 @@ pub struct WaitArgs {
     timeout: u64,
 }
 
-#[derive(Subcommand)]
-pub enum ImageCommand {
-    /// Build an image: base (Debian 12 via debootstrap), busybox (tiny), a
-    /// template's (node, vite, nextjs, python, rust), or your own from a
-    /// recipe (a Dockerfile subset: FROM an image here, RUN, COPY, ENV, WORKDIR).
-    Build {
-        name: String,
-        /// Rebuild even if it exists.
-        #[arg(long)]
-        force: bool,
-        /// Build NAME from this recipe; COPY reads from its directory.
-        #[arg(long, value_name = "FILE")]
-        recipe: Option<PathBuf>,
-        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
-        data_dir: PathBuf,
-    },
-    /// List built images.
-    List {
-        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
-        data_dir: PathBuf,
-    },
-}
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -265,7 +242,7 @@ fn client() -> Result<Client> {
     Client::new(config::load()?)
 }
 
-fn spinner(msg: String) -> ProgressBar {
+pub(crate) fn spinner(msg: String) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
     pb.enable_steady_tick(Duration::from_millis(120));
@@ -595,36 +572,6 @@ async fn exec(c: &Client, pod: &str, stdin: bool, env: Vec<String>, workdir: Opt
     bail!("the exec stream ended without an exit code")
 }
 
-pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
-    match cmd {
-        ImageCommand::Build { name, force, recipe, data_dir } => {
-            let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
-            let pb = spinner(format!("building image {name}"));
-            let pb2 = pb.clone();
-            let label = name.clone();
-            let progress = move |line: &str| pb2.set_message(format!("{label}: {line}"));
-            let result = match recipe {
-                Some(file) => {
-                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-                    let dir = file.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-                    store.build_recipe(&name, &text, pinacle_host_agent::images::RecipeContext::Dir(dir), force, &progress).await
-                }
-                None => store.build(&name, force, &progress).await,
-            };
-            pb.finish_and_clear();
-            let info = result?;
-            println!("image {} ready: {} MiB ({})", info.name, info.size_bytes >> 20, info.source);
-        }
-        ImageCommand::List { data_dir } => {
-            let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
-            println!("{:<12} {:>9} SOURCE", "NAME", "SIZE");
-            for i in store.list()? {
-                println!("{:<12} {:>5} MiB {}", i.name, i.size_bytes >> 20, i.source);
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {

@@ -166,7 +166,76 @@ async fn unknown_images_and_refused_credentials_fail_clearly_and_create_nothing(
     p.wait_state_as(&user, "private", "running", 120).await;
     let (out, code) = sh(&p, &user, "private", "cat /etc/greeting").await;
     assert_eq!((out.trim(), code), ("private", 0));
+    // another tenant who learns the pinned digest still needs the
+    // registry's permission: the image on this host is not theirs
+    let (_, pod) = p.call_as(&user, Method::GET, "/api/v1/pods/private", None).await;
+    let pinned = pod["image"].as_str().unwrap().to_owned();
+    assert!(pinned.contains("@sha256:"), "{pod}");
+    let mallory = p.signup_and_login("mallory").await;
+    let (s, b) = create_from(&p, &mallory, "stolen", &pinned, "gvisor").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("registry_auth_refused")), "{b}");
     // the password is in no log line
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!p.server_log().contains("s3cret-pass"), "a registry password reached the server log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_pulls_lists_and_removes_images_and_gc_keeps_what_pods_use() {
+    let reg = Registry::start(Some(("cli-user", "cli-pass"))).unwrap();
+    reg.push(tools_image("cli"), "cli/tools:1").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let image = format!("{}/cli/tools:1", reg.host());
+    let cli = |args: &[&str], password: Option<&str>| {
+        let mut cmd = std::process::Command::new(common::pinacle_bin());
+        cmd.args(args).arg("--data-dir").arg(data.path()).env("PINACLE_INSECURE_REGISTRIES", reg.host());
+        if let Some(pw) = password {
+            cmd.env("PINACLE_REGISTRY_PASSWORD", pw);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    // anonymous: refused by this registry, with the reason
+    let (ok, out) = cli(&["image", "pull", &image], None);
+    assert!(!ok && out.contains("refused access"), "{out}");
+    let (ok, out) = cli(&["image", "pull", &image, "--username", "cli-user"], Some("cli-pass"));
+    assert!(ok && out.contains("pulled") && out.contains("@sha256:"), "{out}");
+    let (ok, out) = cli(&["image", "pull", &image, "--username", "cli-user"], Some("cli-pass"));
+    assert!(ok && out.contains("already here"), "{out}");
+    let (ok, out) = cli(&["image", "list"], None);
+    assert!(ok && out.contains(&image) && out.contains("sha256:"), "{out}");
+    let (ok, out) = cli(&["image", "remove", &image], None);
+    assert!(ok && out.contains("removed"), "{out}");
+    let (ok, out) = cli(&["image", "list"], None);
+    assert!(ok && !out.contains(&image), "{out}");
+    assert!(!out.contains("cli-pass"));
+
+    // gc through the server: the image a pod uses stays, the other goes
+    let open = Registry::start(None).unwrap();
+    open.push(tools_image("used"), "gc/used:1").unwrap();
+    open.push(tools_image("unused"), "gc/unused:1").unwrap();
+    let p = start_with_registry(&open).await;
+    let (s, b) = create_from(&p, TOKEN, "keeper", &format!("{}/gc/used:1", open.host()), "gvisor").await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state("keeper", "running", 120).await;
+    let (s, b) = create_from(&p, TOKEN, "goner", &format!("{}/gc/unused:1", open.host()), "gvisor").await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state("goner", "running", 120).await;
+    let (s, b) = p.call(Method::DELETE, "/api/v1/pods/goner", None).await;
+    assert!(s == 202 || s == 200, "{b}");
+    p.wait_state("goner", "deleted", 60).await;
+    let (s, list) = p.call(Method::GET, "/api/v1/admin/images", None).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    let (s, gc) = p.call(Method::POST, "/api/v1/admin/images/gc", None).await;
+    assert_eq!(s, 200, "{gc}");
+    assert_eq!(gc["removed_images"].as_array().map(Vec::len), Some(1), "{gc}");
+    let (_, list) = p.call(Method::GET, "/api/v1/admin/images", None).await;
+    assert_eq!(list[0]["pods"], 1, "{list}");
+    assert!(list[0]["references"].to_string().contains("gc/used"), "{list}");
+    // the pod still runs from its image; a user may not collect garbage
+    let (out, code) = sh(&p, TOKEN, "keeper", "cat /etc/greeting").await;
+    assert_eq!((out.trim(), code), ("used", 0));
+    let user = p.signup_and_login("erin").await;
+    let (s, _) = p.call_as(&user, Method::POST, "/api/v1/admin/images/gc", None).await;
+    assert_eq!(s, 403);
 }

@@ -75,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/anchor", post(audit::anchor))
         .route("/admin/settings", get(admin::settings).patch(admin::update_settings))
         .route("/admin/signing-keys/rotate", post(admin::rotate_signing_key))
+        .route("/admin/images", get(admin::images))
+        .route("/admin/images/gc", post(admin::images_gc))
         // inner: runs after authentication, which wraps it
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));

@@ -1,0 +1,214 @@
+//! `pinacle image`: the images on this host. Images the host builds
+//! (`base`, `base-bookworm`, `busybox`, the templates') and images pulled
+//! from registries (content-addressed, in `{data}/oci`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use reqwest::Method;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build an image: base (Debian 13 via debootstrap), base-bookworm
+    /// (Debian 12), busybox (tiny), a template's (node, vite, nextjs, python,
+    /// rust), or your own from a recipe (a Dockerfile subset: FROM an image
+    /// here, RUN, COPY, ENV, WORKDIR).
+    Build {
+        name: String,
+        /// Rebuild even if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Build NAME from this recipe; COPY reads from its directory.
+        #[arg(long, value_name = "FILE")]
+        recipe: Option<PathBuf>,
+        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// Pull an image from a registry into this host's store (any OCI
+    /// reference: `python:3.13`, `ghcr.io/owner/image:tag`, `…@sha256:…`).
+    /// Plain-HTTP registries must be listed in PINACLE_INSECURE_REGISTRIES.
+    Pull {
+        reference: String,
+        /// Registry user name; the password or token comes from the
+        /// PINACLE_REGISTRY_PASSWORD environment variable.
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// List built and pulled images.
+    List {
+        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// Remove a pulled image (reference or digest) that no running pod uses;
+    /// its layers go with the next `gc` unless another image shares them.
+    Remove {
+        image: String,
+        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// Remove pulled images no pod uses and the layers only they held
+    /// (asks the server, which knows every pod).
+    Gc,
+}
+
+fn registry_store(data_dir: &std::path::Path) -> Result<pinacle_oci::Store> {
+    let dir = data_dir.join("oci");
+    pinacle_oci::Store::new(&dir, pinacle_host_agent::agent::insecure_registries_from_env()).with_context(|| format!("opening {}", dir.display()))
+}
+
+/// The digest `image` names in `store`: a digest, a pinned reference, or a
+/// reference some pulled image was pulled as.
+async fn find_pulled(store: &pinacle_oci::Store, image: &str) -> Result<pinacle_oci::Digest> {
+    if let Ok(d) = image.parse::<pinacle_oci::Digest>() {
+        return Ok(d);
+    }
+    let reference = pinacle_oci::Reference::parse(image)?;
+    if let Some(d) = reference.digest() {
+        return Ok(d.clone());
+    }
+    let wanted = reference.to_string();
+    for img in store.list().await? {
+        if img.info.references.contains(&wanted) {
+            return Ok(img.info.manifest_digest);
+        }
+    }
+    bail!("no pulled image is {wanted}; see `pinacle image list`")
+}
+
+pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
+    match cmd {
+        ImageCommand::Build { name, force, recipe, data_dir } => {
+            let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
+            let pb = crate::pods::spinner(format!("building image {name}"));
+            let pb2 = pb.clone();
+            let label = name.clone();
+            let progress = move |line: &str| pb2.set_message(format!("{label}: {line}"));
+            let result = match recipe {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                    let dir = file.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                    store.build_recipe(&name, &text, pinacle_host_agent::images::RecipeContext::Dir(dir), force, &progress).await
+                }
+                None => store.build(&name, force, &progress).await,
+            };
+            pb.finish_and_clear();
+            let info = result?;
+            println!("image {} ready: {} MiB ({})", info.name, info.size_bytes >> 20, info.source);
+        }
+        ImageCommand::Pull { reference, username, data_dir } => {
+            let store = registry_store(&data_dir)?;
+            let parsed = pinacle_oci::Reference::parse(&reference)?;
+            let creds = match username {
+                Some(username) => {
+                    let password = std::env::var("PINACLE_REGISTRY_PASSWORD").context("--username needs the password or token in PINACLE_REGISTRY_PASSWORD")?;
+                    pinacle_oci::Credentials::Basic { username, password }
+                }
+                None => pinacle_oci::Credentials::Anonymous,
+            };
+            let bars = PullBars::default();
+            let report = bars.clone();
+            let pulled = store.pull(&parsed, &creds, &move |p| report.update(&p)).await;
+            bars.finish();
+            let img = pulled?;
+            let how = if img.cached { "already here" } else { "pulled" };
+            println!("{} {how}: {} ({} layers, {} MiB)", parsed, img.info.pinned, img.info.layers.len(), img.info.size >> 20);
+        }
+        ImageCommand::List { data_dir } => {
+            let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
+            println!("{:<40} {:>9} SOURCE", "NAME", "SIZE");
+            for i in store.list()? {
+                println!("{:<40} {:>5} MiB {}", i.name, i.size_bytes >> 20, i.source);
+            }
+            if data_dir.join("oci").is_dir() {
+                for img in registry_store(&data_dir)?.list().await? {
+                    let name = img.info.references.first().cloned().unwrap_or_else(|| img.info.pinned.clone());
+                    println!("{:<40} {:>5} MiB {} (pulled {})", name, img.info.size >> 20, img.info.manifest_digest, img.info.pulled_at.format("%Y-%m-%d %H:%M"));
+                }
+            }
+        }
+        ImageCommand::Remove { image, data_dir } => {
+            let store = registry_store(&data_dir)?;
+            let digest = find_pulled(&store, &image).await?;
+            let rootfs = store.image_dir(&digest).join("rootfs");
+            let users = pinacle_host_agent::rootfs::overlays_over(&rootfs);
+            if users > 0 {
+                bail!("image {digest} is the root file system of {users} running pod(s); stop them first");
+            }
+            if store.remove(&digest).await? {
+                println!("removed {digest}; run `pinacle image gc` to free layers no image uses");
+            } else {
+                bail!("no pulled image {digest}");
+            }
+        }
+        ImageCommand::Gc => {
+            let c = crate::client::Client::new(crate::config::load()?)?;
+            let v = c.json(Method::POST, "/admin/images/gc", None).await?;
+            println!(
+                "removed {} image(s) and {} layer(s), {} MiB freed",
+                v["removed_images"].as_array().map_or(0, Vec::len),
+                v["removed_blobs"].as_u64().unwrap_or(0),
+                v["freed_bytes"].as_u64().unwrap_or(0) >> 20
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One progress bar per layer of a pull.
+#[derive(Clone, Default)]
+struct PullBars {
+    multi: MultiProgress,
+    bars: Arc<Mutex<HashMap<usize, ProgressBar>>>,
+}
+
+impl PullBars {
+    fn update(&self, p: &pinacle_oci::PullProgress) {
+        use pinacle_oci::PullPhase;
+        let Some(layer) = &p.layer else {
+            if p.phase == PullPhase::Resolving {
+                let _ = self.multi.println(format!("resolving {}", p.reference));
+            }
+            return;
+        };
+        let Ok(mut bars) = self.bars.lock() else { return };
+        let bar = bars.entry(layer.index).or_insert_with(|| {
+            let pb = self.multi.add(ProgressBar::new(layer.total));
+            pb.set_style(
+                ProgressStyle::with_template("{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let short = layer.digest.hex().get(..12).unwrap_or_default().to_owned();
+            pb.set_prefix(format!("layer {}/{} {short}", layer.index + 1, layer.count));
+            pb
+        });
+        match p.phase {
+            PullPhase::Downloading => {
+                bar.set_position(layer.done);
+                bar.set_message("downloading");
+            }
+            PullPhase::Cached => {
+                bar.set_position(layer.total);
+                bar.set_message("already here");
+            }
+            PullPhase::Unpacking => {
+                bar.set_position(layer.total);
+                bar.set_message("unpacking");
+            }
+            PullPhase::Resolving | PullPhase::Done => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for bar in bars.values() {
+                bar.finish();
+            }
+        }
+    }
+}
