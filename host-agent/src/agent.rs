@@ -644,13 +644,14 @@ impl HostAgent {
         &self.oci
     }
 
-    /// The manifest digest `image` (a registry reference) names now, with
-    /// the credentials in `env` (the owner's secrets): what a new pod pins.
+    /// The manifest digest `image` (a registry reference, by tag or digest)
+    /// names now, asked of its registry with the credentials in `env` (the
+    /// owner's secrets): what a new pod pins.
     pub async fn resolve_image(&self, image: &str, env: &[String]) -> Result<String, pinacle_oci::OciError> {
+        // a digest is asked of the registry too, with this owner's
+        // credentials: an image another tenant pulled (a private one) is in
+        // this host's store, and having its digest must not be enough
         let reference = pinacle_oci::Reference::parse(image)?;
-        if reference.digest().is_some() {
-            return Ok(reference.to_string());
-        }
         let creds = crate::registry::credentials_for(env, reference.registry());
         let store = self.oci.clone();
         let digest = crate::registry::off_thread(move || async move { store.resolve(&reference, &creds).await.map(|d| reference.pinned(&d)) }).await?;
