@@ -23,7 +23,7 @@ target/debug/pinacle image build base --data-dir "$cache_root"
 # npm-based ones carry their npm cache) and one with the Debian services
 # (postgres, redis), so those pods start without the network; each is
 # rebuilt only when its recipe, or an image it starts FROM, changes
-for image in node vite nextjs python rust; do
+for image in node vite nextjs python rust vscode; do
   target/debug/pinacle image build "$image" --data-dir "$cache_root"
 done
 target/debug/pinacle image build services --recipe cli/tests/images/services.Dockerfile --data-dir "$cache_root"
