@@ -9,6 +9,10 @@
 #            (download + verify + write blobs + fsync + unpack the rootfs)
 # and prints MB/s (compressed image bytes / wall time) of each run, the
 # medians and pinacle/skopeo. Goal: pinacle >= 0.8x skopeo.
+# Then (unless BENCH_POD=0) a cold pod from that image: a release
+# `pinacle up` on a fresh data dir, pod create -> running (pull, unpack,
+# start in gVisor), a second pod from the same image (warm) and a pod from
+# the host-built busybox image for reference.
 #
 # Run: bash scripts/bench/oci-pull.sh   (needs docker-registry, skopeo, python3)
 # Env: BENCH_RUNS, BENCH_LAYER_MB (default 50), BENCH_LAYERS (default 4).
@@ -60,6 +64,17 @@ LAYOUT=$TMP/layout
 mkdir -p "$LAYOUT/blobs/sha256" "$TMP/files"
 printf '{"imageLayoutVersion":"1.0.0"}' >"$LAYOUT/oci-layout"
 LAYER_JSON= DIFF_IDS=
+# layer 0: BusyBox, so pods from the image have a shell
+mkdir -p "$TMP/files/0/bin"
+cp "$(command -v busybox)" "$TMP/files/0/bin/busybox"
+ln -s busybox "$TMP/files/0/bin/sh"
+tar -C "$TMP/files/0" --owner=0 --group=0 -cf "$TMP/layer0.tar" bin
+DIFF=$(sha256sum "$TMP/layer0.tar" | cut -d' ' -f1)
+gzip -1 -c "$TMP/layer0.tar" >"$TMP/layer0.tgz"
+D=$(sha256sum "$TMP/layer0.tgz" | cut -d' ' -f1); SIZE=$(stat -c %s "$TMP/layer0.tgz")
+mv "$TMP/layer0.tgz" "$LAYOUT/blobs/sha256/$D"; rm -rf "$TMP/layer0.tar" "$TMP/files/0"
+LAYER_JSON="{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$D\",\"size\":$SIZE}"
+DIFF_IDS="\"sha256:$DIFF\""
 for i in $(seq "$LAYERS"); do
     mkdir -p "$TMP/files/$i/data"
     head -c "$((LAYER_MB << 20))" /dev/urandom >"$TMP/files/$i/data/blob$i.bin"
@@ -116,3 +131,46 @@ print(f"skopeo copy (to an OCI dir):        {msk:.1f} MB/s")
 print(f"pinacle-oci pull (store + rootfs):   {mpn:.1f} MB/s")
 print(f"ratio pinacle/skopeo: {mpn / msk:.2f}x (goal >= 0.8x)")
 EOF
+
+[[ ${BENCH_POD:-1} = 0 ]] && exit 0
+
+# A cold pod from the registry image, beside a warm one and a host image.
+cargo build --release -q -p pinacle -p pinacle-youki
+bash scripts/build-supervisor.sh >/dev/null
+BIN=$PWD/target/release/pinacle
+BRIDGE=pncbench5 SUBNET=10.231.25.0/24 TOKEN=pnc_bench-oci-token-0123456789
+mkdir -p "$TMP/data/images"
+ln -s /var/tmp/pinacle-test/images/busybox "$TMP/data/images/busybox"
+PINACLE_INSECURE_REGISTRIES=127.0.0.1:$PORT PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json \
+    "$BIN" up --data-dir "$TMP/data" --listen 127.0.0.1:0 --rate-limit 0 --pod-network bridge --pod-bridge $BRIDGE \
+    --pod-subnet $SUBNET --proxy-listen none --ssh-listen none >"$TMP/out" 2>"$TMP/log" &
+UP_PID=$!
+stop_up() {
+    kill "$UP_PID" 2>/dev/null || true; wait "$UP_PID" 2>/dev/null || true
+    ip link del "$BRIDGE" 2>/dev/null || true
+    nft delete table inet "pinacle_$BRIDGE" 2>/dev/null || true
+    cleanup
+}
+trap stop_up EXIT
+API=
+for _ in $(seq 300); do API=$(sed -n 's/^Pinacle API listening on //p' "$TMP/out"); [[ -n $API ]] && break; sleep 0.1; done
+[[ -n $API ]] || { cat "$TMP/log"; exit 1; }
+ready() { # NAME JSON_BODY -> ms from the create request to running
+    local t0 t1 state
+    t0=$(now)
+    curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d "$2" "$API/api/v1/pods" >/dev/null
+    for _ in $(seq 6000); do
+        state=$(curl -sf -H "Authorization: Bearer $TOKEN" "$API/api/v1/pods/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+        [[ $state = running || $state = error ]] && break
+        sleep 0.05
+    done
+    t1=$(now)
+    [[ $state = running ]] || { echo "pod $1: $state" >&2; tail -20 "$TMP/log" >&2; exit 1; }
+    python3 -c "print(round(($t1 - $t0) * 1000))"
+}
+COLD=$(ready cold "{\"name\":\"cold\",\"config\":\"image: $REF\\n\"}")
+WARM=$(ready warm "{\"name\":\"warm\",\"config\":\"image: $REF\\n\"}")
+HOST=$(ready host '{"name":"host","template":"minimal"}')
+echo "pod from the registry image, cold (pull + unpack + start, gVisor): $COLD ms"
+echo "pod from the same image, warm (pinned digest in the store):        $WARM ms"
+echo "pod from the host-built busybox image (reference):                 $HOST ms"
