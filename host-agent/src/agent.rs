@@ -602,7 +602,7 @@ impl HostAgent {
                     stdout.extend_from_slice(&d[..d.len().min(room)]);
                 }
                 Some(ExecOutput::Stderr(d)) => {
-                    if let Some(line) = progress.feed(&d, Instant::now()) {
+                    for line in progress.feed(&d, Instant::now()) {
                         if report {
                             self.control.progress(pod.id, &line).await;
                         }

@@ -88,7 +88,7 @@ if [ -n "$commit" ]; then
   git init -q . &&
   git remote add origin "$url" &&
   { git fetch --progress --depth 1 origin "$commit" ||
-    { echo "the server refused a shallow fetch of $commit; fetching the whole history" >&2; git fetch --progress origin; }; } &&
+    { echo "pinacle: the server refused a shallow fetch of $commit; fetching the whole history" >&2; git fetch --progress origin; }; } &&
   git -c advice.detachedHead=false checkout -q "$commit" &&
   git submodule update --init --recursive --depth 1 --progress || exit $?
 else
@@ -96,7 +96,7 @@ else
   git clone --progress --depth 1 "$@" --recurse-submodules --shallow-submodules -- "$url" . || exit $?
 fi
 if git lfs version >/dev/null 2>&1; then
-  echo "fetching Git LFS objects" >&2
+  echo "pinacle: fetching Git LFS objects" >&2
   git lfs pull || exit $?
 fi
 "#;
@@ -159,14 +159,21 @@ pub fn parse_config_output(out: &[u8]) -> ConfigFile {
     }
 }
 
+/// Lines of [`CLONE_SCRIPT`]'s own that always become notes (prefix removed).
+pub const NOTE_PREFIX: &str = "pinacle: ";
+
 /// Turns git's stderr (lines ended by `\n` or `\r`) into progress notes at
-/// most every [`PROGRESS_EVERY`], and keeps the last line for an error.
+/// most every [`PROGRESS_EVERY`] (the script's own [`NOTE_PREFIX`] lines
+/// always), and keeps the last line for an error.
 #[derive(Debug)]
 pub struct Progress {
     partial: Vec<u8>,
     last: String,
+    /// Whether `last` was reported already.
+    last_reported: bool,
     last_sent: Option<Instant>,
     every: Duration,
+    notes: Vec<String>,
 }
 
 impl Default for Progress {
@@ -178,11 +185,12 @@ impl Default for Progress {
 impl Progress {
     /// Notes at most once per `every`.
     pub fn new(every: Duration) -> Self {
-        Self { partial: Vec::new(), last: String::new(), last_sent: None, every }
+        Self { partial: Vec::new(), last: String::new(), last_reported: true, last_sent: None, every, notes: Vec::new() }
     }
 
-    /// Takes more output; returns the note to record now, if one is due.
-    pub fn feed(&mut self, data: &[u8], now: Instant) -> Option<String> {
+    /// Takes more output; returns the notes to record now: the script's own
+    /// lines, then git's latest line if one is due.
+    pub fn feed(&mut self, data: &[u8], now: Instant) -> Vec<String> {
         for &b in data {
             if b == b'\n' || b == b'\r' {
                 self.finish_line();
@@ -190,22 +198,30 @@ impl Progress {
                 self.partial.push(b);
             }
         }
-        if self.last.is_empty() {
-            return None;
-        }
+        let mut out = std::mem::take(&mut self.notes);
         let due = self.last_sent.is_none_or(|t| now.duration_since(t) >= self.every);
-        if due {
+        if !self.last_reported && due {
             self.last_sent = Some(now);
-            return Some(self.last.clone());
+            self.last_reported = true;
+            out.push(self.last.clone());
         }
-        None
+        out
     }
 
     fn finish_line(&mut self) {
         let line = String::from_utf8_lossy(&self.partial).trim().to_owned();
         self.partial.clear();
-        if !line.is_empty() {
-            self.last = line.chars().take(MAX_LINE).collect();
+        if line.is_empty() {
+            return;
+        }
+        let line: String = line.chars().take(MAX_LINE).collect();
+        match line.strip_prefix(NOTE_PREFIX) {
+            Some(note) if self.notes.len() < 16 => self.notes.push(note.to_owned()),
+            Some(_) => {}
+            None => {
+                self.last = line;
+                self.last_reported = false;
+            }
         }
     }
 
@@ -302,12 +318,15 @@ mod tests {
     fn progress_is_rate_limited_and_keeps_the_last_line() {
         let t0 = Instant::now();
         let mut p = Progress::new(Duration::from_secs(2));
-        assert_eq!(p.feed(b"Cloning into '.'...\n", t0).as_deref(), Some("Cloning into '.'..."));
-        assert_eq!(p.feed(b"Receiving objects:  10% (1/10)\r", t0 + Duration::from_secs(1)), None);
+        assert_eq!(p.feed(b"Cloning into '.'...\n", t0), ["Cloning into '.'..."]);
+        assert!(p.feed(b"Receiving objects:  10% (1/10)\r", t0 + Duration::from_secs(1)).is_empty());
+        // the script's own lines come at once, git's latest when due
         assert_eq!(
-            p.feed(b"Receiving objects: 100% (10/10)\r\n", t0 + Duration::from_secs(3)).as_deref(),
-            Some("Receiving objects: 100% (10/10)")
+            p.feed(b"pinacle: fetching Git LFS objects\nReceiving objects: 100% (10/10)\r\n", t0 + Duration::from_secs(3)),
+            ["fetching Git LFS objects", "Receiving objects: 100% (10/10)"]
         );
+        // nothing new: nothing again
+        assert!(p.feed(b"", t0 + Duration::from_secs(9)).is_empty());
         p.feed(b"fatal: Authentication failed for 'https://h/a.git/'", t0 + Duration::from_secs(4));
         assert_eq!(p.last_line(), "fatal: Authentication failed for 'https://h/a.git/'");
         let mut long = Progress::default();
