@@ -2,15 +2,14 @@
 //! when a repository has no `pinacle.yaml`.
 //!
 //! The file is JSONC (comments, trailing commas). What maps:
-//! - `image`: Debian/Ubuntu-based images and the devcontainers `base`,
-//!   `javascript-node`/`typescript-node`, `python` and `rust` images map to
-//!   Pinacle's `base`, `node`, `python` and `rust` images. Others are
-//!   refused: no registry is pulled from.
-//! - `build.dockerfile`: its `FROM` maps like `image`; its `RUN` lines run
-//!   once as install steps inside the pod's sandbox; `ENV` joins the pod's
-//!   environment; `COPY`/`ADD` are refused, naming the line.
+//! - `image`: any OCI reference (checked by [`crate::image_ref`]); the
+//!   pod's host pulls it from its registry, pinned at creation.
+//! - `build.dockerfile`: its `FROM` becomes the image like `image`; its
+//!   `RUN` lines run once as install steps inside the pod's sandbox; `ENV`
+//!   joins the pod's environment; `COPY`/`ADD` are refused, naming the line.
 //! - `features`: [`FEATURES`] (node, python, rust, go, github-cli; git and
-//!   common-utils are already in the base image); the rest are reported.
+//!   common-utils are already in the base image) become install steps;
+//!   the rest are reported (features are not pulled as OCI artifacts yet).
 //! - `forwardPorts`, `portsAttributes` (`label`, `visibility: public`),
 //!   `containerEnv` and `remoteEnv`.
 //! - Every lifecycle command in string, array and object form:
