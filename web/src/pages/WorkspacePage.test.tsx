@@ -160,6 +160,14 @@ describe("workspace page", () => {
       }),
     );
     expect(screen.getByRole("log", { name: "Pod events" })).toHaveTextContent("pulling image node");
+    // an image pull's progress: the latest step shows, without a state change
+    act(() =>
+      api.emit("PodEvents", {
+        podEvents: { seq: 2, podId: "pod-uuid", at: "2025-01-01T00:00:02Z", event: "progress", from: "PROVISIONING", to: "PROVISIONING", message: "downloading layer 2/3 (27.0 MiB)" },
+      }),
+    );
+    expect(screen.getByRole("status", { name: "Progress" })).toHaveTextContent("downloading layer 2/3 (27.0 MiB)");
+    expect(screen.getByRole("log", { name: "Pod events" }).textContent).not.toMatch(/Provisioning → Provisioning/);
     // another pod's update changes nothing
     act(() => api.emit("PodUpdates", { podUpdates: { ...pod({ id: "other", state: "RUNNING" }) } }));
     expect(screen.queryByRole("tablist", { name: "Workspace tabs" })).toBeNull();

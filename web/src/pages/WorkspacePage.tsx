@@ -315,6 +315,8 @@ function ProvisioningPanel({
   }, [events]);
 
   const transitional = isTransitional(pod.state);
+  // an image pull's or a clone's latest step (events that change no state)
+  const now = transitional ? [...events].reverse().find((e) => e.event === "progress")?.message : undefined;
   return (
     <section className="provisioning" aria-labelledby="prov-heading">
       <div className="provisioning-head">
@@ -322,6 +324,11 @@ function ProvisioningPanel({
           {transitional && <span className="spinner" aria-hidden="true" />} {stateLabel(pod.state)}
         </h2>
         <p>{STATE_TEXT[pod.state]}</p>
+        {now && (
+          <p className="muted" role="status" aria-label="Progress">
+            {now}
+          </p>
+        )}
         {pod.stateReason && (
           <p className={pod.state === "ERROR" ? "form-error" : "muted"} role={pod.state === "ERROR" ? "alert" : undefined}>
             {pod.stateReason}
@@ -341,10 +348,12 @@ function ProvisioningPanel({
           <li key={e.seq}>
             <time dateTime={e.at}>{formatDateTime(e.at)}</time>
             <span className="event-name">{e.event}</span>
-            <span className="event-states">
-              {e.from ? `${stateLabel(e.from)} → ` : ""}
-              {stateLabel(e.to)}
-            </span>
+            {e.event !== "progress" && (
+              <span className="event-states">
+                {e.from ? `${stateLabel(e.from)} → ` : ""}
+                {stateLabel(e.to)}
+              </span>
+            )}
             {e.message && <span className="event-message">{e.message}</span>}
           </li>
         ))}
