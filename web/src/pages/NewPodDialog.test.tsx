@@ -135,6 +135,22 @@ describe("new pod dialog", () => {
     expect(screen.getByRole("alert")).toHaveTextContent("The configuration has problems");
   });
 
+  it("creates a pod from a repository and branch", async () => {
+    const { api, user, onCreated } = setup();
+    await user.click(await screen.findByRole("tab", { name: "Git repository" }));
+    expect(screen.getByRole("button", { name: "Create" })).toBeDisabled();
+    const url = screen.getByLabelText("Repository URL");
+    expect(url).toHaveAccessibleDescription(/GIT_TOKEN/);
+    await user.type(url, "https://git.example.com/acme/Shop.git");
+    await user.type(screen.getByLabelText("Branch"), "release");
+    expect(screen.getByLabelText("Name")).toHaveValue("shop");
+    await user.click(screen.getByRole("button", { name: "Create" }));
+    await waitFor(() => expect(onCreated).toHaveBeenCalled());
+    expect(api.calls.find((c) => c.op === "CreatePod")!.vars).toEqual({
+      input: { name: "shop", repository: { url: "https://git.example.com/acme/Shop.git", branch: "release" } },
+    });
+  });
+
   it("reads a repository's configuration into the YAML tab", async () => {
     const { api, user } = setup({
       RepositoryConfig: {

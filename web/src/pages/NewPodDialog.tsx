@@ -48,6 +48,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
   const [template, setTemplate] = useState("");
 
   const [repoUrl, setRepoUrl] = useState("");
+  const [repoBranch, setRepoBranch] = useState("");
   const [repoBusy, setRepoBusy] = useState(false);
   const [repoError, setRepoError] = useState<string | null>(null);
   const [repoRead, setRepoRead] = useState<{ url: string; file: string } | null>(null);
@@ -104,10 +105,18 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
   let blocker: string | null = null;
   if (nameError) blocker = nameError;
   else if (source === "template" && !template) blocker = "Choose a template.";
-  else if (source === "git") blocker = "Read the repository's configuration first.";
+  else if (source === "git" && !repoUrl.trim()) blocker = "Enter the repository's URL.";
   else if (source === "yaml" && !yaml.trim()) blocker = "Write or paste a pinacle.yaml.";
   else if (source === "yaml" && yamlHasErrors) blocker = "Fix the errors in pinacle.yaml first.";
   const canCreate = blocker === null && !submitting;
+
+  // a pod name from the repository's, when none is typed yet
+  const guessName = (url: string) => {
+    if (name) return;
+    const guess = url.replace(/\.git$/, "").split(/[/:]/).filter(Boolean).pop() ?? "";
+    const clean = guess.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
+    if (clean && !podNameError(clean)) setName(clean);
+  };
 
   const readRepository = async () => {
     const url = repoUrl.trim();
@@ -123,11 +132,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
       setDiagnostics(d.repositoryConfig.diagnostics ?? []);
       setRepoRead({ url, file: d.repositoryConfig.file });
       setSource("yaml");
-      if (!name) {
-        const guess = url.replace(/\.git$/, "").split(/[/:]/).filter(Boolean).pop() ?? "";
-        const clean = guess.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
-        if (clean && !podNameError(clean)) setName(clean);
-      }
+      guessName(url);
     } catch (e) {
       setRepoError(errorMessage(e));
     } finally {
@@ -142,11 +147,19 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
     setSubmitting(true);
     setSubmitError(null);
     setServerDiagnostics([]);
-    const input: Record<string, string> = { name };
+    const input: Record<string, unknown> = { name };
     if (tier) input.tier = tier;
     if (team) input.team = team;
     if (source === "template") input.template = template;
-    else input.config = yaml;
+    else if (source === "yaml") input.config = yaml;
+    // cloned into /workspace inside the pod; without a config, the
+    // repository's own pinacle.yaml (or devcontainer.json) configures it
+    const repoFrom = source === "git" ? repoUrl.trim() : source === "yaml" ? repoRead?.url : undefined;
+    if (repoFrom) {
+      const repository: Record<string, string> = { url: repoFrom };
+      if (repoBranch.trim()) repository.branch = repoBranch.trim();
+      input.repository = repository;
+    }
     try {
       const d = await api.gql<{ createPod: PodSummary }>(CREATE_POD, { input });
       onCreated(d.createPod);
@@ -306,7 +319,9 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
                   type="url"
                   value={repoUrl}
                   placeholder="https://github.com/owner/repo"
+                  aria-describedby={`${id}-repo-help`}
                   onChange={(e) => setRepoUrl(e.target.value)}
+                  onBlur={() => repoUrl.trim() && guessName(repoUrl.trim())}
                   onKeyDown={(e) => {
                     if (e.key === "Enter") {
                       e.preventDefault();
@@ -318,9 +333,23 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
                   {repoBusy ? "Reading…" : "Read configuration"}
                 </button>
               </div>
-              <small className="field-help">
-                Reads the repository's pinacle.yaml, or converts its .devcontainer/devcontainer.json.
+              <small id={`${id}-repo-help`} className="field-help">
+                Cloned into /workspace inside the pod; its pinacle.yaml (or .devcontainer/devcontainer.json) configures
+                the pod. For a private repository, store a token as the secret GIT_TOKEN. "Read configuration" lets you
+                edit the configuration first (GitHub repositories).
               </small>
+            </div>
+            <div className="field">
+              <label htmlFor={`${id}-branch`}>Branch</label>
+              <input
+                id={`${id}-branch`}
+                value={repoBranch}
+                placeholder="default branch"
+                autoComplete="off"
+                spellCheck={false}
+                maxLength={255}
+                onChange={(e) => setRepoBranch(e.target.value)}
+              />
             </div>
             {repoError && (
               <div role="alert" className="form-error">
@@ -338,7 +367,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
           >
             {repoRead && (
               <p className="notice" role="status">
-                Read <code>{repoRead.file}</code> from {repoRead.url}.
+                Read <code>{repoRead.file}</code> from {repoRead.url}; the repository is cloned into /workspace.
               </p>
             )}
             <YamlField
