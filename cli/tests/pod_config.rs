@@ -157,8 +157,9 @@ ports:
     std::fs::write(
         dc.path().join(".devcontainer/devcontainer.json"),
         r#"{
-  // JSONC: comments and trailing commas
-  "image": "mcr.microsoft.com/devcontainers/base:bookworm",
+  // JSONC: comments and trailing commas; an image of this host by name
+  // (registry images: cli/tests/registry_images.rs)
+  "image": "base",
   "containerEnv": { "FROM_DEVCONTAINER": "yes", },
   "postCreateCommand": ["sh", "-c", "echo made > /workspace/made.txt"],
   "forwardPorts": [3000],
@@ -190,7 +191,7 @@ ports:
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (out, _, _) = p.exec("from-dc", &["sh", "-c", "echo $FROM_DEVCONTAINER; cat /workspace/made.txt 2>/dev/null; cat /etc/debian_version"]).await;
-        if out.starts_with("yes\nmade\n12") {
+        if out.starts_with("yes\nmade\n13") {
             break;
         }
         assert!(Instant::now() < deadline, "{out}");
@@ -343,7 +344,7 @@ async fn volumes_survive_stop_start_and_an_image_change_and_snapshots_restore_th
     assert_eq!(s, 200, "{b}");
     set_state(&p, pod, "start").await;
     let (out, _, _) = p.exec(pod, &["sh", "-c", "cat /workspace/w.txt /root/h.txt; test -e /etc/layer.txt || echo layer-gone; cat /etc/debian_version"]).await;
-    assert!(out.starts_with("w1\nh1\nlayer-gone\n12"), "{out}");
+    assert!(out.starts_with("w1\nh1\nlayer-gone\n13"), "Debian 13: {out}");
 
     // snapshots: of a stopped pod only; restore brings the volumes back
     let (s, b) = p.call(Method::POST, &format!("/api/v1/pods/{pod}/snapshots"), Some(json!({"name": "first"}))).await;
