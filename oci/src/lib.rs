@@ -12,6 +12,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Images built on this host (e.g. by buildah, exported as an OCI image layout)
+//! enter the same store through [`Store::import_layout`], with the same checks
+//! and the same unpacker as a pull, so built and pulled images are alike.
+//!
 //! # Invariants
 //!
 //! - **Content-addressed.** Blobs live at `blobs/sha256/<hex>`, named by the

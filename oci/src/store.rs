@@ -345,9 +345,14 @@ impl Store {
             report(PullPhase::Done, None);
             return Ok(img);
         }
+        let cref = reference.to_client();
+        let source = BlobSource::Registry {
+            client: &client,
+            cref: &cref,
+        };
         let result = self
             .pull_new(
-                &client,
+                &source,
                 reference,
                 &manifest,
                 &mdigest,
@@ -362,7 +367,7 @@ impl Store {
 
     async fn pull_new(
         &self,
-        client: &oci_client::Client,
+        source: &BlobSource<'_>,
         reference: &Reference,
         manifest: &ImageManifestJson,
         mdigest: &Digest,
@@ -370,7 +375,6 @@ impl Store {
         report: &(dyn Fn(PullPhase, Option<LayerProgress>) + Send + Sync),
     ) -> Result<PulledImage, OciError> {
         let refname = reference.to_string();
-        let cref = reference.to_client();
         let bad = |message: String| OciError::BadImage {
             reference: refname.clone(),
             message,
@@ -406,15 +410,8 @@ impl Store {
             layers.push((parse_digest(&refname, &l.digest)?, l.size));
         }
         // Config.
-        self.fetch_blob(
-            client,
-            &cref,
-            &refname,
-            &config_digest,
-            config_desc.size,
-            &|_| {},
-        )
-        .await?;
+        self.fetch_from(source, &refname, &config_digest, config_desc.size, &|_| {})
+            .await?;
         let config_path = self.blob_path(&config_digest);
         let config_bytes = fs::read(&config_path).map_err(|e| OciError::io(&config_path, e))?;
         let config: ImageConfigJson = serde_json::from_slice(&config_bytes)
@@ -441,7 +438,6 @@ impl Store {
         let count = layers.len();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(), OciError>>(count.max(1));
         let downloads = async {
-            let cref = &cref;
             let refname = &refname;
             let jobs: Vec<(usize, Digest, u64)> = layers
                 .iter()
@@ -465,7 +461,7 @@ impl Store {
                     let mut attempt = 1;
                     let cached = loop {
                         match self
-                            .fetch_blob(client, cref, refname, &d, size, &on_bytes)
+                            .fetch_from(source, refname, &d, size, &on_bytes)
                             .await
                         {
                             Err(OciError::Unreachable { message, .. })
@@ -589,6 +585,104 @@ impl Store {
             info,
             cached: false,
         })
+    }
+
+    /// Brings one blob into `blobs/sha256/` from `source` unless present;
+    /// returns whether it was.
+    async fn fetch_from(
+        &self,
+        source: &BlobSource<'_>,
+        refname: &str,
+        digest: &Digest,
+        size: u64,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<bool, OciError> {
+        match source {
+            BlobSource::Registry { client, cref } => {
+                self.fetch_blob(client, cref, refname, digest, size, on_bytes)
+                    .await
+            }
+            BlobSource::Layout(dir) => {
+                let path = self.blob_path(digest);
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size) {
+                    return Ok(true);
+                }
+                on_bytes(0);
+                let from = layout_blob_path(dir, digest);
+                let tmp = self.dir.join("blobs/tmp").join(format!(
+                    "{}.{}",
+                    digest.hex(),
+                    unique_suffix()
+                ));
+                let (refname2, digest2, tmp2) = (refname.to_string(), digest.clone(), tmp.clone());
+                let guard = RemoveOnDrop(Some(tmp.clone()));
+                tokio::task::spawn_blocking(move || {
+                    copy_verified(&from, &tmp2, &refname2, &digest2, size)
+                })
+                .await
+                .map_err(|e| OciError::io(&tmp, io::Error::other(e.to_string())))??;
+                on_bytes(size);
+                fs::rename(&tmp, &path).map_err(|e| OciError::io(&path, e))?;
+                std::mem::forget(guard);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Imports the image `tag` of the OCI image layout at `dir` (`index.json`
+    /// → manifest, or an index whose linux/amd64 entry is taken → config and
+    /// layers) into the store exactly as [`Store::pull`] installs a pulled
+    /// one: every blob is checked against its digest and size while it is
+    /// copied into `blobs/sha256/`, layers are applied by the same unpacker
+    /// into a scratch directory renamed into place when complete, and
+    /// `image.json` records `name` (a reference such as
+    /// `localhost/pinacle/app:latest`) with [`ImageInfo::pinned`] as
+    /// `name`'s repository at the manifest's digest. A failed import leaves
+    /// no image. The image is then one like any other: `list`, `remove`, `gc`
+    /// and a pull of its pinned reference (without network) find it.
+    ///
+    /// `tag` is the layout's `org.opencontainers.image.ref.name`; an empty
+    /// `tag` takes the layout's only entry.
+    pub async fn import_layout(
+        &self,
+        dir: &Path,
+        tag: &str,
+        name: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<PulledImage, OciError> {
+        let reference = Reference::parse(name)?;
+        let refname = reference.to_string();
+        let report = |phase: PullPhase, layer: Option<LayerProgress>| {
+            progress(PullProgress {
+                reference: refname.clone(),
+                phase,
+                layer,
+            })
+        };
+        let _lock = self.lock(false).await?;
+        report(PullPhase::Resolving, None);
+        let (manifest, mdigest, manifest_body) = layout_image_manifest(dir, tag, &refname)?;
+        let gate = InflightGate::enter(&self.inflight, &mdigest);
+        let _one_at_a_time = gate.gate.lock().await;
+        if let Some(img) = self.get_locked(&mdigest)? {
+            let img = self.add_reference(img, &refname)?;
+            report(PullPhase::Cached, None);
+            report(PullPhase::Done, None);
+            return Ok(img);
+        }
+        let source = BlobSource::Layout(dir);
+        let img = self
+            .pull_new(
+                &source,
+                &reference,
+                &manifest,
+                &mdigest,
+                &manifest_body,
+                &report,
+            )
+            .await?;
+        report(PullPhase::Done, None);
+        Ok(img)
     }
 
     /// Downloads one blob into `blobs/sha256/` unless present; returns whether it was.
@@ -936,6 +1030,168 @@ impl Store {
     }
 }
 
+/// Where a pull's blobs come from.
+enum BlobSource<'a> {
+    /// A registry (the image's own repository).
+    Registry {
+        client: &'a oci_client::Client,
+        cref: &'a oci_client::Reference,
+    },
+    /// An OCI image layout on this host.
+    Layout(&'a Path),
+}
+
+/// Largest manifest or index read from an image layout.
+const MAX_LAYOUT_MANIFEST_BYTES: u64 = 4 << 20;
+
+fn layout_blob_path(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs/sha256").join(d.hex())
+}
+
+/// Reads a small JSON blob (manifest or index) of the layout at `dir`,
+/// bounded and checked against its digest.
+fn read_layout_json(dir: &Path, d: &Digest, refname: &str) -> Result<Vec<u8>, OciError> {
+    use std::io::Read;
+    let path = layout_blob_path(dir, d);
+    let f = fs::File::open(&path).map_err(|e| OciError::io(&path, e))?;
+    let mut body = Vec::new();
+    f.take(MAX_LAYOUT_MANIFEST_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| OciError::io(&path, e))?;
+    if body.len() as u64 > MAX_LAYOUT_MANIFEST_BYTES {
+        return Err(OciError::BadImage {
+            reference: refname.to_string(),
+            message: format!("its manifest {d} is over {MAX_LAYOUT_MANIFEST_BYTES} bytes"),
+        });
+    }
+    let got = Digest::of(&body);
+    if &got != d {
+        return Err(OciError::DigestMismatch {
+            reference: refname.to_string(),
+            expected: d.clone(),
+            actual: got.to_string(),
+        });
+    }
+    Ok(body)
+}
+
+/// The image manifest (digest-checked) that `tag` names in the layout at `dir`;
+/// an index there gives its linux/amd64 entry.
+fn layout_image_manifest(
+    dir: &Path,
+    tag: &str,
+    refname: &str,
+) -> Result<(ImageManifestJson, Digest, Vec<u8>), OciError> {
+    use std::io::Read;
+    let bad = |message: String| OciError::BadImage {
+        reference: refname.to_string(),
+        message,
+    };
+    let index_path = dir.join("index.json");
+    let f = fs::File::open(&index_path).map_err(|e| OciError::io(&index_path, e))?;
+    let mut body = Vec::new();
+    f.take(MAX_LAYOUT_MANIFEST_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| OciError::io(&index_path, e))?;
+    if body.len() as u64 > MAX_LAYOUT_MANIFEST_BYTES {
+        return Err(bad("its layout's index.json is too large".to_string()));
+    }
+    let index: LayoutIndexJson = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("its layout's index.json is not valid: {e}")))?;
+    let entry = if tag.is_empty() && index.manifests.len() == 1 {
+        index.manifests.first()
+    } else {
+        index.manifests.iter().find(|m| {
+            m.annotations
+                .get("org.opencontainers.image.ref.name")
+                .is_some_and(|n| n == tag)
+        })
+    };
+    let Some(entry) = entry else {
+        return Err(OciError::NotFound {
+            reference: format!("{refname} (tag `{tag}` of the layout at {})", dir.display()),
+        });
+    };
+    let mut want = parse_digest(refname, &entry.digest)?;
+    // An index at most once, then an image manifest.
+    for _ in 0..2 {
+        let body = read_layout_json(dir, &want, refname)?;
+        let parsed: AnyManifestJson = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("its manifest is not valid JSON: {e}")))?;
+        match parsed {
+            AnyManifestJson::Image(m) => {
+                check_manifest_type(refname, m.media_type.as_deref(), false)?;
+                return Ok((m, want, body));
+            }
+            AnyManifestJson::Index(index) => {
+                check_manifest_type(refname, index.media_type.as_deref(), true)?;
+                let Some(e) = index.manifests.iter().find(|e| {
+                    e.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                }) else {
+                    return Err(OciError::UnsupportedPlatform {
+                        reference: refname.to_string(),
+                        available: index
+                            .manifests
+                            .iter()
+                            .filter_map(|e| e.platform.as_ref())
+                            .map(|p| format!("{}/{}", p.os, p.architecture))
+                            .collect(),
+                    });
+                };
+                want = parse_digest(refname, &e.digest)?;
+            }
+        }
+    }
+    Err(bad("its linux/amd64 entry is another index".to_string()))
+}
+
+/// Copies the layout blob `from` to `to` while hashing and counting; fails
+/// (leaving `to` for the caller to remove) unless digest and size match.
+fn copy_verified(
+    from: &Path,
+    to: &Path,
+    refname: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), OciError> {
+    use std::io::{Read, Write};
+    let mismatch = |actual: String| OciError::DigestMismatch {
+        reference: refname.to_string(),
+        expected: digest.clone(),
+        actual,
+    };
+    let src = fs::File::open(from).map_err(|e| OciError::io(from, e))?;
+    let mut src = src.take(size.saturating_add(1));
+    let mut out = fs::File::create(to).map_err(|e| OciError::io(to, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done: u64 = 0;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(OciError::io(from, e)),
+        };
+        done += n as u64;
+        if done > size {
+            return Err(mismatch(format!("more than {size} bytes")));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| OciError::io(to, e))?;
+    }
+    if done != size {
+        return Err(mismatch(format!("{done} bytes instead of {size}")));
+    }
+    let got = Digest::from_sha256(hasher.finalize().into());
+    if &got != digest {
+        return Err(mismatch(got.to_string()));
+    }
+    out.sync_data().map_err(|e| OciError::io(to, e))
+}
+
 /// One pull's membership of the per-digest gate; the map entry goes when the
 /// last pull of that digest leaves (also on error or cancellation).
 struct InflightGate<'a> {
@@ -1240,6 +1496,18 @@ enum AnyManifestJson {
 }
 
 #[derive(Debug, Deserialize)]
+struct LayoutIndexJson {
+    manifests: Vec<LayoutEntryJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LayoutEntryJson {
+    digest: String,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IndexJson {
     #[serde(default)]
@@ -1326,6 +1594,7 @@ mod tests {
         fn is_sync<T: Sync + Send>(_: &T) {}
         is_sync(store);
         is_send(store.pull(r, c, &|_| {}));
+        is_send(store.import_layout(Path::new("/x"), "t", "localhost/x", &|_| {}));
         is_send(store.resolve(r, c));
         is_send(store.gc(std::slice::from_ref(d)));
         is_send(store.list());
