@@ -268,7 +268,7 @@ fn repository_config(file: &str, text: &str) -> Result<pinacle_config::PinacleCo
         let no_files = |_: &str| -> Option<String> { None };
         let imported = pinacle_config::devcontainer::import(file, text, &no_files).map_err(|d| ApiError::invalid_config(&d))?;
         let yaml = pinacle_config::pinacle_yaml::to_canonical_yaml(&imported.config);
-        return Ok(read_config(&yaml, Some(file), false)?.0);
+        return Ok(read_config(&yaml, Some(&format!("{file} (converted)")), false)?.0);
     }
     Ok(read_config(text, Some(file), false)?.0)
 }
@@ -1140,5 +1140,40 @@ impl AppState {
         let info = agent.delete_snapshot(view.id, id).await.map_err(snapshot_error)?;
         self.audit_now(who, "pod.snapshot.delete", &format!("pod:{} ({}) snapshot {}", view.id, view.name, info.id)).await?;
         Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod repository_tests {
+    use super::*;
+
+    fn request(url: &str) -> RepositoryRequest {
+        RepositoryRequest { url: url.into(), branch: None, commit: None }
+    }
+
+    #[test]
+    fn repositories_are_refused_in_the_users_terms() {
+        let refused = |r: RepositoryRequest| checked_repository(r, false).unwrap_err();
+        let e = refused(request("https://me:ghp_x@github.com/a/b"));
+        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_repository"));
+        assert!(e.message.contains("GIT_TOKEN") && !e.message.contains("ghp_x"), "{}", e.message);
+        assert!(refused(request("file:///srv/repo")).message.contains("only http:// and https://"));
+        assert!(refused(RepositoryRequest { branch: Some("x y".into()), ..request("https://h/a") }).message.contains("invalid branch"));
+        assert!(refused(request(&format!("https://h/{}", "a".repeat(MAX_REPOSITORY_REQUEST)))).message.contains("bytes"));
+        let ok = checked_repository(RepositoryRequest { commit: Some("ABCDEF0".into()), ..request(" https://h/a.git ") }, true).unwrap();
+        assert_eq!(ok, RepositorySource { url: "https://h/a.git".into(), branch: None, commit: Some("abcdef0".into()), use_repository_config: true });
+    }
+
+    #[test]
+    fn a_repositorys_file_is_read_as_pinacle_yaml_or_imported_from_devcontainer_json() {
+        let c = repository_config("pinacle.yaml", "version: \"1.0\"\nenv:\n  A: b\n").unwrap();
+        assert_eq!(c.env.get("A").map(String::as_str), Some("b"));
+        let c = repository_config(".devcontainer/devcontainer.json", "{ // jsonc\n \"containerEnv\": {\"D\": \"e\"} }").unwrap();
+        assert_eq!(c.env.get("D").map(String::as_str), Some("e"));
+        let e = repository_config("pinacle.yaml", "version: \"1.0\"\nservices:\n  - postgress\n").unwrap_err();
+        assert_eq!(e.code, "invalid_config");
+        assert!(e.message.contains("pinacle.yaml:3"), "{}", e.message);
+        let e = repository_config(".devcontainer.json", "{ \"image\": 5 }").unwrap_err();
+        assert!(e.message.contains(".devcontainer.json:1"), "{}", e.message);
     }
 }

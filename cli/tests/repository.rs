@@ -28,7 +28,9 @@ const USER: &str = "x-access-token";
 
 /// The repositories: `public/lib.git` (a submodule of app),
 /// `public/app.git` (main: two commits, a submodule and a pinacle.yaml
-/// with a process and an env var; branch `feature`), `private/secret.git`.
+/// with a process and an env var; branch `feature`; also as
+/// `public/app-v0.git`), `public/devc.git` (a devcontainer.json),
+/// `public/broken.git` (a pinacle.yaml with an error), `private/secret.git`.
 /// Returns app's first commit.
 fn build_repositories(s: &GitServer) -> String {
     let lib = s.scratch("lib");
@@ -63,6 +65,21 @@ fn build_repositories(s: &GitServer) -> String {
     git(&app, &["checkout", "-q", "main"]);
     s.publish(&app, "public/app.git");
     s.publish(&app, "public/app-v0.git");
+
+    let devc = s.scratch("devc");
+    git(&devc, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir_all(devc.join(".devcontainer")).unwrap();
+    std::fs::write(devc.join(".devcontainer/devcontainer.json"), "{\n  // JSON with comments\n  \"containerEnv\": { \"FROM_DEVCONTAINER\": \"yes\" }\n}\n").unwrap();
+    git(&devc, &["add", "."]);
+    git(&devc, &["commit", "-q", "-m", "devcontainer"]);
+    s.publish(&devc, "public/devc.git");
+
+    let broken = s.scratch("broken");
+    git(&broken, &["init", "-q", "-b", "main"]);
+    std::fs::write(broken.join("pinacle.yaml"), "version: \"1.0\"\nservices:\n  - postgress\n").unwrap();
+    git(&broken, &["add", "."]);
+    git(&broken, &["commit", "-q", "-m", "broken"]);
+    s.publish(&broken, "public/broken.git");
 
     let private = s.scratch("secret");
     git(&private, &["init", "-q", "-b", "main"]);
@@ -149,6 +166,13 @@ async fn pods_clone_public_and_private_repositories_inside_the_pod() {
     let (s, b) = create_from(&p, admin, json!({"name": "old", "repository": {"url": server.url("public/app-v0.git"), "commit": first}})).await;
     assert_eq!(s, 202, "{b}");
 
+    // a devcontainer.json configures the pod too; a broken pinacle.yaml is
+    // the pod's error, with file and line
+    for (name, repo) in [("devc", "public/devc.git"), ("broken", "public/broken.git")] {
+        let (s, b) = create_from(&p, admin, json!({"name": name, "repository": {"url": server.url(repo)}})).await;
+        assert_eq!(s, 202, "{b}");
+    }
+
     let app = wait(&p, admin, "app", "running").await;
     assert_eq!(app["repository"]["url"], server.url("public/app.git"), "{app}");
     assert_eq!(cat(&p, admin, "app", "/workspace/version.txt").await, "two");
@@ -187,6 +211,14 @@ async fn pods_clone_public_and_private_repositories_inside_the_pod() {
     assert_eq!(out.trim(), first);
     let events = events_text(&p, admin, "old").await;
     assert!(events.contains("fetching the whole history"), "{events}");
+
+    let devc = wait(&p, admin, "devc", "running").await;
+    assert_eq!(devc["config"]["env"]["FROM_DEVCONTAINER"], "yes", "{devc}");
+    let (out, _, _) = p.exec("devc", &["printenv", "FROM_DEVCONTAINER"]).await;
+    assert_eq!(out.trim(), "yes");
+    let broken = wait(&p, admin, "broken", "error").await;
+    let reason = broken["state_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("the repository's pinacle.yaml was not applied") && reason.contains("pinacle.yaml:3"), "{broken}");
 
     // private: alice has the token as her secret
     let alice = p.signup_and_login("alice").await;
