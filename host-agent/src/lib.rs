@@ -16,6 +16,7 @@ pub mod agent;
 pub mod bundle;
 pub mod control;
 pub mod data_lock;
+pub mod dockerfile;
 pub mod error;
 pub mod images;
 pub mod layout;
