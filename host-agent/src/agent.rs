@@ -530,12 +530,7 @@ impl HostAgent {
         };
         self.control.progress(pod.id, &format!("cloning {}{what}", source.url)).await;
         let result = async {
-            let helper = self.run_git(pod, repo::helper_config_argv(&source)?, false).await?;
-            if helper.code != 0 {
-                let message = helper.message("setting up git's credential helper");
-                return Err(RepositoryFailure::Clone { url: source.url.clone(), message });
-            }
-            let clone = self.run_git(pod, repo::clone_argv(&source), true).await?;
+            let clone = self.run_git(pod, repo::clone_argv(&source)?, true).await?;
             if clone.code != 0 {
                 return Err(RepositoryFailure::Clone { url: source.url.clone(), message: clone.message("git") });
             }

@@ -63,47 +63,47 @@ pub fn credential_helper() -> String {
     )
 }
 
-/// `git config --global` argv that installs [`credential_helper`] for the
-/// repository's host (replacing an earlier one for the same host).
-pub fn helper_config_argv(repo: &RepositorySource) -> Result<Vec<String>, pinacle_orchestrator::pod::RepositoryError> {
-    let scope = repo.credential_scope()?;
-    Ok(vec![
-        "git".into(),
-        "config".into(),
-        "--global".into(),
-        "--replace-all".into(),
-        format!("credential.{scope}.helper"),
-        credential_helper(),
-    ])
+/// `credential.<scheme://host[:port]>.helper`: the `git config` key of
+/// [`credential_helper`] for the repository's host.
+pub fn helper_key(repo: &RepositorySource) -> Result<String, pinacle_orchestrator::pod::RepositoryError> {
+    Ok(format!("credential.{}.helper", repo.credential_scope()?))
 }
 
-/// The clone, as a shell script run with `sh -c SCRIPT sh URL BRANCH COMMIT`
-/// in the empty `/workspace` (arguments, never spliced into the text).
-/// Shallow: `--depth 1` (with `--branch`), or for a commit `init`, a
-/// shallow fetch of that commit (a full fetch if the server refuses) and a
-/// checkout; submodules shallow too; `git lfs pull` when git-lfs is there.
+/// The clone, as a shell script run with `sh -c SCRIPT sh URL BRANCH COMMIT
+/// HELPER_KEY HELPER` (arguments, never spliced into the text) as the pod's
+/// user: installs the credential helper in `~/.gitconfig` (replacing an
+/// earlier one for the same host), then clones into the empty
+/// `/workspace`. Shallow: `--depth 1` (with `--branch`), or for a commit
+/// `init`, a shallow fetch of that commit (a full fetch if the server
+/// refuses) and a checkout; submodules (only when there is a
+/// `.gitmodules`: each git process is dear under gVisor) shallow too;
+/// `git lfs pull` when git-lfs is installed.
 pub const CLONE_SCRIPT: &str = r#"url=$1 branch=$2 commit=$3
+git config --global --replace-all "$4" "$5" || exit $?
 cd /workspace || exit 1
 if [ -n "$commit" ]; then
   git init -q . &&
   git remote add origin "$url" &&
   { git fetch --progress --depth 1 origin "$commit" ||
     { echo "pinacle: the server refused a shallow fetch of $commit; fetching the whole history" >&2; git fetch --progress origin; }; } &&
-  git -c advice.detachedHead=false checkout -q "$commit" &&
-  git submodule update --init --recursive --depth 1 --progress || exit $?
+  git -c advice.detachedHead=false checkout -q "$commit" || exit $?
 else
   if [ -n "$branch" ]; then set -- --branch "$branch"; else set --; fi
-  git clone --progress --depth 1 "$@" --recurse-submodules --shallow-submodules -- "$url" . || exit $?
+  git clone --progress --depth 1 "$@" -- "$url" . || exit $?
 fi
-if git lfs version >/dev/null 2>&1; then
+if [ -f .gitmodules ]; then
+  echo "pinacle: cloning submodules" >&2
+  git submodule update --init --recursive --depth 1 --progress || exit $?
+fi
+if command -v git-lfs >/dev/null 2>&1; then
   echo "pinacle: fetching Git LFS objects" >&2
   git lfs pull || exit $?
 fi
 "#;
 
 /// argv of the clone (see [`CLONE_SCRIPT`]).
-pub fn clone_argv(repo: &RepositorySource) -> Vec<String> {
-    vec![
+pub fn clone_argv(repo: &RepositorySource) -> Result<Vec<String>, pinacle_orchestrator::pod::RepositoryError> {
+    Ok(vec![
         "sh".into(),
         "-c".into(),
         CLONE_SCRIPT.into(),
@@ -111,7 +111,9 @@ pub fn clone_argv(repo: &RepositorySource) -> Vec<String> {
         repo.url.clone(),
         repo.branch.clone().unwrap_or_default(),
         repo.commit.clone().unwrap_or_default(),
-    ]
+        helper_key(repo)?,
+        credential_helper(),
+    ])
 }
 
 /// Empties `/workspace` after a failed clone, so the next start tries
@@ -258,14 +260,14 @@ mod tests {
 
     #[test]
     fn the_helper_is_scoped_to_the_host_and_holds_no_secret() {
-        let argv = helper_config_argv(&repo("https://Git.Example:8443/team/app.git")).unwrap();
-        assert_eq!(argv[..5], ["git", "config", "--global", "--replace-all", "credential.https://git.example:8443.helper"]);
-        let helper = &argv[5];
+        let argv = clone_argv(&repo("https://Git.Example:8443/team/app.git")).unwrap();
+        assert_eq!(argv[7], "credential.https://git.example:8443.helper");
+        let helper = &argv[8];
         assert_eq!(
             helper,
             r#"!f() { test "$1" = get || return 0; test -n "$GIT_TOKEN" || return 0; printf 'username=%s\npassword=%s\n' "${GIT_USERNAME:-x-access-token}" "$GIT_TOKEN"; }; f"#
         );
-        assert!(helper_config_argv(&repo("file:///x")).is_err());
+        assert!(clone_argv(&repo("file:///x")).is_err());
     }
 
     #[test]
@@ -294,9 +296,9 @@ mod tests {
     fn clone_arguments_stay_arguments() {
         let mut r = repo("https://h/a.git");
         r.branch = Some("dev".into());
-        let argv = clone_argv(&r);
+        let argv = clone_argv(&r).unwrap();
         assert_eq!(argv[..2], ["sh", "-c"]);
-        assert_eq!(argv[3..], ["sh", "https://h/a.git", "dev", ""]);
+        assert_eq!(argv[3..8], ["sh", "https://h/a.git", "dev", "", "credential.https://h.helper"]);
         assert!(!argv[2].contains("https://h"));
     }
 
