@@ -16,16 +16,39 @@ use reqwest::Method;
 pub enum ImageCommand {
     /// Build an image: base (Debian 13 via debootstrap), base-bookworm
     /// (Debian 12), busybox (tiny), a template's (node, vite, nextjs, python,
-    /// rust), or your own from a recipe (a Dockerfile subset: FROM an image
-    /// here, RUN, COPY, ENV, WORKDIR).
+    /// rust), your own from a recipe (a Dockerfile subset: FROM an image
+    /// here, RUN, COPY, ENV, WORKDIR), or from a Dockerfile with full syntax
+    /// (--dockerfile: built by buildah, RUN steps in gVisor; the image is
+    /// stored as localhost/pinacle/NAME and printed pinned, for `image:`).
     Build {
         name: String,
         /// Rebuild even if it exists.
         #[arg(long)]
         force: bool,
         /// Build NAME from this recipe; COPY reads from its directory.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "dockerfile")]
         recipe: Option<PathBuf>,
+        /// Build NAME from this Dockerfile with buildah. Base images from
+        /// registries named in PINACLE_INSECURE_REGISTRIES are pulled over
+        /// plain HTTP; credentials come from {P}_CONTAINER_REGISTRY_SERVER,
+        /// _USER and _PASSWORD environment variables.
+        #[arg(long, value_name = "FILE")]
+        dockerfile: Option<PathBuf>,
+        /// The build context (default: the Dockerfile's directory).
+        #[arg(long, value_name = "DIR", requires = "dockerfile")]
+        context: Option<PathBuf>,
+        /// A build argument (repeatable).
+        #[arg(long = "build-arg", value_name = "NAME=VALUE", requires = "dockerfile")]
+        build_args: Vec<String>,
+        /// The stage to build (default: the last).
+        #[arg(long, requires = "dockerfile")]
+        target: Option<String>,
+        /// The network RUN steps see: none (default) or host.
+        #[arg(long, value_name = "none|host", default_value = "none", requires = "dockerfile")]
+        network: String,
+        /// Where RUN steps run: gvisor (default) or runc.
+        #[arg(long, value_name = "gvisor|runc", default_value = "gvisor", requires = "dockerfile")]
+        isolation: String,
         #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = crate::up::default_data_dir())]
         data_dir: PathBuf,
     },
@@ -84,7 +107,10 @@ async fn find_pulled(store: &pinacle_oci::Store, image: &str) -> Result<pinacle_
 
 pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
     match cmd {
-        ImageCommand::Build { name, force, recipe, data_dir } => {
+        ImageCommand::Build { name, dockerfile: Some(file), context, build_args, target, network, isolation, data_dir, .. } => {
+            build_dockerfile(&name, &file, context, &build_args, target, &network, &isolation, &data_dir).await?;
+        }
+        ImageCommand::Build { name, force, recipe, data_dir, .. } => {
             let store = pinacle_host_agent::ImageStore::new(pinacle_host_agent::DataLayout::new(&data_dir).images());
             let pb = crate::pods::spinner(format!("building image {name}"));
             let pb2 = pb.clone();
@@ -159,6 +185,94 @@ pub async fn image(cmd: ImageCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The reference a Dockerfile-built image is recorded as: NAME alone becomes
+/// `localhost/pinacle/NAME:latest`; a full reference is taken as it is.
+fn built_image_name(name: &str) -> Result<String> {
+    let full = if pinacle_oci::looks_like_registry_reference(name) { name.to_owned() } else { format!("localhost/pinacle/{name}:latest") };
+    Ok(pinacle_oci::Reference::parse(&full).with_context(|| format!("{name:?} cannot name an image"))?.to_string())
+}
+
+/// Registry credentials from `{P}_CONTAINER_REGISTRY_SERVER`/`_USER`/`_PASSWORD`
+/// variables in this process's environment (as pods take them from secrets).
+fn registry_credentials_from_env() -> Vec<(String, pinacle_oci::Credentials)> {
+    let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut out = Vec::new();
+    for (k, server) in std::env::vars() {
+        if !k.ends_with("_CONTAINER_REGISTRY_SERVER") {
+            continue;
+        }
+        let host = server.trim().trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_ascii_lowercase();
+        let creds = pinacle_host_agent::registry::credentials_for(&env, &host);
+        if creds != pinacle_oci::Credentials::Anonymous {
+            out.push((host, creds));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_dockerfile(
+    name: &str,
+    file: &std::path::Path,
+    context: Option<PathBuf>,
+    build_args: &[String],
+    target: Option<String>,
+    network: &str,
+    isolation: &str,
+    data_dir: &std::path::Path,
+) -> Result<()> {
+    use pinacle_host_agent::dockerfile::{BuildNetwork, BuildRequest, Isolation};
+    let image = built_image_name(name)?;
+    let dockerfile = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
+    let context = match context {
+        Some(c) => c,
+        None => dockerfile.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let build_args = build_args
+        .iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).with_context(|| format!("--build-arg {kv:?} is not NAME=VALUE")))
+        .collect::<Result<Vec<_>>>()?;
+    let network = match network {
+        "none" => BuildNetwork::None,
+        "host" => BuildNetwork::Host,
+        other => bail!("--network {other:?}: use none or host"),
+    };
+    let isolation = match isolation {
+        "gvisor" => Isolation::Gvisor,
+        "runc" => Isolation::Runc,
+        other => bail!("--isolation {other:?}: use gvisor or runc"),
+    };
+    let req = BuildRequest {
+        context_dir: context,
+        dockerfile,
+        name: image.clone(),
+        build_args,
+        target,
+        insecure_registries: pinacle_host_agent::agent::insecure_registries_from_env(),
+        credentials: registry_credentials_from_env(),
+        isolation,
+        network,
+    };
+    let store = registry_store(data_dir)?;
+    let pb = crate::pods::spinner(format!("building {image}"));
+    let pb2 = pb.clone();
+    let started = std::time::Instant::now();
+    // Every line of the build's log, above the spinner (or on stderr when it is hidden).
+    let log = move |line: &str| {
+        if pb2.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            pb2.println(line);
+        }
+    };
+    let built = pinacle_host_agent::dockerfile::build(&store, &req, &log).await;
+    pb.finish_and_clear();
+    let img = built?;
+    println!("image {image} built in {:.1?} ({} layers, {} MiB)", started.elapsed(), img.info.layers.len(), img.info.disk_usage >> 20);
+    println!("{}", img.info.pinned);
+    Ok(())
 }
 
 /// One progress bar per layer of a pull.
