@@ -52,6 +52,17 @@ pub enum PodCommand {
         /// A command run once before the processes start (repeatable).
         #[arg(long = "install", value_name = "COMMAND")]
         install: Vec<String>,
+        /// Clone this repository (http or https) into /workspace, inside the
+        /// pod; `#BRANCH` picks a branch. Without --from and --template, the
+        /// repository's own pinacle.yaml (or devcontainer.json) configures
+        /// the pod. A private repository's token is your secret GIT_TOKEN
+        /// (and GIT_USERNAME, default x-access-token); pushing from the pod
+        /// uses it too.
+        #[arg(long, value_name = "URL[#BRANCH]")]
+        repo: Option<String>,
+        /// Check out this commit of --repo.
+        #[arg(long, value_name = "SHA", requires = "repo")]
+        commit: Option<String>,
     },
     /// List your pods.
     List {
@@ -320,6 +331,24 @@ fn settled(pod: &str, target: &str, state: &str, reason: &str) -> Option<Result<
     }
 }
 
+/// `--repo URL[#BRANCH]` and `--commit SHA` as the API's `repository`
+/// (the server checks them).
+fn repository_arg(repo: &str, commit: Option<&str>) -> Result<Value> {
+    let (url, branch) = match repo.split_once('#') {
+        Some((url, branch)) if !branch.is_empty() => (url, Some(branch)),
+        Some(_) => anyhow::bail!("--repo {repo:?}: write URL#BRANCH, or the URL alone for the default branch"),
+        None => (repo, None),
+    };
+    let mut v = json!({"url": url});
+    if let Some(b) = branch {
+        v["branch"] = json!(b);
+    }
+    if let Some(c) = commit {
+        v["commit"] = json!(c);
+    }
+    Ok(v)
+}
+
 fn human_bytes(b: u64) -> String {
     format!("{} GiB", b >> 30)
 }
@@ -343,6 +372,15 @@ fn print_pod(p: &Value) {
         l["pids"]
     );
     println!("runtime:   {} on host {}", s("runtime"), s("host"));
+    if let Some(url) = p["repository"]["url"].as_str() {
+        let r = &p["repository"];
+        let at = match (r["branch"].as_str(), r["commit"].as_str()) {
+            (_, Some(c)) => format!(" at {c}"),
+            (Some(b), None) => format!(" (branch {b})"),
+            (None, None) => String::new(),
+        };
+        println!("repository: {url}{at}");
+    }
     let ports: Vec<String> = p["public_ports"].as_array().into_iter().flatten().map(|v| v.to_string()).collect();
     println!("public:    {}", if ports.is_empty() { "no ports".to_owned() } else { ports.join(", ") });
     println!("egress:    {}", p["egress"].as_str().unwrap_or("allow-all"));
@@ -353,8 +391,11 @@ fn print_pod(p: &Value) {
 pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
-        PodCommand::Create { name, template, tier, from, strict, egress, runtime, wait, timeout, processes, install } => {
+        PodCommand::Create { name, template, tier, from, strict, egress, runtime, wait, timeout, processes, install, repo, commit } => {
             let mut body = json!({"name": name, "template": template, "tier": tier, "strict": strict, "egress": egress});
+            if let Some(repo) = repo {
+                body["repository"] = repository_arg(&repo, commit.as_deref())?;
+            }
             if let Some(dir) = from {
                 let found = crate::pod_config::find(&dir)?;
                 crate::pod_config::print_diagnostics(&found.report, None);
@@ -731,7 +772,7 @@ pub async fn token(cmd: TokenCommand) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_lifetime, settled, PodCommand};
+    use super::{parse_lifetime, repository_arg, settled, PodCommand};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -767,6 +808,22 @@ mod tests {
         let err = settled("p", "stopped", "error", "runsc kill: boom").unwrap().unwrap_err().to_string();
         assert_eq!(err, "pod p failed: runsc kill: boom");
         assert!(settled("p", "stopped", "error", "").unwrap().unwrap_err().to_string().contains("no reason given"));
+    }
+
+    #[test]
+    fn repositories_take_a_branch_after_a_hash_and_a_commit() {
+        assert_eq!(repository_arg("https://h/a.git", None).unwrap(), serde_json::json!({"url": "https://h/a.git"}));
+        assert_eq!(
+            repository_arg("https://h/a.git#feature/x", Some("abc1234")).unwrap(),
+            serde_json::json!({"url": "https://h/a.git", "branch": "feature/x", "commit": "abc1234"})
+        );
+        assert!(repository_arg("https://h/a.git#", None).is_err());
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("pod").chain(args.iter().copied())).map(|c| c.pod);
+        assert!(parse(&["create", "p", "--commit", "abc1234"]).is_err(), "--commit needs --repo");
+        match parse(&["create", "p", "--repo", "https://h/a#dev"]).unwrap() {
+            PodCommand::Create { repo, commit, .. } => assert_eq!((repo.as_deref(), commit), (Some("https://h/a#dev"), None)),
+            _ => panic!("not create"),
+        }
     }
 
     #[test]

@@ -90,6 +90,17 @@ fn build_repositories(s: &GitServer) -> String {
     first
 }
 
+/// Runs the `pinacle` CLI against `p` as the admin: (exit code, stdout, stderr).
+async fn cli(p: &Pinacle, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(common::pinacle_bin());
+    cmd.args(args)
+        .env("PINACLE_API", &p.url)
+        .env("PINACLE_TOKEN", common::TOKEN)
+        .env("PINACLE_CONFIG", p.data.path().join("none.json"));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 async fn create_from(p: &Pinacle, token: &str, body: Value) -> (u16, Value) {
     p.call_as(token, Method::POST, "/api/v1/pods", Some(body)).await
 }
@@ -153,14 +164,16 @@ async fn pods_clone_public_and_private_repositories_inside_the_pod() {
     let (s, b) = create_from(&p, admin, json!({"name": "app", "repository": {"url": server.url("public/app.git")}})).await;
     assert_eq!(s, 202, "{b}");
     assert_eq!(b["repository"]["url"], server.url("public/app.git"));
-    // a branch, in a youki pod with a template (no repository config)
-    let (s, b) = create_from(
-        &p,
-        admin,
-        json!({"name": "feat", "template": "blank", "runtime": "youki", "repository": {"url": server.url("public/app.git"), "branch": "feature"}}),
-    )
-    .await;
-    assert_eq!(s, 202, "{b}");
+    // a branch, through the CLI (`--repo URL#BRANCH`), in a youki pod with
+    // a template (no repository config)
+    let repo_arg = format!("{}#feature", server.url("public/app.git"));
+    let args = ["pod", "create", "feat", "--template", "blank", "--runtime", "youki", "--repo", &repo_arg, "--wait", "--timeout", "240"];
+    let (code, out, err) = cli(&p, &args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pod feat is running"), "{out}");
+    let (code, out, err) = cli(&p, &["pod", "show", "feat"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("repository: {} (branch feature)", server.url("public/app.git"))), "{out}");
     // a commit, from a server that refuses to send it alone (protocol v0):
     // the whole history is fetched instead
     let (s, b) = create_from(&p, admin, json!({"name": "old", "repository": {"url": server.url("public/app-v0.git"), "commit": first}})).await;
