@@ -885,6 +885,23 @@ impl Store {
         self.get_locked(d)
     }
 
+    /// The image in the store that `reference` names, without any network: by
+    /// its digest when it has one, else the newest image pulled, imported or
+    /// built as exactly that reference. For images that exist only on this
+    /// host (built ones, `localhost/...`), this is how a reference resolves.
+    pub async fn find(&self, reference: &Reference) -> Result<Option<PulledImage>, OciError> {
+        let _lock = self.lock(false).await?;
+        if let Some(d) = reference.digest() {
+            return self.get_locked(d);
+        }
+        let wanted = reference.to_string();
+        Ok(self
+            .list_locked()?
+            .into_iter()
+            .rev()
+            .find(|img| img.info.references.contains(&wanted)))
+    }
+
     fn get_locked(&self, d: &Digest) -> Result<Option<PulledImage>, OciError> {
         let dir = self.image_dir(d);
         let meta = dir.join("image.json");
@@ -1598,6 +1615,7 @@ mod tests {
         is_send(store.resolve(r, c));
         is_send(store.gc(std::slice::from_ref(d)));
         is_send(store.list());
+        is_send(store.find(r));
     }
 
     #[test]

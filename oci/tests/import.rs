@@ -118,6 +118,18 @@ async fn an_imported_layout_is_an_image_like_a_pulled_one() -> Result<()> {
     assert!(again.cached);
     assert_eq!(again.dir, img.dir);
 
+    // find() resolves the name and the pinned reference offline.
+    let found = store
+        .find(&Reference::parse("localhost/pinacle/demo:latest")?)
+        .await?
+        .expect("found by name");
+    assert_eq!(found.dir, img.dir);
+    assert!(store.find(&pinned).await?.is_some());
+    assert!(store
+        .find(&Reference::parse("localhost/pinacle/demo:other")?)
+        .await?
+        .is_none());
+
     // Importing again is a cache hit that records a second name.
     let second = store
         .import_layout(&layout, "built", "localhost/pinacle/other", &|_| {})
