@@ -341,9 +341,40 @@ async fn run_build(
 }
 
 /// A build's private directory: buildah's storage, configuration and the
-/// exported layout; removed (with everything buildah left) when done.
+/// exported layout; removed (with everything buildah left, mounts
+/// included) when done, and on drop if a build is cancelled. Directories of
+/// builds whose process is gone are removed by the next build.
 struct BuildDir {
     dir: PathBuf,
+    removed: bool,
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        if !self.removed {
+            remove_now(&self.dir);
+        }
+    }
+}
+
+fn remove_now(dir: &Path) {
+    if let Err(e) = crate::rootfs::remove_tree(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a build's directory");
+    }
+}
+
+/// Removes `builds/build-PID-*` directories of processes that are gone.
+fn remove_stale(builds: &Path) {
+    let Ok(entries) = std::fs::read_dir(builds) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("build-")).and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_now(&entry.path());
+            }
+        }
+    }
 }
 
 static BUILD_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -353,13 +384,15 @@ impl BuildDir {
         use std::os::unix::fs::DirBuilderExt;
         let builds = store_dir.join("builds");
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&builds).map_err(io_err("creating", &builds))?;
+        remove_stale(&builds);
         let dir = builds.join(format!("build-{}-{}", std::process::id(), BUILD_COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io_err("creating", &dir))?;
+        let work = BuildDir { dir, removed: false };
         for sub in ["root", "runroot", "tmp", "runsc"] {
-            let p = dir.join(sub);
+            let p = work.dir.join(sub);
             std::fs::create_dir(&p).map_err(io_err("creating", &p))?;
         }
-        Ok(BuildDir { dir })
+        Ok(work)
     }
 
     /// The private configuration: storage in this directory, only the
@@ -435,7 +468,7 @@ impl BuildDir {
 
     /// Removes buildah's containers and images, then the directory (after
     /// unmounting anything left under it).
-    async fn remove(self, buildah: &Path) {
+    async fn remove(mut self, buildah: &Path) {
         let quiet = |mut c: Command| async move {
             let _ = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().await;
         };
@@ -446,11 +479,8 @@ impl BuildDir {
         rmi.args(["rmi", "--all", "--force"]);
         quiet(rmi).await;
         let dir = self.dir.clone();
-        let r = tokio::task::spawn_blocking(move || crate::rootfs::remove_tree(&dir)).await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a build's directory"),
-            Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a build's directory"),
+        if tokio::task::spawn_blocking(move || remove_now(&dir)).await.is_ok() {
+            self.removed = true;
         }
     }
 }

@@ -280,3 +280,46 @@ async fn a_target_builds_that_stage() -> Result<()> {
     assert!(!img.rootfs.join("srv").exists());
     Ok(())
 }
+
+/// A network namespace with only loopback up; deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn create() -> Result<Netns> {
+        let name = format!("pinacle-dfb-{}", std::process::id());
+        let ok = std::process::Command::new("ip").args(["netns", "add", &name]).status()?.success();
+        anyhow::ensure!(ok, "ip netns add {name} failed");
+        let ns = Netns(name);
+        let ok = std::process::Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]).status()?.success();
+        anyhow::ensure!(ok, "cannot bring lo up in {}", ns.0);
+        Ok(ns)
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_network_runs_buildah_inside_it() -> Result<()> {
+    let fx = Fixture::new(None)?;
+    let ns = Netns::create()?;
+    // FROM scratch needs no registry.
+    let ctx = fx.context(&[("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n"), ("a.txt", "in a namespace\n")])?;
+    let mut req = fx.request(&ctx, "localhost/pinacle/ns");
+    req.network = BuildNetwork::Namespace(ns.path());
+    let log = Log::default();
+    let img = build(&fx.store, &req, &log.sink()).await.with_context(|| log.text())?;
+    assert_eq!(std::fs::read_to_string(img.rootfs.join("a.txt"))?, "in a namespace\n");
+    // The loopback registry on the host is not in that namespace.
+    let ctx = fx.context(&[("Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN true\n")])?;
+    req.context_dir = ctx;
+    let err = build(&fx.store, &req, &|_| {}).await.unwrap_err();
+    assert!(matches!(&err, BuildError::BaseImageUnreachable { image, .. } if image == &fx.base()), "{err:?}");
+    Ok(())
+}
