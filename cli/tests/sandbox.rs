@@ -234,10 +234,10 @@ async fn blank_template_runs_the_debian_base_image() {
     p.create_running("deb", "blank", "gvisor").await;
     let (out, err, code) = p.exec("deb", &["bash", "-c", "python3 --version; git --version; tmux -V; . /etc/os-release; echo $VERSION_CODENAME"]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Python 3.11"), "{out}");
+    assert!(out.contains("Python 3.13"), "{out}");
     assert!(out.contains("git version"), "{out}");
     assert!(out.contains("tmux"), "{out}");
-    assert!(out.trim_end().ends_with("bookworm"), "{out}");
+    assert!(out.trim_end().ends_with("trixie"), "Debian 13: {out}");
 }
 
 #[tokio::test]
