@@ -218,6 +218,17 @@ async fn pods_clone_public_and_private_repositories_inside_the_pod() {
     names.sort_unstable();
     assert_eq!(names, [".git", ".gitmodules", "FEATURE", "lib", "pinacle.yaml", "version.txt"], "{out}");
 
+    // cloned once: an emptied workspace stays empty across a restart
+    let (_, err, code) = p.exec("feat", &["sh", "-c", "rm -rf /workspace/* /workspace/.[!.]*"]).await;
+    assert_eq!(code, 0, "{err}");
+    for (action, state) in [("stop", "stopped"), ("start", "running")] {
+        let (s, b) = p.call(Method::POST, &format!("/api/v1/pods/feat/{action}"), None).await;
+        assert_eq!(s, 202, "{action}: {b}");
+        wait(&p, admin, "feat", state).await;
+    }
+    let (out, _, _) = p.exec("feat", &["ls", "-A", "/workspace"]).await;
+    assert_eq!(out.trim(), "", "cloned again after a restart");
+
     wait(&p, admin, "old", "running").await;
     assert_eq!(cat(&p, admin, "old", "/workspace/version.txt").await, "one");
     let (out, _, _) = p.exec("old", &["git", "-C", "/workspace", "rev-parse", "HEAD"]).await;

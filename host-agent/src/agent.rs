@@ -511,15 +511,22 @@ impl HostAgent {
     /// running pod, through its supervisor) and, when the pod takes its
     /// configuration from the repository, hands the repository's file to
     /// the control plane and restarts the sandbox if the image or processes
-    /// changed. Nothing to do without a repository or once `/workspace`
-    /// holds anything. On failure `/workspace` is emptied again (the next
-    /// start tries anew).
+    /// changed. Done once per pod (a marker in the agent's own directory of
+    /// the pod says so), and never into a `/workspace` that holds anything.
+    /// On failure `/workspace` is emptied again and the marker not written
+    /// (the next start tries anew).
     async fn settle_repository(&self, pod: &PodRecord) -> Result<(), crate::repository::RepositoryFailure> {
         use crate::repository::{self as repo, ConfigFile, RepositoryFailure};
         let Some(source) = self.control.repository(pod.id).await.map_err(AgentError::from)? else { return Ok(()) };
+        let marker = self.config.data.pod(pod.id).join(repo::CLONED_MARKER);
+        if marker.exists() {
+            return Ok(());
+        }
         let disk = crate::storage::PodDisk { root: crate::storage::mount_point(&self.config.data.volume(pod.id)) };
         let empty = std::fs::read_dir(disk.workspace()).map(|mut d| d.next().is_none()).unwrap_or(false);
         if !empty {
+            self.control.progress(pod.id, "/workspace is not empty: the repository is not cloned into it").await;
+            std::fs::write(&marker, b"").map_err(AgentError::io("writing", &marker))?;
             return Ok(());
         }
         let t0 = Instant::now();
@@ -568,9 +575,12 @@ impl HostAgent {
             }
         }
         .await;
-        if result.is_err() && self.supervisor_of(pod.id).is_some() {
-            if let Err(e) = self.run_git(pod, repo::cleanup_argv(), false).await {
-                tracing::warn!(pod = %pod.id, error = %e, "emptying /workspace after a failed clone");
+        match &result {
+            Ok(()) => std::fs::write(&marker, b"").map_err(AgentError::io("writing", &marker))?,
+            Err(_) => {
+                if let Err(e) = self.run_git(pod, repo::cleanup_argv(), false).await {
+                    tracing::warn!(pod = %pod.id, error = %e, "emptying /workspace after a failed clone");
+                }
             }
         }
         result

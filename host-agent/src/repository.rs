@@ -30,6 +30,10 @@ pub const DEFAULT_USERNAME: &str = "x-access-token";
 /// A repository's own configuration files, in the order they are looked for.
 pub const CONFIG_FILES: [&str; 4] = ["pinacle.yaml", "pinacle.yml", ".devcontainer/devcontainer.json", ".devcontainer.json"];
 
+/// In the agent's directory of a pod (`pods/{id}`): the repository was
+/// cloned (or found a non-empty `/workspace`); it is not cloned again.
+pub const CLONED_MARKER: &str = "repository-cloned";
+
 /// The most of a configuration file read from the pod (the parser's own limit).
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
