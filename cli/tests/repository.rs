@@ -181,7 +181,7 @@ async fn pods_clone_public_and_private_repositories_inside_the_pod() {
 
     // a devcontainer.json configures the pod too; a broken pinacle.yaml is
     // the pod's error, with file and line
-    for (name, repo) in [("devc", "public/devc.git"), ("broken", "public/broken.git")] {
+    for (name, repo) in [("devc", "public/devc.git"), ("broken", "public/broken.git"), ("missing", "public/missing.git")] {
         let (s, b) = create_from(&p, admin, json!({"name": name, "repository": {"url": server.url(repo)}})).await;
         assert_eq!(s, 202, "{b}");
     }
@@ -243,6 +243,10 @@ async fn pods_clone_public_and_private_repositories_inside_the_pod() {
     let broken = wait(&p, admin, "broken", "error").await;
     let reason = broken["state_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("the repository's pinacle.yaml was not applied") && reason.contains("pinacle.yaml:3"), "{broken}");
+
+    let missing = wait(&p, admin, "missing", "error").await;
+    let reason = missing["state_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("public/missing.git failed") && reason.contains("not found"), "{missing}");
 
     // private: alice has the token as her secret
     let alice = p.signup_and_login("alice").await;
