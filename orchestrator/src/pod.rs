@@ -203,6 +203,9 @@ pub fn check_repository_url(url: &str) -> Result<(), RepositoryError> {
             if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
                 return Err(RepositoryError::Invalid("host"));
             }
+            if !after.is_empty() && !after.starts_with(':') {
+                return Err(RepositoryError::Invalid("host"));
+            }
             (h, after.strip_prefix(':'))
         }
         None => match authority.rsplit_once(':') {
@@ -297,6 +300,14 @@ mod tests {
         r.branch = Some(" dev ".into());
         let v = r.validated().unwrap();
         assert_eq!((v.commit, v.branch.as_deref()), (None, Some("dev")));
+    }
+
+    #[test]
+    fn odd_urls_are_refused_without_panicking() {
+        for odd in ["https://[", "https://[]", "https://[::1", "https://[::1]x", "https://ü/", "http://:80", "https://h:", "HTTP://é@x", "https://h:8o", "https://\u{0}/", "https://h/\u{7f}", "://", "https://", "ftp://h"] {
+            assert!(repo(odd).validated().is_err(), "{odd:?}");
+        }
+        assert!(repo("https://[::1]:8443/a").validated().is_ok());
     }
 
     #[test]
