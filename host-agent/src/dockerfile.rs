@@ -221,7 +221,7 @@ pub async fn build(store: &Store, req: &BuildRequest, log: &(dyn Fn(&str) + Send
             crate::agent::find_binary("runc").ok_or_else(|| BuildError::RuntimeMissing("runc is not installed (apt-get install runc)".into()))?
         }
     };
-    let work = BuildDir::create(store.dir())?;
+    let work = BuildDir::create(store.dir(), &runtime)?;
     let result = run_build(store, req, &reference, &context, &dockerfile, &buildah, &runtime, &work, log).await;
     work.remove(&buildah).await;
     result
@@ -302,13 +302,11 @@ async fn run_build(
         BuildNetwork::Host | BuildNetwork::Namespace(_) => "host",
     };
     bud.arg("--network").arg(network);
+    // The runtime's state is private to the build (so a cancelled build's
+    // containers can be found and killed).
+    bud.arg("--runtime-flag").arg(format!("root={}", work.dir.join("runtime").display()));
     if req.isolation == Isolation::Gvisor {
-        bud.arg("--runtime-flag")
-            .arg(format!("network={network}"))
-            .arg("--runtime-flag")
-            .arg("overlay2=none")
-            .arg("--runtime-flag")
-            .arg(format!("root={}", work.dir.join("runsc").display()));
+        bud.arg("--runtime-flag").arg(format!("network={network}")).arg("--runtime-flag").arg("overlay2=none");
     }
     bud.arg("--authfile").arg(work.dir.join("auth.json"));
     for (k, v) in &req.build_args {
@@ -347,11 +345,28 @@ async fn run_build(
 struct BuildDir {
     dir: PathBuf,
     removed: bool,
+    /// The OCI runtime RUN steps use (its state is in `{dir}/runtime`).
+    runtime: PathBuf,
 }
 
 impl Drop for BuildDir {
     fn drop(&mut self) {
         if !self.removed {
+            // Cancelled: buildah is killed, but a RUN step's sandbox lives on
+            // in its own session. Kill and delete every container of this
+            // build's private runtime state, then remove everything.
+            let root = self.dir.join("runtime");
+            let ids = std::process::Command::new(&self.runtime).arg("--root").arg(&root).args(["list", "--quiet"]).stderr(Stdio::null()).output();
+            if let Ok(out) = ids {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace().take(64) {
+                    let run = |args: &[&str]| {
+                        let _ =
+                            std::process::Command::new(&self.runtime).arg("--root").arg(&root).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                    };
+                    run(&["kill", id, "KILL"]);
+                    run(&["delete", "--force", id]);
+                }
+            }
             remove_now(&self.dir);
         }
     }
@@ -380,15 +395,15 @@ fn remove_stale(builds: &Path) {
 static BUILD_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl BuildDir {
-    fn create(store_dir: &Path) -> Result<BuildDir, BuildError> {
+    fn create(store_dir: &Path, runtime: &Path) -> Result<BuildDir, BuildError> {
         use std::os::unix::fs::DirBuilderExt;
         let builds = store_dir.join("builds");
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&builds).map_err(io_err("creating", &builds))?;
         remove_stale(&builds);
         let dir = builds.join(format!("build-{}-{}", std::process::id(), BUILD_COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io_err("creating", &dir))?;
-        let work = BuildDir { dir, removed: false };
-        for sub in ["root", "runroot", "tmp", "runsc"] {
+        let work = BuildDir { dir, removed: false, runtime: runtime.to_path_buf() };
+        for sub in ["root", "runroot", "tmp", "runtime"] {
             let p = work.dir.join(sub);
             std::fs::create_dir(&p).map_err(io_err("creating", &p))?;
         }

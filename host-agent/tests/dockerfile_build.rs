@@ -323,3 +323,39 @@ async fn a_namespace_network_runs_buildah_inside_it() -> Result<()> {
     assert!(matches!(&err, BuildError::BaseImageUnreachable { image, .. } if image == &fx.base()), "{err:?}");
     Ok(())
 }
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_build_leaves_no_sandbox_and_no_files() -> Result<()> {
+    let fx = Fixture::new(None)?;
+    let ctx = fx.context(&[("Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN echo step-started && sleep 300\n")])?;
+    let req = fx.request(&ctx, "localhost/pinacle/cancelled");
+    let started = tokio::sync::Notify::new();
+    let log = |line: &str| {
+        if line == "step-started" {
+            started.notify_one();
+        }
+    };
+    tokio::select! {
+        r = build(&fx.store, &req, &log) => panic!("the build ended: {r:?}"),
+        // The RUN step is running in its sandbox: cancel the build now.
+        _ = started.notified() => {}
+    }
+    let builds = fx.store.dir().join("builds");
+    let left = processes_mentioning(&builds.to_string_lossy());
+    assert!(left.is_empty(), "{left:?}");
+    fx.assert_nothing_left().await
+}
