@@ -34,7 +34,7 @@ TMP=$(mktemp -d /var/tmp/pinacle-bench-oci.XXXXXX)
 REG_PID=
 cleanup() {
     if [[ -n $REG_PID ]]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
-    rm -rf "$TMP"
+    rm -rf --one-file-system "$TMP"
 }
 trap cleanup EXIT
 
@@ -143,9 +143,18 @@ mkdir -p "$TMP/data/images"
 ln -s /var/tmp/pinacle-test/images/busybox "$TMP/data/images/busybox"
 PINACLE_INSECURE_REGISTRIES=127.0.0.1:$PORT PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json \
     "$BIN" up --data-dir "$TMP/data" --listen 127.0.0.1:0 --rate-limit 0 --pod-network bridge --pod-bridge $BRIDGE \
-    --pod-subnet $SUBNET --proxy-listen none --ssh-listen none >"$TMP/out" 2>"$TMP/log" &
+    --pod-subnet $SUBNET --proxy-listen none --ssh-listen none --disk-overcommit 100 >"$TMP/out" 2>"$TMP/log" &
 UP_PID=$!
+API=
 stop_up() {
+    # pods go first (sandboxes, mounts, disks), then the server
+    for pod in cold warm host; do
+        curl -s -X DELETE -H "Authorization: Bearer $TOKEN" "$API/api/v1/pods/$pod" >/dev/null 2>&1 || true
+    done
+    for _ in $(seq 200); do
+        grep -q "$TMP" /proc/mounts || break
+        sleep 0.1
+    done
     kill "$UP_PID" 2>/dev/null || true; wait "$UP_PID" 2>/dev/null || true
     ip link del "$BRIDGE" 2>/dev/null || true
     nft delete table inet "pinacle_$BRIDGE" 2>/dev/null || true
