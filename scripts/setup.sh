@@ -17,6 +17,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(runc busybox-static debootstrap nftables iproute2 e2fsprogs util-linux mount ca-certificates curl git build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev)
+# Dockerfile builds (`pinacle image build NAME --dockerfile FILE`): buildah,
+# its RUN steps in gVisor through pinacle-runsc-build
+packages+=(buildah)
 # The tests also run Let's Encrypt's test CA (pebble) on loopback, drive
 # the web app in Debian's Chromium, and use OpenSSH's client (and its sshd
 # as the SSH benchmark's reference).
@@ -109,7 +112,7 @@ bash scripts/build-web.sh
 echo "setup: building Pinacle (release)"
 cargo build --release --workspace
 bash scripts/build-supervisor.sh
-install -m 0755 target/release/pinacle target/release/pinacle-youki /usr/local/bin/
+install -m 0755 target/release/pinacle target/release/pinacle-youki target/release/pinacle-runsc-build /usr/local/bin/
 install -m 0755 target/x86_64-unknown-linux-musl/release/pinacle-supervisor /usr/local/bin/
 data_dir=${PINACLE_DATA_DIR:-/var/lib/pinacle}
 pinacle image build busybox --data-dir "$data_dir"

@@ -753,6 +753,22 @@ pub struct CreatePodInput {
     pub team: Option<String>,
     /// A `pinacle.yaml`; without it, the template's own.
     pub config: Option<String>,
+    /// The image instead of the configuration's: a host image's name or a
+    /// registry reference (`python:3.13`), pinned to its digest at creation.
+    pub image: Option<String>,
+    /// Clone this repository into /workspace (inside the pod); without a
+    /// config and a template, its own pinacle.yaml configures the pod.
+    pub repository: Option<RepositoryInput>,
+}
+
+/// A repository to clone into a new pod's /workspace.
+#[derive(InputObject)]
+pub struct RepositoryInput {
+    /// `https://…` (or `http://…`), without credentials: a private
+    /// repository's token is the secret `GIT_TOKEN`.
+    pub url: String,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
 }
 
 /// Mutations (each needs a token with scope full).
@@ -761,6 +777,7 @@ pub struct MutationRoot;
 #[Object(name = "Mutation")]
 impl MutationRoot {
     async fn create_pod(&self, ctx: &Context<'_>, input: CreatePodInput) -> R<Pod> {
+        let repository = input.repository.map(|r| crate::service::RepositoryRequest { url: r.url, branch: r.branch, commit: r.commit });
         let req = crate::service::CreatePodRequest {
             name: input.name,
             template: input.template.filter(|t| !t.is_empty()),
@@ -773,8 +790,9 @@ impl MutationRoot {
             config_file: None,
             strict: false,
             egress: None,
+            image: input.image.filter(|i| !i.trim().is_empty()),
         };
-        Ok(Pod(state(ctx).create_pod(writer(ctx)?, req).await.gql()?))
+        Ok(Pod(state(ctx).create_pod_from(writer(ctx)?, req, repository).await.gql()?))
     }
     async fn start_pod(&self, ctx: &Context<'_>, id: String) -> R<Pod> {
         Ok(Pod(state(ctx)

@@ -226,7 +226,9 @@ impl AppState {
             .map(|c| c.secrets)
             .unwrap_or_default();
         if !wanted.is_empty() {
-            env.retain(|name, _| wanted.contains(name));
+            // a repository pod keeps the token its clone and pushes use
+            let repository = !pod.repository.is_empty();
+            env.retain(|name, _| wanted.contains(name) || (repository && (name == "GIT_TOKEN" || name == "GIT_USERNAME")));
             for missing in wanted.iter().filter(|w| !env.contains_key(*w)) {
                 tracing::warn!(pod = %pod.id, secret = %missing, "pinacle.yaml names a secret that is not set");
             }

@@ -124,6 +124,10 @@ pub struct CreatePodRequest {
     /// or IPv4 CIDRs.
     #[serde(default)]
     pub egress: Option<String>,
+    /// The image, overriding the configuration's: a host image's name or
+    /// any registry reference (pinned to its digest at creation).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// Reads a `pinacle.yaml` sent with a request: 400 `invalid_config` with
@@ -329,6 +333,10 @@ impl AppState {
                 config.template = Some(t.clone());
                 config.image = None;
             }
+        }
+        if let Some(image) = req.image.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
+            pinacle_config::image_ref::check(image).map_err(|why| ApiError::bad_request("invalid_image", why))?;
+            config.image = Some(image.to_owned());
         }
         if let Some(t) = req.tier.as_deref() {
             config.tier = t.parse().map_err(|e: pinacle_orchestrator::tier::UnknownTier| {

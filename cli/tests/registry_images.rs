@@ -239,3 +239,43 @@ async fn the_cli_pulls_lists_and_removes_images_and_gc_keeps_what_pods_use() {
     let (s, _) = p.call_as(&user, Method::POST, "/api/v1/admin/images/gc", None).await;
     assert_eq!(s, 403);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_starts_from_an_image_built_from_a_dockerfile_on_its_host() {
+    let reg = Registry::start(None).unwrap();
+    reg.push(tools_image("base"), "base/busybox:1").unwrap();
+    let p = start_with_registry(&reg).await;
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("hello.txt"), "from the context\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "ARG BASE={}/base/busybox:1\nFROM $BASE AS build\nRUN echo built > /built.txt\nFROM $BASE\nCOPY --from=build /built.txt /opt/built.txt\nCOPY hello.txt /opt/hello.txt\nENV FROM_DOCKERFILE=yes\nWORKDIR /opt\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::pinacle_bin())
+        .args(["image", "build", "tools", "--dockerfile"])
+        .arg(ctx.path().join("Dockerfile"))
+        .arg("--data-dir")
+        .arg(p.data.path())
+        .env("PINACLE_INSECURE_REGISTRIES", reg.host())
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("localhost/pinacle/tools@sha256:"), "the build prints the pinned reference: {log}");
+
+    // a pod names it by name: pinned from the store, no registry asked
+    let (s, pod) = create_from(&p, TOKEN, "built", "localhost/pinacle/tools:latest", "gvisor").await;
+    assert_eq!(s, 202, "{pod}");
+    assert!(pod["image"].as_str().unwrap().starts_with("localhost/pinacle/tools@sha256:"), "{pod}");
+    p.wait_state("built", "running", 120).await;
+    let (out, code) = sh(&p, TOKEN, "built", "cat /opt/built.txt /opt/hello.txt; echo $FROM_DOCKERFILE").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "built\nfrom the context\nyes\n");
+    // a name this host never built is not found, and nothing is created
+    let (s, b) = create_from(&p, TOKEN, "nothing", "localhost/pinacle/never-built:latest", "gvisor").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("image_not_found")), "{b}");
+}

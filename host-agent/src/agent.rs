@@ -637,8 +637,7 @@ impl HostAgent {
             return Vec::new();
         }
         let Some(digest) = pinacle_oci::Reference::parse(image).ok().and_then(|r| r.digest().cloned()) else { return Vec::new() };
-        let store = self.oci.clone();
-        match crate::registry::off_thread(move || async move { store.get(&digest).await }).await {
+        match self.oci.get(&digest).await {
             Ok(Some(img)) => img.info.config.env.into_iter().filter(|e| e.contains('=') && !e.starts_with("HOME=")).collect(),
             _ => Vec::new(),
         }
@@ -657,10 +656,17 @@ impl HostAgent {
         // credentials: an image another tenant pulled (a private one) is in
         // this host's store, and having its digest must not be enough
         let reference = pinacle_oci::Reference::parse(image)?;
+        // images this host built (`pinacle image build NAME --dockerfile`,
+        // the operator's) live in the store only: no registry to ask
+        if reference.registry() == "localhost" && reference.repository().starts_with(crate::dockerfile::BUILT_REPOSITORY_PREFIX) {
+            return match self.oci.find(&reference).await? {
+                Some(img) => Ok(reference.pinned(&img.info.manifest_digest).to_string()),
+                None => Err(pinacle_oci::OciError::NotFound { reference: reference.to_string() }),
+            };
+        }
         let creds = crate::registry::credentials_for(env, reference.registry());
-        let store = self.oci.clone();
-        let digest = crate::registry::off_thread(move || async move { store.resolve(&reference, &creds).await.map(|d| reference.pinned(&d)) }).await?;
-        Ok(digest.to_string())
+        let digest = self.oci.resolve(&reference, &creds).await?;
+        Ok(reference.pinned(&digest).to_string())
     }
 
     /// Pulls a registry image (pinned or not) into this host's store,
@@ -673,8 +679,7 @@ impl HostAgent {
     ) -> Result<pinacle_oci::PulledImage, pinacle_oci::OciError> {
         let reference = pinacle_oci::Reference::parse(image)?;
         let creds = crate::registry::credentials_for(env, reference.registry());
-        let store = self.oci.clone();
-        crate::registry::off_thread(move || async move { store.pull(&reference, &creds, &*progress).await }).await
+        self.oci.pull(&reference, &creds, &*progress).await
     }
 
     /// The root filesystem of the pod's image: pulled from its registry

@@ -33,6 +33,11 @@ const MAX_LINE: usize = 4096;
 /// The tag of the OCI layout buildah pushes to.
 const LAYOUT_TAG: &str = "build";
 
+/// Repository prefix of images this host builds (`localhost/pinacle/NAME`):
+/// pods name them pinned, and they are found in the store, never asked of a
+/// registry.
+pub const BUILT_REPOSITORY_PREFIX: &str = "pinacle/";
+
 /// Where `RUN` steps run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Isolation {

@@ -57,22 +57,6 @@ pub fn progress_line(p: &pinacle_oci::PullProgress) -> Option<String> {
     }
 }
 
-/// Runs the future `f` makes on a blocking thread of the current runtime:
-/// `pinacle_oci`'s futures are not provably `Send` (higher-ranked lifetimes
-/// in its streams), so they cannot be awaited inside a spawned job.
-pub async fn off_thread<F, Fut, T>(f: F) -> T
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-    T: Send + 'static,
-{
-    let handle = tokio::runtime::Handle::current();
-    match tokio::task::spawn_blocking(move || handle.block_on(f())).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
 fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),

@@ -49,10 +49,7 @@ pub async fn images(State(s): State<AppState>, Extension(who): Extension<Princip
     who.authorize(Action::Configure, &Resource::Instance, "images")?;
     let agent = s.local_agent.get().ok_or_else(|| ApiError::not_supported("this server runs no host agent"))?;
     let used = registry_images_in_use(&s).await?;
-    let store = agent.registry_images().clone();
-    let list = pinacle_host_agent::registry::off_thread(move || async move { store.list().await })
-        .await
-        .map_err(ApiError::internal)?;
+    let list = agent.registry_images().list().await.map_err(ApiError::internal)?;
     Ok(Json(
         list.into_iter()
             .map(|i| RegistryImageView {
@@ -73,10 +70,7 @@ pub async fn images_gc(State(s): State<AppState>, Extension(who): Extension<Prin
     who.authorize(Action::Configure, &Resource::Instance, "images")?;
     let agent = s.local_agent.get().ok_or_else(|| ApiError::not_supported("this server runs no host agent"))?;
     let keep = registry_images_in_use(&s).await?;
-    let store = agent.registry_images().clone();
-    let report = pinacle_host_agent::registry::off_thread(move || async move { store.gc(&keep).await })
-        .await
-        .map_err(ApiError::internal)?;
+    let report = agent.registry_images().gc(&keep).await.map_err(ApiError::internal)?;
     let summary = format!("{} image(s), {} layer(s), {} bytes", report.removed_images.len(), report.removed_blobs.len(), report.freed_bytes);
     s.audit(&who, "images.gc", &summary).await?;
     Ok(Json(serde_json::json!({
