@@ -63,6 +63,12 @@ pub enum PodCommand {
         /// Check out this commit of --repo.
         #[arg(long, value_name = "SHA", requires = "repo")]
         commit: Option<String>,
+        /// The image instead of the configuration's: one of this host's
+        /// (`base`, `node`…) or any registry reference (`python:3.13`,
+        /// `ghcr.io/owner/image:tag`), pinned to its digest at creation;
+        /// --wait shows the pull's progress.
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
     },
     /// List your pods.
     List {
@@ -391,8 +397,11 @@ fn print_pod(p: &Value) {
 pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
     let c = client()?;
     match cmd {
-        PodCommand::Create { name, template, tier, from, strict, egress, runtime, wait, timeout, processes, install, repo, commit } => {
+        PodCommand::Create { name, template, tier, from, strict, egress, runtime, wait, timeout, processes, install, repo, commit, image } => {
             let mut body = json!({"name": name, "template": template, "tier": tier, "strict": strict, "egress": egress});
+            if let Some(image) = image {
+                body["image"] = json!(image);
+            }
             if let Some(repo) = repo {
                 body["repository"] = repository_arg(&repo, commit.as_deref())?;
             }

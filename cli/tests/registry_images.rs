@@ -120,6 +120,20 @@ async fn a_registry_image_is_pulled_pinned_and_shared_on_both_runtimes() {
     let ev = events(&p, "retagged", &needles).await;
     assert!(needles.iter().all(|n| ev.contains(n)), "the shared layer is not downloaded again: {ev}");
 
+    // the CLI: --image names the reference, --wait follows the pull
+    let out = std::process::Command::new(common::pinacle_bin())
+        .args(["pod", "create", "by-cli", "--image", &image, "--runtime", "gvisor", "--template", "minimal", "--wait", "--timeout", "120"])
+        .env("PINACLE_API", &p.url)
+        .env("PINACLE_TOKEN", TOKEN)
+        .env("PINACLE_CONFIG", p.data.path().join("none.json"))
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && log.contains("pod by-cli is running"), "{log}");
+    assert!(p.pod("by-cli").await["image"].as_str().unwrap().ends_with(&second.manifest_digest));
+    let (out, _) = sh(&p, TOKEN, "by-cli", "cat /etc/greeting").await;
+    assert_eq!(out.trim(), "two");
+
     // both images are in the host's store, by digest
     let store = p.data.path().join("oci/images");
     let images: Vec<String> = std::fs::read_dir(&store).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("sha256-")).collect();
