@@ -72,6 +72,19 @@ describe("new pod dialog", () => {
     });
   });
 
+  it("creates from a template with a registry image instead of the template's", async () => {
+    const { api, user, onCreated } = setup();
+    const dialog = await screen.findByRole("dialog", { name: "New pod" });
+    await within(dialog).findByLabelText("Choose a template");
+    await user.type(within(dialog).getByLabelText("Name"), "py");
+    await user.type(within(dialog).getByLabelText("Image (optional)"), " ghcr.io/owner/tools:1.2 ");
+    await user.click(within(dialog).getByRole("button", { name: "Create" }));
+    await waitFor(() => expect(onCreated).toHaveBeenCalled());
+    const input = (api.calls.find((c) => c.op === "CreatePod")!.vars as { input: Record<string, unknown> }).input;
+    expect(input.image).toBe("ghcr.io/owner/tools:1.2");
+    expect(input.template).toBeTruthy();
+  });
+
   it("explains a bad name inline and keeps Create disabled", async () => {
     const { user } = setup();
     const name = await screen.findByLabelText("Name");

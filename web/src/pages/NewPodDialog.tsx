@@ -49,6 +49,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
 
   const [repoUrl, setRepoUrl] = useState("");
   const [repoBranch, setRepoBranch] = useState("");
+  const [image, setImage] = useState("");
   const [repoBusy, setRepoBusy] = useState(false);
   const [repoError, setRepoError] = useState<string | null>(null);
   const [repoRead, setRepoRead] = useState<{ url: string; file: string } | null>(null);
@@ -151,6 +152,9 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
     if (tier) input.tier = tier;
     if (team) input.team = team;
     if (source === "template") input.template = template;
+    // another image than the template's: a registry reference (pinned to
+    // its digest when the pod is created) or one of this host's
+    if (source === "template" && image.trim()) input.image = image.trim();
     else if (source === "yaml") input.config = yaml;
     // cloned into /workspace inside the pod; without a config, the
     // repository's own pinacle.yaml (or devcontainer.json) configures it
@@ -279,6 +283,23 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
                       </option>
                     ))}
                   </select>
+                </div>
+                <div className="field">
+                  <label htmlFor={`${id}-image`}>Image (optional)</label>
+                  <input
+                    id={`${id}-image`}
+                    value={image}
+                    placeholder={selectedTemplate ? `the template's: ${selectedTemplate.image}` : "python:3.13"}
+                    autoComplete="off"
+                    spellCheck={false}
+                    maxLength={255}
+                    aria-describedby={`${id}-image-help`}
+                    onChange={(e) => setImage(e.target.value)}
+                  />
+                  <small id={`${id}-image-help`} className="field-help">
+                    Any registry image (python:3.13, ghcr.io/owner/image:tag), pulled on the pod's host and pinned to its
+                    digest; private registries use your secrets NAME_CONTAINER_REGISTRY_SERVER, _USER and _PASSWORD.
+                  </small>
                 </div>
                 {selectedTemplate && (
                   <div className="template-info">
