@@ -110,3 +110,10 @@ async fn rust_template_tools_and_an_offline_build_work_in_gvisor() {
     let out = sh(&p, pod, "set -e; rm -rf /tmp/rs && cp -r /workspace /tmp/rs && cd /tmp/rs && cargo build --offline -q 2>&1 && ls target/debug").await;
     assert!(!out.trim().is_empty(), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vscode_template_tools_work_in_gvisor() {
+    let (p, pod) = everyday_tools("vscode").await;
+    let out = sh(&p, pod, "node --version && code-server --version").await;
+    assert!(out.starts_with("v20.") && out.contains("4.100.3"), "{out}");
+}
