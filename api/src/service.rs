@@ -849,7 +849,11 @@ impl AppState {
             return Ok(());
         };
         let state: PodState = model.state.parse().map_err(|_| corrupt("state", &model.state))?;
-        let stored = insert_event(&self.db, id, Utc::now(), "progress", Some(state), state, message).await?;
+        // one writer at a time, like every other write (SQLite)
+        let stored = {
+            let _w = self.write_lock.lock().await;
+            insert_event(&self.db, id, Utc::now(), "progress", Some(state), state, message).await?
+        };
         let _ = self.events.send(stored);
         Ok(())
     }
