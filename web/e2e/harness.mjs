@@ -93,7 +93,9 @@ export async function startPinacle({ bridge, subnet, runtime = "youki" }) {
         "--ssh-listen", "none",
       ],
       {
-        env: { ...process.env, PINACLE_ADMIN_TOKEN: ADMIN_TOKEN, PINACLE_CONFIG: join(data, "cli.json"), PINACLE_KEYRING: "off", PINACLE_LOG: "info,sqlx=warn" },
+        // pods' disks are sparse: promise them beyond free space, as the Rust
+        // suites do (.cargo/config.toml)
+        env: { ...process.env, PINACLE_ADMIN_TOKEN: ADMIN_TOKEN, PINACLE_CONFIG: join(data, "cli.json"), PINACLE_KEYRING: "off", PINACLE_LOG: "info,sqlx=warn", PINACLE_DISK_OVERCOMMIT: "100" },
         stdio: ["ignore", "pipe", "inherit"],
       },
     );
