@@ -253,6 +253,25 @@ fn raw_runtime(kind: &str, state: &Path, template_bundle: &Path, lower: &Path, i
             m["source"] = json!(dir.join("ws"));
         }
     }
+    if kind != "runsc" {
+        // the raw runtime without a youki pod's user namespace: its
+        // id-mapped layers are made by `pinacle-youki mount-rootfs` for the
+        // pod (scripts/bench/userns-rootfs.sh times that part); bind
+        // sources that belonged to the template pod are dropped
+        if let Some(ns) = cfg["linux"]["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != "user");
+        }
+        if let Some(linux) = cfg["linux"].as_object_mut() {
+            linux.remove("uidMappings");
+            linux.remove("gidMappings");
+        }
+        cfg["mounts"].as_array_mut().unwrap().retain(|m| {
+            m["type"] != "bind" || m["source"].as_str().is_some_and(|src| Path::new(src).exists() && !src.contains("/idmap/"))
+        });
+        // without its configuration the supervisor would exit: a plain
+        // long-running first process instead
+        cfg["process"]["args"] = json!(["/bin/sh", "-c", "sleep 3600"]);
+    }
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     let log = std::fs::File::create(dir.join("console.log")).unwrap();
     let t0 = Instant::now();
