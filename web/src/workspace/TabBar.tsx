@@ -22,7 +22,13 @@ export function TabBar({ layout, tabId, panelId, onActivate, onClose, onRename, 
   const tabs = layout.tabs;
 
   const focusTab = (id: string) => {
-    requestAnimationFrame(() => document.getElementById(tabId(id))?.focus());
+    requestAnimationFrame(() => {
+      // a rename started meanwhile (a double-click right after the last
+      // one ended) keeps the focus: taking it would blur and end it
+      const active = document.activeElement;
+      if (active instanceof HTMLInputElement && active.classList.contains("tab-rename")) return;
+      document.getElementById(tabId(id))?.focus();
+    });
   };
 
   const onTabKey = (e: KeyboardEvent<HTMLDivElement>, t: WorkspaceTab, i: number) => {
