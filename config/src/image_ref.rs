@@ -69,11 +69,7 @@ fn check_reference(s: &str) -> Result<(), String> {
         None => (rest, None),
     };
     if let Some(tag) = tag {
-        let ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !ok {
+        if !pinacle_orchestrator::image_name::valid_tag(tag) {
             return Err(format!("tag {tag:?}: use letters, digits, '_', '.' and '-' (at most 128, not starting with '.' or '-')"));
         }
     }
@@ -98,37 +94,12 @@ fn check_reference(s: &str) -> Result<(), String> {
             return Err(format!("registry host {h:?} is not a host name"));
         }
     }
-    if parts.is_empty() || parts.iter().any(|p| !path_component_ok(p)) {
+    if parts.is_empty() || parts.iter().any(|p| !pinacle_orchestrator::image_name::valid_repository_component(p)) {
         return Err("repository path components are lower-case letters and digits, separated by '.', '_', '__' or '-'".into());
     }
     Ok(())
 }
 
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-fn path_component_ok(p: &str) -> bool {
-    let b = p.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &p[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
 
 #[cfg(test)]
 mod tests {

@@ -115,7 +115,7 @@ impl Reference {
             None => (name_tag, None),
         };
         if let Some(t) = tag {
-            if !valid_tag(t) {
+            if !pinacle_orchestrator::image_name::valid_tag(t) {
                 return Err(ReferenceError::BadTag {
                     input: input.to_string(),
                 });
@@ -140,7 +140,7 @@ impl Reference {
         } else {
             registry
         };
-        if !repository.split('/').all(valid_path_component) {
+        if !repository.split('/').all(pinacle_orchestrator::image_name::valid_repository_component) {
             return Err(ReferenceError::BadRepository {
                 input: input.to_string(),
             });
@@ -249,14 +249,6 @@ pub fn looks_like_registry_reference(s: &str) -> bool {
     s.contains(['/', ':', '@', '.'])
 }
 
-fn valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
 
 fn valid_registry(r: &str) -> bool {
     let (host, port) = match r.split_once(':') {
@@ -282,35 +274,6 @@ fn valid_registry(r: &str) -> bool {
         })
 }
 
-/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-fn valid_path_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    if b.is_empty() {
-        return false;
-    }
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok =
-            matches!(sep, "." | "_" | "__") || (!sep.is_empty() && sep.bytes().all(|x| x == b'-'));
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
 
 #[cfg(test)]
 mod tests {

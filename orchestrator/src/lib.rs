@@ -5,6 +5,7 @@
 //! written here holds on both sides of the job queue.
 
 pub mod hostname;
+pub mod image_name;
 pub mod job;
 pub mod name;
 pub mod placement;
