@@ -6,11 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::Result;
-use common::{write_index_layout, ImageSpec, Layer};
-use pinacle_oci::{Credentials, Digest, OciError, PullPhase, PullProgress, Reference, Store};
+use common::{write_index_layout, Events, ImageSpec, Layer};
+use pinacle_oci::{Credentials, Digest, OciError, PullPhase, Reference, Store};
 
 fn image() -> ImageSpec {
     ImageSpec::new()
@@ -44,22 +43,6 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-#[derive(Default)]
-struct Events(Mutex<Vec<PullProgress>>);
-
-impl Events {
-    fn sink(&self) -> impl Fn(PullProgress) + Send + Sync + '_ {
-        move |p| self.0.lock().unwrap_or_else(|e| e.into_inner()).push(p)
-    }
-    fn phases(&self) -> Vec<PullPhase> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|p| p.phase)
-            .collect()
-    }
-}
 
 #[tokio::test]
 async fn an_imported_layout_is_an_image_like_a_pulled_one() -> Result<()> {

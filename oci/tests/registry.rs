@@ -5,11 +5,10 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use common::{ImageSpec, Layer, Registry};
-use pinacle_oci::{Credentials, Digest, OciError, PullPhase, PullProgress, Reference, Store};
+use common::{Events, ImageSpec, Layer, Registry};
+use pinacle_oci::{Credentials, Digest, OciError, PullPhase, Reference, Store};
 
 fn store_for(reg: &Registry, dir: &Path) -> Result<Store> {
     Ok(Store::new(dir.join("store"), vec![reg.host()])?)
@@ -19,23 +18,6 @@ fn reference(reg: &Registry, name_tag: &str) -> Result<Reference> {
     Ok(Reference::parse(&format!("{}/{name_tag}", reg.host()))?)
 }
 
-/// Collects progress reports.
-#[derive(Default)]
-struct Events(Mutex<Vec<PullProgress>>);
-
-impl Events {
-    fn sink(&self) -> impl Fn(PullProgress) + Send + Sync + '_ {
-        move |p| self.0.lock().unwrap_or_else(|e| e.into_inner()).push(p)
-    }
-    fn phases(&self) -> Vec<PullPhase> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|p| p.phase)
-            .collect()
-    }
-}
 
 fn base_layer() -> Layer {
     Layer::new()

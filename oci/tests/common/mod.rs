@@ -635,3 +635,17 @@ fn serve_one(
     conn.write_all(&reply.body[..n])?;
     conn.flush()
 }
+
+/// Collects a pull's progress reports.
+#[derive(Default)]
+pub struct Events(std::sync::Mutex<Vec<pinacle_oci::PullProgress>>);
+
+impl Events {
+    pub fn sink(&self) -> impl Fn(pinacle_oci::PullProgress) + Send + Sync + '_ {
+        move |p| self.0.lock().unwrap_or_else(|e| e.into_inner()).push(p)
+    }
+
+    pub fn phases(&self) -> Vec<pinacle_oci::PullPhase> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|p| p.phase).collect()
+    }
+}
