@@ -18,6 +18,7 @@ pub mod control;
 pub mod data_lock;
 pub mod dockerfile;
 pub mod error;
+pub mod features;
 pub mod images;
 pub mod layout;
 pub mod network;
