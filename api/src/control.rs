@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use sea_orm::EntityTrait;
-use pinacle_host_agent::control::RepositoryConfigOutcome;
+use pinacle_host_agent::control::{ImageSetup, RepositoryConfigOutcome};
 use pinacle_host_agent::{ControlPlane, ControlPlaneError};
 use pinacle_orchestrator::pod::RepositorySource;
 use pinacle_orchestrator::{PodEvent, PodRecord, PodState};
@@ -70,5 +70,14 @@ impl ControlPlane for AppState {
             Err(e) if e.status.is_client_error() => Err(ControlPlaneError::InvalidConfig(e.message)),
             Err(e) => Err(backend(e)),
         }
+    }
+
+    async fn image_setup(&self, id: Uuid) -> Result<ImageSetup, ControlPlaneError> {
+        let config = self.pod_config(id).await.map_err(backend)?;
+        Ok(config.map(|c| ImageSetup { build: c.image_build, features: c.features }).unwrap_or_default())
+    }
+
+    async fn set_built_image(&self, id: Uuid, image: &str) -> Result<(), ControlPlaneError> {
+        AppState::set_built_image(self, id, image).await.map_err(backend)
     }
 }

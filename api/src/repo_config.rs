@@ -88,16 +88,8 @@ impl AppState {
                 continue;
             };
             if file.ends_with(".json") {
-                let name = file.rsplit('/').next().unwrap_or(file);
-                let read = |path: &str| -> Option<String> {
-                    tracing::debug!(
-                        path,
-                        "a devcontainer's Dockerfile is not read from repositories"
-                    );
-                    None
-                };
                 return Ok(
-                    match pinacle_config::devcontainer::import(name, &text, &read) {
+                    match pinacle_config::devcontainer::import(file, &text) {
                         Ok(imported) => {
                             let yaml =
                                 pinacle_config::pinacle_yaml::to_canonical_yaml(&imported.config);

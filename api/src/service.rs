@@ -265,12 +265,11 @@ pub fn checked_repository(r: RepositoryRequest, use_repository_config: bool) -> 
 }
 
 /// A repository's own configuration file as a `pinacle.yaml`: read as one,
-/// or a devcontainer.json imported (its Dockerfile is not read: a
-/// `build` there is reported by the import).
+/// or a devcontainer.json imported (a `build` there is built by the pod's
+/// host from the clone).
 fn repository_config(file: &str, text: &str) -> Result<pinacle_config::PinacleConfig, ApiError> {
     if file.ends_with(".json") {
-        let no_files = |_: &str| -> Option<String> { None };
-        let imported = pinacle_config::devcontainer::import(file, text, &no_files).map_err(|d| ApiError::invalid_config(&d))?;
+        let imported = pinacle_config::devcontainer::import(file, text).map_err(|d| ApiError::invalid_config(&d))?;
         let yaml = pinacle_config::pinacle_yaml::to_canonical_yaml(&imported.config);
         return Ok(read_config(&yaml, Some(&format!("{file} (converted)")), false)?.0);
     }
@@ -337,6 +336,13 @@ impl AppState {
         if let Some(image) = req.image.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
             pinacle_config::image_ref::check(image).map_err(|why| ApiError::bad_request("invalid_image", why))?;
             config.image = Some(image.to_owned());
+            config.image_build = None;
+        }
+        if config.image_build.is_some() && repository.is_none() {
+            return Err(ApiError::bad_request(
+                "build_needs_repository",
+                "`image: {build: …}` builds from the pod's repository: give a repository, or build the image first with `pinacle image build NAME --dockerfile FILE` and name it",
+            ));
         }
         if let Some(t) = req.tier.as_deref() {
             config.tier = t.parse().map_err(|e: pinacle_orchestrator::tier::UnknownTier| {
@@ -825,6 +831,9 @@ impl AppState {
     /// variant, registry unreachable). Nothing is downloaded yet.
     pub async fn pin_registry_image(&self, image: &str, owner_id: &str, team_id: Option<&str>, pod: Option<Uuid>) -> Result<String, ApiError> {
         use pinacle_oci::OciError as E;
+        if pinacle_oci::Reference::parse(image).is_ok_and(|r| r.registry() == "localhost" && r.repository().starts_with(pinacle_host_agent::dockerfile::POD_BUILDS_PREFIX)) {
+            return Err(ApiError::bad_request("invalid_image", format!("{image} is an image built for a pod; name a registry image, or give the pod the repository and its `image: {{build: …}}`")));
+        }
         let Some(agent) = self.local_agent.get() else {
             return Err(ApiError::not_supported("registry images need a host agent in this server (pinacle up); remote hosts cannot resolve them yet"));
         };
@@ -840,6 +849,35 @@ impl AppState {
                 _ => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "registry_error", e.to_string()),
             }
         })
+    }
+
+    /// The stored configuration of pod `id` (`None`: no such pod).
+    pub async fn pod_config(&self, id: Uuid) -> Result<Option<pinacle_config::PinacleConfig>, ApiError> {
+        let Some(model) = pod::Entity::find_by_id(id.to_string()).one(&self.db).await? else { return Ok(None) };
+        if model.config.is_empty() {
+            return Ok(Some(pinacle_config::PinacleConfig::empty()));
+        }
+        serde_json::from_str(&model.config).map(Some).map_err(|_| corrupt("config", "(not a configuration)"))
+    }
+
+    /// Records `image`, built by the pod's host from its repository
+    /// (`localhost/pinacle/pods/…@sha256:…`), as pod `id`'s image.
+    pub async fn set_built_image(&self, id: Uuid, image: &str) -> Result<(), ApiError> {
+        let built = pinacle_oci::Reference::parse(image)
+            .is_ok_and(|r| r.registry() == "localhost" && r.repository().starts_with(pinacle_host_agent::dockerfile::POD_BUILDS_PREFIX) && r.digest().is_some());
+        if !built {
+            return Err(ApiError::bad_request("invalid_image", format!("{image} is not a pinned image built for a pod")));
+        }
+        let _w = self.write_lock.lock().await;
+        let Some(model) = pod::Entity::find_by_id(id.to_string()).one(&self.db).await? else {
+            return Err(ApiError::not_found(format!("pod {id} not found")));
+        };
+        let mut row: pod::ActiveModel = model.into();
+        row.image = Set(image.to_owned());
+        row.updated_at = Set(Utc::now());
+        row.update(&self.db).await?;
+        self.pod_lists.clear();
+        Ok(())
     }
 
     /// Records a note in the pod's events without changing its state (an
@@ -879,7 +917,11 @@ impl AppState {
         }
         let processes = definition.processes.clone();
         processes.validate().map_err(|e| ApiError::bad_request("invalid_processes", format!("{file}: {e}")))?;
-        let image = if pinacle_config::image_ref::is_registry_reference(&definition.image) {
+        let image = if config.image_build.is_some() {
+            // built by the pod's host from the clone, then recorded
+            // (set_built_image); until then the pod keeps its image
+            model.image.clone()
+        } else if pinacle_config::image_ref::is_registry_reference(&definition.image) {
             self.pin_registry_image(&definition.image, &model.owner_id, model.team_id.as_deref(), Some(id)).await?
         } else {
             definition.image.clone()

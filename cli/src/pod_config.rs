@@ -107,20 +107,29 @@ pub fn repository_of(path: &Path) -> PathBuf {
         .unwrap_or(abs)
 }
 
-/// Imports the devcontainer file at `path`; files it names (a Dockerfile)
-/// are read relative to it, never outside `repo`.
+/// Imports the devcontainer file at `path`; a Dockerfile it names must be
+/// inside `repo` (the pod's host builds it from the repository's clone).
 fn import_devcontainer(path: &Path, repo: &Path) -> Result<Found> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
-    let read = move |p: &str| {
-        // relative to the devcontainer file (`../Dockerfile` is common),
-        // but never outside the repository
-        let candidate = base.join(p).canonicalize().ok()?;
-        candidate.starts_with(&repo).then(|| std::fs::read_to_string(&candidate).ok()).flatten()
-    };
-    match devcontainer::import(&path.display().to_string(), &text, &read) {
-        Ok(imported) => Ok(Found { file: path.display().to_string(), yaml: to_canonical_yaml(&imported.config), report: imported.report }),
+    match devcontainer::import(&path.display().to_string(), &text) {
+        Ok(mut imported) => {
+            if let Some(build) = &imported.config.image_build {
+                let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+                let file = repo.join(&build.dockerfile).canonicalize().ok().filter(|f| f.starts_with(&repo) && f.is_file());
+                if file.is_none() {
+                    imported.report.0.push(pinacle_config::Diagnostic {
+                        severity: pinacle_config::Severity::Warning,
+                        file: path.display().to_string(),
+                        line: 1,
+                        column: 1,
+                        path: "build.dockerfile".into(),
+                        message: format!("{} is not a file of the repository at {}", build.dockerfile, repo.display()),
+                        suggestion: None,
+                    });
+                }
+            }
+            Ok(Found { file: path.display().to_string(), yaml: to_canonical_yaml(&imported.config), report: imported.report })
+        }
         Err(d) => {
             print_diagnostics(&d, Some(&text));
             bail!("{} cannot be imported ({} errors)", path.display(), d.errors().count())

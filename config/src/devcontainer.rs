@@ -4,12 +4,15 @@
 //! The file is JSONC (comments, trailing commas). What maps:
 //! - `image`: any OCI reference (checked by [`crate::image_ref`]); the
 //!   pod's host pulls it from its registry, pinned at creation.
-//! - `build.dockerfile`: its `FROM` becomes the image like `image`; its
-//!   `RUN` lines run once as install steps inside the pod's sandbox; `ENV`
-//!   joins the pod's environment; `COPY`/`ADD` are refused, naming the line.
-//! - `features`: [`FEATURES`] (node, python, rust, go, github-cli; git and
-//!   common-utils are already in the base image) become install steps;
-//!   the rest are reported (features are not pulled as OCI artifacts yet).
+//! - `build` (`dockerfile`, `context`, `args`, `target`; paths relative to
+//!   the devcontainer file): `image: {build: …}`, built with full Dockerfile
+//!   syntax by the pod's host from its repository.
+//! - `features`: every feature published as an OCI artifact
+//!   (`ghcr.io/devcontainers/features/node:1`, any registry), with its
+//!   options; the pod's host fetches them and installs them in dependency
+//!   order before the lifecycle commands. Legacy short ids (`node`) mean
+//!   `ghcr.io/devcontainers/features/node:1`. Local (`./x`) features and
+//!   tarball URLs are refused as not supported.
 //! - `forwardPorts`, `portsAttributes` (`label`, `visibility: public`),
 //!   `containerEnv` and `remoteEnv`.
 //! - Every lifecycle command in string, array and object form:
@@ -31,23 +34,11 @@ use pinacle_orchestrator::Tier;
 use serde_json::{Map, Value};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
-use crate::dockerfile::{self, shell_quote, Instruction};
-use crate::pinacle_yaml::{parse, to_canonical_yaml, Gpu, PinacleConfig, Port, ParseOptions};
+use crate::dockerfile::shell_quote;
+use crate::pinacle_yaml::{check_feature_reference, parse, repository_path, to_canonical_yaml, FeatureRequest, Gpu, ImageBuild, ParseOptions, PinacleConfig, Port};
 
 /// Where devcontainer files are looked for, in order.
 pub const PATHS: &[&str] = &[".devcontainer/devcontainer.json", ".devcontainer.json"];
-
-/// Devcontainer features Pinacle knows, by id (the part after the last `/`,
-/// before `:`), with the install step each becomes (`None`: already in the base image).
-pub const FEATURES: &[(&str, Option<&str>)] = &[
-    ("common-utils", None),
-    ("git", None),
-    ("node", Some("command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }")),
-    ("python", Some("command -v pip3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip; }")),
-    ("rust", Some("command -v cargo >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc cargo build-essential; }")),
-    ("go", Some("command -v go >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang; }")),
-    ("github-cli", Some("command -v gh >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gh; }")),
-];
 
 /// The result of an import: a `pinacle.yaml` equivalent, and what was left out.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,10 +48,9 @@ pub struct Imported {
     pub report: Diagnostics,
 }
 
-/// Imports `text` (the contents of `file`). `read` returns other files of
-/// the repository by path relative to the devcontainer file's directory (for
-/// `build.dockerfile`).
-pub fn import(file: &str, text: &str, read: &dyn Fn(&str) -> Option<String>) -> Result<Imported, Diagnostics> {
+/// Imports `text` (the contents of `file`: its path in the repository, like
+/// `.devcontainer/devcontainer.json`, which `build` paths are relative to).
+pub fn import(file: &str, text: &str) -> Result<Imported, Diagnostics> {
     let mut cx = Cx { file, text, diags: Diagnostics::default() };
     if text.len() > crate::yaml::MAX_FILE_BYTES {
         cx.error_at(1, 1, "", format!("the file is {} bytes; at most {} are accepted", text.len(), crate::yaml::MAX_FILE_BYTES), None);
@@ -100,18 +90,22 @@ pub fn import(file: &str, text: &str, read: &dyn Fn(&str) -> Option<String>) -> 
                 }
                 None => cx.error(key, key, "expected a string".into(), None),
             },
-            "build" => {
-                if let Some(steps) = cx.build(value, read, &mut c) {
-                    on_create.splice(0..0, steps);
+            "build" => cx.build(key, value, &mut c),
+            "dockerFile" | "context" => {
+                // the older top-level form of `build`
+                if key == "dockerFile" || !obj.contains_key("dockerFile") {
+                    let mut build = serde_json::Map::new();
+                    if let Some(d) = obj.get("dockerFile") {
+                        build.insert("dockerfile".into(), d.clone());
+                    }
+                    if let Some(ctx) = obj.get("context") {
+                        build.insert("context".into(), ctx.clone());
+                    }
+                    cx.build(key, &Value::Object(build), &mut c);
                 }
             }
-            "dockerFile" => {
-                let build = serde_json::json!({ "dockerfile": value });
-                if let Some(steps) = cx.build(&build, read, &mut c) {
-                    on_create.splice(0..0, steps);
-                }
-            }
-            "features" => cx.features(value, &mut on_create),
+            "features" => cx.features(value, &mut c),
+            "overrideFeatureInstallOrder" => cx.warn(key, key, "ignored: features install in the order their dependencies ask for".into()),
             "forwardPorts" => cx.forward_ports(value, &mut c.ports),
             "portsAttributes" => {} // read with forwardPorts below
             "containerEnv" | "remoteEnv" => cx.env(key, value, &mut c),
@@ -143,6 +137,10 @@ pub fn import(file: &str, text: &str, read: &dyn Fn(&str) -> Option<String>) -> 
     post_create.extend(extension_steps);
     c.post_create = post_create;
     c.post_start = post_start;
+    if c.image.is_some() && c.image_build.is_some() {
+        cx.warn("image", "image", "both `image` and `build` are given: the image is built from the Dockerfile".into());
+        c.image = None;
+    }
     if cx.diags.has_errors() {
         cx.diags.sort();
         return Err(cx.diags);
@@ -207,95 +205,140 @@ impl Cx<'_> {
         }
     }
 
-    fn build(&mut self, build: &Value, read: &dyn Fn(&str) -> Option<String>, c: &mut PinacleConfig) -> Option<Vec<String>> {
-        let Some(path) = build.get("dockerfile").and_then(Value::as_str) else {
-            self.error("build", "build.dockerfile", "expected the path of a Dockerfile".into(), None);
-            return None;
-        };
-        let context = build.get("context").and_then(Value::as_str).unwrap_or(".");
-        let Some(text) = read(path) else {
-            self.error("dockerfile", "build.dockerfile", format!("{path:?} was not found next to the devcontainer file"), None);
-            return None;
-        };
-        let name = format!(".devcontainer/{path}");
-        let recipe = match dockerfile::parse(&name, &text) {
-            Ok(r) => r,
-            Err(e) => {
-                self.diags.0.extend(e.0);
-                return None;
-            }
-        };
-        match crate::image_ref::check(&recipe.from) {
-            Ok(image) => c.image = Some(image.as_str().to_owned()),
-            Err(why) => self.diags.0.push(Diagnostic {
-                severity: Severity::Error,
-                file: name.clone(),
-                line: recipe.from_line,
-                column: 1,
-                path: String::new(),
-                message: format!("FROM: {why}"),
-                suggestion: Some("start FROM a registry image like `debian:trixie` or `python:3.13`".into()),
-            }),
+    /// The repository directory `build` paths are relative to: the
+    /// devcontainer file's directory from its `.devcontainer` folder on
+    /// (the repository's root for `.devcontainer.json`).
+    fn base_dir(&self) -> String {
+        let parts: Vec<&str> = self.file.split('/').collect();
+        match parts.iter().rposition(|p| *p == ".devcontainer") {
+            Some(i) if i + 1 < parts.len() => parts[i..parts.len() - 1].join("/"),
+            _ => String::new(),
         }
-        let mut steps = Vec::new();
-        let mut workdir: Option<String> = None;
-        for (line, step) in &recipe.steps {
-            match step {
-                Instruction::Run(cmd) => steps.push(match &workdir {
-                    Some(dir) => format!("cd {} && {cmd}", shell_quote(dir)),
-                    None => cmd.clone(),
-                }),
-                Instruction::Env(k, v) => {
-                    if crate::pinacle_yaml::valid_env_name(k) {
-                        c.env.insert(k.clone(), v.clone());
-                    }
-                }
-                Instruction::Workdir(dir) => workdir = Some(dir.clone()),
-                Instruction::Copy(_) => self.diags.0.push(Diagnostic {
-                    severity: Severity::Error,
-                    file: name.clone(),
-                    line: *line,
-                    column: 1,
-                    path: String::new(),
-                    message: format!("COPY/ADD from the build context ({context}) is not supported"),
-                    suggestion: Some("copy the files in postCreateCommand from /workspace instead".into()),
-                }),
-            }
-        }
-        for (line, what) in &recipe.ignored {
-            self.diags.0.push(Diagnostic {
-                severity: Severity::Warning,
-                file: name.clone(),
-                line: *line,
-                column: 1,
-                path: String::new(),
-                message: format!("ignored: {what}"),
-                suggestion: None,
-            });
-        }
-        Some(steps)
     }
 
-    fn features(&mut self, value: &Value, steps: &mut Vec<String>) {
+    fn build(&mut self, key: &str, build: &Value, c: &mut PinacleConfig) {
+        let Some(obj) = build.as_object() else {
+            self.error(key, "build", "expected an object with `dockerfile`".into(), None);
+            return;
+        };
+        let base = self.base_dir();
+        let path_of = |cx: &mut Self, field: &str, default: Option<&str>| -> Option<String> {
+            let value = match obj.get(field) {
+                Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
+                None if default.is_some() => default.unwrap_or_default(),
+                _ => {
+                    cx.error(field, &format!("build.{field}"), "expected a path (relative to the devcontainer file)".into(), None);
+                    return None;
+                }
+            };
+            let joined = if base.is_empty() { value.to_owned() } else { format!("{base}/{value}") };
+            match repository_path(&joined) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    cx.error(field, &format!("build.{field}"), why, Some("keep the Dockerfile and its context inside the repository".into()));
+                    None
+                }
+            }
+        };
+        let dockerfile = path_of(self, "dockerfile", None);
+        let context = path_of(self, "context", Some("."));
+        let mut args = std::collections::BTreeMap::new();
+        if let Some(a) = obj.get("args") {
+            match a.as_object() {
+                Some(map) => {
+                    for (name, v) in map {
+                        let path = format!("build.args.{name}");
+                        let v = match v {
+                            Value::String(s) => s.clone(),
+                            Value::Number(n) => n.to_string(),
+                            Value::Bool(b) => b.to_string(),
+                            _ => {
+                                self.error(name, &path, "expected a string".into(), None);
+                                continue;
+                            }
+                        };
+                        if !crate::pinacle_yaml::valid_env_name(name) {
+                            self.error(name, &path, format!("{name:?} is not an ARG name"), None);
+                        } else if v.contains("${localEnv:") {
+                            self.warn(name, &path, "refers to the user's machine (${localEnv:...}); ignored".into());
+                        } else {
+                            args.insert(name.clone(), v);
+                        }
+                    }
+                }
+                None => self.error("args", "build.args", "expected an object of ARG: value".into(), None),
+            }
+        }
+        let target = match obj.get("target") {
+            None => None,
+            Some(Value::String(t)) if !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) => Some(t.clone()),
+            Some(t) => {
+                self.error("target", "build.target", format!("{t} is not a stage name"), None);
+                None
+            }
+        };
+        for ignored in ["cacheFrom", "options"] {
+            if obj.contains_key(ignored) {
+                self.warn(ignored, &format!("build.{ignored}"), "ignored: builds run with the host's builder and its defaults".into());
+            }
+        }
+        if let (Some(dockerfile), Some(context)) = (dockerfile, context) {
+            c.image_build = Some(ImageBuild { dockerfile, context, args, target });
+        }
+    }
+
+    fn features(&mut self, value: &Value, c: &mut PinacleConfig) {
         let Some(map) = value.as_object() else {
             self.error("features", "features", "expected an object of feature ids".into(), None);
             return;
         };
-        for id in map.keys() {
-            let short = id.rsplit('/').next().unwrap_or(id);
-            let short = short.split([':', '@']).next().unwrap_or(short);
-            match FEATURES.iter().find(|(f, _)| *f == short) {
-                Some((_, Some(step))) => {
-                    if !steps.iter().any(|s| s == step) {
-                        steps.push((*step).to_owned());
+        if map.len() > crate::pinacle_yaml::MAX_FEATURE_REQUESTS {
+            self.error("features", "features", format!("{} features; at most {} are accepted", map.len(), crate::pinacle_yaml::MAX_FEATURE_REQUESTS), None);
+            return;
+        }
+        for (id, opts) in map {
+            let path = format!("features.{id}");
+            // legacy short ids name the official collection
+            let reference = if !id.contains('/') && !id.starts_with('.') && !id.contains("://") {
+                let short = id.split([':', '@']).next().unwrap_or(id);
+                let reference = format!("ghcr.io/devcontainers/features/{short}:1");
+                self.warn(id, &path, format!("a short feature id: read as {reference}"));
+                reference
+            } else {
+                id.clone()
+            };
+            if let Err(why) = check_feature_reference(&reference) {
+                self.error(id, &path, why, None);
+                continue;
+            }
+            let mut options = std::collections::BTreeMap::new();
+            match opts {
+                Value::Object(o) => {
+                    for (name, v) in o {
+                        match v {
+                            Value::String(s) => {
+                                options.insert(name.clone(), s.clone());
+                            }
+                            Value::Bool(b) => {
+                                options.insert(name.clone(), b.to_string());
+                            }
+                            Value::Number(n) => {
+                                options.insert(name.clone(), n.to_string());
+                            }
+                            _ => self.error(name, &format!("{path}.{name}"), "expected a string or a boolean".into(), None),
+                        }
                     }
                 }
-                Some((_, None)) => {}
-                None => {
-                    let known: Vec<_> = FEATURES.iter().map(|(f, _)| *f).collect();
-                    self.warn(id, &format!("features.{id}"), format!("feature {id:?} is not supported and was ignored; supported: {}", known.join(", ")));
+                Value::String(v) => {
+                    options.insert("version".into(), v.clone());
+                }
+                Value::Bool(true) | Value::Null => {}
+                _ => {
+                    self.error(id, &path, "expected an object of options".into(), None);
+                    continue;
                 }
             }
+            c.features.push(FeatureRequest { id: reference, options });
         }
     }
 

@@ -74,7 +74,18 @@ pub struct PinacleConfig {
     pub gpu: Option<Gpu>,
     /// The image to start from instead of the template's (`base`, `node`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::image")]
     pub image: Option<String>,
+    /// `image: {build: …}` in the file: the image is built from a
+    /// Dockerfile in the pod's repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub image_build: Option<ImageBuild>,
+    /// Devcontainer features installed when the pod is created, in
+    /// dependency order: `{reference: {option: value}}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::features")]
+    pub features: Vec<FeatureRequest>,
     /// Run once when the pod is first created, before `install`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::schema::string_or_list")]
@@ -93,6 +104,44 @@ pub struct PinacleConfig {
     #[schemars(schema_with = "crate::schema::idle_timeout")]
     pub idle_timeout: Option<IdleTimeout>,
 }
+
+/// An image built from a Dockerfile of the pod's repository (full
+/// Dockerfile syntax, built by the pod's host after the clone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageBuild {
+    /// The Dockerfile, relative to the repository's root.
+    pub dockerfile: String,
+    /// The build context (what COPY reads), relative to the repository's
+    /// root; `.` when left out.
+    #[serde(default = "dot")]
+    pub context: String,
+    /// `ARG` values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    /// The stage to build; the last one when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn dot() -> String {
+    ".".into()
+}
+
+/// A devcontainer feature (an OCI artifact, e.g.
+/// `ghcr.io/devcontainers/features/node:1`) with its options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureRequest {
+    /// The feature's OCI reference.
+    pub id: String,
+    /// Option values, as the feature's `devcontainer-feature.json` names them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Most features one pod asks for.
+pub const MAX_FEATURE_REQUESTS: usize = 32;
 
 /// A process the user runs (a dev server, a worker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -185,8 +234,9 @@ pub struct ParseOptions {
 /// The top-level fields, in canonical order.
 pub const FIELDS: &[&str] = &[
     "version", "name", "template", "tier", "services", "install", "processes", "tabs", "env", "secrets", "ports", "gpu",
-    "image", "onCreate", "postCreate", "postStart", "idleTimeout",
+    "image", "features", "onCreate", "postCreate", "postStart", "idleTimeout",
 ];
+const BUILD_FIELDS: &[&str] = &["dockerfile", "context", "args", "target"];
 const PROCESS_FIELDS: &[&str] = &["name", "displayName", "startCommand", "url", "healthCheck"];
 const TAB_FIELDS: &[&str] = &["name", "service", "url"];
 const PORT_FIELDS: &[&str] = &["port", "name", "public"];
@@ -229,6 +279,8 @@ fn empty_config() -> PinacleConfig {
         ports: Vec::new(),
         gpu: None,
         image: None,
+        image_build: None,
+        features: Vec::new(),
         on_create: Vec::new(),
         post_create: Vec::new(),
         post_start: Vec::new(),
@@ -293,19 +345,23 @@ fn read_config(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>) -> Option<PinacleConfig
             "secrets" => c.secrets = read_secret_names(ctx, value),
             "ports" => c.ports = read_ports(ctx, value),
             "gpu" => c.gpu = read_gpu(ctx, value),
-            "image" => {
-                if let Some(image) = ctx.string(value, path) {
-                    match crate::image_ref::check(&image) {
-                        Ok(_) => c.image = Some(image),
-                        Err(why) => ctx.error(
-                            value,
-                            path,
-                            why,
-                            Some("name an image of `pinacle image list` (like `base`) or a registry image (like `python:3.13` or `ghcr.io/owner/image:tag`)".into()),
-                        ),
+            "image" => match &value.data {
+                YamlData::Mapping(_) => c.image_build = read_image_build(ctx, value),
+                _ => {
+                    if let Some(image) = ctx.string(value, path) {
+                        match crate::image_ref::check(&image) {
+                            Ok(_) => c.image = Some(image),
+                            Err(why) => ctx.error(
+                                value,
+                                path,
+                                why,
+                                Some("name an image of `pinacle image list` (like `base`), a registry image (like `python:3.13` or `ghcr.io/owner/image:tag`), or `build: {dockerfile: Dockerfile}`".into()),
+                            ),
+                        }
                     }
                 }
-            }
+            },
+            "features" => c.features = read_features(ctx, value),
             "onCreate" => c.on_create = ctx.string_or_list(value, path).unwrap_or_default(),
             "postCreate" => c.post_create = ctx.string_or_list(value, path).unwrap_or_default(),
             "postStart" => c.post_start = ctx.string_or_list(value, path).unwrap_or_default(),
@@ -651,6 +707,155 @@ fn read_gpu(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<Gpu> {
     ok.then_some(gpu)
 }
 
+fn read_image_build(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<ImageBuild> {
+    let fields = ctx.fields(node, "image", "an image name, or `build` with a Dockerfile", &["build"])?;
+    let Some((_, build)) = fields.into_iter().find(|(k, _)| *k == "build") else {
+        ctx.error(node, "image", "expected `build:` with the Dockerfile to build", Some("image:\n  build:\n    dockerfile: Dockerfile".into()));
+        return None;
+    };
+    let fields = ctx.fields(build, "image.build", "a Dockerfile build", BUILD_FIELDS)?;
+    let mut out = ImageBuild { dockerfile: String::new(), context: dot(), args: BTreeMap::new(), target: None };
+    let mut ok = true;
+    for (key, value) in fields {
+        let path = join("image.build", key);
+        match key {
+            "dockerfile" | "context" => match ctx.non_empty(value, &path) {
+                Some(p) => match repository_path(&p) {
+                    Ok(p) if key == "dockerfile" => out.dockerfile = p,
+                    Ok(p) => out.context = p,
+                    Err(why) => {
+                        ctx.error(value, &path, why, Some("give a path inside the repository, relative to its root".into()));
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            },
+            "args" => {
+                let YamlData::Mapping(map) = &value.data else {
+                    ctx.expected(value, &path, "a mapping of ARG: value");
+                    ok = false;
+                    continue;
+                };
+                for (k, v) in map {
+                    let Some(name) = scalar_str(k) else {
+                        ctx.expected(k, &path, "an ARG name");
+                        ok = false;
+                        continue;
+                    };
+                    let arg_path = join(&path, name);
+                    if !valid_env_name(name) {
+                        ctx.error(k, &arg_path, format!("{name:?} is not an ARG name: use letters, digits and _"), None);
+                        ok = false;
+                    } else if let Some(v) = ctx.scalar_text(v, &arg_path) {
+                        out.args.insert(name.to_owned(), v);
+                    }
+                }
+            }
+            "target" => match ctx.non_empty(value, &path) {
+                Some(t) if t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) => out.target = Some(t),
+                Some(t) => {
+                    ctx.error(value, &path, format!("{t:?} is not a stage name"), None);
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            _ => {}
+        }
+    }
+    if out.dockerfile.is_empty() {
+        ctx.error(build, "image.build.dockerfile", "the Dockerfile to build is missing", Some("dockerfile: Dockerfile".into()));
+        ok = false;
+    }
+    ok.then_some(out)
+}
+
+/// `path` (relative to a repository's root) with `.` and `..` resolved;
+/// refused when absolute or when it leaves the repository.
+pub fn repository_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') {
+        return Err(format!("{path:?} is absolute; paths are relative to the repository's root"));
+    }
+    if path.contains('\0') || path.len() > 1024 {
+        return Err(format!("{path:?} is not a path"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!("{path:?} leaves the repository"));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(if parts.is_empty() { ".".into() } else { parts.join("/") })
+}
+
+/// Whether `id` can name a feature: an OCI reference with a registry
+/// (`ghcr.io/devcontainers/features/node:1`).
+pub fn check_feature_reference(id: &str) -> Result<(), String> {
+    if id.starts_with("./") || id.starts_with("../") {
+        return Err(format!("{id:?} is a feature in the repository; only features published to a registry are supported (not supported yet: local features)"));
+    }
+    if id.starts_with("https://") || id.starts_with("http://") {
+        return Err(format!("{id:?} is a feature tarball URL; only features published to a registry (OCI artifacts) are supported"));
+    }
+    if !id.contains('/') {
+        return Err(format!("{id:?} names no registry; write the whole reference, like `ghcr.io/devcontainers/features/{id}:1`"));
+    }
+    crate::image_ref::check(id).map(|_| ()).map_err(|why| why.replace("image reference", "feature reference"))
+}
+
+fn read_features(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Vec<FeatureRequest> {
+    let mut out = Vec::new();
+    let YamlData::Mapping(map) = &node.data else {
+        ctx.expected(node, "features", "a mapping of feature reference: options");
+        return out;
+    };
+    if map.len() > MAX_FEATURE_REQUESTS {
+        ctx.error(node, "features", format!("{} features; at most {MAX_FEATURE_REQUESTS} are accepted", map.len()), None);
+        return out;
+    }
+    for (key, value) in map {
+        let Some(id) = scalar_str(key) else {
+            ctx.expected(key, "features", "a feature reference");
+            continue;
+        };
+        let path = join("features", id);
+        if let Err(why) = check_feature_reference(id) {
+            ctx.error(key, &path, why, None);
+            continue;
+        }
+        let mut options = BTreeMap::new();
+        match &value.data {
+            YamlData::Mapping(opts) => {
+                for (k, v) in opts {
+                    let Some(name) = scalar_str(k) else {
+                        ctx.expected(k, &path, "an option name");
+                        continue;
+                    };
+                    if let Some(v) = ctx.scalar_text(v, &join(&path, name)) {
+                        options.insert(name.to_owned(), v);
+                    }
+                }
+            }
+            // `node: "20"`: the version, as in devcontainer.json
+            YamlData::Value(Scalar::String(v)) => {
+                options.insert("version".to_owned(), v.to_string());
+            }
+            _ if is_null(value) => {}
+            _ => {
+                ctx.expected(value, &path, "a mapping of option: value (or {})");
+                continue;
+            }
+        }
+        out.push(FeatureRequest { id: id.to_owned(), options });
+    }
+    out
+}
+
 fn read_idle_timeout(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<IdleTimeout> {
     let parsed = match &node.data {
         YamlData::Value(Scalar::Integer(m)) if *m > 0 => Some((*m as u64).saturating_mul(60)),
@@ -804,6 +1009,30 @@ pub fn to_canonical_yaml(c: &PinacleConfig) -> String {
     }
     if let Some(i) = &c.image {
         let _ = writeln!(out, "image: {}", quote(i));
+    } else if let Some(b) = &c.image_build {
+        let _ = writeln!(out, "image:\n  build:\n    dockerfile: {}\n    context: {}", quote(&b.dockerfile), quote(&b.context));
+        if !b.args.is_empty() {
+            out.push_str("    args:\n");
+            for (k, v) in &b.args {
+                let _ = writeln!(out, "      {k}: {}", quote(v));
+            }
+        }
+        if let Some(t) = &b.target {
+            let _ = writeln!(out, "    target: {}", quote(t));
+        }
+    }
+    if !c.features.is_empty() {
+        out.push_str("features:\n");
+        for f in &c.features {
+            if f.options.is_empty() {
+                let _ = writeln!(out, "  {}: {{}}", quote(&f.id));
+            } else {
+                let _ = writeln!(out, "  {}:", quote(&f.id));
+                for (k, v) in &f.options {
+                    let _ = writeln!(out, "    {}: {}", quote(k), quote(v));
+                }
+            }
+        }
     }
     write_commands(&mut out, "onCreate", &c.on_create, "");
     write_commands(&mut out, "postCreate", &c.post_create, "");

@@ -12,6 +12,34 @@ use crate::templates::Template;
 /// The image pods start from when neither `image` nor `template` says.
 pub const DEFAULT_IMAGE: &str = "base";
 
+/// Where the pod's host puts the devcontainer features it fetched (read
+/// only, inside the pod), with the script installing them in order.
+pub const FEATURES_DIR: &str = "/run/pinacle/features";
+
+/// The install step of a pod with devcontainer features: first of all
+/// steps, run once per image (its text names the features, so another set
+/// runs again).
+pub fn features_step(features: &[crate::pinacle_yaml::FeatureRequest]) -> Option<String> {
+    use sha2::Digest;
+    if features.is_empty() {
+        return None;
+    }
+    let mut h = sha2::Sha256::new();
+    for f in features {
+        h.update(f.id.as_bytes());
+        h.update([0]);
+        for (k, v) in &f.options {
+            h.update(k.as_bytes());
+            h.update([1]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        h.update([2]);
+    }
+    let digest = hex::encode(&h.finalize()[..8]);
+    Some(format!("sh {FEATURES_DIR}/install.sh # features {digest}"))
+}
+
 /// A tab as the IDE shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -59,6 +87,9 @@ pub fn resolve(c: &PinacleConfig) -> PodDefinition {
             install.push(Step { name, run: run.to_owned(), cwd: None, once });
         }
     };
+    if let Some(run) = features_step(&c.features) {
+        push_step("features".into(), &run, true);
+    }
     for s in &services {
         for (i, run) in s.install.iter().enumerate() {
             push_step(format!("{}-{}", s.id, i + 1), run, true);

@@ -69,3 +69,45 @@ pub(crate) fn idle_timeout(_: &mut SchemaGenerator) -> Schema {
         ]
     })
 }
+
+pub(crate) fn image(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "oneOf": [
+            { "type": "string", "minLength": 1, "description": "an image of `pinacle image list` (`base`, `node`, ...) or a registry image (`python:3.13`, `ghcr.io/owner/image@sha256:…`)" },
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["build"],
+                "properties": {
+                    "build": {
+                        "type": "object",
+                        "description": "Build the image from a Dockerfile of the pod's repository.",
+                        "additionalProperties": false,
+                        "required": ["dockerfile"],
+                        "properties": {
+                            "dockerfile": { "type": "string", "minLength": 1, "description": "relative to the repository's root" },
+                            "context": { "type": "string", "minLength": 1, "default": ".", "description": "relative to the repository's root" },
+                            "args": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } },
+                            "target": { "type": "string", "minLength": 1 }
+                        }
+                    }
+                }
+            }
+        ]
+    })
+}
+
+pub(crate) fn features(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": "Devcontainer features (OCI references) and their options.",
+        "maxProperties": crate::pinacle_yaml::MAX_FEATURE_REQUESTS,
+        "additionalProperties": {
+            "oneOf": [
+                { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } },
+                { "type": "string", "description": "the `version` option" },
+                { "type": "null" }
+            ]
+        }
+    })
+}

@@ -139,6 +139,12 @@ impl GitRun {
     }
 }
 
+/// Most lines of a pod image build's output recorded as pod events.
+pub const MAX_BUILD_EVENT_LINES: usize = 2000;
+
+/// Largest build context taken out of a pod.
+pub const MAX_CONTEXT_BYTES: u64 = 4 << 30;
+
 /// How long a pod's supervisor may take to answer after the sandbox starts.
 pub const SUPERVISOR_START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -305,10 +311,20 @@ impl HostAgent {
                 }
                 match self.ensure_running(&pod, fresh).await {
                     Ok(()) => match self.settle_repository(&pod).await {
-                        Ok(()) => {
-                            let msg = format!("sandbox running ({} ms)", started.elapsed().as_millis());
-                            self.record_if_current(id, PodEvent::SandboxRunning, &msg).await
-                        }
+                        Ok(restart) => match self.settle_build(&pod, restart).await {
+                            Ok(()) => {
+                                let msg = format!("sandbox running ({} ms)", started.elapsed().as_millis());
+                                self.record_if_current(id, PodEvent::SandboxRunning, &msg).await
+                            }
+                            Err(e) => {
+                                // the clone stays; the next start builds again
+                                if let Err(stop) = self.ensure_stopped(&pod).await {
+                                    tracing::warn!(pod = %pod.id, error = %stop, "stopping after a failed image build");
+                                }
+                                tracing::warn!(pod = %pod.id, name = %pod.name, error = %e, "image not built");
+                                self.record_if_current(id, PodEvent::Failed, &e.to_string()).await
+                            }
+                        },
                         Err(e) => {
                             // nothing half-done: no sandbox, an empty workspace
                             if let Err(stop) = self.ensure_stopped(&pod).await {
@@ -445,6 +461,21 @@ impl HostAgent {
             // the image's own Env (a registry image's config), then the
             // pod's secrets: later entries win
             let mut env = self.image_env(&pod.image).await;
+            // devcontainer features: fetched and laid out here, installed
+            // by the pod's first install step; their containerEnv joins
+            // the pod's environment
+            let setup = self.control.image_setup(pod.id).await?;
+            let features_dir = crate::pod_features::dir_of(&dir);
+            if !setup.features.is_empty() {
+                let registry_env = self.control.registry_environment(pod.id).await?;
+                let (report, events) = self.reporter(pod.id);
+                let prepared = crate::pod_features::prepare(&self.oci, &setup.features, &registry_env, &features_dir, &report).await;
+                drop(report);
+                let _ = events.await;
+                let container_env = prepared?;
+                let base = bundle::merge_env(bundle::pod_env(pod).into_iter().chain(env.iter().cloned()));
+                env.extend(crate::pod_features::container_env_entries(&container_env, &base));
+            }
             env.extend(self.control.pod_environment(pod.id).await?);
             let supervisor = match &self.config.supervisor {
                 Some(binary) => {
@@ -462,6 +493,9 @@ impl HostAgent {
                 supervisor.as_ref().map(|(b, d)| (*b, d)),
             )?;
             bundle::add_home(&mut spec, &disk.home())?;
+            if !setup.features.is_empty() {
+                bundle::bind_readonly_dir(&mut spec, &features_dir, pinacle_config::resolve::FEATURES_DIR)?;
+            }
             if pod.runtime == RuntimeKind::Youki {
                 if attachment.is_some() {
                     bundle::bind_resolv_conf(&mut spec, &resolv_conf)?;
@@ -515,19 +549,19 @@ impl HostAgent {
     /// the pod says so), and never into a `/workspace` that holds anything.
     /// On failure `/workspace` is emptied again and the marker not written
     /// (the next start tries anew).
-    async fn settle_repository(&self, pod: &PodRecord) -> Result<(), crate::repository::RepositoryFailure> {
+    async fn settle_repository(&self, pod: &PodRecord) -> Result<bool, crate::repository::RepositoryFailure> {
         use crate::repository::{self as repo, ConfigFile, RepositoryFailure};
-        let Some(source) = self.control.repository(pod.id).await.map_err(AgentError::from)? else { return Ok(()) };
+        let Some(source) = self.control.repository(pod.id).await.map_err(AgentError::from)? else { return Ok(false) };
         let marker = self.config.data.pod(pod.id).join(repo::CLONED_MARKER);
         if marker.exists() {
-            return Ok(());
+            return Ok(false);
         }
         let disk = crate::storage::PodDisk { root: crate::storage::mount_point(&self.config.data.volume(pod.id)) };
         let empty = std::fs::read_dir(disk.workspace()).map(|mut d| d.next().is_none()).unwrap_or(false);
         if !empty {
             self.control.progress(pod.id, "/workspace is not empty: the repository is not cloned into it").await;
             std::fs::write(&marker, b"").map_err(AgentError::io("writing", &marker))?;
-            return Ok(());
+            return Ok(false);
         }
         let t0 = Instant::now();
         let what = match (&source.branch, &source.commit) {
@@ -543,14 +577,14 @@ impl HostAgent {
             }
             self.control.progress(pod.id, &format!("repository cloned ({} ms)", t0.elapsed().as_millis())).await;
             if !source.use_repository_config {
-                return Ok(());
+                return Ok(false);
             }
             let read = self.run_git(pod, repo::read_config_argv(), false).await?;
             match repo::parse_config_output(&read.stdout) {
                 ConfigFile::None => {
                     let note = "the repository has no pinacle.yaml or devcontainer.json: the pod keeps the default configuration";
                     self.control.progress(pod.id, note).await;
-                    Ok(())
+                    Ok(false)
                 }
                 ConfigFile::TooLarge { file } => {
                     Err(RepositoryFailure::Config { file, message: format!("it is larger than {} bytes", repo::MAX_CONFIG_BYTES) })
@@ -559,15 +593,12 @@ impl HostAgent {
                 ConfigFile::Found { file, text } => match self.control.apply_repository_config(pod.id, &file, &text).await {
                     Ok(crate::control::RepositoryConfigOutcome::Applied) => {
                         self.control.progress(pod.id, &format!("configured from the repository's {file}")).await;
-                        Ok(())
+                        Ok(false)
                     }
                     Ok(crate::control::RepositoryConfigOutcome::Restart) => {
                         let note = format!("configured from the repository's {file}; starting the sandbox again with its image and processes");
                         self.control.progress(pod.id, &note).await;
-                        let updated = self.control.pod(pod.id).await.map_err(AgentError::from)?.ok_or(AgentError::ControlPlane(ControlPlaneError::NotFound(pod.id)))?;
-                        self.ensure_stopped(pod).await?;
-                        self.ensure_running(&updated, false).await?;
-                        Ok(())
+                        Ok(true)
                     }
                     Err(ControlPlaneError::InvalidConfig(message)) => Err(RepositoryFailure::Config { file, message }),
                     Err(e) => Err(AgentError::from(e).into()),
@@ -576,7 +607,7 @@ impl HostAgent {
         }
         .await;
         match &result {
-            Ok(()) => std::fs::write(&marker, b"").map_err(AgentError::io("writing", &marker))?,
+            Ok(_) => std::fs::write(&marker, b"").map_err(AgentError::io("writing", &marker))?,
             Err(_) => {
                 if let Err(e) = self.run_git(pod, repo::cleanup_argv(), false).await {
                     tracing::warn!(pod = %pod.id, error = %e, "emptying /workspace after a failed clone");
@@ -584,6 +615,179 @@ impl HostAgent {
             }
         }
         result
+    }
+
+    /// Builds the pod's image from the Dockerfile of its repository when its
+    /// configuration asks (`image: {build: …}`, a devcontainer's `build`)
+    /// and records it as the pod's image, then starts the sandbox again on
+    /// it; `restart`: start again anyway (the configuration changed). The
+    /// context is the clone, taken out of the running pod as a tar (made
+    /// by the pod's own `tar`, unpacked on the host with the image layer
+    /// unpacker: nothing of the repository is read by path as host root).
+    /// `RUN` steps run in gVisor in the pod's own network namespace. An
+    /// image built from the same commit and build settings for the same
+    /// owner is reused.
+    async fn settle_build(&self, pod: &PodRecord, restart: bool) -> Result<(), AgentError> {
+        let setup = self.control.image_setup(pod.id).await?;
+        let current = self.control.pod(pod.id).await?.ok_or(AgentError::ControlPlane(ControlPlaneError::NotFound(pod.id)))?;
+        let built_marker = self.config.data.pod(pod.id).join("image-built");
+        let mut restart = restart;
+        if let Some(build) = &setup.build {
+            if self.control.repository(pod.id).await?.is_none() {
+                return Err(AgentError::ImageBuild("`image: {build: …}` builds from the pod's repository, and this pod has none".into()));
+            }
+            let head = self.run_git(pod, vec!["git".into(), "rev-parse".into(), "HEAD".into()], false).await?;
+            let commit = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+            let key = {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(pod.owner.as_bytes());
+                h.update([0]);
+                h.update(commit.as_bytes());
+                h.update([0]);
+                h.update(serde_json::to_vec(build).unwrap_or_default());
+                hex::encode(&h.finalize()[..16])
+            };
+            let done = std::fs::read_to_string(&built_marker).is_ok_and(|k| k == key);
+            if !(done && current.image.starts_with(&format!("localhost/{}", crate::dockerfile::POD_BUILDS_PREFIX))) {
+                let pinned = self.build_pod_image(pod, build, &key, commit.len() == 40).await?;
+                self.control.set_built_image(pod.id, &pinned).await?;
+                std::fs::write(&built_marker, &key).map_err(AgentError::io("writing", &built_marker))?;
+                restart = true;
+            }
+        }
+        if restart {
+            let updated = self.control.pod(pod.id).await?.ok_or(AgentError::ControlPlane(ControlPlaneError::NotFound(pod.id)))?;
+            self.ensure_stopped(pod).await?;
+            self.ensure_running(&updated, false).await?;
+        }
+        Ok(())
+    }
+
+    /// The image of `build` for the pod (`localhost/pinacle/pods/{key}`,
+    /// pinned): from the store when built before (`reuse`), else built.
+    async fn build_pod_image(&self, pod: &PodRecord, build: &pinacle_config::pinacle_yaml::ImageBuild, key: &str, reuse: bool) -> Result<String, AgentError> {
+        let name = format!("localhost/{}{key}:latest", crate::dockerfile::POD_BUILDS_PREFIX);
+        let reference = pinacle_oci::Reference::parse(&name).map_err(|e| AgentError::ImageBuild(e.to_string()))?;
+        if reuse {
+            if let Some(img) = self.oci.find(&reference).await? {
+                self.control.progress(pod.id, &format!("image built before from this commit of {}: reused", build.dockerfile)).await;
+                return Ok(reference.pinned(&img.info.manifest_digest).to_string());
+            }
+        }
+        let dockerfile = if build.context == "." {
+            std::path::PathBuf::from(&build.dockerfile)
+        } else {
+            match std::path::Path::new(&build.dockerfile).strip_prefix(&build.context) {
+                Ok(rel) => rel.to_path_buf(),
+                Err(_) => {
+                    return Err(AgentError::ImageBuild(format!(
+                        "the Dockerfile {} is outside the build context {}; move it into the context or make the context a folder above it",
+                        build.dockerfile, build.context
+                    )))
+                }
+            }
+        };
+        let work = self.oci.dir().join("contexts").join(pod.id.to_string());
+        crate::rootfs::remove_tree(&work)?;
+        std::fs::create_dir_all(&work).map_err(AgentError::io("creating", &work))?;
+        let result = async {
+            let context = work.join("context");
+            self.control.progress(pod.id, &format!("reading the build context {} from the pod", build.context)).await;
+            self.pod_tar(pod, &format!("/workspace/{}", build.context), &work.join("context.tar"), &context).await?;
+            let registry_env = self.control.registry_environment(pod.id).await?;
+            let network = match (&self.config.network, crate::network::recorded(&self.config.data.pod(pod.id))) {
+                (Some(_), Some(a)) => crate::dockerfile::BuildNetwork::Namespace(a.netns_path()),
+                _ => crate::dockerfile::BuildNetwork::None,
+            };
+            let req = crate::dockerfile::BuildRequest {
+                context_dir: context,
+                dockerfile,
+                name: name.clone(),
+                build_args: build.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                target: build.target.clone(),
+                insecure_registries: self.config.insecure_registries.clone(),
+                credentials: crate::registry::all_credentials(&registry_env),
+                isolation: crate::dockerfile::Isolation::Gvisor,
+                network,
+            };
+            let (report, events) = self.reporter(pod.id);
+            let lines = std::sync::atomic::AtomicUsize::new(0);
+            let log = |line: &str| {
+                // the build's output in the pod's events, bounded
+                match lines.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                    n if n < MAX_BUILD_EVENT_LINES => report(format!("build: {line}")),
+                    n if n == MAX_BUILD_EVENT_LINES => report(format!("build: (more output is not recorded; at most {MAX_BUILD_EVENT_LINES} lines are)")),
+                    _ => {}
+                }
+            };
+            let t0 = Instant::now();
+            let built = crate::dockerfile::build(&self.oci, &req, &log).await;
+            drop(report);
+            let _ = events.await;
+            let built = built.map_err(|e| AgentError::ImageBuild(format!("{} ({}): {e}", build.dockerfile, build.context)))?;
+            self.control.progress(pod.id, &format!("image built from {} in {} ms", build.dockerfile, t0.elapsed().as_millis())).await;
+            Ok::<_, AgentError>(reference.pinned(&built.info.manifest_digest).to_string())
+        }
+        .await;
+        if let Err(e) = crate::rootfs::remove_tree(&work) {
+            tracing::warn!(pod = %pod.id, error = %e, "removing a build context");
+        }
+        result
+    }
+
+    /// Copies `dir` of the running pod to `target` on the host: the pod's
+    /// `tar` writes it to stdout (at most [`MAX_CONTEXT_BYTES`], kept in
+    /// `tar_file`), the image layer unpacker reads it (no path leaves
+    /// `target`, no device or link out of it).
+    async fn pod_tar(&self, pod: &PodRecord, dir: &str, tar_file: &Path, target: &Path) -> Result<(), AgentError> {
+        use tokio::io::AsyncWriteExt;
+        let req = ExecRequest { argv: vec!["tar".into(), "-cf".into(), "-".into(), "-C".into(), dir.into(), ".".into()], env: Vec::new(), cwd: Some("/workspace".into()), stdin: None };
+        let mut rx = self.exec(pod, req).await?;
+        let mut file = tokio::fs::File::create(tar_file).await.map_err(AgentError::io("creating", tar_file))?;
+        let mut written: u64 = 0;
+        let mut stderr = Vec::new();
+        let deadline = tokio::time::Instant::now() + CLONE_TIMEOUT;
+        let code = loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                return Err(AgentError::ImageBuild(format!("reading the build context {dir} took too long")));
+            };
+            match next {
+                Some(ExecOutput::Stdout(d)) => {
+                    written += d.len() as u64;
+                    if written > MAX_CONTEXT_BYTES {
+                        return Err(AgentError::ImageBuild(format!("the build context {dir} is larger than {} MiB; add a .dockerignore or a smaller context", MAX_CONTEXT_BYTES >> 20)));
+                    }
+                    file.write_all(&d).await.map_err(AgentError::io("writing", tar_file))?;
+                }
+                Some(ExecOutput::Stderr(d)) => {
+                    let room = 4096usize.saturating_sub(stderr.len());
+                    stderr.extend_from_slice(&d[..d.len().min(room)]);
+                }
+                Some(ExecOutput::Exit(code)) => break code,
+                None => break 255,
+            }
+        };
+        file.flush().await.map_err(AgentError::io("writing", tar_file))?;
+        drop(file);
+        if code != 0 {
+            let why = String::from_utf8_lossy(&stderr);
+            let why = why.lines().last().unwrap_or("").trim().to_owned();
+            return Err(AgentError::ImageBuild(match code {
+                127 => "the pod's image has no `tar` to hand the build context over".to_owned(),
+                _ => format!("the build context {dir} could not be read: {why}"),
+            }));
+        }
+        let (tar_file, target) = (tar_file.to_path_buf(), target.to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<(), AgentError> {
+            std::fs::create_dir_all(&target).map_err(AgentError::io("creating", &target))?;
+            let f = std::fs::File::open(&tar_file).map_err(AgentError::io("opening", &tar_file))?;
+            let mut unpacker = pinacle_oci::unpack::Unpacker::new(target.clone());
+            unpacker.apply_layer(std::io::BufReader::new(f)).map_err(|e| AgentError::ImageBuild(format!("the build context: {e}")))?;
+            unpacker.finish().map_err(|e| AgentError::ImageBuild(format!("the build context: {e}")))
+        })
+        .await
+        .map_err(|e| AgentError::ImageBuild(e.to_string()))?
     }
 
     /// Runs a git step of [`Self::settle_repository`] in the pod: stdout kept
@@ -680,6 +884,19 @@ impl HostAgent {
         let reference = pinacle_oci::Reference::parse(image)?;
         let creds = crate::registry::credentials_for(env, reference.registry());
         self.oci.pull(&reference, &creds, &*progress).await
+    }
+
+    /// A progress reporter for pod `id`'s events (lines sent in order by a
+    /// task that ends when the reporter is dropped).
+    fn reporter(&self, id: Uuid) -> (impl Fn(String) + Send + Sync, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let control = self.control.clone();
+        let events = tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                control.progress(id, &line).await;
+            }
+        });
+        (move |line: String| drop(tx.send(line)), events)
     }
 
     /// The root filesystem of the pod's image: pulled from its registry

@@ -320,6 +320,19 @@ pub fn bind_resolv_conf(spec: &mut Spec, file: &Path) -> Result<(), AgentError> 
     Ok(())
 }
 
+/// Binds the host directory `dir` read-only at `destination` in the pod.
+pub fn bind_readonly_dir(spec: &mut Spec, dir: &Path, destination: &str) -> Result<(), AgentError> {
+    let mount = MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(dir)
+        .options(vec!["rbind".to_owned(), "ro".to_owned(), "nosuid".to_owned(), "nodev".to_owned()])
+        .build()
+        .map_err(|e| AgentError::Bundle(e.to_string()))?;
+    push_mount(spec, mount);
+    Ok(())
+}
+
 /// Drops the network namespace from `spec`: the sandbox then shares the
 /// network namespace of the process that starts it.
 pub fn inherit_network_namespace(spec: &mut Spec) {

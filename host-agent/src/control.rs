@@ -31,6 +31,15 @@ pub enum RepositoryConfigOutcome {
     Restart,
 }
 
+/// What a pod's image is made of beyond its name, from its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSetup {
+    /// A Dockerfile of the pod's repository the image is built from.
+    pub build: Option<pinacle_config::pinacle_yaml::ImageBuild>,
+    /// Devcontainer features installed in the pod, in dependency order.
+    pub features: Vec<pinacle_config::pinacle_yaml::FeatureRequest>,
+}
+
 /// How a host agent reads pods and reports what happened to them.
 #[async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
@@ -85,5 +94,19 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn apply_repository_config(&self, id: Uuid, file: &str, text: &str) -> Result<RepositoryConfigOutcome, ControlPlaneError> {
         let _ = (id, file, text);
         Ok(RepositoryConfigOutcome::Applied)
+    }
+
+    /// The pod's image build and features (none by default).
+    async fn image_setup(&self, id: Uuid) -> Result<ImageSetup, ControlPlaneError> {
+        let _ = id;
+        Ok(ImageSetup::default())
+    }
+
+    /// Records `image` (`localhost/pinacle/pods/…@sha256:…`, built by this
+    /// host from the pod's repository) as the pod's image; the next start
+    /// runs it.
+    async fn set_built_image(&self, id: Uuid, image: &str) -> Result<(), ControlPlaneError> {
+        let _ = (id, image);
+        Err(ControlPlaneError::Backend("this control plane cannot record built images".into()))
     }
 }

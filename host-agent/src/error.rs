@@ -33,6 +33,9 @@ pub enum AgentError {
     NotRunning(String),
     #[error("image build failed: {0}")]
     ImageBuild(String),
+    /// A devcontainer feature could not be fetched or prepared.
+    #[error("devcontainer features: {0}")]
+    Features(String),
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
     #[error("job queue: {0}")]

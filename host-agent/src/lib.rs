@@ -22,6 +22,7 @@ pub mod features;
 pub mod images;
 pub mod layout;
 pub mod network;
+pub mod pod_features;
 pub mod pod_keys;
 pub mod queue;
 pub mod registry;

@@ -39,6 +39,26 @@ pub fn credentials_for(env: &[String], registry: &str) -> Credentials {
     Credentials::Anonymous
 }
 
+/// Every registry `env` holds credentials for, with them (for builds,
+/// whose base images may come from several registries).
+pub fn all_credentials(env: &[String]) -> Vec<(String, Credentials)> {
+    let mut out: Vec<(String, Credentials)> = Vec::new();
+    for kv in env {
+        let Some((name, server)) = kv.split_once('=') else { continue };
+        if !name.ends_with(SERVER) {
+            continue;
+        }
+        let server = server.trim().trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_ascii_lowercase();
+        if server.is_empty() || out.iter().any(|(s, _)| *s == server) {
+            continue;
+        }
+        if let c @ Credentials::Basic { .. } = credentials_for(env, &server) {
+            out.push((server, c));
+        }
+    }
+    out
+}
+
 /// A one-line account of a pull's progress for the pod's events, or `None`
 /// for reports not worth an event (intermediate download chunks).
 pub fn progress_line(p: &pinacle_oci::PullProgress) -> Option<String> {

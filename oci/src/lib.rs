@@ -82,6 +82,7 @@ pub use digest::{Digest, DigestError};
 pub use error::OciError;
 pub use reference::{looks_like_registry_reference, Reference, ReferenceError};
 pub use store::{
+    Artifact,
     Credentials, GcReport, ImageInfo, LayerProgress, PullPhase, PullProgress, PulledImage,
     RuntimeConfig, Store,
 };

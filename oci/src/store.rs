@@ -197,6 +197,16 @@ pub struct GcReport {
     pub freed_bytes: u64,
 }
 
+/// A single-layer OCI artifact fetched by [`Store::fetch_artifact`] (a
+/// devcontainer feature, say).
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The manifest digest the reference named.
+    pub manifest_digest: Digest,
+    /// The layer's bytes, checked against its digest.
+    pub layer: Vec<u8>,
+}
+
 /// A content-addressed image store rooted at one directory.
 ///
 /// Layout: `blobs/sha256/<hex>` (verified compressed blobs shared by all images),
@@ -299,6 +309,70 @@ impl Store {
             .fetch_image_manifest(&client, reference, &creds.to_auth())
             .await?;
         Ok(digest)
+    }
+
+    /// Fetches the artifact `reference` names (an OCI manifest with one
+    /// layer of `layer_media_type`, like a devcontainer feature's): its
+    /// manifest and that layer, verified against their digests (the layer is
+    /// cached in the store's blobs). A layer over `max_bytes` is refused
+    /// before it is downloaded.
+    pub async fn fetch_artifact(
+        &self,
+        reference: &Reference,
+        creds: &Credentials,
+        layer_media_type: &str,
+        max_bytes: u64,
+    ) -> Result<Artifact, OciError> {
+        let refname = reference.to_string();
+        let client = self.client();
+        let cref = reference.to_client();
+        let auth = creds.to_auth();
+        let (body, manifest_digest) = self
+            .fetch_manifest_raw(&client, &cref, &refname, &auth, reference.digest())
+            .await?;
+        let manifest: ImageManifestJson =
+            serde_json::from_slice(&body).map_err(|e| OciError::BadImage {
+                reference: refname.clone(),
+                message: format!("it is not an artifact manifest: {e}"),
+            })?;
+        check_manifest_type(&refname, manifest.media_type.as_deref(), false)?;
+        let Some(layer) = manifest
+            .layers
+            .iter()
+            .find(|l| l.media_type == layer_media_type)
+        else {
+            return Err(OciError::BadImage {
+                reference: refname,
+                message: format!("it has no layer of type {layer_media_type}"),
+            });
+        };
+        if layer.size > max_bytes {
+            return Err(OciError::BadImage {
+                reference: refname,
+                message: format!("its layer is {} bytes; at most {max_bytes} are accepted", layer.size),
+            });
+        }
+        let digest = parse_digest(&refname, &layer.digest)?;
+        let _lock = self.lock(false).await?;
+        self.fetch_blob(&client, &cref, &refname, &digest, layer.size, &|_| {})
+            .await?;
+        let path = self.blob_path(&digest);
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| OciError::io(&path, e))?;
+        // a cached blob is checked again: the store's files are not trusted blindly
+        if Digest::of(&bytes) != digest {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(OciError::DigestMismatch {
+                reference: refname,
+                expected: digest,
+                actual: Digest::of(&bytes).to_string(),
+            });
+        }
+        Ok(Artifact {
+            manifest_digest,
+            layer: bytes,
+        })
     }
 
     /// Pulls `reference` into the store (see the crate docs for the guarantees)
