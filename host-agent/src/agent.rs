@@ -636,23 +636,25 @@ impl HostAgent {
             if self.control.repository(pod.id).await?.is_none() {
                 return Err(AgentError::ImageBuild("`image: {build: …}` builds from the pod's repository, and this pod has none".into()));
             }
-            let head = self.run_git(pod, vec!["git".into(), "rev-parse".into(), "HEAD".into()], false).await?;
-            let commit = String::from_utf8_lossy(&head.stdout).trim().to_owned();
-            let key = {
-                use sha2::Digest;
-                let mut h = sha2::Sha256::new();
-                h.update(pod.owner.as_bytes());
-                h.update([0]);
-                h.update(commit.as_bytes());
-                h.update([0]);
-                h.update(serde_json::to_vec(build).unwrap_or_default());
-                hex::encode(&h.finalize()[..16])
-            };
-            let done = std::fs::read_to_string(&built_marker).is_ok_and(|k| k == key);
-            if !(done && current.image.starts_with(&format!("localhost/{}", crate::dockerfile::POD_BUILDS_PREFIX))) {
+            // built once per pod (the marker), then the recorded image is
+            // the pod's (its image may have no git to ask the commit of)
+            let built = built_marker.exists() && current.image.starts_with(&format!("localhost/{}", crate::dockerfile::POD_BUILDS_PREFIX));
+            if !built {
+                let head = self.run_git(pod, vec!["git".into(), "rev-parse".into(), "HEAD".into()], false).await?;
+                let commit = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+                let key = {
+                    use sha2::Digest;
+                    let mut h = sha2::Sha256::new();
+                    h.update(pod.owner.as_bytes());
+                    h.update([0]);
+                    h.update(commit.as_bytes());
+                    h.update([0]);
+                    h.update(serde_json::to_vec(build).unwrap_or_default());
+                    hex::encode(&h.finalize()[..16])
+                };
                 let pinned = self.build_pod_image(pod, build, &key, commit.len() == 40).await?;
                 self.control.set_built_image(pod.id, &pinned).await?;
-                std::fs::write(&built_marker, &key).map_err(AgentError::io("writing", &built_marker))?;
+                std::fs::write(&built_marker, &pinned).map_err(AgentError::io("writing", &built_marker))?;
                 restart = true;
             }
         }

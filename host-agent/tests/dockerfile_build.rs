@@ -14,31 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use pinacle_host_agent::dockerfile::{build, BuildError, BuildNetwork, BuildRequest, Isolation};
 use pinacle_oci::{Credentials, Reference, Store};
-use registry::{ImageSpec, Layer, Registry};
-
-/// A BusyBox image: the static busybox binary, a symlink per applet, and
-/// `root` in /etc/passwd and /etc/group.
-fn busybox_image() -> Result<ImageSpec> {
-    let candidates = [PathBuf::from("/var/tmp/pinacle-test/images/busybox/rootfs/bin/busybox"), PathBuf::from("/bin/busybox")];
-    let bin = candidates.iter().find(|p| p.is_file()).context("no static busybox (run scripts/setup.sh, or apt-get install busybox-static)")?;
-    let bytes = std::fs::read(bin)?;
-    let out = std::process::Command::new(bin).arg("--list").output()?;
-    let mut layer = Layer::new()
-        .dir("bin")
-        .file("bin/busybox", &bytes, 0o755)
-        .dir("etc")
-        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-        .file("etc/group", b"root:x:0:\n", 0o644)
-        .dir("root")
-        .dir("tmp");
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        let applet = applet.trim();
-        if !applet.is_empty() && applet != "busybox" {
-            layer = layer.symlink(&format!("bin/{applet}"), "busybox");
-        }
-    }
-    Ok(ImageSpec::new().layer(layer))
-}
+use registry::{busybox_image, Registry};
 
 struct Fixture {
     reg: Registry,

@@ -21,6 +21,8 @@ use sha2::Digest as _;
 /// A `docker-registry` process on 127.0.0.1, storing in a temp dir; killed on drop.
 pub struct Registry {
     child: Child,
+    /// The address it listens on (127.0.0.1, or one in a test's namespace).
+    ip: String,
     port: u16,
     dir: tempfile::TempDir,
     creds: Option<(String, String)>,
@@ -51,7 +53,15 @@ impl Registry {
                 path.display()
             );
         }
-        Registry::start_in(dir, &auth_yaml, auth)
+        Registry::start_in(dir, &auth_yaml, auth, None)
+    }
+
+    /// Starts an anonymous registry inside the network namespace `netns`,
+    /// listening on `ip:5000` (an address of that namespace the host
+    /// reaches, and pods through their egress).
+    pub fn start_in_netns(netns: &str, ip: &str) -> Result<Registry> {
+        let dir = tempfile::tempdir()?;
+        Registry::start_in(dir, "", None, Some((netns, ip)))
     }
 
     /// Starts a registry with token (Bearer) auth: clients get tokens from
@@ -71,24 +81,36 @@ impl Registry {
             "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
             bundle.display()
         );
-        Registry::start_in(dir, &auth_yaml, Some(creds))
+        Registry::start_in(dir, &auth_yaml, Some(creds), None)
     }
 
     fn start_in(
         dir: tempfile::TempDir,
         auth_yaml: &str,
         creds: Option<(&str, &str)>,
+        netns: Option<(&str, &str)>,
     ) -> Result<Registry> {
-        let port = free_port()?;
+        let (ip, port) = match netns {
+            Some((_, ip)) => (ip.to_string(), 5000),
+            None => ("127.0.0.1".to_string(), free_port()?),
+        };
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             dir.path().join("data").display()
         );
         config.push_str(auth_yaml);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
-        let child = Command::new("docker-registry")
+        let mut cmd = match netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "docker-registry"]);
+                c
+            }
+            None => Command::new("docker-registry"),
+        };
+        let child = cmd
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -98,13 +120,14 @@ impl Registry {
             .context("starting docker-registry")?;
         let mut reg = Registry {
             child,
+            ip,
             port,
             dir,
             creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
         };
         // Up to 10 s for it to listen.
         for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if TcpStream::connect((reg.ip.as_str(), port)).is_ok() {
                 return Ok(reg);
             }
             if let Some(status) = reg.child.try_wait()? {
@@ -120,7 +143,7 @@ impl Registry {
 
     /// `127.0.0.1:PORT`: the name to list as an insecure registry.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// The registry's log so far.
@@ -145,6 +168,63 @@ impl Registry {
         let built = image.write_layout(layout.path(), "t")?;
         self.push_layout(layout.path(), "t", name_tag)?;
         Ok(built)
+    }
+
+    /// Pushes a one-layer OCI artifact (a devcontainer feature: config
+    /// `application/vnd.devcontainers`, layer `layer_media_type`) as
+    /// `name:tag`, through the registry's HTTP API with curl. Returns the
+    /// manifest's digest.
+    pub fn push_artifact(&self, name: &str, tag: &str, layer: &[u8], layer_media_type: &str) -> Result<String> {
+        let config = b"{}".to_vec();
+        let upload = |bytes: &[u8]| -> Result<String> {
+            let digest = sha256(bytes);
+            let dir = tempfile::tempdir()?;
+            let file = dir.path().join("blob");
+            std::fs::write(&file, bytes)?;
+            let out = Command::new("curl")
+                .args(["-sS", "-f", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+                .arg(format!("http://{}/v2/{name}/blobs/uploads/", self.host()))
+                .output()?;
+            if !out.status.success() {
+                bail!("starting an upload: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let headers = String::from_utf8_lossy(&out.stdout).into_owned();
+            let location = headers
+                .lines()
+                .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+                .context("no Location in the upload answer")?
+                .trim()
+                .to_string();
+            let location = if location.starts_with("http") { location } else { format!("http://{}{location}", self.host()) };
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let out = Command::new("curl")
+                .args(["-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+                .arg(format!("@{}", file.display()))
+                .arg(format!("{location}{sep}digest={digest}"))
+                .output()?;
+            if !out.status.success() {
+                bail!("uploading {digest}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(digest)
+        };
+        let config_digest = upload(&config)?;
+        let layer_digest = upload(layer)?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.devcontainers", "digest": config_digest, "size": config.len() },
+            "layers": [{ "mediaType": layer_media_type, "digest": layer_digest, "size": layer.len(),
+                         "annotations": { "org.opencontainers.image.title": "devcontainer-feature.tgz" } }]
+        })
+        .to_string();
+        let out = Command::new("curl")
+            .args(["-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary", &manifest])
+            .arg(format!("http://{}/v2/{name}/manifests/{tag}", self.host()))
+            .output()?;
+        if !out.status.success() {
+            bail!("pushing the manifest of {name}:{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(sha256(manifest.as_bytes()))
     }
 
     /// Pushes the OCI layout at `layout` (tag `tag`) as `name:tag` with skopeo.
@@ -180,6 +260,30 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A BusyBox image: the static busybox binary, a symlink per applet, and
+/// `root` in /etc/passwd and /etc/group.
+pub fn busybox_image() -> Result<ImageSpec> {
+    let candidates = [PathBuf::from("/var/tmp/pinacle-test/images/busybox/rootfs/bin/busybox"), PathBuf::from("/bin/busybox")];
+    let bin = candidates.iter().find(|p| p.is_file()).context("no static busybox (run scripts/setup.sh, or apt-get install busybox-static)")?;
+    let bytes = std::fs::read(bin)?;
+    let out = std::process::Command::new(bin).arg("--list").output()?;
+    let mut layer = Layer::new()
+        .dir("bin")
+        .file("bin/busybox", &bytes, 0o755)
+        .dir("etc")
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .file("etc/group", b"root:x:0:\n", 0o644)
+        .dir("root")
+        .dir("tmp");
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let applet = applet.trim();
+        if !applet.is_empty() && applet != "busybox" {
+            layer = layer.symlink(&format!("bin/{applet}"), "busybox");
+        }
+    }
+    Ok(ImageSpec::new().layer(layer))
 }
 
 /// One layer's tarball, built entry by entry (uid/gid 0, mtime 1_000_000).
