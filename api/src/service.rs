@@ -610,6 +610,12 @@ impl AppState {
             }
             what.push(format!("image={image}"));
             row.image = Set(image.clone());
+            // an image chosen by hand replaces a build from the repository
+            if let Some(mut config) = self.pod_config(view.id).await?.filter(|c| c.image_build.is_some()) {
+                config.image_build = None;
+                config.image = Some(asked.clone());
+                row.config = Set(serde_json::to_string(&config).map_err(ApiError::internal)?);
+            }
         }
         if let Some(on) = change.snapshot_on_stop {
             what.push(format!("snapshot_on_stop={on}"));

@@ -170,8 +170,8 @@ ports:
     let (code, out, err) = cli(&p, &["pod", "create", "from-dc", "--from", dc.path().to_str().unwrap(), "--runtime", "youki", "--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains("\"remoteUser\" is not supported"), "the import reports what it ignored: {err}");
-    // a Dockerfile beside .devcontainer (`../Dockerfile`) is read; one
-    // outside the repository is not
+    // a Dockerfile beside .devcontainer (`../Dockerfile`) becomes a build
+    // from the repository's root; one outside the repository is refused
     let df = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(df.path().join("repo/.devcontainer")).unwrap();
     std::fs::write(df.path().join("repo/Dockerfile"), "FROM debian:bookworm\nRUN apt-get install -y jq\n").unwrap();
@@ -182,11 +182,11 @@ ports:
     let (code, out, err) = cli(&p, &["config", "validate", repo_dir.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["config"]["onCreate"], json!(["apt-get install -y jq"]), "{v}");
+    assert_eq!(v["config"]["imageBuild"], json!({"dockerfile": "Dockerfile", "context": "."}), "{v}");
     std::fs::write(&dc_json, r#"{"build": {"dockerfile": "../../outside.Dockerfile"}}"#).unwrap();
     let (code, _, err) = cli(&p, &["config", "validate", repo_dir.to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(err.contains("was not found next to the devcontainer file"), "{err}");
+    assert!(err.contains("leaves the repository"), "{err}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -14,7 +14,6 @@ mod common;
 #[path = "common/git_server.rs"]
 mod git_server;
 #[path = "../../oci/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod registry;
 
 use std::time::{Duration, Instant};
@@ -174,6 +173,9 @@ async fn a_repository_dockerfile_and_features_make_the_pods_image() {
     let (out, err, code) = p.exec("built", &["sh", "-c", "greet && echo $GREETER_HOME"]).await;
     assert_eq!((code, out.as_str()), (0, "hey 'there' \"you\"\n/opt/greeter\n"), "{err}");
     let events = events_text(&p, "built").await;
+    for line in events.lines().filter(|l| l.contains(" ms") || l.contains("fetched feature")) {
+        eprintln!("built: {line}");
+    }
     for needle in [
         "configured from the repository's .devcontainer/devcontainer.json",
         "build: building localhost/pinacle/pods/",
@@ -182,6 +184,14 @@ async fn a_repository_dockerfile_and_features_make_the_pods_image() {
         "fetched feature 198.18.79.2:5000/features/base-tool:1",
     ] {
         assert!(events.contains(needle), "events lack {needle:?}:\n{events}");
+    }
+
+    // its digest under another host-built name is not a way to it
+    let digest = image.split('@').nth(1).unwrap();
+    for stolen in [format!("localhost/pinacle/anything@{digest}"), image.to_owned()] {
+        let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "stolen", "image": stolen}))).await;
+        assert_eq!(s, 400, "{stolen}: {b}");
+        assert!(matches!(b["error"]["code"].as_str(), Some("image_not_found" | "invalid_image")), "{b}");
     }
 
     // a restart keeps the image and does not install the features again
@@ -203,6 +213,18 @@ async fn a_repository_dockerfile_and_features_make_the_pods_image() {
     assert_eq!(two["image"], pod["image"], "{two}");
     let events = events_text(&p, "built-two").await;
     assert!(events.contains("image built before from this commit") && !events.contains("build: building"), "{events}");
+    // an image chosen by hand replaces the build for good
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/built-two/stop", None).await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state("built-two", "stopped", 120).await;
+    let (s, b) = p.call(Method::PATCH, "/api/v1/pods/built-two", Some(json!({"image": format!("{REGISTRY}/busybox:1")}))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/built-two/start", None).await;
+    assert_eq!(s, 202, "{b}");
+    let chosen = p.wait_state("built-two", "running", 120).await;
+    let image = chosen["image"].as_str().unwrap();
+    assert!(image.starts_with(&format!("{REGISTRY}/busybox")) && image.contains("@sha256:"), "{chosen}");
+    assert!(chosen["config"].get("imageBuild").is_none(), "{chosen}");
 
     // a failing RUN: the pod's error names the step and its exit code
     let failing = p.wait_state("failing", "error", 300).await;

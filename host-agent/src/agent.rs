@@ -142,8 +142,9 @@ impl GitRun {
 /// Most lines of a pod image build's output recorded as pod events.
 pub const MAX_BUILD_EVENT_LINES: usize = 2000;
 
-/// Largest build context taken out of a pod.
-pub const MAX_CONTEXT_BYTES: u64 = 4 << 30;
+/// Largest build context taken out of a pod (it is written, then
+/// unpacked, on the pod's own disk).
+pub const MAX_CONTEXT_BYTES: u64 = 2 << 30;
 
 /// How long a pod's supervisor may take to answer after the sandbox starts.
 pub const SUPERVISOR_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -641,7 +642,7 @@ impl HostAgent {
             let built = built_marker.exists() && current.image.starts_with(&format!("localhost/{}", crate::dockerfile::POD_BUILDS_PREFIX));
             if !built {
                 let head = self.run_git(pod, vec!["git".into(), "rev-parse".into(), "HEAD".into()], false).await?;
-                let commit = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+                let commit = if head.code == 0 { String::from_utf8_lossy(&head.stdout).trim().to_owned() } else { String::new() };
                 let key = {
                     use sha2::Digest;
                     let mut h = sha2::Sha256::new();
@@ -652,7 +653,8 @@ impl HostAgent {
                     h.update(serde_json::to_vec(build).unwrap_or_default());
                     hex::encode(&h.finalize()[..16])
                 };
-                let pinned = self.build_pod_image(pod, build, &key, commit.len() == 40).await?;
+                let reuse = matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit());
+                let pinned = self.build_pod_image(pod, build, &key, reuse).await?;
                 self.control.set_built_image(pod.id, &pinned).await?;
                 std::fs::write(&built_marker, &pinned).map_err(AgentError::io("writing", &built_marker))?;
                 restart = true;
@@ -690,7 +692,9 @@ impl HostAgent {
                 }
             }
         };
-        let work = self.oci.dir().join("contexts").join(pod.id.to_string());
+        // on the pod's own disk, outside what the pod sees: its size bounds
+        // what the pod can make the host unpack
+        let work = crate::storage::mount_point(&self.config.data.volume(pod.id)).join("build-context");
         crate::rootfs::remove_tree(&work)?;
         std::fs::create_dir_all(&work).map_err(AgentError::io("creating", &work))?;
         let result = async {
@@ -780,6 +784,12 @@ impl HostAgent {
                 _ => format!("the build context {dir} could not be read: {why}"),
             }));
         }
+        // a plain tar only (the unpacker would also inflate gzip and zstd)
+        let mut magic = [0u8; 4];
+        let head = std::fs::File::open(tar_file).and_then(|mut f| std::io::Read::read(&mut f, &mut magic)).map_err(AgentError::io("reading", tar_file))?;
+        if head >= 2 && (magic[..2] == [0x1f, 0x8b] || magic == [0x28, 0xb5, 0x2f, 0xfd]) {
+            return Err(AgentError::ImageBuild("the pod's `tar` sent a compressed archive; a plain tar is expected".into()));
+        }
         let (tar_file, target) = (tar_file.to_path_buf(), target.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<(), AgentError> {
             std::fs::create_dir_all(&target).map_err(AgentError::io("creating", &target))?;
@@ -865,9 +875,20 @@ impl HostAgent {
         // images this host built (`pinacle image build NAME --dockerfile`,
         // the operator's) live in the store only: no registry to ask
         if reference.registry() == "localhost" && reference.repository().starts_with(crate::dockerfile::BUILT_REPOSITORY_PREFIX) {
-            return match self.oci.find(&reference).await? {
+            let not_found = || pinacle_oci::OciError::NotFound { reference: reference.to_string() };
+            // images built for pods are recorded on their pod by this agent
+            // only, never named by a request
+            if reference.repository().starts_with(crate::dockerfile::POD_BUILDS_PREFIX) {
+                return Err(not_found());
+            }
+            // a digest finds any image in the store (another tenant's
+            // private pull, say): it names a host-built image only when
+            // that image was recorded under this name
+            let name = format!("localhost/{}", reference.repository());
+            let recorded = |r: &String| r == &name || r.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@'));
+            return match self.oci.find(&reference).await?.filter(|img| img.info.references.iter().any(recorded)) {
                 Some(img) => Ok(reference.pinned(&img.info.manifest_digest).to_string()),
-                None => Err(pinacle_oci::OciError::NotFound { reference: reference.to_string() }),
+                None => Err(not_found()),
             };
         }
         let creds = crate::registry::credentials_for(env, reference.registry());

@@ -20,8 +20,8 @@ use pinacle_oci::{Reference, Store};
 use crate::features::{self, FeatureMetadata, Prepared, ToOrder};
 use crate::AgentError;
 
-/// Largest feature layer fetched.
-pub const MAX_FEATURE_BYTES: u64 = 64 << 20;
+/// Largest feature layer fetched (real ones are kilobytes).
+pub const MAX_FEATURE_BYTES: u64 = 8 << 20;
 
 /// What a prepared directory holds.
 const PREPARED_MARKER: &str = ".prepared";
@@ -75,7 +75,8 @@ pub async fn prepare(
     let scratch = dir.with_extension("new");
     remove_dir(&scratch)?;
     std::fs::create_dir_all(&scratch).map_err(AgentError::io("creating", &scratch))?;
-    let layers: Vec<(PathBuf, Vec<u8>)> = prepared.iter().map(|(i, p)| (scratch.join(&p.dir), fetched[*i].layer.clone())).collect();
+    let mut fetched = fetched;
+    let layers: Vec<(PathBuf, Vec<u8>)> = prepared.iter().map(|(i, p)| (scratch.join(&p.dir), std::mem::take(&mut fetched[*i].layer))).collect();
     tokio::task::spawn_blocking(move || -> Result<(), AgentError> {
         for (target, layer) in layers {
             std::fs::create_dir_all(&target).map_err(AgentError::io("creating", &target))?;
