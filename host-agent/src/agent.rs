@@ -142,6 +142,13 @@ impl GitRun {
 /// Most lines of a pod image build's output recorded as pod events.
 pub const MAX_BUILD_EVENT_LINES: usize = 2000;
 
+/// Pods' image builds this host runs at once.
+pub const POD_BUILDS_AT_ONCE: usize = 2;
+
+/// Longest a pod's image build may take (then it is cancelled: its
+/// sandboxes killed, its files removed) and the pod fails.
+pub const POD_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// Largest build context taken out of a pod (it is written, then
 /// unpacked, on the pod's own disk).
 pub const MAX_CONTEXT_BYTES: u64 = 2 << 30;
@@ -172,6 +179,8 @@ pub struct HostAgent {
     image_builds: tokio::sync::Mutex<()>,
     /// Images pulled from registries, content-addressed.
     oci: Arc<pinacle_oci::Store>,
+    /// Pods' image builds running at once (the rest wait their turn).
+    pod_builds: tokio::sync::Semaphore,
 }
 
 impl HostAgent {
@@ -219,6 +228,7 @@ impl HostAgent {
             locks: Mutex::default(),
             ready: AtomicBool::new(false),
             image_builds: tokio::sync::Mutex::new(()),
+            pod_builds: tokio::sync::Semaphore::new(POD_BUILDS_AT_ONCE),
             oci: Arc::new(oci),
         })
     }
@@ -727,8 +737,20 @@ impl HostAgent {
                     _ => {}
                 }
             };
+            let waiting = self.pod_builds.available_permits() == 0;
+            if waiting {
+                report("build: waiting for another pod's build to finish".into());
+            }
+            let _turn = self.pod_builds.acquire().await.map_err(|e| AgentError::ImageBuild(e.to_string()))?;
             let t0 = Instant::now();
-            let built = crate::dockerfile::build(&self.oci, &req, &log).await;
+            let built = match tokio::time::timeout(POD_BUILD_TIMEOUT, crate::dockerfile::build(&self.oci, &req, &log)).await {
+                Ok(built) => built,
+                Err(_) => {
+                    drop(report);
+                    let _ = events.await;
+                    return Err(AgentError::ImageBuild(format!("{} took longer than {} minutes and was stopped", build.dockerfile, POD_BUILD_TIMEOUT.as_secs() / 60)));
+                }
+            };
             drop(report);
             let _ = events.await;
             let built = built.map_err(|e| AgentError::ImageBuild(format!("{} ({}): {e}", build.dockerfile, build.context)))?;

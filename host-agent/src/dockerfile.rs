@@ -188,6 +188,14 @@ pub enum BuildError {
         /// The last lines of output.
         last_lines: Vec<String>,
     },
+    /// A Dockerfile feature refused here (the line, and what).
+    #[error("Dockerfile line {line}: {message}")]
+    Unsupported {
+        /// The line of the Dockerfile.
+        line: usize,
+        /// What is refused, and why.
+        message: String,
+    },
     /// The built image could not be stored.
     #[error("storing the built image: {0}")]
     Import(#[from] OciError),
@@ -214,6 +222,8 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Bui
 pub async fn build(store: &Store, req: &BuildRequest, log: &(dyn Fn(&str) + Send + Sync)) -> Result<PulledImage, BuildError> {
     let reference = Reference::parse(&req.name).map_err(|source| BuildError::InvalidName { name: req.name.clone(), source })?;
     let (context, dockerfile) = resolve_paths(&req.context_dir, &req.dockerfile)?;
+    let text = std::fs::read(&dockerfile).map_err(io_err("reading", &dockerfile))?;
+    refuse_run_mounts(&String::from_utf8_lossy(&text))?;
     let buildah = crate::agent::find_binary("buildah").ok_or(BuildError::BuildahMissing)?;
     let runtime = match req.isolation {
         Isolation::Gvisor => {
@@ -235,6 +245,70 @@ pub async fn build(store: &Store, req: &BuildRequest, log: &(dyn Fn(&str) + Send
     let result = run_build(store, req, &reference, &context, &dockerfile, &buildah, &runtime, &work, log).await;
     work.remove(&buildah).await;
     result
+}
+
+/// Refuses `RUN --mount` (and `ONBUILD RUN --mount`): Debian 12's buildah
+/// (1.28) lets such mounts reach the host's file system (CVE-2024-1753,
+/// CVE-2024-9675, CVE-2024-11218), and builds run tenants' Dockerfiles.
+pub fn refuse_run_mounts(text: &str) -> Result<(), BuildError> {
+    // the escape character: `\`, or what a leading `# escape=` directive says
+    let mut escape = '\\';
+    for line in text.lines() {
+        let t = line.trim();
+        let Some(directive) = t.strip_prefix('#') else { break };
+        let directive = directive.trim();
+        if let Some(v) = directive.strip_prefix("escape=").or_else(|| directive.strip_prefix("escape =")) {
+            escape = v.trim().chars().next().unwrap_or('\\');
+        } else if !directive.to_ascii_lowercase().starts_with("syntax") && !directive.to_ascii_lowercase().starts_with("check") {
+            break;
+        }
+    }
+    let mut logical = String::new();
+    let mut start = 0;
+    for (i, line) in text.lines().enumerate() {
+        if logical.is_empty() {
+            start = i + 1;
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
+        } else if line.trim_start().starts_with('#') {
+            // comment lines inside a continued instruction are dropped
+            continue;
+        }
+        let trimmed = line.trim_end();
+        if let Some(body) = trimmed.strip_suffix(escape) {
+            logical.push_str(body);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(trimmed);
+        check_instruction(&logical, start)?;
+        logical.clear();
+    }
+    if !logical.is_empty() {
+        check_instruction(&logical, start)?;
+    }
+    Ok(())
+}
+
+fn check_instruction(instruction: &str, line: usize) -> Result<(), BuildError> {
+    let mut words = instruction.split_whitespace();
+    let mut first = words.next().unwrap_or_default().to_ascii_uppercase();
+    if first == "ONBUILD" {
+        first = words.next().unwrap_or_default().to_ascii_uppercase();
+    }
+    if first != "RUN" {
+        return Ok(());
+    }
+    for w in words.take_while(|w| w.starts_with("--")) {
+        if w.to_ascii_lowercase().starts_with("--mount") {
+            return Err(BuildError::Unsupported {
+                line,
+                message: "RUN --mount is not supported (with this host's buildah a mount can reach the host's files); COPY what the step needs instead".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The canonical context directory and Dockerfile; the Dockerfile (symlinks
@@ -697,6 +771,35 @@ fn line_of(dockerfile: &Path, step: &str) -> Option<usize> {
         })
         .or_else(|| text.lines().position(|l| l.split_whitespace().next().map(str::to_ascii_uppercase).as_ref() == Some(&first)))
         .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod run_mount_tests {
+    use super::*;
+
+    fn line(text: &str) -> Option<usize> {
+        match refuse_run_mounts(text) {
+            Ok(()) => None,
+            Err(BuildError::Unsupported { line, .. }) => Some(line),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn run_mounts_are_refused_however_written() {
+        assert_eq!(line("FROM debian\nRUN --mount=type=bind,source=/,target=/h cat /h/etc/shadow\n"), Some(2));
+        assert_eq!(line("FROM debian\nrun   --network=none --MOUNT=type=cache,target=/x true\n"), Some(2));
+        assert_eq!(line("FROM debian\nRUN \\\n  --mount=type=bind,from=x,source=l \\\n  true\n"), Some(2), "continued lines");
+        assert_eq!(line("FROM debian\nONBUILD RUN --mount=type=secret,id=a true\n"), Some(2));
+        assert_eq!(line("# escape=`\nFROM debian\nRUN `\n --mount=type=bind,source=/ true\n"), Some(3), "another escape character");
+    }
+
+    #[test]
+    fn everything_else_passes() {
+        assert_eq!(line("FROM debian\nRUN echo --mount=not-a-flag\nCOPY --from=a /x /y\nRUN --network=none true\n# RUN --mount=x\n"), None);
+        assert_eq!(line(""), None);
+        assert_eq!(line("RUN \\\n# a comment inside\n  echo ok\n"), None);
+    }
 }
 
 #[cfg(test)]
