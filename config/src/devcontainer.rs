@@ -301,6 +301,14 @@ impl Cx<'_> {
             // legacy short ids name the official collection
             let reference = if !id.contains('/') && !id.starts_with('.') && !id.contains("://") {
                 let short = id.split([':', '@']).next().unwrap_or(id);
+                // the ids the devcontainers project renamed when it moved them
+                let short = match short {
+                    "golang" => "go",
+                    "common" => "common-utils",
+                    "docker-from-docker" => "docker-outside-of-docker",
+                    "github" => "github-cli",
+                    other => other,
+                };
                 let reference = format!("ghcr.io/devcontainers/features/{short}:1");
                 self.warn(id, &path, format!("a short feature id: read as {reference}"));
                 reference

@@ -361,6 +361,14 @@ fn devcontainer_builds_become_image_builds_relative_to_the_repository() {
     let old = devcontainer::import(".devcontainer.json", r#"{ "dockerFile": "Dockerfile.dev", "context": "app" }"#).unwrap();
     let b = old.config.image_build.unwrap();
     assert_eq!((b.dockerfile.as_str(), b.context.as_str()), ("Dockerfile.dev", "app"));
+    // legacy short feature ids name the official collection, renamed ones by their new name
+    let legacy = devcontainer::import(".devcontainer.json", r#"{ "features": { "node": "18", "golang": {}, "docker-from-docker": {} } }"#).unwrap();
+    let ids: Vec<&str> = legacy.config.features.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["ghcr.io/devcontainers/features/docker-outside-of-docker:1", "ghcr.io/devcontainers/features/go:1", "ghcr.io/devcontainers/features/node:1"]
+    );
+    assert_eq!(legacy.config.features[2].options.get("version").map(String::as_str), Some("18"));
     let out = devcontainer::import(".devcontainer/devcontainer.json", r#"{ "build": { "dockerfile": "../../Dockerfile" } }"#).unwrap_err();
     assert!(out.to_string().contains("leaves the repository"), "{out}");
 }
