@@ -206,11 +206,28 @@ async fn a_repository_dockerfile_and_features_make_the_pods_image() {
     let (out, _, _) = p.exec("built", &["cat", "/opt/order"]).await;
     assert_eq!(out, "base-tool\ngreeter shout=false\n", "features ran again");
 
+    // the built image gone from the host (a wiped store): the pod starts on
+    // its template's image and builds again
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/built/stop", None).await;
+    assert_eq!(s, 202, "{b}");
+    p.wait_state("built", "stopped", 120).await;
+    let store_dir = p.data.path().join("oci/images").join(format!("sha256-{}", digest.trim_start_matches("sha256:")));
+    assert!(store_dir.is_dir(), "{}", store_dir.display());
+    std::fs::remove_dir_all(&store_dir).unwrap();
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/built/start", None).await;
+    assert_eq!(s, 202, "{b}");
+    let rebuilt = p.wait_state("built", "running", 300).await;
+    assert!(rebuilt["image"].as_str().unwrap().starts_with("localhost/pinacle/pods/"), "{rebuilt}");
+    let (out, err, code) = p.exec("built", &["cat", "/opt/app/built.txt"]).await;
+    assert_eq!((code, out.as_str()), (0, "flavour=mint\nfrom the repository\n"), "{err}");
+    let events = events_text(&p, "built").await;
+    assert!(events.contains("not on this host; starting on base to build it again"), "{events}");
+
     // a second pod of the same commit reuses the built image
     let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "built-two", "repository": {"url": server.url("public/built.git")}}))).await;
     assert_eq!(s, 202, "{b}");
     let two = p.wait_state("built-two", "running", 300).await;
-    assert_eq!(two["image"], pod["image"], "{two}");
+    assert_eq!(two["image"], rebuilt["image"], "{two}");
     let events = events_text(&p, "built-two").await;
     assert!(events.contains("image built before from this commit") && !events.contains("build: building"), "{events}");
     // an image chosen by hand replaces the build for good

@@ -948,6 +948,20 @@ impl HostAgent {
     /// (by the digest pinned at creation), or built first when this host can
     /// build it (a template's image on first use takes minutes).
     async fn image_for(&self, pod: &PodRecord) -> Result<std::path::PathBuf, AgentError> {
+        let built_for_pod = format!("localhost/{}", crate::dockerfile::POD_BUILDS_PREFIX);
+        if pod.image.starts_with(&built_for_pod) && self.existing_rootfs(&pod.image).is_none() {
+            // the image built for the pod is not on this host (a wiped
+            // store): start on the template's image, and the build runs
+            // again once the sandbox is up (settle_build)
+            let marker = self.config.data.pod(pod.id).join("image-built");
+            let _ = std::fs::remove_file(&marker);
+            let fallback = pinacle_config::templates::Template::find(&pod.template).map_or(pinacle_config::resolve::DEFAULT_IMAGE, |t| t.image);
+            let note = format!("the image built for this pod is not on this host; starting on {fallback} to build it again");
+            self.control.progress(pod.id, &note).await;
+            let mut on_fallback = pod.clone();
+            on_fallback.image = fallback.to_owned();
+            return Box::pin(self.image_for(&on_fallback)).await;
+        }
         if pinacle_config::image_ref::is_registry_reference(&pod.image) {
             let env = self.control.registry_environment(pod.id).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
