@@ -154,6 +154,11 @@ async fn a_repository_dockerfile_and_features_make_the_pods_image() {
     let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "stolen", "image": "localhost/pinacle/pods/0123abcd:latest"}))).await;
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_image")), "{b}");
 
+    // the request's own config builds from the repository too; its steps
+    // run only on the built image (never on the image the clone ran in)
+    let own = "version: \"1.0\"\nimage:\n  build:\n    dockerfile: .devcontainer/Dockerfile\n    args:\n      FLAVOUR: given\npostCreate: \"test -f /opt/app/built.txt && echo built-image >> /workspace/ran-on || echo placeholder >> /workspace/ran-on\"\n";
+    let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "own", "config": own, "repository": {"url": server.url("public/built.git")}}))).await;
+    assert_eq!(s, 202, "{b}");
     for (name, repo) in [("built", "public/built.git"), ("failing", "public/failing.git"), ("nofeature", "public/nofeature.git")] {
         let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": name, "repository": {"url": server.url(repo)}}))).await;
         assert_eq!(s, 202, "{b}");
@@ -193,6 +198,11 @@ async fn a_repository_dockerfile_and_features_make_the_pods_image() {
         assert_eq!(s, 400, "{stolen}: {b}");
         assert!(matches!(b["error"]["code"].as_str(), Some("image_not_found" | "invalid_image")), "{b}");
     }
+
+    p.wait_state("own", "running", 420).await;
+    let (out, _, _) = p.exec("own", &["cat", "/opt/app/built.txt"]).await;
+    assert_eq!(out, "flavour=given\nfrom the repository\n");
+    wait_output(&p, "own", "cat /workspace/ran-on 2>/dev/null", "built-image", 120).await;
 
     // a restart keeps the image and does not install the features again
     let (s, b) = p.call(Method::POST, "/api/v1/pods/built/stop", None).await;

@@ -142,6 +142,10 @@ impl GitRun {
 /// Most lines of a pod image build's output recorded as pod events.
 pub const MAX_BUILD_EVENT_LINES: usize = 2000;
 
+/// In a pod's directory: its image was built from its repository (holds
+/// the pinned image).
+pub const BUILT_MARKER: &str = "image-built";
+
 /// Pods' image builds this host runs at once.
 pub const POD_BUILDS_AT_ONCE: usize = 2;
 
@@ -320,7 +324,19 @@ impl HostAgent {
                         Err(e) => return Err(e.into()),
                     };
                 }
-                match self.ensure_running(&pod, fresh).await {
+                // an image still to be built from the repository: the first
+                // sandbox (the template's image) only clones; its steps and
+                // processes wait for the built image
+                let first = match self.control.image_setup(id).await {
+                    Ok(setup) if setup.build.is_some() && !self.config.data.pod(id).join(BUILT_MARKER).exists() => {
+                        let mut bare = pod.clone();
+                        bare.processes.install.clear();
+                        bare.processes.processes.clear();
+                        bare
+                    }
+                    _ => pod.clone(),
+                };
+                match self.ensure_running(&first, fresh).await {
                     Ok(()) => match self.settle_repository(&pod).await {
                         Ok(restart) => match self.settle_build(&pod, restart).await {
                             Ok(()) => {
@@ -477,7 +493,9 @@ impl HostAgent {
             // the pod's environment
             let setup = self.control.image_setup(pod.id).await?;
             let features_dir = crate::pod_features::dir_of(&dir);
-            if !setup.features.is_empty() {
+            // only when this start runs the step installing them
+            let with_features = !setup.features.is_empty() && pod.processes.install.iter().any(|s| s.name == "features");
+            if with_features {
                 let registry_env = self.control.registry_environment(pod.id).await?;
                 let (report, events) = self.reporter(pod.id);
                 let prepared = crate::pod_features::prepare(&self.oci, &setup.features, &registry_env, &features_dir, &report).await;
@@ -504,7 +522,7 @@ impl HostAgent {
                 supervisor.as_ref().map(|(b, d)| (*b, d)),
             )?;
             bundle::add_home(&mut spec, &disk.home())?;
-            if !setup.features.is_empty() {
+            if with_features {
                 bundle::bind_readonly_dir(&mut spec, &features_dir, pinacle_config::resolve::FEATURES_DIR)?;
             }
             if pod.runtime == RuntimeKind::Youki {
@@ -641,7 +659,7 @@ impl HostAgent {
     async fn settle_build(&self, pod: &PodRecord, restart: bool) -> Result<(), AgentError> {
         let setup = self.control.image_setup(pod.id).await?;
         let current = self.control.pod(pod.id).await?.ok_or(AgentError::ControlPlane(ControlPlaneError::NotFound(pod.id)))?;
-        let built_marker = self.config.data.pod(pod.id).join("image-built");
+        let built_marker = self.config.data.pod(pod.id).join(BUILT_MARKER);
         let mut restart = restart;
         if let Some(build) = &setup.build {
             if self.control.repository(pod.id).await?.is_none() {
@@ -953,7 +971,7 @@ impl HostAgent {
             // the image built for the pod is not on this host (a wiped
             // store): start on the template's image, and the build runs
             // again once the sandbox is up (settle_build)
-            let marker = self.config.data.pod(pod.id).join("image-built");
+            let marker = self.config.data.pod(pod.id).join(BUILT_MARKER);
             let _ = std::fs::remove_file(&marker);
             let fallback = pinacle_config::templates::Template::find(&pod.template).map_or(pinacle_config::resolve::DEFAULT_IMAGE, |t| t.image);
             let note = format!("the image built for this pod is not on this host; starting on {fallback} to build it again");
