@@ -2,8 +2,7 @@
 
 use async_trait::async_trait;
 use sea_orm::EntityTrait;
-use pinacle_host_agent::control::{ImageSetup, RepositoryConfigOutcome};
-use pinacle_host_agent::{ControlPlane, ControlPlaneError};
+use pinacle_host_api::control::{ControlPlane, ControlPlaneError, ImageSetup, RepositoryConfigOutcome};
 use pinacle_orchestrator::pod::RepositorySource;
 use pinacle_orchestrator::{PodEvent, PodRecord, PodState};
 use uuid::Uuid;

@@ -302,8 +302,8 @@ pub struct Snapshot {
     pub auto: bool,
 }
 
-impl From<pinacle_host_agent::snapshot::SnapshotInfo> for Snapshot {
-    fn from(s: pinacle_host_agent::snapshot::SnapshotInfo) -> Self {
+impl From<pinacle_host_api::SnapshotInfo> for Snapshot {
+    fn from(s: pinacle_host_api::SnapshotInfo) -> Self {
         Snapshot {
             id: s.id,
             name: s.name,

@@ -3,7 +3,7 @@
 //!
 //! - [`AppState`] holds the database, the queue and the event bus.
 //! - [`service`] is the pod logic shared by REST handlers and the
-//!   [`pinacle_host_agent::ControlPlane`] implementation in [`control`].
+//!   [`pinacle_host_api::control::ControlPlane`] implementation in [`control`].
 //! - [`routes::router`] is the HTTP surface; authentication happens once, in
 //!   [`auth::require_principal`].
 
@@ -18,6 +18,7 @@ pub mod entities;
 pub mod error;
 pub mod github;
 pub mod graphql;
+pub mod hosts;
 pub mod idempotency;
 pub mod metrics;
 pub mod pod_access;

@@ -183,13 +183,12 @@ impl PodRoutes {
             (None, hostname::Target::Port(_)) => return Err(RouteError::NotFound),
         };
         let id = uuid::Uuid::parse_str(&model.id).map_err(|e| RouteError::Internal(e.to_string()))?;
-        let agent = self
-            .state
-            .local_agent
-            .get()
-            .filter(|a| a.host_id() == model.host_id)
-            .ok_or_else(|| RouteError::Internal(format!("pod {} runs on remote host {}; not supported yet", model.name, model.host_id)))?;
-        let ip = agent.pod_address(id).ok_or_else(|| RouteError::NotRunning {
+        let host = self.state.hosts.get(&model.host_id).ok_or_else(|| RouteError::NotRunning {
+            pod: model.name.clone(),
+            state: format!("on host {}, which cannot be reached now", model.host_id),
+        })?;
+        let address = host.pod_address(id).await.map_err(|e| RouteError::Internal(e.to_string()))?;
+        let ip = address.ok_or_else(|| RouteError::NotRunning {
             pod: model.name.clone(),
             state: "running without a network (start Pinacle with --pod-network bridge)".into(),
         })?;

@@ -163,8 +163,6 @@ pub struct PodSettings {
 /// The template a pod gets when the request names none.
 pub const DEFAULT_TEMPLATE: &str = "blank";
 
-/// A host counts as alive if it reported within this many seconds.
-pub const HOST_ALIVE_SECS: i64 = 120;
 
 /// Snapshots a pod may keep that its users took (automatic ones on stop are
 /// pruned separately): they live on the host's data filesystem.
@@ -366,7 +364,7 @@ impl AppState {
         let config_json = serde_json::to_string(&config).map_err(ApiError::internal)?;
         let public_ports = pinacle_orchestrator::hostname::format_ports(&definition.public_ports);
         let egress = req.egress.as_deref().map(str::trim).unwrap_or("allow-all").to_owned();
-        pinacle_host_agent::network::Egress::parse(&egress).map_err(|e| {
+        pinacle_orchestrator::egress::Egress::parse(&egress).map_err(|e| {
             ApiError::bad_request("invalid_request", format!("egress: {e}; use allow-all, deny-all or a comma-separated list of IPv4 CIDRs"))
         })?;
         let (team_id, owner_name) = match &req.team {
@@ -525,8 +523,7 @@ impl AppState {
         if let Err(e) = self.queue.push(host, job).await {
             tracing::error!(?job, %host, error = %e, "could not queue job; reconcile will pick the pod up");
         }
-        if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == host) {
-            let agent = std::sync::Arc::clone(agent);
+        if let Some(agent) = self.hosts.get(host) {
             tokio::spawn(async move {
                 if let Err(e) = agent.handle(job).await {
                     tracing::warn!(?job, error = %e, "job failed");
@@ -583,7 +580,7 @@ impl AppState {
         }
         if let Some(egress) = &change.egress {
             let egress = egress.trim();
-            pinacle_host_agent::network::Egress::parse(egress).map_err(|e| {
+            pinacle_orchestrator::egress::Egress::parse(egress).map_err(|e| {
                 ApiError::bad_request("invalid_request", format!("egress: {e}; use allow-all, deny-all or a comma-separated list of IPv4 CIDRs"))
             })?;
             what.push(format!("egress={egress}"));
@@ -600,8 +597,8 @@ impl AppState {
             if view.state != PodState::Stopped {
                 return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it before changing its image", view.name, view.state)));
             }
-            if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == view.host && !pinacle_config::image_ref::is_registry_reference(image)) {
-                if agent.images().rootfs(image).is_none() {
+            if let Some(host) = self.hosts.get(&view.host).filter(|_| !pinacle_config::image_ref::is_registry_reference(image)) {
+                if !host.has_image(image).await.map_err(crate::hosts::host_error)? {
                     return Err(ApiError::bad_request(
                         "unknown_image",
                         format!("image {image:?} is not built on the pod's host; build it with `pinacle image build {image}`"),
@@ -649,8 +646,8 @@ impl AppState {
         self.pod_lists.clear();
         let view = PodView::try_from(updated)?;
         if change.egress.is_some() {
-            if let Some(agent) = self.local_agent.get().filter(|a| a.host_id() == view.host) {
-                match agent.set_egress(view.id, &view.egress).await {
+            if let Some(host) = self.hosts.get(&view.host) {
+                match host.set_egress(view.id, &view.egress).await {
                     Ok(applied) => tracing::info!(pod = %view.name, egress = %view.egress, applied_now = applied, "egress policy changed"),
                     Err(e) => tracing::warn!(pod = %view.name, error = %e, "egress policy stored; applying it failed, it applies on the next start"),
                 }
@@ -836,24 +833,20 @@ impl AppState {
     /// user's terms (unknown image, credentials refused, no linux/amd64
     /// variant, registry unreachable). Nothing is downloaded yet.
     pub async fn pin_registry_image(&self, image: &str, owner_id: &str, team_id: Option<&str>, pod: Option<Uuid>) -> Result<String, ApiError> {
-        use pinacle_oci::OciError as E;
-        if pinacle_oci::Reference::parse(image).is_ok_and(|r| r.registry() == "localhost" && r.repository().starts_with(pinacle_host_agent::dockerfile::POD_BUILDS_PREFIX)) {
+        if pinacle_oci::Reference::parse(image).is_ok_and(|r| r.registry() == "localhost" && r.repository().starts_with(pinacle_host_api::POD_BUILDS_PREFIX)) {
             return Err(ApiError::bad_request("invalid_image", format!("{image} is an image built for a pod; name a registry image, or give the pod the repository and its `image: {{build: …}}`")));
         }
-        let Some(agent) = self.local_agent.get() else {
-            return Err(ApiError::not_supported("registry images need a host agent in this server (pinacle up); remote hosts cannot resolve them yet"));
-        };
+        // any host can ask the registry (a pod is pinned before it is placed)
+        let host = self
+            .hosts
+            .all()
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::unavailable("host_unreachable", "no host can be reached to resolve registry images; try again later"))?;
         let env = self.registry_secret_env(owner_id, team_id, pod).await?;
-        agent.resolve_image(image, &env).await.map_err(|e| {
-            let status = axum::http::StatusCode::BAD_REQUEST;
-            match &e {
-                E::InvalidReference(_) => ApiError::new(status, "invalid_image", e.to_string()),
-                E::NotFound { .. } => ApiError::new(status, "image_not_found", e.to_string()),
-                E::AuthRefused { .. } => ApiError::new(status, "registry_auth_refused", format!("{e} (set the secrets NAME_CONTAINER_REGISTRY_SERVER, _USER and _PASSWORD)")),
-                E::UnsupportedPlatform { .. } => ApiError::new(status, "unsupported_platform", e.to_string()),
-                E::Unreachable { .. } => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "registry_unreachable", e.to_string()),
-                _ => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "registry_error", e.to_string()),
-            }
+        host.resolve_image(image, &env).await.map_err(|e| match e {
+            pinacle_host_api::HostError::Failed(m) => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "registry_error", m),
+            other => crate::hosts::host_error(other),
         })
     }
 
@@ -870,7 +863,7 @@ impl AppState {
     /// (`localhost/pinacle/pods/…@sha256:…`), as pod `id`'s image.
     pub async fn set_built_image(&self, id: Uuid, image: &str) -> Result<(), ApiError> {
         let built = pinacle_oci::Reference::parse(image)
-            .is_ok_and(|r| r.registry() == "localhost" && r.repository().starts_with(pinacle_host_agent::dockerfile::POD_BUILDS_PREFIX) && r.digest().is_some());
+            .is_ok_and(|r| r.registry() == "localhost" && r.repository().starts_with(pinacle_host_api::POD_BUILDS_PREFIX) && r.digest().is_some());
         if !built {
             return Err(ApiError::bad_request("invalid_image", format!("{image} is not a pinned image built for a pod")));
         }
@@ -967,7 +960,7 @@ impl AppState {
         let _w = self.write_lock.lock().await;
         let runtimes = runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
         let now = Utc::now();
-        let model = host::ActiveModel {
+        let mut model = host::ActiveModel {
             id: Set(id.to_owned()),
             runtimes: Set(runtimes),
             vcpus: Set(vcpus as i32),
@@ -976,6 +969,8 @@ impl AppState {
             last_seen_at: Set(now),
         };
         if host::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
+            // a heartbeat never lifts the operator's cordon
+            model.schedulable = sea_orm::ActiveValue::NotSet;
             model.update(&self.db).await?;
         } else {
             model.insert(&self.db).await?;
@@ -1004,7 +999,7 @@ impl AppState {
                     }
                 }
                 HostCapacity {
-                    schedulable: h.schedulable && (now - h.last_seen_at).num_seconds() < HOST_ALIVE_SECS,
+                    schedulable: self.host_status(&h, now).accepts_pods(),
                     runtimes: h.runtimes.split(',').filter_map(|r| r.parse().ok()).collect(),
                     vcpus: h.vcpus.max(0) as u32,
                     memory_bytes: h.memory_bytes.max(0) as u64,
@@ -1121,25 +1116,20 @@ pub struct CreateSnapshot {
     pub name: String,
 }
 
-fn snapshot_error(e: pinacle_host_agent::AgentError) -> ApiError {
-    use pinacle_host_agent::AgentError;
+fn snapshot_error(e: pinacle_host_api::HostError) -> ApiError {
+    use pinacle_host_api::HostError;
     match e {
-        AgentError::NotStopped(_) => ApiError::conflict("invalid_state", e.to_string()),
-        AgentError::Snapshot(m) if m.starts_with("no snapshot") => ApiError::not_found(m),
-        AgentError::Snapshot(m) => ApiError::conflict("snapshot_failed", m),
-        other => ApiError::internal(other),
+        HostError::Busy(m) => ApiError::conflict("invalid_state", m),
+        HostError::Failed(m) => ApiError::conflict("snapshot_failed", m),
+        other => crate::hosts::host_error(other),
     }
 }
 
 impl AppState {
     /// The agent in this process that runs `view`, or "not supported" for
     /// a pod on another host.
-    pub(crate) fn agent_of(&self, view: &PodView) -> Result<std::sync::Arc<pinacle_host_agent::HostAgent>, ApiError> {
-        self.local_agent
-            .get()
-            .filter(|a| a.host_id() == view.host)
-            .cloned()
-            .ok_or_else(|| ApiError::not_supported(format!("pod {} is on host {}; snapshots and keys of pods on other hosts are not supported yet", view.name, view.host)))
+    pub(crate) fn agent_of(&self, view: &PodView) -> Result<std::sync::Arc<dyn pinacle_host_api::HostApi>, ApiError> {
+        self.host(&view.host)
     }
 
     async fn audit_now(&self, who: &Principal, action: &str, target: &str) -> Result<(), ApiError> {
@@ -1151,15 +1141,15 @@ impl AppState {
     }
 
     /// The pod's snapshots, oldest first.
-    pub async fn list_snapshots(&self, who: &Principal, key: &str) -> Result<Vec<pinacle_host_agent::snapshot::SnapshotInfo>, ApiError> {
+    pub async fn list_snapshots(&self, who: &Principal, key: &str) -> Result<Vec<pinacle_host_api::SnapshotInfo>, ApiError> {
         let view = self.find_pod(who, key, Action::Read).await?;
-        Ok(self.agent_of(&view)?.snapshots(view.id))
+        self.agent_of(&view)?.snapshots(view.id).await.map_err(snapshot_error)
     }
 
     /// Archives a stopped pod's `/workspace` and home directory (at most
     /// [`MAX_MANUAL_SNAPSHOTS`] taken by hand per pod; automatic ones are
     /// pruned to their own count).
-    pub async fn create_snapshot(&self, who: &Principal, key: &str, req: CreateSnapshot) -> Result<pinacle_host_agent::snapshot::SnapshotInfo, ApiError> {
+    pub async fn create_snapshot(&self, who: &Principal, key: &str, req: CreateSnapshot) -> Result<pinacle_host_api::SnapshotInfo, ApiError> {
         let view = self.find_pod(who, key, Action::Configure).await?;
         if req.name.chars().count() > 64 || req.name.chars().any(char::is_control) {
             return Err(ApiError::bad_request("invalid_request", "name: at most 64 printable characters"));
@@ -1169,20 +1159,20 @@ impl AppState {
         }
         let agent = self.agent_of(&view)?;
         // manual snapshots share the host's data filesystem: a bound per pod
-        let manual = agent.snapshots(view.id).iter().filter(|s| !s.auto).count();
+        let manual = agent.snapshots(view.id).await.map_err(snapshot_error)?.iter().filter(|s| !s.auto).count();
         if manual >= MAX_MANUAL_SNAPSHOTS {
             return Err(ApiError::conflict(
                 "too_many_snapshots",
                 format!("pod {} has {manual} snapshots, the most a pod may keep; delete one first (`pinacle pod snapshot delete`)", view.name),
             ));
         }
-        let info = agent.snapshot(&view.record()?, &req.name).await.map_err(snapshot_error)?;
+        let info = agent.take_snapshot(&view.record()?, &req.name).await.map_err(snapshot_error)?;
         self.audit_now(who, "pod.snapshot.create", &format!("pod:{} ({}) snapshot {} {} bytes sha256 {}", view.id, view.name, info.id, info.size_bytes, info.sha256)).await?;
         Ok(info)
     }
 
     /// Replaces a stopped pod's volumes with a snapshot's.
-    pub async fn restore_snapshot(&self, who: &Principal, key: &str, id: &str) -> Result<pinacle_host_agent::snapshot::SnapshotInfo, ApiError> {
+    pub async fn restore_snapshot(&self, who: &Principal, key: &str, id: &str) -> Result<pinacle_host_api::SnapshotInfo, ApiError> {
         let view = self.find_pod(who, key, Action::Configure).await?;
         if view.state != PodState::Stopped {
             return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it before restoring a snapshot", view.name, view.state)));
@@ -1194,7 +1184,7 @@ impl AppState {
     }
 
     /// Deletes a snapshot.
-    pub async fn delete_snapshot(&self, who: &Principal, key: &str, id: &str) -> Result<pinacle_host_agent::snapshot::SnapshotInfo, ApiError> {
+    pub async fn delete_snapshot(&self, who: &Principal, key: &str, id: &str) -> Result<pinacle_host_api::SnapshotInfo, ApiError> {
         let view = self.find_pod(who, key, Action::Configure).await?;
         let agent = self.agent_of(&view)?;
         let info = agent.delete_snapshot(view.id, id).await.map_err(snapshot_error)?;

@@ -265,6 +265,7 @@ impl AppState {
         let k = agent
             .pod_key(&record)
             .await
+            .map_err(crate::hosts::host_error)?
             .ok_or_else(|| ApiError::conflict("pod_not_running", format!("pod {}'s key is on its disk: start the pod to read it (or its ~/.ssh/id_ed25519 is not a key Pinacle made; rotate-keys replaces it)", pod.name)))?;
         Ok(PodKeyView { public_key: k.public_key, fingerprint: k.fingerprint })
     }
@@ -275,8 +276,8 @@ impl AppState {
         let agent = self.agent_of(&pod)?;
         let record = pod.record()?;
         let k = agent.rotate_pod_key(&record).await.map_err(|e| match e {
-            pinacle_host_agent::AgentError::NotStopped(_) => ApiError::conflict("pod_busy", format!("pod {} is changing state; try again", pod.name)),
-            other => ApiError::internal(other),
+            pinacle_host_api::HostError::Busy(_) => ApiError::conflict("pod_busy", format!("pod {} is changing state; try again", pod.name)),
+            other => crate::hosts::host_error(other),
         })?;
         self.audit(who, "pod.rotate_keys", &format!("pod:{} ({}) new key {}", pod.id, pod.name, k.fingerprint)).await?;
         Ok(PodKeyView { public_key: k.public_key, fingerprint: k.fingerprint })

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use chrono::Utc;
-use pinacle_host_agent::{HostAgent, JobQueue};
+use pinacle_queue::JobQueue;
 use pinacle_migrations::{Migrator, MigratorTrait};
 use pinacle_orchestrator::RuntimeKind;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter, Set};
@@ -36,8 +36,11 @@ pub struct Inner {
     pub queue: JobQueue,
     pub events: broadcast::Sender<PodEventView>,
     pub metrics: Metrics,
-    /// The agent running in this process, if any: exec and logs go to it.
-    pub local_agent: OnceLock<Arc<HostAgent>>,
+    /// The hosts this control plane reaches (the agent in this process,
+    /// when there is one): every operation on a pod goes through them.
+    pub hosts: crate::hosts::HostDirectory,
+    /// How often hosts report.
+    pub heartbeat: std::time::Duration,
     /// Runtime for pods that do not name one; `None`: gVisor where offered.
     pub default_runtime: Option<RuntimeKind>,
     /// Serialises write transactions: SQLite allows one writer, and a
@@ -88,6 +91,9 @@ pub struct ServerConfig {
     /// How long cached reads may be served (0: no caching). Bounds how
     /// long a write by another process takes to show.
     pub read_cache_ttl: std::time::Duration,
+    /// How often hosts report (a host silent for three intervals is
+    /// unreachable).
+    pub heartbeat: std::time::Duration,
 }
 
 impl Deref for AppState {
@@ -133,7 +139,7 @@ impl AppState {
             queue,
             events,
             metrics: Metrics::default(),
-            local_agent: OnceLock::new(),
+            hosts: crate::hosts::HostDirectory::default(),
             default_runtime: cfg.default_runtime,
             write_lock: tokio::sync::Mutex::new(()),
             rate_limiter: cfg.limits.map(crate::ratelimit::RateLimiter::new),
@@ -142,6 +148,7 @@ impl AppState {
             keyring: KeyRing::default(),
             anchor_file: cfg.anchor_file,
             github: OnceLock::new(),
+            heartbeat: cfg.heartbeat,
             principals: ReadCache::new(cfg.read_cache_ttl),
             pod_lists: ReadCache::new(cfg.read_cache_ttl),
             used_pod_logins: Default::default(),
@@ -173,9 +180,9 @@ impl AppState {
         })
     }
 
-    /// Attaches the agent running in this process.
-    pub fn attach_local_agent(&self, agent: Arc<HostAgent>) {
-        let _ = self.local_agent.set(agent);
+    /// Attaches a host (the agent running in this process, say).
+    pub fn attach_host(&self, host: Arc<dyn pinacle_host_api::HostApi>) {
+        self.hosts.attach(host);
     }
 
     /// Makes sure the `admin` user exists with a usable token: the one in

@@ -422,12 +422,11 @@ impl AppState {
 
     /// What `pod` (already found for the caller) uses now; `None` unless it
     /// runs on this server's host.
-    pub async fn pod_usage(&self, pod: &crate::service::PodView) -> Option<pinacle_host_agent::agent::PodUsage> {
+    pub async fn pod_usage(&self, pod: &crate::service::PodView) -> Option<pinacle_host_api::PodUsage> {
         if pod.state != pinacle_orchestrator::PodState::Running {
             return None;
         }
-        let agent = self.local_agent.get().filter(|a| a.host_id() == pod.host)?;
-        Some(agent.usage(pod.id).await)
+        self.hosts.get(&pod.host)?.usage(pod.id).await.ok()
     }
 }
 

@@ -22,6 +22,7 @@ async fn open(dir: &std::path::Path, name: &str) -> AppState {
         sessions: Default::default(),
         anchor_file: None,
         read_cache_ttl: Duration::ZERO,
+        heartbeat: Duration::from_secs(5),
     })
     .await
     .unwrap()

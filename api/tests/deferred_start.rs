@@ -25,6 +25,7 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
         sessions: Default::default(),
         anchor_file: None,
         read_cache_ttl: Duration::ZERO,
+        heartbeat: Duration::from_secs(5),
     })
     .await
     .unwrap();

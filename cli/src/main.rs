@@ -4,6 +4,7 @@
 mod account;
 mod client;
 mod config;
+mod hosts;
 mod images;
 mod pod_config;
 mod pods;
@@ -55,6 +56,9 @@ enum Command {
     /// Instance administration.
     #[command(subcommand)]
     Admin(account::AdminCommand),
+    /// The hosts that run pods: list, cordon, drain, remove.
+    #[command(subcommand)]
+    Host(hosts::HostCommand),
     /// Create, inspect and control pods.
     #[command(subcommand)]
     Pod(pods::PodCommand),
@@ -128,6 +132,7 @@ async fn async_main() -> ExitCode {
         Command::Secret(cmd) => account::secret(cmd).await,
         Command::Team(cmd) => account::team(cmd).await,
         Command::Admin(cmd) => account::admin(cmd).await,
+        Command::Host(cmd) => hosts::run(cmd).await,
         Command::Pod(cmd) => pods::run(cmd).await,
         Command::Image(cmd) => images::image(cmd).await,
         Command::Template(cmd) => pods::template(cmd).await,

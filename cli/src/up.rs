@@ -30,9 +30,6 @@ macro_rules! esay {
     }};
 }
 
-/// How often an agent tells the control plane it is alive (well inside
-/// `pinacle_api::service::HOST_ALIVE_SECS`).
-const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// What runs in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +60,10 @@ pub struct ServeArgs {
     /// This host's id (its job queue is `host.{id}`).
     #[arg(long, env = "PINACLE_HOST_ID", default_value = "local")]
     pub host_id: String,
+    /// Seconds between a host's heartbeats (0.1 to 3600); a host silent for
+    /// three is unreachable. Servers and agents must agree on it.
+    #[arg(long, env = "PINACLE_HEARTBEAT_INTERVAL", default_value_t = 5.0, value_parser = parse_interval)]
+    pub heartbeat_interval: f64,
     /// Seconds between reconcile passes of the agent (0.1 to 3600).
     #[arg(long, default_value_t = 10.0, value_parser = parse_interval)]
     pub reconcile_interval: f64,
@@ -354,6 +355,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         },
         anchor_file: Some(args.data_dir.join("audit-anchors.jsonl")),
         read_cache_ttl: Duration::from_millis(args.read_cache_ms),
+        heartbeat: Duration::from_secs_f64(args.heartbeat_interval),
     })
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -411,10 +413,11 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         state.register_host(&args.host_id, &runtimes, cpus, memory).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         // Heartbeat: a host that stops reporting is no longer given new pods.
         let (hb_state, hb_id, mut hb_stop) = (state.clone(), args.host_id.clone(), stop_rx.clone());
+        let heartbeat = Duration::from_secs_f64(args.heartbeat_interval);
         tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                    _ = tokio::time::sleep(heartbeat) => {}
                     _ = hb_stop.changed() => return,
                 }
                 if let Err(e) = hb_state.register_host(&hb_id, &runtimes, cpus, memory).await {
@@ -422,7 +425,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 }
             }
         });
-        state.attach_local_agent(agent.clone());
+        state.attach_host(agent.clone());
         tracing::info!(host = %args.host_id, runtimes = ?agent.runtimes(), "host agent started");
         tasks.spawn(agent.clone().reconcile_loop(stop_rx.clone()));
         let queue = state.queue.clone();

@@ -92,29 +92,8 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// A command to run in a pod.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct ExecRequest {
-    pub argv: Vec<String>,
-    /// Extra `NAME=VALUE` variables.
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// Working directory; `/workspace` if unset.
-    #[serde(default)]
-    pub cwd: Option<String>,
-    /// Bytes written to the command's stdin (then closed).
-    #[serde(default)]
-    pub stdin: Option<Vec<u8>>,
-}
-
-/// Output of a command running in a pod, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecOutput {
-    Stdout(Vec<u8>),
-    Stderr(Vec<u8>),
-    /// The command ended with this code (128 + signal if killed).
-    Exit(i32),
-}
+/// A command to run in a pod, and its output (wire types of the host contract).
+pub use pinacle_host_api::{ExecOutput, ExecRequest};
 
 /// How long one git step of a pod's repository set-up may take.
 pub const CLONE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -1474,14 +1453,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const USAGE_SAMPLE: Duration = Duration::from_millis(250);
 
 /// A pod's resource use now (see [`HostAgent::usage`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct PodUsage {
-    /// CPU time over wall time, in percent of one CPU (150 = one and a half).
-    pub cpu_percent: Option<f64>,
-    pub memory_bytes: Option<u64>,
-    /// Used bytes of the pod's disk.
-    pub disk_bytes: Option<u64>,
-}
+pub use pinacle_host_api::PodUsage;
 
 /// How old an empty cgroup must be before reconcile removes it: a runtime
 /// creates the cgroup a moment before it moves the sandbox in.

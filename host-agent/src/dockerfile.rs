@@ -38,10 +38,8 @@ const LAYOUT_TAG: &str = "build";
 /// registry.
 pub const BUILT_REPOSITORY_PREFIX: &str = "pinacle/";
 
-/// Repository prefix of images built for pods from their repositories
-/// (`localhost/pinacle/pods/{key}`): only the agent names them (a pod's
-/// configuration or request naming one is refused).
-pub const POD_BUILDS_PREFIX: &str = "pinacle/pods/";
+/// Repository prefix of images built for pods from their repositories.
+pub use pinacle_host_api::POD_BUILDS_PREFIX;
 
 /// Where `RUN` steps run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,6 +11,9 @@ pub enum AgentError {
     ImageMissing(String),
     #[error("{0}")]
     Snapshot(String),
+    /// No snapshot by that id.
+    #[error("{0}")]
+    SnapshotNotFound(String),
     #[error("pod {0} is running; stop it first")]
     NotStopped(String),
     #[error("{what} {path}: {source}")]
@@ -38,8 +41,6 @@ pub enum AgentError {
     Features(String),
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
-    #[error("job queue: {0}")]
-    Queue(String),
     #[error("bundle: {0}")]
     Bundle(String),
     #[error("pod network: {0}")]

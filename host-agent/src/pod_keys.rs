@@ -20,14 +20,8 @@ use crate::AgentError;
 /// The key's file name in `~/.ssh`.
 pub const KEY_FILE: &str = "id_ed25519";
 
-/// A pod key's public half.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodKey {
-    /// `ssh-ed25519 AAAA... pinacle-pod-NAME`.
-    pub public_key: String,
-    /// `SHA256:...`.
-    pub fingerprint: String,
-}
+/// A pod's own SSH key (a wire type of the host contract).
+pub use pinacle_host_api::PodKey;
 
 /// Largest key file read back (an ed25519 key in OpenSSH format is
 /// about 400 bytes).

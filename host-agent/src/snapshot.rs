@@ -25,28 +25,8 @@ use sha2::{Digest, Sha256};
 
 use crate::AgentError;
 
-/// What a snapshot is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SnapshotInfo {
-    /// `20261122T073000Z-1a2b` (sorts by time).
-    pub id: String,
-    /// The user's label; `auto` for one taken on stop.
-    pub name: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// Bytes of the compressed archive.
-    pub size_bytes: u64,
-    /// SHA-256 of the archive, hex.
-    pub sha256: String,
-    /// Taken automatically when the pod stopped.
-    pub auto: bool,
-    /// The image the pod ran when it was taken.
-    pub image: String,
-    /// Entries that cannot be archived (Unix sockets, FIFOs, devices) and
-    /// were left out, at most [`MAX_SKIPPED_NAMED`] named.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<String>,
-}
+/// What a snapshot is (a wire type of the host contract).
+pub use pinacle_host_api::SnapshotInfo;
 
 /// How many left-out entries a snapshot names (the rest are counted).
 pub const MAX_SKIPPED_NAMED: usize = 20;
@@ -62,7 +42,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 fn not_found(id: &str) -> AgentError {
-    AgentError::Snapshot(format!("no snapshot {id:?}"))
+    AgentError::SnapshotNotFound(format!("no snapshot {id:?}"))
 }
 
 /// Every snapshot in `dir`, oldest first.

@@ -4,6 +4,8 @@
 //! in. The API server and the host agent both build on these types, so a rule
 //! written here holds on both sides of the job queue.
 
+pub mod egress;
+pub mod host;
 pub mod hostname;
 pub mod image_name;
 pub mod job;

@@ -1,10 +1,12 @@
-//! `/api/v1/admin/*`: instance settings and signing keys (administrator).
+//! `/api/v1/admin/*`: instance settings, signing keys, images and hosts
+//! (administrator).
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 
 use crate::auth::Principal;
-use crate::error::ApiJson;
+use crate::error::{ApiJson, ApiPath};
 use crate::policy::{Action, Resource};
 use crate::settings::{Settings, SettingsUpdate};
 use crate::{ApiError, AppState};
@@ -47,35 +49,47 @@ pub struct RegistryImageView {
 /// server's host, with the number of live pods pinned to each.
 pub async fn images(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<Vec<RegistryImageView>>, ApiError> {
     who.authorize(Action::Configure, &Resource::Instance, "images")?;
-    let agent = s.local_agent.get().ok_or_else(|| ApiError::not_supported("this server runs no host agent"))?;
+    let hosts = s.hosts.all();
+    if hosts.is_empty() {
+        return Err(ApiError::not_supported("this server reaches no host"));
+    }
     let used = registry_images_in_use(&s).await?;
-    let list = agent.registry_images().list().await.map_err(ApiError::internal)?;
-    Ok(Json(
-        list.into_iter()
-            .map(|i| RegistryImageView {
-                pods: used.iter().filter(|d| **d == i.info.manifest_digest).count(),
-                pinned: i.info.pinned,
-                references: i.info.references,
-                digest: i.info.manifest_digest.to_string(),
-                size_bytes: i.info.size,
-                pulled_at: i.info.pulled_at,
-            })
-            .collect(),
-    ))
+    let mut out = Vec::new();
+    for host in hosts {
+        let list = host.stored_images().await.map_err(crate::hosts::host_error)?;
+        out.extend(list.into_iter().map(|i| RegistryImageView {
+            pods: used.iter().filter(|d| d.to_string() == i.digest).count(),
+            pinned: i.pinned,
+            references: i.references,
+            digest: i.digest,
+            size_bytes: i.size_bytes,
+            pulled_at: i.pulled_at,
+        }));
+    }
+    Ok(Json(out))
 }
 
 /// `POST /api/v1/admin/images/gc`: removes pulled images no live pod is
 /// pinned to, and the layers only they held; audited.
 pub async fn images_gc(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
     who.authorize(Action::Configure, &Resource::Instance, "images")?;
-    let agent = s.local_agent.get().ok_or_else(|| ApiError::not_supported("this server runs no host agent"))?;
-    let keep = registry_images_in_use(&s).await?;
-    let report = agent.registry_images().gc(&keep).await.map_err(ApiError::internal)?;
-    let summary = format!("{} image(s), {} layer(s), {} bytes", report.removed_images.len(), report.removed_blobs.len(), report.freed_bytes);
+    let hosts = s.hosts.all();
+    if hosts.is_empty() {
+        return Err(ApiError::not_supported("this server reaches no host"));
+    }
+    let keep: Vec<String> = registry_images_in_use(&s).await?.iter().map(ToString::to_string).collect();
+    let mut report = pinacle_host_api::ImageGcReport::default();
+    for host in hosts {
+        let r = host.gc_images(&keep).await.map_err(crate::hosts::host_error)?;
+        report.removed_images.extend(r.removed_images);
+        report.removed_blobs += r.removed_blobs;
+        report.freed_bytes += r.freed_bytes;
+    }
+    let summary = format!("{} image(s), {} layer(s), {} bytes", report.removed_images.len(), report.removed_blobs, report.freed_bytes);
     s.audit(&who, "images.gc", &summary).await?;
     Ok(Json(serde_json::json!({
-        "removed_images": report.removed_images.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "removed_blobs": report.removed_blobs.len(),
+        "removed_images": report.removed_images,
+        "removed_blobs": report.removed_blobs,
         "freed_bytes": report.freed_bytes,
     })))
 }
@@ -93,4 +107,31 @@ async fn registry_images_in_use(s: &AppState) -> Result<Vec<pinacle_oci::Digest>
         .filter_map(|p| pinacle_oci::Reference::parse(&p.image).ok())
         .filter_map(|r| r.digest().cloned())
         .collect())
+}
+
+/// `GET /api/v1/admin/hosts`: every host, its status and what it holds.
+pub async fn hosts(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<Vec<crate::hosts::HostView>>, ApiError> {
+    Ok(Json(s.list_hosts(&who).await?))
+}
+
+/// `POST /api/v1/admin/hosts/{id}/cordon`: no new pods on the host.
+pub async fn cordon_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<Json<crate::hosts::HostView>, ApiError> {
+    Ok(Json(s.cordon_host(&who, &id, true).await?))
+}
+
+/// `POST /api/v1/admin/hosts/{id}/uncordon`: new pods again.
+pub async fn uncordon_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<Json<crate::hosts::HostView>, ApiError> {
+    Ok(Json(s.cordon_host(&who, &id, false).await?))
+}
+
+/// `POST /api/v1/admin/hosts/{id}/drain`: cordon, and stop its pods.
+pub async fn drain_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (host, stopped) = s.drain_host(&who, &id).await?;
+    Ok(Json(serde_json::json!({ "host": host, "stopping": stopped })))
+}
+
+/// `DELETE /api/v1/admin/hosts/{id}`: forget a host that holds no pods.
+pub async fn remove_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
+    s.remove_host(&who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

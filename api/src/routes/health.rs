@@ -18,7 +18,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.db.execute_raw(Statement::from_string(state.db.get_database_backend(), "SELECT 1")).await.is_ok();
     let queue = state.queue.ping().await;
-    let agent = state.local_agent.get().is_none_or(|a| a.is_ready());
+    let agent = state.hosts.all().iter().all(|h| h.is_ready());
     let checks = serde_json::json!({"database": db, "queue": queue, "agent": agent});
     if db && queue && agent {
         (StatusCode::OK, Json(serde_json::json!({"status": "ready", "checks": checks})))

@@ -77,6 +77,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/signing-keys/rotate", post(admin::rotate_signing_key))
         .route("/admin/images", get(admin::images))
         .route("/admin/images/gc", post(admin::images_gc))
+        .route("/admin/hosts", get(admin::hosts))
+        .route("/admin/hosts/{id}", axum::routing::delete(admin::remove_host))
+        .route("/admin/hosts/{id}/cordon", post(admin::cordon_host))
+        .route("/admin/hosts/{id}/uncordon", post(admin::uncordon_host))
+        .route("/admin/hosts/{id}/drain", post(admin::drain_host))
         // inner: runs after authentication, which wraps it
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 use futures::Stream;
-use pinacle_host_agent::{ExecOutput, ExecRequest};
+use pinacle_host_api::{ExecOutput, ExecRequest};
 use pinacle_config::templates::Template;
 use pinacle_orchestrator::{PodEvent, PodState, Tier};
 use serde::Deserialize;
@@ -239,13 +239,7 @@ pub async fn exec(
             format!("pod {} is {}; exec needs a running pod ({hint})", pod.name, pod.state),
         ));
     }
-    let agent = s.local_agent.get().filter(|a| a.host_id() == pod.host).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_supported",
-            format!("exec on pods of remote host {} is not supported yet", pod.host),
-        )
-    })?;
+    let host = s.host(&pod.host)?;
     let req = ExecRequest {
         argv: body.command,
         env: body.env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -255,12 +249,12 @@ pub async fn exec(
     let record = pod.record()?;
     // The program only: arguments may carry secrets.
     s.audit(&who, "pod.exec", &format!("pod:{} ({}) {}", pod.id, pod.name, req.argv[0])).await?;
-    let rx = agent.exec(&record, req).await.map_err(|e| match e {
-        pinacle_host_agent::AgentError::NotRunning(_) => ApiError::conflict(
+    let rx = host.exec(&record, req).await.map_err(|e| match e {
+        pinacle_host_api::HostError::NotRunning(_) => ApiError::conflict(
             "pod_not_running",
             format!("pod {}'s sandbox is not running; the agent will restart it shortly", pod.name),
         ),
-        other => ApiError::internal(other),
+        other => crate::hosts::host_error(other),
     })?;
     let lines = futures::stream::unfold(rx, |mut rx| async move {
         let out = rx.recv().await?;
@@ -294,11 +288,10 @@ pub async fn logs(
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let pod = s.find_pod(&who, &key, Action::Read).await?;
-    let agent = s.local_agent.get().filter(|a| a.host_id() == pod.host).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported", format!("logs of pods on remote host {} are not supported yet", pod.host))
-    })?;
+    let host = s.host(&pod.host)?;
     let max = q.tail_bytes.unwrap_or(64 * 1024).min(4 * 1024 * 1024);
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], agent.logs(pod.id, max)).into_response())
+    let text = host.logs(pod.id, max).await.map_err(crate::hosts::host_error)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 /// Server-Sent Events of the pod's state changes: stored history first
@@ -414,7 +407,7 @@ pub async fn create_snapshot(
     Extension(who): Extension<Principal>,
     ApiPath(pod): ApiPath<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<pinacle_host_agent::snapshot::SnapshotInfo>), ApiError> {
+) -> Result<(StatusCode, Json<pinacle_host_api::SnapshotInfo>), ApiError> {
     // the body is optional: no name, no body
     let req: crate::service::CreateSnapshot = if body.iter().all(u8::is_ascii_whitespace) {
         Default::default()
@@ -428,7 +421,7 @@ pub async fn restore_snapshot(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiPath((pod, id)): ApiPath<(String, String)>,
-) -> Result<Json<pinacle_host_agent::snapshot::SnapshotInfo>, ApiError> {
+) -> Result<Json<pinacle_host_api::SnapshotInfo>, ApiError> {
     Ok(Json(s.restore_snapshot(&who, &pod, &id).await?))
 }
 
@@ -436,6 +429,6 @@ pub async fn delete_snapshot(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiPath((pod, id)): ApiPath<(String, String)>,
-) -> Result<Json<pinacle_host_agent::snapshot::SnapshotInfo>, ApiError> {
+) -> Result<Json<pinacle_host_api::SnapshotInfo>, ApiError> {
     Ok(Json(s.delete_snapshot(&who, &pod, &id).await?))
 }

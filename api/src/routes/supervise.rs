@@ -36,12 +36,8 @@ pub async fn supervisor(s: &AppState, who: &Principal, key: &str, action: Action
     if pod.state != PodState::Running {
         return Err(ApiError::conflict("pod_not_running", format!("pod {} is {}; start it first", pod.name, pod.state)));
     }
-    let agent = s
-        .local_agent
-        .get()
-        .filter(|a| a.host_id() == pod.host)
-        .ok_or_else(|| ApiError::not_supported(format!("pods on remote host {} are not reachable from this server yet", pod.host)))?;
-    let client = agent.supervisor_of(pod.id).ok_or_else(|| {
+    let host = s.host(&pod.host)?;
+    let client = host.supervisor(pod.id).await.map_err(crate::hosts::host_error)?.ok_or_else(|| {
         ApiError::conflict("no_supervisor", format!("pod {} runs without a supervisor; restart it (pinacle pod stop/start)", pod.name))
     })?;
     Ok((pod, client))

@@ -1,4 +1,6 @@
-//! The per-host job queues, on apalis with SQLite storage.
+//! The per-host job queues, on apalis with SQLite storage. The control
+//! plane owns the queue; a host's worker takes its jobs and carries them
+//! out through [`HostApi::handle`] (whatever implements the host).
 //!
 //! The control plane pushes [`PodJob`]s to queue `host.{id}`; the agent of
 //! that host consumes it. Jobs are durable: a job taken by an agent that dies
@@ -13,7 +15,21 @@ use apalis::prelude::*;
 use apalis_sqlite::{Config, SqlitePool, SqliteStorage};
 use pinacle_orchestrator::PodJob;
 
-use crate::{AgentError, HostAgent};
+use pinacle_host_api::HostApi;
+
+/// Why the queue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue database cannot be opened or prepared.
+    #[error("job queue: opening {path}: {message}")]
+    Open { path: String, message: String },
+    /// A job could not be queued.
+    #[error("job queue: queueing {job} for host {host}: {message}")]
+    Push { job: String, host: String, message: String },
+    /// The worker stopped.
+    #[error("job queue: worker stopped: {0}")]
+    Worker(String),
+}
 
 /// How often an idle agent looks for new jobs.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -26,14 +42,11 @@ pub struct JobQueue {
 
 impl JobQueue {
     /// Opens (creating if needed) the queue database at `path`.
-    pub async fn open(path: &Path) -> Result<Self, AgentError> {
+    pub async fn open(path: &Path) -> Result<Self, QueueError> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let pool = SqlitePool::connect(&url)
-            .await
-            .map_err(|e| AgentError::Queue(format!("opening {}: {e}", path.display())))?;
-        SqliteStorage::setup(&pool)
-            .await
-            .map_err(|e| AgentError::Queue(format!("preparing {}: {e}", path.display())))?;
+        let open = |e: String| QueueError::Open { path: path.display().to_string(), message: e };
+        let pool = SqlitePool::connect(&url).await.map_err(|e| open(e.to_string()))?;
+        SqliteStorage::setup(&pool).await.map_err(|e| open(format!("preparing: {e}")))?;
         Ok(Self { pool })
     }
 
@@ -46,12 +59,9 @@ impl JobQueue {
     }
 
     /// Queues `job` for host `host_id`.
-    pub async fn push(&self, host_id: &str, job: PodJob) -> Result<(), AgentError> {
+    pub async fn push(&self, host_id: &str, job: PodJob) -> Result<(), QueueError> {
         let mut storage = self.storage(host_id);
-        storage
-            .push(job)
-            .await
-            .map_err(|e| AgentError::Queue(format!("queueing {job:?} for host {host_id}: {e}")))
+        storage.push(job).await.map_err(|e| QueueError::Push { job: format!("{job:?}"), host: host_id.to_owned(), message: e.to_string() })
     }
 
     /// Whether the queue database answers.
@@ -60,11 +70,11 @@ impl JobQueue {
     }
 
     /// Consumes host `agent`'s queue until `shutdown` turns true.
-    pub async fn run_worker(
+    pub async fn run_worker<H: HostApi>(
         &self,
-        agent: Arc<HostAgent>,
+        agent: Arc<H>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), QueueError> {
         let backend = self.storage(agent.host_id()).poll_with_interval(POLL_INTERVAL);
         // A fresh worker name per process: a previous incarnation's jobs are
         // orphans that the heartbeat check hands back to the queue.
@@ -73,7 +83,7 @@ impl JobQueue {
             .backend(backend)
             .concurrency(16)
             .data(agent)
-            .build(run_job);
+            .build(run_job::<H>);
         worker
             .run_until(async move {
                 while !*shutdown.borrow() {
@@ -84,11 +94,11 @@ impl JobQueue {
                 Ok::<(), std::io::Error>(())
             })
             .await
-            .map_err(|e| AgentError::Queue(format!("worker stopped: {e}")))
+            .map_err(|e| QueueError::Worker(e.to_string()))
     }
 }
 
-async fn run_job(job: PodJob, agent: Data<Arc<HostAgent>>) -> Result<(), BoxDynError> {
+async fn run_job<H: HostApi>(job: PodJob, agent: Data<Arc<H>>) -> Result<(), BoxDynError> {
     agent.handle(job).await.map_err(|e| Box::new(e) as BoxDynError)
 }
 

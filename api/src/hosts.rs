@@ -1,0 +1,221 @@
+//! The host directory: the one way the control plane reaches a host. Every
+//! operation on a pod goes to `AppState::host(&pod.host)`, a `dyn HostApi`
+//! (the agent in this process, today; a remote agent's connection later),
+//! and [`HostError`] codes become the API's answers here, in one place.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use axum::http::StatusCode;
+use pinacle_host_api::{HostApi, HostError};
+
+use pinacle_orchestrator::host::{host_status, HostStatus};
+use pinacle_orchestrator::{PodEvent, PodState};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+
+use crate::auth::Principal;
+use crate::entities::{host, pod};
+use crate::policy::{Action, Resource};
+use crate::{ApiError, AppState};
+
+
+/// The hosts this control plane can reach now, by id.
+#[derive(Default)]
+pub struct HostDirectory {
+    hosts: RwLock<BTreeMap<String, Arc<dyn HostApi>>>,
+}
+
+impl HostDirectory {
+    /// Adds (or replaces) a host.
+    pub fn attach(&self, host: Arc<dyn HostApi>) {
+        let id = host.host_id().to_owned();
+        self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, host);
+    }
+
+    /// The host with id `id`, if it can be reached.
+    pub fn get(&self, id: &str) -> Option<Arc<dyn HostApi>> {
+        self.hosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    /// Every reachable host, by id.
+    pub fn all(&self) -> Vec<Arc<dyn HostApi>> {
+        self.hosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    }
+}
+
+/// A host's refusal or failure as the API answers it.
+pub fn host_error(e: HostError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        HostError::NotFound(_) => ApiError::not_found(message),
+        HostError::NotRunning(_) => ApiError::conflict("pod_not_running", message),
+        HostError::Busy(_) => ApiError::conflict("pod_busy", message),
+        HostError::Invalid(_) => ApiError::bad_request("invalid_request", message),
+        HostError::Unsupported(_) => ApiError::not_supported(message),
+        HostError::Unreachable(_) => ApiError::unavailable("host_unreachable", message),
+        HostError::InvalidImage(_) => ApiError::bad_request("invalid_image", message),
+        HostError::ImageNotFound(_) => ApiError::bad_request("image_not_found", message),
+        HostError::RegistryAuthRefused(_) => {
+            ApiError::bad_request("registry_auth_refused", format!("{message} (set the secrets NAME_CONTAINER_REGISTRY_SERVER, _USER and _PASSWORD)"))
+        }
+        HostError::UnsupportedPlatform(_) => ApiError::bad_request("unsupported_platform", message),
+        HostError::RegistryUnreachable(_) => ApiError::new(StatusCode::BAD_GATEWAY, "registry_unreachable", message),
+        HostError::Failed(_) => ApiError::internal(message),
+    }
+}
+
+/// A host as `GET /api/v1/admin/hosts` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostView {
+    pub id: String,
+    /// `ready`, `cordoned`, `unreachable` or `lost`.
+    pub status: HostStatus,
+    /// The operator keeps new pods off it.
+    pub cordoned: bool,
+    pub runtimes: Vec<String>,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    /// What its live pods were promised.
+    pub vcpus_used: u32,
+    pub memory_used: u64,
+    /// Pods placed on it that are not deleted.
+    pub pods: usize,
+    pub last_seen_at: chrono::DateTime<chrono::Utc>,
+    /// This control plane reaches it for exec, terminals, files, logs,
+    /// snapshots and the proxy.
+    pub connected: bool,
+}
+
+impl AppState {
+    /// The status of `h` at `now` (see [`pinacle_orchestrator::host`]).
+    pub fn host_status(&self, h: &host::Model, now: chrono::DateTime<chrono::Utc>) -> HostStatus {
+        let silent = (now - h.last_seen_at).num_seconds().max(0) as u64;
+        host_status(h.schedulable, silent, self.heartbeat.as_secs_f64().ceil() as u64)
+    }
+
+    /// Every host with its status and what it holds.
+    pub async fn list_hosts(&self, who: &Principal) -> Result<Vec<HostView>, ApiError> {
+        who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
+        let hosts = host::Entity::find().order_by_asc(host::Column::Id).all(&self.db).await?;
+        let capacities = self.host_capacities().await?;
+        let live = pod::Entity::find().filter(pod::Column::State.ne(PodState::Deleted.as_str())).all(&self.db).await?;
+        let now = chrono::Utc::now();
+        Ok(hosts
+            .into_iter()
+            .map(|h| {
+                let used = capacities.iter().find(|c| c.id == h.id);
+                HostView {
+                    status: self.host_status(&h, now),
+                    cordoned: !h.schedulable,
+                    runtimes: h.runtimes.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+                    vcpus: h.vcpus.max(0) as u32,
+                    memory_bytes: h.memory_bytes.max(0) as u64,
+                    vcpus_used: used.map_or(0, |c| c.vcpus_used),
+                    memory_used: used.map_or(0, |c| c.memory_used),
+                    pods: live.iter().filter(|p| p.host_id == h.id).count(),
+                    last_seen_at: h.last_seen_at,
+                    connected: self.hosts.get(&h.id).is_some(),
+                    id: h.id,
+                }
+            })
+            .collect())
+    }
+
+    async fn host_row(&self, id: &str) -> Result<host::Model, ApiError> {
+        host::Entity::find_by_id(id.to_owned()).one(&self.db).await?.ok_or_else(|| ApiError::not_found(format!("host {id} not found")))
+    }
+
+    /// Keeps new pods off host `id` (`cordon`), or lets them on again.
+    pub async fn cordon_host(&self, who: &Principal, id: &str, cordon: bool) -> Result<HostView, ApiError> {
+        who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
+        let row = self.host_row(id).await?;
+        {
+            let _w = self.write_lock.lock().await;
+            let txn = self.db.begin().await?;
+            let mut m: host::ActiveModel = row.into();
+            m.schedulable = Set(!cordon);
+            m.update(&txn).await?;
+            crate::audit::append(&txn, who, if cordon { "host.cordon" } else { "host.uncordon" }, &format!("host:{id}")).await?;
+            txn.commit().await?;
+        }
+        self.host_view(who, id).await
+    }
+
+    /// Cordons host `id` and asks every running pod on it to stop; returns
+    /// the host and the pods asked.
+    pub async fn drain_host(&self, who: &Principal, id: &str) -> Result<(HostView, Vec<String>), ApiError> {
+        self.cordon_host(who, id, true).await?;
+        let pods = pod::Entity::find()
+            .filter(pod::Column::HostId.eq(id))
+            .filter(pod::Column::State.is_in([PodState::Running.as_str(), PodState::Provisioning.as_str(), PodState::Pending.as_str(), PodState::Starting.as_str()]))
+            .all(&self.db)
+            .await?;
+        let mut stopped = Vec::new();
+        for p in pods {
+            match self.request(who, &p.id, PodEvent::StopRequested).await {
+                Ok(_) => stopped.push(p.name),
+                Err(e) => tracing::warn!(pod = %p.name, error = %e, "not stopped by the drain"),
+            }
+        }
+        self.audit_host(who, "host.drain", &format!("host:{id} pods: {}", stopped.join(" "))).await?;
+        Ok((self.host_view(who, id).await?, stopped))
+    }
+
+    /// Forgets host `id`; refused (409 `host_in_use`) while pods are placed
+    /// on it.
+    pub async fn remove_host(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
+        let row = self.host_row(id).await?;
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let pods = pod::Entity::find().filter(pod::Column::HostId.eq(id)).filter(pod::Column::State.ne(PodState::Deleted.as_str())).count(&txn).await?;
+        if pods > 0 {
+            return Err(ApiError::conflict("host_in_use", format!("host {id} still holds {pods} pod(s); delete them first (or drain it)")));
+        }
+        host::Entity::delete_by_id(row.id).exec(&txn).await?;
+        crate::audit::append(&txn, who, "host.remove", &format!("host:{id}")).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn host_view(&self, who: &Principal, id: &str) -> Result<HostView, ApiError> {
+        self.list_hosts(who).await?.into_iter().find(|h| h.id == id).ok_or_else(|| ApiError::not_found(format!("host {id} not found")))
+    }
+
+    async fn audit_host(&self, who: &Principal, action: &str, target: &str) -> Result<(), ApiError> {
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        crate::audit::append(&txn, who, action, target).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The host `id` (a pod's `host`), or 503 `host_unreachable`.
+    pub fn host(&self, id: &str) -> Result<Arc<dyn HostApi>, ApiError> {
+        self.hosts.get(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_errors_become_api_answers_by_code() {
+        let cases = [
+            (HostError::NotFound("x".into()), StatusCode::NOT_FOUND, "not_found"),
+            (HostError::NotRunning("x".into()), StatusCode::CONFLICT, "pod_not_running"),
+            (HostError::Busy("x".into()), StatusCode::CONFLICT, "pod_busy"),
+            (HostError::Unreachable("h".into()), StatusCode::SERVICE_UNAVAILABLE, "host_unreachable"),
+            (HostError::ImageNotFound("x".into()), StatusCode::BAD_REQUEST, "image_not_found"),
+            (HostError::RegistryUnreachable("x".into()), StatusCode::BAD_GATEWAY, "registry_unreachable"),
+            (HostError::Failed("disk on fire".into()), StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ];
+        for (e, status, code) in cases {
+            let a = host_error(e);
+            assert_eq!((a.status, a.code), (status, code));
+        }
+        // internals never leak into a 500's message
+        assert!(!host_error(HostError::Failed("disk on fire".into())).message.contains("fire"));
+    }
+}

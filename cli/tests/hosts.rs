@@ -1,0 +1,150 @@
+//! Host lifecycle against a real `pinacle up` and a second `pinacle agent`
+//! process (another host id on the shared queue): hosts listed with their
+//! status, cordon and drain, a killed agent turning unreachable within
+//! three heartbeats, placement avoiding hosts that are not ready, and a
+//! host removed only once it holds no pods.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Pinacle;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn host(p: &Pinacle, id: &str) -> Option<Value> {
+    let (s, list) = p.call(Method::GET, "/api/v1/admin/hosts", None).await;
+    assert_eq!(s, 200, "{list}");
+    list.as_array().unwrap().iter().find(|h| h["id"] == id).cloned()
+}
+
+/// Waits (at most `secs`) until host `id` has `status`; returns how long it took.
+async fn wait_status(p: &Pinacle, id: &str, status: &str, secs: u64) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let h = host(p, id).await;
+        if h.as_ref().is_some_and(|h| h["status"] == status) {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(secs), "host {id} is not {status}: {h:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `pinacle agent` for host `id` with a data directory of its own (its
+/// sandboxes, disks and runtime state apart, as on another machine), on
+/// the server's database and queue.
+fn spawn_host(p: &Pinacle, dir: &std::path::Path, id: &str, reconcile: &str) -> common::KillOnDrop {
+    std::fs::create_dir_all(dir).unwrap();
+    if !dir.join("images").exists() {
+        std::os::unix::fs::symlink(common::image_cache(), dir.join("images")).unwrap();
+        std::fs::copy(p.data.path().join("master.key"), dir.join("master.key")).unwrap();
+    }
+    let child = std::process::Command::new(common::pinacle_bin())
+        .arg("agent")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--database-url")
+        .arg(format!("sqlite://{}?mode=rwc", p.data.path().join("pinacle.db").display()))
+        .arg("--queue-db")
+        .arg(p.data.path().join("queue.db"))
+        .args(["--host-id", id, "--heartbeat-interval", "1", "--reconcile-interval", reconcile])
+        .args(["--pod-network", "none", "--proxy-listen", "none", "--ssh-listen", "none"])
+        .env("PINACLE_LOG", "info,sqlx=warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    common::KillOnDrop(child)
+}
+
+fn cli(p: &Pinacle, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::pinacle_bin())
+        .args(args)
+        .env("PINACLE_API", &p.url)
+        .env("PINACLE_TOKEN", common::TOKEN)
+        .env("PINACLE_CONFIG", p.data.path().join("none.json"))
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
+    let p = Pinacle::start_with(&["--heartbeat-interval", "1", "--pod-network", "none"]).await;
+    let local = host(&p, "local").await.expect("the local host is registered");
+    assert_eq!((local["status"].as_str(), local["connected"].as_bool()), (Some("ready"), Some(true)), "{local}");
+
+    // a second host: another agent process on the shared queue
+    let h2_dir = p.data.path().join("h2");
+    let agent = spawn_host(&p, &h2_dir, "h2", "3600");
+    wait_status(&p, "h2", "ready", 60).await;
+    let (code, out, err) = cli(&p, &["host", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("h2 ") && l.contains("ready") && l.contains("not connected")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("local ") && l.contains("ready") && !l.contains("not connected")), "{out}");
+
+    // cordoned, the local host takes no new pods; heartbeats keep the cordon
+    let (code, out, err) = cli(&p, &["host", "cordon", "local"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("host local is cordoned"), "{out}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(host(&p, "local").await.unwrap()["status"], "cordoned");
+    let (s, far) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "far", "template": "minimal", "runtime": "gvisor"}))).await;
+    assert_eq!(s, 202, "{far}");
+    assert_eq!(far["host"], "h2", "{far}");
+    p.wait_state("far", "running", 120).await;
+    // this server reaches h2 for nothing but the queue: a clear 503, not 501
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/far/exec", Some(json!({"command": ["true"]}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("host_unreachable")), "{b}");
+    let (s, b) = p.call(Method::GET, "/api/v1/pods/far/logs", None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("host_unreachable")), "{b}");
+
+    // killed (-9), h2 turns unreachable within three heartbeats (plus the
+    // poll's slack); with local cordoned nothing takes new pods
+    drop(agent);
+    let took = wait_status(&p, "h2", "unreachable", 10).await;
+    eprintln!("h2 unreachable {} ms after its agent was killed (heartbeat 1 s)", took.as_millis());
+    let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "nowhere", "template": "minimal", "runtime": "gvisor"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("no_capacity")), "{b}");
+    let (s, list) = p.call(Method::GET, "/api/v1/pods", None).await;
+    assert_eq!(s, 200);
+    assert!(!list.to_string().contains("nowhere"), "a refused pod was created: {list}");
+
+    // uncordoned, local takes pods again; a drain stops them
+    let (code, _, err) = cli(&p, &["host", "uncordon", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (s, near) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "near", "template": "minimal", "runtime": "gvisor"}))).await;
+    assert_eq!((s, near["host"].as_str()), (202, Some("local")), "{near}");
+    p.wait_state("near", "running", 120).await;
+    let (code, out, err) = cli(&p, &["host", "drain", "local"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stopping 1 pod(s): near"), "{out}");
+    p.wait_state("near", "stopped", 120).await;
+    assert_eq!(host(&p, "local").await.unwrap()["status"], "cordoned");
+
+    // a host is removed only once it holds no pods
+    let (code, _, err) = cli(&p, &["host", "remove", "h2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("host_in_use") || err.contains("still holds 1 pod"), "{err}");
+    // h2 comes back: its pod is carried out (deleted), then it can go
+    let (s, _) = p.call(Method::DELETE, "/api/v1/pods/far", None).await;
+    assert_eq!(s, 202);
+    let agent = spawn_host(&p, &h2_dir, "h2", "1");
+    wait_status(&p, "h2", "ready", 60).await;
+    p.wait_state(far["id"].as_str().unwrap(), "deleted", 120).await;
+    drop(agent);
+    let (code, out, err) = cli(&p, &["host", "remove", "h2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(host(&p, "h2").await.is_none());
+    // every change is audited
+    let (_, audit) = p.call(Method::GET, "/api/v1/audit?limit=100", None).await;
+    for action in ["host.cordon", "host.uncordon", "host.drain", "host.remove"] {
+        assert!(audit.to_string().contains(action), "{action} not audited");
+    }
+    let (s, b) = p.call(Method::POST, "/api/v1/admin/hosts/nope/cordon", None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")), "{b}");
+}
