@@ -58,9 +58,18 @@ pub async fn run(c: &Client, pod: &str, command: Option<String>) -> Result<ExitC
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).context("watching the window size")?;
     let mut buf = vec![0u8; 8192];
     let mut stdin_open = true;
+    // Piped input (`echo cmd | pinacle pod shell pod`) is held until the
+    // shell has printed and then been quiet for 200 ms (its prompt), at
+    // most 3 s: a shell that sets up its terminal after the input arrived
+    // may drop it.
+    let piped = !std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let mut held = piped;
+    let latest = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut release_at = latest;
     let code = loop {
         tokio::select! {
-            n = stdin.read(&mut buf), if stdin_open => match n {
+            _ = tokio::time::sleep_until(release_at), if held => held = false,
+            n = stdin.read(&mut buf), if stdin_open && !held => match n {
                 Ok(0) | Err(_) => {
                     // end of input: a terminal gets ^D, which ends most shells
                     stdin_open = false;
@@ -80,6 +89,9 @@ pub async fn run(c: &Client, pod: &str, command: Option<String>) -> Result<ExitC
             },
             message = stream.next() => match message {
                 Some(Ok(Message::Binary(data))) => {
+                    if held {
+                        release_at = latest.min(tokio::time::Instant::now() + std::time::Duration::from_millis(200));
+                    }
                     let _ = stdout.write_all(&data).await;
                     let _ = stdout.flush().await;
                 }
