@@ -519,6 +519,13 @@ impl Pod {
     async fn state_reason(&self) -> Option<&str> {
         self.0.state_reason.as_deref()
     }
+    /// The pod's host when it is not ready: `cordoned`, `unreachable` or
+    /// `lost` (null when ready).
+    async fn host_status(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let mut view = [self.0.clone()];
+        state(ctx).mark_host_status(&mut view).await.map_err(|e| async_graphql::Error::new(e.message))?;
+        Ok(view[0].host_status.map(|s| s.as_str().to_owned()))
+    }
     async fn template(&self) -> &str {
         &self.0.template
     }

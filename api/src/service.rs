@@ -60,6 +60,10 @@ pub struct PodView {
     /// The repository `/workspace` is cloned from when the pod first runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<RepositorySource>,
+    /// The pod's host, when it is not `ready` (`cordoned`, `unreachable`,
+    /// `lost`); set in pod lists and `GET /pods/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_status: Option<pinacle_orchestrator::host::HostStatus>,
 }
 
 /// `repository` in `POST /api/v1/pods`: what to clone into `/workspace`.
@@ -211,6 +215,7 @@ impl TryFrom<pod::Model> for PodView {
             } else {
                 Some(serde_json::from_str(&m.repository).map_err(|_| corrupt("repository", "(json)"))?)
             },
+            host_status: None,
         })
     }
 }
@@ -535,7 +540,7 @@ impl AppState {
     /// The live pods the caller can see (their own and their teams'),
     /// oldest first.
     pub async fn list_pods(&self, who: &Principal) -> Result<Vec<PodView>, ApiError> {
-        pod::Entity::find()
+        let mut views = pod::Entity::find()
             .filter(visible_pods(who))
             .filter(pod::Column::State.ne(PodState::Deleted.as_str()))
             .order_by_asc(pod::Column::CreatedAt)
@@ -544,7 +549,27 @@ impl AppState {
             .into_iter()
             .filter(|p| who.authorize(Action::Read, &pod_resource(p), "pod").is_ok())
             .map(PodView::try_from)
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.mark_host_status(&mut views).await?;
+        Ok(views)
+    }
+
+    /// Sets `host_status` on `views` whose host is not ready (one read of
+    /// the hosts).
+    pub async fn mark_host_status(&self, views: &mut [PodView]) -> Result<(), ApiError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let hosts = host::Entity::find().all(&self.db).await?;
+        let now = Utc::now();
+        for v in views.iter_mut() {
+            let status = match hosts.iter().find(|h| h.id == v.host) {
+                Some(h) => self.host_status(h, now),
+                None => pinacle_orchestrator::host::HostStatus::Lost,
+            };
+            v.host_status = (status != pinacle_orchestrator::host::HostStatus::Ready).then_some(status);
+        }
+        Ok(())
     }
 
     /// The name in a pod's host names: its team's, or its owner's.

@@ -367,6 +367,7 @@ fn print_pod(p: &Value) {
     if let Some(r) = p["state_reason"].as_str() {
         println!("reason:    {r}");
     }
+
     println!("template:  {} (image {})", s("template"), s("image"));
     let l = &p["limits"];
     println!(
@@ -377,7 +378,10 @@ fn print_pod(p: &Value) {
         human_bytes(l["disk_bytes"].as_u64().unwrap_or(0)),
         l["pids"]
     );
-    println!("runtime:   {} on host {}", s("runtime"), s("host"));
+    match p["host_status"].as_str() {
+        Some(h) => println!("runtime:   {} on host {} ({h})", s("runtime"), s("host")),
+        None => println!("runtime:   {} on host {}", s("runtime"), s("host")),
+    }
     if let Some(url) = p["repository"]["url"].as_str() {
         let r = &p["repository"];
         let at = match (r["branch"].as_str(), r["commit"].as_str()) {
@@ -441,7 +445,12 @@ pub async fn run(cmd: PodCommand) -> Result<ExitCode> {
                 println!("{:<24} {:<13} {:<10} {:<10} {:<8} CREATED", "NAME", "STATE", "TEMPLATE", "TIER", "RUNTIME");
                 for p in v["pods"].as_array().into_iter().flatten() {
                     let s = |k: &str| p[k].as_str().unwrap_or("-").to_owned();
-                    println!("{:<24} {:<13} {:<10} {:<10} {:<8} {}", s("name"), s("state"), s("template"), s("tier"), s("runtime"), s("created_at"));
+                    // a pod on a host that is not ready says so beside its state
+                    let state = match p["host_status"].as_str() {
+                        Some(h) => format!("{} (host {h})", s("state")),
+                        None => s("state"),
+                    };
+                    println!("{:<24} {:<13} {:<10} {:<10} {:<8} {}", s("name"), state, s("template"), s("tier"), s("runtime"), s("created_at"));
                 }
             }
         }

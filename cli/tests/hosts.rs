@@ -108,6 +108,24 @@ async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     drop(agent);
     let took = wait_status(&p, "h2", "unreachable", 10).await;
     eprintln!("h2 unreachable {} ms after its agent was killed (heartbeat 1 s)", took.as_millis());
+    // its pods say so, in the API and the CLI
+    let far_now = p.pod("far").await;
+    assert_eq!(far_now["host_status"], "unreachable", "{far_now}");
+    // (lists are cached for up to a second)
+    let t0 = Instant::now();
+    loop {
+        let (_, list) = p.call(Method::GET, "/api/v1/pods", None).await;
+        if list["pods"].as_array().unwrap().iter().any(|p| p["name"] == "far" && p["host_status"] == "unreachable") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, err) = cli(&p, &["pod", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("far ") && l.contains("(host unreachable)")), "{out}");
+    let (_, out, _) = cli(&p, &["pod", "show", "far"]);
+    assert!(out.contains("on host h2 (unreachable)"), "{out}");
     let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "nowhere", "template": "minimal", "runtime": "gvisor"}))).await;
     assert_eq!((s, b["error"]["code"].as_str()), (503, Some("no_capacity")), "{b}");
     let (s, list) = p.call(Method::GET, "/api/v1/pods", None).await;

@@ -130,7 +130,10 @@ pub async fn show(
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
 ) -> Result<Json<PodView>, ApiError> {
-    Ok(Json(s.find_pod(&who, &key, Action::Read).await?))
+    let mut pod = [s.find_pod(&who, &key, Action::Read).await?];
+    s.mark_host_status(&mut pod).await?;
+    let [pod] = pod;
+    Ok(Json(pod))
 }
 
 /// Changes a pod's public ports and egress policy.

@@ -1,7 +1,7 @@
 /** The GraphQL documents the app sends (see web/schema.graphql). */
 
 const TIER = `name vcpus memoryBytes diskBytes`;
-export const POD_SUMMARY = `id name owner team state stateReason template tier { ${TIER} } createdAt lastActivityAt`;
+export const POD_SUMMARY = `id name owner team state stateReason hostStatus template tier { ${TIER} } createdAt lastActivityAt`;
 const POD_DETAIL = `${POD_SUMMARY} image runtime publicPorts sshCommand layout
   tabs { name kind service command port path url }`;
 const DIAGNOSTIC = `severity file line column path message suggestion`;

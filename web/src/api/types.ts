@@ -72,6 +72,8 @@ export interface PodSummary {
   team: string | null;
   state: PodState;
   stateReason: string | null;
+  /** The pod's host when it is not ready: cordoned, unreachable or lost. */
+  hostStatus?: string | null;
   template: string;
   tier: Tier;
   createdAt: string;

@@ -39,6 +39,17 @@ describe("dashboard", () => {
     expect(web.getByText("3 min ago")).toBeInTheDocument();
     expect(within(row("api")).getByText("core")).toBeInTheDocument();
     expect(within(row("api")).getByText("Stopped")).toBeInTheDocument();
+    expect(web.queryByText(/^Host /)).toBeNull();
+  });
+
+  it("says when a pod's host is not ready", async () => {
+    const api = fakeApi({ Pods: { pods: [pod({ name: "far", hostStatus: "unreachable" }), pod({ name: "near" })] } });
+    renderWithApi(<DashboardPage />, api);
+    await screen.findByRole("link", { name: "far" });
+    const badge = within(row("far")).getByText("Host unreachable");
+    expect(badge).toHaveAttribute("data-host-status", "unreachable");
+    expect(badge.getAttribute("title")).toContain("stopped reporting");
+    expect(within(row("near")).queryByText(/^Host /)).toBeNull();
   });
 
   it("applies podUpdates live: state changes, new pods, deletions", async () => {

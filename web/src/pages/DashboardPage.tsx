@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from "react";
 import { useApi } from "../api/context";
 import { PODS, POD_UPDATES } from "../api/queries";
 import type { PodSummary } from "../api/types";
-import { StateBadge } from "../components/StateBadge";
+import { HostBadge, StateBadge } from "../components/StateBadge";
 import { EmptyState, ErrorState, Loading } from "../components/States";
 import { podPath } from "../lib/podName";
 import { formatDateTime, formatRelative } from "../lib/time";
@@ -113,7 +113,7 @@ export function DashboardPage() {
                     </Link>
                   </td>
                   <td>
-                    <StateBadge state={p.state} reason={p.stateReason} />
+                    <StateBadge state={p.state} reason={p.stateReason} /> <HostBadge status={p.hostStatus} />
                   </td>
                   <td>{p.tier?.name ?? "—"}</td>
                   <td>{p.template}</td>

@@ -13,7 +13,7 @@ import {
   STOP_POD,
 } from "../api/queries";
 import type { PodDetail, PodEvent, PodState, PodSummary, PodUsage } from "../api/types";
-import { StateBadge, isTransitional, stateLabel } from "../components/StateBadge";
+import { HostBadge, StateBadge, isTransitional, stateLabel } from "../components/StateBadge";
 import { ErrorState, Loading } from "../components/States";
 import { useToasts } from "../components/Toasts";
 import { UsageBars } from "../components/UsageBars";
@@ -190,6 +190,7 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
             {pod.name}
           </h1>
           <StateBadge state={state} reason={pod.stateReason} />
+          <HostBadge status={pod.hostStatus} />
           <span className="tag" title={`${pod.tier.vcpus} vCPU`}>
             {pod.tier.name}
           </span>
