@@ -190,6 +190,20 @@ impl AppState {
         Ok(())
     }
 
+    /// The running pod `key` (if `who` may take `action` on it) and its
+    /// supervisor: what terminals, files and the SSH gateway reach it through.
+    pub async fn pod_supervisor(&self, who: &Principal, key: &str, action: Action) -> Result<(crate::service::PodView, pinacle_supervisor::client::SupervisorClient), ApiError> {
+        let pod = self.find_pod(who, key, action).await?;
+        if pod.state != PodState::Running {
+            return Err(ApiError::conflict("pod_not_running", format!("pod {} is {}; start it first", pod.name, pod.state)));
+        }
+        let host = self.host(&pod.host)?;
+        let client = host.supervisor(pod.id).await.map_err(crate::hosts::host_error)?.ok_or_else(|| {
+            ApiError::conflict("no_supervisor", format!("pod {} runs without a supervisor; restart it (pinacle pod stop/start)", pod.name))
+        })?;
+        Ok((pod, client))
+    }
+
     /// The host `id` (a pod's `host`), or 503 `host_unreachable`.
     pub fn host(&self, id: &str) -> Result<Arc<dyn HostApi>, ApiError> {
         self.hosts.get(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))

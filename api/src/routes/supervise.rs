@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use pinacle_orchestrator::PodState;
 use pinacle_supervisor::client::{ClientError, ExecEvent, ExecInput, SupervisorClient};
 use pinacle_supervisor::protocol::{Control, ExecSpec, Op, Response as SvResponse, WindowSize};
 use serde::Deserialize;
@@ -29,18 +28,10 @@ fn supervisor_error(e: ClientError) -> ApiError {
     }
 }
 
-/// The running pod `key` (if `who` may take `action` on it) and its
-/// supervisor: what terminals, files and the SSH gateway reach it through.
+/// The running pod `key` and its supervisor (see
+/// [`AppState::pod_supervisor`]).
 pub async fn supervisor(s: &AppState, who: &Principal, key: &str, action: Action) -> Result<(PodView, SupervisorClient), ApiError> {
-    let pod = s.find_pod(who, key, action).await?;
-    if pod.state != PodState::Running {
-        return Err(ApiError::conflict("pod_not_running", format!("pod {} is {}; start it first", pod.name, pod.state)));
-    }
-    let host = s.host(&pod.host)?;
-    let client = host.supervisor(pod.id).await.map_err(crate::hosts::host_error)?.ok_or_else(|| {
-        ApiError::conflict("no_supervisor", format!("pod {} runs without a supervisor; restart it (pinacle pod stop/start)", pod.name))
-    })?;
-    Ok((pod, client))
+    s.pod_supervisor(who, key, action).await
 }
 
 /// `GET /pods/{pod}/processes`: install steps and processes.
