@@ -14,7 +14,7 @@ use pinacle_orchestrator::{PodEvent, PodState};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use crate::auth::Principal;
-use crate::entities::{host, pod};
+use crate::entities::{host, host_join, pod};
 use crate::policy::{Action, Resource};
 use crate::{ApiError, AppState};
 
@@ -62,6 +62,35 @@ pub fn host_error(e: HostError) -> ApiError {
         HostError::RegistryUnreachable(_) => ApiError::new(StatusCode::BAD_GATEWAY, "registry_unreachable", message),
         HostError::Failed(_) => ApiError::internal(message),
     }
+}
+
+/// How long a join token (`pnj_…`) is valid.
+pub const JOIN_TOKEN_TTL_SECS: i64 = 3600;
+const JOIN_PREFIX: &str = "pnj_";
+const HOST_SECRET_PREFIX: &str = "pnh_";
+
+/// A host added by the operator, and the one-time token its agent joins with.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostJoin {
+    pub host: String,
+    /// Shown once; stored hashed.
+    pub join_token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a joining agent gets: its host id and its credential (shown once).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostCredential {
+    pub host: String,
+    pub secret: String,
+}
+
+/// Whether `id` can name a host: 1 to 63 lower-case letters, digits, `-`
+/// and `_`, starting with a letter or digit.
+pub fn valid_host_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
 /// A host as `GET /api/v1/admin/hosts` shows it.
@@ -173,6 +202,8 @@ impl AppState {
             return Err(ApiError::conflict("host_in_use", format!("host {id} still holds {pods} pod(s); delete them first (or drain it)")));
         }
         host::Entity::delete_by_id(row.id).exec(&txn).await?;
+        // its credential goes with the row; unused join tokens too
+        host_join::Entity::delete_many().filter(host_join::Column::HostId.eq(id)).exec(&txn).await?;
         crate::audit::append(&txn, who, "host.remove", &format!("host:{id}")).await?;
         txn.commit().await?;
         Ok(())
@@ -188,6 +219,96 @@ impl AppState {
         crate::audit::append(&txn, who, action, target).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Adds host `id` (if new) and issues a one-time join token for its
+    /// agent, valid [`JOIN_TOKEN_TTL_SECS`]. A host that joined before keeps
+    /// its credential until the new token is used.
+    pub async fn add_host(&self, who: &Principal, id: &str) -> Result<HostJoin, ApiError> {
+        who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
+        if !valid_host_id(id) {
+            return Err(ApiError::bad_request("invalid_host", format!("{id:?} cannot name a host: use 1 to 63 lower-case letters, digits, - and _")));
+        }
+        let token = crate::auth::random_secret(JOIN_PREFIX);
+        let now = chrono::Utc::now();
+        let expires_at = now + chrono::Duration::seconds(JOIN_TOKEN_TTL_SECS);
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        if host::Entity::find_by_id(id.to_owned()).one(&txn).await?.is_none() {
+            // silent until its agent reports: lost, so nothing is placed on it
+            host::ActiveModel {
+                id: Set(id.to_owned()),
+                runtimes: Set(String::new()),
+                vcpus: Set(0),
+                memory_bytes: Set(0),
+                schedulable: Set(true),
+                last_seen_at: Set(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
+                secret_hash: Set(String::new()),
+            }
+            .insert(&txn)
+            .await?;
+        }
+        host_join::ActiveModel {
+            token_hash: Set(crate::auth::hash_token(&token)),
+            host_id: Set(id.to_owned()),
+            created_by: Set(who.user_id.clone()),
+            created_at: Set(now),
+            expires_at: Set(expires_at),
+            used_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        crate::audit::append(&txn, who, "host.add", &format!("host:{id} join token valid until {}", expires_at.to_rfc3339())).await?;
+        txn.commit().await?;
+        Ok(HostJoin { host: id.to_owned(), join_token: token, expires_at })
+    }
+
+    /// Exchanges a join token (once, before it expires) for the host's
+    /// credential (`pnh_…`, replacing any earlier one). 401
+    /// `invalid_join_token` otherwise.
+    pub async fn join_host(&self, token: &str) -> Result<HostCredential, ApiError> {
+        let invalid = || ApiError::unauthorized("join token is unknown, used or expired; ask the operator for a new one (pinacle host add NAME)");
+        let invalid = move || ApiError { code: "invalid_join_token", ..invalid() };
+        if !token.starts_with(JOIN_PREFIX) || token.len() > 200 {
+            return Err(invalid());
+        }
+        let now = chrono::Utc::now();
+        let secret = crate::auth::random_secret(HOST_SECRET_PREFIX);
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        let join = host_join::Entity::find_by_id(crate::auth::hash_token(token))
+            .one(&txn)
+            .await?
+            .filter(|j| j.used_at.is_none() && j.expires_at > now)
+            .ok_or_else(invalid)?;
+        let Some(row) = host::Entity::find_by_id(join.host_id.clone()).one(&txn).await? else {
+            return Err(invalid());
+        };
+        let mut used: host_join::ActiveModel = join.into();
+        used.used_at = Set(Some(now));
+        used.update(&txn).await?;
+        let mut m: host::ActiveModel = row.into();
+        m.secret_hash = Set(crate::auth::hash_token(&secret));
+        let row = m.update(&txn).await?;
+        let system = Principal::system("", &format!("host {}", row.id), "host join");
+        crate::audit::append(&txn, &system, "host.join", &format!("host:{}", row.id)).await?;
+        txn.commit().await?;
+        Ok(HostCredential { host: row.id, secret })
+    }
+
+    /// The host whose credential `secret` is; 401 `invalid_host_credential`
+    /// for any other (a removed host's included).
+    pub async fn authenticate_host(&self, secret: &str) -> Result<String, ApiError> {
+        let invalid = || ApiError { code: "invalid_host_credential", ..ApiError::unauthorized("unknown or revoked host credential") };
+        if !secret.starts_with(HOST_SECRET_PREFIX) || secret.len() > 200 {
+            return Err(invalid());
+        }
+        host::Entity::find()
+            .filter(host::Column::SecretHash.eq(crate::auth::hash_token(secret)))
+            .one(&self.db)
+            .await?
+            .map(|h| h.id)
+            .ok_or_else(invalid)
     }
 
     /// The running pod `key` (if `who` may take `action` on it) and its

@@ -992,6 +992,7 @@ impl AppState {
             memory_bytes: Set(memory_bytes as i64),
             schedulable: Set(true),
             last_seen_at: Set(now),
+            secret_hash: sea_orm::ActiveValue::NotSet,
         };
         if host::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
             // a heartbeat never lifts the operator's cordon

@@ -12,6 +12,9 @@ use crate::config;
 
 #[derive(Subcommand)]
 pub enum HostCommand {
+    /// Add a host and print the one-time token its agent joins with
+    /// (valid for an hour).
+    Add { host: String },
     /// List hosts: status (ready, cordoned, unreachable, lost), capacity,
     /// what their pods use, last heartbeat.
     List {
@@ -69,6 +72,11 @@ pub async fn run(cmd: HostCommand) -> Result<ExitCode> {
             for h in v.as_array().into_iter().flatten() {
                 println!("{}", line(h));
             }
+        }
+        HostCommand::Add { host } => {
+            let v = c.json(Method::POST, "/admin/hosts", Some(serde_json::json!({ "name": host }))).await?;
+            eprintln!("host {host} added; its join token (shown once, valid until {}):", v["expires_at"].as_str().unwrap_or("?"));
+            println!("{}", v["join_token"].as_str().unwrap_or(""));
         }
         HostCommand::Cordon { host } => {
             let v = c.json(Method::POST, &path(&host, "/cordon"), None).await?;

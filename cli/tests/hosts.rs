@@ -166,3 +166,71 @@ async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     let (s, b) = p.call(Method::POST, "/api/v1/admin/hosts/nope/cordon", None).await;
     assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")), "{b}");
 }
+
+#[tokio::test]
+async fn a_host_joins_once_with_its_token_and_a_removed_host_is_refused_at_once() {
+    let p = Pinacle::start_with(&["--pod-network", "none"]).await;
+    let join = |token: &str| {
+        let (p, token) = (&p, token.to_owned());
+        async move { p.http.post(format!("{}/api/v1/agents/join", p.url)).json(&json!({ "token": token })).send().await.unwrap() }
+    };
+    let me = |secret: &str| {
+        let (p, secret) = (&p, secret.to_owned());
+        async move { p.http.get(format!("{}/api/v1/agents/me", p.url)).bearer_auth(secret).send().await.unwrap() }
+    };
+
+    let (s, b) = p.call(Method::POST, "/api/v1/admin/hosts", Some(json!({"name": "Bad Name"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_host")), "{b}");
+    let (code, token, err) = cli(&p, &["host", "add", "h3"]);
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("pnj_") && err.contains("shown once"), "{token} {err}");
+    // added but never heard from: lost, and given no pods
+    assert_eq!(host(&p, "h3").await.unwrap()["status"], "lost");
+    let (s, pod) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "here", "template": "minimal", "runtime": "gvisor"}))).await;
+    assert_eq!((s, pod["host"].as_str()), (202, Some("local")), "{pod}");
+
+    // the token is exchanged once for the host's credential
+    let r = join(&token).await;
+    assert_eq!(r.status(), 200);
+    let cred: Value = r.json().await.unwrap();
+    assert_eq!(cred["host"], "h3");
+    let secret = cred["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("pnh_"), "{cred}");
+    for reused in [token.as_str(), "pnj_made-up", "not-a-token", ""] {
+        let r = join(reused).await;
+        assert_eq!(r.status(), 401, "{reused}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["code"], "invalid_join_token", "{b}");
+    }
+    let r = me(&secret).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["host"], "h3");
+    for wrong in ["pnh_made-up", common::TOKEN, ""] {
+        let r = me(wrong).await;
+        assert_eq!(r.status(), 401, "{wrong}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_host_credential");
+    }
+
+    // a new token (an agent reinstalled) replaces the credential when used
+    let (_, second, _) = cli(&p, &["host", "add", "h3"]);
+    let r = join(second.trim()).await;
+    assert_eq!(r.status(), 200);
+    let newer = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(me(&secret).await.status(), 401, "the old credential still works");
+    assert_eq!(me(&newer).await.status(), 200);
+
+    // removed: its credential and its unused tokens are refused at once
+    let (_, unused, _) = cli(&p, &["host", "add", "h3"]);
+    let (code, out, err) = cli(&p, &["host", "remove", "h3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(me(&newer).await.status(), 401);
+    assert_eq!(join(unused.trim()).await.status(), 401);
+    // secrets never reach the audit log, the actions do
+    let (_, audit) = p.call(Method::GET, "/api/v1/audit?limit=100", None).await;
+    let text = audit.to_string();
+    assert!(text.contains("host.add") && text.contains("host.join") && text.contains("host.remove"), "{text}");
+    for secret in [&token, &secret, &newer] {
+        assert!(!text.contains(secret.as_str()) && !p.server_log().contains(secret.as_str()), "a secret was recorded");
+    }
+}

@@ -12,6 +12,8 @@ pub struct Model {
     pub memory_bytes: i64,
     pub schedulable: bool,
     pub last_seen_at: DateTimeUtc,
+    /// SHA-256 of the host's credential (`pnh_…`); empty: none issued.
+    pub secret_hash: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

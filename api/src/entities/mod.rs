@@ -5,6 +5,7 @@ pub mod audit_anchor;
 pub mod audit_entry;
 pub mod device_code;
 pub mod host;
+pub mod host_join;
 pub mod idempotency_key;
 pub mod invite;
 pub mod pod;

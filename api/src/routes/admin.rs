@@ -135,3 +135,41 @@ pub async fn remove_host(State(s): State<AppState>, Extension(who): Extension<Pr
     s.remove_host(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `POST /api/v1/admin/hosts` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHost {
+    pub name: String,
+}
+
+/// `POST /api/v1/admin/hosts`: adds a host and issues its one-time join
+/// token (201; shown once).
+pub async fn add_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiJson(req): ApiJson<AddHost>) -> Result<(StatusCode, Json<crate::hosts::HostJoin>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.add_host(&who, &req.name).await?)))
+}
+
+/// `POST /api/v1/agents/join` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinHost {
+    pub token: String,
+}
+
+/// `POST /api/v1/agents/join` (no user credential): a host's agent
+/// exchanges its one-time join token for its credential.
+pub async fn join_host(State(s): State<AppState>, ApiJson(req): ApiJson<JoinHost>) -> Result<Json<crate::hosts::HostCredential>, ApiError> {
+    Ok(Json(s.join_host(&req.token).await?))
+}
+
+/// `GET /api/v1/agents/me` with `Authorization: Bearer pnh_…`: which host
+/// the credential is (401 once the host is removed).
+pub async fn agent_me(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let host = s.authenticate_host(secret.trim()).await?;
+    Ok(Json(serde_json::json!({ "host": host, "protocol_version": pinacle_host_api::PROTOCOL_VERSION })))
+}

@@ -77,7 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/signing-keys/rotate", post(admin::rotate_signing_key))
         .route("/admin/images", get(admin::images))
         .route("/admin/images/gc", post(admin::images_gc))
-        .route("/admin/hosts", get(admin::hosts))
+        .route("/admin/hosts", get(admin::hosts).post(admin::add_host))
         .route("/admin/hosts/{id}", axum::routing::delete(admin::remove_host))
         .route("/admin/hosts/{id}/cordon", post(admin::cordon_host))
         .route("/admin/hosts/{id}/uncordon", post(admin::uncordon_host))
@@ -102,6 +102,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/device/token", post(accounts::device_token))
         .route("/api/v1/auth/github/start", get(accounts::github_start))
         .route("/api/v1/auth/github/callback", get(accounts::github_callback))
+        // hosts' agents: their own credentials, not a user's
+        .route("/api/v1/agents/join", post(admin::join_host))
+        .route("/api/v1/agents/me", get(admin::agent_me))
         .nest("/api/v1", api)
         .merge(graphql)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
