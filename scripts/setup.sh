@@ -26,8 +26,9 @@ packages+=(buildah)
 packages+=(openssh-client)
 if [ "${1:-run}" = "--test" ]; then
   # ...and a real OCI registry (Debian's docker-registry, htpasswd for
-  # its auth) that the tests push their own images to with skopeo.
-  packages+=(pebble chromium openssh-server docker-registry skopeo apache2-utils)
+  # its auth) that the tests push their own images to with skopeo, and
+  # PostgreSQL (the harness runs its own server on a private port).
+  packages+=(pebble chromium openssh-server docker-registry skopeo apache2-utils postgresql)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -11,9 +11,16 @@ use pinacle_api::policy::Subject;
 use pinacle_api::state::ServerConfig;
 use pinacle_api::AppState;
 
+#[path = "../../cli/tests/common/postgres.rs"]
+mod postgres;
+
 async fn open(dir: &std::path::Path, name: &str) -> AppState {
+    open_at(dir, name, &format!("sqlite://{}?mode=rwc", dir.join("pinacle.db").display())).await
+}
+
+async fn open_at(dir: &std::path::Path, name: &str, database_url: &str) -> AppState {
     AppState::open(ServerConfig {
-        database_url: format!("sqlite://{}?mode=rwc", dir.join("pinacle.db").display()),
+        database_url: database_url.to_owned(),
         queue_path: dir.join(format!("queue-{name}.db")),
         default_runtime: None,
         limits: None,
@@ -49,6 +56,19 @@ async fn two_writers_on_one_database_keep_one_chain_with_unique_ids() {
     // the first opens (and migrates) the database, then the second joins
     let a = open(dir.path(), "a").await;
     let b = open(dir.path(), "b").await;
+    two_writers(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_on_one_postgresql_database_keep_one_chain_with_unique_ids() {
+    let pg = postgres::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = open_at(dir.path(), "a", &pg.url()).await;
+    let b = open_at(dir.path(), "b", &pg.url()).await;
+    two_writers(a, b).await;
+}
+
+async fn two_writers(a: AppState, b: AppState) {
     let (tasks, per_task) = (4, 25);
     let mut set = tokio::task::JoinSet::new();
     for (state, name) in [(a.clone(), "a"), (b.clone(), "b")] {
