@@ -32,6 +32,11 @@ impl HostDirectory {
         self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, host);
     }
 
+    /// Forgets host `id`.
+    pub fn detach(&self, id: &str) {
+        self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+    }
+
     /// The host with id `id`, if it can be reached.
     pub fn get(&self, id: &str) -> Option<Arc<dyn HostApi>> {
         self.hosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
@@ -60,7 +65,7 @@ pub fn host_error(e: HostError) -> ApiError {
         }
         HostError::UnsupportedPlatform(_) => ApiError::bad_request("unsupported_platform", message),
         HostError::RegistryUnreachable(_) => ApiError::new(StatusCode::BAD_GATEWAY, "registry_unreachable", message),
-        HostError::Failed(_) => ApiError::internal(message),
+        HostError::Failed(_) | HostError::Internal(_) => ApiError::internal(message),
     }
 }
 
@@ -157,10 +162,10 @@ impl AppState {
     /// Keeps new pods off host `id` (`cordon`), or lets them on again.
     pub async fn cordon_host(&self, who: &Principal, id: &str, cordon: bool) -> Result<HostView, ApiError> {
         who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
-        let row = self.host_row(id).await?;
         {
             let _w = self.write_lock.lock().await;
             let txn = self.db.begin().await?;
+            let row = host::Entity::find_by_id(id.to_owned()).one(&txn).await?.ok_or_else(|| ApiError::not_found(format!("host {id} not found")))?;
             let mut m: host::ActiveModel = row.into();
             m.schedulable = Set(!cordon);
             m.update(&txn).await?;
@@ -170,24 +175,35 @@ impl AppState {
         self.host_view(who, id).await
     }
 
-    /// Cordons host `id` and asks every running pod on it to stop; returns
-    /// the host and the pods asked.
-    pub async fn drain_host(&self, who: &Principal, id: &str) -> Result<(HostView, Vec<String>), ApiError> {
+    /// Cordons host `id` and asks every pod running on it to stop; returns
+    /// the host, the pods stopping and those that could not be asked now
+    /// (still starting: drain again once they run).
+    pub async fn drain_host(&self, who: &Principal, id: &str) -> Result<(HostView, Vec<String>, Vec<String>), ApiError> {
         self.cordon_host(who, id, true).await?;
         let pods = pod::Entity::find()
             .filter(pod::Column::HostId.eq(id))
             .filter(pod::Column::State.is_in([PodState::Running.as_str(), PodState::Provisioning.as_str(), PodState::Pending.as_str(), PodState::Starting.as_str()]))
             .all(&self.db)
             .await?;
-        let mut stopped = Vec::new();
+        // every tenant's pods (the operator's request, not a user's: no
+        // visibility filter); one still starting cannot stop yet and is
+        // reported as not stopped
+        let (mut stopped, mut not_stopped) = (Vec::new(), Vec::new());
         for p in pods {
-            match self.request(who, &p.id, PodEvent::StopRequested).await {
-                Ok(_) => stopped.push(p.name),
-                Err(e) => tracing::warn!(pod = %p.name, error = %e, "not stopped by the drain"),
+            let Ok(pod_id) = uuid::Uuid::parse_str(&p.id) else { continue };
+            match self.transition(pod_id, PodEvent::StopRequested, &format!("host {id} is drained by {}", who.user_name)).await {
+                Ok(view) => {
+                    self.enqueue(&view.host, pinacle_orchestrator::PodJob::Stop(view.id)).await;
+                    stopped.push(p.name);
+                }
+                Err(e) => {
+                    tracing::info!(pod = %p.name, error = ?e, "not stopped by the drain");
+                    not_stopped.push(p.name);
+                }
             }
         }
-        self.audit_host(who, "host.drain", &format!("host:{id} pods: {}", stopped.join(" "))).await?;
-        Ok((self.host_view(who, id).await?, stopped))
+        self.audit_host(who, "host.drain", &format!("host:{id} stopping: {} not stopped: {}", stopped.join(" "), not_stopped.join(" "))).await?;
+        Ok((self.host_view(who, id).await?, stopped, not_stopped))
     }
 
     /// Forgets host `id`; refused (409 `host_in_use`) while pods are placed
@@ -206,6 +222,8 @@ impl AppState {
         host_join::Entity::delete_many().filter(host_join::Column::HostId.eq(id)).exec(&txn).await?;
         crate::audit::append(&txn, who, "host.remove", &format!("host:{id}")).await?;
         txn.commit().await?;
+        // no longer reached, and its heartbeats no longer bring it back
+        self.hosts.detach(id);
         Ok(())
     }
 
@@ -234,6 +252,12 @@ impl AppState {
         let expires_at = now + chrono::Duration::seconds(JOIN_TOKEN_TTL_SECS);
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
+        // a new token replaces any unused earlier one
+        host_join::Entity::delete_many()
+            .filter(host_join::Column::HostId.eq(id))
+            .filter(host_join::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
         if host::Entity::find_by_id(id.to_owned()).one(&txn).await?.is_none() {
             // silent until its agent reports: lost, so nothing is placed on it
             host::ActiveModel {
@@ -284,9 +308,18 @@ impl AppState {
         let Some(row) = host::Entity::find_by_id(join.host_id.clone()).one(&txn).await? else {
             return Err(invalid());
         };
-        let mut used: host_join::ActiveModel = join.into();
-        used.used_at = Set(Some(now));
-        used.update(&txn).await?;
+        // taken in one conditional update: of two joins racing (on two API
+        // servers), exactly one gets the token
+        let taken = host_join::Entity::update_many()
+            .col_expr(host_join::Column::UsedAt, sea_orm::sea_query::Expr::value(now))
+            .filter(host_join::Column::TokenHash.eq(join.token_hash.clone()))
+            .filter(host_join::Column::UsedAt.is_null())
+            .filter(host_join::Column::ExpiresAt.gt(now))
+            .exec(&txn)
+            .await?;
+        if taken.rows_affected != 1 {
+            return Err(invalid());
+        }
         let mut m: host::ActiveModel = row.into();
         m.secret_hash = Set(crate::auth::hash_token(&secret));
         let row = m.update(&txn).await?;

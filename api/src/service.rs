@@ -524,7 +524,7 @@ impl AppState {
     /// re-drives it. When the pod's host is the agent in this process, the
     /// job also starts right away: the queued copy is the durable record and
     /// finds the pod settled when the worker takes it (jobs are idempotent).
-    async fn enqueue(&self, host: &str, job: PodJob) {
+    pub(crate) async fn enqueue(&self, host: &str, job: PodJob) {
         if let Err(e) = self.queue.push(host, job).await {
             tracing::error!(?job, %host, error = %e, "could not queue job; reconcile will pick the pod up");
         }
@@ -980,8 +980,20 @@ impl AppState {
             .collect()
     }
 
-    /// Records (or refreshes) a host and what it offers.
+    /// Records (or refreshes) a host and what it offers: when its agent
+    /// starts.
     pub async fn register_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64) -> Result<(), ApiError> {
+        self.record_host(id, runtimes, vcpus, memory_bytes, true).await.map(|_| ())
+    }
+
+    /// A host's heartbeat: refreshes its record; `false` (nothing written)
+    /// when the host was removed meanwhile (a heartbeat never brings a
+    /// removed host back).
+    pub async fn heartbeat_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64) -> Result<bool, ApiError> {
+        self.record_host(id, runtimes, vcpus, memory_bytes, false).await
+    }
+
+    async fn record_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64, create: bool) -> Result<bool, ApiError> {
         let _w = self.write_lock.lock().await;
         let runtimes = runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
         let now = Utc::now();
@@ -998,10 +1010,12 @@ impl AppState {
             // a heartbeat never lifts the operator's cordon
             model.schedulable = sea_orm::ActiveValue::NotSet;
             model.update(&self.db).await?;
-        } else {
+        } else if create {
             model.insert(&self.db).await?;
+        } else {
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Every host with what its live pods already use.

@@ -88,8 +88,12 @@ pub async fn run(cmd: HostCommand) -> Result<ExitCode> {
         }
         HostCommand::Drain { host } => {
             let v = c.json(Method::POST, &path(&host, "/drain"), None).await?;
-            let pods: Vec<&str> = v["stopping"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let names = |key: &str| v[key].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>();
+            let (pods, waiting) = (names("stopping"), names("not_stopped"));
             println!("host {host} is cordoned; stopping {} pod(s){}{}", pods.len(), if pods.is_empty() { "" } else { ": " }, pods.join(", "));
+            if !waiting.is_empty() {
+                println!("not stopped yet (still starting; drain again once they run): {}", waiting.join(", "));
+            }
         }
         HostCommand::Remove { host } => {
             c.send(Method::DELETE, &path(&host, ""), None).await?;

@@ -45,6 +45,7 @@ fn window_size() -> Option<(u16, u16)> {
 /// Runs an interactive shell (or `command`) in `pod`; exits with its code.
 pub async fn run(c: &Client, pod: &str, command: Option<String>) -> Result<ExitCode> {
     let (rows, cols) = window_size().unwrap_or((24, 80));
+    let interactive_shell = command.is_none();
     let mut path = format!("/pods/{pod}/terminal?rows={rows}&cols={cols}");
     if let Some(cmd) = command {
         path.push_str("&command=");
@@ -63,7 +64,7 @@ pub async fn run(c: &Client, pod: &str, command: Option<String>) -> Result<ExitC
     // most 3 s: a shell that sets up its terminal after the input arrived
     // may drop it.
     let piped = !std::io::IsTerminal::is_terminal(&std::io::stdin());
-    let mut held = piped;
+    let mut held = piped && interactive_shell;
     let latest = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut release_at = latest;
     let code = loop {

@@ -420,8 +420,13 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                     _ = tokio::time::sleep(heartbeat) => {}
                     _ = hb_stop.changed() => return,
                 }
-                if let Err(e) = hb_state.register_host(&hb_id, &runtimes, cpus, memory).await {
-                    tracing::warn!(error = %e, "host heartbeat failed");
+                match hb_state.heartbeat_host(&hb_id, &runtimes, cpus, memory).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(host = %hb_id, "this host was removed (pinacle host remove); its heartbeats stop until the agent starts again");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "host heartbeat failed"),
                 }
             }
         });

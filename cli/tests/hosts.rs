@@ -132,16 +132,18 @@ async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     assert_eq!(s, 200);
     assert!(!list.to_string().contains("nowhere"), "a refused pod was created: {list}");
 
-    // uncordoned, local takes pods again; a drain stops them
+    // uncordoned, local takes pods again; a drain stops them, every
+    // tenant's (here another user's, which the admin does not see)
     let (code, _, err) = cli(&p, &["host", "uncordon", "local"]);
     assert_eq!(code, 0, "{err}");
-    let (s, near) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "near", "template": "minimal", "runtime": "gvisor"}))).await;
+    let bob = p.signup_and_login("bob").await;
+    let (s, near) = p.call_as(&bob, Method::POST, "/api/v1/pods", Some(json!({"name": "near", "template": "minimal", "runtime": "gvisor"}))).await;
     assert_eq!((s, near["host"].as_str()), (202, Some("local")), "{near}");
-    p.wait_state("near", "running", 120).await;
+    p.wait_state_as(&bob, "near", "running", 120).await;
     let (code, out, err) = cli(&p, &["host", "drain", "local"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("stopping 1 pod(s): near"), "{out}");
-    p.wait_state("near", "stopped", 120).await;
+    p.wait_state_as(&bob, "near", "stopped", 120).await;
     assert_eq!(host(&p, "local").await.unwrap()["status"], "cordoned");
 
     // a host is removed only once it holds no pods
@@ -158,6 +160,15 @@ async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     let (code, out, err) = cli(&p, &["host", "remove", "h2"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(host(&p, "h2").await.is_none());
+    // the local host, removed while its agent runs, is not brought back by
+    // its heartbeats
+    let (s, _) = p.call_as(&bob, Method::DELETE, "/api/v1/pods/near", None).await;
+    assert_eq!(s, 202);
+    p.wait_state_as(&bob, near["id"].as_str().unwrap(), "deleted", 120).await;
+    let (code, out, err) = cli(&p, &["host", "remove", "local"]);
+    assert_eq!(code, 0, "{out}{err}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(host(&p, "local").await.is_none(), "a heartbeat brought the removed host back");
     // every change is audited
     let (_, audit) = p.call(Method::GET, "/api/v1/audit?limit=100", None).await;
     for action in ["host.cordon", "host.uncordon", "host.drain", "host.remove"] {

@@ -21,7 +21,8 @@ impl From<AgentError> for HostError {
             AgentError::SnapshotNotFound(_) => HostError::NotFound(message),
             AgentError::ImageMissing(_) => HostError::ImageNotFound(message),
             AgentError::Pull(oci) => oci_error(oci),
-            _ => HostError::Failed(message),
+            AgentError::Snapshot(_) => HostError::Failed(message),
+            _ => HostError::Internal(message),
         }
     }
 }
@@ -149,6 +150,7 @@ mod tests {
         assert_eq!(HostError::from(AgentError::NotStopped("p".into())).code(), "busy");
         assert_eq!(HostError::from(AgentError::SnapshotNotFound("x".into())).code(), "not_found");
         assert_eq!(HostError::from(AgentError::Snapshot("no snapshot, said the text".into())).code(), "failed", "text is never matched");
+        assert_eq!(HostError::from(AgentError::Mount("/var/lib/x: busy".into())).code(), "internal");
         let e = HostError::from(AgentError::Pull(pinacle_oci::OciError::NotFound { reference: "a/b:c".into() }));
         assert_eq!(e.code(), "image_not_found");
     }

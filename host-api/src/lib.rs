@@ -69,9 +69,13 @@ pub enum HostError {
     /// The image's registry cannot be reached.
     #[error("{0}")]
     RegistryUnreachable(String),
-    /// The operation failed on the host.
+    /// The operation failed on the host, for a reason the user can act on
+    /// (a snapshot that could not be taken, a registry's answer).
     #[error("{0}")]
     Failed(String),
+    /// The host failed internally (its message is for the operator's log).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl HostError {
@@ -90,6 +94,7 @@ impl HostError {
             HostError::UnsupportedPlatform(_) => "unsupported_platform",
             HostError::RegistryUnreachable(_) => "registry_unreachable",
             HostError::Failed(_) => "failed",
+            HostError::Internal(_) => "internal",
         }
     }
 }
@@ -275,6 +280,7 @@ mod tests {
             HostError::UnsupportedPlatform(String::new()),
             HostError::RegistryUnreachable(String::new()),
             HostError::Failed(String::new()),
+            HostError::Internal(String::new()),
         ] {
             assert_eq!(serde_json::to_value(&e).unwrap_or_default()["code"], e.code(), "{e:?}");
         }

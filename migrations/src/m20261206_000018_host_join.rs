@@ -28,6 +28,7 @@ enum HostJoins {
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(Table::alter().table(Hosts::Table).add_column(text(Hosts::SecretHash).default("")).to_owned()).await?;
+        m.create_index(Index::create().name("hosts_secret_hash").table(Hosts::Table).col(Hosts::SecretHash).to_owned()).await?;
         m.create_table(
             Table::create()
                 .table(HostJoins::Table)
@@ -44,6 +45,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(HostJoins::Table).to_owned()).await?;
+        m.drop_index(Index::drop().name("hosts_secret_hash").table(Hosts::Table).to_owned()).await?;
         m.alter_table(Table::alter().table(Hosts::Table).drop_column(Hosts::SecretHash).to_owned()).await
     }
 }

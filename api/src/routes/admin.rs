@@ -126,8 +126,8 @@ pub async fn uncordon_host(State(s): State<AppState>, Extension(who): Extension<
 
 /// `POST /api/v1/admin/hosts/{id}/drain`: cordon, and stop its pods.
 pub async fn drain_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let (host, stopped) = s.drain_host(&who, &id).await?;
-    Ok(Json(serde_json::json!({ "host": host, "stopping": stopped })))
+    let (host, stopped, not_stopped) = s.drain_host(&who, &id).await?;
+    Ok(Json(serde_json::json!({ "host": host, "stopping": stopped, "not_stopped": not_stopped })))
 }
 
 /// `DELETE /api/v1/admin/hosts/{id}`: forget a host that holds no pods.
