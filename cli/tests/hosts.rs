@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Pinacle;
+use common::{cli, Pinacle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -61,16 +61,6 @@ fn spawn_host(p: &Pinacle, dir: &std::path::Path, id: &str, reconcile: &str) -> 
     common::KillOnDrop(child)
 }
 
-fn cli(p: &Pinacle, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(common::pinacle_bin())
-        .args(args)
-        .env("PINACLE_API", &p.url)
-        .env("PINACLE_TOKEN", common::TOKEN)
-        .env("PINACLE_CONFIG", p.data.path().join("none.json"))
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 #[tokio::test]
 async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {

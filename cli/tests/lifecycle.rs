@@ -12,22 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Pinacle, TOKEN};
+use common::{cli, Pinacle, TOKEN};
 use reqwest::Method;
 use serde_json::Value;
 
-/// Runs the CLI against `p`: (exit code, stdout, stderr).
-fn cli(p: &Pinacle, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(common::pinacle_bin())
-        .args(args)
-        .env("PINACLE_API", &p.url)
-        .env("PINACLE_TOKEN", TOKEN)
-        .env("PINACLE_CONFIG", p.data.path().join("none.json"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 /// Runs the CLI without a server (`config validate`).
 fn cli_offline(args: &[&str]) -> (i32, String, String) {

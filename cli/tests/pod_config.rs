@@ -8,21 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, HostCleanup, Pinacle};
+use common::{cli, free_port, HostCleanup, Pinacle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// Runs the `pinacle` CLI against `p`; (exit code, stdout, stderr).
-fn cli(p: &Pinacle, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(common::pinacle_bin())
-        .args(args)
-        .env("PINACLE_API", &p.url)
-        .env("PINACLE_TOKEN", common::TOKEN)
-        .env("PINACLE_CONFIG", p.data.path().join("none.json"))
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 /// Waits until every named process of `pod` is running and healthy.
 async fn wait_healthy(p: &Pinacle, pod: &str, names: &[&str], secs: u64) -> Value {

@@ -263,84 +263,6 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
-/// JSONC to JSON: comments and trailing commas become spaces, so the
-/// parser's line and column numbers still point into the original text.
-fn strip_jsonc(text: &str) -> Result<String, String> {
-    let mut out = text.as_bytes().to_vec();
-    let len = out.len();
-    // Comments.
-    let mut i = 0;
-    let mut in_string = false;
-    while i < len {
-        let b = out[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        match (b, out.get(i + 1).copied()) {
-            (b'"', _) => {
-                in_string = true;
-                i += 1;
-            }
-            (b'/', Some(b'/')) => {
-                while i < len && out[i] != b'\n' {
-                    out[i] = b' ';
-                    i += 1;
-                }
-            }
-            (b'/', Some(b'*')) => {
-                let start = i;
-                out[i] = b' ';
-                out[i + 1] = b' ';
-                i += 2;
-                loop {
-                    if i >= len {
-                        return Err(format!("a /* comment at byte {start} is not closed"));
-                    }
-                    if out[i] == b'*' && out.get(i + 1) == Some(&b'/') {
-                        out[i] = b' ';
-                        out[i + 1] = b' ';
-                        i += 2;
-                        break;
-                    }
-                    if out[i] != b'\n' {
-                        out[i] = b' ';
-                    }
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    // Trailing commas.
-    let mut i = 0;
-    let mut in_string = false;
-    while i < len {
-        let b = out[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b',' {
-            let next = out[i + 1..].iter().copied().find(|c| !c.is_ascii_whitespace());
-            if matches!(next, Some(b'}') | Some(b']')) {
-                out[i] = b' ';
-            }
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| "it is not UTF-8".to_owned())
-}
-
 /// Parses a feature's devcontainer-feature.json (JSON, or JSONC with
 /// comments and trailing commas). `feature` names the feature in errors.
 pub fn parse_metadata(feature: &str, json: &str) -> Result<FeatureMetadata, FeatureError> {
@@ -348,8 +270,18 @@ pub fn parse_metadata(feature: &str, json: &str) -> Result<FeatureMetadata, Feat
         return Err(FeatureError::MetadataTooLarge { feature: feature.to_owned(), max: MAX_METADATA_BYTES });
     }
     let invalid = |message: String| FeatureError::InvalidMetadata { feature: feature.to_owned(), message };
-    let text = strip_jsonc(json).map_err(invalid)?;
-    let root: Json = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    // JSONC (comments, trailing commas) read by the same parser as
+    // devcontainer.json, straight into `Json` (keys in file order)
+    let options = jsonc_parser::ParseOptions { allow_comments: true, allow_trailing_commas: true, allow_loose_object_property_names: false, allow_missing_commas: false, ..Default::default() };
+    let root: Json = jsonc_parser::parse_to_serde_value::<Option<Json>>(json, &options)
+        .map_err(|e| {
+            let what = match e.kind() {
+                jsonc_parser::errors::ParseErrorKind::UnterminatedCommentBlock => "a /* comment is not closed".to_owned(),
+                other => other.to_string(),
+            };
+            invalid(format!("line {}, column {}: {what}", e.line_display(), e.column_display()))
+        })?
+        .unwrap_or(Json::Null);
     let Json::Object(entries) = &root else {
         return Err(invalid(format!("expected an object, found {}", root.kind())));
     };

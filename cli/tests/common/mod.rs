@@ -445,6 +445,20 @@ impl Drop for HostCleanup {
 }
 
 /// A loopback port nothing listens on right now.
+/// Runs the `pinacle` CLI against `p` as the admin, stdin closed:
+/// (exit code, stdout, stderr).
+pub fn cli(p: &Pinacle, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(pinacle_bin())
+        .args(args)
+        .env("PINACLE_API", &p.url)
+        .env("PINACLE_TOKEN", TOKEN)
+        .env("PINACLE_CONFIG", p.data.path().join("none.json"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
