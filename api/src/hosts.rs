@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::http::StatusCode;
 use pinacle_host_api::{HostApi, HostError};
+use pinacle_host_link::remote::RemoteHost;
 
 use pinacle_orchestrator::host::{host_status, HostStatus};
 use pinacle_orchestrator::{PodEvent, PodState};
@@ -19,10 +20,12 @@ use crate::policy::{Action, Resource};
 use crate::{ApiError, AppState};
 
 
-/// The hosts this control plane can reach now, by id.
+/// The hosts this control plane can reach now, by id: the agent in this
+/// process, and remote agents whose link ends here.
 #[derive(Default)]
 pub struct HostDirectory {
     hosts: RwLock<BTreeMap<String, Arc<dyn HostApi>>>,
+    links: RwLock<BTreeMap<String, RemoteHost>>,
 }
 
 impl HostDirectory {
@@ -32,9 +35,35 @@ impl HostDirectory {
         self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, host);
     }
 
-    /// Forgets host `id`.
+    /// Forgets host `id`, and ends its link if it has one (a removed host
+    /// is cut off at once).
     pub fn detach(&self, id: &str) {
         self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+        if let Some(link) = self.links.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id) {
+            link.close();
+        }
+    }
+
+    /// Adds a remote host whose link just came up; an older link of the
+    /// same host (an agent that reconnected before its old connection
+    /// timed out) is closed.
+    pub fn attach_link(&self, link: RemoteHost) {
+        let id = link.host_id().to_owned();
+        let older = self.links.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone(), link.clone());
+        self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, Arc::new(link.clone()));
+        if let Some(older) = older.filter(|o| !o.same_link(&link)) {
+            older.close();
+        }
+    }
+
+    /// Forgets a link that ended, unless a newer one replaced it.
+    pub fn detach_link(&self, link: &RemoteHost) {
+        let id = link.host_id();
+        let mut links = self.links.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if links.get(id).is_some_and(|l| l.same_link(link)) {
+            links.remove(id);
+            self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+        }
     }
 
     /// The host with id `id`, if it can be reached.
@@ -65,6 +94,7 @@ pub fn host_error(e: HostError) -> ApiError {
         }
         HostError::UnsupportedPlatform(_) => ApiError::bad_request("unsupported_platform", message),
         HostError::RegistryUnreachable(_) => ApiError::new(StatusCode::BAD_GATEWAY, "registry_unreachable", message),
+        HostError::Refused(_) => ApiError::new(StatusCode::BAD_GATEWAY, "port_refused", message),
         HostError::Failed(_) | HostError::Internal(_) => ApiError::internal(message),
     }
 }
@@ -361,6 +391,70 @@ impl AppState {
     /// The host `id` (a pod's `host`), or 503 `host_unreachable`.
     pub fn host(&self, id: &str) -> Result<Arc<dyn HostApi>, ApiError> {
         self.hosts.get(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
+    }
+
+    /// Serves the link host `host`'s agent just opened (`io`, upgraded and
+    /// authenticated): the host is reachable through it, its job queue is
+    /// worked here and it reports every heartbeat, until the link ends or
+    /// the host is removed.
+    pub async fn run_host_link<I>(&self, host: String, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let control: Arc<dyn pinacle_host_api::control::ControlPlane> = Arc::new(self.clone());
+        let options = pinacle_host_link::remote::LinkOptions { keep_alive: self.heartbeat.max(std::time::Duration::from_millis(500)), ..Default::default() };
+        let link = match pinacle_host_link::remote::accept(io, &host, control, options).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(host = %host, error = %e, "host link failed to start");
+                return;
+            }
+        };
+        let report = link.last_report().unwrap_or_default();
+        if report.host != host {
+            tracing::warn!(host = %host, reported = %report.host, "refusing a link whose agent calls itself another host; closing it");
+            link.close();
+            return;
+        }
+        match self.heartbeat_host(&host, &report.runtimes, report.vcpus, report.memory_bytes).await {
+            Ok(true) => {}
+            Ok(false) => {
+                link.close();
+                return;
+            }
+            Err(e) => tracing::warn!(host = %host, error = %e.message, "recording the host's report failed"),
+        }
+        self.hosts.attach_link(link.clone());
+        tracing::info!(host = %host, protocol = report.protocol, runtimes = ?report.runtimes, "host connected");
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (queue, worker) = (self.queue.clone(), Arc::new(link.clone()));
+        let jobs = tokio::spawn(async move {
+            if let Err(e) = queue.run_worker(worker, stop_rx).await {
+                tracing::error!(error = %e, "job worker of a remote host stopped");
+            }
+        });
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.heartbeat) => {}
+                _ = link.closed() => break,
+            }
+            match link.report().await {
+                Ok(r) => match self.heartbeat_host(&host, &r.runtimes, r.vcpus, r.memory_bytes).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(host = %host, "host removed; closing its link");
+                        link.close();
+                        break;
+                    }
+                    Err(e) => tracing::warn!(host = %host, error = %e.message, "recording a heartbeat failed"),
+                },
+                Err(e) => tracing::debug!(host = %host, error = %e, "no heartbeat"),
+            }
+        }
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), jobs).await;
+        self.hosts.detach_link(&link);
+        tracing::info!(host = %host, "host link ended");
     }
 }
 

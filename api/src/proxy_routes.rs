@@ -3,7 +3,8 @@
 //! policy as the API (acting on a pod's web service is `Exec`-level use).
 
 use pinacle_orchestrator::{hostname, PodState};
-use pinacle_proxy::{Credentials, PodSession, Resolver, RouteError, Upstream};
+use pinacle_host_api::{HostError, PodPorts};
+use pinacle_proxy::{Credentials, Dial, DialError, PodSession, Resolver, RouteError, Upstream, UpstreamIo, Via};
 
 use crate::pod_access::PodTokenKind;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -187,11 +188,47 @@ impl PodRoutes {
             pod: model.name.clone(),
             state: format!("on host {}, which cannot be reached now", model.host_id),
         })?;
-        let address = host.pod_address(id).await.map_err(|e| RouteError::Internal(e.to_string()))?;
-        let ip = address.ok_or_else(|| RouteError::NotRunning {
-            pod: model.name.clone(),
-            state: "running without a network (start Pinacle with --pod-network bridge)".into(),
-        })?;
-        Ok(Upstream { addr: (ip, port).into(), pod: model.name, owner: split.owner })
+        let via = match host.pod_ports(id).await {
+            Ok(PodPorts::Direct(ip)) => Via::Tcp(ip.into()),
+            Ok(PodPorts::ViaHost) => Via::Host(std::sync::Arc::new(HostDial { state: self.state.clone(), host: model.host_id.clone(), pod: id, port })),
+            Ok(PodPorts::None) => {
+                return Err(RouteError::NotRunning {
+                    pod: model.name.clone(),
+                    state: "running without a network (start Pinacle with --pod-network bridge)".into(),
+                })
+            }
+            Err(HostError::Unreachable(h)) => {
+                return Err(RouteError::NotRunning { pod: model.name.clone(), state: format!("on host {h}, which cannot be reached now") })
+            }
+            Err(e) => return Err(RouteError::Internal(e.to_string())),
+        };
+        Ok(Upstream { port, via, pod: model.name, owner: split.owner })
+    }
+}
+
+/// Opens a stream to a pod's port through its host (looked up at each
+/// dial, so a host that reconnected is reached on its new link).
+struct HostDial {
+    state: AppState,
+    host: String,
+    pod: uuid::Uuid,
+    port: u16,
+}
+
+impl std::fmt::Debug for HostDial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostDial").field("host", &self.host).field("pod", &self.pod).field("port", &self.port).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Dial for HostDial {
+    async fn dial(&self) -> Result<Box<dyn UpstreamIo>, DialError> {
+        let host = self.state.hosts.get(&self.host).ok_or_else(|| DialError::Unavailable(format!("host {} cannot be reached now", self.host)))?;
+        match host.connect(self.pod, self.port).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(HostError::Refused(why)) => Err(DialError::Refused(why)),
+            Err(e) => Err(DialError::Unavailable(e.to_string())),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! `image`, `template`, `login`).
 
 mod account;
+mod agent;
 mod client;
 mod config;
 mod hosts;
@@ -38,8 +39,9 @@ enum Command {
     Up(up::ServeArgs),
     /// Run the API server only (agents run elsewhere).
     Server(up::ServeArgs),
-    /// Run a host agent only.
-    Agent(up::ServeArgs),
+    /// Run a host agent that joins a control plane (`pinacle host add NAME`
+    /// gives the join token) and serves its pods over one outgoing link.
+    Agent(agent::AgentArgs),
     /// Sign in (password or API token) and save the credentials.
     Login(account::LoginArgs),
     /// Sign out and forget the saved credentials.
@@ -124,7 +126,7 @@ async fn async_main() -> ExitCode {
         }
         Command::Agent(args) => {
             init_tracing();
-            up::run(args, up::Role::Agent).await.map(|_| ExitCode::SUCCESS)
+            agent::run(args).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Login(args) => account::login(args).await,
         Command::Logout => account::logout().await,

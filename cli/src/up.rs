@@ -15,6 +15,7 @@ use crate::config::{self, CliConfig};
 
 /// Prints a line to stdout, ignoring a closed stdout: the server must keep
 /// running when whoever started it stops reading.
+#[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -23,6 +24,7 @@ macro_rules! say {
 }
 
 /// [`say!`] for stderr.
+#[macro_export]
 macro_rules! esay {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -38,11 +40,9 @@ pub enum Role {
     All,
     /// API only.
     Server,
-    /// Agent only.
-    Agent,
 }
 
-/// Options shared by `up`, `server` and `agent`.
+/// Options of `up` and `server`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Where Pinacle keeps its database, images, pods and volumes.
@@ -54,19 +54,15 @@ pub struct ServeArgs {
     /// Database URL (default: SQLite in the data directory).
     #[arg(long, env = "PINACLE_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Runtime for pods that name none (default: gvisor where installed).
-    #[arg(long, env = "PINACLE_RUNTIME")]
-    pub runtime: Option<RuntimeKind>,
     /// This host's id (its job queue is `host.{id}`).
     #[arg(long, env = "PINACLE_HOST_ID", default_value = "local")]
     pub host_id: String,
     /// Seconds between a host's heartbeats (0.1 to 3600); a host silent for
-    /// three is unreachable. Servers and agents must agree on it.
+    /// three is unreachable.
     #[arg(long, env = "PINACLE_HEARTBEAT_INTERVAL", default_value_t = 5.0, value_parser = parse_interval)]
     pub heartbeat_interval: f64,
-    /// Seconds between reconcile passes of the agent (0.1 to 3600).
-    #[arg(long, default_value_t = 10.0, value_parser = parse_interval)]
-    pub reconcile_interval: f64,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Sustained API requests per minute per client IP and per token
     /// (0: no limit).
     #[arg(long, env = "PINACLE_RATE_LIMIT", default_value_t = 60)]
@@ -81,35 +77,6 @@ pub struct ServeArgs {
     /// Lifetime of access tokens (JWTs) in seconds (1 to 86400).
     #[arg(long, env = "PINACLE_ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub access_token_ttl: i64,
-    /// Pod networking: `bridge` (own network namespace, veth to a host
-    /// bridge, NAT egress, isolated from other pods and from the host's
-    /// services; needs iproute2 and nftables) or `none` (loopback only; the
-    /// proxy cannot reach pods).
-    #[arg(long, env = "PINACLE_POD_NETWORK", default_value = "bridge", value_parser = ["none", "bridge"])]
-    pub pod_network: String,
-    /// The host bridge pods join (with --pod-network bridge).
-    #[arg(long, env = "PINACLE_POD_BRIDGE", default_value = "pnc0")]
-    pub pod_bridge: String,
-    /// Addresses for pods; the first is the bridge's.
-    #[arg(long, env = "PINACLE_POD_SUBNET", default_value = "10.209.0.0/16")]
-    pub pod_subnet: String,
-    /// More destinations pods may never reach, comma-separated IPv4 CIDRs
-    /// (link-local, loopback and multicast always are).
-    #[arg(long, env = "PINACLE_POD_DENY", default_value = "")]
-    pub pod_deny: String,
-    /// Private networks pods may reach after all (repeatable or
-    /// comma-separated IPv4 CIDRs). By default pods reach none of 10/8,
-    /// 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT, tailnets),
-    /// 0/8 and the metadata services 168.63.129.16 and 100.100.100.200,
-    /// only the host's name servers on port 53. --pod-deny still wins.
-    #[arg(long = "pod-allow-cidr", env = "PINACLE_POD_ALLOW_CIDR", value_delimiter = ',')]
-    pub pod_allow_cidr: Vec<String>,
-    /// How many times its free space the data filesystem may be promised to
-    /// pods' disks (sparse images of their tier's size). 1: a pod is refused
-    /// when the disks could together outgrow the free space; more
-    /// overcommits on purpose (0.1 to 1000).
-    #[arg(long, env = "PINACLE_DISK_OVERCOMMIT", default_value_t = 1.0, value_parser = parse_overcommit)]
-    pub disk_overcommit: f64,
     /// Address for the pod proxy (plain HTTP); `none`: no plain listener.
     /// Browsers resolve `*.localhost` to this machine, so pods are at
     /// http://{port}-{pod}-{owner}.pinacle.localhost:8080 out of the box.
@@ -214,6 +181,47 @@ pub struct ServeArgs {
     pub maintenance_interval: u64,
 }
 
+
+/// How a host runs pods (`pinacle up` and `pinacle agent`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// Runtime for pods that name none (default: gvisor where installed).
+    #[arg(long, env = "PINACLE_RUNTIME")]
+    pub runtime: Option<RuntimeKind>,
+    /// Seconds between reconcile passes of the agent (0.1 to 3600).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_interval)]
+    pub reconcile_interval: f64,
+    /// Pod networking: `bridge` (own network namespace, veth to a host
+    /// bridge, NAT egress, isolated from other pods and from the host's
+    /// services; needs iproute2 and nftables) or `none` (loopback only; the
+    /// proxy cannot reach pods).
+    #[arg(long, env = "PINACLE_POD_NETWORK", default_value = "bridge", value_parser = ["none", "bridge"])]
+    pub pod_network: String,
+    /// The host bridge pods join (with --pod-network bridge).
+    #[arg(long, env = "PINACLE_POD_BRIDGE", default_value = "pnc0")]
+    pub pod_bridge: String,
+    /// Addresses for pods; the first is the bridge's.
+    #[arg(long, env = "PINACLE_POD_SUBNET", default_value = "10.209.0.0/16")]
+    pub pod_subnet: String,
+    /// More destinations pods may never reach, comma-separated IPv4 CIDRs
+    /// (link-local, loopback and multicast always are).
+    #[arg(long, env = "PINACLE_POD_DENY", default_value = "")]
+    pub pod_deny: String,
+    /// Private networks pods may reach after all (repeatable or
+    /// comma-separated IPv4 CIDRs). By default pods reach none of 10/8,
+    /// 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT, tailnets),
+    /// 0/8 and the metadata services 168.63.129.16 and 100.100.100.200,
+    /// only the host's name servers on port 53. --pod-deny still wins.
+    #[arg(long = "pod-allow-cidr", env = "PINACLE_POD_ALLOW_CIDR", value_delimiter = ',')]
+    pub pod_allow_cidr: Vec<String>,
+    /// How many times its free space the data filesystem may be promised to
+    /// pods' disks (sparse images of their tier's size). 1: a pod is refused
+    /// when the disks could together outgrow the free space; more
+    /// overcommits on purpose (0.1 to 1000).
+    #[arg(long, env = "PINACLE_DISK_OVERCOMMIT", default_value_t = 1.0, value_parser = parse_overcommit)]
+    pub disk_overcommit: f64,
+}
+
 /// Environment variables that hold the platform's secrets. They are read
 /// once, at the start, and removed from the environment, so that no child
 /// process (sandbox runtimes, `ip`, `nft`, `mount`, the DNS hook) inherits
@@ -283,7 +291,62 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".pinacle"))
 }
 
-fn total_memory() -> u64 {
+/// Starts this machine's host agent (its pod network, sandboxes and
+/// images) for host `host_id`, answering to `control`.
+pub async fn start_host_agent(args: &HostArgs, data_dir: &Path, host_id: &str, control: Arc<dyn ControlPlane>) -> Result<Arc<HostAgent>> {
+    let mut cfg = AgentConfig::new(host_id, data_dir);
+    cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval);
+    cfg.disk_overcommit = args.disk_overcommit;
+    if args.pod_network == "bridge" {
+        use pinacle_host_agent::network::{NetworkConfig, Subnet};
+        let subnet: Subnet = args.pod_subnet.parse().context("--pod-subnet")?;
+        let deny = args
+            .pod_deny
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Subnet::parse_cidr)
+            .collect::<Result<Vec<_>, _>>()
+            .context("--pod-deny")?;
+        let allow = args
+            .pod_allow_cidr
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(Subnet::parse_cidr)
+            .collect::<Result<Vec<_>, _>>()
+            .context("--pod-allow-cidr")?;
+        let net = NetworkConfig { bridge: args.pod_bridge.clone(), subnet, deny, allow };
+        net.ensure_host(&cfg.data.pods()).await.context("setting up pod networking (needs iproute2 and nftables)")?;
+        cfg.network = Some(net);
+    }
+    match &cfg.supervisor {
+        Some(path) => tracing::info!(supervisor = %path.display(), "pods start under the in-pod supervisor"),
+        None => esay!(
+            "warning: no static pinacle-supervisor found (build it with scripts/build-supervisor.sh, or set \
+             PINACLE_SUPERVISOR); pods start without one: no managed processes, no terminals"
+        ),
+    }
+    if args.runtime == Some(RuntimeKind::Youki) && cfg.youki.is_none() {
+        anyhow::bail!("--runtime youki needs the pinacle-youki binary next to pinacle or on PATH");
+    }
+    let agent = Arc::new(HostAgent::new(cfg, control).context("starting the host agent")?);
+    if agent.images().rootfs("busybox").is_none() {
+        if let Err(e) = agent.images().build("busybox", false, &|_| {}).await {
+            tracing::warn!(error = %e, "could not build the busybox image");
+        }
+    }
+    if agent.images().rootfs("base").is_none() {
+        esay!("note: image `base` (template blank) is not built yet; run `pinacle image build base`");
+    }
+    Ok(agent)
+}
+
+pub fn cpu_count() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}
+
+pub fn total_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -324,16 +387,11 @@ pub fn check_admin_token(raw: &str) -> Result<(), String> {
 
 /// Runs the services of `role` until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
-    if role != Role::Agent {
-        if let Some(token) = secret("PINACLE_ADMIN_TOKEN") {
-            check_admin_token(&token).map_err(anyhow::Error::msg)?;
-        }
+    if let Some(token) = secret("PINACLE_ADMIN_TOKEN") {
+        check_admin_token(&token).map_err(anyhow::Error::msg)?;
     }
     if role != Role::Server && !nix::unistd::geteuid().is_root() {
-        anyhow::bail!(
-            "the host agent needs root (overlay mounts, cgroups, sandboxes); run `pinacle {}` as root, or `pinacle server` for the API alone",
-            if role == Role::All { "up" } else { "agent" }
-        );
+        anyhow::bail!("the host agent needs root (overlay mounts, cgroups, sandboxes); run `pinacle up` as root, or `pinacle server` for the API alone");
     }
     create_private_dir(&args.data_dir)?;
     let db_url = args
@@ -346,7 +404,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     let state = AppState::open(pinacle_api::state::ServerConfig {
         database_url: db_url,
         queue_path: queue_db,
-        default_runtime: args.runtime,
+        default_runtime: args.host.runtime,
         limits,
         master_key: master_key(&args.data_dir)?,
         sessions: pinacle_api::sessions::SessionConfig {
@@ -362,54 +420,9 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     if role != Role::Server {
-        let mut cfg = AgentConfig::new(&args.host_id, &args.data_dir);
-        cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval);
-        cfg.disk_overcommit = args.disk_overcommit;
-        if args.pod_network == "bridge" {
-            use pinacle_host_agent::network::{NetworkConfig, Subnet};
-            let subnet: Subnet = args.pod_subnet.parse().context("--pod-subnet")?;
-            let deny = args
-                .pod_deny
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Subnet::parse_cidr)
-                .collect::<Result<Vec<_>, _>>()
-                .context("--pod-deny")?;
-            let allow = args
-                .pod_allow_cidr
-                .iter()
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(Subnet::parse_cidr)
-                .collect::<Result<Vec<_>, _>>()
-                .context("--pod-allow-cidr")?;
-            let net = NetworkConfig { bridge: args.pod_bridge.clone(), subnet, deny, allow };
-            net.ensure_host(&cfg.data.pods()).await.context("setting up pod networking (needs iproute2 and nftables)")?;
-            cfg.network = Some(net);
-        }
-        match &cfg.supervisor {
-            Some(path) => tracing::info!(supervisor = %path.display(), "pods start under the in-pod supervisor"),
-            None => esay!(
-                "warning: no static pinacle-supervisor found (build it with scripts/build-supervisor.sh, or set \
-                 PINACLE_SUPERVISOR); pods start without one: no managed processes, no terminals"
-            ),
-        }
-        if args.runtime == Some(RuntimeKind::Youki) && cfg.youki.is_none() {
-            anyhow::bail!("--runtime youki needs the pinacle-youki binary next to pinacle or on PATH");
-        }
         let control: Arc<dyn ControlPlane> = Arc::new(state.clone());
-        let agent = Arc::new(HostAgent::new(cfg, control).context("starting the host agent")?);
-        if agent.images().rootfs("busybox").is_none() {
-            if let Err(e) = agent.images().build("busybox", false, &|_| {}).await {
-                tracing::warn!(error = %e, "could not build the busybox image");
-            }
-        }
-        if agent.images().rootfs("base").is_none() {
-            esay!("note: image `base` (template blank) is not built yet; run `pinacle image build base`");
-        }
-        let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-        let (runtimes, memory) = (agent.runtimes(), total_memory());
+        let agent = start_host_agent(&args.host, &args.data_dir, &args.host_id, control).await?;
+        let (runtimes, cpus, memory) = (agent.runtimes(), cpu_count(), total_memory());
         state.register_host(&args.host_id, &runtimes, cpus, memory).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         // Heartbeat: a host that stops reporting is no longer given new pods.
         let (hb_state, hb_id, mut hb_stop) = (state.clone(), args.host_id.clone(), stop_rx.clone());
@@ -442,7 +455,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         });
     }
 
-    if role != Role::Agent {
+    {
         let admin = state
             .bootstrap_admin(secret("PINACLE_ADMIN_TOKEN").as_deref())
             .await?;
@@ -554,7 +567,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("restricting {}", dir.display()))
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -241,14 +241,14 @@ async fn blank_template_runs_the_debian_base_image() {
 }
 
 #[tokio::test]
-async fn separate_server_and_agent_share_the_per_host_queue() {
-    // `pinacle server` has no agent of its own: a pod it accepts only runs if
-    // the `pinacle agent` process takes the job from queue host.local.
+async fn a_separate_agent_gets_its_jobs_and_serves_exec_over_its_link() {
+    // `pinacle server` has no agent of its own: a pod it accepts only runs
+    // on the `pinacle agent` that joined it, reached over that agent's link.
     let p = Pinacle::start_role("server").await;
-    // A reconcile interval far beyond the test: only the queue can start the pod.
-    let _agent = p.spawn_agent(&["--reconcile-interval", "3600"]);
-    // the agent registers its host when it starts; until then there is no room
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A reconcile interval far beyond the test: only a job can start the pod.
+    let _agent = p.spawn_host("h1", &["--pod-network", "none", "--reconcile-interval", "3600"]);
+    // the host is known once it connects; until then there is no room
+    let deadline = Instant::now() + Duration::from_secs(60);
     let pod = loop {
         let (s, body) = p
             .call(Method::POST, "/api/v1/pods", Some(serde_json::json!({"name": "split", "template": "minimal", "runtime": "gvisor"})))
@@ -257,20 +257,18 @@ async fn separate_server_and_agent_share_the_per_host_queue() {
             break body;
         }
         assert_eq!((s, body["error"]["code"].as_str()), (503, Some("no_capacity")), "{body}");
-        assert!(Instant::now() < deadline, "agent never registered");
+        assert!(Instant::now() < deadline, "agent never connected: {}", p.host_log("h1"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    assert_eq!(pod["host"], "h1");
     p.wait_state("split", "running", 60).await;
-    assert_eq!(p.sandboxes("runsc").len(), 1);
-    // this server reaches no host for exec (the agent is another process on
-    // the shared queue, not connected over the host contract yet): 503
-    // host_unreachable, the answer for any host it cannot reach
-    let (s, b) = p
-        .call(Method::POST, "/api/v1/pods/split/exec", Some(serde_json::json!({"command": ["true"]})))
-        .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("host_unreachable")), "{b}");
+    let state = p.host_dir("h1").join("runtime").join("runsc");
+    assert_eq!(common::sandboxes_in(&state, "runsc").len(), 1, "the sandbox is the agent's");
+    assert!(p.sandboxes("runsc").is_empty(), "the server runs no sandbox");
+    let (out, err, code) = p.exec("split", &["sh", "-c", "echo hello from h1; echo oops >&2; exit 3"]).await;
+    assert_eq!((out.as_str(), err.as_str(), code), ("hello from h1\n", "oops\n", 3));
     let (s, _) = p.call(Method::DELETE, "/api/v1/pods/split", None).await;
     assert_eq!(s, 202);
     p.wait_state(pod["id"].as_str().unwrap(), "deleted", 60).await;
-    assert!(p.sandboxes("runsc").is_empty());
+    assert!(common::sandboxes_in(&state, "runsc").is_empty());
 }

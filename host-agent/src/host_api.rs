@@ -5,12 +5,15 @@
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use pinacle_host_api::{ExecOutput, ExecRequest, HostApi, HostError, ImageGcReport, PodKey, PodUsage, SnapshotInfo, StoredImage};
+use pinacle_host_api::{BoxedStream, ExecOutput, ExecRequest, HostApi, HostError, ImageGcReport, PodKey, PodPorts, PodUsage, SnapshotInfo, StoredImage};
 use pinacle_orchestrator::{PodJob, PodRecord};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{AgentError, HostAgent};
+
+/// How long connecting to a pod's port may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl From<AgentError> for HostError {
     fn from(e: AgentError) -> Self {
@@ -69,8 +72,21 @@ impl HostApi for HostAgent {
         Ok(HostAgent::usage(self, pod).await)
     }
 
-    async fn pod_address(&self, pod: Uuid) -> Result<Option<Ipv4Addr>, HostError> {
-        Ok(HostAgent::pod_address(self, pod))
+    async fn pod_ports(&self, pod: Uuid) -> Result<PodPorts, HostError> {
+        Ok(HostAgent::pod_address(self, pod).map_or(PodPorts::None, PodPorts::Direct))
+    }
+
+    async fn connect(&self, pod: Uuid, port: u16) -> Result<BoxedStream, HostError> {
+        let ip: Ipv4Addr = HostAgent::pod_address(self, pod)
+            .ok_or_else(|| HostError::NotRunning(format!("pod {pod} is not running with a network on this host")))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((ip, port))).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Ok(Err(e)) => Err(HostError::Refused(format!("nothing accepts connections on port {port} of the pod: {e}"))),
+            Err(_) => Err(HostError::Refused(format!("port {port} of the pod did not answer in {} s", CONNECT_TIMEOUT.as_secs()))),
+        }
     }
 
     async fn supervisor(&self, pod: Uuid) -> Result<Option<pinacle_supervisor::client::SupervisorClient>, HostError> {

@@ -203,6 +203,6 @@ mod tests {
         let secret = std::fs::read_to_string(dirs.etc.join("secret")).unwrap();
         prepare(&pod, dir.path(), &disk, vec![]).unwrap();
         assert_ne!(std::fs::read_to_string(dirs.etc.join("secret")).unwrap(), secret);
-        assert_eq!(first.socket(), dirs.socket());
+        assert_eq!(first.socket(), Some(dirs.socket().as_path()));
     }
 }

@@ -23,7 +23,8 @@ pub enum ControlPlaneError {
 }
 
 /// What the control plane did with a repository's own configuration file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RepositoryConfigOutcome {
     /// Stored; the sandbox runs what it asks for already.
     Applied,
@@ -33,7 +34,7 @@ pub enum RepositoryConfigOutcome {
 }
 
 /// What a pod's image is made of beyond its name, from its configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageSetup {
     /// A Dockerfile of the pod's repository the image is built from.
     pub build: Option<pinacle_config::pinacle_yaml::ImageBuild>,

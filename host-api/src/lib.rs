@@ -13,11 +13,13 @@
 //! (`pinacle-orchestrator`) and the pod supervisor's client.
 
 pub mod control;
+pub mod wire;
 
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 use pinacle_orchestrator::{PodJob, PodRecord};
+pub use pinacle_supervisor::client::{BoxedStream, SupervisorStream as ByteStream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -73,6 +75,9 @@ pub enum HostError {
     /// (a snapshot that could not be taken, a registry's answer).
     #[error("{0}")]
     Failed(String),
+    /// Nothing accepts connections on the pod's port.
+    #[error("{0}")]
+    Refused(String),
     /// The host failed internally (its message is for the operator's log).
     #[error("{0}")]
     Internal(String),
@@ -94,6 +99,7 @@ impl HostError {
             HostError::UnsupportedPlatform(_) => "unsupported_platform",
             HostError::RegistryUnreachable(_) => "registry_unreachable",
             HostError::Failed(_) => "failed",
+            HostError::Refused(_) => "refused",
             HostError::Internal(_) => "internal",
         }
     }
@@ -189,6 +195,18 @@ pub struct ImageGcReport {
     pub freed_bytes: u64,
 }
 
+/// How the control plane reaches a pod's ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodPorts {
+    /// The pod has no network: nothing outside it reaches its ports.
+    None,
+    /// At this address, from this process (the host is this machine).
+    Direct(Ipv4Addr),
+    /// Only through its host: [`HostApi::connect`].
+    ViaHost,
+}
+
 /// Everything the control plane does on a host.
 #[async_trait]
 pub trait HostApi: Send + Sync + 'static {
@@ -212,8 +230,13 @@ pub trait HostApi: Send + Sync + 'static {
     /// What the pod uses now.
     async fn usage(&self, pod: Uuid) -> Result<PodUsage, HostError>;
 
-    /// The pod's address on the host's pod network (`None`: no network).
-    async fn pod_address(&self, pod: Uuid) -> Result<Option<Ipv4Addr>, HostError>;
+    /// How the pod's ports are reached.
+    async fn pod_ports(&self, pod: Uuid) -> Result<PodPorts, HostError>;
+
+    /// A byte stream to TCP port `port` of the running pod, opened by its
+    /// host: the control plane needs no route to pod networks.
+    /// [`HostError::Refused`] when nothing listens there.
+    async fn connect(&self, pod: Uuid, port: u16) -> Result<BoxedStream, HostError>;
 
     /// A client of the pod's supervisor (terminals, files, processes);
     /// `None` when the pod runs without one.
@@ -280,6 +303,7 @@ mod tests {
             HostError::UnsupportedPlatform(String::new()),
             HostError::RegistryUnreachable(String::new()),
             HostError::Failed(String::new()),
+            HostError::Refused(String::new()),
             HostError::Internal(String::new()),
         ] {
             assert_eq!(serde_json::to_value(&e).unwrap_or_default()["code"], e.code(), "{e:?}");

@@ -63,10 +63,55 @@ pub const OWN_PREFIX: &str = "/.pinacle/";
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    pub addr: SocketAddr,
+    /// The pod's port.
+    pub port: u16,
+    /// How the port is reached.
+    pub via: Via,
     pub pod: String,
     pub owner: String,
 }
+
+/// A byte stream to a pod's port, opened by a [`Dial`].
+pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> UpstreamIo for T {}
+
+/// Why a [`Dial`] opened no stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// Nothing accepts connections on the port.
+    #[error("{0}")]
+    Refused(String),
+    /// The pod's host cannot open it now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Opens streams to one pod's port through its host (a pod on another
+/// machine: the proxy has no route to its network).
+#[async_trait::async_trait]
+pub trait Dial: Send + Sync + std::fmt::Debug + 'static {
+    async fn dial(&self) -> Result<Box<dyn UpstreamIo>, DialError>;
+}
+
+/// How the proxy reaches a pod's port.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// Over TCP to this address (the pod's host is this machine); pooled.
+    Tcp(std::net::IpAddr),
+    /// Through the pod's host: a connection per request (or per upgrade).
+    Host(Arc<dyn Dial>),
+}
+
+impl PartialEq for Via {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Via::Tcp(a), Via::Tcp(b)) => a == b,
+            (Via::Host(a), Via::Host(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+impl Eq for Via {}
 
 /// Why a request is not forwarded; each becomes a page.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -569,7 +614,7 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
             "Nothing listening",
             &format!(
                 "Nothing is listening on port {} of pod {} (owner {}). Start your server there, on 0.0.0.0.",
-                upstream.addr.port(),
+                upstream.port,
                 upstream.pod,
                 upstream.owner
             ),
@@ -579,16 +624,26 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
         page(
             StatusCode::BAD_GATEWAY,
             "Bad gateway",
-            &format!("The server on port {} of pod {} did not answer properly: {e}", upstream.addr.port(), upstream.pod),
+            &format!("The server on port {} of pod {} did not answer properly: {e}", upstream.port, upstream.pod),
         )
     };
-    let mut resp = if upgrading {
-        // An upgraded connection leaves HTTP: it gets its own.
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.addr)).await {
-            Ok(Ok(s)) => s,
-            _ => return Ok(nothing_listening()),
+    let mut resp = if upgrading || matches!(upstream.via, Via::Host(_)) {
+        // An upgraded connection leaves HTTP: it gets its own; so does each
+        // request to a pod on another host (its host opens the stream).
+        let stream: Box<dyn UpstreamIo> = match &upstream.via {
+            Via::Tcp(ip) => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((*ip, upstream.port))).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    Box::new(s)
+                }
+                _ => return Ok(nothing_listening()),
+            },
+            Via::Host(dial) => match tokio::time::timeout(CONNECT_TIMEOUT, dial.dial()).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(DialError::Unavailable(why))) => return Ok(page(StatusCode::SERVICE_UNAVAILABLE, "Pod unavailable", &why)),
+                _ => return Ok(nothing_listening()),
+            },
         };
-        let _ = stream.set_nodelay(true);
         let (mut sender, upstream_conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
             Err(e) => return Ok(bad_answer(&e)),
@@ -603,8 +658,10 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
             Err(e) => return Ok(bad_answer(&e)),
         }
     } else {
+        let Via::Tcp(ip) = upstream.via else { return Ok(nothing_listening()) };
+        let addr = SocketAddr::new(ip, upstream.port);
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        match format!("http://{}{pq}", upstream.addr).parse::<hyper::Uri>() {
+        match format!("http://{addr}{pq}").parse::<hyper::Uri>() {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return Ok(page(StatusCode::BAD_REQUEST, "Bad request", &format!("unusable request target: {e}"))),
         }
@@ -893,7 +950,7 @@ mod tests {
     #[async_trait::async_trait]
     impl Resolver for To {
         async fn resolve(&self, _: &str, _: Credentials<'_>) -> Result<Upstream, RouteError> {
-            Ok(Upstream { addr: self.0, pod: "p".into(), owner: "o".into() })
+            Ok(Upstream { port: self.0.port(), via: Via::Tcp(self.0.ip()), pod: "p".into(), owner: "o".into() })
         }
         async fn sign_in(&self, _: &str, _: &str) -> Result<PodSession, RouteError> {
             Err(RouteError::Unauthorized)

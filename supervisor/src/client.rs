@@ -1,8 +1,12 @@
 //! The host agent's side of the control socket.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
@@ -26,11 +30,67 @@ pub enum ClientError {
     Closed,
 }
 
-/// A pod's supervisor, reached through its socket on the host.
+/// A byte stream to a pod's supervisor, after the request was sent.
+pub trait SupervisorStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> SupervisorStream for T {}
+
+/// An open connection to a supervisor, boxed.
+pub type BoxedStream = Box<dyn SupervisorStream>;
+
+/// What [`Connector::open`] returns.
+pub type OpenFuture<'a> = Pin<Box<dyn Future<Output = Result<BoxedStream, ClientError>> + Send + 'a>>;
+
+/// How a client reaches a supervisor: through its socket on the same host
+/// ([`SocketConnector`]), or through a host agent's connection to the
+/// control plane (the host link).
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    /// Connects and sends the request for `op` (authenticated as the
+    /// connector knows how); the stream then carries `op`'s answer and,
+    /// for streaming operations, its input.
+    fn open(&self, op: Op) -> OpenFuture<'_>;
+
+    /// The socket on this host, for a socket connector.
+    fn socket(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// A supervisor's control socket on this host and the pod's secret.
 #[derive(Debug, Clone)]
-pub struct SupervisorClient {
+pub struct SocketConnector {
     socket: PathBuf,
     secret: String,
+}
+
+impl SocketConnector {
+    async fn connect(&self, op: Op) -> Result<UnixStream, ClientError> {
+        let unreachable = |why: String| ClientError::Unreachable { path: self.socket.display().to_string(), why };
+        // A socket address holds at most 107 bytes of path; a deep data
+        // directory goes through the directory's descriptor instead.
+        let (_fd, path) = crate::socket_to_connect(&self.socket).map_err(|e| unreachable(e.to_string()))?;
+        let mut stream = tokio::time::timeout(CALL_TIMEOUT, UnixStream::connect(&path))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|e| unreachable(e.to_string()))?;
+        write_json(&mut stream, FrameKind::Request, &Request { secret: self.secret.clone(), op }).await?;
+        Ok(stream)
+    }
+}
+
+impl Connector for SocketConnector {
+    fn open(&self, op: Op) -> OpenFuture<'_> {
+        Box::pin(async move { Ok(Box::new(self.connect(op).await?) as BoxedStream) })
+    }
+
+    fn socket(&self) -> Option<&Path> {
+        Some(&self.socket)
+    }
+}
+
+/// A pod's supervisor: its socket on this host, or any other [`Connector`].
+#[derive(Debug, Clone)]
+pub struct SupervisorClient {
+    connector: Arc<dyn Connector>,
 }
 
 /// What an exec sends the supervisor while it runs.
@@ -50,25 +110,29 @@ pub enum ExecEvent {
 }
 
 impl SupervisorClient {
+    /// The supervisor behind `socket` on this host.
     pub fn new(socket: impl Into<PathBuf>, secret: impl Into<String>) -> Self {
-        Self { socket: socket.into(), secret: secret.into() }
+        Self::with_connector(Arc::new(SocketConnector { socket: socket.into(), secret: secret.into() }))
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// The supervisor `connector` reaches.
+    pub fn with_connector(connector: Arc<dyn Connector>) -> Self {
+        Self { connector }
     }
 
-    async fn connect(&self, op: Op) -> Result<UnixStream, ClientError> {
-        let unreachable = |why: String| ClientError::Unreachable { path: self.socket.display().to_string(), why };
-        // A socket address holds at most 107 bytes of path; a deep data
-        // directory goes through the directory's descriptor instead.
-        let (_fd, path) = crate::socket_to_connect(&self.socket).map_err(|e| unreachable(e.to_string()))?;
-        let mut stream = tokio::time::timeout(CALL_TIMEOUT, UnixStream::connect(&path))
-            .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(|e| unreachable(e.to_string()))?;
-        write_json(&mut stream, FrameKind::Request, &Request { secret: self.secret.clone(), op }).await?;
-        Ok(stream)
+    /// The supervisor's socket, when it is on this host.
+    pub fn socket(&self) -> Option<&Path> {
+        self.connector.socket()
+    }
+
+    /// Connects and sends the request for `op`: the stream then carries its
+    /// answer (and, for streaming operations, its input).
+    pub async fn open(&self, op: Op) -> Result<BoxedStream, ClientError> {
+        self.connector.open(op).await
+    }
+
+    async fn connect(&self, op: Op) -> Result<BoxedStream, ClientError> {
+        self.connector.open(op).await
     }
 
     /// A one-shot request and its answer; an error answer becomes
@@ -103,7 +167,7 @@ impl SupervisorClient {
     /// ends stdin); events arrive on the receiver, [`ExecEvent::Exit`] last.
     pub async fn exec(&self, spec: ExecSpec) -> Result<(mpsc::Sender<ExecInput>, mpsc::Receiver<ExecEvent>), ClientError> {
         let stream = self.connect(Op::Exec(spec)).await?;
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let (in_tx, mut in_rx) = mpsc::channel::<ExecInput>(64);
         let (out_tx, out_rx) = mpsc::channel::<ExecEvent>(64);
         // The connection stays open until the output side is done: closing
@@ -211,9 +275,8 @@ impl SupervisorClient {
 }
 
 /// A file being read ([`SupervisorClient::open_file`]).
-#[derive(Debug)]
 pub struct FileReader {
-    stream: UnixStream,
+    stream: BoxedStream,
     done: bool,
 }
 
@@ -244,9 +307,8 @@ impl FileReader {
 }
 
 /// A file being replaced ([`SupervisorClient::create_file`]).
-#[derive(Debug)]
 pub struct FileWriter {
-    stream: UnixStream,
+    stream: BoxedStream,
 }
 
 impl FileWriter {

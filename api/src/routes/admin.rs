@@ -173,3 +173,54 @@ pub async fn agent_me(State(s): State<AppState>, headers: axum::http::HeaderMap)
     let host = s.authenticate_host(secret.trim()).await?;
     Ok(Json(serde_json::json!({ "host": host, "protocol_version": pinacle_host_api::PROTOCOL_VERSION })))
 }
+
+/// `GET /api/v1/agents/connect?v=1` with `Authorization: Bearer pnh_…` and
+/// `Upgrade: pinacle-host/1`: a host's agent opens its link (see
+/// `pinacle_host_link`). 101 and the link, or 401 for an unknown or
+/// revoked credential, 426 without the upgrade, 400 for another protocol
+/// version.
+pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Request) -> Result<axum::response::Response, ApiError> {
+    let secret = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let host = s.authenticate_host(&secret).await?;
+    let upgrade = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case(pinacle_host_link::UPGRADE) {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            format!("a host link is opened with `Connection: upgrade` and `Upgrade: {}` (pinacle agent --server URL)", pinacle_host_link::UPGRADE),
+        ));
+    }
+    let version = req.uri().query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "v").map(|(_, v)| v.into_owned()));
+    if version.as_deref() != Some(&pinacle_host_api::PROTOCOL_VERSION.to_string()) {
+        return Err(ApiError::bad_request(
+            "unsupported_protocol",
+            format!(
+                "this control plane speaks host protocol {}; the agent asked for {} (run the same Pinacle version on both)",
+                pinacle_host_api::PROTOCOL_VERSION,
+                version.as_deref().unwrap_or("none")
+            ),
+        ));
+    }
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ApiError::bad_request("upgrade_required", "this connection cannot be upgraded (HTTP/1.1 is needed)"));
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => s.run_host_link(host, hyper_util::rt::TokioIo::new(upgraded)).await,
+            Err(e) => tracing::warn!(host = %host, error = %e, "host link upgrade failed"),
+        }
+    });
+    axum::response::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, pinacle_host_link::UPGRADE)
+        .body(axum::body::Body::empty())
+        .map_err(ApiError::internal)
+}

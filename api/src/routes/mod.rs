@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         // hosts' agents: their own credentials, not a user's
         .route("/api/v1/agents/join", post(admin::join_host))
         .route("/api/v1/agents/me", get(admin::agent_me))
+        .route("/api/v1/agents/connect", get(admin::agent_connect))
         .nest("/api/v1", api)
         .merge(graphql)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));

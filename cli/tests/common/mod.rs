@@ -205,27 +205,48 @@ impl Pinacle {
         }
     }
 
-    /// Starts `pinacle agent` on this data directory; it dies with the guard.
-    pub fn spawn_agent(&self, extra: &[&str]) -> KillOnDrop {
-        let child = Command::new(pinacle_bin())
-            .arg("agent")
-            .arg("--data-dir")
-            .arg(self.data.path())
-            .args(["--pod-network", "none", "--proxy-listen", "none", "--ssh-listen", "none"])
-            .args(extra)
+    /// The data directory of remote host `id` ([`Pinacle::spawn_host`]).
+    pub fn host_dir(&self, id: &str) -> PathBuf {
+        self.data.path().join("hosts").join(id)
+    }
+
+    /// Starts `pinacle agent` for host `id` as another machine would run
+    /// it: a data directory of its own (no database, queue or master key),
+    /// joined with a token from `pinacle host add {id}` on its first start
+    /// (its credential is kept for the next), connected to this server
+    /// only over its link. It dies with the guard; it logs to `agent.log`
+    /// in its directory.
+    pub fn spawn_host(&self, id: &str, extra: &[&str]) -> KillOnDrop {
+        self.spawn_host_with(id, extra, |c| c)
+    }
+
+    /// [`Pinacle::spawn_host`], with the command adjusted by `wrap` (run
+    /// it in a network namespace, say).
+    pub fn spawn_host_with(&self, id: &str, extra: &[&str], wrap: impl FnOnce(Command) -> Command) -> KillOnDrop {
+        let dir = self.host_dir(id);
+        std::fs::create_dir_all(&dir).expect("host dir");
+        if !dir.join("images").exists() {
+            std::os::unix::fs::symlink(image_cache(), dir.join("images")).expect("image cache link");
+        }
+        let mut cmd = Command::new(pinacle_bin());
+        cmd.arg("agent").arg("--server").arg(&self.url).arg("--data-dir").arg(&dir);
+        if !dir.join("host-credential.json").exists() {
+            let (code, token, err) = cli(self, &["host", "add", id]);
+            assert_eq!(code, 0, "pinacle host add {id}: {err}");
+            cmd.arg("--join-token").arg(token.trim());
+        }
+        cmd.args(extra)
             .env("PINACLE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.data.path().join("agent.log"))
-                    .expect("log"),
-            ))
-            .spawn()
-            .expect("spawn pinacle agent");
-        KillOnDrop(child)
+            .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).expect("log")));
+        let mut cmd = wrap(cmd);
+        KillOnDrop(cmd.spawn().expect("spawn pinacle agent"))
+    }
+
+    /// What remote host `id`'s agent logged.
+    pub fn host_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.host_dir(id).join("agent.log")).unwrap_or_default()
     }
 
     pub fn server_log(&self) -> String {
@@ -363,7 +384,14 @@ impl Pinacle {
 
     /// Sandbox ids the runtime holds in this test's state directory.
     pub fn sandboxes(&self, runtime: &str) -> Vec<String> {
-        let out = runtime_cmd(runtime, &self.runtime_state(runtime)).arg("list").args(if runtime == "runsc" { &["-quiet"][..] } else { &[][..] }).output().expect("list");
+        sandboxes_in(&self.runtime_state(runtime), runtime)
+    }
+}
+
+/// Sandbox ids `runtime` holds in state directory `state`.
+pub fn sandboxes_in(state: &Path, runtime: &str) -> Vec<String> {
+    {
+        let out = runtime_cmd(runtime, state).arg("list").args(if runtime == "runsc" { &["-quiet"][..] } else { &[][..] }).output().expect("list");
         String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
     }
 }
