@@ -1,5 +1,5 @@
 //! Host lifecycle against a real `pinacle up` and a second `pinacle agent`
-//! process (another host id on the shared queue): hosts listed with their
+//! process (a remote host joined with a token, reached over its link): hosts listed with their
 //! status, cordon and drain, a killed agent turning unreachable within
 //! three heartbeats, placement avoiding hosts that are not ready, and a
 //! host removed only once it holds no pods.
@@ -33,48 +33,18 @@ async fn wait_status(p: &Pinacle, id: &str, status: &str, secs: u64) -> Duration
     }
 }
 
-/// `pinacle agent` for host `id` with a data directory of its own (its
-/// sandboxes, disks and runtime state apart, as on another machine), on
-/// the server's database and queue.
-fn spawn_host(p: &Pinacle, dir: &std::path::Path, id: &str, reconcile: &str) -> common::KillOnDrop {
-    std::fs::create_dir_all(dir).unwrap();
-    if !dir.join("images").exists() {
-        std::os::unix::fs::symlink(common::image_cache(), dir.join("images")).unwrap();
-        std::fs::copy(p.data.path().join("master.key"), dir.join("master.key")).unwrap();
-    }
-    let child = std::process::Command::new(common::pinacle_bin())
-        .arg("agent")
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--database-url")
-        .arg(format!("sqlite://{}?mode=rwc", p.data.path().join("pinacle.db").display()))
-        .arg("--queue-db")
-        .arg(p.data.path().join("queue.db"))
-        .args(["--host-id", id, "--heartbeat-interval", "1", "--reconcile-interval", reconcile])
-        .args(["--pod-network", "none", "--proxy-listen", "none", "--ssh-listen", "none"])
-        .env("PINACLE_LOG", "info,sqlx=warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    common::KillOnDrop(child)
-}
-
-
 #[tokio::test]
 async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     let p = Pinacle::start_with(&["--heartbeat-interval", "1", "--pod-network", "none"]).await;
     let local = host(&p, "local").await.expect("the local host is registered");
     assert_eq!((local["status"].as_str(), local["connected"].as_bool()), (Some("ready"), Some(true)), "{local}");
 
-    // a second host: another agent process on the shared queue
-    let h2_dir = p.data.path().join("h2");
-    let agent = spawn_host(&p, &h2_dir, "h2", "3600");
+    // a second host: an agent process of its own, joined with a token
+    let agent = p.spawn_host("h2", &["--pod-network", "none", "--reconcile-interval", "3600"]);
     wait_status(&p, "h2", "ready", 60).await;
     let (code, out, err) = cli(&p, &["host", "list"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.lines().any(|l| l.starts_with("h2 ") && l.contains("ready") && l.contains("not connected")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("h2 ") && l.contains("ready") && !l.contains("not connected")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("local ") && l.contains("ready") && !l.contains("not connected")), "{out}");
 
     // cordoned, the local host takes no new pods; heartbeats keep the cordon
@@ -87,18 +57,20 @@ async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     assert_eq!(s, 202, "{far}");
     assert_eq!(far["host"], "h2", "{far}");
     p.wait_state("far", "running", 120).await;
-    // this server reaches h2 for nothing but the queue: a clear 503, not 501
-    let (s, b) = p.call(Method::POST, "/api/v1/pods/far/exec", Some(json!({"command": ["true"]}))).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("host_unreachable")), "{b}");
-    let (s, b) = p.call(Method::GET, "/api/v1/pods/far/logs", None).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("host_unreachable")), "{b}");
+    // this server reaches h2 over its link
+    let (out, _, code) = p.exec("far", &["echo", "on h2"]).await;
+    assert_eq!((out.as_str(), code), ("on h2\n", 0));
 
     // killed (-9), h2 turns unreachable within three heartbeats (plus the
     // poll's slack); with local cordoned nothing takes new pods
     drop(agent);
     let took = wait_status(&p, "h2", "unreachable", 10).await;
     eprintln!("h2 unreachable {} ms after its agent was killed (heartbeat 1 s)", took.as_millis());
-    // its pods say so, in the API and the CLI
+    // its pods say so, in the API and the CLI, and their operations answer 503
+    let (s, b) = p.call(Method::POST, "/api/v1/pods/far/exec", Some(json!({"command": ["true"]}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("host_unreachable")), "{b}");
+    let (s, b) = p.call(Method::GET, "/api/v1/pods/far/logs", None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("host_unreachable")), "{b}");
     let far_now = p.pod("far").await;
     assert_eq!(far_now["host_status"], "unreachable", "{far_now}");
     // (lists are cached for up to a second)
@@ -143,7 +115,7 @@ async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     // h2 comes back: its pod is carried out (deleted), then it can go
     let (s, _) = p.call(Method::DELETE, "/api/v1/pods/far", None).await;
     assert_eq!(s, 202);
-    let agent = spawn_host(&p, &h2_dir, "h2", "1");
+    let agent = p.spawn_host("h2", &["--pod-network", "none", "--reconcile-interval", "1"]);
     wait_status(&p, "h2", "ready", 60).await;
     p.wait_state(far["id"].as_str().unwrap(), "deleted", 120).await;
     drop(agent);

@@ -10,70 +10,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/ssh_client.rs"]
+mod ssh_client;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, pinacle_bin, KillOnDrop, Pinacle};
+use ssh_client::Client;
 use reqwest::Method;
 use serde_json::json;
-
-/// A client-side setup: keys and a known_hosts that trusts the host CA.
-struct Client {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Client {
-    async fn new(p: &Pinacle, port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, info) = p.call(Method::GET, "/api/v1/ssh", None).await;
-        assert_eq!(s, 200, "{info}");
-        assert_eq!(info["gateway"]["port"], port, "{info}");
-        let ca = info["host_ca"].as_str().unwrap();
-        std::fs::write(dir.path().join("known_hosts"), format!("@cert-authority [127.0.0.1]:{port} {ca}\n")).unwrap();
-        Client { dir, port }
-    }
-
-    /// Makes key pair `name` (ssh-keygen); returns the private key's path.
-    fn keygen(&self, name: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&path).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        path
-    }
-
-    fn base_args(&self, key: &Path) -> Vec<String> {
-        vec![
-            "-F".into(),
-            "/dev/null".into(),
-            "-i".into(),
-            key.display().to_string(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", self.dir.path().join("known_hosts").display()),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            "ConnectTimeout=10".into(),
-        ]
-    }
-
-    /// `ssh -p PORT [extra] LOGIN@127.0.0.1 COMMAND`, bounded in time.
-    fn ssh(&self, key: &Path, login: &str, extra: &[&str], command: &str) -> Output {
-        let mut cmd = Command::new("timeout");
-        cmd.arg("60").arg("ssh").args(self.base_args(key)).args(["-p", &self.port.to_string()]).args(extra);
-        cmd.arg(format!("{login}@127.0.0.1"));
-        if !command.is_empty() {
-            cmd.arg(command);
-        }
-        cmd.stdin(Stdio::null()).output().unwrap()
-    }
-}
 
 /// Bytes the echo server beside the client sends back through `ssh -R`.
 const ECHO_BYTES: usize = 4 << 20;

@@ -82,7 +82,7 @@ impl JobQueue {
         let worker = WorkerBuilder::new(name)
             .backend(backend)
             .concurrency(16)
-            .data(agent)
+            .data(Worked { host: agent, queue: self.clone() })
             .build(run_job::<H>);
         worker
             .run_until(async move {
@@ -98,8 +98,31 @@ impl JobQueue {
     }
 }
 
-async fn run_job<H: HostApi>(job: PodJob, agent: Data<Arc<H>>) -> Result<(), BoxDynError> {
-    agent.handle(job).await.map_err(|e| Box::new(e) as BoxDynError)
+/// What a worker works for: the host, and the queue to put back a job the
+/// host could not be reached for.
+struct Worked<H> {
+    host: Arc<H>,
+    queue: JobQueue,
+}
+
+impl<H> Clone for Worked<H> {
+    fn clone(&self) -> Self {
+        Self { host: self.host.clone(), queue: self.queue.clone() }
+    }
+}
+
+async fn run_job<H: HostApi>(job: PodJob, worked: Data<Worked<H>>) -> Result<(), BoxDynError> {
+    match worked.host.handle(job).await {
+        Ok(()) => Ok(()),
+        // the host's link dropped before it acknowledged the job: the job
+        // goes back on its queue for when the host is reachable again (jobs
+        // are idempotent, so one it had finished is harmless to repeat)
+        Err(pinacle_host_api::HostError::Unreachable(host)) => {
+            tracing::warn!(?job, %host, "host unreachable; the job is queued again");
+            worked.queue.push(worked.host.host_id(), job).await.map_err(|e| Box::new(e) as BoxDynError)
+        }
+        Err(e) => Err(Box::new(e) as BoxDynError),
+    }
 }
 
 async fn sqlx_ping(pool: &SqlitePool) -> bool {

@@ -84,6 +84,11 @@ impl Pinacle {
         Self::start_full(role, &[]).await
     }
 
+    /// [`Pinacle::start_role`] with more arguments.
+    pub async fn start_role_with(role: &'static str, extra: &[&str]) -> Self {
+        Self::start_full(role, extra).await
+    }
+
     /// [`Pinacle::start_with`] logging with `filter` (`PINACLE_LOG`).
     pub async fn start_with_log(extra: &[&str], filter: &str) -> Self {
         Self::start_full_log("up", extra, filter).await
@@ -139,10 +144,8 @@ impl Pinacle {
         cmd.arg(self.role)
             .arg("--data-dir")
             .arg(self.data.path())
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--reconcile-interval")
-            .arg("0.5")
+            .args(if self.extra_args.iter().any(|a| a == "--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
+            .args(if self.role == "server" { &[][..] } else { &["--reconcile-interval", "0.5"][..] })
             .args(&self.extra_args)
             // tests poll hard; the rate-limit test sets its own limit
             .args(if self.extra_args.iter().any(|a| a == "--rate-limit") { &[][..] } else { &["--rate-limit", "0"][..] })
@@ -217,18 +220,32 @@ impl Pinacle {
     /// only over its link. It dies with the guard; it logs to `agent.log`
     /// in its directory.
     pub fn spawn_host(&self, id: &str, extra: &[&str]) -> KillOnDrop {
-        self.spawn_host_with(id, extra, |c| c)
+        self.spawn_host_in(id, &[], extra)
     }
 
-    /// [`Pinacle::spawn_host`], with the command adjusted by `wrap` (run
-    /// it in a network namespace, say).
-    pub fn spawn_host_with(&self, id: &str, extra: &[&str], wrap: impl FnOnce(Command) -> Command) -> KillOnDrop {
+    /// [`Pinacle::spawn_host`], run through `prefix` (such as `nsenter
+    /// --net=/run/netns/NS --`, for a host in a network namespace).
+    pub fn spawn_host_in(&self, id: &str, prefix: &[&str], extra: &[&str]) -> KillOnDrop {
         let dir = self.host_dir(id);
         std::fs::create_dir_all(&dir).expect("host dir");
+        // youki pods' root group must pass through the directories above
+        // the host's own (as through / and /var/lib on a real machine)
+        for above in [self.data.path().to_path_buf(), self.data.path().join("hosts")] {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&above, None, Some(1_000_000_000)).expect("chgrp");
+            std::fs::set_permissions(&above, std::fs::Permissions::from_mode(0o710)).expect("chmod");
+        }
         if !dir.join("images").exists() {
             std::os::unix::fs::symlink(image_cache(), dir.join("images")).expect("image cache link");
         }
-        let mut cmd = Command::new(pinacle_bin());
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(pinacle_bin());
+                c
+            }
+            None => Command::new(pinacle_bin()),
+        };
         cmd.arg("agent").arg("--server").arg(&self.url).arg("--data-dir").arg(&dir);
         if !dir.join("host-credential.json").exists() {
             let (code, token, err) = cli(self, &["host", "add", id]);
@@ -240,7 +257,6 @@ impl Pinacle {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).expect("log")));
-        let mut cmd = wrap(cmd);
         KillOnDrop(cmd.spawn().expect("spawn pinacle agent"))
     }
 
@@ -424,25 +440,32 @@ pub fn runtime_cmd(runtime: &str, state: &Path) -> Command {
 impl Drop for Pinacle {
     fn drop(&mut self) {
         self.kill();
-        for runtime in ["runsc", "youki"] {
-            let state = self.runtime_state(runtime);
-            if !state.exists() {
-                continue;
-            }
-            for id in self.sandboxes(runtime) {
-                let _ = runtime_cmd(runtime, &state).args(["delete", "--force", &id]).output();
-            }
+        // this server's data directory and those of the hosts it started
+        let mut roots = vec![self.data.path().to_path_buf()];
+        if let Ok(hosts) = std::fs::read_dir(self.data.path().join("hosts")) {
+            roots.extend(hosts.flatten().map(|h| h.path()));
         }
-        // pod network namespaces (bridged or loopback-only) and host veths
-        // this server made: named after the pod's id, its directory's name
-        if let Ok(pods) = std::fs::read_dir(self.data.path().join("pods")) {
-            for dir in pods.flatten() {
-                let name = dir.file_name().to_string_lossy().into_owned();
-                let Some(short) = name.get(..12) else { continue };
-                if std::path::Path::new("/var/run/netns").join(format!("pinacle-{short}")).exists() {
-                    let _ = Command::new("ip").args(["netns", "del", &format!("pinacle-{short}")]).output();
+        for root in &roots {
+            for runtime in ["runsc", "youki"] {
+                let state = root.join("runtime").join(runtime);
+                if !state.exists() {
+                    continue;
                 }
-                let _ = Command::new("ip").args(["link", "del", &format!("pv{short}")]).output();
+                for id in sandboxes_in(&state, runtime) {
+                    let _ = runtime_cmd(runtime, &state).args(["delete", "--force", &id]).output();
+                }
+            }
+            // pod network namespaces (bridged or loopback-only) and host
+            // veths made there: named after the pod's id, its directory's name
+            if let Ok(pods) = std::fs::read_dir(root.join("pods")) {
+                for dir in pods.flatten() {
+                    let name = dir.file_name().to_string_lossy().into_owned();
+                    let Some(short) = name.get(..12) else { continue };
+                    if std::path::Path::new("/var/run/netns").join(format!("pinacle-{short}")).exists() {
+                        let _ = Command::new("ip").args(["netns", "del", &format!("pinacle-{short}")]).output();
+                    }
+                    let _ = Command::new("ip").args(["link", "del", &format!("pv{short}")]).output();
+                }
             }
         }
         // unmount every overlay left under the data dir, deepest first
