@@ -366,8 +366,7 @@ async fn pods_on_three_remote_hosts_work_through_their_links_only() {
         assert_eq!(s, 202);
         p.wait_state(id, "deleted", 120).await;
     }
-    for i in 0..2 {
-        let h = &pods[i].1;
+    for (_, h, _) in &pods[..2] {
         let hi = h.trim_start_matches('h').parse::<usize>().unwrap() - 1;
         assert_eq!(sandboxes(hi), 0, "no orphan sandbox on {h}");
     }
