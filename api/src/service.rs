@@ -983,17 +983,24 @@ impl AppState {
     /// Records (or refreshes) a host and what it offers: when its agent
     /// starts.
     pub async fn register_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64) -> Result<(), ApiError> {
-        self.record_host(id, runtimes, vcpus, memory_bytes, true).await.map(|_| ())
+        self.record_host(id, runtimes, vcpus, memory_bytes, None, true).await.map(|_| ())
     }
 
     /// A host's heartbeat: refreshes its record; `false` (nothing written)
     /// when the host was removed meanwhile (a heartbeat never brings a
     /// removed host back).
     pub async fn heartbeat_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64) -> Result<bool, ApiError> {
-        self.record_host(id, runtimes, vcpus, memory_bytes, false).await
+        self.record_host(id, runtimes, vcpus, memory_bytes, None, false).await
     }
 
-    async fn record_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64, create: bool) -> Result<bool, ApiError> {
+    /// A remote host's report (its heartbeat, with its labels); `false`
+    /// when the host was removed meanwhile.
+    pub async fn record_host_report(&self, id: &str, report: &pinacle_host_api::wire::HostReport) -> Result<bool, ApiError> {
+        let labels = serde_json::to_string(&report.labels).map_err(ApiError::internal)?;
+        self.record_host(id, &report.runtimes, report.vcpus, report.memory_bytes, Some(labels), false).await
+    }
+
+    async fn record_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64, labels: Option<String>, create: bool) -> Result<bool, ApiError> {
         let _w = self.write_lock.lock().await;
         let runtimes = runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
         let now = Utc::now();
@@ -1005,6 +1012,8 @@ impl AppState {
             schedulable: Set(true),
             last_seen_at: Set(now),
             secret_hash: sea_orm::ActiveValue::NotSet,
+            joined_by: sea_orm::ActiveValue::NotSet,
+            labels: labels.map_or(sea_orm::ActiveValue::NotSet, Set),
         };
         if host::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
             // a heartbeat never lifts the operator's cordon

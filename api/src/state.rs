@@ -114,6 +114,33 @@ pub enum AdminToken {
     Existing,
 }
 
+/// `url` with any password in it replaced by `***`, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Brings the database at `database_url` to the current schema and closes
+/// it (`pinacle migrate`: a deployment's migration step); the pending
+/// migrations' names.
+pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let mut opts = ConnectOptions::new(database_url.to_owned());
+    opts.sqlx_logging(false).connect_timeout(std::time::Duration::from_secs(10)).acquire_timeout(std::time::Duration::from_secs(10));
+    let db = Database::connect(opts).await.with_context(|| format!("opening database {}", redacted_url(database_url)))?;
+    let pending: Vec<String> = Migrator::get_pending_migrations(&db).await?.iter().map(|m| m.name().to_owned()).collect();
+    Migrator::up(&db, None).await.context("running database migrations")?;
+    db.close().await?;
+    Ok(pending)
+}
+
 impl AppState {
     /// Opens the database (migrating it) and the job queue, and loads the
     /// token-signing keys.
@@ -130,7 +157,7 @@ impl AppState {
                 .foreign_keys(true)
                 .busy_timeout(std::time::Duration::from_secs(10))
         });
-        let db = Database::connect(opts).await.with_context(|| format!("opening database {database_url}"))?;
+        let db = Database::connect(opts).await.with_context(|| format!("opening database {}", redacted_url(database_url)))?;
         Migrator::up(&db, None).await.context("running database migrations")?;
         let queue = JobQueue::open(&cfg.queue_path).await.context("opening the job queue")?;
         let (events, _) = broadcast::channel(1024);
@@ -243,5 +270,16 @@ impl AppState {
         }
         self.principals.clear();
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_never_reach_messages() {
+        assert_eq!(super::redacted_url("postgres://pinacle:s3cr:et@db:5432/p"), "postgres://pinacle:***@db:5432/p");
+        assert_eq!(super::redacted_url("postgres://pinacle@db/p"), "postgres://pinacle@db/p");
+        assert_eq!(super::redacted_url("sqlite:///var/lib/pinacle/pinacle.db?mode=rwc"), "sqlite:///var/lib/pinacle/pinacle.db?mode=rwc");
+        assert_eq!(super::redacted_url("postgres://u:p@ss@db/p"), "postgres://u:***@db/p");
     }
 }

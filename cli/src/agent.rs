@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// directory).
     #[arg(long, env = "PINACLE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// This host's name, for a reusable join token (`pinacle host token`);
+    /// with a one-time token it must be the token's host.
+    #[arg(long, env = "PINACLE_HOST_NAME")]
+    pub host_name: Option<String>,
     /// A PEM certificate the control plane's HTTPS certificate chains to,
     /// when it is not publicly trusted.
     #[arg(long, env = "PINACLE_SERVER_CA")]
@@ -162,42 +166,60 @@ fn tls_config(ca: Option<&Path>) -> Result<tokio_rustls::rustls::ClientConfig> {
 }
 
 
-/// The credential: exchanged for the join token on the first start, read
-/// from the data directory after.
-async fn credential(args: &AgentArgs, server: &Server) -> Result<Credential> {
+/// The credential kept in the data directory, if any (checked against
+/// the arguments).
+fn kept_credential(args: &AgentArgs) -> Result<Option<Credential>> {
     let path = credential_path(&args.data_dir);
-    if let Some(token) = args.join_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        let (status, body) = server.post_json("/api/v1/agents/join", &serde_json::json!({ "token": token })).await?;
-        if status != 200 {
-            let message = body["error"]["message"].as_str().unwrap_or("no reason given");
-            bail!("the control plane refused the join token ({status}): {message}. Ask for a new one with `pinacle host add NAME`");
-        }
-        let cred = Credential {
-            server: args.server.clone(),
-            host: body["host"].as_str().context("the join answer names no host")?.to_owned(),
-            secret: body["secret"].as_str().context("the join answer holds no credential")?.to_owned(),
-        };
-        write_private(&path, &serde_json::to_vec_pretty(&cred)?)?;
-        crate::say!("joined as host {} (credential kept in {})", cred.host, path.display());
-        return Ok(cred);
-    }
     let text = match std::fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("this agent has not joined yet: start it once with --join-token (from `pinacle host add NAME` on the control plane)")
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let cred: Credential = serde_json::from_slice(&text).with_context(|| format!("{} is not a host credential", path.display()))?;
     if cred.server.trim_end_matches('/') != args.server.trim_end_matches('/') {
         bail!(
-            "this data directory joined {} as host {}, not {}: use that --server, or join anew with --join-token",
+            "this data directory joined {} as host {}, not {}: use that --server, or remove {} to join anew",
             cred.server,
             cred.host,
-            args.server
+            args.server,
+            path.display()
         );
     }
+    if let Some(name) = args.host_name.as_deref().filter(|n| *n != cred.host) {
+        bail!("this data directory joined as host {}, not {name}: remove {} to join anew", cred.host, path.display());
+    }
+    Ok(Some(cred))
+}
+
+/// Exchanges the join token for the host's credential and keeps it.
+async fn join(args: &AgentArgs, server: &Server, token: &str) -> Result<Credential> {
+    let (status, body) = server.post_json("/api/v1/agents/join", &serde_json::json!({ "token": token, "host": args.host_name })).await?;
+    if status != 200 {
+        let message = body["error"]["message"].as_str().unwrap_or("no reason given");
+        bail!("the control plane refused the join token ({status}): {message}. Ask for a new one with `pinacle host add NAME`");
+    }
+    let cred = Credential {
+        server: args.server.clone(),
+        host: body["host"].as_str().context("the join answer names no host")?.to_owned(),
+        secret: body["secret"].as_str().context("the join answer holds no credential")?.to_owned(),
+    };
+    let path = credential_path(&args.data_dir);
+    write_private(&path, &serde_json::to_vec_pretty(&cred)?)?;
+    crate::say!("joined as host {} (credential kept in {})", cred.host, path.display());
     Ok(cred)
+}
+
+/// The credential: the one kept from an earlier join, else one exchanged
+/// for the join token (a join token given again is not used again while
+/// the kept credential works).
+async fn credential(args: &AgentArgs, server: &Server) -> Result<Credential> {
+    if let Some(cred) = kept_credential(args)? {
+        return Ok(cred);
+    }
+    match args.join_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(token) => join(args, server, token).await,
+        None => bail!("this agent has not joined yet: start it once with --join-token (from `pinacle host add NAME` on the control plane)"),
+    }
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
@@ -262,7 +284,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), reconcile).await;
     if let Some(e) = refused {
-        bail!("{e}");
+        // not retried with a join token at hand: a removed host stays removed
+        bail!("{e} (then remove {} before starting the agent again)", credential_path(&args.data_dir).display());
     }
     tracing::info!("shutting down; pods keep running and are adopted on the next start");
     Ok(())

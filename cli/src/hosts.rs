@@ -15,6 +15,13 @@ pub enum HostCommand {
     /// Add a host and print the one-time token its agent joins with
     /// (valid for an hour).
     Add { host: String },
+    /// Print a reusable join token: every agent joining with it names its
+    /// own host (`pinacle agent --host-name`), such as a DaemonSet's nodes.
+    Token {
+        /// Seconds it stays valid (60 to 31536000).
+        #[arg(long, default_value_t = 30 * 86_400)]
+        expires_in: i64,
+    },
     /// List hosts: status (ready, cordoned, unreachable, lost), capacity,
     /// what their pods use, last heartbeat.
     List {
@@ -72,6 +79,11 @@ pub async fn run(cmd: HostCommand) -> Result<ExitCode> {
             for h in v.as_array().into_iter().flatten() {
                 println!("{}", line(h));
             }
+        }
+        HostCommand::Token { expires_in } => {
+            let v = c.json(Method::POST, "/admin/host-tokens", Some(serde_json::json!({ "expires_in_seconds": expires_in }))).await?;
+            eprintln!("reusable join token (shown once, valid until {}); agents join with --host-name NAME:", v["expires_at"].as_str().unwrap_or("?"));
+            println!("{}", v["join_token"].as_str().unwrap_or(""));
         }
         HostCommand::Add { host } => {
             let v = c.json(Method::POST, "/admin/hosts", Some(serde_json::json!({ "name": host }))).await?;

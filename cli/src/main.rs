@@ -39,6 +39,15 @@ enum Command {
     Up(up::ServeArgs),
     /// Run the API server only (agents run elsewhere).
     Server(up::ServeArgs),
+    /// Bring the database to the current schema and exit (a deployment's
+    /// migration step; servers also migrate when they start).
+    Migrate {
+        /// The database (`postgres://…`, or SQLite in the data directory).
+        #[arg(long, env = "PINACLE_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, env = "PINACLE_DATA_DIR", default_value_os_t = up::default_data_dir())]
+        data_dir: std::path::PathBuf,
+    },
     /// Run a host agent that joins a control plane (`pinacle host add NAME`
     /// gives the join token) and serves its pods over one outgoing link.
     Agent(agent::AgentArgs),
@@ -119,6 +128,21 @@ async fn async_main() -> ExitCode {
         Command::Up(args) => {
             init_tracing();
             up::run(args, up::Role::All).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Migrate { database_url, data_dir } => {
+            init_tracing();
+            let url = database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("pinacle.db").display()));
+            match pinacle_api::state::migrate(&url).await {
+                Ok(applied) if applied.is_empty() => {
+                    println!("the database is current");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(applied) => {
+                    println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Server(args) => {
             init_tracing();

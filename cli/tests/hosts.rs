@@ -193,6 +193,40 @@ async fn a_host_joins_once_with_its_token_and_a_removed_host_is_refused_at_once(
     assert_eq!(me(&secret).await.status(), 401, "the old credential still works");
     assert_eq!(me(&newer).await.status(), 200);
 
+    // a reusable token joins many hosts, each naming itself, and may only
+    // join again the names it joined
+    let (code, pool, err) = cli(&p, &["host", "token", "--expires-in", "600"]);
+    assert_eq!(code, 0, "{err}");
+    let pool = pool.trim().to_owned();
+    let join_as = |token: &str, host: Option<&str>| {
+        let (p, token, host) = (&p, token.to_owned(), host.map(str::to_owned));
+        async move {
+            let r = p.http.post(format!("{}/api/v1/agents/join", p.url)).json(&json!({ "token": token, "host": host })).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, b) = join_as(&pool, None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("host_name_required")), "{b}");
+    let (s, b) = join_as(&pool, Some("Node 1")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_host")), "{b}");
+    let (s, n1) = join_as(&pool, Some("node-1")).await;
+    assert_eq!((s, n1["host"].as_str()), (200, Some("node-1")), "{n1}");
+    let (s, n2) = join_as(&pool, Some("node-2")).await;
+    assert_eq!((s, n2["host"].as_str()), (200, Some("node-2")), "{n2}");
+    assert_eq!(host(&p, "node-2").await.unwrap()["status"], "lost", "known, not heard from yet");
+    let (s, again) = join_as(&pool, Some("node-1")).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(me(n1["secret"].as_str().unwrap()).await.status(), 401, "a node that joins again replaces its credential");
+    assert_eq!(me(again["secret"].as_str().unwrap()).await.status(), 200);
+    let (s, b) = join_as(&pool, Some("h3")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("host_exists")), "another host's name is not the token's: {b}");
+    let (_, one_time, _) = cli(&p, &["host", "add", "h4"]);
+    let (s, b) = join_as(one_time.trim(), Some("node-9")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("host_name_mismatch")), "{b}");
+    let (s, b) = join_as(one_time.trim(), Some("h4")).await;
+    assert_eq!((s, b["host"].as_str()), (200, Some("h4")), "{b}");
+
     // removed: its credential and its unused tokens are refused at once
     let (_, unused, _) = cli(&p, &["host", "add", "h3"]);
     let (code, out, err) = cli(&p, &["host", "remove", "h3"]);
@@ -202,8 +236,33 @@ async fn a_host_joins_once_with_its_token_and_a_removed_host_is_refused_at_once(
     // secrets never reach the audit log, the actions do
     let (_, audit) = p.call(Method::GET, "/api/v1/audit?limit=100", None).await;
     let text = audit.to_string();
-    assert!(text.contains("host.add") && text.contains("host.join") && text.contains("host.remove"), "{text}");
-    for secret in [&token, &secret, &newer] {
+    assert!(text.contains("host.add") && text.contains("host.join") && text.contains("host.remove") && text.contains("host.token"), "{text}");
+    for secret in [&token, &secret, &newer, &pool] {
         assert!(!text.contains(secret.as_str()) && !p.server_log().contains(secret.as_str()), "a secret was recorded");
     }
+}
+
+#[test]
+fn migrate_brings_a_database_to_the_schema_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        std::process::Command::new(common::pinacle_bin())
+            .args(["migrate", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("PINACLE_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(out.starts_with("applied ") && out.contains("m20261206_000019_host_pools"), "{out}");
+    let again = run();
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "the database is current\n");
+    // nothing listens on port 1: a clear error, without the password
+    let bad = std::process::Command::new(common::pinacle_bin()).args(["migrate", "--database-url", "postgres://nobody:hunter2@127.0.0.1:1/none"]).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("opening database postgres://nobody:***@127.0.0.1:1/none") && !err.contains("hunter2"), "{err}");
 }

@@ -23,6 +23,7 @@ mod m20261122_000015_pod_snapshot_on_stop;
 mod m20261122_000016_ssh_keys_and_layouts;
 mod m20261206_000017_pod_repository;
 mod m20261206_000018_host_join;
+mod m20261206_000019_host_pools;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000016_ssh_keys_and_layouts::Migration),
             Box::new(m20261206_000017_pod_repository::Migration),
             Box::new(m20261206_000018_host_join::Migration),
+            Box::new(m20261206_000019_host_pools::Migration),
         ]
     }
 }

@@ -14,6 +14,11 @@ pub struct Model {
     pub last_seen_at: DateTimeUtc,
     /// SHA-256 of the host's credential (`pnh_…`); empty: none issued.
     pub secret_hash: String,
+    /// SHA-256 of the reusable join token that joined it; empty: joined
+    /// with its own one-time token.
+    pub joined_by: String,
+    /// Labels its agent reports (a JSON object of strings).
+    pub labels: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

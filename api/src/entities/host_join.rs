@@ -12,6 +12,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub used_at: Option<DateTimeUtc>,
+    /// Joins any number of hosts (each naming itself) until it expires;
+    /// `host_id` is empty.
+    pub reusable: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

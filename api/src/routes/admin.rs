@@ -149,17 +149,40 @@ pub async fn add_host(State(s): State<AppState>, Extension(who): Extension<Princ
     Ok((StatusCode::CREATED, Json(s.add_host(&who, &req.name).await?)))
 }
 
+/// `POST /api/v1/admin/host-tokens` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHostToken {
+    /// Seconds the token stays valid (60 to 365 days; default 30 days).
+    #[serde(default = "default_pool_ttl")]
+    pub expires_in_seconds: i64,
+}
+
+fn default_pool_ttl() -> i64 {
+    30 * 86_400
+}
+
+/// `POST /api/v1/admin/host-tokens`: a reusable join token (201; shown
+/// once); each agent joining with it names its host.
+pub async fn add_host_token(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiJson(req): ApiJson<AddHostToken>) -> Result<(StatusCode, Json<crate::hosts::HostJoin>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.add_host_pool_token(&who, req.expires_in_seconds).await?)))
+}
+
 /// `POST /api/v1/agents/join` body.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinHost {
     pub token: String,
+    /// The host's name, for a reusable token (must match a one-time
+    /// token's host when given).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// `POST /api/v1/agents/join` (no user credential): a host's agent
 /// exchanges its one-time join token for its credential.
 pub async fn join_host(State(s): State<AppState>, ApiJson(req): ApiJson<JoinHost>) -> Result<Json<crate::hosts::HostCredential>, ApiError> {
-    Ok(Json(s.join_host(&req.token).await?))
+    Ok(Json(s.join_host(&req.token, req.host.as_deref()).await?))
 }
 
 /// `GET /api/v1/agents/me` with `Authorization: Bearer pnh_…`: which host

@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/images", get(admin::images))
         .route("/admin/images/gc", post(admin::images_gc))
         .route("/admin/hosts", get(admin::hosts).post(admin::add_host))
+        .route("/admin/host-tokens", post(admin::add_host_token))
         .route("/admin/hosts/{id}", axum::routing::delete(admin::remove_host))
         .route("/admin/hosts/{id}/cordon", post(admin::cordon_host))
         .route("/admin/hosts/{id}/uncordon", post(admin::uncordon_host))
