@@ -26,9 +26,10 @@ packages+=(buildah)
 packages+=(openssh-client)
 if [ "${1:-run}" = "--test" ]; then
   # ...and a real OCI registry (Debian's docker-registry, htpasswd for
-  # its auth) that the tests push their own images to with skopeo, and
-  # PostgreSQL (the harness runs its own server on a private port).
-  packages+=(pebble chromium openssh-server docker-registry skopeo apache2-utils postgresql)
+  # its auth) that the tests push their own images to with skopeo,
+  # PostgreSQL and Redis (the harness runs its own servers on private
+  # ports) and nginx (in front of several API servers).
+  packages+=(pebble chromium openssh-server docker-registry skopeo apache2-utils postgresql redis-server nginx)
 fi
 missing=()
 for p in "${packages[@]}"; do

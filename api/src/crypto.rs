@@ -37,6 +37,8 @@ const KEY_FIX: &str = "use 32 random bytes, base64-encoded (`head -c32 /dev/uran
 /// The master key. Debug output never shows it.
 pub struct MasterKey {
     key: LessSafeKey,
+    /// For derived credentials (HMAC-SHA256 of a purpose).
+    mac: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -65,7 +67,7 @@ impl MasterKey {
             return Err(CryptoError::Malformed);
         }
         let key = UnboundKey::new(&CHACHA20_POLY1305, bytes).map_err(|_| CryptoError::Malformed)?;
-        Ok(Self { key: LessSafeKey::new(key) })
+        Ok(Self { key: LessSafeKey::new(key), mac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes) })
     }
 
     /// A new random key (for tests and first start).
@@ -106,6 +108,19 @@ impl MasterKey {
             }
             Err(e) => Err(CryptoError::KeyFile(shown, e)),
         }
+    }
+
+    /// A credential derived from the key for `purpose` (hex of
+    /// HMAC-SHA256): the same on every server that holds the key, and
+    /// nothing about the key or other purposes can be learnt from it.
+    pub fn derive(&self, purpose: &str) -> String {
+        hex::encode(ring::hmac::sign(&self.mac, purpose.as_bytes()).as_ref())
+    }
+
+    /// Whether `presented` is [`MasterKey::derive`]`(purpose)`, compared in
+    /// constant time.
+    pub fn verify_derived(&self, purpose: &str, presented: &str) -> bool {
+        hex::decode(presented).is_ok_and(|tag| ring::hmac::verify(&self.mac, purpose.as_bytes(), &tag).is_ok())
     }
 
     /// Encrypts `plaintext`, bound to `context` (which must be given again

@@ -56,6 +56,11 @@ impl HostDirectory {
         }
     }
 
+    /// The link of host `id`, when it ends at this server.
+    pub fn link(&self, id: &str) -> Option<RemoteHost> {
+        self.links.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).filter(|l| !l.is_closed()).cloned()
+    }
+
     /// Forgets a link that ended, unless a newer one replaced it.
     pub fn detach_link(&self, link: &RemoteHost) {
         let id = link.host_id();
@@ -150,6 +155,11 @@ pub struct HostView {
     /// This control plane reaches it for exec, terminals, files, logs,
     /// snapshots and the proxy.
     pub connected: bool,
+    /// The API server its link ends at, with several servers (`null`:
+    /// none, or one server only).
+    pub link_server: Option<String>,
+    /// Labels its agent reports (`region`, `gpu`, ...).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl AppState {
@@ -180,7 +190,9 @@ impl AppState {
                     memory_used: used.map_or(0, |c| c.memory_used),
                     pods: live.iter().filter(|p| p.host_id == h.id).count(),
                     last_seen_at: h.last_seen_at,
-                    connected: self.hosts.get(&h.id).is_some(),
+                    connected: self.hosts.get(&h.id).is_some() || (self.advertise_url.is_some() && !h.link_server.is_empty()),
+                    link_server: Some(h.link_server.clone()).filter(|s| !s.is_empty()),
+                    labels: serde_json::from_str(&h.labels).unwrap_or_default(),
                     id: h.id,
                 }
             })
@@ -302,6 +314,7 @@ impl AppState {
                 secret_hash: Set(String::new()),
                 joined_by: Set(String::new()),
                 labels: Set("{}".into()),
+                link_server: Set(String::new()),
             }
             .insert(&txn)
             .await?;
@@ -369,6 +382,7 @@ impl AppState {
                         secret_hash: Set(crate::auth::hash_token(&secret)),
                         joined_by: Set(join.token_hash.clone()),
                         labels: Set("{}".into()),
+                        link_server: Set(String::new()),
                     }
                     .insert(&txn)
                     .await?
@@ -467,7 +481,7 @@ impl AppState {
 
     /// The host `id` (a pod's `host`), or 503 `host_unreachable`.
     pub fn host(&self, id: &str) -> Result<Arc<dyn HostApi>, ApiError> {
-        self.hosts.get(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
+        self.reach(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
     }
 
     /// Serves the link host `host`'s agent just opened (`io`, upgraded and
@@ -502,6 +516,7 @@ impl AppState {
             Err(e) => tracing::warn!(host = %host, error = %e.message, "recording the host's report failed"),
         }
         self.hosts.attach_link(link.clone());
+        self.set_link_server(&host, true).await;
         tracing::info!(host = %host, protocol = report.protocol, runtimes = ?report.runtimes, "host connected");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (queue, worker) = (self.queue.clone(), Arc::new(link.clone()));
@@ -530,6 +545,9 @@ impl AppState {
         }
         let _ = stop.send(true);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), jobs).await;
+        if self.hosts.link(&host).is_none_or(|l| l.same_link(&link)) {
+            self.set_link_server(&host, false).await;
+        }
         self.hosts.detach_link(&link);
         tracing::info!(host = %host, "host link ended");
     }

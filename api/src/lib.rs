@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod bus;
 pub mod cache;
 pub mod control;
 pub mod crypto;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod github;
 pub mod graphql;
 pub mod hosts;
+pub mod peers;
 pub mod idempotency;
 pub mod metrics;
 pub mod pod_access;

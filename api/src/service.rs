@@ -479,7 +479,7 @@ impl AppState {
         txn.commit().await?;
         self.pod_lists.clear();
         drop(_w);
-        let _ = self.events.send(event);
+        self.publish_event(event).await;
         self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: "pending".into() }).inc();
         self.enqueue(&host, PodJob::Provision(id)).await;
         tracing::info!(pod = %id, %name, owner = %who.user_name, %runtime, %host, "pod requested");
@@ -622,7 +622,7 @@ impl AppState {
             if view.state != PodState::Stopped {
                 return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it before changing its image", view.name, view.state)));
             }
-            if let Some(host) = self.hosts.get(&view.host).filter(|_| !pinacle_config::image_ref::is_registry_reference(image)) {
+            if let Some(host) = self.reach(&view.host).filter(|_| !pinacle_config::image_ref::is_registry_reference(image)) {
                 if !host.has_image(image).await.map_err(crate::hosts::host_error)? {
                     return Err(ApiError::bad_request(
                         "unknown_image",
@@ -671,7 +671,7 @@ impl AppState {
         self.pod_lists.clear();
         let view = PodView::try_from(updated)?;
         if change.egress.is_some() {
-            if let Some(host) = self.hosts.get(&view.host) {
+            if let Some(host) = self.reach(&view.host) {
                 match host.set_egress(view.id, &view.egress).await {
                     Ok(applied) => tracing::info!(pod = %view.name, egress = %view.egress, applied_now = applied, "egress policy changed"),
                     Err(e) => tracing::warn!(pod = %view.name, error = %e, "egress policy stored; applying it failed, it applies on the next start"),
@@ -837,7 +837,7 @@ impl AppState {
         txn.commit().await.map_err(ApiError::from)?;
         self.pod_lists.clear();
         drop(_w);
-        let _ = self.events.send(stored);
+        self.publish_event(stored).await;
         self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: to.as_str().into() }).inc();
         if to == PodState::Running && from == PodState::Provisioning {
             let took = (now - view.created_at).num_milliseconds() as f64 / 1000.0;
@@ -845,7 +845,7 @@ impl AppState {
         }
         tracing::info!(pod = %id, name = %view.name, %from, %to, %message, "pod state changed");
         if let Some(started) = started {
-            let _ = self.events.send(started);
+            self.publish_event(started).await;
             self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: last_to.as_str().into() }).inc();
             tracing::info!(pod = %id, name = %view.name, from = %to, to = %last_to, "start asked for while stopping carried out");
             self.enqueue(&view.host, PodJob::Start(id)).await;
@@ -916,7 +916,7 @@ impl AppState {
             let _w = self.write_lock.lock().await;
             insert_event(&self.db, id, Utc::now(), "progress", Some(state), state, message).await?
         };
-        let _ = self.events.send(stored);
+        self.publish_event(stored).await;
         Ok(())
     }
 
@@ -1014,6 +1014,7 @@ impl AppState {
             secret_hash: sea_orm::ActiveValue::NotSet,
             joined_by: sea_orm::ActiveValue::NotSet,
             labels: labels.map_or(sea_orm::ActiveValue::NotSet, Set),
+            link_server: sea_orm::ActiveValue::NotSet,
         };
         if host::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
             // a heartbeat never lifts the operator's cordon

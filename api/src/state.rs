@@ -41,6 +41,14 @@ pub struct Inner {
     pub hosts: crate::hosts::HostDirectory,
     /// How often hosts report.
     pub heartbeat: std::time::Duration,
+    /// This server's address for other servers (`--advertise-url`); set:
+    /// several servers share the database, and hosts whose link ends at
+    /// another server are reached through it.
+    pub advertise_url: Option<String>,
+    /// Links relayed from other servers.
+    pub relays: crate::peers::Relays,
+    /// Pod events to the other servers (Redis), or to this one only.
+    pub bus: crate::bus::Bus,
     /// Runtime for pods that do not name one; `None`: gVisor where offered.
     pub default_runtime: Option<RuntimeKind>,
     /// Serialises write transactions: SQLite allows one writer, and a
@@ -83,6 +91,9 @@ pub struct ServerConfig {
     pub database_url: String,
     /// The SQLite file of the job queue.
     pub queue_path: PathBuf,
+    /// A PostgreSQL database for the job queue instead of `queue_path`
+    /// (what several API servers share).
+    pub queue_url: Option<String>,
     pub default_runtime: Option<RuntimeKind>,
     pub limits: Option<crate::ratelimit::Limits>,
     pub master_key: MasterKey,
@@ -94,6 +105,10 @@ pub struct ServerConfig {
     /// How often hosts report (a host silent for three intervals is
     /// unreachable).
     pub heartbeat: std::time::Duration,
+    /// `--advertise-url`: see [`Inner::advertise_url`].
+    pub advertise_url: Option<String>,
+    /// `--redis-url`: pod events shared with the other servers.
+    pub redis_url: Option<String>,
 }
 
 impl Deref for AppState {
@@ -159,8 +174,15 @@ impl AppState {
         });
         let db = Database::connect(opts).await.with_context(|| format!("opening database {}", redacted_url(database_url)))?;
         Migrator::up(&db, None).await.context("running database migrations")?;
-        let queue = JobQueue::open(&cfg.queue_path).await.context("opening the job queue")?;
+        let queue = match &cfg.queue_url {
+            Some(url) => JobQueue::open_postgres(url).await.context("opening the job queue")?,
+            None => JobQueue::open(&cfg.queue_path).await.context("opening the job queue")?,
+        };
         let (events, _) = broadcast::channel(1024);
+        let bus = match &cfg.redis_url {
+            Some(url) => crate::bus::Bus::redis(url).await?,
+            None => crate::bus::Bus::local(),
+        };
         let state = Self(Arc::new(Inner {
             db,
             queue,
@@ -176,6 +198,9 @@ impl AppState {
             anchor_file: cfg.anchor_file,
             github: OnceLock::new(),
             heartbeat: cfg.heartbeat,
+            advertise_url: cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned()),
+            relays: crate::peers::Relays::default(),
+            bus,
             principals: ReadCache::new(cfg.read_cache_ttl),
             pod_lists: ReadCache::new(cfg.read_cache_ttl),
             used_pod_logins: Default::default(),

@@ -426,7 +426,7 @@ impl AppState {
         if pod.state != pinacle_orchestrator::PodState::Running {
             return None;
         }
-        self.hosts.get(&pod.host)?.usage(pod.id).await.ok()
+        self.reach(&pod.host)?.usage(pod.id).await.ok()
     }
 }
 

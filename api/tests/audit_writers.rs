@@ -22,6 +22,9 @@ async fn open_at(dir: &std::path::Path, name: &str, database_url: &str) -> AppSt
     AppState::open(ServerConfig {
         database_url: database_url.to_owned(),
         queue_path: dir.join(format!("queue-{name}.db")),
+        queue_url: None,
+        advertise_url: None,
+        redis_url: None,
         default_runtime: None,
         limits: None,
         // both processes read one master key, as they would from the data dir

@@ -19,6 +19,9 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
     let s = AppState::open(ServerConfig {
         database_url: format!("sqlite://{}?mode=rwc", dir.join("pinacle.db").display()),
         queue_path: dir.join("queue.db"),
+        queue_url: None,
+        advertise_url: None,
+        redis_url: None,
         default_runtime: None,
         limits: None,
         master_key: pinacle_api::crypto::MasterKey::load_or_create(&dir.join("master.key")).unwrap(),

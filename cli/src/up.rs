@@ -54,6 +54,18 @@ pub struct ServeArgs {
     /// Database URL (default: SQLite in the data directory).
     #[arg(long, env = "PINACLE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Redis for what several API servers share (pod events for their
+    /// streams and subscriptions, cache invalidation):
+    /// `redis://[:PASSWORD@]HOST:PORT` (or PINACLE_REDIS_URL, which keeps a
+    /// password out of the process list).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// This server's address for the other API servers of the same
+    /// database (`http://10.0.0.5:7070`): with it, a host whose link ends
+    /// at another server is reached through that server. Servers reach
+    /// each other over plain HTTP on their private network.
+    #[arg(long, env = "PINACLE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// This host's id (its job queue is `host.{id}`).
     #[arg(long, env = "PINACLE_HOST_ID", default_value = "local")]
     pub host_id: String,
@@ -70,8 +82,9 @@ pub struct ServeArgs {
     /// Requests allowed in a burst above the sustained rate.
     #[arg(long, env = "PINACLE_RATE_BURST", default_value_t = 120)]
     pub rate_burst: u32,
-    /// The job queue database (default: queue.db in the data directory).
-    /// Separate `server` and `agent` processes must name the same file.
+    /// The job queue's SQLite file (default: queue.db in the data
+    /// directory; with a PostgreSQL --database-url, the queue lives in that
+    /// database unless this names a file).
     #[arg(long, env = "PINACLE_QUEUE_DB")]
     pub queue_db: Option<PathBuf>,
     /// Lifetime of access tokens (JWTs) in seconds (1 to 86400).
@@ -226,7 +239,7 @@ pub struct HostArgs {
 /// once, at the start, and removed from the environment, so that no child
 /// process (sandbox runtimes, `ip`, `nft`, `mount`, the DNS hook) inherits
 /// them.
-pub const SECRET_VARS: [&str; 3] = ["PINACLE_MASTER_KEY", "PINACLE_ADMIN_TOKEN", "PINACLE_GITHUB_CLIENT_SECRET"];
+pub const SECRET_VARS: [&str; 4] = ["PINACLE_MASTER_KEY", "PINACLE_ADMIN_TOKEN", "PINACLE_GITHUB_CLIENT_SECRET", "PINACLE_REDIS_URL"];
 
 static SECRETS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
 
@@ -399,11 +412,17 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.data_dir.join("pinacle.db").display()));
     let queue_db = args.queue_db.clone().unwrap_or_else(|| args.data_dir.join("queue.db"));
+    // the queue lives where the database lives (shared by the servers of
+    // one PostgreSQL database), unless --queue-db names a file
+    let queue_url = (args.queue_db.is_none() && db_url.starts_with("postgres")).then(|| db_url.clone());
     let limits = (args.rate_limit > 0)
         .then(|| pinacle_api::ratelimit::Limits { per_minute: args.rate_limit, burst: args.rate_burst.max(1) });
     let state = AppState::open(pinacle_api::state::ServerConfig {
         database_url: db_url,
         queue_path: queue_db,
+        queue_url,
+        advertise_url: args.advertise_url.clone(),
+        redis_url: secret("PINACLE_REDIS_URL").or_else(|| args.redis_url.clone()).filter(|u| !u.trim().is_empty()),
         default_runtime: args.host.runtime,
         limits,
         master_key: master_key(&args.data_dir)?,
@@ -497,10 +516,14 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         }
         tasks.spawn({
             let maintenance = state.spawn_maintenance(Duration::from_secs(args.maintenance_interval));
+            let bus = state.spawn_bus_listener();
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;
                 maintenance.abort();
+                if let Some(bus) = bus {
+                    bus.abort();
+                }
             }
         });
         crate::proxy_setup::start(&args, &state, &stop_rx, &mut tasks).await?;

@@ -358,13 +358,23 @@ pub async fn upgrade<I>(io: I, authority: &str, secret: &str) -> Result<TokioIo<
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let path = format!("{}?v={}", crate::CONNECT_PATH, pinacle_host_api::PROTOCOL_VERSION);
+    upgrade_at(io, authority, &path, secret).await
+}
+
+/// [`upgrade`] at another path of the control plane (a server relaying a
+/// host link it holds to another server).
+pub async fn upgrade_at<I>(io: I, authority: &str, path: &str, secret: &str) -> Result<TokioIo<hyper::upgrade::Upgraded>, UpgradeError>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, LinkBody>(TokioIo::new(io)).await.map_err(LinkError::from)?;
     tokio::spawn(async move {
         let _ = connection.with_upgrades().await;
     });
     let req = Request::builder()
         .method(hyper::Method::GET)
-        .uri(format!("{}?v={}", crate::CONNECT_PATH, pinacle_host_api::PROTOCOL_VERSION))
+        .uri(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::AUTHORIZATION, format!("Bearer {secret}"))
         .header(hyper::header::CONNECTION, "upgrade")

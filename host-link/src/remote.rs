@@ -566,3 +566,24 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for KillableIo<I> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+/// The control plane of a relayed link: a server serving another server
+/// a host link it holds makes no calls on the control plane (the host's
+/// own calls go to the server holding its link), so every call is refused.
+#[derive(Debug, Default)]
+pub struct NoCalls;
+
+#[async_trait]
+impl ControlPlane for NoCalls {
+    async fn pod(&self, id: Uuid) -> Result<Option<PodRecord>, pinacle_host_api::control::ControlPlaneError> {
+        Err(pinacle_host_api::control::ControlPlaneError::NotFound(id))
+    }
+
+    async fn pods_on_host(&self, _host: &str) -> Result<Vec<PodRecord>, pinacle_host_api::control::ControlPlaneError> {
+        Err(pinacle_host_api::control::ControlPlaneError::Backend("a relayed link makes no calls".into()))
+    }
+
+    async fn record(&self, id: Uuid, _: pinacle_orchestrator::PodEvent, _: &str) -> Result<pinacle_orchestrator::PodState, pinacle_host_api::control::ControlPlaneError> {
+        Err(pinacle_host_api::control::ControlPlaneError::NotFound(id))
+    }
+}

@@ -1,4 +1,6 @@
-//! The per-host job queues, on apalis with SQLite storage. The control
+//! The per-host job queues, on apalis: SQLite storage in a file for one
+//! process (`pinacle up`), PostgreSQL (LISTEN/NOTIFY, `SKIP LOCKED`) when
+//! several processes share them (API servers on one database). The control
 //! plane owns the queue; a host's worker takes its jobs and carries them
 //! out through [`HostApi::handle`] (whatever implements the host).
 //!
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
+use apalis_postgres::{PgPool, PostgresStorage};
 use apalis_sqlite::{Config, SqlitePool, SqliteStorage};
 use pinacle_orchestrator::PodJob;
 
@@ -37,64 +40,106 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// A handle on the job queues of all hosts.
 #[derive(Debug, Clone)]
 pub struct JobQueue {
-    pool: SqlitePool,
+    store: Store,
 }
 
+#[derive(Debug, Clone)]
+enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// How often a worker tells the queue it is alive, and how many beats it
+/// may miss before its jobs go back to the queue.
+const WORKER_HEARTBEAT: Duration = Duration::from_secs(2);
+const MISSED_HEARTBEATS: usize = 2;
+
 impl JobQueue {
-    /// Opens (creating if needed) the queue database at `path`.
+    /// The queue in SQLite file `path` (created if missing).
     pub async fn open(path: &Path) -> Result<Self, QueueError> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let open = |e: String| QueueError::Open { path: path.display().to_string(), message: e };
         let pool = SqlitePool::connect(&url).await.map_err(|e| open(e.to_string()))?;
         SqliteStorage::setup(&pool).await.map_err(|e| open(format!("preparing: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { store: Store::Sqlite(pool) })
     }
 
-    fn storage(&self, host_id: &str) -> SqliteStorage<PodJob> {
+    /// The queue in the PostgreSQL database at `url` (its `apalis` schema,
+    /// made if missing), shared by every process that opens it.
+    pub async fn open_postgres(url: &str) -> Result<Self, QueueError> {
+        let open = |e: String| QueueError::Open { path: "the PostgreSQL database".into(), message: e };
+        let pool = PgPool::connect(url).await.map_err(|e| open(e.to_string()))?;
+        PostgresStorage::<()>::setup(&pool).await.map_err(|e| open(format!("preparing: {e}")))?;
+        Ok(Self { store: Store::Postgres(pool) })
+    }
+
+    /// Whether the queue lives in PostgreSQL (shared by processes).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.store, Store::Postgres(_))
+    }
+
+    fn sqlite(pool: &SqlitePool, host_id: &str) -> SqliteStorage<PodJob> {
         let config = Config::default()
             .queue(PodJob::queue_for_host(host_id))
-            .heartbeat_interval(Duration::from_secs(2))
-            .missed_heartbeats(2);
-        SqliteStorage::new(&self.pool).with_config(config)
+            .heartbeat_interval(WORKER_HEARTBEAT)
+            .missed_heartbeats(MISSED_HEARTBEATS);
+        SqliteStorage::new(pool).with_config(config)
+    }
+
+    fn postgres(pool: &PgPool, host_id: &str) -> PostgresStorage<PodJob> {
+        let config = apalis_postgres::Config::default()
+            .queue(PodJob::queue_for_host(host_id))
+            .heartbeat_interval(WORKER_HEARTBEAT)
+            .missed_heartbeats(MISSED_HEARTBEATS);
+        PostgresStorage::new(pool).with_config(config)
     }
 
     /// Queues `job` for host `host_id`.
     pub async fn push(&self, host_id: &str, job: PodJob) -> Result<(), QueueError> {
-        let mut storage = self.storage(host_id);
-        storage.push(job).await.map_err(|e| QueueError::Push { job: format!("{job:?}"), host: host_id.to_owned(), message: e.to_string() })
+        let failed = |e: String| QueueError::Push { job: format!("{job:?}"), host: host_id.to_owned(), message: e };
+        match &self.store {
+            Store::Sqlite(pool) => Self::sqlite(pool, host_id).push(job).await.map_err(|e| failed(e.to_string())),
+            Store::Postgres(pool) => Self::postgres(pool, host_id).push(job).await.map_err(|e| failed(e.to_string())),
+        }
     }
 
-    /// Whether the queue database answers.
+    /// Whether the queue's database answers.
     pub async fn ping(&self) -> bool {
-        sqlx_ping(&self.pool).await
+        match &self.store {
+            Store::Sqlite(pool) => pool.acquire().await.is_ok(),
+            Store::Postgres(pool) => pool.acquire().await.is_ok(),
+        }
     }
 
-    /// Consumes host `agent`'s queue until `shutdown` turns true.
+    /// Works host `agent`'s queue until `shutdown` turns true: each job is
+    /// carried out through [`HostApi::handle`], 16 at a time.
     pub async fn run_worker<H: HostApi>(
         &self,
         agent: Arc<H>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), QueueError> {
-        let backend = self.storage(agent.host_id()).poll_with_interval(POLL_INTERVAL);
-        // A fresh worker name per process: a previous incarnation's jobs are
-        // orphans that the heartbeat check hands back to the queue.
         let name = format!("{}-{}", PodJob::queue_for_host(agent.host_id()), uuid::Uuid::new_v4().simple());
-        let worker = WorkerBuilder::new(name)
-            .backend(backend)
-            .concurrency(16)
-            .data(Worked { host: agent, queue: self.clone() })
-            .build(run_job::<H>);
-        worker
-            .run_until(async move {
-                while !*shutdown.borrow() {
-                    if shutdown.changed().await.is_err() {
-                        break;
-                    }
+        let data = Worked { host: agent.clone(), queue: self.clone() };
+        let stop = async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
                 }
-                Ok::<(), std::io::Error>(())
-            })
-            .await
-            .map_err(|e| QueueError::Worker(e.to_string()))
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let ran = match &self.store {
+            Store::Sqlite(pool) => {
+                let backend = Self::sqlite(pool, agent.host_id()).poll_with_interval(POLL_INTERVAL);
+                WorkerBuilder::new(name).backend(backend).concurrency(16).data(data).build(run_job::<H>).run_until(stop).await
+            }
+            Store::Postgres(pool) => {
+                // woken by the database's notifications when a job is pushed
+                let backend = Self::postgres(pool, agent.host_id()).with_pubsub();
+                WorkerBuilder::new(name).backend(backend).concurrency(16).data(data).build(run_job::<H>).run_until(stop).await
+            }
+        };
+        ran.map_err(|e| QueueError::Worker(e.to_string()))
     }
 }
 
@@ -125,6 +170,4 @@ async fn run_job<H: HostApi>(job: PodJob, worked: Data<Worked<H>>) -> Result<(),
     }
 }
 
-async fn sqlx_ping(pool: &SqlitePool) -> bool {
-    pool.acquire().await.is_ok()
-}
+

@@ -19,6 +19,9 @@ pub struct Model {
     pub joined_by: String,
     /// Labels its agent reports (a JSON object of strings).
     pub labels: String,
+    /// The address of the API server holding its link (other servers
+    /// reach the host through it); empty: no server does.
+    pub link_server: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

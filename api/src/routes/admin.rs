@@ -247,3 +247,54 @@ pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Re
         .body(axum::body::Body::empty())
         .map_err(ApiError::internal)
 }
+
+/// `GET /api/v1/internal/hosts/{id}/relay?v=1` from another API server of
+/// the same database (`Authorization: Bearer` the relay credential derived
+/// from the master key, `Upgrade: pinacle-host/1`): the link of host `id`,
+/// which ends at this server, relayed to it. 401 for any other caller, 404
+/// when the link does not end here.
+pub async fn relay_host(State(s): State<AppState>, ApiPath(id): ApiPath<String>, mut req: axum::extract::Request) -> Result<axum::response::Response, ApiError> {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if !s.is_peer(&presented) {
+        return Err(ApiError { code: "invalid_peer_credential", ..ApiError::unauthorized("not a server of this deployment") });
+    }
+    let upgrade = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case(pinacle_host_link::UPGRADE) {
+        return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", format!("a relayed link needs `Upgrade: {}`", pinacle_host_link::UPGRADE)));
+    }
+    let link = s.relayable(&id)?;
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ApiError::bad_request("upgrade_required", "this connection cannot be upgraded (HTTP/1.1 is needed)"));
+    };
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => hyper_util::rt::TokioIo::new(u),
+            Err(e) => {
+                tracing::warn!(host = %id, error = %e, "relay upgrade failed");
+                return;
+            }
+        };
+        let report_link = link.clone();
+        let side = pinacle_host_link::agent::AgentSide {
+            host: std::sync::Arc::new(link),
+            control: pinacle_host_link::agent::LinkControl::new(std::time::Duration::ZERO),
+            report: std::sync::Arc::new(move || report_link.last_report().unwrap_or_default()),
+        };
+        if let Err(e) = pinacle_host_link::agent::serve(upgraded, side).await {
+            tracing::debug!(host = %id, error = %e, "relayed link ended");
+        }
+    });
+    axum::response::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, pinacle_host_link::UPGRADE)
+        .body(axum::body::Body::empty())
+        .map_err(ApiError::internal)
+}

@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/join", post(admin::join_host))
         .route("/api/v1/agents/me", get(admin::agent_me))
         .route("/api/v1/agents/connect", get(admin::agent_connect))
+        .route("/api/v1/internal/hosts/{id}/relay", get(admin::relay_host))
         .nest("/api/v1", api)
         .merge(graphql)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));

@@ -89,6 +89,11 @@ impl Pinacle {
         Self::start_full(role, extra).await
     }
 
+    /// [`Pinacle::start_role_with`] with more environment variables.
+    pub async fn start_role_env(role: &'static str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full_env(role, extra, "info,sqlx=warn", env).await
+    }
+
     /// [`Pinacle::start_with`] logging with `filter` (`PINACLE_LOG`).
     pub async fn start_with_log(extra: &[&str], filter: &str) -> Self {
         Self::start_full_log("up", extra, filter).await

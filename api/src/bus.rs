@@ -1,0 +1,130 @@
+//! Pod events for every API server: each event goes to this server's
+//! subscribers (SSE, GraphQL subscriptions) at once and, with
+//! `--redis-url`, to the other servers through Redis pub/sub, which hand
+//! it to theirs and drop their cached pod lists. Without Redis the bus is
+//! this process's alone (`pinacle up`).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use uuid::Uuid;
+
+use crate::service::PodEventView;
+use crate::AppState;
+
+/// The Redis channel pod events travel on.
+const CHANNEL: &str = "pinacle:pod-events";
+
+/// An event as it crosses Redis.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wire {
+    /// The server that published it (which does not take it back).
+    origin: Uuid,
+    event: PodEventView,
+}
+
+/// Where events go beyond this process.
+pub struct Bus {
+    /// This server's id on the bus.
+    origin: Uuid,
+    redis: Option<Redis>,
+}
+
+struct Redis {
+    client: redis::Client,
+    publisher: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl Bus {
+    /// This process only.
+    pub fn local() -> Self {
+        Self { origin: Uuid::new_v4(), redis: None }
+    }
+
+    /// Through the Redis server at `url` (checked now: a wrong URL fails
+    /// the start, with the password left out of the message).
+    pub async fn redis(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let shown = crate::state::redacted_url(url);
+        let client = redis::Client::open(url).with_context(|| format!("--redis-url {shown}"))?;
+        let conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
+            .await
+            .with_context(|| format!("connecting to Redis at {shown}: no answer in 10 s"))?
+            .with_context(|| format!("connecting to Redis at {shown}"))?;
+        Ok(Self { origin: Uuid::new_v4(), redis: Some(Redis { client, publisher: tokio::sync::Mutex::new(Some(conn)) }) })
+    }
+
+    /// Whether events reach other servers.
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Sends `event` to the other servers (best effort: a server that
+    /// misses it still has it in the database, where every event list and
+    /// stream starts).
+    async fn publish(&self, event: &PodEventView) {
+        let Some(r) = &self.redis else { return };
+        let Ok(payload) = serde_json::to_string(&Wire { origin: self.origin, event: event.clone() }) else { return };
+        let mut guard = r.publisher.lock().await;
+        if guard.is_none() {
+            *guard = r.client.get_multiplexed_async_connection().await.ok();
+        }
+        let Some(conn) = guard.as_mut() else {
+            tracing::warn!("Redis unreachable: a pod event was not shared with the other servers");
+            return;
+        };
+        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(CHANNEL).arg(&payload).query_async(conn).await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "publishing a pod event to Redis failed");
+            *guard = None;
+        }
+    }
+}
+
+impl AppState {
+    /// A pod event happened here: this server's subscribers get it now,
+    /// the other servers' through the bus; cached pod lists are dropped.
+    pub(crate) async fn publish_event(&self, event: PodEventView) {
+        self.pod_lists.clear();
+        self.bus.publish(&event).await;
+        let _ = self.events.send(event);
+    }
+
+    /// Takes the other servers' events off the bus until the process ends
+    /// (subscribing again after Redis drops the connection).
+    pub fn spawn_bus_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let r = self.bus.redis.as_ref()?;
+        let (client, origin, state) = (r.client.clone(), self.bus.origin, self.clone());
+        Some(tokio::spawn(async move {
+            let mut pause = Duration::from_millis(200);
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
+                        Ok(()) => {
+                            pause = Duration::from_millis(200);
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = messages.next().await {
+                                let Ok(payload) = msg.get_payload::<String>() else { continue };
+                                match serde_json::from_str::<Wire>(&payload) {
+                                    Ok(w) if w.origin != origin => state.take_remote_event(w.event),
+                                    Ok(_) => {}
+                                    Err(e) => tracing::warn!(error = %e, "an unreadable pod event on the bus"),
+                                }
+                            }
+                            tracing::warn!("the Redis subscription ended; subscribing again");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "subscribing to pod events in Redis failed"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "Redis unreachable; pod events of other servers wait"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }))
+    }
+
+    fn take_remote_event(&self, event: PodEventView) {
+        self.pod_lists.clear();
+        let _ = self.events.send(event);
+    }
+}
