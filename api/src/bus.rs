@@ -1,3 +1,6 @@
+//! What several API servers share through Redis (`--redis-url`): pod
+//! events, and single-use claims ([`Bus::claim_once`]).
+//!
 //! Pod events for every API server: each event goes to this server's
 //! subscribers (SSE, GraphQL subscriptions) at once and, with
 //! `--redis-url`, to the other servers through Redis pub/sub, which hand
@@ -52,6 +55,36 @@ impl Bus {
             .with_context(|| format!("connecting to Redis at {shown}: no answer in 10 s"))?
             .with_context(|| format!("connecting to Redis at {shown}"))?;
         Ok(Self { origin: Uuid::new_v4(), redis: Some(Redis { client, publisher: tokio::sync::Mutex::new(Some(conn)) }) })
+    }
+
+    /// Claims `key` until `expires_at` (Unix seconds) across every server:
+    /// `true` for the first claim only (a single-use token used once in
+    /// the whole deployment). Without Redis, `true` (this server's own
+    /// record decides). With Redis unreachable, `false`: a single-use
+    /// token is refused rather than risk a second use.
+    pub async fn claim_once(&self, key: &str, expires_at: i64) -> bool {
+        let Some(r) = &self.redis else { return true };
+        let mut guard = r.publisher.lock().await;
+        if guard.is_none() {
+            *guard = r.client.get_multiplexed_async_connection().await.ok();
+        }
+        let Some(conn) = guard.as_mut() else { return false };
+        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(format!("pinacle:once:{key}"))
+            .arg(1)
+            .arg("NX")
+            .arg("EXAT")
+            .arg(expires_at.max(1))
+            .query_async(conn)
+            .await;
+        match set {
+            Ok(done) => done.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unreachable: a single-use token is refused");
+                *guard = None;
+                false
+            }
+        }
     }
 
     /// Whether events reach other servers.

@@ -217,7 +217,10 @@ impl AppState {
                 return Ok(None);
             }
         }
-        if kind == PodTokenKind::Login && !self.used_pod_logins.take(&claims.jti, claims.exp, chrono::Utc::now().timestamp()) {
+        if kind == PodTokenKind::Login
+            && (!self.used_pod_logins.take(&claims.jti, claims.exp, chrono::Utc::now().timestamp())
+                || !self.bus.claim_once(&format!("pod-login:{}", claims.jti), claims.exp).await)
+        {
             return Ok(None);
         }
         let Some(user) = crate::entities::user::Entity::find_by_id(claims.sub.clone()).one(&self.db).await? else {

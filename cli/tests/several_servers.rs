@@ -89,12 +89,16 @@ impl Drop for Nginx {
     }
 }
 
-async fn start_server(db: &str, redis: &str, port: u16) -> Pinacle {
+async fn start_server(db: &str, redis: &str, port: u16, proxy: u16) -> Pinacle {
     let listen = format!("127.0.0.1:{port}");
     let advertise = format!("http://127.0.0.1:{port}");
+    let proxy = format!("127.0.0.1:{proxy}");
     Pinacle::start_role_env(
         "server",
-        &["--listen", &listen, "--database-url", db, "--redis-url", redis, "--advertise-url", &advertise, "--heartbeat-interval", "1", "--read-cache-ms", "0"],
+        &[
+            "--listen", &listen, "--database-url", db, "--redis-url", redis, "--advertise-url", &advertise, "--heartbeat-interval", "1",
+            "--read-cache-ms", "0", "--proxy-listen", &proxy,
+        ],
         &[("PINACLE_MASTER_KEY", MASTER_KEY)],
     )
     .await
@@ -125,9 +129,9 @@ async fn linked_server(p: &Pinacle, id: &str, not: Option<&str>, secs: u64) -> S
 async fn two_servers_share_queue_links_and_events() {
     let pg = postgres::Postgres::start();
     let redis = redis::Redis::start();
-    let (port_a, port_b) = (free_port(), free_port());
-    let a = start_server(&pg.url(), &redis.url(), port_a).await;
-    let b = start_server(&pg.url(), &redis.url(), port_b).await;
+    let (port_a, port_b, proxy_a, proxy_b) = (free_port(), free_port(), free_port(), free_port());
+    let a = start_server(&pg.url(), &redis.url(), port_a, proxy_a).await;
+    let b = start_server(&pg.url(), &redis.url(), port_b, proxy_b).await;
     let nginx = Nginx::start(&[port_a, port_b]);
     let front = format!("http://127.0.0.1:{}", nginx.port);
 
@@ -205,6 +209,22 @@ async fn two_servers_share_queue_links_and_events() {
         let (s, _) = srv.call(Method::GET, &format!("/api/v1/pods/{id}/logs"), None).await;
         assert_eq!(s, 200, "{}", srv.url);
     }
+
+    // a single-use sign-in link works once in the whole deployment: at
+    // one server's proxy, and then at neither
+    let (s, open) = other_srv.call(Method::POST, &format!("/api/v1/pods/{id}/open"), Some(json!({"port": 8080}))).await;
+    assert_eq!(s, 200, "{open}");
+    let url = open["url"].as_str().unwrap();
+    let path = &url[url.find("/.pinacle/").unwrap()..];
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |proxy: u16| {
+        let req = no_redirects.get(format!("http://127.0.0.1:{proxy}{path}")).header("host", open["host"].as_str().unwrap());
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let (first, second, third) = if hi == 0 { (proxy_a, proxy_b, proxy_a) } else { (proxy_b, proxy_a, proxy_b) };
+    assert_eq!(sign_in(first).await, 303, "the link signs in once");
+    assert_ne!(sign_in(second).await, 303, "used at one server, refused at the other");
+    assert_ne!(sign_in(third).await, 303, "and at the first again");
 
     // SIGKILL of the server holding the link while a pod is provisioning:
     // the agent reconnects through nginx to the other, which takes the job
