@@ -18,6 +18,33 @@ use crate::AppState;
 /// The Redis channel pod events travel on.
 const CHANNEL: &str = "pinacle:pod-events";
 
+/// Token buckets in Redis: each key a hash {tokens, last (ms)}, refilled at
+/// ARGV[2] tokens per ms up to ARGV[3]; every bucket must hold a token or
+/// none is taken. Answers 0, or the milliseconds until a token is there.
+static TAKE_TOKENS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local have, wait = {}, 0
+for i, key in ipairs(KEYS) do
+  local b = redis.call('HMGET', key, 'tokens', 'last')
+  local tokens, last = tonumber(b[1]), tonumber(b[2])
+  if tokens == nil then tokens, last = burst, now end
+  tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+  have[i] = tokens
+  if tokens < 1 then wait = math.max(wait, math.ceil((1 - tokens) / rate)) end
+end
+if wait > 0 then return wait end
+local ttl = math.ceil(burst / rate) + 1000
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'tokens', tostring(have[i] - 1), 'last', tostring(now))
+  redis.call('PEXPIRE', key, ttl)
+end
+return 0
+",
+    )
+});
+
 /// An event as it crosses Redis.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Wire {
@@ -83,6 +110,35 @@ impl Bus {
                 tracing::warn!(error = %e, "Redis unreachable: a single-use token is refused");
                 *guard = None;
                 false
+            }
+        }
+    }
+
+    /// Takes a token from every bucket in `keys` across every server (a
+    /// token bucket per key in Redis, checked and taken atomically by one
+    /// script): `Some(Ok)` if all had one, `Some(Err(wait))` if not;
+    /// `None` without Redis, or when it cannot be asked (the caller's own
+    /// limiter decides then).
+    pub async fn take_tokens(&self, keys: &[String], limits: crate::ratelimit::Limits) -> Option<Result<(), Duration>> {
+        let r = self.redis.as_ref()?;
+        let mut guard = r.publisher.lock().await;
+        if guard.is_none() {
+            *guard = r.client.get_multiplexed_async_connection().await.ok();
+        }
+        let conn = guard.as_mut()?;
+        let mut invocation = TAKE_TOKENS.prepare_invoke();
+        for k in keys {
+            invocation.key(format!("pinacle:rate:{k}"));
+        }
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        invocation.arg(now_ms).arg(f64::from(limits.per_minute) / 60_000.0).arg(limits.burst);
+        match invocation.invoke_async::<i64>(conn).await {
+            Ok(0) => Some(Ok(())),
+            Ok(wait_ms) => Some(Err(Duration::from_millis(wait_ms.max(1) as u64))),
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unreachable: rate limits are this server's own for now");
+                *guard = None;
+                None
             }
         }
     }

@@ -798,6 +798,7 @@ impl MutationRoot {
             strict: false,
             egress: None,
             image: input.image.filter(|i| !i.trim().is_empty()),
+            host_labels: Default::default(),
         };
         Ok(Pod(state(ctx).create_pod_from(writer(ctx)?, req, repository).await.gql()?))
     }

@@ -65,7 +65,7 @@ impl Limits {
 /// clients already known keep their own limits, and the newcomers of a
 /// flood of fresh addresses share one.
 pub struct RateLimiter {
-    limits: Limits,
+    pub(crate) limits: Limits,
     table: Mutex<Table>,
 }
 
@@ -173,7 +173,12 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         // keyed by the token's hash: the token itself is never kept
         keys.push(format!("key:{}", &crate::auth::hash_token(token.trim())[..16]));
     }
-    match limiter.check(&keys, Instant::now()) {
+    // with Redis the buckets are the deployment's, shared by its servers
+    let verdict = match state.bus.take_tokens(&keys, limiter.limits).await {
+        Some(v) => v,
+        None => limiter.check(&keys, Instant::now()),
+    };
+    match verdict {
         Ok(()) => next.run(req).await,
         Err(wait) => {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;

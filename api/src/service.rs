@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use pinacle_orchestrator::{
-    hostname, place, HostCapacity, InvalidTransition, PodEvent, PodJob, PodName, PodRecord, PodState, RuntimeKind, Tier,
+    hostname, place_on, HostCapacity, InvalidTransition, PodEvent, PodJob, PodName, PodRecord, PodState, RuntimeKind, Tier,
     TierLimits,
 };
 use sea_orm::sea_query::Expr;
@@ -132,6 +132,10 @@ pub struct CreatePodRequest {
     /// any registry reference (pinned to its digest at creation).
     #[serde(default)]
     pub image: Option<String>,
+    /// Only hosts whose agents carry all these labels (`pinacle agent
+    /// --label region=eu`) may take the pod.
+    #[serde(default)]
+    pub host_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads a `pinacle.yaml` sent with a request: 400 `invalid_config` with
@@ -304,6 +308,10 @@ impl AppState {
     /// the repository's own `pinacle.yaml` (or devcontainer.json) configures
     /// the pod once cloned (see [`Self::apply_repository_config`]).
     pub async fn create_pod_from(&self, who: &Principal, req: CreatePodRequest, repository: Option<RepositoryRequest>) -> Result<PodView, ApiError> {
+        let req_host_labels = req.host_labels.clone();
+        if req_host_labels.len() > 16 || req_host_labels.iter().any(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 63) {
+            return Err(ApiError::bad_request("invalid_host_labels", "host_labels: at most 16 labels, keys of 1 to 63 and values of at most 63 characters"));
+        }
         let repository = match repository {
             Some(r) => Some(checked_repository(r, req.config.is_none() && req.template.is_none())?),
             None => None,
@@ -433,7 +441,7 @@ impl AppState {
                 ),
             ));
         }
-        let host = place(&hosts, runtime, &tier.limits())
+        let host = place_on(&hosts, runtime, &tier.limits(), &req_host_labels)
             .map_err(|e| ApiError::unavailable("no_capacity", e.to_string()))?
             .id
             .clone();
@@ -441,6 +449,13 @@ impl AppState {
         let id = Uuid::new_v4();
         let now = Utc::now();
         let txn = self.db.begin().await?;
+        // Several servers place at once on PostgreSQL: the host's row is
+        // locked and its use counted again inside the transaction, so two
+        // placements never both take its last room (one server alone is
+        // serialised by its write lock already).
+        if self.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            self.reserve_on(&txn, &host, &tier.limits()).await?;
+        }
         self.check_route_key(&txn, &route_key, name.as_str(), &who.user_id, team_id.as_deref()).await?;
         let inserted = pod::ActiveModel {
             id: Set(id.to_string()),
@@ -1021,11 +1036,45 @@ impl AppState {
             model.schedulable = sea_orm::ActiveValue::NotSet;
             model.update(&self.db).await?;
         } else if create {
+            // every column given: a new row's answer never depends on the
+            // database filling defaults in
+            if model.labels.is_not_set() {
+                model.labels = Set("{}".into());
+            }
+            model.secret_hash = Set(String::new());
+            model.joined_by = Set(String::new());
+            model.link_server = Set(String::new());
             model.insert(&self.db).await?;
         } else {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Locks host `host`'s row in `txn` and checks that `limits` still fit
+    /// on it (PostgreSQL: `SELECT … FOR UPDATE`); 503 `no_capacity` if not.
+    async fn reserve_on(&self, txn: &sea_orm::DatabaseTransaction, host: &str, limits: &TierLimits) -> Result<(), ApiError> {
+        use sea_orm::QuerySelect;
+        let full = || ApiError::unavailable("no_capacity", format!("host {host} was filled meanwhile; try again"));
+        let row = host::Entity::find_by_id(host.to_owned()).lock_exclusive().one(txn).await?.ok_or_else(full)?;
+        let live = pod::Entity::find()
+            .filter(pod::Column::HostId.eq(host))
+            .filter(pod::Column::State.is_not_in([PodState::Deleted.as_str(), PodState::Stopped.as_str(), PodState::Error.as_str()]))
+            .all(txn)
+            .await?;
+        let (mut vcpus, mut memory) = (limits.vcpus, limits.memory_bytes);
+        for p in &live {
+            if let Ok(t) = p.tier.parse::<Tier>() {
+                vcpus += t.limits().vcpus;
+                memory += t.limits().memory_bytes;
+            }
+        }
+        let cap_vcpus = (row.vcpus.max(0) as u32) * pinacle_orchestrator::placement::CPU_OVERCOMMIT;
+        let cap_memory = (row.memory_bytes.max(0) as u64) * pinacle_orchestrator::placement::MEMORY_OVERCOMMIT;
+        if vcpus > cap_vcpus || memory > cap_memory {
+            return Err(full());
+        }
+        Ok(())
     }
 
     /// Every host with what its live pods already use.
@@ -1055,6 +1104,7 @@ impl AppState {
                     memory_bytes: h.memory_bytes.max(0) as u64,
                     vcpus_used,
                     memory_used,
+                    labels: serde_json::from_str(&h.labels).unwrap_or_default(),
                     id: h.id,
                 }
             })

@@ -81,10 +81,11 @@ impl Drop for Lab {
 fn start_host(p: &Pinacle, i: u8) -> common::KillOnDrop {
     let net = format!("--net=/run/netns/{}", ns(i));
     let subnet = format!("10.240.{i}.0/24");
+    let label = format!("zone=z{i}");
     p.spawn_host_in(
         &format!("h{i}"),
         &["nsenter", &net, "--"],
-        &["--pod-network", "bridge", "--pod-bridge", "pnc0", "--pod-subnet", &subnet, "--reconcile-interval", "1"],
+        &["--pod-network", "bridge", "--pod-bridge", "pnc0", "--pod-subnet", &subnet, "--reconcile-interval", "1", "--label", &label],
     )
 }
 
@@ -289,24 +290,27 @@ async fn pods_on_three_remote_hosts_work_through_their_links_only() {
         }
     }
 
-    // one pod on each host (each host cordoned once it has one)
+    // one pod on each host, placed by the labels its agent reports
+    for h in hosts(&p).await {
+        let i = h["id"].as_str().unwrap().trim_start_matches('h').to_owned();
+        assert_eq!(h["labels"], json!({"zone": format!("z{i}")}), "{h}");
+    }
     let mut pods = Vec::new();
     for i in 1..=HOSTS {
         let name = format!("r{i}");
         let runtime = if i == 1 { "gvisor" } else { "youki" };
-        let pod = p.create(&name, "blank", runtime).await;
+        let body = json!({"name": name, "template": "blank", "runtime": runtime, "host_labels": {"zone": format!("z{i}")}});
+        let (s, pod) = p.call(Method::POST, "/api/v1/pods", Some(body)).await;
+        assert_eq!(s, 202, "{pod}");
         let host = pod["host"].as_str().unwrap().to_owned();
-        let (code, _, err) = common::cli(&p, &["host", "cordon", &host]);
-        assert_eq!(code, 0, "{err}");
+        assert_eq!(host, format!("h{i}"), "placed by its labels");
         pods.push((name, host, pod["id"].as_str().unwrap().to_owned()));
     }
-    let mut on: Vec<&str> = pods.iter().map(|(_, h, _)| h.as_str()).collect();
-    on.sort_unstable();
-    assert_eq!(on, ["h1", "h2", "h3"], "one pod per host");
-    for (name, host, _) in &pods {
+    let (s, b) = p.call(Method::POST, "/api/v1/pods", Some(json!({"name": "nowhere", "template": "blank", "host_labels": {"zone": "z9"}}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("no_capacity")), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("zone=z9"), "{b}");
+    for (name, _, _) in &pods {
         p.wait_state(name, "running", 180).await;
-        let (code, _, err) = common::cli(&p, &["host", "uncordon", host]);
-        assert_eq!(code, 0, "{err}");
     }
 
     let ssh = Client::new(&p, ssh_port).await;

@@ -249,3 +249,36 @@ async fn two_servers_share_queue_links_and_events() {
     }
     assert!(common::sandboxes_in(&state, "runsc").is_empty(), "no orphan");
 }
+
+#[tokio::test]
+async fn rate_limits_hold_across_servers() {
+    let pg = postgres::Postgres::start();
+    let redis = redis::Redis::start();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let (listen, advertise) = (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
+        let db = pg.url();
+        let args = ["--listen", &listen, "--database-url", &db, "--redis-url", &redis.url(), "--advertise-url", &advertise, "--rate-limit", "6", "--rate-burst", "5"];
+        servers.push(Pinacle::start_role_env("server", &args, &[("PINACLE_MASTER_KEY", MASTER_KEY)]).await);
+    }
+    // 20 requests within a second, alternating between the servers: one
+    // deployment-wide bucket of 5 (plus what refills, one every 10 s), not
+    // one per server
+    let mut ok = [0, 0];
+    let mut limited = [0, 0];
+    for i in 0..20 {
+        let (s, b) = servers[i % 2].call(Method::GET, "/api/v1/pods", None).await;
+        match s {
+            200 => ok[i % 2] += 1,
+            429 => {
+                assert_eq!(b["error"]["code"], "rate_limited", "{b}");
+                limited[i % 2] += 1;
+            }
+            other => panic!("{other}: {b}"),
+        }
+    }
+    assert!(ok[0] + ok[1] <= 6, "the servers together let through {} of 20 (burst 5): {ok:?}", ok[0] + ok[1]);
+    assert!(ok[0] + ok[1] >= 5, "the burst is allowed: {ok:?}");
+    assert!(limited[0] > 0 && limited[1] > 0, "both servers refuse once the shared bucket is empty: {limited:?}");
+}

@@ -18,7 +18,7 @@ pub mod tier;
 
 pub use job::PodJob;
 pub use name::{NameError, PodName};
-pub use placement::{place, HostCapacity, PlacementError};
+pub use placement::{place, place_on, HostCapacity, PlacementError};
 pub use pod::{PodRecord, RuntimeKind};
 pub use state::{InvalidTransition, PodEvent, PodState};
 pub use tier::{Tier, TierLimits};

@@ -15,6 +15,8 @@ pub struct HostCapacity {
     pub vcpus_used: u32,
     /// Sum of the memory limits of the live pods already placed there.
     pub memory_used: u64,
+    /// What its agent says it is (`region=eu`, `gpu=nvidia`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Why no host could take a pod.
@@ -24,6 +26,8 @@ pub enum PlacementError {
     NoHosts,
     #[error("no host offers the {0} runtime")]
     NoRuntime(RuntimeKind),
+    #[error("no host has the labels {0}")]
+    NoLabels(String),
     #[error("no host has room for {vcpus} vCPU and {memory_gib} GiB of memory")]
     NoCapacity { vcpus: u32, memory_gib: u64 },
 }
@@ -44,9 +48,24 @@ pub fn place<'a>(
     runtime: RuntimeKind,
     limits: &TierLimits,
 ) -> Result<&'a HostCapacity, PlacementError> {
+    place_on(hosts, runtime, limits, &std::collections::BTreeMap::new())
+}
+
+/// [`place`] among the hosts that carry every label in `labels`.
+pub fn place_on<'a>(
+    hosts: &'a [HostCapacity],
+    runtime: RuntimeKind,
+    limits: &TierLimits,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<&'a HostCapacity, PlacementError> {
     let live: Vec<_> = hosts.iter().filter(|h| h.schedulable).collect();
     if live.is_empty() {
         return Err(PlacementError::NoHosts);
+    }
+    let live: Vec<_> = live.into_iter().filter(|h| labels.iter().all(|(k, v)| h.labels.get(k) == Some(v))).collect();
+    if live.is_empty() {
+        let wanted = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+        return Err(PlacementError::NoLabels(wanted));
     }
     let with_runtime: Vec<_> = live.into_iter().filter(|h| h.runtimes.contains(&runtime)).collect();
     if with_runtime.is_empty() {
@@ -75,6 +94,7 @@ mod tests {
 
     fn host(id: &str, mem_gib: u64, used_gib: u64) -> HostCapacity {
         HostCapacity {
+            labels: Default::default(),
             id: id.into(),
             schedulable: true,
             runtimes: vec![RuntimeKind::Gvisor],
@@ -116,5 +136,21 @@ mod tests {
         assert!(place(std::slice::from_ref(&busy), RuntimeKind::Gvisor, &small).is_ok());
         busy.vcpus_used = 32;
         assert!(place(&[busy], RuntimeKind::Gvisor, &small).is_err());
+    }
+
+    #[test]
+    fn labels_narrow_the_hosts_and_say_which_were_wanted() {
+        let small = Tier::DevSmall.limits();
+        let mut eu = host("eu-1", 24, 0);
+        eu.labels.insert("region".into(), "eu".into());
+        let us = host("us-1", 32, 0);
+        let hosts = [eu, us];
+        let want = |k: &str, v: &str| [(k.to_owned(), v.to_owned())].into_iter().collect::<std::collections::BTreeMap<_, _>>();
+        assert_eq!(place(&hosts, RuntimeKind::Gvisor, &small).unwrap().id, "us-1", "without labels: the most free memory");
+        assert_eq!(place_on(&hosts, RuntimeKind::Gvisor, &small, &want("region", "eu")).unwrap().id, "eu-1");
+        assert_eq!(
+            place_on(&hosts, RuntimeKind::Gvisor, &small, &want("region", "ap")),
+            Err(PlacementError::NoLabels("region=ap".into()))
+        );
     }
 }
