@@ -18,13 +18,16 @@ use crate::AppState;
 /// The Redis channel pod events travel on.
 const CHANNEL: &str = "pinacle:pod-events";
 
-/// Token buckets in Redis: each key a hash {tokens, last (ms)}, refilled at
-/// ARGV[2] tokens per ms up to ARGV[3]; every bucket must hold a token or
-/// none is taken. Answers 0, or the milliseconds until a token is there.
+/// Token buckets in Redis: each key a hash {tokens, last (ms, Redis's own
+/// clock, so servers' clocks do not matter)}, refilled at ARGV[1] tokens
+/// per ms up to ARGV[2]; every bucket must hold a token or none is taken.
+/// Answers 0, or the milliseconds until a token is there.
 static TAKE_TOKENS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local have, wait = {}, 0
 for i, key in ipairs(KEYS) do
   local b = redis.call('HMGET', key, 'tokens', 'last')
@@ -65,6 +68,42 @@ struct Redis {
     publisher: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
+/// How long one Redis command (or connecting) may take before the server
+/// goes on without it.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Redis {
+    /// A connection to use now (cheap clones of one multiplexed connection;
+    /// the lock is held only to make or replace it).
+    async fn conn(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let mut guard = self.publisher.lock().await;
+        if guard.is_none() {
+            *guard = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_multiplexed_async_connection()).await.ok().and_then(Result::ok);
+        }
+        guard.clone()
+    }
+
+    /// Drops the connection after a failure (the next use makes a new one).
+    async fn broken(&self) {
+        *self.publisher.lock().await = None;
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<redis::RedisResult<T>> {
+        let mut conn = self.conn().await?;
+        match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
+                self.broken().await;
+                Some(Err(e))
+            }
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.broken().await;
+                None
+            }
+        }
+    }
+}
+
 impl Bus {
     /// This process only.
     pub fn local() -> Self {
@@ -91,24 +130,15 @@ impl Bus {
     /// token is refused rather than risk a second use.
     pub async fn claim_once(&self, key: &str, expires_at: i64) -> bool {
         let Some(r) = &self.redis else { return true };
-        let mut guard = r.publisher.lock().await;
-        if guard.is_none() {
-            *guard = r.client.get_multiplexed_async_connection().await.ok();
-        }
-        let Some(conn) = guard.as_mut() else { return false };
-        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(format!("pinacle:once:{key}"))
-            .arg(1)
-            .arg("NX")
-            .arg("EXAT")
-            .arg(expires_at.max(1))
-            .query_async(conn)
-            .await;
+        let set = r.query::<Option<String>>(redis::cmd("SET").arg(format!("pinacle:once:{key}")).arg(1).arg("NX").arg("EXAT").arg(expires_at.max(1))).await;
         match set {
-            Ok(done) => done.is_some(),
-            Err(e) => {
-                tracing::warn!(error = %e, "Redis unreachable: a single-use token is refused");
-                *guard = None;
+            Some(Ok(done)) => done.is_some(),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Redis failed: a single-use token is refused");
+                false
+            }
+            None => {
+                tracing::warn!("Redis unreachable: a single-use token is refused");
                 false
             }
         }
@@ -121,23 +151,23 @@ impl Bus {
     /// limiter decides then).
     pub async fn take_tokens(&self, keys: &[String], limits: crate::ratelimit::Limits) -> Option<Result<(), Duration>> {
         let r = self.redis.as_ref()?;
-        let mut guard = r.publisher.lock().await;
-        if guard.is_none() {
-            *guard = r.client.get_multiplexed_async_connection().await.ok();
-        }
-        let conn = guard.as_mut()?;
+        let mut conn = r.conn().await?;
         let mut invocation = TAKE_TOKENS.prepare_invoke();
         for k in keys {
             invocation.key(format!("pinacle:rate:{k}"));
         }
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        invocation.arg(now_ms).arg(f64::from(limits.per_minute) / 60_000.0).arg(limits.burst);
-        match invocation.invoke_async::<i64>(conn).await {
-            Ok(0) => Some(Ok(())),
-            Ok(wait_ms) => Some(Err(Duration::from_millis(wait_ms.max(1) as u64))),
-            Err(e) => {
-                tracing::warn!(error = %e, "Redis unreachable: rate limits are this server's own for now");
-                *guard = None;
+        invocation.arg(f64::from(limits.per_minute) / 60_000.0).arg(limits.burst);
+        match tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(0)) => Some(Ok(())),
+            Ok(Ok(wait_ms)) => Some(Err(Duration::from_millis(wait_ms.max(1) as u64))),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis failed: rate limits are this server's own for now");
+                r.broken().await;
+                None
+            }
+            Err(_) => {
+                tracing::warn!("Redis did not answer: rate limits are this server's own for now");
+                r.broken().await;
                 None
             }
         }
@@ -154,18 +184,10 @@ impl Bus {
     async fn publish(&self, event: &PodEventView) {
         let Some(r) = &self.redis else { return };
         let Ok(payload) = serde_json::to_string(&Wire { origin: self.origin, event: event.clone() }) else { return };
-        let mut guard = r.publisher.lock().await;
-        if guard.is_none() {
-            *guard = r.client.get_multiplexed_async_connection().await.ok();
-        }
-        let Some(conn) = guard.as_mut() else {
-            tracing::warn!("Redis unreachable: a pod event was not shared with the other servers");
-            return;
-        };
-        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(CHANNEL).arg(&payload).query_async(conn).await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "publishing a pod event to Redis failed");
-            *guard = None;
+        match r.query::<i64>(redis::cmd("PUBLISH").arg(CHANNEL).arg(&payload)).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "publishing a pod event to Redis failed"),
+            None => tracing::warn!("Redis unreachable: a pod event was not shared with the other servers"),
         }
     }
 }

@@ -76,6 +76,20 @@ impl HostDirectory {
         self.hosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
     }
 
+    /// The host `id` when it is this process's own agent (not a link).
+    pub fn local(&self, id: &str) -> Option<Arc<dyn HostApi>> {
+        if self.links.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(id) {
+            return None;
+        }
+        self.get(id)
+    }
+
+    /// This process's own agents (not the links ending here).
+    pub fn all_local(&self) -> Vec<Arc<dyn HostApi>> {
+        let links = self.links.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.hosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().filter(|(id, _)| !links.contains_key(*id)).map(|(_, h)| h.clone()).collect()
+    }
+
     /// Every reachable host, by id.
     pub fn all(&self) -> Vec<Arc<dyn HostApi>> {
         self.hosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
@@ -127,12 +141,15 @@ pub struct HostCredential {
     pub secret: String,
 }
 
-/// Whether `id` can name a host: 1 to 63 lower-case letters, digits, `-`
-/// and `_`, starting with a letter or digit.
+/// Whether `id` can name a host: 1 to 253 lower-case letters, digits,
+/// `-`, `_` and `.` (a Kubernetes node's name, `ip-10-0-1-2.ec2.internal`),
+/// starting and ending with a letter or digit.
 pub fn valid_host_id(id: &str) -> bool {
-    (1..=63).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    (1..=253).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
         && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && id.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+        && !id.contains("..")
 }
 
 /// A host as `GET /api/v1/admin/hosts` shows it.
@@ -190,7 +207,8 @@ impl AppState {
                     memory_used: used.map_or(0, |c| c.memory_used),
                     pods: live.iter().filter(|p| p.host_id == h.id).count(),
                     last_seen_at: h.last_seen_at,
-                    connected: self.hosts.get(&h.id).is_some() || (self.advertise_url.is_some() && !h.link_server.is_empty()),
+                    connected: self.hosts.get(&h.id).is_some()
+                        || (self.advertise_url.is_some() && !h.link_server.is_empty() && self.host_status(&h, now).is_reachable()),
                     link_server: Some(h.link_server.clone()).filter(|s| !s.is_empty()),
                     labels: serde_json::from_str(&h.labels).unwrap_or_default(),
                     id: h.id,
@@ -289,7 +307,7 @@ impl AppState {
     pub async fn add_host(&self, who: &Principal, id: &str) -> Result<HostJoin, ApiError> {
         who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
         if !valid_host_id(id) {
-            return Err(ApiError::bad_request("invalid_host", format!("{id:?} cannot name a host: use 1 to 63 lower-case letters, digits, - and _")));
+            return Err(ApiError::bad_request("invalid_host", format!("{id:?} cannot name a host: use 1 to 253 lower-case letters, digits, -, _ and ., starting and ending with a letter or digit")));
         }
         let token = crate::auth::random_secret(JOIN_PREFIX);
         let now = chrono::Utc::now();
@@ -360,7 +378,7 @@ impl AppState {
                 ApiError::bad_request("host_name_required", "this join token joins many hosts: give the host's name (pinacle agent --host-name NAME)")
             })?;
             if !valid_host_id(name) {
-                return Err(ApiError::bad_request("invalid_host", format!("{name:?} cannot name a host: use 1 to 63 lower-case letters, digits, - and _")));
+                return Err(ApiError::bad_request("invalid_host", format!("{name:?} cannot name a host: use 1 to 253 lower-case letters, digits, -, _ and ., starting and ending with a letter or digit")));
             }
             match host::Entity::find_by_id(name.to_owned()).one(&txn).await? {
                 Some(h) if h.joined_by == join.token_hash => {
@@ -488,7 +506,7 @@ impl AppState {
     /// authenticated): the host is reachable through it, its job queue is
     /// worked here and it reports every heartbeat, until the link ends or
     /// the host is removed.
-    pub async fn run_host_link<I>(&self, host: String, io: I)
+    pub async fn run_host_link<I>(&self, host: String, secret_hash: String, io: I)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
@@ -507,7 +525,7 @@ impl AppState {
             link.close();
             return;
         }
-        match self.record_host_report(&host, &report).await {
+        match self.record_host_report(&host, &secret_hash, &report).await {
             Ok(true) => {}
             Ok(false) => {
                 link.close();
@@ -531,10 +549,10 @@ impl AppState {
                 _ = link.closed() => break,
             }
             match link.report().await {
-                Ok(r) => match self.record_host_report(&host, &r).await {
+                Ok(r) => match self.record_host_report(&host, &secret_hash, &r).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(host = %host, "host removed; closing its link");
+                        tracing::warn!(host = %host, "host removed, or its credential replaced; closing its link");
                         link.close();
                         break;
                     }
@@ -544,7 +562,10 @@ impl AppState {
             }
         }
         let _ = stop.send(true);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), jobs).await;
+        let abort = jobs.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), jobs).await.is_err() {
+            abort.abort();
+        }
         if self.hosts.link(&host).is_none_or(|l| l.same_link(&link)) {
             self.set_link_server(&host, false).await;
         }

@@ -26,6 +26,8 @@ const RELAY_PURPOSE: &str = "pinacle peer relay v1";
 #[derive(Default)]
 pub struct Relays {
     links: Mutex<HashMap<String, (String, RemoteHost)>>,
+    /// One dial at a time: a second caller waits and takes the first's link.
+    dialing: tokio::sync::Mutex<()>,
 }
 
 impl Relays {
@@ -108,6 +110,10 @@ impl AppState {
         if let Some(link) = self.relays.get(host, &server) {
             return Ok(link);
         }
+        let _dialing = self.relays.dialing.lock().await;
+        if let Some(link) = self.relays.get(host, &server) {
+            return Ok(link);
+        }
         let authority = authority(&server)?;
         let io = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(&authority))
             .await
@@ -116,7 +122,9 @@ impl AppState {
         let _ = io.set_nodelay(true);
         let id: String = form_urlencoded::byte_serialize(host.as_bytes()).collect();
         let path = format!("/api/v1/internal/hosts/{id}/relay?v={}", pinacle_host_api::PROTOCOL_VERSION);
-        let upgraded = pinacle_host_link::agent::upgrade_at(io, &authority, &path, &self.master_key.derive(RELAY_PURPOSE)).await.map_err(|e| {
+        let credential = self.master_key.derive(RELAY_PURPOSE);
+        let upgrade = pinacle_host_link::agent::upgrade_at(io, &authority, &path, &credential);
+        let upgraded = tokio::time::timeout(std::time::Duration::from_secs(10), upgrade).await.map_err(|_| unreachable())?.map_err(|e| {
             tracing::warn!(host, server = %server, error = %e, "relaying a host's link from another server failed");
             unreachable()
         })?;

@@ -157,12 +157,75 @@ pub fn ip_key(ip: std::net::IpAddr) -> String {
     }
 }
 
+/// An address block (`10.0.0.0/8`, `fd00::/8`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    bits: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let bad = || format!("{raw:?} is not an IP address or CIDR block (10.0.0.0/8, fd00::/8)");
+        let (ip, bits) = match raw.trim().split_once('/') {
+            Some((ip, bits)) => (ip.parse::<std::net::IpAddr>().map_err(|_| bad())?, Some(bits.parse::<u8>().map_err(|_| bad())?)),
+            None => (raw.trim().parse::<std::net::IpAddr>().map_err(|_| bad())?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        if bits > max {
+            return Err(bad());
+        }
+        Ok(Cidr { net: ip, bits })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                let mask = if self.bits == 0 { 0 } else { u32::MAX << (32 - u32::from(self.bits)) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                let mask = if self.bits == 0 { 0 } else { u128::MAX << (128 - u32::from(self.bits)) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy
+/// (a load balancer in front of the servers), the last address in
+/// `X-Forwarded-For` that is not one of them (what the client cannot forge).
+pub fn client_ip(peer: std::net::IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) -> std::net::IpAddr {
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in forwarded_for.unwrap_or_default().rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else { break };
+        client = ip;
+        if !trusted.iter().any(|c| c.contains(ip)) {
+            break;
+        }
+    }
+    client
+}
+
 /// Middleware for the API routes.
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(limiter) = state.rate_limiter.as_ref() else { return next.run(req).await };
     let mut keys = Vec::with_capacity(2);
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>() {
-        keys.push(ip_key(peer.ip()));
+        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        keys.push(ip_key(client_ip(peer.ip(), forwarded, &state.trusted_proxies)));
     }
     if let Some(token) = req
         .headers()
@@ -199,6 +262,23 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_behind_a_trusted_balancer_is_the_forwarded_one() {
+        let trusted: Vec<Cidr> = ["10.0.0.0/8", "fd00::/8"].iter().map(|c| c.parse().unwrap()).collect();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // a client talking to the server directly cannot claim an address
+        assert_eq!(client_ip(ip("203.0.113.9"), Some("198.51.100.1"), &trusted), ip("203.0.113.9"));
+        // behind the balancer: the last address it did not add
+        assert_eq!(client_ip(ip("10.1.2.3"), Some("198.51.100.1, 203.0.113.9"), &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("10.1.2.3"), Some("203.0.113.9, 10.9.9.9"), &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("::ffff:10.1.2.3"), Some("203.0.113.9"), &trusted), ip("203.0.113.9"));
+        // nothing (or garbage) forwarded: the balancer's own address
+        assert_eq!(client_ip(ip("10.1.2.3"), None, &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(ip("10.1.2.3"), Some("not-an-ip"), &trusted), ip("10.1.2.3"));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err() && "x".parse::<Cidr>().is_err());
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_the_rate() {

@@ -543,7 +543,7 @@ impl AppState {
         if let Err(e) = self.queue.push(host, job).await {
             tracing::error!(?job, %host, error = %e, "could not queue job; reconcile will pick the pod up");
         }
-        if let Some(agent) = self.hosts.get(host) {
+        if let Some(agent) = self.hosts.local(host) {
             tokio::spawn(async move {
                 if let Err(e) = agent.handle(job).await {
                     tracing::warn!(?job, error = %e, "job failed");
@@ -1010,9 +1010,23 @@ impl AppState {
 
     /// A remote host's report (its heartbeat, with its labels); `false`
     /// when the host was removed meanwhile.
-    pub async fn record_host_report(&self, id: &str, report: &pinacle_host_api::wire::HostReport) -> Result<bool, ApiError> {
+    /// The credential must still be `secret_hash` (a host joined again
+    /// elsewhere, or removed, answers `false`: its old link must close).
+    pub async fn record_host_report(&self, id: &str, secret_hash: &str, report: &pinacle_host_api::wire::HostReport) -> Result<bool, ApiError> {
         let labels = serde_json::to_string(&report.labels).map_err(ApiError::internal)?;
-        self.record_host(id, &report.runtimes, report.vcpus, report.memory_bytes, Some(labels), false).await
+        let runtimes = report.runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+        let _w = self.write_lock.lock().await;
+        let done = host::Entity::update_many()
+            .col_expr(host::Column::Runtimes, Expr::value(runtimes))
+            .col_expr(host::Column::Vcpus, Expr::value(report.vcpus as i32))
+            .col_expr(host::Column::MemoryBytes, Expr::value(report.memory_bytes as i64))
+            .col_expr(host::Column::Labels, Expr::value(labels))
+            .col_expr(host::Column::LastSeenAt, Expr::value(Utc::now()))
+            .filter(host::Column::Id.eq(id))
+            .filter(host::Column::SecretHash.eq(secret_hash))
+            .exec(&self.db)
+            .await?;
+        Ok(done.rows_affected == 1)
     }
 
     async fn record_host(&self, id: &str, runtimes: &[RuntimeKind], vcpus: u32, memory_bytes: u64, labels: Option<String>, create: bool) -> Result<bool, ApiError> {

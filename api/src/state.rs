@@ -49,6 +49,8 @@ pub struct Inner {
     pub relays: crate::peers::Relays,
     /// Pod events to the other servers (Redis), or to this one only.
     pub bus: crate::bus::Bus,
+    /// Load balancers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     /// Runtime for pods that do not name one; `None`: gVisor where offered.
     pub default_runtime: Option<RuntimeKind>,
     /// Serialises write transactions: SQLite allows one writer, and a
@@ -109,6 +111,8 @@ pub struct ServerConfig {
     pub advertise_url: Option<String>,
     /// `--redis-url`: pod events shared with the other servers.
     pub redis_url: Option<String>,
+    /// `--trusted-proxy`.
+    pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
 }
 
 impl Deref for AppState {
@@ -201,6 +205,7 @@ impl AppState {
             advertise_url: cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned()),
             relays: crate::peers::Relays::default(),
             bus,
+            trusted_proxies: cfg.trusted_proxies,
             principals: ReadCache::new(cfg.read_cache_ttl),
             pod_lists: ReadCache::new(cfg.read_cache_ttl),
             used_pod_logins: Default::default(),

@@ -25,6 +25,7 @@ async fn open_at(dir: &std::path::Path, name: &str, database_url: &str) -> AppSt
         queue_url: None,
         advertise_url: None,
         redis_url: None,
+        trusted_proxies: Vec::new(),
         default_runtime: None,
         limits: None,
         // both processes read one master key, as they would from the data dir

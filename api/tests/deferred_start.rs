@@ -22,6 +22,7 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
         queue_url: None,
         advertise_url: None,
         redis_url: None,
+        trusted_proxies: Vec::new(),
         default_runtime: None,
         limits: None,
         master_key: pinacle_api::crypto::MasterKey::load_or_create(&dir.join("master.key")).unwrap(),

@@ -114,7 +114,9 @@ impl Server {
             Some(config) => {
                 let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                let stream = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
+                let stream = tokio::time::timeout(Duration::from_secs(10), tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the TLS handshake with the control plane timed out"))??;
                 Ok(Box::new(stream))
             }
         }

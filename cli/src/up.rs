@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// password out of the process list).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Load balancers in front of this server (CIDRs, repeatable or
+    /// comma-separated): behind them, rate limits key on the client address
+    /// they forward (`X-Forwarded-For`) instead of theirs.
+    #[arg(long = "trusted-proxy", env = "PINACLE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxy: Vec<pinacle_api::ratelimit::Cidr>,
     /// This server's address for the other API servers of the same
     /// database (`http://10.0.0.5:7070`): with it, a host whose link ends
     /// at another server is reached through that server. Servers reach
@@ -422,6 +427,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         queue_path: queue_db,
         queue_url,
         advertise_url: args.advertise_url.clone(),
+        trusted_proxies: args.trusted_proxy.clone(),
         redis_url: secret("PINACLE_REDIS_URL").or_else(|| args.redis_url.clone()).filter(|u| !u.trim().is_empty()),
         default_runtime: args.host.runtime,
         limits,

@@ -339,6 +339,9 @@ async fn run_control(stream: tokio::io::DuplexStream, control: Arc<LinkControl>)
     control.pending.fail_all();
 }
 
+/// How long dialing and upgrading may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why an agent could not upgrade its connection to a link.
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
@@ -419,8 +422,14 @@ where
             return Ok(());
         }
         let attempt = async {
-            let io = dial().await.map_err(LinkError::from)?;
-            let link = upgrade(io, &authority, &secret).await?;
+            // a control plane (or a balancer in front) that accepts and
+            // never answers must not hold the agent forever
+            let link = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let io = dial().await.map_err(LinkError::from)?;
+                upgrade(io, &authority, &secret).await
+            })
+            .await
+            .map_err(|_| UpgradeError::Status(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())))??;
             tracing::info!(server = %authority, "connected to the control plane");
             serve(link, side.clone()).await?;
             Ok::<(), UpgradeError>(())

@@ -29,6 +29,12 @@ pub(crate) async fn write<T: Serialize, W: AsyncWrite + Unpin + ?Sized>(w: &mut 
 
 /// The next message; `None` at a clean end of the stream.
 pub(crate) async fn read<T: DeserializeOwned, R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Option<T>, LinkError> {
+    read_limited(r, MAX_FRAME).await
+}
+
+/// [`read`] of a message of at most `max` bytes; the buffer grows with
+/// what arrives (a length announced is never allocated up front).
+pub(crate) async fn read_limited<T: DeserializeOwned, R: AsyncRead + Unpin + ?Sized>(r: &mut R, max: usize) -> Result<Option<T>, LinkError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -36,11 +42,14 @@ pub(crate) async fn read<T: DeserializeOwned, R: AsyncRead + Unpin + ?Sized>(r: 
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(LinkError::TooLarge(len));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await.map_err(|e| if e.kind() == std::io::ErrorKind::UnexpectedEof { LinkError::Closed } else { e.into() })?;
+    let mut buf = Vec::with_capacity(len.min(64 << 10));
+    let got = (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
+    if got < len {
+        return Err(LinkError::Closed);
+    }
     Ok(Some(serde_json::from_slice(&buf)?))
 }
 

@@ -18,7 +18,7 @@ pub(crate) fn outgoing() -> (mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
     (tx, StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed())
 }
 
-/// Joins a body this side sends (`tx`, optionally started with `first`)
+/// Joins a body this side sends (`tx`)
 /// and the body it receives into one byte stream.
 pub(crate) fn join(tx: mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>, mut incoming: Incoming) -> DuplexStream {
     let (ours, theirs) = tokio::io::duplex(BUFFER);

@@ -29,6 +29,17 @@ use uuid::Uuid;
 
 use crate::{frame, path, pipe, LinkBody, LinkError};
 
+/// The largest call a host may make on the control plane (a repository's
+/// configuration file is the largest thing in one).
+pub const MAX_CALL: usize = 2 << 20;
+
+/// The longest event or progress message a host may record (longer ones
+/// are cut).
+pub const MAX_MESSAGE: usize = 4096;
+
+/// A host's calls on the control plane answered at once, at most.
+pub const MAX_CALLS_IN_FLIGHT: usize = 64;
+
 /// How a link is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkOptions {
@@ -271,9 +282,13 @@ impl Link {
                 }
             }
         });
+        // at most this many of a host's calls are answered at once; more
+        // wait unread (a misbehaving host cannot pile up work here)
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT));
         tokio::spawn(async move {
             loop {
-                let call = match frame::read::<Numbered<ControlCall>, _>(&mut reader).await {
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let call = match frame::read_limited::<Numbered<ControlCall>, _>(&mut reader, MAX_CALL).await {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
                     Err(e) => {
@@ -286,6 +301,7 @@ impl Link {
                 tokio::spawn(async move {
                     let result = answer_control(control.as_ref(), &host, call.body).await;
                     let _ = reply_tx.send(Reply { id: call.id, result }).await;
+                    drop(permit);
                 });
             }
         });
@@ -329,11 +345,11 @@ pub async fn answer_control(control: &dyn ControlPlane, host: &str, call: Contro
     Ok(match call {
         ControlCall::Pod { .. } => unreachable_answer(),
         ControlCall::PodsOnHost => ControlAnswer::Pods(control.pods_on_host(host).await.map_err(fault)?),
-        ControlCall::Record { id, event, message } => ControlAnswer::State(control.record(id, event, &message).await.map_err(fault)?),
+        ControlCall::Record { id, event, message } => ControlAnswer::State(control.record(id, event, cut(&message)).await.map_err(fault)?),
         ControlCall::PodEnvironment { id } => ControlAnswer::Env(control.pod_environment(id).await.map_err(fault)?),
         ControlCall::RegistryEnvironment { id } => ControlAnswer::Env(control.registry_environment(id).await.map_err(fault)?),
         ControlCall::Progress { id, message } => {
-            control.progress(id, &message).await;
+            control.progress(id, cut(&message)).await;
             ControlAnswer::Done
         }
         ControlCall::Repository { id } => ControlAnswer::Repository(control.repository(id).await.map_err(fault)?),
@@ -346,6 +362,18 @@ pub async fn answer_control(control: &dyn ControlPlane, host: &str, call: Contro
             ControlAnswer::Done
         }
     })
+}
+
+/// `message` cut to [`MAX_MESSAGE`] bytes (on a character boundary).
+fn cut(message: &str) -> &str {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 /// `Pod` is answered before the match (with the ownership check).

@@ -40,6 +40,11 @@ impl HostStatus {
         }
     }
 
+    /// Whether it reports (ready or cordoned).
+    pub fn is_reachable(self) -> bool {
+        matches!(self, HostStatus::Ready | HostStatus::Cordoned)
+    }
+
     /// Whether new pods may be placed on it.
     pub fn accepts_pods(self) -> bool {
         self == HostStatus::Ready

@@ -212,6 +212,7 @@ pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Re
         .trim()
         .to_owned();
     let host = s.authenticate_host(&secret).await?;
+    let secret_hash = crate::auth::hash_token(&secret);
     let upgrade = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case(pinacle_host_link::UPGRADE) {
         return Err(ApiError::new(
@@ -236,7 +237,7 @@ pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Re
     };
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => s.run_host_link(host, hyper_util::rt::TokioIo::new(upgraded)).await,
+            Ok(upgraded) => s.run_host_link(host, secret_hash, hyper_util::rt::TokioIo::new(upgraded)).await,
             Err(e) => tracing::warn!(host = %host, error = %e, "host link upgrade failed"),
         }
     });
@@ -281,14 +282,19 @@ pub async fn relay_host(State(s): State<AppState>, ApiPath(id): ApiPath<String>,
                 return;
             }
         };
-        let report_link = link.clone();
+        let (report_link, watched) = (link.clone(), link.clone());
         let side = pinacle_host_link::agent::AgentSide {
             host: std::sync::Arc::new(link),
             control: pinacle_host_link::agent::LinkControl::new(std::time::Duration::ZERO),
             report: std::sync::Arc::new(move || report_link.last_report().unwrap_or_default()),
         };
-        if let Err(e) = pinacle_host_link::agent::serve(upgraded, side).await {
-            tracing::debug!(host = %id, error = %e, "relayed link ended");
+        // the relay ends with the link it relays (an agent that reconnects
+        // gets a new one, which the other server relays anew)
+        tokio::select! {
+            r = pinacle_host_link::agent::serve(upgraded, side) => if let Err(e) = r {
+                tracing::debug!(host = %id, error = %e, "relayed link ended");
+            },
+            _ = watched.closed() => tracing::debug!(host = %id, "the relayed link closed"),
         }
     });
     axum::response::Response::builder()

@@ -18,7 +18,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.db.execute_raw(Statement::from_string(state.db.get_database_backend(), "SELECT 1")).await.is_ok();
     let queue = state.queue.ping().await;
-    let agent = state.hosts.all().iter().all(|h| h.is_ready());
+    // this process's own agent: remote hosts come and go without making
+    // the API unready
+    let agent = state.hosts.all_local().iter().all(|h| h.is_ready());
     let checks = serde_json::json!({"database": db, "queue": queue, "agent": agent});
     if db && queue && agent {
         (StatusCode::OK, Json(serde_json::json!({"status": "ready", "checks": checks})))

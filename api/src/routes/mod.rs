@@ -106,12 +106,15 @@ pub fn router(state: AppState) -> Router {
         // hosts' agents: their own credentials, not a user's
         .route("/api/v1/agents/join", post(admin::join_host))
         .route("/api/v1/agents/me", get(admin::agent_me))
-        .route("/api/v1/agents/connect", get(admin::agent_connect))
-        .route("/api/v1/internal/hosts/{id}/relay", get(admin::relay_host))
         .nest("/api/v1", api)
         .merge(graphql)
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
     Router::new()
+        // hosts' links and servers' relays: long-lived, authenticated by
+        // their own credentials, never counted against a client's limit
+        // (a reconnect storm after a server dies must not be refused)
+        .route("/api/v1/agents/connect", get(admin::agent_connect))
+        .route("/api/v1/internal/hosts/{id}/relay", get(admin::relay_host))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
