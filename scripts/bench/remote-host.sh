@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A remote host against the in-process one, side by side in one run: one
 # `pinacle up` (its own agent: host `local`) and one `pinacle agent` joined
-# to it as host `far` (a separate process with its own data directory,
-# reached only over its link), one youki pod on each (the same image and
-# tier), and the same figures for both:
+# to it as host `far` (a separate process with its own data directory, in a
+# network namespace of its own joined to the server's by a veth, as another
+# machine on the LAN: reached only over its link), one youki pod on each
+# (the same image and tier), and the same figures for both:
 #   exec round trip      POST /api/v1/pods/P/exec `true` (p50, p99)
 #   keystroke echo       one byte through the terminal WebSocket and back
 #   proxy                wrk through the Pinacle proxy to nginx in the pod
@@ -15,7 +16,7 @@
 #
 # Run as root after scripts/test.sh built the test images:
 #   bash scripts/bench/remote-host.sh      (BENCH_N=200 BENCH_MB=256 BENCH_DURATION=10s)
-# Talks only to 127.0.0.1 and the pods this script creates.
+# Talks only to 127.0.0.1, the namespace and the pods this script creates.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${BENCH_N:-200}
@@ -32,24 +33,35 @@ TMP=$(mktemp -d /var/tmp/pinacle-bench-remote.XXXXXX)
 TOKEN=pnc_bench-remote-token-0123456789
 PID= AGENT=
 cleanup() {
-    [[ -n $AGENT ]] && { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
+    # pods first, while both hosts can still carry out their deletion
     if [[ -n $PID ]]; then
-        for pod in near far; do PINACLE_API=$API PINACLE_TOKEN=$TOKEN "$BIN" pod delete $pod --wait >/dev/null 2>&1 || true; done
-        kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
+        for pod in near far; do
+            PINACLE_API=$API PINACLE_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json timeout 60 "$BIN" pod delete $pod --wait >/dev/null 2>&1 || true
+        done
     fi
+    [[ -n $AGENT ]] && { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
+    [[ -n $PID ]] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
     for br in pncbench5 pncbench6; do ip link del $br 2>/dev/null || true; nft delete table inet "pinacle_$br" 2>/dev/null || true; done
+    ip link del pnbrh0 2>/dev/null || true; ip link del pnbfa 2>/dev/null || true; ip netns del pnbfar 2>/dev/null || true
     for state in "$TMP"/data/runtime/youki "$TMP"/far/runtime/youki; do
         [[ -d $state ]] && for id in $("$YOUKI" --root "$state" list 2>/dev/null | awk 'NR>1 {print $1}'); do "$YOUKI" --root "$state" delete --force "$id" >/dev/null 2>&1 || true; done
     done
     rm -rf --one-file-system "$TMP"
 }
 trap cleanup EXIT
+# youki pods' root group must pass through the directories above their data
+chgrp 1000000000 "$TMP" && chmod 710 "$TMP"
 mkdir -p "$TMP/data" "$TMP/far"
 ln -s /var/tmp/pinacle-test/images "$TMP/data/images"
 ln -s /var/tmp/pinacle-test/images "$TMP/far/images"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PPORT=$(port) GPORT=$(port)
-PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json PINACLE_KEYRING=off "$BIN" up --data-dir "$TMP/data" --listen 127.0.0.1:0 \
+# the other machine: namespace pnbfar at 10.253.0.2, the server at 10.253.0.1
+ip link del pnbrh0 2>/dev/null || true; ip netns del pnbfar 2>/dev/null || true
+ip link add pnbrh0 type bridge && ip addr add 10.253.0.1/24 dev pnbrh0 && ip link set pnbrh0 up
+ip netns add pnbfar && ip link add pnbfa type veth peer name pnbfb && ip link set pnbfb netns pnbfar
+ip link set pnbfa master pnbrh0 up && ip -n pnbfar addr add 10.253.0.2/24 dev pnbfb && ip -n pnbfar link set pnbfb up && ip -n pnbfar link set lo up
+PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json PINACLE_KEYRING=off "$BIN" up --data-dir "$TMP/data" --listen 10.253.0.1:0 \
     --rate-limit 0 --pod-network bridge --pod-bridge pncbench5 --pod-subnet 10.231.30.0/24 --proxy-listen 127.0.0.1:$PPORT \
     --ssh-listen 127.0.0.1:$GPORT --ssh-host 127.0.0.1 --heartbeat-interval 1 >"$TMP/out" 2>"$TMP/log" &
 PID=$!
@@ -60,7 +72,7 @@ export PINACLE_API=$API PINACLE_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json PINACL
 "$BIN" admin settings --youki-everyone true >/dev/null   # youki pods are refused by default
 "$BIN" pod create near --template blank --runtime youki --wait >/dev/null
 JOIN=$("$BIN" host add far 2>/dev/null)
-"$BIN" agent --server "$API" --join-token "$JOIN" --data-dir "$TMP/far" --pod-network bridge --pod-bridge pncbench6 \
+nsenter --net=/run/netns/pnbfar "$BIN" agent --server "$API" --join-token "$JOIN" --data-dir "$TMP/far" --pod-network bridge --pod-bridge pncbench6 \
     --pod-subnet 10.231.31.0/24 >"$TMP/far.out" 2>"$TMP/far.log" &
 AGENT=$!
 for _ in $(seq 300); do "$BIN" host list | grep -q '^far .*ready' && break; sleep 0.2; done
@@ -89,8 +101,8 @@ ip_of() { # data-dir pod
     id=$("$BIN" pod show "$2" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"].replace("-",""))')
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ip"])' "$1/pods/$id/network.json"
 }
-NEAR_IP=$(ip_of "$TMP/data" near) FAR_IP=$(ip_of "$TMP/far" far)
-for ip in $NEAR_IP $FAR_IP; do for _ in $(seq 50); do curl -sf "http://$ip:8080/index.html" >/dev/null && break; sleep 0.1; done; done
+NEAR_IP=$(ip_of "$TMP/data" near)
+for _ in $(seq 50); do curl -sf "http://$NEAR_IP:8080/index.html" >/dev/null && break; sleep 0.1; done
 
 echo "== round trips through the API ($N each)"
 cargo bench -q -p pinacle --bench host_rtt -- "$API" "$TOKEN" "$N" "in-process host=near" "remote host=far"
@@ -102,7 +114,7 @@ import subprocess, sys, time
 youki, root, sb, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 t = []
 for i in range(min(n, 50)):
-    s = time.perf_counter(); subprocess.run([youki, "--root", root, "exec", sb, "true"], check=True, stdout=subprocess.DEVNULL); t.append((time.perf_counter() - s) * 1000)
+    s = time.perf_counter(); subprocess.run([youki, "--root", root, "exec", sb, "--", "true"], check=True, stdout=subprocess.DEVNULL); t.append((time.perf_counter() - s) * 1000)
 t.sort()
 print(f"{'exec true':<16} {'runtime directly':<22} {len(t):>6} {t[len(t)//2]:>9.3f} {t[min(len(t)-1, int(len(t)*0.99))]:>9.3f} {sum(t)/len(t):>9.3f}")
 PY
