@@ -569,6 +569,12 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            // no Nagle: terminals, agents' links and relays carry small
+            // writes that must not wait for the peer's delayed ACK (40 ms)
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "API server stopped");
             }
