@@ -223,6 +223,10 @@ impl std::fmt::Debug for HostDial {
 
 #[async_trait::async_trait]
 impl Dial for HostDial {
+    fn key(&self) -> String {
+        format!("{}/{}/{}", self.host, self.pod, self.port)
+    }
+
     async fn dial(&self) -> Result<Box<dyn UpstreamIo>, DialError> {
         let host = self.state.reach(&self.host).ok_or_else(|| DialError::Unavailable(format!("host {} cannot be reached now", self.host)))?;
         match host.connect(self.pod, self.port).await {

@@ -91,6 +91,89 @@ pub enum DialError {
 #[async_trait::async_trait]
 pub trait Dial: Send + Sync + std::fmt::Debug + 'static {
     async fn dial(&self) -> Result<Box<dyn UpstreamIo>, DialError>;
+
+    /// What it reaches (host, pod and port), the same for every dial to
+    /// it: connections are pooled under it.
+    fn key(&self) -> String;
+}
+
+/// The dials behind the pool of connections through hosts, by the name
+/// their requests carry (`l{hash}.link`).
+static LINK_DIALS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn Dial>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn link_name(dial: &Arc<dyn Dial>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dial.key().hash(&mut h);
+    let name = format!("l{:016x}.link", h.finish());
+    LINK_DIALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.clone(), dial.clone());
+    name
+}
+
+/// A stream through a host, as the pooled client's connection.
+pub(crate) struct LinkIo(TokioIo<Box<dyn UpstreamIo>>);
+
+impl hyper::rt::Read for LinkIo {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for LinkIo {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for LinkIo {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+/// Connects the pooled client's `l{hash}.link` names through their hosts.
+#[derive(Clone, Default)]
+pub(crate) struct LinkConnector;
+
+impl tower_service::Service<hyper::Uri> for LinkConnector {
+    type Response = LinkIo;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<LinkIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let name = uri.host().unwrap_or_default().to_owned();
+        Box::pin(async move {
+            let dial = LINK_DIALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&name).cloned();
+            let dial = dial.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such link"))?;
+            match tokio::time::timeout(CONNECT_TIMEOUT, dial.dial()).await {
+                Ok(Ok(io)) => Ok(LinkIo(TokioIo::new(io))),
+                Ok(Err(e)) => Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())),
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no stream through the pod's host in time")),
+            }
+        })
+    }
+}
+
+/// Pooled HTTP/1.1 connections to pods on other hosts, over their links.
+type LinkClient = hyper_util::client::legacy::Client<LinkConnector, ProxyBody>;
+
+fn link_client() -> LinkClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(UPSTREAM_IDLE)
+        .pool_max_idle_per_host(64)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(LinkConnector)
 }
 
 /// How the proxy reaches a pod's port.
@@ -488,6 +571,7 @@ thread_local! {
     /// Pooled connections to pods, one pool per thread: a connection's
     /// task and the requests that use it stay on one thread.
     static UPSTREAM: UpstreamClient = upstream_client();
+    static LINKED: LinkClient = link_client();
 }
 
 impl Proxy {
@@ -627,7 +711,7 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
             &format!("The server on port {} of pod {} did not answer properly: {e}", upstream.port, upstream.pod),
         )
     };
-    let mut resp = if upgrading || matches!(upstream.via, Via::Host(_)) {
+    let mut resp = if upgrading {
         // An upgraded connection leaves HTTP: it gets its own; so does each
         // request to a pod on another host (its host opens the stream).
         let stream: Box<dyn UpstreamIo> = match &upstream.via {
@@ -655,6 +739,19 @@ async fn answer(proxy: Arc<Proxy>, conn: ConnInfo, mut req: Request<Incoming>) -
         });
         match sender.send_request(req).await {
             Ok(r) => r,
+            Err(e) => return Ok(bad_answer(&e)),
+        }
+    } else if let Via::Host(dial) = &upstream.via {
+        // through the pod's host: pooled keep-alive streams over its link
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        match format!("http://{}{pq}", link_name(dial)).parse::<hyper::Uri>() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return Ok(page(StatusCode::BAD_REQUEST, "Bad request", &format!("unusable request target: {e}"))),
+        }
+        let client = LINKED.with(LinkClient::clone);
+        match client.request(req.map(BodyExt::boxed)).await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Ok(nothing_listening()),
             Err(e) => return Ok(bad_answer(&e)),
         }
     } else {
