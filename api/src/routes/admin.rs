@@ -203,14 +203,7 @@ pub async fn agent_me(State(s): State<AppState>, headers: axum::http::HeaderMap)
 /// revoked credential, 426 without the upgrade, 400 for another protocol
 /// version.
 pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Request) -> Result<axum::response::Response, ApiError> {
-    let secret = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let secret = presented_bearer(req.headers());
     let host = s.authenticate_host(&secret).await?;
     let secret_hash = crate::auth::hash_token(&secret);
     let upgrade = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -241,12 +234,7 @@ pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Re
             Err(e) => tracing::warn!(host = %host, error = %e, "host link upgrade failed"),
         }
     });
-    axum::response::Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(axum::http::header::CONNECTION, "upgrade")
-        .header(axum::http::header::UPGRADE, pinacle_host_link::UPGRADE)
-        .body(axum::body::Body::empty())
-        .map_err(ApiError::internal)
+    switching_protocols()
 }
 
 /// `GET /api/v1/internal/hosts/{id}/relay?v=1` from another API server of
@@ -255,14 +243,7 @@ pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Re
 /// which ends at this server, relayed to it. 401 for any other caller, 404
 /// when the link does not end here.
 pub async fn relay_host(State(s): State<AppState>, ApiPath(id): ApiPath<String>, mut req: axum::extract::Request) -> Result<axum::response::Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let presented = presented_bearer(req.headers());
     if !s.is_peer(&presented) {
         return Err(ApiError { code: "invalid_peer_credential", ..ApiError::unauthorized("not a server of this deployment") });
     }
@@ -297,6 +278,23 @@ pub async fn relay_host(State(s): State<AppState>, ApiPath(id): ApiPath<String>,
             _ = watched.closed() => tracing::debug!(host = %id, "the relayed link closed"),
         }
     });
+    switching_protocols()
+}
+
+/// The `Authorization: Bearer` value of a host's or server's request (empty
+/// when there is none: refused by the credential check that follows).
+fn presented_bearer(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// 101: the connection becomes a host link.
+fn switching_protocols() -> Result<axum::response::Response, ApiError> {
     axum::response::Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(axum::http::header::CONNECTION, "upgrade")
