@@ -12,7 +12,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::entities::{audit_anchor, audit_entry};
 use crate::{ApiError, AppState};
 

@@ -1,19 +1,15 @@
-//! What several API servers share through Redis (`--redis-url`): pod
-//! events, and single-use claims ([`Bus::claim_once`]).
-//!
-//! Pod events for every API server: each event goes to this server's
-//! subscribers (SSE, GraphQL subscriptions) at once and, with
-//! `--redis-url`, to the other servers through Redis pub/sub, which hand
-//! it to theirs and drop their cached pod lists. Without Redis the bus is
-//! this process's alone (`pinacle up`).
+//! What several API servers share through Redis (`--redis-url`): events
+//! published to the other servers ([`Bus::publish`], [`Bus::spawn_listener`]),
+//! single-use claims ([`Bus::claim_once`]) and token buckets
+//! ([`Bus::take_tokens`]). Without Redis the bus is this process's alone
+//! (`pinacle up`). What travels on it is the caller's business: see
+//! [`crate::events`] for pod events.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use uuid::Uuid;
 
-use crate::service::PodEventView;
-use crate::AppState;
 
 /// The Redis channel pod events travel on.
 const CHANNEL: &str = "pinacle:pod-events";
@@ -50,10 +46,10 @@ return 0
 
 /// An event as it crosses Redis.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Wire {
+struct Wire<E> {
     /// The server that published it (which does not take it back).
     origin: Uuid,
-    event: PodEventView,
+    event: E,
 }
 
 /// Where events go beyond this process.
@@ -114,7 +110,7 @@ impl Bus {
     /// the start, with the password left out of the message).
     pub async fn redis(url: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let shown = crate::state::redacted_url(url);
+        let shown = crate::redact::redacted_url(url);
         let client = redis::Client::open(url).with_context(|| format!("--redis-url {shown}"))?;
         let conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
             .await
@@ -181,31 +177,26 @@ impl Bus {
     /// Sends `event` to the other servers (best effort: a server that
     /// misses it still has it in the database, where every event list and
     /// stream starts).
-    async fn publish(&self, event: &PodEventView) {
+    pub async fn publish<E: serde::Serialize>(&self, event: &E) {
         let Some(r) = &self.redis else { return };
-        let Ok(payload) = serde_json::to_string(&Wire { origin: self.origin, event: event.clone() }) else { return };
+        let Ok(payload) = serde_json::to_string(&Wire { origin: self.origin, event }) else { return };
         match r.query::<i64>(redis::cmd("PUBLISH").arg(CHANNEL).arg(&payload)).await {
             Some(Ok(_)) => {}
             Some(Err(e)) => tracing::warn!(error = %e, "publishing a pod event to Redis failed"),
             None => tracing::warn!("Redis unreachable: a pod event was not shared with the other servers"),
         }
     }
-}
 
-impl AppState {
-    /// A pod event happened here: this server's subscribers get it now,
-    /// the other servers' through the bus; cached pod lists are dropped.
-    pub(crate) async fn publish_event(&self, event: PodEventView) {
-        self.pod_lists.clear();
-        self.bus.publish(&event).await;
-        let _ = self.events.send(event);
-    }
-
-    /// Takes the other servers' events off the bus until the process ends
-    /// (subscribing again after Redis drops the connection).
-    pub fn spawn_bus_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let r = self.bus.redis.as_ref()?;
-        let (client, origin, state) = (r.client.clone(), self.bus.origin, self.clone());
+    /// Hands every event the other servers publish to `deliver` until the
+    /// process ends (subscribing again after Redis drops the connection);
+    /// `None` without Redis.
+    pub fn spawn_listener<E, F>(&self, deliver: F) -> Option<tokio::task::JoinHandle<()>>
+    where
+        E: serde::de::DeserializeOwned,
+        F: Fn(E) + Send + 'static,
+    {
+        let r = self.redis.as_ref()?;
+        let (client, origin) = (r.client.clone(), self.origin);
         Some(tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
             loop {
@@ -216,8 +207,8 @@ impl AppState {
                             let mut messages = pubsub.on_message();
                             while let Some(msg) = messages.next().await {
                                 let Ok(payload) = msg.get_payload::<String>() else { continue };
-                                match serde_json::from_str::<Wire>(&payload) {
-                                    Ok(w) if w.origin != origin => state.take_remote_event(w.event),
+                                match serde_json::from_str::<Wire<E>>(&payload) {
+                                    Ok(w) if w.origin != origin => deliver(w.event),
                                     Ok(_) => {}
                                     Err(e) => tracing::warn!(error = %e, "an unreadable pod event on the bus"),
                                 }
@@ -232,10 +223,5 @@ impl AppState {
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }))
-    }
-
-    fn take_remote_event(&self, event: PodEventView) {
-        self.pod_lists.clear();
-        let _ = self.events.send(event);
     }
 }

@@ -11,7 +11,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 use serde::Serialize;
 
-use crate::auth::{hash_token, Principal};
+use crate::principal::{hash_token, Principal};
 use crate::entities::{device_code, user};
 use crate::policy::{Action, Resource};
 use crate::sessions::TokenPair;
@@ -65,7 +65,7 @@ fn pending(code: &'static str, msg: &str) -> ApiError {
 impl AppState {
     /// Starts a device sign-in.
     pub async fn device_start(&self) -> Result<DeviceStart, ApiError> {
-        let device_code = crate::auth::random_secret(DEVICE_PREFIX);
+        let device_code = crate::principal::random_secret(DEVICE_PREFIX);
         let now = Utc::now();
         let _w = self.write_lock.lock().await;
         // Expired codes are of no use to anyone.

@@ -21,11 +21,11 @@ use futures::{Stream, StreamExt};
 use pinacle_config::resolve::ResolvedTab;
 use pinacle_orchestrator::{PodEvent as Transition, Tier};
 
-use crate::auth::Principal;
-use crate::routes::graphql::WsCredential;
+use crate::principal::Principal;
 use crate::policy::{Action, Role as TeamRole};
-use crate::service::{PodEventView, PodView};
-use crate::tokens::Scope;
+use crate::events::PodEventView;
+use crate::service::PodView;
+use crate::policy::Scope;
 use crate::{ApiError, AppState};
 
 /// The schema type.
@@ -35,6 +35,11 @@ pub type PinacleSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 pub const MAX_DEPTH: usize = 12;
 /// Most complex query accepted (one point per field, lists multiply).
 pub const MAX_COMPLEXITY: usize = 5_000;
+
+/// The bearer credential a WebSocket connection signed in with, in each
+/// operation's data: subscriptions re-check it while they run.
+#[derive(Clone)]
+pub struct WsCredential(pub std::sync::Arc<str>);
 
 /// Builds the schema over `state`.
 pub fn schema(state: AppState) -> PinacleSchema {
@@ -94,9 +99,7 @@ fn who<'a>(ctx: &Context<'a>) -> R<&'a Principal> {
 fn writer<'a>(ctx: &Context<'a>) -> R<&'a Principal> {
     let p = who(ctx)?;
     if p.scope != Scope::Full {
-        return Err(gql(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "insufficient_scope",
+        return Err(gql(ApiError::forbidden("insufficient_scope",
             "this token is read-only; changes need a token with scope full",
         )));
     }
@@ -133,7 +136,7 @@ pub enum GqlRole {
 
 /// What an API token may do.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "TokenScope", remote = "crate::tokens::Scope")]
+#[graphql(name = "TokenScope", remote = "crate::policy::Scope")]
 pub enum GqlScope {
     Full,
     Read,

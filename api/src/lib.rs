@@ -5,7 +5,7 @@
 //! - [`service`] is the pod logic shared by REST handlers and the
 //!   [`pinacle_host_api::control::ControlPlane`] implementation in [`control`].
 //! - [`routes::router`] is the HTTP surface; authentication happens once, in
-//!   [`auth::require_principal`].
+//!   [`routes::middleware::require_principal`].
 
 pub mod accounts;
 pub mod audit;
@@ -17,16 +17,18 @@ pub mod crypto;
 pub mod device;
 pub mod entities;
 pub mod error;
+pub mod events;
 pub mod github;
 pub mod graphql;
 pub mod hosts;
 pub mod peers;
-pub mod idempotency;
 pub mod metrics;
 pub mod pod_access;
 pub mod policy;
+pub mod principal;
 pub mod proxy_routes;
 pub mod ratelimit;
+pub mod redact;
 pub mod repo_config;
 pub mod routes;
 pub mod secrets;

@@ -1,18 +1,11 @@
 //! Prometheus metrics served at `/metrics`.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -90,24 +83,3 @@ impl Default for Metrics {
     }
 }
 
-/// Middleware counting requests and their latency by matched route.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    // Known methods only: a label per made-up method would grow forever.
-    let method = match req.method().as_str() {
-        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m.to_owned(),
-        _ => "other".to_owned(),
-    };
-    let resp = next.run(req).await;
-    let m = &state.metrics;
-    m.http_requests
-        .get_or_create(&HttpLabels { method, route: route.clone(), status: resp.status().as_u16() })
-        .inc();
-    m.http_duration.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
-    resp
-}

@@ -1,8 +1,8 @@
 //! The one authorisation layer: [`decide`] answers whether a subject may take
 //! an action on a resource. It is pure (no I/O): callers load the resource,
-//! and the [`Principal`](crate::auth::Principal) carries the caller's team
+//! and the [`Principal`](crate::principal::Principal) carries the caller's team
 //! roles and token scope. Handlers never check permissions themselves; they
-//! go through [`crate::auth::Principal::authorize`].
+//! go through [`crate::principal::Principal::authorize`].
 //!
 //! Two kinds of refusal:
 //! - [`Denied::Hidden`]: the subject may not even know the resource exists
@@ -16,7 +16,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tokens::Scope;
 
 /// A member's role in a team, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -220,9 +219,55 @@ fn verb(action: Action) -> &'static str {
     }
 }
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everything its user may do.
+    Full,
+    /// Reads only (GET and HEAD).
+    Read,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Full => "full",
+            Scope::Read => "read",
+        }
+    }
+
+    /// Unknown stored scopes grant the least.
+    pub fn parse_stored(s: &str) -> Scope {
+        if s == "full" {
+            Scope::Full
+        } else {
+            Scope::Read
+        }
+    }
+
+    /// Whether a request with HTTP method `method` (`GET`, `POST`, …) is
+    /// within this scope: a read-only scope allows `GET` and `HEAD` only.
+    pub fn allows(self, method: &str) -> bool {
+        self == Scope::Full || method == "GET" || method == "HEAD"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_scope_allows_reads_only() {
+        assert!(Scope::Read.allows("GET"));
+        assert!(Scope::Read.allows("HEAD"));
+        for m in ["POST", "DELETE", "PUT", "PATCH", "get"] {
+            assert!(!Scope::Read.allows(m), "{m}");
+            assert!(Scope::Full.allows(m), "{m}");
+        }
+        assert_eq!(Scope::parse_stored("full"), Scope::Full);
+        assert_eq!(Scope::parse_stored("garbage"), Scope::Read);
+    }
 
     fn subject(user: &str, teams: &[(&str, Role)]) -> Subject {
         Subject {

@@ -40,7 +40,7 @@ impl PodRoutes {
 impl Resolver for PodRoutes {
     async fn resolve(&self, host: &str, credentials: Credentials<'_>) -> Result<Upstream, RouteError> {
         let credential = credentials.bearer.or(credentials.cookie);
-        let key = (host.to_ascii_lowercase(), credential.map(crate::auth::hash_token).unwrap_or_default());
+        let key = (host.to_ascii_lowercase(), credential.map(crate::principal::hash_token).unwrap_or_default());
         if let Some((p, g, upstream)) = self.cache.get(&key) {
             if (p, g) == self.generations() {
                 return Ok(upstream);
@@ -110,7 +110,7 @@ fn target_port(model: &pod::Model, target: &hostname::Target) -> Option<u16> {
     }
 }
 
-fn allowed(who: &crate::auth::Principal, model: &pod::Model) -> Result<(), RouteError> {
+fn allowed(who: &crate::principal::Principal, model: &pod::Model) -> Result<(), RouteError> {
     match crate::policy::decide(&who.subject, Action::Exec, &crate::service::pod_resource(model)) {
         Ok(()) => Ok(()),
         Err(Denied::Hidden) => Err(RouteError::NotFound),

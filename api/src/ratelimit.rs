@@ -5,12 +5,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::{ApiError, AppState};
 
 /// One bucket: holds up to `burst` tokens, refilled at `per_minute`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -217,46 +211,6 @@ pub fn client_ip(peer: std::net::IpAddr, forwarded_for: Option<&str>, trusted: &
         }
     }
     client
-}
-
-/// Middleware for the API routes.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(limiter) = state.rate_limiter.as_ref() else { return next.run(req).await };
-    let mut keys = Vec::with_capacity(2);
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>() {
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        keys.push(ip_key(client_ip(peer.ip(), forwarded, &state.trusted_proxies)));
-    }
-    if let Some(token) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-    {
-        // keyed by the token's hash: the token itself is never kept
-        keys.push(format!("key:{}", &crate::auth::hash_token(token.trim())[..16]));
-    }
-    // with Redis the buckets are the deployment's, shared by its servers
-    let verdict = match state.bus.take_tokens(&keys, limiter.limits).await {
-        Some(v) => v,
-        None => limiter.check(&keys, Instant::now()),
-    };
-    match verdict {
-        Ok(()) => next.run(req).await,
-        Err(wait) => {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut resp = ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests; retry in {secs} s"),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            resp
-        }
-    }
 }
 
 #[cfg(test)]

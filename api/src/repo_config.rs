@@ -148,9 +148,7 @@ async fn fetch(
         }
         Err(e) => {
             tracing::warn!(error = %e, owner = %repo.owner, repo = %repo.repo, "reading a repository failed");
-            Err(ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "github_unavailable",
+            Err(ApiError::bad_gateway("github_unavailable",
                 format!(
                     "GitHub did not answer for {}/{}; try again",
                     repo.owner, repo.repo

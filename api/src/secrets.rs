@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::entities::secret;
 use crate::policy::{Action, Resource};
 use crate::{ApiError, AppState};

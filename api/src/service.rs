@@ -17,7 +17,8 @@ use pinacle_config::templates::Template;
 use pinacle_orchestrator::pod::RepositorySource;
 use pinacle_orchestrator::processes::PodProcesses;
 
-use crate::auth::Principal;
+use crate::events::PodEventView;
+use crate::principal::Principal;
 use crate::entities::{host, pod, pod_event};
 use crate::policy::{Action, Resource};
 use crate::{ApiError, AppState};
@@ -81,17 +82,6 @@ pub struct RepositoryRequest {
 
 /// The most bytes of a request's repository object.
 const MAX_REPOSITORY_REQUEST: usize = 4096;
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PodEventView {
-    /// Increases with every event of every pod.
-    pub seq: i64,
-    pub pod_id: Uuid,
-    pub at: DateTime<Utc>,
-    pub event: String,
-    pub from: Option<PodState>,
-    pub to: PodState,
-    pub message: String,
-}
 
 /// `POST /api/v1/pods`.
 #[derive(Debug, Clone, Deserialize)]
@@ -431,9 +421,7 @@ impl AppState {
             None => RuntimeKind::Youki,
         };
         if runtime == RuntimeKind::Youki && !youki_allowed {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "runtime_not_allowed",
+            return Err(ApiError::forbidden("runtime_not_allowed",
                 format!(
                     "the youki runtime (the host's kernel) is not allowed for this pod ({} on tier {}); use gvisor, or ask the administrator to allow youki for your team or tier (admin settings: youki)",
                     team_name.as_deref().map_or_else(|| "a personal pod".to_owned(), |t| format!("team {t}")),
@@ -494,7 +482,7 @@ impl AppState {
         txn.commit().await?;
         self.pod_lists.clear();
         drop(_w);
-        self.publish_event(event).await;
+        self.events.publish(event).await;
         self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: "pending".into() }).inc();
         self.enqueue(&host, PodJob::Provision(id)).await;
         tracing::info!(pod = %id, %name, owner = %who.user_name, %runtime, %host, "pod requested");
@@ -756,7 +744,7 @@ impl AppState {
             .map(|t| t.limits().vcpus)
             .sum();
         match quotas.refusal(team_id.is_some(), u32::try_from(pods.len()).unwrap_or(u32::MAX), vcpus, more_pods, more_vcpus) {
-            Some(why) => Err(ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", why)),
+            Some(why) => Err(ApiError::too_many_requests("quota_exceeded", why)),
             None => Ok(()),
         }
     }
@@ -852,7 +840,7 @@ impl AppState {
         txn.commit().await.map_err(ApiError::from)?;
         self.pod_lists.clear();
         drop(_w);
-        self.publish_event(stored).await;
+        self.events.publish(stored).await;
         self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: to.as_str().into() }).inc();
         if to == PodState::Running && from == PodState::Provisioning {
             let took = (now - view.created_at).num_milliseconds() as f64 / 1000.0;
@@ -860,7 +848,7 @@ impl AppState {
         }
         tracing::info!(pod = %id, name = %view.name, %from, %to, %message, "pod state changed");
         if let Some(started) = started {
-            self.publish_event(started).await;
+            self.events.publish(started).await;
             self.metrics.transitions.get_or_create(&crate::metrics::StateLabels { state: last_to.as_str().into() }).inc();
             tracing::info!(pod = %id, name = %view.name, from = %to, to = %last_to, "start asked for while stopping carried out");
             self.enqueue(&view.host, PodJob::Start(id)).await;
@@ -885,7 +873,7 @@ impl AppState {
             .ok_or_else(|| ApiError::unavailable("host_unreachable", "no host can be reached to resolve registry images; try again later"))?;
         let env = self.registry_secret_env(owner_id, team_id, pod).await?;
         host.resolve_image(image, &env).await.map_err(|e| match e {
-            pinacle_host_api::HostError::Failed(m) => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "registry_error", m),
+            pinacle_host_api::HostError::Failed(m) => ApiError::bad_gateway("registry_error", m),
             other => crate::hosts::host_error(other),
         })
     }
@@ -931,7 +919,7 @@ impl AppState {
             let _w = self.write_lock.lock().await;
             insert_event(&self.db, id, Utc::now(), "progress", Some(state), state, message).await?
         };
-        self.publish_event(stored).await;
+        self.events.publish(stored).await;
         Ok(())
     }
 

@@ -9,22 +9,19 @@ use pinacle_queue::JobQueue;
 use pinacle_migrations::{Migrator, MigratorTrait};
 use pinacle_orchestrator::RuntimeKind;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter, Set};
-use tokio::sync::broadcast;
 
-use crate::auth::{generate_token, hash_token};
-use crate::auth::Principal;
+use crate::principal::{generate_token, hash_token};
+use crate::principal::Principal;
 use crate::cache::ReadCache;
 use crate::crypto::MasterKey;
 use crate::sessions::{KeyRing, SessionConfig};
 use crate::entities::{api_token, user};
 use crate::metrics::Metrics;
-use crate::service::PodEventView;
 
 /// Name of the admin token that comes from `PINACLE_ADMIN_TOKEN`.
 const ENV_TOKEN_NAME: &str = "PINACLE_ADMIN_TOKEN";
 
-/// Name of the first user.
-pub const ADMIN_USER: &str = "admin";
+pub use crate::principal::ADMIN_USER;
 
 /// Everything a request handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -34,7 +31,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub db: DatabaseConnection,
     pub queue: JobQueue,
-    pub events: broadcast::Sender<PodEventView>,
+    /// Pod events: subscribers here, the other servers, stale caches.
+    pub events: crate::events::PodEvents,
     pub metrics: Metrics,
     /// The hosts this control plane reaches (the agent in this process,
     /// when there is one): every operation on a pod goes through them.
@@ -48,7 +46,7 @@ pub struct Inner {
     /// Links relayed from other servers.
     pub relays: crate::peers::Relays,
     /// Pod events to the other servers (Redis), or to this one only.
-    pub bus: crate::bus::Bus,
+    pub bus: Arc<crate::bus::Bus>,
     /// Load balancers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     /// Runtime for pods that do not name one; `None`: gVisor where offered.
@@ -73,7 +71,7 @@ pub struct Inner {
     pub principals: ReadCache<String, (Principal, Option<chrono::DateTime<Utc>>)>,
     /// Serialised `GET /api/v1/pods` answers by viewer; cleared by every pod
     /// write.
-    pub pod_lists: ReadCache<String, axum::body::Bytes>,
+    pub pod_lists: Arc<crate::events::PodLists>,
     /// Login tokens for pod hosts already exchanged (see [`crate::pod_access`]).
     pub used_pod_logins: crate::pod_access::UsedLogins,
     /// Where browsers reach the proxy, when one serves this control plane.
@@ -133,18 +131,7 @@ pub enum AdminToken {
     Existing,
 }
 
-/// `url` with any password in it replaced by `***`, for messages and logs.
-pub fn redacted_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(parts) => parts,
-        None => return url.to_owned(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+pub use crate::redact::redacted_url;
 
 /// Brings the database at `database_url` to the current schema and closes
 /// it (`pinacle migrate`: a deployment's migration step); the pending
@@ -182,11 +169,12 @@ impl AppState {
             Some(url) => JobQueue::open_postgres(url).await.context("opening the job queue")?,
             None => JobQueue::open(&cfg.queue_path).await.context("opening the job queue")?,
         };
-        let (events, _) = broadcast::channel(1024);
         let bus = match &cfg.redis_url {
-            Some(url) => crate::bus::Bus::redis(url).await?,
-            None => crate::bus::Bus::local(),
+            Some(url) => Arc::new(crate::bus::Bus::redis(url).await?),
+            None => Arc::new(crate::bus::Bus::local()),
         };
+        let pod_lists = Arc::new(ReadCache::new(cfg.read_cache_ttl));
+        let events = crate::events::PodEvents::new(bus.clone(), pod_lists.clone());
         let state = Self(Arc::new(Inner {
             db,
             queue,
@@ -207,7 +195,7 @@ impl AppState {
             bus,
             trusted_proxies: cfg.trusted_proxies,
             principals: ReadCache::new(cfg.read_cache_ttl),
-            pod_lists: ReadCache::new(cfg.read_cache_ttl),
+            pod_lists,
             used_pod_logins: Default::default(),
             proxy_site: OnceLock::new(),
             ssh_cas: tokio::sync::OnceCell::new(),
@@ -292,7 +280,7 @@ impl AppState {
                 token_hash: Set(hash),
                 created_at: Set(now),
                 last_used_at: Set(None),
-                scope: Set(crate::tokens::Scope::Full.as_str().to_owned()),
+                scope: Set(crate::policy::Scope::Full.as_str().to_owned()),
                 expires_at: Set(None),
             }
             .insert(&self.db)

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{hash_token, Principal};
+use crate::principal::{hash_token, Principal};
 use crate::entities::{invite, pod, team, team_member, user};
 use crate::policy::{Action, Resource, Role};
 use crate::{ApiError, AppState};
@@ -347,7 +347,7 @@ impl AppState {
                 (None, None)
             }
         };
-        let code = crate::auth::random_secret(INVITE_PREFIX);
+        let code = crate::principal::random_secret(INVITE_PREFIX);
         let now = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
         let _w = self.write_lock.lock().await;

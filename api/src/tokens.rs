@@ -5,43 +5,10 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{generate_token, hash_token, Principal};
+use crate::principal::{generate_token, hash_token, Principal};
 use crate::entities::api_token;
-use crate::policy::{Action, Resource};
+use crate::policy::{Action, Resource, Scope};
 use crate::{ApiError, AppState};
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Everything its user may do.
-    Full,
-    /// Reads only (GET and HEAD).
-    Read,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Full => "full",
-            Scope::Read => "read",
-        }
-    }
-
-    /// Unknown stored scopes grant the least.
-    pub fn parse_stored(s: &str) -> Scope {
-        if s == "full" {
-            Scope::Full
-        } else {
-            Scope::Read
-        }
-    }
-
-    /// Whether a request with `method` is within this scope.
-    pub fn allows(self, method: &axum::http::Method) -> bool {
-        self == Scope::Full || method == axum::http::Method::GET || method == axum::http::Method::HEAD
-    }
-}
 
 /// Longest lifetime a token can be created with.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 366 * 24 * 3600;
@@ -155,23 +122,5 @@ impl AppState {
         txn.commit().await?;
         self.forget_principals();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::Method;
-
-    #[test]
-    fn read_scope_allows_reads_only() {
-        assert!(Scope::Read.allows(&Method::GET));
-        assert!(Scope::Read.allows(&Method::HEAD));
-        for m in [Method::POST, Method::DELETE, Method::PUT, Method::PATCH] {
-            assert!(!Scope::Read.allows(&m), "{m}");
-            assert!(Scope::Full.allows(&m), "{m}");
-        }
-        assert_eq!(Scope::parse_stored("full"), Scope::Full);
-        assert_eq!(Scope::parse_stored("garbage"), Scope::Read);
     }
 }

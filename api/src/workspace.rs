@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 use serde::Serialize;
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::entities::{ssh_key, workspace_layout};
 use crate::policy::Action;
 use crate::{ApiError, AppState};

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pinacle_api::auth::Principal;
+use pinacle_api::principal::Principal;
 use pinacle_api::policy::Subject;
 use pinacle_api::state::ServerConfig;
 use pinacle_api::AppState;
@@ -44,7 +44,7 @@ fn principal(name: &str) -> Principal {
         subject: Subject {
             user_id: format!("id-{name}"),
             instance_admin: false,
-            scope: pinacle_api::tokens::Scope::Full,
+            scope: pinacle_api::policy::Scope::Full,
             teams: BTreeMap::new(),
         },
         user_name: name.to_owned(),

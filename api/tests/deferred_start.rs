@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-use pinacle_api::auth::Principal;
-use pinacle_api::service::{PodEventView, PodView};
+use pinacle_api::principal::Principal;
+use pinacle_api::events::PodEventView;
+use pinacle_api::service::PodView;
 use pinacle_api::state::ServerConfig;
 use pinacle_api::AppState;
 use pinacle_orchestrator::{PodEvent, PodState, RuntimeKind};

@@ -251,7 +251,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let control: Arc<dyn ControlPlane> = link_control.clone();
     let agent = crate::up::start_host_agent(&args.host, &args.data_dir, &cred.host, control).await?;
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
-    let (host_id, runtimes, vcpus, memory) = (cred.host.clone(), agent.runtimes(), crate::up::cpu_count(), crate::up::total_memory());
+    let (host_id, runtimes, (vcpus, memory)) = (cred.host.clone(), agent.runtimes(), args.host.capacity());
     let reporter = {
         let agent = agent.clone();
         Arc::new(move || HostReport {

@@ -238,6 +238,23 @@ pub struct HostArgs {
     /// overcommits on purpose (0.1 to 1000).
     #[arg(long, env = "PINACLE_DISK_OVERCOMMIT", default_value_t = 1.0, value_parser = parse_overcommit)]
     pub disk_overcommit: f64,
+    /// vCPUs this host offers to placement instead of the ones it counts
+    /// (as Nomad's `cpu_total_compute`): fewer keeps room for other work
+    /// on the machine; placement still overcommits CPU 16 times.
+    #[arg(long = "vcpus", env = "PINACLE_HOST_VCPUS", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub vcpus: Option<u32>,
+    /// Memory this host offers to placement instead of its MemTotal, in GiB
+    /// (as Nomad's `memory_total_mb`); placement still overcommits it 4 times.
+    #[arg(long = "memory-gib", env = "PINACLE_HOST_MEMORY_GIB", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub memory_gib: Option<u32>,
+}
+
+impl HostArgs {
+    /// The vCPUs and memory bytes this host offers: what it counts, unless
+    /// `--vcpus`/`--memory-gib` say otherwise.
+    pub fn capacity(&self) -> (u32, u64) {
+        (self.vcpus.unwrap_or_else(cpu_count), self.memory_gib.map_or_else(total_memory, |g| u64::from(g) << 30))
+    }
 }
 
 /// Environment variables that hold the platform's secrets. They are read
@@ -384,7 +401,7 @@ pub fn check_admin_token(raw: &str) -> Result<(), String> {
     let t = raw.trim();
     let why = if t.is_empty() {
         "it is empty"
-    } else if !t.starts_with(pinacle_api::auth::TOKEN_PREFIX) {
+    } else if !t.starts_with(pinacle_api::principal::TOKEN_PREFIX) {
         "API tokens start with `pnc_`"
     } else if t.len() < 16 {
         "it is too short (use at least 16 characters)"
@@ -447,7 +464,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     if role != Role::Server {
         let control: Arc<dyn ControlPlane> = Arc::new(state.clone());
         let agent = start_host_agent(&args.host, &args.data_dir, &args.host_id, control).await?;
-        let (runtimes, cpus, memory) = (agent.runtimes(), cpu_count(), total_memory());
+        let (runtimes, (cpus, memory)) = (agent.runtimes(), args.host.capacity());
         state.register_host(&args.host_id, &runtimes, cpus, memory).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         // Heartbeat: a host that stops reporting is no longer given new pods.
         let (hb_state, hb_id, mut hb_stop) = (state.clone(), args.host_id.clone(), stop_rx.clone());
@@ -522,7 +539,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         }
         tasks.spawn({
             let maintenance = state.spawn_maintenance(Duration::from_secs(args.maintenance_interval));
-            let bus = state.spawn_bus_listener();
+            let bus = state.events.spawn_bus_listener();
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -646,7 +663,7 @@ mod tests {
     fn admin_tokens_the_server_would_refuse_are_refused() {
         assert_eq!(check_admin_token("pnc_test-admin-token-0123456789"), Ok(()));
         assert_eq!(check_admin_token("  pnc_test-admin-token-0123456789\n"), Ok(()), "surrounding whitespace is ignored");
-        assert_eq!(check_admin_token(&pinacle_api::auth::generate_token()), Ok(()));
+        assert_eq!(check_admin_token(&pinacle_api::principal::generate_token()), Ok(()));
         for (bad, why) in [
             ("bench-admin-token-0123456789", "start with `pnc_`"),
             ("", "empty"),

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::ApiJson;
 use crate::sessions::TokenPair;
 use crate::{ApiError, AppState};

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::{ApiJson, ApiPath};
 use crate::policy::{Action, Resource};
 use crate::settings::{Settings, SettingsUpdate};
@@ -205,7 +205,7 @@ pub async fn agent_me(State(s): State<AppState>, headers: axum::http::HeaderMap)
 pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Request) -> Result<axum::response::Response, ApiError> {
     let secret = presented_bearer(req.headers());
     let host = s.authenticate_host(&secret).await?;
-    let secret_hash = crate::auth::hash_token(&secret);
+    let secret_hash = crate::principal::hash_token(&secret);
     let upgrade = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case(pinacle_host_link::UPGRADE) {
         return Err(ApiError::new(

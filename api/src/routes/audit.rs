@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::ApiQuery;
 use crate::policy::{Action, Resource};
 use crate::{ApiError, AppState};

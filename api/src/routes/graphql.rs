@@ -20,8 +20,8 @@ use axum::Extension;
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 
-use crate::auth::Principal;
-use crate::graphql::PinacleSchema;
+use crate::principal::Principal;
+use crate::graphql::{PinacleSchema, WsCredential};
 use crate::AppState;
 
 /// Largest WebSocket message (and frame) accepted from a client: room for
@@ -39,7 +39,7 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// What async-graphql closes with when `connection_init` is refused.
 const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 
-/// `POST /graphql`, behind [`crate::auth::require_principal`].
+/// `POST /graphql`, behind [`crate::routes::middleware::require_principal`].
 pub async fn http(
     Extension(schema): Extension<PinacleSchema>,
     Extension(who): Extension<Principal>,
@@ -47,11 +47,6 @@ pub async fn http(
 ) -> GraphQLResponse {
     schema.execute(req.into_inner().data(who)).await.into()
 }
-
-/// The bearer credential a WebSocket connection signed in with, in each
-/// operation's data: subscriptions re-check it while they run.
-#[derive(Clone)]
-pub struct WsCredential(pub Arc<str>);
 
 /// Runs every operation of one connection as the caller is now.
 #[derive(Clone)]

@@ -5,24 +5,26 @@ pub mod admin;
 pub mod graphql;
 pub mod audit;
 pub mod health;
+pub mod idempotency;
+pub mod middleware;
 pub mod pods;
 pub mod supervise;
 pub mod secrets;
 pub mod teams;
 pub mod tokens;
 
-use axum::middleware;
+use axum::middleware as layer;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use crate::{auth, metrics, ApiError, AppState};
+use crate::{ApiError, AppState};
 
 /// Largest accepted request body (JSON requests are small; uploads will
 /// have their own routes).
 pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// The whole HTTP surface: health and metrics open, everything under `/api`
-/// behind [`auth::require_principal`].
+/// behind [`middleware::require_principal`].
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/me", get(pods::me))
@@ -84,13 +86,13 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/hosts/{id}/uncordon", post(admin::uncordon_host))
         .route("/admin/hosts/{id}/drain", post(admin::drain_host))
         // inner: runs after authentication, which wraps it
-        .route_layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal));
+        .route_layer(layer::from_fn_with_state(state.clone(), idempotency::layer))
+        .route_layer(layer::from_fn_with_state(state.clone(), middleware::require_principal));
     // Rate limits cover the API, not health checks and metrics scrapes.
     let schema = crate::graphql::schema(state.clone());
     let graphql = Router::new()
         .route("/graphql", post(graphql::http))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_principal))
+        .route_layer(layer::from_fn_with_state(state.clone(), middleware::require_principal))
         // authenticated by its connection_init payload
         .route("/graphql/ws", get(graphql::websocket))
         .layer(axum::Extension(schema));
@@ -108,7 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/me", get(admin::agent_me))
         .nest("/api/v1", api)
         .merge(graphql)
-        .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit));
+        .route_layer(layer::from_fn_with_state(state.clone(), middleware::limit));
     Router::new()
         // hosts' links and servers' relays: long-lived, authenticated by
         // their own credentials, never counted against a client's limit
@@ -123,7 +125,7 @@ pub fn router(state: AppState) -> Router {
         .merge(limited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(layer::from_fn_with_state(state.clone(), middleware::track))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

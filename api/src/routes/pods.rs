@@ -18,7 +18,7 @@ use pinacle_orchestrator::{PodEvent, PodState, Tier};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::policy::Action;
 use crate::error::{ApiJson, ApiPath, ApiQuery};
 use crate::service::{CreatePodRequest, PodView};
@@ -230,7 +230,7 @@ pub async fn exec(
     if body.command.iter().chain(body.env.values()).any(|a| a.contains('\0')) {
         return Err(ApiError::bad_request("invalid_request", "arguments may not contain NUL bytes"));
     }
-    let token = crate::auth::bearer_of(&headers)?;
+    let token = crate::routes::middleware::bearer_of(&headers)?;
     let pod = s.find_pod(&who, &key, Action::Exec).await?;
     if pod.state != PodState::Running {
         let hint = match pod.state {
@@ -300,7 +300,7 @@ pub async fn logs(
 /// Server-Sent Events of the pod's state changes: stored history first
 /// (after `Last-Event-ID` if given), then live ones; ends once the pod is
 /// deleted, or once the caller's credential stops working or they may no
-/// longer read the pod (checked every [`crate::auth::RECHECK_INTERVAL`]
+/// longer read the pod (checked every [`crate::principal::RECHECK_INTERVAL`]
 /// and at the credential's expiry).
 pub async fn events(
     State(s): State<AppState>,
@@ -320,7 +320,7 @@ pub async fn events(
     let pod_id = pod.id;
     let state = s.clone();
     use futures::StreamExt;
-    let lost = until_access_lost(s.clone(), crate::auth::bearer_of(&headers)?, pod_id, Action::Read);
+    let lost = until_access_lost(s.clone(), crate::routes::middleware::bearer_of(&headers)?, pod_id, Action::Read);
     let stream = pod_event_stream(state, pod_id, history, live).take_until(lost).map(|ev| {
         Ok(Event::default()
             .event("state")
@@ -357,14 +357,14 @@ pub fn until_access_lost(s: AppState, token: String, pod_id: uuid::Uuid, action:
 pub fn pod_event_stream(
     state: AppState,
     pod_id: uuid::Uuid,
-    history: Vec<crate::service::PodEventView>,
-    live: tokio::sync::broadcast::Receiver<crate::service::PodEventView>,
-) -> impl Stream<Item = crate::service::PodEventView> {
+    history: Vec<crate::events::PodEventView>,
+    live: tokio::sync::broadcast::Receiver<crate::events::PodEventView>,
+) -> impl Stream<Item = crate::events::PodEventView> {
     struct Cursor {
         state: AppState,
         pod_id: uuid::Uuid,
-        pending: std::collections::VecDeque<crate::service::PodEventView>,
-        live: tokio::sync::broadcast::Receiver<crate::service::PodEventView>,
+        pending: std::collections::VecDeque<crate::events::PodEventView>,
+        live: tokio::sync::broadcast::Receiver<crate::events::PodEventView>,
         last_seq: i64,
         done: bool,
     }

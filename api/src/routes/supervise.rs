@@ -11,7 +11,7 @@ use pinacle_supervisor::client::{ClientError, ExecEvent, ExecInput, SupervisorCl
 use pinacle_supervisor::protocol::{Control, ExecSpec, Op, Response as SvResponse, WindowSize};
 use serde::Deserialize;
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::{ApiPath, ApiQuery};
 use crate::policy::Action;
 use crate::service::PodView;
@@ -433,7 +433,7 @@ pub async fn terminal(
     if q.session.as_deref().is_some_and(|id| !pinacle_supervisor::protocol::valid_session_id(id)) {
         return Err(ApiError::bad_request("invalid_request", "session must be 1 to 64 letters, digits, - or _"));
     }
-    let token = crate::auth::bearer_of(&headers)?;
+    let token = crate::routes::middleware::bearer_of(&headers)?;
     let (pod, client) = supervisor(&s, &who, &key, Action::Exec).await?;
     let size = WindowSize { rows: q.rows.unwrap_or(24).clamp(1, 1000), cols: q.cols.unwrap_or(80).clamp(1, 1000) };
     let argv = match q.command.as_deref().map(str::trim).filter(|c| !c.is_empty()) {

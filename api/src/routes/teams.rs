@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::{ApiJson, ApiPath};
 use crate::teams::{AddMemberRequest, CreateInviteRequest, CreateTeamRequest, InviteView, MemberView, SetRoleRequest, TeamView};
 use crate::{ApiError, AppState};

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::{ApiError, AppState};
 use crate::error::{ApiJson, ApiPath};
 

@@ -1,117 +1,9 @@
-//! Sign-in sessions: short-lived JWT access tokens and rotating refresh
-//! tokens.
-//!
-//! - Access tokens are EdDSA (Ed25519) JWTs carrying the user, the session
-//!   (`sid`) and an expiry ([`SessionConfig::access_ttl_secs`], 15 minutes by
-//!   default). A revoked session's access tokens stop working at once.
-//! - Each sign-in starts a session: a family of refresh tokens. A refresh
-//!   token works once; using it returns a new pair. Presenting a refresh
-//!   token that was already used means it leaked: the whole family is revoked.
-//! - Signing keys rotate ([`AppState::rotate_signing_key`]); the public
-//!   halves of keys whose tokens may still be alive are published at
-//!   `/.well-known/jwks.json`, and tokens signed by a retired key are
-//!   accepted until they expire: a retired key verifies access tokens (and
-//!   is published) for the access-token lifetime, and pod-session cookies,
-//!   which only this server verifies, for theirs (12 hours).
-//! - A session lives as long as its newest refresh token: sessions are
-//!   purged once every refresh token of theirs has expired.
+//! What [`crate::AppState`] does with this module's parts (the methods
+//! other services and the routes call); the parts themselves, which the
+//! state holds, are in the parent module and need no state.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use base64::Engine;
-use chrono::{DateTime, Duration, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use ring::signature::{Ed25519KeyPair, KeyPair};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
-use serde::{Deserialize, Serialize};
-
-use crate::auth::{hash_token, Principal};
-use crate::entities::{refresh_token, session, signing_key, user};
-use crate::{ApiError, AppState};
-
-/// Issuer and audience of every access token.
-pub const ISSUER: &str = "pinacle";
-
-/// Prefix of refresh tokens.
-pub const REFRESH_PREFIX: &str = "pnr_";
-
-/// Token lifetimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionConfig {
-    pub access_ttl_secs: i64,
-    pub refresh_ttl_secs: i64,
-    /// A signing key older than this is replaced on the next check.
-    pub key_rotation_secs: i64,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self { access_ttl_secs: 15 * 60, refresh_ttl_secs: 30 * 24 * 3600, key_rotation_secs: 30 * 24 * 3600 }
-    }
-}
-
-/// The claims of an access token.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Claims {
-    pub iss: String,
-    pub aud: String,
-    /// User id.
-    pub sub: String,
-    /// User name, for logs and display.
-    pub name: String,
-    /// Session id (the refresh-token family).
-    pub sid: String,
-    pub iat: i64,
-    pub exp: i64,
-}
-
-/// A new pair, as the sign-in and refresh endpoints answer it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenPair {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    pub refresh_token: String,
-    pub refresh_expires_in: i64,
-}
-
-struct LoadedKey {
-    decoding: DecodingKey,
-    /// Public key, base64url (the JWK `x`).
-    x: String,
-    /// When it was retired (`None`: the current key).
-    retired_at: Option<DateTime<Utc>>,
-}
-
-/// Signing keys in memory: the current one and every one still verifying.
-#[derive(Default)]
-pub struct KeyRing {
-    inner: RwLock<KeyRingInner>,
-}
-
-impl KeyRing {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyRingInner> {
-        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyRingInner> {
-        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-#[derive(Default)]
-struct KeyRingInner {
-    current: Option<(String, EncodingKey, DateTime<Utc>)>,
-    keys: HashMap<String, LoadedKey>,
-    loaded_at: Option<DateTime<Utc>>,
-}
-
-fn key_context(kid: &str) -> String {
-    format!("signing-key:{kid}")
-}
+use super::*;
+use crate::AppState;
 
 impl AppState {
     /// Loads signing keys from the database, creating the first one (or a
@@ -270,9 +162,7 @@ impl AppState {
                 Err(KeyLookup::UnknownKey) => return Err(bad("signed by an unknown or expired key")),
                 Err(KeyLookup::Invalid(e)) => {
                     return Err(match e.kind() {
-                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::new(
-                            axum::http::StatusCode::UNAUTHORIZED,
-                            "token_expired",
+                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::unauthenticated("token_expired",
                             "access token expired; get a new one with POST /api/v1/auth/refresh",
                         ),
                         _ => bad("invalid signature or claims"),
@@ -285,7 +175,7 @@ impl AppState {
             .one(&self.db)
             .await?;
         if live.is_none() {
-            return Err(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "session_revoked", "this session was signed out or revoked; sign in again"));
+            return Err(ApiError::unauthenticated("session_revoked", "this session was signed out or revoked; sign in again"));
         }
         Ok(decoded)
     }
@@ -390,7 +280,7 @@ impl AppState {
     }
 
     async fn insert_refresh_token<C: ConnectionTrait>(&self, db: &C, session_id: &str) -> Result<String, ApiError> {
-        let secret = crate::auth::random_secret(REFRESH_PREFIX);
+        let secret = crate::principal::random_secret(REFRESH_PREFIX);
         let now = Utc::now();
         refresh_token::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
@@ -408,7 +298,7 @@ impl AppState {
     /// Trades a refresh token for a new pair. A token used before revokes
     /// its whole session (someone else has a copy).
     pub async fn refresh(&self, presented: &str, source: &str) -> Result<TokenPair, ApiError> {
-        let refused = |code: &'static str, msg: &str| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, msg);
+        let refused = |code: &'static str, msg: &str| ApiError::unauthenticated(code, msg);
         if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 200 {
             return Err(refused("invalid_refresh_token", "not a refresh token"));
         }
@@ -480,22 +370,4 @@ impl AppState {
             .await?
             .map(|t| t.session_id))
     }
-}
-
-enum KeyLookup {
-    UnknownKey,
-    Invalid(jsonwebtoken::errors::Error),
-}
-
-async fn revoke_session<C: ConnectionTrait>(db: &C, id: &str, reason: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
-    session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(now))
-        .col_expr(session::Column::RevokedReason, Expr::value(reason))
-        .filter(session::Column::Id.eq(id))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(db)
-        .await?;
-    // Refresh tokens of a revoked family are useless: drop them.
-    refresh_token::Entity::delete_many().filter(refresh_token::Column::SessionId.eq(id)).exec(db).await?;
-    Ok(())
 }

@@ -16,7 +16,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::entities::idempotency_key as ik;
 use crate::{ApiError, AppState};
 
