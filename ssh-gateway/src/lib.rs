@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use pinacle_api::auth::Principal;
+use pinacle_api::principal::Principal;
 use pinacle_api::policy::Action;
 use pinacle_api::AppState;
 use russh::server::{Auth, Handler, Msg, Session};
