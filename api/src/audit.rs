@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::principal::Principal;
 use crate::entities::{audit_anchor, audit_entry};
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// The hash the first entry chains from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -173,9 +173,24 @@ fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
-impl AppState {
+/// The audit log as a service: records outside other transactions, pages,
+/// verification and anchors. (Inside a transaction, [`append`] records.)
+#[derive(Clone)]
+pub struct AuditLog {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Append-only copy of the anchors outside the database.
+    anchor_file: Option<std::path::PathBuf>,
+}
+
+impl AuditLog {
+    /// `write_lock`: the one that serialises the database's writers.
+    pub fn new(db: sea_orm::DatabaseConnection, write_lock: std::sync::Arc<tokio::sync::Mutex<()>>, anchor_file: Option<std::path::PathBuf>) -> Self {
+        Self { db, write_lock, anchor_file }
+    }
+
     /// Records an action outside any other transaction.
-    pub async fn audit(&self, who: &Principal, action: &str, target: &str) -> Result<(), ApiError> {
+    pub async fn record(&self, who: &Principal, action: &str, target: &str) -> Result<(), ApiError> {
         let _w = self.write_lock.lock().await;
         append(&self.db, who, action, target).await.map(|_| ())
     }
@@ -183,7 +198,7 @@ impl AppState {
     /// One page of the log, oldest first: the newest `limit` entries with
     /// an id below `before` (all ids when `None`), only `actor`'s when
     /// given. Also the cursor of the next (older) page, when there is one.
-    pub async fn audit_page(
+    pub async fn page(
         &self,
         actor: Option<&str>,
         before: Option<i64>,
@@ -205,7 +220,7 @@ impl AppState {
     }
 
     /// Entries with an id above `after`, oldest first, at most `limit`.
-    async fn audit_after(&self, after: i64, limit: u64) -> Result<Vec<AuditEntry>, ApiError> {
+    async fn after(&self, after: i64, limit: u64) -> Result<Vec<AuditEntry>, ApiError> {
         Ok(audit_entry::Entity::find()
             .filter(audit_entry::Column::Id.gt(after))
             .order_by_asc(audit_entry::Column::Id)
@@ -218,10 +233,10 @@ impl AppState {
     }
 
     /// Every entry, oldest first (tests and small logs; the routes page).
-    pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>, ApiError> {
+    pub async fn entries(&self) -> Result<Vec<AuditEntry>, ApiError> {
         let mut all = Vec::new();
         loop {
-            let page = self.audit_after(all.last().map_or(0, |e: &AuditEntry| e.fields.id), VERIFY_PAGE).await?;
+            let page = self.after(all.last().map_or(0, |e: &AuditEntry| e.fields.id), VERIFY_PAGE).await?;
             if page.is_empty() {
                 return Ok(all);
             }
@@ -231,14 +246,14 @@ impl AppState {
 
     /// [`verify_with_anchors`] over the stored log, read [`VERIFY_PAGE`]
     /// entries at a time: memory stays bounded however long the log is.
-    pub async fn verify_audit(&self) -> Result<Verification, ApiError> {
-        let anchors = self.audit_anchors().await?;
+    pub async fn verify(&self) -> Result<Verification, ApiError> {
+        let anchors = self.anchors().await?;
         let anchored: std::collections::HashSet<i64> = anchors.iter().map(|a| a.entry_id).collect();
         let mut chain = ChainCheck::default();
         let mut hashes = std::collections::HashMap::new();
         let mut after = 0;
         loop {
-            let page = self.audit_after(after, VERIFY_PAGE).await?;
+            let page = self.after(after, VERIFY_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.fields.id;
             for e in &page {
@@ -252,7 +267,7 @@ impl AppState {
     }
 }
 
-/// Entries read per query by [`AppState::verify_audit`].
+/// Entries read per query by [`AuditLog::verify`].
 pub const VERIFY_PAGE: u64 = 1000;
 
 /// [`verify`], one entry at a time.
@@ -345,10 +360,10 @@ fn check_anchors<'h>(mut v: Verification, anchors: &[Anchor], hash_of: impl Fn(i
     v
 }
 
-impl AppState {
+impl AuditLog {
     /// Records the chain's head as an anchor (in the database, the anchor
     /// file if configured, and the log), unless it is already anchored.
-    pub async fn anchor_audit(&self) -> Result<Option<Anchor>, ApiError> {
+    pub async fn anchor(&self) -> Result<Option<Anchor>, ApiError> {
         let _w = self.write_lock.lock().await;
         let Some(head) = audit_entry::Entity::find().order_by_desc(audit_entry::Column::Id).one(&self.db).await? else {
             return Ok(None);
@@ -377,7 +392,7 @@ impl AppState {
     }
 
     /// Every anchor: the database's and the anchor file's.
-    pub async fn audit_anchors(&self) -> Result<Vec<Anchor>, ApiError> {
+    pub async fn anchors(&self) -> Result<Vec<Anchor>, ApiError> {
         let mut anchors: Vec<Anchor> = audit_anchor::Entity::find()
             .all(&self.db)
             .await?

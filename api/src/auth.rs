@@ -11,16 +11,32 @@ use std::collections::BTreeMap;
 use crate::entities::{api_token, team_member, user};
 use crate::policy::{Role, Scope};
 use crate::principal::{hash_token, Principal, RECHECK_INTERVAL, TOKEN_PREFIX};
-use crate::{ApiError, AppState};
+use crate::tokens::PrincipalCache;
+use crate::ApiError;
 
-impl AppState {
+/// Authentication as a service: which [`Principal`] a bearer credential
+/// stands for now (cached in the principal cache that token, session and
+/// membership changes clear).
+#[derive(Clone)]
+pub struct Authenticator {
+    db: sea_orm::DatabaseConnection,
+    principals: std::sync::Arc<PrincipalCache>,
+    /// Verifies access tokens (JWTs).
+    sessions: crate::sessions::Sessions,
+}
+
+impl Authenticator {
+    pub fn new(db: sea_orm::DatabaseConnection, principals: std::sync::Arc<PrincipalCache>, sessions: crate::sessions::Sessions) -> Self {
+        Self { db, principals, sessions }
+    }
+
     /// The principal a bearer credential stands for: an API token
     /// (`pnc_...`) or a JWT access token (three dot-separated parts).
     pub async fn principal_for_bearer(&self, token: &str) -> Result<Principal, ApiError> {
         Ok(self.principal_and_expiry_for_bearer(token).await?.0)
     }
 
-    /// [`AppState::principal_for_bearer`], and when the credential expires
+    /// [`Authenticator::principal_for_bearer`], and when the credential expires
     /// (`None`: an API token without an expiry).
     pub async fn principal_and_expiry_for_bearer(&self, token: &str) -> Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), ApiError> {
         if token.len() > 4096 || !token.is_ascii() {
@@ -37,7 +53,7 @@ impl AppState {
         let (principal, expires) = if token.starts_with(TOKEN_PREFIX) {
             self.principal_for_token(token).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?
         } else if token.split('.').count() == 3 {
-            let claims = self.verify_access_token(token).await?;
+            let claims = self.sessions.verify_access_token(token).await?;
             let mut p = Principal::system(&claims.sub, &claims.name, "unknown");
             p.subject.teams = self.team_roles(&claims.sub).await?;
             p.session_id = Some(claims.sid);
@@ -80,12 +96,6 @@ impl AppState {
             }
             tokio::time::sleep(wait).await;
         }
-    }
-
-    /// Drops every cached principal: after a change to tokens, sessions or
-    /// team membership, the next request reads them afresh.
-    pub fn forget_principals(&self) {
-        self.principals.clear();
     }
 
     /// The user's team roles, team id → role.

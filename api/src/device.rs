@@ -164,7 +164,7 @@ impl AppState {
             .one(&self.db)
             .await?
             .ok_or_else(|| pending("invalid_grant", "the approving user no longer exists"))?;
-        self.start_session(&u, source).await
+        self.sessions.start_session(&u, source).await
     }
 }
 

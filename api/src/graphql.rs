@@ -677,7 +677,7 @@ impl QueryRoot {
     }
     async fn tokens(&self, ctx: &Context<'_>) -> R<Vec<ApiToken>> {
         Ok(state(ctx)
-            .list_tokens(who(ctx)?)
+            .tokens.list(who(ctx)?)
             .await
             .gql()?
             .into_iter()
@@ -883,14 +883,14 @@ impl MutationRoot {
             scope: scope.map(Into::into),
             expires_in_seconds: expires_in_days.map(|d| i64::from(d) * 86_400),
         };
-        let (info, token) = state(ctx).create_token(writer(ctx)?, req).await.gql()?;
+        let (info, token) = state(ctx).tokens.create(writer(ctx)?, req).await.gql()?;
         Ok(CreatedToken {
             token,
             info: info.into(),
         })
     }
     async fn revoke_token(&self, ctx: &Context<'_>, id: String) -> R<bool> {
-        state(ctx).revoke_token(writer(ctx)?, &id).await.gql()?;
+        state(ctx).tokens.revoke(writer(ctx)?, &id).await.gql()?;
         Ok(true)
     }
     /// Creates or replaces one of the caller's secrets; the value is never shown again.
@@ -1009,7 +1009,7 @@ impl SubscriptionRoot {
                     let mut seen = seen.lock().await;
                     // the caller as they are now (cached; None ends the stream)
                     if let Some(WsCredential(token)) = &credential {
-                        match s.principal_for_bearer(token).await {
+                        match s.auth.principal_for_bearer(token).await {
                             Ok(now) => seen.caller_is(now),
                             Err(e) if e.status.is_server_error() => {}
                             Err(_) => return None,

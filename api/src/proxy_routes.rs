@@ -162,7 +162,7 @@ impl PodRoutes {
         } else {
             // Who first: without a valid credential nothing about pods is told.
             let who = match (credentials.bearer, credentials.cookie, &found) {
-                (Some(token), _, _) => self.state.principal_for_bearer(token).await.map_err(|_| RouteError::Unauthorized)?,
+                (Some(token), _, _) => self.state.auth.principal_for_bearer(token).await.map_err(|_| RouteError::Unauthorized)?,
                 (None, Some(cookie), Some((m, _))) => self
                     .state
                     .pod_token_principal(cookie, &m.id, PodTokenKind::Session)

@@ -407,8 +407,8 @@ impl AppState {
         } else {
             definition.image.clone()
         };
-        let youki_allowed = self.youki_access().await?.allows(team_name.as_deref(), tier.id());
-        let quotas = self.quotas().await?;
+        let youki_allowed = self.settings.youki_access().await?.allows(team_name.as_deref(), tier.id());
+        let quotas = self.settings.quotas().await?;
         let _w = self.write_lock.lock().await;
         self.check_quota(&quotas, &who.user_id, team_id.as_deref(), 1, tier.limits().vcpus).await?;
         let hosts = self.host_capacities().await?;
@@ -755,7 +755,7 @@ impl AppState {
         let pod = self.find_pod(who, key, needed).await?;
         if event == PodEvent::StartRequested && pod.state == PodState::Stopped {
             // a stopped pod holds no vCPUs yet; starting it takes them
-            let quotas = self.quotas().await?;
+            let quotas = self.settings.quotas().await?;
             self.check_quota(&quotas, &pod.owner_id, pod.team_id.as_deref(), 0, pod.tier.limits().vcpus).await?;
         }
         let (job, action) = match event {

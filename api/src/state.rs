@@ -11,10 +11,9 @@ use pinacle_orchestrator::RuntimeKind;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter, Set};
 
 use crate::principal::{generate_token, hash_token};
-use crate::principal::Principal;
 use crate::cache::ReadCache;
 use crate::crypto::MasterKey;
-use crate::sessions::{KeyRing, SessionConfig};
+use crate::sessions::SessionConfig;
 use crate::entities::{api_token, user};
 use crate::metrics::Metrics;
 
@@ -53,22 +52,26 @@ pub struct Inner {
     pub default_runtime: Option<RuntimeKind>,
     /// Serialises write transactions: SQLite allows one writer, and a
     /// transaction that reads before it writes cannot wait for the lock.
-    pub write_lock: tokio::sync::Mutex<()>,
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Sign-up mode, youki access, quotas.
+    pub settings: crate::settings::InstanceSettings,
     /// Request limits on `/api`; `None`: unlimited.
     pub rate_limiter: Option<crate::ratelimit::RateLimiter>,
     /// Seals secrets and signing keys.
-    pub master_key: MasterKey,
-    /// Token lifetimes and key rotation.
-    pub sessions: SessionConfig,
-    /// Keys that sign and verify access tokens.
-    pub keyring: KeyRing,
-    /// Append-only copy of audit anchors outside the database.
-    pub anchor_file: Option<PathBuf>,
+    pub master_key: Arc<MasterKey>,
+    /// Sign-in sessions, access tokens and their signing keys.
+    pub sessions: crate::sessions::Sessions,
+    /// Who a bearer credential is.
+    pub auth: crate::auth::Authenticator,
+    /// The audit log.
+    pub audit: crate::audit::AuditLog,
     /// GitHub sign-in, when configured (set once the callback URL is known).
     pub github: OnceLock<crate::github::GithubConfig>,
     /// Bearer token hash → (principal, credential expiry); cleared by every
     /// change to tokens, sessions or team membership.
-    pub principals: ReadCache<String, (Principal, Option<chrono::DateTime<Utc>>)>,
+    pub principals: Arc<crate::tokens::PrincipalCache>,
+    /// API tokens.
+    pub tokens: crate::tokens::ApiTokens,
     /// Serialised `GET /api/v1/pods` answers by viewer; cleared by every pod
     /// write.
     pub pod_lists: Arc<crate::events::PodLists>,
@@ -175,26 +178,37 @@ impl AppState {
         };
         let pod_lists = Arc::new(ReadCache::new(cfg.read_cache_ttl));
         let events = crate::events::PodEvents::new(bus.clone(), pod_lists.clone());
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let principals = Arc::new(ReadCache::new(cfg.read_cache_ttl));
+        // the services, each given what it needs
+        let settings = crate::settings::InstanceSettings::new(db.clone(), write_lock.clone());
+        let audit = crate::audit::AuditLog::new(db.clone(), write_lock.clone(), cfg.anchor_file);
+        let tokens = crate::tokens::ApiTokens::new(db.clone(), write_lock.clone(), principals.clone());
+        let master_key = Arc::new(cfg.master_key);
+        let sessions = crate::sessions::Sessions::new(db.clone(), write_lock.clone(), cfg.sessions, master_key.clone(), principals.clone());
+        let auth = crate::auth::Authenticator::new(db.clone(), principals.clone(), sessions.clone());
         let state = Self(Arc::new(Inner {
+            settings,
+            audit,
+            tokens,
             db,
             queue,
             events,
             metrics: Metrics::default(),
             hosts: crate::hosts::HostDirectory::default(),
             default_runtime: cfg.default_runtime,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: write_lock.clone(),
             rate_limiter: cfg.limits.map(crate::ratelimit::RateLimiter::new),
-            master_key: cfg.master_key,
-            sessions: cfg.sessions,
-            keyring: KeyRing::default(),
-            anchor_file: cfg.anchor_file,
+            master_key,
+            auth,
+            sessions,
             github: OnceLock::new(),
             heartbeat: cfg.heartbeat,
             advertise_url: cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned()),
             relays: crate::peers::Relays::default(),
             bus,
             trusted_proxies: cfg.trusted_proxies,
-            principals: ReadCache::new(cfg.read_cache_ttl),
+            principals,
             pod_lists,
             used_pod_logins: Default::default(),
             proxy_site: OnceLock::new(),
@@ -202,7 +216,7 @@ impl AppState {
             ssh_site: OnceLock::new(),
             ssh_cert_lifetime: OnceLock::new(),
         }));
-        state.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
+        state.sessions.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)
     }
 
@@ -215,10 +229,10 @@ impl AppState {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = state.anchor_audit().await {
+                if let Err(e) = state.audit.anchor().await {
                     tracing::warn!(error = %e, "audit anchor failed");
                 }
-                if let Err(e) = state.load_signing_keys().await {
+                if let Err(e) = state.sessions.load_signing_keys().await {
                     tracing::warn!(error = %e, "signing key check failed");
                 }
             }

@@ -171,7 +171,7 @@ impl AppState {
         .await?;
         crate::audit::append(&txn, who, "team.create", &format!("team:{id} ({})", req.name)).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(TeamView { id: t.id, name: t.name, role: Role::Owner, created_at: t.created_at })
     }
 
@@ -234,7 +234,7 @@ impl AppState {
         team::Entity::delete_by_id(t.id.clone()).exec(&txn).await?;
         crate::audit::append(&txn, who, "team.delete", &format!("team:{} ({})", t.id, t.name)).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(())
     }
 
@@ -271,7 +271,7 @@ impl AppState {
         }
         crate::audit::append(&txn, who, "team.member.add", &format!("team:{} user:{} role:{}", t.id, u.id, req.role)).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(MemberView { user_id: u.id, name: u.name, role: req.role, since: now })
     }
 
@@ -297,7 +297,7 @@ impl AppState {
             .await?;
         crate::audit::append(&txn, who, "team.member.role", &format!("team:{} user:{} role:{role}", t.id, m.user_id)).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(MemberView { role, ..m.clone() })
     }
 
@@ -319,7 +319,7 @@ impl AppState {
             .await?;
         crate::audit::append(&txn, who, "team.member.remove", &format!("team:{} user:{}", t.id, m.user_id)).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(())
     }
 
@@ -457,7 +457,7 @@ impl AppState {
         let t = team::Entity::find_by_id(team_id.clone()).one(&txn).await?.ok_or_else(|| team_not_found(&team_id))?;
         crate::audit::append(&txn, who, "team.member.join", &format!("team:{team_id} role:{role}")).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(TeamView { id: t.id, name: t.name, role, created_at: t.created_at })
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::principal::{generate_token, hash_token, Principal};
 use crate::entities::api_token;
 use crate::policy::{Action, Resource, Scope};
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// Longest lifetime a token can be created with.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 366 * 24 * 3600;
@@ -49,9 +49,31 @@ impl From<api_token::Model> for TokenView {
     }
 }
 
-impl AppState {
+/// Principals by bearer-token hash, with their credential's expiry: what
+/// [`crate::auth`] caches and every change to tokens, sessions or team
+/// membership clears.
+pub type PrincipalCache = crate::cache::ReadCache<String, (Principal, Option<DateTime<Utc>>)>;
+
+/// API tokens as a service: created (shown once), listed, revoked.
+#[derive(Clone)]
+pub struct ApiTokens {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Cleared by a revocation: the token stops working at once.
+    principals: std::sync::Arc<PrincipalCache>,
+}
+
+impl ApiTokens {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        principals: std::sync::Arc<PrincipalCache>,
+    ) -> Self {
+        Self { db, write_lock, principals }
+    }
+
     /// Creates a token for the caller; the secret is in the answer only.
-    pub async fn create_token(&self, who: &Principal, req: CreateTokenRequest) -> Result<(TokenView, String), ApiError> {
+    pub async fn create(&self, who: &Principal, req: CreateTokenRequest) -> Result<(TokenView, String), ApiError> {
         let name = req.name.trim();
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             return Err(ApiError::bad_request("invalid_name", "token name must be 1 to 64 printable characters"));
@@ -96,7 +118,7 @@ impl AppState {
     }
 
     /// The caller's tokens, newest first.
-    pub async fn list_tokens(&self, who: &Principal) -> Result<Vec<TokenView>, ApiError> {
+    pub async fn list(&self, who: &Principal) -> Result<Vec<TokenView>, ApiError> {
         Ok(api_token::Entity::find()
             .filter(api_token::Column::UserId.eq(who.user_id.clone()))
             .order_by_desc(api_token::Column::CreatedAt)
@@ -109,7 +131,7 @@ impl AppState {
     }
 
     /// Revokes one of the caller's tokens; others' tokens are "not found".
-    pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+    pub async fn revoke(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
         let token = api_token::Entity::find_by_id(id.to_owned())
@@ -120,7 +142,7 @@ impl AppState {
         api_token::Entity::delete_by_id(token.id).exec(&txn).await?;
         crate::audit::append(&txn, who, "token.revoke", &format!("token:{id}")).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(())
     }
 }

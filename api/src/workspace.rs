@@ -360,7 +360,7 @@ impl AppState {
         ssh_key::Entity::delete_by_id(key.id.clone())
             .exec(&self.db)
             .await?;
-        self.audit(
+        self.audit.record(
             who,
             "ssh_key.delete",
             &format!("{} ({})", key.fingerprint, key.name),

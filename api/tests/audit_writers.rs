@@ -81,7 +81,7 @@ async fn two_writers(a: AppState, b: AppState) {
             let who = principal(name);
             set.spawn(async move {
                 for i in 0..per_task {
-                    state.audit(&who, "test.append", &format!("{}:{t}:{i}", who.user_name)).await.unwrap();
+                    state.audit.record(&who, "test.append", &format!("{}:{t}:{i}", who.user_name)).await.unwrap();
                 }
             });
         }
@@ -89,7 +89,7 @@ async fn two_writers(a: AppState, b: AppState) {
     while let Some(done) = set.join_next().await {
         done.unwrap();
     }
-    let entries = a.audit_entries().await.unwrap();
+    let entries = a.audit.entries().await.unwrap();
     let total = 2 * tasks * per_task;
     assert_eq!(entries.len(), total);
     let ids: Vec<i64> = entries.iter().map(|e| e.fields.id).collect();
@@ -97,7 +97,7 @@ async fn two_writers(a: AppState, b: AppState) {
     // both writers really interleaved
     let from_b = entries.iter().filter(|e| e.fields.actor_name == "b").count();
     assert_eq!(from_b, total / 2);
-    let v = b.verify_audit().await.unwrap();
+    let v = b.audit.verify().await.unwrap();
     assert!(v.ok, "{v:?}");
     assert_eq!(v.entries, total);
     assert_eq!(v, pinacle_api::audit::verify(&entries));
@@ -110,13 +110,13 @@ async fn pages_walk_the_log_newest_page_first_and_verification_reads_in_pages() 
     let (alice, bob) = (principal("alice"), principal("bob"));
     let n = pinacle_api::audit::VERIFY_PAGE as usize + 250;
     for i in 0..n {
-        s.audit(if i % 2 == 0 { &alice } else { &bob }, "test.append", &i.to_string()).await.unwrap();
+        s.audit.record(if i % 2 == 0 { &alice } else { &bob }, "test.append", &i.to_string()).await.unwrap();
     }
     // every entry exactly once, in pages of 300, newest page first
     let mut seen = Vec::new();
     let mut before = None;
     loop {
-        let (page, next) = s.audit_page(None, before, 300).await.unwrap();
+        let (page, next) = s.audit.page(None, before, 300).await.unwrap();
         assert!(page.len() <= 300);
         assert!(page.windows(2).all(|w| w[0].fields.id < w[1].fields.id), "oldest first within a page");
         seen.splice(0..0, page.iter().map(|e| e.fields.id));
@@ -127,10 +127,10 @@ async fn pages_walk_the_log_newest_page_first_and_verification_reads_in_pages() 
     }
     assert_eq!(seen, (1..=n as i64).collect::<Vec<_>>());
     // one actor's entries only
-    let (page, _) = s.audit_page(Some("id-bob"), None, 1000).await.unwrap();
+    let (page, _) = s.audit.page(Some("id-bob"), None, 1000).await.unwrap();
     assert_eq!(page.len(), n / 2);
     assert!(page.iter().all(|e| e.fields.actor_name == "bob"));
     // the paged verification sees the whole chain
-    let v = s.verify_audit().await.unwrap();
+    let v = s.audit.verify().await.unwrap();
     assert!(v.ok && v.entries == n, "{v:?}");
 }

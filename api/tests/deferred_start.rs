@@ -36,7 +36,7 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
     .unwrap();
     s.bootstrap_admin(Some(TOKEN)).await.unwrap();
     s.register_host("h1", &[RuntimeKind::Gvisor], 64, 256 << 30).await.unwrap();
-    let who = s.principal_for_bearer(TOKEN).await.unwrap();
+    let who = s.auth.principal_for_bearer(TOKEN).await.unwrap();
     (s, who)
 }
 

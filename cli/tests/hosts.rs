@@ -40,8 +40,11 @@ async fn hosts_are_cordoned_drained_removed_and_turn_unreachable_when_silent() {
     assert_eq!((local["status"].as_str(), local["connected"].as_bool()), (Some("ready"), Some(true)), "{local}");
 
     // a second host: an agent process of its own, joined with a token
-    let agent = p.spawn_host("h2", &["--pod-network", "none", "--reconcile-interval", "3600"]);
+    // offering less than the machine has, as an operator keeping room
+    let agent = p.spawn_host("h2", &["--pod-network", "none", "--reconcile-interval", "3600", "--vcpus", "3", "--memory-gib", "5"]);
     wait_status(&p, "h2", "ready", 60).await;
+    let h2 = host(&p, "h2").await.unwrap();
+    assert_eq!((h2["vcpus"].as_u64(), h2["memory_bytes"].as_u64()), (Some(3), Some(5 << 30)), "{h2}");
     let (code, out, err) = cli(&p, &["host", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().any(|l| l.starts_with("h2 ") && l.contains("ready") && !l.contains("not connected")), "{out}");

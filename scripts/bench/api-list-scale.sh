@@ -60,7 +60,7 @@ SQ_PORT=$(port) P1_PORT=$(port) P2_PORT=$(port)
 start_server() { # name port cache-ms [args...]
     local name=$1 p=$2 cache=$3; shift 3
     PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_MASTER_KEY=$MASTER_KEY PINACLE_CONFIG="$TMP/$name.json" \
-        "$BIN" server --listen "127.0.0.1:$p" --rate-limit 0 --read-cache-ms "$cache" "$@" >"$TMP/$name.out" 2>>"$TMP/$name.log" &
+        "$BIN" server --listen "127.0.0.1:$p" --proxy-listen none --ssh-listen none --rate-limit 0 --read-cache-ms "$cache" "$@" >"$TMP/$name.out" 2>>"$TMP/$name.log" &
     PIDS+=($!)
     for _ in $(seq 600); do curl -sf "http://127.0.0.1:$p/readyz" >/dev/null && return; sleep 0.1; done
     echo "server $name did not become ready:" >&2; cat "$TMP/$name.log" >&2; exit 1
@@ -177,7 +177,7 @@ measure() { # cache label
     done
 }
 for base in "http://127.0.0.1:$NG_SQ" "http://127.0.0.1:$NG_PG1" "http://127.0.0.1:$NG_PG2"; do
-    check_list "$base" "$TMP/tokens-$([[ $base == *$NG_SQ ]] && echo sqlite || echo pg1)"
+    check_list "$base" "$TMP/tokens-$([[ $base == *$NG_SQ ]] && echo sqlite || echo pg1).txt"
 done
 for c in 1 64; do run_wrk "healthz via nginx (ref)" "$c" "http://127.0.0.1:$NG_PG2/healthz"; done
 measure "cache 1 s"

@@ -76,7 +76,7 @@ for i in 1 2 3; do
     ip -n "pnbpl$i" link set "pnbpl${i}b" up && ip -n "pnbpl$i" link set lo up
 done
 PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_CONFIG=$TMP/cli.json PINACLE_KEYRING=off "$BIN" server --data-dir "$TMP/data" \
-    --listen 10.254.7.1:0 --rate-limit 0 --heartbeat-interval 1 >"$TMP/out" 2>"$TMP/log" &
+    --listen 10.254.7.1:0 --proxy-listen none --ssh-listen none --rate-limit 0 --heartbeat-interval 1 >"$TMP/out" 2>"$TMP/log" &
 PID=$!
 API=
 for _ in $(seq 300); do API=$(sed -n 's/^Pinacle API listening on //p' "$TMP/out"); [[ -n $API ]] && break; sleep 0.1; done

@@ -192,7 +192,7 @@ async fn copy_output(tx: Arc<ChannelWriteHalf<Msg>>, mut events: mpsc::Receiver<
 /// Records an SSH session event; a failure to record is logged, and does
 /// not end the session.
 pub(crate) async fn audit(state: &AppState, login: &Login, action: &str, target: &str) {
-    if let Err(e) = state.audit(&login.principal, action, target).await {
+    if let Err(e) = state.audit.record(&login.principal, action, target).await {
         tracing::warn!(error = %e.message, action, "audit of an SSH session failed");
     }
 }

@@ -8,7 +8,7 @@ use crate::AppState;
 impl AppState {
     /// Creates a local account, if the sign-up mode allows it.
     pub async fn signup(&self, req: SignupRequest, source: String) -> Result<user::Model, ApiError> {
-        let mode = self.settings().await?.signup;
+        let mode = self.settings.current().await?.signup;
         match (mode, &req.invite) {
             (SignupMode::Closed, _) => {
                 return Err(ApiError::forbidden("signup_closed",
@@ -80,6 +80,6 @@ impl AppState {
         let (Some(u), true, true) = (found, stored.is_some(), matches) else {
             return Err(ApiError::unauthenticated("invalid_credentials", "wrong user name or password"));
         };
-        self.start_session(&u, &source).await
+        self.sessions.start_session(&u, &source).await
     }
 }

@@ -79,7 +79,7 @@ impl AppState {
         let me = api.current().user().await.map_err(upstream)?;
         let github_id = me.id.0;
         let (u, created) = self.user_for_github(github_id, &me.login, source).await?;
-        let tokens = self.start_session(&u, source).await?;
+        let tokens = self.sessions.start_session(&u, source).await?;
         tracing::info!(user = %u.name, github = %me.login, created, "signed in with GitHub");
         Ok(GithubSignIn {
             user: serde_json::json!({"id": u.id, "name": u.name, "github_login": me.login}),
@@ -103,7 +103,7 @@ impl AppState {
             let u = user::Entity::find_by_id(link.user_id).one(&txn).await?.ok_or_else(|| ApiError::internal("linked user is gone"))?;
             return Ok((u, false));
         }
-        match self.settings().await?.signup {
+        match self.settings.current().await?.signup {
             SignupMode::Open => {}
             mode => {
                 return Err(ApiError::forbidden(if mode == SignupMode::Closed { "signup_closed" } else { "invite_required" },

@@ -87,7 +87,7 @@ impl AppState {
             iat: now,
             exp: now + ttl,
         };
-        Ok((self.sign_claims(&claims)?, ttl))
+        Ok((self.sessions.sign_claims(&claims)?, ttl))
     }
 
     /// The principal behind a pod-scoped token of `kind` for `pod_id`, if
@@ -97,14 +97,14 @@ impl AppState {
         if token.len() > 4096 || !token.is_ascii() {
             return Ok(None);
         }
-        let Some(claims) = self.verify_claims::<PodClaims>(token, &pod_audience(pod_id)).await? else {
+        let Some(claims) = self.sessions.verify_claims::<PodClaims>(token, &pod_audience(pod_id)).await? else {
             return Ok(None);
         };
         if claims.kind != kind {
             return Ok(None);
         }
         if let Some(sid) = &claims.sid {
-            if !self.session_is_live(sid).await? {
+            if !self.sessions.session_is_live(sid).await? {
                 return Ok(None);
             }
         }
@@ -123,7 +123,7 @@ impl AppState {
             return Ok(None);
         };
         let mut p = Principal::system(&user.id, &user.name, "proxy");
-        p.subject.teams = self.team_roles(&user.id).await?;
+        p.subject.teams = self.auth.team_roles(&user.id).await?;
         p.session_id = claims.sid;
         p.token_id = claims.tid;
         Ok(Some(p))

@@ -48,7 +48,7 @@ pub async fn refresh(
     info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    Ok(Json(s.refresh(&req.refresh_token, &peer(info)).await?))
+    Ok(Json(s.sessions.refresh(&req.refresh_token, &peer(info)).await?))
 }
 
 /// `POST /api/v1/auth/logout` (authenticated): ends the caller's session,
@@ -65,6 +65,7 @@ pub async fn logout(
     };
     let session = match body {
         Some(req) => s
+            .sessions
             .session_of_refresh_token(&req.refresh_token)
             .await?
             .ok_or_else(|| ApiError::not_found("session not found"))?,
@@ -75,13 +76,13 @@ pub async fn logout(
             )
         })?,
     };
-    s.end_session(&who, &session).await?;
+    s.sessions.end_session(&who, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /.well-known/jwks.json`: keys that verify access tokens.
 pub async fn jwks(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(s.jwks())
+    Json(s.sessions.jwks())
 }
 
 /// `GET /api/v1/auth/github/start`: redirects to GitHub's authorize page.
@@ -146,7 +147,7 @@ pub async fn github_callback(
 /// `GET /api/v1/auth/providers` (public): how one may sign in here, for the
 /// web app's sign-in page.
 pub async fn providers(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let signup = s.settings().await?.signup != crate::settings::SignupMode::Closed;
+    let signup = s.settings.current().await?.signup != crate::settings::SignupMode::Closed;
     Ok(Json(
         serde_json::json!({ "github": s.github.get().is_some(), "signup": signup }),
     ))

@@ -12,7 +12,7 @@ use crate::settings::{Settings, SettingsUpdate};
 use crate::{ApiError, AppState};
 
 pub async fn settings(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<Settings>, ApiError> {
-    Ok(Json(s.show_settings(&who).await?))
+    Ok(Json(s.settings.show(&who).await?))
 }
 
 pub async fn update_settings(
@@ -20,7 +20,7 @@ pub async fn update_settings(
     Extension(who): Extension<Principal>,
     ApiJson(req): ApiJson<SettingsUpdate>,
 ) -> Result<Json<Settings>, ApiError> {
-    Ok(Json(s.update_settings(&who, req).await?))
+    Ok(Json(s.settings.update(&who, req).await?))
 }
 
 /// `POST /api/v1/admin/signing-keys/rotate`: a new key signs from now on;
@@ -30,7 +30,7 @@ pub async fn rotate_signing_key(
     Extension(who): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.authorize(Action::Configure, &Resource::Instance, "signing keys")?;
-    let kid = s.rotate_signing_key(Some(&who)).await?;
+    let kid = s.sessions.rotate_signing_key(Some(&who)).await?;
     Ok(Json(serde_json::json!({ "kid": kid })))
 }
 
@@ -86,7 +86,7 @@ pub async fn images_gc(State(s): State<AppState>, Extension(who): Extension<Prin
         report.freed_bytes += r.freed_bytes;
     }
     let summary = format!("{} image(s), {} layer(s), {} bytes", report.removed_images.len(), report.removed_blobs, report.freed_bytes);
-    s.audit(&who, "images.gc", &summary).await?;
+    s.audit.record(&who, "images.gc", &summary).await?;
     Ok(Json(serde_json::json!({
         "removed_images": report.removed_images,
         "removed_blobs": report.removed_blobs,

@@ -43,7 +43,7 @@ pub async fn list(
     // the filter narrows the query to what the policy allows; the policy
     // still decides each entry
     let actor = (!who.instance_admin).then_some(who.user_id.as_str());
-    let (entries, next_before) = s.audit_page(actor, q.before, limit).await?;
+    let (entries, next_before) = s.audit.page(actor, q.before, limit).await?;
     let entries: Vec<_> = entries
         .into_iter()
         .filter(|e| who.authorize(Action::Read, &Resource::AuditEntry { actor: &e.fields.actor_id }, "entry").is_ok())
@@ -58,7 +58,7 @@ pub async fn verify(
     Extension(who): Extension<Principal>,
 ) -> Result<Json<crate::audit::Verification>, ApiError> {
     who.authorize(Action::Read, &Resource::Instance, "audit log")?;
-    Ok(Json(s.verify_audit().await?))
+    Ok(Json(s.audit.verify().await?))
 }
 
 /// `POST /api/v1/audit/anchor`: records the head now (administrator only).
@@ -67,5 +67,5 @@ pub async fn anchor(
     Extension(who): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.authorize(Action::Create, &Resource::Instance, "audit log")?;
-    Ok(Json(serde_json::json!({ "anchor": s.anchor_audit().await? })))
+    Ok(Json(serde_json::json!({ "anchor": s.audit.anchor().await? })))
 }

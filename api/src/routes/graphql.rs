@@ -65,7 +65,7 @@ fn refused(e: crate::ApiError) -> async_graphql::Response {
 impl Authenticated {
     async fn principal(&self) -> Result<(Principal, Arc<str>), crate::ApiError> {
         let token = self.token.get().cloned().ok_or_else(|| crate::ApiError::unauthorized("send connection_init first"))?;
-        let mut who = self.state.principal_for_bearer(&token).await?;
+        let mut who = self.state.auth.principal_for_bearer(&token).await?;
         if let Some(source) = &self.source {
             who.source = source.clone();
         }
@@ -90,7 +90,7 @@ impl Executor for Authenticated {
                     let stream = this.schema.execute_stream_with_session_data(request, session_data.unwrap_or_default());
                     // a subscription ends once the credential stops working
                     let state = this.state.clone();
-                    let lost = async move { state.access_lost(&token, |_| async { Ok(()) }).await };
+                    let lost = async move { state.auth.access_lost(&token, |_| async { Ok(()) }).await };
                     stream.take_until(Box::pin(lost)).boxed()
                 }
                 Err(e) => futures::stream::once(async move { refused(e) }).boxed(),
@@ -152,7 +152,7 @@ async fn serve(state: AppState, schema: PinacleSchema, protocol: GraphQLProtocol
                 let presented = payload.get("token").and_then(|t| t.as_str()).ok_or_else(|| {
                     async_graphql::Error::new(r#"connection_init must carry {"token": "<access token>"}"#)
                 })?;
-                if let Err(e) = init_state.principal_for_bearer(presented).await {
+                if let Err(e) = init_state.auth.principal_for_bearer(presented).await {
                     init_refused.store(true, std::sync::atomic::Ordering::Release);
                     return Err(async_graphql::Error::new(e.message));
                 }
@@ -164,7 +164,7 @@ async fn serve(state: AppState, schema: PinacleSchema, protocol: GraphQLProtocol
         let watch = async {
             signed_in.notified().await;
             match token.get() {
-                Some(t) => state.access_lost(t, |_| async { Ok(()) }).await,
+                Some(t) => state.auth.access_lost(t, |_| async { Ok(()) }).await,
                 None => std::future::pending().await,
             }
         };

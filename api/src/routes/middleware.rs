@@ -15,7 +15,7 @@ use crate::{ApiError, AppState};
 /// Middleware: resolves the bearer token to a [`Principal`] or answers 401.
 pub async fn require_principal(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let token = bearer_of(req.headers())?;
-    let mut principal = state.principal_for_bearer(&token).await?;
+    let mut principal = state.auth.principal_for_bearer(&token).await?;
     if let Some(axum::extract::ConnectInfo(peer)) = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
         principal.source = peer.ip().to_string();
     }

@@ -251,7 +251,7 @@ pub async fn exec(
     };
     let record = pod.record()?;
     // The program only: arguments may carry secrets.
-    s.audit(&who, "pod.exec", &format!("pod:{} ({}) {}", pod.id, pod.name, req.argv[0])).await?;
+    s.audit.record(&who, "pod.exec", &format!("pod:{} ({}) {}", pod.id, pod.name, req.argv[0])).await?;
     let rx = host.exec(&record, req).await.map_err(|e| match e {
         pinacle_host_api::HostError::NotRunning(_) => ApiError::conflict(
             "pod_not_running",
@@ -337,7 +337,7 @@ pub async fn events(
 /// the deletion.)
 pub fn until_access_lost(s: AppState, token: String, pod_id: uuid::Uuid, action: Action) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiError> + Send>> {
     Box::pin(async move {
-        s.access_lost(&token, |now| {
+        s.auth.access_lost(&token, |now| {
             let s = s.clone();
             async move {
                 if action == Action::Read {

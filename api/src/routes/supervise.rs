@@ -382,7 +382,7 @@ pub async fn write_file(
         writer.write(&chunk).await.map_err(supervisor_error)?;
     }
     writer.finish().await.map_err(supervisor_error)?;
-    s.audit(&who, "pod.file.write", &format!("pod:{} ({}) {}", pod.id, pod.name, q.path)).await?;
+    s.audit.record(&who, "pod.file.write", &format!("pod:{} ({}) {}", pod.id, pod.name, q.path)).await?;
     Ok((StatusCode::NO_CONTENT, [(header::ETAG, quoted(hash.finalize()))]).into_response())
 }
 
@@ -440,7 +440,7 @@ pub async fn terminal(
         Some(cmd) => vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()],
         None => vec!["/bin/sh".to_owned(), "-c".to_owned(), "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi".to_owned()],
     };
-    s.audit(&who, "pod.terminal", &format!("pod:{} ({})", pod.id, pod.name)).await?;
+    s.audit.record(&who, "pod.terminal", &format!("pod:{} ({})", pod.id, pod.name)).await?;
     let spec = ExecSpec { argv, env: Vec::new(), cwd: None, tty: Some(size), session: q.session };
     let (input, events) = client.exec(spec).await.map_err(supervisor_error)?;
     let lost = crate::routes::pods::until_access_lost(s.clone(), token, pod.id, Action::Exec);

@@ -13,14 +13,14 @@ pub async fn create(
     Extension(who): Extension<Principal>,
     ApiJson(req): ApiJson<crate::tokens::CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let (view, secret) = s.create_token(&who, req).await?;
+    let (view, secret) = s.tokens.create(&who, req).await?;
     let mut body = serde_json::to_value(view).map_err(ApiError::internal)?;
     body["token"] = serde_json::Value::String(secret);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
 pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "tokens": s.list_tokens(&who).await? })))
+    Ok(Json(serde_json::json!({ "tokens": s.tokens.list(&who).await? })))
 }
 
 pub async fn revoke(
@@ -28,6 +28,6 @@ pub async fn revoke(
     Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.revoke_token(&who, &id).await?;
+    s.tokens.revoke(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -34,6 +34,37 @@ use crate::ApiError;
 
 mod ops;
 
+/// Sign-in sessions as a service: EdDSA access tokens and refresh-token
+/// families, the signing keys (sealed with the master key, rotated), and
+/// the JWTs other services sign with them (pod sign-in links).
+#[derive(Clone)]
+pub struct Sessions {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    config: SessionConfig,
+    keyring: std::sync::Arc<KeyRing>,
+    master_key: std::sync::Arc<crate::crypto::MasterKey>,
+    /// Cleared when a session ends: its access tokens stop at once.
+    principals: std::sync::Arc<crate::tokens::PrincipalCache>,
+}
+
+impl Sessions {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        config: SessionConfig,
+        master_key: std::sync::Arc<crate::crypto::MasterKey>,
+        principals: std::sync::Arc<crate::tokens::PrincipalCache>,
+    ) -> Self {
+        Self { db, write_lock, config, keyring: Default::default(), master_key, principals }
+    }
+
+    /// Token lifetimes and key rotation.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+}
+
 /// Issuer and audience of every access token.
 pub const ISSUER: &str = "pinacle";
 

@@ -1,11 +1,8 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the sessions service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+impl Sessions {
     /// Loads signing keys from the database, creating the first one (or a
     /// fresh one when the current key is older than the rotation period).
     pub async fn load_signing_keys(&self) -> Result<(), ApiError> {
@@ -15,7 +12,7 @@ impl AppState {
             .await?;
         let stale = current
             .as_ref()
-            .is_none_or(|k| Utc::now() - k.created_at > Duration::seconds(self.sessions.key_rotation_secs));
+            .is_none_or(|k| Utc::now() - k.created_at > Duration::seconds(self.config.key_rotation_secs));
         if stale {
             self.rotate_signing_key(None).await?;
         } else {
@@ -27,12 +24,12 @@ impl AppState {
     /// How long a retired key keeps verifying: as long as the longest-lived
     /// token it may have signed (an access token, or a pod-session cookie).
     fn retired_key_lifetime(&self) -> Duration {
-        Duration::seconds(self.sessions.access_ttl_secs.max(crate::pod_access::POD_SESSION_TTL_SECS))
+        Duration::seconds(self.config.access_ttl_secs.max(crate::pod_access::POD_SESSION_TTL_SECS))
     }
 
     /// How long a retired key verifies (and is published for) access tokens.
     fn access_window(&self) -> Duration {
-        Duration::seconds(self.sessions.access_ttl_secs)
+        Duration::seconds(self.config.access_ttl_secs)
     }
 
     async fn reload_keys(&self) -> Result<(), ApiError> {
@@ -129,7 +126,7 @@ impl AppState {
             name: user.name.clone(),
             sid: session_id.to_owned(),
             iat: now,
-            exp: now + self.sessions.access_ttl_secs,
+            exp: now + self.config.access_ttl_secs,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.clone());
@@ -247,7 +244,7 @@ impl AppState {
                 .to_owned();
             session::Entity::delete_many()
                 .filter(session::Column::UserId.eq(user.id.clone()))
-                .filter(session::Column::CreatedAt.lt(now - Duration::seconds(self.sessions.refresh_ttl_secs)))
+                .filter(session::Column::CreatedAt.lt(now - Duration::seconds(self.config.refresh_ttl_secs)))
                 .filter(session::Column::Id.not_in_subquery(live_families))
                 .exec(&txn)
                 .await?;
@@ -273,9 +270,9 @@ impl AppState {
         Ok(TokenPair {
             access_token: self.sign_access_token(user, session_id)?,
             token_type: "Bearer",
-            expires_in: self.sessions.access_ttl_secs,
+            expires_in: self.config.access_ttl_secs,
             refresh_token: refresh,
-            refresh_expires_in: self.sessions.refresh_ttl_secs,
+            refresh_expires_in: self.config.refresh_ttl_secs,
         })
     }
 
@@ -287,7 +284,7 @@ impl AppState {
             session_id: Set(session_id.to_owned()),
             token_hash: Set(hash_token(&secret)),
             created_at: Set(now),
-            expires_at: Set(now + Duration::seconds(self.sessions.refresh_ttl_secs)),
+            expires_at: Set(now + Duration::seconds(self.config.refresh_ttl_secs)),
             used_at: Set(None),
         }
         .insert(db)
@@ -326,7 +323,7 @@ impl AppState {
             revoke_session(&txn, &sess.id, "refresh token reused", now).await?;
             crate::audit::append(&txn, &who, "session.reuse_detected", &format!("session:{}", sess.id)).await?;
             txn.commit().await?;
-            self.forget_principals();
+            self.principals.clear();
             tracing::warn!(session = %sess.id, user = %u.name, %source, "refresh token reused: session revoked");
             return Err(refused(
                 "refresh_token_reused",
@@ -358,7 +355,7 @@ impl AppState {
         revoke_session(&txn, session_id, "signed out", Utc::now()).await?;
         crate::audit::append(&txn, who, "session.end", &format!("session:{session_id}")).await?;
         txn.commit().await?;
-        self.forget_principals();
+        self.principals.clear();
         Ok(())
     }
 

@@ -10,6 +10,21 @@ use crate::ApiError;
 
 mod ops;
 
+/// The instance's settings (sign-up mode, who may use youki, quotas), kept
+/// in the database; changes are the administrator's and audited.
+#[derive(Clone)]
+pub struct InstanceSettings {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl InstanceSettings {
+    /// `write_lock`: the one that serialises the database's writers.
+    pub fn new(db: sea_orm::DatabaseConnection, write_lock: std::sync::Arc<tokio::sync::Mutex<()>>) -> Self {
+        Self { db, write_lock }
+    }
+}
+
 /// Who may create an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -1,13 +1,10 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the settings service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+impl InstanceSettings {
     /// The current settings.
-    pub async fn settings(&self) -> Result<Settings, ApiError> {
+    pub async fn current(&self) -> Result<Settings, ApiError> {
         let signup = match setting::Entity::find_by_id(SIGNUP_KEY.to_owned()).one(&self.db).await? {
             Some(s) => serde_json::from_str(&s.value).map_err(ApiError::internal)?,
             None => SignupMode::default(),
@@ -32,13 +29,13 @@ impl AppState {
     }
 
     /// The settings, for the administrator.
-    pub async fn show_settings(&self, who: &Principal) -> Result<Settings, ApiError> {
+    pub async fn show(&self, who: &Principal) -> Result<Settings, ApiError> {
         who.authorize(Action::Read, &Resource::Instance, "settings")?;
-        self.settings().await
+        self.current().await
     }
 
     /// Changes settings (administrator).
-    pub async fn update_settings(&self, who: &Principal, update: SettingsUpdate) -> Result<Settings, ApiError> {
+    pub async fn update(&self, who: &Principal, update: SettingsUpdate) -> Result<Settings, ApiError> {
         who.authorize(Action::Configure, &Resource::Instance, "settings")?;
         let _w = self.write_lock.lock().await;
         let txn = self.db.begin().await?;
@@ -62,6 +59,6 @@ impl AppState {
         }
         txn.commit().await?;
         drop(_w);
-        self.settings().await
+        self.current().await
     }
 }

@@ -59,7 +59,7 @@ impl AppState {
         let cert = sign_user_certificate(&cas.user_ca, &public, &who.user_id, &pod.id.to_string(), now, lifetime)
             .map_err(ApiError::internal)?;
         let login = self.ssh_login(&pod).await?;
-        self.audit(who, "ssh.certificate", &format!("pod:{} ({}) key {}", pod.id, pod.name, checked.fingerprint)).await?;
+        self.audit.record(who, "ssh.certificate", &format!("pod:{} ({}) key {}", pod.id, pod.name, checked.fingerprint)).await?;
         Ok(SshCertificateView {
             certificate: cert.to_openssh().map_err(ApiError::internal)?,
             login,
@@ -92,7 +92,7 @@ impl AppState {
             pinacle_host_api::HostError::Busy(_) => ApiError::conflict("pod_busy", format!("pod {} is changing state; try again", pod.name)),
             other => crate::hosts::host_error(other),
         })?;
-        self.audit(who, "pod.rotate_keys", &format!("pod:{} ({}) new key {}", pod.id, pod.name, k.fingerprint)).await?;
+        self.audit.record(who, "pod.rotate_keys", &format!("pod:{} ({}) new key {}", pod.id, pod.name, k.fingerprint)).await?;
         Ok(PodKeyView { public_key: k.public_key, fingerprint: k.fingerprint })
     }
 
@@ -131,7 +131,7 @@ impl AppState {
             return Ok(None);
         };
         let mut p = Principal::system(&u.id, &u.name, source);
-        p.subject.teams = self.team_roles(&u.id).await?;
+        p.subject.teams = self.auth.team_roles(&u.id).await?;
         Ok(Some(p))
     }
 }
