@@ -1084,6 +1084,8 @@ fn quote(s: &str) -> String {
     let plain_safe = !s.is_empty()
         && !s.starts_with(|c: char| c.is_whitespace() || "-?:,[]{}#&*!|>'\"%@`~".contains(c))
         && !s.ends_with(char::is_whitespace)
+        // `c:` at the end of a value starts a mapping
+        && !s.ends_with(':')
         && !s.contains(": ")
         && !s.contains(" #")
         && !s.contains(['\n', '\t', '\r'])
@@ -1098,3 +1100,18 @@ fn quote(s: &str) -> String {
         serde_json::to_string(s).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, quote, ParseOptions};
+
+    #[test]
+    fn quoted_commands_read_back_as_the_same_string() {
+        for s in ["make", "c:", "a: b", "x #y", "-v", "true", "1.5", " lead", "trail ", "0x1f", "npm run dev", "https://x.y:8080/p", "echo 'a'"] {
+            let text = format!("version: \"1.0\"\ninstall: {}\n", quote(s));
+            let (c, _) = parse("t.yaml", &text, ParseOptions { strict: true }).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.install, vec![s.to_owned()], "{text}");
+        }
+    }
+}
+
