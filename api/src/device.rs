@@ -15,7 +15,7 @@ use crate::principal::{hash_token, Principal};
 use crate::entities::{device_code, user};
 use crate::policy::{Action, Resource};
 use crate::sessions::TokenPair;
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// How long a device code waits for approval.
 pub const DEVICE_CODE_TTL_SECS: i64 = 600;
@@ -62,9 +62,21 @@ fn pending(code: &'static str, msg: &str) -> ApiError {
     ApiError::bad_request(code, msg)
 }
 
-impl AppState {
+/// Device sign-in as a service.
+#[derive(Clone)]
+pub struct DeviceSignIn {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    sessions: crate::sessions::Sessions,
+}
+
+impl DeviceSignIn {
+    pub fn new(db: sea_orm::DatabaseConnection, write_lock: std::sync::Arc<tokio::sync::Mutex<()>>, sessions: crate::sessions::Sessions) -> Self {
+        Self { db, write_lock, sessions }
+    }
+
     /// Starts a device sign-in.
-    pub async fn device_start(&self) -> Result<DeviceStart, ApiError> {
+    pub async fn start(&self) -> Result<DeviceStart, ApiError> {
         let device_code = crate::principal::random_secret(DEVICE_PREFIX);
         let now = Utc::now();
         let _w = self.write_lock.lock().await;
@@ -98,7 +110,7 @@ impl AppState {
     }
 
     /// Approves (or denies) a waiting device as the caller.
-    pub async fn device_decide(&self, who: &Principal, typed: &str, approve: bool) -> Result<(), ApiError> {
+    pub async fn decide(&self, who: &Principal, typed: &str, approve: bool) -> Result<(), ApiError> {
         // Signing a device in as yourself is an act on your own account.
         who.authorize(Action::Create, &Resource::Account { user: &who.user_id }, "account")?;
         let not_found = || ApiError::not_found("no device is waiting with this code (it may have expired)");
@@ -127,7 +139,7 @@ impl AppState {
     }
 
     /// The device polls: a token pair once approved, else why not yet.
-    pub async fn device_poll(&self, presented: &str, source: &str) -> Result<TokenPair, ApiError> {
+    pub async fn poll(&self, presented: &str, source: &str) -> Result<TokenPair, ApiError> {
         if !presented.starts_with(DEVICE_PREFIX) || presented.len() > 200 {
             return Err(pending("invalid_grant", "not a device code"));
         }

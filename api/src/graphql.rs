@@ -484,7 +484,7 @@ impl Team {
         self.0.created_at
     }
     async fn members(&self, ctx: &Context<'_>) -> R<Vec<TeamMember>> {
-        let (_, members) = state(ctx).show_team(who(ctx)?, &self.0.id).await.gql()?;
+        let (_, members) = state(ctx).teams.show_team(who(ctx)?, &self.0.id).await.gql()?;
         Ok(members.into_iter().map(Into::into).collect())
     }
 }
@@ -510,7 +510,7 @@ impl Pod {
             return Ok(None);
         };
         Ok(state(ctx)
-            .team_name(id)
+            .teams.team_name(id)
             .await
             .gql()?
             .or_else(|| Some(id.clone())))
@@ -710,7 +710,7 @@ impl QueryRoot {
     }
     async fn teams(&self, ctx: &Context<'_>) -> R<Vec<Team>> {
         Ok(state(ctx)
-            .list_teams(who(ctx)?)
+            .teams.list_teams(who(ctx)?)
             .await
             .gql()?
             .into_iter()
@@ -940,7 +940,7 @@ impl MutationRoot {
     async fn create_team(&self, ctx: &Context<'_>, name: String) -> R<Team> {
         Ok(Team(
             state(ctx)
-                .create_team(writer(ctx)?, crate::teams::CreateTeamRequest { name })
+                .teams.create_team(writer(ctx)?, crate::teams::CreateTeamRequest { name })
                 .await
                 .gql()?,
         ))
@@ -957,7 +957,7 @@ impl MutationRoot {
             role: role.into(),
         };
         Ok(state(ctx)
-            .add_member(writer(ctx)?, &team, req)
+            .teams.add_member(writer(ctx)?, &team, req)
             .await
             .gql()?
             .into())
@@ -971,14 +971,14 @@ impl MutationRoot {
     ) -> R<TeamMember> {
         let role: TeamRole = role.into();
         Ok(state(ctx)
-            .set_member_role(writer(ctx)?, &team, &user, role)
+            .teams.set_member_role(writer(ctx)?, &team, &user, role)
             .await
             .gql()?
             .into())
     }
     async fn remove_team_member(&self, ctx: &Context<'_>, team: String, user: String) -> R<bool> {
         state(ctx)
-            .remove_member(writer(ctx)?, &team, &user)
+            .teams.remove_member(writer(ctx)?, &team, &user)
             .await
             .gql()?;
         Ok(true)

@@ -12,6 +12,18 @@ use sha2::{Digest, Sha256};
 use crate::policy::{self, Action, Denied, Resource, Scope, Subject};
 use crate::ApiError;
 
+/// Why a user (or team) name is refused; the names become part of host
+/// names, and users and teams share them.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if name.is_empty() || name.len() > 32 || !ok_chars || name.starts_with('-') || name.ends_with('-') {
+        return Err(format!(
+            "invalid user name {name:?}: use 1 to 32 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// Name of the first user, the instance administrator.
 pub const ADMIN_USER: &str = "admin";
 

@@ -372,7 +372,7 @@ impl AppState {
         })?;
         let (team_id, owner_name) = match &req.team {
             Some(t) => {
-                let team = self.find_team(who, t, crate::policy::Action::Read).await?;
+                let team = self.teams.find_team(who, t, crate::policy::Action::Read).await?;
                 (Some(team.id), team.name)
             }
             None => (None, who.user_name.clone()),
@@ -696,7 +696,7 @@ impl AppState {
         q = match (Uuid::parse_str(key), key.split_once('/')) {
             (Ok(id), _) => q.filter(pod::Column::Id.eq(id.to_string())),
             (Err(_), Some((team, name))) => {
-                let team = self.find_team(who, team, Action::Read).await.map_err(|_| not_found())?;
+                let team = self.teams.find_team(who, team, Action::Read).await.map_err(|_| not_found())?;
                 q.filter(pod::Column::TeamId.eq(team.id)).filter(pod::Column::Name.eq(name))
             }
             (Err(_), None) => q.filter(pod::Column::Name.eq(key)),

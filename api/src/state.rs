@@ -63,10 +63,18 @@ pub struct Inner {
     pub sessions: crate::sessions::Sessions,
     /// Who a bearer credential is.
     pub auth: crate::auth::Authenticator,
+    /// Teams, members, invitations.
+    pub teams: crate::teams::Teams,
+    /// Local accounts: sign-up and password sign-in.
+    pub accounts: crate::accounts::Accounts,
+    /// Sign-in from devices without a browser.
+    pub devices: crate::device::DeviceSignIn,
+    /// Sign-in with GitHub.
+    pub github_sign_in: crate::github::GithubAuth,
     /// The audit log.
     pub audit: crate::audit::AuditLog,
     /// GitHub sign-in, when configured (set once the callback URL is known).
-    pub github: OnceLock<crate::github::GithubConfig>,
+    pub github: Arc<OnceLock<crate::github::GithubConfig>>,
     /// Bearer token hash → (principal, credential expiry); cleared by every
     /// change to tokens, sessions or team membership.
     pub principals: Arc<crate::tokens::PrincipalCache>,
@@ -187,6 +195,19 @@ impl AppState {
         let master_key = Arc::new(cfg.master_key);
         let sessions = crate::sessions::Sessions::new(db.clone(), write_lock.clone(), cfg.sessions, master_key.clone(), principals.clone());
         let auth = crate::auth::Authenticator::new(db.clone(), principals.clone(), sessions.clone());
+        let teams = crate::teams::Teams::new(db.clone(), write_lock.clone(), principals.clone());
+        let accounts = crate::accounts::Accounts::new(db.clone(), write_lock.clone(), settings.clone(), sessions.clone(), teams.clone());
+        let devices = crate::device::DeviceSignIn::new(db.clone(), write_lock.clone(), sessions.clone());
+        let github = Arc::new(OnceLock::new());
+        let github_sign_in = crate::github::GithubAuth::new(
+            db.clone(),
+            write_lock.clone(),
+            github.clone(),
+            master_key.clone(),
+            settings.clone(),
+            sessions.clone(),
+            teams.clone(),
+        );
         let state = Self(Arc::new(Inner {
             settings,
             audit,
@@ -201,8 +222,12 @@ impl AppState {
             rate_limiter: cfg.limits.map(crate::ratelimit::RateLimiter::new),
             master_key,
             auth,
+            teams,
+            accounts,
+            devices,
+            github_sign_in,
             sessions,
-            github: OnceLock::new(),
+            github,
             heartbeat: cfg.heartbeat,
             advertise_url: cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned()),
             relays: crate::peers::Relays::default(),

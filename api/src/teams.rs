@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::principal::{hash_token, Principal};
 use crate::entities::{invite, pod, team, team_member, user};
 use crate::policy::{Action, Resource, Role};
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// Prefix of invitation codes.
 pub const INVITE_PREFIX: &str = "pni_";
@@ -97,7 +97,24 @@ fn team_not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("team {name} not found"))
 }
 
-impl AppState {
+/// Teams as a service: teams, members and their roles, invitations.
+#[derive(Clone)]
+pub struct Teams {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Cleared by every membership change: roles take effect at once.
+    principals: std::sync::Arc<crate::tokens::PrincipalCache>,
+}
+
+impl Teams {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        principals: std::sync::Arc<crate::tokens::PrincipalCache>,
+    ) -> Self {
+        Self { db, write_lock, principals }
+    }
+
     /// Whether `name` is not free as a user or team name: another user or
     /// team has it, or its host names could be confused with theirs: it
     /// ends with a dash and an existing name, or an existing name ends with
@@ -139,7 +156,7 @@ impl AppState {
 
     /// Creates a team with the caller as its owner.
     pub async fn create_team(&self, who: &Principal, req: CreateTeamRequest) -> Result<TeamView, ApiError> {
-        crate::accounts::check_user_name(&req.name)
+        crate::principal::check_user_name(&req.name)
             .map_err(|m| ApiError::bad_request("invalid_name", m.replace("user name", "team name")))?;
         who.authorize(Action::Create, &Resource::Account { user: &who.user_id }, "account")?;
         let now = Utc::now();
@@ -397,7 +414,7 @@ impl AppState {
             return Ok(Some(true));
         }
         let maker = user::Entity::find_by_id(inv.created_by.clone()).one(txn).await?;
-        Ok(Some(maker.is_some_and(|u| u.name == crate::state::ADMIN_USER)))
+        Ok(Some(maker.is_some_and(|u| u.name == crate::principal::ADMIN_USER)))
     }
 
     /// Uses an invitation for `user_id` inside `txn`: marks it used and adds

@@ -15,6 +15,29 @@ use crate::ApiError;
 
 mod ops;
 
+/// Local accounts as a service: sign-up (as the settings allow, with
+/// invitations) and password sign-in, which starts a session.
+#[derive(Clone)]
+pub struct Accounts {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    settings: crate::settings::InstanceSettings,
+    sessions: crate::sessions::Sessions,
+    teams: crate::teams::Teams,
+}
+
+impl Accounts {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        settings: crate::settings::InstanceSettings,
+        sessions: crate::sessions::Sessions,
+        teams: crate::teams::Teams,
+    ) -> Self {
+        Self { db, write_lock, settings, sessions, teams }
+    }
+}
+
 /// Shortest accepted password.
 pub const MIN_PASSWORD_LEN: usize = 10;
 
@@ -50,16 +73,7 @@ impl std::fmt::Debug for SignupRequest {
     }
 }
 
-/// Why a user name is refused; user names become part of host names.
-pub fn check_user_name(name: &str) -> Result<(), String> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if name.is_empty() || name.len() > 32 || !ok_chars || name.starts_with('-') || name.ends_with('-') {
-        return Err(format!(
-            "invalid user name {name:?}: use 1 to 32 characters of a-z, 0-9 and '-', not starting or ending with '-'"
-        ));
-    }
-    Ok(())
-}
+pub use crate::principal::check_user_name;
 
 /// Why a password is refused.
 pub fn check_password(name: &str, password: &str) -> Result<(), String> {

@@ -1,11 +1,8 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the accounts service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+impl Accounts {
     /// Creates a local account, if the sign-up mode allows it.
     pub async fn signup(&self, req: SignupRequest, source: String) -> Result<user::Model, ApiError> {
         let mode = self.settings.current().await?.signup;
@@ -33,7 +30,7 @@ impl AppState {
                 format!("the name {} is taken, or too close to another account's for unambiguous host names", req.name),
             )
         };
-        if self.account_name_taken(&txn, &req.name).await? {
+        if self.teams.account_name_taken(&txn, &req.name).await? {
             return Err(taken());
         }
         let model = match (user::ActiveModel {
@@ -52,7 +49,7 @@ impl AppState {
         let who = Principal::system(&model.id, &model.name, &source);
         crate::audit::append(&txn, &who, "user.signup", &format!("user:{}", model.id)).await?;
         if let (SignupMode::Invite, Some(code)) = (mode, &req.invite) {
-            match self.invite_admits_new_account(&txn, code).await? {
+            match self.teams.invite_admits_new_account(&txn, code).await? {
                 None => return Err(ApiError::bad_request("invalid_invite", "invitation code is unknown, used or expired")),
                 Some(false) => {
                     return Err(ApiError::forbidden("invite_not_for_signup",
@@ -64,7 +61,7 @@ impl AppState {
             }
         }
         if let Some(code) = &req.invite {
-            if let Some((team, role)) = self.redeem_invite(&txn, code, &model.id).await? {
+            if let Some((team, role)) = self.teams.redeem_invite(&txn, code, &model.id).await? {
                 crate::audit::append(&txn, &who, "team.member.join", &format!("team:{team} role:{role}")).await?;
             }
         }

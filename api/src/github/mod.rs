@@ -24,6 +24,35 @@ use crate::ApiError;
 
 mod ops;
 
+/// Sign-in with GitHub as a service (OAuth web flow): accounts made or
+/// found by GitHub id, sessions started.
+#[derive(Clone)]
+pub struct GithubAuth {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Set once the server knows its callback URL; unset: not offered.
+    github: std::sync::Arc<std::sync::OnceLock<GithubConfig>>,
+    master_key: std::sync::Arc<crate::crypto::MasterKey>,
+    settings: crate::settings::InstanceSettings,
+    sessions: crate::sessions::Sessions,
+    teams: crate::teams::Teams,
+}
+
+impl GithubAuth {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        github: std::sync::Arc<std::sync::OnceLock<GithubConfig>>,
+        master_key: std::sync::Arc<crate::crypto::MasterKey>,
+        settings: crate::settings::InstanceSettings,
+        sessions: crate::sessions::Sessions,
+        teams: crate::teams::Teams,
+    ) -> Self {
+        Self { db, write_lock, github, master_key, settings, sessions, teams }
+    }
+}
+
 /// How long a started sign-in may take.
 pub const STATE_TTL_SECS: i64 = 600;
 
@@ -128,7 +157,7 @@ pub fn candidate_names(login: &str, github_id: u64) -> Vec<String> {
         names.push(format!("{}{id_suffix}", base.chars().take(room).collect::<String>().trim_end_matches('-')));
     }
     names.push(format!("gh{id_suffix}"));
-    names.retain(|n| crate::accounts::check_user_name(n).is_ok());
+    names.retain(|n| crate::principal::check_user_name(n).is_ok());
     names.dedup();
     names
 }
@@ -160,7 +189,7 @@ mod tests {
         assert_eq!(candidate_names("---", 7), vec!["gh-7"]);
         let long = "x".repeat(39);
         for n in candidate_names(&long, 123_456_789) {
-            assert!(crate::accounts::check_user_name(&n).is_ok(), "{n}");
+            assert!(crate::principal::check_user_name(&n).is_ok(), "{n}");
         }
     }
 

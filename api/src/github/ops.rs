@@ -1,14 +1,11 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the GitHub sign-in service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+impl GithubAuth {
     /// Starts a sign-in: the authorize URL to send the browser to, and the
     /// nonce for the binding cookie.
-    pub fn github_start(&self) -> Result<(String, String), ApiError> {
+    pub fn start(&self) -> Result<(String, String), ApiError> {
         let gh = self.github.get().ok_or_else(not_configured)?;
         let nonce = crate::principal::random_secret("");
         let sealed = SealedState { nonce: nonce.clone(), exp: (Utc::now() + Duration::seconds(STATE_TTL_SECS)).timestamp() };
@@ -27,7 +24,7 @@ impl AppState {
 
     /// Completes a sign-in from GitHub's redirect; `cookie_nonce` is the
     /// binding cookie's value.
-    pub async fn github_callback(
+    pub async fn callback(
         &self,
         q: CallbackQuery,
         cookie_nonce: Option<&str>,
@@ -113,7 +110,7 @@ impl AppState {
         }
         let mut name = None;
         for candidate in candidate_names(login, github_id) {
-            if !self.account_name_taken(&txn, &candidate).await? {
+            if !self.teams.account_name_taken(&txn, &candidate).await? {
                 name = Some(candidate);
                 break;
             }

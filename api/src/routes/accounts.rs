@@ -21,7 +21,7 @@ pub async fn signup(
     info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(req): ApiJson<crate::accounts::SignupRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let u = s.signup(req, peer(info)).await?;
+    let u = s.accounts.signup(req, peer(info)).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({"id": u.id, "name": u.name}))))
 }
 
@@ -32,7 +32,7 @@ pub async fn login(
     info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(creds): ApiJson<crate::accounts::Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    Ok(Json(s.login(creds, peer(info)).await?))
+    Ok(Json(s.accounts.login(creds, peer(info)).await?))
 }
 
 /// `POST /api/v1/auth/refresh` and `/auth/logout` bodies.
@@ -88,7 +88,7 @@ pub async fn jwks(State(s): State<AppState>) -> Json<serde_json::Value> {
 /// `GET /api/v1/auth/github/start`: redirects to GitHub's authorize page.
 pub async fn github_start(State(s): State<AppState>) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let (url, nonce) = s.github_start()?;
+    let (url, nonce) = s.github_sign_in.start()?;
     let secure = s.github.get().is_some_and(|g| g.redirect_url.starts_with("https://"));
     let cookie = format!(
         "{}={nonce}; Path=/api/v1/auth/github; Max-Age={}; HttpOnly; SameSite=Lax{}",
@@ -115,7 +115,7 @@ pub async fn github_callback(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(prefix.as_str()).map(str::to_owned));
-    let done = s.github_callback(q, nonce.as_deref(), &peer(info)).await?;
+    let done = s.github_sign_in.callback(q, nonce.as_deref(), &peer(info)).await?;
     let clear = format!("{}=; Path=/api/v1/auth/github; Max-Age=0; HttpOnly; SameSite=Lax", crate::github::STATE_COOKIE);
     let browser = headers
         .get(axum::http::header::ACCEPT)
@@ -155,7 +155,7 @@ pub async fn providers(State(s): State<AppState>) -> Result<Json<serde_json::Val
 
 /// `POST /api/v1/auth/device`: starts a device sign-in.
 pub async fn device_start(State(s): State<AppState>) -> Result<Json<crate::device::DeviceStart>, ApiError> {
-    Ok(Json(s.device_start().await?))
+    Ok(Json(s.devices.start().await?))
 }
 
 /// `POST /api/v1/auth/device/token` body.
@@ -172,7 +172,7 @@ pub async fn device_token(
     info: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(req): ApiJson<DevicePoll>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    Ok(Json(s.device_poll(&req.device_code, &peer(info)).await?))
+    Ok(Json(s.devices.poll(&req.device_code, &peer(info)).await?))
 }
 
 /// `POST /api/v1/auth/device/approve` body.
@@ -196,7 +196,7 @@ pub async fn device_approve(
     Extension(who): Extension<Principal>,
     ApiJson(req): ApiJson<DeviceDecision>,
 ) -> Result<StatusCode, ApiError> {
-    s.device_decide(&who, &req.user_code, req.approve).await?;
+    s.devices.decide(&who, &req.user_code, req.approve).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -31,7 +31,7 @@ pub async fn me(State(s): State<AppState>, Extension(who): Extension<Principal>)
         "admin": who.is_admin(),
         "scope": who.scope,
         "session": who.session_id,
-        "teams": s.list_teams(&who).await?,
+        "teams": s.teams.list_teams(&who).await?,
     })))
 }
 

@@ -15,11 +15,11 @@ pub async fn create(
     Extension(who): Extension<Principal>,
     ApiJson(req): ApiJson<CreateTeamRequest>,
 ) -> Result<(StatusCode, Json<TeamView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.create_team(&who, req).await?)))
+    Ok((StatusCode::CREATED, Json(s.teams.create_team(&who, req).await?)))
 }
 
 pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "teams": s.list_teams(&who).await? })))
+    Ok(Json(serde_json::json!({ "teams": s.teams.list_teams(&who).await? })))
 }
 
 pub async fn show(
@@ -27,7 +27,7 @@ pub async fn show(
     Extension(who): Extension<Principal>,
     ApiPath(team): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (t, members) = s.show_team(&who, &team).await?;
+    let (t, members) = s.teams.show_team(&who, &team).await?;
     let mut body = serde_json::to_value(t).map_err(ApiError::internal)?;
     body["members"] = serde_json::to_value(members).map_err(ApiError::internal)?;
     Ok(Json(body))
@@ -38,7 +38,7 @@ pub async fn delete(
     Extension(who): Extension<Principal>,
     ApiPath(team): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.delete_team(&who, &team).await?;
+    s.teams.delete_team(&who, &team).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -48,7 +48,7 @@ pub async fn add_member(
     ApiPath(team): ApiPath<String>,
     ApiJson(req): ApiJson<AddMemberRequest>,
 ) -> Result<(StatusCode, Json<MemberView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.add_member(&who, &team, req).await?)))
+    Ok((StatusCode::CREATED, Json(s.teams.add_member(&who, &team, req).await?)))
 }
 
 pub async fn set_role(
@@ -57,7 +57,7 @@ pub async fn set_role(
     ApiPath((team, user)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<SetRoleRequest>,
 ) -> Result<Json<MemberView>, ApiError> {
-    Ok(Json(s.set_member_role(&who, &team, &user, req.role).await?))
+    Ok(Json(s.teams.set_member_role(&who, &team, &user, req.role).await?))
 }
 
 pub async fn remove_member(
@@ -65,7 +65,7 @@ pub async fn remove_member(
     Extension(who): Extension<Principal>,
     ApiPath((team, user)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    s.remove_member(&who, &team, &user).await?;
+    s.teams.remove_member(&who, &team, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -74,7 +74,7 @@ pub async fn create_invite(
     Extension(who): Extension<Principal>,
     ApiJson(req): ApiJson<CreateInviteRequest>,
 ) -> Result<(StatusCode, Json<InviteView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.create_invite(&who, req).await?)))
+    Ok((StatusCode::CREATED, Json(s.teams.create_invite(&who, req).await?)))
 }
 
 /// `POST /api/v1/invites/accept` body.
@@ -89,5 +89,5 @@ pub async fn accept_invite(
     Extension(who): Extension<Principal>,
     ApiJson(req): ApiJson<AcceptInvite>,
 ) -> Result<Json<TeamView>, ApiError> {
-    Ok(Json(s.accept_invite(&who, &req.code).await?))
+    Ok(Json(s.teams.accept_invite(&who, &req.code).await?))
 }

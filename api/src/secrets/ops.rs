@@ -1,111 +1,9 @@
-//! Secrets: user, team and pod scoped key/values, sealed under the master
-//! key (see [`crate::crypto`]) and handed to pods as environment variables
-//! when they start. Values are accepted once and never answered again: list
-//! endpoints show names and times only, and no value reaches a log line.
-//!
-//! What a pod gets: a personal pod, its owner's user secrets; a team pod, the
-//! team's secrets (never a member's personal ones); then the pod's own
-//! secrets, which win over both.
+//! What [`crate::AppState`] does with this module's parts (the methods
+//! other services and the routes call); the parts themselves, which the
+//! state holds, are in the parent module and need no state.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
-use serde::{Deserialize, Serialize};
-
-use crate::principal::Principal;
-use crate::entities::secret;
-use crate::policy::{Action, Resource};
-use crate::{ApiError, AppState};
-
-/// Largest secret value.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-
-/// Environment names a secret cannot take: Pinacle sets these.
-const RESERVED: &[&str] = &["PATH", "HOME", "TERM", "LANG"];
-
-/// Which secrets: `?team=NAME` or `?pod=NAME|ID`, neither for the caller's own.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretScopeQuery {
-    #[serde(default)]
-    pub team: Option<String>,
-    #[serde(default)]
-    pub pod: Option<String>,
-}
-
-/// `PUT /api/v1/secrets/{name}` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetSecretRequest {
-    pub value: String,
-}
-
-impl std::fmt::Debug for SetSecretRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SetSecretRequest { value: <redacted> }")
-    }
-}
-
-/// A secret as listed: never its value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SecretView {
-    pub name: String,
-    /// `user`, `team` or `pod`.
-    pub scope: String,
-    pub scope_id: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Why a secret name is refused: it must work as an environment variable.
-pub fn check_secret_name(name: &str) -> Result<(), String> {
-    let valid_chars = name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_');
-    if name.is_empty() || name.len() > 128 || !valid_chars || !first_ok {
-        return Err(format!(
-            "invalid secret name {name:?}: use 1 to 128 characters of A-Z, 0-9 and _, not starting with a digit (it becomes an environment variable)"
-        ));
-    }
-    if RESERVED.contains(&name) || name.starts_with("PINACLE_") {
-        return Err(format!("secret name {name} is reserved; PATH, HOME, TERM, LANG and PINACLE_* are set by Pinacle"));
-    }
-    Ok(())
-}
-
-/// Why a secret value is refused.
-pub fn check_secret_value(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("secret value is empty".into());
-    }
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(format!("secret value is {} bytes; the limit is {MAX_VALUE_BYTES}", value.len()));
-    }
-    if value.contains('\0') {
-        return Err("secret value contains a NUL byte, which an environment variable cannot hold".into());
-    }
-    Ok(())
-}
-
-fn context(scope: &str, scope_id: &str, name: &str) -> String {
-    format!("secret:{scope}:{scope_id}:{name}")
-}
-
-impl From<secret::Model> for SecretView {
-    fn from(m: secret::Model) -> Self {
-        SecretView { name: m.name, scope: m.scope, scope_id: m.scope_id, created_at: m.created_at, updated_at: m.updated_at }
-    }
-}
-
-/// Removes every secret of one scope (a deleted team or pod).
-pub async fn delete_scope<C: ConnectionTrait>(db: &C, scope: &str, scope_id: &str) -> Result<(), ApiError> {
-    secret::Entity::delete_many()
-        .filter(secret::Column::Scope.eq(scope))
-        .filter(secret::Column::ScopeId.eq(scope_id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
+use super::*;
+use crate::AppState;
 
 impl AppState {
     /// Resolves `q` to (scope, scope id) after asking the policy for `action`.
@@ -115,7 +13,7 @@ impl AppState {
             (Some(team), None) => {
                 // Reading team secret names is for members; changing them for admins.
                 let team_action = if action == Action::Read { Action::Read } else { Action::Configure };
-                Ok(("team", self.find_team(who, team, team_action).await?.id))
+                Ok(("team", self.teams.find_team(who, team, team_action).await?.id))
             }
             (None, Some(pod)) => {
                 let action = if action == Action::Read { Action::Read } else { Action::Configure };
@@ -273,37 +171,5 @@ impl AppState {
             }
         }
         Ok(env)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_must_be_environment_variables() {
-        for ok in ["DB_PASSWORD", "_X", "A1"] {
-            assert!(check_secret_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "db_password", "1A", "A-B", "A B", &"A".repeat(129)] {
-            assert!(check_secret_name(bad).unwrap_err().contains("invalid secret name"), "{bad:?}");
-        }
-        for reserved in ["PATH", "HOME", "PINACLE_POD"] {
-            assert!(check_secret_name(reserved).unwrap_err().contains("reserved"), "{reserved}");
-        }
-    }
-
-    #[test]
-    fn values_must_fit_an_environment() {
-        assert!(check_secret_value("s3cr3t value with spaces\nand lines").is_ok());
-        assert!(check_secret_value("").is_err());
-        assert!(check_secret_value("a\0b").unwrap_err().contains("NUL"));
-        assert!(check_secret_value(&"x".repeat(MAX_VALUE_BYTES + 1)).unwrap_err().contains("limit"));
-    }
-
-    #[test]
-    fn debug_output_hides_the_value() {
-        let r = SetSecretRequest { value: "hunter2-hunter2".into() };
-        assert!(!format!("{r:?}").contains("hunter2"));
     }
 }
