@@ -4,7 +4,7 @@
 //! server` only over its link. The server has no route to any pod network;
 //! yet for a pod on each host, exec, files, logs, terminals (with
 //! re-attach), snapshots, the proxy (HTTP and WebSocket) and the SSH
-//! gateway (shell, scp, `-L`) work. Then a host killed with SIGKILL turns
+//! gateway (shell, scp, sftp, `-L`, `-R`) work. Then a host killed with SIGKILL turns
 //! unreachable within three heartbeats and, restarted, takes its pod back
 //! without orphans; a reused join token and a removed host are refused.
 
@@ -194,6 +194,20 @@ async fn use_pod(p: &Pinacle, proxy: u16, ssh: &Client, key: &std::path::Path, p
         assert!(Instant::now() < deadline, "{pod}: the server never answered through the proxy: {}", r.status());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // its ports and processes, as the host's supervisor sees them
+    let (s, ports) = p.call(Method::GET, &format!("/api/v1/pods/{pod}/ports"), None).await;
+    assert_eq!(s, 200, "{ports}");
+    assert!(ports["ports"].as_array().unwrap().iter().any(|x| x["port"] == 9000), "{pod}: {ports}");
+    let (s, procs) = p.call(Method::GET, &format!("/api/v1/pods/{pod}/processes"), None).await;
+    assert_eq!(s, 200, "{pod}: {procs}");
+    // the pod's own SSH key, kept on its host, and a new one on rotation
+    let (s, key1) = p.call(Method::GET, &format!("/api/v1/pods/{pod}/ssh-key"), None).await;
+    assert_eq!(s, 200, "{pod}: {key1}");
+    assert!(key1["public_key"].as_str().unwrap().starts_with("ssh-ed25519 "), "{key1}");
+    let (s, b) = p.call(Method::POST, &format!("/api/v1/pods/{pod}/rotate-keys"), None).await;
+    assert!((200..300).contains(&s), "{pod}: {b}");
+    let (_, key2) = p.call(Method::GET, &format!("/api/v1/pods/{pod}/ssh-key"), None).await;
+    assert_ne!(key1["fingerprint"], key2["fingerprint"], "{pod}: the rotation changed nothing");
     let upload = upload_bytes();
     let r = p.http.post(format!("http://127.0.0.1:{proxy}/sha")).header("host", &vhost).bearer_auth(common::TOKEN).body(upload.clone()).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -253,6 +267,52 @@ async fn use_pod(p: &Pinacle, proxy: u16, ssh: &Client, key: &std::path::Path, p
     assert!(body.contains(&format!("127.0.0.1:{local}")), "{pod}: the forwarded request's Host: {body}");
     let _ = forward.0.kill();
 
+    // sftp puts a file, which the pod then holds intact
+    let batch = ssh.dir.path().join(format!("{pod}.sftp"));
+    std::fs::write(&batch, format!("cd /workspace\nput {} sftp.bin\nls -l sftp.bin\n", file.display())).unwrap();
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("sftp")
+        .args(ssh.base_args(key))
+        .args(["-P", &ssh.port.to_string(), "-b"])
+        .arg(&batch)
+        .arg(format!("{pod}@127.0.0.1"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{pod}: sftp: {}", String::from_utf8_lossy(&out.stderr));
+    let (sum, _, code) = p.exec(pod, &["sha256sum", "/workspace/sftp.bin"]).await;
+    assert_eq!((code, sum.split_whitespace().next()), (0, Some(sha256_hex(&upload).as_str())), "{pod}: sftp changed the file");
+
+    // -R: a connection made in the pod reaches a server beside the client
+    let served = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client_port = served.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in served.incoming().take(100) {
+            let Ok(mut conn) = conn else { continue };
+            let _ = std::io::Write::write_all(&mut conn, b"from-beside-the-client\n");
+        }
+    });
+    let mut reverse = common::KillOnDrop(
+        Command::new("ssh")
+            .args(ssh.base_args(key))
+            .args(["-p", &ssh.port.to_string(), "-N", "-o", "ExitOnForwardFailure=yes", "-R", &format!("7301:127.0.0.1:{client_port}"), &format!("{pod}@127.0.0.1")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ssh.ssh(key, pod, &[], "bash -c 'exec 3<>/dev/tcp/127.0.0.1/7301 && cat <&3'");
+        if String::from_utf8_lossy(&out.stdout) == "from-beside-the-client\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pod}: -R never answered: {}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = reverse.0.kill();
+
     // snapshots (of the stopped pod), then it starts again
     let (s, b) = p.call(Method::POST, &format!("/api/v1/pods/{pod}/stop"), None).await;
     assert_eq!(s, 202, "{b}");
@@ -275,7 +335,7 @@ async fn pods_on_three_remote_hosts_work_through_their_links_only() {
     let (proxy_arg, ssh_arg) = (format!("127.0.0.1:{proxy}"), format!("127.0.0.1:{ssh_port}"));
     let p = Pinacle::start_role_with(
         "server",
-        &["--listen", &listen, "--heartbeat-interval", "1", "--proxy-listen", &proxy_arg, "--ssh-listen", &ssh_arg, "--ssh-host", "127.0.0.1"],
+        &["--listen", &listen, "--heartbeat-interval", "1", "--proxy-listen", &proxy_arg, "--ssh-listen", &ssh_arg, "--ssh-host", "127.0.0.1", "--ssh-allow-remote-forward"],
     )
     .await;
     let mut agents: Vec<_> = (1..=HOSTS).map(|i| Some(start_host(&p, i))).collect();
