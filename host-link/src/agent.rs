@@ -252,7 +252,7 @@ async fn dispatch(side: &AgentSide, call: HostCall) -> Response<LinkBody> {
     }
 }
 
-async fn run_stream(mut stream: tokio::io::DuplexStream, side: AgentSide) {
+async fn run_stream(mut stream: crate::pipe::LinkStream, side: AgentSide) {
     let open = match frame::read::<StreamOpen, _>(&mut stream).await {
         Ok(Some(open)) => open,
         Ok(None) => return,
@@ -291,7 +291,7 @@ async fn run_stream(mut stream: tokio::io::DuplexStream, side: AgentSide) {
 }
 
 /// Answers the open, then copies bytes both ways until both sides end.
-async fn splice(mut stream: tokio::io::DuplexStream, opened: Result<pinacle_host_api::BoxedStream, HostError>) {
+async fn splice(mut stream: crate::pipe::LinkStream, opened: Result<pinacle_host_api::BoxedStream, HostError>) {
     match opened {
         Ok(mut inner) => {
             if frame::write(&mut stream, &Answer::Ok(())).await.is_ok() {
@@ -304,7 +304,7 @@ async fn splice(mut stream: tokio::io::DuplexStream, opened: Result<pinacle_host
     }
 }
 
-async fn run_control(stream: tokio::io::DuplexStream, control: Arc<LinkControl>) {
+async fn run_control(stream: crate::pipe::LinkStream, control: Arc<LinkControl>) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Numbered<ControlCall>>(64);
     let generation = {
