@@ -726,7 +726,7 @@ impl QueryRoot {
     /// to pre-fill the new-pod form. GitHub repositories only.
     async fn repository_config(&self, ctx: &Context<'_>, url: String) -> R<RepositoryConfig> {
         who(ctx)?;
-        state(ctx).repository_config(&url).await.gql()
+        state(ctx).repository_configs.repository_config(&url).await.gql()
     }
 }
 

@@ -184,7 +184,7 @@ impl PodRoutes {
             (None, hostname::Target::Port(_)) => return Err(RouteError::NotFound),
         };
         let id = uuid::Uuid::parse_str(&model.id).map_err(|e| RouteError::Internal(e.to_string()))?;
-        let host = self.state.reach(&model.host_id).ok_or_else(|| RouteError::NotRunning {
+        let host = self.state.links.reach(&model.host_id).ok_or_else(|| RouteError::NotRunning {
             pod: model.name.clone(),
             state: format!("on host {}, which cannot be reached now", model.host_id),
         })?;
@@ -228,7 +228,7 @@ impl Dial for HostDial {
     }
 
     async fn dial(&self) -> Result<Box<dyn UpstreamIo>, DialError> {
-        let host = self.state.reach(&self.host).ok_or_else(|| DialError::Unavailable(format!("host {} cannot be reached now", self.host)))?;
+        let host = self.state.links.reach(&self.host).ok_or_else(|| DialError::Unavailable(format!("host {} cannot be reached now", self.host)))?;
         match host.connect(self.pod, self.port).await {
             Ok(stream) => Ok(Box::new(stream)),
             Err(HostError::Refused(why)) => Err(DialError::Refused(why)),

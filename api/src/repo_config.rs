@@ -3,7 +3,7 @@
 //! GitHub repositories only, read through GitHub's REST API (octocrab).
 
 use crate::graphql::{check_config, RepositoryConfig};
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// Files looked for, in order.
 pub const CANDIDATES: [&str; 4] = [
@@ -62,7 +62,18 @@ fn valid_name(s: &str) -> bool {
         && s != ".."
 }
 
-impl AppState {
+/// Repositories' configurations, read from GitHub (or the GitHub
+/// Enterprise the sign-in is configured with).
+#[derive(Clone)]
+pub struct RepositoryConfigs {
+    github: std::sync::Arc<std::sync::OnceLock<crate::github::GithubConfig>>,
+}
+
+impl RepositoryConfigs {
+    pub fn new(github: std::sync::Arc<std::sync::OnceLock<crate::github::GithubConfig>>) -> Self {
+        Self { github }
+    }
+
     /// The configuration of the repository at `url`.
     pub async fn repository_config(&self, url: &str) -> Result<RepositoryConfig, ApiError> {
         let (web_url, api_url) = match self.github.get() {

@@ -625,7 +625,7 @@ impl AppState {
             if view.state != PodState::Stopped {
                 return Err(ApiError::conflict("invalid_state", format!("pod {} is {}; stop it before changing its image", view.name, view.state)));
             }
-            if let Some(host) = self.reach(&view.host).filter(|_| !pinacle_config::image_ref::is_registry_reference(image)) {
+            if let Some(host) = self.links.reach(&view.host).filter(|_| !pinacle_config::image_ref::is_registry_reference(image)) {
                 if !host.has_image(image).await.map_err(crate::hosts::host_error)? {
                     return Err(ApiError::bad_request(
                         "unknown_image",
@@ -674,7 +674,7 @@ impl AppState {
         self.pod_lists.clear();
         let view = PodView::try_from(updated)?;
         if change.egress.is_some() {
-            if let Some(host) = self.reach(&view.host) {
+            if let Some(host) = self.links.reach(&view.host) {
                 match host.set_egress(view.id, &view.egress).await {
                     Ok(applied) => tracing::info!(pod = %view.name, egress = %view.egress, applied_now = applied, "egress policy changed"),
                     Err(e) => tracing::warn!(pod = %view.name, error = %e, "egress policy stored; applying it failed, it applies on the next start"),

@@ -35,15 +35,15 @@ pub struct Inner {
     pub metrics: Metrics,
     /// The hosts this control plane reaches (the agent in this process,
     /// when there is one): every operation on a pod goes through them.
-    pub hosts: crate::hosts::HostDirectory,
+    pub hosts: Arc<crate::hosts::HostDirectory>,
     /// How often hosts report.
     pub heartbeat: std::time::Duration,
     /// This server's address for other servers (`--advertise-url`); set:
     /// several servers share the database, and hosts whose link ends at
     /// another server are reached through it.
     pub advertise_url: Option<String>,
-    /// Links relayed from other servers.
-    pub relays: crate::peers::Relays,
+    /// How hosts are reached (directly, or relayed by another server).
+    pub links: crate::peers::HostLinks,
     /// Pod events to the other servers (Redis), or to this one only.
     pub bus: Arc<crate::bus::Bus>,
     /// Load balancers whose `X-Forwarded-For` names the client.
@@ -71,6 +71,8 @@ pub struct Inner {
     pub devices: crate::device::DeviceSignIn,
     /// Sign-in with GitHub.
     pub github_sign_in: crate::github::GithubAuth,
+    /// Repositories' `pinacle.yaml` or devcontainer.json, for the new-pod form.
+    pub repository_configs: crate::repo_config::RepositoryConfigs,
     /// The audit log.
     pub audit: crate::audit::AuditLog,
     /// GitHub sign-in, when configured (set once the callback URL is known).
@@ -194,6 +196,9 @@ impl AppState {
         let tokens = crate::tokens::ApiTokens::new(db.clone(), write_lock.clone(), principals.clone());
         let master_key = Arc::new(cfg.master_key);
         let sessions = crate::sessions::Sessions::new(db.clone(), write_lock.clone(), cfg.sessions, master_key.clone(), principals.clone());
+        let hosts = Arc::new(crate::hosts::HostDirectory::default());
+        let advertise_url = cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned());
+        let links = crate::peers::HostLinks::new(db.clone(), hosts.clone(), advertise_url.clone(), master_key.clone(), cfg.heartbeat);
         let auth = crate::auth::Authenticator::new(db.clone(), principals.clone(), sessions.clone());
         let teams = crate::teams::Teams::new(db.clone(), write_lock.clone(), principals.clone());
         let accounts = crate::accounts::Accounts::new(db.clone(), write_lock.clone(), settings.clone(), sessions.clone(), teams.clone());
@@ -216,7 +221,7 @@ impl AppState {
             queue,
             events,
             metrics: Metrics::default(),
-            hosts: crate::hosts::HostDirectory::default(),
+            hosts: hosts.clone(),
             default_runtime: cfg.default_runtime,
             write_lock: write_lock.clone(),
             rate_limiter: cfg.limits.map(crate::ratelimit::RateLimiter::new),
@@ -226,11 +231,12 @@ impl AppState {
             accounts,
             devices,
             github_sign_in,
+            repository_configs: crate::repo_config::RepositoryConfigs::new(github.clone()),
             sessions,
             github,
             heartbeat: cfg.heartbeat,
-            advertise_url: cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned()),
-            relays: crate::peers::Relays::default(),
+            advertise_url,
+            links,
             bus,
             trusted_proxies: cfg.trusted_proxies,
             principals,

@@ -426,7 +426,7 @@ impl AppState {
         if pod.state != pinacle_orchestrator::PodState::Running {
             return None;
         }
-        self.reach(&pod.host)?.usage(pod.id).await.ok()
+        self.links.reach(&pod.host)?.usage(pod.id).await.ok()
     }
 }
 

@@ -325,7 +325,7 @@ impl AppState {
 
     /// The host `id` (a pod's `host`), or 503 `host_unreachable`.
     pub fn host(&self, id: &str) -> Result<Arc<dyn HostApi>, ApiError> {
-        self.reach(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
+        self.links.reach(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
     }
 
     /// Serves the link host `host`'s agent just opened (`io`, upgraded and
@@ -360,7 +360,7 @@ impl AppState {
             Err(e) => tracing::warn!(host = %host, error = %e.message, "recording the host's report failed"),
         }
         self.hosts.attach_link(link.clone());
-        self.set_link_server(&host, true).await;
+        self.links.set_link_server(&host, true).await;
         tracing::info!(host = %host, protocol = report.protocol, runtimes = ?report.runtimes, "host connected");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (queue, worker) = (self.queue.clone(), Arc::new(link.clone()));
@@ -393,7 +393,7 @@ impl AppState {
             abort.abort();
         }
         if self.hosts.link(&host).is_none_or(|l| l.same_link(&link)) {
-            self.set_link_server(&host, false).await;
+            self.links.set_link_server(&host, false).await;
         }
         self.hosts.detach_link(&link);
         tracing::info!(host = %host, "host link ended");

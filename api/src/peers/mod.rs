@@ -21,6 +21,33 @@ use crate::ApiError;
 
 mod ops;
 
+/// How this server reaches hosts: its own agent and the links ending here
+/// (the directory), else, with several servers, through the server that
+/// holds a host's link (relayed, and kept).
+#[derive(Clone)]
+pub struct HostLinks {
+    db: sea_orm::DatabaseConnection,
+    hosts: Arc<crate::hosts::HostDirectory>,
+    relays: Arc<Relays>,
+    /// This server's address for the others; `None`: the only server.
+    advertise_url: Option<String>,
+    master_key: Arc<crate::crypto::MasterKey>,
+    /// Keep-alive of relayed links.
+    heartbeat: std::time::Duration,
+}
+
+impl HostLinks {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        hosts: Arc<crate::hosts::HostDirectory>,
+        advertise_url: Option<String>,
+        master_key: Arc<crate::crypto::MasterKey>,
+        heartbeat: std::time::Duration,
+    ) -> Self {
+        Self { db, hosts, relays: Arc::default(), advertise_url, master_key, heartbeat }
+    }
+}
+
 /// What the relay credential is derived for.
 const RELAY_PURPOSE: &str = "pinacle peer relay v1";
 

@@ -1,11 +1,8 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the host-links service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+impl HostLinks {
     /// The host `id` as this server reaches it: its own agent or a link
     /// ending here, else (with several servers) through the server holding
     /// its link; `None` when it cannot be reached from here at all.
@@ -14,7 +11,7 @@ impl AppState {
             return Some(h);
         }
         self.advertise_url.as_ref()?;
-        Some(Arc::new(PeerHost { state: self.clone(), host: id.to_owned() }))
+        Some(Arc::new(PeerHost { links: self.clone(), host: id.to_owned() }))
     }
 
     /// Records that this server holds (or no longer holds) `host`'s link.
@@ -89,13 +86,13 @@ impl AppState {
 
 /// A host whose link ends at another server.
 struct PeerHost {
-    state: AppState,
+    links: HostLinks,
     host: String,
 }
 
 impl PeerHost {
     async fn link(&self) -> Result<RemoteHost, HostError> {
-        self.state.relayed(&self.host).await
+        self.links.relayed(&self.host).await
     }
 }
 

@@ -244,14 +244,14 @@ pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Re
 /// when the link does not end here.
 pub async fn relay_host(State(s): State<AppState>, ApiPath(id): ApiPath<String>, mut req: axum::extract::Request) -> Result<axum::response::Response, ApiError> {
     let presented = presented_bearer(req.headers());
-    if !s.is_peer(&presented) {
+    if !s.links.is_peer(&presented) {
         return Err(ApiError { code: "invalid_peer_credential", ..ApiError::unauthorized("not a server of this deployment") });
     }
     let upgrade = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case(pinacle_host_link::UPGRADE) {
         return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", format!("a relayed link needs `Upgrade: {}`", pinacle_host_link::UPGRADE)));
     }
-    let link = s.relayable(&id)?;
+    let link = s.links.relayable(&id)?;
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return Err(ApiError::bad_request("upgrade_required", "this connection cannot be upgraded (HTTP/1.1 is needed)"));
     };
