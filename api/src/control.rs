@@ -8,23 +8,38 @@ use pinacle_orchestrator::{PodEvent, PodRecord, PodState};
 use uuid::Uuid;
 
 use crate::service::TransitionError;
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 fn backend(e: ApiError) -> ControlPlaneError {
     ControlPlaneError::Backend(e.message)
 }
 
+/// The control plane as host agents call it: their pods, state changes,
+/// a pod's secrets at its start, repository and image set-up.
+#[derive(Clone)]
+pub struct Control {
+    db: sea_orm::DatabaseConnection,
+    pods: crate::service::Pods,
+    vault: crate::secrets::SecretVault,
+}
+
+impl Control {
+    pub fn new(db: sea_orm::DatabaseConnection, pods: crate::service::Pods, vault: crate::secrets::SecretVault) -> Self {
+        Self { db, pods, vault }
+    }
+}
+
 #[async_trait]
-impl ControlPlane for AppState {
+impl ControlPlane for Control {
     async fn pod(&self, id: Uuid) -> Result<Option<PodRecord>, ControlPlaneError> {
-        match self.pod_by_id(id).await.map_err(backend)? {
+        match self.pods.pod_by_id(id).await.map_err(backend)? {
             Some(v) => Ok(Some(v.record().map_err(backend)?)),
             None => Ok(None),
         }
     }
 
     async fn pods_on_host(&self, host: &str) -> Result<Vec<PodRecord>, ControlPlaneError> {
-        AppState::pods_on_host(self, host)
+        self.pods.pods_on_host(host)
             .await
             .map_err(backend)?
             .iter()
@@ -33,7 +48,7 @@ impl ControlPlane for AppState {
     }
 
     async fn record(&self, id: Uuid, event: PodEvent, message: &str) -> Result<PodState, ControlPlaneError> {
-        match self.transition(id, event, message).await {
+        match self.pods.transition(id, event, message).await {
             Ok(v) => Ok(v.state),
             Err(TransitionError::NotFound) => Err(ControlPlaneError::NotFound(id)),
             Err(TransitionError::Refused(e)) => Err(ControlPlaneError::Transition(e)),
@@ -42,28 +57,28 @@ impl ControlPlane for AppState {
     }
 
     async fn pod_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
-        self.pod_secret_env(id).await.map_err(backend)
+        self.vault.pod_secret_env(id).await.map_err(backend)
     }
 
     async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
         let Some(pod) = crate::entities::pod::Entity::find_by_id(id.to_string()).one(&self.db).await.map_err(|e| backend(e.into()))? else {
             return Ok(Vec::new());
         };
-        self.registry_secret_env(&pod.owner_id, pod.team_id.as_deref(), Some(id)).await.map_err(backend)
+        self.vault.registry_secret_env(&pod.owner_id, pod.team_id.as_deref(), Some(id)).await.map_err(backend)
     }
 
     async fn progress(&self, id: Uuid, message: &str) {
-        if let Err(e) = self.record_progress(id, message).await {
+        if let Err(e) = self.pods.record_progress(id, message).await {
             tracing::warn!(pod = %id, error = %e.message, "progress note not recorded");
         }
     }
 
     async fn repository(&self, id: Uuid) -> Result<Option<RepositorySource>, ControlPlaneError> {
-        Ok(self.pod_by_id(id).await.map_err(backend)?.and_then(|v| v.repository))
+        Ok(self.pods.pod_by_id(id).await.map_err(backend)?.and_then(|v| v.repository))
     }
 
     async fn apply_repository_config(&self, id: Uuid, file: &str, text: &str) -> Result<RepositoryConfigOutcome, ControlPlaneError> {
-        match AppState::apply_repository_config(self, id, file, text).await {
+        match self.pods.apply_repository_config(id, file, text).await {
             Ok(true) => Ok(RepositoryConfigOutcome::Restart),
             Ok(false) => Ok(RepositoryConfigOutcome::Applied),
             Err(e) if e.status.is_client_error() => Err(ControlPlaneError::InvalidConfig(e.message)),
@@ -72,11 +87,11 @@ impl ControlPlane for AppState {
     }
 
     async fn image_setup(&self, id: Uuid) -> Result<ImageSetup, ControlPlaneError> {
-        let config = self.pod_config(id).await.map_err(backend)?;
+        let config = self.pods.pod_config(id).await.map_err(backend)?;
         Ok(config.map(|c| ImageSetup { build: c.image_build, features: c.features }).unwrap_or_default())
     }
 
     async fn set_built_image(&self, id: Uuid, image: &str) -> Result<(), ControlPlaneError> {
-        AppState::set_built_image(self, id, image).await.map_err(backend)
+        self.pods.set_built_image(id, image).await.map_err(backend)
     }
 }

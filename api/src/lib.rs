@@ -29,7 +29,6 @@ pub mod principal;
 pub mod proxy_routes;
 pub mod ratelimit;
 pub mod redact;
-pub mod repo_config;
 pub mod routes;
 pub mod secrets;
 pub mod service;

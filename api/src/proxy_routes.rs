@@ -58,12 +58,12 @@ impl Resolver for PodRoutes {
         let (model, _) = self.find_route(host).await?.ok_or(RouteError::NotFound)?;
         let who = self
             .state
-            .pod_token_principal(login_token, &model.id, PodTokenKind::Login)
+            .pod_access.pod_token_principal(login_token, &model.id, PodTokenKind::Login)
             .await
             .map_err(internal)?
             .ok_or(RouteError::Unauthorized)?;
         allowed(&who, &model)?;
-        let (value, ttl) = self.state.mint_pod_token(&who, &model.id, PodTokenKind::Session).map_err(internal)?;
+        let (value, ttl) = self.state.pod_access.mint_pod_token(&who, &model.id, PodTokenKind::Session).map_err(internal)?;
         tracing::info!(user = %who.user_name, pod = %model.name, %host, "browser signed in to a pod host");
         Ok(PodSession { value, max_age_secs: u64::try_from(ttl).unwrap_or(0) })
     }
@@ -165,7 +165,7 @@ impl PodRoutes {
                 (Some(token), _, _) => self.state.auth.principal_for_bearer(token).await.map_err(|_| RouteError::Unauthorized)?,
                 (None, Some(cookie), Some((m, _))) => self
                     .state
-                    .pod_token_principal(cookie, &m.id, PodTokenKind::Session)
+                    .pod_access.pod_token_principal(cookie, &m.id, PodTokenKind::Session)
                     .await
                     .map_err(internal)?
                     .ok_or(RouteError::Unauthorized)?,

@@ -21,7 +21,7 @@ use crate::events::PodEventView;
 use crate::principal::Principal;
 use crate::entities::{host, pod, pod_event};
 use crate::policy::{Action, Resource};
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// A pod as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -287,7 +287,58 @@ fn refused(name: &str, e: InvalidTransition) -> ApiError {
     ApiError::conflict("invalid_state", format!("cannot {} pod {name}: it is {}{hint}", e.event, e.state))
 }
 
-impl AppState {
+/// Pods as a service: created (placed on a host, within quotas), listed,
+/// found for a caller, configured, requested to start, stop or be deleted,
+/// moved through their states (`transition`), snapshotted; and the hosts'
+/// registry that placement reads.
+#[derive(Clone)]
+pub struct Pods {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    queue: pinacle_queue::JobQueue,
+    events: crate::events::PodEvents,
+    /// Dropped by every pod write.
+    pod_lists: std::sync::Arc<crate::events::PodLists>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    settings: crate::settings::InstanceSettings,
+    teams: crate::teams::Teams,
+    vault: crate::secrets::SecretVault,
+    links: crate::peers::HostLinks,
+    /// Runtime for pods that name none; `None`: gVisor where offered.
+    default_runtime: Option<RuntimeKind>,
+}
+
+/// What [`Pods`] is built from.
+pub struct PodsDeps {
+    pub db: sea_orm::DatabaseConnection,
+    pub write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    pub queue: pinacle_queue::JobQueue,
+    pub events: crate::events::PodEvents,
+    pub pod_lists: std::sync::Arc<crate::events::PodLists>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub settings: crate::settings::InstanceSettings,
+    pub teams: crate::teams::Teams,
+    pub vault: crate::secrets::SecretVault,
+    pub links: crate::peers::HostLinks,
+    pub default_runtime: Option<RuntimeKind>,
+}
+
+impl Pods {
+    pub fn new(d: PodsDeps) -> Self {
+        Self {
+            db: d.db,
+            write_lock: d.write_lock,
+            queue: d.queue,
+            events: d.events,
+            pod_lists: d.pod_lists,
+            metrics: d.metrics,
+            settings: d.settings,
+            teams: d.teams,
+            vault: d.vault,
+            links: d.links,
+            default_runtime: d.default_runtime,
+        }
+    }
     /// Validates and records a new pod, then queues its provisioning.
     pub async fn create_pod(&self, who: &Principal, req: CreatePodRequest) -> Result<PodView, ApiError> {
         self.create_pod_from(who, req, None).await
@@ -531,7 +582,7 @@ impl AppState {
         if let Err(e) = self.queue.push(host, job).await {
             tracing::error!(?job, %host, error = %e, "could not queue job; reconcile will pick the pod up");
         }
-        if let Some(agent) = self.hosts.local(host) {
+        if let Some(agent) = self.links.local(host) {
             tokio::spawn(async move {
                 if let Err(e) = agent.handle(job).await {
                     tracing::warn!(?job, error = %e, "job failed");
@@ -567,7 +618,7 @@ impl AppState {
         let now = Utc::now();
         for v in views.iter_mut() {
             let status = match hosts.iter().find(|h| h.id == v.host) {
-                Some(h) => self.host_status(h, now),
+                Some(h) => self.links.host_status(h, now),
                 None => pinacle_orchestrator::host::HostStatus::Lost,
             };
             v.host_status = (status != pinacle_orchestrator::host::HostStatus::Ready).then_some(status);
@@ -866,12 +917,10 @@ impl AppState {
         }
         // any host can ask the registry (a pod is pinned before it is placed)
         let host = self
-            .hosts
-            .all()
-            .into_iter()
-            .next()
+            .links
+            .any_connected()
             .ok_or_else(|| ApiError::unavailable("host_unreachable", "no host can be reached to resolve registry images; try again later"))?;
-        let env = self.registry_secret_env(owner_id, team_id, pod).await?;
+        let env = self.vault.registry_secret_env(owner_id, team_id, pod).await?;
         host.resolve_image(image, &env).await.map_err(|e| match e {
             pinacle_host_api::HostError::Failed(m) => ApiError::bad_gateway("registry_error", m),
             other => crate::hosts::host_error(other),
@@ -1100,7 +1149,7 @@ impl AppState {
                     }
                 }
                 HostCapacity {
-                    schedulable: self.host_status(&h, now).accepts_pods(),
+                    schedulable: self.links.host_status(&h, now).accepts_pods(),
                     runtimes: h.runtimes.split(',').filter_map(|r| r.parse().ok()).collect(),
                     vcpus: h.vcpus.max(0) as u32,
                     memory_bytes: h.memory_bytes.max(0) as u64,
@@ -1227,11 +1276,11 @@ fn snapshot_error(e: pinacle_host_api::HostError) -> ApiError {
     }
 }
 
-impl AppState {
+impl Pods {
     /// The agent in this process that runs `view`, or "not supported" for
     /// a pod on another host.
     pub(crate) fn agent_of(&self, view: &PodView) -> Result<std::sync::Arc<dyn pinacle_host_api::HostApi>, ApiError> {
-        self.host(&view.host)
+        self.links.host(&view.host)
     }
 
     async fn audit_now(&self, who: &Principal, action: &str, target: &str) -> Result<(), ApiError> {

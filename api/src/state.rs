@@ -32,7 +32,7 @@ pub struct Inner {
     pub queue: JobQueue,
     /// Pod events: subscribers here, the other servers, stale caches.
     pub events: crate::events::PodEvents,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The hosts this control plane reaches (the agent in this process,
     /// when there is one): every operation on a pod goes through them.
     pub hosts: Arc<crate::hosts::HostDirectory>,
@@ -44,6 +44,12 @@ pub struct Inner {
     pub advertise_url: Option<String>,
     /// How hosts are reached (directly, or relayed by another server).
     pub links: crate::peers::HostLinks,
+    /// Sealed secrets, opened for a pod's start.
+    pub vault: crate::secrets::SecretVault,
+    /// Pods: their life, placement and the hosts' registry.
+    pub pods: crate::service::Pods,
+    /// Users', teams' and pods' secrets.
+    pub secrets: crate::secrets::ops::Secrets,
     /// Pod events to the other servers (Redis), or to this one only.
     pub bus: Arc<crate::bus::Bus>,
     /// Load balancers whose `X-Forwarded-For` names the client.
@@ -71,8 +77,6 @@ pub struct Inner {
     pub devices: crate::device::DeviceSignIn,
     /// Sign-in with GitHub.
     pub github_sign_in: crate::github::GithubAuth,
-    /// Repositories' `pinacle.yaml` or devcontainer.json, for the new-pod form.
-    pub repository_configs: crate::repo_config::RepositoryConfigs,
     /// The audit log.
     pub audit: crate::audit::AuditLog,
     /// GitHub sign-in, when configured (set once the callback URL is known).
@@ -85,17 +89,18 @@ pub struct Inner {
     /// Serialised `GET /api/v1/pods` answers by viewer; cleared by every pod
     /// write.
     pub pod_lists: Arc<crate::events::PodLists>,
-    /// Login tokens for pod hosts already exchanged (see [`crate::pod_access`]).
-    pub used_pod_logins: crate::pod_access::UsedLogins,
+    /// Sign-in links and session cookies for pods' ports (see [`crate::pod_access`]).
+    pub pod_access: crate::pod_access::PodAccess,
     /// Where browsers reach the proxy, when one serves this control plane.
-    pub proxy_site: OnceLock<crate::pod_access::ProxySite>,
-    /// The SSH certificate authorities, loaded on first use.
-    pub ssh_cas: tokio::sync::OnceCell<Arc<crate::ssh::SshAuthorities>>,
-    /// Where users reach the SSH gateway, when one serves this control plane.
-    pub ssh_site: OnceLock<crate::ssh::SshSite>,
-    /// How long user certificates are valid (default
-    /// [`crate::ssh::USER_CERT_LIFETIME`]).
-    pub ssh_cert_lifetime: OnceLock<std::time::Duration>,
+    pub proxy_site: Arc<OnceLock<crate::pod_access::ProxySite>>,
+    /// SSH certificates, the CAs, pods' own keys.
+    pub ssh: crate::ssh::SshAccess,
+    /// Users' SSH keys, IDE layouts, pods' usage.
+    pub workspace: crate::workspace::Workspaces,
+    /// What host agents call.
+    pub control: crate::control::Control,
+    /// Hosts: registry, join tokens, links.
+    pub host_registry: crate::hosts::ops::Hosts,
 }
 
 /// What [`AppState::open`] needs.
@@ -196,11 +201,26 @@ impl AppState {
         let tokens = crate::tokens::ApiTokens::new(db.clone(), write_lock.clone(), principals.clone());
         let master_key = Arc::new(cfg.master_key);
         let sessions = crate::sessions::Sessions::new(db.clone(), write_lock.clone(), cfg.sessions, master_key.clone(), principals.clone());
+        let vault = crate::secrets::SecretVault::new(db.clone(), master_key.clone());
         let hosts = Arc::new(crate::hosts::HostDirectory::default());
         let advertise_url = cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned());
         let links = crate::peers::HostLinks::new(db.clone(), hosts.clone(), advertise_url.clone(), master_key.clone(), cfg.heartbeat);
-        let auth = crate::auth::Authenticator::new(db.clone(), principals.clone(), sessions.clone());
         let teams = crate::teams::Teams::new(db.clone(), write_lock.clone(), principals.clone());
+        let metrics = Arc::new(Metrics::default());
+        let pods = crate::service::Pods::new(crate::service::PodsDeps {
+            db: db.clone(),
+            write_lock: write_lock.clone(),
+            queue: queue.clone(),
+            events: events.clone(),
+            pod_lists: pod_lists.clone(),
+            metrics: metrics.clone(),
+            settings: settings.clone(),
+            teams: teams.clone(),
+            vault: vault.clone(),
+            links: links.clone(),
+            default_runtime: cfg.default_runtime,
+        });
+        let auth = crate::auth::Authenticator::new(db.clone(), principals.clone(), sessions.clone());
         let accounts = crate::accounts::Accounts::new(db.clone(), write_lock.clone(), settings.clone(), sessions.clone(), teams.clone());
         let devices = crate::device::DeviceSignIn::new(db.clone(), write_lock.clone(), sessions.clone());
         let github = Arc::new(OnceLock::new());
@@ -213,6 +233,29 @@ impl AppState {
             sessions.clone(),
             teams.clone(),
         );
+        let secrets = crate::secrets::ops::Secrets::new(db.clone(), write_lock.clone(), master_key.clone(), teams.clone(), pods.clone());
+        let proxy_site = Arc::new(OnceLock::new());
+        let pod_access = crate::pod_access::PodAccess::new(crate::pod_access::PodAccessDeps {
+            db: db.clone(),
+            pods: pods.clone(),
+            sessions: sessions.clone(),
+            auth: auth.clone(),
+            bus: bus.clone(),
+            proxy_site: proxy_site.clone(),
+        });
+        let ssh = crate::ssh::SshAccess::new(db.clone(), master_key.clone(), pods.clone(), audit.clone(), auth.clone());
+        let workspace = crate::workspace::Workspaces::new(db.clone(), write_lock.clone(), master_key.clone(), pods.clone(), links.clone(), audit.clone());
+        let control = crate::control::Control::new(db.clone(), pods.clone(), vault.clone());
+        let host_registry = crate::hosts::ops::Hosts::new(crate::hosts::ops::HostsDeps {
+            db: db.clone(),
+            write_lock: write_lock.clone(),
+            hosts: hosts.clone(),
+            links: links.clone(),
+            pods: pods.clone(),
+            queue: queue.clone(),
+            control: control.clone(),
+            heartbeat: cfg.heartbeat,
+        });
         let state = Self(Arc::new(Inner {
             settings,
             audit,
@@ -220,7 +263,9 @@ impl AppState {
             db,
             queue,
             events,
-            metrics: Metrics::default(),
+            metrics,
+            secrets,
+            pods,
             hosts: hosts.clone(),
             default_runtime: cfg.default_runtime,
             write_lock: write_lock.clone(),
@@ -231,21 +276,22 @@ impl AppState {
             accounts,
             devices,
             github_sign_in,
-            repository_configs: crate::repo_config::RepositoryConfigs::new(github.clone()),
             sessions,
             github,
             heartbeat: cfg.heartbeat,
             advertise_url,
             links,
+            vault,
             bus,
             trusted_proxies: cfg.trusted_proxies,
             principals,
             pod_lists,
-            used_pod_logins: Default::default(),
-            proxy_site: OnceLock::new(),
-            ssh_cas: tokio::sync::OnceCell::new(),
-            ssh_site: OnceLock::new(),
-            ssh_cert_lifetime: OnceLock::new(),
+            pod_access,
+            proxy_site,
+            ssh,
+            workspace,
+            control,
+            host_registry,
         }));
         state.sessions.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::principal::Principal;
 use crate::entities::{ssh_key, workspace_layout};
 use crate::policy::Action;
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// Longest accepted public key line.
 pub const MAX_PUBLIC_KEY_BYTES: usize = 16 * 1024;
@@ -199,7 +199,31 @@ pub fn check_public_key(text: &str) -> Result<CheckedKey, String> {
     })
 }
 
-impl AppState {
+/// The user's workspace as a service: SSH public keys (with proof of
+/// possession), per-pod layouts of the web IDE, and pods' resource usage.
+#[derive(Clone)]
+pub struct Workspaces {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Seals the key challenges.
+    master_key: std::sync::Arc<crate::crypto::MasterKey>,
+    pods: crate::service::Pods,
+    links: crate::peers::HostLinks,
+    audit: crate::audit::AuditLog,
+}
+
+impl Workspaces {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        master_key: std::sync::Arc<crate::crypto::MasterKey>,
+        pods: crate::service::Pods,
+        links: crate::peers::HostLinks,
+        audit: crate::audit::AuditLog,
+    ) -> Self {
+        Self { db, write_lock, master_key, pods, links, audit }
+    }
+
     /// The caller's SSH keys, oldest first.
     pub async fn list_ssh_keys(&self, who: &Principal) -> Result<Vec<SshKeyView>, ApiError> {
         Ok(ssh_key::Entity::find()
@@ -396,7 +420,7 @@ impl AppState {
                 format!("a layout is at most {MAX_LAYOUT_BYTES} bytes of JSON"),
             ));
         }
-        let pod = self.find_pod(who, pod_key, Action::Read).await?;
+        let pod = self.pods.find_pod(who, pod_key, Action::Read).await?;
         let row = workspace_layout::ActiveModel {
             user_id: Set(who.user_id.clone()),
             pod_id: Set(pod.id.to_string()),

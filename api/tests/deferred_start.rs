@@ -35,7 +35,7 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
     .await
     .unwrap();
     s.bootstrap_admin(Some(TOKEN)).await.unwrap();
-    s.register_host("h1", &[RuntimeKind::Gvisor], 64, 256 << 30).await.unwrap();
+    s.pods.register_host("h1", &[RuntimeKind::Gvisor], 64, 256 << 30).await.unwrap();
     let who = s.auth.principal_for_bearer(TOKEN).await.unwrap();
     (s, who)
 }
@@ -43,16 +43,16 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
 /// A pod that the "agent" brought up.
 async fn running(s: &AppState, who: &Principal, name: &str) -> PodView {
     let req = serde_json::from_value(serde_json::json!({"name": name, "template": "minimal", "runtime": "gvisor"})).unwrap();
-    let pod = s.create_pod(who, req).await.unwrap();
-    s.transition(pod.id, PodEvent::ProvisionStarted, "provisioning").await.unwrap();
-    let pod = s.transition(pod.id, PodEvent::SandboxRunning, "sandbox running").await.unwrap();
+    let pod = s.pods.create_pod(who, req).await.unwrap();
+    s.pods.transition(pod.id, PodEvent::ProvisionStarted, "provisioning").await.unwrap();
+    let pod = s.pods.transition(pod.id, PodEvent::SandboxRunning, "sandbox running").await.unwrap();
     assert_eq!(pod.state, PodState::Running);
     pod
 }
 
 /// The pod's events as (event, from, to, message), oldest first.
 async fn events(s: &AppState, pod: &PodView) -> Vec<(String, Option<PodState>, PodState, String)> {
-    s.events_since(pod.id, 0).await.unwrap().into_iter().map(|e: PodEventView| (e.event, e.from, e.to, e.message)).collect()
+    s.pods.events_since(pod.id, 0).await.unwrap().into_iter().map(|e: PodEventView| (e.event, e.from, e.to, e.message)).collect()
 }
 
 fn ev(event: &str, from: PodState, to: PodState, message: &str) -> (String, Option<PodState>, PodState, String) {
@@ -66,14 +66,14 @@ async fn a_start_asked_for_while_stopping_is_carried_out_once_stopped() {
     let (s, who) = open(dir.path()).await;
     let pod = running(&s, &who, "p1").await;
     let key = pod.id.to_string();
-    assert_eq!(s.request(&who, &key, PodEvent::StopRequested).await.unwrap().state, S::Stopping);
+    assert_eq!(s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap().state, S::Stopping);
     // accepted, and the pod stays stopping until the stop is done
-    let asked = s.request(&who, &key, PodEvent::StartRequested).await.unwrap();
+    let asked = s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap();
     assert_eq!(asked.state, S::Stopping);
     // the agent reports the stop: the start follows in the same step
-    let after = s.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap();
+    let after = s.pods.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap();
     assert_eq!(after.state, S::Starting);
-    assert_eq!(s.pod_by_id(pod.id).await.unwrap().unwrap().state, S::Starting);
+    assert_eq!(s.pods.pod_by_id(pod.id).await.unwrap().unwrap().state, S::Starting);
     let all = events(&s, &pod).await;
     assert_eq!(
         all[all.len() - 4..],
@@ -84,14 +84,14 @@ async fn a_start_asked_for_while_stopping_is_carried_out_once_stopped() {
             ev("start_requested", S::Stopped, S::Starting, "requested by admin while it was stopping"),
         ]
     );
-    assert_eq!(s.transition(pod.id, PodEvent::SandboxRunning, "sandbox running").await.unwrap().state, S::Running);
+    assert_eq!(s.pods.transition(pod.id, PodEvent::SandboxRunning, "sandbox running").await.unwrap().state, S::Running);
     // a later plain stop is not followed by that start again
-    s.request(&who, &key, PodEvent::StopRequested).await.unwrap();
-    assert_eq!(s.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Stopped);
+    s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap();
+    assert_eq!(s.pods.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Stopped);
     // a start while stopped is the usual one
-    assert_eq!(s.request(&who, &key, PodEvent::StartRequested).await.unwrap().state, S::Starting);
+    assert_eq!(s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap().state, S::Starting);
     // and one while starting is still refused, in user terms
-    let e = s.request(&who, &key, PodEvent::StartRequested).await.unwrap_err();
+    let e = s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap_err();
     assert_eq!(e.status.as_u16(), 409);
     assert!(e.message.contains("it is starting"), "{}", e.message);
 }
@@ -103,17 +103,17 @@ async fn a_later_stop_cancels_it_and_asking_twice_starts_once() {
     let (s, who) = open(dir.path()).await;
     let pod = running(&s, &who, "p1").await;
     let key = pod.id.to_string();
-    s.request(&who, &key, PodEvent::StopRequested).await.unwrap();
-    s.request(&who, &key, PodEvent::StartRequested).await.unwrap();
-    assert_eq!(s.request(&who, &key, PodEvent::StopRequested).await.unwrap().state, S::Stopping);
-    assert_eq!(s.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Stopped);
+    s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap();
+    s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap();
+    assert_eq!(s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap().state, S::Stopping);
+    assert_eq!(s.pods.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Stopped);
 
     let pod = running(&s, &who, "p2").await;
     let key = pod.id.to_string();
-    s.request(&who, &key, PodEvent::StopRequested).await.unwrap();
-    s.request(&who, &key, PodEvent::StartRequested).await.unwrap();
-    s.request(&who, &key, PodEvent::StartRequested).await.unwrap();
-    assert_eq!(s.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Starting);
+    s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap();
+    s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap();
+    s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap();
+    assert_eq!(s.pods.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Starting);
     let starts = events(&s, &pod).await.into_iter().filter(|e| e.0 == "start_requested" && e.1 == Some(S::Stopped)).count();
     assert_eq!(starts, 1);
 }
@@ -126,24 +126,24 @@ async fn a_delete_or_a_failed_stop_drops_it() {
     // deleted meanwhile: the stop's report is refused, the delete goes on
     let pod = running(&s, &who, "p1").await;
     let key = pod.id.to_string();
-    s.request(&who, &key, PodEvent::StopRequested).await.unwrap();
-    s.request(&who, &key, PodEvent::StartRequested).await.unwrap();
-    assert_eq!(s.request(&who, &key, PodEvent::DeleteRequested).await.unwrap().state, S::Deleting);
-    assert!(s.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.is_err());
-    assert_eq!(s.transition(pod.id, PodEvent::Removed, "removed").await.unwrap().state, S::Deleted);
+    s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap();
+    s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap();
+    assert_eq!(s.pods.request(&who, &key, PodEvent::DeleteRequested).await.unwrap().state, S::Deleting);
+    assert!(s.pods.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.is_err());
+    assert_eq!(s.pods.transition(pod.id, PodEvent::Removed, "removed").await.unwrap().state, S::Deleted);
 
     // the stop failed: the pod shows that failure, nothing starts
     let pod = running(&s, &who, "p2").await;
     let key = pod.id.to_string();
-    s.request(&who, &key, PodEvent::StopRequested).await.unwrap();
-    s.request(&who, &key, PodEvent::StartRequested).await.unwrap();
-    let failed = s.transition(pod.id, PodEvent::Failed, "runsc kill: no such process").await.unwrap();
+    s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap();
+    s.pods.request(&who, &key, PodEvent::StartRequested).await.unwrap();
+    let failed = s.pods.transition(pod.id, PodEvent::Failed, "runsc kill: no such process").await.unwrap();
     assert_eq!(failed.state, S::Error);
     assert_eq!(failed.state_reason.as_deref(), Some("runsc kill: no such process"));
-    assert!(s.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.is_err());
-    let now = s.pod_by_id(pod.id).await.unwrap().unwrap();
+    assert!(s.pods.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.is_err());
+    let now = s.pods.pod_by_id(pod.id).await.unwrap().unwrap();
     assert_eq!((now.state, now.state_reason.as_deref()), (S::Error, Some("runsc kill: no such process")));
     // the user may stop it again; that stop starts nothing
-    s.request(&who, &key, PodEvent::StopRequested).await.unwrap();
-    assert_eq!(s.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Stopped);
+    s.pods.request(&who, &key, PodEvent::StopRequested).await.unwrap();
+    assert_eq!(s.pods.transition(pod.id, PodEvent::SandboxStopped, "sandbox stopped").await.unwrap().state, S::Stopped);
 }

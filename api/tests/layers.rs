@@ -163,7 +163,7 @@ fn the_modules_import_each_other_without_circles() {
     let graph = imports(&modules);
     // the reader sees what it should: a few known imports
     assert!(graph["routes::pods"].contains("service"), "{:?}", graph["routes::pods"]);
-    assert!(graph["service"].contains("state"), "{:?}", graph["service"]);
+    assert!(graph["state"].contains("service"), "{:?}", graph["state"]);
     let found = circles(&graph);
     let shown: Vec<String> = found
         .iter()
@@ -196,6 +196,24 @@ fn the_reader_finds_circles() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found.contains(&["a", "b"].into_iter().map(String::from).collect()));
     assert!(found.contains(&["d", "d::e"].into_iter().map(String::from).collect()));
+}
+
+/// The composition root: where the services are assembled.
+const STATE: &str = "state";
+
+#[test]
+fn only_the_http_edge_reaches_services_through_the_state() {
+    // Services are structs given their dependencies; only what serves
+    // requests (and the state itself) takes the assembled whole.
+    let graph = imports(&modules());
+    let mut through_state: Vec<&String> = graph
+        .iter()
+        .filter(|(m, deps)| deps.contains(STATE) && !HTTP_EDGE.contains(&m.split("::").next().unwrap_or_default()))
+        .map(|(m, _)| m)
+        .collect();
+    through_state.sort();
+    assert!(through_state.is_empty(), "modules outside the HTTP edge that take the whole AppState (give them their dependencies instead): {through_state:?}");
+    assert!(graph["routes::pods"].contains(STATE), "the reader sees the edge's use of the state");
 }
 
 #[test]

@@ -462,10 +462,10 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     if role != Role::Server {
-        let control: Arc<dyn ControlPlane> = Arc::new(state.clone());
+        let control: Arc<dyn ControlPlane> = Arc::new(state.control.clone());
         let agent = start_host_agent(&args.host, &args.data_dir, &args.host_id, control).await?;
         let (runtimes, (cpus, memory)) = (agent.runtimes(), args.host.capacity());
-        state.register_host(&args.host_id, &runtimes, cpus, memory).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        state.pods.register_host(&args.host_id, &runtimes, cpus, memory).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         // Heartbeat: a host that stops reporting is no longer given new pods.
         let (hb_state, hb_id, mut hb_stop) = (state.clone(), args.host_id.clone(), stop_rx.clone());
         let heartbeat = Duration::from_secs_f64(args.heartbeat_interval);
@@ -475,7 +475,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                     _ = tokio::time::sleep(heartbeat) => {}
                     _ = hb_stop.changed() => return,
                 }
-                match hb_state.heartbeat_host(&hb_id, &runtimes, cpus, memory).await {
+                match hb_state.pods.heartbeat_host(&hb_id, &runtimes, cpus, memory).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(host = %hb_id, "this host was removed (pinacle host remove); its heartbeats stop until the agent starts again");
@@ -572,8 +572,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             )
             .await?;
             let port = gateway.local_addr.port();
-            let _ = state.ssh_site.set(pinacle_api::ssh::SshSite { host: host.clone(), port });
-            let _ = state.ssh_cert_lifetime.set(Duration::from_secs(args.ssh_cert_lifetime));
+            state.ssh.set_site(pinacle_api::ssh::SshSite { host: host.clone(), port }, Duration::from_secs(args.ssh_cert_lifetime));
             say!("SSH gateway on {} (ssh POD@{host} -p {port}, or pinacle ssh POD)", gateway.local_addr);
             tasks.spawn(async move {
                 let _ = gateway.task.await;

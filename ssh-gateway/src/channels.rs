@@ -128,7 +128,7 @@ struct Running {
 }
 
 async fn start(state: &AppState, login: &Login, tx: Arc<ChannelWriteHalf<Msg>>, kind: SessionKind, tty: Option<WindowSize>, env: Vec<String>) -> Option<Running> {
-    let (pod, client) = match state.pod_supervisor(&login.principal, &login.pod_key, Action::Exec).await {
+    let (pod, client) = match state.host_registry.pod_supervisor(&login.principal, &login.pod_key, Action::Exec).await {
         Ok(found) => found,
         Err(e) => {
             let target = format!("pod {} {} from {}: {}", login.pod_name, kind.label(), login.peer, e.message);
@@ -296,7 +296,7 @@ pub(crate) async fn run_session(state: AppState, login: Arc<Login>, channel: Cha
 /// connects to `host:port` from inside the pod, so `localhost` is the
 /// pod's own loopback.
 pub(crate) async fn run_forward(state: AppState, login: Arc<Login>, channel: Channel<Msg>, reply: russh::server::ChannelOpenHandle, host: String, port: u16) {
-    let (pod, client) = match state.pod_supervisor(&login.principal, &login.pod_key, Action::Exec).await {
+    let (pod, client) = match state.host_registry.pod_supervisor(&login.principal, &login.pod_key, Action::Exec).await {
         Ok(found) => found,
         Err(e) => {
             tracing::info!(pod = %login.pod_name, error = %e.message, "SSH forward refused");

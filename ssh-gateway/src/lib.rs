@@ -118,7 +118,7 @@ fn certify(cas: &pinacle_api::ssh::SshAuthorities, host_key: &ssh_key::PrivateKe
 /// Binds `cfg.listen` and serves until `shutdown` turns true.
 pub async fn start(state: AppState, cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<RunningGateway> {
     let host_key = load_or_create_host_key(&cfg.host_key_file)?;
-    let cas = state.ssh_authorities().await.map_err(|e| anyhow::anyhow!("loading the SSH certificate authorities: {}", e.message))?;
+    let cas = state.ssh.ssh_authorities().await.map_err(|e| anyhow::anyhow!("loading the SSH certificate authorities: {}", e.message))?;
     let host_certificate = certify(&cas, &host_key, &cfg.host_names)?;
     let config = Arc::new(std::sync::RwLock::new(Arc::new(server_config(&cfg, &host_key, host_certificate.clone()))));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening for SSH on {}", cfg.listen))?;
@@ -278,7 +278,7 @@ impl Login {
     pub(crate) async fn current(&self, state: &AppState, new_channel: bool) -> Result<Login, Option<String>> {
         let user_id = &self.principal.user_id;
         match &self.credential {
-            Credential::Key(key) => match state.ssh_key_owner(key).await {
+            Credential::Key(key) => match state.ssh.ssh_key_owner(key).await {
                 Ok(Some(owner)) if owner == *user_id => {}
                 Ok(_) => return Err(Some("the key is no longer registered to this account".into())),
                 Err(e) => {
@@ -293,7 +293,7 @@ impl Login {
                 }
             }
         }
-        let principal = match state.principal_for_user(user_id, &self.principal.source).await {
+        let principal = match state.ssh.principal_for_user(user_id, &self.principal.source).await {
             Ok(Some(p)) => p,
             Ok(None) => return Err(Some("the account no longer exists".into())),
             Err(e) => {
@@ -301,7 +301,7 @@ impl Login {
                 return Err(None);
             }
         };
-        match state.find_pod(&principal, &self.pod_key, Action::Exec).await {
+        match state.pods.find_pod(&principal, &self.pod_key, Action::Exec).await {
             Ok(pod) if pod.id.to_string() == self.pod_id => Ok(Login { principal, ..self.clone() }),
             Ok(_) => Err(Some("the pod was replaced".into())),
             Err(e) if e.status.is_server_error() => {
@@ -405,8 +405,8 @@ impl Connection {
     async fn admit(&self, login: &str, user_id: &str) -> Result<(Principal, pinacle_api::service::PodView, String), Refusal> {
         let pod_key = pinacle_api::ssh::pod_key_of_login(login).ok_or_else(|| Refusal::BadLogin(login.to_owned()))?;
         let source = format!("ssh {}", self.peer);
-        let principal = self.shared.state.principal_for_user(user_id, &source).await.map_err(|e| Refusal::Internal(e.message))?.ok_or(Refusal::NoUser)?;
-        let pod = self.shared.state.find_pod(&principal, &pod_key, Action::Exec).await.map_err(|e| Refusal::NoAccess(e.message))?;
+        let principal = self.shared.state.ssh.principal_for_user(user_id, &source).await.map_err(|e| Refusal::Internal(e.message))?.ok_or(Refusal::NoUser)?;
+        let pod = self.shared.state.pods.find_pod(&principal, &pod_key, Action::Exec).await.map_err(|e| Refusal::NoAccess(e.message))?;
         Ok((principal, pod, pod_key))
     }
 
@@ -452,7 +452,7 @@ impl Handler for Connection {
             return self.refuse(login, Refusal::RateLimited);
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256);
-        let owner = match self.shared.state.ssh_key_owner(key.public_key).await {
+        let owner = match self.shared.state.ssh.ssh_key_owner(key.public_key).await {
             Ok(Some(owner)) => owner,
             Ok(None) => return self.refuse(login, Refusal::UnknownKey),
             Err(e) => return self.refuse(login, Refusal::Internal(e.message)),
@@ -470,7 +470,7 @@ impl Handler for Connection {
         if self.shared.limiter.blocked(self.peer.ip(), std::time::Instant::now()) {
             return self.refuse(login, Refusal::RateLimited);
         }
-        let cas = match self.shared.state.ssh_authorities().await {
+        let cas = match self.shared.state.ssh.ssh_authorities().await {
             Ok(c) => c,
             Err(e) => return self.refuse(login, Refusal::Internal(e.message)),
         };

@@ -121,7 +121,7 @@ async fn listening(events: &mut mpsc::Receiver<ExecEvent>, early: &mut Vec<u8>) 
 /// `forwarded-tcpip` channels naming `address` and the bound port. The
 /// error is for the log (the client only hears "no").
 pub(crate) async fn start(state: AppState, login: Arc<Login>, handle: Handle, address: String, port: u16) -> Result<(u16, tokio::task::JoinHandle<()>), String> {
-    let (pod, client) = state.pod_supervisor(&login.principal, &login.pod_key, Action::Exec).await.map_err(|e| e.message)?;
+    let (pod, client) = state.host_registry.pod_supervisor(&login.principal, &login.pod_key, Action::Exec).await.map_err(|e| e.message)?;
     let spec = ExecSpec {
         argv: vec![pinacle_supervisor::paths::BINARY.into(), pinacle_supervisor::modes::TCP_LISTEN.into(), port.to_string()],
         cwd: Some("/".into()),

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use pinacle_host_api::{HostApi, HostError};
 use pinacle_host_link::remote::RemoteHost;
 
-use pinacle_orchestrator::host::{host_status, HostStatus};
+use pinacle_orchestrator::host::HostStatus;
 use pinacle_orchestrator::{PodEvent, PodState};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
@@ -18,7 +18,8 @@ use crate::entities::{host, host_join, pod};
 use crate::policy::{Action, Resource};
 use crate::ApiError;
 
-mod ops;
+pub mod ops;
+
 
 
 /// The hosts this control plane can reach now, by id: the agent in this

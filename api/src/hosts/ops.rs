@@ -1,22 +1,57 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the hosts service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
-    /// The status of `h` at `now` (see [`pinacle_orchestrator::host`]).
-    pub fn host_status(&self, h: &host::Model, now: chrono::DateTime<chrono::Utc>) -> HostStatus {
-        let silent = (now - h.last_seen_at).num_seconds().max(0) as u64;
-        host_status(h.schedulable, silent, self.heartbeat.as_secs_f64().ceil() as u64)
+/// Hosts as a service: the registry the operator manages (list, cordon,
+/// drain, remove), join tokens and credentials, and the links agents open
+/// (each served here while it lasts: reports, the host's job worker).
+#[derive(Clone)]
+pub struct Hosts {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    hosts: Arc<HostDirectory>,
+    links: crate::peers::HostLinks,
+    pods: crate::service::Pods,
+    queue: pinacle_queue::JobQueue,
+    /// What a link's agent calls.
+    control: crate::control::Control,
+    /// How often hosts report.
+    heartbeat: std::time::Duration,
+}
+
+/// What [`Hosts`] is built from.
+pub struct HostsDeps {
+    pub db: sea_orm::DatabaseConnection,
+    pub write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    pub hosts: Arc<HostDirectory>,
+    pub links: crate::peers::HostLinks,
+    pub pods: crate::service::Pods,
+    pub queue: pinacle_queue::JobQueue,
+    pub control: crate::control::Control,
+    pub heartbeat: std::time::Duration,
+}
+
+impl Hosts {
+    pub fn new(d: HostsDeps) -> Self {
+        Self {
+            db: d.db,
+            write_lock: d.write_lock,
+            hosts: d.hosts,
+            links: d.links,
+            pods: d.pods,
+            queue: d.queue,
+            control: d.control,
+            heartbeat: d.heartbeat,
+        }
     }
+}
 
+impl Hosts {
     /// Every host with its status and what it holds.
     pub async fn list_hosts(&self, who: &Principal) -> Result<Vec<HostView>, ApiError> {
         who.authorize(Action::Configure, &Resource::Instance, "hosts")?;
         let hosts = host::Entity::find().order_by_asc(host::Column::Id).all(&self.db).await?;
-        let capacities = self.host_capacities().await?;
+        let capacities = self.pods.host_capacities().await?;
         let live = pod::Entity::find().filter(pod::Column::State.ne(PodState::Deleted.as_str())).all(&self.db).await?;
         let now = chrono::Utc::now();
         Ok(hosts
@@ -24,7 +59,7 @@ impl AppState {
             .map(|h| {
                 let used = capacities.iter().find(|c| c.id == h.id);
                 HostView {
-                    status: self.host_status(&h, now),
+                    status: self.links.host_status(&h, now),
                     cordoned: !h.schedulable,
                     runtimes: h.runtimes.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
                     vcpus: h.vcpus.max(0) as u32,
@@ -34,7 +69,7 @@ impl AppState {
                     pods: live.iter().filter(|p| p.host_id == h.id).count(),
                     last_seen_at: h.last_seen_at,
                     connected: self.hosts.get(&h.id).is_some()
-                        || (self.advertise_url.is_some() && !h.link_server.is_empty() && self.host_status(&h, now).is_reachable()),
+                        || (self.links.is_shared() && !h.link_server.is_empty() && self.links.host_status(&h, now).is_reachable()),
                     link_server: Some(h.link_server.clone()).filter(|s| !s.is_empty()),
                     labels: serde_json::from_str(&h.labels).unwrap_or_default(),
                     id: h.id,
@@ -79,9 +114,9 @@ impl AppState {
         let (mut stopped, mut not_stopped) = (Vec::new(), Vec::new());
         for p in pods {
             let Ok(pod_id) = uuid::Uuid::parse_str(&p.id) else { continue };
-            match self.transition(pod_id, PodEvent::StopRequested, &format!("host {id} is drained by {}", who.user_name)).await {
+            match self.pods.transition(pod_id, PodEvent::StopRequested, &format!("host {id} is drained by {}", who.user_name)).await {
                 Ok(view) => {
-                    self.enqueue(&view.host, pinacle_orchestrator::PodJob::Stop(view.id)).await;
+                    self.pods.enqueue(&view.host, pinacle_orchestrator::PodJob::Stop(view.id)).await;
                     stopped.push(p.name);
                 }
                 Err(e) => {
@@ -312,20 +347,15 @@ impl AppState {
     /// The running pod `key` (if `who` may take `action` on it) and its
     /// supervisor: what terminals, files and the SSH gateway reach it through.
     pub async fn pod_supervisor(&self, who: &Principal, key: &str, action: Action) -> Result<(crate::service::PodView, pinacle_supervisor::client::SupervisorClient), ApiError> {
-        let pod = self.find_pod(who, key, action).await?;
+        let pod = self.pods.find_pod(who, key, action).await?;
         if pod.state != PodState::Running {
             return Err(ApiError::conflict("pod_not_running", format!("pod {} is {}; start it first", pod.name, pod.state)));
         }
-        let host = self.host(&pod.host)?;
+        let host = self.links.host(&pod.host)?;
         let client = host.supervisor(pod.id).await.map_err(crate::hosts::host_error)?.ok_or_else(|| {
             ApiError::conflict("no_supervisor", format!("pod {} runs without a supervisor; restart it (pinacle pod stop/start)", pod.name))
         })?;
         Ok((pod, client))
-    }
-
-    /// The host `id` (a pod's `host`), or 503 `host_unreachable`.
-    pub fn host(&self, id: &str) -> Result<Arc<dyn HostApi>, ApiError> {
-        self.links.reach(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
     }
 
     /// Serves the link host `host`'s agent just opened (`io`, upgraded and
@@ -336,7 +366,7 @@ impl AppState {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        let control: Arc<dyn pinacle_host_api::control::ControlPlane> = Arc::new(self.clone());
+        let control: Arc<dyn pinacle_host_api::control::ControlPlane> = Arc::new(self.control.clone());
         let options = pinacle_host_link::remote::LinkOptions { keep_alive: self.heartbeat.max(std::time::Duration::from_millis(500)), ..Default::default() };
         let link = match pinacle_host_link::remote::accept(io, &host, control, options).await {
             Ok(l) => l,
@@ -351,7 +381,7 @@ impl AppState {
             link.close();
             return;
         }
-        match self.record_host_report(&host, &secret_hash, &report).await {
+        match self.pods.record_host_report(&host, &secret_hash, &report).await {
             Ok(true) => {}
             Ok(false) => {
                 link.close();
@@ -375,7 +405,7 @@ impl AppState {
                 _ = link.closed() => break,
             }
             match link.report().await {
-                Ok(r) => match self.record_host_report(&host, &secret_hash, &r).await {
+                Ok(r) => match self.pods.record_host_report(&host, &secret_hash, &r).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(host = %host, "host removed, or its credential replaced; closing its link");

@@ -3,6 +3,34 @@
 use super::*;
 
 impl HostLinks {
+    /// A host this server reaches directly, any (for what every host can
+    /// do, such as asking a registry).
+    pub fn any_connected(&self) -> Option<Arc<dyn HostApi>> {
+        self.hosts.all().into_iter().next()
+    }
+
+    /// Whether several servers share the hosts (this one advertises an
+    /// address to the others).
+    pub fn is_shared(&self) -> bool {
+        self.advertise_url.is_some()
+    }
+
+    /// Host `id` when it is the agent in this process.
+    pub fn local(&self, id: &str) -> Option<Arc<dyn HostApi>> {
+        self.hosts.local(id)
+    }
+
+    /// The status of `h` at `now` (see [`pinacle_orchestrator::host`]).
+    pub fn host_status(&self, h: &host::Model, now: chrono::DateTime<chrono::Utc>) -> pinacle_orchestrator::host::HostStatus {
+        let silent = (now - h.last_seen_at).num_seconds().max(0) as u64;
+        pinacle_orchestrator::host::host_status(h.schedulable, silent, self.heartbeat.as_secs_f64().ceil() as u64)
+    }
+
+    /// The host `id` (a pod's `host`), or 503 `host_unreachable`.
+    pub fn host(&self, id: &str) -> Result<Arc<dyn HostApi>, ApiError> {
+        self.reach(id).ok_or_else(|| ApiError::unavailable("host_unreachable", format!("host {id} cannot be reached now; try again later")))
+    }
+
     /// The host `id` as this server reaches it: its own agent or a link
     /// ending here, else (with several servers) through the server holding
     /// its link; `None` when it cannot be reached from here at all.

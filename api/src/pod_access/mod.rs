@@ -23,6 +23,45 @@ use crate::ApiError;
 
 mod ops;
 
+/// Access to pods' ports through the proxy as a service: sign-in links
+/// (one minute, single use across servers) and pod-session cookies.
+#[derive(Clone)]
+pub struct PodAccess {
+    db: sea_orm::DatabaseConnection,
+    pods: crate::service::Pods,
+    sessions: crate::sessions::Sessions,
+    auth: crate::auth::Authenticator,
+    /// Single-use claims shared by the servers.
+    bus: std::sync::Arc<crate::bus::Bus>,
+    used_pod_logins: std::sync::Arc<UsedLogins>,
+    /// Set once a proxy serves this control plane.
+    proxy_site: std::sync::Arc<std::sync::OnceLock<ProxySite>>,
+}
+
+/// What [`PodAccess`] is built from.
+pub struct PodAccessDeps {
+    pub db: sea_orm::DatabaseConnection,
+    pub pods: crate::service::Pods,
+    pub sessions: crate::sessions::Sessions,
+    pub auth: crate::auth::Authenticator,
+    pub bus: std::sync::Arc<crate::bus::Bus>,
+    pub proxy_site: std::sync::Arc<std::sync::OnceLock<ProxySite>>,
+}
+
+impl PodAccess {
+    pub fn new(d: PodAccessDeps) -> Self {
+        Self {
+            db: d.db,
+            pods: d.pods,
+            sessions: d.sessions,
+            auth: d.auth,
+            bus: d.bus,
+            used_pod_logins: Default::default(),
+            proxy_site: d.proxy_site,
+        }
+    }
+}
+
 /// Lifetime of a login token.
 pub const POD_LOGIN_TTL_SECS: i64 = 60;
 /// Lifetime of a pod-session cookie.

@@ -1,11 +1,8 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the pod-access service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+impl PodAccess {
     /// A sign-in link for a browser: the pod host's `/.pinacle/auth` with a
     /// one-minute, single-use token scoped to this pod, landing on `path`;
     /// `embed` for a page in the IDE's iframe.
@@ -35,8 +32,8 @@ impl AppState {
                 "path must be a path on the pod's host, starting with a single /",
             ));
         }
-        let view = self.find_pod(who, key, crate::policy::Action::Exec).await?;
-        let owner = self.pod_owner_name(&view).await?;
+        let view = self.pods.find_pod(who, key, crate::policy::Action::Exec).await?;
+        let owner = self.pods.pod_owner_name(&view).await?;
         let host = pinacle_orchestrator::hostname::host_for(
             &pinacle_orchestrator::hostname::Target::Port(port),
             &view.name,

@@ -206,7 +206,7 @@ pub async fn list_ssh_keys(
     Extension(who): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(
-        serde_json::json!({ "keys": s.list_ssh_keys(&who).await? }),
+        serde_json::json!({ "keys": s.workspace.list_ssh_keys(&who).await? }),
     ))
 }
 
@@ -235,9 +235,9 @@ pub async fn add_ssh_key(
 ) -> Result<(StatusCode, Json<crate::workspace::SshKeyView>), ApiError> {
     let view = match (&req.challenge, &req.signature) {
         (Some(challenge), Some(signature)) => {
-            s.add_ssh_key_with_proof(&who, &req.name, &req.public_key, challenge, signature).await?
+            s.workspace.add_ssh_key_with_proof(&who, &req.name, &req.public_key, challenge, signature).await?
         }
-        _ => s.add_ssh_key(&who, &req.name, &req.public_key).await?,
+        _ => s.workspace.add_ssh_key(&who, &req.name, &req.public_key).await?,
     };
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -263,7 +263,7 @@ pub async fn ssh_key_challenge(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_request", format!("request body does not fit: {e}")))?
     };
-    Ok((StatusCode::CREATED, Json(s.ssh_key_challenge(&who, req.expires_in_seconds)?)))
+    Ok((StatusCode::CREATED, Json(s.workspace.ssh_key_challenge(&who, req.expires_in_seconds)?)))
 }
 
 /// `DELETE /api/v1/ssh-keys/{id}`.
@@ -272,13 +272,13 @@ pub async fn delete_ssh_key(
     Extension(who): Extension<Principal>,
     crate::error::ApiPath(id): crate::error::ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.delete_ssh_key(&who, &id).await?;
+    s.workspace.delete_ssh_key(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/ssh`: where the SSH gateway is and the CAs to trust.
 pub async fn ssh_info(State(s): State<AppState>, Extension(_who): Extension<Principal>) -> Result<Json<crate::ssh::SshInfo>, ApiError> {
-    Ok(Json(s.ssh_info().await?))
+    Ok(Json(s.ssh.ssh_info().await?))
 }
 
 /// `POST /api/v1/pods/{pod}/ssh-certificate` body.
@@ -297,7 +297,7 @@ pub async fn ssh_certificate(
     crate::error::ApiPath(pod): crate::error::ApiPath<String>,
     ApiJson(req): ApiJson<SshCertificateRequest>,
 ) -> Result<(StatusCode, Json<crate::ssh::SshCertificateView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.issue_ssh_certificate(&who, &pod, &req.public_key).await?)))
+    Ok((StatusCode::CREATED, Json(s.ssh.issue_ssh_certificate(&who, &pod, &req.public_key).await?)))
 }
 
 /// `GET /api/v1/pods/{pod}/ssh-key`: the pod's own SSH key (public half).
@@ -306,7 +306,7 @@ pub async fn pod_ssh_key(
     Extension(who): Extension<Principal>,
     crate::error::ApiPath(pod): crate::error::ApiPath<String>,
 ) -> Result<Json<crate::ssh::PodKeyView>, ApiError> {
-    Ok(Json(s.pod_ssh_key(&who, &pod).await?))
+    Ok(Json(s.ssh.pod_ssh_key(&who, &pod).await?))
 }
 
 /// `POST /api/v1/pods/{pod}/rotate-keys`: replaces the pod's own SSH key.
@@ -315,5 +315,5 @@ pub async fn rotate_pod_keys(
     Extension(who): Extension<Principal>,
     crate::error::ApiPath(pod): crate::error::ApiPath<String>,
 ) -> Result<Json<crate::ssh::PodKeyView>, ApiError> {
-    Ok(Json(s.rotate_pod_ssh_key(&who, &pod).await?))
+    Ok(Json(s.ssh.rotate_pod_ssh_key(&who, &pod).await?))
 }

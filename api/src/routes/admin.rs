@@ -111,28 +111,28 @@ async fn registry_images_in_use(s: &AppState) -> Result<Vec<pinacle_oci::Digest>
 
 /// `GET /api/v1/admin/hosts`: every host, its status and what it holds.
 pub async fn hosts(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<Vec<crate::hosts::HostView>>, ApiError> {
-    Ok(Json(s.list_hosts(&who).await?))
+    Ok(Json(s.host_registry.list_hosts(&who).await?))
 }
 
 /// `POST /api/v1/admin/hosts/{id}/cordon`: no new pods on the host.
 pub async fn cordon_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<Json<crate::hosts::HostView>, ApiError> {
-    Ok(Json(s.cordon_host(&who, &id, true).await?))
+    Ok(Json(s.host_registry.cordon_host(&who, &id, true).await?))
 }
 
 /// `POST /api/v1/admin/hosts/{id}/uncordon`: new pods again.
 pub async fn uncordon_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<Json<crate::hosts::HostView>, ApiError> {
-    Ok(Json(s.cordon_host(&who, &id, false).await?))
+    Ok(Json(s.host_registry.cordon_host(&who, &id, false).await?))
 }
 
 /// `POST /api/v1/admin/hosts/{id}/drain`: cordon, and stop its pods.
 pub async fn drain_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let (host, stopped, not_stopped) = s.drain_host(&who, &id).await?;
+    let (host, stopped, not_stopped) = s.host_registry.drain_host(&who, &id).await?;
     Ok(Json(serde_json::json!({ "host": host, "stopping": stopped, "not_stopped": not_stopped })))
 }
 
 /// `DELETE /api/v1/admin/hosts/{id}`: forget a host that holds no pods.
 pub async fn remove_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
-    s.remove_host(&who, &id).await?;
+    s.host_registry.remove_host(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -146,7 +146,7 @@ pub struct AddHost {
 /// `POST /api/v1/admin/hosts`: adds a host and issues its one-time join
 /// token (201; shown once).
 pub async fn add_host(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiJson(req): ApiJson<AddHost>) -> Result<(StatusCode, Json<crate::hosts::HostJoin>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.add_host(&who, &req.name).await?)))
+    Ok((StatusCode::CREATED, Json(s.host_registry.add_host(&who, &req.name).await?)))
 }
 
 /// `POST /api/v1/admin/host-tokens` body.
@@ -165,7 +165,7 @@ fn default_pool_ttl() -> i64 {
 /// `POST /api/v1/admin/host-tokens`: a reusable join token (201; shown
 /// once); each agent joining with it names its host.
 pub async fn add_host_token(State(s): State<AppState>, Extension(who): Extension<Principal>, ApiJson(req): ApiJson<AddHostToken>) -> Result<(StatusCode, Json<crate::hosts::HostJoin>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.add_host_pool_token(&who, req.expires_in_seconds).await?)))
+    Ok((StatusCode::CREATED, Json(s.host_registry.add_host_pool_token(&who, req.expires_in_seconds).await?)))
 }
 
 /// `POST /api/v1/agents/join` body.
@@ -182,7 +182,7 @@ pub struct JoinHost {
 /// `POST /api/v1/agents/join` (no user credential): a host's agent
 /// exchanges its one-time join token for its credential.
 pub async fn join_host(State(s): State<AppState>, ApiJson(req): ApiJson<JoinHost>) -> Result<Json<crate::hosts::HostCredential>, ApiError> {
-    Ok(Json(s.join_host(&req.token, req.host.as_deref()).await?))
+    Ok(Json(s.host_registry.join_host(&req.token, req.host.as_deref()).await?))
 }
 
 /// `GET /api/v1/agents/me` with `Authorization: Bearer pnh_…`: which host
@@ -193,7 +193,7 @@ pub async fn agent_me(State(s): State<AppState>, headers: axum::http::HeaderMap)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let host = s.authenticate_host(secret.trim()).await?;
+    let host = s.host_registry.authenticate_host(secret.trim()).await?;
     Ok(Json(serde_json::json!({ "host": host, "protocol_version": pinacle_host_api::PROTOCOL_VERSION })))
 }
 
@@ -204,7 +204,7 @@ pub async fn agent_me(State(s): State<AppState>, headers: axum::http::HeaderMap)
 /// version.
 pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Request) -> Result<axum::response::Response, ApiError> {
     let secret = presented_bearer(req.headers());
-    let host = s.authenticate_host(&secret).await?;
+    let host = s.host_registry.authenticate_host(&secret).await?;
     let secret_hash = crate::principal::hash_token(&secret);
     let upgrade = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case(pinacle_host_link::UPGRADE) {
@@ -230,7 +230,7 @@ pub async fn agent_connect(State(s): State<AppState>, mut req: axum::extract::Re
     };
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => s.run_host_link(host, secret_hash, hyper_util::rt::TokioIo::new(upgraded)).await,
+            Ok(upgraded) => s.host_registry.run_host_link(host, secret_hash, hyper_util::rt::TokioIo::new(upgraded)).await,
             Err(e) => tracing::warn!(host = %host, error = %e, "host link upgrade failed"),
         }
     });

@@ -100,7 +100,7 @@ pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal
         Some(body) => body,
         None => {
             let read = s.pod_lists.begin_read();
-            let pods = s.list_pods(&who).await?;
+            let pods = s.pods.list_pods(&who).await?;
             let body = axum::body::Bytes::from(serde_json::to_vec(&PodList { pods }).map_err(ApiError::internal)?);
             s.pod_lists.insert(key, body.clone(), read);
             body
@@ -122,7 +122,7 @@ pub async fn create(
         Some(v) => Some(serde_json::from_value::<crate::service::RepositoryRequest>(v).map_err(|e| fits("repository", e))?),
     };
     let req: CreatePodRequest = serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| fits("request body", e))?;
-    Ok((StatusCode::ACCEPTED, Json(s.create_pod_from(&who, req, repository).await?)))
+    Ok((StatusCode::ACCEPTED, Json(s.pods.create_pod_from(&who, req, repository).await?)))
 }
 
 pub async fn show(
@@ -130,8 +130,8 @@ pub async fn show(
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
 ) -> Result<Json<PodView>, ApiError> {
-    let mut pod = [s.find_pod(&who, &key, Action::Read).await?];
-    s.mark_host_status(&mut pod).await?;
+    let mut pod = [s.pods.find_pod(&who, &key, Action::Read).await?];
+    s.pods.mark_host_status(&mut pod).await?;
     let [pod] = pod;
     Ok(Json(pod))
 }
@@ -143,7 +143,7 @@ pub async fn configure(
     ApiPath(key): ApiPath<String>,
     ApiJson(change): ApiJson<crate::service::PodSettings>,
 ) -> Result<Json<PodView>, ApiError> {
-    Ok(Json(s.configure_pod(&who, &key, change).await?))
+    Ok(Json(s.pods.configure_pod(&who, &key, change).await?))
 }
 
 /// `POST /pods/{pod}/open` body: which of the pod's web services.
@@ -169,7 +169,7 @@ pub async fn open(
     ApiPath(key): ApiPath<String>,
     ApiJson(body): ApiJson<OpenBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(s.open_link(&who, &key, body.port, body.path, body.embed).await?).map_err(ApiError::internal)?))
+    Ok(Json(serde_json::to_value(s.pod_access.open_link(&who, &key, body.port, body.path, body.embed).await?).map_err(ApiError::internal)?))
 }
 
 pub async fn start(
@@ -177,7 +177,7 @@ pub async fn start(
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
 ) -> Result<(StatusCode, Json<PodView>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(s.request(&who, &key, PodEvent::StartRequested).await?)))
+    Ok((StatusCode::ACCEPTED, Json(s.pods.request(&who, &key, PodEvent::StartRequested).await?)))
 }
 
 pub async fn stop(
@@ -185,7 +185,7 @@ pub async fn stop(
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
 ) -> Result<(StatusCode, Json<PodView>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(s.request(&who, &key, PodEvent::StopRequested).await?)))
+    Ok((StatusCode::ACCEPTED, Json(s.pods.request(&who, &key, PodEvent::StopRequested).await?)))
 }
 
 pub async fn delete(
@@ -193,7 +193,7 @@ pub async fn delete(
     Extension(who): Extension<Principal>,
     ApiPath(key): ApiPath<String>,
 ) -> Result<(StatusCode, Json<PodView>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(s.request(&who, &key, PodEvent::DeleteRequested).await?)))
+    Ok((StatusCode::ACCEPTED, Json(s.pods.request(&who, &key, PodEvent::DeleteRequested).await?)))
 }
 
 /// `POST /pods/{pod}/exec` body.
@@ -231,7 +231,7 @@ pub async fn exec(
         return Err(ApiError::bad_request("invalid_request", "arguments may not contain NUL bytes"));
     }
     let token = crate::routes::middleware::bearer_of(&headers)?;
-    let pod = s.find_pod(&who, &key, Action::Exec).await?;
+    let pod = s.pods.find_pod(&who, &key, Action::Exec).await?;
     if pod.state != PodState::Running {
         let hint = match pod.state {
             PodState::Stopped | PodState::Error => format!("start it with `pinacle pod start {}`", pod.name),
@@ -242,7 +242,7 @@ pub async fn exec(
             format!("pod {} is {}; exec needs a running pod ({hint})", pod.name, pod.state),
         ));
     }
-    let host = s.host(&pod.host)?;
+    let host = s.links.host(&pod.host)?;
     let req = ExecRequest {
         argv: body.command,
         env: body.env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -290,8 +290,8 @@ pub async fn logs(
     ApiPath(key): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let pod = s.find_pod(&who, &key, Action::Read).await?;
-    let host = s.host(&pod.host)?;
+    let pod = s.pods.find_pod(&who, &key, Action::Read).await?;
+    let host = s.links.host(&pod.host)?;
     let max = q.tail_bytes.unwrap_or(64 * 1024).min(4 * 1024 * 1024);
     let text = host.logs(pod.id, max).await.map_err(crate::hosts::host_error)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
@@ -308,7 +308,7 @@ pub async fn events(
     ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let pod = s.find_pod(&who, &key, Action::Read).await?;
+    let pod = s.pods.find_pod(&who, &key, Action::Read).await?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -316,7 +316,7 @@ pub async fn events(
         .unwrap_or(0);
     // Subscribe before reading history so nothing falls between the two.
     let live = s.events.subscribe();
-    let history = s.events_since(pod.id, after).await?;
+    let history = s.pods.events_since(pod.id, after).await?;
     let pod_id = pod.id;
     let state = s.clone();
     use futures::StreamExt;
@@ -341,9 +341,9 @@ pub fn until_access_lost(s: AppState, token: String, pod_id: uuid::Uuid, action:
             let s = s.clone();
             async move {
                 if action == Action::Read {
-                    s.pod_seen_by(&now, pod_id).await.map(|_| ())
+                    s.pods.pod_seen_by(&now, pod_id).await.map(|_| ())
                 } else {
-                    s.find_pod(&now, &pod_id.to_string(), action).await.map(|_| ())
+                    s.pods.find_pod(&now, &pod_id.to_string(), action).await.map(|_| ())
                 }
             }
         })
@@ -387,7 +387,7 @@ pub fn pod_event_stream(
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
                     // Fell behind the broadcast: catch up from the database.
-                    if let Ok(missed) = c.state.events_since(c.pod_id, c.last_seq).await {
+                    if let Ok(missed) = c.state.pods.events_since(c.pod_id, c.last_seq).await {
                         c.pending.extend(missed);
                     }
                 }
@@ -402,7 +402,7 @@ pub async fn snapshots(
     Extension(who): Extension<Principal>,
     ApiPath(pod): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "snapshots": s.list_snapshots(&who, &pod).await? })))
+    Ok(Json(serde_json::json!({ "snapshots": s.pods.list_snapshots(&who, &pod).await? })))
 }
 
 pub async fn create_snapshot(
@@ -417,7 +417,7 @@ pub async fn create_snapshot(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_request", format!("request body does not fit: {e}")))?
     };
-    Ok((StatusCode::CREATED, Json(s.create_snapshot(&who, &pod, req).await?)))
+    Ok((StatusCode::CREATED, Json(s.pods.create_snapshot(&who, &pod, req).await?)))
 }
 
 pub async fn restore_snapshot(
@@ -425,7 +425,7 @@ pub async fn restore_snapshot(
     Extension(who): Extension<Principal>,
     ApiPath((pod, id)): ApiPath<(String, String)>,
 ) -> Result<Json<pinacle_host_api::SnapshotInfo>, ApiError> {
-    Ok(Json(s.restore_snapshot(&who, &pod, &id).await?))
+    Ok(Json(s.pods.restore_snapshot(&who, &pod, &id).await?))
 }
 
 pub async fn delete_snapshot(
@@ -433,5 +433,5 @@ pub async fn delete_snapshot(
     Extension(who): Extension<Principal>,
     ApiPath((pod, id)): ApiPath<(String, String)>,
 ) -> Result<Json<pinacle_host_api::SnapshotInfo>, ApiError> {
-    Ok(Json(s.delete_snapshot(&who, &pod, &id).await?))
+    Ok(Json(s.pods.delete_snapshot(&who, &pod, &id).await?))
 }

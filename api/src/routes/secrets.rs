@@ -14,7 +14,7 @@ pub async fn list(
     Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<SecretScopeQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "secrets": s.list_secrets(&who, &q).await? })))
+    Ok(Json(serde_json::json!({ "secrets": s.secrets.list_secrets(&who, &q).await? })))
 }
 
 /// `PUT /api/v1/secrets/{name}`: 201 when created, 200 when replaced; the
@@ -26,7 +26,7 @@ pub async fn set(
     ApiQuery(q): ApiQuery<SecretScopeQuery>,
     ApiJson(req): ApiJson<SetSecretRequest>,
 ) -> Result<(StatusCode, Json<SecretView>), ApiError> {
-    let (view, created) = s.set_secret(&who, &name, &q, req).await?;
+    let (view, created) = s.secrets.set_secret(&who, &name, &q, req).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view)))
 }
 
@@ -36,6 +36,6 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<SecretScopeQuery>,
 ) -> Result<StatusCode, ApiError> {
-    s.delete_secret(&who, &name, &q).await?;
+    s.secrets.delete_secret(&who, &name, &q).await?;
     Ok(StatusCode::NO_CONTENT)
 }

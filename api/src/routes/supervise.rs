@@ -31,7 +31,7 @@ fn supervisor_error(e: ClientError) -> ApiError {
 /// The running pod `key` and its supervisor (see
 /// [`AppState::pod_supervisor`]).
 pub async fn supervisor(s: &AppState, who: &Principal, key: &str, action: Action) -> Result<(PodView, SupervisorClient), ApiError> {
-    s.pod_supervisor(who, key, action).await
+    s.host_registry.pod_supervisor(who, key, action).await
 }
 
 /// `GET /pods/{pod}/processes`: install steps and processes.
@@ -49,7 +49,7 @@ pub async fn ports(State(s): State<AppState>, Extension(who): Extension<Principa
     match client.call(Op::Ports).await.map_err(supervisor_error)? {
         SvResponse::Ports { ports } => {
             let site = s.proxy_site.get().cloned();
-            let owner = s.pod_owner_name(&pod).await?;
+            let owner = s.pods.pod_owner_name(&pod).await?;
             let ports: Vec<_> = ports
                 .into_iter()
                 .map(|p| {

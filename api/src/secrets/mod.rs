@@ -18,7 +18,86 @@ use crate::entities::secret;
 use crate::policy::{Action, Resource};
 use crate::ApiError;
 
-mod ops;
+pub mod ops;
+
+
+/// The sealed secrets as a pod's start needs them: opened with the master
+/// key for the pod's environment and its image pulls, never stored open.
+#[derive(Clone)]
+pub struct SecretVault {
+    db: sea_orm::DatabaseConnection,
+    master_key: std::sync::Arc<crate::crypto::MasterKey>,
+}
+
+impl SecretVault {
+    pub fn new(db: sea_orm::DatabaseConnection, master_key: std::sync::Arc<crate::crypto::MasterKey>) -> Self {
+        Self { db, master_key }
+    }
+
+    /// The environment a pod starts with (`NAME=value`), for its host agent.
+    pub async fn pod_secret_env(&self, pod_id: uuid::Uuid) -> Result<Vec<String>, ApiError> {
+        let Some(pod) = crate::entities::pod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await? else {
+            return Ok(Vec::new());
+        };
+        let base = match &pod.team_id {
+            Some(team) => ("team", team.clone()),
+            None => ("user", pod.owner_id.clone()),
+        };
+        let mut env = self.opened_secrets(&[base, ("pod", pod.id.clone())], |_| true).await?;
+        // A pod whose pinacle.yaml names its `secrets` gets those only.
+        let wanted: Vec<String> = serde_json::from_str::<pinacle_config::PinacleConfig>(&pod.config)
+            .map(|c| c.secrets)
+            .unwrap_or_default();
+        if !wanted.is_empty() {
+            // a repository pod keeps the token its clone and pushes use
+            let repository = !pod.repository.is_empty();
+            env.retain(|name, _| wanted.contains(name) || (repository && (name == "GIT_TOKEN" || name == "GIT_USERNAME")));
+            for missing in wanted.iter().filter(|w| !env.contains_key(*w)) {
+                tracing::warn!(pod = %pod.id, secret = %missing, "pinacle.yaml names a secret that is not set");
+            }
+        }
+        Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    }
+
+    /// The registry credential secrets (`{P}_CONTAINER_REGISTRY_SERVER`,
+    /// `_USER`, `_PASSWORD`, as in Codespaces) an image pull for this owner
+    /// uses, as `NAME=value`: the team's for a team pod (else the user's),
+    /// then the pod's own. A pinacle.yaml's `secrets:` list does not limit
+    /// them: they never enter the pod unless it names them.
+    pub async fn registry_secret_env(&self, owner_id: &str, team_id: Option<&str>, pod_id: Option<uuid::Uuid>) -> Result<Vec<String>, ApiError> {
+        let mut scopes = vec![match team_id {
+            Some(team) => ("team", team.to_owned()),
+            None => ("user", owner_id.to_owned()),
+        }];
+        if let Some(pod) = pod_id {
+            scopes.push(("pod", pod.to_string()));
+        }
+        let env = self.opened_secrets(&scopes, |name| name.contains("_CONTAINER_REGISTRY_")).await?;
+        Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    }
+
+    /// The secrets of `scopes` whose names pass `wanted`, opened; a later
+    /// scope's value wins.
+    async fn opened_secrets(&self, scopes: &[(&str, String)], wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, String>, ApiError> {
+        let mut env = BTreeMap::new();
+        for (scope, scope_id) in scopes {
+            let rows = secret::Entity::find()
+                .filter(secret::Column::Scope.eq(*scope))
+                .filter(secret::Column::ScopeId.eq(scope_id.clone()))
+                .all(&self.db)
+                .await?;
+            for row in rows.into_iter().filter(|r| wanted(&r.name)) {
+                let value = self
+                    .master_key
+                    .open(&context(scope, scope_id, &row.name), &row.sealed)
+                    .map_err(|e| ApiError::internal(format!("secret {} of {scope} {scope_id}: {e}", row.name)))?;
+                let value = String::from_utf8(value).map_err(|_| ApiError::internal(format!("secret {} is not UTF-8", row.name)))?;
+                env.insert(row.name, value);
+            }
+        }
+        Ok(env)
+    }
+}
 
 /// Largest secret value.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;

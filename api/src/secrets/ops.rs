@@ -1,11 +1,31 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the secrets service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+/// Secrets as a service: set (sealed at once), listed (names only) and
+/// deleted, for a user, a team or one pod, as the policy allows.
+#[derive(Clone)]
+pub struct Secrets {
+    db: sea_orm::DatabaseConnection,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    master_key: std::sync::Arc<crate::crypto::MasterKey>,
+    teams: crate::teams::Teams,
+    pods: crate::service::Pods,
+}
+
+impl Secrets {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        master_key: std::sync::Arc<crate::crypto::MasterKey>,
+        teams: crate::teams::Teams,
+        pods: crate::service::Pods,
+    ) -> Self {
+        Self { db, write_lock, master_key, teams, pods }
+    }
+}
+
+impl Secrets {
     /// Resolves `q` to (scope, scope id) after asking the policy for `action`.
     async fn secret_scope(&self, who: &Principal, q: &SecretScopeQuery, action: Action) -> Result<(&'static str, String), ApiError> {
         match (&q.team, &q.pod) {
@@ -17,7 +37,7 @@ impl AppState {
             }
             (None, Some(pod)) => {
                 let action = if action == Action::Read { Action::Read } else { Action::Configure };
-                Ok(("pod", self.find_pod(who, pod, action).await?.id.to_string()))
+                Ok(("pod", self.pods.find_pod(who, pod, action).await?.id.to_string()))
             }
             (None, None) => {
                 who.authorize(action, &Resource::Account { user: &who.user_id }, "secrets")?;
@@ -107,69 +127,5 @@ impl AppState {
         crate::audit::append(&txn, who, "secret.delete", &format!("secret:{scope}:{scope_id}:{name}")).await?;
         txn.commit().await?;
         Ok(())
-    }
-
-    /// The environment a pod starts with (`NAME=value`), for its host agent.
-    pub async fn pod_secret_env(&self, pod_id: uuid::Uuid) -> Result<Vec<String>, ApiError> {
-        let Some(pod) = crate::entities::pod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await? else {
-            return Ok(Vec::new());
-        };
-        let base = match &pod.team_id {
-            Some(team) => ("team", team.clone()),
-            None => ("user", pod.owner_id.clone()),
-        };
-        let mut env = self.opened_secrets(&[base, ("pod", pod.id.clone())], |_| true).await?;
-        // A pod whose pinacle.yaml names its `secrets` gets those only.
-        let wanted: Vec<String> = serde_json::from_str::<pinacle_config::PinacleConfig>(&pod.config)
-            .map(|c| c.secrets)
-            .unwrap_or_default();
-        if !wanted.is_empty() {
-            // a repository pod keeps the token its clone and pushes use
-            let repository = !pod.repository.is_empty();
-            env.retain(|name, _| wanted.contains(name) || (repository && (name == "GIT_TOKEN" || name == "GIT_USERNAME")));
-            for missing in wanted.iter().filter(|w| !env.contains_key(*w)) {
-                tracing::warn!(pod = %pod.id, secret = %missing, "pinacle.yaml names a secret that is not set");
-            }
-        }
-        Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
-    }
-
-    /// The registry credential secrets (`{P}_CONTAINER_REGISTRY_SERVER`,
-    /// `_USER`, `_PASSWORD`, as in Codespaces) an image pull for this owner
-    /// uses, as `NAME=value`: the team's for a team pod (else the user's),
-    /// then the pod's own. A pinacle.yaml's `secrets:` list does not limit
-    /// them: they never enter the pod unless it names them.
-    pub async fn registry_secret_env(&self, owner_id: &str, team_id: Option<&str>, pod_id: Option<uuid::Uuid>) -> Result<Vec<String>, ApiError> {
-        let mut scopes = vec![match team_id {
-            Some(team) => ("team", team.to_owned()),
-            None => ("user", owner_id.to_owned()),
-        }];
-        if let Some(pod) = pod_id {
-            scopes.push(("pod", pod.to_string()));
-        }
-        let env = self.opened_secrets(&scopes, |name| name.contains("_CONTAINER_REGISTRY_")).await?;
-        Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
-    }
-
-    /// The secrets of `scopes` whose names pass `wanted`, opened; a later
-    /// scope's value wins.
-    async fn opened_secrets(&self, scopes: &[(&str, String)], wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, String>, ApiError> {
-        let mut env = BTreeMap::new();
-        for (scope, scope_id) in scopes {
-            let rows = secret::Entity::find()
-                .filter(secret::Column::Scope.eq(*scope))
-                .filter(secret::Column::ScopeId.eq(scope_id.clone()))
-                .all(&self.db)
-                .await?;
-            for row in rows.into_iter().filter(|r| wanted(&r.name)) {
-                let value = self
-                    .master_key
-                    .open(&context(scope, scope_id, &row.name), &row.sealed)
-                    .map_err(|e| ApiError::internal(format!("secret {} of {scope} {scope_id}: {e}", row.name)))?;
-                let value = String::from_utf8(value).map_err(|_| ApiError::internal(format!("secret {} is not UTF-8", row.name)))?;
-                env.insert(row.name, value);
-            }
-        }
-        Ok(env)
     }
 }

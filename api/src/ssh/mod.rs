@@ -27,6 +27,46 @@ use crate::ApiError;
 
 mod ops;
 
+/// SSH access as a service: the user and host certificate authorities
+/// (sealed in the settings, created on first use), user certificates for
+/// one pod, the pod's own key through its host, and who a key or login is.
+#[derive(Clone)]
+pub struct SshAccess {
+    db: sea_orm::DatabaseConnection,
+    master_key: std::sync::Arc<crate::crypto::MasterKey>,
+    pods: crate::service::Pods,
+    audit: crate::audit::AuditLog,
+    auth: crate::auth::Authenticator,
+    ssh_cas: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<SshAuthorities>>>,
+    /// Where users reach the gateway, once one serves this control plane.
+    pub(crate) ssh_site: std::sync::Arc<std::sync::OnceLock<SshSite>>,
+    /// How long user certificates are valid (default [`USER_CERT_LIFETIME`]).
+    pub(crate) ssh_cert_lifetime: std::sync::Arc<std::sync::OnceLock<Duration>>,
+}
+
+impl SshAccess {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        master_key: std::sync::Arc<crate::crypto::MasterKey>,
+        pods: crate::service::Pods,
+        audit: crate::audit::AuditLog,
+        auth: crate::auth::Authenticator,
+    ) -> Self {
+        Self { db, master_key, pods, audit, auth, ssh_cas: Default::default(), ssh_site: Default::default(), ssh_cert_lifetime: Default::default() }
+    }
+
+    /// Where users reach the SSH gateway (set once, when one starts).
+    pub fn set_site(&self, site: SshSite, cert_lifetime: Duration) {
+        let _ = self.ssh_site.set(site);
+        let _ = self.ssh_cert_lifetime.set(cert_lifetime);
+    }
+
+    /// Where users reach the SSH gateway, if one serves this control plane.
+    pub fn site(&self) -> Option<&SshSite> {
+        self.ssh_site.get()
+    }
+}
+
 /// How long a user certificate from [`AppState::issue_ssh_certificate`] is
 /// valid unless the server says otherwise (`--ssh-cert-lifetime`).
 pub const USER_CERT_LIFETIME: Duration = Duration::from_secs(15 * 60);

@@ -1,11 +1,8 @@
-//! What [`crate::AppState`] does with this module's parts (the methods
-//! other services and the routes call); the parts themselves, which the
-//! state holds, are in the parent module and need no state.
+//! What the SSH access service does.
 
 use super::*;
-use crate::AppState;
 
-impl AppState {
+impl SshAccess {
     /// The certificate authorities, made on first use.
     pub async fn ssh_authorities(&self) -> Result<Arc<SshAuthorities>, ApiError> {
         self.ssh_cas
@@ -50,7 +47,7 @@ impl AppState {
     /// A certificate for `public_key` that lets `who` into pod `key` over
     /// SSH for [`USER_CERT_LIFETIME`].
     pub async fn issue_ssh_certificate(&self, who: &Principal, key: &str, public_key: &str) -> Result<SshCertificateView, ApiError> {
-        let pod = self.find_pod(who, key, Action::Exec).await?;
+        let pod = self.pods.find_pod(who, key, Action::Exec).await?;
         let checked = crate::workspace::check_public_key(public_key).map_err(|m| ApiError::bad_request("invalid_public_key", m))?;
         let public = PublicKey::from_openssh(&checked.openssh).map_err(|e| ApiError::bad_request("invalid_public_key", e.to_string()))?;
         let cas = self.ssh_authorities().await?;
@@ -72,8 +69,8 @@ impl AppState {
 
     /// Pod `key`'s own SSH key (its public half), if `who` may read the pod.
     pub async fn pod_ssh_key(&self, who: &Principal, key: &str) -> Result<PodKeyView, ApiError> {
-        let pod = self.find_pod(who, key, Action::Read).await?;
-        let agent = self.agent_of(&pod)?;
+        let pod = self.pods.find_pod(who, key, Action::Read).await?;
+        let agent = self.pods.agent_of(&pod)?;
         let record = pod.record()?;
         let k = agent
             .pod_key(&record)
@@ -85,8 +82,8 @@ impl AppState {
 
     /// Replaces pod `key`'s own SSH key with a new one.
     pub async fn rotate_pod_ssh_key(&self, who: &Principal, key: &str) -> Result<PodKeyView, ApiError> {
-        let pod = self.find_pod(who, key, Action::Configure).await?;
-        let agent = self.agent_of(&pod)?;
+        let pod = self.pods.find_pod(who, key, Action::Configure).await?;
+        let agent = self.pods.agent_of(&pod)?;
         let record = pod.record()?;
         let k = agent.rotate_pod_key(&record).await.map_err(|e| match e {
             pinacle_host_api::HostError::Busy(_) => ApiError::conflict("pod_busy", format!("pod {} is changing state; try again", pod.name)),

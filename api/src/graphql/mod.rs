@@ -28,6 +28,8 @@ use crate::service::PodView;
 use crate::policy::Scope;
 use crate::{ApiError, AppState};
 
+pub mod repo_config;
+
 /// The schema type.
 pub type PinacleSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -502,7 +504,7 @@ impl Pod {
     }
     /// The owner's user name.
     async fn owner(&self, ctx: &Context<'_>) -> R<String> {
-        state(ctx).pod_owner_name(&self.0).await.gql()
+        state(ctx).pods.pod_owner_name(&self.0).await.gql()
     }
     /// The team's name, for a team pod.
     async fn team(&self, ctx: &Context<'_>) -> R<Option<String>> {
@@ -526,7 +528,7 @@ impl Pod {
     /// `lost` (null when ready).
     async fn host_status(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         let mut view = [self.0.clone()];
-        state(ctx).mark_host_status(&mut view).await.map_err(|e| async_graphql::Error::new(e.message))?;
+        state(ctx).pods.mark_host_status(&mut view).await.map_err(|e| async_graphql::Error::new(e.message))?;
         Ok(view[0].host_status.map(|s| s.as_str().to_owned()))
     }
     async fn template(&self) -> &str {
@@ -564,7 +566,7 @@ impl Pod {
     }
     /// The caller's saved workspace layout for this pod.
     async fn layout(&self, ctx: &Context<'_>) -> R<Option<Json<serde_json::Value>>> {
-        Ok(state(ctx).workspace_layout(who(ctx)?, &self.0).await.gql()?.map(Json))
+        Ok(state(ctx).workspace.workspace_layout(who(ctx)?, &self.0).await.gql()?.map(Json))
     }
     /// State changes, oldest first: those after `after`, the last `limit`
     /// (200 by default, 1000 at most).
@@ -576,7 +578,7 @@ impl Pod {
     ) -> R<Vec<PodEvent>> {
         let limit = limit.unwrap_or(200).clamp(1, 1000) as usize;
         let events = state(ctx)
-            .events_since(self.0.id, after.unwrap_or(0.0) as i64)
+            .pods.events_since(self.0.id, after.unwrap_or(0.0) as i64)
             .await
             .gql()?;
         let skip = events.len().saturating_sub(limit);
@@ -584,7 +586,7 @@ impl Pod {
     }
     /// Resource use against the tier; null unless the pod runs on this server's host.
     async fn usage(&self, ctx: &Context<'_>) -> Option<PodUsage> {
-        let u = state(ctx).pod_usage(&self.0).await?;
+        let u = state(ctx).workspace.pod_usage(&self.0).await?;
         let l = self.0.limits;
         Some(PodUsage {
             cpu_percent: u.cpu_percent,
@@ -597,7 +599,7 @@ impl Pod {
     }
     async fn snapshots(&self, ctx: &Context<'_>) -> R<Vec<Snapshot>> {
         match state(ctx)
-            .list_snapshots(who(ctx)?, &self.0.id.to_string())
+            .pods.list_snapshots(who(ctx)?, &self.0.id.to_string())
             .await
         {
             Ok(list) => Ok(list.into_iter().map(Into::into).collect()),
@@ -610,10 +612,10 @@ impl Pod {
     /// gateway when one runs, else the CLI.
     async fn ssh_command(&self, ctx: &Context<'_>) -> String {
         let s = state(ctx);
-        let Some(site) = s.ssh_site.get() else {
+        let Some(site) = s.ssh.site() else {
             return format!("pinacle pod shell {}", self.0.name);
         };
-        let login = s.ssh_login(&self.0).await.unwrap_or_else(|_| self.0.name.to_string());
+        let login = s.ssh.ssh_login(&self.0).await.unwrap_or_else(|_| self.0.name.to_string());
         match site.port {
             22 => format!("ssh {login}@{}", site.host),
             port => format!("ssh {login}@{} -p {port}", site.host),
@@ -640,7 +642,7 @@ impl QueryRoot {
     /// The caller's pods and their teams' pods.
     async fn pods(&self, ctx: &Context<'_>) -> R<Vec<Pod>> {
         Ok(state(ctx)
-            .list_pods(who(ctx)?)
+            .pods.list_pods(who(ctx)?)
             .await
             .gql()?
             .into_iter()
@@ -650,7 +652,7 @@ impl QueryRoot {
     /// One pod, by id or name.
     async fn pod(&self, ctx: &Context<'_>, id: String) -> R<Pod> {
         Ok(Pod(state(ctx)
-            .find_pod(who(ctx)?, &id, Action::Read)
+            .pods.find_pod(who(ctx)?, &id, Action::Read)
             .await
             .gql()?))
     }
@@ -687,7 +689,7 @@ impl QueryRoot {
     /// The caller's own secrets (names only).
     async fn secrets(&self, ctx: &Context<'_>) -> R<Vec<Secret>> {
         let list = state(ctx)
-            .list_secrets(who(ctx)?, &Default::default())
+            .secrets.list_secrets(who(ctx)?, &Default::default())
             .await
             .gql()?;
         Ok(list
@@ -701,7 +703,7 @@ impl QueryRoot {
     }
     async fn ssh_keys(&self, ctx: &Context<'_>) -> R<Vec<SshKey>> {
         Ok(state(ctx)
-            .list_ssh_keys(who(ctx)?)
+            .workspace.list_ssh_keys(who(ctx)?)
             .await
             .gql()?
             .into_iter()
@@ -726,7 +728,7 @@ impl QueryRoot {
     /// to pre-fill the new-pod form. GitHub repositories only.
     async fn repository_config(&self, ctx: &Context<'_>, url: String) -> R<RepositoryConfig> {
         who(ctx)?;
-        state(ctx).repository_configs.repository_config(&url).await.gql()
+        repo_config::RepositoryConfigs::new(state(ctx).github.clone()).repository_config(&url).await.gql()
     }
 }
 
@@ -803,23 +805,23 @@ impl MutationRoot {
             image: input.image.filter(|i| !i.trim().is_empty()),
             host_labels: Default::default(),
         };
-        Ok(Pod(state(ctx).create_pod_from(writer(ctx)?, req, repository).await.gql()?))
+        Ok(Pod(state(ctx).pods.create_pod_from(writer(ctx)?, req, repository).await.gql()?))
     }
     async fn start_pod(&self, ctx: &Context<'_>, id: String) -> R<Pod> {
         Ok(Pod(state(ctx)
-            .request(writer(ctx)?, &id, Transition::StartRequested)
+            .pods.request(writer(ctx)?, &id, Transition::StartRequested)
             .await
             .gql()?))
     }
     async fn stop_pod(&self, ctx: &Context<'_>, id: String) -> R<Pod> {
         Ok(Pod(state(ctx)
-            .request(writer(ctx)?, &id, Transition::StopRequested)
+            .pods.request(writer(ctx)?, &id, Transition::StopRequested)
             .await
             .gql()?))
     }
     async fn delete_pod(&self, ctx: &Context<'_>, id: String) -> R<Pod> {
         Ok(Pod(state(ctx)
-            .request(writer(ctx)?, &id, Transition::DeleteRequested)
+            .pods.request(writer(ctx)?, &id, Transition::DeleteRequested)
             .await
             .gql()?))
     }
@@ -834,7 +836,7 @@ impl MutationRoot {
             name: name.unwrap_or_default(),
         };
         Ok(state(ctx)
-            .create_snapshot(writer(ctx)?, &pod, req)
+            .pods.create_snapshot(writer(ctx)?, &pod, req)
             .await
             .gql()?
             .into())
@@ -850,7 +852,7 @@ impl MutationRoot {
         embed: Option<bool>,
     ) -> R<OpenLink> {
         let link = state(ctx)
-            .open_link(writer(ctx)?, &pod, port, path, embed.unwrap_or(false))
+            .pod_access.open_link(writer(ctx)?, &pod, port, path, embed.unwrap_or(false))
             .await
             .gql()?;
         Ok(OpenLink {
@@ -866,7 +868,7 @@ impl MutationRoot {
         layout: Json<serde_json::Value>,
     ) -> R<bool> {
         state(ctx)
-            .save_workspace_layout(writer(ctx)?, &pod, &layout.0)
+            .workspace.save_workspace_layout(writer(ctx)?, &pod, &layout.0)
             .await
             .gql()?;
         Ok(true)
@@ -897,7 +899,7 @@ impl MutationRoot {
     async fn set_secret(&self, ctx: &Context<'_>, name: String, value: String) -> R<Secret> {
         let req = crate::secrets::SetSecretRequest { value };
         let (s, _) = state(ctx)
-            .set_secret(writer(ctx)?, &name, &Default::default(), req)
+            .secrets.set_secret(writer(ctx)?, &name, &Default::default(), req)
             .await
             .gql()?;
         Ok(Secret {
@@ -908,7 +910,7 @@ impl MutationRoot {
     }
     async fn delete_secret(&self, ctx: &Context<'_>, name: String) -> R<bool> {
         state(ctx)
-            .delete_secret(writer(ctx)?, &name, &Default::default())
+            .secrets.delete_secret(writer(ctx)?, &name, &Default::default())
             .await
             .gql()?;
         Ok(true)
@@ -928,13 +930,13 @@ impl MutationRoot {
         let s = state(ctx);
         let who = writer(ctx)?;
         let view = match (challenge, signature) {
-            (Some(c), Some(sig)) => s.add_ssh_key_with_proof(who, &name, &public_key, &c, &sig).await,
-            _ => s.add_ssh_key(who, &name, &public_key).await,
+            (Some(c), Some(sig)) => s.workspace.add_ssh_key_with_proof(who, &name, &public_key, &c, &sig).await,
+            _ => s.workspace.add_ssh_key(who, &name, &public_key).await,
         };
         Ok(view.gql()?.into())
     }
     async fn delete_ssh_key(&self, ctx: &Context<'_>, id: String) -> R<bool> {
-        state(ctx).delete_ssh_key(writer(ctx)?, &id).await.gql()?;
+        state(ctx).workspace.delete_ssh_key(writer(ctx)?, &id).await.gql()?;
         Ok(true)
     }
     async fn create_team(&self, ctx: &Context<'_>, name: String) -> R<Team> {
@@ -1032,11 +1034,11 @@ impl SubscriptionRoot {
         after: Option<f64>,
     ) -> async_graphql::Result<impl Stream<Item = PodEvent>> {
         let s = state(ctx).clone();
-        let view = s.find_pod(who(ctx)?, &pod, Action::Read).await.gql()?;
+        let view = s.pods.find_pod(who(ctx)?, &pod, Action::Read).await.gql()?;
         // subscribe before reading history so nothing falls between the two
         let live = s.events.subscribe();
         let history = s
-            .events_since(view.id, after.unwrap_or(0.0) as i64)
+            .pods.events_since(view.id, after.unwrap_or(0.0) as i64)
             .await
             .gql()?;
         let lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
@@ -1086,7 +1088,7 @@ impl Visibility {
         if self.hidden.contains(&id) {
             return None;
         }
-        match s.pod_seen_by(&self.caller, id).await {
+        match s.pods.pod_seen_by(&self.caller, id).await {
             Ok(v) => Some(v),
             Err(e) => {
                 if e.status == axum::http::StatusCode::NOT_FOUND {

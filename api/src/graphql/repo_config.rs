@@ -2,7 +2,7 @@
 //! form: its `pinacle.yaml`, or else its devcontainer.json imported as one.
 //! GitHub repositories only, read through GitHub's REST API (octocrab).
 
-use crate::graphql::{check_config, RepositoryConfig};
+use super::{check_config, diagnostics_of, RepositoryConfig};
 use crate::ApiError;
 
 /// Files looked for, in order.
@@ -105,7 +105,7 @@ impl RepositoryConfigs {
                             let yaml =
                                 pinacle_config::pinacle_yaml::to_canonical_yaml(&imported.config);
                             let mut check = check_config("pinacle.yaml", &yaml);
-                            let mut diagnostics = crate::graphql::diagnostics_of(&imported.report);
+                            let mut diagnostics = diagnostics_of(&imported.report);
                             diagnostics.append(&mut check.diagnostics);
                             RepositoryConfig {
                                 file: file.to_owned(),
@@ -116,7 +116,7 @@ impl RepositoryConfigs {
                         Err(d) => RepositoryConfig {
                             file: file.to_owned(),
                             pinacle_yaml: String::new(),
-                            diagnostics: crate::graphql::diagnostics_of(&d),
+                            diagnostics: diagnostics_of(&d),
                         },
                     },
                 );
