@@ -1,9 +1,11 @@
 //! Pinacle's API server: REST over axum, state in a sea-orm database, pod
 //! work handed to host agents through per-host job queues.
 //!
-//! - [`AppState`] holds the database, the queue and the event bus.
-//! - [`service`] is the pod logic shared by REST handlers and the
+//! - Services are structs given their dependencies (see ARCHITECTURE.md):
+//!   [`service::Pods`] is the pod logic shared by REST, GraphQL and the
 //!   [`pinacle_host_api::control::ControlPlane`] implementation in [`control`].
+//! - [`AppState`] assembles them (with the database, the queue and the bus)
+//!   for the HTTP edge.
 //! - [`routes::router`] is the HTTP surface; authentication happens once, in
 //!   [`routes::middleware::require_principal`].
 

@@ -1,5 +1,5 @@
 //! Pod operations shared by the REST handlers and the control-plane side the
-//! host agents use. Every state change goes through [`AppState::transition`].
+//! host agents use. Every state change goes through [`Pods::transition`].
 
 use chrono::{DateTime, Utc};
 use pinacle_orchestrator::{
@@ -834,7 +834,7 @@ impl Pods {
         self.transition_as(id, event, message, None).await
     }
 
-    /// [`AppState::transition`], recording it in the audit log in the same
+    /// [`Pods::transition`], recording it in the audit log in the same
     /// transaction when a user caused it (`actor`: who, and the action name).
     pub async fn transition_as(
         &self,
@@ -1078,6 +1078,7 @@ impl Pods {
             schedulable: Set(true),
             last_seen_at: Set(now),
             secret_hash: sea_orm::ActiveValue::NotSet,
+            next_secret_hash: sea_orm::ActiveValue::NotSet,
             joined_by: sea_orm::ActiveValue::NotSet,
             labels: labels.map_or(sea_orm::ActiveValue::NotSet, Set),
             link_server: sea_orm::ActiveValue::NotSet,
@@ -1093,6 +1094,7 @@ impl Pods {
                 model.labels = Set("{}".into());
             }
             model.secret_hash = Set(String::new());
+            model.next_secret_hash = Set(String::new());
             model.joined_by = Set(String::new());
             model.link_server = Set(String::new());
             model.insert(&self.db).await?;
@@ -1203,7 +1205,7 @@ fn visible_pods(who: &Principal) -> sea_orm::Condition {
         .add(pod::Column::TeamId.is_in(who.teams.keys().cloned().collect::<Vec<_>>()))
 }
 
-/// Why [`AppState::transition`] did not apply an event.
+/// Why [`Pods::transition`] did not apply an event.
 #[derive(Debug)]
 pub enum TransitionError {
     NotFound,

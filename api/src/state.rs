@@ -123,6 +123,9 @@ pub struct ServerConfig {
     /// How often hosts report (a host silent for three intervals is
     /// unreachable).
     pub heartbeat: std::time::Duration,
+    /// How long a connected host's credential lives before it is renewed
+    /// over its link.
+    pub host_credential_renewal: std::time::Duration,
     /// `--advertise-url`: see [`Inner::advertise_url`].
     pub advertise_url: Option<String>,
     /// `--redis-url`: pod events shared with the other servers.
@@ -255,6 +258,7 @@ impl AppState {
             queue: queue.clone(),
             control: control.clone(),
             heartbeat: cfg.heartbeat,
+            credential_renewal: cfg.host_credential_renewal,
         });
         let state = Self(Arc::new(Inner {
             settings,

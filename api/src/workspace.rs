@@ -237,7 +237,7 @@ impl Workspaces {
     }
 
     /// A challenge the caller signs with the private key of a key they want
-    /// to register (see [`AppState::add_ssh_key_with_proof`]).
+    /// to register (see [`Workspaces::add_ssh_key_with_proof`]).
     /// `expires_in_seconds`: 1 to [`CHALLENGE_MAX_SECS`] (default
     /// [`CHALLENGE_DEFAULT_SECS`]).
     pub fn ssh_key_challenge(&self, who: &Principal, expires_in_seconds: Option<i64>) -> Result<SshKeyChallenge, ApiError> {
@@ -266,7 +266,7 @@ impl Workspaces {
     /// Registers a public key for the caller, who proves they hold its
     /// private key: `signature` is an SSHSIG (`ssh-keygen -Y sign -n
     /// pinacle-ssh-key`) over `challenge`, a challenge issued to the caller
-    /// by [`AppState::ssh_key_challenge`], unexpired and not used before.
+    /// by [`Workspaces::ssh_key_challenge`], unexpired and not used before.
     /// A key belongs to one account: a key already registered to another
     /// account moves to the caller, who just proved they hold it (so a key
     /// registered by someone else without proof, before proofs were

@@ -34,6 +34,7 @@ async fn open_at(dir: &std::path::Path, name: &str, database_url: &str) -> AppSt
         anchor_file: None,
         read_cache_ttl: Duration::ZERO,
         heartbeat: Duration::from_secs(5),
+        host_credential_renewal: Duration::from_secs(86_400),
     })
     .await
     .unwrap()

@@ -31,6 +31,7 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
         anchor_file: None,
         read_cache_ttl: Duration::ZERO,
         heartbeat: Duration::from_secs(5),
+        host_credential_renewal: Duration::from_secs(86_400),
     })
     .await
     .unwrap();

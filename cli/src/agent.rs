@@ -264,7 +264,17 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             ready: HostApi::is_ready(agent.as_ref()),
         })
     };
-    let side = AgentSide { host: agent.clone(), control: link_control, report: reporter };
+    // a renewed credential is kept (0600, written whole) before it is used
+    let keep: pinacle_host_link::agent::KeepCredential = {
+        let (path, kept) = (credential_path(&args.data_dir), cred.clone());
+        Arc::new(move |secret: &str| {
+            let renewed = Credential { secret: secret.to_owned(), ..kept.clone() };
+            let bytes = serde_json::to_vec_pretty(&renewed).map_err(std::io::Error::other)?;
+            write_private(&path, &bytes).map_err(std::io::Error::other)
+        })
+    };
+    let credential = pinacle_host_link::agent::Credential::new(cred.secret.clone(), keep);
+    let side = AgentSide { host: agent.clone(), control: link_control, report: reporter, credential };
     let (stop_tx, stop_rx) = watch::channel(false);
     let reconcile = tokio::spawn(agent.clone().reconcile_loop(stop_rx.clone()));
     crate::say!("host {} connecting to {}", cred.host, args.server);
@@ -274,7 +284,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             let server = dialer.clone();
             async move { server.dial().await }
         };
-        tokio::spawn(pinacle_host_link::agent::run(dial, authority, cred.secret.clone(), side, stop_rx))
+        tokio::spawn(pinacle_host_link::agent::run(dial, authority, side, stop_rx))
     };
     let refused = tokio::select! {
         _ = crate::up::wait_for_signal() => None,

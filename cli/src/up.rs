@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// three is unreachable.
     #[arg(long, env = "PINACLE_HEARTBEAT_INTERVAL", default_value_t = 5.0, value_parser = parse_interval)]
     pub heartbeat_interval: f64,
+    /// Seconds a connected host's credential lives before the control plane
+    /// renews it over the host's link (1 to 31536000; default one day). The
+    /// agent keeps the new one in its data directory; the old one stops
+    /// working once the agent has it.
+    #[arg(long, env = "PINACLE_HOST_CREDENTIAL_RENEWAL", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub host_credential_renewal: u64,
     #[command(flatten)]
     pub host: HostArgs,
     /// Sustained API requests per minute per client IP and per token
@@ -456,6 +462,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         anchor_file: Some(args.data_dir.join("audit-anchors.jsonl")),
         read_cache_ttl: Duration::from_millis(args.read_cache_ms),
         heartbeat: Duration::from_secs_f64(args.heartbeat_interval),
+        host_credential_renewal: Duration::from_secs(args.host_credential_renewal),
     })
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);

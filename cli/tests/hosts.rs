@@ -269,3 +269,48 @@ fn migrate_brings_a_database_to_the_schema_and_exits() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("opening database postgres://nobody:***@127.0.0.1:1/none") && !err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn a_connected_hosts_credential_is_renewed_over_its_link_and_the_old_one_stops_working() {
+    let p = Pinacle::start_with(&["--pod-network", "none", "--heartbeat-interval", "1", "--host-credential-renewal", "2"]).await;
+    let me = |secret: String| {
+        let p = &p;
+        async move { p.http.get(format!("{}/api/v1/agents/me", p.url)).bearer_auth(secret).send().await.unwrap().status().as_u16() }
+    };
+    let kept = || -> Option<String> {
+        let text = std::fs::read_to_string(p.host_dir("h4").join("host-credential.json")).ok()?;
+        serde_json::from_str::<Value>(&text).ok()?["secret"].as_str().map(str::to_owned)
+    };
+    let args = ["--pod-network", "none", "--reconcile-interval", "3600"];
+    let agent = p.spawn_host("h4", &args);
+    wait_status(&p, "h4", "ready", 60).await;
+    let first = kept().expect("the agent keeps its credential");
+    // renewed over the link (as it opened, then every 2 s): the agent keeps
+    // each new one, and the one before stops working
+    let t0 = Instant::now();
+    let second = loop {
+        if let Some(s) = kept().filter(|s| *s != first) {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "never renewed:\n{}", p.host_log("h4"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(second.starts_with("pnh_"));
+    let t0 = Instant::now();
+    while me(first.clone()).await != 401 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the first credential still works");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // whatever the agent keeps now works, and the host stays connected
+    assert_eq!(me(kept().unwrap()).await, 200);
+    let h = host(&p, "h4").await.unwrap();
+    assert_eq!((h["status"].as_str(), h["connected"].as_bool()), (Some("ready"), Some(true)), "{h}");
+    assert!(!p.server_log().contains(&second) && !p.host_log("h4").contains(&second), "a credential reached a log");
+
+    // restarted, the agent connects with the newest credential it kept
+    drop(agent);
+    wait_status(&p, "h4", "unreachable", 15).await;
+    let _agent = p.spawn_host("h4", &args);
+    wait_status(&p, "h4", "ready", 60).await;
+}
+

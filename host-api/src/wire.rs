@@ -35,6 +35,21 @@ pub enum HostCall {
     DeleteSnapshot { pod: Uuid, id: String },
     PodKey { pod: Box<PodRecord> },
     RotatePodKey { pod: Box<PodRecord> },
+    /// Keep `secret` as the host's credential from now on (the old one
+    /// stops working once the control plane switches): the renewal of a
+    /// host's credential over its link.
+    RenewCredential { secret: Secret },
+}
+
+/// A secret on the wire; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// The first message of a stream the control plane opens on a host.

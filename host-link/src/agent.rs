@@ -161,6 +161,43 @@ pub struct AgentSide {
     pub host: Arc<dyn HostApi>,
     pub control: Arc<LinkControl>,
     pub report: Reporter,
+    /// What the agent presents on connecting, renewed by the control plane.
+    pub credential: Credential,
+}
+
+/// Keeps a renewed credential where the agent finds it on its next start.
+pub type KeepCredential = Arc<dyn Fn(&str) -> std::io::Result<()> + Send + Sync>;
+
+/// The agent's credential: presented on each connect, replaced (and kept
+/// first) when the control plane renews it.
+#[derive(Clone)]
+pub struct Credential {
+    current: Arc<Mutex<String>>,
+    keep: KeepCredential,
+}
+
+/// The longest credential a control plane may hand an agent.
+const MAX_CREDENTIAL: usize = 200;
+
+impl Credential {
+    pub fn new(secret: String, keep: KeepCredential) -> Self {
+        Self { current: Arc::new(Mutex::new(secret)), keep }
+    }
+
+    /// What the agent presents now.
+    pub fn current(&self) -> String {
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Keeps `secret`, then presents it from now on.
+    fn renew(&self, secret: &str) -> Result<(), HostError> {
+        if secret.is_empty() || secret.len() > MAX_CREDENTIAL || !secret.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(HostError::Invalid("a host credential is 1 to 200 printable characters".into()));
+        }
+        (self.keep)(secret).map_err(|e| HostError::Failed(format!("keeping the renewed credential: {e}")))?;
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = secret.to_owned();
+        Ok(())
+    }
 }
 
 /// Serves one link on `io` (already upgraded) until it ends.
@@ -249,6 +286,13 @@ async fn dispatch(side: &AgentSide, call: HostCall) -> Response<LinkBody> {
         HostCall::DeleteSnapshot { pod, id } => answer(host.delete_snapshot(pod, &id).await),
         HostCall::PodKey { pod } => answer(host.pod_key(&pod).await),
         HostCall::RotatePodKey { pod } => answer(host.rotate_pod_key(&pod).await),
+        HostCall::RenewCredential { secret } => {
+            let kept = side.credential.renew(&secret.0);
+            if kept.is_ok() {
+                tracing::info!("host credential renewed by the control plane");
+            }
+            answer(kept)
+        }
     }
 }
 
@@ -407,7 +451,6 @@ where
 pub async fn run<D, F, I>(
     dial: D,
     authority: String,
-    secret: String,
     side: AgentSide,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), UpgradeError>
@@ -426,7 +469,7 @@ where
             // never answers must not hold the agent forever
             let link = tokio::time::timeout(CONNECT_TIMEOUT, async {
                 let io = dial().await.map_err(LinkError::from)?;
-                upgrade(io, &authority, &secret).await
+                upgrade(io, &authority, &side.credential.current()).await
             })
             .await
             .map_err(|_| UpgradeError::Status(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())))??;

@@ -158,6 +158,12 @@ impl RemoteHost {
         Ok(report)
     }
 
+    /// Hands the host `secret` as its credential from now on; `Ok` once its
+    /// agent kept it.
+    pub async fn renew_credential(&self, secret: &str) -> Result<(), HostError> {
+        self.0.call(HostCall::RenewCredential { secret: pinacle_host_api::wire::Secret(secret.to_owned()) }).await
+    }
+
     /// The last report the host gave.
     pub fn last_report(&self) -> Option<HostReport> {
         self.0.report.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()

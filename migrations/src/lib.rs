@@ -24,6 +24,7 @@ mod m20261122_000016_ssh_keys_and_layouts;
 mod m20261206_000017_pod_repository;
 mod m20261206_000018_host_join;
 mod m20261206_000019_host_pools;
+mod m20261206_000020_host_credential_renewal;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000017_pod_repository::Migration),
             Box::new(m20261206_000018_host_join::Migration),
             Box::new(m20261206_000019_host_pools::Migration),
+            Box::new(m20261206_000020_host_credential_renewal::Migration),
         ]
     }
 }

@@ -22,6 +22,9 @@ pub struct Model {
     /// The address of the API server holding its link (other servers
     /// reach the host through it); empty: no server does.
     pub link_server: String,
+    /// SHA-256 of the credential a renewal in flight hands the agent: valid
+    /// too until the renewal completes; empty: none.
+    pub next_secret_hash: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

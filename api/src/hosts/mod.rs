@@ -1,5 +1,5 @@
 //! The host directory: the one way the control plane reaches a host. Every
-//! operation on a pod goes to `AppState::host(&pod.host)`, a `dyn HostApi`
+//! operation on a pod goes to `HostLinks::host(&pod.host)` (`crate::peers`), a `dyn HostApi`
 //! (the agent in this process, or a remote agent's link), and
 //! [`HostError`] codes become the API's answers here, in one place.
 

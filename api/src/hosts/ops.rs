@@ -17,6 +17,8 @@ pub struct Hosts {
     control: crate::control::Control,
     /// How often hosts report.
     heartbeat: std::time::Duration,
+    /// How long a host's credential lives on a connected host.
+    credential_renewal: std::time::Duration,
 }
 
 /// What [`Hosts`] is built from.
@@ -29,6 +31,7 @@ pub struct HostsDeps {
     pub queue: pinacle_queue::JobQueue,
     pub control: crate::control::Control,
     pub heartbeat: std::time::Duration,
+    pub credential_renewal: std::time::Duration,
 }
 
 impl Hosts {
@@ -42,6 +45,7 @@ impl Hosts {
             queue: d.queue,
             control: d.control,
             heartbeat: d.heartbeat,
+            credential_renewal: d.credential_renewal,
         }
     }
 }
@@ -191,6 +195,7 @@ impl Hosts {
                 schedulable: Set(true),
                 last_seen_at: Set(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
                 secret_hash: Set(String::new()),
+                next_secret_hash: Set(String::new()),
                 joined_by: Set(String::new()),
                 labels: Set("{}".into()),
                 link_server: Set(String::new()),
@@ -245,6 +250,7 @@ impl Hosts {
                 Some(h) if h.joined_by == join.token_hash => {
                     let mut m: host::ActiveModel = h.into();
                     m.secret_hash = Set(crate::principal::hash_token(&secret));
+                    m.next_secret_hash = Set(String::new());
                     m.update(&txn).await?
                 }
                 Some(_) => {
@@ -259,6 +265,7 @@ impl Hosts {
                         schedulable: Set(true),
                         last_seen_at: Set(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
                         secret_hash: Set(crate::principal::hash_token(&secret)),
+                        next_secret_hash: Set(String::new()),
                         joined_by: Set(join.token_hash.clone()),
                         labels: Set("{}".into()),
                         link_server: Set(String::new()),
@@ -288,6 +295,7 @@ impl Hosts {
             }
             let mut m: host::ActiveModel = row.into();
             m.secret_hash = Set(crate::principal::hash_token(&secret));
+            m.next_secret_hash = Set(String::new());
             m.update(&txn).await?
         };
         let system = Principal::system("", &format!("host {}", row.id), "host join");
@@ -336,12 +344,65 @@ impl Hosts {
         if !secret.starts_with(HOST_SECRET_PREFIX) || secret.len() > 200 {
             return Err(invalid());
         }
-        host::Entity::find()
-            .filter(host::Column::SecretHash.eq(crate::principal::hash_token(secret)))
-            .one(&self.db)
-            .await?
-            .map(|h| h.id)
-            .ok_or_else(invalid)
+        let hash = crate::principal::hash_token(secret);
+        if let Some(h) = host::Entity::find().filter(host::Column::SecretHash.eq(hash.clone())).one(&self.db).await? {
+            return Ok(h.id);
+        }
+        // the credential a renewal handed the agent, which kept it before
+        // this control plane switched: the renewal completes now
+        let _w = self.write_lock.lock().await;
+        let Some(h) = host::Entity::find().filter(host::Column::NextSecretHash.eq(hash.clone())).one(&self.db).await? else {
+            return Err(invalid());
+        };
+        host::Entity::update_many()
+            .col_expr(host::Column::SecretHash, sea_orm::sea_query::Expr::value(hash.clone()))
+            .col_expr(host::Column::NextSecretHash, sea_orm::sea_query::Expr::value(String::new()))
+            .filter(host::Column::Id.eq(h.id.clone()))
+            .filter(host::Column::NextSecretHash.eq(hash))
+            .exec(&self.db)
+            .await?;
+        tracing::info!(host = %h.id, "host credential renewal completed by the agent's reconnect");
+        Ok(h.id)
+    }
+
+    /// Renews host `host`'s credential over its `link`: a new one is valid
+    /// alongside the current one (`current_hash`), the agent keeps it, then
+    /// it replaces the current one. The new credential's hash; an error
+    /// leaves the current credential as it was (and the new one valid
+    /// until the next renewal replaces it).
+    async fn renew_credential(&self, host: &str, current_hash: &str, link: &RemoteHost) -> Result<String, ApiError> {
+        let secret = crate::principal::random_secret(HOST_SECRET_PREFIX);
+        let next = crate::principal::hash_token(&secret);
+        let staged = {
+            let _w = self.write_lock.lock().await;
+            host::Entity::update_many()
+                .col_expr(host::Column::NextSecretHash, sea_orm::sea_query::Expr::value(next.clone()))
+                .filter(host::Column::Id.eq(host))
+                .filter(host::Column::SecretHash.eq(current_hash))
+                .exec(&self.db)
+                .await?
+        };
+        if staged.rows_affected != 1 {
+            return Err(ApiError::conflict("host_credential_replaced", format!("host {host} was removed or joined again")));
+        }
+        link.renew_credential(&secret).await.map_err(crate::hosts::host_error)?;
+        let _w = self.write_lock.lock().await;
+        let done = host::Entity::update_many()
+            .col_expr(host::Column::SecretHash, sea_orm::sea_query::Expr::value(next.clone()))
+            .col_expr(host::Column::NextSecretHash, sea_orm::sea_query::Expr::value(String::new()))
+            .filter(host::Column::Id.eq(host))
+            .filter(host::Column::NextSecretHash.eq(next.clone()))
+            .exec(&self.db)
+            .await?;
+        if done.rows_affected != 1 {
+            // the agent may have connected with it meanwhile, which
+            // completed the renewal (see `authenticate_host`)
+            let now = host::Entity::find_by_id(host.to_owned()).one(&self.db).await?;
+            if now.is_none_or(|h| h.secret_hash != next) {
+                return Err(ApiError::conflict("host_credential_replaced", format!("host {host} was removed or joined again")));
+            }
+        }
+        Ok(next)
     }
 
     /// The running pod `key` (if `who` may take `action` on it) and its
@@ -392,6 +453,10 @@ impl Hosts {
         self.hosts.attach_link(link.clone());
         self.links.set_link_server(&host, true).await;
         tracing::info!(host = %host, protocol = report.protocol, runtimes = ?report.runtimes, "host connected");
+        // a credential lives at most one renewal interval on a connected
+        // host: renewed as the link opens, then every interval
+        let mut secret_hash = secret_hash;
+        let mut renew_at = tokio::time::Instant::now();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (queue, worker) = (self.queue.clone(), Arc::new(link.clone()));
         let jobs = tokio::spawn(async move {
@@ -403,6 +468,20 @@ impl Hosts {
             tokio::select! {
                 _ = tokio::time::sleep(self.heartbeat) => {}
                 _ = link.closed() => break,
+            }
+            if tokio::time::Instant::now() >= renew_at {
+                match self.renew_credential(&host, &secret_hash, &link).await {
+                    Ok(renewed) => {
+                        secret_hash = renewed;
+                        renew_at = tokio::time::Instant::now() + self.credential_renewal;
+                        tracing::info!(host = %host, "host credential renewed");
+                    }
+                    Err(e) => {
+                        // tried again a few heartbeats later
+                        renew_at = tokio::time::Instant::now() + self.heartbeat * 10;
+                        tracing::warn!(host = %host, error = %e.message, "renewing the host's credential failed; the current one stays");
+                    }
+                }
             }
             match link.report().await {
                 Ok(r) => match self.pods.record_host_report(&host, &secret_hash, &r).await {

@@ -141,7 +141,7 @@ impl UsedLogins {
     }
 }
 
-/// A sign-in link to a pod's port (see [`AppState::open_link`]).
+/// A sign-in link to a pod's port (see [`PodAccess::open_link`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenLink {
     pub url: String,

@@ -268,6 +268,11 @@ pub async fn relay_host(State(s): State<AppState>, ApiPath(id): ApiPath<String>,
             host: std::sync::Arc::new(link),
             control: pinacle_host_link::agent::LinkControl::new(std::time::Duration::ZERO),
             report: std::sync::Arc::new(move || report_link.last_report().unwrap_or_default()),
+            // only the server holding the link renews the host's credential
+            credential: pinacle_host_link::agent::Credential::new(
+                String::new(),
+                std::sync::Arc::new(|_: &str| Err(std::io::Error::other("a relayed link does not hold the host's credential"))),
+            ),
         };
         // the relay ends with the link it relays (an agent that reconnects
         // gets a new one, which the other server relays anew)

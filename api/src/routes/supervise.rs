@@ -29,7 +29,7 @@ fn supervisor_error(e: ClientError) -> ApiError {
 }
 
 /// The running pod `key` and its supervisor (see
-/// [`AppState::pod_supervisor`]).
+/// [`crate::hosts::ops::Hosts::pod_supervisor`]).
 pub async fn supervisor(s: &AppState, who: &Principal, key: &str, action: Action) -> Result<(PodView, SupervisorClient), ApiError> {
     s.host_registry.pod_supervisor(who, key, action).await
 }

@@ -7,7 +7,7 @@
 //! - Each sign-in starts a session: a family of refresh tokens. A refresh
 //!   token works once; using it returns a new pair. Presenting a refresh
 //!   token that was already used means it leaked: the whole family is revoked.
-//! - Signing keys rotate ([`AppState::rotate_signing_key`]); the public
+//! - Signing keys rotate ([`Sessions::rotate_signing_key`]); the public
 //!   halves of keys whose tokens may still be alive are published at
 //!   `/.well-known/jwks.json`, and tokens signed by a retired key are
 //!   accepted until they expire: a retired key verifies access tokens (and

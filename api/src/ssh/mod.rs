@@ -67,7 +67,7 @@ impl SshAccess {
     }
 }
 
-/// How long a user certificate from [`AppState::issue_ssh_certificate`] is
+/// How long a user certificate from [`SshAccess::issue_ssh_certificate`] is
 /// valid unless the server says otherwise (`--ssh-cert-lifetime`).
 pub const USER_CERT_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// How far back a certificate's validity starts, for clocks a little behind.
@@ -192,7 +192,7 @@ pub fn check_user_certificate(cert: &Certificate, ca: &PublicKey, pod_id: &str, 
 }
 
 /// The pod an SSH login name means, as a key for
-/// [`AppState::find_pod`]: `pod` (the caller's own, or their one team pod of
+/// [`crate::service::Pods::find_pod`]: `pod` (the caller's own, or their one team pod of
 /// that name), `pod.team` (a team's pod) or a pod id.
 pub fn pod_key_of_login(login: &str) -> Option<String> {
     let ok = |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

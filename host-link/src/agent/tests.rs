@@ -156,6 +156,8 @@ struct Linked {
     host: Arc<FakeHost>,
     control: Arc<FakeControl>,
     agent_control: Arc<LinkControl>,
+    credential: Credential,
+    kept: Arc<Mutex<Vec<String>>>,
 }
 
 async fn linked() -> Linked {
@@ -166,14 +168,44 @@ async fn linked() -> Linked {
         ..Default::default()
     });
     let agent_control = LinkControl::new(Duration::from_millis(300));
+    let kept: Arc<Mutex<Vec<String>>> = Arc::default();
+    let keep: KeepCredential = {
+        let kept = kept.clone();
+        Arc::new(move |s: &str| {
+            if s.contains("unkeepable") {
+                return Err(std::io::Error::other("disk full"));
+            }
+            kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(s.to_owned());
+            Ok(())
+        })
+    };
+    let credential = Credential::new("pnh_first".into(), keep);
     let side = AgentSide {
         host: host.clone(),
         control: agent_control.clone(),
         report: Arc::new(|| HostReport { protocol: 1, host: "h1".into(), vcpus: 4, ready: true, ..Default::default() }),
+        credential: credential.clone(),
     };
     tokio::spawn(serve(b, side));
     let remote = accept(a, "h1", control.clone(), LinkOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
-    Linked { remote, host, control, agent_control }
+    Linked { remote, host, control, agent_control, credential, kept }
+}
+
+#[tokio::test]
+async fn a_renewed_credential_is_kept_before_it_is_presented() {
+    let l = linked().await;
+    assert_eq!(l.credential.current(), "pnh_first");
+    l.remote.renew_credential("pnh_second").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.credential.current(), "pnh_second", "the next connect presents the new one");
+    assert_eq!(*l.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner), vec!["pnh_second".to_owned()]);
+    // one that cannot be kept is refused, and the current one stays
+    assert!(matches!(l.remote.renew_credential("pnh_unkeepable").await, Err(HostError::Failed(_))));
+    assert!(matches!(l.remote.renew_credential("has space").await, Err(HostError::Invalid(_))));
+    assert!(matches!(l.remote.renew_credential(&"x".repeat(201)).await, Err(HostError::Invalid(_))));
+    assert_eq!(l.credential.current(), "pnh_second");
+    // and never shown in a call's Debug output
+    let call = pinacle_host_api::wire::HostCall::RenewCredential { secret: pinacle_host_api::wire::Secret("pnh_x".into()) };
+    assert!(!format!("{call:?}").contains("pnh_x"));
 }
 
 #[tokio::test]
