@@ -369,8 +369,10 @@ impl Hosts {
     /// alongside the current one (`current_hash`), the agent keeps it, then
     /// it replaces the current one. The new credential's hash; an error
     /// leaves the current credential as it was (and the new one valid
-    /// until the next renewal replaces it).
-    async fn renew_credential(&self, host: &str, current_hash: &str, link: &RemoteHost) -> Result<String, ApiError> {
+    /// until the next renewal replaces it). An error with `true`: whether
+    /// the agent kept the new one is unknown (its answer was lost).
+    async fn renew_credential(&self, host: &str, current_hash: &str, link: &RemoteHost) -> Result<String, (ApiError, bool)> {
+        let known = |e: ApiError| (e, false);
         let secret = crate::principal::random_secret(HOST_SECRET_PREFIX);
         let next = crate::principal::hash_token(&secret);
         let staged = {
@@ -380,12 +382,19 @@ impl Hosts {
                 .filter(host::Column::Id.eq(host))
                 .filter(host::Column::SecretHash.eq(current_hash))
                 .exec(&self.db)
-                .await?
+                .await
+                .map_err(|e| known(e.into()))?
         };
         if staged.rows_affected != 1 {
-            return Err(ApiError::conflict("host_credential_replaced", format!("host {host} was removed or joined again")));
+            return Err(known(ApiError::conflict("host_credential_replaced", format!("host {host} was removed or joined again"))));
         }
-        link.renew_credential(&secret).await.map_err(crate::hosts::host_error)?;
+        match link.renew_credential(&secret).await {
+            Ok(()) => {}
+            // no answer: the agent may hold the new one or the old one
+            Err(e @ HostError::Unreachable(_)) => return Err((crate::hosts::host_error(e), true)),
+            // it answered: it kept nothing
+            Err(e) => return Err(known(crate::hosts::host_error(e))),
+        }
         let _w = self.write_lock.lock().await;
         let done = host::Entity::update_many()
             .col_expr(host::Column::SecretHash, sea_orm::sea_query::Expr::value(next.clone()))
@@ -393,13 +402,14 @@ impl Hosts {
             .filter(host::Column::Id.eq(host))
             .filter(host::Column::NextSecretHash.eq(next.clone()))
             .exec(&self.db)
-            .await?;
+            .await
+            .map_err(|e| (e.into(), true))?;
         if done.rows_affected != 1 {
             // the agent may have connected with it meanwhile, which
             // completed the renewal (see `authenticate_host`)
-            let now = host::Entity::find_by_id(host.to_owned()).one(&self.db).await?;
+            let now = host::Entity::find_by_id(host.to_owned()).one(&self.db).await.map_err(|e| (e.into(), true))?;
             if now.is_none_or(|h| h.secret_hash != next) {
-                return Err(ApiError::conflict("host_credential_replaced", format!("host {host} was removed or joined again")));
+                return Err(known(ApiError::conflict("host_credential_replaced", format!("host {host} was removed or joined again"))));
             }
         }
         Ok(next)
@@ -476,8 +486,16 @@ impl Hosts {
                         renew_at = tokio::time::Instant::now() + self.credential_renewal;
                         tracing::info!(host = %host, "host credential renewed");
                     }
-                    Err(e) => {
-                        // tried again a few heartbeats later
+                    Err((e, true)) => {
+                        // the agent holds the old credential or the new
+                        // one, both valid now: its reconnect settles which
+                        // (a later renewal on this link could strand it)
+                        tracing::warn!(host = %host, error = %e.message, "renewing the host's credential got no answer; closing the link so the agent reconnects");
+                        link.close();
+                        break;
+                    }
+                    Err((e, false)) => {
+                        // the agent kept nothing: tried again a few heartbeats later
                         renew_at = tokio::time::Instant::now() + self.heartbeat * 10;
                         tracing::warn!(host = %host, error = %e.message, "renewing the host's credential failed; the current one stays");
                     }
