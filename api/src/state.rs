@@ -36,16 +36,8 @@ pub struct Inner {
     /// The hosts this control plane reaches (the agent in this process,
     /// when there is one): every operation on a pod goes through them.
     pub hosts: Arc<crate::hosts::HostDirectory>,
-    /// How often hosts report.
-    pub heartbeat: std::time::Duration,
-    /// This server's address for other servers (`--advertise-url`); set:
-    /// several servers share the database, and hosts whose link ends at
-    /// another server are reached through it.
-    pub advertise_url: Option<String>,
     /// How hosts are reached (directly, or relayed by another server).
     pub links: crate::peers::HostLinks,
-    /// Sealed secrets, opened for a pod's start.
-    pub vault: crate::secrets::SecretVault,
     /// Pods: their life, placement and the hosts' registry.
     pub pods: crate::service::Pods,
     /// Users', teams' and pods' secrets.
@@ -54,8 +46,6 @@ pub struct Inner {
     pub bus: Arc<crate::bus::Bus>,
     /// Load balancers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
-    /// Runtime for pods that do not name one; `None`: gVisor where offered.
-    pub default_runtime: Option<RuntimeKind>,
     /// Serialises write transactions: SQLite allows one writer, and a
     /// transaction that reads before it writes cannot wait for the lock.
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
@@ -207,7 +197,7 @@ impl AppState {
         let vault = crate::secrets::SecretVault::new(db.clone(), master_key.clone());
         let hosts = Arc::new(crate::hosts::HostDirectory::default());
         let advertise_url = cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned());
-        let links = crate::peers::HostLinks::new(db.clone(), hosts.clone(), advertise_url.clone(), master_key.clone(), cfg.heartbeat);
+        let links = crate::peers::HostLinks::new(db.clone(), hosts.clone(), advertise_url, master_key.clone(), cfg.heartbeat);
         let teams = crate::teams::Teams::new(db.clone(), write_lock.clone(), principals.clone());
         let metrics = Arc::new(Metrics::default());
         let pods = crate::service::Pods::new(crate::service::PodsDeps {
@@ -271,7 +261,6 @@ impl AppState {
             secrets,
             pods,
             hosts: hosts.clone(),
-            default_runtime: cfg.default_runtime,
             write_lock: write_lock.clone(),
             rate_limiter: cfg.limits.map(crate::ratelimit::RateLimiter::new),
             master_key,
@@ -282,10 +271,7 @@ impl AppState {
             github_sign_in,
             sessions,
             github,
-            heartbeat: cfg.heartbeat,
-            advertise_url,
             links,
-            vault,
             bus,
             trusted_proxies: cfg.trusted_proxies,
             principals,

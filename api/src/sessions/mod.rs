@@ -58,11 +58,6 @@ impl Sessions {
     ) -> Self {
         Self { db, write_lock, config, keyring: Default::default(), master_key, principals }
     }
-
-    /// Token lifetimes and key rotation.
-    pub fn config(&self) -> &SessionConfig {
-        &self.config
-    }
 }
 
 /// Issuer and audience of every access token.

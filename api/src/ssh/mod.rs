@@ -39,9 +39,9 @@ pub struct SshAccess {
     auth: crate::auth::Authenticator,
     ssh_cas: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<SshAuthorities>>>,
     /// Where users reach the gateway, once one serves this control plane.
-    pub(crate) ssh_site: std::sync::Arc<std::sync::OnceLock<SshSite>>,
+    ssh_site: std::sync::Arc<std::sync::OnceLock<SshSite>>,
     /// How long user certificates are valid (default [`USER_CERT_LIFETIME`]).
-    pub(crate) ssh_cert_lifetime: std::sync::Arc<std::sync::OnceLock<Duration>>,
+    ssh_cert_lifetime: std::sync::Arc<std::sync::OnceLock<Duration>>,
 }
 
 impl SshAccess {
