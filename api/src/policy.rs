@@ -183,6 +183,25 @@ pub fn decide(subject: &Subject, action: Action, resource: &Resource<'_>) -> Res
     }
 }
 
+/// The role `subject` holds in a tenant's memory (issue 18): its own
+/// (`team` none) as admin; a team's by its role there (viewer → viewer,
+/// member → editor, admin and owner → admin). A read-only token is a
+/// viewer at most. Another user's memory, or a team the subject is not in,
+/// is [`Denied::Hidden`].
+pub fn memory_role(subject: &Subject, team: Option<&str>) -> Result<pinacle_memory_service::Role, Denied> {
+    use pinacle_memory_service::Role as M;
+    let role = match team {
+        None => M::Admin,
+        Some(team) => match subject.teams.get(team) {
+            None => return Err(Denied::Hidden),
+            Some(Role::Viewer) => M::Viewer,
+            Some(Role::Member) => M::Editor,
+            Some(Role::Admin | Role::Owner) => M::Admin,
+        },
+    };
+    Ok(if subject.scope == Scope::Read { M::Viewer } else { role })
+}
+
 fn visible(subject: &Subject, resource: &Resource<'_>) -> bool {
     match *resource {
         Resource::Pod { owner, team: None } => owner == subject.user_id,
@@ -305,6 +324,21 @@ mod tests {
                 assert_eq!(decide(&bob, a, r), Err(Denied::Hidden), "{a:?} on {r:?}");
             }
         }
+    }
+
+    #[test]
+    fn memory_roles_follow_team_roles_and_read_only_tokens_only_read() {
+        use pinacle_memory_service::Role as M;
+        let ann = subject("ann", &[("t1", Role::Viewer), ("t2", Role::Member), ("t3", Role::Admin), ("t4", Role::Owner)]);
+        assert_eq!(memory_role(&ann, None), Ok(M::Admin));
+        assert_eq!(memory_role(&ann, Some("t1")), Ok(M::Viewer));
+        assert_eq!(memory_role(&ann, Some("t2")), Ok(M::Editor));
+        assert_eq!(memory_role(&ann, Some("t3")), Ok(M::Admin));
+        assert_eq!(memory_role(&ann, Some("t4")), Ok(M::Admin));
+        assert_eq!(memory_role(&ann, Some("t-other")), Err(Denied::Hidden));
+        let read_only = Subject { scope: Scope::Read, ..ann };
+        assert_eq!(memory_role(&read_only, None), Ok(M::Viewer));
+        assert_eq!(memory_role(&read_only, Some("t4")), Ok(M::Viewer));
     }
 
     #[test]

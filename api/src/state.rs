@@ -91,6 +91,27 @@ pub struct Inner {
     pub control: crate::control::Control,
     /// Hosts: registry, join tokens, links.
     pub host_registry: crate::hosts::ops::Hosts,
+    /// The agents' memory service (Pinak), served under `/api/v1/memory`.
+    pub memory: pinacle_memory_service::MemoryService,
+    /// Memory tokens: minted for users and pods, verified for the memory API.
+    pub memory_access: crate::memory::MemoryAccess,
+}
+
+/// Where the memory service keeps its data and what embeds it.
+pub struct MemoryConfig {
+    /// Its SQLite file.
+    pub path: PathBuf,
+    /// `--memory-embedder`: `hash`, `hash:DIM` or `openai:URL#MODEL:DIM`.
+    pub embedder: String,
+    /// The provider's API key (`PINACLE_MEMORY_EMBEDDER_KEY`).
+    pub embedder_key: Option<String>,
+}
+
+impl MemoryConfig {
+    /// `memory.db` in `dir`, the hashing embedder.
+    pub fn in_dir(dir: &std::path::Path) -> Self {
+        Self { path: dir.join("memory.db"), embedder: "hash".into(), embedder_key: None }
+    }
 }
 
 /// What [`AppState::open`] needs.
@@ -122,6 +143,7 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// `--trusted-proxy`.
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
+    pub memory: MemoryConfig,
 }
 
 impl Deref for AppState {
@@ -199,7 +221,18 @@ impl AppState {
         let advertise_url = cfg.advertise_url.map(|u| u.trim_end_matches('/').to_owned());
         let links = crate::peers::HostLinks::new(db.clone(), hosts.clone(), advertise_url, master_key.clone(), cfg.heartbeat);
         let teams = crate::teams::Teams::new(db.clone(), write_lock.clone(), principals.clone());
-        let metrics = Arc::new(Metrics::default());
+        let memory_metrics = Arc::new(pinacle_memory_service::metrics::MemoryMetrics::new());
+        let metrics = {
+            let mut m = Metrics::default();
+            memory_metrics.register(&mut m.registry);
+            Arc::new(m)
+        };
+        let embedding = pinacle_memory_service::embedding::Embedding::from_spec(&cfg.memory.embedder, cfg.memory.embedder_key)
+            .map_err(|e| anyhow::anyhow!("--memory-embedder {e}"))?;
+        let memory_store = pinacle_memory_service::store::SqliteStore::open(&cfg.memory.path)
+            .await
+            .with_context(|| format!("opening the memory store {}", cfg.memory.path.display()))?;
+        let memory = pinacle_memory_service::MemoryService::new(memory_store, embedding, Default::default(), memory_metrics);
         let pods = crate::service::Pods::new(crate::service::PodsDeps {
             db: db.clone(),
             write_lock: write_lock.clone(),
@@ -250,6 +283,7 @@ impl AppState {
             heartbeat: cfg.heartbeat,
             credential_renewal: cfg.host_credential_renewal,
         });
+        let memory_access = crate::memory::MemoryAccess::new(sessions.clone(), pods.clone(), teams.clone());
         let state = Self(Arc::new(Inner {
             settings,
             audit,
@@ -282,6 +316,8 @@ impl AppState {
             workspace,
             control,
             host_registry,
+            memory,
+            memory_access,
         }));
         state.sessions.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

@@ -32,6 +32,7 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
         read_cache_ttl: Duration::ZERO,
         heartbeat: Duration::from_secs(5),
         host_credential_renewal: Duration::from_secs(86_400),
+        memory: pinacle_api::state::MemoryConfig::in_dir(dir),
     })
     .await
     .unwrap();

@@ -84,6 +84,18 @@ pub struct ServeArgs {
     /// working once the agent has it.
     #[arg(long, env = "PINACLE_HOST_CREDENTIAL_RENEWAL", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub host_credential_renewal: u64,
+    /// The memory service's SQLite file (default: `memory.db` in the data
+    /// directory). Several API servers each keep their own: run the memory
+    /// API behind one of them.
+    #[arg(long, env = "PINACLE_MEMORY_DB")]
+    pub memory_db: Option<PathBuf>,
+    /// What embeds memories: `hash` (a deterministic hashing embedder, no
+    /// model), `hash:DIM`, or `openai:URL#MODEL:DIM` (an OpenAI-compatible
+    /// `/v1/embeddings` endpoint; its key in PINACLE_MEMORY_EMBEDDER_KEY).
+    /// Changing it re-embeds nothing yet: memories of another embedder are
+    /// found by keywords only.
+    #[arg(long, env = "PINACLE_MEMORY_EMBEDDER", default_value = "hash")]
+    pub memory_embedder: String,
     #[command(flatten)]
     pub host: HostArgs,
     /// Sustained API requests per minute per client IP and per token
@@ -463,6 +475,11 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         read_cache_ttl: Duration::from_millis(args.read_cache_ms),
         heartbeat: Duration::from_secs_f64(args.heartbeat_interval),
         host_credential_renewal: Duration::from_secs(args.host_credential_renewal),
+        memory: pinacle_api::state::MemoryConfig {
+            path: args.memory_db.clone().unwrap_or_else(|| args.data_dir.join("memory.db")),
+            embedder: args.memory_embedder.clone(),
+            embedder_key: secret("PINACLE_MEMORY_EMBEDDER_KEY"),
+        },
     })
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -9,6 +9,7 @@
 //! - [`chunk`]: documents cut into overlapping chunks with their offsets.
 //! - [`dedup`]: exact (content hash) and near (cosine) duplicates.
 //! - [`chain`]: the hash chains of the `events` and `changelog` logs.
+//! - [`project`]: project names from repository URLs.
 
 pub mod chain;
 pub mod chunk;
@@ -16,3 +17,4 @@ pub mod dedup;
 pub mod embed;
 pub mod fusion;
 pub mod layer;
+pub mod project;

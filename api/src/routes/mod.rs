@@ -6,6 +6,7 @@ pub mod graphql;
 pub mod audit;
 pub mod health;
 pub mod idempotency;
+pub mod memory;
 pub mod middleware;
 pub mod pods;
 pub mod supervise;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/invites/accept", post(teams::accept_invite))
         .route("/secrets", get(secrets::list))
         .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
+        .route("/memory/tokens", post(memory::token))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/anchor", post(audit::anchor))
@@ -109,6 +111,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/join", post(admin::join_host))
         .route("/api/v1/agents/me", get(admin::agent_me))
         .nest("/api/v1", api)
+        // memory tokens, not the platform's: checked by the memory API
+        .nest("/api/v1/memory", memory::router(&state))
         .merge(graphql)
         .route_layer(layer::from_fn_with_state(state.clone(), middleware::limit));
     Router::new()

@@ -1,0 +1,24 @@
+//! Pinak, the agents' memory service (issue 18), over the pure core in
+//! `pinacle-memory`:
+//!
+//! - [`store`]: the SQLite store (rows, FTS5 BM25, the hash chains);
+//! - [`index`]: the per-project HNSW graphs, rebuilt from the store;
+//! - [`embedding`]: the hashing fallback or an OpenAI-compatible provider;
+//! - [`service`]: validation, duplicates, hybrid search, the access log;
+//! - [`http`]: the REST API and its [`http::TokenVerifier`] seam;
+//! - [`openapi`]: the REST API's OpenAPI document;
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod embedding;
+pub mod error;
+pub mod http;
+pub mod index;
+pub mod metrics;
+pub mod model;
+pub mod openapi;
+pub mod service;
+pub mod store;
+
+pub use error::MemoryError;
+pub use model::{Caller, Role, Scope};
+pub use service::MemoryService;
