@@ -397,11 +397,13 @@ impl SqliteStore {
     /// vector index holds (rebuilt from here after a restart).
     pub async fn index_rows(&self, scope: &Scope, embedder: &str) -> Result<Vec<(i64, Layer, Vec<f32>)>> {
         let rows = sqlx::query(
-            "SELECT rid, layer, vector FROM memories WHERE tenant = ? AND project = ? AND current = 1 AND deleted_at IS NULL AND embedder = ?",
+            "SELECT rid, layer, vector FROM memories WHERE tenant = ? AND project = ? AND current = 1 AND deleted_at IS NULL AND embedder = ? \
+             AND (expires_at IS NULL OR expires_at > ?)",
         )
         .bind(&scope.tenant)
         .bind(&scope.project)
         .bind(embedder)
+        .bind(now_ms())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
