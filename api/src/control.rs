@@ -21,11 +21,12 @@ pub struct Control {
     db: sea_orm::DatabaseConnection,
     pods: crate::service::Pods,
     vault: crate::secrets::SecretVault,
+    memory: crate::memory::MemoryAccess,
 }
 
 impl Control {
-    pub fn new(db: sea_orm::DatabaseConnection, pods: crate::service::Pods, vault: crate::secrets::SecretVault) -> Self {
-        Self { db, pods, vault }
+    pub fn new(db: sea_orm::DatabaseConnection, pods: crate::service::Pods, vault: crate::secrets::SecretVault, memory: crate::memory::MemoryAccess) -> Self {
+        Self { db, pods, vault, memory }
     }
 }
 
@@ -58,6 +59,11 @@ impl ControlPlane for Control {
 
     async fn pod_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
         self.vault.pod_secret_env(id).await.map_err(backend)
+    }
+
+    async fn platform_token(&self, id: Uuid) -> Result<Option<pinacle_host_api::wire::PlatformToken>, ControlPlaneError> {
+        let minted = self.memory.mint_for_pod(id).await.map_err(backend)?;
+        Ok(minted.map(|t| pinacle_host_api::wire::PlatformToken { token: pinacle_host_api::wire::Secret(t.token), expires_at: t.expires_at }))
     }
 
     async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {

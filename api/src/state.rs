@@ -271,7 +271,8 @@ impl AppState {
         });
         let ssh = crate::ssh::SshAccess::new(db.clone(), master_key.clone(), pods.clone(), audit.clone(), auth.clone());
         let workspace = crate::workspace::Workspaces::new(db.clone(), write_lock.clone(), master_key.clone(), pods.clone(), links.clone(), audit.clone());
-        let control = crate::control::Control::new(db.clone(), pods.clone(), vault.clone());
+        let memory_access = crate::memory::MemoryAccess::new(sessions.clone(), pods.clone(), teams.clone());
+        let control = crate::control::Control::new(db.clone(), pods.clone(), vault.clone(), memory_access.clone());
         let host_registry = crate::hosts::ops::Hosts::new(crate::hosts::ops::HostsDeps {
             db: db.clone(),
             write_lock: write_lock.clone(),
@@ -283,7 +284,6 @@ impl AppState {
             heartbeat: cfg.heartbeat,
             credential_renewal: cfg.host_credential_renewal,
         });
-        let memory_access = crate::memory::MemoryAccess::new(sessions.clone(), pods.clone(), teams.clone());
         let state = Self(Arc::new(Inner {
             settings,
             audit,

@@ -249,7 +249,12 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let cred = credential(&args, &server).await?;
     let link_control = LinkControl::new(Duration::from_secs(30));
     let control: Arc<dyn ControlPlane> = link_control.clone();
-    let agent = crate::up::start_host_agent(&args.host, &args.data_dir, &cred.host, control).await?;
+    let ca = match &args.server_ca {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading --server-ca {}", path.display()))?),
+        None => None,
+    };
+    let platform = Some((args.server.trim_end_matches('/').to_owned(), ca));
+    let agent = crate::up::start_host_agent(&args.host, &args.data_dir, &cred.host, control, platform).await?;
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
     let (host_id, runtimes, (vcpus, memory)) = (cred.host.clone(), agent.runtimes(), args.host.capacity());
     let reporter = {
@@ -277,6 +282,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let side = AgentSide { host: agent.clone(), control: link_control, report: reporter, credential };
     let (stop_tx, stop_rx) = watch::channel(false);
     let reconcile = tokio::spawn(agent.clone().reconcile_loop(stop_rx.clone()));
+    let platform_gateway = tokio::spawn(agent.clone().serve_platform(stop_rx.clone()));
     crate::say!("host {} connecting to {}", cred.host, args.server);
     let link = {
         let (dialer, authority) = (server.clone(), server.authority.clone());
@@ -295,6 +301,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     };
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), reconcile).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), platform_gateway).await;
     if let Some(e) = refused {
         // not retried with a join token at hand: a removed host stays removed
         bail!("{e} (then remove {} before starting the agent again)", credential_path(&args.data_dir).display());

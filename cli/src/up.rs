@@ -346,8 +346,20 @@ pub fn default_data_dir() -> PathBuf {
 
 /// Starts this machine's host agent (its pod network, sandboxes and
 /// images) for host `host_id`, answering to `control`.
-pub async fn start_host_agent(args: &HostArgs, data_dir: &Path, host_id: &str, control: Arc<dyn ControlPlane>) -> Result<Arc<HostAgent>> {
+/// `platform`: the control plane's URL (and a CA for it) where pods'
+/// platform requests go (see `pinacle_host_agent::platform`).
+pub async fn start_host_agent(
+    args: &HostArgs,
+    data_dir: &Path,
+    host_id: &str,
+    control: Arc<dyn ControlPlane>,
+    platform: Option<(String, Option<Vec<u8>>)>,
+) -> Result<Arc<HostAgent>> {
     let mut cfg = AgentConfig::new(host_id, data_dir);
+    if let Some((url, ca)) = platform {
+        cfg.platform_upstream = Some(url);
+        cfg.platform_ca = ca;
+    }
     cfg.reconcile_interval = Duration::from_secs_f64(args.reconcile_interval);
     cfg.disk_overcommit = args.disk_overcommit;
     if args.pod_network == "bridge" {
@@ -484,10 +496,18 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    // bound first: the host agent's platform gateway forwards to it
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let bound = listener.local_addr()?;
 
     if role != Role::Server {
         let control: Arc<dyn ControlPlane> = Arc::new(state.control.clone());
-        let agent = start_host_agent(&args.host, &args.data_dir, &args.host_id, control).await?;
+        // pods' platform requests come back to this server over loopback
+        let local = if bound.ip().is_unspecified() { std::net::SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound };
+        let platform = Some((format!("http://{local}"), None));
+        let agent = start_host_agent(&args.host, &args.data_dir, &args.host_id, control, platform).await?;
         let (runtimes, (cpus, memory)) = (agent.runtimes(), args.host.capacity());
         state.pods.register_host(&args.host_id, &runtimes, cpus, memory).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         // Heartbeat: a host that stops reporting is no longer given new pods.
@@ -512,6 +532,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         state.attach_host(agent.clone());
         tracing::info!(host = %args.host_id, runtimes = ?agent.runtimes(), "host agent started");
         tasks.spawn(agent.clone().reconcile_loop(stop_rx.clone()));
+        tasks.spawn(agent.clone().serve_platform(stop_rx.clone()));
         let queue = state.queue.clone();
         let rx = stop_rx.clone();
         tasks.spawn(async move {
@@ -525,10 +546,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         let admin = state
             .bootstrap_admin(secret("PINACLE_ADMIN_TOKEN").as_deref())
             .await?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let url = format!("http://{bound}");
         if let Some(client_id) = &args.github_client_id {
             let client_secret = secret("PINACLE_GITHUB_CLIENT_SECRET")
                 .filter(|s| !s.trim().is_empty())

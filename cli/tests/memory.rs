@@ -315,3 +315,64 @@ async fn kill_9_during_batch_adds_loses_no_acknowledged_write() {
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["entries"].as_u64().unwrap() >= acked.len() as u64);
 }
+
+#[tokio::test]
+async fn an_agent_in_a_gvisor_pod_reaches_memory_at_pinacle_internal_in_its_own_name() {
+    const BR: &str = "pncmem0";
+    let _cleanup = common::HostCleanup(BR);
+    let p = Pinacle::start_with(&["--pod-network", "bridge", "--pod-bridge", BR, "--pod-subnet", "10.231.160.0/24"]).await;
+    let pod = p.create_running("mem", "blank", "gvisor").await;
+    let pod_id = pod["id"].as_str().unwrap().to_owned();
+    let sh = |script: &str| vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+    let run = |script: String| {
+        let p = &p;
+        async move {
+            let argv = sh(&script);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            p.exec("mem", &argv).await
+        }
+    };
+    // where memory is, and a token for it, are in the pod's environment
+    let (out, err, code) = run("echo $PINAK_URL; echo $PINAK_MCP_URL; test -s \"$PINAK_TOKEN_FILE\" && echo token".into()).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["http://pinacle.internal/api/v1/memory", "http://pinacle.internal/mcp", "token"], "{out}");
+    // the token is the pod's own: its owner's tenant, the pod's project
+    let (token, _, _) = run("cat \"$PINAK_TOKEN_FILE\"".into()).await;
+    let claims: Value = {
+        use base64::Engine;
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim().split('.').nth(1).unwrap()).unwrap()).unwrap()
+    };
+    assert_eq!(claims["pod"], pod_id.as_str(), "{claims}");
+    assert_eq!(claims["project"], format!("pod:{pod_id}"));
+    assert_eq!(claims["role"], "editor");
+    // the agent adds a memory with its token, and without one (the gateway adds the pod's)
+    let add = r#"curl -s -o /dev/stderr -w '%{http_code}' -X POST http://pinacle.internal/api/v1/memory/memories -H 'Content-Type: application/json'"#;
+    let (status, body, _) = run(format!(r#"{add} -H "Authorization: Bearer $(cat $PINAK_TOKEN_FILE)" -d '{{"content": "the build needs protoc 25"}}'"#)).await;
+    assert_eq!(status, "201", "{body}");
+    let (status, body, _) = run(format!(r#"{add} -d '{{"content": "tests run with cargo nextest", "layer": "procedural"}}'"#)).await;
+    assert_eq!(status, "201", "{body}");
+    let (out, err, _) = run(r#"curl -s -X POST http://pinacle.internal/api/v1/memory/search -H 'Content-Type: application/json' -d '{"query": "which protoc does the build need"}'"#.into()).await;
+    let hits: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out} {err}"));
+    assert_eq!(hits["results"][0]["memory"]["content"], "the build needs protoc 25", "{hits}");
+    // the owner sees the pod's memory from outside with a token for that project
+    let (s, t) = p.call(Method::POST, "/api/v1/memory/tokens", Some(json!({"project": format!("pod:{pod_id}")}))).await;
+    assert_eq!(s, 200, "{t}");
+    let (_, page) = p.call_as(t["token"].as_str().unwrap(), Method::GET, &format!("{M}/memories"), None).await;
+    assert_eq!(page["memories"].as_array().unwrap().len(), 2, "{page}");
+    // nothing else on the host is reachable through the gateway, or around it
+    let (code, _, _) = run("curl -s -o /dev/null -w '%{http_code}' http://pinacle.internal/api/v1/pods".into()).await;
+    assert_eq!(code, "404");
+    let (code, _, _) = run("curl -s -o /dev/null -w '%{http_code}' http://pinacle.internal/api/v1/memory/tokens -X POST".into()).await;
+    assert_eq!(code, "404");
+    let port = p.url.rsplit(':').next().unwrap().to_owned();
+    let (_, _, code) = run(format!("curl -s -m 3 -o /dev/null http://pinacle.internal:{port}/healthz")).await;
+    assert_ne!(code, 0, "the API server's own port answered the pod");
+    // a token that is not this pod's is refused at the gateway
+    let forged = {
+        use base64::Engine;
+        let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.x", e(&json!({"alg": "EdDSA"})), e(&json!({"pod": uuid::Uuid::new_v4().to_string()})))
+    };
+    let (code, _, _) = run(format!("curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {forged}' http://pinacle.internal/api/v1/memory/memories")).await;
+    assert_eq!(code, "403");
+}

@@ -45,6 +45,12 @@ pub struct AgentConfig {
     /// Registries (`host[:port]`) pulled from over plain HTTP; every other
     /// registry is reached over HTTPS only.
     pub insecure_registries: Vec<String>,
+    /// The control plane's URL, where the platform gateway forwards pods'
+    /// platform requests (see [`crate::platform`]); `None`: pods get no
+    /// platform services.
+    pub platform_upstream: Option<String>,
+    /// Roots to trust for an `https://` upstream besides the system's.
+    pub platform_ca: Option<Vec<u8>>,
 }
 
 impl AgentConfig {
@@ -62,6 +68,8 @@ impl AgentConfig {
             supervisor: crate::supervisor::find_supervisor(),
             disk_overcommit: 1.0,
             insecure_registries: insecure_registries_from_env(),
+            platform_upstream: None,
+            platform_ca: None,
         }
     }
 }
@@ -485,6 +493,11 @@ impl HostAgent {
                 env.extend(crate::pod_features::container_env_entries(&container_env, &base));
             }
             env.extend(self.control.pod_environment(pod.id).await?);
+            // the platform services (memory): a token, where it is, the name
+            let platform = attachment.is_some() && self.platform_gateway().is_some() && self.refresh_platform_token(pod.id, &dir).await;
+            if platform {
+                env.extend(crate::platform::pod_env());
+            }
             let supervisor = match &self.config.supervisor {
                 Some(binary) => {
                     let all_env = bundle::merge_env(bundle::pod_env(pod).into_iter().chain(env.iter().cloned()));
@@ -503,6 +516,18 @@ impl HostAgent {
             bundle::add_home(&mut spec, &disk.home())?;
             if with_features {
                 bundle::bind_readonly_dir(&mut spec, &features_dir, pinacle_config::resolve::FEATURES_DIR)?;
+            }
+            if let (true, Some(net)) = (platform, &self.config.network) {
+                bundle::bind_readonly_dir(&mut spec, &crate::platform::token_dir(&dir), crate::platform::TOKEN_DIR_IN_POD)?;
+                let gateway = net.subnet.gateway();
+                match pod.runtime {
+                    RuntimeKind::Gvisor => write_pod_hosts(&root, gateway)?,
+                    RuntimeKind::Youki => {
+                        let hosts = dir.join("hosts");
+                        write_host_file(&hosts, &crate::platform::pod_hosts("", gateway))?;
+                        bundle::bind_file_readonly(&mut spec, &hosts, "/etc/hosts")?;
+                    }
+                }
             }
             if pod.runtime == RuntimeKind::Youki {
                 if attachment.is_some() {
@@ -1424,9 +1449,88 @@ impl HostAgent {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
+            self.refresh_platform_tokens().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.config.reconcile_interval) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl HostAgent {
+    /// Where the platform gateway listens (the bridge's address), when
+    /// pods are networked and a control plane URL is known.
+    pub fn platform_gateway(&self) -> Option<std::net::SocketAddr> {
+        let net = self.config.network.as_ref()?;
+        self.config.platform_upstream.as_ref()?;
+        Some(std::net::SocketAddr::from((net.subnet.gateway(), crate::platform::GATEWAY_PORT)))
+    }
+
+    /// Serves pods' platform requests until `shutdown` (nothing to do
+    /// without [`Self::platform_gateway`]).
+    pub async fn serve_platform(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let (Some(addr), Some(upstream)) = (self.platform_gateway(), self.config.platform_upstream.clone()) else { return };
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(120)).connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = &self.config.platform_ca {
+            match reqwest::Certificate::from_pem_bundle(pem) {
+                Ok(certs) => {
+                    for c in certs {
+                        client = client.add_root_certificate(c);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "the control plane's CA is unusable for the platform gateway"),
+            }
+        }
+        let client = match client.build() {
+            Ok(c) => c,
+            Err(e) => return tracing::error!(error = %e, "platform gateway not started"),
+        };
+        let gateway = Arc::new(crate::platform::Gateway {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            pods: Arc::new(crate::platform::RecordedPods(self.config.data.pods())),
+            client,
+        });
+        if let Err(e) = gateway.serve(addr, shutdown).await {
+            tracing::error!(%addr, error = %e, "platform gateway stopped: pods cannot reach the memory service");
+        }
+    }
+
+    /// Fetches pod `id`'s platform token into its directory; false when
+    /// the control plane gives none.
+    async fn refresh_platform_token(&self, id: Uuid, dir: &Path) -> bool {
+        match self.control.platform_token(id).await {
+            Ok(Some(t)) => match crate::platform::write_token(dir, &t.token.0) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(pod = %id, error = %e, "platform token not written");
+                    false
+                }
+            },
+            Ok(None) => {
+                let _ = std::fs::remove_file(crate::platform::token_dir(dir).join(crate::platform::TOKEN_FILE));
+                false
+            }
+            Err(e) => {
+                tracing::warn!(pod = %id, error = %e, "no platform token for the pod");
+                false
+            }
+        }
+    }
+
+    /// Replaces the platform tokens older than
+    /// [`crate::platform::TOKEN_REFRESH`] (they live three times as long).
+    async fn refresh_platform_tokens(&self) {
+        if self.platform_gateway().is_none() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.config.data.pods()) else { return };
+        for e in entries.flatten() {
+            let Ok(id) = Uuid::parse_str(&e.file_name().to_string_lossy()) else { continue };
+            let file = crate::platform::token_dir(&e.path()).join(crate::platform::TOKEN_FILE);
+            let age = std::fs::metadata(&file).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if age.is_some_and(|a| a >= crate::platform::TOKEN_REFRESH) {
+                self.refresh_platform_token(id, &e.path()).await;
             }
         }
     }
@@ -1528,9 +1632,24 @@ fn write_resolv_conf(root: &Path) -> Result<(), AgentError> {
 /// the pod (bound read-only into the pod).
 fn write_host_resolv_conf(file: &Path) -> Result<(), AgentError> {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    write_host_file(file, &crate::network::pod_resolv_conf(&host))
+}
+
+/// Writes `file` whole (a reader sees the old or the new contents).
+fn write_host_file(file: &Path, contents: &str) -> Result<(), AgentError> {
     let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, crate::network::pod_resolv_conf(&host)).map_err(AgentError::io("writing", &tmp))?;
+    std::fs::write(&tmp, contents).map_err(AgentError::io("writing", &tmp))?;
     std::fs::rename(&tmp, file).map_err(AgentError::io("installing", file))
+}
+
+/// Adds the platform's name to a gVisor pod's own `/etc/hosts`.
+fn write_pod_hosts(root: &Path, gateway: std::net::Ipv4Addr) -> Result<(), AgentError> {
+    let existing = std::fs::read_to_string(root.join("etc/hosts")).unwrap_or_default();
+    let tree = crate::safe_fs::Tree::open(root).map_err(AgentError::io("opening", root))?;
+    if let Err(e) = tree.write_file(Path::new("etc/hosts"), crate::platform::pod_hosts(&existing, gateway).as_bytes(), 0o644) {
+        tracing::warn!(root = %root.display(), error = %e, "the pod's /etc/hosts could not be written (the pod changed its /etc)");
+    }
+    Ok(())
 }
 
 /// Fills a new pod's empty workspace with its template's starter files

@@ -309,8 +309,13 @@ pub fn remap_sources(spec: &mut Spec, from: &Path, to: &Path) {
 /// at `/etc/resolv.conf`, so the host never writes into the pod's root
 /// file system for it.
 pub fn bind_resolv_conf(spec: &mut Spec, file: &Path) -> Result<(), AgentError> {
+    bind_file_readonly(spec, file, "/etc/resolv.conf")
+}
+
+/// Binds the host file `file` read-only at `destination` in the pod.
+pub fn bind_file_readonly(spec: &mut Spec, file: &Path, destination: &str) -> Result<(), AgentError> {
     let mount = MountBuilder::default()
-        .destination("/etc/resolv.conf")
+        .destination(destination)
         .typ("bind")
         .source(file)
         .options(vec!["bind".to_owned(), "ro".to_owned(), "nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()])

@@ -113,7 +113,13 @@ pub fn ruleset(bridge: &str, subnet: &Subnet, deny: &[Subnet], pods: &[PodRule],
     let _ = writeln!(r, "{}", nft_set("resolvers", "ipv4_addr", &resolvers));
     let _ = writeln!(r, "  chain input {{ type filter hook input priority 0; policy accept;");
     let _ = writeln!(r, "    iifname \"{bridge}\" ct state established,related accept");
+    // the platform gateway (memory service), on the bridge's address only
+    let _ = writeln!(r, "    iifname \"{bridge}\" ip daddr {gw} tcp dport {port} accept", gw = subnet.gateway(), port = crate::platform::GATEWAY_PORT);
     let _ = writeln!(r, "    iifname \"{bridge}\" drop");
+    let _ = writeln!(r, "  }}");
+    // pods reach it on port 80 too (`http://pinacle.internal`)
+    let _ = writeln!(r, "  chain prerouting {{ type nat hook prerouting priority -100; policy accept;");
+    let _ = writeln!(r, "    iifname \"{bridge}\" ip daddr {gw} tcp dport 80 redirect to :{port}", gw = subnet.gateway(), port = crate::platform::GATEWAY_PORT);
     let _ = writeln!(r, "  }}");
     // private networks: only the operator's allow list and DNS to the
     // host's name servers pass (back to the forward chain); the rest drops

@@ -104,6 +104,15 @@ pub trait ControlPlane: Send + Sync + 'static {
         Ok(ImageSetup::default())
     }
 
+    /// A short-lived token for the platform services (the memory service)
+    /// in the pod's name: its owner's tenant, its project. `None` when the
+    /// control plane offers none (or the pod is gone). The host agent keeps
+    /// it fresh in the pod and adds it to the pod's platform requests.
+    async fn platform_token(&self, id: Uuid) -> Result<Option<crate::wire::PlatformToken>, ControlPlaneError> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// Records `image` (`localhost/pinacle/pods/…@sha256:…`, built by this
     /// host from the pod's repository) as the pod's image; the next start
     /// runs it.

@@ -101,6 +101,15 @@ pub enum ControlCall {
     ApplyRepositoryConfig { id: Uuid, file: String, text: String },
     ImageSetup { id: Uuid },
     SetBuiltImage { id: Uuid, image: String },
+    PlatformToken { id: Uuid },
+}
+
+/// A pod's token for the platform services, and when it expires (seconds
+/// since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformToken {
+    pub token: Secret,
+    pub expires_at: i64,
 }
 
 /// A [`ControlPlaneError`] as it crosses.
@@ -146,6 +155,7 @@ pub enum ControlAnswer {
     Repository(Option<RepositorySource>),
     Outcome(RepositoryConfigOutcome),
     ImageSetup(ImageSetup),
+    PlatformToken(Option<PlatformToken>),
     Done,
 }
 

@@ -113,6 +113,13 @@ impl ControlPlane for LinkControl {
         }
     }
 
+    async fn platform_token(&self, id: Uuid) -> Result<Option<pinacle_host_api::wire::PlatformToken>, ControlPlaneError> {
+        match self.call(ControlCall::PlatformToken { id }).await? {
+            ControlAnswer::PlatformToken(t) => Ok(t),
+            other => Err(Self::unexpected(&other)),
+        }
+    }
+
     async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
         match self.call(ControlCall::RegistryEnvironment { id }).await? {
             ControlAnswer::Env(e) => Ok(e),

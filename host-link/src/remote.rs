@@ -327,7 +327,8 @@ fn pod_of(call: &ControlCall) -> Option<Uuid> {
         | ControlCall::Repository { id }
         | ControlCall::ApplyRepositoryConfig { id, .. }
         | ControlCall::ImageSetup { id }
-        | ControlCall::SetBuiltImage { id, .. } => Some(*id),
+        | ControlCall::SetBuiltImage { id, .. }
+        | ControlCall::PlatformToken { id } => Some(*id),
     }
 }
 
@@ -367,6 +368,7 @@ pub async fn answer_control(control: &dyn ControlPlane, host: &str, call: Contro
             control.set_built_image(id, &image).await.map_err(fault)?;
             ControlAnswer::Done
         }
+        ControlCall::PlatformToken { id } => ControlAnswer::PlatformToken(control.platform_token(id).await.map_err(fault)?),
     })
 }
 
