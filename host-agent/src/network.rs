@@ -647,8 +647,13 @@ mod tests {
         let r = ruleset("pnc0", &subnet, &["10.0.0.0/8".parse().unwrap()], &pods, &HostRules::default());
         // replaced atomically: declared, deleted, declared again
         assert!(r.starts_with("table inet pinacle_pnc0\ndelete table inet pinacle_pnc0\n"), "{r}");
-        // pods never open connections to the host
-        assert!(r.contains("iifname \"pnc0\" ct state established,related accept\n    iifname \"pnc0\" drop"), "{r}");
+        // pods never open connections to the host, but for the platform
+        // gateway on the bridge's address (port 80 redirected to it)
+        assert!(
+            r.contains("iifname \"pnc0\" ct state established,related accept\n    iifname \"pnc0\" ip daddr 10.88.0.1 tcp dport 7079 accept\n    iifname \"pnc0\" drop"),
+            "{r}"
+        );
+        assert!(r.contains("iifname \"pnc0\" ip daddr 10.88.0.1 tcp dport 80 redirect to :7079"), "{r}");
         // nor to each other
         assert!(r.contains("iifname \"pnc0\" oifname \"pnc0\" drop"));
         // deny list: metadata range and the configured one
