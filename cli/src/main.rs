@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod hosts;
 mod images;
+mod memory;
 mod pod_config;
 mod pods;
 mod proxy_setup;
@@ -96,6 +97,9 @@ enum Command {
     /// Read and verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(pods::AuditCommand),
+    /// The agents' long-term memory: add, search, list, history, verify,
+    /// export, import, and its MCP server on stdio (`pinacle memory mcp`).
+    Memory(memory::MemoryArgs),
 }
 
 fn init_tracing() {
@@ -164,6 +168,7 @@ async fn async_main() -> ExitCode {
         Command::Template(cmd) => pods::template(cmd).await,
         Command::Config(cmd) => pod_config::run(cmd),
         Command::Audit(cmd) => pods::audit(cmd).await,
+        Command::Memory(args) => memory::run(args).await,
         Command::Token(cmd) => pods::token(cmd).await,
         Command::Ssh(args) => ssh::ssh(args).await,
         Command::SshKey(cmd) => ssh::ssh_key(cmd).await,

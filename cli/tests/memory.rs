@@ -376,3 +376,65 @@ async fn an_agent_in_a_gvisor_pod_reaches_memory_at_pinacle_internal_in_its_own_
     let (code, _, _) = run(format!("curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {forged}' http://pinacle.internal/api/v1/memory/memories")).await;
     assert_eq!(code, "403");
 }
+
+/// Runs the official MCP Python SDK against a memory MCP server
+/// (`cli/tests/tools/mcp_client.py`): what it saw.
+fn mcp_client(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let tools = std::env::var("PINACLE_TEST_TOOLS_PY").unwrap_or_else(|_| "/opt/pinacle-test-tools/python".into());
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/mcp_client.py"))
+        .args(args)
+        .env("PYTHONPATH", tools)
+        .envs(env.iter().copied())
+        .output()
+        .expect("python3 (scripts/install-test-tools.sh installs the MCP SDK)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("mcp client: {stdout} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn assert_scenario(seen: &Value) {
+    assert_eq!(seen["exception"], Value::Null, "{seen}");
+    let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tools, ["add_memory", "delete_memory", "get_memory", "list_memories", "memory_history", "search_memory", "update_memory"]);
+    assert_eq!(seen["schemas_have_query"], true);
+    assert_eq!(seen["add_error"], false, "{seen}");
+    assert_eq!(seen["search_first"], true, "{seen}");
+    assert_eq!(seen["get_content"], "the staging database is on port 5433");
+    assert_eq!(seen["update_version"], 2);
+    assert_eq!(seen["history_versions"], 2);
+    assert_eq!(seen["delete_error"], false);
+    assert_eq!(seen["get_after_delete_error"], true);
+    assert!(seen["get_after_delete_text"].as_str().unwrap().contains("not_found"), "{seen}");
+    assert_eq!(seen["empty_add_error"], true);
+}
+
+#[tokio::test]
+async fn the_official_mcp_client_uses_the_tools_over_http_and_stdio_with_the_callers_scope() {
+    let p = Pinacle::start_role("server").await;
+    let alice = p.signup_and_login("alice").await;
+    let t = memory_token(&p, &alice, "github.com/acme/mcp", None).await;
+    let url = format!("{}{M}/mcp", p.url);
+    let seen = mcp_client(&["http", &url, &t], &[]);
+    assert_scenario(&seen);
+    assert_eq!(seen["listed"], 1, "{seen}");
+    // no token: every tool answers unauthorized, nothing is written
+    let seen = mcp_client(&["http", &url, ""], &[]);
+    assert_eq!(seen["add_error"], true, "{seen}");
+    assert!(seen["add_text"].as_str().unwrap().contains("unauthorized"), "{seen}");
+    // another tenant's token sees none of alice's memories
+    let (_, a) = add(&p, &t, json!({"content": "alice only: the release train leaves on Thursdays"})).await;
+    let bob = p.signup_and_login("bob").await;
+    let tb = memory_token(&p, &bob, "github.com/acme/mcp", None).await;
+    let seen = mcp_client(&["http", &url, &tb], &[]);
+    assert_scenario(&seen);
+    assert_eq!(seen["listed"], 1, "bob saw more than his own memory: {seen}");
+    let (s, _) = p.call_as(&t, Method::GET, &format!("{M}/memories/{}", a["memory"]["id"].as_str().unwrap()), None).await;
+    assert_eq!(s, 200);
+    // stdio: `pinacle memory mcp`, signed in as the admin, for a project
+    let bin = common::pinacle_bin();
+    let seen = mcp_client(
+        &["stdio", bin.to_str().unwrap(), "memory", "mcp", "--project", "github.com/acme/stdio"],
+        &[("PINACLE_API", &p.url), ("PINACLE_TOKEN", common::TOKEN), ("PINACLE_CONFIG", "/nonexistent/none.json")],
+    );
+    assert_scenario(&seen);
+}

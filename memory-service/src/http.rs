@@ -51,6 +51,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: MemoryApi) -> Router<S> {
         .route("/project", axum::routing::delete(purge))
         .route("/position", get(position))
         .route("/openapi.json", get(openapi))
+        .nest_service("/mcp", crate::mcp::http_service(api.service.clone(), api.verifier.clone()))
         .fallback(|| async { ApiFailure(MemoryError::NotFound("no such memory route; see /api/v1/memory/openapi.json".into())) })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)

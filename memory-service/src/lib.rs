@@ -6,6 +6,7 @@
 //! - [`embedding`]: the hashing fallback or an OpenAI-compatible provider;
 //! - [`service`]: validation, duplicates, hybrid search, the access log;
 //! - [`http`]: the REST API and its [`http::TokenVerifier`] seam;
+//! - [`mcp`]: the same operations as MCP tools (Streamable HTTP and stdio);
 //! - [`openapi`]: the REST API's OpenAPI document;
 //! - [`metrics`]: Prometheus metrics.
 
@@ -13,6 +14,7 @@ pub mod embedding;
 pub mod error;
 pub mod http;
 pub mod index;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
