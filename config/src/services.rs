@@ -98,6 +98,23 @@ impl Service {
 /// Installs Node.js and npm from Debian when they are missing.
 const NODE: &str = "command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }";
 
+/// Registers Pinacle's memory MCP server with Claude Code (user scope), in
+/// pods that have one (`PINAK_MCP_URL`: the platform gateway adds the
+/// pod's token, so no secret is written anywhere).
+const CLAUDE_MEMORY_MCP: &str = "[ -z \"$PINAK_MCP_URL\" ] || claude mcp get pinacle-memory >/dev/null 2>&1 || \
+     claude mcp add --scope user --transport http pinacle-memory \"$PINAK_MCP_URL\" >/dev/null 2>&1 || true";
+
+/// The same for Codex (`~/.codex/config.toml`, streamable HTTP by `url`).
+const CODEX_MEMORY_MCP: &str = "[ -z \"$PINAK_MCP_URL\" ] || grep -qs '^\\[mcp_servers.pinacle-memory\\]' \"$HOME/.codex/config.toml\" || \
+     { mkdir -p \"$HOME/.codex\" && printf '\\n[mcp_servers.pinacle-memory]\\nurl = \"%s\"\\n' \"$PINAK_MCP_URL\" >> \"$HOME/.codex/config.toml\"; }";
+
+/// The same for Gemini CLI (`~/.gemini/settings.json`, merged with node).
+const GEMINI_MEMORY_MCP: &str = "[ -z \"$PINAK_MCP_URL\" ] || node -e '\
+     const fs=require(\"fs\"),p=process.env.HOME+\"/.gemini/settings.json\";let s={};\
+     try{s=JSON.parse(fs.readFileSync(p,\"utf8\"))}catch(e){}\
+     s.mcpServers=Object.assign({},s.mcpServers,{\"pinacle-memory\":{httpUrl:process.env.PINAK_MCP_URL}});\
+     fs.mkdirSync(process.env.HOME+\"/.gemini\",{recursive:true});fs.writeFileSync(p,JSON.stringify(s,null,2))' || true";
+
 /// The code-server release installed: 4.100.x is the newest line whose
 /// `engines` accept Node 20 (Debian 13's); 4.103 and later need Node 22.
 pub const CODE_SERVER_VERSION: &str = "4.100.3";
@@ -162,7 +179,7 @@ pub const SERVICES: &[Service] = &[
         display_name: "Claude Code",
         description: "Anthropic's coding agent CLI (npm @anthropic-ai/claude-code), in a terminal tab",
         kind: ServiceKind::CodingAssistant,
-        install: &[NODE, "command -v claude >/dev/null || npm install -g --no-fund --no-audit @anthropic-ai/claude-code"],
+        install: &[NODE, "command -v claude >/dev/null || npm install -g --no-fund --no-audit @anthropic-ai/claude-code", CLAUDE_MEMORY_MCP],
         start: None,
         port: None,
         health: ServiceHealth::Installed { program: "claude" },
@@ -175,7 +192,7 @@ pub const SERVICES: &[Service] = &[
         display_name: "Codex",
         description: "OpenAI's Codex CLI (npm @openai/codex), in a terminal tab",
         kind: ServiceKind::CodingAssistant,
-        install: &[NODE, "command -v codex >/dev/null || npm install -g --no-fund --no-audit @openai/codex"],
+        install: &[NODE, "command -v codex >/dev/null || npm install -g --no-fund --no-audit @openai/codex", CODEX_MEMORY_MCP],
         start: None,
         port: None,
         health: ServiceHealth::Installed { program: "codex" },
@@ -188,7 +205,7 @@ pub const SERVICES: &[Service] = &[
         display_name: "Gemini CLI",
         description: "Google's Gemini CLI (npm @google/gemini-cli), in a terminal tab",
         kind: ServiceKind::CodingAssistant,
-        install: &[NODE, "command -v gemini >/dev/null || npm install -g --no-fund --no-audit @google/gemini-cli"],
+        install: &[NODE, "command -v gemini >/dev/null || npm install -g --no-fund --no-audit @google/gemini-cli", GEMINI_MEMORY_MCP],
         start: None,
         port: None,
         health: ServiceHealth::Installed { program: "gemini" },
@@ -270,6 +287,50 @@ pub const SERVICES: &[Service] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs an install step as the pod would (sh -c), with `home` and the
+    /// memory URL.
+    fn run_step(step: &str, home: &std::path::Path, url: Option<&str>) {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(step).env("HOME", home).env_remove("PINAK_MCP_URL");
+        if let Some(u) = url {
+            cmd.env("PINAK_MCP_URL", u);
+        }
+        let out = cmd.output().expect("sh");
+        assert!(out.status.success(), "{step}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn coding_assistants_get_the_memory_mcp_server_once_and_only_in_pods_that_have_it() {
+        for s in SERVICES.iter().filter(|s| s.is_coding_assistant()) {
+            assert!(s.install.iter().any(|step| step.contains("PINAK_MCP_URL")), "{} does not register memory", s.id);
+        }
+        let url = "http://pinacle.internal/mcp";
+        // Codex: one TOML table, appended after what the user had
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+        std::fs::write(home.path().join(".codex/config.toml"), "model = \"o4\"\n").unwrap();
+        run_step(CODEX_MEMORY_MCP, home.path(), Some(url));
+        run_step(CODEX_MEMORY_MCP, home.path(), Some(url));
+        let toml = std::fs::read_to_string(home.path().join(".codex/config.toml")).unwrap();
+        assert_eq!(toml, "model = \"o4\"\n\n[mcp_servers.pinacle-memory]\nurl = \"http://pinacle.internal/mcp\"\n");
+        // no memory in the pod: nothing written
+        let bare = tempfile::tempdir().unwrap();
+        run_step(CODEX_MEMORY_MCP, bare.path(), None);
+        run_step(GEMINI_MEMORY_MCP, bare.path(), None);
+        assert!(std::fs::read_dir(bare.path()).unwrap().next().is_none());
+        // Gemini CLI: merged into existing settings (needs node, as the CLI does)
+        if std::process::Command::new("node").arg("--version").output().is_ok() {
+            std::fs::create_dir_all(home.path().join(".gemini")).unwrap();
+            std::fs::write(home.path().join(".gemini/settings.json"), r#"{"theme":"dark","mcpServers":{"other":{"command":"x"}}}"#).unwrap();
+            run_step(GEMINI_MEMORY_MCP, home.path(), Some(url));
+            run_step(GEMINI_MEMORY_MCP, home.path(), Some(url));
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(home.path().join(".gemini/settings.json")).unwrap()).unwrap();
+            assert_eq!(v["theme"], "dark");
+            assert_eq!(v["mcpServers"]["other"]["command"], "x");
+            assert_eq!(v["mcpServers"]["pinacle-memory"]["httpUrl"], url);
+        }
+    }
 
     #[test]
     fn registry_ids_are_unique_short_and_ordered_for_tabs() {
