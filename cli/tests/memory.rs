@@ -173,6 +173,17 @@ async fn an_agent_remembers_searches_revises_and_proves_its_history() {
     let (_, page) = p.call_as(&other, Method::GET, &format!("{M}/memories"), None).await;
     assert_eq!(page["memories"].as_array().unwrap().len(), 5);
 
+    // metrics per layer and operation
+    let (_, metrics) = p.call(Method::GET, "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for needle in [
+        "pinacle_memory_memories{op=\"current\",layer=\"semantic\"}",
+        "pinacle_memory_operation_seconds_count{op=\"search\",layer=\"\"}",
+        "pinacle_memory_writes_total{op=\"add\",layer=\"procedural\"}",
+        "pinacle_memory_index_vectors",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
     // the OpenAPI document is published and names the routes
     let (s, doc) = p.call_as("", Method::GET, &format!("{M}/openapi.json"), None).await;
     assert_eq!(s, 200);

@@ -8,7 +8,7 @@
 //!   a rebuild does not bring back;
 //! - a graph never mixes embedders (the key includes the embedder id);
 //! - retired rows stay in the graph but leave the `live` map and are
-//!   filtered out during the search; once they outnumber the live ones the
+//!   filtered out of the results; once they outnumber the live ones the
 //!   graph is dropped and rebuilt on next use;
 //! - an index only ever holds one project's rows, so a tenant filter is
 //!   never needed and always returns k results when k exist.
@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use hnsw_rs::prelude::{Distance, FilterT, Hnsw};
+use hnsw_rs::prelude::{Distance, Hnsw};
 use pinacle_memory::layer::Layer;
 
 use crate::model::Scope;
@@ -28,8 +28,7 @@ pub struct UnitCosine;
 
 impl Distance<f32> for UnitCosine {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        (1.0 - dot).max(0.0)
+        (1.0 - pinacle_memory::embed::dot(a, b)).max(0.0)
     }
 }
 
@@ -49,11 +48,35 @@ impl Default for HnswParams {
     }
 }
 
+/// The rows a graph's results may include.
+#[derive(Default)]
+struct Live {
+    rows: HashMap<usize, Layer>,
+    per_layer: HashMap<Layer, usize>,
+}
+
+impl Live {
+    fn insert(&mut self, rid: usize, layer: Layer) -> bool {
+        if self.rows.insert(rid, layer).is_some() {
+            return false;
+        }
+        *self.per_layer.entry(layer).or_default() += 1;
+        true
+    }
+    fn remove(&mut self, rid: usize) {
+        if let Some(l) = self.rows.remove(&rid) {
+            if let Some(n) = self.per_layer.get_mut(&l) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
 /// One project's graph.
 pub struct ProjectIndex {
     graph: RwLock<Hnsw<'static, f32, UnitCosine>>,
-    /// Row id → layer, for the rows still current.
-    live: RwLock<HashMap<usize, Layer>>,
+    /// Row id → layer, for the rows still current, and how many per layer.
+    live: RwLock<Live>,
     /// Points in the graph, live or not.
     points: std::sync::atomic::AtomicUsize,
     params: HnswParams,
@@ -68,8 +91,11 @@ impl ProjectIndex {
         if !data.is_empty() {
             graph.parallel_insert_slice(&data);
         }
-        let live: HashMap<usize, Layer> = rows.iter().map(|(rid, l, _)| (*rid as usize, *l)).collect();
-        Self { graph: RwLock::new(graph), points: live.len().into(), live: RwLock::new(live), params }
+        let mut live = Live::default();
+        for (rid, l, _) in &rows {
+            live.insert(*rid as usize, *l);
+        }
+        Self { graph: RwLock::new(graph), points: rows.len().into(), live: RwLock::new(live), params }
     }
 
     /// Adds a current row (again is a no-op).
@@ -77,7 +103,7 @@ impl ProjectIndex {
         let rid = rid as usize;
         {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-            if live.insert(rid, layer).is_some() {
+            if !live.insert(rid, layer) {
                 return;
             }
         }
@@ -88,12 +114,21 @@ impl ProjectIndex {
 
     /// Takes a row out of the results.
     pub fn remove(&self, rid: i64) {
-        self.live.write().unwrap_or_else(|p| p.into_inner()).remove(&(rid as usize));
+        self.live.write().unwrap_or_else(|p| p.into_inner()).remove(rid as usize);
     }
 
     /// How many rows are live.
     pub fn len(&self) -> usize {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.live.read().unwrap_or_else(|p| p.into_inner()).rows.len()
+    }
+
+    /// How many live rows `layers` hold (all when empty).
+    pub fn count_in(&self, layers: &[Layer]) -> usize {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        if layers.is_empty() {
+            return live.rows.len();
+        }
+        layers.iter().map(|l| live.per_layer.get(l).copied().unwrap_or(0)).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,22 +143,39 @@ impl ProjectIndex {
     }
 
     /// The `k` nearest live rows in `layers` (all when empty): row id and
-    /// cosine similarity, best first.
+    /// cosine similarity, best first. The graph is searched unfiltered
+    /// (hnsw_rs's filtered search gives up its early exit and walks much of
+    /// the graph) for more than `k`, and the results filtered after; when
+    /// too few survive, again for more. Fewer than `k` come back when the
+    /// asked layers are a small share of the graph: the caller then scans
+    /// them exactly.
     pub fn search(&self, query: &[f32], k: usize, layers: &[Layer]) -> Vec<(i64, f32)> {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        let filter = |id: &usize| live.get(id).is_some_and(|l| layers.is_empty() || layers.contains(l));
-        let filter: &dyn FilterT = &filter;
+        let keep = |id: &usize| live.rows.get(id).is_some_and(|l| layers.is_empty() || layers.contains(l));
         let graph = self.graph.read().unwrap_or_else(|p| p.into_inner());
-        let ef = self.params.ef_search.max(k);
-        let mut seen = std::collections::HashSet::new();
-        graph
-            .search_filter(query, k, ef, Some(filter))
-            .into_iter()
-            .filter(|n| seen.insert(n.d_id))
-            .map(|n| (n.d_id as i64, 1.0 - n.distance))
-            .collect()
+        let points = self.points.load(std::sync::atomic::Ordering::Relaxed);
+        let mut want = k + (points - live.rows.len().min(points)).min(k);
+        loop {
+            let ef = self.params.ef_search.max(want);
+            let mut seen = std::collections::HashSet::new();
+            let found: Vec<(i64, f32)> = graph
+                .search_filter(query, want, ef, None)
+                .into_iter()
+                .filter(|n| keep(&n.d_id) && seen.insert(n.d_id))
+                .map(|n| (n.d_id as i64, 1.0 - n.distance))
+                .take(k)
+                .collect();
+            if found.len() >= k || want >= points || want >= MAX_WIDENED.max(k) {
+                return found;
+            }
+            want = (want * 4).min(points);
+        }
     }
 }
+
+/// The most results one graph search is widened to before the caller scans
+/// exactly.
+pub const MAX_WIDENED: usize = 1024;
 
 /// A project's graph, built by the first caller that needs it.
 pub type IndexCell = Arc<tokio::sync::OnceCell<Arc<ProjectIndex>>>;

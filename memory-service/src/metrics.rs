@@ -23,6 +23,9 @@ pub struct MemoryMetrics {
     pub memories: Family<OpLabels, Gauge>,
     /// Vector graphs built (at first use, and when stale).
     pub index_builds: Counter,
+    /// Graphs in memory, and the live vectors they hold.
+    pub index_graphs: Gauge,
+    pub index_vectors: Gauge,
     /// Chain verifications that found a break.
     pub chain_breaks: Counter,
 }
@@ -44,6 +47,8 @@ impl MemoryMetrics {
             writes: Default::default(),
             memories: Default::default(),
             index_builds: Default::default(),
+            index_graphs: Default::default(),
+            index_vectors: Default::default(),
             chain_breaks: Default::default(),
         }
     }
@@ -54,6 +59,8 @@ impl MemoryMetrics {
         r.register("writes", "Memory writes by operation and layer", self.writes.clone());
         r.register("memories", "Current memories by layer", self.memories.clone());
         r.register("index_builds", "Vector indexes built from the store", self.index_builds.clone());
+        r.register("index_graphs", "Vector graphs in memory", self.index_graphs.clone());
+        r.register("index_vectors", "Live vectors in the graphs in memory", self.index_vectors.clone());
         r.register("chain_breaks", "Log verifications that found a broken chain", self.chain_breaks.clone());
     }
 

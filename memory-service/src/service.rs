@@ -107,6 +107,24 @@ impl MemoryService {
         self.indexes.stats()
     }
 
+    /// Sets the gauges read at a scrape: current memories per layer, and
+    /// the graphs in memory.
+    pub async fn refresh_gauges(&self) {
+        use crate::metrics::OpLabels;
+        match self.store.layer_counts().await {
+            Ok(counts) => {
+                for l in MEMORY_LAYERS {
+                    let n = counts.iter().find(|(name, _)| name == l.as_str()).map_or(0, |(_, n)| *n);
+                    self.metrics.memories.get_or_create(&OpLabels { op: "current".into(), layer: l.as_str().into() }).set(n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "memory counts not read"),
+        }
+        let (graphs, vectors) = self.indexes.stats();
+        self.metrics.index_graphs.set(graphs as i64);
+        self.metrics.index_vectors.set(vectors as i64);
+    }
+
     async fn event(&self, caller: &Caller, action: &str, memory_id: Option<&str>, detail: Option<String>) {
         let record = Record {
             at: now_ms(),
@@ -398,10 +416,12 @@ impl MemoryService {
         if mode != SearchMode::Keyword {
             let mut ranked: Option<Vec<(i64, f32)>> = None;
             let index = self.index(&caller.scope).await?;
-            if !sql_filters {
+            let in_layers = index.count_in(&layers);
+            // a small share of the graph is scanned exactly instead
+            let selective = in_layers * 10 < index.len() && in_layers <= limits::EXACT_SCAN;
+            if !sql_filters && !selective {
                 let hits = index.search(&query_vec, wanted, &layers);
-                // the graph gives up early under a selective filter: go exact
-                if hits.len() >= wanted.min(index.len()) || hits.len() >= k {
+                if hits.len() >= wanted.min(in_layers) {
                     ranked = Some(hits);
                 }
             }

@@ -8,7 +8,8 @@
 //!   (WAL; `synchronous=NORMAL` loses nothing on a process crash);
 //! - exactly one version of a memory is `current`, unless it is deleted;
 //! - the FTS index holds exactly the current, undeleted versions, each
-//!   tagged with its scope token so a match never crosses projects;
+//!   tagged with its scope's token and its layer's, so a match never
+//!   crosses projects and never needs the `memories` table;
 //! - log entries hold ids and hashes, never content.
 
 use std::path::Path;
@@ -376,20 +377,20 @@ impl SqliteStore {
     }
 
     /// Row ids of the best BM25 matches of `query` among the project's
-    /// current memories in `layers`, best first.
+    /// current memories in `layers` (all when empty), best first. The
+    /// scope and layers are tokens of the FTS row itself, so the match
+    /// never leaves the index (a join on `memories` would make SQLite run
+    /// the match once per row); the caller drops expired rows.
     pub async fn keyword(&self, scope: &Scope, query: &str, layers: &[Layer], limit: usize) -> Result<Vec<i64>> {
         let Some(terms) = fts_terms(query) else { return Ok(Vec::new()) };
-        let expr = format!("scope : {} AND ({terms})", scope_token(scope));
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT m.rid FROM memories_fts f JOIN memories m ON m.rid = f.rowid WHERE memories_fts MATCH ",
-        );
-        q.push_bind(expr);
-        q.push(" AND m.tenant = ").push_bind(scope.tenant.clone());
-        q.push(" AND m.project = ").push_bind(scope.project.clone());
-        q.push(" AND (m.expires_at IS NULL OR m.expires_at > ").push_bind(now_ms()).push(")");
-        push_layers(&mut q, "m.layer", layers);
-        q.push(" ORDER BY bm25(memories_fts, 0.0, 1.0) LIMIT ").push_bind(limit as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let token = scope_token(scope);
+        let tags: Vec<String> = if layers.is_empty() { vec![token] } else { layers.iter().map(|l| layer_tag(&token, *l)).collect() };
+        let expr = format!("scope : ({}) AND ({terms})", tags.join(" OR "));
+        let rows = sqlx::query("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? ORDER BY bm25(memories_fts, 0.0, 1.0) LIMIT ?")
+            .bind(expr)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect())
     }
 
@@ -620,9 +621,10 @@ async fn insert_row(conn: &mut SqliteConnection, scope: &Scope, row: &NewRow) ->
     .bind(row.source.as_ref().map(|s| s.end))
     .fetch_one(&mut *conn)
     .await?;
+    let token = scope_token(scope);
     sqlx::query("INSERT INTO memories_fts (rowid, scope, content) VALUES (?, ?, ?)")
         .bind(rid)
-        .bind(scope_token(scope))
+        .bind(format!("{token} {}", layer_tag(&token, row.layer)))
         .bind(&row.content)
         .execute(&mut *conn)
         .await?;
@@ -780,6 +782,12 @@ pub fn encode_vector(v: &[f32]) -> Vec<u8> {
 
 pub fn decode_vector(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// The FTS token of one layer of a project (letters and digits only: one
+/// token).
+fn layer_tag(scope_token: &str, layer: Layer) -> String {
+    format!("{scope_token}l{}", layer.as_str())
 }
 
 /// `s` and 32 hex digits of a hash of tenant and project: one FTS token

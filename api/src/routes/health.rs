@@ -45,6 +45,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         let n: i64 = row.try_get("", "n")?;
         state.metrics.pods.get_or_create(&StateLabels { state: st }).set(n);
     }
+    state.memory.refresh_gauges().await;
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body))
