@@ -8,6 +8,7 @@ import { useAsync } from "./lib/useAsync";
 import { AuthCompletePage } from "./pages/AuthCompletePage";
 import { DashboardPage } from "./pages/DashboardPage";
 import { LoginPage } from "./pages/LoginPage";
+import { MemoryPage } from "./pages/MemoryPage";
 import { SettingsPage } from "./pages/SettingsPage";
 import { WorkspacePage } from "./pages/WorkspacePage";
 import { Link, matchRoute, navigate, useLocation } from "./router";
@@ -68,6 +69,7 @@ function Shell() {
   let podKey: string | undefined;
   if (path === "/" || path === "") page = <DashboardPage />;
   else if (matchRoute("/settings", path)) page = <SettingsPage />;
+  else if (matchRoute("/memory", path)) page = <MemoryPage />;
   else if ((podKey = matchRoute("/pods/*", path)?.["*"])) page = <WorkspacePage key={podKey} podKey={podKey} />;
   else page = <NotFound />;
 
@@ -105,6 +107,9 @@ function TopBar({ path }: { path: string }) {
       <nav aria-label="Main" className="topnav">
         <Link to="/" aria-current={current("/")}>
           Dashboard
+        </Link>
+        <Link to="/memory" aria-current={current("/memory")}>
+          Memory
         </Link>
         <Link to="/settings" aria-current={current("/settings")}>
           Settings

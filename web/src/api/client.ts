@@ -1,6 +1,7 @@
 import { createAuthApi, type AuthApi } from "./auth";
 import { createFilesApi, type FilesApi } from "./files";
 import { createGraphQL, type GqlFn } from "./graphql";
+import { createMemoryApi, type MemoryApi } from "./memory";
 import { SessionManager } from "./session";
 import { createSubscriptions, type SubscribeFn } from "./subscriptions";
 
@@ -11,6 +12,8 @@ export interface Api {
   subscribe: SubscribeFn;
   files: FilesApi;
   auth: AuthApi;
+  /** The agents' memory, per project. */
+  memory: MemoryApi;
   /** A valid access token (for the terminal WebSocket). */
   accessToken(): Promise<string>;
   session: SessionManager;
@@ -23,6 +26,7 @@ export function createApi(session: SessionManager = new SessionManager()): Api {
     subscribe: subs.subscribe,
     files: createFilesApi((input, init) => session.fetch(input, init)),
     auth: createAuthApi(session),
+    memory: createMemoryApi((input, init) => session.fetch(input, init)),
     accessToken: () => session.accessToken(),
     session,
   };

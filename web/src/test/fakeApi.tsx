@@ -4,6 +4,7 @@ import { vi } from "vitest";
 import type { Api } from "../api/client";
 import { ApiContext } from "../api/context";
 import type { FilesApi } from "../api/files";
+import type { MemoryApi } from "../api/memory";
 import type { SubscriptionHandlers } from "../api/subscriptions";
 import { SessionManager } from "../api/session";
 import { ToastProvider } from "../components/Toasts";
@@ -24,7 +25,7 @@ export interface FakeApi extends Api {
 /** An Api whose GraphQL answers come from `resolvers` (by operation name;
  *  a resolver may throw to fail the call) and whose subscriptions the test
  *  drives with `emit`. */
-export function fakeApi(resolvers: Record<string, Resolver | unknown>, files?: Partial<FilesApi>): FakeApi {
+export function fakeApi(resolvers: Record<string, Resolver | unknown>, files?: Partial<FilesApi>, memory?: Partial<MemoryApi>): FakeApi {
   const calls: FakeApi["calls"] = [];
   const subs: FakeApi["subs"] = new Map();
   const session = new SessionManager({ storage: localStorage, window: null, locks: null });
@@ -60,6 +61,12 @@ export function fakeApi(resolvers: Record<string, Resolver | unknown>, files?: P
       login: vi.fn(async () => undefined),
       signup: vi.fn(async () => undefined),
       logout: vi.fn(async () => undefined),
+    },
+    memory: {
+      open: vi.fn(async () => {
+        throw new Error("no fake memory project");
+      }),
+      ...memory,
     },
     accessToken: async () => "test-token",
   };
