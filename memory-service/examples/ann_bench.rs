@@ -61,7 +61,7 @@ fn main() {
     let gt_filtered = read_u32(&dir.join("gt_filtered.u32"), k);
     let params = HnswParams::default();
     // the 1% "tenant" is one layer of the project's graph here
-    let layer_of = |i: usize| if i % 100 == 0 { Layer::Episodic } else { Layer::Semantic };
+    let layer_of = |i: usize| if i.is_multiple_of(100) { Layer::Episodic } else { Layer::Semantic };
     let rows: Vec<(i64, Layer, Vec<f32>)> = base.iter().enumerate().map(|(i, v)| (i as i64 + 1, layer_of(i), v.clone())).collect();
     let t = Instant::now();
     let index = ProjectIndex::build(rows, params);
@@ -71,7 +71,7 @@ fn main() {
     // what the service does when the asked layers are under a tenth of the
     // graph: an exact scan of their rows (here from memory; the service
     // reads them from SQLite)
-    let tenant: Vec<(i64, &Vec<f32>)> = base.iter().enumerate().filter(|(i, _)| i % 100 == 0).map(|(i, v)| (i as i64 + 1, v)).collect();
+    let tenant: Vec<(i64, &Vec<f32>)> = base.iter().enumerate().filter(|(i, _)| i.is_multiple_of(100)).map(|(i, v)| (i as i64 + 1, v)).collect();
     assert!(index.count_in(&[Layer::Episodic]) * 10 < index.len(), "the service would not scan exactly");
     let filtered_service = run(&queries, &gt_filtered, k, |q| {
         let mut scored: Vec<(i64, f32)> = tenant.iter().map(|(rid, v)| (*rid, pinacle_memory::embed::cosine(q, v))).collect();
