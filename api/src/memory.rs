@@ -74,17 +74,61 @@ pub fn pod_project(pod: Uuid, repository_url: Option<&str>) -> String {
     repository_url.and_then(project::from_repository_url).unwrap_or_else(|| format!("pod:{pod}"))
 }
 
-/// Mints and verifies memory tokens.
+/// The label a snapshot's memory position is kept under.
+fn snapshot_label(pod: Uuid, snapshot: &str) -> String {
+    format!("snapshot:{pod}/{snapshot}")
+}
+
+/// Mints and verifies memory tokens; ties pod snapshots to memory
+/// positions.
 #[derive(Clone)]
 pub struct MemoryAccess {
     sessions: crate::sessions::Sessions,
     pods: crate::service::Pods,
     teams: crate::teams::Teams,
+    memory: pinacle_memory_service::MemoryService,
+}
+
+/// The memory scope of a pod: its owner's tenant (the team's for a team
+/// pod) and its repository's project.
+pub fn pod_scope(view: &crate::service::PodView) -> Scope {
+    let tenant = match &view.team_id {
+        Some(t) => format!("team:{t}"),
+        None => format!("user:{}", view.owner_id),
+    };
+    Scope { tenant, project: pod_project(view.id, view.repository.as_ref().map(|r| r.url.as_str())) }
 }
 
 impl MemoryAccess {
-    pub fn new(sessions: crate::sessions::Sessions, pods: crate::service::Pods, teams: crate::teams::Teams) -> Self {
-        Self { sessions, pods, teams }
+    pub fn new(
+        sessions: crate::sessions::Sessions,
+        pods: crate::service::Pods,
+        teams: crate::teams::Teams,
+        memory: pinacle_memory_service::MemoryService,
+    ) -> Self {
+        Self { sessions, pods, teams, memory }
+    }
+
+    /// Records the memory position of pod `key`'s project under its new
+    /// snapshot `snapshot` (a failure is logged: the snapshot stands).
+    pub async fn snapshot_taken(&self, who: &Principal, key: &str, snapshot: &str) {
+        let marked = async {
+            let view = self.pods.find_pod(who, key, Action::Read).await.map_err(|e| e.message)?;
+            self.memory.mark_position(&pod_scope(&view), &snapshot_label(view.id, snapshot)).await.map_err(|e| e.to_string())
+        };
+        if let Err(e) = marked.await {
+            tracing::warn!(pod = %key, %snapshot, error = %e, "the snapshot's memory position was not recorded");
+        }
+    }
+
+    /// Brings pod `key`'s project memory back to where it stood when
+    /// `snapshot` was taken; `None` when no position was recorded.
+    pub async fn snapshot_restored(&self, who: &Principal, key: &str, snapshot: &str) -> Result<Option<pinacle_memory_service::model::Restored>, ApiError> {
+        let view = self.pods.find_pod(who, key, Action::Configure).await?;
+        self.memory
+            .restore_marked(&pod_scope(&view), &format!("user:{}", who.user_id), &snapshot_label(view.id, snapshot))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     fn mint(&self, sub: String, tenant: String, project: String, role: Role, pod: Option<String>) -> Result<MemoryToken, ApiError> {
@@ -131,12 +175,8 @@ impl MemoryAccess {
         if view.state == pinacle_orchestrator::PodState::Deleted {
             return Ok(None);
         }
-        let tenant = match &view.team_id {
-            Some(t) => format!("team:{t}"),
-            None => format!("user:{}", view.owner_id),
-        };
-        let project = pod_project(pod, view.repository.as_ref().map(|r| r.url.as_str()));
-        self.mint(format!("pod:{pod}"), tenant, project, Role::Editor, Some(pod.to_string())).map(Some)
+        let scope = pod_scope(&view);
+        self.mint(format!("pod:{pod}"), scope.tenant, scope.project, Role::Editor, Some(pod.to_string())).map(Some)
     }
 }
 

@@ -357,10 +357,10 @@ async fn an_agent_in_a_gvisor_pod_reaches_memory_at_pinacle_internal_in_its_own_
     assert_eq!(claims["project"], format!("pod:{pod_id}"));
     assert_eq!(claims["role"], "editor");
     // the agent adds a memory with its token, and without one (the gateway adds the pod's)
-    let add = r#"curl -s -o /dev/stderr -w '%{http_code}' -X POST http://pinacle.internal/api/v1/memory/memories -H 'Content-Type: application/json'"#;
-    let (status, body, _) = run(format!(r#"{add} -H "Authorization: Bearer $(cat $PINAK_TOKEN_FILE)" -d '{{"content": "the build needs protoc 25"}}'"#)).await;
+    let post = r#"curl -s -o /dev/stderr -w '%{http_code}' -X POST http://pinacle.internal/api/v1/memory/memories -H 'Content-Type: application/json'"#;
+    let (status, body, _) = run(format!(r#"{post} -H "Authorization: Bearer $(cat $PINAK_TOKEN_FILE)" -d '{{"content": "the build needs protoc 25"}}'"#)).await;
     assert_eq!(status, "201", "{body}");
-    let (status, body, _) = run(format!(r#"{add} -d '{{"content": "tests run with cargo nextest", "layer": "procedural"}}'"#)).await;
+    let (status, body, _) = run(format!(r#"{post} -d '{{"content": "tests run with cargo nextest", "layer": "procedural"}}'"#)).await;
     assert_eq!(status, "201", "{body}");
     let (out, err, _) = run(r#"curl -s -X POST http://pinacle.internal/api/v1/memory/search -H 'Content-Type: application/json' -d '{"query": "which protoc does the build need"}'"#.into()).await;
     let hits: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out} {err}"));
@@ -386,6 +386,24 @@ async fn an_agent_in_a_gvisor_pod_reaches_memory_at_pinacle_internal_in_its_own_
     };
     let (code, _, _) = run(format!("curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {forged}' http://pinacle.internal/api/v1/memory/memories")).await;
     assert_eq!(code, "403");
+
+    // a snapshot records where the project's memory stood; restoring it
+    // brings the memory back there too
+    let owner = t["token"].as_str().unwrap().to_owned();
+    let (s, _) = p.call(Method::POST, "/api/v1/pods/mem/stop", None).await;
+    assert!(s < 300, "stop: {s}");
+    p.wait_state("mem", "stopped", 60).await;
+    let (s, snap) = p.call(Method::POST, "/api/v1/pods/mem/snapshots", Some(json!({"name": "before"}))).await;
+    assert_eq!(s, 201, "{snap}");
+    let (s, _) = add(&p, &owner, json!({"content": "written after the snapshot"})).await;
+    assert_eq!(s, 201);
+    let (s, restored) = p.call(Method::POST, &format!("/api/v1/pods/mem/snapshots/{}/restore", snap["id"].as_str().unwrap()), None).await;
+    assert_eq!(s, 200, "{restored}");
+    assert_eq!(restored["memory"]["deleted"], 1, "{restored}");
+    let (_, page) = p.call_as(&owner, Method::GET, &format!("{M}/memories"), None).await;
+    let contents: Vec<&str> = page["memories"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents.len(), 2, "{contents:?}");
+    assert!(!contents.contains(&"written after the snapshot"));
 }
 
 /// Runs the official MCP Python SDK against a memory MCP server

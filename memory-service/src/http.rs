@@ -50,6 +50,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: MemoryApi) -> Router<S> {
         .route("/import", post(import))
         .route("/project", axum::routing::delete(purge))
         .route("/position", get(position))
+        .route("/restore", post(restore))
         .route("/openapi.json", get(openapi))
         .nest_service("/mcp", crate::mcp::http_service(api.service.clone(), api.verifier.clone()))
         .fallback(|| async { ApiFailure(MemoryError::NotFound("no such memory route; see /api/v1/memory/openapi.json".into())) })
@@ -256,6 +257,10 @@ async fn purge(State(api): State<MemoryApi>, Authed(c): Authed) -> Answer<Json<P
 
 async fn position(State(api): State<MemoryApi>, Authed(c): Authed) -> Answer<Json<Position>> {
     Ok(Json(api.service.position(&c).await?))
+}
+
+async fn restore(State(api): State<MemoryApi>, Authed(c): Authed, Body(r): Body<RestoreRequest>) -> Answer<Json<Restored>> {
+    Ok(Json(api.service.restore(&c, r.changelog_seq).await?))
 }
 
 async fn openapi() -> Json<serde_json::Value> {

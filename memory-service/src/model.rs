@@ -372,3 +372,23 @@ pub struct Position {
     pub changelog_seq: i64,
     pub memories: i64,
 }
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Restored {
+    /// The changelog entry the memories stand at again.
+    pub changelog_seq: i64,
+    /// Memories set back to their version of then.
+    pub restored: usize,
+    /// Memories added since, now deleted.
+    pub deleted: usize,
+    /// Versions a purge removed, which could not come back.
+    pub missing: usize,
+}
+
+/// `POST /api/v1/memory/restore`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    pub changelog_seq: i64,
+}

@@ -55,6 +55,8 @@ pub fn document() -> Value {
         ("Imported", generator.subschema_for::<Imported>()),
         ("Purged", generator.subschema_for::<Purged>()),
         ("Position", generator.subschema_for::<Position>()),
+        ("RestoreRequest", generator.subschema_for::<RestoreRequest>()),
+        ("Restored", generator.subschema_for::<Restored>()),
     ];
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     for (name, s) in names {
@@ -100,7 +102,8 @@ pub fn document() -> Value {
             "/export": {"get": op("The project's current memories", None, "Export", "200")},
             "/import": {"post": op("Add an export's memories", Some("Export"), "Imported", "200")},
             "/project": {"delete": op("Purge the project's memory (admin)", None, "Purged", "200")},
-            "/position": {"get": op("The project's changelog position", None, "Position", "200")}
+            "/position": {"get": op("The project's changelog position", None, "Position", "200")},
+            "/restore": {"post": op("Bring the memories back to a changelog position (as new versions)", Some("RestoreRequest"), "Restored", "200")}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

@@ -629,6 +629,30 @@ impl MemoryService {
         Ok(Purged { memories: n })
     }
 
+    /// Brings the project's memories back to changelog entry `seq` (see
+    /// [`SqliteStore::restore`]).
+    pub async fn restore(&self, caller: &Caller, seq: i64) -> Result<Restored> {
+        self.require(caller, Role::Editor)?;
+        let out = self.store.restore(&caller.scope, &caller.subject, seq).await?;
+        // the graph is rebuilt from the store at the next search
+        self.indexes.forget(&caller.scope);
+        tracing::info!(tenant = %caller.scope.tenant, project = %caller.scope.project, seq, restored = out.added.len(), deleted = out.deleted, missing = out.missing, "memory restored");
+        Ok(Restored { changelog_seq: seq, restored: out.added.len(), deleted: out.deleted, missing: out.missing })
+    }
+
+    /// Records the project's position under `label` (a pod snapshot's).
+    pub async fn mark_position(&self, scope: &Scope, label: &str) -> Result<Position> {
+        self.store.mark_position(scope, label).await
+    }
+
+    /// Restores the project to the position recorded under `label`;
+    /// `None` when none was.
+    pub async fn restore_marked(&self, scope: &Scope, actor: &str, label: &str) -> Result<Option<Restored>> {
+        let Some(seq) = self.store.marked_position(scope, label).await? else { return Ok(None) };
+        let caller = Caller { scope: scope.clone(), role: Role::Admin, subject: actor.to_owned() };
+        self.restore(&caller, seq).await.map(Some)
+    }
+
     /// The project's changelog position (a pod snapshot records it).
     pub async fn position(&self, caller: &Caller) -> Result<Position> {
         self.store.position(&caller.scope).await

@@ -61,6 +61,14 @@ const SCHEMA: &[&str] = &[
         hash TEXT NOT NULL,
         PRIMARY KEY (tenant, project, log, seq)
     ) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS positions (
+        tenant TEXT NOT NULL,
+        project TEXT NOT NULL,
+        label TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, project, label)
+    ) WITHOUT ROWID",
 ];
 
 /// Columns of a memory row, in the order [`stored_from_row`] reads them
@@ -97,6 +105,19 @@ pub struct StoredRow {
     pub rid: i64,
     pub memory: Memory,
     pub vector: Vec<f32>,
+}
+
+/// What a restore changed.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOutcome {
+    /// Row ids that left the current set.
+    pub gone: Vec<i64>,
+    /// Versions written (memories set back).
+    pub added: Vec<StoredRow>,
+    /// Memories deleted (added after the position).
+    pub deleted: usize,
+    /// Versions a purge removed.
+    pub missing: usize,
 }
 
 /// What one add in a batch came to.
@@ -522,6 +543,156 @@ impl SqliteStore {
             }
         }
         Ok(report)
+    }
+
+    /// Remembers the project's changelog position under `label` (a pod
+    /// snapshot's), replacing an earlier one of that label.
+    pub async fn mark_position(&self, scope: &Scope, label: &str) -> Result<Position> {
+        let pos = self.position(scope).await?;
+        let _w = self.write.lock().await;
+        sqlx::query("INSERT OR REPLACE INTO positions (tenant, project, label, seq, at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .bind(label)
+            .bind(pos.changelog_seq)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(pos)
+    }
+
+    /// The position remembered under `label`.
+    pub async fn marked_position(&self, scope: &Scope, label: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT seq FROM positions WHERE tenant = ? AND project = ? AND label = ?")
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .bind(label)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Brings the project's memories back to where they stood after
+    /// changelog entry `seq`: each memory's version of then becomes current
+    /// again as a new version, memories added since are deleted, deleted
+    /// ones come back. Nothing is erased: every change is a `restore`
+    /// entry. Versions a purge removed cannot come back (`missing`).
+    pub async fn restore(&self, scope: &Scope, actor: &str, seq: i64) -> Result<RestoreOutcome> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog'")
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .fetch_one(&mut *tx)
+            .await?;
+        if seq < 0 || seq > head.unwrap_or(0) {
+            return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {} (the project's changelog)", head.unwrap_or(0))));
+        }
+        // each memory's version then (None: deleted, or not yet added)
+        let mut then: std::collections::HashMap<String, Option<i64>> = Default::default();
+        let entries = sqlx::query("SELECT record FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog' AND seq <= ? ORDER BY seq")
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .bind(seq)
+            .fetch_all(&mut *tx)
+            .await?;
+        for e in &entries {
+            let Ok(rec) = serde_json::from_str::<Record>(e.get::<&str, _>(0)) else { continue };
+            if let Some(id) = rec.memory_id {
+                then.insert(id, rec.after.is_some().then_some(rec.version).flatten());
+            }
+        }
+        let now_rows = sqlx::query(concat!("SELECT ", columns!(), " FROM memories WHERE tenant = ? AND project = ? AND current = 1 AND deleted_at IS NULL"))
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut now: std::collections::HashMap<String, StoredRow> = Default::default();
+        for r in &now_rows {
+            let s = stored_from_row(r)?;
+            now.insert(s.memory.id.clone(), s);
+        }
+        let at = now_ms();
+        let detail = Some(format!("restore to changelog entry {seq}"));
+        let mut out = RestoreOutcome::default();
+        // alive now, not then: deleted
+        let mut ids: Vec<&String> = now.keys().filter(|id| then.get(*id).copied().flatten().is_none()).collect();
+        ids.sort();
+        for id in ids {
+            let old = &now[id];
+            retire(&mut tx, old.rid, Some(at)).await?;
+            let mut rec = delete_record(actor, "restore", &old.memory, at);
+            rec.detail = detail.clone();
+            append(&mut tx, scope, LogName::Changelog, rec).await?;
+            out.gone.push(old.rid);
+            out.deleted += 1;
+        }
+        // alive then in another version than now: that version again
+        let mut wanted: Vec<(&String, i64)> = then.iter().filter_map(|(id, v)| v.map(|v| (id, v))).collect();
+        wanted.sort();
+        for (id, version) in wanted {
+            let current = now.get(id);
+            if current.is_some_and(|c| c.memory.version == version) {
+                continue;
+            }
+            let old = sqlx::query(concat!("SELECT ", columns!(), " FROM memories WHERE tenant = ? AND project = ? AND id = ? AND version = ?"))
+                .bind(&scope.tenant)
+                .bind(&scope.project)
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(old) = old else {
+                out.missing += 1;
+                continue;
+            };
+            let old = stored_from_row(&old)?;
+            // already as it was (restored before): nothing to write
+            if current.is_some_and(|c| c.memory.content_hash == old.memory.content_hash && c.memory.metadata == old.memory.metadata) {
+                continue;
+            }
+            let latest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM memories WHERE tenant = ? AND project = ? AND id = ?")
+                .bind(&scope.tenant)
+                .bind(&scope.project)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(c) = current {
+                retire(&mut tx, c.rid, None).await?;
+                out.gone.push(c.rid);
+            }
+            let m = &old.memory;
+            let row = NewRow {
+                id: id.clone(),
+                version: latest + 1,
+                layer: m.layer,
+                content: m.content.clone(),
+                metadata: m.metadata.clone(),
+                content_hash: m.content_hash.clone(),
+                embedder: m.embedder.clone(),
+                vector: old.vector.clone(),
+                created_at: at,
+                occurred_at: m.occurred_at,
+                session_id: m.session_id.clone(),
+                expires_at: m.expires_at,
+                source: m.source.clone(),
+            };
+            let stored = insert_row(&mut tx, scope, &row).await?;
+            append(&mut tx, scope, LogName::Changelog, Record {
+                at,
+                actor: actor.to_owned(),
+                action: "restore".into(),
+                memory_id: Some(id.clone()),
+                version: Some(row.version),
+                layer: Some(m.layer.as_str().into()),
+                before: current.map(|c| c.memory.content_hash.clone()),
+                after: Some(row.content_hash.clone()),
+                detail: detail.clone(),
+            })
+            .await?;
+            out.added.push(stored);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// The project's changelog position and how many memories it holds.

@@ -98,3 +98,41 @@ async fn working_memories_expire_and_a_new_service_rebuilds_the_index_from_the_f
     assert_eq!(hits[0].memory.content, format!("fact number 123 about subject {}", 123 * 7919 % 1000));
     assert_eq!(svc.index_stats(), (1, 500));
 }
+
+#[tokio::test]
+async fn a_restore_brings_back_each_memory_as_it_stood_and_keeps_all_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir.path().join("memory.db")).await;
+    let c = caller("user:a", "p");
+    let kept = svc.add(&c, vec![note("the API listens on port 7070")]).await.unwrap().remove(0).memory.id;
+    let changed = svc.add(&c, vec![note("deploys happen on Fridays")]).await.unwrap().remove(0).memory.id;
+    let removed = svc.add(&c, vec![note("the cache is redis")]).await.unwrap().remove(0).memory.id;
+    let mark = svc.mark_position(&c.scope, "snapshot:one").await.unwrap();
+    assert_eq!(mark.changelog_seq, 3);
+    // after the mark: an update, a delete, an add
+    svc.update(&c, &changed, Patch { content: Some("deploys happen on Mondays".into()), metadata: None }).await.unwrap();
+    svc.delete(&c, &removed).await.unwrap();
+    let later = svc.add(&c, vec![note("a memory from after the snapshot")]).await.unwrap().remove(0).memory.id;
+
+    let r = svc.restore_marked(&c.scope, "user:a", "snapshot:one").await.unwrap().unwrap();
+    assert_eq!((r.changelog_seq, r.restored, r.deleted, r.missing), (3, 2, 1, 0), "{r:?}");
+    assert_eq!(svc.get(&c, &kept).await.unwrap().version, 1);
+    let back = svc.get(&c, &changed).await.unwrap();
+    assert_eq!((back.content.as_str(), back.version), ("deploys happen on Fridays", 3));
+    assert_eq!(svc.get(&c, &removed).await.unwrap().content, "the cache is redis");
+    assert!(matches!(svc.get(&c, &later).await, Err(pinacle_memory_service::MemoryError::NotFound(_))));
+    // nothing erased: the Monday version is still in the history, and the
+    // chain (restores included) verifies
+    let h = svc.history(&c, &changed).await.unwrap();
+    assert_eq!(h.versions.iter().map(|v| v.content.as_str()).collect::<Vec<_>>(), ["deploys happen on Fridays", "deploys happen on Mondays", "deploys happen on Fridays"]);
+    assert_eq!(h.changes.last().unwrap().record.action, "restore");
+    assert!(svc.verify(&c, LogName::Changelog).await.unwrap().ok);
+    // search sees the restored state (the graph was rebuilt)
+    let hits = svc.search(&c, &SearchRequest { query: "when are deploys".into(), ..Default::default() }).await.unwrap();
+    assert!(hits.iter().all(|h| !h.memory.content.contains("Mondays") && h.memory.id != later), "{hits:?}");
+    // restoring again changes nothing; a position past the end is refused
+    let again = svc.restore_marked(&c.scope, "user:a", "snapshot:one").await.unwrap().unwrap();
+    assert_eq!((again.restored, again.deleted), (0, 0));
+    assert!(svc.restore(&c, 10_000).await.is_err());
+    assert_eq!(svc.restore_marked(&c.scope, "user:a", "snapshot:none").await.unwrap(), None);
+}

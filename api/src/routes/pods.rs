@@ -417,15 +417,24 @@ pub async fn create_snapshot(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_request", format!("request body does not fit: {e}")))?
     };
-    Ok((StatusCode::CREATED, Json(s.pods.create_snapshot(&who, &pod, req).await?)))
+    let info = s.pods.create_snapshot(&who, &pod, req).await?;
+    // the memory of the pod's project, as it stands now, goes with it
+    s.memory_access.snapshot_taken(&who, &pod, &info.id).await;
+    Ok((StatusCode::CREATED, Json(info)))
 }
 
 pub async fn restore_snapshot(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiPath((pod, id)): ApiPath<(String, String)>,
-) -> Result<Json<pinacle_host_api::SnapshotInfo>, ApiError> {
-    Ok(Json(s.pods.restore_snapshot(&who, &pod, &id).await?))
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let info = s.pods.restore_snapshot(&who, &pod, &id).await?;
+    // the project's memory goes back to where it stood then (`memory`:
+    // what changed; null for a snapshot taken without a position)
+    let memory = s.memory_access.snapshot_restored(&who, &pod, &id).await?;
+    let mut body = serde_json::to_value(info).map_err(ApiError::internal)?;
+    body["memory"] = serde_json::to_value(memory).map_err(ApiError::internal)?;
+    Ok(Json(body))
 }
 
 pub async fn delete_snapshot(
