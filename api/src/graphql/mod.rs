@@ -835,11 +835,11 @@ impl MutationRoot {
         let req = crate::service::CreateSnapshot {
             name: name.unwrap_or_default(),
         };
-        Ok(state(ctx)
-            .pods.create_snapshot(writer(ctx)?, &pod, req)
-            .await
-            .gql()?
-            .into())
+        let who = writer(ctx)?;
+        let info = state(ctx).pods.create_snapshot(who, &pod, req).await.gql()?;
+        // the memory of the pod's project, as it stands now, goes with it
+        state(ctx).memory_access.snapshot_taken(who, &pod, &info.id).await;
+        Ok(info.into())
     }
     /// A one-minute sign-in link to the pod's `port` through the proxy;
     /// `embed` for the IDE's iframe.
