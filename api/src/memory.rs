@@ -42,6 +42,10 @@ pub struct MemoryClaims {
     /// deleted pod's token stops at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// The sign-in session a user's token was minted in (re-checked on
+    /// every request: signing out stops the token at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -131,7 +135,7 @@ impl MemoryAccess {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    fn mint(&self, sub: String, tenant: String, project: String, role: Role, pod: Option<String>) -> Result<MemoryToken, ApiError> {
+    fn mint(&self, sub: String, tenant: String, project: String, role: Role, pod: Option<String>, sid: Option<String>) -> Result<MemoryToken, ApiError> {
         let iat = chrono::Utc::now().timestamp();
         let claims = MemoryClaims {
             iss: crate::sessions::ISSUER.into(),
@@ -141,6 +145,7 @@ impl MemoryAccess {
             project: project.clone(),
             role,
             pod,
+            sid,
             iat,
             exp: iat + TOKEN_TTL_SECS,
         };
@@ -165,7 +170,7 @@ impl MemoryAccess {
             Err(Denied::Hidden) => return Err(ApiError::not_found("no such team")),
             Err(Denied::Forbidden(m)) => return Err(ApiError::forbidden("forbidden", m)),
         };
-        self.mint(format!("user:{}", who.user_id), tenant, project, role, None)
+        self.mint(format!("user:{}", who.user_id), tenant, project, role, None, who.session_id.clone())
     }
 
     /// A pod's token: its owner's tenant (the team's for a team pod), its
@@ -176,7 +181,7 @@ impl MemoryAccess {
             return Ok(None);
         }
         let scope = pod_scope(&view);
-        self.mint(format!("pod:{pod}"), scope.tenant, scope.project, Role::Editor, Some(pod.to_string())).map(Some)
+        self.mint(format!("pod:{pod}"), scope.tenant, scope.project, Role::Editor, Some(pod.to_string()), None).map(Some)
     }
 }
 
@@ -195,6 +200,11 @@ impl TokenVerifier for MemoryAccess {
             let live = self.pods.pod_by_id(id).await.map_err(|e| MemoryError::Internal(e.message))?;
             if live.is_none_or(|p| p.state == pinacle_orchestrator::PodState::Deleted) {
                 return Err(MemoryError::Unauthenticated("this pod was deleted; its memory token no longer works".into()));
+            }
+        }
+        if let Some(sid) = &claims.sid {
+            if !self.sessions.session_is_live(sid).await.map_err(|e| MemoryError::Internal(e.message))? {
+                return Err(MemoryError::Unauthenticated("the session this token was minted in has ended; sign in again".into()));
             }
         }
         Ok(Caller { scope: Scope { tenant: claims.tenant, project: claims.project }, role: claims.role, subject: claims.sub })

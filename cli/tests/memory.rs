@@ -74,6 +74,9 @@ async fn an_agent_remembers_searches_revises_and_proves_its_history() {
         ]}))).await;
     assert_eq!(s, 200, "{b}");
     assert!(b["results"].as_array().unwrap().iter().all(|r| r["created"] == true), "{b}");
+    // the same words in another session are that session's own turn
+    let (s, other) = add(&p, &t, json!({"layer": "session", "session_id": "s-2", "content": "user asked to rename the cart module"})).await;
+    assert_eq!((s, other["created"].clone()), (201, json!(true)), "{other}");
 
     // hybrid search ranks the relevant memory first; filters narrow it
     let hits = search(&p, &t, json!({"query": "how do I deploy a release", "top_k": 3})).await;
@@ -100,8 +103,13 @@ async fn an_agent_remembers_searches_revises_and_proves_its_history() {
     assert_eq!(h["versions"][0]["current"], false);
     let changes = h["changes"].as_array().unwrap();
     assert_eq!(changes.iter().map(|c| c["record"]["action"].as_str().unwrap()).collect::<Vec<_>>(), ["add", "update"]);
-    assert_eq!(changes[1]["record"]["before"], h["versions"][0]["content_hash"]);
-    assert_eq!(changes[1]["record"]["after"], h["versions"][1]["content_hash"]);
+    // the changelog records the SHA-256 of each version's content as stored
+    let sha = |v: &Value| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(v["content"].as_str().unwrap().as_bytes()))
+    };
+    assert_eq!(changes[1]["record"]["before"], sha(&h["versions"][0]));
+    assert_eq!(changes[1]["record"]["after"], sha(&h["versions"][1]));
     // the old wording is no longer found as current
     let hits = search(&p, &t, json!({"query": "written in Go", "layers": ["semantic"]})).await;
     assert!(hits.iter().all(|h| !h["memory"]["content"].as_str().unwrap().contains(" Go ")), "{hits:?}");
@@ -127,7 +135,7 @@ async fn an_agent_remembers_searches_revises_and_proves_its_history() {
     let cursor = page["next_cursor"].as_str().unwrap();
     let (_, page2) = p.call_as(&t, Method::GET, &format!("{M}/memories?limit=200&cursor={cursor}"), None).await;
     let total = 2 + page2["memories"].as_array().unwrap().len();
-    assert_eq!(total, 6, "{page2}"); // 1 semantic, 4 from the batch, 1 rag chunk
+    assert_eq!(total, 7, "{page2}"); // 1 semantic, 4 from the batch, 1 more session turn, 1 rag chunk
     let (_, sess) = p.call_as(&t, Method::GET, &format!("{M}/memories?layers=session&session_id=s-1"), None).await;
     assert_eq!(sess["memories"].as_array().unwrap().len(), 1, "{sess}");
 
@@ -154,12 +162,21 @@ async fn an_agent_remembers_searches_revises_and_proves_its_history() {
     // export, import elsewhere, purge
     let (s, export) = p.call_as(&t, Method::GET, &format!("{M}/export"), None).await;
     assert_eq!(s, 200);
-    assert_eq!(export["memories"].as_array().unwrap().len(), 5, "{export}");
+    assert_eq!(export["memories"].as_array().unwrap().len(), 6, "{export}");
+    // an import is checked whole before anything is written
+    let mut bad = export.clone();
+    bad["memories"][1]["session_id"] = Value::Null;
+    bad["memories"][1]["layer"] = json!("session");
+    let other_bad = memory_token(&p, &access, "github.com/acme/bad-import", None).await;
+    let (s, b) = p.call_as(&other_bad, Method::POST, &format!("{M}/import"), Some(bad)).await;
+    assert_error(s, &b, 400, "missing_session_id");
+    let (_, none) = p.call_as(&other_bad, Method::GET, &format!("{M}/memories"), None).await;
+    assert_eq!(none["memories"].as_array().unwrap().len(), 0, "{none}");
     let other = memory_token(&p, &access, "github.com/acme/other", None).await;
     let (s, imp) = p.call_as(&other, Method::POST, &format!("{M}/import"), Some(export.clone())).await;
-    assert_eq!((s, imp["added"].as_u64()), (200, Some(5)), "{imp}");
+    assert_eq!((s, imp["added"].as_u64()), (200, Some(6)), "{imp}");
     let (_, imp2) = p.call_as(&other, Method::POST, &format!("{M}/import"), Some(export)).await;
-    assert_eq!(imp2["duplicates"].as_u64(), Some(5), "{imp2}");
+    assert_eq!(imp2["duplicates"].as_u64(), Some(6), "{imp2}");
     let (s, pg) = p.call_as(&t, Method::DELETE, &format!("{M}/project"), None).await;
     assert_eq!(s, 200, "{pg}");
     let (_, page) = p.call_as(&t, Method::GET, &format!("{M}/memories"), None).await;
@@ -171,7 +188,7 @@ async fn an_agent_remembers_searches_revises_and_proves_its_history() {
     assert_eq!(log["entries"].as_array().unwrap().last().unwrap()["record"]["action"], "purge");
     // the other project kept its copy
     let (_, page) = p.call_as(&other, Method::GET, &format!("{M}/memories"), None).await;
-    assert_eq!(page["memories"].as_array().unwrap().len(), 5);
+    assert_eq!(page["memories"].as_array().unwrap().len(), 6);
 
     // metrics per layer and operation
     let (_, metrics) = p.call(Method::GET, "/metrics", None).await;
@@ -247,6 +264,15 @@ async fn no_tenant_or_project_reaches_another_and_roles_hold() {
     assert_error(s, &b, 403, "forbidden");
     let (s, b) = p.call_as(&team_b, Method::DELETE, &format!("{M}/project"), None).await;
     assert_error(s, &b, 403, "forbidden");
+    // signing out stops the memory tokens minted in that session
+    let dave = p.signup_and_login("dave").await;
+    let td = memory_token(&p, &dave, "github.com/dave/x", None).await;
+    let (s, _) = p.call_as(&td, Method::GET, &format!("{M}/memories"), None).await;
+    assert_eq!(s, 200);
+    let (s, b) = p.call_as(&dave, Method::POST, "/api/v1/auth/logout", None).await;
+    assert!(s < 300, "{b}");
+    let (s, b) = p.call_as(&td, Method::GET, &format!("{M}/memories"), None).await;
+    assert_error(s, &b, 401, "unauthorized");
     let carol = p.signup_and_login("carol").await;
     let (s, b) = p.call_as(&carol, Method::POST, "/api/v1/memory/tokens", Some(json!({"project": "x", "team": "acme"}))).await;
     assert_eq!(s, 404, "{b}");

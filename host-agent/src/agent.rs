@@ -1486,7 +1486,9 @@ impl HostAgent {
             Ok(c) => c,
             Err(e) => return tracing::error!(error = %e, "platform gateway not started"),
         };
+        let std::net::IpAddr::V4(gateway_ip) = addr.ip() else { return };
         let gateway = Arc::new(crate::platform::Gateway {
+            gateway_ip,
             upstream: upstream.trim_end_matches('/').to_owned(),
             pods: Arc::new(crate::platform::RecordedPods(self.config.data.pods())),
             client,

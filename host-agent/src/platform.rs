@@ -59,9 +59,11 @@ pub fn pod_env() -> Vec<String> {
 /// server). Paths that climb out (`..`) are refused.
 pub fn upstream_path(path_and_query: &str) -> Option<String> {
     let path = path_and_query.split('?').next().unwrap_or("");
-    // no escapes, no dot segments, no empty segments: what is checked is
-    // what the control plane routes
-    if path.contains('%') || path.contains("//") || path.split('/').any(|seg| seg == ".." || seg == ".") {
+    // only plain characters (no escapes, no backslashes, which URL parsers
+    // read as slashes), no dot or empty segments: what is checked is what
+    // the control plane routes
+    let plain = path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~'));
+    if !plain || path.contains("//") || path.split('/').any(|seg| seg == ".." || seg == ".") {
         return None;
     }
     if path == "/mcp" || path == "/mcp/" {
@@ -142,8 +144,18 @@ fn refuse(status: u16, code: &str, message: &str) -> http::Response<reqwest::Bod
         .unwrap_or_default()
 }
 
+/// Whether a request's `Host` names the platform (`pinacle.internal` or
+/// the gateway's address, with or without a port).
+pub fn platform_host(host: Option<&str>, gateway: Ipv4Addr) -> bool {
+    let Some(host) = host else { return false };
+    let name = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    name.eq_ignore_ascii_case(PLATFORM_HOST) || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip == gateway)
+}
+
 /// The gateway: forwards pods' platform requests to `upstream`.
 pub struct Gateway {
+    /// The bridge's address it listens on.
+    pub gateway_ip: Ipv4Addr,
     pub upstream: String,
     pub pods: Arc<dyn PodByAddress>,
     pub client: reqwest::Client,
@@ -171,6 +183,12 @@ impl Gateway {
                     return refuse(403, "forbidden", "this token belongs to another pod");
                 }
                 t
+            }
+            // only for requests to the platform's own name: a page in the
+            // pod's browser that rebinds another name to this address gets
+            // nothing it did not bring
+            None if !platform_host(req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()), self.gateway_ip) => {
+                return refuse(401, "unauthorized", "send the pod's token (the file $PINAK_TOKEN_FILE), or call http://pinacle.internal");
             }
             None => match read_token(&dir) {
                 Some(t) => t,
@@ -263,6 +281,9 @@ mod tests {
             "/api/v1/memory/tokens",
             "/api/v1/memory/../pods",
             "/api/v1/memory/%2E%2E/pods",
+            "/api/v1/memory/..\\..\\..\\metrics",
+            "/api/v1/memory/x\\..\\tokens",
+            "/api/v1/memory/a;b",
             "/api/v1/memory//x",
             "/api/v1/memoryx",
             "/metrics",
@@ -270,6 +291,18 @@ mod tests {
         ] {
             assert_eq!(upstream_path(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_pods_token_is_added_only_for_the_platforms_own_name() {
+        let gw = Ipv4Addr::new(10, 88, 0, 1);
+        for ok in ["pinacle.internal", "PINACLE.internal:80", "10.88.0.1", "10.88.0.1:7079"] {
+            assert!(platform_host(Some(ok), gw), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:80", "pinacle.internal.evil.example", "10.88.0.2", ""] {
+            assert!(!platform_host(Some(bad), gw), "{bad}");
+        }
+        assert!(!platform_host(None, gw));
     }
 
     #[test]

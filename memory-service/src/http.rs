@@ -97,6 +97,11 @@ pub fn public_message(e: &MemoryError) -> String {
             tracing::error!(error = %e, "memory service error");
             "internal error; see the server log".into()
         }
+        // the provider's address and answer stay in the server's log
+        MemoryError::Embed(_) => {
+            tracing::error!(error = %e, "embedding provider failed");
+            "the embedding provider failed; see the server log".into()
+        }
         other => other.to_string(),
     }
 }

@@ -286,10 +286,10 @@ pub struct Record {
     pub version: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,
-    /// Content hash before (update, delete).
+    /// SHA-256 of the content as stored, before (update, delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
-    /// Content hash after (add, update).
+    /// SHA-256 of the content as stored, after (add, update).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     /// Anything else: a count, a query's hash.

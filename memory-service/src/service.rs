@@ -202,12 +202,19 @@ impl MemoryService {
         for (i, item) in items.iter().enumerate() {
             rows.push(self.new_row(item, now).map_err(|e| at_item(e, i, items.len()))?);
         }
+        // a session's turns and a scratchpad's notes repeat on purpose:
+        // not deduplicated unless asked
+        let modes: Vec<DedupMode> = items
+            .iter()
+            .zip(&rows)
+            .map(|(item, row)| item.dedup.unwrap_or(if matches!(row.layer, Layer::Session | Layer::Working) { DedupMode::Off } else { DedupMode::Near }))
+            .collect();
         let vectors = self.embed(rows.iter().map(|r| r.content.clone()).collect()).await?;
         let index = self.index(&caller.scope).await?;
         let mut near: HashMap<usize, (i64, f32)> = HashMap::new();
         for (i, (row, v)) in rows.iter_mut().zip(vectors).enumerate() {
             row.vector = v;
-            if items[i].dedup.unwrap_or_default() == DedupMode::Near {
+            if modes[i] == DedupMode::Near && row.layer != Layer::Session {
                 if let Some((rid, sim)) = index.search(&row.vector, 1, &[row.layer]).into_iter().next() {
                     if sim >= NEAR_DUPLICATE {
                         near.insert(i, (rid, sim));
@@ -234,13 +241,16 @@ impl MemoryService {
                 });
                 continue;
             }
-            let exact = items[i].dedup.unwrap_or_default() != DedupMode::Off;
+            let exact = modes[i] != DedupMode::Off;
             to_write.push((row, exact));
             slots.push(i);
         }
         let layer = to_write.first().map(|(r, _)| r.layer.as_str()).unwrap_or("");
         let layer = layer.to_owned();
         let results = self.store.add(&caller.scope, &caller.subject, to_write).await?;
+        // the graph as it is now (a restore or purge may have replaced the
+        // one the duplicate check used)
+        let index = self.index(&caller.scope).await?;
         for (slot, result) in slots.into_iter().zip(results) {
             answers[slot] = Some(match result {
                 AddResult::Written(stored) => {
@@ -412,7 +422,6 @@ impl MemoryService {
         let sql_filters = !filters.metadata.is_empty() || filters.since.is_some() || filters.until.is_some() || filters.session_id.is_some();
 
         let mut rankings: Vec<Vec<i64>> = Vec::new();
-        let mut exact: HashMap<i64, StoredRow> = HashMap::new();
         if mode != SearchMode::Keyword {
             let mut ranked: Option<Vec<(i64, f32)>> = None;
             let index = self.index(&caller.scope).await?;
@@ -428,12 +437,9 @@ impl MemoryService {
             if ranked.is_none() {
                 let rows = self.store.candidates(&caller.scope, &filters, self.embedding.id(), limits::EXACT_SCAN).await?;
                 if rows.len() <= limits::EXACT_SCAN {
-                    let mut scored: Vec<(i64, f32)> = rows.iter().map(|r| (r.rid, cosine(&query_vec, &r.vector))).collect();
+                    let mut scored: Vec<(i64, f32)> = rows.iter().map(|(rid, v)| (*rid, cosine(&query_vec, v))).collect();
                     scored.sort_by(|a, b| b.1.total_cmp(&a.1));
                     scored.truncate(wanted);
-                    for r in rows {
-                        exact.insert(r.rid, r);
-                    }
                     ranked = Some(scored);
                 } else {
                     // too many to scan: widen the graph search and filter after
@@ -446,9 +452,8 @@ impl MemoryService {
             rankings.push(self.store.keyword(&caller.scope, &req.query, &layers, wanted).await?);
         }
         let fused = reciprocal_rank_fusion(&rankings, RRF_K);
-        let ids: Vec<i64> = fused.iter().map(|(rid, _)| *rid).filter(|r| !exact.contains_key(r)).collect();
+        let ids: Vec<i64> = fused.iter().map(|(rid, _)| *rid).collect();
         let mut rows: HashMap<i64, StoredRow> = self.store.rows(&caller.scope, &ids, &filters).await?.into_iter().map(|r| (r.rid, r)).collect();
-        rows.extend(exact);
         let mut hits = Vec::with_capacity(k);
         for (rid, score) in fused {
             let Some(row) = rows.remove(&rid) else { continue };
@@ -486,10 +491,16 @@ impl MemoryService {
             return Err(MemoryError::invalid("invalid_chunk_chars", "chunk_chars: 64 to 8000"));
         }
         let overlap = doc.overlap.unwrap_or(100);
-        if overlap * 2 >= size {
+        if overlap >= size.div_ceil(2) {
             return Err(MemoryError::invalid("invalid_overlap", "overlap: less than half of chunk_chars"));
         }
         let chunks = chunk(&doc.content, size, overlap);
+        if chunks.len() >= pinacle_memory::chunk::MAX_CHUNKS && chunks.last().is_some_and(|c| c.end < doc.content.len()) {
+            return Err(MemoryError::TooLarge(format!(
+                "the document would need more than {} chunks: use larger chunk_chars or split it",
+                pinacle_memory::chunk::MAX_CHUNKS
+            )));
+        }
         let vectors = self.embed(chunks.iter().map(|c| c.text.clone()).collect()).await?;
         let now = now_ms();
         let rows: Vec<NewRow> = chunks
@@ -577,16 +588,18 @@ impl MemoryService {
         if export.format != EXPORT_FORMAT {
             return Err(MemoryError::invalid("invalid_format", format!("format {:?}: this server reads {EXPORT_FORMAT}", export.format)));
         }
-        let (mut added, mut duplicates) = (0, 0);
+        if export.memories.len() > limits::EXPORT {
+            return Err(MemoryError::TooLarge(format!("more than {} memories in one import", limits::EXPORT)));
+        }
         let now = now_ms();
+        // everything is checked before anything is written
+        for (i, m) in export.memories.iter().enumerate() {
+            check_imported(m, now).map_err(|e| at_item(e, i, export.memories.len()))?;
+        }
+        let (mut added, mut duplicates) = (0, 0);
         for batch in export.memories.chunks(limits::BATCH) {
             let mut rows = Vec::with_capacity(batch.len());
             for m in batch.iter().filter(|m| m.expires_at.is_none_or(|e| e > now)) {
-                check_content(&m.content)?;
-                check_metadata(&m.metadata)?;
-                if m.layer.kind() == LayerKind::Log {
-                    return Err(MemoryError::invalid("invalid_layer", "an export holds no log entries"));
-                }
                 rows.push(NewRow {
                     id: uuid::Uuid::now_v7().to_string(),
                     version: 1,
@@ -605,8 +618,9 @@ impl MemoryService {
             }
             let vectors = self.embed(rows.iter().map(|r| r.content.clone()).collect()).await?;
             let rows: Vec<(NewRow, bool)> = rows.into_iter().zip(vectors).map(|(mut r, v)| (r.vector = v, r).1).map(|r| (r, true)).collect();
+            let written = self.store.add(&caller.scope, &caller.subject, rows).await?;
             let index = self.index(&caller.scope).await?;
-            for r in self.store.add(&caller.scope, &caller.subject, rows).await? {
+            for r in written {
                 match r {
                     AddResult::Written(s) => {
                         index.insert(s.rid, s.memory.layer, &s.vector);
@@ -663,6 +677,30 @@ fn at_item(e: MemoryError, i: usize, n: usize) -> MemoryError {
     match e {
         MemoryError::Invalid { code, message } if n > 1 => MemoryError::Invalid { code, message: format!("item {i}: {message}") },
         other => other,
+    }
+}
+
+/// What `add` and `ingest` would refuse, for a memory of an export.
+fn check_imported(m: &Memory, now: i64) -> Result<()> {
+    check_content(&m.content)?;
+    check_metadata(&m.metadata)?;
+    if m.layer.kind() == LayerKind::Log {
+        return Err(MemoryError::invalid("invalid_layer", "an export holds no log entries"));
+    }
+    match (&m.session_id, m.layer) {
+        (None, Layer::Session) => return Err(MemoryError::invalid("missing_session_id", "session memories need a session_id")),
+        (Some(s), _) if s.is_empty() || s.len() > 128 => return Err(MemoryError::invalid("invalid_session_id", "session_id: 1-128 characters")),
+        _ => {}
+    }
+    match (m.expires_at, m.layer) {
+        (Some(_), l) if l != Layer::Working => return Err(MemoryError::invalid("invalid_ttl", "only working memories expire")),
+        (Some(e), _) if e > now + limits::TTL_SECS * 1000 => return Err(MemoryError::invalid("invalid_ttl", "expires_at: at most 30 days ahead")),
+        _ => {}
+    }
+    match (&m.source, m.layer) {
+        (Some(s), Layer::Rag) if !s.document.trim().is_empty() && s.document.len() <= 512 && 0 <= s.start && s.start <= s.end => Ok(()),
+        (None, l) if l != Layer::Rag => Ok(()),
+        _ => Err(MemoryError::invalid("invalid_source", "rag memories need a source (1-512 characters, start <= end); others have none")),
     }
 }
 

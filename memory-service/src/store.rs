@@ -163,19 +163,22 @@ impl SqliteStore {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(rows.len());
-        let mut seen: std::collections::HashMap<(Layer, String), Memory> = Default::default();
+        // a duplicate is the same content in the same layer (and session)
+        let mut seen: std::collections::HashMap<(Layer, Option<String>, String), Memory> = Default::default();
         for (row, dedup) in rows {
+            let key = (row.layer, row.session_id.clone(), row.content_hash.clone());
             if dedup {
-                if let Some(m) = seen.get(&(row.layer, row.content_hash.clone())) {
+                if let Some(m) = seen.get(&key) {
                     out.push(AddResult::Exists(m.clone()));
                     continue;
                 }
                 let existing = sqlx::query(concat!("SELECT ", columns!(), " FROM memories WHERE tenant = ? AND project = ? AND content_hash = ? AND layer = ? AND current = 1 \
-                     AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"))
+                     AND deleted_at IS NULL AND session_id IS ? AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"))
                 .bind(&scope.tenant)
                 .bind(&scope.project)
                 .bind(&row.content_hash)
                 .bind(row.layer.as_str())
+                .bind(&row.session_id)
                 .bind(now_ms())
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -193,11 +196,11 @@ impl SqliteStore {
                 version: Some(row.version),
                 layer: Some(row.layer.as_str().into()),
                 before: None,
-                after: Some(row.content_hash.clone()),
+                after: Some(integrity_hash(&row.content)),
                 detail: None,
             })
             .await?;
-            seen.insert((row.layer, row.content_hash.clone()), stored.memory.clone());
+            seen.insert(key, stored.memory.clone());
             out.push(AddResult::Written(stored));
         }
         tx.commit().await?;
@@ -223,8 +226,8 @@ impl SqliteStore {
             memory_id: Some(row.id.clone()),
             version: Some(row.version),
             layer: Some(row.layer.as_str().into()),
-            before: Some(old.memory.content_hash.clone()),
-            after: Some(row.content_hash.clone()),
+            before: Some(integrity_hash(&old.memory.content)),
+            after: Some(integrity_hash(&row.content)),
             detail: None,
         })
         .await?;
@@ -278,7 +281,7 @@ impl SqliteStore {
                 version: Some(1),
                 layer: Some("rag".into()),
                 before: None,
-                after: Some(row.content_hash.clone()),
+                after: Some(integrity_hash(&row.content)),
                 detail: Some(format!("chunk {}..{}", stored.memory.source.as_ref().map_or(0, |s| s.start), stored.memory.source.as_ref().map_or(0, |s| s.end))),
             })
             .await?;
@@ -385,16 +388,17 @@ impl SqliteStore {
         Ok((out.into_iter().map(|r| r.memory).collect(), next))
     }
 
-    /// Up to `cap + 1` current, alive rows matching `filters` (for exact
-    /// search when filters are selective).
-    pub async fn candidates(&self, scope: &Scope, filters: &Filters, embedder: &str, cap: usize) -> Result<Vec<StoredRow>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM memories WHERE "));
+    /// Row ids and vectors of up to `cap + 1` current, alive rows matching
+    /// `filters` (for exact search when filters are selective; only what
+    /// the scoring needs is read).
+    pub async fn candidates(&self, scope: &Scope, filters: &Filters, embedder: &str, cap: usize) -> Result<Vec<(i64, Vec<f32>)>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT rid, vector FROM memories WHERE ");
         push_live_scope(&mut q, scope);
         push_filters(&mut q, filters)?;
         q.push(" AND embedder = ").push_bind(embedder.to_owned());
         q.push(" LIMIT ").push_bind((cap + 1) as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(stored_from_row).collect()
+        Ok(rows.iter().map(|r| (r.get::<i64, _>(0), decode_vector(r.get::<&[u8], _>(1)))).collect())
     }
 
     /// Row ids of the best BM25 matches of `query` among the project's
@@ -528,7 +532,7 @@ impl SqliteStore {
                 let (id, version, content): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
                 let fault = match recorded.get(&(id.clone(), version)) {
                     None => Some((None, format!("memory {id} version {version} has no changelog entry"))),
-                    Some((seq, h)) if *h != pinacle_memory::dedup::content_hash(&content) => {
+                    Some((seq, h)) if *h != integrity_hash(&content) => {
                         Some((Some(*seq), format!("memory {id} version {version}: its content does not match the hash recorded at entry {seq}")))
                     }
                     Some(_) => None,
@@ -597,6 +601,9 @@ impl SqliteStore {
             .await?;
         for e in &entries {
             let Ok(rec) = serde_json::from_str::<Record>(e.get::<&str, _>(0)) else { continue };
+            if rec.action == "purge" {
+                then.clear();
+            }
             if let Some(id) = rec.memory_id {
                 then.insert(id, rec.after.is_some().then_some(rec.version).flatten());
             }
@@ -647,7 +654,7 @@ impl SqliteStore {
             };
             let old = stored_from_row(&old)?;
             // already as it was (restored before): nothing to write
-            if current.is_some_and(|c| c.memory.content_hash == old.memory.content_hash && c.memory.metadata == old.memory.metadata) {
+            if current.is_some_and(|c| c.memory.content == old.memory.content && c.memory.metadata == old.memory.metadata) {
                 continue;
             }
             let latest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM memories WHERE tenant = ? AND project = ? AND id = ?")
@@ -684,8 +691,8 @@ impl SqliteStore {
                 memory_id: Some(id.clone()),
                 version: Some(row.version),
                 layer: Some(m.layer.as_str().into()),
-                before: current.map(|c| c.memory.content_hash.clone()),
-                after: Some(row.content_hash.clone()),
+                before: current.map(|c| integrity_hash(&c.memory.content)),
+                after: Some(integrity_hash(&row.content)),
                 detail: detail.clone(),
             })
             .await?;
@@ -733,7 +740,7 @@ fn delete_record(actor: &str, action: &str, old: &Memory, at: i64) -> Record {
         memory_id: Some(old.id.clone()),
         version: Some(old.version),
         layer: Some(old.layer.as_str().into()),
-        before: Some(old.content_hash.clone()),
+        before: Some(integrity_hash(&old.content)),
         after: None,
         detail: None,
     }
@@ -953,6 +960,14 @@ pub fn encode_vector(v: &[f32]) -> Vec<u8> {
 
 pub fn decode_vector(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// SHA-256 (hex) of the content exactly as stored: what the changelog
+/// records and verification checks (the memories' `content_hash` is
+/// normalised for duplicates, so it would miss a change of case).
+pub fn integrity_hash(content: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(content.as_bytes()))
 }
 
 /// The FTS token of one layer of a project (letters and digits only: one

@@ -67,7 +67,8 @@ async fn a_memory_edited_behind_the_services_back_fails_verification() {
     let svc = service(&dir.path().join("memory.db")).await;
     let c = caller("user:a", "p");
     let id = svc.add(&c, vec![note("the deploy key lives in the vault")]).await.unwrap().remove(0).memory.id;
-    sqlx::query("UPDATE memories SET content = 'the deploy key lives in /tmp' WHERE id = ?").bind(&id).execute(svc.store().pool()).await.unwrap();
+    // a change of case only (the duplicate hash would not see it)
+    sqlx::query("UPDATE memories SET content = 'The Deploy Key lives in the vault' WHERE id = ?").bind(&id).execute(svc.store().pool()).await.unwrap();
     let v = svc.verify(&c, LogName::Changelog).await.unwrap();
     assert!(!v.ok);
     assert_eq!(v.broken_at, Some(1));
