@@ -78,6 +78,17 @@ pub fn pod_project(pod: Uuid, repository_url: Option<&str>) -> String {
     repository_url.and_then(project::from_repository_url).unwrap_or_else(|| format!("pod:{pod}"))
 }
 
+/// The memory role a team role gives (see [`policy::memory_role`]).
+fn team_memory_role(role: crate::policy::Role) -> Role {
+    let subject = crate::policy::Subject {
+        user_id: String::new(),
+        instance_admin: false,
+        scope: crate::policy::Scope::Full,
+        teams: [("t".to_owned(), role)].into_iter().collect(),
+    };
+    policy::memory_role(&subject, Some("t")).unwrap_or(Role::Viewer)
+}
+
 /// The label a snapshot's memory position is kept under.
 fn snapshot_label(pod: Uuid, snapshot: &str) -> String {
     format!("snapshot:{pod}/{snapshot}")
@@ -207,7 +218,17 @@ impl TokenVerifier for MemoryAccess {
                 return Err(MemoryError::Unauthenticated("the session this token was minted in has ended; sign in again".into()));
             }
         }
-        Ok(Caller { scope: Scope { tenant: claims.tenant, project: claims.project }, role: claims.role, subject: claims.sub })
+        // a user's role in a team's memory is the one they hold now: a
+        // member removed or demoted loses it at once
+        let mut role = claims.role;
+        if let (Some(user), Some(team)) = (claims.sub.strip_prefix("user:"), claims.tenant.strip_prefix("team:")) {
+            let now = self.teams.member_role(team, user).await.map_err(|e| MemoryError::Internal(e.message))?;
+            let Some(team_role) = now else {
+                return Err(MemoryError::Unauthenticated("you are no longer a member of this team; its memory is closed to you".into()));
+            };
+            role = role.min(team_memory_role(team_role));
+        }
+        Ok(Caller { scope: Scope { tenant: claims.tenant, project: claims.project }, role, subject: claims.sub })
     }
 }
 

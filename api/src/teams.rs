@@ -143,6 +143,12 @@ impl Teams {
             .map(|t| t.name))
     }
 
+    /// `user`'s role in team `team` now; `None` when not a member.
+    pub async fn member_role(&self, team: &str, user: &str) -> Result<Option<Role>, ApiError> {
+        let row = team_member::Entity::find_by_id((team.to_owned(), user.to_owned())).one(&self.db).await?;
+        Ok(row.and_then(|m| m.role.parse().ok()))
+    }
+
     /// A team by name or id, if the caller may `action` it.
     pub async fn find_team(&self, who: &Principal, key: &str, action: Action) -> Result<team::Model, ApiError> {
         let t = team::Entity::find()

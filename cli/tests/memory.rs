@@ -273,6 +273,23 @@ async fn no_tenant_or_project_reaches_another_and_roles_hold() {
     assert!(s < 300, "{b}");
     let (s, b) = p.call_as(&td, Method::GET, &format!("{M}/memories"), None).await;
     assert_error(s, &b, 401, "unauthorized");
+    // a member demoted or removed loses the team's memory at once, token or not
+    let (s, b) = p.call_as(&alice, Method::POST, "/api/v1/teams/acme/members", Some(json!({"user": "dave", "role": "member"}))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, login) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(json!({"name": "dave", "password": "correct horse battery"}))).await;
+    assert_eq!(s, 200, "{login}");
+    let dave = login["access_token"].as_str().unwrap().to_owned();
+    let team_d = memory_token(&p, &dave, "github.com/acme/shop", Some("acme")).await;
+    let (s, _) = add(&p, &team_d, json!({"content": "dave was here"})).await;
+    assert_eq!(s, 201);
+    let (s, _) = p.call_as(&alice, Method::PATCH, "/api/v1/teams/acme/members/dave", Some(json!({"role": "viewer"}))).await;
+    assert!(s < 300);
+    let (s, b) = add(&p, &team_d, json!({"content": "dave again"})).await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, _) = p.call_as(&alice, Method::DELETE, "/api/v1/teams/acme/members/dave", None).await;
+    assert!(s < 300);
+    let (s, b) = p.call_as(&team_d, Method::GET, &format!("{M}/memories"), None).await;
+    assert_error(s, &b, 401, "unauthorized");
     let carol = p.signup_and_login("carol").await;
     let (s, b) = p.call_as(&carol, Method::POST, "/api/v1/memory/tokens", Some(json!({"project": "x", "team": "acme"}))).await;
     assert_eq!(s, 404, "{b}");
