@@ -134,7 +134,8 @@ impl FromRequestParts<MemoryApi> for Authed {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The bearer token of a request (REST and MCP alike).
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())

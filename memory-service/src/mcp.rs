@@ -268,10 +268,7 @@ pub struct MemoryTools {
 }
 
 fn bearer(ctx: &RequestContext<RoleServer>) -> Option<String> {
-    let parts = ctx.extensions.get::<axum::http::request::Parts>()?;
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    crate::http::bearer(ctx.extensions.get::<axum::http::request::Parts>()?).map(str::to_owned)
 }
 
 /// A tool's answer: the JSON result, or the error as the model should read
