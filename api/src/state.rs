@@ -99,8 +99,11 @@ pub struct Inner {
 
 /// Where the memory service keeps its data and what embeds it.
 pub struct MemoryConfig {
-    /// Its SQLite file.
+    /// Its SQLite file (unless `database_url` is set).
     pub path: PathBuf,
+    /// A PostgreSQL database with pgvector instead (what several API
+    /// servers share).
+    pub database_url: Option<String>,
     /// `--memory-embedder`: `hash`, `hash:DIM` or `openai:URL#MODEL:DIM`.
     pub embedder: String,
     /// The provider's API key (`PINACLE_MEMORY_EMBEDDER_KEY`).
@@ -110,7 +113,7 @@ pub struct MemoryConfig {
 impl MemoryConfig {
     /// `memory.db` in `dir`, the hashing embedder.
     pub fn in_dir(dir: &std::path::Path) -> Self {
-        Self { path: dir.join("memory.db"), embedder: "hash".into(), embedder_key: None }
+        Self { path: dir.join("memory.db"), database_url: None, embedder: "hash".into(), embedder_key: None }
     }
 }
 
@@ -229,10 +232,17 @@ impl AppState {
         };
         let embedding = pinacle_memory_service::embedding::Embedding::from_spec(&cfg.memory.embedder, cfg.memory.embedder_key)
             .map_err(|e| anyhow::anyhow!("--memory-embedder {e}"))?;
-        let memory_store = pinacle_memory_service::store::SqliteStore::open(&cfg.memory.path)
-            .await
-            .with_context(|| format!("opening the memory store {}", cfg.memory.path.display()))?;
-        let memory = pinacle_memory_service::MemoryService::new(memory_store, embedding, Default::default(), memory_metrics);
+        let memory_store: Arc<dyn pinacle_memory_service::backend::MemoryStore> = match &cfg.memory.database_url {
+            Some(url) => Arc::new(
+                pinacle_memory_service::postgres::PgStore::connect(url).await.context("opening the memory store in PostgreSQL (--memory-database-url)")?,
+            ),
+            None => Arc::new(
+                pinacle_memory_service::embedded::EmbeddedStore::open(&cfg.memory.path, memory_metrics.clone())
+                    .await
+                    .with_context(|| format!("opening the memory store {}", cfg.memory.path.display()))?,
+            ),
+        };
+        let memory = pinacle_memory_service::MemoryService::new(memory_store, embedding, memory_metrics);
         let pods = crate::service::Pods::new(crate::service::PodsDeps {
             db: db.clone(),
             write_lock: write_lock.clone(),

@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// API behind one of them.
     #[arg(long, env = "PINACLE_MEMORY_DB")]
     pub memory_db: Option<PathBuf>,
+    /// Keep the memory service's data in PostgreSQL with pgvector 0.8 or
+    /// later instead (`postgres://USER@HOST/DB`; the schema `pinak` is
+    /// created there, under row-level security: connect as an ordinary
+    /// role, not a superuser, which bypasses it). Every API server given
+    /// the same database serves the same memories.
+    #[arg(long, env = "PINACLE_MEMORY_DATABASE_URL", conflicts_with = "memory_db")]
+    pub memory_database_url: Option<String>,
     /// What embeds memories: `hash` (a deterministic hashing embedder, no
     /// model), `hash:DIM`, or `openai:URL#MODEL:DIM` (an OpenAI-compatible
     /// `/v1/embeddings` endpoint; its key in PINACLE_MEMORY_EMBEDDER_KEY).
@@ -489,6 +496,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
         host_credential_renewal: Duration::from_secs(args.host_credential_renewal),
         memory: pinacle_api::state::MemoryConfig {
             path: args.memory_db.clone().unwrap_or_else(|| args.data_dir.join("memory.db")),
+            database_url: args.memory_database_url.clone(),
             embedder: args.memory_embedder.clone(),
             embedder_key: secret("PINACLE_MEMORY_EMBEDDER_KEY"),
         },

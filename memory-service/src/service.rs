@@ -14,12 +14,12 @@ use pinacle_memory::embed::cosine;
 use pinacle_memory::fusion::{reciprocal_rank_fusion, RRF_K};
 use pinacle_memory::layer::{Layer, LayerKind};
 
+use crate::backend::MemoryStore;
 use crate::embedding::Embedding;
 use crate::error::{MemoryError, Result};
-use crate::index::{HnswParams, Indexes, ProjectIndex};
 use crate::metrics::MemoryMetrics;
 use crate::model::*;
-use crate::store::{now_ms, AddResult, NewRow, SqliteStore, StoredRow};
+use crate::store::{now_ms, AddResult, NewRow, StoredRow};
 
 /// Limits on what one request may carry.
 pub mod limits {
@@ -66,8 +66,7 @@ pub fn parse_layers(names: &[String]) -> Result<Vec<Layer>> {
 /// The memory service.
 #[derive(Clone)]
 pub struct MemoryService {
-    store: SqliteStore,
-    indexes: Arc<Indexes>,
+    store: Arc<dyn MemoryStore>,
     embedding: Arc<Embedding>,
     events: tokio::sync::mpsc::Sender<(Scope, Record)>,
     metrics: Arc<MemoryMetrics>,
@@ -75,7 +74,7 @@ pub struct MemoryService {
 
 impl MemoryService {
     /// A service over `store`; spawns the task that appends access events.
-    pub fn new(store: SqliteStore, embedding: Embedding, params: HnswParams, metrics: Arc<MemoryMetrics>) -> Self {
+    pub fn new(store: Arc<dyn MemoryStore>, embedding: Embedding, metrics: Arc<MemoryMetrics>) -> Self {
         let (events, mut rx) = tokio::sync::mpsc::channel::<(Scope, Record)>(4096);
         let writer = store.clone();
         tokio::spawn(async move {
@@ -87,11 +86,11 @@ impl MemoryService {
                 batch.clear();
             }
         });
-        Self { store, indexes: Arc::new(Indexes::new(params)), embedding: Arc::new(embedding), events, metrics }
+        Self { store, embedding: Arc::new(embedding), events, metrics }
     }
 
-    pub fn store(&self) -> &SqliteStore {
-        &self.store
+    pub fn store(&self) -> &dyn MemoryStore {
+        self.store.as_ref()
     }
 
     pub fn embedder_id(&self) -> &str {
@@ -104,7 +103,7 @@ impl MemoryService {
 
     /// Loaded graphs and live vectors in them.
     pub fn index_stats(&self) -> (usize, usize) {
-        self.indexes.stats()
+        self.store.index_stats()
     }
 
     /// Sets the gauges read at a scrape: current memories per layer, and
@@ -120,7 +119,7 @@ impl MemoryService {
             }
             Err(e) => tracing::warn!(error = %e, "memory counts not read"),
         }
-        let (graphs, vectors) = self.indexes.stats();
+        let (graphs, vectors) = self.store.index_stats();
         self.metrics.index_graphs.set(graphs as i64);
         self.metrics.index_vectors.set(vectors as i64);
     }
@@ -139,34 +138,6 @@ impl MemoryService {
         };
         // backpressure, not loss: a full queue makes the reader wait
         let _ = self.events.send((caller.scope.clone(), record)).await;
-    }
-
-    /// The project's graph for the current embedder, built from the store
-    /// on first use (and again when stale).
-    async fn index(&self, scope: &Scope) -> Result<Arc<ProjectIndex>> {
-        let embedder = self.embedding.id().to_owned();
-        if let Some(i) = self.indexes.loaded(scope, &embedder) {
-            if !i.is_stale() {
-                return Ok(i);
-            }
-            self.indexes.forget(scope);
-        }
-        let cell = self.indexes.cell(scope, &embedder);
-        let params = self.indexes.params;
-        let idx = cell
-            .get_or_try_init(|| async {
-                let started = Instant::now();
-                let rows = self.store.index_rows(scope, &embedder).await?;
-                let n = rows.len();
-                let idx = tokio::task::spawn_blocking(move || ProjectIndex::build(rows, params))
-                    .await
-                    .map_err(|e| MemoryError::Internal(format!("index build: {e}")))?;
-                tracing::info!(tenant = %scope.tenant, project = %scope.project, vectors = n, ms = started.elapsed().as_millis() as u64, "memory index built");
-                self.metrics.index_builds.inc();
-                Ok::<_, MemoryError>(Arc::new(idx))
-            })
-            .await?;
-        Ok(idx.clone())
     }
 
     fn require(&self, caller: &Caller, role: Role) -> Result<()> {
@@ -210,12 +181,11 @@ impl MemoryService {
             .map(|(item, row)| item.dedup.unwrap_or(if matches!(row.layer, Layer::Session | Layer::Working) { DedupMode::Off } else { DedupMode::Near }))
             .collect();
         let vectors = self.embed(rows.iter().map(|r| r.content.clone()).collect()).await?;
-        let index = self.index(&caller.scope).await?;
         let mut near: HashMap<usize, (i64, f32)> = HashMap::new();
         for (i, (row, v)) in rows.iter_mut().zip(vectors).enumerate() {
             row.vector = v;
             if modes[i] == DedupMode::Near && row.layer != Layer::Session {
-                if let Some((rid, sim)) = index.search(&row.vector, 1, &[row.layer]).into_iter().next() {
+                if let Some((rid, sim)) = self.store.most_similar(&caller.scope, self.embedding.id(), &row.vector, row.layer).await? {
                     if sim >= NEAR_DUPLICATE {
                         near.insert(i, (rid, sim));
                     }
@@ -248,13 +218,9 @@ impl MemoryService {
         let layer = to_write.first().map(|(r, _)| r.layer.as_str()).unwrap_or("");
         let layer = layer.to_owned();
         let results = self.store.add(&caller.scope, &caller.subject, to_write).await?;
-        // the graph as it is now (a restore or purge may have replaced the
-        // one the duplicate check used)
-        let index = self.index(&caller.scope).await?;
         for (slot, result) in slots.into_iter().zip(results) {
             answers[slot] = Some(match result {
                 AddResult::Written(stored) => {
-                    index.insert(stored.rid, stored.memory.layer, &stored.vector);
                     self.metrics.writes(stored.memory.layer.as_str(), "add");
                     Added { created: true, memory: stored.memory, duplicate: None, similarity: None }
                 }
@@ -370,10 +336,7 @@ impl MemoryService {
             expires_at: old.memory.expires_at,
             source: old.memory.source.clone(),
         };
-        let (old_rid, stored) = self.store.supersede(&caller.scope, &caller.subject, row).await?;
-        let index = self.index(&caller.scope).await?;
-        index.remove(old_rid);
-        index.insert(stored.rid, stored.memory.layer, &stored.vector);
+        let stored = self.store.supersede(&caller.scope, &caller.subject, row).await?;
         self.metrics.writes(stored.memory.layer.as_str(), "update");
         self.timed("update", stored.memory.layer.as_str(), started);
         Ok(stored.memory)
@@ -383,17 +346,14 @@ impl MemoryService {
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<Memory> {
         self.require(caller, Role::Editor)?;
         let started = Instant::now();
-        let (rid, m) = self.store.delete(&caller.scope, &caller.subject, id, "delete").await?;
-        if let Some(i) = self.indexes.loaded(&caller.scope, self.embedding.id()) {
-            i.remove(rid);
-        }
+        let m = self.store.delete(&caller.scope, &caller.subject, id).await?;
         self.metrics.writes(m.layer.as_str(), "delete");
         self.timed("delete", m.layer.as_str(), started);
         Ok(m)
     }
 
-    /// Hybrid search: the vector ranking (the graph, or an exact scan when
-    /// filters are selective) and the BM25 ranking, fused.
+    /// Hybrid search: the store's vector ranking and its full-text ranking,
+    /// fused.
     pub async fn search(&self, caller: &Caller, req: &SearchRequest) -> Result<Vec<Hit>> {
         let started = Instant::now();
         if req.query.trim().is_empty() {
@@ -419,34 +379,11 @@ impl MemoryService {
         let mode = req.mode.unwrap_or_default();
         let wanted = (k * 4).max(40);
         let query_vec = self.embed(vec![req.query.clone()]).await?.remove(0);
-        let sql_filters = !filters.metadata.is_empty() || filters.since.is_some() || filters.until.is_some() || filters.session_id.is_some();
 
         let mut rankings: Vec<Vec<i64>> = Vec::new();
         if mode != SearchMode::Keyword {
-            let mut ranked: Option<Vec<(i64, f32)>> = None;
-            let index = self.index(&caller.scope).await?;
-            let in_layers = index.count_in(&layers);
-            // a small share of the graph is scanned exactly instead
-            let selective = in_layers * 10 < index.len() && in_layers <= limits::EXACT_SCAN;
-            if !sql_filters && !selective {
-                let hits = index.search(&query_vec, wanted, &layers);
-                if hits.len() >= wanted.min(in_layers) {
-                    ranked = Some(hits);
-                }
-            }
-            if ranked.is_none() {
-                let rows = self.store.candidates(&caller.scope, &filters, self.embedding.id(), limits::EXACT_SCAN).await?;
-                if rows.len() <= limits::EXACT_SCAN {
-                    let mut scored: Vec<(i64, f32)> = rows.iter().map(|(rid, v)| (*rid, cosine(&query_vec, v))).collect();
-                    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-                    scored.truncate(wanted);
-                    ranked = Some(scored);
-                } else {
-                    // too many to scan: widen the graph search and filter after
-                    ranked = Some(index.search(&query_vec, wanted * 10, &layers));
-                }
-            }
-            rankings.push(ranked.unwrap_or_default().into_iter().map(|(rid, _)| rid).collect());
+            let ranked = self.store.nearest(&caller.scope, self.embedding.id(), &query_vec, wanted, &filters, &layers).await?;
+            rankings.push(ranked.into_iter().map(|(rid, _)| rid).collect());
         }
         if mode != SearchMode::Vector {
             rankings.push(self.store.keyword(&caller.scope, &req.query, &layers, wanted).await?);
@@ -522,17 +459,10 @@ impl MemoryService {
                 source: Some(Source { document: doc.source.clone(), start: c.start as i64, end: c.end as i64 }),
             })
             .collect();
-        let (gone, added) = self.store.replace_source(&caller.scope, &caller.subject, &doc.source, rows).await?;
-        let index = self.index(&caller.scope).await?;
-        for rid in &gone {
-            index.remove(*rid);
-        }
-        for s in &added {
-            index.insert(s.rid, Layer::Rag, &s.vector);
-        }
+        let (replaced, added) = self.store.replace_source(&caller.scope, &caller.subject, &doc.source, rows).await?;
         self.metrics.writes("rag", "ingest");
         self.timed("ingest", "rag", started);
-        Ok(Ingested { source: doc.source, chunks: added.len(), replaced: gone.len(), ids: added.into_iter().map(|s| s.memory.id).collect() })
+        Ok(Ingested { source: doc.source, chunks: added.len(), replaced, ids: added.into_iter().map(|s| s.memory.id).collect() })
     }
 
     /// Every version of `id` and its changelog entries.
@@ -619,11 +549,9 @@ impl MemoryService {
             let vectors = self.embed(rows.iter().map(|r| r.content.clone()).collect()).await?;
             let rows: Vec<(NewRow, bool)> = rows.into_iter().zip(vectors).map(|(mut r, v)| (r.vector = v, r).1).map(|r| (r, true)).collect();
             let written = self.store.add(&caller.scope, &caller.subject, rows).await?;
-            let index = self.index(&caller.scope).await?;
             for r in written {
                 match r {
-                    AddResult::Written(s) => {
-                        index.insert(s.rid, s.memory.layer, &s.vector);
+                    AddResult::Written(_) => {
                         added += 1;
                     }
                     AddResult::Exists(_) => duplicates += 1,
@@ -638,18 +566,15 @@ impl MemoryService {
     pub async fn purge(&self, caller: &Caller) -> Result<Purged> {
         self.require(caller, Role::Admin)?;
         let n = self.store.purge(&caller.scope, &caller.subject).await?;
-        self.indexes.forget(&caller.scope);
         tracing::info!(tenant = %caller.scope.tenant, project = %caller.scope.project, versions = n, "memory project purged");
         Ok(Purged { memories: n })
     }
 
     /// Brings the project's memories back to changelog entry `seq` (see
-    /// [`SqliteStore::restore`]).
+    /// [`MemoryStore::restore`]).
     pub async fn restore(&self, caller: &Caller, seq: i64) -> Result<Restored> {
         self.require(caller, Role::Editor)?;
         let out = self.store.restore(&caller.scope, &caller.subject, seq).await?;
-        // the graph is rebuilt from the store at the next search
-        self.indexes.forget(&caller.scope);
         tracing::info!(tenant = %caller.scope.tenant, project = %caller.scope.project, seq, restored = out.added.len(), deleted = out.deleted, missing = out.missing, "memory restored");
         Ok(Restored { changelog_seq: seq, restored: out.added.len(), deleted: out.deleted, missing: out.missing })
     }

@@ -22,6 +22,7 @@ use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::error::{MemoryError, Result};
 use crate::model::*;
+use crate::records;
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS memories (
@@ -107,6 +108,49 @@ pub struct StoredRow {
     pub vector: Vec<f32>,
 }
 
+impl StoredRow {
+    /// `row` as written under row id `rid` (current, not deleted).
+    pub fn written(rid: i64, row: &NewRow) -> Self {
+        let memory = Memory {
+            id: row.id.clone(),
+            version: row.version,
+            layer: row.layer,
+            content: row.content.clone(),
+            metadata: row.metadata.clone(),
+            content_hash: row.content_hash.clone(),
+            embedder: row.embedder.clone(),
+            created_at: row.created_at,
+            occurred_at: row.occurred_at,
+            session_id: row.session_id.clone(),
+            expires_at: row.expires_at,
+            source: row.source.clone(),
+            current: true,
+            deleted_at: None,
+        };
+        StoredRow { rid, memory, vector: row.vector.clone() }
+    }
+
+    /// The version `m` (with `vector`) written again as version `version`
+    /// at `at`: what a restore writes.
+    pub fn again(m: &Memory, vector: Vec<f32>, version: i64, at: i64) -> NewRow {
+        NewRow {
+            id: m.id.clone(),
+            version,
+            layer: m.layer,
+            content: m.content.clone(),
+            metadata: m.metadata.clone(),
+            content_hash: m.content_hash.clone(),
+            embedder: m.embedder.clone(),
+            vector,
+            created_at: at,
+            occurred_at: m.occurred_at,
+            session_id: m.session_id.clone(),
+            expires_at: m.expires_at,
+            source: m.source.clone(),
+        }
+    }
+}
+
 /// What a restore changed.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOutcome {
@@ -188,18 +232,7 @@ impl SqliteStore {
                 }
             }
             let stored = insert_row(&mut tx, scope, &row).await?;
-            append(&mut tx, scope, LogName::Changelog, Record {
-                at: row.created_at,
-                actor: actor.to_owned(),
-                action: "add".into(),
-                memory_id: Some(row.id.clone()),
-                version: Some(row.version),
-                layer: Some(row.layer.as_str().into()),
-                before: None,
-                after: Some(integrity_hash(&row.content)),
-                detail: None,
-            })
-            .await?;
+            append(&mut tx, scope, LogName::Changelog, records::written(actor, "add", &row, None, None)).await?;
             seen.insert(key, stored.memory.clone());
             out.push(AddResult::Written(stored));
         }
@@ -209,8 +242,9 @@ impl SqliteStore {
 
     /// Writes `row` as the next version of its memory, superseding version
     /// `row.version - 1` (which must still be current: else someone else
-    /// updated it first). Returns the old row id and the new row.
-    pub async fn supersede(&self, scope: &Scope, actor: &str, row: NewRow) -> Result<(i64, StoredRow)> {
+    /// updated it first). Returns the old row id and embedder, and the new
+    /// row.
+    pub async fn supersede(&self, scope: &Scope, actor: &str, row: NewRow) -> Result<(i64, String, StoredRow)> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let old = current_row(&mut tx, scope, &row.id).await?;
@@ -219,31 +253,20 @@ impl SqliteStore {
         }
         retire(&mut tx, old.rid, None).await?;
         let stored = insert_row(&mut tx, scope, &row).await?;
-        append(&mut tx, scope, LogName::Changelog, Record {
-            at: row.created_at,
-            actor: actor.to_owned(),
-            action: "update".into(),
-            memory_id: Some(row.id.clone()),
-            version: Some(row.version),
-            layer: Some(row.layer.as_str().into()),
-            before: Some(integrity_hash(&old.memory.content)),
-            after: Some(integrity_hash(&row.content)),
-            detail: None,
-        })
-        .await?;
+        append(&mut tx, scope, LogName::Changelog, records::written(actor, "update", &row, Some(&old.memory.content), None)).await?;
         tx.commit().await?;
-        Ok((old.rid, stored))
+        Ok((old.rid, old.memory.embedder, stored))
     }
 
     /// Deletes memory `id` (its versions stay, for history). Returns the
     /// row id that left the index and the deleted version.
-    pub async fn delete(&self, scope: &Scope, actor: &str, id: &str, action: &str) -> Result<(i64, Memory)> {
+    pub async fn delete(&self, scope: &Scope, actor: &str, id: &str) -> Result<(i64, Memory)> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let old = current_row(&mut tx, scope, id).await?;
         let now = now_ms();
         retire(&mut tx, old.rid, Some(now)).await?;
-        append(&mut tx, scope, LogName::Changelog, delete_record(actor, action, &old.memory, now)).await?;
+        append(&mut tx, scope, LogName::Changelog, records::retired(actor, "delete", &old.memory, now, None)).await?;
         tx.commit().await?;
         let mut m = old.memory;
         m.current = false;
@@ -252,8 +275,9 @@ impl SqliteStore {
     }
 
     /// Replaces the chunks of document `source` with `rows` in one
-    /// transaction. Returns the row ids that left and the new rows.
-    pub async fn replace_source(&self, scope: &Scope, actor: &str, source: &str, rows: Vec<NewRow>) -> Result<(Vec<i64>, Vec<StoredRow>)> {
+    /// transaction. Returns the row ids (and embedders) that left and the
+    /// new rows.
+    pub async fn replace_source(&self, scope: &Scope, actor: &str, source: &str, rows: Vec<NewRow>) -> Result<(Vec<(i64, String)>, Vec<StoredRow>)> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let old = sqlx::query(concat!("SELECT ", columns!(), " FROM memories WHERE tenant = ? AND project = ? AND source = ? AND layer = 'rag' AND current = 1 AND deleted_at IS NULL"))
@@ -267,24 +291,14 @@ impl SqliteStore {
         for r in &old {
             let old = stored_from_row(r)?;
             retire(&mut tx, old.rid, Some(now)).await?;
-            append(&mut tx, scope, LogName::Changelog, delete_record(actor, "delete", &old.memory, now)).await?;
-            gone.push(old.rid);
+            append(&mut tx, scope, LogName::Changelog, records::retired(actor, "delete", &old.memory, now, None)).await?;
+            gone.push((old.rid, old.memory.embedder));
         }
         let mut added = Vec::with_capacity(rows.len());
         for row in &rows {
             let stored = insert_row(&mut tx, scope, row).await?;
-            append(&mut tx, scope, LogName::Changelog, Record {
-                at: row.created_at,
-                actor: actor.to_owned(),
-                action: "add".into(),
-                memory_id: Some(row.id.clone()),
-                version: Some(1),
-                layer: Some("rag".into()),
-                before: None,
-                after: Some(integrity_hash(&row.content)),
-                detail: Some(format!("chunk {}..{}", stored.memory.source.as_ref().map_or(0, |s| s.start), stored.memory.source.as_ref().map_or(0, |s| s.end))),
-            })
-            .await?;
+            let detail = row.source.as_ref().map(|s| records::chunk_detail(s.start, s.end));
+            append(&mut tx, scope, LogName::Changelog, records::written(actor, "add", row, None, detail)).await?;
             added.push(stored);
         }
         tx.commit().await?;
@@ -312,18 +326,7 @@ impl SqliteStore {
             .rows_affected();
         let at = now_ms();
         for log in [LogName::Changelog, LogName::Events] {
-            let record = Record {
-                at,
-                actor: actor.to_owned(),
-                action: "purge".into(),
-                memory_id: None,
-                version: None,
-                layer: None,
-                before: None,
-                after: None,
-                detail: Some(format!("{removed} versions removed")),
-            };
-            append(&mut tx, scope, log, record).await?;
+            append(&mut tx, scope, log, records::purge(actor, at, removed)).await?;
         }
         tx.commit().await?;
         Ok(removed)
@@ -515,14 +518,7 @@ impl SqliteStore {
         if report.ok && log == LogName::Changelog {
             // The content of each stored version against the hash its
             // changelog entry recorded.
-            let mut recorded: std::collections::HashMap<(String, i64), (i64, String)> = Default::default();
-            for l in &links {
-                if let Ok(rec) = serde_json::from_slice::<Record>(&l.payload) {
-                    if let (Some(id), Some(v), Some(after)) = (rec.memory_id, rec.version, rec.after) {
-                        recorded.insert((id, v), (l.seq as i64, after));
-                    }
-                }
-            }
+            let recorded = records::recorded_hashes(links.iter().map(|l| (l.seq as i64, l.payload.as_slice())));
             let rows = sqlx::query("SELECT id, version, content FROM memories WHERE tenant = ? AND project = ? ORDER BY rid")
                 .bind(&scope.tenant)
                 .bind(&scope.project)
@@ -530,14 +526,7 @@ impl SqliteStore {
                 .await?;
             for r in rows {
                 let (id, version, content): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
-                let fault = match recorded.get(&(id.clone(), version)) {
-                    None => Some((None, format!("memory {id} version {version} has no changelog entry"))),
-                    Some((seq, h)) if *h != integrity_hash(&content) => {
-                        Some((Some(*seq), format!("memory {id} version {version}: its content does not match the hash recorded at entry {seq}")))
-                    }
-                    Some(_) => None,
-                };
-                if let Some((seq, why)) = fault {
+                if let Some((seq, why)) = records::content_fault(&recorded, &id, version, &content) {
                     report.ok = false;
                     report.head = None;
                     report.broken_at = seq;
@@ -592,22 +581,13 @@ impl SqliteStore {
             return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {} (the project's changelog)", head.unwrap_or(0))));
         }
         // each memory's version then (None: deleted, or not yet added)
-        let mut then: std::collections::HashMap<String, Option<i64>> = Default::default();
         let entries = sqlx::query("SELECT record FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog' AND seq <= ? ORDER BY seq")
             .bind(&scope.tenant)
             .bind(&scope.project)
             .bind(seq)
             .fetch_all(&mut *tx)
             .await?;
-        for e in &entries {
-            let Ok(rec) = serde_json::from_str::<Record>(e.get::<&str, _>(0)) else { continue };
-            if rec.action == "purge" {
-                then.clear();
-            }
-            if let Some(id) = rec.memory_id {
-                then.insert(id, rec.after.is_some().then_some(rec.version).flatten());
-            }
-        }
+        let then = records::versions_at(entries.iter().map(|e| e.get::<&str, _>(0)));
         let now_rows = sqlx::query(concat!("SELECT ", columns!(), " FROM memories WHERE tenant = ? AND project = ? AND current = 1 AND deleted_at IS NULL"))
             .bind(&scope.tenant)
             .bind(&scope.project)
@@ -627,9 +607,7 @@ impl SqliteStore {
         for id in ids {
             let old = &now[id];
             retire(&mut tx, old.rid, Some(at)).await?;
-            let mut rec = delete_record(actor, "restore", &old.memory, at);
-            rec.detail = detail.clone();
-            append(&mut tx, scope, LogName::Changelog, rec).await?;
+            append(&mut tx, scope, LogName::Changelog, records::retired(actor, "restore", &old.memory, at, detail.clone())).await?;
             out.gone.push(old.rid);
             out.deleted += 1;
         }
@@ -667,35 +645,10 @@ impl SqliteStore {
                 retire(&mut tx, c.rid, None).await?;
                 out.gone.push(c.rid);
             }
-            let m = &old.memory;
-            let row = NewRow {
-                id: id.clone(),
-                version: latest + 1,
-                layer: m.layer,
-                content: m.content.clone(),
-                metadata: m.metadata.clone(),
-                content_hash: m.content_hash.clone(),
-                embedder: m.embedder.clone(),
-                vector: old.vector.clone(),
-                created_at: at,
-                occurred_at: m.occurred_at,
-                session_id: m.session_id.clone(),
-                expires_at: m.expires_at,
-                source: m.source.clone(),
-            };
+            let row = StoredRow::again(&old.memory, old.vector.clone(), latest + 1, at);
             let stored = insert_row(&mut tx, scope, &row).await?;
-            append(&mut tx, scope, LogName::Changelog, Record {
-                at,
-                actor: actor.to_owned(),
-                action: "restore".into(),
-                memory_id: Some(id.clone()),
-                version: Some(row.version),
-                layer: Some(m.layer.as_str().into()),
-                before: current.map(|c| integrity_hash(&c.memory.content)),
-                after: Some(integrity_hash(&row.content)),
-                detail: detail.clone(),
-            })
-            .await?;
+            let before = current.map(|c| c.memory.content.as_str());
+            append(&mut tx, scope, LogName::Changelog, records::written(actor, "restore", &row, before, detail.clone())).await?;
             out.added.push(stored);
         }
         tx.commit().await?;
@@ -729,20 +682,6 @@ impl SqliteStore {
     /// The raw pool (tests tamper with rows through it).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
-    }
-}
-
-fn delete_record(actor: &str, action: &str, old: &Memory, at: i64) -> Record {
-    Record {
-        at,
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        memory_id: Some(old.id.clone()),
-        version: Some(old.version),
-        layer: Some(old.layer.as_str().into()),
-        before: Some(integrity_hash(&old.content)),
-        after: None,
-        detail: None,
     }
 }
 
@@ -806,23 +745,7 @@ async fn insert_row(conn: &mut SqliteConnection, scope: &Scope, row: &NewRow) ->
         .bind(&row.content)
         .execute(&mut *conn)
         .await?;
-    let memory = Memory {
-        id: row.id.clone(),
-        version: row.version,
-        layer: row.layer,
-        content: row.content.clone(),
-        metadata: row.metadata.clone(),
-        content_hash: row.content_hash.clone(),
-        embedder: row.embedder.clone(),
-        created_at: row.created_at,
-        occurred_at: row.occurred_at,
-        session_id: row.session_id.clone(),
-        expires_at: row.expires_at,
-        source: row.source.clone(),
-        current: true,
-        deleted_at: None,
-    };
-    Ok(StoredRow { rid, memory, vector: row.vector.clone() })
+    Ok(StoredRow::written(rid, row))
 }
 
 /// Appends `record` to `scope`'s `log` after its last entry.
@@ -945,13 +868,14 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &Filters) -> Result<()> {
 /// OR (BM25 ranks documents with more of them higher). `None` when the
 /// query has no words.
 pub fn fts_terms(query: &str) -> Option<String> {
-    let words: Vec<String> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(64)
-        .map(|w| format!("content : \"{}\"", w.to_lowercase()))
-        .collect();
+    let words: Vec<String> = fts_words(query).into_iter().map(|w| format!("content : \"{w}\"")).collect();
     (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+/// The words of a free-text query, lowercased: runs of letters and digits
+/// only (so no query syntax gets through), at most 64.
+pub fn fts_words(query: &str) -> Vec<String> {
+    query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(64).map(str::to_lowercase).collect()
 }
 
 pub fn encode_vector(v: &[f32]) -> Vec<u8> {

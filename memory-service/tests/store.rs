@@ -1,34 +1,108 @@
-//! The store and service over a real SQLite file: tampering with a stored
-//! log row or a memory's content is detected and named; working memories
-//! expire; the vector index is rebuilt from the file by a new service.
+//! The memory suite, run against both stores: the embedded one (a real
+//! SQLite file and in-process graphs) and PostgreSQL with pgvector (a real
+//! server, see `common/pgvector.rs`). Tampering with a stored log row or a
+//! memory's content is detected and named; working memories expire; a
+//! new service over the same data finds everything (the graphs are rebuilt
+//! from the file); restores bring memories back; another scope's ids are
+//! never found. PostgreSQL's row-level security and its serialised writes
+//! from several servers are checked on their own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
+use pinacle_memory_service::backend::MemoryStore;
+use pinacle_memory_service::embedded::EmbeddedStore;
 use pinacle_memory_service::embedding::Embedding;
 use pinacle_memory_service::metrics::MemoryMetrics;
 use pinacle_memory_service::model::*;
-use pinacle_memory_service::store::SqliteStore;
-use pinacle_memory_service::{Caller, MemoryService, Role, Scope};
+use pinacle_memory_service::postgres::PgStore;
+use pinacle_memory_service::{Caller, MemoryError, MemoryService, Role, Scope};
+
+use common::pgvector::PgVector;
 
 fn caller(tenant: &str, project: &str) -> Caller {
     Caller { scope: Scope { tenant: tenant.into(), project: project.into() }, role: Role::Admin, subject: "user:test".into() }
-}
-
-async fn service(path: &std::path::Path) -> MemoryService {
-    let store = SqliteStore::open(path).await.unwrap();
-    MemoryService::new(store, Embedding::hashing(), Default::default(), Arc::new(MemoryMetrics::new()))
 }
 
 fn note(content: &str) -> NewMemory {
     NewMemory { content: content.into(), ..Default::default() }
 }
 
-#[tokio::test]
-async fn tampering_with_a_log_row_or_a_memory_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let svc = service(&dir.path().join("memory.db")).await;
+/// Where a test's memories live.
+enum Fixture {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgVector),
+}
+
+impl Fixture {
+    fn sqlite() -> Self {
+        Fixture::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Self {
+        Fixture::Postgres(PgVector::start())
+    }
+
+    async fn store(&self) -> Arc<dyn MemoryStore> {
+        let metrics = Arc::new(MemoryMetrics::new());
+        match self {
+            Fixture::Sqlite(dir) => Arc::new(EmbeddedStore::open(&dir.path().join("memory.db"), metrics).await.unwrap()),
+            Fixture::Postgres(pg) => Arc::new(PgStore::connect(&pg.url()).await.unwrap()),
+        }
+    }
+
+    /// A service over the fixture's data (a new one is a restart).
+    async fn service(&self) -> MemoryService {
+        MemoryService::new(self.store().await, Embedding::hashing(), Arc::new(MemoryMetrics::new()))
+    }
+
+    /// Runs `sql` behind the service's back (the same text for both: the
+    /// tables have the same names and columns).
+    async fn tamper(&self, sql: &str) {
+        match self {
+            Fixture::Sqlite(dir) => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("memory.db").display())).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Fixture::Postgres(pg) => {
+                pg.query(sql);
+            }
+        }
+    }
+
+    fn is_embedded(&self) -> bool {
+        matches!(self, Fixture::Sqlite(_))
+    }
+}
+
+/// Each test of the suite, once per store.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::sqlite()).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::postgres()).await })*
+        }
+    };
+}
+
+suite!(
+    tampering_with_a_log_row_or_a_memory_is_named,
+    a_memory_edited_behind_the_services_back_fails_verification,
+    working_memories_expire_and_a_new_service_finds_everything,
+    a_restore_brings_back_each_memory_as_it_stood_and_keeps_all_history,
+    another_scopes_ids_are_never_found_and_its_search_sees_nothing,
+    filtered_search_returns_k_results_from_a_small_share,
+    a_purge_removes_every_version_and_leaves_a_tombstone,
+);
+
+async fn tampering_with_a_log_row_or_a_memory_is_named(fx: Fixture) {
+    let svc = fx.service().await;
     let c = caller("user:a", "p");
     let other = caller("user:b", "p");
     let mut ids = Vec::new();
@@ -37,51 +111,39 @@ async fn tampering_with_a_log_row_or_a_memory_is_named() {
     }
     svc.add(&other, vec![note("someone else's fact")]).await.unwrap();
     assert!(svc.verify(&c, LogName::Changelog).await.unwrap().ok);
-    let pool = svc.store().pool();
 
     // editing what an entry records breaks the chain at that entry
-    sqlx::query("UPDATE chain SET record = replace(record, '\"add\"', '\"update\"') WHERE tenant = 'user:a' AND log = 'changelog' AND seq = 2")
-        .execute(pool)
-        .await
-        .unwrap();
+    fx.tamper("UPDATE chain SET record = replace(record, '\"add\"', '\"update\"') WHERE tenant = 'user:a' AND log = 'changelog' AND seq = 2").await;
     let v = svc.verify(&c, LogName::Changelog).await.unwrap();
     assert_eq!((v.ok, v.broken_at), (false, Some(2)), "{v:?}");
     assert!(v.reason.unwrap().contains("hash"));
     // another tenant's chain is untouched
     assert!(svc.verify(&other, LogName::Changelog).await.unwrap().ok);
-    sqlx::query("UPDATE chain SET record = replace(record, '\"update\"', '\"add\"') WHERE tenant = 'user:a' AND log = 'changelog' AND seq = 2")
-        .execute(pool)
-        .await
-        .unwrap();
+    fx.tamper("UPDATE chain SET record = replace(record, '\"update\"', '\"add\"') WHERE tenant = 'user:a' AND log = 'changelog' AND seq = 2").await;
     assert!(svc.verify(&c, LogName::Changelog).await.unwrap().ok);
 
     // removing an entry is named too
-    sqlx::query("DELETE FROM chain WHERE tenant = 'user:a' AND log = 'changelog' AND seq = 1").execute(pool).await.unwrap();
+    fx.tamper("DELETE FROM chain WHERE tenant = 'user:a' AND log = 'changelog' AND seq = 1").await;
     let v = svc.verify(&c, LogName::Changelog).await.unwrap();
     assert_eq!((v.ok, v.broken_at), (false, Some(1)), "{v:?}");
 }
 
-#[tokio::test]
-async fn a_memory_edited_behind_the_services_back_fails_verification() {
-    let dir = tempfile::tempdir().unwrap();
-    let svc = service(&dir.path().join("memory.db")).await;
+async fn a_memory_edited_behind_the_services_back_fails_verification(fx: Fixture) {
+    let svc = fx.service().await;
     let c = caller("user:a", "p");
     let id = svc.add(&c, vec![note("the deploy key lives in the vault")]).await.unwrap().remove(0).memory.id;
     // a change of case only (the duplicate hash would not see it)
-    sqlx::query("UPDATE memories SET content = 'The Deploy Key lives in the vault' WHERE id = ?").bind(&id).execute(svc.store().pool()).await.unwrap();
+    fx.tamper(&format!("UPDATE memories SET content = 'The Deploy Key lives in the vault' WHERE id = '{id}'")).await;
     let v = svc.verify(&c, LogName::Changelog).await.unwrap();
     assert!(!v.ok);
     assert_eq!(v.broken_at, Some(1));
     assert!(v.reason.unwrap().contains(&id));
 }
 
-#[tokio::test]
-async fn working_memories_expire_and_a_new_service_rebuilds_the_index_from_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("memory.db");
+async fn working_memories_expire_and_a_new_service_finds_everything(fx: Fixture) {
     let c = caller("user:a", "p");
     {
-        let svc = service(&path).await;
+        let svc = fx.service().await;
         let items: Vec<NewMemory> = (0..500).map(|i| NewMemory { dedup: Some(DedupMode::Off), ..note(&format!("fact number {i} about subject {}", i * 7919 % 1000)) }).collect();
         svc.add(&c, items).await.unwrap();
         let scratch = NewMemory { layer: Some("working".into()), ttl_secs: Some(1), ..note("scratch: half-done refactor") };
@@ -89,7 +151,7 @@ async fn working_memories_expire_and_a_new_service_rebuilds_the_index_from_the_f
         assert_eq!(svc.list(&c, &Filters { layers: vec!["working".into()], ..Default::default() }, None, None).await.unwrap().memories.len(), 1);
     }
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let svc = service(&path).await;
+    let svc = fx.service().await;
     let page = svc.list(&c, &Filters { layers: vec!["working".into()], ..Default::default() }, None, None).await.unwrap();
     assert!(page.memories.is_empty(), "expired working memory still listed");
     let hits = svc
@@ -97,13 +159,14 @@ async fn working_memories_expire_and_a_new_service_rebuilds_the_index_from_the_f
         .await
         .unwrap();
     assert_eq!(hits[0].memory.content, format!("fact number 123 about subject {}", 123 * 7919 % 1000));
-    assert_eq!(svc.index_stats(), (1, 500));
+    if fx.is_embedded() {
+        // the graph was rebuilt from the file, without the expired memory
+        assert_eq!(svc.index_stats(), (1, 500));
+    }
 }
 
-#[tokio::test]
-async fn a_restore_brings_back_each_memory_as_it_stood_and_keeps_all_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let svc = service(&dir.path().join("memory.db")).await;
+async fn a_restore_brings_back_each_memory_as_it_stood_and_keeps_all_history(fx: Fixture) {
+    let svc = fx.service().await;
     let c = caller("user:a", "p");
     let kept = svc.add(&c, vec![note("the API listens on port 7070")]).await.unwrap().remove(0).memory.id;
     let changed = svc.add(&c, vec![note("deploys happen on Fridays")]).await.unwrap().remove(0).memory.id;
@@ -121,7 +184,7 @@ async fn a_restore_brings_back_each_memory_as_it_stood_and_keeps_all_history() {
     let back = svc.get(&c, &changed).await.unwrap();
     assert_eq!((back.content.as_str(), back.version), ("deploys happen on Fridays", 3));
     assert_eq!(svc.get(&c, &removed).await.unwrap().content, "the cache is redis");
-    assert!(matches!(svc.get(&c, &later).await, Err(pinacle_memory_service::MemoryError::NotFound(_))));
+    assert!(matches!(svc.get(&c, &later).await, Err(MemoryError::NotFound(_))));
     // nothing erased: the Monday version is still in the history, and the
     // chain (restores included) verifies
     let h = svc.history(&c, &changed).await.unwrap();
@@ -136,4 +199,139 @@ async fn a_restore_brings_back_each_memory_as_it_stood_and_keeps_all_history() {
     assert_eq!((again.restored, again.deleted), (0, 0));
     assert!(svc.restore(&c, 10_000).await.is_err());
     assert_eq!(svc.restore_marked(&c.scope, "user:a", "snapshot:none").await.unwrap(), None);
+}
+
+async fn another_scopes_ids_are_never_found_and_its_search_sees_nothing(fx: Fixture) {
+    let svc = fx.service().await;
+    let owner = caller("user:a", "github.com/acme/api");
+    let id = svc.add(&owner, vec![note("the staging database password rotates monthly")]).await.unwrap().remove(0).memory.id;
+    // another tenant with the same project name, and the same tenant's other project
+    for other in [caller("user:b", "github.com/acme/api"), caller("user:a", "github.com/acme/web")] {
+        assert!(matches!(svc.get(&other, &id).await, Err(MemoryError::NotFound(_))));
+        assert!(matches!(svc.history(&other, &id).await, Err(MemoryError::NotFound(_))));
+        let patch = Patch { content: Some("overwritten".into()), metadata: None };
+        assert!(matches!(svc.update(&other, &id, patch).await, Err(MemoryError::NotFound(_))));
+        assert!(matches!(svc.delete(&other, &id).await, Err(MemoryError::NotFound(_))));
+        let hits = svc.search(&other, &SearchRequest { query: "staging database password".into(), ..Default::default() }).await.unwrap();
+        assert!(hits.is_empty(), "{hits:?}");
+        assert!(svc.list(&other, &Filters::default(), None, None).await.unwrap().memories.is_empty());
+        assert!(svc.export(&other).await.unwrap().memories.is_empty());
+        assert_eq!(svc.log(&other, LogName::Changelog, 0, 100).await.unwrap().entries.len(), 0);
+    }
+    // untouched for its owner
+    let m = svc.get(&owner, &id).await.unwrap();
+    assert_eq!((m.version, m.content.as_str()), (1, "the staging database password rotates monthly"));
+    assert!(svc.verify(&owner, LogName::Changelog).await.unwrap().ok);
+}
+
+async fn filtered_search_returns_k_results_from_a_small_share(fx: Fixture) {
+    let svc = fx.service().await;
+    let c = caller("team:t", "p");
+    let items: Vec<NewMemory> = (0..2000)
+        .map(|i| {
+            let mut m = NewMemory { dedup: Some(DedupMode::Off), ..note(&format!("note {i}: service {} talks to queue {}", i % 37, i % 11)) };
+            // 1% carry the label, another 1% are episodic
+            if i % 100 == 7 {
+                m.metadata.insert("owner".into(), serde_json::json!("payments"));
+            }
+            if i % 100 == 50 {
+                m.layer = Some("episodic".into());
+            }
+            m
+        })
+        .collect();
+    for batch in items.chunks(1000) {
+        svc.add(&c, batch.to_vec()).await.unwrap();
+    }
+    let query = "service 12 talks to queue 3";
+    let mut filters = Filters::default();
+    filters.metadata.insert("owner".into(), serde_json::json!("payments"));
+    let req = SearchRequest { query: query.into(), mode: Some(SearchMode::Vector), top_k: Some(10), filters, ..Default::default() };
+    let hits = svc.search(&c, &req).await.unwrap();
+    assert_eq!(hits.len(), 10, "a 1% filter still returns k");
+    assert!(hits.iter().all(|h| h.memory.metadata.get("owner") == Some(&serde_json::json!("payments"))));
+    let filters = Filters { layers: vec!["episodic".into()], ..Default::default() };
+    let req = SearchRequest { query: query.into(), mode: Some(SearchMode::Vector), top_k: Some(10), filters, ..Default::default() };
+    let hits = svc.search(&c, &req).await.unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(hits.iter().all(|h| h.memory.layer.as_str() == "episodic"));
+    // best first, and the best is the exact text when it is in the share
+    assert!(hits.windows(2).all(|w| w[0].similarity >= w[1].similarity - 1e-6), "{hits:?}");
+    let hits = svc.search(&c, &SearchRequest { query: "note 1250: service 29 talks to queue 7".into(), mode: Some(SearchMode::Vector), top_k: Some(3), ..Default::default() }).await.unwrap();
+    assert_eq!(hits[0].memory.content, "note 1250: service 29 talks to queue 7");
+    // keywords alone find it too
+    let hits = svc.search(&c, &SearchRequest { query: "1250".into(), mode: Some(SearchMode::Keyword), ..Default::default() }).await.unwrap();
+    assert_eq!(hits[0].memory.content, "note 1250: service 29 talks to queue 7");
+}
+
+async fn a_purge_removes_every_version_and_leaves_a_tombstone(fx: Fixture) {
+    let svc = fx.service().await;
+    let c = caller("user:a", "p");
+    let keep = caller("user:a", "q");
+    let id = svc.add(&c, vec![note("the build uses sccache")]).await.unwrap().remove(0).memory.id;
+    svc.update(&c, &id, Patch { content: Some("the build uses sccache and mold".into()), metadata: None }).await.unwrap();
+    svc.add(&keep, vec![note("another project's memory")]).await.unwrap();
+    let purged = svc.purge(&c).await.unwrap();
+    assert_eq!(purged.memories, 2, "both versions");
+    assert!(matches!(svc.history(&c, &id).await, Err(MemoryError::NotFound(_))));
+    assert!(svc.search(&c, &SearchRequest { query: "sccache".into(), ..Default::default() }).await.unwrap().is_empty());
+    let v = svc.verify(&c, LogName::Changelog).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    let log = svc.log(&c, LogName::Changelog, 0, 100).await.unwrap().entries;
+    assert_eq!(log.last().unwrap().record.action, "purge");
+    assert_eq!(svc.position(&c).await.unwrap().memories, 0);
+    assert_eq!(svc.list(&keep, &Filters::default(), None, None).await.unwrap().memories.len(), 1);
+}
+
+/// PostgreSQL only: a query without its scope filter, run as the service's
+/// role, still sees one project; a row for another scope cannot be written.
+#[tokio::test]
+async fn postgres_row_level_security_is_a_second_wall() {
+    let fx = Fixture::postgres();
+    let svc = fx.service().await;
+    svc.add(&caller("user:a", "p"), vec![note("a's memory"), note("a's other memory")]).await.unwrap();
+    svc.add(&caller("user:b", "p"), vec![note("b's memory")]).await.unwrap();
+    let Fixture::Postgres(pg) = &fx else { unreachable!() };
+    let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('pinak.tenant', 'user:a', true), set_config('pinak.project', 'p', true)").execute(&mut *tx).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pinak.memories").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(n, 2, "only user:a's rows");
+    let chain: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pinak.chain WHERE tenant = 'user:b'").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(chain, 0);
+    let forged = sqlx::query("INSERT INTO pinak.chain (tenant, project, log, seq, record, prev_hash, hash) VALUES ('user:b', 'p', 'changelog', 99, '{}', '', '')")
+        .execute(&mut *tx)
+        .await;
+    assert!(forged.is_err(), "a row of another scope was written");
+    drop(tx);
+    // no scope set: nothing at all
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pinak.memories").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 0);
+    // the superuser sees all three (what RLS hides is there)
+    assert_eq!(pg.query("SELECT COUNT(*) FROM memories").trim(), "3");
+}
+
+/// PostgreSQL only: two API servers writing one project at once keep one
+/// unbroken chain, and each sees the other's memories.
+#[tokio::test]
+async fn postgres_two_servers_writing_one_project_keep_one_chain() {
+    let fx = Fixture::postgres();
+    let (one, two) = (fx.service().await, fx.service().await);
+    let c = caller("team:t", "github.com/acme/api");
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, svc) in [(0, one.clone()), (1, two.clone())] {
+        for i in 0..25 {
+            let (svc, c) = (svc.clone(), c.clone());
+            tasks.spawn(async move { svc.add(&c, vec![note(&format!("server {n} wrote fact {i}"))]).await.unwrap() });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let v = one.verify(&c, LogName::Changelog).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.entries, 50);
+    assert_eq!(two.position(&c).await.unwrap().memories, 50);
+    let hits = two.search(&c, &SearchRequest { query: "server 0 wrote fact 17".into(), top_k: Some(1), ..Default::default() }).await.unwrap();
+    assert_eq!(hits[0].memory.content, "server 0 wrote fact 17");
 }
