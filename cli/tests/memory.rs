@@ -1,13 +1,18 @@
 //! The memory service (issue 18) against a real `pinacle server`: memory
 //! tokens minted by the platform and signed with its JWKS keys, every REST
 //! operation, tenant and project isolation on every endpoint, roles, and
-//! no acknowledged write lost to kill -9.
+//! no acknowledged write lost to kill -9. The REST scenario, the isolation
+//! checks and the crash run on both stores: the embedded SQLite file and
+//! PostgreSQL with pgvector (`--memory-database-url`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../memory-service/tests/common/pgvector.rs"]
+mod pgvector;
 
 use common::Pinacle;
+use pgvector::PgVector;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -39,9 +44,27 @@ async fn search(p: &Pinacle, t: &str, body: Value) -> Vec<Value> {
     b["results"].as_array().unwrap().clone()
 }
 
+/// A server on the embedded store, or (with `pg`) on PostgreSQL.
+async fn server(pg: Option<&PgVector>) -> Pinacle {
+    match pg {
+        None => Pinacle::start_role("server").await,
+        Some(pg) => Pinacle::start_role_with("server", &["--memory-database-url", &pg.url()]).await,
+    }
+}
+
 #[tokio::test]
 async fn an_agent_remembers_searches_revises_and_proves_its_history() {
-    let p = Pinacle::start_role("server").await;
+    remembers_searches_revises_and_proves(None).await;
+}
+
+#[tokio::test]
+async fn on_postgres_an_agent_remembers_searches_revises_and_proves_its_history() {
+    let pg = PgVector::start();
+    remembers_searches_revises_and_proves(Some(&pg)).await;
+}
+
+async fn remembers_searches_revises_and_proves(pg: Option<&PgVector>) {
+    let p = server(pg).await;
     let access = p.signup_and_login("alice").await;
     // any URL form of the repository names one project
     let t = memory_token(&p, &access, "https://github.com/acme/shop.git", None).await;
@@ -209,7 +232,17 @@ async fn an_agent_remembers_searches_revises_and_proves_its_history() {
 
 #[tokio::test]
 async fn no_tenant_or_project_reaches_another_and_roles_hold() {
-    let p = Pinacle::start_role("server").await;
+    isolation_and_roles(None).await;
+}
+
+#[tokio::test]
+async fn on_postgres_no_tenant_or_project_reaches_another_and_roles_hold() {
+    let pg = PgVector::start();
+    isolation_and_roles(Some(&pg)).await;
+}
+
+async fn isolation_and_roles(pg: Option<&PgVector>) {
+    let p = server(pg).await;
     let alice = p.signup_and_login("alice").await;
     let bob = p.signup_and_login("bob").await;
     let a = memory_token(&p, &alice, "github.com/acme/shop", None).await;
@@ -320,7 +353,17 @@ async fn no_tenant_or_project_reaches_another_and_roles_hold() {
 
 #[tokio::test]
 async fn kill_9_during_batch_adds_loses_no_acknowledged_write() {
-    let mut p = Pinacle::start_role("server").await;
+    kill_9_during_batch_adds(None).await;
+}
+
+#[tokio::test]
+async fn on_postgres_kill_9_during_batch_adds_loses_no_acknowledged_write() {
+    let pg = PgVector::start();
+    kill_9_during_batch_adds(Some(&pg)).await;
+}
+
+async fn kill_9_during_batch_adds(pg: Option<&PgVector>) {
+    let mut p = server(pg).await;
     let access = p.signup_and_login("alice").await;
     let t = memory_token(&p, &access, "github.com/acme/crash", None).await;
     // writers add batches until the server dies under them
