@@ -76,6 +76,13 @@ pub enum MemoryCommand {
     },
     /// Add the memories of an export to the project.
     Import { file: std::path::PathBuf },
+    /// Embed again, with the server's embedder, the memories another one
+    /// made (after --memory-embedder changed), showing progress.
+    Reembed {
+        /// Start it and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print a memory token (15 minutes) for the project.
     Token,
     /// Serve the memory tools over MCP on stdin/stdout.
@@ -196,6 +203,30 @@ pub async fn run(args: MemoryArgs) -> Result<std::process::ExitCode> {
             let export: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
             let v = call(Method::POST, "/import".into(), Some(export)).await?;
             println!("{} added, {} already there", v["added"], v["duplicates"]);
+        }
+        MemoryCommand::Reembed { no_wait } => {
+            let mut v = call(Method::POST, "/reembed".into(), None).await?;
+            let total = v["total"].as_i64().unwrap_or(0);
+            eprintln!("re-embedding {total} memories with {}", v["embedder"].as_str().unwrap_or("?"));
+            // polled twice a second; a job runs at the embedder's pace, so
+            // this waits as long as it runs (Ctrl-C leaves it running)
+            while !no_wait && v["state"] == "running" {
+                let done = v["done"].as_i64().unwrap_or(0);
+                eprint!("\r  {done}/{total} ({}%)", if total > 0 { done * 100 / total } else { 100 });
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                v = call(Method::GET, "/reembed".into(), None).await?;
+            }
+            if !no_wait {
+                eprintln!();
+            }
+            match v["state"].as_str() {
+                Some("failed") => {
+                    println!("failed after {}/{total}: {}", v["done"], v["error"].as_str().unwrap_or(""));
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+                Some(state) => println!("{state}: {}/{total} memories embedded with {}", v["done"], v["embedder"].as_str().unwrap_or("?")),
+                None => println!("{v}"),
+            }
         }
         MemoryCommand::Token => {
             match &rest.token {

@@ -228,6 +228,13 @@ async fn remembers_searches_revises_and_proves(pg: Option<&PgVector>) {
     let (s, doc) = p.call_as("", Method::GET, &format!("{M}/openapi.json"), None).await;
     assert_eq!(s, 200);
     assert!(doc["paths"]["/search"]["post"].is_object() && doc["components"]["schemas"]["SearchRequest"].is_object(), "{doc}");
+    // every memory has the server's embedder: nothing to re-embed, and a
+    // run started anyway finishes with nothing done
+    let (s, r) = p.call_as(&t, Method::GET, &format!("{M}/reembed"), None).await;
+    assert_eq!((s, r["state"].as_str(), r["total"].as_i64()), (200, Some("idle"), Some(0)), "{r}");
+    let (s, r) = p.call_as(&t, Method::POST, &format!("{M}/reembed"), None).await;
+    assert_eq!((s, r["total"].as_i64()), (202, Some(0)), "{r}");
+    assert!(doc["paths"]["/reembed"]["post"].is_object(), "{doc}");
 }
 
 #[tokio::test]

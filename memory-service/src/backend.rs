@@ -20,7 +20,7 @@ use pinacle_memory::layer::Layer;
 
 use crate::error::Result;
 use crate::model::*;
-use crate::store::{AddResult, NewRow, RestoreOutcome, StoredRow};
+use crate::store::{AddResult, NewRow, RestoreOutcome, StaleRow, StoredRow};
 
 #[async_trait]
 pub trait MemoryStore: Send + Sync {
@@ -79,6 +79,14 @@ pub trait MemoryStore: Send + Sync {
     async fn mark_position(&self, scope: &Scope, label: &str) -> Result<Position>;
     /// The position recorded under `label`.
     async fn marked_position(&self, scope: &Scope, label: &str) -> Result<Option<i64>>;
+    /// How many current memories have vectors of another embedder.
+    async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64>;
+    /// Up to `limit` of them, oldest first.
+    async fn stale_rows(&self, scope: &Scope, embedder: &str, limit: usize) -> Result<Vec<StaleRow>>;
+    /// Replaces their vectors with `embedder`'s (rows no longer current
+    /// are left alone); how many changed. Not a change of content: no
+    /// changelog entry.
+    async fn set_vectors(&self, scope: &Scope, embedder: &str, rows: &[(StaleRow, Vec<f32>)]) -> Result<usize>;
     /// Current memories per layer over every project (the metrics).
     async fn layer_counts(&self) -> Result<Vec<(String, i64)>>;
     /// Vector graphs held in this process and the live vectors in them.

@@ -21,7 +21,7 @@ use crate::index::{HnswParams, Indexes, ProjectIndex};
 use crate::metrics::MemoryMetrics;
 use crate::model::*;
 use crate::service::limits;
-use crate::store::{AddResult, NewRow, RestoreOutcome, SqliteStore, StoredRow};
+use crate::store::{AddResult, NewRow, RestoreOutcome, SqliteStore, StaleRow, StoredRow};
 
 /// SQLite and the in-process graphs.
 #[derive(Clone)]
@@ -211,6 +211,26 @@ impl MemoryStore for EmbeddedStore {
 
     async fn marked_position(&self, scope: &Scope, label: &str) -> Result<Option<i64>> {
         self.db.marked_position(scope, label).await
+    }
+
+    async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64> {
+        self.db.stale_count(scope, embedder).await
+    }
+
+    async fn stale_rows(&self, scope: &Scope, embedder: &str, limit: usize) -> Result<Vec<StaleRow>> {
+        self.db.stale_rows(scope, embedder, limit).await
+    }
+
+    async fn set_vectors(&self, scope: &Scope, embedder: &str, rows: &[(StaleRow, Vec<f32>)]) -> Result<usize> {
+        let plain: Vec<(i64, Vec<f32>)> = rows.iter().map(|(r, v)| (r.rid, v.clone())).collect();
+        let n = self.db.set_vectors(scope, embedder, &plain).await?;
+        // out of the old embedder's graph, into the new one's
+        let index = self.index(scope, embedder).await?;
+        for (r, v) in rows {
+            self.removed(scope, &r.embedder, &[r.rid]);
+            index.insert(r.rid, r.layer, v);
+        }
+        Ok(n)
     }
 
     async fn layer_counts(&self) -> Result<Vec<(String, i64)>> {

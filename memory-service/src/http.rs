@@ -51,6 +51,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: MemoryApi) -> Router<S> {
         .route("/project", axum::routing::delete(purge))
         .route("/position", get(position))
         .route("/restore", post(restore))
+        .route("/reembed", post(reembed).get(reembedding))
         .route("/openapi.json", get(openapi))
         .nest_service("/mcp", crate::mcp::http_service(api.service.clone(), api.verifier.clone()))
         .fallback(|| async { ApiFailure(MemoryError::NotFound("no such memory route; see /api/v1/memory/openapi.json".into())) })
@@ -267,6 +268,14 @@ async fn position(State(api): State<MemoryApi>, Authed(c): Authed) -> Answer<Jso
 
 async fn restore(State(api): State<MemoryApi>, Authed(c): Authed, Body(r): Body<RestoreRequest>) -> Answer<Json<Restored>> {
     Ok(Json(api.service.restore(&c, r.changelog_seq).await?))
+}
+
+async fn reembed(State(api): State<MemoryApi>, Authed(c): Authed) -> Answer<(StatusCode, Json<Reembedding>)> {
+    Ok((StatusCode::ACCEPTED, Json(api.service.reembed(&c).await?)))
+}
+
+async fn reembedding(State(api): State<MemoryApi>, Authed(c): Authed) -> Answer<Json<Reembedding>> {
+    Ok(Json(api.service.reembedding(&c).await?))
 }
 
 async fn openapi() -> Json<serde_json::Value> {

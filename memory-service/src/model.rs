@@ -392,3 +392,35 @@ pub struct Restored {
 pub struct RestoreRequest {
     pub changelog_seq: i64,
 }
+
+/// Where a project's re-embedding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// None has run since the server started (`total` says how many
+    /// memories another embedder made).
+    Idle,
+    Running,
+    Done,
+    Failed,
+}
+
+/// A re-embedding: the project's current memories whose vectors another
+/// embedder made, embedded again by the server's embedder, in batches, in
+/// the background. Until then, vector search does not see them (keywords
+/// do): vectors of different embedders are never compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Reembedding {
+    pub state: JobState,
+    /// The embedder the vectors are being made with.
+    pub embedder: String,
+    /// Memories to embed when it started (or now, when idle).
+    pub total: i64,
+    pub done: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -57,6 +57,7 @@ pub fn document() -> Value {
         ("Position", generator.subschema_for::<Position>()),
         ("RestoreRequest", generator.subschema_for::<RestoreRequest>()),
         ("Restored", generator.subschema_for::<Restored>()),
+        ("Reembedding", generator.subschema_for::<Reembedding>()),
     ];
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     for (name, s) in names {
@@ -103,7 +104,11 @@ pub fn document() -> Value {
             "/import": {"post": op("Add an export's memories", Some("Export"), "Imported", "200")},
             "/project": {"delete": op("Purge the project's memory (admin)", None, "Purged", "200")},
             "/position": {"get": op("The project's changelog position", None, "Position", "200")},
-            "/restore": {"post": op("Bring the memories back to a changelog position (as new versions)", Some("RestoreRequest"), "Restored", "200")}
+            "/restore": {"post": op("Bring the memories back to a changelog position (as new versions)", Some("RestoreRequest"), "Restored", "200")},
+            "/reembed": {
+                "post": op("Start embedding again, in the background, the memories another embedder made", None, "Reembedding", "202"),
+                "get": op("Where the project's re-embedding stands", None, "Reembedding", "200")
+            }
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

@@ -38,7 +38,7 @@ use crate::backend::MemoryStore;
 use crate::error::{MemoryError, Result};
 use crate::model::*;
 use crate::records;
-use crate::store::{fts_words, now_ms, valid_metadata_key, AddResult, NewRow, RestoreOutcome, StoredRow};
+use crate::store::{fts_words, now_ms, valid_metadata_key, AddResult, NewRow, RestoreOutcome, StaleRow, StoredRow};
 
 /// Serialises schema changes between servers starting together.
 const SCHEMA_LOCK: i64 = 0x7069_6e61_6b00;
@@ -838,6 +838,66 @@ impl MemoryStore for PgStore {
             .await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64> {
+        let mut tx = self.scoped(scope, false).await?;
+        let n = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pinak.memories WHERE tenant = $1 AND project = $2 AND current AND deleted_at IS NULL AND embedder <> $3 \
+             AND (expires_at IS NULL OR expires_at > $4)",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.project)
+        .bind(embedder)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn stale_rows(&self, scope: &Scope, embedder: &str, limit: usize) -> Result<Vec<StaleRow>> {
+        let mut tx = self.scoped(scope, false).await?;
+        let rows = sqlx::query(
+            "SELECT rid, layer, embedder, content FROM pinak.memories WHERE tenant = $1 AND project = $2 AND current AND deleted_at IS NULL \
+             AND embedder <> $3 AND (expires_at IS NULL OR expires_at > $4) ORDER BY rid LIMIT $5",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.project)
+        .bind(embedder)
+        .bind(now_ms())
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let layer: String = r.try_get(1)?;
+                let layer = Layer::from_str(&layer).map_err(|e| MemoryError::Internal(e.to_string()))?;
+                Ok(StaleRow { rid: r.try_get(0)?, layer, embedder: r.try_get(2)?, content: r.try_get(3)? })
+            })
+            .collect()
+    }
+
+    async fn set_vectors(&self, scope: &Scope, embedder: &str, rows: &[(StaleRow, Vec<f32>)]) -> Result<usize> {
+        if let Some((_, v)) = rows.first() {
+            self.ensure_index(embedder, v.len()).await?;
+        }
+        let mut tx = self.scoped(scope, true).await?;
+        let mut n = 0;
+        for (r, v) in rows {
+            n += sqlx::query("UPDATE pinak.memories SET embedder = $1, vector = $2::real[]::vector WHERE rid = $3 AND tenant = $4 AND project = $5 AND current")
+                .bind(embedder)
+                .bind(v)
+                .bind(r.rid)
+                .bind(&scope.tenant)
+                .bind(&scope.project)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn layer_counts(&self) -> Result<Vec<(String, i64)>> {

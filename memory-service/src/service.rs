@@ -70,7 +70,12 @@ pub struct MemoryService {
     embedding: Arc<Embedding>,
     events: tokio::sync::mpsc::Sender<(Scope, Record)>,
     metrics: Arc<MemoryMetrics>,
+    /// The last re-embedding of each project (since the server started).
+    reembeddings: Arc<std::sync::Mutex<HashMap<Scope, Reembedding>>>,
 }
+
+/// Memories embedded per batch of a re-embedding.
+const REEMBED_BATCH: usize = 128;
 
 impl MemoryService {
     /// A service over `store`; spawns the task that appends access events.
@@ -86,7 +91,7 @@ impl MemoryService {
                 batch.clear();
             }
         });
-        Self { store, embedding: Arc::new(embedding), events, metrics }
+        Self { store, embedding: Arc::new(embedding), events, metrics, reembeddings: Default::default() }
     }
 
     pub fn store(&self) -> &dyn MemoryStore {
@@ -590,6 +595,76 @@ impl MemoryService {
         let Some(seq) = self.store.marked_position(scope, label).await? else { return Ok(None) };
         let caller = Caller { scope: scope.clone(), role: Role::Admin, subject: actor.to_owned() };
         self.restore(&caller, seq).await.map(Some)
+    }
+
+    /// Starts re-embedding the project's memories that another embedder
+    /// made (or answers the one running); see [`Reembedding`].
+    pub async fn reembed(&self, caller: &Caller) -> Result<Reembedding> {
+        self.require(caller, Role::Editor)?;
+        let embedder = self.embedding.id().to_owned();
+        let total = self.store.stale_count(&caller.scope, &embedder).await?;
+        let job = {
+            let mut jobs = self.reembeddings.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(j) = jobs.get(&caller.scope).filter(|j| j.state == JobState::Running) {
+                return Ok(j.clone());
+            }
+            // finished jobs of other projects go first when the map grows
+            if jobs.len() >= 10_000 {
+                jobs.retain(|_, j| j.state == JobState::Running);
+            }
+            let job = Reembedding { state: JobState::Running, embedder: embedder.clone(), total, done: 0, started_at: Some(now_ms()), finished_at: None, error: None };
+            jobs.insert(caller.scope.clone(), job.clone());
+            job
+        };
+        self.event(caller, "reembed", None, Some(format!("{total} memories to embed with {embedder}"))).await;
+        let (svc, caller) = (self.clone(), caller.clone());
+        tokio::spawn(async move {
+            let outcome = svc.run_reembedding(&caller.scope, &embedder, total).await;
+            let mut jobs = svc.reembeddings.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(j) = jobs.get_mut(&caller.scope) {
+                j.finished_at = Some(now_ms());
+                match outcome {
+                    Ok(()) => j.state = JobState::Done,
+                    Err(e) => {
+                        tracing::error!(tenant = %caller.scope.tenant, project = %caller.scope.project, error = %e, "memory re-embedding failed");
+                        j.state = JobState::Failed;
+                        j.error = Some(crate::http::public_message(&e));
+                    }
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    /// Embeds the stale memories batch by batch, counting progress. A
+    /// memory written meanwhile already has the new embedder; one restored
+    /// meanwhile with an old vector is taken by the next run. Bounded: at
+    /// most one pass over what was stale at the start, plus a little.
+    async fn run_reembedding(&self, scope: &Scope, embedder: &str, total: i64) -> Result<()> {
+        let rounds = (total.max(0) as usize).div_ceil(REEMBED_BATCH) + 4;
+        for _ in 0..rounds {
+            let rows = self.store.stale_rows(scope, embedder, REEMBED_BATCH).await?;
+            if rows.is_empty() {
+                break;
+            }
+            let vectors = self.embed(rows.iter().map(|r| r.content.clone()).collect()).await?;
+            let n = rows.len() as i64;
+            self.store.set_vectors(scope, embedder, &rows.into_iter().zip(vectors).collect::<Vec<_>>()).await?;
+            if let Some(j) = self.reembeddings.lock().unwrap_or_else(|p| p.into_inner()).get_mut(scope) {
+                j.done += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// The project's last re-embedding, or how many memories wait for one.
+    pub async fn reembedding(&self, caller: &Caller) -> Result<Reembedding> {
+        if let Some(j) = self.reembeddings.lock().unwrap_or_else(|p| p.into_inner()).get(&caller.scope) {
+            return Ok(j.clone());
+        }
+        let embedder = self.embedding.id().to_owned();
+        let total = self.store.stale_count(&caller.scope, &embedder).await?;
+        Ok(Reembedding { state: JobState::Idle, embedder, total, done: 0, started_at: None, finished_at: None, error: None })
     }
 
     /// The project's changelog position (a pod snapshot records it).

@@ -151,6 +151,16 @@ impl StoredRow {
     }
 }
 
+/// A current memory whose vector another embedder made.
+#[derive(Debug, Clone)]
+pub struct StaleRow {
+    pub rid: i64,
+    pub layer: Layer,
+    /// The embedder that made its vector.
+    pub embedder: String,
+    pub content: String,
+}
+
 /// What a restore changed.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOutcome {
@@ -677,6 +687,63 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// How many current memories have vectors of another embedder than
+    /// `embedder`.
+    pub async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memories WHERE tenant = ? AND project = ? AND current = 1 AND deleted_at IS NULL AND embedder <> ? \
+             AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.project)
+        .bind(embedder)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Up to `limit` of those, oldest first.
+    pub async fn stale_rows(&self, scope: &Scope, embedder: &str, limit: usize) -> Result<Vec<StaleRow>> {
+        let rows = sqlx::query(
+            "SELECT rid, layer, embedder, content FROM memories WHERE tenant = ? AND project = ? AND current = 1 AND deleted_at IS NULL \
+             AND embedder <> ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY rid LIMIT ?",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.project)
+        .bind(embedder)
+        .bind(now_ms())
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let layer = Layer::from_str(r.get::<&str, _>(1)).map_err(|e| MemoryError::Internal(e.to_string()))?;
+                Ok(StaleRow { rid: r.get(0), layer, embedder: r.get(2), content: r.get(3) })
+            })
+            .collect()
+    }
+
+    /// Gives rows new vectors by `embedder` (those still current); how
+    /// many changed. The content, and so the changelog, is untouched.
+    pub async fn set_vectors(&self, scope: &Scope, embedder: &str, rows: &[(i64, Vec<f32>)]) -> Result<usize> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for (rid, v) in rows {
+            n += sqlx::query("UPDATE memories SET embedder = ?, vector = ? WHERE rid = ? AND tenant = ? AND project = ? AND current = 1")
+                .bind(embedder)
+                .bind(encode_vector(v))
+                .bind(rid)
+                .bind(&scope.tenant)
+                .bind(&scope.project)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// The raw pool (tests tamper with rows through it).

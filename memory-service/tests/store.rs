@@ -56,7 +56,11 @@ impl Fixture {
 
     /// A service over the fixture's data (a new one is a restart).
     async fn service(&self) -> MemoryService {
-        MemoryService::new(self.store().await, Embedding::hashing(), Arc::new(MemoryMetrics::new()))
+        self.service_with(Embedding::hashing()).await
+    }
+
+    async fn service_with(&self, embedding: Embedding) -> MemoryService {
+        MemoryService::new(self.store().await, embedding, Arc::new(MemoryMetrics::new()))
     }
 
     /// Runs `sql` behind the service's back (the same text for both: the
@@ -99,6 +103,7 @@ suite!(
     another_scopes_ids_are_never_found_and_its_search_sees_nothing,
     filtered_search_returns_k_results_from_a_small_share,
     a_purge_removes_every_version_and_leaves_a_tombstone,
+    a_new_embedder_reembeds_the_project_in_the_background,
 );
 
 async fn tampering_with_a_log_row_or_a_memory_is_named(fx: Fixture) {
@@ -334,4 +339,47 @@ async fn postgres_two_servers_writing_one_project_keep_one_chain() {
     assert_eq!(two.position(&c).await.unwrap().memories, 50);
     let hits = two.search(&c, &SearchRequest { query: "server 0 wrote fact 17".into(), top_k: Some(1), ..Default::default() }).await.unwrap();
     assert_eq!(hits[0].memory.content, "server 0 wrote fact 17");
+}
+
+async fn a_new_embedder_reembeds_the_project_in_the_background(fx: Fixture) {
+    let c = caller("user:a", "p");
+    let old = fx.service().await;
+    let items: Vec<NewMemory> = (0..300).map(|i| NewMemory { dedup: Some(DedupMode::Off), ..note(&format!("fact {i}: module {} depends on crate {}", i % 17, i % 23)) }).collect();
+    old.add(&c, items).await.unwrap();
+    let gone = old.add(&c, vec![note("a memory deleted before the change")]).await.unwrap().remove(0).memory.id;
+    old.delete(&c, &gone).await.unwrap();
+    drop(old);
+
+    // the server's embedder changes: old vectors are never compared with new ones
+    let svc = fx.service_with(Embedding::from_spec("hash:256", None).unwrap()).await;
+    let wanted = "fact 123: module 4 depends on crate 8";
+    let by_vector = SearchRequest { query: wanted.into(), mode: Some(SearchMode::Vector), top_k: Some(3), ..Default::default() };
+    assert!(svc.search(&c, &by_vector).await.unwrap().is_empty());
+    let by_words = SearchRequest { query: "fact 123".into(), mode: Some(SearchMode::Keyword), top_k: Some(3), ..Default::default() };
+    assert_eq!(svc.search(&c, &by_words).await.unwrap()[0].memory.content, wanted);
+    let idle = svc.reembedding(&c).await.unwrap();
+    assert_eq!((idle.state, idle.total, idle.done), (JobState::Idle, 300, 0));
+
+    let viewer = Caller { role: Role::Viewer, ..c.clone() };
+    assert!(matches!(svc.reembed(&viewer).await, Err(MemoryError::Forbidden(_))));
+    let started = svc.reembed(&c).await.unwrap();
+    assert_eq!((started.state, started.total, started.embedder.as_str()), (JobState::Running, 300, svc.embedder_id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let job = loop {
+        let j = svc.reembedding(&c).await.unwrap();
+        if j.state != JobState::Running {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "re-embedding still running: {j:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!((job.state, job.done, job.error.as_deref()), (JobState::Done, 300, None));
+    let hits = svc.search(&c, &by_vector).await.unwrap();
+    assert_eq!(hits[0].memory.content, wanted);
+    assert!(hits[0].similarity > 0.99, "{hits:?}");
+    assert_eq!(hits[0].memory.embedder, svc.embedder_id());
+    // nothing left; the content and its chain are untouched
+    assert_eq!(svc.store().stale_count(&c.scope, svc.embedder_id()).await.unwrap(), 0);
+    let v = svc.verify(&c, LogName::Changelog).await.unwrap();
+    assert!(v.ok && v.entries == 302, "{v:?}");
 }
