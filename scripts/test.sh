@@ -10,7 +10,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # The web app first: the server serves web/dist (embedded in release builds).
 bash scripts/build-web.sh
-cargo build --workspace --all-targets
+# the optional built-in embedding model too (feature minilm), so its tests
+# run; the same features for the build and the run (nothing rebuilt)
+features=(--features pinacle-memory-service/minilm)
+cargo build --workspace --all-targets "${features[@]}"
 # The in-pod supervisor, static (musl), which every test pod starts under.
 bash scripts/build-supervisor.sh
 
@@ -29,7 +32,7 @@ done
 target/debug/pinacle image build services --recipe cli/tests/images/services.Dockerfile --data-dir "$cache_root"
 
 status=0
-cargo nextest run --workspace --no-fail-fast || status=$?
+cargo nextest run --workspace --no-fail-fast "${features[@]}" || status=$?
 
 # The Helm chart: rendered for each values file in infra/helm/pinacle/ci,
 # compared with its golden file, validated strictly against Kubernetes'

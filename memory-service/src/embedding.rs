@@ -6,6 +6,9 @@ use std::sync::Arc;
 use pinacle_memory::embed::{normalize, EmbedError, Embedder, HashingEmbedder};
 use serde::{Deserialize, Serialize};
 
+/// Where `scripts/install-model.sh` puts the built-in model.
+pub const DEFAULT_MODEL_DIR: &str = "/opt/pinacle/models/all-minilm-l6-v2";
+
 /// Texts per request to a provider.
 const PROVIDER_BATCH: usize = 128;
 
@@ -21,12 +24,17 @@ impl Embedding {
         Embedding::Local(Arc::new(HashingEmbedder::new(384)))
     }
 
-    /// Parses `--memory-embedder`: `hash` (or `hash:DIM`), or
-    /// `openai:URL#MODEL:DIM` (an OpenAI-compatible endpoint; the key, if
-    /// any, from `api_key`).
+    /// Parses `--memory-embedder`: `hash` (or `hash:DIM`), `minilm` (or
+    /// `minilm:DIR`: the built-in model, from [`DEFAULT_MODEL_DIR`] or DIR),
+    /// or `openai:URL#MODEL:DIM` (an OpenAI-compatible endpoint; the key,
+    /// if any, from `api_key`).
     pub fn from_spec(spec: &str, api_key: Option<String>) -> Result<Self, String> {
         if spec == "hash" {
             return Ok(Self::hashing());
+        }
+        if spec == "minilm" || spec.starts_with("minilm:") {
+            let dir = spec.strip_prefix("minilm:").filter(|d| !d.is_empty()).unwrap_or(DEFAULT_MODEL_DIR);
+            return Self::model(std::path::Path::new(dir));
         }
         if let Some(dim) = spec.strip_prefix("hash:") {
             let d: usize = dim.parse().map_err(|_| format!("{spec}: hash:DIM takes a number of dimensions"))?;
@@ -48,7 +56,24 @@ impl Embedding {
             }
             return Ok(Embedding::OpenAi(OpenAiEmbedder::new(url, model, dimension, api_key)));
         }
-        Err(format!("{spec}: use hash, hash:DIM or openai:URL#MODEL:DIM"))
+        Err(format!("{spec}: use hash, hash:DIM, minilm, minilm:DIR or openai:URL#MODEL:DIM"))
+    }
+
+    /// The built-in model in `dir`.
+    #[cfg(feature = "minilm")]
+    fn model(dir: &std::path::Path) -> Result<Self, String> {
+        if !dir.join("model.safetensors").is_file() {
+            return Err(format!("minilm: no model in {} (bash scripts/install-model.sh puts it there)", dir.display()));
+        }
+        let started = std::time::Instant::now();
+        let m = crate::minilm::MiniLm::load(dir)?;
+        tracing::info!(dir = %dir.display(), id = m.id(), ms = started.elapsed().as_millis() as u64, "memory embedding model loaded");
+        Ok(Embedding::Local(Arc::new(m)))
+    }
+
+    #[cfg(not(feature = "minilm"))]
+    fn model(_dir: &std::path::Path) -> Result<Self, String> {
+        Err("minilm: this build has no built-in model; build with `--features minilm` (cargo build --release -p pinacle --features minilm)".into())
     }
 
     pub fn id(&self) -> &str {

