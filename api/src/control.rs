@@ -66,6 +66,10 @@ impl ControlPlane for Control {
         Ok(minted.map(|t| pinacle_host_api::wire::PlatformToken { token: pinacle_host_api::wire::Secret(t.token), expires_at: t.expires_at }))
     }
 
+    async fn snapshot_taken(&self, id: Uuid, snapshot: &str) -> Result<(), ControlPlaneError> {
+        self.memory.host_snapshot_taken(id, snapshot).await.map_err(backend)
+    }
+
     async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
         let Some(pod) = crate::entities::pod::Entity::find_by_id(id.to_string()).one(&self.db).await.map_err(|e| backend(e.into()))? else {
             return Ok(Vec::new());

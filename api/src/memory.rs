@@ -136,6 +136,14 @@ impl MemoryAccess {
         }
     }
 
+    /// The same for a snapshot a host took on its own (at stop, for a pod
+    /// with `snapshot_on_stop`): the host names its pod by id.
+    pub async fn host_snapshot_taken(&self, pod: Uuid, snapshot: &str) -> Result<(), ApiError> {
+        let Some(view) = self.pods.pod_by_id(pod).await? else { return Ok(()) };
+        self.memory.mark_position(&pod_scope(&view), &snapshot_label(view.id, snapshot)).await.map_err(ApiError::internal)?;
+        Ok(())
+    }
+
     /// Brings pod `key`'s project memory back to where it stood when
     /// `snapshot` was taken; `None` when no position was recorded.
     pub async fn snapshot_restored(&self, who: &Principal, key: &str, snapshot: &str) -> Result<Option<pinacle_memory_service::model::Restored>, ApiError> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use pinacle_memory_service::mcp::{Rest, TokenSource};
+use pinacle_memory_service::mcp::{Mint, OpError, Renewed, Rest, TokenSource};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -76,6 +76,16 @@ pub enum MemoryCommand {
     },
     /// Add the memories of an export to the project.
     Import { file: std::path::PathBuf },
+    /// Copy another project's memories (as they stood at a changelog
+    /// position, default now) into this one.
+    Fork {
+        /// The project to copy from (yours, or the team's with --team).
+        #[arg(long)]
+        from: String,
+        /// Its changelog position (see `pinacle memory verify`).
+        #[arg(long)]
+        at: Option<i64>,
+    },
     /// Embed again, with the server's embedder, the memories another one
     /// made (after --memory-embedder changed), showing progress.
     Reembed {
@@ -118,9 +128,39 @@ async fn connect(target: &Target) -> Result<Rest> {
     if let Some(t) = &target.team {
         body["team"] = json!(t);
     }
-    let minted = client.json(Method::POST, "/memory/tokens", Some(body)).await?;
-    let token = minted["token"].as_str().context("the server sent no token")?.to_owned();
-    Ok(Rest { base: format!("{}/api/v1/memory", client.api()), token: TokenSource::Fixed(token), client: http })
+    let base = format!("{}/api/v1/memory", client.api());
+    let minter = UserTokens { client, body };
+    // the first one now: a refusal (no such team, signed out) is reported
+    // before anything else runs
+    let renewed = Renewed::new(minter);
+    renewed.token(pinacle_memory_service::store::now_ms() / 1000).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Rest { base, token: TokenSource::Renewed(Arc::new(renewed)), client: http })
+}
+
+/// Memory tokens for the signed-in user, minted by the platform.
+struct UserTokens {
+    client: crate::client::Client,
+    body: Value,
+}
+
+#[async_trait::async_trait]
+impl Mint for UserTokens {
+    async fn mint(&self) -> Result<(String, i64), OpError> {
+        let refused = |message: String| OpError { status: 401, code: "unauthorized".into(), message };
+        let minted = self.client.json(Method::POST, "/memory/tokens", Some(self.body.clone())).await.map_err(|e| refused(format!("minting a memory token: {e:#}")))?;
+        let token = minted["token"].as_str().ok_or_else(|| refused("the server sent no memory token".into()))?;
+        // how long it lives, from its own claims (this machine's clock may
+        // not be the server's); 15 minutes when they cannot be read
+        let lives = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|c| Some(c["exp"].as_i64()? - c["iat"].as_i64()?))
+            .filter(|s| *s > 0)
+            .unwrap_or(900);
+        Ok((token.to_owned(), lives))
+    }
 }
 
 fn print(v: &Value) -> Result<()> {
@@ -204,6 +244,10 @@ pub async fn run(args: MemoryArgs) -> Result<std::process::ExitCode> {
             let v = call(Method::POST, "/import".into(), Some(export)).await?;
             println!("{} added, {} already there", v["added"], v["duplicates"]);
         }
+        MemoryCommand::Fork { from, at } => {
+            let v = call(Method::POST, "/fork".into(), Some(serde_json::json!({"from_project": from, "changelog_seq": at}))).await?;
+            println!("{} memories copied from {} at changelog entry {} ({} already here)", v["added"], v["from_project"].as_str().unwrap_or("?"), v["changelog_seq"], v["duplicates"]);
+        }
         MemoryCommand::Reembed { no_wait } => {
             let mut v = call(Method::POST, "/reembed".into(), None).await?;
             let total = v["total"].as_i64().unwrap_or(0);
@@ -232,6 +276,7 @@ pub async fn run(args: MemoryArgs) -> Result<std::process::ExitCode> {
             match &rest.token {
                 TokenSource::Fixed(t) => println!("{t}"),
                 TokenSource::File(p) => println!("{}", std::fs::read_to_string(p)?.trim()),
+                TokenSource::Renewed(r) => println!("{}", r.token(pinacle_memory_service::store::now_ms() / 1000).await.map_err(|e| anyhow::anyhow!("{e}"))?),
             }
         }
         MemoryCommand::Mcp => {

@@ -481,11 +481,21 @@ async fn an_agent_in_a_gvisor_pod_reaches_memory_at_pinacle_internal_in_its_own_
     assert_eq!(code, "403");
 
     // a snapshot records where the project's memory stood; restoring it
-    // brings the memory back there too
+    // brings the memory back there too: first the one the host takes on
+    // its own at stop, then one asked for
     let owner = t["token"].as_str().unwrap().to_owned();
+    let (s, b) = p.call(Method::PATCH, "/api/v1/pods/mem", Some(json!({"snapshot_on_stop": true}))).await;
+    assert_eq!(s, 200, "{b}");
     let (s, _) = p.call(Method::POST, "/api/v1/pods/mem/stop", None).await;
     assert!(s < 300, "stop: {s}");
     p.wait_state("mem", "stopped", 60).await;
+    let (_, list) = p.call(Method::GET, "/api/v1/pods/mem/snapshots", None).await;
+    let auto = list["snapshots"].as_array().unwrap().iter().find(|s| s["auto"] == true).unwrap_or_else(|| panic!("no automatic snapshot: {list}")).clone();
+    let (s, _) = add(&p, &owner, json!({"content": "written after the automatic snapshot"})).await;
+    assert_eq!(s, 201);
+    let (s, restored) = p.call(Method::POST, &format!("/api/v1/pods/mem/snapshots/{}/restore", auto["id"].as_str().unwrap()), None).await;
+    assert_eq!(s, 200, "{restored}");
+    assert_eq!(restored["memory"]["deleted"], 1, "the automatic snapshot's position was recorded: {restored}");
     let (s, snap) = p.call(Method::POST, "/api/v1/pods/mem/snapshots", Some(json!({"name": "before"}))).await;
     assert_eq!(s, 201, "{snap}");
     let (s, _) = add(&p, &owner, json!({"content": "written after the snapshot"})).await;

@@ -356,7 +356,13 @@ impl HostAgent {
                     let mut msg = format!("sandbox stopped ({} ms)", started.elapsed().as_millis());
                     if pod.snapshot_on_stop {
                         match self.take_snapshot(&pod, "", true).await {
-                            Ok(s) => msg.push_str(&format!("; snapshot {} ({} bytes)", s.id, s.size_bytes)),
+                            Ok(s) => {
+                                msg.push_str(&format!("; snapshot {} ({} bytes)", s.id, s.size_bytes));
+                                // where the project's memory stands goes with it
+                                if let Err(e) = self.control.snapshot_taken(pod.id, &s.id).await {
+                                    tracing::warn!(pod = %pod.id, snapshot = %s.id, error = %e, "the automatic snapshot's memory position was not recorded");
+                                }
+                            }
                             Err(e) => msg.push_str(&format!("; automatic snapshot failed: {e}")),
                         }
                     }

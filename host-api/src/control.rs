@@ -113,6 +113,14 @@ pub trait ControlPlane: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The host took snapshot `snapshot` of pod `id` on its own (at stop):
+    /// the control plane records what goes with it (where the project's
+    /// memory stands), so restoring it brings that back too.
+    async fn snapshot_taken(&self, id: Uuid, snapshot: &str) -> Result<(), ControlPlaneError> {
+        let _ = (id, snapshot);
+        Ok(())
+    }
+
     /// Records `image` (`localhost/pinacle/pods/…@sha256:…`, built by this
     /// host from the pod's repository) as the pod's image; the next start
     /// runs it.

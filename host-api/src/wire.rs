@@ -102,6 +102,7 @@ pub enum ControlCall {
     ImageSetup { id: Uuid },
     SetBuiltImage { id: Uuid, image: String },
     PlatformToken { id: Uuid },
+    SnapshotTaken { id: Uuid, snapshot: String },
 }
 
 /// A pod's token for the platform services, and when it expires (seconds

@@ -120,6 +120,13 @@ impl ControlPlane for LinkControl {
         }
     }
 
+    async fn snapshot_taken(&self, id: Uuid, snapshot: &str) -> Result<(), ControlPlaneError> {
+        match self.call(ControlCall::SnapshotTaken { id, snapshot: snapshot.to_owned() }).await? {
+            ControlAnswer::Done => Ok(()),
+            other => Err(Self::unexpected(&other)),
+        }
+    }
+
     async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
         match self.call(ControlCall::RegistryEnvironment { id }).await? {
             ControlAnswer::Env(e) => Ok(e),

@@ -328,7 +328,8 @@ fn pod_of(call: &ControlCall) -> Option<Uuid> {
         | ControlCall::ApplyRepositoryConfig { id, .. }
         | ControlCall::ImageSetup { id }
         | ControlCall::SetBuiltImage { id, .. }
-        | ControlCall::PlatformToken { id } => Some(*id),
+        | ControlCall::PlatformToken { id }
+        | ControlCall::SnapshotTaken { id, .. } => Some(*id),
     }
 }
 
@@ -369,6 +370,10 @@ pub async fn answer_control(control: &dyn ControlPlane, host: &str, call: Contro
             ControlAnswer::Done
         }
         ControlCall::PlatformToken { id } => ControlAnswer::PlatformToken(control.platform_token(id).await.map_err(fault)?),
+        ControlCall::SnapshotTaken { id, snapshot } => {
+            control.snapshot_taken(id, cut(&snapshot)).await.map_err(fault)?;
+            ControlAnswer::Done
+        }
     })
 }
 

@@ -79,6 +79,10 @@ pub trait MemoryStore: Send + Sync {
     async fn mark_position(&self, scope: &Scope, label: &str) -> Result<Position>;
     /// The position recorded under `label`.
     async fn marked_position(&self, scope: &Scope, label: &str) -> Result<Option<i64>>;
+    /// The versions that were current after changelog entry `seq` (what a
+    /// fork copies), by memory id; `TooLarge` when more than `cap`, found
+    /// out before any is read.
+    async fn rows_at(&self, scope: &Scope, seq: i64, cap: usize) -> Result<Vec<StoredRow>>;
     /// How many current memories have vectors of another embedder.
     async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64>;
     /// Up to `limit` of them, oldest first.

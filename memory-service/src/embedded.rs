@@ -213,6 +213,10 @@ impl MemoryStore for EmbeddedStore {
         self.db.marked_position(scope, label).await
     }
 
+    async fn rows_at(&self, scope: &Scope, seq: i64, cap: usize) -> Result<Vec<StoredRow>> {
+        self.db.rows_at(scope, seq, cap).await
+    }
+
     async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64> {
         self.db.stale_count(scope, embedder).await
     }
@@ -223,14 +227,22 @@ impl MemoryStore for EmbeddedStore {
 
     async fn set_vectors(&self, scope: &Scope, embedder: &str, rows: &[(StaleRow, Vec<f32>)]) -> Result<usize> {
         let plain: Vec<(i64, Vec<f32>)> = rows.iter().map(|(r, v)| (r.rid, v.clone())).collect();
-        let n = self.db.set_vectors(scope, embedder, &plain).await?;
-        // out of the old embedder's graph, into the new one's
+        let changed: std::collections::HashSet<i64> = self.db.set_vectors(scope, embedder, &plain).await?.into_iter().collect();
+        // out of the old embedder's graph, into the new one's: only the
+        // rows that changed (not those retired meanwhile)
         let index = self.index(scope, embedder).await?;
-        for (r, v) in rows {
+        for (r, v) in rows.iter().filter(|(r, _)| changed.contains(&r.rid)) {
             self.removed(scope, &r.embedder, &[r.rid]);
             index.insert(r.rid, r.layer, v);
         }
-        Ok(n)
+        // a row retired between the update and the insert above was taken
+        // out of this graph before it was put back: take it out again
+        let ids: Vec<i64> = changed.iter().copied().collect();
+        let still: std::collections::HashSet<i64> = self.db.rows(scope, &ids, &Filters::default()).await?.into_iter().map(|r| r.rid).collect();
+        for rid in changed.iter().filter(|rid| !still.contains(rid)) {
+            index.remove(*rid);
+        }
+        Ok(changed.len())
     }
 
     async fn layer_counts(&self) -> Result<Vec<(String, i64)>> {

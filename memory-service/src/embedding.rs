@@ -184,7 +184,7 @@ mod tests {
             Embedding::from_spec("openai:http://127.0.0.1:9/#text-embedding-3-small:1536", None).map(|e| e.id().to_owned()),
             Ok("openai:text-embedding-3-small-1536".into())
         );
-        for bad in ["", "hash:x", "hash:2", "openai:127.0.0.1#m:3", "openai:http://x#m", "minilm"] {
+        for bad in ["", "hash:x", "hash:2", "openai:127.0.0.1#m:3", "openai:http://x#m", "minilm-l6", "minilm:/nonexistent/model"] {
             assert!(Embedding::from_spec(bad, None).is_err(), "{bad}");
         }
     }

@@ -52,6 +52,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: MemoryApi) -> Router<S> {
         .route("/position", get(position))
         .route("/restore", post(restore))
         .route("/reembed", post(reembed).get(reembedding))
+        .route("/fork", post(fork))
         .route("/openapi.json", get(openapi))
         .nest_service("/mcp", crate::mcp::http_service(api.service.clone(), api.verifier.clone()))
         .fallback(|| async { ApiFailure(MemoryError::NotFound("no such memory route; see /api/v1/memory/openapi.json".into())) })
@@ -268,6 +269,10 @@ async fn position(State(api): State<MemoryApi>, Authed(c): Authed) -> Answer<Jso
 
 async fn restore(State(api): State<MemoryApi>, Authed(c): Authed, Body(r): Body<RestoreRequest>) -> Answer<Json<Restored>> {
     Ok(Json(api.service.restore(&c, r.changelog_seq).await?))
+}
+
+async fn fork(State(api): State<MemoryApi>, Authed(c): Authed, Body(r): Body<ForkRequest>) -> Answer<(StatusCode, Json<Forked>)> {
+    Ok((StatusCode::CREATED, Json(api.service.fork(&c, r).await?)))
 }
 
 async fn reembed(State(api): State<MemoryApi>, Authed(c): Authed) -> Answer<(StatusCode, Json<Reembedding>)> {

@@ -253,7 +253,7 @@ mod tests {
         let hits = idx.search(&vs[10], 10, &[Layer::Episodic]);
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|(rid, _)| rid % 2 == 0));
-        // a removed row is never returned; inserting it again is a no-op
+        // a removed row is never returned; inserting it again brings it back once
         idx.remove(11);
         assert!(idx.search(&vs[10], 5, &[]).iter().all(|(rid, _)| *rid != 11));
         idx.insert(11, Layer::Semantic, &vs[10]);

@@ -90,15 +90,19 @@ impl Backend for InProcess {
 }
 
 /// Where a client finds its token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum TokenSource {
     /// Read again for every call (a pod's is replaced every few minutes).
     File(std::path::PathBuf),
     Fixed(String),
+    /// Minted on demand and again before it expires (a user's, outside a
+    /// pod: a long-running stdio server outlives one token).
+    Renewed(std::sync::Arc<Renewed>),
 }
 
 impl TokenSource {
-    fn read(&self) -> Result<String, OpError> {
+    /// The token to send now.
+    pub async fn read(&self) -> Result<String, OpError> {
         match self {
             TokenSource::Fixed(t) => Ok(t.clone()),
             TokenSource::File(p) => std::fs::read_to_string(p).map(|t| t.trim().to_owned()).map_err(|e| OpError {
@@ -106,7 +110,51 @@ impl TokenSource {
                 code: "unauthorized".into(),
                 message: format!("memory token file {}: {e}", p.display()),
             }),
+            TokenSource::Renewed(r) => r.token(crate::store::now_ms() / 1000).await,
         }
+    }
+}
+
+/// Mints a memory token.
+#[async_trait::async_trait]
+pub trait Mint: Send + Sync {
+    /// A new token and how many seconds it lives (not its expiry by the
+    /// server's clock: this machine's may differ).
+    async fn mint(&self) -> Result<(String, i64), OpError>;
+}
+
+/// A token kept until a minute before it expires (by this machine's
+/// clock, from when it was minted), then minted again; dropped at once when
+/// the service refuses it.
+pub struct Renewed {
+    mint: Box<dyn Mint>,
+    cached: tokio::sync::Mutex<Option<(String, i64)>>,
+}
+
+/// Seconds before expiry a token is replaced.
+pub const RENEW_BEFORE_SECS: i64 = 60;
+
+impl Renewed {
+    pub fn new(mint: impl Mint + 'static) -> Self {
+        Self { mint: Box::new(mint), cached: Default::default() }
+    }
+
+    /// The token to use at `now` (seconds since the epoch).
+    pub async fn token(&self, now: i64) -> Result<String, OpError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((t, expires)) = cached.as_ref() {
+            if now < expires - RENEW_BEFORE_SECS {
+                return Ok(t.clone());
+            }
+        }
+        let (t, lives) = self.mint.mint().await?;
+        *cached = Some((t.clone(), now + lives));
+        Ok(t)
+    }
+
+    /// Forgets the token (the service refused it): the next is minted.
+    pub async fn forget(&self) {
+        *self.cached.lock().await = None;
     }
 }
 
@@ -150,7 +198,21 @@ impl Rest {
     /// One call of the REST API (`path` below `/api/v1/memory`): its JSON
     /// answer, or its error.
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, OpError> {
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(self.token.read()?);
+        match self.request_once(method.clone(), path, body.clone()).await {
+            // a minted token refused (revoked keys, a clock far off): once
+            // more with a new one
+            Err(e) if e.status == 401 && matches!(self.token, TokenSource::Renewed(_)) => {
+                if let TokenSource::Renewed(r) = &self.token {
+                    r.forget().await;
+                }
+                self.request_once(method, path, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn request_once(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, OpError> {
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(self.token.read().await?);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -367,4 +429,34 @@ pub async fn serve_stdio(backend: Arc<dyn Backend>) -> anyhow::Result<()> {
     let running = MemoryTools::new(backend).serve(rmcp::transport::io::stdio()).await?;
     running.waiting().await?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod renew_tests {
+    use super::*;
+
+    struct Counter(std::sync::atomic::AtomicI64);
+
+    #[async_trait::async_trait]
+    impl Mint for Counter {
+        async fn mint(&self) -> Result<(String, i64), OpError> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Ok((format!("token-{n}"), 900))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_is_kept_until_a_minute_before_it_expires_then_minted_again() {
+        let r = Renewed::new(Counter(Default::default()));
+        // token-1, minted at 1000 for 900 s, expires at 1900 by this clock
+        assert_eq!(r.token(1000).await.unwrap(), "token-1");
+        assert_eq!(r.token(1800).await.unwrap(), "token-1");
+        assert_eq!(r.token(1839).await.unwrap(), "token-1");
+        assert_eq!(r.token(1840).await.unwrap(), "token-2", "renewed 60 s before expiry");
+        assert_eq!(r.token(2000).await.unwrap(), "token-2");
+        // refused: the next call mints another at once
+        r.forget().await;
+        assert_eq!(r.token(2001).await.unwrap(), "token-3");
+    }
 }

@@ -424,3 +424,28 @@ pub struct Reembedding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// `POST /api/v1/memory/fork`: copies another project's memories, as they
+/// stood at a changelog position, into the token's project.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkRequest {
+    /// The project to copy from: the same tenant's (any URL form of a
+    /// repository names it).
+    pub from_project: String,
+    /// Its changelog position (default: now).
+    #[serde(default)]
+    pub changelog_seq: Option<i64>,
+}
+
+/// What a fork did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Forked {
+    pub from_project: String,
+    pub changelog_seq: i64,
+    /// Memories written into this project (new ids, their content,
+    /// metadata and vectors of then).
+    pub added: usize,
+    /// Memories this project already held (same content and layer).
+    pub duplicates: usize,
+}

@@ -58,6 +58,8 @@ pub fn document() -> Value {
         ("RestoreRequest", generator.subschema_for::<RestoreRequest>()),
         ("Restored", generator.subschema_for::<Restored>()),
         ("Reembedding", generator.subschema_for::<Reembedding>()),
+        ("ForkRequest", generator.subschema_for::<ForkRequest>()),
+        ("Forked", generator.subschema_for::<Forked>()),
     ];
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     for (name, s) in names {
@@ -105,6 +107,7 @@ pub fn document() -> Value {
             "/project": {"delete": op("Purge the project's memory (admin)", None, "Purged", "200")},
             "/position": {"get": op("The project's changelog position", None, "Position", "200")},
             "/restore": {"post": op("Bring the memories back to a changelog position (as new versions)", Some("RestoreRequest"), "Restored", "200")},
+            "/fork": {"post": op("Copy another project's memories (the same tenant's), as they stood at a changelog position, into this one", Some("ForkRequest"), "Forked", "201")},
             "/reembed": {
                 "post": op("Start embedding again, in the background, the memories another embedder made", None, "Reembedding", "202"),
                 "get": op("Where the project's re-embedding stands", None, "Reembedding", "200")

@@ -42,6 +42,10 @@ use crate::store::{fts_words, now_ms, valid_metadata_key, AddResult, NewRow, Res
 
 /// Serialises schema changes between servers starting together.
 const SCHEMA_LOCK: i64 = 0x7069_6e61_6b00;
+/// Serialises HNSW index builds between servers.
+const INDEX_LOCK: i64 = 0x7069_6e61_6b01;
+/// The longest a write waits for another server's index build.
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// The schema, its indexes and its row-level security.
 const SCHEMA: &[&str] = &[
@@ -129,8 +133,20 @@ impl PgStore {
             sqlx::query(*stmt).execute(&mut *tx).await?;
         }
         for t in TABLES {
-            sqlx::query(AssertSqlSafe(format!("ALTER TABLE pinak.{t} ENABLE ROW LEVEL SECURITY"))).execute(&mut *tx).await?;
-            sqlx::query(AssertSqlSafe(format!("ALTER TABLE pinak.{t} FORCE ROW LEVEL SECURITY"))).execute(&mut *tx).await?;
+            // ALTER TABLE locks the table against everyone: only when needed
+            let (on, forced): (bool, bool) = sqlx::query_as(
+                "SELECT c.relrowsecurity, c.relforcerowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = 'pinak' AND c.relname = $1",
+            )
+            .bind(t)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !on {
+                sqlx::query(AssertSqlSafe(format!("ALTER TABLE pinak.{t} ENABLE ROW LEVEL SECURITY"))).execute(&mut *tx).await?;
+            }
+            if !forced {
+                sqlx::query(AssertSqlSafe(format!("ALTER TABLE pinak.{t} FORCE ROW LEVEL SECURITY"))).execute(&mut *tx).await?;
+            }
             let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = 'pinak' AND tablename = $1 AND policyname = 'scope')")
                 .bind(t)
                 .fetch_one(&mut *tx)
@@ -179,23 +195,17 @@ impl PgStore {
 
     /// Creates `embedder`'s HNSW index the first time its vectors are
     /// written (nothing past [`MAX_INDEXED_DIM`]: those are scanned
-    /// exactly).
+    /// exactly). Concurrently, so other projects' writes go on meanwhile;
+    /// one server builds it (a session advisory lock), the others wait.
     async fn ensure_index(&self, embedder: &str, dim: usize) -> Result<()> {
         if dim == 0 || dim > MAX_INDEXED_DIM || self.indexed.lock().unwrap_or_else(|p| p.into_inner()).contains(embedder) {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
-        // the embedder id goes in as a quoted literal; the name is hex
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE INDEX IF NOT EXISTS {} ON pinak.memories USING hnsw ((vector::vector({dim})) vector_cosine_ops) \
-             WITH (m = 16, ef_construction = 200) WHERE embedder = {} AND current AND deleted_at IS NULL",
-            index_name(embedder),
-            literal(embedder)
-        )))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        // in a task of its own: a caller that goes away must not leave the
+        // session lock held on a pooled connection
+        tokio::spawn(create_index(self.pool.clone(), embedder.to_owned(), dim))
+            .await
+            .map_err(|e| MemoryError::Internal(format!("index build: {e}")))??;
         self.indexed.lock().unwrap_or_else(|p| p.into_inner()).insert(embedder.to_owned());
         Ok(())
     }
@@ -249,6 +259,70 @@ impl PgStore {
         tx.commit().await?;
         Ok(rows.iter().map(|r| (r.get::<i64, _>(0), 1.0 - r.get::<f64, _>(1) as f32)).collect())
     }
+}
+
+/// Whether index `name` exists and is valid.
+async fn index_valid(conn: &mut PgConnection, name: &str) -> Result<Option<bool>> {
+    Ok(sqlx::query_scalar(
+        "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'pinak' AND c.relname = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Builds `embedder`'s HNSW index unless a valid one exists.
+async fn create_index(pool: PgPool, embedder: String, dim: usize) -> Result<()> {
+    let name = index_name(&embedder);
+    let mut conn = pool.acquire().await?;
+    if index_valid(&mut conn, &name).await? == Some(true) {
+        return Ok(());
+    }
+    // taken by trying, not by waiting: a statement waiting for the lock
+    // holds a snapshot, which the concurrent build waits for in turn
+    let started = std::time::Instant::now();
+    loop {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(INDEX_LOCK).fetch_one(&mut *conn).await?;
+        if got {
+            break;
+        }
+        if index_valid(&mut conn, &name).await? == Some(true) {
+            return Ok(());
+        }
+        if started.elapsed() > INDEX_WAIT {
+            return Err(MemoryError::Internal(format!("the vector index {name} is still being built by another server")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let built = async {
+        match index_valid(&mut conn, &name).await? {
+            Some(true) => return Ok(()),
+            // a build that failed halfway leaves an invalid index
+            Some(false) => {
+                sqlx::query(AssertSqlSafe(format!("DROP INDEX CONCURRENTLY IF EXISTS pinak.{name}"))).execute(&mut *conn).await?;
+            }
+            None => {}
+        }
+        // the embedder id goes in as a quoted literal; the name is hex
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON pinak.memories USING hnsw ((vector::vector({dim})) vector_cosine_ops) \
+             WITH (m = 16, ef_construction = 200) WHERE embedder = {} AND current AND deleted_at IS NULL",
+            literal(&embedder)
+        )))
+        .execute(&mut *conn)
+        .await?;
+        Ok::<_, MemoryError>(())
+    }
+    .await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(INDEX_LOCK).execute(&mut *conn).await;
+    if unlocked.is_err() {
+        // never hand back a connection that may still hold the lock
+        conn.detach();
+    }
+    built?;
+    unlocked?;
+    Ok(())
 }
 
 /// A SQL string literal (quotes doubled): embedder ids are written into
@@ -711,9 +785,11 @@ impl MemoryStore for PgStore {
 
     async fn most_similar(&self, scope: &Scope, embedder: &str, vector: &[f32], layer: Layer) -> Result<Option<(i64, f32)>> {
         let filters = Filters { layers: vec![layer.as_str().to_owned()], ..Default::default() };
+        // the shared index may give up before reaching a small project's
+        // rows (hnsw.max_scan_tuples): then compare them all
         let hits = match self.approximate(scope, embedder, vector, 1, &filters).await? {
-            Some(h) => h,
-            None => self.exact(scope, embedder, vector, 1, &filters).await?,
+            Some(h) if !h.is_empty() => h,
+            _ => self.exact(scope, embedder, vector, 1, &filters).await?,
         };
         Ok(hits.into_iter().next())
     }
@@ -838,6 +914,43 @@ impl MemoryStore for PgStore {
             .await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    async fn rows_at(&self, scope: &Scope, seq: i64, cap: usize) -> Result<Vec<StoredRow>> {
+        let mut tx = self.scoped(scope, false).await?;
+        let head = changelog_head(&mut tx, scope).await?;
+        if seq < 0 || seq > head {
+            return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {head} (the project's changelog)")));
+        }
+        let entries: Vec<String> =
+            sqlx::query_scalar("SELECT record FROM pinak.chain WHERE tenant = $1 AND project = $2 AND log = 'changelog' AND seq <= $3 ORDER BY seq")
+                .bind(&scope.tenant)
+                .bind(&scope.project)
+                .bind(seq)
+                .fetch_all(&mut *tx)
+                .await?;
+        let then = records::versions_at(entries.iter().map(String::as_str));
+        let mut wanted: Vec<(String, i64)> = then.into_iter().filter_map(|(id, v)| v.map(|v| (id, v))).collect();
+        if wanted.len() > cap {
+            return Err(crate::store::too_many(wanted.len(), cap));
+        }
+        wanted.sort();
+        let (ids, versions): (Vec<String>, Vec<i64>) = wanted.into_iter().unzip();
+        // one query for all of them
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM pinak.memories m JOIN unnest($3::text[], $4::bigint[]) AS w(id, version) USING (id, version) \
+             WHERE m.tenant = $1 AND m.project = $2 ORDER BY m.id"
+        ))
+        .bind(&scope.tenant)
+        .bind(&scope.project)
+        .bind(ids)
+        .bind(versions)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(stored_from_row).collect()
     }
 
     async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64> {

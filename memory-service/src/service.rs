@@ -597,6 +597,56 @@ impl MemoryService {
         self.restore(&caller, seq).await.map(Some)
     }
 
+    /// Copies the memories of another project of the caller's tenant, as
+    /// they stood at a changelog position (default: now), into the
+    /// caller's project: new ids, the content, metadata, times and vectors
+    /// of then; exact duplicates of what the project holds are skipped.
+    /// Nothing of the source changes. A pod's token cannot: it reaches its
+    /// own project only.
+    pub async fn fork(&self, caller: &Caller, req: ForkRequest) -> Result<Forked> {
+        self.require(caller, Role::Editor)?;
+        if caller.subject.starts_with("pod:") {
+            return Err(MemoryError::Forbidden("a pod's memory token reaches its own project only; fork with a user's token".into()));
+        }
+        let from = pinacle_memory::project::from_repository_url(&req.from_project).unwrap_or_else(|| req.from_project.trim().to_owned());
+        pinacle_memory::project::check(&from).map_err(|m| MemoryError::invalid("invalid_project", m))?;
+        if from == caller.scope.project {
+            return Err(MemoryError::invalid("same_project", "that is this project: POST /api/v1/memory/restore goes back to a position in it"));
+        }
+        let source = Scope { tenant: caller.scope.tenant.clone(), project: from.clone() };
+        let seq = match req.changelog_seq {
+            Some(s) => s,
+            None => self.store.position(&source).await?.changelog_seq,
+        };
+        let then = self.store.rows_at(&source, seq, limits::EXPORT).await?;
+        let now = now_ms();
+        let rows: Vec<NewRow> = then
+            .into_iter()
+            .filter(|r| r.memory.expires_at.is_none_or(|e| e > now))
+            .map(|r| NewRow { id: uuid::Uuid::now_v7().to_string(), created_at: now, ..StoredRow::again(&r.memory, r.vector, 1, now) })
+            .collect();
+        let (mut added, mut duplicates) = (0, 0);
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            // a session's turns and a scratchpad's notes repeat on purpose:
+            // copied as they are (a second fork copies them again)
+            let batch: Vec<(NewRow, bool)> = rows.by_ref().take(limits::BATCH).map(|r| {
+                let dedup = !matches!(r.layer, Layer::Session | Layer::Working);
+                (r, dedup)
+            }).collect();
+            for r in self.store.add(&caller.scope, &caller.subject, batch).await? {
+                match r {
+                    AddResult::Written(_) => added += 1,
+                    AddResult::Exists(_) => duplicates += 1,
+                }
+            }
+        }
+        let source_caller = Caller { scope: source, ..caller.clone() };
+        self.event(&source_caller, "fork", None, Some(format!("changelog entry {seq} copied to {}", caller.scope.project))).await;
+        self.event(caller, "fork", None, Some(format!("{added} memories from {from} at changelog entry {seq}"))).await;
+        Ok(Forked { from_project: from, changelog_seq: seq, added, duplicates })
+    }
+
     /// Starts re-embedding the project's memories that another embedder
     /// made (or answers the one running); see [`Reembedding`].
     pub async fn reembed(&self, caller: &Caller) -> Result<Reembedding> {
@@ -619,7 +669,16 @@ impl MemoryService {
         self.event(caller, "reembed", None, Some(format!("{total} memories to embed with {embedder}"))).await;
         let (svc, caller) = (self.clone(), caller.clone());
         tokio::spawn(async move {
-            let outcome = svc.run_reembedding(&caller.scope, &embedder, total).await;
+            // the work in a task of its own, so a panic in it still ends
+            // the job (as failed) rather than leaving it running forever
+            let work = {
+                let (svc, scope, embedder) = (svc.clone(), caller.scope.clone(), embedder.clone());
+                tokio::spawn(async move { svc.run_reembedding(&scope, &embedder, total).await })
+            };
+            let outcome = match work.await {
+                Ok(r) => r,
+                Err(e) => Err(MemoryError::Internal(format!("re-embedding task: {e}"))),
+            };
             let mut jobs = svc.reembeddings.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(j) = jobs.get_mut(&caller.scope) {
                 j.finished_at = Some(now_ms());
@@ -636,25 +695,28 @@ impl MemoryService {
         Ok(job)
     }
 
-    /// Embeds the stale memories batch by batch, counting progress. A
-    /// memory written meanwhile already has the new embedder; one restored
-    /// meanwhile with an old vector is taken by the next run. Bounded: at
-    /// most one pass over what was stale at the start, plus a little.
+    /// Embeds the stale memories batch by batch, counting the rows
+    /// changed. A memory written meanwhile already has the new embedder;
+    /// one retired meanwhile is skipped. Bounded: one pass over what was
+    /// stale at the start, plus a little; whatever is still stale then (a
+    /// restore brought back old vectors) fails the job, to be run again.
     async fn run_reembedding(&self, scope: &Scope, embedder: &str, total: i64) -> Result<()> {
         let rounds = (total.max(0) as usize).div_ceil(REEMBED_BATCH) + 4;
         for _ in 0..rounds {
             let rows = self.store.stale_rows(scope, embedder, REEMBED_BATCH).await?;
             if rows.is_empty() {
-                break;
+                return Ok(());
             }
             let vectors = self.embed(rows.iter().map(|r| r.content.clone()).collect()).await?;
-            let n = rows.len() as i64;
-            self.store.set_vectors(scope, embedder, &rows.into_iter().zip(vectors).collect::<Vec<_>>()).await?;
+            let n = self.store.set_vectors(scope, embedder, &rows.into_iter().zip(vectors).collect::<Vec<_>>()).await?;
             if let Some(j) = self.reembeddings.lock().unwrap_or_else(|p| p.into_inner()).get_mut(scope) {
-                j.done += n;
+                j.done += n as i64;
             }
         }
-        Ok(())
+        match self.store.stale_count(scope, embedder).await? {
+            0 => Ok(()),
+            left => Err(MemoryError::invalid("reembed_incomplete", format!("{left} memories got another embedder's vectors meanwhile (a restore?): run it again"))),
+        }
     }
 
     /// The project's last re-embedding, or how many memories wait for one.

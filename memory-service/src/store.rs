@@ -689,6 +689,48 @@ impl SqliteStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// The versions that were current after changelog entry `seq` (what a
+    /// fork copies; versions a purge removed are gone), oldest memory
+    /// first.
+    pub async fn rows_at(&self, scope: &Scope, seq: i64, cap: usize) -> Result<Vec<StoredRow>> {
+        let mut conn = self.pool.acquire().await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog'")
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .fetch_one(&mut *conn)
+            .await?;
+        let head = head.unwrap_or(0);
+        if seq < 0 || seq > head {
+            return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {head} (the project's changelog)")));
+        }
+        let entries = sqlx::query("SELECT record FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog' AND seq <= ? ORDER BY seq")
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .bind(seq)
+            .fetch_all(&mut *conn)
+            .await?;
+        let then = records::versions_at(entries.iter().map(|e| e.get::<&str, _>(0)));
+        let mut wanted: Vec<(&String, i64)> = then.iter().filter_map(|(id, v)| v.map(|v| (id, v))).collect();
+        if wanted.len() > cap {
+            return Err(too_many(wanted.len(), cap));
+        }
+        wanted.sort();
+        let mut out = Vec::with_capacity(wanted.len());
+        for (id, version) in wanted {
+            let row = sqlx::query(concat!("SELECT ", columns!(), " FROM memories WHERE tenant = ? AND project = ? AND id = ? AND version = ?"))
+                .bind(&scope.tenant)
+                .bind(&scope.project)
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(r) = row {
+                out.push(stored_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// How many current memories have vectors of another embedder than
     /// `embedder`.
     pub async fn stale_count(&self, scope: &Scope, embedder: &str) -> Result<i64> {
@@ -725,25 +767,28 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Gives rows new vectors by `embedder` (those still current); how
-    /// many changed. The content, and so the changelog, is untouched.
-    pub async fn set_vectors(&self, scope: &Scope, embedder: &str, rows: &[(i64, Vec<f32>)]) -> Result<usize> {
+    /// Gives rows new vectors by `embedder` (those still current): the
+    /// row ids that changed. The content, and so the changelog, is
+    /// untouched.
+    pub async fn set_vectors(&self, scope: &Scope, embedder: &str, rows: &[(i64, Vec<f32>)]) -> Result<Vec<i64>> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let mut n = 0;
+        let mut changed = Vec::with_capacity(rows.len());
         for (rid, v) in rows {
-            n += sqlx::query("UPDATE memories SET embedder = ?, vector = ? WHERE rid = ? AND tenant = ? AND project = ? AND current = 1")
-                .bind(embedder)
-                .bind(encode_vector(v))
-                .bind(rid)
-                .bind(&scope.tenant)
-                .bind(&scope.project)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected() as usize;
+            let done: Option<i64> = sqlx::query_scalar(
+                "UPDATE memories SET embedder = ?, vector = ? WHERE rid = ? AND tenant = ? AND project = ? AND current = 1 RETURNING rid",
+            )
+            .bind(embedder)
+            .bind(encode_vector(v))
+            .bind(rid)
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .fetch_optional(&mut *tx)
+            .await?;
+            changed.extend(done);
         }
         tx.commit().await?;
-        Ok(n)
+        Ok(changed)
     }
 
     /// The raw pool (tests tamper with rows through it).
@@ -910,14 +955,17 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &Filters) -> Result<()> {
             return Err(MemoryError::invalid("invalid_filter", format!("metadata key {k:?}: use 1-64 letters, digits, '_', '-' or '.'")));
         }
         let path = format!("$.\"{k}\"");
+        // the JSON type too: `true` is not the number 1, nor "1" a number
         match v {
             serde_json::Value::String(s) => {
+                q.push(" AND json_type(metadata, ").push_bind(path.clone()).push(") = 'text'");
                 q.push(" AND json_extract(metadata, ").push_bind(path).push(") = ").push_bind(s.clone());
             }
             serde_json::Value::Bool(b) => {
-                q.push(" AND json_extract(metadata, ").push_bind(path).push(") = ").push_bind(i64::from(*b));
+                q.push(" AND json_type(metadata, ").push_bind(path).push(") = ").push_bind(if *b { "true" } else { "false" });
             }
             serde_json::Value::Number(n) => {
+                q.push(" AND json_type(metadata, ").push_bind(path.clone()).push(") IN ('integer', 'real')");
                 q.push(" AND json_extract(metadata, ").push_bind(path).push(") = ").push_bind(n.as_f64().unwrap_or(0.0));
             }
             _ => {
@@ -951,6 +999,11 @@ pub fn encode_vector(v: &[f32]) -> Vec<u8> {
 
 pub fn decode_vector(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// A fork of more memories than it may copy.
+pub fn too_many(n: usize, cap: usize) -> MemoryError {
+    MemoryError::TooLarge(format!("{n} memories at that position; at most {cap} are copied at once: forking is not supported at this size yet"))
 }
 
 /// SHA-256 (hex) of the content exactly as stored: what the changelog

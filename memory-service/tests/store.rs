@@ -104,6 +104,8 @@ suite!(
     filtered_search_returns_k_results_from_a_small_share,
     a_purge_removes_every_version_and_leaves_a_tombstone,
     a_new_embedder_reembeds_the_project_in_the_background,
+    a_fork_copies_another_projects_memories_as_they_stood,
+    metadata_filters_compare_json_types_too,
 );
 
 async fn tampering_with_a_log_row_or_a_memory_is_named(fx: Fixture) {
@@ -382,4 +384,98 @@ async fn a_new_embedder_reembeds_the_project_in_the_background(fx: Fixture) {
     assert_eq!(svc.store().stale_count(&c.scope, svc.embedder_id()).await.unwrap(), 0);
     let v = svc.verify(&c, LogName::Changelog).await.unwrap();
     assert!(v.ok && v.entries == 302, "{v:?}");
+}
+
+async fn a_fork_copies_another_projects_memories_as_they_stood(fx: Fixture) {
+    let svc = fx.service().await;
+    let main = caller("user:a", "github.com/acme/api");
+    let branch = caller("user:a", "github.com/acme/api-experiment");
+    let port = svc.add(&main, vec![note("the API listens on port 7070")]).await.unwrap().remove(0).memory.id;
+    let day = svc.add(&main, vec![note("deploys happen on Fridays")]).await.unwrap().remove(0).memory.id;
+    // a session's turns repeat on purpose: both are copied
+    let turn = || NewMemory { layer: Some("session".into()), session_id: Some("s1".into()), ..note("ok") };
+    svc.add(&main, vec![turn(), turn()]).await.unwrap();
+    let mark = svc.position(&main).await.unwrap();
+    svc.update(&main, &day, Patch { content: Some("deploys happen on Mondays".into()), metadata: None }).await.unwrap();
+    svc.add(&main, vec![note("a memory from after the mark")]).await.unwrap();
+
+    let req = |seq| ForkRequest { from_project: "https://github.com/acme/api.git".into(), changelog_seq: seq };
+    let forked = svc.fork(&branch, req(Some(mark.changelog_seq))).await.unwrap();
+    assert_eq!((forked.from_project.as_str(), forked.changelog_seq, forked.added, forked.duplicates), ("github.com/acme/api", 4, 4, 0));
+    let session = Filters { layers: vec!["session".into()], ..Default::default() };
+    assert_eq!(svc.list(&branch, &session, None, None).await.unwrap().memories.len(), 2);
+    let not_session = Filters { layers: vec!["semantic".into()], ..Default::default() };
+    let mut copied: Vec<Memory> = svc.list(&branch, &not_session, None, None).await.unwrap().memories;
+    copied.sort_by(|a, b| a.content.cmp(&b.content));
+    assert_eq!(copied.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["deploys happen on Fridays", "the API listens on port 7070"]);
+    assert!(copied.iter().all(|m| m.id != port && m.id != day && m.version == 1), "new ids: {copied:?}");
+    // searchable there (the vectors came along); the source is untouched
+    let hits = svc.search(&branch, &SearchRequest { query: "when do deploys happen".into(), mode: Some(SearchMode::Vector), top_k: Some(1), ..Default::default() }).await.unwrap();
+    assert_eq!(hits[0].memory.content, "deploys happen on Fridays");
+    let now = svc.get(&main, &day).await.unwrap();
+    assert_eq!((now.content.as_str(), now.version), ("deploys happen on Mondays", 2));
+    assert!(svc.verify(&branch, LogName::Changelog).await.unwrap().ok);
+    assert!(svc.verify(&main, LogName::Changelog).await.unwrap().ok);
+    // again: nothing new; from now: the later state
+    let again = svc.fork(&branch, req(Some(mark.changelog_seq))).await.unwrap();
+    assert_eq!((again.added, again.duplicates), (2, 2), "the session's turns again, the rest skipped");
+    let latest = svc.fork(&caller("user:a", "github.com/acme/api-2"), req(None)).await.unwrap();
+    assert_eq!((latest.added, latest.changelog_seq), (5, 6));
+
+    // the tenant is the token's: another user's fork of that name reads their own (empty) project
+    let other = svc.fork(&caller("user:b", "github.com/b/x"), req(None)).await.unwrap();
+    assert_eq!(other.added, 0);
+    // a pod's token reaches its own project only
+    let pod = Caller { subject: "pod:7".into(), ..branch.clone() };
+    assert!(matches!(svc.fork(&pod, req(None)).await, Err(MemoryError::Forbidden(_))));
+    assert!(matches!(svc.fork(&main, req(None)).await, Err(MemoryError::Invalid { code: "same_project", .. })));
+    assert!(matches!(svc.fork(&branch, req(Some(99))).await, Err(MemoryError::Invalid { code: "invalid_position", .. })));
+    let viewer = Caller { role: Role::Viewer, ..branch.clone() };
+    assert!(matches!(svc.fork(&viewer, req(None)).await, Err(MemoryError::Forbidden(_))));
+}
+
+async fn metadata_filters_compare_json_types_too(fx: Fixture) {
+    let svc = fx.service().await;
+    let c = caller("user:a", "p");
+    let tagged = |content: &str, v: serde_json::Value| {
+        let mut m = note(content);
+        m.metadata.insert("flag".into(), v);
+        m
+    };
+    svc.add(&c, vec![tagged("flag as a boolean", serde_json::json!(true)), tagged("flag as a number", serde_json::json!(1)), tagged("flag as a string", serde_json::json!("1"))])
+        .await
+        .unwrap();
+    for (value, want) in [(serde_json::json!(true), "flag as a boolean"), (serde_json::json!(1), "flag as a number"), (serde_json::json!(1.0), "flag as a number"), (serde_json::json!("1"), "flag as a string")] {
+        let mut filters = Filters::default();
+        filters.metadata.insert("flag".into(), value.clone());
+        let page = svc.list(&c, &filters, None, None).await.unwrap();
+        assert_eq!(page.memories.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), [want], "filter {value}");
+    }
+}
+
+/// PostgreSQL only: a search of a project goes through the embedder's HNSW
+/// index (the partial index's predicate matches the query), when the
+/// planner is kept off the table scans.
+#[tokio::test]
+async fn postgres_searches_use_the_embedders_hnsw_index() {
+    let fx = Fixture::postgres();
+    let Fixture::Postgres(pg) = &fx else { unreachable!() };
+    pg.query("ALTER DATABASE pinak SET enable_seqscan = off");
+    let svc = fx.service().await;
+    let c = caller("user:a", "p");
+    let items: Vec<NewMemory> = (0..300).map(|i| NewMemory { dedup: Some(DedupMode::Off), ..note(&format!("note {i} about crate {}", i % 13)) }).collect();
+    svc.add(&c, items).await.unwrap();
+    assert!(pg.query("SELECT indexname FROM pg_indexes WHERE schemaname = 'pinak'").contains("memories_hnsw_"), "no HNSW index was made");
+    let scans = || pg.query("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname LIKE 'memories_hnsw_%'").trim().parse::<i64>().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let hits = svc.search(&c, &SearchRequest { query: "note 42 about crate 3".into(), mode: Some(SearchMode::Vector), top_k: Some(5), ..Default::default() }).await.unwrap();
+        assert_eq!(hits[0].memory.content, "note 42 about crate 3");
+        // statistics reach the view within a few seconds of a transaction
+        if scans() > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the HNSW index was never scanned");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

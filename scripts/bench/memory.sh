@@ -68,6 +68,9 @@ trap cleanup EXIT
 start_server() {
     local dir=$TMP/server-$1; shift
     mkdir -p "$dir"
+    # one at a time: each also binds the proxy's and SSH gateway's ports
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    PIDS=()
     PINACLE_ADMIN_TOKEN=$TOKEN PINACLE_KEYRING=off PINACLE_LOG=warn target/release/pinacle server \
         --data-dir "$dir" --listen 127.0.0.1:0 --rate-limit 0 "$@" >"$dir/server.log" 2>&1 &
     PIDS+=($!)

@@ -128,6 +128,7 @@ impl HostApi for FakeHost {
 #[derive(Default)]
 struct FakeControl {
     recorded: Mutex<Vec<(Uuid, PodEvent)>>,
+    snapshots: Mutex<Vec<(Uuid, String)>>,
     pods: HashMap<Uuid, PodRecord>,
 }
 
@@ -148,6 +149,10 @@ impl ControlPlane for FakeControl {
     }
     async fn pod_environment(&self, _: Uuid) -> Result<Vec<String>, ControlPlaneError> {
         Ok(vec!["TOKEN=s3cret".into()])
+    }
+    async fn snapshot_taken(&self, id: Uuid, snapshot: &str) -> Result<(), ControlPlaneError> {
+        self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, snapshot.to_owned()));
+        Ok(())
     }
 }
 
@@ -269,6 +274,10 @@ async fn a_host_learns_only_its_own_pods() {
         "a refused transition crosses as one"
     );
     assert_eq!(*l.control.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner), vec![(Uuid::from_u128(1), PodEvent::StopRequested)]);
+    // an automatic snapshot is reported for its own pods only
+    c.snapshot_taken(Uuid::from_u128(1), "auto-1").await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(c.snapshot_taken(Uuid::from_u128(2), "auto-2").await, Err(ControlPlaneError::NotFound(_))));
+    assert_eq!(*l.control.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner), vec![(Uuid::from_u128(1), "auto-1".to_owned())]);
 }
 
 #[tokio::test]
