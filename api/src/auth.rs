@@ -30,6 +30,13 @@ impl Authenticator {
         Self { db, principals, sessions }
     }
 
+    /// Whether API token `id` still exists (not revoked) and has not
+    /// expired: what tokens minted with one re-check.
+    pub async fn api_token_is_live(&self, id: &str) -> Result<bool, ApiError> {
+        let token = api_token::Entity::find_by_id(id.to_owned()).one(&self.db).await?;
+        Ok(token.is_some_and(|t| t.expires_at.is_none_or(|e| e > chrono::Utc::now())))
+    }
+
     /// The principal a bearer credential stands for: an API token
     /// (`pnc_...`) or a JWT access token (three dot-separated parts).
     pub async fn principal_for_bearer(&self, token: &str) -> Result<Principal, ApiError> {

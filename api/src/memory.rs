@@ -46,6 +46,10 @@ pub struct MemoryClaims {
     /// every request: signing out stops the token at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The API token a user's token was minted with (re-checked on every
+    /// request: revoking it stops the token at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -99,9 +103,17 @@ fn snapshot_label(pod: Uuid, snapshot: &str) -> String {
 #[derive(Clone)]
 pub struct MemoryAccess {
     sessions: crate::sessions::Sessions,
+    auth: crate::auth::Authenticator,
     pods: crate::service::Pods,
     teams: crate::teams::Teams,
     memory: pinacle_memory_service::MemoryService,
+}
+
+/// What a user's token was minted with, re-checked on every request.
+#[derive(Default)]
+struct Via {
+    session: Option<String>,
+    api_token: Option<String>,
 }
 
 /// The memory scope of a pod: its owner's tenant (the team's for a team
@@ -117,11 +129,12 @@ pub fn pod_scope(view: &crate::service::PodView) -> Scope {
 impl MemoryAccess {
     pub fn new(
         sessions: crate::sessions::Sessions,
+        auth: crate::auth::Authenticator,
         pods: crate::service::Pods,
         teams: crate::teams::Teams,
         memory: pinacle_memory_service::MemoryService,
     ) -> Self {
-        Self { sessions, pods, teams, memory }
+        Self { sessions, auth, pods, teams, memory }
     }
 
     /// Records the memory position of pod `key`'s project under its new
@@ -154,7 +167,7 @@ impl MemoryAccess {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    fn mint(&self, sub: String, tenant: String, project: String, role: Role, pod: Option<String>, sid: Option<String>) -> Result<MemoryToken, ApiError> {
+    fn mint(&self, sub: String, tenant: String, project: String, role: Role, pod: Option<String>, via: Via) -> Result<MemoryToken, ApiError> {
         let iat = chrono::Utc::now().timestamp();
         let claims = MemoryClaims {
             iss: crate::sessions::ISSUER.into(),
@@ -164,7 +177,8 @@ impl MemoryAccess {
             project: project.clone(),
             role,
             pod,
-            sid,
+            sid: via.session,
+            tid: via.api_token,
             iat,
             exp: iat + TOKEN_TTL_SECS,
         };
@@ -189,7 +203,8 @@ impl MemoryAccess {
             Err(Denied::Hidden) => return Err(ApiError::not_found("no such team")),
             Err(Denied::Forbidden(m)) => return Err(ApiError::forbidden("forbidden", m)),
         };
-        self.mint(format!("user:{}", who.user_id), tenant, project, role, None, who.session_id.clone())
+        let via = Via { session: who.session_id.clone(), api_token: who.token_id.clone() };
+        self.mint(format!("user:{}", who.user_id), tenant, project, role, None, via)
     }
 
     /// A pod's token: its owner's tenant (the team's for a team pod), its
@@ -200,7 +215,7 @@ impl MemoryAccess {
             return Ok(None);
         }
         let scope = pod_scope(&view);
-        self.mint(format!("pod:{pod}"), scope.tenant, scope.project, Role::Editor, Some(pod.to_string()), None).map(Some)
+        self.mint(format!("pod:{pod}"), scope.tenant, scope.project, Role::Editor, Some(pod.to_string()), Via::default()).map(Some)
     }
 }
 
@@ -224,6 +239,11 @@ impl TokenVerifier for MemoryAccess {
         if let Some(sid) = &claims.sid {
             if !self.sessions.session_is_live(sid).await.map_err(|e| MemoryError::Internal(e.message))? {
                 return Err(MemoryError::Unauthenticated("the session this token was minted in has ended; sign in again".into()));
+            }
+        }
+        if let Some(tid) = &claims.tid {
+            if !self.auth.api_token_is_live(tid).await.map_err(|e| MemoryError::Internal(e.message))? {
+                return Err(MemoryError::Unauthenticated("the API token this memory token was minted with was revoked or has expired".into()));
             }
         }
         // a user's role in a team's memory is the one they hold now: a

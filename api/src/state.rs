@@ -281,7 +281,7 @@ impl AppState {
         });
         let ssh = crate::ssh::SshAccess::new(db.clone(), master_key.clone(), pods.clone(), audit.clone(), auth.clone());
         let workspace = crate::workspace::Workspaces::new(db.clone(), write_lock.clone(), master_key.clone(), pods.clone(), links.clone(), audit.clone());
-        let memory_access = crate::memory::MemoryAccess::new(sessions.clone(), pods.clone(), teams.clone(), memory.clone());
+        let memory_access = crate::memory::MemoryAccess::new(sessions.clone(), auth.clone(), pods.clone(), teams.clone(), memory.clone());
         let control = crate::control::Control::new(db.clone(), pods.clone(), vault.clone(), memory_access.clone());
         let host_registry = crate::hosts::ops::Hosts::new(crate::hosts::ops::HostsDeps {
             db: db.clone(),

@@ -333,6 +333,16 @@ async fn isolation_and_roles(pg: Option<&PgVector>) {
     let carol = p.signup_and_login("carol").await;
     let (s, b) = p.call_as(&carol, Method::POST, "/api/v1/memory/tokens", Some(json!({"project": "x", "team": "acme"}))).await;
     assert_eq!(s, 404, "{b}");
+    // a memory token minted with an API token stops when that token is revoked
+    let (s, api) = p.call_as(&alice, Method::POST, "/api/v1/tokens", Some(json!({"name": "agent"}))).await;
+    assert_eq!(s, 201, "{api}");
+    let via_api = memory_token(&p, api["token"].as_str().unwrap(), "github.com/acme/shop", None).await;
+    let (s, b) = p.call_as(&via_api, Method::GET, &format!("{M}/memories"), None).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = p.call_as(&alice, Method::DELETE, &format!("/api/v1/tokens/{}", api["id"].as_str().unwrap()), None).await;
+    assert!(s < 300, "{b}");
+    let (s, b) = p.call_as(&via_api, Method::GET, &format!("{M}/memories"), None).await;
+    assert_error(s, &b, 401, "unauthorized");
     // bad input: clear 4xx, nothing written
     for (body, code) in [
         (json!({"content": ""}), "empty_content"),

@@ -106,7 +106,7 @@ impl PodAccess {
             }
         }
         if let Some(tid) = &claims.tid {
-            if !self.api_token_is_live(tid).await? {
+            if !self.auth.api_token_is_live(tid).await? {
                 return Ok(None);
             }
         }
@@ -124,11 +124,5 @@ impl PodAccess {
         p.session_id = claims.sid;
         p.token_id = claims.tid;
         Ok(Some(p))
-    }
-
-    /// Whether API token `id` still exists (not revoked) and has not expired.
-    async fn api_token_is_live(&self, id: &str) -> Result<bool, ApiError> {
-        let token = crate::entities::api_token::Entity::find_by_id(id.to_owned()).one(&self.db).await?;
-        Ok(token.is_some_and(|t| t.expires_at.is_none_or(|e| e > chrono::Utc::now())))
     }
 }
