@@ -10,24 +10,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/ann_data.rs"]
+mod ann_data;
+
 use std::time::Instant;
+
+use ann_data::{percentile, read_f32, read_u32};
 
 use pinacle_memory::layer::Layer;
 use pinacle_memory_service::index::{HnswParams, ProjectIndex};
 
-fn read_f32(path: &std::path::Path, dim: usize) -> Vec<Vec<f32>> {
-    let bytes = std::fs::read(path).expect("vectors");
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>().chunks(dim).map(<[f32]>::to_vec).collect()
-}
-
-fn read_u32(path: &std::path::Path, k: usize) -> Vec<Vec<u32>> {
-    let bytes = std::fs::read(path).expect("ground truth");
-    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>().chunks(k).map(<[u32]>::to_vec).collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Latencies (ms) and recall of `search` over the queries.
 fn run(queries: &[Vec<f32>], gt: &[Vec<u32>], k: usize, search: impl Fn(&[f32]) -> Vec<(i64, f32)>) -> serde_json::Value {

@@ -484,6 +484,23 @@ async fn append(conn: &mut PgConnection, scope: &Scope, log: LogName, record: Re
     Ok(())
 }
 
+/// Each memory's version after changelog entry `seq` (see
+/// [`records::versions_at`]); `invalid_position` past the changelog.
+async fn versions_at(conn: &mut PgConnection, scope: &Scope, seq: i64) -> Result<HashMap<String, Option<i64>>> {
+    let head = changelog_head(&mut *conn, scope).await?;
+    if seq < 0 || seq > head {
+        return Err(records::invalid_position(head));
+    }
+    let entries: Vec<String> =
+        sqlx::query_scalar("SELECT record FROM pinak.chain WHERE tenant = $1 AND project = $2 AND log = 'changelog' AND seq <= $3 ORDER BY seq")
+            .bind(&scope.tenant)
+            .bind(&scope.project)
+            .bind(seq)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(records::versions_at(entries.iter().map(String::as_str)))
+}
+
 async fn changelog_head(conn: &mut PgConnection, scope: &Scope) -> Result<i64> {
     let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM pinak.chain WHERE tenant = $1 AND project = $2 AND log = 'changelog'")
         .bind(&scope.tenant)
@@ -614,18 +631,7 @@ impl MemoryStore for PgStore {
 
     async fn restore(&self, scope: &Scope, actor: &str, seq: i64) -> Result<RestoreOutcome> {
         let mut tx = self.scoped(scope, true).await?;
-        let head = changelog_head(&mut tx, scope).await?;
-        if seq < 0 || seq > head {
-            return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {head} (the project's changelog)")));
-        }
-        let entries: Vec<String> =
-            sqlx::query_scalar("SELECT record FROM pinak.chain WHERE tenant = $1 AND project = $2 AND log = 'changelog' AND seq <= $3 ORDER BY seq")
-                .bind(&scope.tenant)
-                .bind(&scope.project)
-                .bind(seq)
-                .fetch_all(&mut *tx)
-                .await?;
-        let then = records::versions_at(entries.iter().map(String::as_str));
+        let then = versions_at(&mut tx, scope, seq).await?;
         let now_rows = sqlx::query(concat!("SELECT ", columns!(), " FROM pinak.memories WHERE tenant = $1 AND project = $2 AND current AND deleted_at IS NULL"))
             .bind(&scope.tenant)
             .bind(&scope.project)
@@ -918,18 +924,7 @@ impl MemoryStore for PgStore {
 
     async fn rows_at(&self, scope: &Scope, seq: i64, cap: usize) -> Result<Vec<StoredRow>> {
         let mut tx = self.scoped(scope, false).await?;
-        let head = changelog_head(&mut tx, scope).await?;
-        if seq < 0 || seq > head {
-            return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {head} (the project's changelog)")));
-        }
-        let entries: Vec<String> =
-            sqlx::query_scalar("SELECT record FROM pinak.chain WHERE tenant = $1 AND project = $2 AND log = 'changelog' AND seq <= $3 ORDER BY seq")
-                .bind(&scope.tenant)
-                .bind(&scope.project)
-                .bind(seq)
-                .fetch_all(&mut *tx)
-                .await?;
-        let then = records::versions_at(entries.iter().map(String::as_str));
+        let then = versions_at(&mut tx, scope, seq).await?;
         let mut wanted: Vec<(String, i64)> = then.into_iter().filter_map(|(id, v)| v.map(|v| (id, v))).collect();
         if wanted.len() > cap {
             return Err(crate::store::too_many(wanted.len(), cap));

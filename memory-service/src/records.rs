@@ -76,6 +76,11 @@ pub fn versions_at<'a>(records: impl IntoIterator<Item = &'a str>) -> HashMap<St
     then
 }
 
+/// A position past the project's changelog (`head`, its last entry).
+pub fn invalid_position(head: i64) -> crate::MemoryError {
+    crate::MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {head} (the project's changelog)"))
+}
+
 /// The content hash each version's changelog entry recorded, with the
 /// entry's number, from a whole changelog.
 pub fn recorded_hashes<'a>(entries: impl IntoIterator<Item = (i64, &'a [u8])>) -> HashMap<(String, i64), (i64, String)> {

@@ -623,7 +623,7 @@ impl MemoryService {
         let rows: Vec<NewRow> = then
             .into_iter()
             .filter(|r| r.memory.expires_at.is_none_or(|e| e > now))
-            .map(|r| NewRow { id: uuid::Uuid::now_v7().to_string(), created_at: now, ..StoredRow::again(&r.memory, r.vector, 1, now) })
+            .map(|r| NewRow { id: uuid::Uuid::now_v7().to_string(), ..StoredRow::again(&r.memory, r.vector, 1, now) })
             .collect();
         let (mut added, mut duplicates) = (0, 0);
         let mut rows = rows.into_iter().peekable();

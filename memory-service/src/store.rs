@@ -582,22 +582,8 @@ impl SqliteStore {
     pub async fn restore(&self, scope: &Scope, actor: &str, seq: i64) -> Result<RestoreOutcome> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog'")
-            .bind(&scope.tenant)
-            .bind(&scope.project)
-            .fetch_one(&mut *tx)
-            .await?;
-        if seq < 0 || seq > head.unwrap_or(0) {
-            return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {} (the project's changelog)", head.unwrap_or(0))));
-        }
         // each memory's version then (None: deleted, or not yet added)
-        let entries = sqlx::query("SELECT record FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog' AND seq <= ? ORDER BY seq")
-            .bind(&scope.tenant)
-            .bind(&scope.project)
-            .bind(seq)
-            .fetch_all(&mut *tx)
-            .await?;
-        let then = records::versions_at(entries.iter().map(|e| e.get::<&str, _>(0)));
+        let then = versions_at(&mut tx, scope, seq).await?;
         let now_rows = sqlx::query(concat!("SELECT ", columns!(), " FROM memories WHERE tenant = ? AND project = ? AND current = 1 AND deleted_at IS NULL"))
             .bind(&scope.tenant)
             .bind(&scope.project)
@@ -694,22 +680,7 @@ impl SqliteStore {
     /// first.
     pub async fn rows_at(&self, scope: &Scope, seq: i64, cap: usize) -> Result<Vec<StoredRow>> {
         let mut conn = self.pool.acquire().await?;
-        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog'")
-            .bind(&scope.tenant)
-            .bind(&scope.project)
-            .fetch_one(&mut *conn)
-            .await?;
-        let head = head.unwrap_or(0);
-        if seq < 0 || seq > head {
-            return Err(MemoryError::invalid("invalid_position", format!("changelog_seq: 0 to {head} (the project's changelog)")));
-        }
-        let entries = sqlx::query("SELECT record FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog' AND seq <= ? ORDER BY seq")
-            .bind(&scope.tenant)
-            .bind(&scope.project)
-            .bind(seq)
-            .fetch_all(&mut *conn)
-            .await?;
-        let then = records::versions_at(entries.iter().map(|e| e.get::<&str, _>(0)));
+        let then = versions_at(&mut conn, scope, seq).await?;
         let mut wanted: Vec<(&String, i64)> = then.iter().filter_map(|(id, v)| v.map(|v| (id, v))).collect();
         if wanted.len() > cap {
             return Err(too_many(wanted.len(), cap));
@@ -795,6 +766,27 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Each memory's version after changelog entry `seq` (see
+/// [`records::versions_at`]); `invalid_position` past the changelog.
+async fn versions_at(conn: &mut SqliteConnection, scope: &Scope, seq: i64) -> Result<std::collections::HashMap<String, Option<i64>>> {
+    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog'")
+        .bind(&scope.tenant)
+        .bind(&scope.project)
+        .fetch_one(&mut *conn)
+        .await?;
+    let head = head.unwrap_or(0);
+    if seq < 0 || seq > head {
+        return Err(records::invalid_position(head));
+    }
+    let entries = sqlx::query("SELECT record FROM chain WHERE tenant = ? AND project = ? AND log = 'changelog' AND seq <= ? ORDER BY seq")
+        .bind(&scope.tenant)
+        .bind(&scope.project)
+        .bind(seq)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(records::versions_at(entries.iter().map(|e| e.get::<&str, _>(0))))
 }
 
 async fn current_row(conn: &mut SqliteConnection, scope: &Scope, id: &str) -> Result<StoredRow> {
