@@ -242,6 +242,7 @@ impl AppState {
                     .with_context(|| format!("opening the memory store {}", cfg.memory.path.display()))?,
             ),
         };
+        tracing::info!(store = memory_store.kind(), embedder = embedding.id(), "memory store opened");
         let memory = pinacle_memory_service::MemoryService::new(memory_store, embedding, memory_metrics);
         let pods = crate::service::Pods::new(crate::service::PodsDeps {
             db: db.clone(),
