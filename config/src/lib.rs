@@ -22,7 +22,7 @@ pub mod resolve;
 pub mod schema;
 pub mod services;
 pub mod templates;
-mod yaml;
+pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use pinacle_yaml::{parse, ParseOptions, PinacleConfig};

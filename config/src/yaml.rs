@@ -13,7 +13,7 @@ pub const MAX_FILE_BYTES: usize = 1 << 20;
 pub const MAX_DEPTH: usize = 64;
 
 /// Collects problems for one file.
-pub(crate) struct Ctx<'a> {
+pub struct Ctx<'a> {
     pub file: &'a str,
     pub strict: bool,
     pub diags: Diagnostics,
@@ -190,6 +190,23 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A number (whole or decimal) in `min..=max`, finite.
+    pub fn number(&mut self, node: &MarkedYaml<'_>, path: &str, min: f64, max: f64) -> Option<f64> {
+        let value = match &node.data {
+            YamlData::Value(Scalar::Integer(i)) => *i as f64,
+            YamlData::Value(Scalar::FloatingPoint(f)) => f.into_inner(),
+            _ => {
+                self.expected(node, path, &format!("a number from {min} to {max}"));
+                return None;
+            }
+        };
+        if !value.is_finite() || !(min..=max).contains(&value) {
+            self.error(node, path, format!("{value} is out of range; expected {min} to {max}"), None);
+            return None;
+        }
+        Some(value)
+    }
+
     /// A whole number in `min..=max`.
     pub fn integer(&mut self, node: &MarkedYaml<'_>, path: &str, min: i64, max: i64) -> Option<i64> {
         match &node.data {
@@ -216,7 +233,7 @@ impl<'a> Ctx<'a> {
 /// anchored subtree for every `*alias`, and its own limit counts nodes, not
 /// bytes). The loop is not recursive, unlike saphyr's own `Parser::load`, so
 /// no input can overflow the stack.
-pub(crate) fn load<'i>(ctx: &mut Ctx<'_>, text: &'i str) -> Option<MarkedYaml<'i>> {
+pub fn load<'i>(ctx: &mut Ctx<'_>, text: &'i str) -> Option<MarkedYaml<'i>> {
     if text.len() > MAX_FILE_BYTES {
         ctx.error_at(1, 1, format!("the file is {} bytes; at most {MAX_FILE_BYTES} are accepted", text.len()));
         return None;
@@ -437,7 +454,7 @@ impl Budget {
 }
 
 /// The string of a plain or quoted string scalar.
-pub(crate) fn scalar_str<'n>(node: &'n MarkedYaml<'_>) -> Option<&'n str> {
+pub fn scalar_str<'n>(node: &'n MarkedYaml<'_>) -> Option<&'n str> {
     match &node.data {
         YamlData::Value(Scalar::String(s)) => Some(s),
         _ => None,
@@ -445,12 +462,12 @@ pub(crate) fn scalar_str<'n>(node: &'n MarkedYaml<'_>) -> Option<&'n str> {
 }
 
 /// Whether `node` is null (`key:` with nothing after it, or `~`).
-pub(crate) fn is_null(node: &MarkedYaml<'_>) -> bool {
+pub fn is_null(node: &MarkedYaml<'_>) -> bool {
     matches!(node.data, YamlData::Value(Scalar::Null))
 }
 
 /// What a node is, for messages.
-pub(crate) fn describe(node: &MarkedYaml<'_>) -> String {
+pub fn describe(node: &MarkedYaml<'_>) -> String {
     match &node.data {
         YamlData::Value(Scalar::Null) => "nothing (null)".into(),
         YamlData::Value(Scalar::Boolean(b)) => format!("the boolean {b}"),
@@ -474,7 +491,7 @@ pub(crate) fn describe(node: &MarkedYaml<'_>) -> String {
 }
 
 /// `path.field`.
-pub(crate) fn join(path: &str, field: &str) -> String {
+pub fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         field.to_owned()
     } else {
@@ -483,7 +500,7 @@ pub(crate) fn join(path: &str, field: &str) -> String {
 }
 
 /// `path[i]`.
-pub(crate) fn index(path: &str, i: usize) -> String {
+pub fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 

@@ -1,0 +1,573 @@
+//! The router's HTTP API:
+//! - OpenAI-compatible: `POST /v1/chat/completions` (streaming too),
+//!   `POST /v1/embeddings`, `GET /v1/models` — any OpenAI client works by
+//!   setting its base URL; the router's own options ride in `"aion"`.
+//! - Tasks: `POST /v1/tasks` (with `Idempotency-Key`), `GET /v1/tasks`,
+//!   `GET /v1/tasks/{id}`, `GET /v1/stream/{id}` (SSE `token`, `partial`,
+//!   `done`, `error`), and `GET /v1/ws` (the same over a WebSocket).
+//! - Operating: `GET /router/policy`, `POST /router/policy/reload` and
+//!   `/rollback` (admins), `GET /router/usage`.
+//!
+//! Every request is authenticated by the platform ([`Verifier`]); a
+//! stream that stays open re-checks its caller every minute.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::engine::{aion_summary, Aion, Caller, Options, Out, TaskEvent};
+use crate::envelope::{Envelope, Status};
+use crate::error::AionError;
+use crate::registries::{Change, LoadError};
+
+/// Who is calling: the platform's credentials, checked by the platform.
+#[async_trait::async_trait]
+pub trait Verifier: Send + Sync {
+    async fn verify(&self, headers: &HeaderMap) -> Result<Caller, AionError>;
+}
+
+/// Where registry changes are written down.
+#[async_trait::async_trait]
+pub trait Auditor: Send + Sync {
+    async fn registry_changed(&self, who: &Caller, action: &str, change: &Change);
+}
+
+/// The API's parts.
+#[derive(Clone)]
+pub struct AionApi {
+    pub aion: Arc<Aion>,
+    pub verifier: Arc<dyn Verifier>,
+    pub auditor: Arc<dyn Auditor>,
+}
+
+/// Largest request body accepted (long prompts fit; nothing unbounded).
+pub const BODY_LIMIT: usize = 8 << 20;
+
+/// How often a long-lived stream re-checks its caller.
+pub const RECHECK: Duration = Duration::from_secs(60);
+
+/// The routes, to merge into a server.
+pub fn router<S: Clone + Send + Sync + 'static>(api: AionApi) -> Router<S> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/tasks", post(submit).get(list_tasks))
+        .route("/v1/tasks/{id}", get(task))
+        .route("/v1/stream/{id}", get(stream_task))
+        .route("/v1/ws", get(websocket))
+        .route("/router/policy", get(policy))
+        .route("/router/policy/reload", post(reload))
+        .route("/router/policy/rollback", post(rollback))
+        .route("/router/usage", get(usage))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(api)
+}
+
+fn json_body(bytes: &[u8]) -> Result<Value, AionError> {
+    serde_json::from_slice(bytes).map_err(|e| AionError::bad("invalid_json", format!("the body is not valid JSON: {e}")))
+}
+
+fn options(body: &Value) -> Result<Options, AionError> {
+    match body.get("aion") {
+        None | Some(Value::Null) => Ok(Options::default()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| AionError::bad("invalid_options", format!("aion: {e}"))),
+    }
+}
+
+fn header(v: &str) -> HeaderValue {
+    let clean: String = v.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).take(512).collect();
+    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn chunk(task: &str, created: i64, model: &str, delta: Value, finish_reason: Option<String>) -> Value {
+    json!({
+        "id": format!("chatcmpl-{task}"),
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null}],
+    })
+}
+
+async fn chat(State(api): State<AionApi>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    match chat_inner(&api, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat_inner(api: &AionApi, headers: &HeaderMap, body: &[u8]) -> Result<Response, AionError> {
+    let caller = api.verifier.verify(headers).await?;
+    let body = json_body(body)?;
+    let opts = options(&body)?;
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let plan = api.aion.plan(&caller, body, opts, "chat").await?;
+    let task = plan.task_id.clone();
+    if !stream {
+        let (answer, _) = api.aion.complete(plan).await;
+        let mut resp = Json(answer?).into_response();
+        resp.headers_mut().insert("x-aion-task", header(&task));
+        return Ok(resp);
+    }
+    let mut rx = api.aion.start_stream(plan);
+    // the gate: the answer's status waits for the first healthy chunk
+    let first = rx.recv().await.ok_or_else(|| AionError::Internal("the task ended without an answer".into()))?;
+    if let Out::Done(env) = &first {
+        if env.status != Status::Succeeded {
+            return Err(envelope_error(env));
+        }
+    }
+    let created = chrono::Utc::now().timestamp();
+    let task_id = task.clone();
+    let events = futures::stream::unfold((Some(first), rx, false), move |(pending, mut rx, ended)| {
+        let task = task_id.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            let out = match pending {
+                Some(o) => o,
+                None => rx.recv().await?,
+            };
+            let mut frames: Vec<Result<SseEvent, Infallible>> = Vec::new();
+            let mut end = false;
+            match out {
+                Out::Delta { delta, finish_reason, model } => {
+                    frames.push(Ok(SseEvent::default().data(chunk(&task, created, &model, delta, finish_reason).to_string())));
+                }
+                // the continuation carries on in the same answer
+                Out::Partial { .. } => {}
+                Out::Done(env) => {
+                    end = true;
+                    if env.status == Status::Succeeded {
+                        if include_usage {
+                            let model = env.engine.route.as_ref().map_or(String::new(), |r| r.model.clone());
+                            let u = &env.usage.tokens;
+                            let usage = json!({"id": format!("chatcmpl-{task}"), "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                                "usage": {"prompt_tokens": u.input, "completion_tokens": u.output, "total_tokens": u.input + u.output}, "aion": aion_summary(&env)});
+                            frames.push(Ok(SseEvent::default().data(usage.to_string())));
+                        }
+                        frames.push(Ok(SseEvent::default().data("[DONE]")));
+                    } else {
+                        // never a clean end for a cut stream
+                        let e = env.error.clone().unwrap_or(crate::envelope::ErrorBody { code: "upstream_failed".into(), message: "the stream failed".into() });
+                        frames.push(Ok(SseEvent::default().data(json!({"error": {"code": e.code, "message": e.message, "type": "api_error"}, "aion": aion_summary(&env)}).to_string())));
+                    }
+                }
+            }
+            Some((futures::stream::iter(frames), (None, rx, end)))
+        }
+    })
+    .flatten();
+    let mut resp = Sse::new(events).into_response();
+    resp.headers_mut().insert("x-aion-task", header(&task));
+    Ok(resp)
+}
+
+fn envelope_error(env: &Envelope) -> AionError {
+    let e = env.error.clone().unwrap_or(crate::envelope::ErrorBody { code: "upstream_failed".into(), message: "no route answered".into() });
+    match e.code.as_str() {
+        "upstream_refused" => AionError::bad("upstream_refused", e.message),
+        "client_closed" => AionError::Upstream(e.message),
+        _ => AionError::Upstream(e.message),
+    }
+}
+
+async fn embeddings(State(api): State<AionApi>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Json<Value>, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    let body = json_body(&body)?;
+    Ok(Json(api.aion.embeddings(&caller, body).await?))
+}
+
+async fn models(State(api): State<AionApi>, headers: HeaderMap) -> Result<Json<Value>, AionError> {
+    api.verifier.verify(&headers).await?;
+    let loaded = api.aion.registries.current();
+    let reg = &loaded.registry;
+    let now = std::time::Instant::now();
+    let mut data: Vec<Value> = reg
+        .models
+        .values()
+        .map(|m| {
+            json!({
+                "id": m.id, "object": "model", "created": loaded.loaded_at.timestamp(), "owned_by": m.provider,
+                "aion": {"kind": m.kind, "tier": m.tier, "price_per_mtok_usd": m.price, "context": m.context, "max_output": m.max_output,
+                         "cloud": reg.providers.get(&m.provider).is_some_and(|p| p.cloud), "health": api.aion.health.snapshot(&m.provider, now)},
+            })
+        })
+        .collect();
+    for i in reg.intents.values() {
+        data.push(json!({"id": format!("intent:{}", i.id), "object": "model", "created": loaded.loaded_at.timestamp(), "owned_by": "aion",
+            "aion": {"kind": "intent", "description": i.description, "privacy": i.privacy, "candidates": i.candidates}}));
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// `POST /v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    intent: Option<String>,
+    /// Chat messages, or
+    #[serde(default)]
+    messages: Option<Value>,
+    /// one user prompt.
+    #[serde(default)]
+    input: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    privacy: Option<String>,
+    #[serde(default)]
+    budget_usd: Option<f64>,
+    #[serde(default)]
+    continue_on_failure: Option<bool>,
+}
+
+impl TaskRequest {
+    /// The chat body and options it stands for.
+    fn into_chat(self) -> Result<(Value, Options), AionError> {
+        let messages = match (self.messages, self.input) {
+            (Some(m), None) => m,
+            (None, Some(i)) => json!([{"role": "user", "content": i}]),
+            _ => return Err(AionError::bad("invalid_request", "give either messages or input")),
+        };
+        let mut body = json!({"messages": messages});
+        if let Some(m) = self.model {
+            body["model"] = m.into();
+        }
+        if let Some(t) = self.max_tokens {
+            body["max_tokens"] = t.into();
+        }
+        if let Some(t) = self.temperature {
+            body["temperature"] = t.into();
+        }
+        Ok((body, Options { intent: self.intent, privacy: self.privacy, budget_usd: self.budget_usd, continue_on_failure: self.continue_on_failure }))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AionError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let s = v.to_str().map_err(|_| AionError::bad("invalid_idempotency_key", "Idempotency-Key must be printable ASCII"))?;
+    if s.is_empty() || s.len() > 255 {
+        return Err(AionError::bad("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters"));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+async fn submit(State(api): State<AionApi>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    let req: TaskRequest = serde_json::from_slice(&body).map_err(|e| AionError::bad("invalid_request", format!("the task is not valid: {e}")))?;
+    let (chat, opts) = req.into_chat()?;
+    let key = idempotency_key(&headers)?;
+    let (env, new) = api.aion.submit(&caller, chat, opts, key).await?;
+    let status = if new { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let mut resp = (status, Json(&env)).into_response();
+    resp.headers_mut().insert(axum::http::header::LOCATION, header(&format!("/v1/tasks/{}", env.id)));
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+async fn list_tasks(State(api): State<AionApi>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    let tasks = api.aion.recent(&caller, q.all.unwrap_or(false), q.limit.unwrap_or(50)).await?;
+    Ok(Json(json!({"tasks": tasks})))
+}
+
+async fn task(State(api): State<AionApi>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Envelope>, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    Ok(Json(api.aion.task(&caller, &id).await?))
+}
+
+fn sse(ev: &TaskEvent) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().event(ev.event).data(ev.data.to_string()))
+}
+
+/// The events of task `id` for `caller`: replayed and live from this
+/// process, else followed in the store until it ends (another server runs
+/// it). Ends after `done` or `error`, or when the caller's credentials
+/// stop working.
+fn task_events(api: AionApi, caller: Caller, headers: HeaderMap, id: String) -> impl Stream<Item = TaskEvent> + Send {
+    enum Src {
+        Start,
+        Live(std::vec::IntoIter<TaskEvent>, tokio::sync::broadcast::Receiver<TaskEvent>),
+        Poll(u32),
+        End,
+    }
+    let mut recheck = tokio::time::Instant::now() + RECHECK;
+    futures::stream::unfold(Src::Start, move |src| {
+        let (api, caller, headers, id) = (api.clone(), caller.clone(), headers.clone(), id.clone());
+        let recheck_at = &mut recheck;
+        let due = *recheck_at <= tokio::time::Instant::now();
+        if due {
+            *recheck_at = tokio::time::Instant::now() + RECHECK;
+        }
+        async move {
+            if due && !matches!(src, Src::End) && api.verifier.verify(&headers).await.is_err() {
+                let ev = TaskEvent { event: "error", data: json!({"error": {"code": "unauthenticated", "message": "the credentials of this stream stopped working"}}) };
+                return Some((ev, Src::End));
+            }
+            let mut src = src;
+            loop {
+                src = match src {
+                    Src::End => return None,
+                    Src::Start => match api.aion.subscribe(&caller, &id) {
+                        Some((past, rx)) => Src::Live(past.into_iter(), rx),
+                        None => Src::Poll(0),
+                    },
+                    Src::Live(mut past, mut rx) => {
+                        if let Some(ev) = past.next() {
+                            let end = ev.event == "done" || ev.event == "error";
+                            return Some((ev, if end { Src::End } else { Src::Live(past, rx) }));
+                        }
+                        match tokio::time::timeout(RECHECK, rx.recv()).await {
+                            Ok(Ok(ev)) => {
+                                let end = ev.event == "done" || ev.event == "error";
+                                return Some((ev, if end { Src::End } else { Src::Live(past, rx) }));
+                            }
+                            // fell behind, or the task's sender is gone: the stored end
+                            Ok(Err(_)) => Src::Poll(0),
+                            Err(_) => {
+                                if api.verifier.verify(&headers).await.is_err() {
+                                    let ev = TaskEvent { event: "error", data: json!({"error": {"code": "unauthenticated", "message": "the credentials of this stream stopped working"}}) };
+                                    return Some((ev, Src::End));
+                                }
+                                Src::Live(past, rx)
+                            }
+                        }
+                    }
+                    Src::Poll(n) => match api.aion.task(&caller, &id).await {
+                        Ok(env) if env.status.is_final() => {
+                            let event = if env.status == Status::Succeeded { "done" } else { "error" };
+                            return Some((TaskEvent { event, data: serde_json::to_value(&env).unwrap_or(Value::Null) }, Src::End));
+                        }
+                        Ok(_) if n < 1200 => {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            Src::Poll(n + 1)
+                        }
+                        Ok(_) => {
+                            return Some((TaskEvent { event: "error", data: json!({"error": {"code": "timeout", "message": "the task did not end within 10 minutes of following it"}}) }, Src::End));
+                        }
+                        Err(e) => return Some((TaskEvent { event: "error", data: e.body() }, Src::End)),
+                    },
+                };
+            }
+        }
+    })
+}
+
+async fn stream_task(State(api): State<AionApi>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    // a task of another caller is as absent as one that never was
+    if api.aion.subscribe(&caller, &id).is_none() {
+        api.aion.task(&caller, &id).await?;
+    }
+    let events = task_events(api, caller, headers, id).map(|ev| sse(&ev));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+async fn websocket(State(api): State<AionApi>, headers: HeaderMap, ws: WebSocketUpgrade) -> Result<Response, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    Ok(ws.max_message_size(BODY_LIMIT).on_upgrade(move |socket| serve_ws(api, caller, headers, socket)))
+}
+
+/// What a WebSocket client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum WsIn {
+    Submit {
+        task: Value,
+        #[serde(default)]
+        idempotency_key: Option<String>,
+    },
+    Subscribe {
+        id: String,
+    },
+}
+
+async fn serve_ws(api: AionApi, caller: Caller, headers: HeaderMap, socket: WebSocket) {
+    let (mut sink, mut incoming) = socket.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(256);
+    let writer = tokio::spawn(async move {
+        use futures::SinkExt;
+        while let Some(v) = rx.recv().await {
+            if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.tick().await;
+    loop {
+        let msg = tokio::select! {
+            m = incoming.next() => m,
+            _ = recheck.tick() => {
+                if api.verifier.verify(&headers).await.is_err() {
+                    let _ = tx.send(json!({"type": "error", "error": {"code": "unauthenticated", "message": "the credentials of this connection stopped working"}})).await;
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let text = match msg {
+            Message::Text(t) => t.to_string(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let cmd: WsIn = match serde_json::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(json!({"type": "error", "error": {"code": "invalid_message", "message": format!("{e}; send {{\"type\": \"submit\", \"task\": {{...}}}} or {{\"type\": \"subscribe\", \"id\": \"...\"}}")}})).await;
+                continue;
+            }
+        };
+        let id = match cmd {
+            WsIn::Submit { task, idempotency_key } => {
+                let accepted = async {
+                    let req: TaskRequest = serde_json::from_value(task).map_err(|e| AionError::bad("invalid_request", format!("the task is not valid: {e}")))?;
+                    let (chat, opts) = req.into_chat()?;
+                    api.aion.submit(&caller, chat, opts, idempotency_key).await
+                }
+                .await;
+                match accepted {
+                    Ok((env, _)) => {
+                        let _ = tx.send(json!({"type": "accepted", "task": env})).await;
+                        env.id
+                    }
+                    Err(e) => {
+                        let _ = tx.send(json!({"type": "error", "error": e.body()["error"]})).await;
+                        continue;
+                    }
+                }
+            }
+            WsIn::Subscribe { id } => id,
+        };
+        let (api2, caller2, headers2, tx2) = (api.clone(), caller.clone(), headers.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut events = Box::pin(task_events(api2, caller2, headers2, id.clone()));
+            while let Some(ev) = events.next().await {
+                if tx2.send(json!({"type": ev.event, "id": id, "data": ev.data})).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn policy(State(api): State<AionApi>, headers: HeaderMap) -> Result<Json<Value>, AionError> {
+    api.verifier.verify(&headers).await?;
+    let l = api.aion.registries.current();
+    Ok(Json(json!({
+        "version": l.version, "digest": l.registry.digest, "loaded_at": l.loaded_at, "directory": api.aion.registries.dir(),
+        "warnings": l.warnings.0, "providers_with_server_keys": l.env_keys.keys().collect::<Vec<_>>(), "registry": l.registry,
+    })))
+}
+
+fn admin(caller: &Caller) -> Result<(), AionError> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(AionError::Forbidden("only an instance admin changes the router's policy".into()))
+    }
+}
+
+fn load_error(e: LoadError) -> Response {
+    match e {
+        LoadError::Invalid(d) => {
+            let body = json!({"error": {"code": "invalid_registry", "message": format!("the registry has {} error(s); the version in force stays", d.errors().count()), "diagnostics": d.0}});
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+        LoadError::NoPrevious => AionError::bad("no_previous_version", e.to_string()).into_response(),
+        LoadError::Io { .. } => AionError::bad("registry_unreadable", e.to_string()).into_response(),
+    }
+}
+
+async fn reload(State(api): State<AionApi>, headers: HeaderMap) -> Response {
+    let caller = match api.verifier.verify(&headers).await.and_then(|c| admin(&c).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match api.aion.registries.reload() {
+        Ok(change) => {
+            if !change.unchanged {
+                api.auditor.registry_changed(&caller, "router.policy.reload", &change).await;
+            }
+            Json(json!({"change": change})).into_response()
+        }
+        Err(e) => {
+            api.aion.metrics.reload_failures.inc();
+            load_error(e)
+        }
+    }
+}
+
+async fn rollback(State(api): State<AionApi>, headers: HeaderMap) -> Response {
+    let caller = match api.verifier.verify(&headers).await.and_then(|c| admin(&c).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match api.aion.registries.rollback() {
+        Ok(change) => {
+            api.auditor.registry_changed(&caller, "router.policy.rollback", &change).await;
+            Json(json!({"change": change})).into_response()
+        }
+        Err(e) => load_error(e),
+    }
+}
+
+/// The caller's spend against each budget that applies to them now.
+async fn usage(State(api): State<AionApi>, headers: HeaderMap) -> Result<Json<Value>, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    let l = api.aion.registries.current();
+    let b = &l.registry.policy.budgets;
+    let now = chrono::Utc::now();
+    let mut wanted = Vec::new();
+    if let Some(u) = &b.user {
+        wanted.push(("user", format!("user:{}@{}", caller.user_id, u.period.window(now)), u.cap_for(&caller.user_id)));
+    }
+    if let (Some(t), Some(id)) = (&b.team, &caller.team_id) {
+        wanted.push(("team", format!("team:{id}@{}", t.period.window(now)), t.cap_for(id)));
+    }
+    if let (Some(k), Some(id)) = (&b.key, &caller.key_id) {
+        wanted.push(("key", format!("key:{id}@{}", k.period.window(now)), k.cap_for(id)));
+    }
+    let scopes: Vec<String> = wanted.iter().map(|w| w.1.clone()).collect();
+    let spend = api.aion.ledger().spend(&scopes).await?;
+    let budgets: Vec<Value> = wanted
+        .iter()
+        .zip(spend)
+        .map(|((kind, scope, cap), s)| {
+            json!({"kind": kind, "scope": scope, "cap_usd": cap, "spent_usd": crate::cost::micros_to_usd(s.spent_micros), "reserved_usd": crate::cost::micros_to_usd(s.reserved_micros)})
+        })
+        .collect();
+    let task = b.task.as_ref().map(|t| json!({"default_usd": t.default_usd, "hard_cap_usd": t.hard_cap_usd}));
+    Ok(Json(json!({"budgets": budgets, "task": task})))
+}

@@ -1,0 +1,210 @@
+//! The registry in force, swapped atomically: a reload reads and checks all
+//! four files and replaces the whole version at once (requests already
+//! running keep the version they started with); one with errors changes
+//! nothing. The version it replaced is kept for a rollback.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use pinacle_config::Diagnostics;
+use serde::Serialize;
+
+use crate::registry::{Registry, FILES};
+
+/// One version in force.
+#[derive(Debug)]
+pub struct Loaded {
+    pub registry: Registry,
+    /// Providers' keys read from the server's environment (never shown).
+    pub env_keys: HashMap<String, String>,
+    /// 1 for the first version, one more for each swap.
+    pub version: u64,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+    pub warnings: Diagnostics,
+}
+
+impl Loaded {
+    /// The digest's first 12 hex digits.
+    pub fn short_digest(&self) -> &str {
+        &self.registry.digest[..12.min(self.registry.digest.len())]
+    }
+}
+
+/// A swap, for the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub from_version: u64,
+    pub from_digest: String,
+    pub to_version: u64,
+    pub to_digest: String,
+    /// The files were the same: nothing was swapped.
+    pub unchanged: bool,
+}
+
+/// Why a registry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("reading {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("no earlier version to roll back to")]
+    NoPrevious,
+}
+
+/// The registry in force and the one before it.
+#[derive(Debug)]
+pub struct Registries {
+    dir: Option<PathBuf>,
+    current: RwLock<Arc<Loaded>>,
+    previous: Mutex<Option<Arc<Loaded>>>,
+    /// The files' modification times and sizes when last read.
+    stamps: Mutex<Stamps>,
+}
+
+/// The files' modification times and sizes (`None`: absent).
+type Stamps = Vec<Option<(SystemTime, u64)>>;
+
+fn read(dir: &Path) -> Result<([Option<String>; 4], Stamps), LoadError> {
+    let mut texts: [Option<String>; 4] = Default::default();
+    let mut stamps = Vec::with_capacity(4);
+    for (i, name) in FILES.iter().enumerate() {
+        let path = dir.join(name);
+        match std::fs::metadata(&path) {
+            Ok(m) => {
+                if m.len() > pinacle_config::yaml::MAX_FILE_BYTES as u64 {
+                    return Err(LoadError::Io { path: path.display().to_string(), message: format!("{} bytes; at most {} are read", m.len(), pinacle_config::yaml::MAX_FILE_BYTES) });
+                }
+                stamps.push(Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len())));
+                let text = std::fs::read_to_string(&path).map_err(|e| LoadError::Io { path: path.display().to_string(), message: e.to_string() })?;
+                texts[i] = Some(text);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => stamps.push(None),
+            Err(e) => return Err(LoadError::Io { path: path.display().to_string(), message: e.to_string() }),
+        }
+    }
+    Ok((texts, stamps))
+}
+
+fn stamps_of(dir: &Path) -> Stamps {
+    FILES.iter().map(|n| std::fs::metadata(dir.join(n)).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))).collect()
+}
+
+fn build(texts: [Option<&str>; 4], version: u64) -> Result<Loaded, LoadError> {
+    let (registry, warnings) = Registry::parse(texts).map_err(LoadError::Invalid)?;
+    let mut env_keys = HashMap::new();
+    for p in registry.providers.values() {
+        if let Some(var) = &p.api_key_env {
+            match std::env::var(var) {
+                Ok(v) if !v.is_empty() => {
+                    env_keys.insert(p.id.clone(), v);
+                }
+                _ => tracing::warn!(provider = %p.id, variable = %var, "the provider's key variable is not set"),
+            }
+        }
+    }
+    Ok(Loaded { registry, env_keys, version, loaded_at: chrono::Utc::now(), warnings })
+}
+
+impl Registries {
+    /// Reads `dir`'s files (none: an empty registry, which routes nothing).
+    pub fn open(dir: Option<&Path>) -> Result<Self, LoadError> {
+        let (loaded, stamps) = match dir {
+            Some(d) => {
+                let (texts, stamps) = read(d)?;
+                (build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], 1)?, stamps)
+            }
+            None => (build([None; 4], 1)?, Vec::new()),
+        };
+        Ok(Self { dir: dir.map(Path::to_path_buf), current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(stamps) })
+    }
+
+    /// A registry from texts (tests, and servers without a directory).
+    pub fn from_texts(texts: [Option<&str>; 4]) -> Result<Self, LoadError> {
+        Ok(Self { dir: None, current: RwLock::new(Arc::new(build(texts, 1)?)), previous: Mutex::new(None), stamps: Mutex::new(Vec::new()) })
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The version in force.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn swap(&self, next: Loaded) -> Change {
+        let mut cur = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = cur.clone();
+        let change = Change { from_version: old.version, from_digest: old.short_digest().to_owned(), to_version: next.version, to_digest: next.short_digest().to_owned(), unchanged: false };
+        *cur = Arc::new(next);
+        *self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(old);
+        change
+    }
+
+    /// Re-reads the directory; swaps when the files changed and are valid.
+    pub fn reload(&self) -> Result<Change, LoadError> {
+        let Some(dir) = &self.dir else { return Err(LoadError::Io { path: String::new(), message: "this server has no registry directory (--router-dir)".into() }) };
+        let (texts, stamps) = read(dir)?;
+        let cur = self.current();
+        let next = build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], cur.version + 1)?;
+        *self.stamps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
+        if next.registry.digest == cur.registry.digest {
+            return Ok(Change { from_version: cur.version, from_digest: cur.short_digest().to_owned(), to_version: cur.version, to_digest: cur.short_digest().to_owned(), unchanged: true });
+        }
+        Ok(self.swap(next))
+    }
+
+    /// Replaces the registry with `texts` (an API-driven change).
+    pub fn replace(&self, texts: [Option<&str>; 4]) -> Result<Change, LoadError> {
+        let next = build(texts, self.current().version + 1)?;
+        Ok(self.swap(next))
+    }
+
+    /// Puts the version before the current one back.
+    pub fn rollback(&self) -> Result<Change, LoadError> {
+        let prev = self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().ok_or(LoadError::NoPrevious)?;
+        let mut cur = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = cur.clone();
+        let change = Change { from_version: old.version, from_digest: old.short_digest().to_owned(), to_version: prev.version, to_digest: prev.short_digest().to_owned(), unchanged: false };
+        *cur = prev;
+        *self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(old);
+        Ok(change)
+    }
+
+    /// Whether the files changed on disk since they were last read.
+    pub fn changed_on_disk(&self) -> bool {
+        let Some(dir) = &self.dir else { return false };
+        *self.stamps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) != stamps_of(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODELS: &str = "providers:\n  l:\n    kind: openai\n    url: http://127.0.0.1:1/v1\n    cloud: false\nmodels:\n  m:\n    provider: l\n    tier: local\n    price: {input: 0, output: 0}\n";
+
+    #[test]
+    fn a_bad_reload_changes_nothing_and_a_good_one_can_be_rolled_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("models.yml"), MODELS).expect("write");
+        let r = Registries::open(Some(dir.path())).expect("open");
+        let v1 = r.current();
+        assert!(!r.changed_on_disk());
+        std::fs::write(dir.path().join("models.yml"), MODELS.replace("price: {input: 0, output: 0}", "")).expect("write");
+        assert!(r.changed_on_disk());
+        assert!(matches!(r.reload(), Err(LoadError::Invalid(_))));
+        assert_eq!(r.current().registry.digest, v1.registry.digest, "the old version stays");
+        std::fs::write(dir.path().join("models.yml"), MODELS.replace("m:\n", "m2:\n")).expect("write");
+        let c = r.reload().expect("valid");
+        assert_eq!((c.from_version, c.to_version, c.unchanged), (1, 2, false));
+        assert!(r.current().registry.models.contains_key("m2"));
+        assert!(r.reload().expect("same").unchanged);
+        r.rollback().expect("rollback");
+        assert!(r.current().registry.models.contains_key("m"));
+        assert_eq!(v1.registry.models.len(), 1, "a request holding the old version still has it");
+    }
+}

@@ -1,0 +1,416 @@
+//! The router's own tables (`aion_*`), in a SQLite file or a PostgreSQL
+//! database shared by several API servers: budgets with their holds
+//! ([`SqlLedger`], the shared implementation of [`Ledger`]) and task
+//! records (the usage records metering reads).
+//!
+//! The atomic step of a reservation is one conditional update per budget,
+//! `reserved = reserved + amount WHERE spent + reserved + amount <= cap`,
+//! all in one transaction (scopes locked in sorted order, so two
+//! reservations never wait on each other in a circle). PostgreSQL
+//! re-checks the condition on the newest row after a lock wait; SQLite has
+//! one writer at a time. Either way no interleaving passes a cap.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+
+use crate::budget::{Charge, Ledger, LedgerError, Spend};
+
+/// The database.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS aion_budget (scope TEXT PRIMARY KEY, spent BIGINT NOT NULL DEFAULT 0, reserved BIGINT NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS aion_holds (id TEXT PRIMARY KEY, scopes TEXT NOT NULL, amount BIGINT NOT NULL, expires_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS aion_tasks (
+        id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        idempotency_key TEXT,
+        request_hash TEXT,
+        status TEXT NOT NULL,
+        record TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        cost_micros BIGINT NOT NULL DEFAULT 0)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS aion_tasks_idempotency ON aion_tasks (subject, idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS aion_tasks_recent ON aion_tasks (subject, created_at)",
+];
+
+fn db(e: sqlx::Error) -> LedgerError {
+    LedgerError::Store(e.to_string())
+}
+
+/// `?` placeholders as PostgreSQL's `$n`.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One statement with its arguments, run on either database.
+macro_rules! run {
+    ($exec:expr, $kind:ident, $sql:expr $(, $arg:expr)*) => {{
+        match $kind {
+            Kind::Sqlite => sqlx::query::<sqlx::Sqlite>($sql)$(.bind($arg))*.execute($exec.sqlite()).await.map(|r| r.rows_affected()),
+            Kind::Postgres => sqlx::query::<sqlx::Postgres>(sqlx::AssertSqlSafe(numbered($sql)))$(.bind($arg))*.execute($exec.postgres()).await.map(|r| r.rows_affected()),
+        }
+    }};
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A transaction on either database.
+enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    fn sqlite(&mut self) -> &mut sqlx::SqliteConnection {
+        match self {
+            Tx::Sqlite(t) => t,
+            Tx::Postgres(_) => unreachable!("a SQLite statement on PostgreSQL"),
+        }
+    }
+
+    fn postgres(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Tx::Postgres(t) => t,
+            Tx::Sqlite(_) => unreachable!("a PostgreSQL statement on SQLite"),
+        }
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+}
+
+impl Store {
+    /// Opens `url` (`sqlite://path` or a file path, or `postgres://…`) and
+    /// creates the router's tables when missing.
+    pub async fn open(url: &str) -> Result<Self, LedgerError> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Store::Postgres(PgPoolOptions::new().max_connections(16).connect(url).await.map_err(db)?)
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            Store::Sqlite(SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db)?)
+        };
+        for stmt in SCHEMA {
+            match &store {
+                Store::Sqlite(p) => sqlx::query(*stmt).execute(p).await.map(|_| ()),
+                Store::Postgres(p) => sqlx::query(*stmt).execute(p).await.map(|_| ()),
+            }
+            .map_err(db)?;
+        }
+        Ok(store)
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Store::Sqlite(_) => Kind::Sqlite,
+            Store::Postgres(_) => Kind::Postgres,
+        }
+    }
+
+    async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Store::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Store::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Records a task (new, or replacing its record by id).
+    pub async fn put_task(&self, t: &TaskRow) -> Result<(), LedgerError> {
+        let kind = self.kind();
+        let record = serde_json::to_string(&t.record).map_err(|e| LedgerError::Store(e.to_string()))?;
+        let sql = "INSERT INTO aion_tasks (id, subject, idempotency_key, request_hash, status, record, created_at, cost_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record, cost_micros = excluded.cost_micros";
+        let mut tx = self.begin().await.map_err(db)?;
+        run!(tx, kind, sql, &t.id, &t.subject, &t.idempotency_key, &t.request_hash, &t.status, &record, t.created_at, t.cost_micros).map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Records tasks in one transaction (new, or replacing their records).
+    pub async fn put_tasks(&self, rows: &[TaskRow]) -> Result<(), LedgerError> {
+        let kind = self.kind();
+        let sql = "INSERT INTO aion_tasks (id, subject, idempotency_key, request_hash, status, record, created_at, cost_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record, cost_micros = excluded.cost_micros";
+        let mut tx = self.begin().await.map_err(db)?;
+        for t in rows {
+            let record = serde_json::to_string(&t.record).map_err(|e| LedgerError::Store(e.to_string()))?;
+            run!(tx, kind, sql, &t.id, &t.subject, &t.idempotency_key, &t.request_hash, &t.status, &record, t.created_at, t.cost_micros).map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Forgets a task (one whose submission was refused).
+    pub async fn delete_task(&self, id: &str) -> Result<(), LedgerError> {
+        let kind = self.kind();
+        let mut tx = self.begin().await.map_err(db)?;
+        run!(tx, kind, "DELETE FROM aion_tasks WHERE id = ?", id).map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Records a new task unless `subject` already used its idempotency
+    /// key: then the earlier task's row.
+    pub async fn insert_task_once(&self, t: &TaskRow) -> Result<Option<TaskRow>, LedgerError> {
+        let kind = self.kind();
+        let record = serde_json::to_string(&t.record).map_err(|e| LedgerError::Store(e.to_string()))?;
+        let sql = "INSERT INTO aion_tasks (id, subject, idempotency_key, request_hash, status, record, created_at, cost_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT DO NOTHING";
+        let mut tx = self.begin().await.map_err(db)?;
+        let n = run!(tx, kind, sql, &t.id, &t.subject, &t.idempotency_key, &t.request_hash, &t.status, &record, t.created_at, t.cost_micros).map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        if n == 1 {
+            return Ok(None);
+        }
+        let Some(key) = &t.idempotency_key else { return Err(LedgerError::Store(format!("task {} exists", t.id))) };
+        self.task_by_key(&t.subject, key).await?.map(Some).ok_or_else(|| LedgerError::Store("the task of this idempotency key vanished".into()))
+    }
+
+    async fn task_by_key(&self, subject: &str, key: &str) -> Result<Option<TaskRow>, LedgerError> {
+        let sql = "SELECT id, subject, idempotency_key, request_hash, status, record, created_at, cost_micros FROM aion_tasks WHERE subject = ? AND idempotency_key = ?";
+        let row = match self {
+            Store::Sqlite(p) => sqlx::query(sql).bind(subject).bind(key).fetch_optional(p).await.map_err(db)?.map(|r| task_row(&r)),
+            Store::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(numbered(sql))).bind(subject).bind(key).fetch_optional(p).await.map_err(db)?.map(|r| task_row(&r)),
+        };
+        row.transpose()
+    }
+
+    /// Task `id` of `subject`.
+    pub async fn task(&self, subject: &str, id: &str) -> Result<Option<TaskRow>, LedgerError> {
+        let sql = "SELECT id, subject, idempotency_key, request_hash, status, record, created_at, cost_micros FROM aion_tasks WHERE id = ? AND subject = ?";
+        let row = match self {
+            Store::Sqlite(p) => sqlx::query(sql).bind(id).bind(subject).fetch_optional(p).await.map_err(db)?.map(|r| task_row(&r)),
+            Store::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(numbered(sql))).bind(id).bind(subject).fetch_optional(p).await.map_err(db)?.map(|r| task_row(&r)),
+        };
+        row.transpose()
+    }
+
+    /// The newest `limit` tasks of `subject` (all subjects: `None`).
+    pub async fn recent_tasks(&self, subject: Option<&str>, limit: i64) -> Result<Vec<TaskRow>, LedgerError> {
+        let base = "SELECT id, subject, idempotency_key, request_hash, status, record, created_at, cost_micros FROM aion_tasks";
+        let sql = match subject {
+            Some(_) => format!("{base} WHERE subject = ? ORDER BY created_at DESC, id DESC LIMIT ?"),
+            None => format!("{base} ORDER BY created_at DESC, id DESC LIMIT ?"),
+        };
+        let rows = match self {
+            Store::Sqlite(p) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if let Some(s) = subject {
+                    q = q.bind(s);
+                }
+                q.bind(limit).fetch_all(p).await.map_err(db)?.iter().map(task_row).collect::<Vec<_>>()
+            }
+            Store::Postgres(p) => {
+                let sql = numbered(&sql);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if let Some(s) = subject {
+                    q = q.bind(s);
+                }
+                q.bind(limit).fetch_all(p).await.map_err(db)?.iter().map(task_row).collect::<Vec<_>>()
+            }
+        };
+        rows.into_iter().collect()
+    }
+}
+
+fn task_row<R: Row>(r: &R) -> Result<TaskRow, LedgerError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let record: String = r.try_get("record").map_err(db)?;
+    Ok(TaskRow {
+        id: r.try_get("id").map_err(db)?,
+        subject: r.try_get("subject").map_err(db)?,
+        idempotency_key: r.try_get("idempotency_key").map_err(db)?,
+        request_hash: r.try_get("request_hash").map_err(db)?,
+        status: r.try_get("status").map_err(db)?,
+        record: serde_json::from_str(&record).map_err(|e| LedgerError::Store(e.to_string()))?,
+        created_at: r.try_get("created_at").map_err(db)?,
+        cost_micros: r.try_get("cost_micros").map_err(db)?,
+    })
+}
+
+/// A task as stored: its envelope is `record`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub id: String,
+    pub subject: String,
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request, to refuse one idempotency key reused for another request.
+    pub request_hash: Option<String>,
+    pub status: String,
+    pub record: serde_json::Value,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    pub cost_micros: i64,
+}
+
+/// Budgets in the [`Store`].
+#[derive(Clone, Debug)]
+pub struct SqlLedger {
+    store: Store,
+}
+
+impl SqlLedger {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for SqlLedger {
+    async fn reserve(&self, charges: &[Charge], amount: i64, hold_secs: i64) -> Result<String, LedgerError> {
+        let kind = self.store.kind();
+        let mut sorted: Vec<&Charge> = charges.iter().collect();
+        sorted.sort_by(|a, b| a.scope.cmp(&b.scope));
+        let mut tx = self.store.begin().await.map_err(db)?;
+        for c in &sorted {
+            run!(tx, kind, "INSERT INTO aion_budget (scope) VALUES (?) ON CONFLICT (scope) DO NOTHING", &c.scope).map_err(db)?;
+            let n = run!(
+                tx,
+                kind,
+                "UPDATE aion_budget SET reserved = reserved + ? WHERE scope = ? AND spent + reserved + ? <= ?",
+                amount,
+                &c.scope,
+                amount,
+                c.cap_micros
+            )
+            .map_err(db)?;
+            if n == 0 {
+                let sql = "SELECT spent, reserved FROM aion_budget WHERE scope = ?";
+                let (spent, reserved): (i64, i64) = match &mut tx {
+                    Tx::Sqlite(t) => sqlx::query_as(sql).bind(&c.scope).fetch_one(&mut **t).await.map_err(db)?,
+                    Tx::Postgres(t) => sqlx::query_as(sqlx::AssertSqlSafe(numbered(sql))).bind(&c.scope).fetch_one(&mut **t).await.map_err(db)?,
+                };
+                // dropping the transaction rolls back the others' holds
+                return Err(LedgerError::Exceeded { scope: c.scope.clone(), spent, reserved, cap: c.cap_micros, asked: amount });
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let scopes = serde_json::to_string(&sorted.iter().map(|c| c.scope.as_str()).collect::<Vec<_>>()).map_err(|e| LedgerError::Store(e.to_string()))?;
+        let expires = chrono::Utc::now().timestamp() + hold_secs;
+        run!(tx, kind, "INSERT INTO aion_holds (id, scopes, amount, expires_at) VALUES (?, ?, ?, ?)", &id, &scopes, amount, expires).map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(id)
+    }
+
+    async fn settle(&self, hold: &str, scopes: &[String], amount: i64, actual: i64) -> Result<(), LedgerError> {
+        let kind = self.store.kind();
+        let mut sorted: Vec<&String> = scopes.iter().collect();
+        sorted.sort();
+        let mut tx = self.store.begin().await.map_err(db)?;
+        // the hold goes first: a sweep that already settled it wins, once
+        let n = run!(tx, kind, "DELETE FROM aion_holds WHERE id = ?", hold).map_err(db)?;
+        if n == 0 {
+            return Ok(());
+        }
+        for s in sorted {
+            run!(tx, kind, "UPDATE aion_budget SET reserved = reserved - ?, spent = spent + ? WHERE scope = ?", amount, actual, s).map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn sweep(&self) -> Result<u64, LedgerError> {
+        let now = chrono::Utc::now().timestamp();
+        let sql = "SELECT id, scopes, amount FROM aion_holds WHERE expires_at < ?";
+        let expired: Vec<(String, String, i64)> = match &self.store {
+            Store::Sqlite(p) => sqlx::query_as(sql).bind(now).fetch_all(p).await.map_err(db)?,
+            Store::Postgres(p) => sqlx::query_as(sqlx::AssertSqlSafe(numbered(sql))).bind(now).fetch_all(p).await.map_err(db)?,
+        };
+        let mut n = 0;
+        for (id, scopes, amount) in expired {
+            let scopes: Vec<String> = serde_json::from_str(&scopes).unwrap_or_default();
+            tracing::warn!(hold = %id, amount_micros = amount, "a budget hold outlived its call (a server stopped mid-call); settled at its full amount");
+            self.settle(&id, &scopes, amount, amount).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn spend(&self, scopes: &[String]) -> Result<Vec<Spend>, LedgerError> {
+        let mut out = Vec::with_capacity(scopes.len());
+        let sql = "SELECT spent, reserved FROM aion_budget WHERE scope = ?";
+        for s in scopes {
+            let row: Option<(i64, i64)> = match &self.store {
+                Store::Sqlite(p) => sqlx::query_as(sql).bind(s).fetch_optional(p).await.map_err(db)?,
+                Store::Postgres(p) => sqlx::query_as(sqlx::AssertSqlSafe(numbered(sql))).bind(s).fetch_optional(p).await.map_err(db)?,
+            };
+            let (spent, reserved) = row.unwrap_or_default();
+            out.push(Spend { scope: s.clone(), spent_micros: spent, reserved_micros: reserved });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(numbered("a = ? AND b = ?"), "a = $1 AND b = $2");
+    }
+
+    #[tokio::test]
+    async fn racing_reservations_on_sqlite_never_pass_the_cap_and_a_dead_hold_is_swept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("aion.db").display().to_string()).await.expect("open");
+        let ledger = Arc::new(SqlLedger::new(store));
+        let cap = Charge { scope: "user:u@2026-12".into(), cap_micros: 5_000_000 };
+        let other = Charge { scope: "key:k@all".into(), cap_micros: 1_000_000_000 };
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (l, cap, other) = (ledger.clone(), cap.clone(), other.clone());
+                tokio::spawn(async move { l.reserve(&[other, cap], 70_000, 60).await.is_ok() })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += i64::from(t.await.expect("task"));
+        }
+        assert_eq!(ok, 5_000_000 / 70_000);
+        let s = ledger.spend(&[cap.scope.clone(), other.scope.clone()]).await.expect("spend");
+        assert_eq!(s[0].reserved_micros, ok * 70_000);
+        assert_eq!(s[1].reserved_micros, ok * 70_000, "refused reservations held nothing on the other budget");
+        let hold = ledger.reserve(std::slice::from_ref(&other), 10, -1).await.expect("hold");
+        assert_eq!(ledger.sweep().await.expect("sweep"), 1);
+        ledger.settle(&hold, std::slice::from_ref(&other.scope), 10, 3).await.expect("late settle is a no-op");
+        let s = ledger.spend(std::slice::from_ref(&other.scope)).await.expect("spend");
+        assert_eq!(s[0].spent_micros, 10, "swept at its full amount, once");
+    }
+}
