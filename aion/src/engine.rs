@@ -174,6 +174,11 @@ impl Aion {
     /// A router on `registries`, keeping budgets in `ledger` and task
     /// records in `store` (written in batches by a background writer).
     pub fn new(registries: Registries, ledger: Arc<dyn Ledger>, store: Option<Store>, keys: Arc<dyn KeySource>) -> Arc<Self> {
+        Self::with_metrics(registries, ledger, store, keys, AionMetrics::default())
+    }
+
+    /// [`Aion::new`] counting into `metrics` (registered by the server).
+    pub fn with_metrics(registries: Registries, ledger: Arc<dyn Ledger>, store: Option<Store>, keys: Arc<dyn KeySource>, metrics: AionMetrics) -> Arc<Self> {
         let records = store.clone().map(|s| {
             let (tx, rx) = mpsc::channel(8192);
             tokio::spawn(write_records(s, rx));
@@ -186,7 +191,7 @@ impl Aion {
             store,
             upstreams: Upstreams::new(),
             keys,
-            metrics: AionMetrics::default(),
+            metrics,
             live: Mutex::new((HashMap::new(), VecDeque::new())),
             records,
         })

@@ -28,7 +28,7 @@ pub struct ModelLabel {
     pub model: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AionMetrics {
     /// Requests by API and outcome (their rate is the RPS).
     pub requests: Family<Outcome, Counter>,

@@ -95,6 +95,30 @@ pub struct Inner {
     pub memory: pinacle_memory_service::MemoryService,
     /// Memory tokens: minted for users and pods, verified for the memory API.
     pub memory_access: crate::memory::MemoryAccess,
+    /// The AI router (AION), served at `/v1/…` and `/router/…`.
+    pub aion: std::sync::Arc<pinacle_aion::engine::Aion>,
+    /// Who may call the router, and whose keys it uses.
+    pub router_access: crate::router::RouterAccess,
+}
+
+/// Where the AI router reads its registry and keeps its records.
+#[derive(Debug, Clone, Default)]
+pub struct RouterConfig {
+    /// The directory of `models.yml`, `intents.yml`, `policies.yml` and
+    /// `modules.yml` (none: nothing is routed until one is given).
+    pub dir: Option<PathBuf>,
+    /// Its budgets and task records: `sqlite://FILE` or `postgres://…`
+    /// (none: the platform's PostgreSQL database when it has one, which
+    /// several servers share, else `aion.db` beside the platform's file).
+    pub database_url: Option<String>,
+    /// `aion.db` in the data directory.
+    pub default_path: PathBuf,
+}
+
+impl RouterConfig {
+    pub fn in_dir(dir: &std::path::Path) -> Self {
+        Self { dir: None, database_url: None, default_path: dir.join("aion.db") }
+    }
 }
 
 /// Where the memory service keeps its data and what embeds it.
@@ -147,6 +171,7 @@ pub struct ServerConfig {
     /// `--trusted-proxy`.
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     pub memory: MemoryConfig,
+    pub router: RouterConfig,
 }
 
 impl Deref for AppState {
@@ -225,9 +250,11 @@ impl AppState {
         let links = crate::peers::HostLinks::new(db.clone(), hosts.clone(), advertise_url, master_key.clone(), cfg.heartbeat);
         let teams = crate::teams::Teams::new(db.clone(), write_lock.clone(), principals.clone());
         let memory_metrics = Arc::new(pinacle_memory_service::metrics::MemoryMetrics::new());
+        let aion_metrics = pinacle_aion::metrics::AionMetrics::default();
         let metrics = {
             let mut m = Metrics::default();
             memory_metrics.register(&mut m.registry);
+            aion_metrics.register(&mut m.registry);
             Arc::new(m)
         };
         let embedding = pinacle_memory_service::embedding::Embedding::from_spec(&cfg.memory.embedder, cfg.memory.embedder_key)
@@ -284,6 +311,23 @@ impl AppState {
         let workspace = crate::workspace::Workspaces::new(db.clone(), write_lock.clone(), master_key.clone(), pods.clone(), links.clone(), audit.clone());
         let memory_access = crate::memory::MemoryAccess::new(sessions.clone(), auth.clone(), pods.clone(), teams.clone(), memory.clone());
         let control = crate::control::Control::new(db.clone(), pods.clone(), vault.clone(), memory_access.clone());
+        let router_access = crate::router::RouterAccess::new(auth.clone(), memory_access.clone(), pods.clone(), audit.clone(), vault.clone());
+        let aion_url = match (&cfg.router.database_url, database_url.starts_with("postgres")) {
+            (Some(url), _) => url.clone(),
+            (None, true) => database_url.to_owned(),
+            (None, false) => cfg.router.default_path.display().to_string(),
+        };
+        let aion_store = pinacle_aion::store::Store::open(&aion_url).await.map_err(|e| anyhow::anyhow!("opening the router's store: {e}"))?;
+        let registries = pinacle_aion::registries::Registries::open(cfg.router.dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("the router's registry ({}):\n{e}", cfg.router.dir.as_deref().map_or("none".into(), |d| d.display().to_string())))?;
+        let aion = pinacle_aion::engine::Aion::with_metrics(
+            registries,
+            Arc::new(pinacle_aion::store::SqlLedger::new(aion_store.clone())),
+            Some(aion_store),
+            Arc::new(router_access.clone()),
+            aion_metrics,
+        );
+        aion.spawn_sweeper();
         let host_registry = crate::hosts::ops::Hosts::new(crate::hosts::ops::HostsDeps {
             db: db.clone(),
             write_lock: write_lock.clone(),
@@ -329,6 +373,8 @@ impl AppState {
             host_registry,
             memory,
             memory_access,
+            aion,
+            router_access,
         }));
         state.sessions.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

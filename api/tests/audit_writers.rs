@@ -36,6 +36,7 @@ async fn open_at(dir: &std::path::Path, name: &str, database_url: &str) -> AppSt
         heartbeat: Duration::from_secs(5),
         host_credential_renewal: Duration::from_secs(86_400),
         memory: pinacle_api::state::MemoryConfig { path: dir.join(format!("memory-{name}.db")), ..pinacle_api::state::MemoryConfig::in_dir(dir) },
+        router: pinacle_api::state::RouterConfig { default_path: dir.join(format!("aion-{name}.db")), ..pinacle_api::state::RouterConfig::in_dir(dir) },
     })
     .await
     .unwrap()

@@ -33,6 +33,7 @@ async fn open(dir: &std::path::Path) -> (AppState, Principal) {
         heartbeat: Duration::from_secs(5),
         host_credential_renewal: Duration::from_secs(86_400),
         memory: pinacle_api::state::MemoryConfig::in_dir(dir),
+        router: pinacle_api::state::RouterConfig::in_dir(dir),
     })
     .await
     .unwrap();

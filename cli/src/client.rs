@@ -53,8 +53,8 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<reqwest::Response> {
-        let mut req = self.http.request(method.clone(), self.url(path)).bearer_auth(self.config().token);
+    async fn attempt(&self, method: &Method, url: &str, body: Option<&Value>) -> Result<reqwest::Response> {
+        let mut req = self.http.request(method.clone(), url).bearer_auth(self.config().token);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -88,10 +88,21 @@ impl Client {
         Ok(true)
     }
 
+    /// A request to `path` under `/api/v1`.
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<reqwest::Response> {
-        let mut resp = self.attempt(&method, path, body.as_ref()).await?;
+        self.send_url(method, &self.url(path), body).await
+    }
+
+    /// A request to `path` at the server's root (the AI router's `/v1/…`
+    /// and `/router/…`).
+    pub async fn send_root(&self, method: Method, path: &str, body: Option<Value>) -> Result<reqwest::Response> {
+        self.send_url(method, &format!("{}{path}", self.api), body).await
+    }
+
+    async fn send_url(&self, method: Method, url: &str, body: Option<Value>) -> Result<reqwest::Response> {
+        let mut resp = self.attempt(&method, url, body.as_ref()).await?;
         if resp.status() == StatusCode::UNAUTHORIZED && self.renew().await? {
-            resp = self.attempt(&method, path, body.as_ref()).await?;
+            resp = self.attempt(&method, url, body.as_ref()).await?;
         }
         if resp.status().is_success() {
             return Ok(resp);

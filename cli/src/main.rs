@@ -8,6 +8,7 @@ mod config;
 mod hosts;
 mod images;
 mod memory;
+mod router;
 mod pod_config;
 mod pods;
 mod proxy_setup;
@@ -100,6 +101,10 @@ enum Command {
     /// The agents' long-term memory: add, search, list, history, verify,
     /// export, import, and its MCP server on stdio (`pinacle memory mcp`).
     Memory(memory::MemoryArgs),
+    /// The AI router: run a task, list models, show or reload the policy,
+    /// see spend against budgets.
+    #[command(subcommand)]
+    Router(router::RouterCommand),
 }
 
 fn init_tracing() {
@@ -169,6 +174,7 @@ async fn async_main() -> ExitCode {
         Command::Config(cmd) => pod_config::run(cmd),
         Command::Audit(cmd) => pods::audit(cmd).await,
         Command::Memory(args) => memory::run(args).await,
+        Command::Router(cmd) => router::run(cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => pods::token(cmd).await,
         Command::Ssh(args) => ssh::ssh(args).await,
         Command::SshKey(cmd) => ssh::ssh_key(cmd).await,

@@ -96,6 +96,16 @@ pub struct ServeArgs {
     /// the same database serves the same memories.
     #[arg(long, env = "PINACLE_MEMORY_DATABASE_URL", conflicts_with = "memory_db")]
     pub memory_database_url: Option<String>,
+    /// The AI router's registry: a directory of models.yml, intents.yml,
+    /// policies.yml and modules.yml (checked at start; reloaded when they
+    /// change, or by POST /router/policy/reload). None: nothing is routed.
+    #[arg(long, env = "PINACLE_ROUTER_DIR")]
+    pub router_dir: Option<PathBuf>,
+    /// Where the router keeps budgets and task records: sqlite://FILE or
+    /// postgres://… (default: the platform's PostgreSQL database, which
+    /// several servers share, else aion.db in the data directory).
+    #[arg(long, env = "PINACLE_ROUTER_DATABASE_URL")]
+    pub router_database_url: Option<String>,
     /// What embeds memories: `hash` (a deterministic hashing embedder, no
     /// model), `hash:DIM`, or `openai:URL#MODEL:DIM` (an OpenAI-compatible
     /// `/v1/embeddings` endpoint; its key in PINACLE_MEMORY_EMBEDDER_KEY).
@@ -286,7 +296,7 @@ impl HostArgs {
 /// once, at the start, and removed from the environment, so that no child
 /// process (sandbox runtimes, `ip`, `nft`, `mount`, the DNS hook) inherits
 /// them.
-pub const SECRET_VARS: [&str; 4] = ["PINACLE_MASTER_KEY", "PINACLE_ADMIN_TOKEN", "PINACLE_GITHUB_CLIENT_SECRET", "PINACLE_REDIS_URL"];
+pub const SECRET_VARS: [&str; 5] = ["PINACLE_MASTER_KEY", "PINACLE_ADMIN_TOKEN", "PINACLE_GITHUB_CLIENT_SECRET", "PINACLE_REDIS_URL", "PINACLE_ROUTER_DATABASE_URL"];
 
 static SECRETS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
 
@@ -500,8 +510,26 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             embedder: args.memory_embedder.clone(),
             embedder_key: secret("PINACLE_MEMORY_EMBEDDER_KEY"),
         },
+        router: pinacle_api::state::RouterConfig {
+            dir: args.router_dir.clone(),
+            database_url: secret("PINACLE_ROUTER_DATABASE_URL").or_else(|| args.router_database_url.clone()),
+            default_path: args.data_dir.join("aion.db"),
+        },
     })
     .await?;
+    if args.router_dir.is_some() {
+        let audit = state.router_access.clone();
+        state.aion.spawn_watcher(
+            Duration::from_secs(2),
+            Arc::new(move |change: &pinacle_aion::registries::Change| {
+                let (audit, change) = (audit.clone(), change.clone());
+                tokio::spawn(async move {
+                    let system = pinacle_aion::engine::Caller { subject: "user:system".into(), user_id: "system".into(), team_id: None, key_id: None, admin: true };
+                    pinacle_aion::http::Auditor::registry_changed(&audit, &system, "router.policy.file-reload", &change).await;
+                });
+            }),
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     // bound first: the host agent's platform gateway forwards to it

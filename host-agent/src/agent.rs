@@ -502,7 +502,9 @@ impl HostAgent {
             // the platform services (memory): a token, where it is, the name
             let platform = attachment.is_some() && self.platform_gateway().is_some() && self.refresh_platform_token(pod.id, &dir).await;
             if platform {
-                env.extend(crate::platform::pod_env());
+                let own: Vec<String> = bundle::pod_env(pod).into_iter().chain(env.iter().cloned()).collect();
+                let services = crate::platform::pod_env(&own);
+                env.extend(services);
             }
             let supervisor = match &self.config.supervisor {
                 Some(binary) => {

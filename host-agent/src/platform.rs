@@ -45,18 +45,40 @@ pub const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(5 
 /// Largest request body forwarded (documents and imports).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// The environment that tells a pod's agents where memory is.
-pub fn pod_env() -> Vec<String> {
-    vec![
+/// The API key OpenAI clients in pods send (`OPENAI_API_KEY`): they need
+/// one; the gateway replaces it with the pod's own token.
+pub const POD_API_KEY: &str = "pinacle-pod";
+
+/// The environment that tells a pod's agents where the platform services
+/// are: memory, and the AI router (OpenAI clients find it by
+/// `OPENAI_BASE_URL`; a pod whose own environment, secrets included,
+/// already sets `OPENAI_BASE_URL` or `OPENAI_API_KEY` keeps them).
+pub fn pod_env(existing: &[String]) -> Vec<String> {
+    let mut env = vec![
         format!("PINAK_URL=http://{PLATFORM_HOST}/api/v1/memory"),
         format!("PINAK_MCP_URL=http://{PLATFORM_HOST}/mcp"),
         format!("PINAK_TOKEN_FILE={TOKEN_DIR_IN_POD}/{TOKEN_FILE}"),
-    ]
+        format!("AION_URL=http://{PLATFORM_HOST}"),
+        format!("AION_TOKEN_FILE={TOKEN_DIR_IN_POD}/{TOKEN_FILE}"),
+    ];
+    let has = |name: &str| existing.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == name));
+    if !has("OPENAI_BASE_URL") && !has("OPENAI_API_KEY") {
+        env.push(format!("OPENAI_BASE_URL=http://{PLATFORM_HOST}/v1"));
+        env.push(format!("OPENAI_API_KEY={POD_API_KEY}"));
+    }
+    env
+}
+
+/// The router's paths pods may call (`/v1/ws` needs an upgrade, which this
+/// gateway does not forward).
+fn router_path(path: &str) -> bool {
+    matches!(path, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/v1/tasks" | "/router/usage")
+        || ["/v1/tasks/", "/v1/stream/"].iter().any(|p| path.strip_prefix(p).is_some_and(|id| !id.is_empty() && !id.contains('/')))
 }
 
 /// The control plane path a pod's request goes to, or `None` for a path
-/// the gateway does not serve: the memory API, and `/mcp` (its MCP
-/// server). Paths that climb out (`..`) are refused.
+/// the gateway does not serve: the memory API, `/mcp` (its MCP server),
+/// and the AI router's API. Paths that climb out (`..`) are refused.
 pub fn upstream_path(path_and_query: &str) -> Option<String> {
     let path = path_and_query.split('?').next().unwrap_or("");
     // only plain characters (no escapes, no backslashes, which URL parsers
@@ -70,7 +92,8 @@ pub fn upstream_path(path_and_query: &str) -> Option<String> {
         let query = path_and_query.strip_prefix(path).unwrap_or("");
         return Some(format!("/api/v1/memory/mcp{query}"));
     }
-    (path.starts_with("/api/v1/memory/") && path != "/api/v1/memory/tokens").then(|| path_and_query.to_owned())
+    let memory = path.starts_with("/api/v1/memory/") && path != "/api/v1/memory/tokens";
+    (memory || router_path(path)).then(|| path_and_query.to_owned())
 }
 
 /// The `pod` claim of a JWT (not verified here: the control plane does).
@@ -169,14 +192,16 @@ impl Gateway {
         let Some((pod, dir)) = self.pods.pod(ip) else { return refuse(403, "forbidden", "this address is no pod of this host") };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let Some(target) = upstream_path(&path) else {
-            return refuse(404, "not_found", "the platform serves /api/v1/memory/… and /mcp here");
+            return refuse(404, "not_found", "the platform serves /api/v1/memory/…, /mcp and the AI router's /v1/… here");
         };
         let presented = req
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|t| t.trim().to_owned());
+            .map(|t| t.trim().to_owned())
+            // an OpenAI client's placeholder key stands for the pod's token
+            .filter(|t| t != POD_API_KEY);
         let token = match presented {
             Some(t) => {
                 if token_pod(&t).is_some_and(|p| p != pod.to_string()) {
@@ -206,7 +231,7 @@ impl Gateway {
                 up = up.header(name, v);
             }
         }
-        for name in ["mcp-protocol-version", "mcp-session-id", "last-event-id"] {
+        for name in ["mcp-protocol-version", "mcp-session-id", "last-event-id", "idempotency-key"] {
             if let Some(v) = parts.headers.get(name) {
                 up = up.header(name, v);
             }
@@ -268,6 +293,16 @@ impl Gateway {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn pods_get_the_router_for_openai_clients_unless_they_set_their_own() {
+        let env = pod_env(&[]);
+        assert!(env.contains(&format!("OPENAI_BASE_URL=http://{PLATFORM_HOST}/v1")));
+        assert!(env.contains(&format!("OPENAI_API_KEY={POD_API_KEY}")));
+        let env = pod_env(&["OPENAI_API_KEY=sk-mine".to_owned()]);
+        assert!(!env.iter().any(|e| e.starts_with("OPENAI_")), "{env:?}");
+        assert!(env.iter().any(|e| e.starts_with("AION_URL=")));
+    }
     use super::*;
 
     #[test]
@@ -275,6 +310,12 @@ mod tests {
         assert_eq!(upstream_path("/api/v1/memory/search").as_deref(), Some("/api/v1/memory/search"));
         assert_eq!(upstream_path("/api/v1/memory/memories?limit=5").as_deref(), Some("/api/v1/memory/memories?limit=5"));
         assert_eq!(upstream_path("/mcp").as_deref(), Some("/api/v1/memory/mcp"));
+        assert_eq!(upstream_path("/v1/chat/completions").as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(upstream_path("/v1/stream/task_01").as_deref(), Some("/v1/stream/task_01"));
+        assert_eq!(upstream_path("/v1/tasks?limit=5").as_deref(), Some("/v1/tasks?limit=5"));
+        for refused in ["/v1/ws", "/v1/tasks/a/b", "/v1/stream/", "/router/policy/reload", "/router/policy", "/v1/chat/completions/../../api/v1/pods"] {
+            assert_eq!(upstream_path(refused), None, "{refused}");
+        }
         for bad in [
             "/",
             "/api/v1/pods",

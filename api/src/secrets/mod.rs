@@ -76,6 +76,19 @@ impl SecretVault {
         Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
     }
 
+    /// A caller's own provider key for the router: secret `name` of the
+    /// team (for a team's call) else the user, then the pod's own, opened.
+    pub async fn provider_key(&self, user_id: &str, team_id: Option<&str>, pod_id: Option<uuid::Uuid>, name: &str) -> Result<Option<String>, ApiError> {
+        let mut scopes = vec![match team_id {
+            Some(team) => ("team", team.to_owned()),
+            None => ("user", user_id.to_owned()),
+        }];
+        if let Some(pod) = pod_id {
+            scopes.push(("pod", pod.to_string()));
+        }
+        Ok(self.opened_secrets(&scopes, |n| n == name).await?.remove(name))
+    }
+
     /// The secrets of `scopes` whose names pass `wanted`, opened; a later
     /// scope's value wins.
     async fn opened_secrets(&self, scopes: &[(&str, String)], wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, String>, ApiError> {
