@@ -10,9 +10,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # The web app first: the server serves web/dist (embedded in release builds).
 bash scripts/build-web.sh
-# the optional built-in embedding model too (feature minilm), so its tests
-# run; the same features for the build and the run (nothing rebuilt)
-features=(--features pinacle-memory-service/minilm)
+# the optional built-in embedding model too (feature minilm), and the AI
+# router's WASM modules and gRPC API, so their tests run; the same features
+# for the build and the run (nothing rebuilt)
+features=(--features pinacle-memory-service/minilm,pinacle-aion/wasm,pinacle-aion/grpc)
 cargo build --workspace --all-targets "${features[@]}"
 # The in-pod supervisor, static (musl), which every test pod starts under.
 bash scripts/build-supervisor.sh

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tracing::Instrument;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
@@ -132,6 +133,21 @@ pub struct Plan {
     api: &'static str,
 }
 
+impl Plan {
+    /// The task's tracing span (its attempts are spans inside it).
+    fn span(&self) -> tracing::Span {
+        let first = self.decision.routes.first();
+        tracing::info_span!(
+            "aion.task",
+            task = %self.task_id,
+            api = self.api,
+            intent = self.decision.intent.as_deref().unwrap_or(""),
+            route = first.map_or("", |r| r.model.as_str()),
+            chosen_by = ?self.decision.chosen_by,
+        )
+    }
+}
+
 /// Live tasks kept in this process after they end (for their stream and
 /// status), at most this many.
 const LIVE_TASKS: usize = 10_000;
@@ -218,6 +234,23 @@ impl Aion {
         let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
         let ask = Ask { model: model.as_deref(), intent: opts.intent.as_deref(), privacy, subjects: &subjects };
         let mut decision = decide::decide(reg, &ask, &self.health, Instant::now())?;
+
+        // the intent's modules see (and may change or refuse) the input first
+        if let Some(intent) = decision.intent.as_ref().and_then(|i| reg.intents.get(i)) {
+            for name in &intent.modules {
+                let module = loaded.modules.get(name).cloned().ok_or_else(|| AionError::Module(format!("module {name} is not loaded")))?;
+                let input = json!({"intent": intent.id, "messages": body["messages"].clone()});
+                let out = tokio::task::spawn_blocking(move || module.call(&input)).await.map_err(|e| AionError::Module(e.to_string()))?.map_err(AionError::Module)?;
+                if let Some(why) = out.get("refuse").and_then(Value::as_str) {
+                    return Err(AionError::bad("refused_by_module", format!("module {name} refused this task: {why}")));
+                }
+                match out.get("messages") {
+                    Some(m) if m.is_array() => body["messages"] = m.clone(),
+                    _ => return Err(AionError::Module(format!("module {name} answered neither messages nor refuse"))),
+                }
+            }
+            check_chat_body(&body)?;
+        }
 
         // the prompt's bound, for the worst case
         let messages = body.get("messages").and_then(Value::as_array).map_or(0, Vec::len);
@@ -341,6 +374,11 @@ impl Aion {
 
     /// A whole answer (no streaming): the routes in order until one answers.
     pub async fn complete(&self, plan: Plan) -> (Result<Value, AionError>, Envelope) {
+        let span = plan.span();
+        self.complete_inner(plan).instrument(span).await
+    }
+
+    async fn complete_inner(&self, plan: Plan) -> (Result<Value, AionError>, Envelope) {
         self.metrics.in_flight.inc();
         let policy = plan.loaded.registry.policy.clone();
         let mut attempts = Vec::new();
@@ -354,7 +392,8 @@ impl Aion {
                     continue 'routes;
                 }
                 let t0 = Instant::now();
-                match self.upstreams.complete(&r.provider, key.as_deref(), &body).await {
+                let call = self.upstreams.complete(&r.provider, key.as_deref(), &body);
+                match call.instrument(tracing::info_span!("aion.upstream", provider = %r.provider.id, model = %r.model.id, attempt)).await {
                     Ok(c) => {
                         let took = t0.elapsed();
                         self.health.success(&r.provider.id, took);
@@ -421,10 +460,14 @@ impl Aion {
         let (tx, rx) = mpsc::channel(256);
         let me = self.clone();
         self.metrics.in_flight.inc();
-        tokio::spawn(async move {
-            me.drive(plan, tx).await;
-            me.metrics.in_flight.dec();
-        });
+        let span = plan.span();
+        tokio::spawn(
+            async move {
+                me.drive(plan, tx).await;
+                me.metrics.in_flight.dec();
+            }
+            .instrument(span),
+        );
         rx
     }
 
@@ -459,6 +502,7 @@ impl Aion {
                 let t0 = Instant::now();
                 // the gate: connect, check the status, and wait for a first
                 // chunk with content (role-only deltas are held back)
+                let upstream_span = tracing::info_span!("aion.upstream", provider = %r.provider.id, model = %r.model.id, attempt);
                 let opened = tokio::time::timeout(first_timeout, async {
                     let mut s = self.upstreams.stream(&r.provider, key.as_deref(), &body).await?;
                     let mut held = Vec::new();
@@ -479,6 +523,7 @@ impl Aion {
                         }
                     }
                 })
+                .instrument(upstream_span)
                 .await
                 .unwrap_or_else(|_| Err(ProviderError::Timeout { provider: r.provider.id.clone() }));
                 let (mut upstream, held) = match opened {

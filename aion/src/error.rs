@@ -28,6 +28,9 @@ pub enum AionError {
     Upstream(String),
     #[error("{0} is not supported")]
     NotSupported(String),
+    /// A module of the intent failed (it is the operator's to fix).
+    #[error("{0}")]
+    Module(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -51,6 +54,7 @@ impl AionError {
             AionError::Budget(_) => "budget_exceeded",
             AionError::Upstream(_) => "upstream_failed",
             AionError::NotSupported(_) => "not_supported",
+            AionError::Module(_) => "module_failed",
             AionError::Internal(_) => "internal",
         }
     }
@@ -67,7 +71,7 @@ impl AionError {
             AionError::Budget(_) => StatusCode::PAYMENT_REQUIRED,
             AionError::Upstream(_) => StatusCode::BAD_GATEWAY,
             AionError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
-            AionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AionError::Internal(_) | AionError::Module(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

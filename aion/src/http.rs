@@ -8,6 +8,8 @@
 //! - Operating: `GET /router/policy`, `POST /router/policy/reload` and
 //!   `/rollback` (admins), `GET /router/usage`.
 //!
+//! - gRPC (feature `grpc`): `aion.v1.AionTasks` (see `crate::grpc`).
+//!
 //! Every request is authenticated by the platform ([`Verifier`]); a
 //! stream that stays open re-checks its caller every minute.
 
@@ -59,7 +61,9 @@ pub const RECHECK: Duration = Duration::from_secs(60);
 
 /// The routes, to merge into a server.
 pub fn router<S: Clone + Send + Sync + 'static>(api: AionApi) -> Router<S> {
-    Router::new()
+    #[cfg(feature = "grpc")]
+    let grpc = crate::grpc::routes(api.clone());
+    let http = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
@@ -72,7 +76,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: AionApi) -> Router<S> {
         .route("/router/policy/rollback", post(rollback))
         .route("/router/usage", get(usage))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(api)
+        .with_state(api);
+    #[cfg(feature = "grpc")]
+    let http = http.merge(grpc.with_state(()));
+    http
 }
 
 fn json_body(bytes: &[u8]) -> Result<Value, AionError> {
@@ -311,7 +318,7 @@ fn sse(ev: &TaskEvent) -> Result<SseEvent, Infallible> {
 /// process, else followed in the store until it ends (another server runs
 /// it). Ends after `done` or `error`, or when the caller's credentials
 /// stop working.
-fn task_events(api: AionApi, caller: Caller, headers: HeaderMap, id: String) -> impl Stream<Item = TaskEvent> + Send {
+pub(crate) fn task_events(api: AionApi, caller: Caller, headers: HeaderMap, id: String) -> impl Stream<Item = TaskEvent> + Send {
     enum Src {
         Start,
         Live(std::vec::IntoIter<TaskEvent>, tokio::sync::broadcast::Receiver<TaskEvent>),

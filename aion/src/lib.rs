@@ -7,12 +7,18 @@
 //! - [`budget`]: the [`budget::Ledger`] seam (reserve the worst case, settle the actual).
 //! - [`store`]: the router's tables in SQLite or PostgreSQL.
 //! - [`provider`]: one adapter per upstream protocol, normalised to OpenAI's shapes.
+//! - `modules` (feature `wasm`): AgentPackage modules in wasmtime.
+//! - [`engine`]: running tasks; [`http`]: the API.
 
 pub mod budget;
 pub mod engine;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod metrics;
+#[cfg(feature = "wasm")]
+pub mod modules;
 pub mod registries;
 pub mod cost;
 pub mod decide;

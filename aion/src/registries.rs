@@ -13,16 +13,35 @@ use serde::Serialize;
 
 use crate::registry::{Registry, FILES};
 
+/// A module ready to run on a task's input (see `modules`, feature `wasm`).
+pub trait RunModule: Send + Sync {
+    fn call(&self, input: &serde_json::Value) -> Result<serde_json::Value, String>;
+}
+
+#[cfg(feature = "wasm")]
+impl RunModule for crate::modules::Compiled {
+    fn call(&self, input: &serde_json::Value) -> Result<serde_json::Value, String> {
+        crate::modules::Compiled::call(self, input).map_err(|e| e.to_string())
+    }
+}
+
 /// One version in force.
-#[derive(Debug)]
 pub struct Loaded {
     pub registry: Registry,
+    /// The modules, compiled and linked.
+    pub modules: HashMap<String, Arc<dyn RunModule>>,
     /// Providers' keys read from the server's environment (never shown).
     pub env_keys: HashMap<String, String>,
     /// 1 for the first version, one more for each swap.
     pub version: u64,
     pub loaded_at: chrono::DateTime<chrono::Utc>,
     pub warnings: Diagnostics,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("version", &self.version).field("digest", &self.registry.digest).finish_non_exhaustive()
+    }
 }
 
 impl Loaded {
@@ -55,13 +74,13 @@ pub enum LoadError {
 }
 
 /// The registry in force and the one before it.
-#[derive(Debug)]
 pub struct Registries {
     dir: Option<PathBuf>,
     current: RwLock<Arc<Loaded>>,
     previous: Mutex<Option<Arc<Loaded>>>,
     /// The files' modification times and sizes when last read.
     stamps: Mutex<Stamps>,
+    modules: ModuleHostCell,
 }
 
 /// The files' modification times and sizes (`None`: absent).
@@ -92,8 +111,66 @@ fn stamps_of(dir: &Path) -> Stamps {
     FILES.iter().map(|n| std::fs::metadata(dir.join(n)).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))).collect()
 }
 
-fn build(texts: [Option<&str>; 4], version: u64) -> Result<Loaded, LoadError> {
+/// Compiles the registry's modules; a module that cannot load is an error
+/// located at its manifest.
+fn compile_modules(registry: &Registry, dir: Option<&Path>, host: &ModuleHostCell) -> Result<HashMap<String, Arc<dyn RunModule>>, LoadError> {
+    #[cfg_attr(not(feature = "wasm"), allow(unused_mut))]
+    let mut out: HashMap<String, Arc<dyn RunModule>> = HashMap::new();
+    let mut diags = Diagnostics::default();
+    for m in registry.modules.values() {
+        let at = |message: String, suggestion: Option<String>| {
+            let loc = m.loc.clone().unwrap_or(crate::registry::Loc { file: "modules.yml".into(), line: 1, column: 1, path: format!("modules.{}", m.name) });
+            pinacle_config::Diagnostic { severity: pinacle_config::Severity::Error, file: loc.file, line: loc.line, column: loc.column, path: loc.path, message, suggestion }
+        };
+        #[cfg(feature = "wasm")]
+        {
+            let compiled = host.get().map_err(|e| LoadError::Io { path: "modules".into(), message: e }).map(|h| h.compile(m, dir));
+            match compiled? {
+                Ok(c) => {
+                    out.insert(m.name.clone(), Arc::new(c));
+                }
+                Err(e) => diags.0.push(at(e.to_string(), None)),
+            }
+        }
+        #[cfg(not(feature = "wasm"))]
+        {
+            let _ = (dir, host);
+            diags.0.push(at(format!("module {}: this server was built without WASM modules", m.name), Some("build with the cargo feature pinacle-aion/wasm, or remove the module".into())));
+        }
+    }
+    if diags.has_errors() {
+        return Err(LoadError::Invalid(diags));
+    }
+    Ok(out)
+}
+
+/// The module engine, made when the first module needs it.
+#[derive(Default)]
+struct ModuleHostCell {
+    #[cfg(feature = "wasm")]
+    host: std::sync::OnceLock<Arc<crate::modules::ModuleHost>>,
+}
+
+impl std::fmt::Debug for ModuleHostCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModuleHostCell")
+    }
+}
+
+#[cfg(feature = "wasm")]
+impl ModuleHostCell {
+    fn get(&self) -> Result<&Arc<crate::modules::ModuleHost>, String> {
+        if let Some(h) = self.host.get() {
+            return Ok(h);
+        }
+        let h = crate::modules::ModuleHost::new()?;
+        Ok(self.host.get_or_init(|| h))
+    }
+}
+
+fn build(texts: [Option<&str>; 4], version: u64, dir: Option<&Path>, host: &ModuleHostCell) -> Result<Loaded, LoadError> {
     let (registry, warnings) = Registry::parse(texts).map_err(LoadError::Invalid)?;
+    let modules = compile_modules(&registry, dir, host)?;
     let mut env_keys = HashMap::new();
     for p in registry.providers.values() {
         if let Some(var) = &p.api_key_env {
@@ -105,25 +182,40 @@ fn build(texts: [Option<&str>; 4], version: u64) -> Result<Loaded, LoadError> {
             }
         }
     }
-    Ok(Loaded { registry, env_keys, version, loaded_at: chrono::Utc::now(), warnings })
+    Ok(Loaded { registry, modules, env_keys, version, loaded_at: chrono::Utc::now(), warnings })
+}
+
+impl std::fmt::Debug for Registries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registries").field("dir", &self.dir).finish_non_exhaustive()
+    }
 }
 
 impl Registries {
     /// Reads `dir`'s files (none: an empty registry, which routes nothing).
     pub fn open(dir: Option<&Path>) -> Result<Self, LoadError> {
+        let modules = ModuleHostCell::default();
         let (loaded, stamps) = match dir {
             Some(d) => {
                 let (texts, stamps) = read(d)?;
-                (build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], 1)?, stamps)
+                (build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], 1, Some(d), &modules)?, stamps)
             }
-            None => (build([None; 4], 1)?, Vec::new()),
+            None => (build([None; 4], 1, None, &modules)?, Vec::new()),
         };
-        Ok(Self { dir: dir.map(Path::to_path_buf), current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(stamps) })
+        Ok(Self { dir: dir.map(Path::to_path_buf), current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(stamps), modules })
     }
 
-    /// A registry from texts (tests, and servers without a directory).
+    /// A registry from texts (tests, and servers without a directory);
+    /// modules' sources are read relative to `module_dir`.
     pub fn from_texts(texts: [Option<&str>; 4]) -> Result<Self, LoadError> {
-        Ok(Self { dir: None, current: RwLock::new(Arc::new(build(texts, 1)?)), previous: Mutex::new(None), stamps: Mutex::new(Vec::new()) })
+        Self::from_texts_in(texts, None)
+    }
+
+    /// [`Registries::from_texts`] with modules' sources relative to `module_dir`.
+    pub fn from_texts_in(texts: [Option<&str>; 4], module_dir: Option<&Path>) -> Result<Self, LoadError> {
+        let modules = ModuleHostCell::default();
+        let loaded = build(texts, 1, module_dir, &modules)?;
+        Ok(Self { dir: None, current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(Vec::new()), modules })
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -149,7 +241,7 @@ impl Registries {
         let Some(dir) = &self.dir else { return Err(LoadError::Io { path: String::new(), message: "this server has no registry directory (--router-dir)".into() }) };
         let (texts, stamps) = read(dir)?;
         let cur = self.current();
-        let next = build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], cur.version + 1)?;
+        let next = build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], cur.version + 1, Some(dir), &self.modules)?;
         *self.stamps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
         if next.registry.digest == cur.registry.digest {
             return Ok(Change { from_version: cur.version, from_digest: cur.short_digest().to_owned(), to_version: cur.version, to_digest: cur.short_digest().to_owned(), unchanged: true });
@@ -159,7 +251,7 @@ impl Registries {
 
     /// Replaces the registry with `texts` (an API-driven change).
     pub fn replace(&self, texts: [Option<&str>; 4]) -> Result<Change, LoadError> {
-        let next = build(texts, self.current().version + 1)?;
+        let next = build(texts, self.current().version + 1, None, &self.modules)?;
         Ok(self.swap(next))
     }
 

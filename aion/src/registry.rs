@@ -342,6 +342,8 @@ pub struct Module {
     pub intents: Vec<String>,
     pub input_schema: Option<serde_json::Value>,
     pub output_schema: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub loc: Option<Loc>,
 }
 
 /// One loaded, checked version of all four files.
@@ -1009,6 +1011,7 @@ fn read_module(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name: &str)
         intents: Vec::new(),
         input_schema: None,
         output_schema: None,
+        loc: Some(Loc::of(ctx, node, path)),
     };
     let (mut runtime, mut ok) = (false, true);
     for (key, value) in fields {

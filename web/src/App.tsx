@@ -9,6 +9,7 @@ import { AuthCompletePage } from "./pages/AuthCompletePage";
 import { DashboardPage } from "./pages/DashboardPage";
 import { LoginPage } from "./pages/LoginPage";
 import { MemoryPage } from "./pages/MemoryPage";
+import { RouterPage } from "./pages/RouterPage";
 import { SettingsPage } from "./pages/SettingsPage";
 import { WorkspacePage } from "./pages/WorkspacePage";
 import { Link, matchRoute, navigate, useLocation } from "./router";
@@ -70,6 +71,7 @@ function Shell() {
   if (path === "/" || path === "") page = <DashboardPage />;
   else if (matchRoute("/settings", path)) page = <SettingsPage />;
   else if (matchRoute("/memory", path)) page = <MemoryPage />;
+  else if (matchRoute("/router", path)) page = <RouterPage />;
   else if ((podKey = matchRoute("/pods/*", path)?.["*"])) page = <WorkspacePage key={podKey} podKey={podKey} />;
   else page = <NotFound />;
 
@@ -110,6 +112,9 @@ function TopBar({ path }: { path: string }) {
         </Link>
         <Link to="/memory" aria-current={current("/memory")}>
           Memory
+        </Link>
+        <Link to="/router" aria-current={current("/router")}>
+          Router
         </Link>
         <Link to="/settings" aria-current={current("/settings")}>
           Settings

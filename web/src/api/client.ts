@@ -2,6 +2,7 @@ import { createAuthApi, type AuthApi } from "./auth";
 import { createFilesApi, type FilesApi } from "./files";
 import { createGraphQL, type GqlFn } from "./graphql";
 import { createMemoryApi, type MemoryApi } from "./memory";
+import { createRouterApi, type RouterApi } from "./router";
 import { SessionManager } from "./session";
 import { createSubscriptions, type SubscribeFn } from "./subscriptions";
 
@@ -14,6 +15,8 @@ export interface Api {
   auth: AuthApi;
   /** The agents' memory, per project. */
   memory: MemoryApi;
+  /** The AI router: recent tasks, spend, models. */
+  router: RouterApi;
   /** A valid access token (for the terminal WebSocket). */
   accessToken(): Promise<string>;
   session: SessionManager;
@@ -27,6 +30,7 @@ export function createApi(session: SessionManager = new SessionManager()): Api {
     files: createFilesApi((input, init) => session.fetch(input, init)),
     auth: createAuthApi(session),
     memory: createMemoryApi((input, init) => session.fetch(input, init)),
+    router: createRouterApi((input, init) => session.fetch(input, init)),
     accessToken: () => session.accessToken(),
     session,
   };

@@ -5,6 +5,7 @@ import type { Api } from "../api/client";
 import { ApiContext } from "../api/context";
 import type { FilesApi } from "../api/files";
 import type { MemoryApi } from "../api/memory";
+import type { RouterApi } from "../api/router";
 import type { SubscriptionHandlers } from "../api/subscriptions";
 import { SessionManager } from "../api/session";
 import { ToastProvider } from "../components/Toasts";
@@ -25,7 +26,12 @@ export interface FakeApi extends Api {
 /** An Api whose GraphQL answers come from `resolvers` (by operation name;
  *  a resolver may throw to fail the call) and whose subscriptions the test
  *  drives with `emit`. */
-export function fakeApi(resolvers: Record<string, Resolver | unknown>, files?: Partial<FilesApi>, memory?: Partial<MemoryApi>): FakeApi {
+export function fakeApi(
+  resolvers: Record<string, Resolver | unknown>,
+  files?: Partial<FilesApi>,
+  memory?: Partial<MemoryApi>,
+  router?: Partial<RouterApi>,
+): FakeApi {
   const calls: FakeApi["calls"] = [];
   const subs: FakeApi["subs"] = new Map();
   const session = new SessionManager({ storage: localStorage, window: null, locks: null });
@@ -67,6 +73,12 @@ export function fakeApi(resolvers: Record<string, Resolver | unknown>, files?: P
         throw new Error("no fake memory project");
       }),
       ...memory,
+    },
+    router: {
+      tasks: vi.fn(async () => []),
+      usage: vi.fn(async () => ({ budgets: [], task: null })),
+      models: vi.fn(async () => []),
+      ...router,
     },
     accessToken: async () => "test-token",
   };
