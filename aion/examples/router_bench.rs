@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -62,7 +62,7 @@ impl pinacle_aion::http::Verifier for AnyBearer {
         if headers.get("authorization").is_none() {
             return Err(pinacle_aion::error::AionError::Unauthenticated("no bearer".into()));
         }
-        Ok(pinacle_aion::engine::Caller { subject: "user:bench".into(), user_id: "bench".into(), team_id: None, key_id: Some("token:bench".into()), admin: false })
+        Ok(pinacle_aion::engine::Caller { subject: "user:bench".into(), user_id: "bench".into(), team_id: None, key_id: Some("token:bench".into()), admin: false, user_budget: true })
     }
 }
 
@@ -195,25 +195,37 @@ async fn ttft(url: &str, n: usize, model: &str, max_tokens: u64) -> Value {
     let http = client();
     let mut first = Vec::with_capacity(n);
     let mut total = Vec::with_capacity(n);
+    let mut errors = 0;
     for _ in 0..n {
         let t0 = Instant::now();
-        let resp = http.post(format!("{url}/v1/chat/completions")).bearer_auth(bearer()).json(&body_for(model, max_tokens, true)).send().await.unwrap();
+        let Ok(resp) = http.post(format!("{url}/v1/chat/completions")).bearer_auth(bearer()).json(&body_for(model, max_tokens, true)).send().await else {
+            errors += 1;
+            continue;
+        };
         let mut s = resp.bytes_stream();
         let mut seen = false;
         let mut buf = Vec::new();
+        let mut broke = false;
         while let Some(chunk) = s.next().await {
-            let chunk: Bytes = chunk.unwrap();
+            let Ok(chunk) = chunk else {
+                broke = true;
+                break;
+            };
             buf.extend_from_slice(&chunk);
             if !seen && has_content(&buf) {
                 first.push(t0.elapsed().as_secs_f64() * 1000.0);
                 seen = true;
             }
         }
+        if broke || !seen {
+            errors += 1;
+            continue;
+        }
         total.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     first.sort_by(f64::total_cmp);
     total.sort_by(f64::total_cmp);
-    json!({"n": n, "ttft_p50_ms": pct(&first, 0.5), "ttft_p99_ms": pct(&first, 0.99), "total_p50_ms": pct(&total, 0.5), "total_p95_ms": pct(&total, 0.95), "seen": first.len()})
+    json!({"n": n, "errors": errors, "ttft_p50_ms": pct(&first, 0.5), "ttft_p99_ms": pct(&first, 0.99), "total_p50_ms": pct(&total, 0.5), "total_p95_ms": pct(&total, 0.95), "seen": first.len()})
 }
 
 #[cfg(feature = "wasm")]

@@ -51,6 +51,9 @@ pub trait Ledger: Send + Sync {
     /// reservation is released and `actual` is spent.
     async fn settle(&self, hold: &str, scopes: &[String], amount: i64, actual: i64) -> Result<(), LedgerError>;
 
+    /// Pushes hold `hold`'s deadline `secs` from now (a call still running).
+    async fn extend(&self, hold: &str, secs: i64) -> Result<(), LedgerError>;
+
     /// Holds older than their deadline (a server died mid-call) are
     /// settled at their full amount: the budget never overshoots.
     async fn sweep(&self) -> Result<u64, LedgerError>;
@@ -91,6 +94,10 @@ impl Ledger for MemoryLedger {
             e.0 += actual;
             e.1 -= amount;
         }
+        Ok(())
+    }
+
+    async fn extend(&self, _hold: &str, _secs: i64) -> Result<(), LedgerError> {
         Ok(())
     }
 

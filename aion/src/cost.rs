@@ -32,6 +32,11 @@ pub fn input_tokens_bound(bytes: usize, messages: usize) -> u64 {
     (bytes + 8 * messages + 8) as u64
 }
 
+/// The tokens reserved for one image (or other non-text) part of a
+/// prompt: above what the major providers charge for one image at their
+/// highest detail.
+pub const IMAGE_TOKENS_BOUND: u64 = 6_000;
+
 /// An estimate (not a bound) of the tokens in `text`, for output whose
 /// usage the provider never sent: about four characters a token.
 pub fn estimate_tokens(text: &str) -> u64 {

@@ -48,6 +48,9 @@ pub struct Caller {
     /// sign-in session.
     pub key_id: Option<String>,
     pub admin: bool,
+    /// Whether the user's own budget is charged (not for a team pod's
+    /// calls, which the team's budget pays).
+    pub user_budget: bool,
 }
 
 impl Caller {
@@ -95,6 +98,14 @@ pub struct Options {
     /// Go on with the next candidate after a failure mid-stream.
     #[serde(default)]
     pub continue_on_failure: Option<bool>,
+}
+
+/// A chat request's answer.
+pub enum Chat {
+    /// OpenAI's `chat.completion`, with `aion`.
+    Whole(Value),
+    /// The task's output as it comes.
+    Stream(mpsc::Receiver<Out>),
 }
 
 /// What flows from a running task to its client.
@@ -148,6 +159,17 @@ impl Plan {
     }
 }
 
+/// How long a budget hold outlives its last sign of life (a server that
+/// died mid-call leaves it to the sweep).
+const HOLD_SECS: i64 = 600;
+
+/// How often a running stream extends its hold.
+const HOLD_EXTEND_EVERY: Duration = Duration::from_secs(60);
+
+/// Bytes of token events kept per live task for late subscribers (the end
+/// event carries the whole answer anyway).
+const TASK_EVENT_BYTES: usize = 4 << 20;
+
 /// Live tasks kept in this process after they end (for their stream and
 /// status), at most this many.
 const LIVE_TASKS: usize = 10_000;
@@ -169,6 +191,8 @@ type LiveTasks = (HashMap<String, Arc<Mutex<LiveTask>>>, VecDeque<String>);
 struct LiveTask {
     subject: String,
     events: Vec<TaskEvent>,
+    /// Bytes of token text in `events`.
+    bytes: usize,
     tx: broadcast::Sender<TaskEvent>,
     envelope: Option<Envelope>,
 }
@@ -222,7 +246,7 @@ impl Aion {
     }
 
     /// Decides and reserves. Nothing is reserved when it fails.
-    pub async fn plan(&self, caller: &Caller, mut body: Value, opts: Options, api: &'static str) -> Result<Plan, AionError> {
+    pub async fn plan(&self, caller: &Caller, mut body: Value, opts: Options, api: &'static str, stream: bool) -> Result<Plan, AionError> {
         check_chat_body(&body)?;
         let loaded = self.registries.current();
         let reg = &loaded.registry;
@@ -254,8 +278,25 @@ impl Aion {
 
         // the prompt's bound, for the worst case
         let messages = body.get("messages").and_then(Value::as_array).map_or(0, Vec::len);
-        let prompt_bytes = body.get("messages").map_or(0, |m| m.to_string().len());
-        let input_bound = cost::input_tokens_bound(prompt_bytes, messages);
+        // everything forwarded counts (tools, response formats...), and each
+        // image part at a bound of its own: its URL's bytes say nothing
+        let forwarded = {
+            let mut b = body.clone();
+            if let Some(o) = b.as_object_mut() {
+                o.remove("aion");
+            }
+            b.to_string().len()
+        };
+        let images = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.get("content").and_then(Value::as_array))
+            .flatten()
+            .filter(|p| p.get("type").and_then(Value::as_str).is_some_and(|t| t != "text"))
+            .count() as u64;
+        let input_bound = cost::input_tokens_bound(forwarded, messages) + images * cost::IMAGE_TOKENS_BOUND;
         let prompt_text: usize = body.get("messages").and_then(Value::as_array).into_iter().flatten().map(|m| provider::content_text(m.get("content")).len()).sum();
         let asked_out = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64);
 
@@ -291,16 +332,21 @@ impl Aion {
             return Err(AionError::Budget(format!("no candidate fits this task's budget: {why}")));
         }
         decision.routes = routes.iter().map(|r| r.route.clone()).collect();
-        let continue_on_failure = opts.continue_on_failure.unwrap_or(reg.policy.stream.continue_on_failure) && routes.len() > 1;
         // one route's worst case; two when a stream may go on with a second
+        // (only a stream continues, and only while both fit the task's cap)
         let mut sorted = worst.clone();
         sorted.sort_unstable_by(|a, b| b.cmp(a));
-        let reserved = sorted[0] + if continue_on_failure { sorted.get(1).copied().unwrap_or(0) } else { 0 };
+        let two = sorted[0] + sorted.get(1).copied().unwrap_or(0);
+        let continue_on_failure = stream
+            && opts.continue_on_failure.unwrap_or(reg.policy.stream.continue_on_failure)
+            && routes.len() > 1
+            && task_cap.is_none_or(|cap| two <= cap);
+        let reserved = if continue_on_failure { two } else { sorted[0] };
 
         let now = chrono::Utc::now();
         let mut charges = Vec::new();
         let b = &reg.policy.budgets;
-        if let Some(user) = &b.user {
+        if let (Some(user), true) = (&b.user, caller.user_budget) {
             charges.push(Charge { scope: format!("user:{}@{}", caller.user_id, user.period.window(now)), cap_micros: cost::usd_to_micros(user.cap_for(&caller.user_id)) });
         }
         if let (Some(team), Some(t)) = (&b.team, &caller.team_id) {
@@ -313,7 +359,7 @@ impl Aion {
             None
         } else {
             let longest = routes.iter().map(|r| r.provider.timeout_ms).max().unwrap_or(120_000);
-            let hold_secs = (longest / 1000) as i64 * 2 + 600;
+            let hold_secs = (longest / 1000) as i64 * 2 + HOLD_SECS;
             match self.ledger.reserve(&charges, reserved, hold_secs).await {
                 Ok(id) => Some((id, charges.into_iter().map(|c| c.scope).collect())),
                 Err(e) => {
@@ -342,13 +388,26 @@ impl Aion {
         })
     }
 
-    async fn key_for(&self, plan: &Plan, p: &Provider) -> Option<String> {
+    /// The key for `p`: the caller's own (`true`) or the server's.
+    async fn key_for(&self, plan: &Plan, p: &Provider) -> (Option<String>, bool) {
         if let Some(secret) = &p.api_key_secret {
             if let Some(k) = self.keys.key(&plan.caller, secret).await {
-                return Some(k);
+                return (Some(k), true);
             }
         }
-        plan.loaded.env_keys.get(&p.id).cloned()
+        (plan.loaded.env_keys.get(&p.id).cloned(), false)
+    }
+
+    /// Counts a failure against `provider`'s health, unless it says only
+    /// that a caller's own key was refused or is out of quota (one user's
+    /// bad key must not close a provider for everyone).
+    fn blame(&self, provider: &str, e: &ProviderError, own_key: bool, breaker: &crate::registry::Breaker) {
+        if !e.counts_against_provider() || (own_key && e.is_about_the_key()) {
+            self.health.release_probe(provider);
+            return;
+        }
+        let retry_after = if own_key { None } else { e.retry().flatten() };
+        self.health.failure(provider, breaker, retry_after, Instant::now());
     }
 
     /// The upstream body for route `r`, with `carried` output to continue.
@@ -357,10 +416,17 @@ impl Aion {
         b["model"] = r.model.upstream.clone().into();
         let out = if carried.is_empty() { r.max_out } else { (r.max_out as u64).saturating_sub(cost::estimate_tokens(carried)).max(1) as u32 };
         if let Some(o) = b.as_object_mut() {
-            if o.contains_key("max_completion_tokens") {
+            // every cap the client sent is the planned one (a server reads
+            // either); none sent: OpenAI's current field
+            let mut set = false;
+            for field in ["max_completion_tokens", "max_tokens"] {
+                if o.contains_key(field) {
+                    o.insert(field.into(), out.into());
+                    set = true;
+                }
+            }
+            if !set {
                 o.insert("max_completion_tokens".into(), out.into());
-            } else {
-                o.insert("max_tokens".into(), out.into());
             }
         }
         if !carried.is_empty() {
@@ -373,9 +439,31 @@ impl Aion {
     }
 
     /// A whole answer (no streaming): the routes in order until one answers.
-    pub async fn complete(&self, plan: Plan) -> (Result<Value, AionError>, Envelope) {
+    pub async fn complete(self: &Arc<Self>, plan: Plan) -> Result<(Result<Value, AionError>, Envelope), AionError> {
         let span = plan.span();
-        self.complete_inner(plan).instrument(span).await
+        let me = self.clone();
+        // its own task: a client that leaves does not cut the settlement short
+        tokio::spawn(async move { me.complete_inner(plan).instrument(span).await }).await.map_err(|e| AionError::Internal(format!("the task stopped: {e}")))
+    }
+
+    /// Plans and runs a chat request in a task of its own (a client that
+    /// leaves mid-way cannot leave a reservation unsettled): a whole
+    /// answer, or the stream's receiver.
+    pub async fn chat(self: &Arc<Self>, caller: Caller, body: Value, opts: Options, stream: bool) -> Result<(String, Chat), AionError> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let plan = me.plan(&caller, body, opts, "chat", stream).await?;
+            let task = plan.task_id.clone();
+            if stream {
+                Ok((task, Chat::Stream(me.start_stream(plan))))
+            } else {
+                let span = plan.span();
+                let (answer, _) = me.complete_inner(plan).instrument(span).await;
+                Ok((task, Chat::Whole(answer?)))
+            }
+        })
+        .await
+        .map_err(|e| AionError::Internal(format!("the task stopped: {e}")))?
     }
 
     async fn complete_inner(&self, plan: Plan) -> (Result<Value, AionError>, Envelope) {
@@ -384,7 +472,7 @@ impl Aion {
         let mut attempts = Vec::new();
         let mut result: Result<(Value, &PlannedRoute, Tokens), AionError> = Err(AionError::Upstream("no route was tried".into()));
         'routes: for r in &plan.routes {
-            let key = self.key_for(&plan, &r.provider).await;
+            let (key, own_key) = self.key_for(&plan, &r.provider).await;
             let body = Self::upstream_body(&plan, r, "");
             for attempt in 0..=policy.retries.max {
                 if let Err(a) = self.health.admit(&r.provider.id, Instant::now()) {
@@ -408,11 +496,7 @@ impl Aion {
                         let took = t0.elapsed();
                         self.metrics.upstream(&r.provider.id, e.code());
                         let retry = e.retry();
-                        if e.counts_against_provider() {
-                            self.health.failure(&r.provider.id, &policy.breaker, retry.flatten(), Instant::now());
-                        } else {
-                            self.health.release_probe(&r.provider.id);
-                        }
+                        self.blame(&r.provider.id, &e, own_key, &policy.breaker);
                         attempts.push(failed(r, &e, took, false));
                         if e.is_callers_fault() {
                             result = Err(AionError::bad("upstream_refused", e.to_string()));
@@ -491,7 +575,7 @@ impl Aion {
         'routes: while i < plan.routes.len() {
             let r = &plan.routes[i];
             i += 1;
-            let key = self.key_for(&plan, &r.provider).await;
+            let (key, own_key) = self.key_for(&plan, &r.provider).await;
             let body = Self::upstream_body(&plan, r, &text);
             let mut attempt = 0;
             loop {
@@ -532,11 +616,7 @@ impl Aion {
                         let took = t0.elapsed();
                         self.metrics.upstream(&r.provider.id, e.code());
                         let retry = e.retry();
-                        if e.counts_against_provider() {
-                            self.health.failure(&r.provider.id, &policy.breaker, retry.flatten(), Instant::now());
-                        } else {
-                            self.health.release_probe(&r.provider.id);
-                        }
+                        self.blame(&r.provider.id, &e, own_key, &policy.breaker);
                         attempts.push(failed(r, &e, took, false));
                         last_error = Some((e.code().to_owned(), e.to_string()));
                         if e.is_callers_fault() {
@@ -571,7 +651,20 @@ impl Aion {
                 let mut usage: Option<Tokens> = None;
                 let mut outcome: Result<(), ProviderError> = Ok(());
                 let mut pending: VecDeque<Event> = held.into();
+                let mut extended = Instant::now();
                 loop {
+                    // a long stream keeps its budget hold from being swept
+                    if extended.elapsed() > HOLD_EXTEND_EVERY {
+                        extended = Instant::now();
+                        if let Some((hold, _)) = &plan.hold {
+                            let (ledger, hold) = (self.ledger.clone(), hold.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = ledger.extend(&hold, HOLD_SECS).await {
+                                    tracing::warn!(error = %e, "extending a budget hold failed");
+                                }
+                            });
+                        }
+                    }
                     let ev = match pending.pop_front() {
                         Some(ev) => Some(Ok(ev)),
                         None => match tokio::time::timeout(stall, upstream.next()).await {
@@ -634,7 +727,7 @@ impl Aion {
                     }
                     Err(e) => {
                         self.metrics.upstream(&r.provider.id, e.code());
-                        self.health.failure(&r.provider.id, &policy.breaker, None, Instant::now());
+                        self.blame(&r.provider.id, &e, own_key, &policy.breaker);
                         attempts.push(failed(r, &e, took, true));
                         last_error = Some((e.code().to_owned(), format!("the stream failed after it started: {e}")));
                         if plan.continue_on_failure && !continued && i < plan.routes.len() {
@@ -682,7 +775,12 @@ impl Aion {
         ttft: Option<Duration>,
     ) -> Envelope {
         if let Some((hold, scopes)) = &plan.hold {
-            if let Err(e) = self.ledger.settle(hold, scopes, plan.reserved, cost_micros).await {
+            // a budget never commits past what was reserved: a provider that
+            // ignored the output cap is logged, and its excess is not charged
+            if cost_micros > plan.reserved {
+                tracing::warn!(task = %plan.task_id, cost_micros, reserved_micros = plan.reserved, "a task cost more than its reservation (the provider ignored the output cap?); the budget is charged the reservation");
+            }
+            if let Err(e) = self.ledger.settle(hold, scopes, plan.reserved, cost_micros.min(plan.reserved)).await {
                 tracing::error!(task = %plan.task_id, error = %e, "settling a budget hold failed; the sweep will settle it at its full amount");
             }
         }
@@ -742,6 +840,12 @@ impl Aion {
     /// kept for `/v1/stream/{id}`. With an idempotency key already used by
     /// this caller for the same request, the earlier task is answered.
     pub async fn submit(self: &Arc<Self>, caller: &Caller, body: Value, opts: Options, idempotency_key: Option<String>) -> Result<(Envelope, bool), AionError> {
+        let (me, caller) = (self.clone(), caller.clone());
+        // its own task: a client that leaves mid-way leaves no half-made task
+        tokio::spawn(async move { me.submit_inner(&caller, body, opts, idempotency_key).await }).await.map_err(|e| AionError::Internal(format!("the task stopped: {e}")))?
+    }
+
+    async fn submit_inner(self: &Arc<Self>, caller: &Caller, body: Value, opts: Options, idempotency_key: Option<String>) -> Result<(Envelope, bool), AionError> {
         let hash = idempotency_key.as_ref().map(|_| {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(format!("{body}|{opts:?}").as_bytes()))
@@ -757,7 +861,16 @@ impl Aion {
                 created_at: chrono::Utc::now().timestamp_millis(),
                 cost_micros: 0,
             };
-            if let Some(earlier) = store.insert_task_once(&probe).await? {
+            let mut claimed = store.insert_task_once(&probe).await?;
+            // a claim that never became a task (its server died while
+            // deciding) is given up after a minute
+            if let Some(earlier) = &claimed {
+                if earlier.record.is_null() && earlier.created_at < probe.created_at - 60_000 {
+                    store.delete_task(&earlier.id).await?;
+                    claimed = store.insert_task_once(&probe).await?;
+                }
+            }
+            if let Some(earlier) = claimed {
                 if earlier.request_hash != hash {
                     return Err(AionError::Conflict("this Idempotency-Key was used for another request".into()));
                 }
@@ -768,7 +881,7 @@ impl Aion {
                 };
             }
             // the key's row is this task's
-            let plan = match self.plan(caller, body, opts, "task").await {
+            let plan = match self.plan(caller, body, opts, "task", true).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = store.delete_task(&probe.id).await;
@@ -777,7 +890,7 @@ impl Aion {
             };
             return Ok((self.start_task(caller, plan, Some(probe.id), idempotency_key, hash).await, true));
         }
-        let plan = self.plan(caller, body, opts, "task").await?;
+        let plan = self.plan(caller, body, opts, "task", true).await?;
         Ok((self.start_task(caller, plan, None, None, None).await, true))
     }
 
@@ -818,7 +931,7 @@ impl Aion {
             }
         }
         let (btx, _) = broadcast::channel(1024);
-        let live = Arc::new(Mutex::new(LiveTask { subject: caller.subject.clone(), events: Vec::new(), tx: btx, envelope: None }));
+        let live = Arc::new(Mutex::new(LiveTask { subject: caller.subject.clone(), events: Vec::new(), bytes: 0, tx: btx, envelope: None }));
         {
             let mut map = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.0.insert(running.id.clone(), live.clone());
@@ -846,13 +959,18 @@ impl Aion {
                         };
                         let mut t = live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         t.envelope = Some(*env);
-                        t.events.push(ev.clone());
+                        // once it has ended its end says everything: the
+                        // token events go (memory stays bounded)
+                        t.events = vec![ev.clone()];
+                        t.bytes = 0;
                         let _ = t.tx.send(ev);
                         break;
                     }
                 };
                 let mut t = live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if t.events.len() < TASK_EVENTS {
+                let size = ev.data.get("text").and_then(Value::as_str).map_or(64, str::len);
+                if t.events.len() < TASK_EVENTS && t.bytes + size <= TASK_EVENT_BYTES {
+                    t.bytes += size;
                     t.events.push(ev.clone());
                 }
                 let _ = t.tx.send(ev);
@@ -903,7 +1021,20 @@ impl Aion {
 
     /// `/v1/embeddings`: the named embedding model's provider, passed
     /// through (privacy and budgets apply as for chat).
-    pub async fn embeddings(&self, caller: &Caller, mut body: Value) -> Result<Value, AionError> {
+    pub async fn embeddings(self: &Arc<Self>, caller: &Caller, body: Value) -> Result<Value, AionError> {
+        let (me, caller) = (self.clone(), caller.clone());
+        tokio::spawn(async move { me.embeddings_inner(&caller, body).await }).await.map_err(|e| AionError::Internal(format!("the request stopped: {e}")))?
+    }
+
+    async fn embeddings_inner(&self, caller: &Caller, mut body: Value) -> Result<Value, AionError> {
+        let opts: Options = match body.as_object_mut().and_then(|o| o.remove("aion")) {
+            None | Some(Value::Null) => Options::default(),
+            Some(v) => serde_json::from_value(v).map_err(|e| AionError::bad("invalid_options", format!("aion: {e}")))?,
+        };
+        let asked_local = match opts.privacy.as_deref() {
+            None => false,
+            Some(p) => Privacy::parse(p).ok_or_else(|| AionError::bad("invalid_privacy", format!("privacy {p:?} is not one of {}", Privacy::NAMES.join(", "))))? == Privacy::LocalOnly,
+        };
         let loaded = self.registries.current();
         let reg = &loaded.registry;
         let model_id = body.get("model").and_then(Value::as_str).ok_or_else(|| AionError::bad("invalid_request", "model is required"))?.to_owned();
@@ -914,9 +1045,12 @@ impl Aion {
         let input = body.get("input").ok_or_else(|| AionError::bad("invalid_request", "input is required"))?;
         let bytes = input.to_string().len();
         let provider = reg.providers.get(&model.provider).ok_or_else(|| AionError::Internal("the model's provider is gone".into()))?;
-        let local_only = caller.subjects().iter().any(|s| reg.policy.local_only_subjects.contains(s));
+        let local_only = asked_local || caller.subjects().iter().any(|s| reg.policy.local_only_subjects.contains(s));
         if local_only && provider.cloud {
-            return Err(AionError::NoRoute(decide::NoRoute::AllSkipped(format!("{model_id}: local-only (policy for this subject) and {} is a cloud provider", provider.id))));
+            return Err(AionError::NoRoute(decide::NoRoute::AllSkipped(format!("{model_id}: local-only and {} is a cloud provider", provider.id))));
+        }
+        if let Err(a) = self.health.admit(&provider.id, Instant::now()) {
+            return Err(AionError::NoRoute(decide::NoRoute::AllSkipped(format!("{model_id}: {} is {a:?}", provider.id).to_lowercase())));
         }
         if reg.policy.deny_providers.contains(&provider.id) || (!reg.policy.allow_providers.is_empty() && !reg.policy.allow_providers.contains(&provider.id)) {
             return Err(AionError::NoRoute(decide::NoRoute::AllSkipped(format!("{model_id}: provider {} is not allowed by the policy", provider.id))));
@@ -926,7 +1060,7 @@ impl Aion {
         let now = chrono::Utc::now();
         let b = &reg.policy.budgets;
         let mut charges = Vec::new();
-        if let Some(u) = &b.user {
+        if let (Some(u), true) = (&b.user, caller.user_budget) {
             charges.push(Charge { scope: format!("user:{}@{}", caller.user_id, u.period.window(now)), cap_micros: cost::usd_to_micros(u.cap_for(&caller.user_id)) });
         }
         if let (Some(t), Some(id)) = (&b.team, &caller.team_id) {
@@ -936,14 +1070,19 @@ impl Aion {
             charges.push(Charge { scope: format!("key:{id}@{}", k.period.window(now)), cap_micros: cost::usd_to_micros(k.cap_for(id)) });
         }
         let hold = if charges.is_empty() { None } else { Some(self.ledger.reserve(&charges, worst, 3600).await?) };
-        let key = match &provider.api_key_secret {
+        let (key, own_key) = match &provider.api_key_secret {
             Some(s) => match self.keys.key(caller, s).await {
-                Some(k) => Some(k),
-                None => loaded.env_keys.get(&provider.id).cloned(),
+                Some(k) => (Some(k), true),
+                None => (loaded.env_keys.get(&provider.id).cloned(), false),
             },
-            None => loaded.env_keys.get(&provider.id).cloned(),
+            None => (loaded.env_keys.get(&provider.id).cloned(), false),
         };
+        let t0 = Instant::now();
         let answer = self.upstreams.embeddings(provider, key.as_deref(), &body).await;
+        match &answer {
+            Ok(_) => self.health.success(&provider.id, t0.elapsed()),
+            Err(e) => self.blame(&provider.id, e, own_key, &reg.policy.breaker),
+        }
         let used = answer.as_ref().ok().and_then(|v| v.pointer("/usage/prompt_tokens")).and_then(Value::as_u64);
         let actual = match &answer {
             Ok(_) => used.map_or(worst, |t| cost::cost_micros(model.price, t, 0)),
@@ -951,7 +1090,7 @@ impl Aion {
         };
         if let Some(h) = hold {
             let scopes: Vec<String> = charges.iter().map(|c| c.scope.clone()).collect();
-            if let Err(e) = self.ledger.settle(&h, &scopes, worst, actual).await {
+            if let Err(e) = self.ledger.settle(&h, &scopes, worst, actual.min(worst)).await {
                 tracing::error!(error = %e, "settling an embeddings hold failed");
             }
         }
@@ -1087,7 +1226,13 @@ async fn write_records(store: Store, mut rx: mpsc::Receiver<TaskRow>) {
             return;
         }
         if let Err(e) = store.put_tasks(&batch).await {
-            tracing::error!(rows = batch.len(), error = %e, "recording tasks failed");
+            // one bad row or a passing error must not lose the others
+            tracing::warn!(rows = batch.len(), error = %e, "recording a batch of tasks failed; writing them one by one");
+            for row in &batch {
+                if let Err(e) = store.put_task(row).await {
+                    tracing::error!(task = %row.id, error = %e, "recording a task failed");
+                }
+            }
         }
         batch.clear();
     }

@@ -56,6 +56,9 @@ pub struct AionApi {
 /// Largest request body accepted (long prompts fit; nothing unbounded).
 pub const BODY_LIMIT: usize = 8 << 20;
 
+/// Tasks one WebSocket follows at once.
+pub const MAX_WS_FOLLOWS: usize = 32;
+
 /// How often a long-lived stream re-checks its caller.
 pub const RECHECK: Duration = Duration::from_secs(60);
 
@@ -121,15 +124,15 @@ async fn chat_inner(api: &AionApi, headers: &HeaderMap, body: &[u8]) -> Result<R
     let opts = options(&body)?;
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let plan = api.aion.plan(&caller, body, opts, "chat").await?;
-    let task = plan.task_id.clone();
-    if !stream {
-        let (answer, _) = api.aion.complete(plan).await;
-        let mut resp = Json(answer?).into_response();
-        resp.headers_mut().insert("x-aion-task", header(&task));
-        return Ok(resp);
-    }
-    let mut rx = api.aion.start_stream(plan);
+    let (task, answer) = api.aion.chat(caller, body, opts, stream).await?;
+    let mut rx = match answer {
+        crate::engine::Chat::Whole(body) => {
+            let mut resp = Json(body).into_response();
+            resp.headers_mut().insert("x-aion-task", header(&task));
+            return Ok(resp);
+        }
+        crate::engine::Chat::Stream(rx) => rx,
+    };
     // the gate: the answer's status waits for the first healthy chunk
     let first = rx.recv().await.ok_or_else(|| AionError::Internal("the task ended without an answer".into()))?;
     if let Out::Done(env) = &first {
@@ -430,6 +433,7 @@ async fn serve_ws(api: AionApi, caller: Caller, headers: HeaderMap, socket: WebS
     });
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.tick().await;
+    let mut followers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
         let msg = tokio::select! {
             m = incoming.next() => m,
@@ -475,22 +479,31 @@ async fn serve_ws(api: AionApi, caller: Caller, headers: HeaderMap, socket: WebS
             }
             WsIn::Subscribe { id } => id,
         };
+        followers.retain(|f: &tokio::task::JoinHandle<()>| !f.is_finished());
+        if followers.len() >= MAX_WS_FOLLOWS {
+            let _ = tx.send(json!({"type": "error", "id": id, "error": {"code": "too_many_subscriptions", "message": format!("at most {MAX_WS_FOLLOWS} tasks are followed at once on one connection")}})).await;
+            continue;
+        }
         let (api2, caller2, headers2, tx2) = (api.clone(), caller.clone(), headers.clone(), tx.clone());
-        tokio::spawn(async move {
+        followers.push(tokio::spawn(async move {
             let mut events = Box::pin(task_events(api2, caller2, headers2, id.clone()));
             while let Some(ev) = events.next().await {
                 if tx2.send(json!({"type": ev.event, "id": id, "data": ev.data})).await.is_err() {
                     return;
                 }
             }
-        });
+        }));
+    }
+    for f in followers {
+        f.abort();
     }
     drop(tx);
     let _ = writer.await;
 }
 
 async fn policy(State(api): State<AionApi>, headers: HeaderMap) -> Result<Json<Value>, AionError> {
-    api.verifier.verify(&headers).await?;
+    // the whole registry names subjects and keys' variables: admins only
+    admin(&api.verifier.verify(&headers).await?)?;
     let l = api.aion.registries.current();
     Ok(Json(json!({
         "version": l.version, "digest": l.registry.digest, "loaded_at": l.loaded_at, "directory": api.aion.registries.dir(),
@@ -557,7 +570,7 @@ async fn usage(State(api): State<AionApi>, headers: HeaderMap) -> Result<Json<Va
     let b = &l.registry.policy.budgets;
     let now = chrono::Utc::now();
     let mut wanted = Vec::new();
-    if let Some(u) = &b.user {
+    if let (Some(u), true) = (&b.user, caller.user_budget) {
         wanted.push(("user", format!("user:{}@{}", caller.user_id, u.period.window(now)), u.cap_for(&caller.user_id)));
     }
     if let (Some(t), Some(id)) = (&b.team, &caller.team_id) {

@@ -95,6 +95,11 @@ impl ProviderError {
         matches!(self, ProviderError::Status { status: 400 | 422, .. })
     }
 
+    /// Whether it says only that the key was refused or is out of quota.
+    pub fn is_about_the_key(&self) -> bool {
+        matches!(self, ProviderError::Status { status: 401 | 402 | 403 | 429, .. })
+    }
+
     /// Whether it counts against the provider's health.
     pub fn counts_against_provider(&self) -> bool {
         !self.is_callers_fault() && !matches!(self, ProviderError::ContextOverflow { .. })

@@ -343,6 +343,13 @@ impl Ledger for SqlLedger {
         tx.commit().await.map_err(db)
     }
 
+    async fn extend(&self, hold: &str, secs: i64) -> Result<(), LedgerError> {
+        let kind = self.store.kind();
+        let mut tx = self.store.begin().await.map_err(db)?;
+        run!(tx, kind, "UPDATE aion_holds SET expires_at = ? WHERE id = ?", chrono::Utc::now().timestamp() + secs, hold).map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
     async fn sweep(&self) -> Result<u64, LedgerError> {
         let now = chrono::Utc::now().timestamp();
         let sql = "SELECT id, scopes, amount FROM aion_holds WHERE expires_at < ?";

@@ -299,8 +299,12 @@ async fn tasks_are_idempotent_streamed_by_id_and_private_to_their_caller() {
     assert_eq!(name.as_deref(), Some("done"));
     let done: Value = serde_json::from_str(data).unwrap();
     assert_eq!(done["output"]["text"], tokens.as_str());
-    // replayed whole to a late subscriber, and absent for another caller
-    assert_eq!(sse_events(s.get(&format!("/v1/stream/{id}"), "user:u1").send().await.unwrap()).await.len(), events.len());
+    // a late subscriber to an ended task gets its end, which carries the
+    // whole answer; another caller gets nothing
+    let late = sse_events(s.get(&format!("/v1/stream/{id}"), "user:u1").send().await.unwrap()).await;
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].0.as_deref(), Some("done"));
+    assert_eq!(serde_json::from_str::<Value>(&late[0].1).unwrap()["output"]["text"], tokens.as_str());
     assert_eq!(s.get(&format!("/v1/stream/{id}"), "user:u2").send().await.unwrap().status(), 404);
     let list: Value = s.get("/v1/tasks", "user:u1").send().await.unwrap().json().await.unwrap();
     assert!(list["tasks"].as_array().unwrap().iter().any(|t| t["task"]["id"] == id.as_str()));
@@ -397,6 +401,82 @@ async fn policy_reloads_are_admin_only_audited_and_lose_no_request_under_load() 
     assert_eq!(audited, 10);
     let r = s.post("/router/policy/rollback", "user:root:admin", json!({})).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let p: Value = s.get("/router/policy", "user:u1").send().await.unwrap().json().await.unwrap();
+    assert_eq!(s.get("/router/policy", "user:u1").send().await.unwrap().status(), 403, "the registry is for admins");
+    let p: Value = s.get("/router/policy", "user:root:admin").send().await.unwrap().json().await.unwrap();
     assert_eq!(p["registry"]["models"]["ok"]["max_output"], 73);
+}
+
+/// Every caller has their own key (a platform secret).
+struct OwnKeys;
+
+#[async_trait::async_trait]
+impl pinacle_aion::engine::KeySource for OwnKeys {
+    async fn key(&self, _: &pinacle_aion::engine::Caller, _: &str) -> Option<String> {
+        Some("sk-callers-own".into())
+    }
+}
+
+#[tokio::test]
+async fn one_callers_refused_key_does_not_close_a_provider_for_everyone_but_the_servers_does() {
+    let (local, cloud) = (fake().await, fake().await);
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(&local, &cloud, &[("mine", "bad-key", false), ("servers", "bad-key", false)]);
+    let m = m.replace("  p-mine:\n    kind: openai\n", "  p-mine:\n    kind: openai\n    api_key_secret: OPENAI_API_KEY\n");
+    let store = Store::open(&dir.path().join("aion.db").display().to_string()).await.unwrap();
+    let registries = pinacle_aion::registries::Registries::from_texts([Some(&m), None, Some(POLICY), None]).unwrap();
+    let aion = pinacle_aion::engine::Aion::new(registries, Arc::new(MemoryLedger::default()), Some(store), Arc::new(OwnKeys));
+    let s = serve(aion.clone()).await;
+    for _ in 0..5 {
+        assert_eq!(chat(&s, "user:u1", "mine", false, json!({})).await.status(), 502);
+    }
+    assert_eq!(local.seen.lock().unwrap().keys.last().map(String::as_str), Some("Bearer sk-callers-own"));
+    let now = std::time::Instant::now();
+    assert_eq!(aion.health.availability("p-mine", now), pinacle_aion::health::Availability::Closed, "a caller's own bad key is theirs alone");
+    for _ in 0..3 {
+        let _ = chat(&s, "user:u1", "servers", false, json!({})).await;
+    }
+    assert_eq!(aion.health.availability("p-servers", now), pinacle_aion::health::Availability::Open, "the server's own key failing is the provider's failure");
+}
+
+#[tokio::test]
+async fn a_provider_that_ignores_the_cap_never_takes_a_budget_past_its_reservation() {
+    let (local, cloud) = (fake().await, fake().await);
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(&local, &cloud, &[("greedy", "ignores-cap:4", false)]);
+    let policy = format!("{POLICY}budgets:\n  user: {{default_usd: 5, hard_cap_usd: 5, period: month}}\n");
+    let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::default());
+    let aion = router_with([Some(&m), None, Some(&policy), None], ledger.clone(), dir.path()).await;
+    let s = serve(aion).await;
+    let v: Value = chat(&s, "user:g", "greedy", false, json!({})).await.json().await.unwrap();
+    let (cost, reserved) = (v["aion"]["usage"]["cost_usd"].as_f64().unwrap(), v["aion"]["usage"]["reserved_usd"].as_f64().unwrap());
+    assert!(cost > reserved, "the record tells what the provider billed: {v}");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let spent = ledger.spend(&[format!("user:g@{month}")]).await.unwrap()[0].spent_micros;
+    assert_eq!(spent, pinacle_aion::cost::usd_to_micros(reserved), "the budget was charged its reservation, no more");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_answer_still_has_its_reservation_settled() {
+    let (local, cloud) = (fake().await, fake().await);
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(&local, &cloud, &[("slow", "slow-whole:4", false)]);
+    let policy = format!("{POLICY}budgets:\n  user: {{default_usd: 5, hard_cap_usd: 5, period: month}}\n");
+    let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::default());
+    let aion = router_with([Some(&m), None, Some(&policy), None], ledger.clone(), dir.path()).await;
+    let s = serve(aion).await;
+    let hasty = reqwest::Client::builder().timeout(Duration::from_millis(150)).build().unwrap();
+    let r = hasty.post(format!("{}/v1/chat/completions", s.url)).bearer_auth("user:h").json(&json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}]})).send().await;
+    assert!(r.is_err(), "the client gave up first");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let scope = format!("user:h@{month}");
+    let mut settled = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sp = ledger.spend(std::slice::from_ref(&scope)).await.unwrap().remove(0);
+        if sp.reserved_micros == 0 && sp.spent_micros > 0 {
+            settled = Some(sp);
+            break;
+        }
+    }
+    assert!(settled.is_some(), "the call ran to its end and was settled with what it cost");
 }

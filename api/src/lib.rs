@@ -32,7 +32,7 @@ pub mod principal;
 pub mod proxy_routes;
 pub mod ratelimit;
 pub mod redact;
-pub mod router;
+pub mod aion_access;
 pub mod routes;
 pub mod secrets;
 pub mod service;

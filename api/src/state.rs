@@ -98,7 +98,7 @@ pub struct Inner {
     /// The AI router (AION), served at `/v1/…` and `/router/…`.
     pub aion: std::sync::Arc<pinacle_aion::engine::Aion>,
     /// Who may call the router, and whose keys it uses.
-    pub router_access: crate::router::RouterAccess,
+    pub aion_access: crate::aion_access::AionAccess,
 }
 
 /// Where the AI router reads its registry and keeps its records.
@@ -311,7 +311,7 @@ impl AppState {
         let workspace = crate::workspace::Workspaces::new(db.clone(), write_lock.clone(), master_key.clone(), pods.clone(), links.clone(), audit.clone());
         let memory_access = crate::memory::MemoryAccess::new(sessions.clone(), auth.clone(), pods.clone(), teams.clone(), memory.clone());
         let control = crate::control::Control::new(db.clone(), pods.clone(), vault.clone(), memory_access.clone());
-        let router_access = crate::router::RouterAccess::new(auth.clone(), memory_access.clone(), pods.clone(), audit.clone(), vault.clone());
+        let aion_access = crate::aion_access::AionAccess::new(auth.clone(), memory_access.clone(), pods.clone(), audit.clone(), vault.clone());
         let aion_url = match (&cfg.router.database_url, database_url.starts_with("postgres")) {
             (Some(url), _) => url.clone(),
             (None, true) => database_url.to_owned(),
@@ -324,7 +324,7 @@ impl AppState {
             registries,
             Arc::new(pinacle_aion::store::SqlLedger::new(aion_store.clone())),
             Some(aion_store),
-            Arc::new(router_access.clone()),
+            Arc::new(aion_access.clone()),
             aion_metrics,
         );
         aion.spawn_sweeper();
@@ -374,7 +374,7 @@ impl AppState {
             memory,
             memory_access,
             aion,
-            router_access,
+            aion_access,
         }));
         state.sessions.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

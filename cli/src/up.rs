@@ -518,13 +518,13 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
     })
     .await?;
     if args.router_dir.is_some() {
-        let audit = state.router_access.clone();
+        let audit = state.aion_access.clone();
         state.aion.spawn_watcher(
             Duration::from_secs(2),
             Arc::new(move |change: &pinacle_aion::registries::Change| {
                 let (audit, change) = (audit.clone(), change.clone());
                 tokio::spawn(async move {
-                    let system = pinacle_aion::engine::Caller { subject: "user:system".into(), user_id: "system".into(), team_id: None, key_id: None, admin: true };
+                    let system = pinacle_aion::engine::Caller { subject: "user:system".into(), user_id: "system".into(), team_id: None, key_id: None, admin: true, user_budget: false };
                     pinacle_aion::http::Auditor::registry_changed(&audit, &system, "router.policy.file-reload", &change).await;
                 });
             }),

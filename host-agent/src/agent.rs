@@ -1479,7 +1479,9 @@ impl HostAgent {
     /// without [`Self::platform_gateway`]).
     pub async fn serve_platform(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         let (Some(addr), Some(upstream)) = (self.platform_gateway(), self.config.platform_upstream.clone()) else { return };
-        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(120)).connect_timeout(Duration::from_secs(10));
+        // no limit on a whole answer (the router's streams and task events
+        // run as long as they have something to say), only on silence
+        let mut client = reqwest::Client::builder().read_timeout(Duration::from_secs(300)).connect_timeout(Duration::from_secs(10));
         if let Some(pem) = &self.config.platform_ca {
             match reqwest::Certificate::from_pem_bundle(pem) {
                 Ok(certs) => {

@@ -108,8 +108,10 @@ sleep 1
 declare -A URL=([direct]="http://127.0.0.1:$FAKE" [aion]="http://127.0.0.1:$AION" [server]="$API" [litellm]="http://127.0.0.1:$LLP")
 bearer() { if [[ $1 == server ]]; then echo "$TOKEN"; else echo sk-bench; fi; }
 run() { local who=$1; shift; BENCH_BEARER=$(bearer "$who") $B "$1" "${URL[$who]}" "${@:2}"; }
-OUT=$TMP/results.jsonl
-record() { echo "{\"part\":\"$1\",\"target\":\"$2\",\"figures\":$3}" >>"$OUT"; }
+# the figures outlive the run (the temporary directory does not)
+OUT=${BENCH_OUT:-/var/tmp/pinacle-bench-router-results.jsonl}
+: >"$OUT"
+record() { echo "{\"part\":\"$1\",\"target\":\"$2\",\"figures\":${3:-null}}" >>"$OUT"; }
 record rss aion "{\"idle_mb\": $(rss_mb $AION_PID)}"
 record rss server "{\"idle_mb\": $(rss_mb $SERVER_PID)}"
 
@@ -149,7 +151,8 @@ record wasm redact "$($B wasm aion/tests/modules 5000)"
 
 python3 - "$OUT" <<'EOF'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if r["figures"] is not None]
 def get(part, target):
     return next((r["figures"] for r in rows if r["part"] == part and r["target"] == target), {})
 names = {"direct": "fake provider, direct", "aion": "AION alone", "server": "AION in pinacle server", "litellm": "LiteLLM proxy 1.108.7"}
@@ -184,5 +187,7 @@ if w:
 print("\nlocal engine, 32-token completions (ms): first token p50/p99, whole answer p50/p95; SLO 500 ms")
 for t, n in (("llama", "llama.cpp direct"), ("aion", "through AION")):
     f = get("local", t)
-    print(f"{n:<26} {f['ttft_p50_ms']:>8.1f} {f['ttft_p99_ms']:>8.1f} {f['total_p50_ms']:>8.1f} {f['total_p95_ms']:>8.1f}")
+    if f:
+        v = {k: (float("nan") if f.get(k) is None else f[k]) for k in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p95_ms")}
+        print(f"{n:<26} {v['ttft_p50_ms']:>8.1f} {v['ttft_p99_ms']:>8.1f} {v['total_p50_ms']:>8.1f} {v['total_p95_ms']:>8.1f}  ({f.get('errors', 0)} errors)")
 EOF

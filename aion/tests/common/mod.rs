@@ -139,6 +139,8 @@ async fn openai(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, Json(b
         }
         "s15-flap" if n % 2 == 0 => return error(StatusCode::INTERNAL_SERVER_ERROR, "flap", None),
         "bad-request" => return error(StatusCode::BAD_REQUEST, "temperature must be at most 2", None),
+        "bad-key" => return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided", None),
+        "slow-whole" => tokio::time::sleep(Duration::from_millis(600)).await,
         _ => {}
     }
     let text: Vec<String> = words(count);
@@ -151,9 +153,11 @@ async fn openai(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, Json(b
         }
         let content: String = text.concat();
         let finish = if fault == "s13-filter" { "content_filter" } else { "stop" };
+        // a provider that ignores the output cap bills far more than asked
+        let billed = if fault == "ignores-cap" { 100_000 } else { count };
         return Json(json!({"id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish, "logprobs": null}],
-            "usage": {"prompt_tokens": input, "completion_tokens": count, "total_tokens": input as usize + count}}))
+            "usage": {"prompt_tokens": input, "completion_tokens": billed, "total_tokens": input as usize + billed}}))
         .into_response();
     }
     let mut frames: Vec<(Duration, Option<String>)> = Vec::new();
@@ -306,7 +310,7 @@ impl Verifier for TestVerifier {
             return Err(AionError::Unauthenticated("not a test token".into()));
         }
         let user = parts.next().unwrap_or_default().to_owned();
-        let mut c = Caller { subject: format!("user:{user}"), user_id: user, team_id: None, key_id: None, admin: false };
+        let mut c = Caller { subject: format!("user:{user}"), user_id: user, team_id: None, key_id: None, admin: false, user_budget: true };
         for p in parts {
             match p.split_once('=') {
                 Some(("team", t)) => c.team_id = Some(t.to_owned()),

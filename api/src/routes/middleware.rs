@@ -31,34 +31,7 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
     Ok(next.run(req).await)
 }
 
-/// WebSocket subprotocol prefix that carries a bearer token, for browsers,
-/// which cannot set headers on a WebSocket: the client offers
-/// `["pinacle.terminal", "bearer.<token>"]` and the server picks the first.
-pub const WS_BEARER_PROTOCOL_PREFIX: &str = "bearer.";
-
-/// The bearer token of a request: the `Authorization` header, or on a
-/// WebSocket upgrade a `bearer.<token>` subprotocol.
-pub fn bearer_of(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
-    let Some(header) = headers.get(header::AUTHORIZATION) else {
-        let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let from_protocol = headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .find_map(|p| p.trim().strip_prefix(WS_BEARER_PROTOCOL_PREFIX).map(str::to_owned))
-            .filter(|t| upgrade && !t.is_empty());
-        return from_protocol.ok_or_else(|| ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`"));
-    };
-    header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))
-}
+pub use crate::auth::{bearer_of, WS_BEARER_PROTOCOL_PREFIX};
 
 /// Middleware for the API routes.
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {

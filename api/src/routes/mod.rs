@@ -114,11 +114,11 @@ pub fn router(state: AppState) -> Router {
         // memory tokens, not the platform's: checked by the memory API
         .nest("/api/v1/memory", memory::router(&state))
         // the AI router: OpenAI-compatible `/v1/…`, tasks, `/router/…`;
-        // callers checked by `crate::router::RouterAccess`
+        // callers checked by `crate::aion_access::AionAccess`
         .merge(pinacle_aion::http::router(pinacle_aion::http::AionApi {
             aion: state.aion.clone(),
-            verifier: std::sync::Arc::new(state.router_access.clone()),
-            auditor: std::sync::Arc::new(state.router_access.clone()),
+            verifier: std::sync::Arc::new(state.aion_access.clone()),
+            auditor: std::sync::Arc::new(state.aion_access.clone()),
         }))
         .merge(graphql)
         .route_layer(layer::from_fn_with_state(state.clone(), middleware::limit));

@@ -8,8 +8,9 @@
 //!   token is refused (the policy's `Exec` on their own account).
 //! - A pod's platform token (the one the host agent writes into the pod;
 //!   re-checked on every call, so a deleted pod's token stops at once):
-//!   the caller is the pod's owner, charged to the pod's team for a team
-//!   pod and to the pod as its key.
+//!   the caller is the pod (its tasks are its own), charged to the pod as
+//!   its key, and to its team for a team pod or its owner for a personal
+//!   one; the owner's policy lists (local-only subjects) apply.
 //! - Only the instance administrator reloads or rolls back the policy.
 
 use axum::http::HeaderMap;
@@ -23,7 +24,7 @@ use crate::principal::Principal;
 
 /// Verifies callers, audits changes, finds callers' own keys.
 #[derive(Clone)]
-pub struct RouterAccess {
+pub struct AionAccess {
     auth: crate::auth::Authenticator,
     memory_access: crate::memory::MemoryAccess,
     pods: crate::service::Pods,
@@ -31,7 +32,7 @@ pub struct RouterAccess {
     vault: crate::secrets::SecretVault,
 }
 
-impl RouterAccess {
+impl AionAccess {
     pub fn new(
         auth: crate::auth::Authenticator,
         memory_access: crate::memory::MemoryAccess,
@@ -56,16 +57,17 @@ impl RouterAccess {
             team_id: None,
             key_id: who.token_id.as_ref().map(|t| format!("token:{t}")),
             admin,
+            user_budget: true,
         })
     }
 }
 
 fn bearer(headers: &HeaderMap) -> Result<String, AionError> {
-    crate::routes::middleware::bearer_of(headers).map_err(|e| AionError::Unauthenticated(e.message))
+    crate::auth::bearer_of(headers).map_err(|e| AionError::Unauthenticated(e.message))
 }
 
 #[async_trait::async_trait]
-impl pinacle_aion::http::Verifier for RouterAccess {
+impl pinacle_aion::http::Verifier for AionAccess {
     async fn verify(&self, headers: &HeaderMap) -> Result<Caller, AionError> {
         let token = bearer(headers)?;
         match self.auth.principal_for_bearer(&token).await {
@@ -83,12 +85,16 @@ impl pinacle_aion::http::Verifier for RouterAccess {
         };
         let Some(pod) = caller.subject.strip_prefix("pod:").and_then(|p| uuid::Uuid::parse_str(p).ok()) else { return Err(refused()) };
         let view = self.pods.pod_by_id(pod).await.map_err(|e| AionError::Internal(e.message))?.ok_or_else(refused)?;
-        Ok(Caller { subject: format!("user:{}", view.owner_id), user_id: view.owner_id, team_id: view.team_id, key_id: Some(format!("pod:{pod}")), admin: false })
+        // the pod's tasks are its own (not its owner's: a team member who
+        // can run code in a team pod must not read its creator's tasks); a
+        // team pod's calls are the team's to pay, a personal pod's its owner's
+        let user_budget = view.team_id.is_none();
+        Ok(Caller { subject: format!("pod:{pod}"), user_id: view.owner_id, team_id: view.team_id, key_id: Some(format!("pod:{pod}")), admin: false, user_budget })
     }
 }
 
 #[async_trait::async_trait]
-impl pinacle_aion::http::Auditor for RouterAccess {
+impl pinacle_aion::http::Auditor for AionAccess {
     async fn registry_changed(&self, who: &Caller, action: &str, change: &Change) {
         let who = Principal::system(&who.user_id, "", "router");
         let target = format!("registry v{} ({}) -> v{} ({})", change.from_version, change.from_digest, change.to_version, change.to_digest);
@@ -99,7 +105,7 @@ impl pinacle_aion::http::Auditor for RouterAccess {
 }
 
 #[async_trait::async_trait]
-impl pinacle_aion::engine::KeySource for RouterAccess {
+impl pinacle_aion::engine::KeySource for AionAccess {
     async fn key(&self, caller: &Caller, name: &str) -> Option<String> {
         let pod = caller.key_id.as_deref().and_then(|k| k.strip_prefix("pod:")).and_then(|p| uuid::Uuid::parse_str(p).ok());
         match self.vault.provider_key(&caller.user_id, caller.team_id.as_deref(), pod, name).await {
