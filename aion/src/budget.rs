@@ -22,6 +22,19 @@ pub struct Charge {
     pub cap_micros: i64,
 }
 
+/// The budgets of `b` that apply at `now` to a call by `user` (when their
+/// own budget pays), for `team` and with `key`: each with its kind
+/// (`user`, `team`, `key`) and its scope in the current period.
+pub fn applicable(b: &crate::registry::Budgets, user: Option<&str>, team: Option<&str>, key: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, Charge)> {
+    let mut out = Vec::new();
+    for (kind, budget, subject) in [("user", &b.user, user), ("team", &b.team, team), ("key", &b.key, key)] {
+        if let (Some(budget), Some(subject)) = (budget, subject) {
+            out.push((kind, Charge { scope: format!("{kind}:{subject}@{}", budget.period.window(now)), cap_micros: crate::cost::usd_to_micros(budget.cap_for(subject)) }));
+        }
+    }
+    out
+}
+
 /// A reservation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {

@@ -54,6 +54,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The budgets that apply to this caller's calls at `now`.
+    pub fn budgets(&self, b: &crate::registry::Budgets, now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, Charge)> {
+        crate::budget::applicable(b, self.user_budget.then_some(self.user_id.as_str()), self.team_id.as_deref(), self.key_id.as_deref(), now)
+    }
+
     /// The subjects the policy's lists may name.
     pub fn subjects(&self) -> Vec<String> {
         let mut s = vec![format!("user:{}", self.user_id)];
@@ -344,17 +349,7 @@ impl Aion {
         let reserved = if continue_on_failure { two } else { sorted[0] };
 
         let now = chrono::Utc::now();
-        let mut charges = Vec::new();
-        let b = &reg.policy.budgets;
-        if let (Some(user), true) = (&b.user, caller.user_budget) {
-            charges.push(Charge { scope: format!("user:{}@{}", caller.user_id, user.period.window(now)), cap_micros: cost::usd_to_micros(user.cap_for(&caller.user_id)) });
-        }
-        if let (Some(team), Some(t)) = (&b.team, &caller.team_id) {
-            charges.push(Charge { scope: format!("team:{t}@{}", team.period.window(now)), cap_micros: cost::usd_to_micros(team.cap_for(t)) });
-        }
-        if let (Some(key), Some(k)) = (&b.key, &caller.key_id) {
-            charges.push(Charge { scope: format!("key:{k}@{}", key.period.window(now)), cap_micros: cost::usd_to_micros(key.cap_for(k)) });
-        }
+        let charges: Vec<Charge> = caller.budgets(&reg.policy.budgets, now).into_iter().map(|(_, c)| c).collect();
         let hold = if charges.is_empty() {
             None
         } else {
@@ -1057,18 +1052,7 @@ impl Aion {
         }
         body["model"] = model.upstream.clone().into();
         let worst = cost::cost_micros(model.price, cost::input_tokens_bound(bytes, 1), 0);
-        let now = chrono::Utc::now();
-        let b = &reg.policy.budgets;
-        let mut charges = Vec::new();
-        if let (Some(u), true) = (&b.user, caller.user_budget) {
-            charges.push(Charge { scope: format!("user:{}@{}", caller.user_id, u.period.window(now)), cap_micros: cost::usd_to_micros(u.cap_for(&caller.user_id)) });
-        }
-        if let (Some(t), Some(id)) = (&b.team, &caller.team_id) {
-            charges.push(Charge { scope: format!("team:{id}@{}", t.period.window(now)), cap_micros: cost::usd_to_micros(t.cap_for(id)) });
-        }
-        if let (Some(k), Some(id)) = (&b.key, &caller.key_id) {
-            charges.push(Charge { scope: format!("key:{id}@{}", k.period.window(now)), cap_micros: cost::usd_to_micros(k.cap_for(id)) });
-        }
+        let charges: Vec<Charge> = caller.budgets(&reg.policy.budgets, chrono::Utc::now()).into_iter().map(|(_, c)| c).collect();
         let hold = if charges.is_empty() { None } else { Some(self.ledger.reserve(&charges, worst, 3600).await?) };
         let (key, own_key) = match &provider.api_key_secret {
             Some(s) => match self.keys.key(caller, s).await {

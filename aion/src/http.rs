@@ -568,17 +568,8 @@ async fn usage(State(api): State<AionApi>, headers: HeaderMap) -> Result<Json<Va
     let caller = api.verifier.verify(&headers).await?;
     let l = api.aion.registries.current();
     let b = &l.registry.policy.budgets;
-    let now = chrono::Utc::now();
-    let mut wanted = Vec::new();
-    if let (Some(u), true) = (&b.user, caller.user_budget) {
-        wanted.push(("user", format!("user:{}@{}", caller.user_id, u.period.window(now)), u.cap_for(&caller.user_id)));
-    }
-    if let (Some(t), Some(id)) = (&b.team, &caller.team_id) {
-        wanted.push(("team", format!("team:{id}@{}", t.period.window(now)), t.cap_for(id)));
-    }
-    if let (Some(k), Some(id)) = (&b.key, &caller.key_id) {
-        wanted.push(("key", format!("key:{id}@{}", k.period.window(now)), k.cap_for(id)));
-    }
+    let wanted: Vec<(&str, String, f64)> =
+        caller.budgets(b, chrono::Utc::now()).into_iter().map(|(kind, c)| (kind, c.scope, crate::cost::micros_to_usd(c.cap_micros))).collect();
     let scopes: Vec<String> = wanted.iter().map(|w| w.1.clone()).collect();
     let spend = api.aion.ledger().spend(&scopes).await?;
     let budgets: Vec<Value> = wanted

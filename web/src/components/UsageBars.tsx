@@ -1,7 +1,8 @@
 import type { PodUsage, Tier } from "../api/types";
 import { formatBytes, percent } from "../lib/format";
 
-function Meter({ label, value, text }: { label: string; value: number | null; text: string }) {
+/** One bar against its limit (0–100), coloured as it fills. */
+export function Meter({ label, value, text }: { label: string; value: number | null; text: string }) {
   const v = value ?? 0;
   const level = v >= 90 ? "high" : v >= 70 ? "mid" : "low";
   return (

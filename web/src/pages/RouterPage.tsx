@@ -3,6 +3,7 @@ import { useApi } from "../api/context";
 import { errorMessage } from "../api/errors";
 import type { Budget, Envelope, RouterModel } from "../api/router";
 import { EmptyState, ErrorState, Loading } from "../components/States";
+import { Meter } from "../components/UsageBars";
 import { formatRelative } from "../lib/time";
 
 const usd = (v: number) => (v >= 0.01 || v === 0 ? `$${v.toFixed(2)}` : `$${v.toFixed(6)}`);
@@ -10,26 +11,8 @@ const usd = (v: number) => (v >= 0.01 || v === 0 ? `$${v.toFixed(2)}` : `$${v.to
 function BudgetMeter({ b }: { b: Budget }) {
   const used = b.spent_usd + b.reserved_usd;
   const pct = b.cap_usd > 0 ? Math.min(100, (used / b.cap_usd) * 100) : 100;
-  const level = pct >= 90 ? "high" : pct >= 70 ? "mid" : "low";
   const text = `${usd(b.spent_usd)} of ${usd(b.cap_usd)}${b.reserved_usd > 0 ? ` (${usd(b.reserved_usd)} reserved)` : ""}`;
-  const label = `${b.kind} budget`;
-  return (
-    <div className="meter" title={`${b.scope}: ${text}`}>
-      <span className="meter-label">{b.kind}</span>
-      <div
-        role="meter"
-        aria-label={label}
-        aria-valuemin={0}
-        aria-valuemax={100}
-        aria-valuenow={Math.round(pct)}
-        aria-valuetext={text}
-        className={`meter-bar meter-${level}`}
-      >
-        <div className="meter-fill" style={{ width: `${pct}%` }} />
-      </div>
-      <span className="meter-text">{text}</span>
-    </div>
-  );
+  return <Meter label={`${b.kind} budget`} value={pct} text={text} />;
 }
 
 /** Spend by model over the tasks shown, as bars. */
