@@ -393,6 +393,14 @@ impl Aion {
         (plan.loaded.env_keys.get(&p.id).cloned(), false)
     }
 
+    /// Records a call that failed before it answered: metrics, the
+    /// provider's health, the task's attempts.
+    fn failed_before_answer(&self, r: &PlannedRoute, e: &ProviderError, took: Duration, own_key: bool, breaker: &crate::registry::Breaker, attempts: &mut Vec<Attempt>) {
+        self.metrics.upstream(&r.provider.id, e.code());
+        self.blame(&r.provider.id, e, own_key, breaker);
+        attempts.push(failed(r, e, took, false));
+    }
+
     /// Counts a failure against `provider`'s health, unless it says only
     /// that a caller's own key was refused or is out of quota (one user's
     /// bad key must not close a provider for everyone).
@@ -488,11 +496,8 @@ impl Aion {
                         break 'routes;
                     }
                     Err(e) => {
-                        let took = t0.elapsed();
-                        self.metrics.upstream(&r.provider.id, e.code());
                         let retry = e.retry();
-                        self.blame(&r.provider.id, &e, own_key, &policy.breaker);
-                        attempts.push(failed(r, &e, took, false));
+                        self.failed_before_answer(r, &e, t0.elapsed(), own_key, &policy.breaker, &mut attempts);
                         if e.is_callers_fault() {
                             result = Err(AionError::bad("upstream_refused", e.to_string()));
                             break 'routes;
@@ -608,11 +613,8 @@ impl Aion {
                 let (mut upstream, held) = match opened {
                     Ok(x) => x,
                     Err(e) => {
-                        let took = t0.elapsed();
-                        self.metrics.upstream(&r.provider.id, e.code());
                         let retry = e.retry();
-                        self.blame(&r.provider.id, &e, own_key, &policy.breaker);
-                        attempts.push(failed(r, &e, took, false));
+                        self.failed_before_answer(r, &e, t0.elapsed(), own_key, &policy.breaker, &mut attempts);
                         last_error = Some((e.code().to_owned(), e.to_string()));
                         if e.is_callers_fault() {
                             last_error = Some(("upstream_refused".into(), e.to_string()));
