@@ -101,7 +101,9 @@ pub fn decide(reg: &Registry, ask: &Ask<'_>, health: &Health, now: Instant) -> R
     let intent = match (intent, ask.intent, explicit) {
         (Some(i), _, _) => Some(i),
         (None, Some(id), _) => Some(reg.intents.get(id).ok_or_else(|| NoRoute::UnknownIntent(id.to_owned()))?),
-        (None, None, Some(_)) => None,
+        // a model named outright still answers to the default intent's
+        // privacy, tiers and modules: naming a model never sidesteps the policy
+        (None, None, Some(_)) => reg.policy.default_intent.as_deref().and_then(|id| reg.intents.get(id)),
         (None, None, None) => {
             let id = reg.policy.default_intent.as_deref().ok_or(NoRoute::NoIntent)?;
             Some(reg.intents.get(id).ok_or_else(|| NoRoute::UnknownIntent(id.to_owned()))?)
@@ -307,6 +309,23 @@ mod tests {
         assert_eq!(models(&d), ["mid", "tiny", "big"]);
         assert_eq!(d.chosen_by, ChosenBy::DefaultRoute);
         assert!(d.reason.starts_with("default route mid of intent chat"), "{}", d.reason);
+    }
+
+    #[test]
+    fn naming_a_model_still_answers_to_the_default_intents_policy() {
+        let h = Health::default();
+        // the default intent is local-only: a cloud model named outright is refused
+        let r = reg("default_intent: secret\n");
+        let e = decide(&r, &Ask { model: Some("big"), ..Ask::default() }, &h, Instant::now()).expect_err("refused");
+        assert!(matches!(e, NoRoute::AllSkipped(ref w) if w.contains("local-only")), "{e}");
+        let d = decide(&r, &Ask { model: Some("tiny"), ..Ask::default() }, &h, Instant::now()).expect("route");
+        assert_eq!((models(&d), d.intent.as_deref()), (vec!["tiny"], Some("secret")), "its modules run too");
+        // and its tiers
+        let r = reg("default_intent: cheap\n");
+        assert!(decide(&r, &Ask { model: Some("big"), ..Ask::default() }, &h, Instant::now()).is_err());
+        // with no default intent, a named model is served as named
+        let d = decide(&reg(""), &Ask { model: Some("big"), ..Ask::default() }, &h, Instant::now()).expect("route");
+        assert_eq!((models(&d), d.intent.as_deref()), (vec!["big"], None));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!   `GET /v1/tasks/{id}`, `GET /v1/stream/{id}` (SSE `token`, `partial`,
 //!   `done`, `error`), and `GET /v1/ws` (the same over a WebSocket).
 //! - Operating: `GET /router/policy`, `POST /router/policy/reload` and
-//!   `/rollback` (admins), `GET /router/usage`.
+//!   `/rollback` (admins), `GET /router/usage`; modules installed from OCI
+//!   registries: `GET`/`POST /router/modules`, `DELETE /router/modules/{name}`
+//!   (admins).
 //!
 //! - gRPC (feature `grpc`): `aion.v1.AionTasks` (see `crate::grpc`).
 //!
@@ -78,6 +80,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: AionApi) -> Router<S> {
         .route("/router/policy/reload", post(reload))
         .route("/router/policy/rollback", post(rollback))
         .route("/router/usage", get(usage))
+        .route("/router/modules", get(list_modules).post(install_module))
+        .route("/router/modules/{name}", axum::routing::delete(remove_module))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api);
     #[cfg(feature = "grpc")]
@@ -558,6 +562,131 @@ async fn rollback(State(api): State<AionApi>, headers: HeaderMap) -> Response {
         Ok(change) => {
             api.auditor.registry_changed(&caller, "router.policy.rollback", &change).await;
             Json(json!({"change": change})).into_response()
+        }
+        Err(e) => load_error(e),
+    }
+}
+
+fn package_error(e: crate::packages::PackageError) -> Response {
+    use crate::packages::PackageError as P;
+    let unprocessable = |code: &str, message: String| (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": code, "message": message}}))).into_response();
+    match e {
+        P::Invalid(d) => load_error(LoadError::Invalid(d)),
+        P::Quarantined { .. } => unprocessable("package_quarantined", e.to_string()),
+        P::Malformed(_) => unprocessable("bad_package", e.to_string()),
+        P::Reference(_) => AionError::bad("bad_reference", e.to_string()).into_response(),
+        P::NotFound(_) | P::Fetch(pinacle_oci::OciError::NotFound { .. }) => AionError::NotFound(e.to_string()).into_response(),
+        P::Fetch(_) => (StatusCode::BAD_GATEWAY, Json(json!({"error": {"code": "registry_error", "message": e.to_string()}}))).into_response(),
+        P::Key(_) | P::Io { .. } => AionError::Internal(e.to_string()).into_response(),
+    }
+}
+
+async fn admin_caller(api: &AionApi, headers: &HeaderMap) -> Result<Caller, Response> {
+    api.verifier.verify(headers).await.and_then(|c| admin(&c).map(|()| c)).map_err(IntoResponse::into_response)
+}
+
+/// Installed and quarantined packages, and every module loaded (admins).
+async fn list_modules(State(api): State<AionApi>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_caller(&api, &headers).await {
+        return r;
+    }
+    let l = api.aion.registries.current();
+    let modules: Vec<Value> = l.registry.modules.values().map(|m| json!({"name": m.name, "version": m.version, "runtime": m.runtime, "package": m.package, "intents": m.intents, "image": m.image})).collect();
+    let packages = match api.aion.registries.packages().map(|p| p.list()).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return package_error(e),
+    };
+    let keys: Vec<String> = api.aion.registries.package_source().map(|s| s.keys.iter().map(|k| k.id.clone()).collect()).unwrap_or_default();
+    Json(json!({"modules": modules, "packages": packages, "trusted_keys": keys})).into_response()
+}
+
+#[derive(Deserialize)]
+struct InstallBody {
+    reference: String,
+    /// Registry credentials (never stored nor logged).
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for InstallBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstallBody").field("reference", &self.reference).field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// Fetches a package, checks its signature and installs it, or puts it
+/// in quarantine (admins). The registry is rebuilt with it at once.
+async fn install_module(State(api): State<AionApi>, headers: HeaderMap, body: Result<Json<InstallBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    let caller = match admin_caller(&api, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return AionError::bad("bad_request", format!("the body must be {{\"reference\": \"registry/repo:tag\"}}: {e}")).into_response(),
+    };
+    let (Some(store), Some(source)) = (api.aion.registries.packages().cloned(), api.aion.registries.package_source().cloned()) else {
+        return AionError::NotSupported("installing modules on a server without a packages directory".into()).into_response();
+    };
+    let creds = match (body.username, body.password) {
+        (Some(username), Some(password)) => pinacle_oci::Credentials::Basic { username, password },
+        (None, None) => pinacle_oci::Credentials::Anonymous,
+        _ => return AionError::bad("bad_request", "give both username and password, or neither").into_response(),
+    };
+    let registries = &api.aion.registries;
+    let check = |p: &crate::registry::PackageText| registries.check_package(p).map_err(|e| match e {
+        LoadError::Invalid(d) => crate::packages::PackageError::Invalid(d),
+        other => crate::packages::PackageError::Malformed(other.to_string()),
+    });
+    let outcome = crate::packages::fetch_and_install(&store, &source.oci, &body.reference, &creds, &source.keys, &check).await;
+    let record = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            if let crate::packages::PackageError::Quarantined { reason, .. } = &e {
+                tracing::warn!(reference = %body.reference, reason = %reason, "a module package was quarantined");
+                let cur = registries.current();
+                let (v, d) = (cur.version, cur.short_digest().to_owned());
+                let change = Change { from_version: v, from_digest: d.clone(), to_version: v, to_digest: d, unchanged: true, note: Some(format!("quarantined {}: {reason}", body.reference)) };
+                api.auditor.registry_changed(&caller, "router.module.quarantine", &change).await;
+            }
+            return package_error(e);
+        }
+    };
+    match registries.reload_packages() {
+        Ok(mut change) => {
+            change.note = Some(format!("installed module {} from {} ({}), signed by key {}", record.name, record.reference, record.digest, record.signed_by.as_deref().unwrap_or("?")));
+            api.auditor.registry_changed(&caller, "router.module.install", &change).await;
+            (StatusCode::CREATED, Json(json!({"package": record, "change": change}))).into_response()
+        }
+        Err(e) => load_error(e),
+    }
+}
+
+/// Removes an installed or quarantined package (admins); the registry is
+/// rebuilt without it. One an intent still names cannot be removed.
+async fn remove_module(State(api): State<AionApi>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let caller = match admin_caller(&api, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(store) = api.aion.registries.packages().cloned() else {
+        return AionError::NotFound(format!("no installed or quarantined package is named {name}")).into_response();
+    };
+    let current = api.aion.registries.current();
+    if let Some(intent) = current.registry.intents.values().find(|i| i.modules.contains(&name) && current.registry.modules.get(&name).is_some_and(|m| m.package.is_some())) {
+        return (StatusCode::CONFLICT, Json(json!({"error": {"code": "module_in_use", "message": format!("intent {} runs module {name}; take it out of intents.yml first", intent.id)}}))).into_response();
+    }
+    let record = match store.remove(&name) {
+        Ok(r) => r,
+        Err(e) => return package_error(e),
+    };
+    match api.aion.registries.reload_packages() {
+        Ok(mut change) => {
+            change.note = Some(format!("removed {} package {} ({})", if record.state == crate::packages::PackageState::Installed { "installed" } else { "quarantined" }, record.name, record.digest));
+            api.auditor.registry_changed(&caller, "router.module.remove", &change).await;
+            Json(json!({"removed": record, "change": change})).into_response()
         }
         Err(e) => load_error(e),
     }

@@ -19,7 +19,9 @@ pub mod grpc;
 pub mod metrics;
 #[cfg(feature = "wasm")]
 pub mod modules;
+pub mod packages;
 pub mod registries;
+pub mod sandbox;
 pub mod cost;
 pub mod decide;
 pub mod health;

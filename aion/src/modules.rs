@@ -92,13 +92,13 @@ impl ModuleHost {
     pub fn compile(self: &Arc<Self>, m: &Manifest, dir: Option<&Path>) -> Result<Compiled, ModuleError> {
         let load = |message: String| ModuleError::Load { module: m.name.clone(), message };
         if m.runtime != ModuleRuntime::Wasm {
-            return Err(load("runtime: subprocess is not supported yet; use runtime: wasm".into()));
+            return Err(load("runtime: subprocess needs the host's sandbox (see Subprocess::new)".into()));
         }
         if !m.network.is_empty() {
             return Err(load("network access is not supported for wasm modules (WASI preview 1 cannot open sockets); remove permissions.network".into()));
         }
         if m.source.contains("://") || m.source.starts_with("oci:") {
-            return Err(load("installing modules from an OCI registry is not supported yet; give a path beside modules.yml".into()));
+            return Err(load("a registry reference is not a source; install it with `pinacle router module install REF`".into()));
         }
         let path = match dir {
             Some(d) => d.join(&m.source),
@@ -239,6 +239,82 @@ impl Compiled {
         }
         let mut out = vec![0u8; out_len];
         memory.read(&store, out_ptr, &mut out).map_err(|_| failed("its answer points outside its memory".into()))?;
+        let value: Value = serde_json::from_slice(&out).map_err(|e| failed(format!("its answer is not JSON: {e}")))?;
+        if let Some(v) = &self.output {
+            if let Some(e) = schema_errors(v, &value) {
+                return Err(ModuleError::Schema { module: m.name.clone(), side: "output", message: e });
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// A subprocess module: its program runs in the host's sandbox (gVisor,
+/// like pods) with no network, its input JSON on standard input and its
+/// answer JSON read from standard output, both checked against the
+/// manifest's schemas.
+pub struct Subprocess {
+    sandbox: Arc<dyn crate::sandbox::ModuleSandbox>,
+    files: std::path::PathBuf,
+    image: String,
+    pub manifest: Manifest,
+    input: Option<jsonschema::Validator>,
+    output: Option<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for Subprocess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Subprocess({})", self.manifest.name)
+    }
+}
+
+/// The image a subprocess module runs in when its manifest names none.
+pub const DEFAULT_SUBPROCESS_IMAGE: &str = "busybox";
+
+impl Subprocess {
+    /// Checks `m` (its files relative to `dir`) and readies it to run in `sandbox`.
+    pub fn new(m: &Manifest, dir: Option<&Path>, sandbox: Option<&Arc<dyn crate::sandbox::ModuleSandbox>>) -> Result<Self, ModuleError> {
+        let load = |message: String| ModuleError::Load { module: m.name.clone(), message };
+        let sandbox = sandbox.ok_or_else(|| load("this server has no sandbox for subprocess modules (it needs runsc; start it with a local host agent)".into()))?;
+        if !m.network.is_empty() {
+            return Err(load("network access for subprocess modules is not supported yet (their sandbox has no network); remove permissions.network".into()));
+        }
+        if !m.filesystem.is_empty() {
+            return Err(load("permissions.filesystem is for wasm modules; a subprocess module reads its own files at /module".into()));
+        }
+        let files = match dir {
+            Some(d) => d.join(&m.source),
+            None => Path::new(&m.source).to_path_buf(),
+        };
+        if !files.is_dir() {
+            return Err(load(format!("source {} is not a directory (a subprocess module's files are mounted at /module)", files.display())));
+        }
+        let image = m.image.clone().unwrap_or_else(|| DEFAULT_SUBPROCESS_IMAGE.to_owned());
+        sandbox.check_image(&image).map_err(|e| load(format!("image {image:?}: {e}")))?;
+        let input = m.input_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("input_schema: {e}")))).transpose()?;
+        let output = m.output_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("output_schema: {e}")))).transpose()?;
+        Ok(Self { sandbox: sandbox.clone(), files, image, manifest: m.clone(), input, output })
+    }
+
+    /// Runs the module on `input` (blocking: call it off the async runtime).
+    pub fn call(&self, input: &Value) -> Result<Value, ModuleError> {
+        use crate::sandbox::{SandboxError, SandboxJob};
+        let m = &self.manifest;
+        let failed = |message: String| ModuleError::Failed { module: m.name.clone(), message };
+        if let Some(v) = &self.input {
+            if let Some(e) = schema_errors(v, input) {
+                return Err(ModuleError::Schema { module: m.name.clone(), side: "input", message: e });
+            }
+        }
+        let bytes = serde_json::to_vec(input).map_err(|e| failed(e.to_string()))?;
+        if bytes.len() > MAX_IO_BYTES {
+            return Err(failed(format!("the input is {} bytes; at most {MAX_IO_BYTES} are passed", bytes.len())));
+        }
+        let job = SandboxJob { module: &m.name, image: &self.image, files: &self.files, command: &m.command, memory_mb: m.memory_mb, timeout: Duration::from_millis(m.timeout_ms), max_output: MAX_IO_BYTES };
+        let out = self.sandbox.run(&job, &bytes).map_err(|e| match e {
+            SandboxError::Timeout => ModuleError::Limit { module: m.name.clone(), limit: "time limit" },
+            other => failed(other.to_string()),
+        })?;
         let value: Value = serde_json::from_slice(&out).map_err(|e| failed(format!("its answer is not JSON: {e}")))?;
         if let Some(v) = &self.output {
             if let Some(e) = schema_errors(v, &value) {

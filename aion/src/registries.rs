@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use pinacle_config::Diagnostics;
 use serde::Serialize;
 
-use crate::registry::{Registry, FILES};
+use crate::registry::{PackageText, Registry, FILES};
 
 /// A module ready to run on a task's input (see `modules`, feature `wasm`).
 pub trait RunModule: Send + Sync {
@@ -22,6 +22,30 @@ pub trait RunModule: Send + Sync {
 impl RunModule for crate::modules::Compiled {
     fn call(&self, input: &serde_json::Value) -> Result<serde_json::Value, String> {
         crate::modules::Compiled::call(self, input).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "wasm")]
+impl RunModule for crate::modules::Subprocess {
+    fn call(&self, input: &serde_json::Value) -> Result<serde_json::Value, String> {
+        crate::modules::Subprocess::call(self, input).map_err(|e| e.to_string())
+    }
+}
+
+/// Where modules beyond modules.yml come from, and what runs subprocess ones.
+#[derive(Clone, Default)]
+pub struct ModuleEnv {
+    /// Installed packages (`pinacle router module install`).
+    pub packages: Option<Arc<crate::packages::PackageStore>>,
+    /// The sandbox subprocess modules run in (none: they are refused).
+    pub sandbox: Option<Arc<dyn crate::sandbox::ModuleSandbox>>,
+    /// Where packages are fetched from and whose signatures are trusted.
+    pub source: Option<Arc<crate::packages::PackageSource>>,
+}
+
+impl std::fmt::Debug for ModuleEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleEnv").field("packages", &self.packages.as_ref().map(|p| p.dir().to_path_buf())).field("sandbox", &self.sandbox.is_some()).finish()
     }
 }
 
@@ -36,6 +60,8 @@ pub struct Loaded {
     pub version: u64,
     pub loaded_at: chrono::DateTime<chrono::Utc>,
     pub warnings: Diagnostics,
+    /// The four files' texts it was read from (a package change rebuilds on them).
+    pub texts: [Option<String>; 4],
 }
 
 impl std::fmt::Debug for Loaded {
@@ -60,6 +86,9 @@ pub struct Change {
     pub to_digest: String,
     /// The files were the same: nothing was swapped.
     pub unchanged: bool,
+    /// What changed beside the files (a package installed or removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why a registry could not be read.
@@ -81,6 +110,7 @@ pub struct Registries {
     /// The files' modification times and sizes when last read.
     stamps: Mutex<Stamps>,
     modules: ModuleHostCell,
+    env: ModuleEnv,
 }
 
 /// The files' modification times and sizes (`None`: absent).
@@ -113,7 +143,7 @@ fn stamps_of(dir: &Path) -> Stamps {
 
 /// Compiles the registry's modules; a module that cannot load is an error
 /// located at its manifest.
-fn compile_modules(registry: &Registry, dir: Option<&Path>, host: &ModuleHostCell) -> Result<HashMap<String, Arc<dyn RunModule>>, LoadError> {
+fn compile_modules(registry: &Registry, dir: Option<&Path>, host: &ModuleHostCell, env: &ModuleEnv) -> Result<HashMap<String, Arc<dyn RunModule>>, LoadError> {
     #[cfg_attr(not(feature = "wasm"), allow(unused_mut))]
     let mut out: HashMap<String, Arc<dyn RunModule>> = HashMap::new();
     let mut diags = Diagnostics::default();
@@ -124,17 +154,23 @@ fn compile_modules(registry: &Registry, dir: Option<&Path>, host: &ModuleHostCel
         };
         #[cfg(feature = "wasm")]
         {
-            let compiled = host.get().map_err(|e| LoadError::Io { path: "modules".into(), message: e }).map(|h| h.compile(m, dir));
-            match compiled? {
+            let compiled: Result<Arc<dyn RunModule>, crate::modules::ModuleError> = match m.runtime {
+                crate::registry::ModuleRuntime::Subprocess => crate::modules::Subprocess::new(m, dir, env.sandbox.as_ref()).map(|s| Arc::new(s) as Arc<dyn RunModule>),
+                crate::registry::ModuleRuntime::Wasm => {
+                    let h = host.get().map_err(|e| LoadError::Io { path: "modules".into(), message: e })?;
+                    h.compile(m, dir).map(|c| Arc::new(c) as Arc<dyn RunModule>)
+                }
+            };
+            match compiled {
                 Ok(c) => {
-                    out.insert(m.name.clone(), Arc::new(c));
+                    out.insert(m.name.clone(), c);
                 }
                 Err(e) => diags.0.push(at(e.to_string(), None)),
             }
         }
         #[cfg(not(feature = "wasm"))]
         {
-            let _ = (dir, host);
+            let _ = (dir, host, env);
             diags.0.push(at(format!("module {}: this server was built without WASM modules", m.name), Some("build with the cargo feature pinacle-aion/wasm, or remove the module".into())));
         }
     }
@@ -168,9 +204,23 @@ impl ModuleHostCell {
     }
 }
 
-fn build(texts: [Option<&str>; 4], version: u64, dir: Option<&Path>, host: &ModuleHostCell) -> Result<Loaded, LoadError> {
-    let (registry, warnings) = Registry::parse(texts).map_err(LoadError::Invalid)?;
-    let modules = compile_modules(&registry, dir, host)?;
+/// The installed packages' manifests, `extra` in place of any of its name.
+fn package_texts(env: &ModuleEnv, extra: Option<&PackageText>) -> Result<Vec<PackageText>, LoadError> {
+    let mut out = match &env.packages {
+        Some(p) => p.installed_texts().map_err(|e| LoadError::Io { path: p.dir().display().to_string(), message: e.to_string() })?,
+        None => Vec::new(),
+    };
+    if let Some(x) = extra {
+        out.retain(|p| p.name != x.name);
+        out.push(x.clone());
+    }
+    Ok(out)
+}
+
+fn build(texts: [Option<&str>; 4], version: u64, dir: Option<&Path>, host: &ModuleHostCell, env: &ModuleEnv, extra: Option<&PackageText>) -> Result<Loaded, LoadError> {
+    let packages = package_texts(env, extra)?;
+    let (registry, warnings) = Registry::parse_with(texts, &packages).map_err(LoadError::Invalid)?;
+    let modules = compile_modules(&registry, dir, host, env)?;
     let mut env_keys = HashMap::new();
     for p in registry.providers.values() {
         if let Some(var) = &p.api_key_env {
@@ -182,7 +232,7 @@ fn build(texts: [Option<&str>; 4], version: u64, dir: Option<&Path>, host: &Modu
             }
         }
     }
-    Ok(Loaded { registry, modules, env_keys, version, loaded_at: chrono::Utc::now(), warnings })
+    Ok(Loaded { registry, modules, env_keys, version, loaded_at: chrono::Utc::now(), warnings, texts: texts.map(|t| t.map(str::to_owned)) })
 }
 
 impl std::fmt::Debug for Registries {
@@ -194,15 +244,20 @@ impl std::fmt::Debug for Registries {
 impl Registries {
     /// Reads `dir`'s files (none: an empty registry, which routes nothing).
     pub fn open(dir: Option<&Path>) -> Result<Self, LoadError> {
+        Self::open_with(dir, ModuleEnv::default())
+    }
+
+    /// [`Registries::open`] with installed packages and a sandbox for subprocess modules.
+    pub fn open_with(dir: Option<&Path>, env: ModuleEnv) -> Result<Self, LoadError> {
         let modules = ModuleHostCell::default();
         let (loaded, stamps) = match dir {
             Some(d) => {
                 let (texts, stamps) = read(d)?;
-                (build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], 1, Some(d), &modules)?, stamps)
+                (build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], 1, Some(d), &modules, &env, None)?, stamps)
             }
-            None => (build([None; 4], 1, None, &modules)?, Vec::new()),
+            None => (build([None; 4], 1, None, &modules, &env, None)?, Vec::new()),
         };
-        Ok(Self { dir: dir.map(Path::to_path_buf), current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(stamps), modules })
+        Ok(Self { dir: dir.map(Path::to_path_buf), current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(stamps), modules, env })
     }
 
     /// A registry from texts (tests, and servers without a directory);
@@ -213,9 +268,47 @@ impl Registries {
 
     /// [`Registries::from_texts`] with modules' sources relative to `module_dir`.
     pub fn from_texts_in(texts: [Option<&str>; 4], module_dir: Option<&Path>) -> Result<Self, LoadError> {
+        Self::from_texts_with(texts, module_dir, ModuleEnv::default())
+    }
+
+    /// [`Registries::from_texts_in`] with a module environment.
+    pub fn from_texts_with(texts: [Option<&str>; 4], module_dir: Option<&Path>, env: ModuleEnv) -> Result<Self, LoadError> {
         let modules = ModuleHostCell::default();
-        let loaded = build(texts, 1, module_dir, &modules)?;
-        Ok(Self { dir: None, current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(Vec::new()), modules })
+        let loaded = build(texts, 1, module_dir, &modules, &env, None)?;
+        Ok(Self { dir: None, current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(Vec::new()), modules, env })
+    }
+
+    /// The installed packages, when this server keeps any.
+    pub fn packages(&self) -> Option<&Arc<crate::packages::PackageStore>> {
+        self.env.packages.as_ref()
+    }
+
+    /// Where packages are installed from.
+    pub fn package_source(&self) -> Option<&Arc<crate::packages::PackageSource>> {
+        self.env.source.as_ref()
+    }
+
+    fn current_texts(&self) -> [Option<String>; 4] {
+        self.current().texts.clone()
+    }
+
+    /// Whether the registry in force, with `package` installed (in place
+    /// of any of its name), loads and its modules compile. Swaps nothing.
+    pub fn check_package(&self, package: &PackageText) -> Result<(), LoadError> {
+        let t = self.current_texts();
+        build([t[0].as_deref(), t[1].as_deref(), t[2].as_deref(), t[3].as_deref()], 0, self.dir.as_deref(), &self.modules, &self.env, Some(package)).map(|_| ())
+    }
+
+    /// Rebuilds the registry in force after packages changed (on its
+    /// files as last read) and swaps it in.
+    pub fn reload_packages(&self) -> Result<Change, LoadError> {
+        let cur = self.current();
+        let t = &cur.texts;
+        let next = build([t[0].as_deref(), t[1].as_deref(), t[2].as_deref(), t[3].as_deref()], cur.version + 1, self.dir.as_deref(), &self.modules, &self.env, None)?;
+        if next.registry.digest == cur.registry.digest {
+            return Ok(Change { from_version: cur.version, from_digest: cur.short_digest().to_owned(), to_version: cur.version, to_digest: cur.short_digest().to_owned(), unchanged: true, note: None });
+        }
+        Ok(self.swap(next))
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -230,7 +323,7 @@ impl Registries {
     fn swap(&self, next: Loaded) -> Change {
         let mut cur = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = cur.clone();
-        let change = Change { from_version: old.version, from_digest: old.short_digest().to_owned(), to_version: next.version, to_digest: next.short_digest().to_owned(), unchanged: false };
+        let change = Change { from_version: old.version, from_digest: old.short_digest().to_owned(), to_version: next.version, to_digest: next.short_digest().to_owned(), unchanged: false, note: None };
         *cur = Arc::new(next);
         *self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(old);
         change
@@ -241,17 +334,17 @@ impl Registries {
         let Some(dir) = &self.dir else { return Err(LoadError::Io { path: String::new(), message: "this server has no registry directory (--router-dir)".into() }) };
         let (texts, stamps) = read(dir)?;
         let cur = self.current();
-        let next = build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], cur.version + 1, Some(dir), &self.modules)?;
+        let next = build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], cur.version + 1, Some(dir), &self.modules, &self.env, None)?;
         *self.stamps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
         if next.registry.digest == cur.registry.digest {
-            return Ok(Change { from_version: cur.version, from_digest: cur.short_digest().to_owned(), to_version: cur.version, to_digest: cur.short_digest().to_owned(), unchanged: true });
+            return Ok(Change { from_version: cur.version, from_digest: cur.short_digest().to_owned(), to_version: cur.version, to_digest: cur.short_digest().to_owned(), unchanged: true, note: None });
         }
         Ok(self.swap(next))
     }
 
     /// Replaces the registry with `texts` (an API-driven change).
     pub fn replace(&self, texts: [Option<&str>; 4]) -> Result<Change, LoadError> {
-        let next = build(texts, self.current().version + 1, None, &self.modules)?;
+        let next = build(texts, self.current().version + 1, None, &self.modules, &self.env, None)?;
         Ok(self.swap(next))
     }
 
@@ -260,7 +353,7 @@ impl Registries {
         let prev = self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().ok_or(LoadError::NoPrevious)?;
         let mut cur = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = cur.clone();
-        let change = Change { from_version: old.version, from_digest: old.short_digest().to_owned(), to_version: prev.version, to_digest: prev.short_digest().to_owned(), unchanged: false };
+        let change = Change { from_version: old.version, from_digest: old.short_digest().to_owned(), to_version: prev.version, to_digest: prev.short_digest().to_owned(), unchanged: false, note: None };
         *cur = prev;
         *self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(old);
         Ok(change)

@@ -342,6 +342,14 @@ pub struct Module {
     pub intents: Vec<String>,
     pub input_schema: Option<serde_json::Value>,
     pub output_schema: Option<serde_json::Value>,
+    /// A subprocess module's sandbox image (a name the host agent builds,
+    /// like `busybox` or `python`).
+    pub image: Option<String>,
+    /// A subprocess module's program and arguments (its files are at
+    /// `/module` in the sandbox).
+    pub command: Vec<String>,
+    /// The installed package it came from (`None`: modules.yml).
+    pub package: Option<String>,
     #[serde(skip)]
     pub loc: Option<Loc>,
 }
@@ -363,6 +371,12 @@ impl Registry {
     /// defaults apply). Returns the registry with its warnings, or every
     /// problem.
     pub fn parse(texts: [Option<&str>; 4]) -> Result<(Self, Diagnostics), Diagnostics> {
+        Self::parse_with(texts, &[])
+    }
+
+    /// [`Registry::parse`] with installed packages' manifests as modules
+    /// beside modules.yml's (a name both use is an error).
+    pub fn parse_with(texts: [Option<&str>; 4], packages: &[PackageText]) -> Result<(Self, Diagnostics), Diagnostics> {
         let mut all = Diagnostics::default();
         let mut reg = Registry::default();
         let mut digest = sha2::Sha256::default();
@@ -381,6 +395,18 @@ impl Registry {
                     "policies.yml" => read_policy(&mut ctx, &root, &mut reg),
                     _ => read_modules(&mut ctx, &root, &mut reg),
                 }
+            }
+            all.0.extend(ctx.diags.0);
+        }
+        for p in packages {
+            use sha2::Digest;
+            digest.update(p.file.as_bytes());
+            digest.update([0]);
+            digest.update(p.digest.as_bytes());
+            digest.update([0]);
+            let mut ctx = Ctx::new(&p.file, true);
+            if let Some(root) = yaml::load(&mut ctx, &p.text) {
+                read_package(&mut ctx, &root, p, &mut reg);
             }
             all.0.extend(ctx.diags.0);
         }
@@ -977,7 +1003,59 @@ fn read_budget(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, task: bool)
 }
 
 const MODULES_FIELDS: &[&str] = &["modules"];
-const MODULE_FIELDS: &[&str] = &["version", "runtime", "source", "resources", "permissions", "intents", "input_schema", "output_schema"];
+const MODULE_FIELDS: &[&str] = &["version", "runtime", "source", "image", "command", "resources", "permissions", "intents", "input_schema", "output_schema"];
+const PACKAGE_FIELDS: &[&str] = &["name", "version", "runtime", "source", "image", "command", "resources", "permissions", "intents", "input_schema", "output_schema"];
+
+/// An installed package's manifest, read beside the four files.
+#[derive(Debug, Clone)]
+pub struct PackageText {
+    /// The name it was installed under.
+    pub name: String,
+    /// How diagnostics name the file (`packages/NAME/agent.yml`).
+    pub file: String,
+    pub text: String,
+    /// Its unpacked files; its `source` is relative to this.
+    pub dir: std::path::PathBuf,
+    /// The package's manifest digest (a new version is a new registry).
+    pub digest: String,
+}
+
+/// The `name:` of a package's manifest, if it has a plain one.
+pub fn package_name(text: &str) -> Option<String> {
+    let mut ctx = Ctx::new(MANIFEST_LABEL, false);
+    let root = yaml::load(&mut ctx, text)?;
+    let fields = ctx.fields(&root, "", "an AgentPackage manifest", PACKAGE_FIELDS)?;
+    let (_, node) = fields.into_iter().find(|(k, _)| *k == "name")?;
+    yaml::scalar_str(node).map(str::to_owned)
+}
+
+const MANIFEST_LABEL: &str = "agent.yml";
+
+fn read_package(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>, p: &PackageText, reg: &mut Registry) {
+    let Some(fields) = ctx.fields(root, "", "an AgentPackage manifest", PACKAGE_FIELDS) else { return };
+    let named = fields.iter().find(|(k, _)| *k == "name").and_then(|(_, v)| ctx.string(v, "name"));
+    match named {
+        Some(n) if n == p.name => {}
+        Some(n) => {
+            ctx.error(root, "name", format!("the manifest names {n:?} but the package is installed as {:?}", p.name), Some("reinstall the package".into()));
+            return;
+        }
+        None => {
+            ctx.error(root, "name", "a package's agent.yml needs name:", Some("the module's name, as intents name it".into()));
+            return;
+        }
+    }
+    if reg.modules.contains_key(&p.name) {
+        ctx.error(root, "name", format!("module {:?} is also declared in modules.yml", p.name), Some("remove one of them, or install the package under another name".into()));
+        return;
+    }
+    let Some(mut m) = read_module_fields(ctx, root, "", &p.name, PACKAGE_FIELDS) else { return };
+    if !m.source.is_empty() {
+        m.source = p.dir.join(&m.source).display().to_string();
+    }
+    m.package = Some(p.name.clone());
+    reg.modules.insert(p.name.clone(), m);
+}
 const RESOURCE_FIELDS: &[&str] = &["memory_mb", "fuel", "timeout_ms"];
 const PERMISSION_FIELDS: &[&str] = &["network", "filesystem"];
 
@@ -997,7 +1075,11 @@ fn read_modules(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>, reg: &mut Registry) {
 }
 
 fn read_module(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name: &str) -> Option<Module> {
-    let fields = ctx.fields(node, path, "an AgentPackage manifest", MODULE_FIELDS)?;
+    read_module_fields(ctx, node, path, name, MODULE_FIELDS)
+}
+
+fn read_module_fields(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name: &str, allowed: &[&str]) -> Option<Module> {
+    let fields = ctx.fields(node, path, "an AgentPackage manifest", allowed)?;
     let mut m = Module {
         name: name.to_owned(),
         version: "0.0.0".into(),
@@ -1011,6 +1093,9 @@ fn read_module(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name: &str)
         intents: Vec::new(),
         input_schema: None,
         output_schema: None,
+        image: None,
+        command: Vec::new(),
+        package: None,
         loc: Some(Loc::of(ctx, node, path)),
     };
     let (mut runtime, mut ok) = (false, true);
@@ -1034,6 +1119,9 @@ fn read_module(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name: &str)
                 None => ok = false,
             },
             "source" => m.source = ctx.non_empty(value, &fp).unwrap_or_default(),
+            "name" => {}
+            "image" => m.image = ctx.non_empty(value, &fp),
+            "command" => m.command = string_list(ctx, value, &fp),
             "resources" => {
                 let Some(rf) = ctx.fields(value, &fp, "resources", RESOURCE_FIELDS) else { continue };
                 for (k, v) in rf {
@@ -1066,7 +1154,16 @@ fn read_module(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name: &str)
         ok = false;
     }
     if m.source.is_empty() {
-        ctx.error(node, path, "a module needs source:", Some("a .wasm/.wat path beside modules.yml, or an OCI reference".into()));
+        let what = if m.runtime == ModuleRuntime::Subprocess { "the directory of its files (mounted at /module)" } else { "a .wasm/.wat path beside the manifest" };
+        ctx.error(node, path, "a module needs source:", Some(what.into()));
+        ok = false;
+    }
+    if runtime && m.runtime == ModuleRuntime::Subprocess && m.command.is_empty() {
+        ctx.error(node, path, "a subprocess module needs command:", Some("the program and its arguments, e.g. [\"/module/run\"]".into()));
+        ok = false;
+    }
+    if runtime && m.runtime == ModuleRuntime::Wasm && (m.image.is_some() || !m.command.is_empty()) {
+        ctx.error(node, path, "image: and command: are for runtime: subprocess", Some("remove them, or set runtime: subprocess".into()));
         ok = false;
     }
     ok.then_some(m)

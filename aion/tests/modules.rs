@@ -79,7 +79,7 @@ fn modules_asking_for_the_network_or_the_host_are_refused_at_load() {
     let e = host.compile(&manifest("net", "redact.wat", "    permissions: {network: [api.example.com]}\n"), Some(&dir())).unwrap_err();
     assert!(e.to_string().contains("network access is not supported"), "{e}");
     let e = host.compile(&manifest("oci", "oci://registry.example/redact@sha256:00", ""), Some(&dir())).unwrap_err();
-    assert!(e.to_string().contains("OCI registry is not supported yet"), "{e}");
+    assert!(e.to_string().contains("pinacle router module install"), "{e}");
     // and the whole registry is refused, located at the manifest
     let text = "modules:\n  net:\n    runtime: wasm\n    source: network.wat\n";
     match Registries::from_texts_in([None, None, None, Some(text)], Some(&dir())) {
@@ -119,4 +119,62 @@ async fn an_intents_modules_run_on_every_task_before_any_provider_sees_it() {
     assert_eq!(e["error"]["code"], "refused_by_module");
     assert!(e["error"]["message"].as_str().unwrap().contains("production credential"), "{e}");
     assert_eq!(local.total_calls(), calls, "a refused task reaches no provider");
+}
+
+/// A sandbox that records what it was asked to run and answers as told.
+struct FakeSandbox {
+    seen: std::sync::Mutex<Vec<(String, String, Vec<String>, u32, Duration, Vec<u8>)>>,
+    answer: Result<Vec<u8>, pinacle_aion::sandbox::SandboxError>,
+}
+
+impl pinacle_aion::sandbox::ModuleSandbox for FakeSandbox {
+    fn check_image(&self, image: &str) -> Result<(), String> {
+        if image == "missing" { Err("not built here".into()) } else { Ok(()) }
+    }
+    fn run(&self, job: &pinacle_aion::sandbox::SandboxJob<'_>, input: &[u8]) -> Result<Vec<u8>, pinacle_aion::sandbox::SandboxError> {
+        self.seen.lock().unwrap().push((job.image.to_owned(), job.files.display().to_string(), job.command.to_vec(), job.memory_mb, job.timeout, input.to_vec()));
+        self.answer.clone()
+    }
+}
+
+#[test]
+fn subprocess_modules_run_in_the_hosts_sandbox_within_their_manifest() {
+    use pinacle_aion::modules::Subprocess;
+    use pinacle_aion::sandbox::{ModuleSandbox, SandboxError};
+    let files = tempfile::tempdir().unwrap();
+    let mut m = manifest("guard", ".", "");
+    m.runtime = pinacle_aion::registry::ModuleRuntime::Subprocess;
+    m.command = vec!["/module/run".into()];
+    m.timeout_ms = 750;
+    m.memory_mb = 48;
+    m.output_schema = Some(json!({"type": "object", "required": ["messages"]}));
+    // no sandbox on this server: refused when the registry loads
+    let e = Subprocess::new(&m, Some(files.path()), None).unwrap_err();
+    assert!(e.to_string().contains("no sandbox"), "{e}");
+    let fake = Arc::new(FakeSandbox { seen: Default::default(), answer: Ok(br#"{"messages": []}"#.to_vec()) });
+    let sandbox: Arc<dyn ModuleSandbox> = fake.clone();
+    let s = Subprocess::new(&m, Some(files.path()), Some(&sandbox)).unwrap();
+    assert_eq!(s.call(&json!({"intent": "chat", "messages": []})).unwrap(), json!({"messages": []}));
+    let seen = fake.seen.lock().unwrap().pop().unwrap();
+    assert_eq!(seen.0, "busybox", "the default image");
+    assert_eq!(seen.1, files.path().join(".").display().to_string());
+    assert_eq!((seen.2, seen.3, seen.4), (vec!["/module/run".to_owned()], 48, Duration::from_millis(750)));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&seen.5).unwrap(), json!({"intent": "chat", "messages": []}));
+    // its answer is checked against its schema; a timeout is a limit, not a failure
+    let bad: Arc<dyn ModuleSandbox> = Arc::new(FakeSandbox { seen: Default::default(), answer: Ok(br#"{"other": 1}"#.to_vec()) });
+    let e = Subprocess::new(&m, Some(files.path()), Some(&bad)).unwrap().call(&json!({})).unwrap_err();
+    assert!(matches!(e, ModuleError::Schema { side: "output", .. }), "{e}");
+    let slow: Arc<dyn ModuleSandbox> = Arc::new(FakeSandbox { seen: Default::default(), answer: Err(SandboxError::Timeout) });
+    let e = Subprocess::new(&m, Some(files.path()), Some(&slow)).unwrap().call(&json!({})).unwrap_err();
+    assert_eq!(e, ModuleError::Limit { module: "guard".into(), limit: "time limit" });
+    // the network is never granted, an image must exist, and the source must be a directory
+    let mut net = m.clone();
+    net.network = vec!["api.example.com".into()];
+    assert!(Subprocess::new(&net, Some(files.path()), Some(&sandbox)).unwrap_err().to_string().contains("network"));
+    let mut img = m.clone();
+    img.image = Some("missing".into());
+    assert!(Subprocess::new(&img, Some(files.path()), Some(&sandbox)).unwrap_err().to_string().contains("not built here"));
+    let mut file = m.clone();
+    file.source = "nope".into();
+    assert!(Subprocess::new(&file, Some(files.path()), Some(&sandbox)).unwrap_err().to_string().contains("not a directory"));
 }

@@ -97,7 +97,11 @@ impl pinacle_aion::http::Verifier for AionAccess {
 impl pinacle_aion::http::Auditor for AionAccess {
     async fn registry_changed(&self, who: &Caller, action: &str, change: &Change) {
         let who = Principal::system(&who.user_id, "", "router");
-        let target = format!("registry v{} ({}) -> v{} ({})", change.from_version, change.from_digest, change.to_version, change.to_digest);
+        let mut target = format!("registry v{} ({}) -> v{} ({})", change.from_version, change.from_digest, change.to_version, change.to_digest);
+        if let Some(note) = &change.note {
+            target.push_str(": ");
+            target.push_str(note);
+        }
         if let Err(e) = self.audit.record(&who, action, &target).await {
             tracing::error!(error = %e.message, %action, "the router policy change was not audited");
         }

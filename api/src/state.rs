@@ -113,11 +113,14 @@ pub struct RouterConfig {
     pub database_url: Option<String>,
     /// `aion.db` in the data directory.
     pub default_path: PathBuf,
+    /// Installed module packages, where they come from, and the sandbox
+    /// subprocess modules run in.
+    pub modules: pinacle_aion::registries::ModuleEnv,
 }
 
 impl RouterConfig {
     pub fn in_dir(dir: &std::path::Path) -> Self {
-        Self { dir: None, database_url: None, default_path: dir.join("aion.db") }
+        Self { dir: None, database_url: None, default_path: dir.join("aion.db"), modules: Default::default() }
     }
 }
 
@@ -318,7 +321,7 @@ impl AppState {
             (None, false) => cfg.router.default_path.display().to_string(),
         };
         let aion_store = pinacle_aion::store::Store::open(&aion_url).await.map_err(|e| anyhow::anyhow!("opening the router's store: {e}"))?;
-        let registries = pinacle_aion::registries::Registries::open(cfg.router.dir.as_deref())
+        let registries = pinacle_aion::registries::Registries::open_with(cfg.router.dir.as_deref(), cfg.router.modules.clone())
             .map_err(|e| anyhow::anyhow!("the router's registry ({}):\n{e}", cfg.router.dir.as_deref().map_or("none".into(), |d| d.display().to_string())))?;
         let aion = pinacle_aion::engine::Aion::with_metrics(
             registries,

@@ -9,6 +9,7 @@ mod hosts;
 mod images;
 mod memory;
 mod router;
+mod router_modules;
 mod pod_config;
 mod pods;
 mod proxy_setup;

@@ -60,6 +60,29 @@ pub enum RouterCommand {
     },
     /// Spend against your budgets.
     Usage,
+    /// Module packages from OCI registries (instance admins).
+    Module {
+        #[command(subcommand)]
+        action: ModuleAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModuleAction {
+    /// Fetch a package, check its cosign signature against the server's
+    /// trusted keys, and install it (or see it quarantined).
+    Install {
+        /// registry/repository:tag or @sha256:…
+        reference: String,
+        /// Registry user name (the password is read from
+        /// PINACLE_REGISTRY_PASSWORD).
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// Installed and quarantined packages, and every module loaded.
+    List,
+    /// Remove an installed package, or a quarantined one by its name or digest.
+    Remove { name: String },
 }
 
 /// Where requests go: the pod's gateway with its token, or the server with
@@ -280,6 +303,7 @@ pub async fn run(cmd: RouterCommand) -> Result<()> {
             }
             Ok(())
         }
+        RouterCommand::Module { action } => module(&target, action).await,
         RouterCommand::Usage => {
             let v = target.json(Method::GET, "/router/usage", None).await?;
             for b in v["budgets"].as_array().into_iter().flatten() {
@@ -294,4 +318,40 @@ pub async fn run(cmd: RouterCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn module(target: &Target, action: ModuleAction) -> Result<()> {
+    match action {
+        ModuleAction::Install { reference, username } => {
+            let mut body = serde_json::json!({ "reference": reference });
+            if let Some(u) = username {
+                let password = std::env::var("PINACLE_REGISTRY_PASSWORD").map_err(|_| anyhow!("--username needs PINACLE_REGISTRY_PASSWORD set"))?;
+                body["username"] = u.into();
+                body["password"] = password.into();
+            }
+            eprintln!("fetching {reference} and its signature…");
+            let v = target.json(Method::POST, "/router/modules", Some(body)).await?;
+            let p = &v["package"];
+            println!("installed module {} from {} ({}), signed by key {}", p["name"].as_str().unwrap_or("?"), p["reference"].as_str().unwrap_or(""), p["digest"].as_str().unwrap_or(""), p["signed_by"].as_str().unwrap_or("?"));
+            println!("router version {} ({})", v["change"]["to_version"], v["change"]["to_digest"].as_str().unwrap_or(""));
+        }
+        ModuleAction::List => {
+            let v = target.json(Method::GET, "/router/modules", None).await?;
+            println!("{:<20} {:<11} {:<10} FROM", "MODULE", "RUNTIME", "STATE");
+            for m in v["modules"].as_array().into_iter().flatten() {
+                let from = m["package"].as_str().map_or("modules.yml".to_owned(), |p| format!("package {p}"));
+                println!("{:<20} {:<11} {:<10} {from}", m["name"].as_str().unwrap_or(""), m["runtime"].as_str().unwrap_or(""), "loaded");
+            }
+            for p in v["packages"].as_array().into_iter().flatten().filter(|p| p["state"] == "quarantined") {
+                println!("{:<20} {:<11} {:<10} {}: {}", p["name"].as_str().unwrap_or(""), "-", "quarantined", p["reference"].as_str().unwrap_or(""), p["reason"].as_str().unwrap_or(""));
+            }
+            let keys: Vec<&str> = v["trusted_keys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!("trusted keys: {}", if keys.is_empty() { "none (every package is quarantined)".to_owned() } else { keys.join(", ") });
+        }
+        ModuleAction::Remove { name } => {
+            let v = target.json(Method::DELETE, &format!("/router/modules/{name}"), None).await?;
+            println!("removed {} ({})", v["removed"]["name"].as_str().unwrap_or(&name), v["removed"]["state"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
 }

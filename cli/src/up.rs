@@ -106,6 +106,11 @@ pub struct ServeArgs {
     /// several servers share, else aion.db in the data directory).
     #[arg(long, env = "PINACLE_ROUTER_DATABASE_URL")]
     pub router_database_url: Option<String>,
+    /// A PEM public key (cosign.pub: ECDSA P-256 or Ed25519) whose
+    /// signatures the router trusts on module packages; repeat for more.
+    /// None: every package installed is quarantined.
+    #[arg(long = "router-trusted-key", env = "PINACLE_ROUTER_TRUSTED_KEYS", value_delimiter = ',')]
+    pub router_trusted_keys: Vec<PathBuf>,
     /// What embeds memories: `hash` (a deterministic hashing embedder, no
     /// model), `hash:DIM`, or `openai:URL#MODEL:DIM` (an OpenAI-compatible
     /// `/v1/embeddings` endpoint; its key in PINACLE_MEMORY_EMBEDDER_KEY).
@@ -514,6 +519,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             dir: args.router_dir.clone(),
             database_url: secret("PINACLE_ROUTER_DATABASE_URL").or_else(|| args.router_database_url.clone()),
             default_path: args.data_dir.join("aion.db"),
+            modules: crate::router_modules::module_env(&args.data_dir, &args.router_trusted_keys)?,
         },
     })
     .await?;

@@ -23,6 +23,7 @@ pub mod host_api;
 pub mod images;
 pub mod layout;
 pub mod network;
+pub mod one_shot;
 pub mod platform;
 pub mod pod_features;
 pub mod pod_keys;

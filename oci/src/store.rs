@@ -205,6 +205,8 @@ pub struct Artifact {
     pub manifest_digest: Digest,
     /// The layer's bytes, checked against its digest.
     pub layer: Vec<u8>,
+    /// The layer descriptor's annotations (a cosign signature's is there).
+    pub layer_annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// A content-addressed image store rooted at one directory.
@@ -372,6 +374,7 @@ impl Store {
         Ok(Artifact {
             manifest_digest,
             layer: bytes,
+            layer_annotations: layer.annotations.clone(),
         })
     }
 
@@ -1636,6 +1639,8 @@ struct DescriptorJson {
     media_type: String,
     digest: String,
     size: u64,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -175,6 +175,12 @@ impl Registry {
     /// `name:tag`, through the registry's HTTP API with curl. Returns the
     /// manifest's digest.
     pub fn push_artifact(&self, name: &str, tag: &str, layer: &[u8], layer_media_type: &str) -> Result<String> {
+        self.push_artifact_with(name, tag, layer, layer_media_type, serde_json::json!({ "org.opencontainers.image.title": "devcontainer-feature.tgz" }))
+    }
+
+    /// [`Registry::push_artifact`] with the layer's `annotations` (a cosign
+    /// signature's `dev.cosignproject.cosign/signature`, say).
+    pub fn push_artifact_with(&self, name: &str, tag: &str, layer: &[u8], layer_media_type: &str, annotations: serde_json::Value) -> Result<String> {
         let config = b"{}".to_vec();
         let upload = |bytes: &[u8]| -> Result<String> {
             let digest = sha256(bytes);
@@ -213,8 +219,7 @@ impl Registry {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": { "mediaType": "application/vnd.devcontainers", "digest": config_digest, "size": config.len() },
-            "layers": [{ "mediaType": layer_media_type, "digest": layer_digest, "size": layer.len(),
-                         "annotations": { "org.opencontainers.image.title": "devcontainer-feature.tgz" } }]
+            "layers": [{ "mediaType": layer_media_type, "digest": layer_digest, "size": layer.len(), "annotations": annotations }]
         })
         .to_string();
         let out = Command::new("curl")
