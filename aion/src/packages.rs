@@ -292,7 +292,7 @@ impl PackageStore {
                 quarantined.push(r);
             }
         }
-        quarantined.sort_by(|a, b| a.at.cmp(&b.at));
+        quarantined.sort_by_key(|r| r.at);
         out.extend(quarantined);
         Ok(out)
     }

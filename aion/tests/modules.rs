@@ -121,9 +121,12 @@ async fn an_intents_modules_run_on_every_task_before_any_provider_sees_it() {
     assert_eq!(local.total_calls(), calls, "a refused task reaches no provider");
 }
 
+/// What a fake sandbox was asked: image, files, command, memory, timeout, input.
+type Run = (String, String, Vec<String>, u32, Duration, Vec<u8>);
+
 /// A sandbox that records what it was asked to run and answers as told.
 struct FakeSandbox {
-    seen: std::sync::Mutex<Vec<(String, String, Vec<String>, u32, Duration, Vec<u8>)>>,
+    seen: std::sync::Mutex<Vec<Run>>,
     answer: Result<Vec<u8>, pinacle_aion::sandbox::SandboxError>,
 }
 
