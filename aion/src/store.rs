@@ -121,7 +121,11 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10));
-            Store::Sqlite(SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db)?)
+            // one connection: SQLite has one writer at a time, and writers
+            // that meet on several connections wait in SQLite's busy handler,
+            // which sleeps in steps of milliseconds (the tail latency of every
+            // reservation); one connection queues them in the pool instead.
+            Store::Sqlite(SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(db)?)
         };
         for stmt in SCHEMA {
             match &store {

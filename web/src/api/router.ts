@@ -57,12 +57,40 @@ export interface RouterModel {
   };
 }
 
+/** A module the router runs, and where it came from. */
+export interface RouterModule {
+  name: string;
+  version: string;
+  runtime: "wasm" | "subprocess";
+  package: string | null;
+  image: string | null;
+}
+
+/** A package installed from a registry, or kept in quarantine. */
+export interface RouterPackage {
+  name: string;
+  state: "installed" | "quarantined";
+  reference: string;
+  digest: string;
+  signed_by: string | null;
+  reason: string | null;
+  at: string;
+}
+
+export interface RouterModules {
+  modules: RouterModule[];
+  packages: RouterPackage[];
+  trusted_keys: string[];
+}
+
 export interface RouterApi {
   /** The caller's newest tasks (an admin may ask for everyone's). */
   tasks(all?: boolean): Promise<{ subject: string; task: Envelope }[]>;
   /** Spend against each budget that applies to the caller. */
   usage(): Promise<{ budgets: Budget[]; task: { default_usd: number | null; hard_cap_usd: number } | null }>;
   models(): Promise<RouterModel[]>;
+  /** Modules and packages (instance admins; `null` for everyone else). */
+  modules(): Promise<RouterModules | null>;
 }
 
 type AuthFetch = (input: string, init?: RequestInit) => Promise<Response>;
@@ -77,5 +105,11 @@ export function createRouterApi(authFetch: AuthFetch): RouterApi {
     tasks: async (all = false) => (await get<{ tasks: { subject: string; task: Envelope }[] }>(`/v1/tasks?limit=50&all=${all}`)).tasks,
     usage: () => get("/router/usage"),
     models: async () => (await get<{ data: RouterModel[] }>("/v1/models")).data,
+    modules: async () => {
+      const res = await authFetch("/router/modules");
+      if (res.status === 403) return null;
+      if (!res.ok) throw await errorFromResponse(res);
+      return (await res.json()) as RouterModules;
+    },
   };
 }

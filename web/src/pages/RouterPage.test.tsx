@@ -71,6 +71,36 @@ describe("RouterPage", () => {
     expect(screen.getByText("open, p95 310 ms")).toBeTruthy();
   });
 
+  it("shows admins the modules, where each came from and the quarantined packages; others see none", async () => {
+    const api = fakeApi({}, undefined, undefined, {
+      modules: vi.fn(async () => ({
+        modules: [
+          { name: "digits", version: "1.0.0", runtime: "wasm" as const, package: null, image: null },
+          { name: "guard", version: "0.1.0", runtime: "subprocess" as const, package: "guard", image: "busybox" },
+        ],
+        packages: [
+          { name: "guard", state: "installed" as const, reference: "reg/modules/guard:1.0", digest: "sha256:aa", signed_by: "503168f5695e4cb2", reason: null, at: "2026-12-07T00:00:00Z" },
+          { name: "1cff9cb0b8fc", state: "quarantined" as const, reference: "reg/modules/forged:1.0", digest: "sha256:1c", signed_by: null, reason: "no trusted key made this signature", at: "2026-12-07T00:00:00Z" },
+        ],
+        trusted_keys: ["503168f5695e4cb2"],
+      })),
+    });
+    renderWithApi(<RouterPage />, api);
+    const table = await screen.findByRole("table", { name: "Modules" });
+    const guard = within(table).getByText("guard 0.1.0").closest("tr")!;
+    expect(within(guard).getByText("subprocess in gVisor (busybox)")).toBeTruthy();
+    expect(within(guard).getByText("reg/modules/guard:1.0")).toBeTruthy();
+    expect(within(guard).getByText("503168f5695e4cb2")).toBeTruthy();
+    expect(within(within(table).getByText("digits 1.0.0").closest("tr")!).getByText("modules.yml")).toBeTruthy();
+    const q = screen.getByRole("table", { name: "Quarantined packages" });
+    expect(within(q).getByText("no trusted key made this signature")).toBeTruthy();
+
+    const user = fakeApi({}, undefined, undefined, {});
+    renderWithApi(<RouterPage />, user);
+    await waitFor(() => expect(user.router.modules).toHaveBeenCalled());
+    expect(screen.getAllByRole("heading", { name: "Modules" })).toHaveLength(1);
+  });
+
   it("says so when the router cannot be read, and when nothing is configured", async () => {
     const api = fakeApi({}, undefined, undefined, {
       tasks: vi.fn(async () => {

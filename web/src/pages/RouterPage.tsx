@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useId, useState } from "react";
 import { useApi } from "../api/context";
 import { errorMessage } from "../api/errors";
-import type { Budget, Envelope, RouterModel } from "../api/router";
+import type { Budget, Envelope, RouterModel, RouterModules } from "../api/router";
 import { EmptyState, ErrorState, Loading } from "../components/States";
 import { Meter } from "../components/UsageBars";
 import { formatRelative } from "../lib/time";
@@ -99,6 +99,7 @@ export function RouterPage() {
   const [tasks, setTasks] = useState<Envelope[] | null>(null);
   const [budgets, setBudgets] = useState<Budget[] | null>(null);
   const [models, setModels] = useState<RouterModel[] | null>(null);
+  const [modules, setModules] = useState<RouterModules | null>(null);
   const [error, setError] = useState<string | null>(null);
 
   const load = useCallback(async () => {
@@ -110,6 +111,12 @@ export function RouterPage() {
       setError(null);
     } catch (err) {
       setError(errorMessage(err));
+    }
+    // admins only: everyone else gets null and sees no section
+    try {
+      setModules(await api.router.modules());
+    } catch {
+      setModules(null);
     }
   }, [api]);
 
@@ -210,6 +217,69 @@ export function RouterPage() {
           </tbody>
         </table>
       )}
+      {modules && <ModulesSection m={modules} />}
     </section>
+  );
+}
+
+/** The modules in force and the packages kept in quarantine (admins). */
+function ModulesSection({ m }: { m: RouterModules }) {
+  const quarantined = m.packages.filter((p) => p.state === "quarantined");
+  const installed = new Map(m.packages.filter((p) => p.state === "installed").map((p) => [p.name, p]));
+  return (
+    <>
+      <h2>Modules</h2>
+      <p className="muted">
+        {m.trusted_keys.length === 0
+          ? "No signing key is trusted: every package installed goes to quarantine."
+          : `Packages signed by ${m.trusted_keys.length === 1 ? "key" : "keys"} ${m.trusted_keys.join(", ")} are installed.`}
+      </p>
+      {m.modules.length === 0 ? (
+        <EmptyState title="No modules" />
+      ) : (
+        <table className="table" aria-label="Modules">
+          <thead>
+            <tr>
+              <th>Module</th>
+              <th>Runtime</th>
+              <th>From</th>
+              <th>Signed by</th>
+            </tr>
+          </thead>
+          <tbody>
+            {m.modules.map((x) => (
+              <tr key={x.name}>
+                <td>
+                  {x.name} {x.version}
+                </td>
+                <td>{x.runtime === "subprocess" ? `subprocess in gVisor (${x.image ?? "busybox"})` : "wasm"}</td>
+                <td>{x.package ? installed.get(x.package)?.reference ?? "package" : "modules.yml"}</td>
+                <td>{x.package ? installed.get(x.package)?.signed_by ?? "—" : "—"}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {quarantined.length > 0 && (
+        <table className="table" aria-label="Quarantined packages">
+          <thead>
+            <tr>
+              <th>Quarantined</th>
+              <th>Reference</th>
+              <th>Why</th>
+            </tr>
+          </thead>
+          <tbody>
+            {quarantined.map((p) => (
+              <tr key={p.digest}>
+                <td>{p.name}</td>
+                <td>{p.reference}</td>
+                <td>{p.reason}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </>
   );
 }

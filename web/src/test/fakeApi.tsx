@@ -78,6 +78,7 @@ export function fakeApi(
       tasks: vi.fn(async () => []),
       usage: vi.fn(async () => ({ budgets: [], task: null })),
       models: vi.fn(async () => []),
+      modules: vi.fn(async () => null),
       ...router,
     },
     accessToken: async () => "test-token",
