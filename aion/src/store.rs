@@ -9,6 +9,9 @@
 //! reservations never wait on each other in a circle). PostgreSQL
 //! re-checks the condition on the newest row after a lock wait; SQLite has
 //! one writer at a time. Either way no interleaving passes a cap.
+//!
+//! A server that owns a SQLite file alone uses [`WriteBehindLedger`]:
+//! the same checks in memory, the same rows written behind.
 
 use std::time::Duration;
 
@@ -386,6 +389,243 @@ impl Ledger for SqlLedger {
     }
 }
 
+
+/// Budgets of a server that owns its SQLite file alone, held in memory and
+/// written behind: reservations are checked and made under one lock in
+/// this process (so the cap holds exactly as with [`SqlLedger`]), and
+/// every reservation, settlement and extension is then written to the
+/// file in order, in batches, by one writer. No database round trip is on
+/// a call's path.
+///
+/// - **One owner.** An exclusive `flock` on `LOCK_FILE` (beside the
+///   database) is held for the ledger's life: a second server on the same
+///   file is refused at start (servers that share budgets use PostgreSQL
+///   and [`SqlLedger`]).
+/// - **At start** every hold left in the file belongs to a server that
+///   died mid-call: each is settled at its full amount, as a sweep would.
+/// - **A crash** loses what was not yet written: at most the last batch
+///   (the writer runs as soon as anything is queued), i.e. the holds and
+///   settlements of the last few milliseconds. That can only under-count
+///   spend; while the server runs, no interleaving passes a cap.
+pub struct WriteBehindLedger {
+    db: SqlLedger,
+    state: std::sync::Mutex<WbState>,
+    ops: tokio::sync::mpsc::UnboundedSender<WbOp>,
+    _lock: std::fs::File,
+}
+
+#[derive(Default)]
+struct WbState {
+    /// Scope → (spent, reserved), loaded from the file on first use.
+    scopes: std::collections::HashMap<String, (i64, i64)>,
+    /// Hold id → (scopes, amount, expires at, Unix seconds).
+    holds: std::collections::HashMap<String, (Vec<String>, i64, i64)>,
+}
+
+enum WbOp {
+    Reserve { id: String, scopes: Vec<String>, amount: i64, expires: i64 },
+    Settle { id: String, scopes: Vec<String>, amount: i64, actual: i64 },
+    Extend { id: String, expires: i64 },
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for WriteBehindLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteBehindLedger")
+    }
+}
+
+impl WriteBehindLedger {
+    /// The ledger of `store` (a SQLite store), locking `lock_file`.
+    pub async fn open(store: Store, lock_file: &std::path::Path) -> Result<std::sync::Arc<Self>, LedgerError> {
+        use std::os::fd::AsRawFd;
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_file).map_err(|e| LedgerError::Store(format!("{}: {e}", lock_file.display())))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(LedgerError::Store(format!(
+                "another server keeps its router budgets in this file ({} is locked); servers that share budgets need PostgreSQL",
+                lock_file.display()
+            )));
+        }
+        let db = SqlLedger::new(store);
+        let left: Vec<(String, String, i64)> = match &db.store {
+            Store::Sqlite(p) => sqlx::query_as("SELECT id, scopes, amount FROM aion_holds").fetch_all(p).await.map_err(self::db)?,
+            Store::Postgres(_) => return Err(LedgerError::Store("the write-behind ledger is for SQLite only".into())),
+        };
+        for (id, scopes, amount) in left {
+            let scopes: Vec<String> = serde_json::from_str(&scopes).unwrap_or_default();
+            tracing::warn!(hold = %id, amount_micros = amount, "a budget hold outlived its server; settled at its full amount");
+            db.settle(&id, &scopes, amount, amount).await?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_behind(db.clone(), rx));
+        Ok(std::sync::Arc::new(Self { db, state: Default::default(), ops: tx, _lock: lock }))
+    }
+
+    /// Waits until everything before this call is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.ops.send(WbOp::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WbState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads the scopes not yet in memory.
+    async fn load(&self, scopes: &[&str]) -> Result<(), LedgerError> {
+        let missing: Vec<String> = {
+            let st = self.lock();
+            scopes.iter().filter(|s| !st.scopes.contains_key(**s)).map(|s| (*s).to_owned()).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let loaded = self.db.spend(&missing).await?;
+        let mut st = self.lock();
+        for s in loaded {
+            // a racing load of the same scope found the same row: the first stays
+            st.scopes.entry(s.scope).or_insert((s.spent_micros, s.reserved_micros));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for WriteBehindLedger {
+    async fn reserve(&self, charges: &[Charge], amount: i64, hold_secs: i64) -> Result<String, LedgerError> {
+        let scopes: Vec<&str> = charges.iter().map(|c| c.scope.as_str()).collect();
+        self.load(&scopes).await?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let expires = chrono::Utc::now().timestamp() + hold_secs;
+        let mut st = self.lock();
+        for c in charges {
+            let (spent, reserved) = st.scopes.get(&c.scope).copied().unwrap_or_default();
+            if spent + reserved + amount > c.cap_micros {
+                return Err(LedgerError::Exceeded { scope: c.scope.clone(), spent, reserved, cap: c.cap_micros, asked: amount });
+            }
+        }
+        for c in charges {
+            st.scopes.entry(c.scope.clone()).or_default().1 += amount;
+        }
+        let owned: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        st.holds.insert(id.clone(), (owned.clone(), amount, expires));
+        // sent under the lock: the writer sees operations in the order they were made
+        let _ = self.ops.send(WbOp::Reserve { id: id.clone(), scopes: owned, amount, expires });
+        Ok(id)
+    }
+
+    async fn settle(&self, hold: &str, _scopes: &[String], _amount: i64, actual: i64) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        // settled once: a sweep that got there first wins
+        let Some((scopes, amount, _)) = st.holds.remove(hold) else { return Ok(()) };
+        for s in &scopes {
+            let e = st.scopes.entry(s.clone()).or_default();
+            e.1 -= amount;
+            e.0 += actual;
+        }
+        let _ = self.ops.send(WbOp::Settle { id: hold.to_owned(), scopes, amount, actual });
+        Ok(())
+    }
+
+    async fn extend(&self, hold: &str, secs: i64) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        let expires = chrono::Utc::now().timestamp() + secs;
+        if let Some(h) = st.holds.get_mut(hold) {
+            h.2 = expires;
+            let _ = self.ops.send(WbOp::Extend { id: hold.to_owned(), expires });
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<u64, LedgerError> {
+        let now = chrono::Utc::now().timestamp();
+        let expired: Vec<(String, i64)> = self.lock().holds.iter().filter(|(_, h)| h.2 < now).map(|(id, h)| (id.clone(), h.1)).collect();
+        for (id, amount) in &expired {
+            tracing::warn!(hold = %id, amount_micros = amount, "a budget hold outlived its call; settled at its full amount");
+            self.settle(id, &[], *amount, *amount).await?;
+        }
+        Ok(expired.len() as u64)
+    }
+
+    async fn spend(&self, scopes: &[String]) -> Result<Vec<Spend>, LedgerError> {
+        let refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        self.load(&refs).await?;
+        let st = self.lock();
+        Ok(scopes
+            .iter()
+            .map(|s| {
+                let (spent, reserved) = st.scopes.get(s).copied().unwrap_or_default();
+                Spend { scope: s.clone(), spent_micros: spent, reserved_micros: reserved }
+            })
+            .collect())
+    }
+}
+
+/// Writes the ledger's operations in order, a batch per transaction.
+async fn write_behind(db: SqlLedger, mut rx: tokio::sync::mpsc::UnboundedReceiver<WbOp>) {
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        if rx.recv_many(&mut batch, 256).await == 0 {
+            return;
+        }
+        let mut flushed = Vec::new();
+        let mut ops = Vec::with_capacity(batch.len());
+        for op in batch.drain(..) {
+            match op {
+                WbOp::Flush(done) => flushed.push(done),
+                other => ops.push(other),
+            }
+        }
+        for attempt in 0..3 {
+            match apply(&db, &ops).await {
+                Ok(()) => break,
+                Err(e) if attempt < 2 => {
+                    tracing::warn!(error = %e, "writing router budgets failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => tracing::error!(error = %e, operations = ops.len(), "writing router budgets failed; the server's memory stays right until it restarts"),
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn apply(db: &SqlLedger, ops: &[WbOp]) -> Result<(), LedgerError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let kind = db.store.kind();
+    let mut tx = db.store.begin().await.map_err(self::db)?;
+    for op in ops {
+        match op {
+            WbOp::Reserve { id, scopes, amount, expires } => {
+                for s in scopes {
+                    run!(tx, kind, "INSERT INTO aion_budget (scope, reserved) VALUES (?, ?) ON CONFLICT (scope) DO UPDATE SET reserved = aion_budget.reserved + excluded.reserved", s, *amount).map_err(self::db)?;
+                }
+                let list = serde_json::to_string(scopes).map_err(|e| LedgerError::Store(e.to_string()))?;
+                run!(tx, kind, "INSERT INTO aion_holds (id, scopes, amount, expires_at) VALUES (?, ?, ?, ?)", id, &list, *amount, *expires).map_err(self::db)?;
+            }
+            WbOp::Settle { id, scopes, amount, actual } => {
+                if run!(tx, kind, "DELETE FROM aion_holds WHERE id = ?", id).map_err(self::db)? > 0 {
+                    for s in scopes {
+                        run!(tx, kind, "UPDATE aion_budget SET reserved = reserved - ?, spent = spent + ? WHERE scope = ?", *amount, *actual, s).map_err(self::db)?;
+                    }
+                }
+            }
+            WbOp::Extend { id, expires } => {
+                run!(tx, kind, "UPDATE aion_holds SET expires_at = ? WHERE id = ?", *expires, id).map_err(self::db)?;
+            }
+            WbOp::Flush(_) => {}
+        }
+    }
+    tx.commit().await.map_err(self::db)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -423,5 +663,45 @@ mod tests {
         ledger.settle(&hold, std::slice::from_ref(&other.scope), 10, 3).await.expect("late settle is a no-op");
         let s = ledger.spend(std::slice::from_ref(&other.scope)).await.expect("spend");
         assert_eq!(s[0].spent_micros, 10, "swept at its full amount, once");
+    }
+
+    #[tokio::test]
+    async fn the_write_behind_ledger_never_passes_a_cap_writes_everything_and_settles_a_dead_servers_holds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("aion.db");
+        let lock = dir.path().join("aion.db.lock");
+        let store = Store::open(&db.display().to_string()).await.expect("open");
+        let ledger = WriteBehindLedger::open(store.clone(), &lock).await.expect("ledger");
+        assert!(WriteBehindLedger::open(store.clone(), &lock).await.is_err(), "a second owner is refused");
+        let cap = Charge { scope: "user:u@2026-12".into(), cap_micros: 5_000_000 };
+        let other = Charge { scope: "key:k@all".into(), cap_micros: 1_000_000_000 };
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (l, cap, other) = (ledger.clone(), cap.clone(), other.clone());
+                tokio::spawn(async move { l.reserve(&[other, cap], 70_000, 60).await.ok() })
+            })
+            .collect();
+        let mut holds = Vec::new();
+        for t in tasks {
+            holds.extend(t.await.expect("join"));
+        }
+        assert_eq!(holds.len(), 71, "5,000,000 / 70,000 = 71 fit");
+        // half settle below their reservation; the rest stay held, as if the server died
+        let scopes = vec!["key:k@all".to_owned(), "user:u@2026-12".to_owned()];
+        for h in &holds[..35] {
+            ledger.settle(h, &scopes, 70_000, 10_000).await.expect("settle");
+        }
+        ledger.settle(&holds[0], &scopes, 70_000, 10_000).await.expect("twice is once");
+        ledger.flush().await;
+        let on_disk = SqlLedger::new(store.clone()).spend(&["user:u@2026-12".to_owned()]).await.expect("spend");
+        assert_eq!((on_disk[0].spent_micros, on_disk[0].reserved_micros), (350_000, 36 * 70_000), "the file holds what memory holds");
+        assert_eq!(ledger.spend(&["user:u@2026-12".to_owned()]).await.expect("spend")[0], on_disk[0]);
+        drop(ledger);
+        // the next owner settles the dead server's holds at their full amount
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let next = WriteBehindLedger::open(store.clone(), &lock).await.expect("reopen");
+        let s = next.spend(&["user:u@2026-12".to_owned()]).await.expect("spend");
+        assert_eq!((s[0].spent_micros, s[0].reserved_micros), (350_000 + 36 * 70_000, 0));
+        assert!(matches!(next.reserve(&[cap], 5_000_000, 60).await, Err(LedgerError::Exceeded { .. })));
     }
 }

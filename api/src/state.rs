@@ -323,9 +323,18 @@ impl AppState {
         let aion_store = pinacle_aion::store::Store::open(&aion_url).await.map_err(|e| anyhow::anyhow!("opening the router's store: {e}"))?;
         let registries = pinacle_aion::registries::Registries::open_with(cfg.router.dir.as_deref(), cfg.router.modules.clone())
             .map_err(|e| anyhow::anyhow!("the router's registry ({}):\n{e}", cfg.router.dir.as_deref().map_or("none".into(), |d| d.display().to_string())))?;
+        // a SQLite file has one server: its budgets are held in memory and
+        // written behind; PostgreSQL's are shared by every server
+        let ledger: Arc<dyn pinacle_aion::budget::Ledger> = match &aion_store {
+            pinacle_aion::store::Store::Sqlite(_) => {
+                let lock = format!("{}.lock", aion_url.strip_prefix("sqlite://").unwrap_or(&aion_url));
+                pinacle_aion::store::WriteBehindLedger::open(aion_store.clone(), std::path::Path::new(&lock)).await.map_err(|e| anyhow::anyhow!("the router's budgets: {e}"))?
+            }
+            pinacle_aion::store::Store::Postgres(_) => Arc::new(pinacle_aion::store::SqlLedger::new(aion_store.clone())),
+        };
         let aion = pinacle_aion::engine::Aion::with_metrics(
             registries,
-            Arc::new(pinacle_aion::store::SqlLedger::new(aion_store.clone())),
+            ledger,
             Some(aion_store),
             Arc::new(aion_access.clone()),
             aion_metrics,
