@@ -1016,6 +1016,16 @@ impl Aion {
         Ok(rows.into_iter().filter(|r| !r.record.is_null()).map(|r| json!({"subject": r.subject, "task": r.record})).collect())
     }
 
+    /// The usage feed: ended tasks' records after `after`, oldest first —
+    /// the caller's own, or everyone's for an instance admin (`all`).
+    pub async fn usage_records(&self, caller: &Caller, all: bool, after: &crate::store::UsageCursor, limit: i64) -> Result<Vec<crate::store::UsageRecord>, AionError> {
+        let Some(store) = &self.store else { return Ok(Vec::new()) };
+        if all && !caller.admin {
+            return Err(AionError::Forbidden("only an instance admin reads every caller's usage".into()));
+        }
+        Ok(store.usage_records((!all).then_some(caller.subject.as_str()), after, limit.clamp(1, 1000)).await?)
+    }
+
     /// `/v1/embeddings`: the named embedding model's provider, passed
     /// through (privacy and budgets apply as for chat).
     pub async fn embeddings(self: &Arc<Self>, caller: &Caller, body: Value) -> Result<Value, AionError> {

@@ -8,7 +8,8 @@
 //! - Operating: `GET /router/policy`, `POST /router/policy/reload` and
 //!   `/rollback` (admins), `GET /router/usage`; modules installed from OCI
 //!   registries: `GET`/`POST /router/modules`, `DELETE /router/modules/{name}`
-//!   (admins).
+//!   (admins); the usage feed `GET /router/usage/records` (one record per
+//!   ended task, paged by cursor, for metering and billing).
 //!
 //! - gRPC (feature `grpc`): `aion.v1.AionTasks` (see `crate::grpc`).
 //!
@@ -80,6 +81,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: AionApi) -> Router<S> {
         .route("/router/policy/reload", post(reload))
         .route("/router/policy/rollback", post(rollback))
         .route("/router/usage", get(usage))
+        .route("/router/usage/records", get(usage_records))
         .route("/router/modules", get(list_modules).post(install_module))
         .route("/router/modules/{name}", axum::routing::delete(remove_module))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
@@ -690,6 +692,36 @@ async fn remove_module(State(api): State<AionApi>, headers: HeaderMap, Path(name
         }
         Err(e) => load_error(e),
     }
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    after: Option<String>,
+    limit: Option<i64>,
+    all: Option<bool>,
+}
+
+/// The usage feed for metering and billing: one record per ended task
+/// (subject, model, provider, tokens, cost), in the order they ended,
+/// paged by the opaque `next` cursor. Everyone's for instance admins
+/// (`all=true`), else the caller's own. Records are stamped when written
+/// and committed an instant later (in batches, by several servers): a
+/// reader that must see every record keeps a few seconds behind now.
+async fn usage_records(State(api): State<AionApi>, headers: HeaderMap, Query(q): Query<RecordsQuery>) -> Result<Json<Value>, AionError> {
+    let caller = api.verifier.verify(&headers).await?;
+    let after = match q.after.as_deref() {
+        None | Some("") => (0, String::new()),
+        Some(c) => crate::store::parse_cursor(c).ok_or_else(|| AionError::bad("invalid_cursor", format!("after={c:?} is not a cursor this API gave (MILLIS:TASK)")))?,
+    };
+    let limit = q.limit.unwrap_or(100);
+    let records = api.aion.usage_records(&caller, q.all.unwrap_or(false), &after, limit).await?;
+    let next = records.last().map(|r| crate::store::cursor_text(&(r.recorded_at, r.task.clone())));
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|r| json!({"task": r.task, "subject": r.subject, "recorded_at": r.recorded_at, "status": r.status, "model": r.model, "provider": r.provider,
+                        "tokens": {"input": r.tokens_in, "output": r.tokens_out, "estimated": r.estimated}, "cost_usd": crate::cost::micros_to_usd(r.cost_micros), "cost_micros": r.cost_micros}))
+        .collect();
+    Ok(Json(json!({"records": rows, "next": next.or(q.after)})))
 }
 
 /// The caller's spend against each budget that applies to them now.

@@ -128,9 +128,7 @@ impl ModuleHost {
         let mut linker: Linker<State> = Linker::new(&self.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi).map_err(|e| load(e.to_string()))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| load(format!("{e:#}")))?;
-        let input = m.input_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("input_schema: {e}")))).transpose()?;
-        let output = m.output_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("output_schema: {e}")))).transpose()?;
-        Ok(Compiled { host: self.clone(), pre, manifest: m.clone(), input, output })
+        Ok(Compiled { host: self.clone(), pre, manifest: m.clone(), schemas: Schemas::of(m)? })
     }
 }
 
@@ -178,8 +176,7 @@ pub struct Compiled {
     host: Arc<ModuleHost>,
     pre: InstancePre<State>,
     pub manifest: Manifest,
-    input: Option<jsonschema::Validator>,
-    output: Option<jsonschema::Validator>,
+    schemas: Schemas,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -193,20 +190,54 @@ fn schema_errors(v: &jsonschema::Validator, value: &Value) -> Option<String> {
     (!errors.is_empty()).then(|| errors.join("; "))
 }
 
-impl Compiled {
-    /// Runs the module on `input` (blocking: call it off the async runtime).
-    pub fn call(&self, input: &Value) -> Result<Value, ModuleError> {
-        let m = &self.manifest;
-        let failed = |message: String| ModuleError::Failed { module: m.name.clone(), message };
+/// A module's input and output schemas, and the checks every runtime
+/// makes on both sides of a call.
+struct Schemas {
+    input: Option<jsonschema::Validator>,
+    output: Option<jsonschema::Validator>,
+}
+
+impl Schemas {
+    fn of(m: &Manifest) -> Result<Self, ModuleError> {
+        let load = |message: String| ModuleError::Load { module: m.name.clone(), message };
+        let input = m.input_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("input_schema: {e}")))).transpose()?;
+        let output = m.output_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("output_schema: {e}")))).transpose()?;
+        Ok(Self { input, output })
+    }
+
+    /// The input, checked and serialised (within [`MAX_IO_BYTES`]).
+    fn input(&self, m: &Manifest, input: &Value) -> Result<Vec<u8>, ModuleError> {
         if let Some(v) = &self.input {
             if let Some(e) = schema_errors(v, input) {
                 return Err(ModuleError::Schema { module: m.name.clone(), side: "input", message: e });
             }
         }
+        let failed = |message: String| ModuleError::Failed { module: m.name.clone(), message };
         let bytes = serde_json::to_vec(input).map_err(|e| failed(e.to_string()))?;
         if bytes.len() > MAX_IO_BYTES {
             return Err(failed(format!("the input is {} bytes; at most {MAX_IO_BYTES} are passed", bytes.len())));
         }
+        Ok(bytes)
+    }
+
+    /// The answer, parsed and checked.
+    fn output(&self, m: &Manifest, out: &[u8]) -> Result<Value, ModuleError> {
+        let value: Value = serde_json::from_slice(out).map_err(|e| ModuleError::Failed { module: m.name.clone(), message: format!("its answer is not JSON: {e}") })?;
+        if let Some(v) = &self.output {
+            if let Some(e) = schema_errors(v, &value) {
+                return Err(ModuleError::Schema { module: m.name.clone(), side: "output", message: e });
+            }
+        }
+        Ok(value)
+    }
+}
+
+impl Compiled {
+    /// Runs the module on `input` (blocking: call it off the async runtime).
+    pub fn call(&self, input: &Value) -> Result<Value, ModuleError> {
+        let m = &self.manifest;
+        let failed = |message: String| ModuleError::Failed { module: m.name.clone(), message };
+        let bytes = self.schemas.input(m, input)?;
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         for dir in &m.filesystem {
             wasi.preopened_dir(dir, dir, wasmtime_wasi::FsPerms::ReadOnly).map_err(|e| failed(e.to_string()))?;
@@ -239,13 +270,7 @@ impl Compiled {
         }
         let mut out = vec![0u8; out_len];
         memory.read(&store, out_ptr, &mut out).map_err(|_| failed("its answer points outside its memory".into()))?;
-        let value: Value = serde_json::from_slice(&out).map_err(|e| failed(format!("its answer is not JSON: {e}")))?;
-        if let Some(v) = &self.output {
-            if let Some(e) = schema_errors(v, &value) {
-                return Err(ModuleError::Schema { module: m.name.clone(), side: "output", message: e });
-            }
-        }
-        Ok(value)
+        self.schemas.output(m, &out)
     }
 }
 
@@ -258,8 +283,7 @@ pub struct Subprocess {
     files: std::path::PathBuf,
     image: String,
     pub manifest: Manifest,
-    input: Option<jsonschema::Validator>,
-    output: Option<jsonschema::Validator>,
+    schemas: Schemas,
 }
 
 impl std::fmt::Debug for Subprocess {
@@ -291,36 +315,19 @@ impl Subprocess {
         }
         let image = m.image.clone().unwrap_or_else(|| DEFAULT_SUBPROCESS_IMAGE.to_owned());
         sandbox.check_image(&image).map_err(|e| load(format!("image {image:?}: {e}")))?;
-        let input = m.input_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("input_schema: {e}")))).transpose()?;
-        let output = m.output_schema.as_ref().map(|s| jsonschema::validator_for(s).map_err(|e| load(format!("output_schema: {e}")))).transpose()?;
-        Ok(Self { sandbox: sandbox.clone(), files, image, manifest: m.clone(), input, output })
+        Ok(Self { sandbox: sandbox.clone(), files, image, manifest: m.clone(), schemas: Schemas::of(m)? })
     }
 
     /// Runs the module on `input` (blocking: call it off the async runtime).
     pub fn call(&self, input: &Value) -> Result<Value, ModuleError> {
         use crate::sandbox::{SandboxError, SandboxJob};
         let m = &self.manifest;
-        let failed = |message: String| ModuleError::Failed { module: m.name.clone(), message };
-        if let Some(v) = &self.input {
-            if let Some(e) = schema_errors(v, input) {
-                return Err(ModuleError::Schema { module: m.name.clone(), side: "input", message: e });
-            }
-        }
-        let bytes = serde_json::to_vec(input).map_err(|e| failed(e.to_string()))?;
-        if bytes.len() > MAX_IO_BYTES {
-            return Err(failed(format!("the input is {} bytes; at most {MAX_IO_BYTES} are passed", bytes.len())));
-        }
+        let bytes = self.schemas.input(m, input)?;
         let job = SandboxJob { module: &m.name, image: &self.image, files: &self.files, command: &m.command, memory_mb: m.memory_mb, timeout: Duration::from_millis(m.timeout_ms), max_output: MAX_IO_BYTES };
         let out = self.sandbox.run(&job, &bytes).map_err(|e| match e {
             SandboxError::Timeout => ModuleError::Limit { module: m.name.clone(), limit: "time limit" },
-            other => failed(other.to_string()),
+            other => ModuleError::Failed { module: m.name.clone(), message: other.to_string() },
         })?;
-        let value: Value = serde_json::from_slice(&out).map_err(|e| failed(format!("its answer is not JSON: {e}")))?;
-        if let Some(v) = &self.output {
-            if let Some(e) = schema_errors(v, &value) {
-                return Err(ModuleError::Schema { module: m.name.clone(), side: "output", message: e });
-            }
-        }
-        Ok(value)
+        self.schemas.output(m, &out)
     }
 }

@@ -43,7 +43,75 @@ const SCHEMA: &[&str] = &[
         cost_micros BIGINT NOT NULL DEFAULT 0)",
     "CREATE UNIQUE INDEX IF NOT EXISTS aion_tasks_idempotency ON aion_tasks (subject, idempotency_key) WHERE idempotency_key IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS aion_tasks_recent ON aion_tasks (subject, created_at)",
+    // one row per ended task, in the order tasks ended: the feed metering reads
+    "CREATE TABLE IF NOT EXISTS aion_usage (
+        task_id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        recorded_at BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        model TEXT,
+        provider TEXT,
+        tokens_in BIGINT NOT NULL,
+        tokens_out BIGINT NOT NULL,
+        estimated BIGINT NOT NULL,
+        cost_micros BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS aion_usage_feed ON aion_usage (recorded_at, task_id)",
+    "CREATE INDEX IF NOT EXISTS aion_usage_subject ON aion_usage (subject, recorded_at, task_id)",
 ];
+
+/// One ended task's usage, as metering reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub task: String,
+    pub subject: String,
+    /// When the task ended (milliseconds since the epoch).
+    pub recorded_at: i64,
+    pub status: String,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// The provider reported no usage (a cut stream): counted from the text.
+    pub estimated: bool,
+    pub cost_micros: i64,
+}
+
+impl UsageRecord {
+    /// The usage of an ended task's row (`None` while it runs).
+    pub fn of(t: &TaskRow, now_ms: i64) -> Option<UsageRecord> {
+        if t.status == "running" || t.record.is_null() {
+            return None;
+        }
+        let r = &t.record;
+        let tokens = &r["usage"]["tokens"];
+        Some(UsageRecord {
+            task: t.id.clone(),
+            subject: t.subject.clone(),
+            recorded_at: now_ms,
+            status: t.status.clone(),
+            model: r["engine"]["route"]["model"].as_str().map(str::to_owned),
+            provider: r["engine"]["route"]["provider"].as_str().map(str::to_owned),
+            tokens_in: tokens["input"].as_i64().unwrap_or(0),
+            tokens_out: tokens["output"].as_i64().unwrap_or(0),
+            estimated: tokens["estimated"].as_bool().unwrap_or(false),
+            cost_micros: t.cost_micros,
+        })
+    }
+}
+
+/// Where a usage feed reader stands: after `(recorded_at, task)`.
+pub type UsageCursor = (i64, String);
+
+/// A cursor's text form, `MILLIS:TASK`.
+pub fn cursor_text(c: &UsageCursor) -> String {
+    format!("{}:{}", c.0, c.1)
+}
+
+/// Reads `MILLIS:TASK` (or `MILLIS`).
+pub fn parse_cursor(s: &str) -> Option<UsageCursor> {
+    let (ms, task) = s.split_once(':').unwrap_or((s, ""));
+    Some((ms.parse().ok()?, task.to_owned()))
+}
 
 fn db(e: sqlx::Error) -> LedgerError {
     LedgerError::Store(e.to_string())
@@ -162,6 +230,7 @@ impl Store {
                    ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record, cost_micros = excluded.cost_micros";
         let mut tx = self.begin().await.map_err(db)?;
         run!(tx, kind, sql, &t.id, &t.subject, &t.idempotency_key, &t.request_hash, &t.status, &record, t.created_at, t.cost_micros).map_err(db)?;
+        record_usage(&mut tx, kind, t).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -174,8 +243,38 @@ impl Store {
         for t in rows {
             let record = serde_json::to_string(&t.record).map_err(|e| LedgerError::Store(e.to_string()))?;
             run!(tx, kind, sql, &t.id, &t.subject, &t.idempotency_key, &t.request_hash, &t.status, &record, t.created_at, t.cost_micros).map_err(db)?;
+            record_usage(&mut tx, kind, t).await?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    /// Usage records after `after`, oldest first, at most `limit`; of
+    /// `subject` only, or everyone's (`None`).
+    pub async fn usage_records(&self, subject: Option<&str>, after: &UsageCursor, limit: i64) -> Result<Vec<UsageRecord>, LedgerError> {
+        let cols = "task_id, subject, recorded_at, status, model, provider, tokens_in, tokens_out, estimated, cost_micros";
+        let filter = if subject.is_some() { "subject = ? AND " } else { "" };
+        let sql = format!("SELECT {cols} FROM aion_usage WHERE {filter}(recorded_at > ? OR (recorded_at = ? AND task_id > ?)) ORDER BY recorded_at, task_id LIMIT ?");
+        type Row = (String, String, i64, String, Option<String>, Option<String>, i64, i64, i64, i64);
+        let rows: Vec<Row> = match self {
+            Store::Sqlite(p) => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                if let Some(s) = subject {
+                    q = q.bind(s);
+                }
+                q.bind(after.0).bind(after.0).bind(&after.1).bind(limit).fetch_all(p).await.map_err(db)?
+            }
+            Store::Postgres(p) => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(numbered(&sql)));
+                if let Some(s) = subject {
+                    q = q.bind(s);
+                }
+                q.bind(after.0).bind(after.0).bind(&after.1).bind(limit).fetch_all(p).await.map_err(db)?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(task, subject, recorded_at, status, model, provider, tokens_in, tokens_out, estimated, cost_micros)| UsageRecord { task, subject, recorded_at, status, model, provider, tokens_in, tokens_out, estimated: estimated != 0, cost_micros })
+            .collect())
     }
 
     /// Forgets a task (one whose submission was refused).
@@ -283,6 +382,14 @@ pub struct TaskRow {
     /// Milliseconds since the epoch.
     pub created_at: i64,
     pub cost_micros: i64,
+}
+
+/// Writes an ended task's usage record, once (the first end recorded wins).
+async fn record_usage(tx: &mut Tx, kind: Kind, t: &TaskRow) -> Result<(), LedgerError> {
+    let Some(u) = UsageRecord::of(t, chrono::Utc::now().timestamp_millis()) else { return Ok(()) };
+    let sql = "INSERT INTO aion_usage (task_id, subject, recorded_at, status, model, provider, tokens_in, tokens_out, estimated, cost_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING";
+    run!(tx, kind, sql, &u.task, &u.subject, u.recorded_at, &u.status, &u.model, &u.provider, u.tokens_in, u.tokens_out, i64::from(u.estimated), u.cost_micros).map_err(db)?;
+    Ok(())
 }
 
 /// Budgets in the [`Store`].

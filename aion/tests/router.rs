@@ -309,6 +309,29 @@ async fn tasks_are_idempotent_streamed_by_id_and_private_to_their_caller() {
     let list: Value = s.get("/v1/tasks", "user:u1").send().await.unwrap().json().await.unwrap();
     assert!(list["tasks"].as_array().unwrap().iter().any(|t| t["task"]["id"] == id.as_str()));
     assert_eq!(s.get("/v1/tasks?all=true", "user:u1").send().await.unwrap().status(), 403);
+
+    // the usage feed: one record per ended task, in the order they ended, paged
+    for who in ["user:u1", "user:u2"] {
+        let r = s.post("/v1/chat/completions", who, json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let page: Value = s.get("/router/usage/records?limit=1", "user:u1").send().await.unwrap().json().await.unwrap();
+    let first = &page["records"][0];
+    assert_eq!(first["task"], id.as_str(), "{page}");
+    assert_eq!((first["subject"].as_str(), first["status"].as_str(), first["model"].as_str()), (Some("user:u1"), Some("succeeded"), Some("slow")), "{page}");
+    assert_eq!(first["tokens"]["output"], done["usage"]["tokens"]["output"], "{page}");
+    assert_eq!(first["cost_usd"], done["usage"]["cost_usd"], "{page}");
+    let next = page["next"].as_str().unwrap();
+    let rest: Value = s.get(&format!("/router/usage/records?after={next}"), "user:u1").send().await.unwrap().json().await.unwrap();
+    let rest = rest["records"].as_array().unwrap();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_ne!(rest[0]["task"], id.as_str(), "a page starts after the cursor");
+    let mine: Value = s.get("/router/usage/records", "user:u2").send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine["records"].as_array().unwrap().len(), 1, "only the caller's own: {mine}");
+    assert_eq!(s.get("/router/usage/records?all=true", "user:u1").send().await.unwrap().status(), 403);
+    let all: Value = s.get("/router/usage/records?all=true", "user:admin:admin").send().await.unwrap().json().await.unwrap();
+    assert_eq!(all["records"].as_array().unwrap().len(), 3, "{all}");
+    assert_eq!(s.get("/router/usage/records?after=yesterday", "user:u1").send().await.unwrap().status(), 400);
 }
 
 #[tokio::test]

@@ -58,8 +58,18 @@ pub enum RouterCommand {
         #[arg(value_parser = ["show", "reload", "rollback"], default_value = "show")]
         action: String,
     },
-    /// Spend against your budgets.
-    Usage,
+    /// Spend against your budgets; with --records, the usage feed (one
+    /// CSV line per ended task, for metering and billing).
+    Usage {
+        #[arg(long)]
+        records: bool,
+        /// Everyone's records (instance admins).
+        #[arg(long, requires = "records")]
+        all: bool,
+        /// Start after this cursor (printed last, on stderr).
+        #[arg(long, requires = "records")]
+        after: Option<String>,
+    },
     /// Module packages from OCI registries (instance admins).
     Module {
         #[command(subcommand)]
@@ -304,7 +314,29 @@ pub async fn run(cmd: RouterCommand) -> Result<()> {
             Ok(())
         }
         RouterCommand::Module { action } => module(&target, action).await,
-        RouterCommand::Usage => {
+        RouterCommand::Usage { records: true, all, after } => {
+            let mut cursor = after.unwrap_or_default();
+            println!("task,subject,recorded_at_ms,status,model,provider,tokens_in,tokens_out,estimated,cost_usd");
+            // bounded: at most 1,000 pages of 1,000
+            for _ in 0..1000 {
+                let q: String = form_urlencoded::Serializer::new(String::new()).append_pair("after", &cursor).append_pair("limit", "1000").append_pair("all", if all { "true" } else { "false" }).finish();
+                let v = target.json(Method::GET, &format!("/router/usage/records?{q}"), None).await?;
+                let rows = v["records"].as_array().cloned().unwrap_or_default();
+                for r in &rows {
+                    let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+                    println!("{},{},{},{},{},{},{},{},{},{:.6}", s("task"), s("subject"), r["recorded_at"], s("status"), s("model"), s("provider"), r["tokens"]["input"], r["tokens"]["output"], r["tokens"]["estimated"], r["cost_usd"].as_f64().unwrap_or(0.0));
+                }
+                if let Some(n) = v["next"].as_str() {
+                    cursor = n.to_owned();
+                }
+                if rows.len() < 1000 {
+                    break;
+                }
+            }
+            eprintln!("next: --after {cursor}");
+            Ok(())
+        }
+        RouterCommand::Usage { .. } => {
             let v = target.json(Method::GET, "/router/usage", None).await?;
             for b in v["budgets"].as_array().into_iter().flatten() {
                 let (spent, reserved, cap) = (b["spent_usd"].as_f64().unwrap_or(0.0), b["reserved_usd"].as_f64().unwrap_or(0.0), b["cap_usd"].as_f64().unwrap_or(0.0));

@@ -115,6 +115,15 @@ async fn an_agent_in_a_gvisor_pod_calls_the_router_with_its_openai_settings_and_
     let (out, _, _) = run(format!(r#"{post} -d '{{"model": "intent:chat", "messages": [{{"role": "user", "content": "Count."}}], "max_tokens": 8, "stream": true}}'"#)).await;
     assert!(out.contains("data: [DONE]"), "{out}");
     assert!(out.contains("chat.completion.chunk"), "{out}");
+    // the task WebSocket through the gateway: a submit, then its events to `done`
+    // (a plain-socket client: the image has Python but no WebSocket library)
+    let (out, err, code) = run(format!("python3 -c '{WS_CLIENT}'")).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{out}"))).collect();
+    assert_eq!(events.first().map(|e| e["type"].clone()), Some(json!("accepted")), "{out}");
+    let done = events.iter().find(|e| e["type"] == "done").unwrap_or_else(|| panic!("no done event: {out}"));
+    assert_eq!(done["data"]["engine"]["route"]["model"], "smollm2", "{done}");
+    assert!(events.iter().any(|e| e["type"] == "token"), "{out}");
     // the policy is not the pod's to change
     let (out, _, _) = run("curl -s -o /dev/null -w '%{http_code}' -X POST http://pinacle.internal/router/policy/reload".into()).await;
     assert_eq!(out, "404");
@@ -144,3 +153,36 @@ async fn an_agent_in_a_gvisor_pod_calls_the_router_with_its_openai_settings_and_
     assert_eq!(s, 401, "{b}");
     drop(engine);
 }
+
+/// A WebSocket client in the Python standard library: the upgrade to
+/// `ws://pinacle.internal/v1/ws` with the pod's placeholder key, one
+/// masked text frame submitting a task, then each text frame printed as a
+/// line until `done` or `error`. No single quotes (it runs in `sh -c '…'`).
+const WS_CLIENT: &str = r#"
+import base64, json, os, socket, struct
+s = socket.create_connection(("pinacle.internal", 80), timeout=120)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /v1/ws HTTP/1.1\r\nHost: pinacle.internal\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer " + os.environ["OPENAI_API_KEY"] + "\r\n\r\n").encode())
+f = s.makefile("rb")
+status = f.readline()
+assert b" 101 " in status, status
+while f.readline() not in (b"\r\n", b""):
+    pass
+msg = json.dumps({"type": "submit", "task": {"input": "Say hi.", "max_tokens": 8}}).encode()
+mask = os.urandom(4)
+head = bytes([0x81]) + (bytes([0x80 | len(msg)]) if len(msg) < 126 else bytes([0x80 | 126]) + struct.pack(">H", len(msg)))
+s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
+while True:
+    b0, b1 = f.read(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", f.read(2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", f.read(8))[0]
+    data = f.read(n)
+    if b0 & 0x0F != 1:
+        continue
+    print(data.decode(), flush=True)
+    if json.loads(data)["type"] in ("done", "error"):
+        break
+"#;

@@ -69,10 +69,9 @@ pub fn pod_env(existing: &[String]) -> Vec<String> {
     env
 }
 
-/// The router's paths pods may call (`/v1/ws` needs an upgrade, which this
-/// gateway does not forward).
+/// The router's paths pods may call (`/v1/ws` as a WebSocket upgrade).
 fn router_path(path: &str) -> bool {
-    matches!(path, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/v1/tasks" | "/router/usage")
+    matches!(path, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/v1/tasks" | "/v1/ws" | "/router/usage")
         || ["/v1/tasks/", "/v1/stream/"].iter().any(|p| path.strip_prefix(p).is_some_and(|id| !id.is_empty() && !id.contains('/')))
 }
 
@@ -157,6 +156,14 @@ impl PodByAddress for RecordedPods {
     }
 }
 
+/// Whether a request asks to switch to a WebSocket.
+fn is_websocket(headers: &http::HeaderMap) -> bool {
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has(http::header::CONNECTION, "upgrade") && has(http::header::UPGRADE, "websocket")
+}
+
 /// Why the gateway refused a request.
 fn refuse(status: u16, code: &str, message: &str) -> http::Response<reqwest::Body> {
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
@@ -220,6 +227,9 @@ impl Gateway {
                 None => return refuse(503, "unavailable", "this pod has no platform token yet; try again shortly"),
             },
         };
+        if is_websocket(req.headers()) {
+            return self.upgrade(pod, ip, &target, token, req).await;
+        }
         let (parts, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
@@ -254,6 +264,52 @@ impl Gateway {
         }
     }
 
+    /// Forwards a WebSocket upgrade: the control plane's answer goes back
+    /// to the pod, and once both sides switched, bytes flow both ways
+    /// until either closes. The control plane re-checks the token on a
+    /// connection that stays open.
+    async fn upgrade(&self, pod: Uuid, ip: Ipv4Addr, target: &str, token: String, mut req: http::Request<hyper::body::Incoming>) -> http::Response<reqwest::Body> {
+        let mut up = self.client.get(format!("{}{target}", self.upstream)).bearer_auth(token).header("x-forwarded-for", ip.to_string());
+        for name in ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions"] {
+            if let Some(v) = req.headers().get(name) {
+                up = up.header(name, v);
+            }
+        }
+        let resp = match up.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%pod, error = %e, "platform WebSocket not forwarded");
+                return refuse(502, "bad_gateway", "the control plane did not answer");
+            }
+        };
+        let mut out = http::Response::builder().status(resp.status().as_u16());
+        for (k, v) in resp.headers() {
+            if k != http::header::TRANSFER_ENCODING && k != http::header::CONTENT_LENGTH {
+                out = out.header(k.as_str(), v.as_bytes());
+            }
+        }
+        if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            // a refusal (401, 403, 429…) goes back as it came
+            return out.body(reqwest::Body::wrap_stream(resp.bytes_stream())).unwrap_or_default();
+        }
+        let from_pod = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let (pod_side, upstream) = match tokio::try_join!(async { from_pod.await.map_err(|e| e.to_string()) }, async { resp.upgrade().await.map_err(|e| e.to_string()) }) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(%pod, error = %e, "platform WebSocket upgrade failed");
+                    return;
+                }
+            };
+            let mut pod_side = hyper_util::rt::TokioIo::new(pod_side);
+            let mut upstream = upstream;
+            if let Err(e) = tokio::io::copy_bidirectional(&mut pod_side, &mut upstream).await {
+                tracing::debug!(%pod, error = %e, "platform WebSocket ended");
+            }
+        });
+        out.body(reqwest::Body::from(Vec::new())).unwrap_or_default()
+    }
+
     /// Serves pods on `addr` until `shutdown`.
     pub async fn serve(self: Arc<Self>, addr: SocketAddr, mut shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -281,6 +337,7 @@ impl Gateway {
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(std::time::Duration::from_secs(30))
                     .serve_connection(io, svc)
+                    .with_upgrades()
                     .await
                 {
                     tracing::debug!(error = %e, "platform gateway connection ended");
