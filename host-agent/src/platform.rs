@@ -71,7 +71,7 @@ pub fn pod_env(existing: &[String]) -> Vec<String> {
 
 /// The router's paths pods may call (`/v1/ws` as a WebSocket upgrade).
 fn router_path(path: &str) -> bool {
-    matches!(path, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/v1/tasks" | "/v1/ws" | "/router/usage")
+    matches!(path, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/v1/tasks" | "/v1/ws" | "/router/usage" | "/router/usage/records")
         || ["/v1/tasks/", "/v1/stream/"].iter().any(|p| path.strip_prefix(p).is_some_and(|id| !id.is_empty() && !id.contains('/')))
 }
 
@@ -363,6 +363,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_websocket_upgrade_is_spliced() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        assert!(is_websocket(&h));
+        h.insert(http::header::UPGRADE, http::HeaderValue::from_static("h2c"));
+        assert!(!is_websocket(&h), "other protocols are not switched to");
+        h.insert(http::header::UPGRADE, http::HeaderValue::from_static("WebSocket"));
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        assert!(!is_websocket(&h), "Upgrade without Connection: upgrade is no upgrade");
+    }
+
+    #[test]
     fn only_the_platform_routes_go_upstream() {
         assert_eq!(upstream_path("/api/v1/memory/search").as_deref(), Some("/api/v1/memory/search"));
         assert_eq!(upstream_path("/api/v1/memory/memories?limit=5").as_deref(), Some("/api/v1/memory/memories?limit=5"));
@@ -370,7 +383,9 @@ mod tests {
         assert_eq!(upstream_path("/v1/chat/completions").as_deref(), Some("/v1/chat/completions"));
         assert_eq!(upstream_path("/v1/stream/task_01").as_deref(), Some("/v1/stream/task_01"));
         assert_eq!(upstream_path("/v1/tasks?limit=5").as_deref(), Some("/v1/tasks?limit=5"));
-        for refused in ["/v1/ws", "/v1/tasks/a/b", "/v1/stream/", "/router/policy/reload", "/router/policy", "/v1/chat/completions/../../api/v1/pods"] {
+        assert_eq!(upstream_path("/v1/ws").as_deref(), Some("/v1/ws"));
+        assert_eq!(upstream_path("/router/usage/records?after=1:t").as_deref(), Some("/router/usage/records?after=1:t"));
+        for refused in ["/v1/tasks/a/b", "/v1/stream/", "/router/policy/reload", "/router/policy", "/v1/chat/completions/../../api/v1/pods"] {
             assert_eq!(upstream_path(refused), None, "{refused}");
         }
         for bad in [
