@@ -1018,12 +1018,12 @@ impl Aion {
 
     /// The usage feed: ended tasks' records after `after`, oldest first —
     /// the caller's own, or everyone's for an instance admin (`all`).
-    pub async fn usage_records(&self, caller: &Caller, all: bool, after: &crate::store::UsageCursor, limit: i64) -> Result<Vec<crate::store::UsageRecord>, AionError> {
+    pub async fn usage_records(&self, caller: &Caller, all: bool, after: &crate::store::UsageCursor, until: i64, limit: i64) -> Result<Vec<crate::store::UsageRecord>, AionError> {
         let Some(store) = &self.store else { return Ok(Vec::new()) };
         if all && !caller.admin {
             return Err(AionError::Forbidden("only an instance admin reads every caller's usage".into()));
         }
-        Ok(store.usage_records((!all).then_some(caller.subject.as_str()), after, limit.clamp(1, 1000)).await?)
+        Ok(store.usage_records((!all).then_some(caller.subject.as_str()), after, until, limit.clamp(1, 1000)).await?)
     }
 
     /// `/v1/embeddings`: the named embedding model's provider, passed
@@ -1052,7 +1052,10 @@ impl Aion {
         let input = body.get("input").ok_or_else(|| AionError::bad("invalid_request", "input is required"))?;
         let bytes = input.to_string().len();
         let provider = reg.providers.get(&model.provider).ok_or_else(|| AionError::Internal("the model's provider is gone".into()))?;
-        let local_only = asked_local || caller.subjects().iter().any(|s| reg.policy.local_only_subjects.contains(s));
+        // the intent asked for, else the default one, holds embeddings to its privacy too
+        let intent = opts.intent.as_deref().or(reg.policy.default_intent.as_deref()).and_then(|id| reg.intents.get(id));
+        let intent_local = intent.is_some_and(|i| i.privacy == Privacy::LocalOnly || reg.policy.local_only_intents.contains(&i.id));
+        let local_only = asked_local || intent_local || caller.subjects().iter().any(|s| reg.policy.local_only_subjects.contains(s));
         if local_only && provider.cloud {
             return Err(AionError::NoRoute(decide::NoRoute::AllSkipped(format!("{model_id}: local-only and {} is a cloud provider", provider.id))));
         }

@@ -583,6 +583,22 @@ fn package_error(e: crate::packages::PackageError) -> Response {
     }
 }
 
+/// Why a package change did not stand.
+enum ChangeFailed {
+    Package(crate::packages::PackageError),
+    /// The registry did not load with it (the change was undone).
+    Load(LoadError),
+}
+
+impl IntoResponse for ChangeFailed {
+    fn into_response(self) -> Response {
+        match self {
+            ChangeFailed::Package(e) => package_error(e),
+            ChangeFailed::Load(e) => load_error(e),
+        }
+    }
+}
+
 async fn admin_caller(api: &AionApi, headers: &HeaderMap) -> Result<Caller, Response> {
     api.verifier.verify(headers).await.and_then(|c| admin(&c).map(|()| c)).map_err(IntoResponse::into_response)
 }
@@ -637,18 +653,12 @@ async fn install_module(State(api): State<AionApi>, headers: HeaderMap, body: Re
         (None, None) => pinacle_oci::Credentials::Anonymous,
         _ => return AionError::bad("bad_request", "give both username and password, or neither").into_response(),
     };
-    let registries = &api.aion.registries;
-    let check = |p: &crate::registry::PackageText| registries.check_package(p).map_err(|e| match e {
-        LoadError::Invalid(d) => crate::packages::PackageError::Invalid(d),
-        other => crate::packages::PackageError::Malformed(other.to_string()),
-    });
-    let outcome = crate::packages::fetch_and_install(&store, &source.oci, &body.reference, &creds, &source.keys, &check).await;
-    let record = match outcome {
-        Ok(r) => r,
+    let verified = match crate::packages::fetch_verified(&store, &source.oci, &body.reference, &creds, &source.keys).await {
+        Ok(v) => v,
         Err(e) => {
             if let crate::packages::PackageError::Quarantined { reason, .. } = &e {
                 tracing::warn!(reference = %body.reference, reason = %reason, "a module package was quarantined");
-                let cur = registries.current();
+                let cur = api.aion.registries.current();
                 let (v, d) = (cur.version, cur.short_digest().to_owned());
                 let change = Change { from_version: v, from_digest: d.clone(), to_version: v, to_digest: d, unchanged: true, note: Some(format!("quarantined {}: {reason}", body.reference)) };
                 api.auditor.registry_changed(&caller, "router.module.quarantine", &change).await;
@@ -656,14 +666,39 @@ async fn install_module(State(api): State<AionApi>, headers: HeaderMap, body: Re
             return package_error(e);
         }
     };
-    match registries.reload_packages() {
-        Ok(mut change) => {
-            change.note = Some(format!("installed module {} from {} ({}), signed by key {}", record.name, record.reference, record.digest, record.signed_by.as_deref().unwrap_or("?")));
-            api.auditor.registry_changed(&caller, "router.module.install", &change).await;
-            (StatusCode::CREATED, Json(json!({"package": record, "change": change}))).into_response()
+    // unpacking, checking (every module compiles) and the swap are slow
+    // and blocking: off the async workers, as one step no reload interleaves with
+    let aion = api.aion.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<(crate::packages::PackageRecord, Change), ChangeFailed> {
+        let registries = &aion.registries;
+        let check = |p: &crate::registry::PackageText| {
+            registries.check_package(p).map_err(|e| match e {
+                LoadError::Invalid(d) => crate::packages::PackageError::Invalid(d),
+                LoadError::Io { path, message } => crate::packages::PackageError::Io { path, message },
+                LoadError::NoPrevious => crate::packages::PackageError::Malformed(e.to_string()),
+            })
+        };
+        let swaps = registries.lock_swaps();
+        let installed = store.install(&verified.reference, &verified.digest, &verified.signed_by, &verified.layer, &check).map_err(ChangeFailed::Package)?;
+        match registries.reload_packages_locked(&swaps) {
+            Ok(change) => Ok((store.keep(installed), change)),
+            Err(e) => {
+                if let Err(u) = store.undo(installed) {
+                    tracing::error!(error = %u, "a package whose registry did not load could not be taken back out");
+                }
+                Err(ChangeFailed::Load(e))
+            }
         }
-        Err(e) => load_error(e),
-    }
+    })
+    .await;
+    let (record, mut change) = match done {
+        Ok(Ok(x)) => x,
+        Ok(Err(f)) => return f.into_response(),
+        Err(e) => return AionError::Internal(format!("the install stopped: {e}")).into_response(),
+    };
+    change.note = Some(format!("installed module {} from {} ({}), signed by key {}", record.name, record.reference, record.digest, record.signed_by.as_deref().unwrap_or("?")));
+    api.auditor.registry_changed(&caller, "router.module.install", &change).await;
+    (StatusCode::CREATED, Json(json!({"package": record, "change": change}))).into_response()
 }
 
 /// Removes an installed or quarantined package (admins); the registry is
@@ -680,18 +715,34 @@ async fn remove_module(State(api): State<AionApi>, headers: HeaderMap, Path(name
     if let Some(intent) = current.registry.intents.values().find(|i| i.modules.contains(&name) && current.registry.modules.get(&name).is_some_and(|m| m.package.is_some())) {
         return (StatusCode::CONFLICT, Json(json!({"error": {"code": "module_in_use", "message": format!("intent {} runs module {name}; take it out of intents.yml first", intent.id)}}))).into_response();
     }
-    let record = match store.remove(&name) {
-        Ok(r) => r,
-        Err(e) => return package_error(e),
-    };
-    match api.aion.registries.reload_packages() {
-        Ok(mut change) => {
-            change.note = Some(format!("removed {} package {} ({})", if record.state == crate::packages::PackageState::Installed { "installed" } else { "quarantined" }, record.name, record.digest));
-            api.auditor.registry_changed(&caller, "router.module.remove", &change).await;
-            Json(json!({"removed": record, "change": change})).into_response()
+    let aion = api.aion.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<(crate::packages::PackageRecord, Change), ChangeFailed> {
+        let registries = &aion.registries;
+        let swaps = registries.lock_swaps();
+        let taken = store.take(&name).map_err(ChangeFailed::Package)?;
+        let record = taken.record.clone();
+        match registries.reload_packages_locked(&swaps) {
+            Ok(change) => {
+                store.finish(taken);
+                Ok((record, change))
+            }
+            Err(e) => {
+                if let Err(u) = store.restore(taken) {
+                    tracing::error!(error = %u, "a package whose removal broke the registry could not be put back");
+                }
+                Err(ChangeFailed::Load(e))
+            }
         }
-        Err(e) => load_error(e),
-    }
+    })
+    .await;
+    let (record, mut change) = match done {
+        Ok(Ok(x)) => x,
+        Ok(Err(f)) => return f.into_response(),
+        Err(e) => return AionError::Internal(format!("the removal stopped: {e}")).into_response(),
+    };
+    change.note = Some(format!("removed {} package {} ({})", if record.state == crate::packages::PackageState::Installed { "installed" } else { "quarantined" }, record.name, record.digest));
+    api.auditor.registry_changed(&caller, "router.module.remove", &change).await;
+    Json(json!({"removed": record, "change": change})).into_response()
 }
 
 #[derive(Deserialize)]
@@ -699,14 +750,22 @@ struct RecordsQuery {
     after: Option<String>,
     limit: Option<i64>,
     all: Option<bool>,
+    /// Only records at least this old (ms; default [`USAGE_SETTLE_MS`]).
+    settle_ms: Option<i64>,
 }
+
+/// How old a usage record must be before the feed hands it out: records
+/// are stamped when written and committed an instant later (in batches,
+/// by several servers), so a cursor past the newest could skip one that
+/// commits late.
+pub const USAGE_SETTLE_MS: i64 = 5_000;
 
 /// The usage feed for metering and billing: one record per ended task
 /// (subject, model, provider, tokens, cost), in the order they ended,
 /// paged by the opaque `next` cursor. Everyone's for instance admins
-/// (`all=true`), else the caller's own. Records are stamped when written
-/// and committed an instant later (in batches, by several servers): a
-/// reader that must see every record keeps a few seconds behind now.
+/// (`all=true`), else the caller's own. Only records older than
+/// `settle_ms` (default 5 s, at most a minute) are handed out, so a
+/// reader that follows `next` misses none.
 async fn usage_records(State(api): State<AionApi>, headers: HeaderMap, Query(q): Query<RecordsQuery>) -> Result<Json<Value>, AionError> {
     let caller = api.verifier.verify(&headers).await?;
     let after = match q.after.as_deref() {
@@ -714,7 +773,9 @@ async fn usage_records(State(api): State<AionApi>, headers: HeaderMap, Query(q):
         Some(c) => crate::store::parse_cursor(c).ok_or_else(|| AionError::bad("invalid_cursor", format!("after={c:?} is not a cursor this API gave (MILLIS:TASK)")))?,
     };
     let limit = q.limit.unwrap_or(100);
-    let records = api.aion.usage_records(&caller, q.all.unwrap_or(false), &after, limit).await?;
+    let settle = q.settle_ms.unwrap_or(USAGE_SETTLE_MS).clamp(0, 60_000);
+    let until = chrono::Utc::now().timestamp_millis() - settle;
+    let records = api.aion.usage_records(&caller, q.all.unwrap_or(false), &after, until, limit).await?;
     let next = records.last().map(|r| crate::store::cursor_text(&(r.recorded_at, r.task.clone())));
     let rows: Vec<Value> = records
         .iter()

@@ -297,25 +297,47 @@ impl PackageStore {
         Ok(out)
     }
 
-    /// Removes the installed package `name`, or the quarantined one whose
-    /// name (digest prefix) or full digest is `name`.
-    pub fn remove(&self, name: &str) -> Result<PackageRecord, PackageError> {
+    /// Takes the installed package `name`, or the quarantined one whose
+    /// name (digest prefix) or full digest is `name`, out of where the
+    /// registry reads: moved aside, to be [`PackageStore::finish`]ed or
+    /// [`PackageStore::restore`]d.
+    pub fn take(&self, name: &str) -> Result<Taken, PackageError> {
         let _one = self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((r, dir)) = self.installed()?.into_iter().find(|(r, _)| r.name == name) {
-            self.discard(&dir)?;
-            return Ok(r);
+            let aside = self.aside(&dir)?;
+            return Ok(Taken { record: r, from: dir, aside });
         }
         let root = self.dir.join("quarantine");
         for entry in std::fs::read_dir(&root).map_err(io(&root))? {
             let dir = entry.map_err(io(&root))?.path();
             if let Some(r) = std::fs::read(dir.join(RECORD_FILE)).ok().and_then(|b| serde_json::from_slice::<PackageRecord>(&b).ok()) {
                 if r.name == name || r.digest == name {
-                    self.discard(&dir)?;
-                    return Ok(r);
+                    let aside = self.aside(&dir)?;
+                    return Ok(Taken { record: r, from: dir, aside });
                 }
             }
         }
         Err(PackageError::NotFound(name.to_owned()))
+    }
+
+    /// Deletes what was taken (the change stands).
+    pub fn finish(&self, taken: Taken) {
+        if let Err(e) = std::fs::remove_dir_all(&taken.aside) {
+            tracing::warn!(path = %taken.aside.display(), error = %e, "a removed package's files were not deleted");
+        }
+    }
+
+    /// Puts back what was taken (the change is undone).
+    pub fn restore(&self, taken: Taken) -> Result<(), PackageError> {
+        let _one = self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::fs::rename(&taken.aside, &taken.from).map_err(io(&taken.from))
+    }
+
+    /// Moves `dir` into `tmp/` (the registry no longer sees it).
+    fn aside(&self, dir: &Path) -> Result<PathBuf, PackageError> {
+        let aside = self.dir.join("tmp").join(format!("aside-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::rename(dir, &aside).map_err(io(dir))?;
+        Ok(aside)
     }
 
     /// Moves `dir` aside, then removes it (a half-removed package is never
@@ -358,7 +380,7 @@ impl PackageStore {
         signed_by: &str,
         layer: &[u8],
         check: &dyn Fn(&PackageText) -> Result<(), PackageError>,
-    ) -> Result<PackageRecord, PackageError> {
+    ) -> Result<Installed, PackageError> {
         let _one = self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let tmp = self.dir.join("tmp").join(format!("p-{}", uuid::Uuid::new_v4().simple()));
         let result = (|| {
@@ -373,16 +395,57 @@ impl PackageStore {
             let record = PackageRecord { name: name.clone(), state: PackageState::Installed, reference: reference.to_owned(), digest: digest.to_owned(), signed_by: Some(signed_by.to_owned()), reason: None, at: chrono::Utc::now() };
             std::fs::write(tmp.join(RECORD_FILE), serde_json::to_vec_pretty(&record).unwrap_or_default()).map_err(io(&tmp))?;
             let target = self.dir.join("installed").join(&name);
-            if target.exists() {
-                self.discard(&target)?;
+            let previous = if target.exists() { Some(self.aside(&target)?) } else { None };
+            if let Err(e) = std::fs::rename(&tmp, &target) {
+                if let Some(p) = &previous {
+                    let _ = std::fs::rename(p, &target);
+                }
+                return Err(io(&target)(e));
             }
-            std::fs::rename(&tmp, &target).map_err(io(&target))?;
-            Ok(record)
+            Ok(Installed { record, path: target, previous })
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         result
+    }
+}
+
+/// A package just installed: the version it replaced is kept aside until
+/// the registry loads the new one.
+#[derive(Debug)]
+pub struct Installed {
+    pub record: PackageRecord,
+    path: PathBuf,
+    previous: Option<PathBuf>,
+}
+
+/// A package taken out of the registry's reach (see [`PackageStore::take`]).
+#[derive(Debug)]
+pub struct Taken {
+    pub record: PackageRecord,
+    from: PathBuf,
+    aside: PathBuf,
+}
+
+impl PackageStore {
+    /// The install stands: the version it replaced is deleted.
+    pub fn keep(&self, installed: Installed) -> PackageRecord {
+        if let Some(p) = installed.previous {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        installed.record
+    }
+
+    /// The install is undone: the version it replaced (if any) is back.
+    pub fn undo(&self, installed: Installed) -> Result<(), PackageError> {
+        let _one = self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone = self.aside(&installed.path)?;
+        let _ = std::fs::remove_dir_all(gone);
+        if let Some(p) = installed.previous {
+            std::fs::rename(&p, &installed.path).map_err(io(&installed.path))?;
+        }
+        Ok(())
     }
 }
 
@@ -466,16 +529,19 @@ pub fn signature_tag(digest: &str) -> String {
     format!("{}.sig", digest.replacen(':', "-", 1))
 }
 
-/// Fetches `reference`, checks its signature against `keys`, and installs
-/// it (see [`PackageStore::install`]) or quarantines it.
-pub async fn fetch_and_install(
-    store: &PackageStore,
-    oci: &pinacle_oci::Store,
-    reference: &str,
-    creds: &pinacle_oci::Credentials,
-    keys: &[TrustedKey],
-    check: &(dyn Fn(&PackageText) -> Result<(), PackageError> + Sync),
-) -> Result<PackageRecord, PackageError> {
+/// A fetched package whose signature a trusted key made.
+#[derive(Debug)]
+pub struct Verified {
+    pub reference: String,
+    pub digest: String,
+    /// The id of the key that signed it.
+    pub signed_by: String,
+    pub layer: Vec<u8>,
+}
+
+/// Fetches `reference` and checks its signature against `keys`; a package
+/// that fails the check is quarantined ([`PackageError::Quarantined`]).
+pub async fn fetch_verified(store: &PackageStore, oci: &pinacle_oci::Store, reference: &str, creds: &pinacle_oci::Credentials, keys: &[TrustedKey]) -> Result<Verified, PackageError> {
     let parsed = pinacle_oci::Reference::parse(reference)?;
     let artifact = oci.fetch_artifact(&parsed, creds, LAYER_MEDIA_TYPE, MAX_PACKAGE_BYTES).await?;
     let digest = artifact.manifest_digest.to_string();
@@ -486,14 +552,12 @@ pub async fn fetch_and_install(
             Some(s) => verify_signature(&sig.layer, s, &Claim { repository: &repository, digest: &digest }, keys),
             None => Err(format!("its signature layer has no {SIGNATURE_ANNOTATION} annotation")),
         },
-        Err(pinacle_oci::OciError::NotFound { .. }) => Err(format!("it is unsigned: no signature at {sig_ref}")),
+        // no signature artifact, or one without a signed payload: unsigned
+        Err(pinacle_oci::OciError::NotFound { .. } | pinacle_oci::OciError::BadImage { .. }) => Err(format!("it is unsigned: no signature at {sig_ref}")),
         Err(e) => return Err(e.into()),
     };
     match verdict {
-        Ok(key) => {
-            let layer = artifact.layer;
-            store.install(reference, &digest, &key, &layer, check)
-        }
+        Ok(key) => Ok(Verified { reference: reference.to_owned(), digest, signed_by: key, layer: artifact.layer }),
         Err(reason) => {
             store.quarantine(reference, &digest, &artifact.layer, &reason)?;
             Err(PackageError::Quarantined { reference: reference.to_owned(), reason })
@@ -635,7 +699,13 @@ mod tests {
         let layer = pack(&[("agent.yml", b"name: redact\nruntime: wasm\nsource: m.wat\n", false), ("m.wat", b"(module)", false)]).unwrap();
         let ok = |_: &PackageText| Ok(());
         let r = store.install("reg/x:1", DIGEST, "k1", &layer, &ok).unwrap();
+        let r = store.keep(r);
         assert_eq!((r.name.as_str(), r.state), ("redact", PackageState::Installed));
+        // a new version that is undone leaves the old one in place
+        let v2 = store.install("reg/x:2", "sha256:33", "k1", &layer, &ok).unwrap();
+        assert_eq!(store.installed_texts().unwrap()[0].digest, "sha256:33");
+        store.undo(v2).unwrap();
+        assert_eq!(store.installed_texts().unwrap()[0].digest, DIGEST);
         let texts = store.installed_texts().unwrap();
         assert_eq!(texts.len(), 1);
         assert!(texts[0].dir.join("m.wat").is_file());
@@ -649,9 +719,17 @@ mod tests {
         let all = store.list().unwrap();
         assert_eq!(all.iter().map(|r| r.state).collect::<Vec<_>>(), [PackageState::Installed, PackageState::Quarantined]);
         assert_eq!(store.installed_texts().unwrap().len(), 1, "quarantined packages are never loaded");
-        store.remove("abcdef012345").unwrap();
-        store.remove("redact").unwrap();
+        let q = store.take("abcdef012345").unwrap();
+        store.finish(q);
+        // a removal that is undone puts the package back
+        let t = store.take("redact").unwrap();
+        assert!(store.installed_texts().unwrap().is_empty());
+        store.restore(t).unwrap();
+        assert_eq!(store.installed_texts().unwrap().len(), 1);
+        let t = store.take("redact").unwrap();
+        store.finish(t);
         assert!(store.list().unwrap().is_empty());
-        assert!(matches!(store.remove("redact"), Err(PackageError::NotFound(_))));
+        assert!(matches!(store.take("redact"), Err(PackageError::NotFound(_))));
+        assert_eq!(std::fs::read_dir(dir.path().join("p/tmp")).unwrap().count(), 0, "nothing left aside");
     }
 }

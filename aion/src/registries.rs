@@ -92,7 +92,7 @@ pub struct Change {
 }
 
 /// Why a registry could not be read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     #[error("{0}")]
     Invalid(Diagnostics),
@@ -106,6 +106,9 @@ pub enum LoadError {
 pub struct Registries {
     dir: Option<PathBuf>,
     current: RwLock<Arc<Loaded>>,
+    /// Held by every build-and-swap (reloads, package changes, rollbacks),
+    /// so none is built on a version another replaces meanwhile.
+    swaps: Mutex<()>,
     previous: Mutex<Option<Arc<Loaded>>>,
     /// The files' modification times and sizes when last read.
     stamps: Mutex<Stamps>,
@@ -250,14 +253,24 @@ impl Registries {
     /// [`Registries::open`] with installed packages and a sandbox for subprocess modules.
     pub fn open_with(dir: Option<&Path>, env: ModuleEnv) -> Result<Self, LoadError> {
         let modules = ModuleHostCell::default();
-        let (loaded, stamps) = match dir {
-            Some(d) => {
-                let (texts, stamps) = read(d)?;
-                (build([texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()], 1, Some(d), &modules, &env, None)?, stamps)
-            }
-            None => (build([None; 4], 1, None, &modules, &env, None)?, Vec::new()),
+        let (texts, stamps) = match dir {
+            Some(d) => read(d)?,
+            None => (Default::default(), Vec::new()),
         };
-        Ok(Self { dir: dir.map(Path::to_path_buf), current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(stamps), modules, env })
+        let t = [texts[0].as_deref(), texts[1].as_deref(), texts[2].as_deref(), texts[3].as_deref()];
+        let loaded = match build(t, 1, dir, &modules, &env, None) {
+            Ok(l) => l,
+            // installed packages that no longer load (an image gone, runsc
+            // removed) must not keep the server down: it starts without them
+            Err(e) if env.packages.as_ref().is_some_and(|p| p.installed_texts().is_ok_and(|t| !t.is_empty())) => {
+                let bare = ModuleEnv { packages: None, ..env.clone() };
+                let l = build(t, 1, dir, &modules, &bare, None).map_err(|_| e.clone())?;
+                tracing::error!(error = %e, "the installed module packages do not load; the router starts without them (fix them, or pinacle router module remove NAME)");
+                l
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self { dir: dir.map(Path::to_path_buf), current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(stamps), modules, env, swaps: Mutex::new(()) })
     }
 
     /// A registry from texts (tests, and servers without a directory);
@@ -275,7 +288,7 @@ impl Registries {
     pub fn from_texts_with(texts: [Option<&str>; 4], module_dir: Option<&Path>, env: ModuleEnv) -> Result<Self, LoadError> {
         let modules = ModuleHostCell::default();
         let loaded = build(texts, 1, module_dir, &modules, &env, None)?;
-        Ok(Self { dir: None, current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(Vec::new()), modules, env })
+        Ok(Self { dir: None, current: RwLock::new(Arc::new(loaded)), previous: Mutex::new(None), stamps: Mutex::new(Vec::new()), modules, env, swaps: Mutex::new(()) })
     }
 
     /// The installed packages, when this server keeps any.
@@ -299,9 +312,22 @@ impl Registries {
         build([t[0].as_deref(), t[1].as_deref(), t[2].as_deref(), t[3].as_deref()], 0, self.dir.as_deref(), &self.modules, &self.env, Some(package)).map(|_| ())
     }
 
+    /// Holds off every other build-and-swap while the caller changes the
+    /// installed packages; [`Registries::reload_packages_locked`] then
+    /// rebuilds on the change.
+    pub fn lock_swaps(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.swaps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Rebuilds the registry in force after packages changed (on its
     /// files as last read) and swaps it in.
     pub fn reload_packages(&self) -> Result<Change, LoadError> {
+        let guard = self.lock_swaps();
+        self.reload_packages_locked(&guard)
+    }
+
+    /// [`Registries::reload_packages`] under a guard the caller holds.
+    pub fn reload_packages_locked(&self, _swaps: &std::sync::MutexGuard<'_, ()>) -> Result<Change, LoadError> {
         let cur = self.current();
         let t = &cur.texts;
         let next = build([t[0].as_deref(), t[1].as_deref(), t[2].as_deref(), t[3].as_deref()], cur.version + 1, self.dir.as_deref(), &self.modules, &self.env, None)?;
@@ -331,6 +357,7 @@ impl Registries {
 
     /// Re-reads the directory; swaps when the files changed and are valid.
     pub fn reload(&self) -> Result<Change, LoadError> {
+        let _swaps = self.lock_swaps();
         let Some(dir) = &self.dir else { return Err(LoadError::Io { path: String::new(), message: "this server has no registry directory (--router-dir)".into() }) };
         let (texts, stamps) = read(dir)?;
         let cur = self.current();
@@ -344,12 +371,14 @@ impl Registries {
 
     /// Replaces the registry with `texts` (an API-driven change).
     pub fn replace(&self, texts: [Option<&str>; 4]) -> Result<Change, LoadError> {
+        let _swaps = self.lock_swaps();
         let next = build(texts, self.current().version + 1, None, &self.modules, &self.env, None)?;
         Ok(self.swap(next))
     }
 
     /// Puts the version before the current one back.
     pub fn rollback(&self) -> Result<Change, LoadError> {
+        let _swaps = self.lock_swaps();
         let prev = self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().ok_or(LoadError::NoPrevious)?;
         let mut cur = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = cur.clone();

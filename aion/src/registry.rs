@@ -1050,13 +1050,27 @@ fn read_package(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>, p: &PackageText, reg: 
         return;
     }
     let Some(mut m) = read_module_fields(ctx, root, "", &p.name, PACKAGE_FIELDS) else { return };
-    if !m.source.is_empty() {
-        m.source = p.dir.join(&m.source).display().to_string();
+    // a package reaches its own files only: no absolute source, no `..`,
+    // and no host directories (the operator grants those in modules.yml)
+    let inside = std::path::Path::new(&m.source).components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if !inside {
+        ctx.error(root, "source", format!("source {:?} leaves the package", m.source), Some("a path inside the package, like module.wasm or .".into()));
+        return;
     }
+    if !m.filesystem.is_empty() {
+        ctx.error(root, "permissions.filesystem", "a package may not be granted host directories", Some("declare the module in modules.yml to grant directories".into()));
+        return;
+    }
+    m.source = p.dir.join(&m.source).display().to_string();
     m.package = Some(p.name.clone());
     reg.modules.insert(p.name.clone(), m);
 }
 const RESOURCE_FIELDS: &[&str] = &["memory_mb", "fuel", "timeout_ms"];
+/// A subprocess module's wall time when its manifest gives none (the
+/// sandbox's start included).
+pub const SUBPROCESS_TIMEOUT_MS: u64 = 5_000;
+/// A subprocess module's memory when its manifest gives none.
+pub const SUBPROCESS_MEMORY_MB: u32 = 64;
 const PERMISSION_FIELDS: &[&str] = &["network", "filesystem"];
 
 fn read_modules(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>, reg: &mut Registry) {
@@ -1099,6 +1113,7 @@ fn read_module_fields(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name
         loc: Some(Loc::of(ctx, node, path)),
     };
     let (mut runtime, mut ok) = (false, true);
+    let (mut timeout_set, mut memory_set) = (false, false);
     for (key, value) in fields {
         let fp = yaml::join(path, key);
         match key {
@@ -1127,9 +1142,15 @@ fn read_module_fields(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name
                 for (k, v) in rf {
                     let kp = yaml::join(&fp, k);
                     match k {
-                        "memory_mb" => m.memory_mb = ctx.integer(v, &kp, 1, 4096).map_or(m.memory_mb, |x| x as u32),
+                        "memory_mb" => {
+                            memory_set = true;
+                            m.memory_mb = ctx.integer(v, &kp, 1, 4096).map_or(m.memory_mb, |x| x as u32);
+                        }
                         "fuel" => m.fuel = ctx.integer(v, &kp, 1, i64::MAX).map_or(m.fuel, |x| x as u64),
-                        _ => m.timeout_ms = ctx.integer(v, &kp, 1, 600_000).map_or(m.timeout_ms, |x| x as u64),
+                        _ => {
+                            timeout_set = true;
+                            m.timeout_ms = ctx.integer(v, &kp, 1, 600_000).map_or(m.timeout_ms, |x| x as u64);
+                        }
                     }
                 }
             }
@@ -1157,6 +1178,16 @@ fn read_module_fields(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>, path: &str, name
         let what = if m.runtime == ModuleRuntime::Subprocess { "the directory of its files (mounted at /module)" } else { "a .wasm/.wat path beside the manifest" };
         ctx.error(node, path, "a module needs source:", Some(what.into()));
         ok = false;
+    }
+    // a sandbox takes hundreds of milliseconds to start: subprocess
+    // modules get defaults that leave room for it
+    if m.runtime == ModuleRuntime::Subprocess {
+        if !timeout_set {
+            m.timeout_ms = SUBPROCESS_TIMEOUT_MS;
+        }
+        if !memory_set {
+            m.memory_mb = SUBPROCESS_MEMORY_MB;
+        }
     }
     if runtime && m.runtime == ModuleRuntime::Subprocess && m.command.is_empty() {
         ctx.error(node, path, "a subprocess module needs command:", Some("the program and its arguments, e.g. [\"/module/run\"]".into()));
@@ -1252,6 +1283,25 @@ mod tests {
         assert!(reg.models.is_empty());
         let bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n";
         assert!(Registry::parse([Some(bomb), None, None, None]).is_err());
+    }
+
+    #[test]
+    fn a_package_reaches_its_own_files_only() {
+        let pkg = |text: &str| PackageText { name: "guard".into(), file: "packages/guard/agent.yml".into(), text: text.into(), dir: "/srv/p/guard".into(), digest: "sha256:1".into() };
+        let ok = Registry::parse_with([None; 4], &[pkg("name: guard\nruntime: subprocess\nsource: .\ncommand: [/module/run]\n")]).expect("valid").0;
+        let m = &ok.modules["guard"];
+        assert_eq!((m.source.as_str(), m.package.as_deref(), m.timeout_ms, m.memory_mb), ("/srv/p/guard/.", Some("guard"), SUBPROCESS_TIMEOUT_MS, SUBPROCESS_MEMORY_MB));
+        for (bad, what) in [
+            ("name: guard\nruntime: subprocess\nsource: /\ncommand: [/bin/cat]\n", "leaves the package"),
+            ("name: guard\nruntime: subprocess\nsource: ../../etc\ncommand: [/bin/cat]\n", "leaves the package"),
+            ("name: guard\nruntime: wasm\nsource: m.wat\npermissions: {filesystem: [/]}\n", "host directories"),
+            ("name: other\nruntime: wasm\nsource: m.wat\n", "installed as"),
+        ] {
+            let d = Registry::parse_with([None; 4], &[pkg(bad)]).expect_err(bad);
+            let e = d.errors().next().expect("an error");
+            assert!(e.message.contains(what), "{bad}: {}", e.message);
+            assert_eq!(e.file, "packages/guard/agent.yml");
+        }
     }
 
     #[test]

@@ -248,12 +248,13 @@ impl Store {
         tx.commit().await.map_err(db)
     }
 
-    /// Usage records after `after`, oldest first, at most `limit`; of
-    /// `subject` only, or everyone's (`None`).
-    pub async fn usage_records(&self, subject: Option<&str>, after: &UsageCursor, limit: i64) -> Result<Vec<UsageRecord>, LedgerError> {
+    /// Usage records after `after` and stamped no later than `until`
+    /// (ms), oldest first, at most `limit`; of `subject` only, or
+    /// everyone's (`None`).
+    pub async fn usage_records(&self, subject: Option<&str>, after: &UsageCursor, until: i64, limit: i64) -> Result<Vec<UsageRecord>, LedgerError> {
         let cols = "task_id, subject, recorded_at, status, model, provider, tokens_in, tokens_out, estimated, cost_micros";
         let filter = if subject.is_some() { "subject = ? AND " } else { "" };
-        let sql = format!("SELECT {cols} FROM aion_usage WHERE {filter}(recorded_at > ? OR (recorded_at = ? AND task_id > ?)) ORDER BY recorded_at, task_id LIMIT ?");
+        let sql = format!("SELECT {cols} FROM aion_usage WHERE {filter}(recorded_at > ? OR (recorded_at = ? AND task_id > ?)) AND recorded_at <= ? ORDER BY recorded_at, task_id LIMIT ?");
         type Row = (String, String, i64, String, Option<String>, Option<String>, i64, i64, i64, i64);
         let rows: Vec<Row> = match self {
             Store::Sqlite(p) => {
@@ -261,14 +262,14 @@ impl Store {
                 if let Some(s) = subject {
                     q = q.bind(s);
                 }
-                q.bind(after.0).bind(after.0).bind(&after.1).bind(limit).fetch_all(p).await.map_err(db)?
+                q.bind(after.0).bind(after.0).bind(&after.1).bind(until).bind(limit).fetch_all(p).await.map_err(db)?
             }
             Store::Postgres(p) => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(numbered(&sql)));
                 if let Some(s) = subject {
                     q = q.bind(s);
                 }
-                q.bind(after.0).bind(after.0).bind(&after.1).bind(limit).fetch_all(p).await.map_err(db)?
+                q.bind(after.0).bind(after.0).bind(&after.1).bind(until).bind(limit).fetch_all(p).await.map_err(db)?
             }
         };
         Ok(rows
@@ -504,21 +505,28 @@ impl Ledger for SqlLedger {
 /// file in order, in batches, by one writer. No database round trip is on
 /// a call's path.
 ///
-/// - **One owner.** An exclusive `flock` on `LOCK_FILE` (beside the
-///   database) is held for the ledger's life: a second server on the same
-///   file is refused at start (servers that share budgets use PostgreSQL
-///   and [`SqlLedger`]).
+/// - **One owner.** An exclusive `flock` on the database file itself
+///   (the same inode however its path is spelt; SQLite's own locks are
+///   `fcntl` locks, which `flock` does not touch) is held until the last
+///   operation is written: a second server on the same file is refused at
+///   start (servers that share budgets use PostgreSQL and [`SqlLedger`]).
 /// - **At start** every hold left in the file belongs to a server that
 ///   died mid-call: each is settled at its full amount, as a sweep would.
-/// - **A crash** loses what was not yet written: at most the last batch
-///   (the writer runs as soon as anything is queued), i.e. the holds and
-///   settlements of the last few milliseconds. That can only under-count
-///   spend; while the server runs, no interleaving passes a cap.
+/// - **A crash** loses what was not yet written: normally the batch in
+///   flight (the writer runs as soon as anything is queued), i.e. the
+///   holds and settlements of the last few milliseconds. That can only
+///   under-count spend; while the server runs, no interleaving passes a
+///   cap.
+/// - **A failing database** is retried in order, with back-off, for as
+///   long as it fails; meanwhile new reservations are refused (the
+///   budgets' record would fall behind), settlements still count in
+///   memory.
 pub struct WriteBehindLedger {
     db: SqlLedger,
     state: std::sync::Mutex<WbState>,
     ops: tokio::sync::mpsc::UnboundedSender<WbOp>,
-    _lock: std::fs::File,
+    /// The writer could not write its last batch (and retries it).
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -543,15 +551,15 @@ impl std::fmt::Debug for WriteBehindLedger {
 }
 
 impl WriteBehindLedger {
-    /// The ledger of `store` (a SQLite store), locking `lock_file`.
-    pub async fn open(store: Store, lock_file: &std::path::Path) -> Result<std::sync::Arc<Self>, LedgerError> {
+    /// The ledger of `store`, the SQLite database at `db_file`.
+    pub async fn open(store: Store, db_file: &std::path::Path) -> Result<std::sync::Arc<Self>, LedgerError> {
         use std::os::fd::AsRawFd;
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_file).map_err(|e| LedgerError::Store(format!("{}: {e}", lock_file.display())))?;
+        let lock = std::fs::File::open(db_file).map_err(|e| LedgerError::Store(format!("{}: {e}", db_file.display())))?;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(LedgerError::Store(format!(
-                "another server keeps its router budgets in this file ({} is locked); servers that share budgets need PostgreSQL",
-                lock_file.display()
+                "another server keeps its router budgets in {}; servers that share budgets need PostgreSQL",
+                db_file.display()
             )));
         }
         let db = SqlLedger::new(store);
@@ -565,8 +573,10 @@ impl WriteBehindLedger {
             db.settle(&id, &scopes, amount, amount).await?;
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_behind(db.clone(), rx));
-        Ok(std::sync::Arc::new(Self { db, state: Default::default(), ops: tx, _lock: lock }))
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // the writer holds the lock: it is released only once the last operation is written
+        tokio::spawn(write_behind(db.clone(), rx, failing.clone(), lock));
+        Ok(std::sync::Arc::new(Self { db, state: Default::default(), ops: tx, failing }))
     }
 
     /// Waits until everything before this call is written.
@@ -603,6 +613,9 @@ impl WriteBehindLedger {
 #[async_trait::async_trait]
 impl Ledger for WriteBehindLedger {
     async fn reserve(&self, charges: &[Charge], amount: i64, hold_secs: i64) -> Result<String, LedgerError> {
+        if self.failing.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(LedgerError::Store("the router's budgets cannot be written to their database; no call is reserved until they can".into()));
+        }
         let scopes: Vec<&str> = charges.iter().map(|c| c.scope.as_str()).collect();
         self.load(&scopes).await?;
         let id = uuid::Uuid::now_v7().to_string();
@@ -671,8 +684,9 @@ impl Ledger for WriteBehindLedger {
     }
 }
 
-/// Writes the ledger's operations in order, a batch per transaction.
-async fn write_behind(db: SqlLedger, mut rx: tokio::sync::mpsc::UnboundedReceiver<WbOp>) {
+/// Writes the ledger's operations in order, a batch per transaction; a
+/// batch that fails is retried (with back-off) until it is written.
+async fn write_behind(db: SqlLedger, mut rx: tokio::sync::mpsc::UnboundedReceiver<WbOp>, failing: std::sync::Arc<std::sync::atomic::AtomicBool>, _lock: std::fs::File) {
     let mut batch = Vec::with_capacity(256);
     loop {
         if rx.recv_many(&mut batch, 256).await == 0 {
@@ -686,14 +700,19 @@ async fn write_behind(db: SqlLedger, mut rx: tokio::sync::mpsc::UnboundedReceive
                 other => ops.push(other),
             }
         }
-        for attempt in 0..3 {
+        let mut wait = Duration::from_millis(50);
+        loop {
             match apply(&db, &ops).await {
-                Ok(()) => break,
-                Err(e) if attempt < 2 => {
-                    tracing::warn!(error = %e, "writing router budgets failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(()) => {
+                    failing.store(false, std::sync::atomic::Ordering::Release);
+                    break;
                 }
-                Err(e) => tracing::error!(error = %e, operations = ops.len(), "writing router budgets failed; the server's memory stays right until it restarts"),
+                Err(e) => {
+                    failing.store(true, std::sync::atomic::Ordering::Release);
+                    tracing::error!(error = %e, operations = ops.len(), "writing router budgets failed; retrying (new reservations are refused meanwhile)");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
             }
         }
         for done in flushed {
@@ -776,10 +795,11 @@ mod tests {
     async fn the_write_behind_ledger_never_passes_a_cap_writes_everything_and_settles_a_dead_servers_holds() {
         let dir = tempfile::tempdir().expect("dir");
         let db = dir.path().join("aion.db");
-        let lock = dir.path().join("aion.db.lock");
         let store = Store::open(&db.display().to_string()).await.expect("open");
-        let ledger = WriteBehindLedger::open(store.clone(), &lock).await.expect("ledger");
-        assert!(WriteBehindLedger::open(store.clone(), &lock).await.is_err(), "a second owner is refused");
+        let ledger = WriteBehindLedger::open(store.clone(), &db).await.expect("ledger");
+        // however the path is spelt
+        let other_spelling = dir.path().join(".").join("aion.db");
+        assert!(WriteBehindLedger::open(store.clone(), &other_spelling).await.is_err(), "a second owner is refused");
         let cap = Charge { scope: "user:u@2026-12".into(), cap_micros: 5_000_000 };
         let other = Charge { scope: "key:k@all".into(), cap_micros: 1_000_000_000 };
         let tasks: Vec<_> = (0..1000)
@@ -806,7 +826,7 @@ mod tests {
         drop(ledger);
         // the next owner settles the dead server's holds at their full amount
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let next = WriteBehindLedger::open(store.clone(), &lock).await.expect("reopen");
+        let next = WriteBehindLedger::open(store.clone(), &db).await.expect("reopen");
         let s = next.spend(&["user:u@2026-12".to_owned()]).await.expect("spend");
         assert_eq!((s[0].spent_micros, s[0].reserved_micros), (350_000 + 36 * 70_000, 0));
         assert!(matches!(next.reserve(&[cap], 5_000_000, 60).await, Err(LedgerError::Exceeded { .. })));

@@ -315,21 +315,24 @@ async fn tasks_are_idempotent_streamed_by_id_and_private_to_their_caller() {
         let r = s.post("/v1/chat/completions", who, json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16})).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
-    let page: Value = s.get("/router/usage/records?limit=1", "user:u1").send().await.unwrap().json().await.unwrap();
+    // (settled by default 5 s after a task ends; this reader asks for everything now)
+    let none: Value = s.get("/router/usage/records?settle_ms=60000", "user:u1").send().await.unwrap().json().await.unwrap();
+    assert!(none["records"].as_array().unwrap().is_empty(), "none is a minute old yet: {none}");
+    let page: Value = s.get("/router/usage/records?limit=1&settle_ms=0", "user:u1").send().await.unwrap().json().await.unwrap();
     let first = &page["records"][0];
     assert_eq!(first["task"], id.as_str(), "{page}");
     assert_eq!((first["subject"].as_str(), first["status"].as_str(), first["model"].as_str()), (Some("user:u1"), Some("succeeded"), Some("slow")), "{page}");
     assert_eq!(first["tokens"]["output"], done["usage"]["tokens"]["output"], "{page}");
     assert_eq!(first["cost_usd"], done["usage"]["cost_usd"], "{page}");
     let next = page["next"].as_str().unwrap();
-    let rest: Value = s.get(&format!("/router/usage/records?after={next}"), "user:u1").send().await.unwrap().json().await.unwrap();
+    let rest: Value = s.get(&format!("/router/usage/records?after={next}&settle_ms=0"), "user:u1").send().await.unwrap().json().await.unwrap();
     let rest = rest["records"].as_array().unwrap();
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert_ne!(rest[0]["task"], id.as_str(), "a page starts after the cursor");
-    let mine: Value = s.get("/router/usage/records", "user:u2").send().await.unwrap().json().await.unwrap();
+    let mine: Value = s.get("/router/usage/records?settle_ms=0", "user:u2").send().await.unwrap().json().await.unwrap();
     assert_eq!(mine["records"].as_array().unwrap().len(), 1, "only the caller's own: {mine}");
     assert_eq!(s.get("/router/usage/records?all=true", "user:u1").send().await.unwrap().status(), 403);
-    let all: Value = s.get("/router/usage/records?all=true", "user:admin:admin").send().await.unwrap().json().await.unwrap();
+    let all: Value = s.get("/router/usage/records?all=true&settle_ms=0", "user:admin:admin").send().await.unwrap().json().await.unwrap();
     assert_eq!(all["records"].as_array().unwrap().len(), 3, "{all}");
     assert_eq!(s.get("/router/usage/records?after=yesterday", "user:u1").send().await.unwrap().status(), 400);
 }
@@ -385,6 +388,15 @@ async fn bad_requests_get_clear_errors_and_embeddings_pass_through() {
     assert_eq!(v["model"], "embed");
     let models: Value = s.get("/v1/models", "user:u1").send().await.unwrap().json().await.unwrap();
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "ok" && m["object"] == "model"));
+    // a local-only default intent keeps embeddings off cloud providers too
+    let cloudy = format!("providers:\n  web:\n    kind: openai\n    url: {}/v1\n    cloud: true\nmodels:\n  embed:\n    provider: web\n    upstream: text-embed\n    kind: embedding\n    price: {{input: 0.02, output: 0}}\n  chat:\n    provider: web\n    tier: api\n    price: {{input: 1, output: 1}}\n", cloud.url());
+    let dir2 = tempfile::tempdir().unwrap();
+    let private = router_with([Some(&cloudy), Some("intents:\n  secret:\n    default_route: chat\n    privacy: local-only\n"), Some("default_intent: secret\n"), None], Arc::new(MemoryLedger::default()), dir2.path()).await;
+    let p = serve(private).await;
+    let before = cloud.calls("text-embed");
+    let r = p.post("/v1/embeddings", "user:u1", json!({"model": "embed", "input": "a secret"})).send().await.unwrap();
+    assert!(r.status().is_client_error() || r.status().is_server_error(), "{}", r.status());
+    assert_eq!(cloud.calls("text-embed"), before, "the cloud provider never saw it");
 }
 
 #[tokio::test]

@@ -327,8 +327,8 @@ impl AppState {
         // written behind; PostgreSQL's are shared by every server
         let ledger: Arc<dyn pinacle_aion::budget::Ledger> = match &aion_store {
             pinacle_aion::store::Store::Sqlite(_) => {
-                let lock = format!("{}.lock", aion_url.strip_prefix("sqlite://").unwrap_or(&aion_url));
-                pinacle_aion::store::WriteBehindLedger::open(aion_store.clone(), std::path::Path::new(&lock)).await.map_err(|e| anyhow::anyhow!("the router's budgets: {e}"))?
+                let file = aion_url.strip_prefix("sqlite://").unwrap_or(&aion_url);
+                pinacle_aion::store::WriteBehindLedger::open(aion_store.clone(), std::path::Path::new(file)).await.map_err(|e| anyhow::anyhow!("the router's budgets: {e}"))?
             }
             pinacle_aion::store::Store::Postgres(_) => Arc::new(pinacle_aion::store::SqlLedger::new(aion_store.clone())),
         };

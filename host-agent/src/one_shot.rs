@@ -46,12 +46,18 @@ pub enum OneShotError {
     NoImage(String),
     #[error("runsc: {0}")]
     Runtime(String),
+    /// As many sandboxes as allowed run already.
+    #[error("{0} module sandboxes run already; try again shortly")]
+    Busy(usize),
 }
 
 /// Bytes of standard error kept.
 const STDERR_KEPT: usize = 4096;
 /// Processes a run may have at once.
 const PIDS: i64 = 64;
+/// Sandboxes that may run at once on a host: each holds up to its
+/// module's memory; past this a call is refused at once, not queued.
+pub const MAX_RUNNING: usize = 8;
 
 /// Runs one-shot sandboxes with `runsc`.
 #[derive(Debug, Clone)]
@@ -60,6 +66,16 @@ pub struct OneShotSandbox {
     state: PathBuf,
     work: PathBuf,
     images: ImageStore,
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One slot of [`MAX_RUNNING`], given back when dropped.
+struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl OneShotSandbox {
@@ -70,7 +86,26 @@ impl OneShotSandbox {
         for d in [&state, &work] {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d)?;
         }
-        Ok(Self { runsc, state, work, images })
+        // runsc resolves relative paths against the bundle: every path it sees is absolute
+        let (state, work) = (std::fs::canonicalize(&state)?, std::fs::canonicalize(&work)?);
+        // what a crashed server left: bundles, and sandboxes of its runs
+        if let Ok(entries) = std::fs::read_dir(&work) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if id.starts_with("pinacle-oneshot-") {
+                    let me = Self { runsc: runsc.clone(), state: state.clone(), work: work.clone(), images: images.clone(), running: Default::default() };
+                    me.remove_sandbox(&id);
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Ok(Self { runsc, state, work, images, running: Default::default() })
+    }
+
+    /// Kills and deletes sandbox `id` (nothing if it is gone).
+    fn remove_sandbox(&self, id: &str) {
+        let _ = self.runsc().args(["kill", "--all", id, "9"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self.runsc().args(["delete", "--force", id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 
     /// Whether `image` is built here.
@@ -86,14 +121,21 @@ impl OneShotSandbox {
 
     /// Runs `job` on `input` to its end (blocking).
     pub fn run(&self, job: &OneShotJob<'_>, input: &[u8]) -> Result<Vec<u8>, OneShotError> {
-        let rootfs = self.check_image(job.image)?;
+        use std::sync::atomic::Ordering;
+        if self.running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+            return Err(OneShotError::Busy(MAX_RUNNING));
+        }
+        let _slot = Slot(self.running.clone());
+        let rootfs = std::fs::canonicalize(self.check_image(job.image)?).map_err(|e| OneShotError::Runtime(e.to_string()))?;
+        let files = std::fs::canonicalize(job.files).map_err(|e| OneShotError::Runtime(format!("{}: {e}", job.files.display())))?;
+        let job = &OneShotJob { files: &files, ..job.clone() };
         let id = format!("pinacle-oneshot-{}", uuid::Uuid::new_v4().simple());
         let bundle = self.work.join(&id);
         std::fs::create_dir(&bundle).map_err(|e| OneShotError::Runtime(format!("creating {}: {e}", bundle.display())))?;
         let result = self.run_in(&id, &bundle, &rootfs, job, input);
         // whatever happened, nothing of the run stays
-        let _ = self.runsc().args(["kill", "--all", &id, "9"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let _ = self.runsc().args(["delete", "--force", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        self.remove_sandbox(&id);
         let _ = std::fs::remove_dir_all(&bundle);
         result
     }
@@ -124,18 +166,22 @@ impl OneShotSandbox {
         let deadline = started + job.timeout;
         let status = loop {
             match child.try_wait() {
-                Ok(Some(s)) => break Some(s),
-                Ok(None) if Instant::now() >= deadline => break None,
+                Ok(Some(s)) => break Ok(s),
+                Ok(None) if Instant::now() >= deadline => break Err(OneShotError::Timeout(job.timeout)),
                 Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-                Err(e) => return Err(OneShotError::Runtime(e.to_string())),
+                Err(e) => break Err(OneShotError::Runtime(e.to_string())),
             }
         };
-        let Some(status) = status else {
-            let _ = self.runsc().args(["kill", "--all", id, "9"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = writer.join();
-            return Err(OneShotError::Timeout(job.timeout));
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                // the sandbox first (it may outlive `runsc run`), then runsc;
+                // the pipes' threads end once both are gone and are not waited for
+                self.remove_sandbox(id);
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
         };
         let _ = writer.join();
         let out = out_reader.join().unwrap_or_default();

@@ -228,6 +228,10 @@ impl Gateway {
             },
         };
         if is_websocket(req.headers()) {
+            // only the router's task socket switches protocols
+            if target.split('?').next() != Some("/v1/ws") || req.method() != http::Method::GET {
+                return refuse(400, "bad_request", "only GET /v1/ws upgrades to a WebSocket here");
+            }
             return self.upgrade(pod, ip, &target, token, req).await;
         }
         let (parts, body) = req.into_parts();
