@@ -52,6 +52,8 @@ pub const MAX_UNPACKED_BYTES: u64 = 128 << 20;
 pub const MAX_ENTRIES: usize = 2_000;
 /// Largest signature payload fetched.
 const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+/// Most signatures of one package looked at.
+const MAX_SIGNATURES: usize = 16;
 
 /// Why a package could not be installed, listed or removed.
 #[derive(Debug, thiserror::Error)]
@@ -547,11 +549,29 @@ pub async fn fetch_verified(store: &PackageStore, oci: &pinacle_oci::Store, refe
     let digest = artifact.manifest_digest.to_string();
     let repository = format!("{}/{}", parsed.registry(), parsed.repository());
     let sig_ref = pinacle_oci::Reference::parse(&format!("{repository}:{}", signature_tag(&digest)))?;
-    let verdict = match oci.fetch_artifact(&sig_ref, creds, SIMPLESIGNING_MEDIA_TYPE, MAX_SIGNATURE_BYTES).await {
-        Ok(sig) => match sig.layer_annotations.get(SIGNATURE_ANNOTATION) {
-            Some(s) => verify_signature(&sig.layer, s, &Claim { repository: &repository, digest: &digest }, keys),
-            None => Err(format!("its signature layer has no {SIGNATURE_ANNOTATION} annotation")),
-        },
+    let claim = Claim { repository: &repository, digest: &digest };
+    let verdict = match oci.fetch_artifact_layers(&sig_ref, creds, SIMPLESIGNING_MEDIA_TYPE, MAX_SIGNATURE_BYTES, MAX_SIGNATURES).await {
+        // cosign adds a layer per signature: one a trusted key made is enough
+        Ok(sigs) => {
+            let mut first_refusal = None;
+            let mut found = None;
+            for sig in &sigs {
+                let verdict = match sig.layer_annotations.get(SIGNATURE_ANNOTATION) {
+                    Some(s) => verify_signature(&sig.layer, s, &claim, keys),
+                    None => Err(format!("its signature layer has no {SIGNATURE_ANNOTATION} annotation")),
+                };
+                match verdict {
+                    Ok(key) => {
+                        found = Some(key);
+                        break;
+                    }
+                    Err(why) => {
+                        first_refusal.get_or_insert(why);
+                    }
+                }
+            }
+            found.ok_or_else(|| first_refusal.unwrap_or_else(|| "no signature".into()))
+        }
         // no signature artifact, or one without a signed payload: unsigned
         Err(pinacle_oci::OciError::NotFound { .. } | pinacle_oci::OciError::BadImage { .. }) => Err(format!("it is unsigned: no signature at {sig_ref}")),
         Err(e) => return Err(e.into()),

@@ -34,16 +34,22 @@ fn key_pair() -> (ring::signature::EcdsaKeyPair, String) {
     (pair, format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n"))
 }
 
-/// Pushes `layer` as `repo:tag`; signed by `signer` unless `None`. Returns
-/// the reference to install.
-fn publish(reg: &oci_registry::Registry, repo: &str, layer: &[u8], signer: Option<&ring::signature::EcdsaKeyPair>) -> String {
+/// Pushes `layer` as `repo:tag`, signed by each of `signers` (one
+/// signature layer each, in order, as cosign appends them). Returns the
+/// reference to install.
+fn publish(reg: &oci_registry::Registry, repo: &str, layer: &[u8], signers: &[&ring::signature::EcdsaKeyPair]) -> String {
     let digest = reg.push_artifact(repo, "1.0", layer, LAYER_MEDIA_TYPE).unwrap();
     let repository = format!("{}/{repo}", reg.host());
-    if let Some(pair) = signer {
-        let payload = cosign_payload(&repository, &digest);
-        let sig = pair.sign(&ring::rand::SystemRandom::new(), &payload).unwrap();
-        let annotations = json!({ SIGNATURE_ANNOTATION: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()) });
-        reg.push_artifact_with(repo, &signature_tag(&digest), &payload, SIMPLESIGNING_MEDIA_TYPE, annotations).unwrap();
+    let payload = cosign_payload(&repository, &digest);
+    let sigs: Vec<(&[u8], &str, Value)> = signers
+        .iter()
+        .map(|pair| {
+            let sig = pair.sign(&ring::rand::SystemRandom::new(), &payload).unwrap();
+            (payload.as_slice(), SIMPLESIGNING_MEDIA_TYPE, json!({ SIGNATURE_ANNOTATION: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()) }))
+        })
+        .collect();
+    if !sigs.is_empty() {
+        reg.push_artifact_layers(repo, &signature_tag(&digest), &sigs).unwrap();
     }
     format!("{repository}:1.0")
 }
@@ -82,12 +88,13 @@ async fn signed_packages_install_unsigned_ones_are_quarantined_and_modules_run_s
         ("guard.sh", GUARD.as_bytes(), true),
     ])
     .unwrap();
-    let digits_ref = publish(&reg, "modules/digits", &wasm, Some(&trusted));
-    let guard_ref = publish(&reg, "modules/guard", &guard, Some(&trusted));
-    let unsigned_ref = publish(&reg, "modules/unsigned", &wasm, None);
+    // digits carries a stranger's signature first, then the trusted one
+    let digits_ref = publish(&reg, "modules/digits", &wasm, &[&stranger, &trusted]);
+    let guard_ref = publish(&reg, "modules/guard", &guard, &[&trusted]);
+    let unsigned_ref = publish(&reg, "modules/unsigned", &wasm, &[]);
     // (quarantine keeps one entry per content digest: this one differs)
     let forged = pack(&[("agent.yml", b"name: forged\nruntime: wasm\nsource: redact.wat\n", false), ("redact.wat", include_bytes!("../../aion/tests/modules/redact.wat"), false)]).unwrap();
-    let forged_ref = publish(&reg, "modules/forged", &forged, Some(&stranger));
+    let forged_ref = publish(&reg, "modules/forged", &forged, &[&stranger]);
 
     // the registry: `chat` runs both modules; a modules.yml subprocess module that never ends
     let dir = tempfile::tempdir().unwrap();

@@ -325,6 +325,22 @@ impl Store {
         layer_media_type: &str,
         max_bytes: u64,
     ) -> Result<Artifact, OciError> {
+        let mut all = self.fetch_artifact_layers(reference, creds, layer_media_type, max_bytes, 1).await?;
+        Ok(all.remove(0))
+    }
+
+    /// [`Store::fetch_artifact`] for every layer of `layer_media_type` (at
+    /// most `max_layers`, in manifest order; a cosign signature manifest
+    /// has one per signature). At least one such layer, or
+    /// [`OciError::BadImage`].
+    pub async fn fetch_artifact_layers(
+        &self,
+        reference: &Reference,
+        creds: &Credentials,
+        layer_media_type: &str,
+        max_bytes: u64,
+        max_layers: usize,
+    ) -> Result<Vec<Artifact>, OciError> {
         let refname = reference.to_string();
         let client = self.client();
         let cref = reference.to_client();
@@ -338,44 +354,50 @@ impl Store {
                 message: format!("it is not an artifact manifest: {e}"),
             })?;
         check_manifest_type(&refname, manifest.media_type.as_deref(), false)?;
-        let Some(layer) = manifest
+        let layers: Vec<&DescriptorJson> = manifest
             .layers
             .iter()
-            .find(|l| l.media_type == layer_media_type)
-        else {
+            .filter(|l| l.media_type == layer_media_type)
+            .take(max_layers)
+            .collect();
+        if layers.is_empty() {
             return Err(OciError::BadImage {
                 reference: refname,
                 message: format!("it has no layer of type {layer_media_type}"),
             });
-        };
-        if layer.size > max_bytes {
-            return Err(OciError::BadImage {
-                reference: refname,
-                message: format!("its layer is {} bytes; at most {max_bytes} are accepted", layer.size),
+        }
+        let mut out = Vec::with_capacity(layers.len());
+        for layer in layers {
+            if layer.size > max_bytes {
+                return Err(OciError::BadImage {
+                    reference: refname,
+                    message: format!("its layer is {} bytes; at most {max_bytes} are accepted", layer.size),
+                });
+            }
+            let digest = parse_digest(&refname, &layer.digest)?;
+            let _lock = self.lock(false).await?;
+            self.fetch_blob(&client, &cref, &refname, &digest, layer.size, &|_| {})
+                .await?;
+            let path = self.blob_path(&digest);
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| OciError::io(&path, e))?;
+            // a cached blob is checked again: the store's files are not trusted blindly
+            if Digest::of(&bytes) != digest {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(OciError::DigestMismatch {
+                    reference: refname,
+                    expected: digest,
+                    actual: Digest::of(&bytes).to_string(),
+                });
+            }
+            out.push(Artifact {
+                manifest_digest: manifest_digest.clone(),
+                layer: bytes,
+                layer_annotations: layer.annotations.clone(),
             });
         }
-        let digest = parse_digest(&refname, &layer.digest)?;
-        let _lock = self.lock(false).await?;
-        self.fetch_blob(&client, &cref, &refname, &digest, layer.size, &|_| {})
-            .await?;
-        let path = self.blob_path(&digest);
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| OciError::io(&path, e))?;
-        // a cached blob is checked again: the store's files are not trusted blindly
-        if Digest::of(&bytes) != digest {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(OciError::DigestMismatch {
-                reference: refname,
-                expected: digest,
-                actual: Digest::of(&bytes).to_string(),
-            });
-        }
-        Ok(Artifact {
-            manifest_digest,
-            layer: bytes,
-            layer_annotations: layer.annotations.clone(),
-        })
+        Ok(out)
     }
 
     /// Pulls `reference` into the store (see the crate docs for the guarantees)

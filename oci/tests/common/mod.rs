@@ -181,6 +181,12 @@ impl Registry {
     /// [`Registry::push_artifact`] with the layer's `annotations` (a cosign
     /// signature's `dev.cosignproject.cosign/signature`, say).
     pub fn push_artifact_with(&self, name: &str, tag: &str, layer: &[u8], layer_media_type: &str, annotations: serde_json::Value) -> Result<String> {
+        self.push_artifact_layers(name, tag, &[(layer, layer_media_type, annotations)])
+    }
+
+    /// An artifact of several layers, each with its media type and
+    /// annotations (a cosign signature manifest has one per signature).
+    pub fn push_artifact_layers(&self, name: &str, tag: &str, layers: &[(&[u8], &str, serde_json::Value)]) -> Result<String> {
         let config = b"{}".to_vec();
         let upload = |bytes: &[u8]| -> Result<String> {
             let digest = sha256(bytes);
@@ -214,12 +220,16 @@ impl Registry {
             Ok(digest)
         };
         let config_digest = upload(&config)?;
-        let layer_digest = upload(layer)?;
+        let mut descriptors = Vec::new();
+        for (layer, media_type, annotations) in layers {
+            let digest = upload(layer)?;
+            descriptors.push(serde_json::json!({ "mediaType": media_type, "digest": digest, "size": layer.len(), "annotations": annotations }));
+        }
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": { "mediaType": "application/vnd.devcontainers", "digest": config_digest, "size": config.len() },
-            "layers": [{ "mediaType": layer_media_type, "digest": layer_digest, "size": layer.len(), "annotations": annotations }]
+            "layers": descriptors
         })
         .to_string();
         let out = Command::new("curl")
