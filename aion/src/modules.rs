@@ -323,7 +323,7 @@ impl Subprocess {
         use crate::sandbox::{SandboxError, SandboxJob};
         let m = &self.manifest;
         let bytes = self.schemas.input(m, input)?;
-        let job = SandboxJob { module: &m.name, image: &self.image, files: &self.files, command: &m.command, memory_mb: m.memory_mb, timeout: Duration::from_millis(m.timeout_ms), max_output: MAX_IO_BYTES };
+        let job = SandboxJob { image: &self.image, files: &self.files, command: &m.command, memory_mb: m.memory_mb, timeout: Duration::from_millis(m.timeout_ms), max_output: MAX_IO_BYTES };
         let out = self.sandbox.run(&job, &bytes).map_err(|e| match e {
             SandboxError::Timeout => ModuleError::Limit { module: m.name.clone(), limit: "time limit" },
             other => ModuleError::Failed { module: m.name.clone(), message: other.to_string() },

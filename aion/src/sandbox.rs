@@ -8,7 +8,6 @@ use std::time::Duration;
 /// One run of a subprocess module.
 #[derive(Debug, Clone)]
 pub struct SandboxJob<'a> {
-    pub module: &'a str,
     /// The image its root filesystem comes from (read-only).
     pub image: &'a str,
     /// The module's files, mounted read-only at `/module`.
