@@ -28,8 +28,9 @@ if [ "${1:-run}" = "--test" ]; then
   # ...and a real OCI registry (Debian's docker-registry, htpasswd for
   # its auth) that the tests push their own images to with skopeo,
   # PostgreSQL and Redis (the harness runs its own servers on private
-  # ports) and nginx (in front of several API servers).
-  packages+=(pebble chromium openssh-server docker-registry skopeo apache2-utils postgresql redis-server nginx)
+  # ports), nginx (in front of several API servers) and openssl (RSA keys
+  # for the fake GitHub App).
+  packages+=(pebble chromium openssh-server docker-registry skopeo apache2-utils postgresql redis-server nginx openssl)
 fi
 missing=()
 for p in "${packages[@]}"; do
