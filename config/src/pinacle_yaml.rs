@@ -103,6 +103,69 @@ pub struct PinacleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::idle_timeout")]
     pub idle_timeout: Option<IdleTimeout>,
+    /// Pull-request previews (with the GitHub App): a pod for each pull
+    /// request of the repository, following its head, removed when it
+    /// closes. `previews: true` takes the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previews: Option<Previews>,
+    /// GitHub settings of pods made from this repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubSettings>,
+}
+
+/// `previews:`: a pod for each pull request (GitHub App).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Previews {
+    /// Pull requests from forks get a pod too (their code is untrusted:
+    /// the pod never has secrets, its git token only reads, and it has no
+    /// agent memory).
+    #[serde(default)]
+    pub forks: bool,
+    /// Pods of the repository's own pull requests get the secrets named in
+    /// `secrets:` (never a fork's).
+    #[serde(default)]
+    pub secrets: bool,
+    /// Pushes to the branch of a running pod are fetched into it (and
+    /// fast-forwarded when its work tree is clean).
+    #[serde(default)]
+    pub pull_on_push: bool,
+    /// Stop a preview after this many seconds without a change to its pull
+    /// request (`staleAfter: 7d`; `never`: none). Default 7 days.
+    #[serde(default = "default_stale_after", skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<u64>,
+    /// Keep a closed pull request's pod, stopped, this many seconds before
+    /// deleting it (`retention: 3d`); 0, the default: delete at once.
+    #[serde(default)]
+    pub retention: u64,
+}
+
+fn default_stale_after() -> Option<u64> {
+    Some(7 * 24 * 3600)
+}
+
+impl Default for Previews {
+    fn default() -> Self {
+        Self { forks: false, secrets: false, pull_on_push: false, stale_after: default_stale_after(), retention: 0 }
+    }
+}
+
+/// `github:`: how pods of this repository use GitHub.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GithubSettings {
+    /// Register the pod's own ed25519 key as a deploy key of the
+    /// repository: `read` (or `true`) or `write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_key: Option<DeployKeyAccess>,
+}
+
+/// A deploy key's access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployKeyAccess {
+    Read,
+    Write,
 }
 
 /// An image built from a Dockerfile of the pod's repository (full
@@ -234,8 +297,10 @@ pub struct ParseOptions {
 /// The top-level fields, in canonical order.
 pub const FIELDS: &[&str] = &[
     "version", "name", "template", "tier", "services", "install", "processes", "tabs", "env", "secrets", "ports", "gpu",
-    "image", "features", "onCreate", "postCreate", "postStart", "idleTimeout",
+    "image", "features", "onCreate", "postCreate", "postStart", "idleTimeout", "previews", "github",
 ];
+const PREVIEW_FIELDS: &[&str] = &["forks", "secrets", "pullOnPush", "staleAfter", "retention"];
+const GITHUB_FIELDS: &[&str] = &["deployKey"];
 const BUILD_FIELDS: &[&str] = &["dockerfile", "context", "args", "target"];
 const PROCESS_FIELDS: &[&str] = &["name", "displayName", "startCommand", "url", "healthCheck"];
 const TAB_FIELDS: &[&str] = &["name", "service", "url"];
@@ -285,6 +350,8 @@ fn empty_config() -> PinacleConfig {
         post_create: Vec::new(),
         post_start: Vec::new(),
         idle_timeout: None,
+        previews: None,
+        github: None,
     }
 }
 
@@ -366,6 +433,8 @@ fn read_config(ctx: &mut Ctx<'_>, root: &MarkedYaml<'_>) -> Option<PinacleConfig
             "postCreate" => c.post_create = ctx.string_or_list(value, path).unwrap_or_default(),
             "postStart" => c.post_start = ctx.string_or_list(value, path).unwrap_or_default(),
             "idleTimeout" => c.idle_timeout = read_idle_timeout(ctx, value),
+            "previews" => c.previews = read_previews(ctx, value),
+            "github" => c.github = read_github(ctx, value),
             _ => {}
         }
     }
@@ -707,6 +776,74 @@ fn read_gpu(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<Gpu> {
     ok.then_some(gpu)
 }
 
+fn read_previews(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<Previews> {
+    match &node.data {
+        YamlData::Value(Scalar::Boolean(true)) => return Some(Previews::default()),
+        YamlData::Value(Scalar::Boolean(false)) => return None,
+        _ => {}
+    }
+    let fields = ctx.fields(node, "previews", "`true`, or the previews' settings", PREVIEW_FIELDS)?;
+    let mut p = Previews::default();
+    let mut ok = true;
+    for (key, value) in fields {
+        let path = join("previews", key);
+        match key {
+            "forks" | "secrets" | "pullOnPush" => match ctx.boolean(value, &path) {
+                Some(b) if key == "forks" => p.forks = b,
+                Some(b) if key == "secrets" => p.secrets = b,
+                Some(b) => p.pull_on_push = b,
+                None => ok = false,
+            },
+            "staleAfter" | "retention" => {
+                let never = matches!(&value.data, YamlData::Value(Scalar::String(s)) if s.trim() == "never");
+                let secs = match &value.data {
+                    YamlData::Value(Scalar::Integer(0)) => Some(0),
+                    YamlData::Value(Scalar::String(s)) => parse_duration(s),
+                    _ => None,
+                };
+                match (key, never, secs) {
+                    ("staleAfter", true, _) => p.stale_after = None,
+                    (_, false, Some(secs)) if secs <= MAX_IDLE_SECS * 12 => {
+                        if key == "staleAfter" {
+                            p.stale_after = Some(secs.max(60));
+                        } else {
+                            p.retention = secs;
+                        }
+                    }
+                    _ => {
+                        let also = if key == "staleAfter" { ", or never" } else { ", or 0" };
+                        ctx.error(value, &path, format!("expected a duration like 7d, 12h or 30m{also} (at most a year); found {}", crate::yaml::describe(value)), None);
+                        ok = false;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    ok.then_some(p)
+}
+
+fn read_github(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<GithubSettings> {
+    let fields = ctx.fields(node, "github", "GitHub settings", GITHUB_FIELDS)?;
+    let mut g = GithubSettings::default();
+    for (key, value) in fields {
+        let path = join("github", key);
+        if key == "deployKey" {
+            g.deploy_key = match &value.data {
+                YamlData::Value(Scalar::Boolean(true)) => Some(DeployKeyAccess::Read),
+                YamlData::Value(Scalar::Boolean(false)) => None,
+                YamlData::Value(Scalar::String(s)) if s == "read" => Some(DeployKeyAccess::Read),
+                YamlData::Value(Scalar::String(s)) if s == "write" => Some(DeployKeyAccess::Write),
+                _ => {
+                    ctx.error(value, &path, format!("expected true, false, read or write; found {}", crate::yaml::describe(value)), Some("write `deployKey: read`".into()));
+                    return None;
+                }
+            };
+        }
+    }
+    Some(g)
+}
+
 fn read_image_build(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<ImageBuild> {
     let fields = ctx.fields(node, "image", "an image name, or `build` with a Dockerfile", &["build"])?;
     let Some((_, build)) = fields.into_iter().find(|(k, _)| *k == "build") else {
@@ -1044,6 +1181,23 @@ pub fn to_canonical_yaml(c: &PinacleConfig) -> String {
         Some(IdleTimeout::Never(_)) => out.push_str("idleTimeout: never\n"),
         None => {}
     }
+    if let Some(p) = &c.previews {
+        out.push_str("previews:\n");
+        let _ = writeln!(out, "  forks: {}\n  secrets: {}\n  pullOnPush: {}", p.forks, p.secrets, p.pull_on_push);
+        match p.stale_after {
+            Some(s) => { let _ = writeln!(out, "  staleAfter: {s}s"); }
+            None => out.push_str("  staleAfter: never\n"),
+        }
+        let _ = writeln!(out, "  retention: {}", if p.retention == 0 { "0".to_owned() } else { format!("{}s", p.retention) });
+    }
+    if let Some(g) = &c.github {
+        out.push_str("github:\n");
+        match g.deploy_key {
+            Some(DeployKeyAccess::Read) => out.push_str("  deployKey: read\n"),
+            Some(DeployKeyAccess::Write) => out.push_str("  deployKey: write\n"),
+            None => out.push_str("  deployKey: false\n"),
+        }
+    }
     out
 }
 
@@ -1103,7 +1257,26 @@ fn quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse, quote, ParseOptions};
+    use super::{parse, quote, to_canonical_yaml, DeployKeyAccess, ParseOptions, Previews};
+
+    #[test]
+    fn previews_and_deploy_keys_read_and_write_back() {
+        let text = "version: \"1.0\"\npreviews:\n  forks: true\n  pullOnPush: true\n  staleAfter: 2d\n  retention: 12h\ngithub:\n  deployKey: write\n";
+        let (c, _) = parse("pinacle.yaml", text, ParseOptions { strict: true }).unwrap();
+        let p = c.previews.clone().unwrap();
+        assert_eq!((p.forks, p.secrets, p.pull_on_push, p.stale_after, p.retention), (true, false, true, Some(2 * 86400), 12 * 3600));
+        assert_eq!(c.github.as_ref().unwrap().deploy_key, Some(DeployKeyAccess::Write));
+        let (again, _) = parse("pinacle.yaml", &to_canonical_yaml(&c), ParseOptions { strict: true }).unwrap();
+        assert_eq!((again.previews, again.github), (c.previews, c.github));
+        let (c, _) = parse("pinacle.yaml", "version: \"1.0\"\npreviews: true\ngithub: {deployKey: true}\n", ParseOptions { strict: true }).unwrap();
+        assert_eq!(c.previews, Some(Previews::default()));
+        assert_eq!(c.github.unwrap().deploy_key, Some(DeployKeyAccess::Read));
+        let e = parse("pinacle.yaml", "version: \"1.0\"\npreviews:\n  staleAfter: soon\n", ParseOptions { strict: true }).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains("previews.staleAfter") && shown.contains("pinacle.yaml:3:"), "{shown}");
+        let e = parse("pinacle.yaml", "version: \"1.0\"\ngithub:\n  deployKey: admin\n", ParseOptions { strict: true }).unwrap_err();
+        assert!(e.to_string().contains("github.deployKey"), "{e}");
+    }
 
     #[test]
     fn quoted_commands_read_back_as_the_same_string() {

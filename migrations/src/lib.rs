@@ -25,6 +25,7 @@ mod m20261206_000017_pod_repository;
 mod m20261206_000018_host_join;
 mod m20261206_000019_host_pools;
 mod m20261206_000020_host_credential_renewal;
+mod m20261207_000021_github;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000018_host_join::Migration),
             Box::new(m20261206_000019_host_pools::Migration),
             Box::new(m20261206_000020_host_credential_renewal::Migration),
+            Box::new(m20261207_000021_github::Migration),
         ]
     }
 }
