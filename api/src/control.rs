@@ -1,5 +1,7 @@
 //! The control plane as host agents see it, over this server's database.
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 use sea_orm::EntityTrait;
 use pinacle_host_api::control::{ControlPlane, ControlPlaneError, ImageSetup, RepositoryConfigOutcome};
@@ -22,11 +24,26 @@ pub struct Control {
     pods: crate::service::Pods,
     vault: crate::secrets::SecretVault,
     memory: crate::memory::MemoryAccess,
+    /// Pods' git tokens (the GitHub App), set once the App's service
+    /// exists (it is built after the hosts, which need this).
+    git_tokens: Arc<OnceLock<Arc<dyn GitTokens>>>,
+}
+
+/// Who mints pods' git tokens (the GitHub App's service).
+#[async_trait]
+pub trait GitTokens: Send + Sync {
+    /// The pod's token and when it expires (seconds since the epoch).
+    async fn git_token(&self, pod: Uuid) -> Result<Option<(String, i64)>, ApiError>;
 }
 
 impl Control {
     pub fn new(db: sea_orm::DatabaseConnection, pods: crate::service::Pods, vault: crate::secrets::SecretVault, memory: crate::memory::MemoryAccess) -> Self {
-        Self { db, pods, vault, memory }
+        Self { db, pods, vault, memory, git_tokens: Arc::default() }
+    }
+
+    /// Sets who mints pods' git tokens (once).
+    pub fn set_git_tokens(&self, tokens: Arc<dyn GitTokens>) {
+        let _ = self.git_tokens.set(tokens);
     }
 }
 
@@ -64,6 +81,12 @@ impl ControlPlane for Control {
     async fn platform_token(&self, id: Uuid) -> Result<Option<pinacle_host_api::wire::PlatformToken>, ControlPlaneError> {
         let minted = self.memory.mint_for_pod(id).await.map_err(backend)?;
         Ok(minted.map(|t| pinacle_host_api::wire::PlatformToken { token: pinacle_host_api::wire::Secret(t.token), expires_at: t.expires_at }))
+    }
+
+    async fn git_token(&self, id: Uuid) -> Result<Option<pinacle_host_api::wire::PlatformToken>, ControlPlaneError> {
+        let Some(tokens) = self.git_tokens.get() else { return Ok(None) };
+        let t = tokens.git_token(id).await.map_err(backend)?;
+        Ok(t.map(|(token, expires_at)| pinacle_host_api::wire::PlatformToken { token: pinacle_host_api::wire::Secret(token), expires_at }))
     }
 
     async fn snapshot_taken(&self, id: Uuid, snapshot: &str) -> Result<(), ControlPlaneError> {

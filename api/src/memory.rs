@@ -214,6 +214,11 @@ impl MemoryAccess {
         if view.state == pinacle_orchestrator::PodState::Deleted {
             return Ok(None);
         }
+        // an untrusted preview (a fork's pull request) neither reads nor
+        // writes its owner's memory
+        if self.pods.untrusted_preview(pod).await? {
+            return Ok(None);
+        }
         let scope = pod_scope(&view);
         self.mint(format!("pod:{pod}"), scope.tenant, scope.project, Role::Editor, Some(pod.to_string()), Via::default()).map(Some)
     }

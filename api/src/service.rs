@@ -65,6 +65,10 @@ pub struct PodView {
     /// `lost`); set in pod lists and `GET /pods/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_status: Option<pinacle_orchestrator::host::HostStatus>,
+    /// The pod's link to a repository of the GitHub App (its pull request,
+    /// whether it is behind); set in pod lists and `GET /pods/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<serde_json::Value>,
 }
 
 /// `repository` in `POST /api/v1/pods`: what to clone into `/workspace`.
@@ -73,11 +77,20 @@ pub struct PodView {
 pub struct RepositoryRequest {
     /// An `http://` or `https://` URL, without credentials (a private
     /// repository's token is the secret `GIT_TOKEN`).
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub branch: Option<String>,
     #[serde(default)]
     pub commit: Option<String>,
+    /// `owner/name` of a repository of the GitHub App (instead of `url`):
+    /// cloned with a short-lived installation token.
+    #[serde(default)]
+    pub github: Option<String>,
+    /// With the GitHub App: register the pod's own key as a deploy key,
+    /// `read` or `write`.
+    #[serde(default)]
+    pub deploy_key: Option<String>,
 }
 
 /// The most bytes of a request's repository object.
@@ -210,6 +223,7 @@ impl TryFrom<pod::Model> for PodView {
                 Some(serde_json::from_str(&m.repository).map_err(|_| corrupt("repository", "(json)"))?)
             },
             host_status: None,
+            github: None,
         })
     }
 }
@@ -954,6 +968,35 @@ impl Pods {
         row.update(&self.db).await?;
         self.pod_lists.clear();
         Ok(())
+    }
+
+    /// Moves the pod's repository to `commit` (a pull request's new head):
+    /// its host checks it out at the pod's next start.
+    pub async fn set_repository_commit(&self, id: Uuid, commit: &str) -> Result<(), ApiError> {
+        let _w = self.write_lock.lock().await;
+        let Some(model) = pod::Entity::find_by_id(id.to_string()).one(&self.db).await? else {
+            return Err(ApiError::not_found(format!("pod {id} not found")));
+        };
+        let mut source: RepositorySource = serde_json::from_str(&model.repository).map_err(|_| corrupt("repository", "(json)"))?;
+        source.commit = Some(commit.to_owned());
+        let source = source.validated().map_err(|e| ApiError::bad_request("invalid_repository", e.to_string()))?;
+        let mut m: pod::ActiveModel = model.into();
+        m.repository = Set(serde_json::to_string(&source).map_err(ApiError::internal)?);
+        m.update(&self.db).await?;
+        self.pod_lists.clear();
+        Ok(())
+    }
+
+    /// Whether the pod is a pull request's preview that runs untrusted
+    /// code (a fork's, or one of a repository that keeps secrets from its
+    /// previews): no secrets, no agent memory.
+    pub async fn untrusted_preview(&self, id: Uuid) -> Result<bool, ApiError> {
+        Ok(crate::entities::github_pod::Entity::find_by_id(id.to_string()).one(&self.db).await?.is_some_and(|g| g.fork))
+    }
+
+    /// Forgets the cached pod lists (something they show changed).
+    pub fn forget_lists(&self) {
+        self.pod_lists.clear();
     }
 
     /// Records a note in the pod's events without changing its state (an

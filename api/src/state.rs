@@ -99,6 +99,8 @@ pub struct Inner {
     pub aion: std::sync::Arc<pinacle_aion::engine::Aion>,
     /// Who may call the router, and whose keys it uses.
     pub aion_access: crate::aion_access::AionAccess,
+    /// The GitHub App: installations, webhooks, pull-request previews.
+    pub github_apps: crate::github::app::GithubApps,
 }
 
 /// Where the AI router reads its registry and keeps its records.
@@ -351,6 +353,8 @@ impl AppState {
             heartbeat: cfg.heartbeat,
             credential_renewal: cfg.host_credential_renewal,
         });
+        let github_apps = crate::github::app::GithubApps::new(db.clone(), pods.clone(), host_registry.clone(), ssh.clone(), audit.clone());
+        control.set_git_tokens(Arc::new(github_apps.clone()));
         let state = Self(Arc::new(Inner {
             settings,
             audit,
@@ -387,6 +391,7 @@ impl AppState {
             memory_access,
             aion,
             aion_access,
+            github_apps,
         }));
         state.sessions.load_signing_keys().await.map_err(|e| anyhow::anyhow!("loading token-signing keys: {e}"))?;
         Ok(state)

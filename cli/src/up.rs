@@ -220,6 +220,22 @@ pub struct ServeArgs {
     /// GitHub's web address (OAuth endpoints).
     #[arg(long, env = "PINACLE_GITHUB_URL", default_value = "https://github.com")]
     pub github_url: String,
+    /// The GitHub App's id: private repositories through installation
+    /// tokens, deploy keys, webhooks and pull-request pods. Needs
+    /// --github-app-key-file and PINACLE_GITHUB_WEBHOOK_SECRET; its
+    /// client id and secret (--github-client-id) sign users in.
+    #[arg(long, env = "PINACLE_GITHUB_APP_ID")]
+    pub github_app_id: Option<u64>,
+    /// The GitHub App's private key (the PEM file GitHub hands out).
+    #[arg(long, env = "PINACLE_GITHUB_APP_KEY_FILE")]
+    pub github_app_key_file: Option<PathBuf>,
+    /// The App's public page name (`https://github.com/apps/NAME`), for
+    /// the "install" link.
+    #[arg(long, env = "PINACLE_GITHUB_APP_SLUG")]
+    pub github_app_slug: Option<String>,
+    /// Where pods clone GitHub repositories from (default: --github-url).
+    #[arg(long, env = "PINACLE_GITHUB_GIT_URL")]
+    pub github_git_url: Option<String>,
     /// GitHub's REST API address.
     #[arg(long, env = "PINACLE_GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
@@ -602,6 +618,24 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
                 redirect_url: format!("{}/api/v1/auth/github/callback", public.trim_end_matches('/')),
             });
             say!("GitHub sign-in: {public}/api/v1/auth/github/start");
+        }
+        if let Some(app_id) = args.github_app_id {
+            let key_file = args.github_app_key_file.as_ref().context("--github-app-id needs --github-app-key-file (the App's private key, PEM)")?;
+            let pem = std::fs::read_to_string(key_file).with_context(|| format!("reading the GitHub App's key {}", key_file.display()))?;
+            let key = pinacle_github::app::AppKey::from_pem(app_id, &pem).with_context(|| format!("the GitHub App's key {}", key_file.display()))?;
+            let webhook_secret = secret("PINACLE_GITHUB_WEBHOOK_SECRET")
+                .filter(|s| !s.trim().is_empty())
+                .context("--github-app-id needs PINACLE_GITHUB_WEBHOOK_SECRET (the App's webhook secret)")?;
+            let public = args.public_url.clone().unwrap_or_else(|| url.clone());
+            let github_url = args.github_url.trim_end_matches('/').to_owned();
+            state.github_apps.configure(pinacle_api::github::app::AppConfig {
+                client: std::sync::Arc::new(pinacle_github::app::GithubApp::new(key, &args.github_api_url)),
+                webhook_secret,
+                git_url: args.github_git_url.clone().unwrap_or_else(|| github_url.clone()),
+                install_url: args.github_app_slug.as_ref().map(|slug| format!("{github_url}/apps/{slug}/installations/new")),
+                public_url: public.clone(),
+            });
+            say!("GitHub App {app_id}: webhook at {}/api/v1/github/webhook", public.trim_end_matches('/'));
         }
         say!("Pinacle API listening on {url}");
         if pinacle_api::web_assets::available() {

@@ -25,4 +25,4 @@ pub mod templates;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
-pub use pinacle_yaml::{parse, ParseOptions, PinacleConfig};
+pub use pinacle_yaml::{parse, DeployKeyAccess, GithubSettings, ParseOptions, PinacleConfig, Previews};

@@ -501,6 +501,8 @@ impl HostAgent {
             env.extend(self.control.pod_environment(pod.id).await?);
             // the platform services (memory): a token, where it is, the name
             let platform = attachment.is_some() && self.platform_gateway().is_some() && self.refresh_platform_token(pod.id, &dir).await;
+            // the pod's git token (the GitHub App), read by its credential helper
+            let git_token = attachment.is_some() && self.refresh_git_token(pod.id, &dir).await;
             if platform {
                 let own: Vec<String> = bundle::pod_env(pod).into_iter().chain(env.iter().cloned()).collect();
                 let services = crate::platform::pod_env(&own);
@@ -524,6 +526,9 @@ impl HostAgent {
             bundle::add_home(&mut spec, &disk.home())?;
             if with_features {
                 bundle::bind_readonly_dir(&mut spec, &features_dir, pinacle_config::resolve::FEATURES_DIR)?;
+            }
+            if git_token && !platform {
+                bundle::bind_readonly_dir(&mut spec, &crate::platform::token_dir(&dir), crate::platform::TOKEN_DIR_IN_POD)?;
             }
             if let (true, Some(net)) = (platform, &self.config.network) {
                 bundle::bind_readonly_dir(&mut spec, &crate::platform::token_dir(&dir), crate::platform::TOKEN_DIR_IN_POD)?;
@@ -595,6 +600,19 @@ impl HostAgent {
         let Some(source) = self.control.repository(pod.id).await.map_err(AgentError::from)? else { return Ok(false) };
         let marker = self.config.data.pod(pod.id).join(repo::CLONED_MARKER);
         if marker.exists() {
+            // cloned before; a pull request's new head is fetched into it
+            let held = std::fs::read_to_string(&marker).unwrap_or_default().trim().to_owned();
+            if let Some(want) = source.commit.as_deref().filter(|c| !held.is_empty() && !held.starts_with(c) && !c.starts_with(held.as_str())) {
+                let t0 = Instant::now();
+                self.control.progress(pod.id, &format!("fetching {want}")).await;
+                let update = self.run_git(pod, repo::update_argv(&source, want)?, true).await?;
+                if update.code == 0 {
+                    std::fs::write(&marker, want).map_err(AgentError::io("writing", &marker))?;
+                    self.control.progress(pod.id, &format!("moved to {want} ({} ms)", t0.elapsed().as_millis())).await;
+                } else {
+                    self.control.progress(pod.id, &format!("not moved to {want}: {}", update.message("git"))).await;
+                }
+            }
             return Ok(false);
         }
         let disk = crate::storage::PodDisk { root: crate::storage::mount_point(&self.config.data.volume(pod.id)) };
@@ -648,7 +666,7 @@ impl HostAgent {
         }
         .await;
         match &result {
-            Ok(_) => std::fs::write(&marker, b"").map_err(AgentError::io("writing", &marker))?,
+            Ok(_) => std::fs::write(&marker, source.commit.as_deref().unwrap_or_default()).map_err(AgentError::io("writing", &marker))?,
             Err(_) => {
                 if let Err(e) = self.run_git(pod, repo::cleanup_argv(), false).await {
                     tracing::warn!(pod = %pod.id, error = %e, "emptying /workspace after a failed clone");
@@ -1530,15 +1548,45 @@ impl HostAgent {
         }
     }
 
-    /// Replaces the platform tokens older than
-    /// [`crate::platform::TOKEN_REFRESH`] (they live three times as long).
-    async fn refresh_platform_tokens(&self) {
-        if self.platform_gateway().is_none() {
-            return;
+    /// Fetches pod `id`'s git token into its platform directory; false
+    /// (and no file) when the control plane gives none.
+    async fn refresh_git_token(&self, id: Uuid, dir: &Path) -> bool {
+        let file = crate::platform::token_dir(dir).join(crate::platform::GIT_TOKEN_FILE);
+        match self.control.git_token(id).await {
+            Ok(Some(t)) => match crate::platform::write_file(dir, crate::platform::GIT_TOKEN_FILE, &t.token.0) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(pod = %id, error = %e, "git token not written");
+                    false
+                }
+            },
+            Ok(None) => {
+                let _ = std::fs::remove_file(&file);
+                false
+            }
+            Err(e) => {
+                // the token in place (if any) stays until it expires
+                tracing::warn!(pod = %id, error = %e, "no git token for the pod");
+                file.exists()
+            }
         }
+    }
+
+    /// Replaces the platform and git tokens older than
+    /// [`crate::platform::TOKEN_REFRESH`] (they live three times as long,
+    /// or more).
+    async fn refresh_platform_tokens(&self) {
         let Ok(entries) = std::fs::read_dir(self.config.data.pods()) else { return };
         for e in entries.flatten() {
             let Ok(id) = Uuid::parse_str(&e.file_name().to_string_lossy()) else { continue };
+            let git = crate::platform::token_dir(&e.path()).join(crate::platform::GIT_TOKEN_FILE);
+            let age = std::fs::metadata(&git).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if age.is_some_and(|a| a >= crate::platform::TOKEN_REFRESH) {
+                self.refresh_git_token(id, &e.path()).await;
+            }
+            if self.platform_gateway().is_none() {
+                continue;
+            }
             let file = crate::platform::token_dir(&e.path()).join(crate::platform::TOKEN_FILE);
             let age = std::fs::metadata(&file).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
             if age.is_some_and(|a| a >= crate::platform::TOKEN_REFRESH) {

@@ -121,14 +121,25 @@ pub fn pod_hosts(existing: &str, gateway: Ipv4Addr) -> String {
 /// Writes `token` into the pod's token directory (atomically: readers see
 /// the old or the new one).
 pub fn write_token(pod_dir: &Path, token: &str) -> std::io::Result<()> {
+    write_file(pod_dir, TOKEN_FILE, token)
+}
+
+/// The pod's git token's file in the token directory (a GitHub App
+/// installation token for the pod's repository only), read by the pod's
+/// git credential helper.
+pub const GIT_TOKEN_FILE: &str = "git-token";
+
+/// Replaces `name` in the pod's token directory with `content` (written
+/// beside it and renamed: readers never see half a token).
+pub fn write_file(pod_dir: &Path, name: &str, content: &str) -> std::io::Result<()> {
     let dir = token_dir(pod_dir);
     std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join(format!(".{TOKEN_FILE}.tmp"));
-    std::fs::write(&tmp, token)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content)?;
     use std::os::unix::fs::PermissionsExt;
     // pods' users are not root: readable in the pod, writable by no one there
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
-    std::fs::rename(&tmp, dir.join(TOKEN_FILE))
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// The pod's current token, as last written.

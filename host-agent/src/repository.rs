@@ -58,13 +58,37 @@ pub fn git_env() -> Vec<String> {
     ]
 }
 
-/// The shell function git runs as the credential helper: for `get`, and
-/// only while `GIT_TOKEN` is set, it prints the user name and token from
-/// the environment. It holds no secret itself.
+/// Where a pod finds its GitHub App token for git (kept fresh by the
+/// agent; see `crate::platform::GIT_TOKEN_FILE`).
+pub const GIT_TOKEN_PATH: &str = "/run/pinacle/platform/git-token";
+
+/// The shell function git runs as the credential helper: for `get`, it
+/// prints the user name and token: `GIT_TOKEN` from the environment (the
+/// user's own secret), else the pod's GitHub App token from
+/// [`GIT_TOKEN_PATH`] (read at each call, so a fetch or push an hour later
+/// gets the refreshed one). It holds no secret itself.
 pub fn credential_helper() -> String {
     format!(
-        "!f() {{ test \"$1\" = get || return 0; test -n \"${TOKEN_SECRET}\" || return 0; printf 'username=%s\\npassword=%s\\n' \"${{{USERNAME_SECRET}:-{DEFAULT_USERNAME}}}\" \"${TOKEN_SECRET}\"; }}; f"
+        "!f() {{ test \"$1\" = get || return 0; t=\"${TOKEN_SECRET}\"; if [ -z \"$t\" ] && [ -r {GIT_TOKEN_PATH} ]; then t=$(cat {GIT_TOKEN_PATH}); fi; test -n \"$t\" || return 0; printf 'username=%s\\npassword=%s\\n' \"${{{USERNAME_SECRET}:-{DEFAULT_USERNAME}}}\" \"$t\"; }}; f"
     )
+}
+
+/// Moves a clone to another commit (a pull request's new head): run as
+/// `sh -c SCRIPT sh COMMIT HELPER_KEY HELPER` in `/workspace`. Fetches it
+/// (shallow, whole history if refused) and checks it out; local changes
+/// make the checkout fail (git refuses to overwrite them) and are kept.
+pub const UPDATE_SCRIPT: &str = r#"commit=$1
+git config --global --replace-all "$2" "$3" || exit $?
+cd /workspace || exit 1
+{ git fetch --progress --depth 1 origin "$commit" ||
+  { echo "pinacle: the server refused a shallow fetch of $commit; fetching the whole history" >&2; git fetch --progress origin; }; } || exit $?
+git -c advice.detachedHead=false checkout -q "$commit" || { echo "pinacle: $commit is fetched, but local changes in /workspace keep it from being checked out" >&2; exit 3; }
+if [ -f .gitmodules ]; then git submodule update --init --recursive --depth 1 || exit $?; fi
+"#;
+
+/// argv of the update to `commit` (see [`UPDATE_SCRIPT`]).
+pub fn update_argv(repo: &RepositorySource, commit: &str) -> Result<Vec<String>, pinacle_orchestrator::pod::RepositoryError> {
+    Ok(vec!["sh".into(), "-c".into(), UPDATE_SCRIPT.into(), "sh".into(), commit.into(), helper_key(repo)?, credential_helper()])
 }
 
 /// `credential.<scheme://host[:port]>.helper`: the `git config` key of
@@ -269,7 +293,7 @@ mod tests {
         let helper = &argv[8];
         assert_eq!(
             helper,
-            r#"!f() { test "$1" = get || return 0; test -n "$GIT_TOKEN" || return 0; printf 'username=%s\npassword=%s\n' "${GIT_USERNAME:-x-access-token}" "$GIT_TOKEN"; }; f"#
+            r#"!f() { test "$1" = get || return 0; t="$GIT_TOKEN"; if [ -z "$t" ] && [ -r /run/pinacle/platform/git-token ]; then t=$(cat /run/pinacle/platform/git-token); fi; test -n "$t" || return 0; printf 'username=%s\npassword=%s\n' "${GIT_USERNAME:-x-access-token}" "$t"; }; f"#
         );
         assert!(clone_argv(&repo("file:///x")).is_err());
     }

@@ -113,6 +113,15 @@ pub trait ControlPlane: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// A short-lived token for the pod's git, for its repository only (a
+    /// GitHub App installation token), `None` when the pod clones without
+    /// one. The host agent keeps it fresh in the pod's platform directory,
+    /// where the pod's git credential helper reads it.
+    async fn git_token(&self, id: Uuid) -> Result<Option<crate::wire::PlatformToken>, ControlPlaneError> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// The host took snapshot `snapshot` of pod `id` on its own (at stop):
     /// the control plane records what goes with it (where the project's
     /// memory stands), so restoring it brings that back too.

@@ -102,6 +102,7 @@ pub enum ControlCall {
     ImageSetup { id: Uuid },
     SetBuiltImage { id: Uuid, image: String },
     PlatformToken { id: Uuid },
+    GitToken { id: Uuid },
     SnapshotTaken { id: Uuid, snapshot: String },
 }
 

@@ -120,6 +120,13 @@ impl ControlPlane for LinkControl {
         }
     }
 
+    async fn git_token(&self, id: Uuid) -> Result<Option<pinacle_host_api::wire::PlatformToken>, ControlPlaneError> {
+        match self.call(ControlCall::GitToken { id }).await? {
+            ControlAnswer::PlatformToken(t) => Ok(t),
+            other => Err(Self::unexpected(&other)),
+        }
+    }
+
     async fn snapshot_taken(&self, id: Uuid, snapshot: &str) -> Result<(), ControlPlaneError> {
         match self.call(ControlCall::SnapshotTaken { id, snapshot: snapshot.to_owned() }).await? {
             ControlAnswer::Done => Ok(()),

@@ -329,6 +329,7 @@ fn pod_of(call: &ControlCall) -> Option<Uuid> {
         | ControlCall::ImageSetup { id }
         | ControlCall::SetBuiltImage { id, .. }
         | ControlCall::PlatformToken { id }
+        | ControlCall::GitToken { id }
         | ControlCall::SnapshotTaken { id, .. } => Some(*id),
     }
 }
@@ -370,6 +371,7 @@ pub async fn answer_control(control: &dyn ControlPlane, host: &str, call: Contro
             ControlAnswer::Done
         }
         ControlCall::PlatformToken { id } => ControlAnswer::PlatformToken(control.platform_token(id).await.map_err(fault)?),
+        ControlCall::GitToken { id } => ControlAnswer::PlatformToken(control.git_token(id).await.map_err(fault)?),
         ControlCall::SnapshotTaken { id, snapshot } => {
             control.snapshot_taken(id, cut(&snapshot)).await.map_err(fault)?;
             ControlAnswer::Done

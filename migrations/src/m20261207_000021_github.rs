@@ -59,7 +59,7 @@ enum GithubPods {
     Fork,
     GitWrite,
     DeployKeyId,
-    DeployKeyWrite,
+    DeployKeyAccess,
     CommentId,
     CheckRunId,
     BehindSha,
@@ -134,7 +134,7 @@ impl MigrationTrait for Migration {
                 .col(boolean(GithubPods::Fork).default(false))
                 .col(boolean(GithubPods::GitWrite).default(false))
                 .col(big_integer_null(GithubPods::DeployKeyId))
-                .col(boolean(GithubPods::DeployKeyWrite).default(false))
+                .col(string_null(GithubPods::DeployKeyAccess))
                 .col(big_integer_null(GithubPods::CommentId))
                 .col(big_integer_null(GithubPods::CheckRunId))
                 .col(string_null(GithubPods::BehindSha))

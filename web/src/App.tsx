@@ -5,6 +5,7 @@ import { ME } from "./api/queries";
 import type { User } from "./api/types";
 import { ToastProvider, useToasts } from "./components/Toasts";
 import { useAsync } from "./lib/useAsync";
+import { AdminPage } from "./pages/AdminPage";
 import { AuthCompletePage } from "./pages/AuthCompletePage";
 import { DashboardPage } from "./pages/DashboardPage";
 import { LoginPage } from "./pages/LoginPage";
@@ -72,6 +73,7 @@ function Shell() {
   else if (matchRoute("/settings", path)) page = <SettingsPage />;
   else if (matchRoute("/memory", path)) page = <MemoryPage />;
   else if (matchRoute("/router", path)) page = <RouterPage />;
+  else if (matchRoute("/admin", path)) page = <AdminPage />;
   else if ((podKey = matchRoute("/pods/*", path)?.["*"])) page = <WorkspacePage key={podKey} podKey={podKey} />;
   else page = <NotFound />;
 
@@ -119,6 +121,11 @@ function TopBar({ path }: { path: string }) {
         <Link to="/settings" aria-current={current("/settings")}>
           Settings
         </Link>
+        {me.data?.me.isAdmin && (
+          <Link to="/admin" aria-current={current("/admin")}>
+            Admin
+          </Link>
+        )}
       </nav>
       <div className="topbar-user">
         {me.data && (

@@ -21,7 +21,9 @@ pub struct Model {
     /// The pod's git token may push (`contents: write`).
     pub git_write: bool,
     pub deploy_key_id: Option<i64>,
-    pub deploy_key_write: bool,
+    /// A deploy key asked for: `read` or `write` (registered once the pod
+    /// runs; `deploy_key_id` then set).
+    pub deploy_key_access: Option<String>,
     pub comment_id: Option<i64>,
     pub check_run_id: Option<i64>,
     /// A push moved the pod's branch past what it holds.

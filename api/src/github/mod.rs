@@ -22,6 +22,7 @@ use crate::sessions::TokenPair;
 use crate::settings::SignupMode;
 use crate::ApiError;
 
+pub mod app;
 mod ops;
 
 /// Sign-in with GitHub as a service (OAuth web flow): accounts made or

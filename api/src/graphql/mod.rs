@@ -778,9 +778,16 @@ pub struct CreatePodInput {
 pub struct RepositoryInput {
     /// `https://…` (or `http://…`), without credentials: a private
     /// repository's token is the secret `GIT_TOKEN`.
+    #[graphql(default)]
     pub url: String,
     pub branch: Option<String>,
     pub commit: Option<String>,
+    /// `owner/name` of a repository of the GitHub App, instead of `url`.
+    pub github: Option<String>,
+    /// With the GitHub App: the pod's key as a deploy key, `read` or
+    /// `write`.
+    #[graphql(name = "deploy_key")]
+    pub deploy_key: Option<String>,
 }
 
 /// Mutations (each needs a token with scope full).
@@ -789,7 +796,13 @@ pub struct MutationRoot;
 #[Object(name = "Mutation")]
 impl MutationRoot {
     async fn create_pod(&self, ctx: &Context<'_>, input: CreatePodInput) -> R<Pod> {
-        let repository = input.repository.map(|r| crate::service::RepositoryRequest { url: r.url, branch: r.branch, commit: r.commit });
+        let mut repository =
+            input.repository.map(|r| crate::service::RepositoryRequest { url: r.url, branch: r.branch, commit: r.commit, github: r.github, deploy_key: r.deploy_key });
+        let who = writer(ctx)?;
+        let github = match repository.as_mut() {
+            Some(r) => state(ctx).github_apps.resolve(who, r).await.gql()?,
+            None => None,
+        };
         let req = crate::service::CreatePodRequest {
             name: input.name,
             template: input.template.filter(|t| !t.is_empty()),
@@ -805,7 +818,11 @@ impl MutationRoot {
             image: input.image.filter(|i| !i.trim().is_empty()),
             host_labels: Default::default(),
         };
-        Ok(Pod(state(ctx).pods.create_pod_from(writer(ctx)?, req, repository).await.gql()?))
+        let pod = state(ctx).pods.create_pod_from(who, req, repository).await.gql()?;
+        if let Some(link) = github {
+            state(ctx).github_apps.link(who, &pod, link).await.gql()?;
+        }
+        Ok(Pod(pod))
     }
     async fn start_pod(&self, ctx: &Context<'_>, id: String) -> R<Pod> {
         Ok(Pod(state(ctx)

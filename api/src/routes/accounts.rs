@@ -315,5 +315,9 @@ pub async fn rotate_pod_keys(
     Extension(who): Extension<Principal>,
     crate::error::ApiPath(pod): crate::error::ApiPath<String>,
 ) -> Result<Json<crate::ssh::PodKeyView>, ApiError> {
-    Ok(Json(s.ssh.rotate_pod_ssh_key(&who, &pod).await?))
+    let key = s.ssh.rotate_pod_ssh_key(&who, &pod).await?;
+    // a pod whose key is a GitHub deploy key gets the new one registered
+    let view = s.pods.find_pod(&who, &pod, crate::policy::Action::Read).await?;
+    s.github_apps.rotated(&who, view.id, &key.public_key).await?;
+    Ok(Json(key))
 }

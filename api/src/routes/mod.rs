@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod github;
 pub mod graphql;
 pub mod audit;
 pub mod health;
@@ -87,6 +88,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/hosts/{id}/cordon", post(admin::cordon_host))
         .route("/admin/hosts/{id}/uncordon", post(admin::uncordon_host))
         .route("/admin/hosts/{id}/drain", post(admin::drain_host))
+        .route("/github/repositories", get(github::repositories))
+        .route("/github/repositories/{owner}/{repo}/branches", get(github::branches))
+        .route("/admin/github/installations", get(github::installations))
+        .route("/admin/github/deliveries", get(github::deliveries))
+        .route("/admin/github/repositories/{owner}/{repo}/previews", put(github::set_previews))
         // inner: runs after authentication, which wraps it
         .route_layer(layer::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(layer::from_fn_with_state(state.clone(), middleware::require_principal));
@@ -107,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/device/token", post(accounts::device_token))
         .route("/api/v1/auth/github/start", get(accounts::github_start))
         .route("/api/v1/auth/github/callback", get(accounts::github_callback))
+        .route("/api/v1/github/status", get(github::status))
         // hosts' agents: their own credentials, not a user's
         .route("/api/v1/agents/join", post(admin::join_host))
         .route("/api/v1/agents/me", get(admin::agent_me))
@@ -127,6 +134,12 @@ pub fn router(state: AppState) -> Router {
         // their own credentials, never counted against a client's limit
         // (a reconnect storm after a server dies must not be refused)
         .route("/api/v1/agents/connect", get(admin::agent_connect))
+        // GitHub's deliveries: signed, come in bursts from GitHub's few
+        // addresses (never limited per client), at most 10 MiB
+        .route(
+            "/api/v1/github/webhook",
+            post(github::webhook).layer(axum::extract::DefaultBodyLimit::max(pinacle_github::webhook::MAX_BODY)),
+        )
         .route("/api/v1/internal/hosts/{id}/relay", get(admin::relay_host))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -100,7 +100,8 @@ pub async fn list(State(s): State<AppState>, Extension(who): Extension<Principal
         Some(body) => body,
         None => {
             let read = s.pod_lists.begin_read();
-            let pods = s.pods.list_pods(&who).await?;
+            let mut pods = s.pods.list_pods(&who).await?;
+            add_github(&s, &mut pods).await?;
             let body = axum::body::Bytes::from(serde_json::to_vec(&PodList { pods }).map_err(ApiError::internal)?);
             s.pod_lists.insert(key, body.clone(), read);
             body
@@ -122,7 +123,29 @@ pub async fn create(
         Some(v) => Some(serde_json::from_value::<crate::service::RepositoryRequest>(v).map_err(|e| fits("repository", e))?),
     };
     let req: CreatePodRequest = serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| fits("request body", e))?;
-    Ok((StatusCode::ACCEPTED, Json(s.pods.create_pod_from(&who, req, repository).await?)))
+    let (repository, github) = match repository {
+        Some(mut r) => {
+            let resolved = s.github_apps.resolve(&who, &mut r).await?;
+            (Some(r), resolved)
+        }
+        None => (None, None),
+    };
+    let mut pod = s.pods.create_pod_from(&who, req, repository).await?;
+    if let Some(link) = github {
+        s.github_apps.link(&who, &pod, link).await?;
+        add_github(&s, std::slice::from_mut(&mut pod)).await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(pod)))
+}
+
+/// Sets each pod's `github` (its link to a repository of the GitHub App).
+pub async fn add_github(s: &AppState, pods: &mut [PodView]) -> Result<(), ApiError> {
+    let ids: Vec<uuid::Uuid> = pods.iter().map(|p| p.id).collect();
+    let mut links = s.github_apps.links(&ids).await?;
+    for p in pods {
+        p.github = links.remove(&p.id).and_then(|l| serde_json::to_value(l).ok());
+    }
+    Ok(())
 }
 
 pub async fn show(
@@ -132,6 +155,7 @@ pub async fn show(
 ) -> Result<Json<PodView>, ApiError> {
     let mut pod = [s.pods.find_pod(&who, &key, Action::Read).await?];
     s.pods.mark_host_status(&mut pod).await?;
+    add_github(&s, &mut pod).await?;
     let [pod] = pod;
     Ok(Json(pod))
 }

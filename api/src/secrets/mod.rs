@@ -39,6 +39,11 @@ impl SecretVault {
         let Some(pod) = crate::entities::pod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await? else {
             return Ok(Vec::new());
         };
+        // a pull request's preview from a fork (or of a repository that
+        // keeps secrets from previews) runs untrusted code: no secrets
+        if crate::entities::github_pod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await?.is_some_and(|g| g.fork) {
+            return Ok(Vec::new());
+        }
         let base = match &pod.team_id {
             Some(team) => ("team", team.clone()),
             None => ("user", pod.owner_id.clone()),

@@ -1,5 +1,6 @@
 import { createAuthApi, type AuthApi } from "./auth";
 import { createFilesApi, type FilesApi } from "./files";
+import { createGithubApi, type GithubApi } from "./github";
 import { createGraphQL, type GqlFn } from "./graphql";
 import { createMemoryApi, type MemoryApi } from "./memory";
 import { createRouterApi, type RouterApi } from "./router";
@@ -17,6 +18,9 @@ export interface Api {
   memory: MemoryApi;
   /** The AI router: recent tasks, spend, models. */
   router: RouterApi;
+  /** The GitHub App: repositories, branches, and (admins) installations,
+   *  webhook deliveries and pull-request previews. */
+  github: GithubApi;
   /** A valid access token (for the terminal WebSocket). */
   accessToken(): Promise<string>;
   session: SessionManager;
@@ -31,6 +35,7 @@ export function createApi(session: SessionManager = new SessionManager()): Api {
     auth: createAuthApi(session),
     memory: createMemoryApi((input, init) => session.fetch(input, init)),
     router: createRouterApi((input, init) => session.fetch(input, init)),
+    github: createGithubApi((input, init) => session.fetch(input, init)),
     accessToken: () => session.accessToken(),
     session,
   };

@@ -2,7 +2,7 @@ import { act, screen, within } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../api/errors";
 import type { PodSummary } from "../api/types";
-import { fakeApi, renderWithApi } from "../test/fakeApi";
+import { fakeApi, fakeRest, renderWithApi } from "../test/fakeApi";
 import { DashboardPage } from "./DashboardPage";
 
 const tier = { name: "small", vcpus: 1, memoryBytes: 2 ** 31, diskBytes: 2 ** 33 };
@@ -104,5 +104,55 @@ describe("dashboard", () => {
     fail = false;
     act(() => screen.getByRole("button", { name: "Try again" }).click());
     expect(await screen.findByRole("link", { name: "web" })).toBeInTheDocument();
+  });
+
+  it("shows a GitHub pod's repository, its pull request, and a warning only when the branch moved on", async () => {
+    const api = fakeApi({
+      Pods: { pods: [pod({ name: "pr-7" }), pod({ name: "app" }), pod({ name: "plain" })] },
+    });
+    const head = "1111111111111111111111111111111111111111";
+    const requests = fakeRest(api, {
+      "GET /api/v1/pods": {
+        pods: [
+          {
+            id: "p-pr-7",
+            name: "pr-7",
+            github: {
+              repository: "octo/app",
+              pull_request: 7,
+              head_sha: head,
+              behind: { sha: "abc1234def5678abc1234def5678abc1234def56", since: "2026-05-01T10:00:00Z" },
+              deploy_key: false,
+            },
+          },
+          { id: "p-app", name: "app", github: { repository: "octo/app", pull_request: null, head_sha: head, behind: null, deploy_key: true } },
+          { id: "p-plain", name: "plain", github: null },
+        ],
+      },
+    });
+    renderWithApi(<DashboardPage />, api);
+    await screen.findByRole("link", { name: "pr-7" });
+    const pr = within(row("pr-7"));
+    expect(await pr.findByText("PR #7")).toHaveClass("badge");
+    expect(pr.getByText("octo/app")).toBeInTheDocument();
+    expect(pr.getByText("behind origin: new commits at abc1234")).toHaveClass("badge-behind");
+
+    const app = within(row("app"));
+    expect(app.getByText("octo/app")).toBeInTheDocument();
+    expect(app.queryByText(/^PR #/)).toBeNull();
+    expect(app.queryByText(/behind origin/)).toBeNull();
+
+    const plain = within(row("plain"));
+    expect(plain.queryByText("octo/app")).toBeNull();
+    expect(plain.queryByText(/behind origin/)).toBeNull();
+    expect(requests.map((r) => `${r.method} ${r.path}`)).toEqual(["GET /api/v1/pods"]);
+  });
+
+  it("lists the pods even when their GitHub state cannot be read", async () => {
+    const api = fakeApi({ Pods: { pods: [pod({ name: "web" })] } });
+    fakeRest(api, {});
+    renderWithApi(<DashboardPage />, api);
+    expect(await screen.findByRole("link", { name: "web" })).toBeInTheDocument();
+    expect(screen.queryByRole("alert")).toBeNull();
   });
 });

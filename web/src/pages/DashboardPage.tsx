@@ -1,7 +1,9 @@
 import { useEffect, useRef, useState } from "react";
 import { useApi } from "../api/context";
+import type { PodGithub } from "../api/github";
 import { PODS, POD_UPDATES } from "../api/queries";
 import type { PodSummary } from "../api/types";
+import { GithubBadges } from "../components/GithubBadges";
 import { HostBadge, StateBadge } from "../components/StateBadge";
 import { EmptyState, ErrorState, Loading } from "../components/States";
 import { podPath } from "../lib/podName";
@@ -10,6 +12,9 @@ import { useNow } from "../lib/useAsync";
 import { Link, navigate } from "../router";
 import { NewPodDialog } from "./NewPodDialog";
 import { mergePodUpdate, sortPods } from "./podList";
+
+/** How often the pods' GitHub state (a branch moved on) is read again. */
+export const GITHUB_POLL_MS = 60_000;
 
 export function DashboardPage() {
   const api = useApi();
@@ -21,6 +26,7 @@ export function DashboardPage() {
   const pending = useRef<PodSummary[]>([]);
   const loaded = useRef(false);
   const now = useNow(30_000);
+  const github = usePodGithub(tick);
 
   // Live updates first, then the list: an update that lands while the list
   // is loading is applied on top of it.
@@ -111,6 +117,7 @@ export function DashboardPage() {
                     <Link to={podPath(p)} className="pod-link">
                       {p.name}
                     </Link>
+                    <GithubBadges github={github.get(p.id)} />
                   </td>
                   <td>
                     <StateBadge state={p.state} reason={p.stateReason} /> <HostBadge status={p.hostStatus} />
@@ -146,4 +153,27 @@ export function DashboardPage() {
       )}
     </section>
   );
+}
+
+/** The `github` of the caller's pods, by id, from the REST pod list (the
+ *  GraphQL pods carry none), read again every minute; a failure leaves the
+ *  last answer (the badges are extras, the list works without them). */
+function usePodGithub(tick: number): Map<string, PodGithub> {
+  const api = useApi();
+  const [links, setLinks] = useState<Map<string, PodGithub>>(() => new Map());
+  useEffect(() => {
+    let live = true;
+    const load = () =>
+      api.github.podLinks().then(
+        (l) => live && setLinks(l),
+        () => undefined,
+      );
+    void load();
+    const timer = setInterval(load, GITHUB_POLL_MS);
+    return () => {
+      live = false;
+      clearInterval(timer);
+    };
+  }, [api, tick]);
+  return links;
 }

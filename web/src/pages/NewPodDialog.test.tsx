@@ -3,7 +3,7 @@ import userEvent from "@testing-library/user-event";
 import { describe, expect, it, vi } from "vitest";
 import { ApiError } from "../api/errors";
 import type { Diagnostic } from "../api/types";
-import { fakeApi, renderWithApi } from "../test/fakeApi";
+import { fakeApi, fakeRest, jsonResponse, renderWithApi, type RestCall } from "../test/fakeApi";
 import { NewPodDialog } from "./NewPodDialog";
 
 const options = {
@@ -41,7 +41,7 @@ const pod = (name: string) => ({
   lastActivityAt: "2025-01-01T00:00:00Z",
 });
 
-function setup(overrides: Record<string, unknown> = {}) {
+function setup(overrides: Record<string, unknown> = {}, rest?: Parameters<typeof fakeRest>[1]) {
   const api = fakeApi({
     NewPodOptions: options,
     ValidateConfig: ({ yaml }: Record<string, unknown>) => ({
@@ -50,11 +50,30 @@ function setup(overrides: Record<string, unknown> = {}) {
     CreatePod: ({ input }: Record<string, unknown>) => ({ createPod: pod((input as { name: string }).name) }),
     ...overrides,
   });
+  const requests: RestCall[] = rest ? fakeRest(api, rest) : [];
   const onCreated = vi.fn();
   const user = userEvent.setup();
   renderWithApi(<NewPodDialog onClose={() => undefined} onCreated={onCreated} />, api);
-  return { api, user, onCreated };
+  return { api, user, onCreated, requests };
 }
+
+const SHA = "0123456789abcdef0123456789abcdef01234567";
+const REPOS = [
+  { full_name: "octo/app", private: true, default_branch: "main", installation_id: 42, previews: false },
+  { full_name: "octo/docs", private: false, default_branch: "trunk", installation_id: 42, previews: true },
+  { full_name: "acme/shop", private: false, default_branch: "main", installation_id: 7, previews: false },
+];
+const configured = (over: Record<string, unknown> = {}) => ({
+  "GET /api/v1/github/status": { app: { configured: true, install_url: "https://github.com/apps/pinacle/installations/new" } },
+  "GET /api/v1/github/repositories": { repositories: REPOS },
+  "GET /api/v1/github/repositories/octo/app/branches": {
+    branches: [
+      { name: "feature/login", sha: "f".repeat(40) },
+      { name: "main", sha: SHA },
+    ],
+  },
+  ...over,
+});
 
 describe("new pod dialog", () => {
   it("creates from a template with tier and team", async () => {
@@ -178,5 +197,126 @@ describe("new pod dialog", () => {
     expect(screen.getByText(".devcontainer/devcontainer.json")).toBeVisible();
     expect(screen.getByLabelText("Name")).toHaveValue("shop");
     expect(api.calls.find((c) => c.op === "RepositoryConfig")!.vars).toEqual({ url: "https://github.com/acme/Shop.git" });
+  });
+
+  describe("from GitHub", () => {
+    it("lists the repositories (private ones marked, filtered), loads a branch list and creates with the chosen one", async () => {
+      const { api, user, onCreated, requests } = setup({}, configured());
+      await user.click(await screen.findByRole("tab", { name: "From GitHub" }));
+      const panel = screen.getByRole("tabpanel", { name: "From GitHub" });
+      const app = await within(panel).findByRole("radio", { name: /octo\/app/ });
+      expect(within(panel).getAllByRole("radio").map((r) => (r as HTMLInputElement).value)).toEqual(["acme/shop", "octo/app", "octo/docs"]);
+      expect(app.closest("label")).toHaveTextContent("private");
+      expect(within(panel).getByRole("radio", { name: "octo/docs" }).closest("label")).not.toHaveTextContent("private");
+      expect(screen.getByRole("button", { name: "Create" })).toBeDisabled();
+
+      await user.type(within(panel).getByLabelText("Filter repositories"), "OCTO");
+      expect(within(panel).getAllByRole("radio").map((r) => (r as HTMLInputElement).value)).toEqual(["octo/app", "octo/docs"]);
+      await user.type(within(panel).getByLabelText("Filter repositories"), "/nothing");
+      expect(within(panel).getByText(/No repository matches/)).toBeInTheDocument();
+      await user.clear(within(panel).getByLabelText("Filter repositories"));
+
+      // the name follows the repository chosen, until one is typed
+      await user.click(within(panel).getByRole("radio", { name: "octo/docs" }));
+      expect(screen.getByLabelText("Name")).toHaveValue("docs");
+      await user.click(within(panel).getByRole("radio", { name: /octo\/app/ }));
+      // the default branch is chosen at once, the list follows
+      const branch = within(panel).getByLabelText("Branch");
+      expect(branch).toHaveValue("main");
+      await waitFor(() => expect(within(branch).getAllByRole("option").map((o) => o.textContent)).toEqual(["feature/login", "main"]));
+      expect(branch).toHaveAccessibleDescription(/At 0123456/);
+      expect(screen.getByLabelText("Name")).toHaveValue("app");
+      await user.selectOptions(branch, "feature/login");
+      expect(within(panel).queryByRole("radiogroup", { name: "Deploy key access" })).toBeNull();
+
+      await user.click(screen.getByRole("button", { name: "Create" }));
+      await waitFor(() => expect(onCreated).toHaveBeenCalled());
+      expect(api.calls.find((c) => c.op === "CreatePod")!.vars).toEqual({
+        input: { name: "app", repository: { github: "octo/app", branch: "feature/login" } },
+      });
+      expect(requests.map((r) => `${r.method} ${r.path}`)).toEqual([
+        "GET /api/v1/github/status",
+        "GET /api/v1/github/repositories",
+        "GET /api/v1/github/repositories/octo/docs/branches",
+        "GET /api/v1/github/repositories/octo/app/branches",
+      ]);
+    });
+
+    it("registers a deploy key, read-only or read-write", async () => {
+      const { api, user, onCreated } = setup({}, configured());
+      await user.click(await screen.findByRole("tab", { name: "From GitHub" }));
+      await user.click(await screen.findByRole("radio", { name: /octo\/app/ }));
+      await user.click(screen.getByRole("checkbox", { name: "Register a deploy key for this pod" }));
+      const access = screen.getByRole("radiogroup", { name: "Deploy key access" });
+      expect(within(access).getByRole("radio", { name: "Read-only" })).toBeChecked();
+      await user.click(within(access).getByRole("radio", { name: /Read-write/ }));
+      await user.type(screen.getByLabelText("Name"), "-rw");
+      await user.click(screen.getByRole("button", { name: "Create" }));
+      await waitFor(() => expect(onCreated).toHaveBeenCalled());
+      expect(api.calls.find((c) => c.op === "CreatePod")!.vars).toEqual({
+        input: { name: "app-rw", repository: { github: "octo/app", branch: "main", deploy_key: "write" } },
+      });
+    });
+
+    it("shows why the branches could not be listed, and keeps the default branch", async () => {
+      const { api, user, onCreated } = setup(
+        {},
+        configured({
+          "GET /api/v1/github/repositories/octo/docs/branches": jsonResponse(502, { error: { code: "github", message: "GitHub answered 503" } }),
+        }),
+      );
+      await user.click(await screen.findByRole("tab", { name: "From GitHub" }));
+      await user.click(await screen.findByRole("radio", { name: "octo/docs" }));
+      await waitFor(() => expect(screen.getAllByLabelText("Branch")[1]).toHaveAccessibleDescription(/GitHub answered 503/));
+      await user.click(screen.getByRole("checkbox", { name: "Register a deploy key for this pod" }));
+      await user.click(screen.getByRole("button", { name: "Create" }));
+      await waitFor(() => expect(onCreated).toHaveBeenCalled());
+      expect(api.calls.find((c) => c.op === "CreatePod")!.vars).toEqual({
+        input: { name: "docs", repository: { github: "octo/docs", branch: "trunk", deploy_key: "read" } },
+      });
+    });
+
+    it("shows the server's message when the repositories cannot be listed", async () => {
+      const { user } = setup(
+        {},
+        configured({
+          "GET /api/v1/github/repositories": jsonResponse(502, { error: { code: "github", message: "the App's key was refused" } }),
+        }),
+      );
+      await user.click(await screen.findByRole("tab", { name: "From GitHub" }));
+      expect(await screen.findByRole("alert")).toHaveTextContent("the App's key was refused");
+    });
+
+    it("says so and links the App when it reaches no repository", async () => {
+      const { user } = setup({}, configured({ "GET /api/v1/github/repositories": { repositories: [] } }));
+      await user.click(await screen.findByRole("tab", { name: "From GitHub" }));
+      expect(await screen.findByText(/installed on no repository you can reach/)).toBeInTheDocument();
+      expect(screen.getByRole("link", { name: "Install the GitHub App" })).toHaveAttribute(
+        "href",
+        "https://github.com/apps/pinacle/installations/new",
+      );
+      expect(screen.getByRole("button", { name: "Create" })).toBeDisabled();
+    });
+
+    it("offers nothing new when the App is not configured, except its install link", async () => {
+      const { user, requests } = setup(
+        {},
+        { "GET /api/v1/github/status": { app: { configured: false, install_url: "https://github.com/apps/pinacle/installations/new" } } },
+      );
+      await user.click(await screen.findByRole("tab", { name: "Git repository" }));
+      expect(await screen.findByRole("link", { name: "Install the GitHub App" })).toBeVisible();
+      expect(screen.queryByRole("tab", { name: "From GitHub" })).toBeNull();
+      expect(screen.getAllByRole("tab").map((t) => t.textContent)).toEqual(["Template", "Git repository", "YAML"]);
+      expect(requests.map((r) => r.path)).toEqual(["/api/v1/github/status"]);
+    });
+
+    it("shows no link either when the App is not configured and has no install address", async () => {
+      const { user, requests } = setup({}, { "GET /api/v1/github/status": { app: { configured: false, install_url: null } } });
+      await user.click(await screen.findByRole("tab", { name: "Git repository" }));
+      await waitFor(() => expect(requests).toHaveLength(1));
+      await act(() => Promise.resolve());
+      expect(screen.queryByRole("link", { name: "Install the GitHub App" })).toBeNull();
+      expect(screen.queryByRole("tab", { name: "From GitHub" })).toBeNull();
+    });
   });
 });

@@ -10,11 +10,13 @@ import { diagnosticsFromDetails, formatDiagnostic, hasErrors } from "../lib/diag
 import { formatBytes } from "../lib/format";
 import { podNameError } from "../lib/podName";
 import { useAsync } from "../lib/useAsync";
+import { GithubRepoPicker, githubRepositoryInput, type GithubPick } from "./GithubRepoPicker";
 
-type Source = "template" | "git" | "yaml";
+type Source = "template" | "git" | "github" | "yaml";
 const SOURCES: { id: Source; label: string }[] = [
   { id: "template", label: "Template" },
   { id: "git", label: "Git repository" },
+  { id: "github", label: "From GitHub" },
   { id: "yaml", label: "YAML" },
 ];
 
@@ -25,6 +27,12 @@ interface Options {
 }
 
 export const VALIDATE_DEBOUNCE_MS = 400;
+
+/** A pod name from a repository's URL or `owner/repo` ("" when none fits). */
+function nameFromRepository(url: string): string {
+  const guess = url.replace(/\.git$/, "").split(/[/:]/).filter(Boolean).pop() ?? "";
+  return guess.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
+}
 
 export function tierLabel(t: Tier): string {
   return `${t.name} — ${t.vcpus} vCPU, ${formatBytes(t.memoryBytes)} memory, ${formatBytes(t.diskBytes)} disk`;
@@ -39,6 +47,11 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
   const api = useApi();
   const id = useId();
   const options = useAsync((signal) => api.gql<Options>(NEW_POD_OPTIONS, {}, { signal }), [api]);
+  // the GitHub App: without it (or when the server cannot say), the form is as before
+  const github = useAsync(() => api.github.status().catch(() => null), [api]);
+  const githubConfigured = github.data?.configured === true;
+  const installUrl = github.data?.install_url || null;
+  const sources = githubConfigured ? SOURCES : SOURCES.filter((s) => s.id !== "github");
 
   const [source, setSource] = useState<Source>("template");
   const [name, setName] = useState("");
@@ -53,6 +66,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
   const [repoBusy, setRepoBusy] = useState(false);
   const [repoError, setRepoError] = useState<string | null>(null);
   const [repoRead, setRepoRead] = useState<{ url: string; file: string } | null>(null);
+  const [githubPick, setGithubPick] = useState<GithubPick | null>(null);
 
   const [yaml, setYaml] = useState("");
   const [diagnostics, setDiagnostics] = useState<Diagnostic[]>([]);
@@ -107,6 +121,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
   if (nameError) blocker = nameError;
   else if (source === "template" && !template) blocker = "Choose a template.";
   else if (source === "git" && !repoUrl.trim()) blocker = "Enter the repository's URL.";
+  else if (source === "github" && !githubPick) blocker = "Choose a repository.";
   else if (source === "yaml" && !yaml.trim()) blocker = "Write or paste a pinacle.yaml.";
   else if (source === "yaml" && yamlHasErrors) blocker = "Fix the errors in pinacle.yaml first.";
   const canCreate = blocker === null && !submitting;
@@ -114,8 +129,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
   // a pod name from the repository's, when none is typed yet
   const guessName = (url: string) => {
     if (name) return;
-    const guess = url.replace(/\.git$/, "").split(/[/:]/).filter(Boolean).pop() ?? "";
-    const clean = guess.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
+    const clean = nameFromRepository(url);
     if (clean && !podNameError(clean)) setName(clean);
   };
 
@@ -164,6 +178,8 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
       if (repoBranch.trim()) repository.branch = repoBranch.trim();
       input.repository = repository;
     }
+    // through the GitHub App (its token clones a private one)
+    if (source === "github" && githubPick) input.repository = githubRepositoryInput(githubPick);
     try {
       const d = await api.gql<{ createPod: PodSummary }>(CREATE_POD, { input });
       onCreated(d.createPod);
@@ -184,7 +200,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
     const delta = e.key === "ArrowRight" ? 1 : e.key === "ArrowLeft" ? -1 : 0;
     if (!delta) return;
     e.preventDefault();
-    const next = SOURCES[(i + delta + SOURCES.length) % SOURCES.length]!;
+    const next = sources[(i + delta + sources.length) % sources.length]!;
     setSource(next.id);
     document.getElementById(`${id}-tab-${next.id}`)?.focus();
   };
@@ -245,7 +261,7 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
           </div>
 
           <div role="tablist" aria-label="Source" className="subtabs">
-            {SOURCES.map((s, i) => (
+            {sources.map((s, i) => (
               <button
                 key={s.id}
                 id={`${id}-tab-${s.id}`}
@@ -359,6 +375,13 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
                 the pod. For a private repository, store a token as the secret GIT_TOKEN. "Read configuration" lets you
                 edit the configuration first (GitHub repositories).
               </small>
+              {!githubConfigured && installUrl && (
+                <small className="field-help">
+                  <a href={installUrl} target="_blank" rel="noreferrer">
+                    Install the GitHub App
+                  </a>
+                </small>
+              )}
             </div>
             <div className="field">
               <label htmlFor={`${id}-branch`}>Branch</label>
@@ -378,6 +401,31 @@ export function NewPodDialog({ onClose, onCreated }: Props) {
               </div>
             )}
           </div>
+
+          {githubConfigured && (
+            <div
+              role="tabpanel"
+              id={`${id}-panel-github`}
+              aria-labelledby={`${id}-tab-github`}
+              hidden={source !== "github"}
+              className="source-panel"
+            >
+              <GithubRepoPicker
+                active={source === "github"}
+                installUrl={installUrl}
+                value={githubPick}
+                onChange={(pick) => {
+                  // another repository: its name, unless one was typed
+                  if (pick.repository !== githubPick?.repository) {
+                    const next = nameFromRepository(pick.repository);
+                    const guessed = !name || (githubPick !== null && name === nameFromRepository(githubPick.repository));
+                    if (guessed && next && !podNameError(next)) setName(next);
+                  }
+                  setGithubPick(pick);
+                }}
+              />
+            </div>
+          )}
 
           <div
             role="tabpanel"

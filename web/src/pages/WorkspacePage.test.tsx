@@ -1,8 +1,8 @@
-import { act, screen, waitFor, within } from "@testing-library/react";
+import { act, cleanup, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { PodDetail } from "../api/types";
-import { fakeApi, renderWithApi } from "../test/fakeApi";
+import { fakeApi, fakeRest, renderWithApi } from "../test/fakeApi";
 import type { Layout } from "../workspace/tabs";
 import { WorkspacePage } from "./WorkspacePage";
 
@@ -207,5 +207,29 @@ describe("workspace page", () => {
     const dialog = screen.getByRole("dialog", { name: "SSH into this pod" });
     expect(within(dialog).getByLabelText("SSH command")).toHaveTextContent("ssh web.ann@pinacle.test -p 2222");
     expect(within(dialog).getByRole("button", { name: "Copy SSH command" })).toBeInTheDocument();
+  });
+
+  it("shows the repository, pull request and a branch that moved on in the header, only when set", async () => {
+    const github = { repository: "octo/app", pull_request: 12, head_sha: "2".repeat(40), behind: null, deploy_key: false };
+    const api = fakeApi({ Pod: { pod: pod({ state: "STOPPED" }) } });
+    const requests = fakeRest(api, { "GET /api/v1/pods/pod-uuid": { id: "pod-uuid", name: "web", github } });
+    renderWithApi(<WorkspacePage podKey="web" />, api);
+    const header = await screen.findByRole("banner");
+    expect(await within(header).findByText("PR #12")).toBeInTheDocument();
+    expect(within(header).getByText("octo/app")).toBeInTheDocument();
+    expect(within(header).queryByText(/behind origin/)).toBeNull();
+    expect(requests.map((r) => r.path)).toEqual(["/api/v1/pods/pod-uuid"]);
+
+    const behind = fakeApi({ Pod: { pod: pod({ state: "STOPPED" }) } });
+    fakeRest(behind, {
+      "GET /api/v1/pods/pod-uuid": {
+        id: "pod-uuid",
+        github: { ...github, pull_request: null, behind: { sha: "9876543210".repeat(4), since: "2026-05-01T10:00:00Z" } },
+      },
+    });
+    cleanup();
+    renderWithApi(<WorkspacePage podKey="web" />, behind);
+    expect(await screen.findByText("behind origin: new commits at 9876543")).toBeInTheDocument();
+    expect(screen.queryByText(/^PR #/)).toBeNull();
   });
 });

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { useApi } from "../api/context";
 import { ApiError } from "../api/errors";
+import type { PodGithub } from "../api/github";
 import {
   CREATE_SNAPSHOT,
   DELETE_POD,
@@ -13,6 +14,7 @@ import {
   STOP_POD,
 } from "../api/queries";
 import type { PodDetail, PodEvent, PodState, PodSummary, PodUsage } from "../api/types";
+import { GithubBadges } from "../components/GithubBadges";
 import { HostBadge, StateBadge, isTransitional, stateLabel } from "../components/StateBadge";
 import { ErrorState, Loading } from "../components/States";
 import { useToasts } from "../components/Toasts";
@@ -27,6 +29,8 @@ import { DeleteDialog, SnapshotDialog, SshDialog } from "./PodDialogs";
 
 export const LAYOUT_SAVE_MS = 500;
 export const USAGE_POLL_MS = 5000;
+/** How often the pod's GitHub state (a branch moved on) is read again. */
+export const GITHUB_POLL_MS = 60_000;
 
 export function WorkspacePage({ podKey }: { podKey: string }) {
   const api = useApi();
@@ -38,6 +42,7 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
   const [usage, setUsage] = useState<PodUsage | null>(null);
   const [dialog, setDialog] = useState<"ssh" | "snapshot" | "delete" | null>(null);
   const [busy, setBusy] = useState(false);
+  const [github, setGithub] = useState<PodGithub | null>(null);
   const podId = pod?.id ?? null;
 
   useEffect(() => {
@@ -66,6 +71,24 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
       },
       error: () => undefined,
     });
+  }, [api, podId]);
+
+  // The repository it was cloned from (REST only: the GraphQL pod carries
+  // none); read again every minute. A failure keeps what was shown.
+  useEffect(() => {
+    if (!podId) return;
+    let live = true;
+    const load = () =>
+      api.github.podLink(podId).then(
+        (g) => live && setGithub(g),
+        () => undefined,
+      );
+    void load();
+    const t = setInterval(load, GITHUB_POLL_MS);
+    return () => {
+      live = false;
+      clearInterval(t);
+    };
   }, [api, podId]);
 
   // Layout: saved (debounced) whenever it differs from what the server has.
@@ -191,6 +214,7 @@ export function WorkspacePage({ podKey }: { podKey: string }) {
           </h1>
           <StateBadge state={state} reason={pod.stateReason} />
           <HostBadge status={pod.hostStatus} />
+          <GithubBadges github={github} />
           <span className="tag" title={`${pod.tier.vcpus} vCPU`}>
             {pod.tier.name}
           </span>

@@ -4,6 +4,7 @@ import { vi } from "vitest";
 import type { Api } from "../api/client";
 import { ApiContext } from "../api/context";
 import type { FilesApi } from "../api/files";
+import { createGithubApi, type GithubApi } from "../api/github";
 import type { MemoryApi } from "../api/memory";
 import type { RouterApi } from "../api/router";
 import type { SubscriptionHandlers } from "../api/subscriptions";
@@ -25,12 +26,15 @@ export interface FakeApi extends Api {
 
 /** An Api whose GraphQL answers come from `resolvers` (by operation name;
  *  a resolver may throw to fail the call) and whose subscriptions the test
- *  drives with `emit`. */
+ *  drives with `emit`. Its GitHub API goes through `api.session.fetch`
+ *  (which a test replaces to answer the REST calls; unreplaced, every call
+ *  fails as signed out, without a request), unless `github` overrides it. */
 export function fakeApi(
   resolvers: Record<string, Resolver | unknown>,
   files?: Partial<FilesApi>,
   memory?: Partial<MemoryApi>,
   router?: Partial<RouterApi>,
+  github?: Partial<GithubApi>,
 ): FakeApi {
   const calls: FakeApi["calls"] = [];
   const subs: FakeApi["subs"] = new Map();
@@ -81,9 +85,42 @@ export function fakeApi(
       modules: vi.fn(async () => null),
       ...router,
     },
+    github: { ...createGithubApi((input, init) => api.session.fetch(input, init)), ...github },
     accessToken: async () => "test-token",
   };
   return api;
+}
+
+/** One REST request a test's fake server answered. */
+export interface RestCall {
+  method: string;
+  path: string;
+  body: unknown;
+}
+
+type RestAnswer = unknown | Response | ((body: unknown, path: string) => unknown | Response | Promise<unknown | Response>);
+
+export function jsonResponse(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
+}
+
+/** Answers `api.session.fetch` from `routes` ("GET /api/v1/…": a JSON body,
+ *  a Response, or a function of the request's body giving either); any
+ *  other request gets a 404 in the API's error shape. Returns the requests
+ *  made, in order. */
+export function fakeRest(api: Api, routes: Record<string, RestAnswer>): RestCall[] {
+  const calls: RestCall[] = [];
+  api.session.fetch = vi.fn(async (path: string, init: RequestInit = {}) => {
+    const method = (init.method ?? "GET").toUpperCase();
+    const body = typeof init.body === "string" ? (JSON.parse(init.body) as unknown) : undefined;
+    calls.push({ method, path, body });
+    const key = `${method} ${path}`;
+    if (!(key in routes)) return jsonResponse(404, { error: { code: "not_found", message: `no fake route for ${key}` } });
+    const r = routes[key];
+    const answer = typeof r === "function" ? await (r as (b: unknown, p: string) => unknown)(body, path) : r;
+    return answer instanceof Response ? answer : jsonResponse(200, answer);
+  });
+  return calls;
 }
 
 export function renderWithApi(ui: ReactElement, api: Api): RenderResult {
