@@ -317,7 +317,8 @@ impl HostArgs {
 /// once, at the start, and removed from the environment, so that no child
 /// process (sandbox runtimes, `ip`, `nft`, `mount`, the DNS hook) inherits
 /// them.
-pub const SECRET_VARS: [&str; 5] = ["PINACLE_MASTER_KEY", "PINACLE_ADMIN_TOKEN", "PINACLE_GITHUB_CLIENT_SECRET", "PINACLE_REDIS_URL", "PINACLE_ROUTER_DATABASE_URL"];
+pub const SECRET_VARS: [&str; 6] =
+    ["PINACLE_MASTER_KEY", "PINACLE_ADMIN_TOKEN", "PINACLE_GITHUB_CLIENT_SECRET", "PINACLE_GITHUB_WEBHOOK_SECRET", "PINACLE_REDIS_URL", "PINACLE_ROUTER_DATABASE_URL"];
 
 static SECRETS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
 

@@ -608,7 +608,9 @@ impl HostAgent {
                 let update = self.run_git(pod, repo::update_argv(&source, want)?, true).await?;
                 if update.code == 0 {
                     std::fs::write(&marker, want).map_err(AgentError::io("writing", &marker))?;
-                    self.control.progress(pod.id, &format!("moved to {want} ({} ms)", t0.elapsed().as_millis())).await;
+                    self.control.progress(pod.id, &format!("moved to {want} ({} ms); starting the processes again", t0.elapsed().as_millis())).await;
+                    // the processes started on the old head: start again
+                    return Ok(true);
                 } else {
                     self.control.progress(pod.id, &format!("not moved to {want}: {}", update.message("git"))).await;
                 }

@@ -5,13 +5,29 @@
 # Repositories under /private/ need HTTP Basic auth with that user and
 # token; bodies are read whole (chunked request bodies decoded);
 # repositories whose path holds "-v0" are served with protocol v0 only.
-# Never logs headers (the token).
+# With GIT_TEST_TOKENS (a file of "TOKEN REPO EXPIRES" lines, as a fake
+# GitHub writes them), a listed token that has not expired also opens
+# /private/REPO.git, like GitHub's installation tokens. Never logs
+# headers (the token).
 import base64, os, subprocess, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT, HOST, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 USER, TOKEN = os.environ["GIT_TEST_USER"], os.environ["GIT_TEST_TOKEN"]
 LOG = open(os.environ["GIT_TEST_LOG"], "a", buffering=1)
+TOKENS = os.environ.get("GIT_TEST_TOKENS")
+
+
+def token_opens(token, path):
+    if not TOKENS or not os.path.exists(TOKENS):
+        return False
+    import time
+    for line in open(TOKENS):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == token and int(parts[2]) > time.time():
+            if path.startswith("/private/" + parts[1] + ".git/"):
+                return True
+    return False
 
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
@@ -40,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
             user, _, token = base64.b64decode(h[6:]).decode().partition(":")
         except Exception:
             return False
-        return user == USER and token == TOKEN
+        return (user == USER and token == TOKEN) or (user == "x-access-token" and token_opens(token, self.path))
 
     def run(self):
         body = self.body()

@@ -101,6 +101,7 @@ impl GitServer {
             .env("GIT_TEST_USER", user)
             .env("GIT_TEST_TOKEN", token)
             .env("GIT_TEST_LOG", &log)
+            .env("GIT_TEST_TOKENS", dir.path().join("tokens"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("bridge.err")).unwrap()))
@@ -123,6 +124,12 @@ impl GitServer {
     /// `http://{prefix}.2:8080/{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}.2:{PORT}/{path}", self.net.prefix)
+    }
+
+    /// The file of tokens (`TOKEN REPO EXPIRES` lines) that also open
+    /// `/private/REPO.git` (a fake GitHub's installation tokens).
+    pub fn tokens_file(&self) -> PathBuf {
+        self.dir.path().join("tokens")
     }
 
     /// A scratch directory for building repositories.
