@@ -363,6 +363,20 @@ impl Pods {
     /// the repository's own `pinacle.yaml` (or devcontainer.json) configures
     /// the pod once cloned (see [`Self::apply_repository_config`]).
     pub async fn create_pod_from(&self, who: &Principal, req: CreatePodRequest, repository: Option<RepositoryRequest>) -> Result<PodView, ApiError> {
+        self.create_pod_linked(who, req, repository, None).await
+    }
+
+    /// [`Self::create_pod_from`], recording the pod's link to a repository
+    /// of the GitHub App (`github`, its `pod_id` set here) in the same
+    /// transaction: the pod is never seen, by its host or the secret vault,
+    /// without it.
+    pub async fn create_pod_linked(
+        &self,
+        who: &Principal,
+        req: CreatePodRequest,
+        repository: Option<RepositoryRequest>,
+        github: Option<crate::entities::github_pod::ActiveModel>,
+    ) -> Result<PodView, ApiError> {
         let req_host_labels = req.host_labels.clone();
         if req_host_labels.len() > 16 || req_host_labels.iter().any(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 63) {
             return Err(ApiError::bad_request("invalid_host_labels", "host_labels: at most 16 labels, keys of 1 to 63 and values of at most 63 characters"));
@@ -542,6 +556,10 @@ impl Pods {
             }
             Err(e) => return Err(e.into()),
         };
+        if let Some(mut link) = github {
+            link.pod_id = Set(id.to_string());
+            link.insert(&txn).await?;
+        }
         let event = insert_event(&txn, id, now, "created", None, PodState::Pending, &format!("requested by {}", who.user_name)).await?;
         crate::audit::append(&txn, who, "pod.create", &format!("pod:{id} ({name})")).await?;
         txn.commit().await?;
@@ -1394,7 +1412,7 @@ mod repository_tests {
     use super::*;
 
     fn request(url: &str) -> RepositoryRequest {
-        RepositoryRequest { url: url.into(), branch: None, commit: None }
+        RepositoryRequest { url: url.into(), branch: None, commit: None, github: None, deploy_key: None }
     }
 
     #[test]

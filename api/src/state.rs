@@ -353,7 +353,8 @@ impl AppState {
             heartbeat: cfg.heartbeat,
             credential_renewal: cfg.host_credential_renewal,
         });
-        let github_apps = crate::github::app::GithubApps::new(db.clone(), pods.clone(), host_registry.clone(), ssh.clone(), audit.clone());
+        let github_apps =
+            crate::github::app::GithubApps::new(db.clone(), pods.clone(), host_registry.clone(), ssh.clone(), audit.clone(), proxy_site.clone());
         control.set_git_tokens(Arc::new(github_apps.clone()));
         let state = Self(Arc::new(Inner {
             settings,

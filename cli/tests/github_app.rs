@@ -154,6 +154,14 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
     assert_eq!(s, 202, "{mine}");
     assert_eq!(mine["github"]["repository"], "octo/app", "{mine}");
 
+    // deploy keys: a write key needs write access (octocat has it; a read
+    // key is asked here), registered once the pod runs, replaced by
+    // rotate-keys, removed with the pod
+    let (s, keyed) = p.call_as(&octocat, Method::POST, "/api/v1/pods", Some(json!({"name": "keyed", "repository": {"github": "octo/app", "deploy_key": "read"}}))).await;
+    assert_eq!(s, 202, "{keyed}");
+    let (s, b) = p.call_as(&octocat, Method::POST, "/api/v1/pods", Some(json!({"name": "bad-key", "repository": {"github": "octo/app", "deploy_key": "admin"}}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_repository")), "{b}");
+
     // a pull request opens: its pod runs the PR's head, the comment and check run say so
     let (s, _) = fake_github::deliver(&http, &p.url, SECRET, "pull_request", "d-open", &pr_event("opened", &head1, "2026-12-07T10:00:00Z")).await;
     assert_eq!(s, 202);
@@ -177,6 +185,27 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
         }
     };
     marker("mine", "main").await;
+    p.wait_state_as(&octocat, "keyed", "running", 240).await;
+    let (_, pod_key) = p.call_as(&octocat, Method::GET, "/api/v1/pods/keyed/ssh-key", None).await;
+    let registered = wait_for("the deploy key", 60, async || {
+        let f = fake.lock().unwrap();
+        f.keys.first().map(|k| json!({"id": k.0, "title": k.2, "key": k.3, "read_only": k.4}))
+    })
+    .await;
+    assert_eq!(registered["key"].as_str().map(str::trim), pod_key["public_key"].as_str().map(str::trim), "{registered} {pod_key}");
+    assert_eq!(registered["read_only"], true);
+    assert_eq!(registered["title"], format!("pinacle pod {}", keyed["id"].as_str().unwrap()));
+    let (s, rotated) = p.call_as(&octocat, Method::POST, "/api/v1/pods/keyed/rotate-keys", None).await;
+    assert_eq!(s, 200, "{rotated}");
+    {
+        let f = fake.lock().unwrap();
+        assert_eq!(f.keys.len(), 1, "the old key is gone");
+        assert_ne!(f.keys[0].0, registered["id"].as_u64().unwrap());
+        assert_eq!(f.keys[0].3.trim(), rotated["public_key"].as_str().unwrap().trim());
+    }
+    let (s, _) = p.call_as(&octocat, Method::DELETE, "/api/v1/pods/keyed", None).await;
+    assert_eq!(s, 202);
+    wait_for("the deploy key removed with its pod", 90, async || fake.lock().unwrap().keys.is_empty().then_some(Value::Null)).await;
     marker("pr-7-app", "pr-one").await;
     let (url, _, _) = p.exec_as(&octocat, "mine", &["git", "-C", "/workspace", "config", "--get", "remote.origin.url"]).await;
     assert_eq!(url.trim(), format!("{git_url}/octo/app.git"));
@@ -223,6 +252,13 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
     assert_eq!(late["outcome"], "ignored", "{late}");
     let (_, pr) = p.call_as(&octocat, Method::GET, "/api/v1/pods/pr-7-app", None).await;
     assert_eq!(pr["github"]["head_sha"], head2.as_str(), "{pr}");
+    // the new head has its own check run, the first one stays on its head
+    wait_for("the new head's check run", 60, async || {
+        let f = fake.lock().unwrap();
+        let ok = f.check_runs.iter().any(|c| c.1 == head2 && c.3.as_deref() == Some("success")) && f.check_runs.iter().any(|c| c.1 == head1);
+        ok.then_some(Value::Null)
+    })
+    .await;
 
     // a push to main: octocat's pod is behind, then pulled (pullOnPush)
     git(&work, &["checkout", "-q", "main"]);
@@ -250,10 +286,11 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
         (s == 404 || b["state"] == "deleted").then_some(Value::Null)
     })
     .await;
-    let f = fake.lock().unwrap();
-    assert_eq!(f.comments.len(), 1, "one sticky comment, edited in place");
-    assert!(f.comments[0].2.contains("merged"), "{}", f.comments[0].2);
-    drop(f);
+    {
+        let f = fake.lock().unwrap();
+        assert_eq!(f.comments.len(), 1, "one sticky comment, edited in place");
+        assert!(f.comments[0].2.contains("merged"), "{}", f.comments[0].2);
+    }
 
     // nothing secret reaches the server's log
     let log = p.server_log();

@@ -27,6 +27,12 @@ pub const JWT_TTL_SECS: i64 = 9 * 60;
 /// it, so a token handed out always has at least this long to live.
 pub const TOKEN_MIN_LEFT_SECS: i64 = 30 * 60;
 
+/// How long a connection to GitHub may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long GitHub may take to answer (or take a request).
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Most entries of the token cache; past it, expired ones are dropped and
 /// then the whole cache if still full.
 const MAX_CACHED_TOKENS: usize = 4096;
@@ -238,6 +244,9 @@ impl GithubApp {
             .base_uri(self.api_url.as_str())
             .map_err(|e| GithubError::Transport(e.to_string()))?
             .personal_token(bearer.to_owned())
+            .set_connect_timeout(Some(CONNECT_TIMEOUT))
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .set_write_timeout(Some(READ_TIMEOUT))
             .build()
             .map_err(|e| GithubError::Transport(e.to_string()))?;
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -256,6 +265,9 @@ impl GithubApp {
             .base_uri(self.api_url.as_str())
             .map_err(|e| GithubError::Transport(e.to_string()))?
             .personal_token(self.key.jwt(now())?)
+            .set_connect_timeout(Some(CONNECT_TIMEOUT))
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .set_write_timeout(Some(READ_TIMEOUT))
             .build()
             .map_err(|e| GithubError::Transport(e.to_string()))
     }
@@ -268,6 +280,21 @@ impl GithubApp {
                 return Ok(t.clone());
             }
         }
+        let token = self.fresh_token(scope).await?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= MAX_CACHED_TOKENS {
+            let t = now();
+            tokens.retain(|_, v| v.expires_at - t > TOKEN_MIN_LEFT_SECS);
+            if tokens.len() >= MAX_CACHED_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(scope.clone(), token.clone());
+        Ok(token)
+    }
+
+    /// A new token for `scope`, not cached: one nobody else is handed.
+    pub async fn fresh_token(&self, scope: &TokenScope) -> Result<Token, GithubError> {
         let body = octocrab::models::apps::CreateInstallationAccessToken {
             repositories: (!scope.repositories.is_empty()).then(|| scope.repositories.clone()),
             repository_ids: None,
@@ -279,17 +306,7 @@ impl GithubApp {
             .as_deref()
             .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
             .map_or(now() + 3600, |t| t.timestamp());
-        let token = Token { token: minted.token, expires_at };
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if tokens.len() >= MAX_CACHED_TOKENS {
-            let t = now();
-            tokens.retain(|_, v| v.expires_at - t > TOKEN_MIN_LEFT_SECS);
-            if tokens.len() >= MAX_CACHED_TOKENS {
-                tokens.clear();
-            }
-        }
-        tokens.insert(scope.clone(), token.clone());
-        Ok(token)
+        Ok(Token { token: minted.token, expires_at })
     }
 
     /// A client acting as the installation (all it was granted).

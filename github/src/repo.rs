@@ -60,10 +60,11 @@ impl FullName {
     pub fn from_clone_url(url: &str, git_url: &str) -> Option<Self> {
         let base = git_url.trim_end_matches('/').to_ascii_lowercase();
         let url = url.trim();
-        if url.len() <= base.len() || !url[..base.len()].eq_ignore_ascii_case(&base) {
+        let head = url.get(..base.len())?;
+        if url.len() <= base.len() || !head.eq_ignore_ascii_case(&base) {
             return None;
         }
-        let rest = url[base.len()..].strip_prefix('/')?.trim_end_matches('/');
+        let rest = url.get(base.len()..)?.strip_prefix('/')?.trim_end_matches('/');
         if rest.matches('/').count() != 1 || rest.contains(['?', '#']) {
             return None;
         }
@@ -110,7 +111,7 @@ mod tests {
         for url in ["https://github.com/octo/app", "https://GitHub.com/octo/app.git", "https://github.com/octo/app/"] {
             assert_eq!(FullName::from_clone_url(url, "https://github.com"), Some(n.clone()), "{url}");
         }
-        for url in ["https://gitlab.com/octo/app", "https://github.com/octo", "https://github.com/octo/app/tree/x", "https://github.com.evil/octo/app", "https://github.com/octo/app?x"] {
+        for url in ["https://gitlab.com/octo/app", "https://github.com/octo", "https://github.com/octo/app/tree/x", "https://github.com.evil/octo/app", "https://github.com/octo/app?x", "https://githubé.com/a/b", "é"] {
             assert_eq!(FullName::from_clone_url(url, "https://github.com"), None, "{url}");
         }
     }

@@ -67,6 +67,7 @@ enum GithubPods {
     ClosedAt,
     DeleteAfter,
     StaleAfterSecs,
+    RetentionSecs,
     PullOnPush,
     LastActivityAt,
 }
@@ -142,6 +143,7 @@ impl MigrationTrait for Migration {
                 .col(timestamp_with_time_zone_null(GithubPods::ClosedAt))
                 .col(timestamp_with_time_zone_null(GithubPods::DeleteAfter))
                 .col(big_integer_null(GithubPods::StaleAfterSecs))
+                .col(big_integer(GithubPods::RetentionSecs).default(0))
                 .col(boolean(GithubPods::PullOnPush).default(false))
                 .col(timestamp_with_time_zone(GithubPods::LastActivityAt))
                 .to_owned(),

@@ -36,6 +36,9 @@ pub struct Model {
     /// Stop the preview after this long without a change to the pull
     /// request.
     pub stale_after_secs: Option<i64>,
+    /// `previews.retention` as the base branch had it when the pull
+    /// request opened.
+    pub retention_secs: i64,
     /// `previews.pullOnPush`: pushes are fetched into the pod.
     pub pull_on_push: bool,
     pub last_activity_at: DateTimeUtc,

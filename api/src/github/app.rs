@@ -53,6 +53,20 @@ pub const FAILED: &str = "failed";
 /// (GitHub's redelivery, or an admin's, tries it again).
 const MAX_ATTEMPTS: i32 = 3;
 
+/// The longest one delivery's processing may take; past it, it fails.
+const PROCESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// A delivery left `processing` this long was abandoned by a server that
+/// stopped: it is queued again.
+const ABANDONED_AFTER_MINUTES: i64 = 10;
+
+/// A failed try waits this long before the next.
+const RETRY_AFTER_SECS: i64 = 5;
+
+/// How often stale previews, expired retentions and old deliveries are
+/// swept.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Deliveries kept for the admin page.
 const KEEP_DELIVERIES_DAYS: i64 = 14;
 
@@ -92,6 +106,9 @@ pub struct ResolvedRepo {
     pub deploy_key: Option<bool>,
 }
 
+/// (user id, repository key) → (role, when checked).
+type RoleCache = HashMap<(String, String), (RepoRole, DateTime<Utc>)>;
+
 /// The GitHub App service.
 #[derive(Clone)]
 pub struct GithubApps {
@@ -101,11 +118,15 @@ pub struct GithubApps {
     hosts: crate::hosts::ops::Hosts,
     ssh: crate::ssh::SshAccess,
     audit: crate::audit::AuditLog,
+    /// Where browsers reach pods' ports (for the preview's URLs).
+    proxy_site: Arc<OnceLock<crate::pod_access::ProxySite>>,
     wake: Arc<tokio::sync::Notify>,
+    /// One preview's comment written at a time.
+    showing: Arc<tokio::sync::Mutex<()>>,
     /// Preview state last shown on GitHub, by pod.
     shown: Arc<Mutex<HashMap<Uuid, String>>>,
-    /// Repository access checks: (user, repo) → (role, when).
-    roles: Arc<Mutex<HashMap<(String, String), (RepoRole, DateTime<Utc>)>>>,
+    /// Repository access checks, cached a minute.
+    roles: Arc<Mutex<RoleCache>>,
 }
 
 fn not_configured() -> ApiError {
@@ -129,6 +150,7 @@ impl GithubApps {
         hosts: crate::hosts::ops::Hosts,
         ssh: crate::ssh::SshAccess,
         audit: crate::audit::AuditLog,
+        proxy_site: Arc<OnceLock<crate::pod_access::ProxySite>>,
     ) -> Self {
         Self {
             db,
@@ -137,7 +159,9 @@ impl GithubApps {
             hosts,
             ssh,
             audit,
+            proxy_site,
             wake: Arc::default(),
+            showing: Arc::default(),
             shown: Arc::default(),
             roles: Arc::default(),
         }
@@ -150,6 +174,13 @@ impl GithubApps {
             tokio::spawn(async move { me.work_deliveries().await });
             let me = self.clone();
             tokio::spawn(async move { me.watch_previews().await });
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                    me.sweep().await;
+                }
+            });
         }
     }
 
@@ -206,9 +237,12 @@ impl GithubApps {
                 processed_at: Set(None),
             };
             if let Err(e) = row.insert(&self.db).await {
-                // the same delivery twice at once: the other one has it
-                tracing::debug!(error = %e, delivery = id, "delivery already recorded");
-                return Ok(Received { id: id.to_owned(), outcome: "duplicate" });
+                // the same delivery twice at once: the other one has it;
+                // anything else is this server's failure (GitHub may redeliver)
+                if delivery::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
+                    return Ok(Received { id: id.to_owned(), outcome: "duplicate" });
+                }
+                return Err(e.into());
             }
         }
         self.wake.notify_one();
@@ -217,35 +251,49 @@ impl GithubApps {
 
     /// Works the queued deliveries, oldest first, until the server stops.
     async fn work_deliveries(&self) {
-        // deliveries a stopped server left half done run again
-        let _ = delivery::Entity::update_many()
-            .col_expr(delivery::Column::Outcome, Expr::value(QUEUED))
-            .filter(delivery::Column::Outcome.eq(PROCESSING))
-            .exec(&self.db)
-            .await;
-        let mut last_sweep = std::time::Instant::now() - std::time::Duration::from_secs(3600);
         loop {
+            // deliveries a stopped server left half done run again
+            let _ = delivery::Entity::update_many()
+                .col_expr(delivery::Column::Outcome, Expr::value(QUEUED))
+                .filter(delivery::Column::Outcome.eq(PROCESSING))
+                .filter(delivery::Column::ProcessedAt.lt(Utc::now() - Duration::minutes(ABANDONED_AFTER_MINUTES)))
+                .exec(&self.db)
+                .await;
             match self.next_delivery().await {
                 Ok(Some(d)) => {
-                    self.process(d).await;
+                    // a panic fails this delivery, not the worker
+                    let me = self.clone();
+                    let (id, event, attempts) = (d.id.clone(), d.event.clone(), d.attempts);
+                    if let Err(e) = tokio::spawn(async move { me.process(d).await }).await {
+                        tracing::error!(delivery = %id, event = %event, error = %e, "processing a delivery panicked");
+                        let _ = delivery::Entity::update_many()
+                            .col_expr(delivery::Column::Outcome, Expr::value(FAILED))
+                            .col_expr(delivery::Column::Detail, Expr::value("processing it failed inside Pinacle; see the server's log"))
+                            .col_expr(delivery::Column::Attempts, Expr::value(attempts + 1))
+                            .filter(delivery::Column::Id.eq(id))
+                            .exec(&self.db)
+                            .await;
+                    }
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e.message, "reading the webhook queue"),
             }
-            if last_sweep.elapsed() >= std::time::Duration::from_secs(30) {
-                last_sweep = std::time::Instant::now();
-                self.sweep().await;
-            }
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.wake.notified()).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.wake.notified()).await;
         }
     }
 
-    /// Claims the oldest queued delivery (another server's claim wins).
+    /// Claims the oldest queued delivery that is due (a failed try waits
+    /// [`RETRY_AFTER_SECS`]); another server's claim wins.
     async fn next_delivery(&self) -> Result<Option<delivery::Model>, ApiError> {
         loop {
+            let now = Utc::now();
+            let due = sea_orm::Condition::any()
+                .add(delivery::Column::ProcessedAt.is_null())
+                .add(delivery::Column::ProcessedAt.lt(now - Duration::seconds(RETRY_AFTER_SECS)));
             let Some(d) = delivery::Entity::find()
                 .filter(delivery::Column::Outcome.eq(QUEUED))
+                .filter(due)
                 .order_by_asc(delivery::Column::ReceivedAt)
                 .limit(1)
                 .one(&self.db)
@@ -255,6 +303,7 @@ impl GithubApps {
             };
             let claimed = delivery::Entity::update_many()
                 .col_expr(delivery::Column::Outcome, Expr::value(PROCESSING))
+                .col_expr(delivery::Column::ProcessedAt, Expr::value(now))
                 .filter(delivery::Column::Id.eq(d.id.clone()))
                 .filter(delivery::Column::Outcome.eq(QUEUED))
                 .exec(&self.db)
@@ -268,7 +317,10 @@ impl GithubApps {
     async fn process(&self, d: delivery::Model) {
         let started = std::time::Instant::now();
         let result = match Event::parse(&d.event, d.body.as_bytes()) {
-            Ok(event) => self.handle(event).await,
+            Ok(event) => match tokio::time::timeout(PROCESS_TIMEOUT, self.handle(event)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("processing took longer than {} s", PROCESS_TIMEOUT.as_secs())),
+            },
             Err(e) => Err(e.to_string()),
         };
         let attempts = d.attempts + 1;
@@ -291,10 +343,10 @@ impl GithubApps {
             tracing::warn!(error = %e, "recording a delivery's outcome");
         }
         if outcome == QUEUED {
-            // tried again after the others, with a pause
+            // due again after a pause (see `next_delivery`)
             let wake = self.wake.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                tokio::time::sleep(std::time::Duration::from_secs(RETRY_AFTER_SECS as u64 + 1)).await;
                 wake.notify_one();
             });
         }
@@ -510,48 +562,33 @@ impl GithubApps {
             return Err(ApiError::conflict("no_owner", "no Pinacle user is linked to the GitHub account that installed the App: sign in to Pinacle with GitHub, then reinstall or redeliver"));
         };
         let who = self.owner_principal(&owner).await?;
-        let name = preview_name(e.number, repo.name());
-        let req = CreatePodRequest {
-            name: name.clone(),
-            template: None,
-            tier: None,
-            runtime: None,
-            team: None,
-            install: Vec::new(),
-            processes: Vec::new(),
-            config: None,
-            config_file: None,
-            strict: false,
-            egress: None,
-            image: None,
-            host_labels: Default::default(),
-        };
+        let mut row = link_row(inst, &repo, Some(e.number as i64), false, None);
+        row.head_sha = Set(pr.head.sha.clone());
+        row.head_updated_at = Set(pr.updated_at);
+        // untrusted: a fork's code, or a repository that keeps its secrets
+        // from previews
+        row.fork = Set(fork || !previews.secrets);
+        row.stale_after_secs = Set(previews.stale_after.map(|s| s as i64));
+        row.retention_secs = Set(previews.retention.min(i64::MAX as u64) as i64);
+        row.pull_on_push = Set(previews.pull_on_push);
         let repository = RepositoryRequest { url: repo.clone_url(&app.git_url), branch: None, commit: Some(pr.head.sha.clone()), github: None, deploy_key: None };
-        let pod = self.pods.create_pod_from(&who, req, Some(repository)).await?;
-        let now = Utc::now();
-        gpod::ActiveModel {
-            pod_id: Set(pod.id.to_string()),
-            installation_id: Set(inst),
-            repository: Set(repo.to_string()),
-            pull_request: Set(Some(e.number as i64)),
-            head_sha: Set(pr.head.sha.clone()),
-            head_updated_at: Set(pr.updated_at),
-            fork: Set(fork || !previews.secrets),
-            git_write: Set(false),
-            deploy_key_id: Set(None),
-            deploy_key_access: Set(None),
-            comment_id: Set(None),
-            check_run_id: Set(None),
-            behind_sha: Set(None),
-            behind_since: Set(None),
-            closed_at: Set(None),
-            delete_after: Set(None),
-            stale_after_secs: Set(previews.stale_after.map(|s| s as i64)),
-            pull_on_push: Set(previews.pull_on_push),
-            last_activity_at: Set(now),
+        let base_name = preview_name(e.number, repo.name());
+        let mut pod = None;
+        for attempt in 0..3 {
+            // a name taken (a closed pull request's pod kept for its
+            // retention, another repository's) gets a suffix
+            let name = if attempt == 0 { base_name.clone() } else { format!("{}-{}", base_name.chars().take(34).collect::<String>().trim_end_matches('-'), &Uuid::new_v4().simple().to_string()[..4]) };
+            match self.pods.create_pod_linked(&who, preview_request(name), Some(repository.clone()), Some(row.clone())).await {
+                Ok(p) => {
+                    pod = Some(p);
+                    break;
+                }
+                Err(e) if e.code == "name_taken" => continue,
+                Err(e) => return Err(e),
+            }
         }
-        .insert(&self.db)
-        .await?;
+        let pod = pod.ok_or_else(|| ApiError::conflict("name_taken", format!("no free pod name for {base_name}")))?;
+        self.pods.forget_lists();
         // the first word on the pull request at once; the watcher follows
         let row = gpod::Entity::find_by_id(pod.id.to_string()).one(&self.db).await?.ok_or_else(|| ApiError::internal("preview row gone"))?;
         self.show_preview(&row, &pod, PreviewState::Starting).await;
@@ -579,6 +616,8 @@ impl GithubApps {
         let mut m = row.clone().into_active_model();
         m.head_sha = Set(pr.head.sha.clone());
         m.head_updated_at = Set(pr.updated_at);
+        // the new head gets its own check run
+        m.check_run_id = Set(None);
         m.last_activity_at = Set(Utc::now());
         m.update(&self.db).await?;
         let _ = self.pods.record_progress(id, &format!("pull request #{} moved to {}: fetching it and restarting", e.number, short(&pr.head.sha))).await;
@@ -600,11 +639,9 @@ impl GithubApps {
             return Ok(Handled::Ignored(format!("#{} has no preview pod", e.number)));
         };
         let id = Uuid::parse_str(&row.pod_id).map_err(ApiError::internal)?;
-        let previews = match self.pods.pod_config(id).await? {
-            Some(c) => c.previews,
-            None => None,
-        };
-        let retention = previews.map_or(0, |p| p.retention) as i64;
+        // from the base branch, as read when the pull request opened (the
+        // head's own file is the pull request's to write)
+        let retention = row.retention_secs.max(0);
         let now = Utc::now();
         let mut m = row.clone().into_active_model();
         m.closed_at = Set(Some(now));
@@ -630,15 +667,18 @@ impl GithubApps {
         let Some(number) = row.pull_request else { return };
         let Ok(app) = self.app() else { return };
         let Ok(repo) = FullName::parse(&row.repository) else { return };
+        let _one = self.showing.lock().await;
+        // the row as it is now (the worker and the watcher both write it)
+        let Ok(Some(row)) = gpod::Entity::find_by_id(row.pod_id.clone()).one(&self.db).await else { return };
         let key = format!("{state:?}@{}", row.head_sha);
-        {
-            let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
-            if shown.get(&pod.id) == Some(&key) {
-                return;
-            }
-            shown.insert(pod.id, key);
+        if self.shown.lock().unwrap_or_else(|p| p.into_inner()).get(&pod.id) == Some(&key) {
+            return;
         }
-        let p = self.preview_text(row, pod, state).await;
+        // a closed pull request's comment is final
+        if row.closed_at.is_some() && !matches!(state, PreviewState::Closed { .. }) {
+            return;
+        }
+        let p = self.preview_text(&row, pod, state).await;
         let inst = row.installation_id as u64;
         let body = preview::comment(&p);
         let comment = match row.comment_id {
@@ -646,9 +686,9 @@ impl GithubApps {
             None => pinacle_github::app::with_retries(3, || app.client.create_comment(inst, &repo, number as u64, &body)).await,
         };
         let run = preview::check_run(&p);
-        // a new head gets its own check run
-        let check_id = row.check_run_id.filter(|_| self.check_head(row));
+        let check_id = row.check_run_id;
         let check = pinacle_github::app::with_retries(3, || app.client.check_run(inst, &repo, check_id.map(|c| c as u64), &run)).await;
+        let ok = comment.is_ok() && check.is_ok();
         let mut m = row.clone().into_active_model();
         match comment {
             Ok(c) => m.comment_id = Set(Some(c as i64)),
@@ -665,12 +705,10 @@ impl GithubApps {
         if let Err(e) = m.update(&self.db).await {
             tracing::warn!(error = %e, "recording the preview's comment");
         }
-    }
-
-    /// Whether the recorded check run is on the current head (tracked
-    /// with the shown state: an update after a new head makes a new run).
-    fn check_head(&self, row: &gpod::Model) -> bool {
-        row.head_updated_at.is_none() || !matches!(row.check_run_id, None)
+        if ok {
+            // written: not again for this state (a failure is tried again)
+            self.shown.lock().unwrap_or_else(|p| p.into_inner()).insert(pod.id, key);
+        }
     }
 
     async fn preview_text(&self, row: &gpod::Model, pod: &PodView, state: PreviewState) -> Preview {
@@ -680,11 +718,18 @@ impl GithubApps {
             (Some(site), Some(login)) => Some(format!("ssh {login}@{} -p {}", site.host, site.port)),
             _ => None,
         };
-        let urls = pod
-            .config
-            .as_ref()
-            .map(|c| c.processes.iter().filter_map(|p| p.url.as_ref().map(|u| (p.name.clone(), u.clone()))).collect())
-            .unwrap_or_default();
+        // the proxy's address of each process's port (never the process's
+        // own URL text: a fork's pinacle.yaml writes it)
+        let owner = self.pods.pod_owner_name(pod).await.unwrap_or_default();
+        let urls = match (self.proxy_site.get(), &pod.config) {
+            (Some(site), Some(c)) => c
+                .processes
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), local_port(p.url.as_deref()?)?)))
+                .map(|(name, port)| (name, site.origin(&format!("{port}-{}", pinacle_orchestrator::hostname::route_key(&pod.name, &owner)))))
+                .collect(),
+            _ => Vec::new(),
+        };
         Preview {
             pod: pod.name.clone(),
             state,
@@ -701,12 +746,39 @@ impl GithubApps {
     async fn watch_previews(&self) {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            let Ok(rows) = gpod::Entity::find().filter(gpod::Column::ClosedAt.is_null()).all(&self.db).await else { continue };
+            let Ok(rows) = gpod::Entity::find().all(&self.db).await else { continue };
             for row in rows {
                 let Ok(id) = Uuid::parse_str(&row.pod_id) else { continue };
-                let Ok(Some(pod)) = self.pods.pod_by_id(id).await else { continue };
-                if row.deploy_key_access.is_some() && row.deploy_key_id.is_none() && pod.state == PodState::Running {
-                    self.register_deploy_key(&row, &pod).await;
+                let pod = match self.pods.pod_by_id(id).await {
+                    Ok(Some(pod)) if pod.state != PodState::Deleted => pod,
+                    // a deleted pod: its deploy key goes, then its link
+                    Ok(_) => {
+                        self.forget_link(&row).await;
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if row.closed_at.is_some() {
+                    continue;
+                }
+                if row.deploy_key_id.is_none() && pod.state == PodState::Running && row.pull_request.is_none() {
+                    let from_config = pod.config.as_ref().and_then(|c| c.github.as_ref()).and_then(|g| g.deploy_key);
+                    match (row.deploy_key_access.as_deref(), from_config) {
+                        (Some("read" | "write"), _) => self.register_deploy_key(&row, &pod).await,
+                        (None, Some(wanted)) => {
+                            // `deployKey: write` only for a user who may push
+                            let write = wanted == pinacle_config::DeployKeyAccess::Write && row.git_write;
+                            if wanted == pinacle_config::DeployKeyAccess::Write && !write {
+                                let _ = self.pods.record_progress(id, "deployKey: write needs push access to the repository; the deploy key is read-only").await;
+                            }
+                            let mut m = row.clone().into_active_model();
+                            m.deploy_key_access = Set(Some(access_name(write)));
+                            if let Ok(row) = m.update(&self.db).await {
+                                self.register_deploy_key(&row, &pod).await;
+                            }
+                        }
+                        _ => {}
+                    }
                 }
                 if row.pull_request.is_none() {
                     continue;
@@ -752,7 +824,8 @@ impl GithubApps {
                     } else if row.closed_at.is_none()
                         && row.pull_request.is_some()
                         && p.state == PodState::Running
-                        && row.stale_after_secs.is_some_and(|s| row.last_activity_at + Duration::seconds(s) <= now)
+                        // a preview its user started again counts from then
+                        && row.stale_after_secs.is_some_and(|s| row.last_activity_at.max(p.updated_at) + Duration::seconds(s) <= now)
                     {
                         let _ = self.pods.record_progress(id, "the pull request went quiet: stopping its preview").await;
                         let _ = self.request_as_owner(&p, PodEvent::StopRequested).await;
@@ -768,7 +841,11 @@ impl GithubApps {
 
     /// Removes a deleted pod's deploy key, then its link.
     async fn forget_link(&self, row: &gpod::Model) {
-        if let (Some(key), Ok(app), Ok(repo)) = (row.deploy_key_id, self.app(), FullName::parse(&row.repository)) {
+        let installed = installation::Entity::find_by_id(row.installation_id).one(&self.db).await.ok().flatten().is_some();
+        if let (Some(key), false) = (row.deploy_key_id, installed) {
+            tracing::warn!(pod = %row.pod_id, key, repo = %row.repository, "the App is uninstalled: a deleted pod's deploy key stays on GitHub; remove it there");
+        }
+        if let (Some(key), true, Ok(app), Ok(repo)) = (row.deploy_key_id, installed, self.app(), FullName::parse(&row.repository)) {
             if let Err(e) = pinacle_github::app::with_retries(3, || app.client.delete_deploy_key(row.installation_id as u64, &repo, key as u64)).await {
                 tracing::warn!(pod = %row.pod_id, error = %e, "removing a deleted pod's deploy key; trying again at the next pass");
                 return;
@@ -856,10 +933,10 @@ impl GithubApps {
 
     // ---- users' repositories ------------------------------------------
 
-    async fn github_login(&self, who: &Principal) -> Result<Option<String>, ApiError> {
+    async fn github_login(&self, user_id: &str) -> Result<Option<String>, ApiError> {
         Ok(user_identity::Entity::find()
             .filter(user_identity::Column::Provider.eq("github"))
-            .filter(user_identity::Column::UserId.eq(who.user_id.clone()))
+            .filter(user_identity::Column::UserId.eq(user_id.to_owned()))
             .one(&self.db)
             .await?
             .map(|l| l.login))
@@ -868,9 +945,14 @@ impl GithubApps {
     /// What `who` may do in `repo` (through its GitHub login; cached for a
     /// minute). Users without a linked GitHub account see nothing.
     async fn role(&self, who: &Principal, row: &grepo::Model) -> Result<RepoRole, ApiError> {
+        self.role_of_user(&who.user_id, row).await
+    }
+
+    /// [`Self::role`] of a user by id.
+    async fn role_of_user(&self, user_id: &str, row: &grepo::Model) -> Result<RepoRole, ApiError> {
         let app = self.app()?;
-        let Some(login) = self.github_login(who).await? else { return Ok(RepoRole::None) };
-        let key = (who.user_id.clone(), row.name_key.clone());
+        let Some(login) = self.github_login(user_id).await? else { return Ok(RepoRole::None) };
+        let key = (user_id.to_owned(), row.name_key.clone());
         if let Some((role, at)) = self.roles.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             if Utc::now() - *at < Duration::seconds(60) {
                 return Ok(*role);
@@ -889,18 +971,37 @@ impl GithubApps {
     /// The installed repositories `who` can read.
     pub async fn repositories(&self, who: &Principal) -> Result<Vec<RepositoryView>, ApiError> {
         self.app()?;
-        if self.github_login(who).await?.is_none() {
+        if self.github_login(&who.user_id).await?.is_none() {
             return Ok(Vec::new());
         }
         let rows = grepo::Entity::find().order_by_asc(grepo::Column::NameKey).limit(500).all(&self.db).await?;
         let suspended: Vec<i64> = installation::Entity::find().filter(installation::Column::Suspended.eq(true)).all(&self.db).await?.into_iter().map(|i| i.id).collect();
-        let mut out = Vec::new();
-        for row in rows.into_iter().filter(|r| !suspended.contains(&r.installation_id)) {
-            if who.is_admin() || self.role(who, &row).await? >= RepoRole::Read {
-                out.push(view(&row));
-            }
+        let rows: Vec<grepo::Model> = rows.into_iter().filter(|r| !suspended.contains(&r.installation_id)).collect();
+        if who.is_admin() {
+            return Ok(rows.iter().map(view).collect());
         }
-        Ok(out)
+        // eight checks at a time (each cached a minute); a repository whose
+        // check fails is left out rather than failing the list
+        use futures::StreamExt;
+        let checked: Vec<(grepo::Model, Result<RepoRole, ApiError>)> = futures::stream::iter(rows)
+            .map(|row| async move {
+                let role = self.role(who, &row).await;
+                (row, role)
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        Ok(checked
+            .into_iter()
+            .filter_map(|(row, role)| match role {
+                Ok(r) if r >= RepoRole::Read => Some(view(&row)),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(repo = %row.full_name, error = %e.message, "checking access to a repository");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// The installed repository `name` if `who` can read it; 404 as for
@@ -975,40 +1076,17 @@ impl GithubApps {
         Ok(Some(ResolvedRepo { installation: row.installation_id, repo, git_write: role >= RepoRole::Write, deploy_key }))
     }
 
-    /// Records a new pod's link to its repository (after
-    /// [`Self::resolve`]); deletes the pod when that fails, so nothing is
-    /// left half made.
-    pub async fn link(&self, who: &Principal, pod: &PodView, r: ResolvedRepo) -> Result<(), ApiError> {
-        let deploy_key = r.deploy_key.or_else(|| {
-            pod.config.as_ref().and_then(|c| c.github.as_ref()).and_then(|g| g.deploy_key).map(|a| a == pinacle_config::DeployKeyAccess::Write)
-        });
-        let row = gpod::ActiveModel {
-            pod_id: Set(pod.id.to_string()),
-            installation_id: Set(r.installation),
-            repository: Set(r.repo.to_string()),
-            pull_request: Set(None),
-            head_sha: Set(String::new()),
-            head_updated_at: Set(None),
-            fork: Set(false),
-            git_write: Set(r.git_write),
-            deploy_key_id: Set(None),
-            // a pending deploy key: registered once the pod runs
-            deploy_key_access: Set(deploy_key.map(|w| if w { "write" } else { "read" }.to_owned())),
-            comment_id: Set(None),
-            check_run_id: Set(None),
-            behind_sha: Set(None),
-            behind_since: Set(None),
-            closed_at: Set(None),
-            delete_after: Set(None),
-            stale_after_secs: Set(None),
-            pull_on_push: Set(false),
-            last_activity_at: Set(Utc::now()),
-        };
-        if let Err(e) = row.insert(&self.db).await {
-            let _ = self.pods.request(who, &pod.id.to_string(), PodEvent::DeleteRequested).await;
-            return Err(e.into());
-        }
-        Ok(())
+    /// Creates a pod (`POST /pods`, GraphQL `createPod`): a repository of
+    /// the App the user can read (see [`Self::resolve`]) is linked to the
+    /// pod in the same transaction; any other repository is cloned as
+    /// before.
+    pub async fn create_pod(&self, who: &Principal, req: CreatePodRequest, repository: Option<RepositoryRequest>) -> Result<PodView, ApiError> {
+        let Some(mut r) = repository else { return self.pods.create_pod_from(who, req, None).await };
+        let Some(link) = self.resolve(who, &mut r).await? else { return self.pods.create_pod_from(who, req, Some(r)).await };
+        let row = link_row(link.installation, &link.repo, None, link.git_write, link.deploy_key.map(access_name));
+        let pod = self.pods.create_pod_linked(who, req, Some(r), Some(row)).await?;
+        self.pods.forget_lists();
+        Ok(pod)
     }
 
     /// Registers the running pod's own key as a deploy key.
@@ -1030,21 +1108,23 @@ impl GithubApps {
                 let mut m = row.clone().into_active_model();
                 m.deploy_key_id = Set(Some(id as i64));
                 let _ = m.update(&self.db).await;
+                self.pods.forget_lists();
                 let _ = self.pods.record_progress(pod.id, &format!("the pod's key {} is a {} deploy key of {repo}", key.fingerprint, if write { "read-write" } else { "read-only" })).await;
                 let _ = self.audit.record(&who, "github.deploy_key.add", &format!("pod:{} repo:{repo} key:{id}", pod.id)).await;
             }
             Err(e) => {
-                // not tried again until the next start: a refusal will not change
+                // not tried again: a refusal will not change by itself
                 let mut m = row.clone().into_active_model();
-                m.deploy_key_access = Set(None);
+                m.deploy_key_access = Set(Some("failed".into()));
                 let _ = m.update(&self.db).await;
                 let _ = self.pods.record_progress(pod.id, &format!("the deploy key could not be added to {repo}: {e}")).await;
             }
         }
     }
 
-    /// After `pinacle pod rotate-keys`: the old deploy key is replaced by
-    /// the new key.
+    /// After `pinacle pod rotate-keys`: the new key becomes the deploy key
+    /// (recorded first), then the old one is removed; a failure to remove
+    /// it is a pod event.
     pub async fn rotated(&self, who: &Principal, pod_id: Uuid, public_key: &str) -> Result<(), ApiError> {
         let Some(row) = gpod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await? else { return Ok(()) };
         let Some(old) = row.deploy_key_id else { return Ok(()) };
@@ -1054,10 +1134,12 @@ impl GithubApps {
         let inst = row.installation_id as u64;
         let title = deploy_key_title(pod_id);
         let new = pinacle_github::app::with_retries(3, || app.client.add_deploy_key(inst, &repo, &title, public_key, !write)).await.map_err(github_failed)?;
-        pinacle_github::app::with_retries(3, || app.client.delete_deploy_key(inst, &repo, old as u64)).await.map_err(github_failed)?;
         let mut m = row.into_active_model();
         m.deploy_key_id = Set(Some(new as i64));
         m.update(&self.db).await?;
+        if let Err(e) = pinacle_github::app::with_retries(3, || app.client.delete_deploy_key(inst, &repo, old as u64)).await {
+            let _ = self.pods.record_progress(pod_id, &format!("the old deploy key {old} of {repo} could not be removed: {e}; remove it on GitHub")).await;
+        }
         self.audit.record(who, "github.deploy_key.rotate", &format!("pod:{pod_id} repo:{repo} key:{old}→{new}")).await?;
         Ok(())
     }
@@ -1068,15 +1150,31 @@ impl GithubApps {
     pub async fn git_token(&self, pod_id: Uuid) -> Result<Option<pinacle_github::app::Token>, ApiError> {
         let Some(app) = self.config.get() else { return Ok(None) };
         let Some(row) = gpod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await? else { return Ok(None) };
-        if !self.pods.pod_by_id(pod_id).await?.is_some_and(|p| p.state != PodState::Deleted) {
-            return Ok(None);
-        }
+        let Some(pod) = self.pods.pod_by_id(pod_id).await?.filter(|p| p.state != PodState::Deleted) else { return Ok(None) };
         if installation::Entity::find_by_id(row.installation_id).one(&self.db).await?.is_none_or(|i| i.suspended) {
             return Ok(None);
         }
         let repo = FullName::parse(&row.repository).map_err(ApiError::internal)?;
-        let scope = TokenScope::git(row.installation_id as u64, &repo, row.git_write && row.pull_request.is_none());
-        pinacle_github::app::with_retries(3, || app.client.token(&scope)).await.map(Some).map_err(github_failed)
+        let Some(repo_row) = grepo::Entity::find_by_id(repo.key()).one(&self.db).await? else { return Ok(None) };
+        let write = if row.pull_request.is_some() {
+            false
+        } else {
+            // the owner's access as it is now: one who lost it gets no token
+            let role = self.role_of_user(&pod.owner_id, &repo_row).await?;
+            if role < RepoRole::Read {
+                return Ok(None);
+            }
+            row.git_write && role >= RepoRole::Write
+        };
+        let scope = TokenScope::git(row.installation_id as u64, &repo, write);
+        // an untrusted preview's token is its own: never the one trusted
+        // pods of the repository share from the cache
+        let minted = if row.fork {
+            pinacle_github::app::with_retries(3, || app.client.fresh_token(&scope)).await
+        } else {
+            pinacle_github::app::with_retries(3, || app.client.token(&scope)).await
+        };
+        minted.map(Some).map_err(github_failed)
     }
 
     /// Whether the pod is an untrusted preview (a fork's, or one whose
@@ -1161,6 +1259,37 @@ enum Handled {
     Ignored(String),
 }
 
+/// `read` or `write`.
+fn access_name(write: bool) -> String {
+    if write { "write" } else { "read" }.to_owned()
+}
+
+/// A new pod's link (its `pod_id` is set when the pod is inserted).
+fn link_row(installation: i64, repo: &FullName, pull_request: Option<i64>, git_write: bool, deploy_key: Option<String>) -> gpod::ActiveModel {
+    gpod::ActiveModel {
+        pod_id: Set(String::new()),
+        installation_id: Set(installation),
+        repository: Set(repo.to_string()),
+        pull_request: Set(pull_request),
+        head_sha: Set(String::new()),
+        head_updated_at: Set(None),
+        fork: Set(false),
+        git_write: Set(git_write),
+        deploy_key_id: Set(None),
+        deploy_key_access: Set(deploy_key),
+        comment_id: Set(None),
+        check_run_id: Set(None),
+        behind_sha: Set(None),
+        behind_since: Set(None),
+        closed_at: Set(None),
+        delete_after: Set(None),
+        stale_after_secs: Set(None),
+        retention_secs: Set(0),
+        pull_on_push: Set(false),
+        last_activity_at: Set(Utc::now()),
+    }
+}
+
 fn view(row: &grepo::Model) -> RepositoryView {
     RepositoryView {
         full_name: row.full_name.clone(),
@@ -1169,6 +1298,13 @@ fn view(row: &grepo::Model) -> RepositoryView {
         installation_id: row.installation_id,
         previews: row.previews,
     }
+}
+
+/// The port of a process's `http://localhost:PORT[/…]` URL.
+fn local_port(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
 }
 
 fn short(sha: &str) -> &str {
@@ -1180,8 +1316,30 @@ pub fn deploy_key_title(pod: Uuid) -> String {
     format!("pinacle pod {pod}")
 }
 
+/// A pull request's pod: the request (the repository's own pinacle.yaml
+/// configures it).
+fn preview_request(name: String) -> CreatePodRequest {
+    CreatePodRequest {
+        name,
+        template: None,
+        tier: None,
+        runtime: None,
+        team: None,
+        install: Vec::new(),
+        processes: Vec::new(),
+        config: None,
+        config_file: None,
+        strict: false,
+        egress: None,
+        image: None,
+        host_labels: Default::default(),
+    }
+}
+
 /// `pr-{n}-{repo}`, fitted to pod-name rules (lower case, digits, dashes,
-/// at most 40).
+/// at most 40); a name already taken (another owner's repository of the
+/// same name, a closed pull request's pod kept for its retention) gets a
+/// suffix when the pod is made.
 pub fn preview_name(number: u64, repo: &str) -> String {
     let mut name: String = format!("pr-{number}-{}", repo.to_ascii_lowercase())
         .chars()

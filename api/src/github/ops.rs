@@ -97,7 +97,15 @@ impl GithubAuth {
             .one(&txn)
             .await?;
         if let Some(link) = linked {
-            let u = user::Entity::find_by_id(link.user_id).one(&txn).await?.ok_or_else(|| ApiError::internal("linked user is gone"))?;
+            let u = user::Entity::find_by_id(link.user_id.clone()).one(&txn).await?.ok_or_else(|| ApiError::internal("linked user is gone"))?;
+            if link.login != login {
+                // a renamed GitHub account: repository access is checked by
+                // login, and the old one may be someone else's now
+                let mut m: user_identity::ActiveModel = link.into();
+                m.login = Set(login.to_owned());
+                m.update(&txn).await?;
+                txn.commit().await?;
+            }
             return Ok((u, false));
         }
         match self.settings.current().await?.signup {

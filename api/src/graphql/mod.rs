@@ -796,13 +796,9 @@ pub struct MutationRoot;
 #[Object(name = "Mutation")]
 impl MutationRoot {
     async fn create_pod(&self, ctx: &Context<'_>, input: CreatePodInput) -> R<Pod> {
-        let mut repository =
+        let repository =
             input.repository.map(|r| crate::service::RepositoryRequest { url: r.url, branch: r.branch, commit: r.commit, github: r.github, deploy_key: r.deploy_key });
         let who = writer(ctx)?;
-        let github = match repository.as_mut() {
-            Some(r) => state(ctx).github_apps.resolve(who, r).await.gql()?,
-            None => None,
-        };
         let req = crate::service::CreatePodRequest {
             name: input.name,
             template: input.template.filter(|t| !t.is_empty()),
@@ -818,11 +814,7 @@ impl MutationRoot {
             image: input.image.filter(|i| !i.trim().is_empty()),
             host_labels: Default::default(),
         };
-        let pod = state(ctx).pods.create_pod_from(who, req, repository).await.gql()?;
-        if let Some(link) = github {
-            state(ctx).github_apps.link(who, &pod, link).await.gql()?;
-        }
-        Ok(Pod(pod))
+        Ok(Pod(state(ctx).github_apps.create_pod(who, req, repository).await.gql()?))
     }
     async fn start_pod(&self, ctx: &Context<'_>, id: String) -> R<Pod> {
         Ok(Pod(state(ctx)

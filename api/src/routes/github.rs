@@ -1,13 +1,12 @@
 //! The GitHub App's routes: its webhook, the repository picker, and the
 //! admin's view of installations and deliveries.
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use crate::error::{ApiJson, ApiPath};
+use crate::error::{ApiJson, ApiPath, ApiQuery};
 use crate::policy::{Action, Resource};
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
@@ -19,7 +18,11 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `POST /api/v1/github/webhook`: GitHub's deliveries, signed with the
 /// App's webhook secret (401 otherwise); answered 202 once recorded,
 /// processed in the background.
-pub async fn webhook(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+pub async fn webhook(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Body) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let max = pinacle_github::webhook::MAX_BODY;
+    let body = axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("a delivery is at most {} MiB", max >> 20))
+    })?;
     let received = s
         .github_apps
         .receive(header(&headers, "x-github-event"), header(&headers, "x-github-delivery"), header(&headers, "x-hub-signature-256"), &body)
@@ -59,6 +62,7 @@ pub async fn installations(State(s): State<AppState>, Extension(who): Extension<
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     #[serde(default)]
     limit: Option<u64>,
@@ -68,7 +72,7 @@ pub struct DeliveriesQuery {
 pub async fn deliveries(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
-    Query(q): Query<DeliveriesQuery>,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.authorize(Action::Configure, &Resource::Instance, "github")?;
     Ok(Json(serde_json::json!({"deliveries": s.github_apps.deliveries(q.limit.unwrap_or(50)).await?})))

@@ -136,10 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/connect", get(admin::agent_connect))
         // GitHub's deliveries: signed, come in bursts from GitHub's few
         // addresses (never limited per client), at most 10 MiB
-        .route(
-            "/api/v1/github/webhook",
-            post(github::webhook).layer(axum::extract::DefaultBodyLimit::max(pinacle_github::webhook::MAX_BODY)),
-        )
+        .route("/api/v1/github/webhook", post(github::webhook))
         .route("/api/v1/internal/hosts/{id}/relay", get(admin::relay_host))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -123,18 +123,8 @@ pub async fn create(
         Some(v) => Some(serde_json::from_value::<crate::service::RepositoryRequest>(v).map_err(|e| fits("repository", e))?),
     };
     let req: CreatePodRequest = serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| fits("request body", e))?;
-    let (repository, github) = match repository {
-        Some(mut r) => {
-            let resolved = s.github_apps.resolve(&who, &mut r).await?;
-            (Some(r), resolved)
-        }
-        None => (None, None),
-    };
-    let mut pod = s.pods.create_pod_from(&who, req, repository).await?;
-    if let Some(link) = github {
-        s.github_apps.link(&who, &pod, link).await?;
-        add_github(&s, std::slice::from_mut(&mut pod)).await?;
-    }
+    let mut pod = s.github_apps.create_pod(&who, req, repository).await?;
+    add_github(&s, std::slice::from_mut(&mut pod)).await?;
     Ok((StatusCode::ACCEPTED, Json(pod)))
 }
 
