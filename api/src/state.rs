@@ -354,7 +354,7 @@ impl AppState {
             credential_renewal: cfg.host_credential_renewal,
         });
         let github_apps =
-            crate::github::app::GithubApps::new(db.clone(), pods.clone(), host_registry.clone(), ssh.clone(), audit.clone(), proxy_site.clone());
+            crate::github::app::GithubApps::new(db.clone(), pods.clone(), host_registry.clone(), ssh.clone(), audit.clone(), proxy_site.clone(), master_key.clone(), github.clone());
         control.set_git_tokens(Arc::new(github_apps.clone()));
         let state = Self(Arc::new(Inner {
             settings,

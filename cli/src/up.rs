@@ -620,6 +620,17 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             });
             say!("GitHub sign-in: {public}/api/v1/auth/github/start");
         }
+        let public = args.public_url.clone().unwrap_or_else(|| url.clone());
+        let github_url = args.github_url.trim_end_matches('/').to_owned();
+        state.github_apps.set_site(pinacle_api::github::app::AppSite {
+            github_url: github_url.clone(),
+            api_url: args.github_api_url.trim_end_matches('/').to_owned(),
+            git_url: args.github_git_url.clone().unwrap_or_else(|| github_url.clone()),
+            public_url: public.clone(),
+        });
+        if args.github_app_id.is_none() && state.github_apps.load_saved().await.map_err(|e| anyhow::anyhow!("the saved GitHub App: {}", e.message))? {
+            say!("GitHub App (made from the admin page): webhook at {}/api/v1/github/webhook", public.trim_end_matches('/'));
+        }
         if let Some(app_id) = args.github_app_id {
             let key_file = args.github_app_key_file.as_ref().context("--github-app-id needs --github-app-key-file (the App's private key, PEM)")?;
             let pem = std::fs::read_to_string(key_file).with_context(|| format!("reading the GitHub App's key {}", key_file.display()))?;
@@ -627,8 +638,6 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
             let webhook_secret = secret("PINACLE_GITHUB_WEBHOOK_SECRET")
                 .filter(|s| !s.trim().is_empty())
                 .context("--github-app-id needs PINACLE_GITHUB_WEBHOOK_SECRET (the App's webhook secret)")?;
-            let public = args.public_url.clone().unwrap_or_else(|| url.clone());
-            let github_url = args.github_url.trim_end_matches('/').to_owned();
             state.github_apps.configure(pinacle_api::github::app::AppConfig {
                 client: std::sync::Arc::new(pinacle_github::app::GithubApp::new(key, &args.github_api_url)),
                 webhook_secret,

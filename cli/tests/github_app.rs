@@ -303,3 +303,56 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
     let (_, repos) = p.call_as(&octocat, Method::GET, "/api/v1/github/repositories", None).await;
     assert_eq!(repos["repositories"].as_array().map(Vec::len), Some(0), "{repos}");
 }
+
+#[tokio::test]
+async fn an_admin_creates_the_app_from_githubs_manifest_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, public) = fake_github::app_key(dir.path());
+    let (gh, fake) = fake_github::start(public).await;
+    fake.lock().unwrap().manifest_app = Some((std::fs::read_to_string(&pem).unwrap(), "whsec-from-github".into()));
+    let mut p = Pinacle::start_with(&["--github-url", &gh, "--github-api-url", &gh]).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let (_, status) = p.call(Method::GET, "/api/v1/github/status", None).await;
+    assert_eq!(status["app"]["configured"], false, "{status}");
+
+    // the manifest, for the admin's browser to post to GitHub
+    let (s, m) = p.call(Method::POST, "/api/v1/admin/github/manifest", Some(json!({"organization": "acme"}))).await;
+    assert_eq!(s, 200, "{m}");
+    let url = m["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{gh}/organizations/acme/settings/apps/new?state=")), "{url}");
+    assert_eq!(m["manifest"]["hook_attributes"]["url"], format!("{}/api/v1/github/webhook", p.url));
+    assert_eq!(m["manifest"]["redirect_url"], format!("{}/api/v1/github/manifest/callback", p.url));
+    let state = url.split_once("state=").unwrap().1.to_owned();
+    let (s, b) = p.call(Method::POST, "/api/v1/admin/github/manifest", Some(json!({"organization": "a b"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_request")), "{b}");
+    let (_, _) = p.call_as("", Method::POST, "/api/v1/auth/signup", Some(json!({"name": "eve", "password": "correct horse battery"}))).await;
+    let (_, login) = p.call_as("", Method::POST, "/api/v1/auth/login", Some(json!({"name": "eve", "password": "correct horse battery"}))).await;
+    let (s, _) = p.call_as(login["access_token"].as_str().unwrap(), Method::POST, "/api/v1/admin/github/manifest", Some(json!({}))).await;
+    assert_eq!(s, 403, "only admins make the App");
+
+    // GitHub sends the browser back: a forged state, then an unknown code, are refused
+    let back = |code: &str, state: &str| http.get(format!("{}/api/v1/github/manifest/callback?code={code}&state={state}", p.url)).send();
+    let r = back("manifest-code", "v1forged").await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = back("other-code", &state).await.unwrap();
+    assert_eq!(r.status(), 502, "{}", r.text().await.unwrap());
+    let r = back("manifest-code", &state).await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], format!("{}/admin", p.url).as_str());
+    let (_, status) = p.call(Method::GET, "/api/v1/github/status", None).await;
+    assert_eq!((status["app"]["configured"].as_bool(), status["app"]["install_url"].as_str()), (Some(true), Some(format!("{gh}/apps/pinacle-test/installations/new").as_str())), "{status}");
+    // the App's webhook secret is GitHub's, and it holds after a restart
+    let ping = json!({"zen": "Design for failure.", "hook_id": 1});
+    let (s, _) = fake_github::deliver(&http, &p.url, "whsec-from-github", "ping", "m-1", &ping).await;
+    assert_eq!(s, 202);
+    p.restart().await;
+    let (s, _) = fake_github::deliver(&http, &p.url, "whsec-from-github", "ping", "m-2", &ping).await;
+    assert_eq!(s, 202, "the App is configured again at start");
+    let (s, _) = fake_github::deliver(&http, &p.url, "another-secret", "ping", "m-3", &ping).await;
+    assert_eq!(s, 401);
+    // a second App is refused; the secrets never reach the log
+    let (s, b) = p.call(Method::POST, "/api/v1/admin/github/manifest", Some(json!({}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("already_configured")), "{b}");
+    let log = p.server_log();
+    assert!(!log.contains("whsec-from-github") && !log.contains(CLIENT_SECRET) && !log.contains("PRIVATE KEY"), "a secret in the log");
+}

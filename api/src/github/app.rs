@@ -24,6 +24,10 @@ use crate::principal::Principal;
 use crate::service::{CreatePodRequest, PodView, RepositoryRequest};
 use crate::ApiError;
 
+mod manifest;
+
+pub use manifest::{AppSite, ManifestRequest};
+
 /// How the App is configured. Debug hides the secret.
 pub struct AppConfig {
     pub client: Arc<GithubApp>,
@@ -123,6 +127,12 @@ pub struct GithubApps {
     wake: Arc<tokio::sync::Notify>,
     /// One preview's comment written at a time.
     showing: Arc<tokio::sync::Mutex<()>>,
+    /// Seals the App's credentials made by the manifest flow.
+    master_key: Arc<crate::crypto::MasterKey>,
+    /// GitHub sign-in, set from an App made by the manifest flow.
+    sign_in: Arc<OnceLock<crate::github::GithubConfig>>,
+    /// Where GitHub and this server are.
+    site: Arc<OnceLock<AppSite>>,
     /// Preview state last shown on GitHub, by pod.
     shown: Arc<Mutex<HashMap<Uuid, String>>>,
     /// Repository access checks, cached a minute.
@@ -151,6 +161,8 @@ impl GithubApps {
         ssh: crate::ssh::SshAccess,
         audit: crate::audit::AuditLog,
         proxy_site: Arc<OnceLock<crate::pod_access::ProxySite>>,
+        master_key: Arc<crate::crypto::MasterKey>,
+        sign_in: Arc<OnceLock<crate::github::GithubConfig>>,
     ) -> Self {
         Self {
             db,
@@ -162,6 +174,9 @@ impl GithubApps {
             proxy_site,
             wake: Arc::default(),
             showing: Arc::default(),
+            master_key,
+            sign_in,
+            site: Arc::default(),
             shown: Arc::default(),
             roles: Arc::default(),
         }

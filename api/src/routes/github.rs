@@ -55,6 +55,34 @@ pub async fn branches(
     Ok(Json(serde_json::json!({"branches": branches})))
 }
 
+/// `POST /api/v1/admin/github/manifest`: the App's manifest and where the
+/// admin's browser posts it (GitHub's manifest flow).
+pub async fn manifest(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(req): ApiJson<crate::github::app::ManifestRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.authorize(Action::Configure, &Resource::Instance, "github")?;
+    Ok(Json(s.github_apps.manifest(&who, req)?))
+}
+
+#[derive(Deserialize)]
+pub struct ManifestCallback {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// `GET /api/v1/github/manifest/callback?code&state`: GitHub sends the
+/// browser back here once the App exists; it lands on the admin page.
+pub async fn manifest_callback(State(s): State<AppState>, ApiQuery(q): ApiQuery<ManifestCallback>) -> Result<(StatusCode, HeaderMap), ApiError> {
+    let to = s.github_apps.manifest_callback(q.code, q.state).await?;
+    let mut h = HeaderMap::new();
+    h.insert(axum::http::header::LOCATION, to.parse().map_err(ApiError::internal)?);
+    Ok((StatusCode::FOUND, h))
+}
+
 /// `GET /api/v1/admin/github/installations`.
 pub async fn installations(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
     who.authorize(Action::Configure, &Resource::Instance, "github")?;

@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/github/repositories", get(github::repositories))
         .route("/github/repositories/{owner}/{repo}/branches", get(github::branches))
         .route("/admin/github/installations", get(github::installations))
+        .route("/admin/github/manifest", post(github::manifest))
         .route("/admin/github/deliveries", get(github::deliveries))
         .route("/admin/github/repositories/{owner}/{repo}/previews", put(github::set_previews))
         // inner: runs after authentication, which wraps it
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/github/start", get(accounts::github_start))
         .route("/api/v1/auth/github/callback", get(accounts::github_callback))
         .route("/api/v1/github/status", get(github::status))
+        .route("/api/v1/github/manifest/callback", get(github::manifest_callback))
         // hosts' agents: their own credentials, not a user's
         .route("/api/v1/agents/join", post(admin::join_host))
         .route("/api/v1/agents/me", get(admin::agent_me))

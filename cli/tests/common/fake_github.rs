@@ -46,6 +46,9 @@ pub struct State_ {
     user_tokens: HashMap<String, (u64, String)>,
     /// Requests seen: "METHOD path".
     pub requests: Vec<String>,
+    /// The App the manifest flow's code turns into: its PEM and webhook
+    /// secret (the code is `manifest-code`, good once).
+    pub manifest_app: Option<(String, String)>,
 }
 
 pub type Fake = Arc<Mutex<State_>>;
@@ -343,6 +346,21 @@ async fn edit_check(State(f): State<Fake>, h: HeaderMap, Path((o, r, id)): Path<
     Json(check_json(&full, id, &sha, &status, conclusion.as_deref(), b["name"].as_str().unwrap_or("Pinacle preview"))).into_response()
 }
 
+/// `POST /app-manifests/{code}/conversions`: GitHub's answer once an App
+/// was made from a manifest (no authentication: the code is the secret).
+async fn conversion(State(f): State<Fake>, Path(code): Path<String>) -> Response {
+    let mut f = f.lock().unwrap();
+    f.requests.push(format!("POST /app-manifests/{code}/conversions"));
+    if code != "manifest-code" {
+        return err(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let Some((pem, secret)) = f.manifest_app.take() else { return err(StatusCode::NOT_FOUND, "Not Found") };
+    (StatusCode::CREATED, Json(json!({"id": APP_ID, "slug": "pinacle-test", "node_id": "A_1", "owner": author("acme", 1), "name": "Pinacle",
+        "description": null, "external_url": "https://p.example", "html_url": "https://github.com/apps/pinacle-test",
+        "created_at": "2026-12-07T00:00:00Z", "updated_at": "2026-12-07T00:00:00Z", "permissions": {"contents": "write"}, "events": ["push"],
+        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "webhook_secret": secret, "pem": pem}))).into_response()
+}
+
 // --- OAuth (sign-in through the App's user authorisation) ---------------
 
 async fn authorize(State(f): State<Fake>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -397,6 +415,7 @@ pub async fn start(public_key: Vec<u8>) -> (String, Fake) {
         .route("/repos/{o}/{r}/issues/comments/{id}", post(edit_comment).patch(edit_comment))
         .route("/repos/{o}/{r}/check-runs", post(add_check))
         .route("/repos/{o}/{r}/check-runs/{id}", axum::routing::patch(edit_check))
+        .route("/app-manifests/{code}/conversions", post(conversion))
         .route("/login/oauth/authorize", get(authorize))
         .route("/login/oauth/access_token", post(access_token))
         .route("/user", get(current_user))

@@ -85,6 +85,15 @@ export interface GithubApi {
   podLinks(): Promise<Map<string, PodGithub>>;
   /** One pod's `github` (`GET /api/v1/pods/{id}`). */
   podLink(id: string): Promise<PodGithub | null>;
+  /** The App's manifest and where the browser posts it (GitHub's manifest
+   *  flow; instance administrators). */
+  manifest(organization?: string): Promise<GithubManifest>;
+}
+
+/** What `POST /api/v1/admin/github/manifest` answers. */
+export interface GithubManifest {
+  url: string;
+  manifest: Record<string, unknown>;
 }
 
 type AuthFetch = (input: string, init?: RequestInit) => Promise<Response>;
@@ -144,5 +153,11 @@ export function createGithubApi(authFetch: AuthFetch): GithubApi {
       return links;
     },
     podLink: async (id) => podGithub(await call<unknown>(`/api/v1/pods/${encodeURIComponent(id)}`)),
+    manifest: (organization) =>
+      call<GithubManifest>("/api/v1/admin/github/manifest", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(organization ? { organization } : {}),
+      }),
   };
 }

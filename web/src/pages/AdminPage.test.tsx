@@ -1,6 +1,6 @@
 import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { App } from "../App";
 import { fakeApi, fakeRest, jsonResponse, renderWithApi } from "../test/fakeApi";
 import { AdminPage } from "./AdminPage";
@@ -124,6 +124,30 @@ describe("admin page, GitHub section", () => {
     expect(note).toHaveTextContent("PINACLE_GITHUB_WEBHOOK_SECRET");
     expect(screen.queryByRole("table")).toBeNull();
     expect(requests.map((r) => r.path)).toEqual(["/api/v1/github/status"]);
+  });
+
+  it("creates the App by posting GitHub's manifest form", async () => {
+    const api = fakeApi(admin);
+    const manifest = { name: "Pinacle", hook_attributes: { url: "https://p.example/api/v1/github/webhook" } };
+    const requests = fakeRest(api, {
+      "GET /api/v1/github/status": { app: { configured: false, install_url: null } },
+      "POST /api/v1/admin/github/manifest": { url: "https://github.example/organizations/acme/settings/apps/new?state=s1", manifest },
+    });
+    const submitted: HTMLFormElement[] = [];
+    const submit = vi.spyOn(HTMLFormElement.prototype, "submit").mockImplementation(function (this: HTMLFormElement) {
+      submitted.push(this);
+    });
+    const user = userEvent.setup();
+    renderWithApi(<AdminPage />, api);
+    await user.type(await screen.findByLabelText("Organisation"), "acme");
+    await user.click(screen.getByRole("button", { name: "Create the GitHub App" }));
+    await waitFor(() => expect(submitted).toHaveLength(1));
+    expect(requests.find((r) => r.method === "POST")?.body).toEqual({ organization: "acme" });
+    const form = submitted[0];
+    expect(form.method.toUpperCase()).toBe("POST");
+    expect(form.action).toBe("https://github.example/organizations/acme/settings/apps/new?state=s1");
+    expect(JSON.parse((form.elements.namedItem("manifest") as HTMLInputElement).value)).toEqual(manifest);
+    submit.mockRestore();
   });
 
   it("shows the message of a table that cannot be read", async () => {

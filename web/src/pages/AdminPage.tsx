@@ -62,10 +62,11 @@ export function GithubAdminSection() {
     return (
       <Card id="github" title="GitHub">
         <p className="notice" role="note">
-          The GitHub App is not configured. Start the server with <code>--github-app-id</code> (the App's id) and{" "}
-          <code>--github-app-key-file</code> (its private key, PEM), and set <code>PINACLE_GITHUB_WEBHOOK_SECRET</code> to
-          the App's webhook secret.
+          The GitHub App is not configured. Create one on GitHub from here, or start the server with{" "}
+          <code>--github-app-id</code> (the App's id) and <code>--github-app-key-file</code> (its private key, PEM), and set{" "}
+          <code>PINACLE_GITHUB_WEBHOOK_SECRET</code> to the App's webhook secret.
         </p>
+        <CreateApp />
       </Card>
     );
   }
@@ -75,6 +76,52 @@ export function GithubAdminSection() {
       <Repositories />
       <Deliveries />
     </Card>
+  );
+}
+
+/** GitHub's manifest flow: the server makes the manifest, the browser
+ *  posts it to GitHub (a form, as GitHub requires), GitHub sends it back
+ *  to the server's callback once the App exists. */
+export function CreateApp() {
+  const api = useApi();
+  const [organization, setOrganization] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const create = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      const m = await api.github.manifest(organization.trim() || undefined);
+      const form = document.createElement("form");
+      form.method = "POST";
+      form.action = m.url;
+      const input = document.createElement("input");
+      input.type = "hidden";
+      input.name = "manifest";
+      input.value = JSON.stringify(m.manifest);
+      form.appendChild(input);
+      document.body.appendChild(form);
+      form.submit();
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="create-app">
+      <label>
+        Organisation (empty: your own account){" "}
+        <input value={organization} onChange={(e) => setOrganization(e.target.value)} placeholder="my-org" aria-label="Organisation" />
+      </label>{" "}
+      <button type="button" onClick={() => void create()} disabled={busy}>
+        Create the GitHub App
+      </button>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+    </div>
   );
 }
 
