@@ -353,8 +353,16 @@ impl AppState {
             heartbeat: cfg.heartbeat,
             credential_renewal: cfg.host_credential_renewal,
         });
-        let github_apps =
-            crate::github::app::GithubApps::new(db.clone(), pods.clone(), host_registry.clone(), ssh.clone(), audit.clone(), proxy_site.clone(), master_key.clone(), github.clone());
+        let github_apps = crate::github::app::GithubApps::new(crate::github::app::GithubAppsDeps {
+            db: db.clone(),
+            pods: pods.clone(),
+            hosts: host_registry.clone(),
+            ssh: ssh.clone(),
+            audit: audit.clone(),
+            proxy_site: proxy_site.clone(),
+            master_key: master_key.clone(),
+            sign_in: github.clone(),
+        });
         control.set_git_tokens(Arc::new(github_apps.clone()));
         let state = Self(Arc::new(Inner {
             settings,

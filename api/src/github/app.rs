@@ -153,29 +153,32 @@ fn github_failed(e: pinacle_github::GithubError) -> ApiError {
     }
 }
 
+/// What [`GithubApps`] works with.
+pub struct GithubAppsDeps {
+    pub db: sea_orm::DatabaseConnection,
+    pub pods: crate::service::Pods,
+    pub hosts: crate::hosts::ops::Hosts,
+    pub ssh: crate::ssh::SshAccess,
+    pub audit: crate::audit::AuditLog,
+    pub proxy_site: Arc<OnceLock<crate::pod_access::ProxySite>>,
+    pub master_key: Arc<crate::crypto::MasterKey>,
+    pub sign_in: Arc<OnceLock<crate::github::GithubConfig>>,
+}
+
 impl GithubApps {
-    pub fn new(
-        db: sea_orm::DatabaseConnection,
-        pods: crate::service::Pods,
-        hosts: crate::hosts::ops::Hosts,
-        ssh: crate::ssh::SshAccess,
-        audit: crate::audit::AuditLog,
-        proxy_site: Arc<OnceLock<crate::pod_access::ProxySite>>,
-        master_key: Arc<crate::crypto::MasterKey>,
-        sign_in: Arc<OnceLock<crate::github::GithubConfig>>,
-    ) -> Self {
+    pub fn new(d: GithubAppsDeps) -> Self {
         Self {
-            db,
+            db: d.db,
             config: Arc::default(),
-            pods,
-            hosts,
-            ssh,
-            audit,
-            proxy_site,
+            pods: d.pods,
+            hosts: d.hosts,
+            ssh: d.ssh,
+            audit: d.audit,
+            proxy_site: d.proxy_site,
             wake: Arc::default(),
             showing: Arc::default(),
-            master_key,
-            sign_in,
+            master_key: d.master_key,
+            sign_in: d.sign_in,
             site: Arc::default(),
             shown: Arc::default(),
             roles: Arc::default(),
