@@ -356,3 +356,42 @@ async fn an_admin_creates_the_app_from_githubs_manifest_flow() {
     let log = p.server_log();
     assert!(!log.contains("whsec-from-github") && !log.contains(CLIENT_SECRET) && !log.contains("PRIVATE KEY"), "a secret in the log");
 }
+
+#[tokio::test]
+async fn deliveries_that_never_arrived_are_asked_for_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, public) = fake_github::app_key(dir.path());
+    let (gh, fake) = fake_github::start(public).await;
+    let p = Pinacle::start_with_env(
+        &["--github-url", &gh, "--github-api-url", &gh, "--github-app-id", &fake_github::APP_ID.to_string(), "--github-app-key-file", pem.to_str().unwrap()],
+        &[("PINACLE_GITHUB_WEBHOOK_SECRET", SECRET)],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ping = json!({"zen": "Approachable is better than simple.", "hook_id": 1});
+    {
+        // GitHub's log: one delivery failed while the server was down (and
+        // its one retry by hand failed too), one arrived
+        let mut f = fake.lock().unwrap();
+        f.hook = Some((p.url.clone(), SECRET.into()));
+        f.hook_log.push((1, "g-lost".into(), 502, "ping".into(), ping.clone()));
+        f.hook_log.push((2, "g-lost".into(), 504, "ping".into(), ping.clone()));
+        f.hook_log.push((3, "g-arrived".into(), 202, "ping".into(), ping.clone()));
+    }
+    let (s, _) = fake_github::deliver(&http, &p.url, SECRET, "ping", "g-arrived", &ping).await;
+    assert_eq!(s, 202);
+    let (s, b) = p.call(Method::POST, "/api/v1/admin/github/redeliver", None).await;
+    assert_eq!((s, b["redelivered"].as_u64()), (200, Some(1)), "{b}");
+    // the newest failed attempt is the one asked for, once
+    assert_eq!(fake.lock().unwrap().redelivered, vec![2]);
+    let d = wait_for("the redelivered ping", 30, async || {
+        let (_, d) = p.call(Method::GET, "/api/v1/admin/github/deliveries", None).await;
+        d["deliveries"].as_array()?.iter().find(|x| x["id"] == "g-lost" && x["outcome"] == "ignored").cloned()
+    })
+    .await;
+    assert_eq!(d["event"], "ping");
+    // it arrived now: not asked for again
+    let (_, b) = p.call(Method::POST, "/api/v1/admin/github/redeliver", None).await;
+    assert_eq!(b["redelivered"], 0, "{b}");
+    assert_eq!(fake.lock().unwrap().redelivered.len(), 1);
+}

@@ -177,6 +177,16 @@ pub struct InstallationInfo {
     pub suspended: bool,
 }
 
+/// A delivery GitHub could not make (every attempt failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDelivery {
+    /// GitHub's id of the attempt (what a redelivery names).
+    pub id: u64,
+    /// `X-GitHub-Delivery`.
+    pub guid: String,
+    pub delivered_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A check run's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckState {
@@ -338,6 +348,33 @@ impl GithubApp {
             self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.token);
         }
         Ok(revoked)
+    }
+
+    /// The App's webhook deliveries GitHub recorded since `since` whose
+    /// every attempt failed (no 2xx), newest attempt of each, at most
+    /// `max` (the newest 100 attempts are read: what GitHub lists first).
+    pub async fn failed_deliveries(&self, since: chrono::DateTime<chrono::Utc>, max: usize) -> Result<Vec<FailedDelivery>, GithubError> {
+        let list = self.as_app()?.apps().webhook_deliveries().per_page(100u8).send().await?;
+        let ok: std::collections::HashSet<String> =
+            list.iter().filter(|d| (200..300).contains(&d.status_code)).map(|d| d.guid.clone()).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for d in list {
+            if d.delivered_at < since || ok.contains(&d.guid) || !seen.insert(d.guid.clone()) {
+                continue;
+            }
+            out.push(FailedDelivery { id: d.id.0, guid: d.guid, delivered_at: d.delivered_at });
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks GitHub to send delivery `id` again.
+    pub async fn redeliver(&self, id: u64) -> Result<(), GithubError> {
+        self.as_app()?.apps().redeliver_webhook_delivery(id).await?;
+        Ok(())
     }
 
     /// `GET /app/installations/{id}`.

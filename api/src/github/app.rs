@@ -71,6 +71,16 @@ const RETRY_AFTER_SECS: i64 = 5;
 /// swept.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How often GitHub is asked for deliveries that never reached this
+/// server (GitHub does not retry them itself).
+const REDELIVER_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// GitHub redelivers deliveries of the last 3 days; a margin is kept.
+const REDELIVER_WITHIN_HOURS: i64 = 71;
+
+/// Most redeliveries asked for in one pass.
+const MAX_REDELIVERIES: usize = 50;
+
 /// Deliveries kept for the admin page.
 const KEEP_DELIVERIES_DAYS: i64 = 14;
 
@@ -194,9 +204,16 @@ impl GithubApps {
             tokio::spawn(async move { me.watch_previews().await });
             let me = self.clone();
             tokio::spawn(async move {
+                let mut last_redelivery = tokio::time::Instant::now();
                 loop {
                     tokio::time::sleep(SWEEP_EVERY).await;
                     me.sweep().await;
+                    if last_redelivery.elapsed() >= REDELIVER_EVERY {
+                        last_redelivery = tokio::time::Instant::now();
+                        if let Err(e) = me.redeliver_failed().await {
+                            tracing::warn!(error = %e.message, "asking GitHub for failed deliveries");
+                        }
+                    }
                 }
             });
         }
@@ -379,6 +396,31 @@ impl GithubApps {
             Event::PullRequest(e) => self.on_pull_request(*e).await.map_err(|e| e.message),
             Event::Push(e) => self.on_push(*e).await.map_err(|e| e.message),
         }
+    }
+
+    /// Asks GitHub to send again the deliveries of the last 3 days that
+    /// never reached this server (every attempt failed, and none is
+    /// recorded here): what GitHub's documentation advises, as it does
+    /// not retry. Answers how many were asked for.
+    pub async fn redeliver_failed(&self) -> Result<usize, ApiError> {
+        let app = self.app()?;
+        let since = Utc::now() - Duration::hours(REDELIVER_WITHIN_HOURS);
+        let failed = pinacle_github::app::with_retries(2, || app.client.failed_deliveries(since, MAX_REDELIVERIES)).await.map_err(github_failed)?;
+        let mut asked = 0;
+        for d in failed {
+            if delivery::Entity::find_by_id(d.guid.clone()).one(&self.db).await?.is_some() {
+                // it arrived (on a later try, or another server took it)
+                continue;
+            }
+            match app.client.redeliver(d.id).await {
+                Ok(()) => asked += 1,
+                Err(e) => tracing::warn!(delivery = %d.guid, error = %e, "asking GitHub to redeliver"),
+            }
+        }
+        if asked > 0 {
+            tracing::info!(asked, "asked GitHub to redeliver deliveries that never arrived");
+        }
+        Ok(asked)
     }
 
     // ---- installations -----------------------------------------------

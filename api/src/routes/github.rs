@@ -83,6 +83,13 @@ pub async fn manifest_callback(State(s): State<AppState>, ApiQuery(q): ApiQuery<
     Ok((StatusCode::FOUND, h))
 }
 
+/// `POST /api/v1/admin/github/redeliver`: asks GitHub now for the
+/// deliveries that never reached this server (also done every 10 minutes).
+pub async fn redeliver(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
+    who.authorize(Action::Configure, &Resource::Instance, "github")?;
+    Ok(Json(serde_json::json!({"redelivered": s.github_apps.redeliver_failed().await?})))
+}
+
 /// `GET /api/v1/admin/github/installations`.
 pub async fn installations(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<serde_json::Value>, ApiError> {
     who.authorize(Action::Configure, &Resource::Instance, "github")?;

@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/github/repositories/{owner}/{repo}/branches", get(github::branches))
         .route("/admin/github/installations", get(github::installations))
         .route("/admin/github/manifest", post(github::manifest))
+        .route("/admin/github/redeliver", post(github::redeliver))
         .route("/admin/github/deliveries", get(github::deliveries))
         .route("/admin/github/repositories/{owner}/{repo}/previews", put(github::set_previews))
         // inner: runs after authentication, which wraps it

@@ -49,6 +49,12 @@ pub struct State_ {
     /// The App the manifest flow's code turns into: its PEM and webhook
     /// secret (the code is `manifest-code`, good once).
     pub manifest_app: Option<(String, String)>,
+    /// GitHub's log of the App's deliveries: (id, guid, status code,
+    /// event, body); a redelivery sends the body again to `hook`.
+    pub hook_log: Vec<(u64, String, u16, String, Value)>,
+    /// Where redeliveries go: (server URL, webhook secret).
+    pub hook: Option<(String, String)>,
+    pub redelivered: Vec<u64>,
 }
 
 pub type Fake = Arc<Mutex<State_>>;
@@ -346,6 +352,41 @@ async fn edit_check(State(f): State<Fake>, h: HeaderMap, Path((o, r, id)): Path<
     Json(check_json(&full, id, &sha, &status, conclusion.as_deref(), b["name"].as_str().unwrap_or("Pinacle preview"))).into_response()
 }
 
+/// `GET /app/hook/deliveries` (the App's JWT): newest first.
+async fn hook_deliveries(State(f): State<Fake>, h: HeaderMap) -> Response {
+    let f = f.lock().unwrap();
+    if !app_jwt_ok(&f, &h) {
+        return err(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded");
+    }
+    let list: Vec<Value> = f
+        .hook_log
+        .iter()
+        .rev()
+        .map(|(id, guid, code, event, _)| {
+            json!({"id": id, "guid": guid, "delivered_at": "2026-12-07T09:00:00Z", "redelivery": false, "duration": 0.27,
+                "status": if *code < 300 { "OK" } else { "Bad Gateway" }, "status_code": code, "event": event, "action": null,
+                "installation_id": INSTALLATION, "repository_id": null, "throttled_at": null})
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+/// `POST /app/hook/deliveries/{id}/attempts`: sends the delivery again,
+/// signed, with its GUID.
+async fn redeliver(State(f): State<Fake>, h: HeaderMap, Path(id): Path<u64>) -> Response {
+    let mut f = f.lock().unwrap();
+    if !app_jwt_ok(&f, &h) {
+        return err(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded");
+    }
+    let Some((_, guid, _, event, body)) = f.hook_log.iter().find(|d| d.0 == id).cloned() else { return err(StatusCode::NOT_FOUND, "Not Found") };
+    f.redelivered.push(id);
+    let Some((url, secret)) = f.hook.clone() else { return err(StatusCode::UNPROCESSABLE_ENTITY, "no hook") };
+    tokio::spawn(async move {
+        deliver(&reqwest::Client::new(), &url, &secret, &event, &guid, &body).await;
+    });
+    (StatusCode::ACCEPTED, Json(json!({}))).into_response()
+}
+
 /// `POST /app-manifests/{code}/conversions`: GitHub's answer once an App
 /// was made from a manifest (no authentication: the code is the secret).
 async fn conversion(State(f): State<Fake>, Path(code): Path<String>) -> Response {
@@ -416,6 +457,8 @@ pub async fn start(public_key: Vec<u8>) -> (String, Fake) {
         .route("/repos/{o}/{r}/check-runs", post(add_check))
         .route("/repos/{o}/{r}/check-runs/{id}", axum::routing::patch(edit_check))
         .route("/app-manifests/{code}/conversions", post(conversion))
+        .route("/app/hook/deliveries", get(hook_deliveries))
+        .route("/app/hook/deliveries/{id}/attempts", post(redeliver))
         .route("/login/oauth/authorize", get(authorize))
         .route("/login/oauth/access_token", post(access_token))
         .route("/user", get(current_user))
