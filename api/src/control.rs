@@ -94,8 +94,8 @@ impl ControlPlane for Control {
     }
 
     async fn registry_environment(&self, id: Uuid) -> Result<Vec<String>, ControlPlaneError> {
-        // an untrusted preview pulls with no one's registry credentials
-        if self.pods.untrusted_preview(id).await.map_err(backend)? {
+        // a preview without secrets pulls with no one's registry credentials
+        if !self.pods.secrets_allowed(id).await.map_err(backend)? {
             return Ok(Vec::new());
         }
         let Some(pod) = crate::entities::pod::Entity::find_by_id(id.to_string()).one(&self.db).await.map_err(|e| backend(e.into()))? else {

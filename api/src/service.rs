@@ -1005,11 +1005,17 @@ impl Pods {
         Ok(())
     }
 
-    /// Whether the pod is a pull request's preview that runs untrusted
-    /// code (a fork's, or one of a repository that keeps secrets from its
-    /// previews): no secrets, no agent memory.
+    /// Whether the pod is a pull request's preview that runs a fork's
+    /// (untrusted) code: no secrets, no agent memory.
     pub async fn untrusted_preview(&self, id: Uuid) -> Result<bool, ApiError> {
         Ok(crate::entities::github_pod::Entity::find_by_id(id.to_string()).one(&self.db).await?.is_some_and(|g| g.fork))
+    }
+
+    /// Whether the pod may have its owner's secrets and registry
+    /// credentials (not a fork's pull request, nor another pull request
+    /// unless `previews.secrets`).
+    pub async fn secrets_allowed(&self, id: Uuid) -> Result<bool, ApiError> {
+        Ok(!crate::entities::github_pod::Entity::find_by_id(id.to_string()).one(&self.db).await?.is_some_and(|g| g.fork || !g.with_secrets))
     }
 
     /// Forgets the cached pod lists (something they show changed).

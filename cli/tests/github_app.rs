@@ -207,6 +207,10 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
     assert_eq!(s, 202);
     wait_for("the deploy key removed with its pod", 90, async || fake.lock().unwrap().keys.is_empty().then_some(Value::Null)).await;
     marker("pr-7-app", "pr-one").await;
+    // a pull request of the repository itself shares its owner's agent
+    // memory of the repository (and gets no secrets without previews.secrets)
+    let (token, _, code) = p.exec_as(&octocat, "pr-7-app", &["sh", "-c", "cat \"$PINAK_TOKEN_FILE\""]).await;
+    assert!(code == 0 && token.trim().starts_with("ey"), "no memory token in the pull request's pod: {token}");
     let (url, _, _) = p.exec_as(&octocat, "mine", &["git", "-C", "/workspace", "config", "--get", "remote.origin.url"]).await;
     assert_eq!(url.trim(), format!("{git_url}/octo/app.git"));
     let (cfg, _, _) = p.exec_as(&octocat, "mine", &["sh", "-c", "cat /workspace/.git/config ~/.gitconfig"]).await;
@@ -218,6 +222,21 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
         ok.then_some(Value::Null)
     })
     .await;
+
+    // a fork's pull request gets no pod: previews.forks is off
+    let mut fork = pr_event("opened", &head1, "2026-12-07T10:02:00Z");
+    fork["number"] = json!(8);
+    fork["pull_request"]["number"] = json!(8);
+    fork["pull_request"]["head"]["repo"] = json!({"id": 555, "full_name": "mallory/app", "private": false});
+    let (s, _) = fake_github::deliver(&http, &p.url, SECRET, "pull_request", "d-fork", &fork).await;
+    assert_eq!(s, 202);
+    let forked = wait_for("the fork's pull request", 30, async || {
+        let (_, d) = p.call(Method::GET, "/api/v1/admin/github/deliveries", None).await;
+        d["deliveries"].as_array()?.iter().find(|x| x["id"] == "d-fork" && x["outcome"] != "queued" && x["outcome"] != "processing").cloned()
+    })
+    .await;
+    assert_eq!(forked["outcome"], "ignored", "{forked}");
+    assert!(forked["detail"].as_str().unwrap().contains("fork"), "{forked}");
 
     // synchronize: the pod moves to the new head; an older synchronize
     // arriving late changes nothing

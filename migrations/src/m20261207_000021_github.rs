@@ -57,6 +57,7 @@ enum GithubPods {
     HeadSha,
     HeadUpdatedAt,
     Fork,
+    WithSecrets,
     GitWrite,
     DeployKeyId,
     DeployKeyAccess,
@@ -133,6 +134,7 @@ impl MigrationTrait for Migration {
                 .col(string(GithubPods::HeadSha).default(""))
                 .col(timestamp_with_time_zone_null(GithubPods::HeadUpdatedAt))
                 .col(boolean(GithubPods::Fork).default(false))
+                .col(boolean(GithubPods::WithSecrets).default(true))
                 .col(boolean(GithubPods::GitWrite).default(false))
                 .col(big_integer_null(GithubPods::DeployKeyId))
                 .col(string_null(GithubPods::DeployKeyAccess))

@@ -16,8 +16,12 @@ pub struct Model {
     /// The pull request's `updated_at` of the head in force: an older
     /// `synchronize` arriving late changes nothing.
     pub head_updated_at: Option<DateTimeUtc>,
-    /// The head is from a fork: no secrets, read-only git, no memory.
+    /// The head is from a fork (untrusted code): no secrets, no registry
+    /// credentials, read-only git, no agent memory.
     pub fork: bool,
+    /// The owner's secrets reach the pod (false for a pull request's pod
+    /// unless `previews.secrets`; never for a fork's).
+    pub with_secrets: bool,
     /// The pod's git token may push (`contents: write`).
     pub git_write: bool,
     pub deploy_key_id: Option<i64>,

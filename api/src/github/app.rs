@@ -625,9 +625,10 @@ impl GithubApps {
         let mut row = link_row(inst, &repo, Some(e.number as i64), false, None);
         row.head_sha = Set(pr.head.sha.clone());
         row.head_updated_at = Set(pr.updated_at);
-        // untrusted: a fork's code, or a repository that keeps its secrets
-        // from previews
-        row.fork = Set(fork || !previews.secrets);
+        // a fork's code is untrusted; secrets only where the base branch's
+        // pinacle.yaml says so, and never a fork's
+        row.fork = Set(fork);
+        row.with_secrets = Set(!fork && previews.secrets);
         row.stale_after_secs = Set(previews.stale_after.map(|s| s as i64));
         row.retention_secs = Set(previews.retention.min(i64::MAX as u64) as i64);
         row.pull_on_push = Set(previews.pull_on_push);
@@ -1237,8 +1238,7 @@ impl GithubApps {
         minted.map(Some).map_err(github_failed)
     }
 
-    /// Whether the pod is an untrusted preview (a fork's, or one whose
-    /// repository keeps secrets from previews): no secrets, no memory.
+    /// Whether the pod runs a fork's code: no secrets, no memory.
     pub async fn untrusted(&self, pod_id: Uuid) -> Result<bool, ApiError> {
         Ok(gpod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await?.is_some_and(|r| r.fork))
     }
@@ -1334,6 +1334,7 @@ fn link_row(installation: i64, repo: &FullName, pull_request: Option<i64>, git_w
         head_sha: Set(String::new()),
         head_updated_at: Set(None),
         fork: Set(false),
+        with_secrets: Set(true),
         git_write: Set(git_write),
         deploy_key_id: Set(None),
         deploy_key_access: Set(deploy_key),

@@ -39,9 +39,9 @@ impl SecretVault {
         let Some(pod) = crate::entities::pod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await? else {
             return Ok(Vec::new());
         };
-        // a pull request's preview from a fork (or of a repository that
-        // keeps secrets from previews) runs untrusted code: no secrets
-        if crate::entities::github_pod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await?.is_some_and(|g| g.fork) {
+        // a fork's pull request runs untrusted code, and other pull
+        // requests' pods get secrets only when the repository says so
+        if crate::entities::github_pod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await?.is_some_and(|g| g.fork || !g.with_secrets) {
             return Ok(Vec::new());
         }
         let base = match &pod.team_id {
