@@ -8,5 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PINACLE_TEST_IMAGES=${PINACLE_TEST_IMAGES:-/var/tmp/pinacle-test/images}
-cargo build --release -p pinacle --bins
+bash scripts/build-supervisor.sh
+cargo build --release --workspace
 cargo bench -p pinacle --bench github
