@@ -61,7 +61,7 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
     std::fs::write(work.join("version.txt"), "main\n").unwrap();
     std::fs::write(
         work.join("pinacle.yaml"),
-        "version: \"1.0\"\ntier: dev.small\npreviews:\n  pullOnPush: true\nprocesses:\n  - name: marker\n    startCommand: cp /workspace/version.txt /tmp/marker && exec sleep 100000\n",
+        "version: \"1.0\"\ntier: dev.small\npreviews:\n  pullOnPush: true\n  prebuild: true\ninstall: echo warm > /workspace/.prebuilt\nprocesses:\n  - name: marker\n    startCommand: cp /workspace/version.txt /tmp/marker && exec sleep 100000\n",
     )
     .unwrap();
     git(&work, &["add", "."]);
@@ -294,6 +294,15 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
         (code == 0 && out.trim() == "pushed").then_some(Value::Null)
     })
     .await;
+    // previews.prebuild: the default branch's push is prebuilt (image
+    // pulled, install steps run), then the prebuild pod stops
+    let prebuilt = wait_for("the prebuild to finish", 180, async || {
+        let (s, b) = p.call_as(&octocat, Method::GET, "/api/v1/pods/prebuild-app", None).await;
+        (s == 200 && b["state"] == "stopped").then_some(b)
+    })
+    .await;
+    assert_eq!((prebuilt["github"]["prebuild"].as_bool(), prebuilt["github"]["head_sha"].as_str()), (Some(true), Some(main2.as_str())), "{prebuilt}");
+    assert_eq!(prebuilt["repository"]["commit"], main2.as_str(), "{prebuilt}");
 
     // closed: the pod is removed, the comment says so
     let mut closed = pr_event("closed", &head2, "2026-12-07T10:10:00Z");

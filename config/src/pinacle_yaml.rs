@@ -138,6 +138,11 @@ pub struct Previews {
     /// deleting it (`retention: 3d`); 0, the default: delete at once.
     #[serde(default)]
     pub retention: u64,
+    /// Prebuild the default branch at each push: a pod that pulls its
+    /// image and runs its install steps, then stops, so pull requests'
+    /// pods start from a warm image.
+    #[serde(default)]
+    pub prebuild: bool,
 }
 
 fn default_stale_after() -> Option<u64> {
@@ -146,7 +151,7 @@ fn default_stale_after() -> Option<u64> {
 
 impl Default for Previews {
     fn default() -> Self {
-        Self { forks: false, secrets: false, pull_on_push: false, stale_after: default_stale_after(), retention: 0 }
+        Self { forks: false, secrets: false, pull_on_push: false, stale_after: default_stale_after(), retention: 0, prebuild: false }
     }
 }
 
@@ -299,7 +304,7 @@ pub const FIELDS: &[&str] = &[
     "version", "name", "template", "tier", "services", "install", "processes", "tabs", "env", "secrets", "ports", "gpu",
     "image", "features", "onCreate", "postCreate", "postStart", "idleTimeout", "previews", "github",
 ];
-const PREVIEW_FIELDS: &[&str] = &["forks", "secrets", "pullOnPush", "staleAfter", "retention"];
+const PREVIEW_FIELDS: &[&str] = &["forks", "secrets", "pullOnPush", "staleAfter", "retention", "prebuild"];
 const GITHUB_FIELDS: &[&str] = &["deployKey"];
 const BUILD_FIELDS: &[&str] = &["dockerfile", "context", "args", "target"];
 const PROCESS_FIELDS: &[&str] = &["name", "displayName", "startCommand", "url", "healthCheck"];
@@ -788,9 +793,10 @@ fn read_previews(ctx: &mut Ctx<'_>, node: &MarkedYaml<'_>) -> Option<Previews> {
     for (key, value) in fields {
         let path = join("previews", key);
         match key {
-            "forks" | "secrets" | "pullOnPush" => match ctx.boolean(value, &path) {
+            "forks" | "secrets" | "pullOnPush" | "prebuild" => match ctx.boolean(value, &path) {
                 Some(b) if key == "forks" => p.forks = b,
                 Some(b) if key == "secrets" => p.secrets = b,
+                Some(b) if key == "prebuild" => p.prebuild = b,
                 Some(b) => p.pull_on_push = b,
                 None => ok = false,
             },
@@ -1183,7 +1189,7 @@ pub fn to_canonical_yaml(c: &PinacleConfig) -> String {
     }
     if let Some(p) = &c.previews {
         out.push_str("previews:\n");
-        let _ = writeln!(out, "  forks: {}\n  secrets: {}\n  pullOnPush: {}", p.forks, p.secrets, p.pull_on_push);
+        let _ = writeln!(out, "  forks: {}\n  secrets: {}\n  pullOnPush: {}\n  prebuild: {}", p.forks, p.secrets, p.pull_on_push, p.prebuild);
         match p.stale_after {
             Some(s) => { let _ = writeln!(out, "  staleAfter: {s}s"); }
             None => out.push_str("  staleAfter: never\n"),
@@ -1261,10 +1267,10 @@ mod tests {
 
     #[test]
     fn previews_and_deploy_keys_read_and_write_back() {
-        let text = "version: \"1.0\"\npreviews:\n  forks: true\n  pullOnPush: true\n  staleAfter: 2d\n  retention: 12h\ngithub:\n  deployKey: write\n";
+        let text = "version: \"1.0\"\npreviews:\n  forks: true\n  pullOnPush: true\n  prebuild: true\n  staleAfter: 2d\n  retention: 12h\ngithub:\n  deployKey: write\n";
         let (c, _) = parse("pinacle.yaml", text, ParseOptions { strict: true }).unwrap();
         let p = c.previews.clone().unwrap();
-        assert_eq!((p.forks, p.secrets, p.pull_on_push, p.stale_after, p.retention), (true, false, true, Some(2 * 86400), 12 * 3600));
+        assert_eq!((p.forks, p.secrets, p.pull_on_push, p.stale_after, p.retention, p.prebuild), (true, false, true, Some(2 * 86400), 12 * 3600, true));
         assert_eq!(c.github.as_ref().unwrap().deploy_key, Some(DeployKeyAccess::Write));
         let (again, _) = parse("pinacle.yaml", &to_canonical_yaml(&c), ParseOptions { strict: true }).unwrap();
         assert_eq!((again.previews, again.github), (c.previews, c.github));

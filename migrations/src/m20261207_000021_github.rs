@@ -70,6 +70,8 @@ enum GithubPods {
     StaleAfterSecs,
     RetentionSecs,
     PullOnPush,
+    Prebuild,
+    ReadySha,
     LastActivityAt,
 }
 
@@ -147,6 +149,8 @@ impl MigrationTrait for Migration {
                 .col(big_integer_null(GithubPods::StaleAfterSecs))
                 .col(big_integer(GithubPods::RetentionSecs).default(0))
                 .col(boolean(GithubPods::PullOnPush).default(false))
+                .col(boolean(GithubPods::Prebuild).default(false))
+                .col(string_null(GithubPods::ReadySha))
                 .col(timestamp_with_time_zone(GithubPods::LastActivityAt))
                 .to_owned(),
         )

@@ -45,6 +45,11 @@ pub struct Model {
     pub retention_secs: i64,
     /// `previews.pullOnPush`: pushes are fetched into the pod.
     pub pull_on_push: bool,
+    /// The default branch's prebuild pod (`previews.prebuild`).
+    pub prebuild: bool,
+    /// The commit the prebuild finished (image pulled, install steps
+    /// done) and stopped at.
+    pub ready_sha: Option<String>,
     pub last_activity_at: DateTimeUtc,
 }
 

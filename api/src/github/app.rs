@@ -109,6 +109,8 @@ pub struct PodGithub {
     pub head_sha: String,
     pub behind: Option<serde_json::Value>,
     pub deploy_key: bool,
+    /// The default branch's prebuild pod.
+    pub prebuild: bool,
 }
 
 /// A repository a user's pod will clone through the App.
@@ -822,6 +824,12 @@ impl GithubApps {
                 if row.closed_at.is_some() {
                     continue;
                 }
+                if row.prebuild {
+                    if pod.state == PodState::Running && row.ready_sha.as_deref() != Some(row.head_sha.as_str()) {
+                        self.finish_prebuild(&row, &pod).await;
+                    }
+                    continue;
+                }
                 if row.deploy_key_id.is_none() && pod.state == PodState::Running && row.pull_request.is_none() {
                     let from_config = pod.config.as_ref().and_then(|c| c.github.as_ref()).and_then(|g| g.deploy_key);
                     match (row.deploy_key_access.as_deref(), from_config) {
@@ -924,9 +932,19 @@ impl GithubApps {
             return Ok(Handled::Ignored(format!("branch {branch} was deleted")));
         }
         let repo = FullName::parse(&e.repository.full_name).map_err(|m| ApiError::bad_request("malformed_payload", m.to_string()))?;
+        let prebuild = if e.repository.default_branch.as_deref() == Some(branch) {
+            match self.prebuild(e.installation.as_ref().map(|i| i.id as i64), &repo, &e.after).await {
+                Ok(Some(note)) => format!("; {note}"),
+                Ok(None) => String::new(),
+                Err(err) => format!("; prebuild not started: {}", err.message),
+            }
+        } else {
+            String::new()
+        };
         let rows = gpod::Entity::find()
             .filter(gpod::Column::Repository.eq(repo.to_string()))
             .filter(gpod::Column::PullRequest.is_null())
+            .filter(gpod::Column::Prebuild.eq(false))
             .all(&self.db)
             .await?;
         let mut behind = 0;
@@ -953,7 +971,79 @@ impl GithubApps {
             }
         }
         self.pods.forget_lists();
-        Ok(Handled::Done(format!("{branch} at {}: {behind} pods behind, {pulled} pulled", short(&e.after))))
+        Ok(Handled::Done(format!("{branch} at {}: {behind} pods behind, {pulled} pulled{prebuild}", short(&e.after))))
+    }
+
+    /// `previews.prebuild` (read at the pushed commit of the default
+    /// branch): the repository's prebuild pod, made or moved to `sha` and
+    /// started; the watcher stops it once its image is pulled and its
+    /// install steps are done. `None` when the repository asks for none.
+    async fn prebuild(&self, installation: Option<i64>, repo: &FullName, sha: &str) -> Result<Option<String>, ApiError> {
+        let Some(inst) = installation else { return Ok(None) };
+        let app = self.app()?;
+        let Some(previews) = self.previews_of(inst, repo, sha).await? else { return Ok(None) };
+        if !previews.prebuild {
+            return Ok(None);
+        }
+        let existing = gpod::Entity::find()
+            .filter(gpod::Column::Repository.eq(repo.to_string()))
+            .filter(gpod::Column::Prebuild.eq(true))
+            .one(&self.db)
+            .await?;
+        if let Some(row) = existing {
+            if row.head_sha == sha {
+                return Ok(Some(format!("the prebuild is at {}", short(sha))));
+            }
+            let id = Uuid::parse_str(&row.pod_id).map_err(ApiError::internal)?;
+            let Some(pod) = self.pods.pod_by_id(id).await? else { return Ok(None) };
+            self.pods.set_repository_commit(id, sha).await?;
+            let mut m = row.into_active_model();
+            m.head_sha = Set(sha.to_owned());
+            m.update(&self.db).await?;
+            let _ = self.pods.record_progress(id, &format!("prebuilding {}", short(sha))).await;
+            if matches!(pod.state, PodState::Running | PodState::Starting) {
+                self.request_as_owner(&pod, PodEvent::StopRequested).await?;
+            }
+            self.request_as_owner(&pod, PodEvent::StartRequested).await?;
+            return Ok(Some(format!("prebuild {} moves to {}", pod.name, short(sha))));
+        }
+        let Some(owner) = installation::Entity::find_by_id(inst).one(&self.db).await?.and_then(|i| i.installer_user_id) else {
+            return Err(ApiError::conflict("no_owner", "no Pinacle user is linked to the GitHub account that installed the App"));
+        };
+        let who = self.owner_principal(&owner).await?;
+        let mut row = link_row(inst, repo, None, false, None);
+        row.prebuild = Set(true);
+        row.head_sha = Set(sha.to_owned());
+        row.with_secrets = Set(previews.secrets);
+        let repository = RepositoryRequest { url: repo.clone_url(&app.git_url), branch: None, commit: Some(sha.to_owned()), github: None, deploy_key: None };
+        let name = fitted_name(&format!("prebuild-{}", repo.name()));
+        let pod = self.pods.create_pod_linked(&who, preview_request(name), Some(repository), Some(row)).await?;
+        self.pods.forget_lists();
+        Ok(Some(format!("prebuild {} started at {}", pod.name, short(sha))))
+    }
+
+    /// Stops a running prebuild pod once its install steps are done (its
+    /// image is pulled, its dependencies installed): the commit is ready.
+    async fn finish_prebuild(&self, row: &gpod::Model, pod: &PodView) {
+        let Ok(who) = self.owner_principal(&pod.owner_id).await else { return };
+        let Ok((_, client)) = self.hosts.pod_supervisor(&who, &pod.id.to_string(), crate::policy::Action::Read).await else { return };
+        let Ok(pinacle_supervisor::protocol::Response::Status { install, .. }) = client.call(pinacle_supervisor::protocol::Op::Status).await else { return };
+        if install.iter().any(|s| s.state == "pending" || s.state == "running") {
+            return;
+        }
+        let failed: Vec<&str> = install.iter().filter(|s| s.state == "failed").map(|s| s.name.as_str()).collect();
+        let mut m = row.clone().into_active_model();
+        m.ready_sha = Set(Some(row.head_sha.clone()));
+        if m.update(&self.db).await.is_err() {
+            return;
+        }
+        let note = if failed.is_empty() {
+            format!("prebuilt {}: its image and install steps are warm; stopping", short(&row.head_sha))
+        } else {
+            format!("prebuilt {} with failed install steps ({}); stopping", short(&row.head_sha), failed.join(", "))
+        };
+        let _ = self.pods.record_progress(pod.id, &note).await;
+        let _ = self.request_as_owner(pod, PodEvent::StopRequested).await;
     }
 
     /// Fetches `branch` into a running pod and fast-forwards a clean work
@@ -1262,6 +1352,7 @@ impl GithubApps {
                         head_sha: r.head_sha,
                         behind: r.behind_sha.map(|sha| serde_json::json!({"sha": sha, "since": r.behind_since})),
                         deploy_key: r.deploy_key_id.is_some(),
+                        prebuild: r.prebuild,
                     },
                 ))
             })
@@ -1347,6 +1438,8 @@ fn link_row(installation: i64, repo: &FullName, pull_request: Option<i64>, git_w
         stale_after_secs: Set(None),
         retention_secs: Set(0),
         pull_on_push: Set(false),
+        prebuild: Set(false),
+        ready_sha: Set(None),
         last_activity_at: Set(Utc::now()),
     }
 }
@@ -1402,7 +1495,14 @@ fn preview_request(name: String) -> CreatePodRequest {
 /// same name, a closed pull request's pod kept for its retention) gets a
 /// suffix when the pod is made.
 pub fn preview_name(number: u64, repo: &str) -> String {
-    let mut name: String = format!("pr-{number}-{}", repo.to_ascii_lowercase())
+    fitted_name(&format!("pr-{number}-{repo}"))
+}
+
+/// `s` fitted to pod-name rules: lower case, `-` for anything but letters
+/// and digits, no doubled or trailing dashes, at most 40.
+fn fitted_name(s: &str) -> String {
+    let mut name: String = s
+        .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
