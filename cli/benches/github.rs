@@ -31,7 +31,9 @@ use git_server::{git, GitNet, GitServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const NET: GitNet = GitNet { ns: "pncbench-gh", host_veth: "pncbghv", peer_veth: "pncbghp", prefix: "198.18.79" };
+/// Addresses no test uses (tests take 10.231.N.0/24 and 198.18.N.0/24).
+const NET: GitNet = GitNet { ns: "pncbench-gh", host_veth: "pncbghv", peer_veth: "pncbghp", prefix: "198.19.179" };
+const BRIDGE: &str = "pncbgh";
 const SECRET: &str = "whsec-bench-0123456789abcdef";
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -54,6 +56,7 @@ fn main() {
 }
 
 async fn run(deliveries: usize, prs: u64) {
+    let _cleanup = common::HostCleanup(BRIDGE);
     let server = GitServer::start(NET, "nobody", "no-token-0123456789");
     let work = server.scratch("app");
     git(&work, &["init", "-q", "-b", "main"]);
@@ -89,7 +92,7 @@ async fn run(deliveries: usize, prs: u64) {
     let git_url = server.url("private");
     let p = common::Pinacle::start_with_env(
         &[
-            "--pod-network", "bridge", "--pod-bridge", "pncbgh", "--pod-subnet", "10.231.79.0/24",
+            "--pod-network", "bridge", "--pod-bridge", BRIDGE, "--pod-subnet", "10.231.179.0/24",
             "--github-client-id", fake_github::CLIENT_ID, "--github-url", &gh, "--github-api-url", &gh,
             "--github-app-id", &fake_github::APP_ID.to_string(), "--github-app-key-file", pem.to_str().unwrap(),
             "--github-git-url", git_url.trim_end_matches('/'),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use fake_github::{CLIENT_ID, CLIENT_SECRET, INSTALLATION};
 use git_server::{git, GitNet, GitServer};
-use common::Pinacle;
+use common::{HostCleanup, Pinacle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -53,6 +53,8 @@ async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<
 
 #[tokio::test]
 async fn private_repositories_and_pull_request_pods_through_the_github_app() {
+    // the pod bridge and its ruleset go when the test ends (declared first: dropped last)
+    let _cleanup = HostCleanup(BRIDGE);
     let server = GitServer::start(NET, "nobody", "no-token-0123456789");
     // the repository: main with a pinacle.yaml that turns previews on, a
     // pull request's head at refs/pull/7/head
