@@ -479,15 +479,6 @@ impl GithubApp {
         }
     }
 
-    /// The ids of the repository's deploy keys whose title starts with
-    /// `prefix` (for the reconcile pass).
-    pub async fn deploy_keys(&self, installation: u64, repo: &FullName, prefix: &str) -> Result<Vec<(u64, String)>, GithubError> {
-        let client = self.as_installation(installation).await?;
-        let route = format!("/repos/{}/{}/keys", repo.owner(), repo.name());
-        let keys: Vec<octocrab::models::repos::DeployKey> = client.get(route, Some(&[("per_page", "100")])).await?;
-        Ok(keys.into_iter().filter(|k| k.title.starts_with(prefix)).map(|k| (k.id.0, k.title)).collect())
-    }
-
     /// Posts a comment on issue or pull request `number`; its id.
     pub async fn create_comment(&self, installation: u64, repo: &FullName, number: u64, body: &str) -> Result<u64, GithubError> {
         let client = self.as_installation(installation).await?;

@@ -1328,11 +1328,6 @@ impl GithubApps {
         minted.map(Some).map_err(github_failed)
     }
 
-    /// Whether the pod runs a fork's code: no secrets, no memory.
-    pub async fn untrusted(&self, pod_id: Uuid) -> Result<bool, ApiError> {
-        Ok(gpod::Entity::find_by_id(pod_id.to_string()).one(&self.db).await?.is_some_and(|r| r.fork))
-    }
-
     /// Adds each pod's GitHub link to its view.
     pub async fn links(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, PodGithub>, ApiError> {
         if ids.is_empty() || self.config.get().is_none() {
