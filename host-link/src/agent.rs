@@ -356,17 +356,58 @@ async fn run_stream(mut stream: crate::pipe::LinkStream, side: AgentSide) {
 }
 
 /// Answers the open, then copies bytes both ways until both sides end.
+/// The directions end on their own: a write that fails one way (a command
+/// that exited and closed its socket while the caller still sent its end
+/// of input) does not cut the other, so what the pod said last, an exec's
+/// exit status among it, still reaches the caller. (`copy_bidirectional`
+/// gives up on both at the first error.)
 async fn splice(mut stream: crate::pipe::LinkStream, opened: Result<pinacle_host_api::BoxedStream, HostError>) {
     match opened {
-        Ok(mut inner) => {
+        Ok(inner) => {
             if frame::write(&mut stream, &Answer::Ok(())).await.is_ok() {
-                let _ = tokio::io::copy_bidirectional(&mut stream, &mut inner).await;
+                copy_both_ways(stream, inner).await;
             }
         }
         Err(e) => {
             let _ = frame::write(&mut stream, &Answer::<()>::Err(e)).await;
         }
     }
+}
+
+/// Copies `a`'s bytes to `b` and `b`'s to `a`, each direction until its
+/// reader ends or fails, then shuts that direction's writer down; returns
+/// when both are done.
+pub(crate) async fn copy_both_ways<A, B>(a: A, b: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (a_read, a_write) = tokio::io::split(a);
+    let (b_read, b_write) = tokio::io::split(b);
+    tokio::join!(copy_one_way(a_read, b_write), copy_one_way(b_read, a_write));
+}
+
+/// Every byte read is written before the next read, so a read that fails
+/// (a socket closed with input unread answers ECONNRESET after its last
+/// bytes) loses nothing already read; `tokio::io::copy` reads ahead while
+/// a write waits and gives up with what it holds.
+async fn copy_one_way<R, W>(mut from: R, mut to: W)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 async fn run_control(stream: crate::pipe::LinkStream, control: Arc<LinkControl>) {

@@ -292,3 +292,29 @@ async fn a_closed_link_answers_unreachable_and_the_agent_waits_then_fails() {
     let r = l.agent_control.pod(Uuid::from_u128(1)).await;
     assert!(matches!(&r, Err(ControlPlaneError::Backend(m)) if m.contains("cannot be reached")), "{r:?}");
 }
+
+/// A command that exited and closed its socket with the caller's last
+/// input unread: writing that input fails, and the command's last output
+/// (an exec's exit status) still reaches the caller, however slowly the
+/// caller reads. (`copy_bidirectional` dropped it: the SSH gateway then
+/// saw no exit status.)
+#[tokio::test]
+async fn a_failed_write_one_way_does_not_cut_the_other() {
+    let (mut caller, relay_side) = tokio::io::duplex(4);
+    let (relay_pod_side, mut pod) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+    let relay = tokio::spawn(copy_both_ways(relay_side, relay_pod_side));
+    pod.write_all(b"stdout, then exit status 4").await.unwrap_or_else(|e| panic!("{e}"));
+    caller.write_all(b"in").await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // the pod goes with the caller's input unread
+    drop(pod);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    caller.write_all(b"end").await.unwrap_or_else(|e| panic!("{e}"));
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), caller.read_to_end(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("the relay never ended"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&got), "stdout, then exit status 4");
+    tokio::time::timeout(Duration::from_secs(10), relay).await.unwrap_or_else(|_| panic!("relay hangs")).unwrap_or_else(|e| panic!("{e}"));
+}
