@@ -23,6 +23,7 @@ pub mod events;
 pub mod github;
 pub mod graphql;
 pub mod hosts;
+pub mod lease;
 pub mod memory;
 pub mod peers;
 pub mod metrics;

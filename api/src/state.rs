@@ -362,6 +362,7 @@ impl AppState {
             proxy_site: proxy_site.clone(),
             master_key: master_key.clone(),
             sign_in: github.clone(),
+            events: events.clone(),
         });
         control.set_git_tokens(Arc::new(github_apps.clone()));
         let state = Self(Arc::new(Inner {

@@ -205,9 +205,26 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
         assert_ne!(f.keys[0].0, registered["id"].as_u64().unwrap());
         assert_eq!(f.keys[0].3.trim(), rotated["public_key"].as_str().unwrap().trim());
     }
+    {
+        // a key the server added just before it crashed, never recorded,
+        // and another pod's key that must stay
+        let mut f = fake.lock().unwrap();
+        f.counter += 1;
+        let stray = (f.counter, "octo/app".to_owned(), registered["title"].as_str().unwrap().to_owned(), "ssh-ed25519 AAAAstray".to_owned(), true);
+        f.keys.push(stray);
+        f.counter += 1;
+        let other = (f.counter, "octo/app".to_owned(), "a key of somebody else".to_owned(), "ssh-ed25519 AAAAother".to_owned(), true);
+        f.keys.push(other);
+    }
     let (s, _) = p.call_as(&octocat, Method::DELETE, "/api/v1/pods/keyed", None).await;
     assert_eq!(s, 202);
-    wait_for("the deploy key removed with its pod", 90, async || fake.lock().unwrap().keys.is_empty().then_some(Value::Null)).await;
+    wait_for("the pod's deploy keys removed with it, also the unrecorded one", 90, async || {
+        let f = fake.lock().unwrap();
+        (f.keys.len() == 1).then(|| json!(f.keys[0].2))
+    })
+    .await;
+    assert_eq!(fake.lock().unwrap().keys[0].2, "a key of somebody else");
+    fake.lock().unwrap().keys.clear();
     marker("pr-7-app", "pr-one").await;
     // a pull request of the repository itself shares its owner's agent
     // memory of the repository (and gets no secrets without previews.secrets)
@@ -322,14 +339,56 @@ async fn private_repositories_and_pull_request_pods_through_the_github_app() {
         assert!(f.comments[0].2.contains("merged"), "{}", f.comments[0].2);
     }
 
+    // a fork's pull request once the base branch allows forks: its pod
+    // runs the fork's code with a read-only token and without the agent
+    // memory; closing it revokes the token (the code may have copied it)
+    git(&work, &["checkout", "-q", "main"]);
+    let yaml = std::fs::read_to_string(work.join("pinacle.yaml")).unwrap().replace("previews:\n", "previews:\n  forks: true\n");
+    std::fs::write(work.join("pinacle.yaml"), yaml).unwrap();
+    git(&work, &["commit", "-q", "-am", "previews of forks"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    git(&work, &["checkout", "-q", "-b", "forked"]);
+    std::fs::write(work.join("version.txt"), "from-a-fork\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "a fork's change"]);
+    let fork_head = git(&work, &["rev-parse", "HEAD"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "HEAD:refs/pull/8/head"]);
+    fork["action"] = json!("reopened");
+    fork["pull_request"]["head"]["sha"] = json!(fork_head);
+    let (s, _) = fake_github::deliver(&http, &p.url, SECRET, "pull_request", "d-fork-reopened", &fork).await;
+    assert_eq!(s, 202);
+    wait_for("the fork's pod", 60, async || {
+        let (s, b) = p.call_as(&octocat, Method::GET, "/api/v1/pods/pr-8-app", None).await;
+        (s == 200).then_some(b)
+    })
+    .await;
+    p.wait_state_as(&octocat, "pr-8-app", "running", 240).await;
+    marker("pr-8-app", "from-a-fork").await;
+    let (memory, _, _) = p.exec_as(&octocat, "pr-8-app", &["sh", "-c", "cat \"$PINAK_TOKEN_FILE\" 2>/dev/null; true"]).await;
+    assert!(!memory.trim().starts_with("ey"), "a fork's pod got its owner's memory token");
+    let (fork_token, _, code) = p.exec_as(&octocat, "pr-8-app", &["cat", "/run/pinacle/platform/git-token"]).await;
+    let fork_token = fork_token.trim().to_owned();
+    assert!(code == 0 && fork_token.starts_with("ghs_"), "no git token in the fork's pod: {fork_token}");
+    assert_eq!(fake.lock().unwrap().token_permissions.get(&fork_token), Some(&json!({"contents": "read"})), "a fork's token only reads");
+    let mut fork_closed = fork.clone();
+    fork_closed["action"] = json!("closed");
+    let (s, _) = fake_github::deliver(&http, &p.url, SECRET, "pull_request", "d-fork-closed", &fork_closed).await;
+    assert_eq!(s, 202);
+    wait_for("the fork's token revoked", 90, async || (!fake.lock().unwrap().tokens.contains_key(&fork_token)).then_some(Value::Null)).await;
+    wait_for("the fork's pod removed", 120, async || {
+        let (s, b) = p.call_as(&octocat, Method::GET, "/api/v1/pods/pr-8-app", None).await;
+        (s == 404 || b["state"] == "deleted").then_some(Value::Null)
+    })
+    .await;
+
     // nothing secret reaches the server's log
     let log = p.server_log();
     assert!(!log.contains(SECRET) && !log.contains("ghs_fake"), "a secret in the log");
     // installation removed: tokens revoked
+    let revoked_before = fake.lock().unwrap().revoked;
     let gone = json!({"action": "deleted", "installation": {"id": INSTALLATION, "account": {"id": 1, "login": "octo", "type": "Organization"}}, "sender": {"id": OCTOCAT.0, "login": OCTOCAT.1}});
     let (s, _) = fake_github::deliver(&http, &p.url, SECRET, "installation", "d-uninstall", &gone).await;
     assert_eq!(s, 202);
-    wait_for("tokens revoked", 30, async || (fake.lock().unwrap().revoked > 0).then_some(Value::Null)).await;
+    wait_for("tokens revoked", 30, async || (fake.lock().unwrap().revoked > revoked_before).then_some(Value::Null)).await;
     let (_, repos) = p.call_as(&octocat, Method::GET, "/api/v1/github/repositories", None).await;
     assert_eq!(repos["repositories"].as_array().map(Vec::len), Some(0), "{repos}");
 }

@@ -337,17 +337,29 @@ impl GithubApp {
         };
         let mut revoked = 0;
         for t in gone {
-            self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.token);
-            let client = self.octocrab(&t.token)?;
-            match client._delete("/installation/token", None::<&()>).await {
-                Ok(r) if r.status().is_success() => revoked += 1,
-                Ok(r) if r.status().as_u16() == 401 || r.status().as_u16() == 404 => {}
-                Ok(r) => tracing::warn!(status = r.status().as_u16(), "revoking an installation token"),
-                Err(e) => return Err(e.into()),
-            }
-            self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.token);
+            revoked += usize::from(self.revoke(&t).await?);
         }
         Ok(revoked)
+    }
+
+    /// Revokes one installation token at GitHub (`DELETE
+    /// /installation/token`, authenticated by the token itself); whether
+    /// it was still alive. An expired or already revoked token is not an
+    /// error.
+    pub async fn revoke(&self, t: &Token) -> Result<bool, GithubError> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.token);
+        let client = self.octocrab(&t.token)?;
+        let answer = client._delete("/installation/token", None::<&()>).await;
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.token);
+        match answer {
+            Ok(r) if r.status().is_success() => Ok(true),
+            Ok(r) if r.status().as_u16() == 401 || r.status().as_u16() == 404 => Ok(false),
+            Ok(r) => {
+                tracing::warn!(status = r.status().as_u16(), "revoking an installation token");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The App's webhook deliveries GitHub recorded since `since` whose
@@ -465,6 +477,27 @@ impl GithubApp {
         let client = self.as_installation(installation).await?;
         let key = client.repos(repo.owner(), repo.name()).keys().create(title, public_key).read_only(read_only).send().await?;
         Ok(key.id.0)
+    }
+
+    /// The ids of the repository's deploy keys titled `title` (the
+    /// reconcile pass finds a deleted pod's keys by their title, also
+    /// ones added just before a crash and never recorded). At most ten
+    /// pages of 100 keys are read.
+    pub async fn deploy_keys_titled(&self, installation: u64, repo: &FullName, title: &str) -> Result<Vec<u64>, GithubError> {
+        const PER_PAGE: usize = 100;
+        let client = self.as_installation(installation).await?;
+        let route = format!("/repos/{}/{}/keys", repo.owner(), repo.name());
+        let mut ids = Vec::new();
+        for page in 1..=10u32 {
+            let page = page.to_string();
+            let keys: Vec<octocrab::models::repos::DeployKey> = client.get(&route, Some(&[("per_page", "100"), ("page", page.as_str())])).await?;
+            let full = keys.len() == PER_PAGE;
+            ids.extend(keys.into_iter().filter(|k| k.title == title).map(|k| k.id.0));
+            if !full {
+                break;
+            }
+        }
+        Ok(ids)
     }
 
     /// Removes a deploy key; one already gone is not an error.

@@ -74,6 +74,9 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often GitHub is asked for deliveries that never reached this
 /// server (GitHub does not retry them itself).
 const REDELIVER_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long the server following previews keeps that job without
+/// renewing it (another server takes over after a crash within this).
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// GitHub redelivers deliveries of the last 3 days; a margin is kept.
 const REDELIVER_WITHIN_HOURS: i64 = 71;
@@ -149,6 +152,65 @@ pub struct GithubApps {
     shown: Arc<Mutex<HashMap<Uuid, String>>>,
     /// Repository access checks, cached a minute.
     roles: Arc<Mutex<RoleCache>>,
+    /// Tokens handed to fork previews, revoked when the preview stops.
+    untrusted_tokens: Arc<Mutex<UntrustedTokens>>,
+    events: crate::events::PodEvents,
+    /// Held by the one server (of those sharing the database) that
+    /// follows previews onto GitHub, sweeps and asks for redeliveries;
+    /// every server works deliveries (each claims its own).
+    lease: Arc<crate::lease::Lease>,
+}
+
+/// The live installation tokens each untrusted (fork) preview was given:
+/// its code may have copied them out, so they are revoked at GitHub when
+/// the preview stops, closes or goes, not left to expire. Kept in memory
+/// by the server that minted them (a restarted server leaves them to their
+/// one-hour expiry); bounded per pod and in pods.
+#[derive(Default)]
+struct UntrustedTokens(HashMap<Uuid, Vec<(pinacle_github::app::Token, i64)>>);
+
+impl UntrustedTokens {
+    const PER_POD: usize = 32;
+    const PODS: usize = 4096;
+
+    /// Remembers `token`, minted for `pod` at `now_ms` (milliseconds since
+    /// the epoch), forgetting expired ones; past the bounds the oldest goes.
+    fn record(&mut self, pod: Uuid, token: pinacle_github::app::Token, now_ms: i64) {
+        let now = now_ms.div_euclid(1000);
+        if !self.0.contains_key(&pod) && self.0.len() >= Self::PODS {
+            self.0.retain(|_, ts| {
+                ts.retain(|(t, _)| t.expires_at > now);
+                !ts.is_empty()
+            });
+            if self.0.len() >= Self::PODS {
+                return;
+            }
+        }
+        let ts = self.0.entry(pod).or_default();
+        ts.retain(|(t, _)| t.expires_at > now && t.token != token.token);
+        if ts.len() >= Self::PER_POD {
+            ts.remove(0);
+        }
+        ts.push((token, now_ms));
+    }
+
+    /// Whether any token of `pod` is remembered.
+    fn holds(&self, pod: Uuid) -> bool {
+        self.0.contains_key(&pod)
+    }
+
+    /// The pod's tokens minted at or before `minted_by_ms` and still alive
+    /// at `now_ms`, forgotten here; later ones stay (a pod started again
+    /// after the stop that revokes keeps the token it was just given).
+    fn take(&mut self, pod: Uuid, now_ms: i64, minted_by_ms: i64) -> Vec<pinacle_github::app::Token> {
+        let now = now_ms.div_euclid(1000);
+        let Some(ts) = self.0.remove(&pod) else { return Vec::new() };
+        let (old, newer): (Vec<_>, Vec<_>) = ts.into_iter().partition(|(_, minted)| *minted <= minted_by_ms);
+        if !newer.is_empty() {
+            self.0.insert(pod, newer);
+        }
+        old.into_iter().map(|(t, _)| t).filter(|t| t.expires_at > now).collect()
+    }
 }
 
 fn not_configured() -> ApiError {
@@ -175,12 +237,13 @@ pub struct GithubAppsDeps {
     pub proxy_site: Arc<OnceLock<crate::pod_access::ProxySite>>,
     pub master_key: Arc<crate::crypto::MasterKey>,
     pub sign_in: Arc<OnceLock<crate::github::GithubConfig>>,
+    pub events: crate::events::PodEvents,
 }
 
 impl GithubApps {
     pub fn new(d: GithubAppsDeps) -> Self {
         Self {
-            db: d.db,
+            db: d.db.clone(),
             config: Arc::default(),
             pods: d.pods,
             hosts: d.hosts,
@@ -194,6 +257,9 @@ impl GithubApps {
             site: Arc::default(),
             shown: Arc::default(),
             roles: Arc::default(),
+            untrusted_tokens: Arc::default(),
+            events: d.events,
+            lease: Arc::new(crate::lease::Lease::new(d.db.clone(), "github-app", LEASE_TTL)),
         }
     }
 
@@ -205,10 +271,15 @@ impl GithubApps {
             let me = self.clone();
             tokio::spawn(async move { me.watch_previews().await });
             let me = self.clone();
+            tokio::spawn(async move { me.revoke_when_stopped().await });
+            let me = self.clone();
             tokio::spawn(async move {
                 let mut last_redelivery = tokio::time::Instant::now();
                 loop {
                     tokio::time::sleep(SWEEP_EVERY).await;
+                    if !me.lease.held().await {
+                        continue;
+                    }
                     me.sweep().await;
                     if last_redelivery.elapsed() >= REDELIVER_EVERY {
                         last_redelivery = tokio::time::Instant::now();
@@ -711,6 +782,7 @@ impl GithubApps {
         m.delete_after = Set(Some(now + Duration::seconds(retention)));
         let row = m.update(&self.db).await?;
         let merged = e.pull_request.merged;
+        self.revoke_untrusted(id).await;
         if let Some(pod) = self.pods.pod_by_id(id).await? {
             let _ = self.pods.record_progress(id, &format!("pull request #{} was {}", e.number, if merged { "merged" } else { "closed" })).await;
             self.show_preview(&row, &pod, PreviewState::Closed { merged }).await;
@@ -809,6 +881,9 @@ impl GithubApps {
     async fn watch_previews(&self) {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if !self.lease.held().await {
+                continue;
+            }
             let Ok(rows) = gpod::Entity::find().all(&self.db).await else { continue };
             for row in rows {
                 let Ok(id) = Uuid::parse_str(&row.pod_id) else { continue };
@@ -908,17 +983,34 @@ impl GithubApps {
             .await;
     }
 
-    /// Removes a deleted pod's deploy key, then its link.
+    /// Removes a deleted pod's deploy keys, then its link. The keys are
+    /// found by their title, not only by the recorded id: a key added
+    /// just before a crash (or a rotation's new key whose record was lost)
+    /// goes too.
     async fn forget_link(&self, row: &gpod::Model) {
         let installed = installation::Entity::find_by_id(row.installation_id).one(&self.db).await.ok().flatten().is_some();
         if let (Some(key), false) = (row.deploy_key_id, installed) {
             tracing::warn!(pod = %row.pod_id, key, repo = %row.repository, "the App is uninstalled: a deleted pod's deploy key stays on GitHub; remove it there");
         }
-        if let (Some(key), true, Ok(app), Ok(repo)) = (row.deploy_key_id, installed, self.app(), FullName::parse(&row.repository)) {
-            if let Err(e) = pinacle_github::app::with_retries(3, || app.client.delete_deploy_key(row.installation_id as u64, &repo, key as u64)).await {
-                tracing::warn!(pod = %row.pod_id, error = %e, "removing a deleted pod's deploy key; trying again at the next pass");
+        let wanted_key = row.deploy_key_id.is_some() || row.deploy_key_access.is_some();
+        if let (true, true, Ok(app), Ok(repo), Ok(pod)) = (wanted_key, installed, self.app(), FullName::parse(&row.repository), Uuid::parse_str(&row.pod_id)) {
+            let inst = row.installation_id as u64;
+            let removed = async {
+                let title = deploy_key_title(pod);
+                let mut keys = pinacle_github::app::with_retries(3, || app.client.deploy_keys_titled(inst, &repo, &title)).await?;
+                keys.extend(row.deploy_key_id.map(|k| k as u64).filter(|k| !keys.contains(k)));
+                for key in keys {
+                    pinacle_github::app::with_retries(3, || app.client.delete_deploy_key(inst, &repo, key)).await?;
+                }
+                Ok::<_, pinacle_github::GithubError>(())
+            };
+            if let Err(e) = removed.await {
+                tracing::warn!(pod = %row.pod_id, error = %e, "removing a deleted pod's deploy keys; trying again at the next pass");
                 return;
             }
+        }
+        if let Ok(id) = Uuid::parse_str(&row.pod_id) {
+            self.revoke_untrusted(id).await;
         }
         let _ = gpod::Entity::delete_by_id(row.pod_id.clone()).exec(&self.db).await;
         self.shown.lock().unwrap_or_else(|p| p.into_inner()).remove(&Uuid::parse_str(&row.pod_id).unwrap_or_default());
@@ -1320,12 +1412,58 @@ impl GithubApps {
         let scope = TokenScope::git(row.installation_id as u64, &repo, write);
         // an untrusted preview's token is its own: never the one trusted
         // pods of the repository share from the cache
-        let minted = if row.fork {
-            pinacle_github::app::with_retries(3, || app.client.fresh_token(&scope)).await
-        } else {
-            pinacle_github::app::with_retries(3, || app.client.token(&scope)).await
-        };
-        minted.map(Some).map_err(github_failed)
+        if row.fork {
+            // a closed fork's pull request needs no git any more
+            if row.closed_at.is_some() {
+                return Ok(None);
+            }
+            let t = pinacle_github::app::with_retries(3, || app.client.fresh_token(&scope)).await.map_err(github_failed)?;
+            self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).record(pod_id, t.clone(), Utc::now().timestamp_millis());
+            return Ok(Some(t));
+        }
+        pinacle_github::app::with_retries(3, || app.client.token(&scope)).await.map(Some).map_err(github_failed)
+    }
+
+    /// Revokes at GitHub the tokens an untrusted preview was given up to
+    /// now; a failure is logged (they expire within the hour anyway).
+    async fn revoke_untrusted(&self, pod: Uuid) {
+        self.revoke_untrusted_by(pod, Utc::now()).await;
+    }
+
+    /// Revokes the tokens this server gave the untrusted preview `pod` at
+    /// or before `by`.
+    async fn revoke_untrusted_by(&self, pod: Uuid, by: DateTime<Utc>) {
+        let now = Utc::now().timestamp_millis();
+        let tokens = self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).take(pod, now, by.timestamp_millis());
+        let Ok(app) = self.app() else { return };
+        let mut revoked = 0;
+        for t in &tokens {
+            match app.client.revoke(t).await {
+                Ok(alive) => revoked += usize::from(alive),
+                Err(e) => tracing::warn!(pod = %pod, error = %e, "revoking a fork preview's token; it expires within the hour"),
+            }
+        }
+        if revoked > 0 {
+            let _ = self.pods.record_progress(pod, &format!("revoked the {revoked} GitHub token(s) this fork's preview was given")).await;
+        }
+    }
+
+    /// Follows pod events, this server's and the others': a fork preview
+    /// that stops, fails or goes loses the tokens this server gave it (on
+    /// whichever server the stop was asked).
+    async fn revoke_when_stopped(&self) {
+        let mut events = self.events.subscribe();
+        loop {
+            let e = match events.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let stopped = matches!(e.to, PodState::Stopping | PodState::Stopped | PodState::Deleting | PodState::Deleted | PodState::Error);
+            if stopped && self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).holds(e.pod_id) {
+                self.revoke_untrusted_by(e.pod_id, e.at).await;
+            }
+        }
     }
 
     /// Adds each pod's GitHub link to its view.
@@ -1519,5 +1657,40 @@ mod tests {
         for n in [preview_name(1, "--a--"), long] {
             assert!(pinacle_orchestrator::PodName::parse(&n).is_ok(), "{n}");
         }
+    }
+
+    fn token(name: &str, expires_at: i64) -> pinacle_github::app::Token {
+        pinacle_github::app::Token { token: name.into(), expires_at }
+    }
+
+    #[test]
+    fn a_fork_previews_live_tokens_are_kept_for_revocation_and_bounded() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut t = UntrustedTokens::default();
+        t.record(a, token("old", 100), 50_000);
+        t.record(a, token("new", 4000), 200_000);
+        t.record(a, token("new", 4000), 201_000);
+        t.record(b, token("other", 4000), 200_000);
+        assert!(t.holds(a) && t.holds(b));
+        // expired ones are not revoked, a token given twice is revoked once
+        assert_eq!(t.take(a, 300_000, 300_000).iter().map(|t| t.token.as_str()).collect::<Vec<_>>(), ["new"]);
+        assert!(t.take(a, 300_000, 300_000).is_empty() && !t.holds(a), "taken once");
+        assert_eq!(t.take(b, 300_000, 300_000).len(), 1, "another pod's tokens are its own");
+        // a stop revokes what was given before it, not the token the pod's
+        // next start was given before the stop's event came through
+        t.record(a, token("before", 4000), 300_000);
+        t.record(a, token("after", 4000), 300_500);
+        assert_eq!(t.take(a, 301_000, 300_200).iter().map(|t| t.token.as_str()).collect::<Vec<_>>(), ["before"]);
+        assert_eq!(t.take(a, 301_000, 301_000).iter().map(|t| t.token.as_str()).collect::<Vec<_>>(), ["after"]);
+        for i in 0..100 {
+            t.record(a, token(&format!("t{i}"), 10_000), 300_000);
+        }
+        let kept = t.take(a, 300_000, 300_000);
+        assert_eq!(kept.len(), UntrustedTokens::PER_POD);
+        assert_eq!(kept.last().map(|t| t.token.as_str()), Some("t99"), "the newest are kept");
+        for _ in 0..UntrustedTokens::PODS + 10 {
+            t.record(Uuid::new_v4(), token("x", 10_000), 300_000);
+        }
+        assert_eq!(t.0.len(), UntrustedTokens::PODS, "bounded in pods");
     }
 }

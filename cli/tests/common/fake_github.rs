@@ -34,6 +34,8 @@ pub struct State_ {
     pub collaborators: HashMap<(String, String), String>,
     /// minted tokens: token → (installation, repos, expires).
     pub tokens: HashMap<String, (u64, Vec<String>, i64)>,
+    /// what each token was minted with: token → `permissions` asked for
+    pub token_permissions: HashMap<String, Value>,
     pub tokens_file: Option<PathBuf>,
     pub comments: Vec<(u64, u64, String)>,
     pub check_runs: Vec<(u64, String, String, Option<String>)>,
@@ -139,15 +141,21 @@ async fn mint(State(f): State<Fake>, Path(id): Path<u64>, h: HeaderMap, Json(bod
     let token = format!("ghs_fake{:020}{}", f.counter, rand_suffix());
     let expires = chrono::Utc::now() + chrono::Duration::hours(1);
     f.tokens.insert(token.clone(), (id, repos.clone(), expires.timestamp()));
-    if let Some(file) = &f.tokens_file {
-        let lines: String = f.tokens.iter().flat_map(|(t, (_, rs, e))| rs.iter().map(move |r| format!("{t} {r} {e}\n"))).collect();
-        std::fs::write(file, lines).unwrap();
-    }
+    f.token_permissions.insert(token.clone(), body["permissions"].clone());
+    write_tokens_file(&f);
     let permissions = body["permissions"].clone();
     let listed: Vec<Value> = repos.iter().enumerate().map(|(i, r)| repo_json(r, 100 + i as u64)).collect();
     (StatusCode::CREATED, Json(json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "permissions": if permissions.is_null() { json!({"contents": "write", "issues": "write", "checks": "write"}) } else { permissions },
         "repository_selection": "selected", "repositories": listed}))).into_response()
+}
+
+/// The git server accepts exactly the live tokens, as GitHub's does.
+fn write_tokens_file(f: &State_) {
+    if let Some(file) = &f.tokens_file {
+        let lines: String = f.tokens.iter().flat_map(|(t, (_, rs, e))| rs.iter().map(move |r| format!("{t} {r} {e}\n"))).collect();
+        std::fs::write(file, lines).unwrap();
+    }
 }
 
 fn rand_suffix() -> String {
@@ -163,6 +171,7 @@ async fn revoke(State(f): State<Fake>, h: HeaderMap) -> Response {
         return err(StatusCode::UNAUTHORIZED, "Bad credentials");
     }
     f.revoked += 1;
+    write_tokens_file(&f);
     StatusCode::NO_CONTENT.into_response()
 }
 
