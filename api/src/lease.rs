@@ -7,7 +7,10 @@
 //! milliseconds since the epoch), inserted when absent and otherwise taken
 //! or renewed by compare-and-swap on the whole value, so it behaves the
 //! same on SQLite and PostgreSQL. A holder that dies loses it when `until`
-//! passes; the holder renews it when half its time is left.
+//! passes; the holder renews it when half its time is left. `until` is
+//! each server's own clock: servers whose clocks differ by more than half
+//! the lease's time may both hold it for the difference (keep them in
+//! step with NTP, as TLS and tokens need anyway).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +38,12 @@ pub fn may_take(current: &str, holder: &str, now: i64) -> bool {
         Some((h, until)) => h == holder || until.parse::<i64>().map_or(true, |u| u <= now),
         None => true,
     }
+}
+
+/// Until when `holder` holds a lease whose row reads `value`, if it does.
+fn held_until(value: &str, holder: &str) -> Option<i64> {
+    let (h, until) = value.split_once(' ')?;
+    (h == holder).then(|| until.parse().ok()).flatten()
 }
 
 impl Lease {
@@ -92,7 +101,12 @@ impl Lease {
             .filter(setting::Column::Value.eq(current.value))
             .exec(&self.db)
             .await?;
-        Ok((swapped.rows_affected == 1).then_some(until))
+        if swapped.rows_affected == 1 {
+            return Ok(Some(until));
+        }
+        // another task of this server may have renewed it meanwhile
+        let now_there = setting::Entity::find_by_id(self.key.clone()).one(&self.db).await?;
+        Ok(now_there.and_then(|r| held_until(&r.value, &self.holder)).filter(|u| *u > now))
     }
 }
 
@@ -109,16 +123,23 @@ mod tests {
         assert!(!may_take("b 9000", "a", 5000), "another's, alive");
         assert!(may_take("b 5000", "a", 5000), "another's, run out");
         assert!(may_take("b soon", "a", 5000) && may_take("", "a", 5000), "damaged");
+        assert_eq!(held_until("a 9000", "a"), Some(9000));
+        assert_eq!(held_until("b 9000", "a"), None);
+        assert_eq!(held_until("a soon", "a"), None);
     }
 
     #[tokio::test]
     async fn one_server_holds_a_lease_until_it_runs_out() {
         let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
         Migrator::up(&db, None).await.unwrap();
-        let ttl = Duration::from_millis(400);
+        let ttl = Duration::from_secs(3);
         let (one, two) = (Lease::new(db.clone(), "work", ttl), Lease::new(db.clone(), "work", ttl));
         assert!(one.held().await);
         assert!(!two.held().await, "held by the first");
+        // two tasks of the first server renewing at once both hold it
+        *one.until.lock().unwrap() = None;
+        let (a, b) = tokio::join!(one.held(), one.held());
+        assert!(a && b, "a renewal raced by its own server");
         assert!(one.held().await, "still the first's");
         // another lease is another row
         assert!(Lease::new(db.clone(), "other", ttl).held().await);

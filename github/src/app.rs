@@ -482,7 +482,8 @@ impl GithubApp {
     /// The ids of the repository's deploy keys titled `title` (the
     /// reconcile pass finds a deleted pod's keys by their title, also
     /// ones added just before a crash and never recorded). At most ten
-    /// pages of 100 keys are read.
+    /// pages of 100 keys are read. A repository that is gone, or that the
+    /// installation no longer sees, has none.
     pub async fn deploy_keys_titled(&self, installation: u64, repo: &FullName, title: &str) -> Result<Vec<u64>, GithubError> {
         const PER_PAGE: usize = 100;
         let client = self.as_installation(installation).await?;
@@ -490,7 +491,13 @@ impl GithubApp {
         let mut ids = Vec::new();
         for page in 1..=10u32 {
             let page = page.to_string();
-            let keys: Vec<octocrab::models::repos::DeployKey> = client.get(&route, Some(&[("per_page", "100"), ("page", page.as_str())])).await?;
+            let keys: Vec<octocrab::models::repos::DeployKey> = match client.get(&route, Some(&[("per_page", "100"), ("page", page.as_str())])).await {
+                Ok(keys) => keys,
+                Err(e) => match GithubError::from(e) {
+                    GithubError::NotFound(_) => return Ok(ids),
+                    other => return Err(other),
+                },
+            };
             let full = keys.len() == PER_PAGE;
             ids.extend(keys.into_iter().filter(|k| k.title == title).map(|k| k.id.0));
             if !full {

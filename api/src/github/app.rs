@@ -76,7 +76,10 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 const REDELIVER_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 /// How long the server following previews keeps that job without
 /// renewing it (another server takes over after a crash within this).
-const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a deleted pod's deploy-key removal waits after a failure.
+const KEY_CLEANUP_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// GitHub redelivers deliveries of the last 3 days; a margin is kept.
 const REDELIVER_WITHIN_HOURS: i64 = 71;
@@ -155,6 +158,9 @@ pub struct GithubApps {
     /// Tokens handed to fork previews, revoked when the preview stops.
     untrusted_tokens: Arc<Mutex<UntrustedTokens>>,
     events: crate::events::PodEvents,
+    /// Deleted pods whose deploy keys could not be removed: when to try
+    /// again.
+    key_cleanup_retry: Arc<Mutex<HashMap<Uuid, tokio::time::Instant>>>,
     /// Held by the one server (of those sharing the database) that
     /// follows previews onto GitHub, sweeps and asks for redeliveries;
     /// every server works deliveries (each claims its own).
@@ -183,15 +189,22 @@ impl UntrustedTokens {
                 !ts.is_empty()
             });
             if self.0.len() >= Self::PODS {
+                tracing::warn!(pod = %pod, "too many fork previews hold live tokens: this one's is left to its one-hour expiry");
                 return;
             }
         }
         let ts = self.0.entry(pod).or_default();
         ts.retain(|(t, _)| t.expires_at > now && t.token != token.token);
         if ts.len() >= Self::PER_POD {
+            tracing::warn!(pod = %pod, "a fork preview holds {} live tokens: the oldest is left to its one-hour expiry", Self::PER_POD);
             ts.remove(0);
         }
         ts.push((token, now_ms));
+    }
+
+    /// The pods whose tokens are remembered.
+    fn pods(&self) -> Vec<Uuid> {
+        self.0.keys().copied().collect()
     }
 
     /// Whether any token of `pod` is remembered.
@@ -259,6 +272,7 @@ impl GithubApps {
             roles: Arc::default(),
             untrusted_tokens: Arc::default(),
             events: d.events,
+            key_cleanup_retry: Arc::default(),
             lease: Arc::new(crate::lease::Lease::new(d.db.clone(), "github-app", LEASE_TTL)),
         }
     }
@@ -802,6 +816,12 @@ impl GithubApps {
         let Some(number) = row.pull_request else { return };
         let Ok(app) = self.app() else { return };
         let Ok(repo) = FullName::parse(&row.repository) else { return };
+        // the lease holder's watcher shows previews (two servers would both
+        // post a first comment); the closing word, which the watcher does not
+        // write, comes from the server that saw the pull request close
+        if !matches!(state, PreviewState::Closed { .. }) && !self.lease.held().await {
+            return;
+        }
         let _one = self.showing.lock().await;
         // the row as it is now (the worker and the watcher both write it)
         let Ok(Some(row)) = gpod::Entity::find_by_id(row.pod_id.clone()).one(&self.db).await else { return };
@@ -886,6 +906,10 @@ impl GithubApps {
             }
             let Ok(rows) = gpod::Entity::find().all(&self.db).await else { continue };
             for row in rows {
+                // a long pass (GitHub slow, retrying) must not outlive the lease
+                if !self.lease.held().await {
+                    break;
+                }
                 let Ok(id) = Uuid::parse_str(&row.pod_id) else { continue };
                 let pod = match self.pods.pod_by_id(id).await {
                     Ok(Some(pod)) if pod.state != PodState::Deleted => pod,
@@ -953,6 +977,9 @@ impl GithubApps {
         let now = Utc::now();
         let Ok(rows) = gpod::Entity::find().all(&self.db).await else { return };
         for row in rows {
+            if !self.lease.held().await {
+                return;
+            }
             let Ok(id) = Uuid::parse_str(&row.pod_id) else { continue };
             let pod = self.pods.pod_by_id(id).await.ok().flatten();
             match pod {
@@ -993,6 +1020,12 @@ impl GithubApps {
             tracing::warn!(pod = %row.pod_id, key, repo = %row.repository, "the App is uninstalled: a deleted pod's deploy key stays on GitHub; remove it there");
         }
         let wanted_key = row.deploy_key_id.is_some() || row.deploy_key_access.is_some();
+        if let Ok(pod) = Uuid::parse_str(&row.pod_id) {
+            let waiting = self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).get(&pod).is_some_and(|t| *t > tokio::time::Instant::now());
+            if waiting {
+                return;
+            }
+        }
         if let (true, true, Ok(app), Ok(repo), Ok(pod)) = (wanted_key, installed, self.app(), FullName::parse(&row.repository), Uuid::parse_str(&row.pod_id)) {
             let inst = row.installation_id as u64;
             let removed = async {
@@ -1004,10 +1037,23 @@ impl GithubApps {
                 }
                 Ok::<_, pinacle_github::GithubError>(())
             };
-            if let Err(e) = removed.await {
-                tracing::warn!(pod = %row.pod_id, error = %e, "removing a deleted pod's deploy keys; trying again at the next pass");
-                return;
+            match removed.await {
+                Ok(()) => {}
+                // refused for good (the App lost the permission): nothing
+                // Pinacle can do; the operator removes them on GitHub
+                Err(e @ (pinacle_github::GithubError::Forbidden(_) | pinacle_github::GithubError::Unauthorized(_))) => {
+                    tracing::warn!(pod = %row.pod_id, repo = %row.repository, error = %e, "a deleted pod's deploy keys cannot be removed; remove the keys titled \"{}\" on GitHub", deploy_key_title(pod));
+                }
+                Err(e) => {
+                    // tried again, but not at every watcher tick: GitHub's
+                    // rate limit serves the other pods too
+                    let retry_at = tokio::time::Instant::now() + KEY_CLEANUP_RETRY;
+                    self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).insert(pod, retry_at);
+                    tracing::warn!(pod = %row.pod_id, error = %e, "removing a deleted pod's deploy keys; trying again in {} s", KEY_CLEANUP_RETRY.as_secs());
+                    return;
+                }
             }
+            self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).remove(&pod);
         }
         if let Ok(id) = Uuid::parse_str(&row.pod_id) {
             self.revoke_untrusted(id).await;
@@ -1417,8 +1463,10 @@ impl GithubApps {
             if row.closed_at.is_some() {
                 return Ok(None);
             }
+            // counted from the asking: a stop while GitHub mints it revokes it
+            let asked = Utc::now().timestamp_millis();
             let t = pinacle_github::app::with_retries(3, || app.client.fresh_token(&scope)).await.map_err(github_failed)?;
-            self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).record(pod_id, t.clone(), Utc::now().timestamp_millis());
+            self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).record(pod_id, t.clone(), asked);
             return Ok(Some(t));
         }
         pinacle_github::app::with_retries(3, || app.client.token(&scope)).await.map(Some).map_err(github_failed)
@@ -1437,10 +1485,14 @@ impl GithubApps {
         let tokens = self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).take(pod, now, by.timestamp_millis());
         let Ok(app) = self.app() else { return };
         let mut revoked = 0;
-        for t in &tokens {
-            match app.client.revoke(t).await {
+        for t in tokens {
+            match app.client.revoke(&t).await {
                 Ok(alive) => revoked += usize::from(alive),
-                Err(e) => tracing::warn!(pod = %pod, error = %e, "revoking a fork preview's token; it expires within the hour"),
+                Err(e) => {
+                    // kept for the next stop, close or deletion
+                    tracing::warn!(pod = %pod, error = %e, "revoking a fork preview's token failed; tried again at its next stop or deletion");
+                    self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).record(pod, t, by.timestamp_millis());
+                }
             }
         }
         if revoked > 0 {
@@ -1456,7 +1508,22 @@ impl GithubApps {
         loop {
             let e = match events.recv().await {
                 Ok(e) => e,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // events were missed: each remembered pod's state as it is now
+                    let pods = self.untrusted_tokens.lock().unwrap_or_else(|p| p.into_inner()).pods();
+                    for pod in pods {
+                        let live = match self.pods.pod_by_id(pod).await {
+                            Ok(Some(p)) => matches!(p.state, PodState::Pending | PodState::Provisioning | PodState::Starting | PodState::Running),
+                            Ok(None) => false,
+                            // unknown: left to the next event
+                            Err(_) => true,
+                        };
+                        if !live {
+                            self.revoke_untrusted(pod).await;
+                        }
+                    }
+                    continue;
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             let stopped = matches!(e.to, PodState::Stopping | PodState::Stopped | PodState::Deleting | PodState::Deleted | PodState::Error);
