@@ -44,14 +44,24 @@ def main(root):
         return 0
     images = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d, "rootfs")))
     first = {}
-    linked = saved = 0
+    linked = saved = failed = 0
     for image in images:
         base = os.path.join(root, image, "rootfs")
         for dirpath, _dirs, files in os.walk(base):
             rel = os.path.relpath(dirpath, base)
             for name in files:
                 path = os.path.join(dirpath, name)
-                st = os.lstat(path)
+                if name.endswith(".pinacle-dedup"):
+                    # left by a run that was killed: the original is beside it
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+                    continue
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
                 if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
                     continue
                 key = (os.path.join(rel, name), st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
@@ -59,16 +69,27 @@ def main(root):
                 if seen is None:
                     first[key] = path
                     continue
-                if os.lstat(seen).st_ino == st.st_ino:
-                    continue
-                if xattrs(seen) != xattrs(path) or not filecmp.cmp(seen, path, shallow=False):
-                    continue
                 tmp = path + ".pinacle-dedup"
-                os.link(seen, tmp)
-                os.replace(tmp, path)
-                linked += 1
-                saved += st.st_size
-    print(f"dedup-images: {linked} files linked, {saved / 2**30:.2f} GiB saved, {len(images)} images")
+                try:
+                    other = os.lstat(seen)
+                    if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino) or other.st_dev != st.st_dev:
+                        continue
+                    if xattrs(seen) != xattrs(path) or not filecmp.cmp(seen, path, shallow=False):
+                        continue
+                    if os.path.lexists(tmp):
+                        os.unlink(tmp)
+                    os.link(seen, tmp)
+                    os.replace(tmp, path)
+                    linked += 1
+                    saved += st.st_size
+                except OSError as e:
+                    # this file stays as it is; the cache is still whole
+                    failed += 1
+                    if failed <= 5:
+                        print(f"dedup-images: {path}: {e}", file=sys.stderr)
+                    if os.path.lexists(tmp):
+                        os.unlink(tmp)
+    print(f"dedup-images: {linked} files linked ({saved / 2**30:.2f} GiB of copies), {failed} left as they were, {len(images)} images")
     return 0
 
 

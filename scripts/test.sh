@@ -37,7 +37,7 @@ target/debug/pinacle image build services --recipe cli/tests/images/services.Doc
 # The images are copies of their FROM image plus their own steps: a file
 # at the same path in two images, identical in content and metadata,
 # becomes one (hard links across images only), which halves the cache.
-python3 scripts/dedup-images.py "$PINACLE_TEST_IMAGES"
+python3 scripts/dedup-images.py "$PINACLE_TEST_IMAGES" || echo "test.sh: the image cache was left as it is"
 echo "disk before the tests: $(df -h --output=avail . | tail -1) free"
 
 status=0

@@ -79,6 +79,23 @@ impl Lease {
         taken.is_some()
     }
 
+    /// Gives the lease up (at a clean stop), so another server, or this
+    /// one started again, takes it at once rather than when it runs out.
+    pub async fn release(&self) {
+        let held = self.until.lock().unwrap_or_else(|p| p.into_inner()).take().is_some();
+        if !held {
+            return;
+        }
+        let gone = setting::Entity::delete_many()
+            .filter(setting::Column::Key.eq(self.key.clone()))
+            .filter(setting::Column::Value.starts_with(format!("{} ", self.holder)))
+            .exec(&self.db)
+            .await;
+        if let Err(e) = gone {
+            tracing::warn!(lease = %self.key, error = %e, "giving a lease up; it runs out by itself");
+        }
+    }
+
     /// Takes or renews the lease at `now`: until when it is held, or
     /// `None` when another server holds it.
     async fn take(&self, now: i64) -> Result<Option<i64>, sea_orm::DbErr> {
@@ -148,5 +165,10 @@ mod tests {
         assert!(two.held().await, "taken over after it ran out");
         *one.until.lock().unwrap() = None;
         assert!(!one.held().await, "the first has lost it");
+        // a clean stop gives it up at once
+        two.release().await;
+        assert!(one.held().await, "released: taken before it ran out");
+        two.release().await;
+        assert!(one.held().await, "a lease not held is not given up");
     }
 }

@@ -727,6 +727,7 @@ pub async fn run(args: ServeArgs, role: Role) -> Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down; pods keep running and are adopted on the next start");
+    let _ = tokio::time::timeout(Duration::from_secs(2), state.github_apps.release_lease()).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
     Ok(())

@@ -494,7 +494,10 @@ impl GithubApp {
             let keys: Vec<octocrab::models::repos::DeployKey> = match client.get(&route, Some(&[("per_page", "100"), ("page", page.as_str())])).await {
                 Ok(keys) => keys,
                 Err(e) => match GithubError::from(e) {
-                    GithubError::NotFound(_) => return Ok(ids),
+                    GithubError::NotFound(_) => {
+                        tracing::info!(repo = %repo, "the repository is gone or out of the installation: its deploy keys, if any, are not Pinacle's to list");
+                        return Ok(ids);
+                    }
                     other => return Err(other),
                 },
             };

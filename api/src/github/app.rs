@@ -78,8 +78,10 @@ const REDELIVER_EVERY: std::time::Duration = std::time::Duration::from_secs(600)
 /// renewing it (another server takes over after a crash within this).
 const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// How long a deleted pod's deploy-key removal waits after a failure.
+/// How long a deleted pod's deploy-key removal waits after a failure,
+/// and after GitHub refused it.
 const KEY_CLEANUP_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+const KEY_CLEANUP_REFUSED_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// GitHub redelivers deliveries of the last 3 days; a margin is kept.
 const REDELIVER_WITHIN_HOURS: i64 = 71;
@@ -1039,17 +1041,16 @@ impl GithubApps {
             };
             match removed.await {
                 Ok(()) => {}
-                // refused for good (the App lost the permission): nothing
-                // Pinacle can do; the operator removes them on GitHub
-                Err(e @ (pinacle_github::GithubError::Forbidden(_) | pinacle_github::GithubError::Unauthorized(_))) => {
-                    tracing::warn!(pod = %row.pod_id, repo = %row.repository, error = %e, "a deleted pod's deploy keys cannot be removed; remove the keys titled \"{}\" on GitHub", deploy_key_title(pod));
-                }
                 Err(e) => {
                     // tried again, but not at every watcher tick: GitHub's
-                    // rate limit serves the other pods too
-                    let retry_at = tokio::time::Instant::now() + KEY_CLEANUP_RETRY;
-                    self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).insert(pod, retry_at);
-                    tracing::warn!(pod = %row.pod_id, error = %e, "removing a deleted pod's deploy keys; trying again in {} s", KEY_CLEANUP_RETRY.as_secs());
+                    // rate limit serves the other pods too; a refusal (the
+                    // App lost the permission, its key was replaced, a
+                    // secondary rate limit) waits an hour
+                    let refused = matches!(e, pinacle_github::GithubError::Forbidden(_) | pinacle_github::GithubError::Unauthorized(_));
+                    let wait = if refused { KEY_CLEANUP_REFUSED_RETRY } else { KEY_CLEANUP_RETRY };
+                    self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).insert(pod, tokio::time::Instant::now() + wait);
+                    tracing::warn!(pod = %row.pod_id, repo = %row.repository, error = %e,
+                        "removing a deleted pod's deploy keys (titled \"{}\"); trying again in {} s", deploy_key_title(pod), wait.as_secs());
                     return;
                 }
             }
@@ -1498,6 +1499,12 @@ impl GithubApps {
         if revoked > 0 {
             let _ = self.pods.record_progress(pod, &format!("revoked the {revoked} GitHub token(s) this fork's preview was given")).await;
         }
+    }
+
+    /// Gives the preview lease up at a clean stop, so the next server to
+    /// start (or this one again) follows previews at once.
+    pub async fn release_lease(&self) {
+        self.lease.release().await;
     }
 
     /// Follows pod events, this server's and the others': a fork preview
