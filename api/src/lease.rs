@@ -10,7 +10,9 @@
 //! passes; the holder renews it when half its time is left. `until` is
 //! each server's own clock: servers whose clocks differ by more than half
 //! the lease's time may both hold it for the difference (keep them in
-//! step with NTP, as TLS and tokens need anyway).
+//! step with NTP, as TLS and tokens need anyway). Its writes take the
+//! server's database write lock, like every other writer's: on SQLite an
+//! unlocked write between another writer's read and write fails that one.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,6 +30,8 @@ pub struct Lease {
     ttl_ms: i64,
     /// Until when this server holds it, as it last wrote.
     until: Mutex<Option<i64>>,
+    /// The one that serialises the database's writers.
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Whether `holder` may take a lease whose row reads `current` at `now`:
@@ -48,14 +52,15 @@ fn held_until(value: &str, holder: &str) -> Option<i64> {
 
 impl Lease {
     /// `name` says what the lease guards; `ttl` is how long a holder keeps
-    /// it without renewing.
-    pub fn new(db: sea_orm::DatabaseConnection, name: &str, ttl: Duration) -> Self {
+    /// it without renewing; `write_lock` serialises the database's writers.
+    pub fn new(db: sea_orm::DatabaseConnection, name: &str, ttl: Duration, write_lock: std::sync::Arc<tokio::sync::Mutex<()>>) -> Self {
         Self {
             db,
             key: format!("lease:{name}"),
             holder: uuid::Uuid::new_v4().to_string(),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4),
             until: Mutex::new(None),
+            write_lock,
         }
     }
 
@@ -86,6 +91,7 @@ impl Lease {
         if !held {
             return;
         }
+        let _w = self.write_lock.lock().await;
         let gone = setting::Entity::delete_many()
             .filter(setting::Column::Key.eq(self.key.clone()))
             .filter(setting::Column::Value.starts_with(format!("{} ", self.holder)))
@@ -101,6 +107,7 @@ impl Lease {
     async fn take(&self, now: i64) -> Result<Option<i64>, sea_orm::DbErr> {
         let until = now.saturating_add(self.ttl_ms);
         let value = format!("{} {until}", self.holder);
+        let _w = self.write_lock.lock().await;
         let current = setting::Entity::find_by_id(self.key.clone()).one(&self.db).await?;
         let Some(current) = current else {
             let row = setting::ActiveModel { key: Set(self.key.clone()), value: Set(value.clone()) };
@@ -150,7 +157,8 @@ mod tests {
         let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
         Migrator::up(&db, None).await.unwrap();
         let ttl = Duration::from_secs(3);
-        let (one, two) = (Lease::new(db.clone(), "work", ttl), Lease::new(db.clone(), "work", ttl));
+        let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let (one, two) = (Lease::new(db.clone(), "work", ttl, lock.clone()), Lease::new(db.clone(), "work", ttl, lock.clone()));
         assert!(one.held().await);
         assert!(!two.held().await, "held by the first");
         // two tasks of the first server renewing at once both hold it
@@ -159,7 +167,7 @@ mod tests {
         assert!(a && b, "a renewal raced by its own server");
         assert!(one.held().await, "still the first's");
         // another lease is another row
-        assert!(Lease::new(db.clone(), "other", ttl).held().await);
+        assert!(Lease::new(db.clone(), "other", ttl, lock.clone()).held().await);
         // the first stops renewing (a dead server): the second takes over
         tokio::time::sleep(ttl + Duration::from_millis(50)).await;
         assert!(two.held().await, "taken over after it ran out");

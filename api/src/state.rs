@@ -363,6 +363,7 @@ impl AppState {
             master_key: master_key.clone(),
             sign_in: github.clone(),
             events: events.clone(),
+            write_lock: write_lock.clone(),
         });
         control.set_git_tokens(Arc::new(github_apps.clone()));
         let state = Self(Arc::new(Inner {

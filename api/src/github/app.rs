@@ -253,6 +253,9 @@ pub struct GithubAppsDeps {
     pub master_key: Arc<crate::crypto::MasterKey>,
     pub sign_in: Arc<OnceLock<crate::github::GithubConfig>>,
     pub events: crate::events::PodEvents,
+    /// The one that serialises the database's writers (the preview lease
+    /// takes it).
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl GithubApps {
@@ -275,7 +278,7 @@ impl GithubApps {
             untrusted_tokens: Arc::default(),
             events: d.events,
             key_cleanup_retry: Arc::default(),
-            lease: Arc::new(crate::lease::Lease::new(d.db.clone(), "github-app", LEASE_TTL)),
+            lease: Arc::new(crate::lease::Lease::new(d.db.clone(), "github-app", LEASE_TTL, d.write_lock)),
         }
     }
 
@@ -1021,17 +1024,16 @@ impl GithubApps {
         if let (Some(key), false) = (row.deploy_key_id, installed) {
             tracing::warn!(pod = %row.pod_id, key, repo = %row.repository, "the App is uninstalled: a deleted pod's deploy key stays on GitHub; remove it there");
         }
-        let wanted_key = row.deploy_key_id.is_some() || row.deploy_key_access.is_some();
-        if let Ok(pod) = Uuid::parse_str(&row.pod_id) {
-            let waiting = self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).get(&pod).is_some_and(|t| *t > tokio::time::Instant::now());
-            if waiting {
-                return;
-            }
+        // rows hold the ids Pinacle wrote; a damaged one matches no key or token
+        let pod = Uuid::parse_str(&row.pod_id).unwrap_or_default();
+        if self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).get(&pod).is_some_and(|t| *t > tokio::time::Instant::now()) {
+            return;
         }
-        if let (true, true, Ok(app), Ok(repo), Ok(pod)) = (wanted_key, installed, self.app(), FullName::parse(&row.repository), Uuid::parse_str(&row.pod_id)) {
+        let wanted_key = row.deploy_key_id.is_some() || row.deploy_key_access.is_some();
+        if let (true, true, Ok(app), Ok(repo)) = (wanted_key, installed, self.app(), FullName::parse(&row.repository)) {
             let inst = row.installation_id as u64;
+            let title = deploy_key_title(pod);
             let removed = async {
-                let title = deploy_key_title(pod);
                 let mut keys = pinacle_github::app::with_retries(3, || app.client.deploy_keys_titled(inst, &repo, &title)).await?;
                 keys.extend(row.deploy_key_id.map(|k| k as u64).filter(|k| !keys.contains(k)));
                 for key in keys {
@@ -1039,28 +1041,23 @@ impl GithubApps {
                 }
                 Ok::<_, pinacle_github::GithubError>(())
             };
-            match removed.await {
-                Ok(()) => {}
-                Err(e) => {
-                    // tried again, but not at every watcher tick: GitHub's
-                    // rate limit serves the other pods too; a refusal (the
-                    // App lost the permission, its key was replaced, a
-                    // secondary rate limit) waits an hour
-                    let refused = matches!(e, pinacle_github::GithubError::Forbidden(_) | pinacle_github::GithubError::Unauthorized(_));
-                    let wait = if refused { KEY_CLEANUP_REFUSED_RETRY } else { KEY_CLEANUP_RETRY };
-                    self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).insert(pod, tokio::time::Instant::now() + wait);
-                    tracing::warn!(pod = %row.pod_id, repo = %row.repository, error = %e,
-                        "removing a deleted pod's deploy keys (titled \"{}\"); trying again in {} s", deploy_key_title(pod), wait.as_secs());
-                    return;
-                }
+            if let Err(e) = removed.await {
+                // tried again, but not at every watcher tick: GitHub's rate
+                // limit serves the other pods too; a refusal (the App lost
+                // the permission, its key was replaced, a secondary rate
+                // limit) waits an hour
+                let refused = matches!(e, pinacle_github::GithubError::Forbidden(_) | pinacle_github::GithubError::Unauthorized(_));
+                let wait = if refused { KEY_CLEANUP_REFUSED_RETRY } else { KEY_CLEANUP_RETRY };
+                self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).insert(pod, tokio::time::Instant::now() + wait);
+                tracing::warn!(pod = %row.pod_id, repo = %row.repository, error = %e,
+                    "removing a deleted pod's deploy keys (titled \"{title}\"); trying again in {} s", wait.as_secs());
+                return;
             }
             self.key_cleanup_retry.lock().unwrap_or_else(|p| p.into_inner()).remove(&pod);
         }
-        if let Ok(id) = Uuid::parse_str(&row.pod_id) {
-            self.revoke_untrusted(id).await;
-        }
+        self.revoke_untrusted(pod).await;
         let _ = gpod::Entity::delete_by_id(row.pod_id.clone()).exec(&self.db).await;
-        self.shown.lock().unwrap_or_else(|p| p.into_inner()).remove(&Uuid::parse_str(&row.pod_id).unwrap_or_default());
+        self.shown.lock().unwrap_or_else(|p| p.into_inner()).remove(&pod);
     }
 
     // ---- pushes ------------------------------------------------------
